@@ -1,0 +1,62 @@
+/**
+ * Layering of DESIGN.md, enforced on every `npm test`:
+ *   bin -> cli -> daemon -> client -> messaging -> auth -> store -> wire -> dtls -> util
+ * A layer may import only layers below it; node:crypto only in src/dtls/crypto.ts,
+ * node:dgram only in src/dtls/endpoint.ts.
+ */
+const layers = ["util", "dtls", "wire", "store", "auth", "messaging", "client", "daemon", "cli"];
+
+const upward = layers.map((layer, i) => ({
+  name: `no-upward-from-${layer}`,
+  comment: `src/${layer} may import only layers below it (${layers.slice(0, i).join(", ") || "none"})`,
+  severity: "error",
+  from: { path: `^src/${layer}/` },
+  to: { path: `^src/(${layers.slice(i + 1).join("|") || "__none__"})/` },
+}));
+
+module.exports = {
+  forbidden: [
+    ...upward,
+    {
+      name: "crypto-only-in-provider",
+      comment: "only the crypto provider imports node:crypto",
+      severity: "error",
+      from: { path: "^src/", pathNot: "^src/dtls/crypto\\.ts$" },
+      to: { path: "^(node:)?crypto$", dependencyTypes: ["core"] },
+    },
+    {
+      name: "dgram-only-in-endpoint",
+      comment: "only the UDP endpoint imports node:dgram",
+      severity: "error",
+      from: { path: "^src/", pathNot: "^src/dtls/endpoint\\.ts$" },
+      to: { path: "^(node:)?dgram$", dependencyTypes: ["core"] },
+    },
+    {
+      name: "no-process-in-cores",
+      comment: "protocol layers never touch process/fs/net; I/O lives in the endpoint, daemon and CLI",
+      severity: "error",
+      from: { path: "^src/(util|dtls|wire|messaging|auth)/", pathNot: "^src/dtls/endpoint\\.ts$" },
+      to: { path: "^(node:)?(fs|fs/promises|child_process|process|http|https|net|tls)$", dependencyTypes: ["core"] },
+    },
+    {
+      name: "no-circular",
+      severity: "error",
+      from: {},
+      to: { circular: true },
+    },
+    {
+      name: "bin-only-cli",
+      comment: "bin/ is a thin entry into the compiled CLI",
+      severity: "error",
+      from: { path: "^bin/" },
+      to: { path: "^src/(?!cli/)" },
+    },
+  ],
+  options: {
+    doNotFollow: { path: "node_modules" },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: "tsconfig.json" },
+    enhancedResolveOptions: { extensions: [".ts", ".js"] },
+    exclude: { path: "^dist/" },
+  },
+};

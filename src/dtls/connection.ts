@@ -1,0 +1,380 @@
+/**
+ * One DTLS association, sans-I/O: datagrams in (`receive`), timers in
+ * (`timeout`), datagrams and events out through a ConnectionHandler. The
+ * role-specific handshake (server or client driver) plugs in as a
+ * HandshakeDriver; everything shared lives here: record protection and replay
+ * windows, flights with fragmentation and retransmission (RFC 6347 4.2.4),
+ * reassembly, alerts, close_notify, application data.
+ */
+import { DecodeError } from "../util/errors.ts";
+import { AlertDescription, AlertLevel, ContentType, HANDSHAKE_HEADER_LENGTH, HandshakeType, MAX_PLAINTEXT } from "./constants.ts";
+import { DtlsError, alertError, receivedAlertError } from "./errors.ts";
+import { encodeFragment, parseHandshakeFragments } from "./handshake-codec.ts";
+import type { ConnectionConfig, ConnectionHandler, ConnectionInfo } from "./options.ts";
+import { parseRecords, type RawRecord } from "./record.ts";
+import type { RecordProtection } from "./record-protection.ts";
+import { packDatagrams, RecordWriter } from "./record-writer.ts";
+import { Reassembler, type HandshakeMessage } from "./reassembly.ts";
+import { ReplayWindow } from "./replay-window.ts";
+
+export type FlightItem =
+  | { readonly kind: "handshake"; readonly epoch: 0 | 1; readonly msgType: number; readonly messageSeq: number; readonly body: Uint8Array }
+  | { readonly kind: "ccs" };
+
+/** The role-specific half of the handshake. Throwing a DtlsError fails the connection with its alert. */
+export interface HandshakeDriver {
+  onMessage(msg: HandshakeMessage, now: number): void;
+}
+
+export type ConnectionState = "handshaking" | "established" | "closed";
+
+/** Records held while their epoch's keys or the handshake's end are still ahead. */
+const MAX_EARLY_RECORDS = 16;
+const CCS_BODY = new Uint8Array([1]);
+
+export class Connection {
+  readonly role: "client" | "server";
+  readonly config: ConnectionConfig;
+  private readonly handler: ConnectionHandler;
+  private driver: HandshakeDriver | undefined;
+  private stateValue: ConnectionState = "handshaking";
+  private info: ConnectionInfo | undefined;
+
+  private readonly writer: RecordWriter;
+  private readProtection: RecordProtection | undefined;
+  private readonly replay = new ReplayWindow();
+  private readonly reassembler: Reassembler;
+  private earlyEpoch1: RawRecord[] = [];
+  private earlyData: Uint8Array[] = [];
+
+  private flight: readonly FlightItem[] = [];
+  private retransmitAt: number | undefined;
+  private rto: number;
+  private retransmits = 0;
+  private lastTransmitAt = -Infinity;
+
+  private lastActivity: number;
+  private idleCheckAt: number | undefined;
+
+  constructor(
+    role: "client" | "server",
+    config: ConnectionConfig,
+    handler: ConnectionHandler,
+    now: number,
+    opts: { firstWriteSeq?: number; firstMessageSeq?: number } = {},
+  ) {
+    this.role = role;
+    this.config = config;
+    this.handler = handler;
+    this.writer = new RecordWriter(opts.firstWriteSeq ?? 0);
+    this.reassembler = new Reassembler(opts.firstMessageSeq ?? 0);
+    this.rto = config.retransmit.initialMs;
+    this.lastActivity = now;
+    this.idleCheckAt = config.idleTimeoutMs > 0 ? now + config.idleTimeoutMs : undefined;
+  }
+
+  attach(driver: HandshakeDriver): void {
+    this.driver = driver;
+  }
+
+  get state(): ConnectionState {
+    return this.stateValue;
+  }
+
+  /** Set once established. */
+  get connectionInfo(): ConnectionInfo | undefined {
+    return this.info;
+  }
+
+  /** The largest application payload that fits one datagram at the configured MTU. */
+  get maxDatagramPayload(): number {
+    return Math.min(MAX_PLAINTEXT, this.config.mtu - this.writer.overhead(1));
+  }
+
+  /** When `timeout` wants to be called next, or undefined. */
+  nextTimeout(): number | undefined {
+    const a = this.retransmitAt;
+    const b = this.idleCheckAt;
+    if (a === undefined) return b;
+    if (b === undefined) return a;
+    return a < b ? a : b;
+  }
+
+  // ---- input ------------------------------------------------------------
+
+  receive(datagram: Uint8Array, now: number): void {
+    for (const rec of parseRecords(datagram)) {
+      if (this.stateValue === "closed") return;
+      this.receiveRecord(rec, now);
+    }
+  }
+
+  /** One record already split from a datagram (the server core parses the first one itself). */
+  receiveRecord(rec: RawRecord, now: number): void {
+    let plaintext: Uint8Array;
+    if (rec.epoch === 0) {
+      // Epoch 0 is unauthenticated; handshake de-duplication is by message_seq,
+      // so no replay window here (some stacks resend records with the same seq).
+      if (this.stateValue === "established" && rec.type !== ContentType.handshake) return;
+      plaintext = rec.body;
+    } else if (rec.epoch === 1) {
+      if (this.readProtection === undefined) {
+        if (this.earlyEpoch1.length < MAX_EARLY_RECORDS) this.earlyEpoch1.push(copyRecord(rec));
+        return;
+      }
+      if (!this.replay.check(rec.seq)) return;
+      const opened = this.readProtection.open(rec);
+      if (opened === null) return; // bad_record_mac: dropped silently (RFC 6347 4.1.2.7)
+      this.replay.accept(rec.seq);
+      plaintext = opened;
+      this.lastActivity = now;
+    } else {
+      return;
+    }
+    if (plaintext.length > MAX_PLAINTEXT) return;
+    switch (rec.type) {
+      case ContentType.handshake:
+        this.onHandshakeRecord(plaintext, rec.epoch, now);
+        break;
+      case ContentType.application_data:
+        this.onApplicationData(plaintext, rec.epoch);
+        break;
+      case ContentType.alert:
+        this.onAlert(plaintext);
+        break;
+      case ContentType.change_cipher_spec:
+        // Its only content is the byte 1; the epoch switch itself is tracked per record.
+        break;
+      default:
+        break;
+    }
+  }
+
+  private onHandshakeRecord(body: Uint8Array, epoch: number, now: number): void {
+    let frags;
+    try {
+      frags = parseHandshakeFragments(body);
+    } catch {
+      return; // malformed fragment header: drop the record
+    }
+    let peerRetransmitted = false;
+    for (const f of frags) {
+      if (this.stateValue === "established") {
+        if (f.messageSeq < this.reassembler.nextSeq) {
+          peerRetransmitted = true;
+        } else if (epoch === 1 && (f.msgType === HandshakeType.client_hello || f.msgType === HandshakeType.hello_request)) {
+          this.sendAlert(AlertLevel.warning, AlertDescription.no_renegotiation);
+          return;
+        }
+        continue;
+      }
+      const r = this.reassembler.add(f, epoch);
+      if (r === "old") peerRetransmitted = true;
+    }
+    if (peerRetransmitted) this.answerRetransmission(now);
+    this.drainHandshake(now);
+  }
+
+  private drainHandshake(now: number): void {
+    while (this.stateValue === "handshaking") {
+      const msg = this.reassembler.pop();
+      if (msg === undefined) return;
+      try {
+        (this.driver as HandshakeDriver).onMessage(msg, now);
+      } catch (e) {
+        this.fail(toDtlsError(e));
+        return;
+      }
+    }
+  }
+
+  /** The peer resent its previous flight: ours was lost, resend it (at most every initialMs/2). */
+  private answerRetransmission(now: number): void {
+    if (this.flight.length === 0) return;
+    if (now - this.lastTransmitAt < this.config.retransmit.initialMs / 2) return;
+    this.transmitFlight(now);
+  }
+
+  private onApplicationData(plaintext: Uint8Array, epoch: number): void {
+    if (epoch === 0) return;
+    if (this.stateValue === "established") {
+      // The peer sends protected data: it has our final flight.
+      if (this.role === "server") this.flight = [];
+      this.handler.data(plaintext);
+    } else if (this.earlyData.length < MAX_EARLY_RECORDS) {
+      this.earlyData.push(plaintext.slice());
+    }
+  }
+
+  private onAlert(body: Uint8Array): void {
+    if (body.length !== 2) return;
+    const level = body[0] as number;
+    const description = body[1] as number;
+    if (description === AlertDescription.close_notify) {
+      this.sendAlert(AlertLevel.warning, AlertDescription.close_notify);
+      this.finish(undefined);
+    } else if (level === AlertLevel.fatal) {
+      this.finish(receivedAlertError(level, description));
+    }
+  }
+
+  timeout(now: number): void {
+    if (this.stateValue === "closed") return;
+    if (this.retransmitAt !== undefined && now >= this.retransmitAt) {
+      if (this.retransmits >= this.config.retransmit.maxRetransmits) {
+        this.finish(new DtlsError("timeout", `handshake timed out: no answer after ${this.retransmits} retransmissions`));
+        return;
+      }
+      this.retransmits++;
+      this.rto = Math.min(this.rto * 2, this.config.retransmit.maxMs);
+      this.transmitFlight(now);
+    }
+    if (this.idleCheckAt !== undefined && now >= this.idleCheckAt) {
+      const idleFor = now - this.lastActivity;
+      if (idleFor >= this.config.idleTimeoutMs) {
+        if (this.stateValue === "established") this.sendAlert(AlertLevel.warning, AlertDescription.close_notify);
+        this.finish(new DtlsError("idle_timeout", `no record from the peer for ${Math.round(idleFor)} ms`));
+        return;
+      }
+      this.idleCheckAt = this.lastActivity + this.config.idleTimeoutMs;
+    }
+  }
+
+  // ---- used by the handshake drivers -----------------------------------
+
+  /** Sends a new flight; `awaitReply` arms the retransmission timer (not for the final flight). */
+  sendFlight(items: readonly FlightItem[], now: number, awaitReply: boolean): void {
+    this.flight = items;
+    this.rto = this.config.retransmit.initialMs;
+    this.retransmits = 0;
+    this.transmitFlight(now);
+    this.retransmitAt = awaitReply ? now + this.rto : undefined;
+  }
+
+  private transmitFlight(now: number): void {
+    const mtu = this.config.mtu;
+    const records: Uint8Array[] = [];
+    for (const item of this.flight) {
+      if (item.kind === "ccs") {
+        records.push(this.writer.record(ContentType.change_cipher_spec, 0, CCS_BODY));
+        this.writer.epoch = 1;
+        continue;
+      }
+      const maxFragment = mtu - this.writer.overhead(item.epoch) - HANDSHAKE_HEADER_LENGTH;
+      const body = item.body;
+      let offset = 0;
+      do {
+        const n = Math.min(maxFragment, body.length - offset);
+        const frag = encodeFragment(item.msgType, item.messageSeq, body, offset, n);
+        records.push(this.writer.record(ContentType.handshake, item.epoch, frag));
+        offset += n;
+      } while (offset < body.length);
+    }
+    for (const d of packDatagrams(records, mtu)) this.handler.sendDatagram(d);
+    this.lastTransmitAt = now;
+    if (this.retransmitAt !== undefined) this.retransmitAt = now + this.rto;
+  }
+
+  /** Installs epoch 1 keys: read side at once (early records replay), write side at our ChangeCipherSpec. */
+  installKeys(read: RecordProtection, write: RecordProtection, now: number): void {
+    this.readProtection = read;
+    this.writer.install(write);
+    const early = this.earlyEpoch1;
+    this.earlyEpoch1 = [];
+    for (const rec of early) {
+      if (this.stateValue === "closed") return;
+      this.receiveRecord(rec, now);
+    }
+  }
+
+  establish(info: ConnectionInfo, now: number): void {
+    this.stateValue = "established";
+    this.info = info;
+    this.retransmitAt = undefined;
+    if (this.role === "client") this.flight = [];
+    this.reassembler.clear();
+    this.lastActivity = now;
+    this.handler.established(info);
+    const early = this.earlyData;
+    this.earlyData = [];
+    for (const d of early) {
+      if (this.stateValue !== "established") return;
+      this.handler.data(d);
+    }
+  }
+
+  // ---- output -------------------------------------------------------------
+
+  /** Sends one application record. */
+  send(data: Uint8Array): void {
+    this.assertOpen();
+    if (data.length > MAX_PLAINTEXT) throw new DtlsError("too_large", `application record of ${data.length} bytes exceeds ${MAX_PLAINTEXT}`);
+    this.handler.sendDatagram(this.writer.record(ContentType.application_data, 1, data));
+  }
+
+  /** Sends several application records, packed into as few datagrams as the MTU allows. */
+  sendBatch(list: readonly Uint8Array[]): void {
+    this.assertOpen();
+    const records: Uint8Array[] = [];
+    for (const data of list) {
+      if (data.length > MAX_PLAINTEXT) throw new DtlsError("too_large", `application record of ${data.length} bytes exceeds ${MAX_PLAINTEXT}`);
+      records.push(this.writer.record(ContentType.application_data, 1, data));
+    }
+    for (const d of packDatagrams(records, this.config.mtu)) this.handler.sendDatagram(d);
+  }
+
+  private assertOpen(): void {
+    if (this.stateValue !== "established") {
+      throw new DtlsError(this.stateValue === "closed" ? "closed" : "not_established", `connection is ${this.stateValue}`);
+    }
+  }
+
+  /** Orderly close: close_notify, then "closed" with no error. */
+  close(): void {
+    if (this.stateValue === "closed") return;
+    this.sendAlert(AlertLevel.warning, AlertDescription.close_notify);
+    this.finish(undefined);
+  }
+
+  /** Fails the connection: the fatal alert of the error (if any), then "closed" with it. */
+  fail(error: DtlsError): void {
+    if (this.stateValue === "closed") return;
+    if (error.alert !== undefined) this.sendAlert(AlertLevel.fatal, error.alert);
+    this.finish(error);
+  }
+
+  /** Closes without a word to the peer (e.g. replaced by a new handshake from the same address). */
+  abandon(error: DtlsError): void {
+    this.finish(error);
+  }
+
+  private sendAlert(level: number, description: number): void {
+    try {
+      this.handler.sendDatagram(this.writer.record(ContentType.alert, this.writer.epoch, new Uint8Array([level, description])));
+    } catch {
+      // No keys or sequence space left: nothing can be said to the peer.
+    }
+  }
+
+  private finish(error: DtlsError | undefined): void {
+    if (this.stateValue === "closed") return;
+    this.stateValue = "closed";
+    this.retransmitAt = undefined;
+    this.idleCheckAt = undefined;
+    this.flight = [];
+    this.earlyEpoch1 = [];
+    this.earlyData = [];
+    this.reassembler.clear();
+    this.handler.closed(error);
+  }
+}
+
+function copyRecord(rec: RawRecord): RawRecord {
+  return { ...rec, header: rec.header.slice(), body: rec.body.slice() };
+}
+
+export function toDtlsError(e: unknown): DtlsError {
+  if (e instanceof DtlsError) return e;
+  if (e instanceof DecodeError) return alertError("decode_error", e.message);
+  return new DtlsError("internal_error", e instanceof Error ? e.message : String(e), AlertDescription.internal_error);
+}

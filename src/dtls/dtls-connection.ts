@@ -1,0 +1,83 @@
+import { EventEmitter } from "node:events";
+import type { Connection } from "./connection.ts";
+import type { DtlsError } from "./errors.ts";
+import type { ConnectionInfo } from "./options.ts";
+import type { SuiteName } from "./suites.ts";
+
+export interface PeerAddress {
+  readonly address: string;
+  readonly port: number;
+}
+
+export interface DtlsConnectionInfo {
+  readonly peer: PeerAddress;
+  readonly identity: string;
+  readonly suite: SuiteName;
+  readonly extendedMasterSecret: boolean;
+}
+
+export interface CloseReason {
+  readonly code: string;
+  readonly message: string;
+}
+
+interface Events {
+  data: [data: Buffer];
+  close: [reason: CloseReason];
+  error: [error: DtlsError];
+}
+
+/**
+ * An established DTLS association as applications see it (both roles).
+ * Events: "data" (one per application record), "close" (once), "error"
+ * (a failure; "close" follows).
+ */
+export class DtlsConnection extends EventEmitter<Events> {
+  readonly info: DtlsConnectionInfo;
+  private readonly core: Connection;
+  private readonly afterSend: () => void;
+
+  /** @internal created by the endpoint. */
+  constructor(core: Connection, peer: PeerAddress, info: ConnectionInfo, afterSend: () => void) {
+    super();
+    this.core = core;
+    this.info = { peer, ...info };
+    this.afterSend = afterSend;
+  }
+
+  get closed(): boolean {
+    return this.core.state === "closed";
+  }
+
+  /** The largest payload that fits one datagram at the configured MTU. */
+  get maxDatagramPayload(): number {
+    return this.core.maxDatagramPayload;
+  }
+
+  /** Sends one application record. Throws DtlsError ("closed", "too_large"). */
+  send(data: Uint8Array): void {
+    this.core.send(data);
+  }
+
+  /** Sends several records packed into as few datagrams as the MTU allows. */
+  sendBatch(list: readonly Uint8Array[]): void {
+    this.core.sendBatch(list);
+  }
+
+  /** Sends close_notify and emits "close". */
+  close(): void {
+    this.core.close();
+    this.afterSend();
+  }
+
+  /** @internal */
+  deliver(data: Uint8Array): void {
+    this.emit("data", Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+  }
+
+  /** @internal */
+  ended(error: DtlsError | undefined): void {
+    if (error !== undefined && error.code !== "closed" && this.listenerCount("error") > 0) this.emit("error", error);
+    this.emit("close", error === undefined ? { code: "closed", message: "closed" } : { code: error.code, message: error.message });
+  }
+}

@@ -1,0 +1,254 @@
+/**
+ * Binds the sans-I/O cores to UDP: the only module of the project that
+ * imports node:dgram. One socket serves every peer of a server; one timer
+ * (armed for the core scheduler's earliest deadline) serves every connection.
+ */
+import { createSocket, type Socket } from "node:dgram";
+import { EventEmitter } from "node:events";
+import { isIP } from "node:net";
+import { monotonicClock, type Clock } from "../util/clock.ts";
+import { Connection } from "./connection.ts";
+import { DtlsConnection, type PeerAddress } from "./dtls-connection.ts";
+import { DtlsError } from "./errors.ts";
+import { ClientHandshake } from "./handshake-client.ts";
+import { DEFAULT_MTU, DEFAULT_RETRANSMIT, MIN_MTU, type ClientPskConfig, type RetransmitPolicy } from "./options.ts";
+import { ServerCore, type Peer, type ServerStats } from "./server-core.ts";
+import { SUITE_NAMES, suiteByName, type SuiteName } from "./suites.ts";
+
+export interface ListenOptions {
+  host?: string;
+  port?: number;
+  psk: {
+    keys?: ReadonlyMap<string, Uint8Array>;
+    lookup?: (identity: string) => Uint8Array | undefined;
+    hint?: string;
+  };
+  suites?: readonly SuiteName[];
+  mtu?: number;
+  requireExtendedMasterSecret?: boolean;
+  maxHandshakes?: number;
+  maxSessions?: number;
+  idleTimeoutMs?: number;
+  retransmit?: Partial<RetransmitPolicy>;
+  clock?: Clock;
+}
+
+export interface ConnectOptions {
+  host: string;
+  port: number;
+  psk: ClientPskConfig;
+  suites?: readonly SuiteName[];
+  mtu?: number;
+  requireExtendedMasterSecret?: boolean;
+  /** Whole-handshake limit; the connect promise rejects with code "timeout". */
+  timeoutMs?: number;
+  idleTimeoutMs?: number;
+  retransmit?: Partial<RetransmitPolicy>;
+  clock?: Clock;
+}
+
+interface ServerEvents {
+  session: [conn: DtlsConnection];
+  handshakeError: [event: { peer: PeerAddress; error: DtlsError }];
+  error: [error: Error];
+}
+
+function checkMtu(mtu: number): number {
+  if (!Number.isInteger(mtu) || mtu < MIN_MTU || mtu > 65507) {
+    throw new DtlsError("bad_option", `mtu must be an integer from ${MIN_MTU} to 65507, got ${mtu}`);
+  }
+  return mtu;
+}
+
+function socketType(host: string): "udp4" | "udp6" {
+  return isIP(host) === 6 ? "udp6" : "udp4";
+}
+
+/** One real timer for a sans-I/O core's earliest deadline. */
+class Timer {
+  private handle: NodeJS.Timeout | undefined;
+  private at = Infinity;
+  private readonly clock: Clock;
+  private readonly fire: (now: number) => void;
+  private readonly next: () => number | undefined;
+
+  constructor(clock: Clock, next: () => number | undefined, fire: (now: number) => void) {
+    this.clock = clock;
+    this.next = next;
+    this.fire = fire;
+  }
+
+  /** Re-arms when the earliest deadline moved earlier (later deadlines just fire early and re-arm). */
+  arm(): void {
+    const next = this.next();
+    if (next === undefined || next >= this.at) return;
+    if (this.handle !== undefined) clearTimeout(this.handle);
+    this.at = next;
+    this.handle = setTimeout(() => {
+      this.handle = undefined;
+      this.at = Infinity;
+      this.fire(this.clock.now());
+      this.arm();
+    }, Math.max(0, Math.ceil(next - this.clock.now())));
+    this.handle.unref();
+  }
+
+  stop(): void {
+    if (this.handle !== undefined) clearTimeout(this.handle);
+    this.handle = undefined;
+    this.at = Infinity;
+  }
+}
+
+export class DtlsServer extends EventEmitter<ServerEvents> {
+  private readonly socket: Socket;
+  private readonly core: ServerCore;
+  private readonly timer: Timer;
+  private readonly clock: Clock;
+  private closing = false;
+
+  /** @internal use listen(). */
+  constructor(socket: Socket, opts: ListenOptions) {
+    super();
+    this.socket = socket;
+    this.clock = opts.clock ?? monotonicClock;
+    const keys = opts.psk.keys;
+    const lookup = opts.psk.lookup ?? (keys ? (id: string) => keys.get(id) : undefined);
+    if (lookup === undefined) throw new DtlsError("bad_option", "psk.keys or psk.lookup is required");
+    this.core = new ServerCore(
+      {
+        suites: (opts.suites ?? SUITE_NAMES).map(suiteByName),
+        mtu: checkMtu(opts.mtu ?? DEFAULT_MTU),
+        requireExtendedMasterSecret: opts.requireExtendedMasterSecret ?? false,
+        retransmit: { ...DEFAULT_RETRANSMIT, ...opts.retransmit },
+        idleTimeoutMs: opts.idleTimeoutMs ?? 300_000,
+        psk: { lookup, hint: opts.psk.hint },
+        maxHandshakes: opts.maxHandshakes ?? 1000,
+        maxSessions: opts.maxSessions ?? 100_000,
+      },
+      {
+        send: (peer, d) => this.socket.send(d, peer.port, peer.address),
+        established: (session) => {
+          const conn = new DtlsConnection(session.connection, session.peer, session.info, () => this.timer.arm());
+          session.listener = { data: (d) => conn.deliver(d), closed: (e) => conn.ended(e) };
+          this.emit("session", conn);
+        },
+        handshakeFailed: (peer, error) => this.emit("handshakeError", { peer, error }),
+      },
+      this.clock.now(),
+    );
+    this.timer = new Timer(
+      this.clock,
+      () => this.core.nextTimeout(),
+      (now) => this.core.timeout(now),
+    );
+    socket.on("message", (msg, rinfo) => {
+      if (this.closing) return;
+      const peer: Peer = { address: rinfo.address, port: rinfo.port };
+      this.core.receive(peer, msg, this.clock.now());
+      this.timer.arm();
+    });
+    socket.on("error", (e) => this.emit("error", e));
+  }
+
+  address(): { address: string; port: number; family: string } {
+    return this.socket.address();
+  }
+
+  /** Established sessions. */
+  sessions(): number {
+    return this.core.establishedCount;
+  }
+
+  get stats(): Readonly<ServerStats> {
+    return this.core.stats;
+  }
+
+  /** close_notify to every peer, then the socket closes. */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    this.core.closeAll();
+    this.timer.stop();
+    await new Promise<void>((resolve) => this.socket.close(() => resolve()));
+  }
+}
+
+export async function listen(opts: ListenOptions): Promise<DtlsServer> {
+  const host = opts.host ?? "127.0.0.1";
+  const socket = createSocket({ type: socketType(host) });
+  const server = new DtlsServer(socket, opts);
+  await new Promise<void>((resolve, reject) => {
+    const onError = (e: Error): void => reject(new DtlsError("listen_failed", `cannot listen on ${host}:${opts.port ?? 0}: ${e.message}`));
+    socket.once("error", onError);
+    socket.bind(opts.port ?? 0, host, () => {
+      socket.off("error", onError);
+      resolve();
+    });
+  });
+  return server;
+}
+
+export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
+  const clock = opts.clock ?? monotonicClock;
+  const socket = createSocket({ type: socketType(opts.host) });
+  const peer: PeerAddress = { address: opts.host, port: opts.port };
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  return new Promise<DtlsConnection>((resolve, reject) => {
+    let conn: DtlsConnection | undefined;
+    let settled = false;
+    const finish = (error: DtlsError | undefined): void => {
+      timer.stop();
+      clearTimeout(deadline);
+      socket.close();
+      if (conn !== undefined) conn.ended(error);
+      else if (!settled) {
+        settled = true;
+        reject(error ?? new DtlsError("closed", "server closed the connection during the handshake"));
+      }
+    };
+    const core = new Connection(
+      "client",
+      {
+        suites: (opts.suites ?? SUITE_NAMES).map(suiteByName),
+        mtu: checkMtu(opts.mtu ?? DEFAULT_MTU),
+        requireExtendedMasterSecret: opts.requireExtendedMasterSecret ?? false,
+        retransmit: { ...DEFAULT_RETRANSMIT, ...opts.retransmit },
+        idleTimeoutMs: opts.idleTimeoutMs ?? 0,
+      },
+      {
+        sendDatagram: (d) => socket.send(d),
+        established: (info) => {
+          clearTimeout(deadline);
+          conn = new DtlsConnection(core, peer, info, () => timer.arm());
+          settled = true;
+          resolve(conn);
+        },
+        data: (d) => conn?.deliver(d),
+        closed: (error) => finish(error),
+      },
+      clock.now(),
+    );
+    const timer = new Timer(
+      clock,
+      () => core.nextTimeout(),
+      (now) => core.timeout(now),
+    );
+    const deadline = setTimeout(() => {
+      core.fail(new DtlsError("timeout", `no DTLS handshake with ${opts.host}:${opts.port} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.on("message", (msg) => {
+      core.receive(msg, clock.now());
+      timer.arm();
+    });
+    socket.on("error", (e) => core.fail(new DtlsError("socket_error", e.message)));
+    socket.connect(opts.port, opts.host, () => {
+      try {
+        core.attach(new ClientHandshake(core, opts.psk, clock.now()));
+      } catch (e) {
+        core.fail(e instanceof DtlsError ? e : new DtlsError("internal_error", String(e)));
+      }
+      timer.arm();
+    });
+  });
+}

@@ -1,0 +1,152 @@
+/**
+ * Server side of the PSK handshake (RFC 6347 4.2.1, RFC 4279), from the
+ * ClientHello that carried a valid cookie:
+ *
+ *   ClientHello(cookie)  -->
+ *                        <--  ServerHello, [ServerKeyExchange(hint)], ServerHelloDone
+ *   ClientKeyExchange, ChangeCipherSpec, Finished  -->
+ *                        <--  ChangeCipherSpec, Finished
+ *
+ * The states are types: keys and the master secret exist only in the state
+ * after the ClientKeyExchange.
+ */
+import { HandshakeType, ProtocolVersion } from "./constants.ts";
+import { constantTimeEqual, randomBytes, type SecretKey } from "./crypto.ts";
+import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
+import { alertError } from "./errors.ts";
+import { encodeHandshake } from "./handshake-codec.ts";
+import { finishedVerifyData, keyBlock, masterSecret, pskPremasterSecret, secretKey, Transcript } from "./key-schedule.ts";
+import { decodeFinished, decodePskIdentity, encodePskIdentity, encodeServerHello, EMPTY, type ClientHello } from "./messages.ts";
+import { chooseServerParameters } from "./negotiation.ts";
+import type { ServerPskConfig } from "./options.ts";
+import type { HandshakeMessage } from "./reassembly.ts";
+import { RecordProtection } from "./record-protection.ts";
+import type { CipherSuite } from "./suites.ts";
+
+interface Negotiated {
+  readonly suite: CipherSuite;
+  readonly ems: boolean;
+  readonly clientRandom: Uint8Array;
+  readonly serverRandom: Uint8Array;
+  readonly transcript: Transcript;
+}
+
+type ServerState =
+  | ({ readonly kind: "await_client_key_exchange" } & Negotiated)
+  | ({ readonly kind: "await_finished"; readonly identity: string; readonly master: SecretKey } & Negotiated)
+  | { readonly kind: "done" };
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+export class ServerHandshake implements HandshakeDriver {
+  private readonly host: Connection;
+  private readonly psk: ServerPskConfig;
+  private state: ServerState;
+  private nextSendSeq: number;
+
+  /**
+   * Answers the cookie-verified ClientHello with the server's flight at once.
+   * Throws DtlsError when nothing can be negotiated (caller fails the connection).
+   */
+  constructor(host: Connection, psk: ServerPskConfig, hello: ClientHello, helloMessageSeq: number, helloBody: Uint8Array, now: number) {
+    this.host = host;
+    this.psk = psk;
+    this.nextSendSeq = helloMessageSeq;
+    const choice = chooseServerParameters(hello, host.config.suites, host.config.requireExtendedMasterSecret);
+    const transcript = new Transcript();
+    transcript.add(encodeHandshake(HandshakeType.client_hello, helloMessageSeq, helloBody));
+    const serverRandom = randomBytes(32);
+    const flight: FlightItem[] = [];
+    const add = (msgType: number, body: Uint8Array): void => {
+      const messageSeq = this.nextSendSeq++;
+      flight.push({ kind: "handshake", epoch: 0, msgType, messageSeq, body });
+      transcript.add(encodeHandshake(msgType, messageSeq, body));
+    };
+    add(
+      HandshakeType.server_hello,
+      encodeServerHello({
+        version: ProtocolVersion.DTLS1_2,
+        random: serverRandom,
+        sessionId: EMPTY,
+        cipherSuite: choice.suite.id,
+        compressionMethod: 0,
+        extensions: choice.extensions,
+      }),
+    );
+    if (psk.hint !== undefined) add(HandshakeType.server_key_exchange, encodePskIdentity(new TextEncoder().encode(psk.hint)));
+    add(HandshakeType.server_hello_done, EMPTY);
+    this.state = {
+      kind: "await_client_key_exchange",
+      suite: choice.suite,
+      ems: choice.extendedMasterSecret,
+      clientRandom: hello.random,
+      serverRandom,
+      transcript,
+    };
+    host.sendFlight(flight, now, true);
+  }
+
+  onMessage(msg: HandshakeMessage, now: number): void {
+    const s = this.state;
+    switch (s.kind) {
+      case "await_client_key_exchange":
+        if (msg.msgType !== HandshakeType.client_key_exchange) throw unexpected(msg, "ClientKeyExchange");
+        this.onClientKeyExchange(s, msg, now);
+        return;
+      case "await_finished":
+        if (msg.msgType !== HandshakeType.finished) throw unexpected(msg, "Finished");
+        if (msg.epoch !== 1) throw alertError("unexpected_message", "Finished arrived unprotected");
+        this.onFinished(s, msg, now);
+        return;
+      case "done":
+        return;
+    }
+  }
+
+  private onClientKeyExchange(s: Extract<ServerState, { kind: "await_client_key_exchange" }>, msg: HandshakeMessage, now: number): void {
+    const raw = decodePskIdentity(msg.body, "psk_identity");
+    let identity: string;
+    try {
+      identity = utf8.decode(raw);
+    } catch {
+      throw alertError("decode_error", "PSK identity is not UTF-8");
+    }
+    const key = this.psk.lookup(identity);
+    if (key === undefined) throw alertError("unknown_psk_identity", `unknown PSK identity ${JSON.stringify(identity)}`);
+    s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    const hashAlg = s.suite.prfHash;
+    const master = secretKey(
+      masterSecret(hashAlg, pskPremasterSecret(key), s.clientRandom, s.serverRandom, s.ems ? s.transcript.hash(hashAlg) : undefined),
+    );
+    const keys = keyBlock(s.suite, master, s.clientRandom, s.serverRandom);
+    // State first: installing the read keys may replay an early Finished into onMessage.
+    this.state = { ...s, kind: "await_finished", identity, master };
+    this.host.installKeys(
+      new RecordProtection(s.suite, keys.clientKey, keys.clientIv),
+      new RecordProtection(s.suite, keys.serverKey, keys.serverIv),
+      now,
+    );
+  }
+
+  private onFinished(s: Extract<ServerState, { kind: "await_finished" }>, msg: HandshakeMessage, now: number): void {
+    const hashAlg = s.suite.prfHash;
+    const expected = finishedVerifyData(hashAlg, s.master, "client finished", s.transcript.hash(hashAlg));
+    if (!constantTimeEqual(decodeFinished(msg.body), expected)) {
+      throw alertError("decrypt_error", "client Finished does not verify (wrong PSK?)");
+    }
+    s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    const verify = finishedVerifyData(hashAlg, s.master, "server finished", s.transcript.hash(hashAlg));
+    this.state = { kind: "done" };
+    this.host.sendFlight(
+      [{ kind: "ccs" }, { kind: "handshake", epoch: 1, msgType: HandshakeType.finished, messageSeq: this.nextSendSeq++, body: verify }],
+      now,
+      false,
+    );
+    this.host.establish({ identity: s.identity, suite: s.suite.name, extendedMasterSecret: s.ems }, now);
+  }
+}
+
+export function unexpected(msg: HandshakeMessage, wanted: string): Error {
+  return alertError("unexpected_message", `expected ${wanted}, got handshake message type ${msg.msgType}`);
+}
+

@@ -1,0 +1,7 @@
+/** Public API of the DTLS 1.2 engine (see docs/dtls-api.md). */
+export { listen, connect, DtlsServer, type ListenOptions, type ConnectOptions } from "./endpoint.ts";
+export { DtlsConnection, type DtlsConnectionInfo, type PeerAddress, type CloseReason } from "./dtls-connection.ts";
+export { DtlsError } from "./errors.ts";
+export { SUITE_NAMES, parseSuiteList, isSuiteName, type SuiteName } from "./suites.ts";
+export { DEFAULT_MTU, DEFAULT_RETRANSMIT, type RetransmitPolicy } from "./options.ts";
+export type { ServerStats } from "./server-core.ts";

@@ -1,0 +1,68 @@
+/**
+ * TLS 1.2 key schedule for the PSK suites: premaster (RFC 4279 2), master
+ * secret with or without extended master secret (RFC 7627 4), key block
+ * (RFC 5246 6.3) and Finished (RFC 5246 7.4.9).
+ */
+import { concatBytes } from "../util/bytes.ts";
+import { hash, prf, secretKey, type HashName, type SecretKey } from "./crypto.ts";
+import type { CipherSuite } from "./suites.ts";
+
+/** struct { uint16 N; N zero bytes; uint16 N; psk } for plain PSK. */
+export function pskPremasterSecret(psk: Uint8Array): Uint8Array {
+  const n = psk.length;
+  const out = new Uint8Array(4 + 2 * n);
+  out[0] = n >>> 8;
+  out[1] = n & 0xff;
+  out[2 + n] = n >>> 8;
+  out[3 + n] = n & 0xff;
+  out.set(psk, 4 + n);
+  return out;
+}
+
+export function masterSecret(
+  alg: HashName,
+  premaster: Uint8Array,
+  clientRandom: Uint8Array,
+  serverRandom: Uint8Array,
+  sessionHash: Uint8Array | undefined,
+): Uint8Array {
+  return sessionHash
+    ? prf(alg, premaster, "extended master secret", sessionHash, 48)
+    : prf(alg, premaster, "master secret", concatBytes([clientRandom, serverRandom]), 48);
+}
+
+export interface TrafficKeys {
+  readonly clientKey: Uint8Array;
+  readonly serverKey: Uint8Array;
+  readonly clientIv: Uint8Array;
+  readonly serverIv: Uint8Array;
+}
+
+export function keyBlock(suite: CipherSuite, master: SecretKey, clientRandom: Uint8Array, serverRandom: Uint8Array): TrafficKeys {
+  const k = suite.keyLength;
+  const iv = suite.fixedIvLength;
+  const block = prf(suite.prfHash, master, "key expansion", concatBytes([serverRandom, clientRandom]), 2 * k + 2 * iv);
+  return {
+    clientKey: block.subarray(0, k),
+    serverKey: block.subarray(k, 2 * k),
+    clientIv: block.subarray(2 * k, 2 * k + iv),
+    serverIv: block.subarray(2 * k + iv, 2 * k + 2 * iv),
+  };
+}
+
+export function finishedVerifyData(alg: HashName, master: SecretKey, label: "client finished" | "server finished", transcriptHash: Uint8Array): Uint8Array {
+  return prf(alg, master, label, transcriptHash, 12);
+}
+
+/** The handshake transcript: whole messages with unfragmented DTLS headers, in order. */
+export class Transcript {
+  private readonly messages: Uint8Array[] = [];
+  add(message: Uint8Array): void {
+    this.messages.push(message);
+  }
+  hash(alg: HashName): Uint8Array {
+    return hash(alg, this.messages);
+  }
+}
+
+export { secretKey };

@@ -1,0 +1,55 @@
+import type { DtlsError } from "./errors.ts";
+import type { CipherSuite, SuiteName } from "./suites.ts";
+
+/** Server-side PSK configuration. */
+export interface ServerPskConfig {
+  /** The key of an identity, or undefined when the identity is unknown (-> unknown_psk_identity). */
+  readonly lookup: (identity: string) => Uint8Array | undefined;
+  /** PSK identity hint; sent (in a ServerKeyExchange) only when set. */
+  readonly hint?: string | undefined;
+}
+
+export interface ClientPskConfig {
+  readonly identity: string;
+  readonly key: Uint8Array;
+}
+
+export interface RetransmitPolicy {
+  /** First retransmission timeout (RFC 6347 4.2.4.1: 1 s). */
+  readonly initialMs: number;
+  /** Cap of the doubling timeout (60 s). */
+  readonly maxMs: number;
+  /** Retransmissions of one flight before the handshake fails with "timeout". */
+  readonly maxRetransmits: number;
+}
+
+export const DEFAULT_RETRANSMIT: RetransmitPolicy = { initialMs: 1000, maxMs: 60_000, maxRetransmits: 6 };
+
+/** Largest UDP payload we send by default (DESIGN.md: 1200 bytes). */
+export const DEFAULT_MTU = 1200;
+export const MIN_MTU = 100;
+
+export interface ConnectionConfig {
+  readonly suites: readonly CipherSuite[];
+  readonly mtu: number;
+  readonly requireExtendedMasterSecret: boolean;
+  readonly retransmit: RetransmitPolicy;
+  /** Close after this long without an authenticated record from the peer; 0 = never. */
+  readonly idleTimeoutMs: number;
+}
+
+/** What an established connection tells the layers above. */
+export interface ConnectionInfo {
+  readonly identity: string;
+  readonly suite: SuiteName;
+  readonly extendedMasterSecret: boolean;
+}
+
+/** Where a sans-I/O connection puts what it produces. */
+export interface ConnectionHandler {
+  sendDatagram(datagram: Uint8Array): void;
+  established(info: ConnectionInfo): void;
+  data(plaintext: Uint8Array): void;
+  /** The connection is over: error undefined for an orderly close_notify (either side). */
+  closed(error: DtlsError | undefined): void;
+}

@@ -1,0 +1,58 @@
+import { MAX_SEQUENCE, ProtocolVersion, RECORD_HEADER_LENGTH } from "./constants.ts";
+import { DtlsError } from "./errors.ts";
+import { encodePlainRecord } from "./record.ts";
+import type { RecordProtection } from "./record-protection.ts";
+
+/**
+ * The sending half of the record layer: one sequence counter per epoch
+ * (starting at 0, +1 per record, RFC 6347 4.1), epoch 0 in the clear, epoch 1
+ * under the negotiated AEAD.
+ */
+export class RecordWriter {
+  private readonly seqs = [0, 0];
+  private protection: RecordProtection | undefined;
+  /** Epoch used for application data and alerts: 1 once we have sent ChangeCipherSpec. */
+  epoch = 0;
+
+  constructor(firstEpoch0Seq = 0) {
+    this.seqs[0] = firstEpoch0Seq;
+  }
+
+  install(protection: RecordProtection): void {
+    this.protection = protection;
+  }
+
+  /** Record bytes added to a payload in the given epoch. */
+  overhead(epoch: number): number {
+    return RECORD_HEADER_LENGTH + (epoch === 0 ? 0 : (this.protection?.overhead ?? 0));
+  }
+
+  record(type: number, epoch: number, body: Uint8Array): Uint8Array {
+    const seq = this.seqs[epoch] as number;
+    if (seq > MAX_SEQUENCE) throw new DtlsError("sequence_exhausted", `record sequence numbers of epoch ${epoch} are used up`);
+    this.seqs[epoch] = seq + 1;
+    if (epoch === 0) return encodePlainRecord(type, ProtocolVersion.DTLS1_2, 0, seq, body);
+    if (this.protection === undefined) throw new DtlsError("internal_error", "epoch 1 keys are not installed");
+    return this.protection.seal(type, ProtocolVersion.DTLS1_2, epoch, seq, body);
+  }
+}
+
+/** Packs records into as few datagrams of at most `mtu` bytes as their order allows. */
+export function packDatagrams(records: readonly Uint8Array[], mtu: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let batch: Uint8Array[] = [];
+  let size = 0;
+  const flush = (): void => {
+    if (batch.length === 1) out.push(batch[0] as Uint8Array);
+    else if (batch.length > 1) out.push(Buffer.concat(batch, size));
+    batch = [];
+    size = 0;
+  };
+  for (const r of records) {
+    if (size > 0 && size + r.length > mtu) flush();
+    batch.push(r);
+    size += r.length;
+  }
+  flush();
+  return out;
+}

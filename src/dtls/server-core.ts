@@ -1,0 +1,256 @@
+/**
+ * The server, sans-I/O: demultiplexes datagrams by peer address, answers
+ * first ClientHellos with a stateless HelloVerifyRequest, creates a
+ * connection only for a ClientHello with a valid cookie (and within the caps),
+ * and drives every connection's timers from one scheduler.
+ */
+import { bytesEqual } from "../util/bytes.ts";
+import { Scheduler } from "../util/scheduler.ts";
+import { ContentType, HandshakeType, ProtocolVersion } from "./constants.ts";
+import { Connection } from "./connection.ts";
+import { CookieJar } from "./cookie.ts";
+import { DtlsError } from "./errors.ts";
+import { encodeHandshake, parseHandshakeFragments, type HandshakeFragment } from "./handshake-codec.ts";
+import { ServerHandshake } from "./handshake-server.ts";
+import { decodeClientHello, encodeHelloVerifyRequest, type ClientHello } from "./messages.ts";
+import type { ConnectionConfig, ConnectionInfo, ServerPskConfig } from "./options.ts";
+import { encodePlainRecord, parseRecords, type RawRecord } from "./record.ts";
+
+export interface Peer {
+  readonly address: string;
+  readonly port: number;
+}
+
+export interface ServerCoreConfig extends ConnectionConfig {
+  readonly psk: ServerPskConfig;
+  /** Handshakes in progress at once; further ClientHellos are dropped. */
+  readonly maxHandshakes: number;
+  /** Connections (handshaking + established) at once. */
+  readonly maxSessions: number;
+  readonly cookieRotateMs?: number;
+}
+
+/** What the layer above attaches to an established session. */
+export interface SessionListener {
+  data(plaintext: Uint8Array): void;
+  closed(error: DtlsError | undefined): void;
+}
+
+export class ServerSession {
+  readonly peer: Peer;
+  readonly key: string;
+  readonly connection: Connection;
+  readonly clientRandom: Uint8Array;
+  listener: SessionListener | undefined;
+  constructor(peer: Peer, key: string, connection: Connection, clientRandom: Uint8Array) {
+    this.peer = peer;
+    this.key = key;
+    this.connection = connection;
+    this.clientRandom = clientRandom;
+  }
+  get info(): ConnectionInfo {
+    return this.connection.connectionInfo as ConnectionInfo;
+  }
+}
+
+export interface ServerCoreHandler {
+  send(peer: Peer, datagram: Uint8Array): void;
+  established(session: ServerSession): void;
+  handshakeFailed(peer: Peer, error: DtlsError): void;
+}
+
+export interface ServerStats {
+  helloVerifyRequestsSent: number;
+  handshakesStarted: number;
+  handshakesCompleted: number;
+  handshakesFailed: number;
+  /** Datagrams from unknown peers that were not a usable ClientHello. */
+  datagramsDropped: number;
+  /** Cookie-valid ClientHellos refused because a cap was reached. */
+  refusedOverCapacity: number;
+}
+
+export function peerKey(peer: Peer): string {
+  return `${peer.address}|${peer.port}`;
+}
+
+export class ServerCore {
+  private readonly config: ServerCoreConfig;
+  private readonly handler: ServerCoreHandler;
+  private readonly cookies: CookieJar;
+  private readonly sessions = new Map<string, ServerSession>();
+  private readonly scheduler = new Scheduler<ServerSession>();
+  private handshaking = 0;
+  readonly stats: ServerStats = {
+    helloVerifyRequestsSent: 0,
+    handshakesStarted: 0,
+    handshakesCompleted: 0,
+    handshakesFailed: 0,
+    datagramsDropped: 0,
+    refusedOverCapacity: 0,
+  };
+
+  constructor(config: ServerCoreConfig, handler: ServerCoreHandler, now: number) {
+    this.config = config;
+    this.handler = handler;
+    this.cookies = new CookieJar(now, config.cookieRotateMs);
+  }
+
+  /** Connections (handshaking or established). */
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  get handshakesInProgress(): number {
+    return this.handshaking;
+  }
+
+  get establishedCount(): number {
+    return this.sessions.size - this.handshaking;
+  }
+
+  session(peer: Peer): ServerSession | undefined {
+    return this.sessions.get(peerKey(peer));
+  }
+
+  receive(peer: Peer, datagram: Uint8Array, now: number, key = peerKey(peer)): void {
+    const existing = this.sessions.get(key);
+    if (existing !== undefined) {
+      // Epoch-1 traffic (the hot path) goes straight through; an epoch-0
+      // ClientHello with a new random means the client started over.
+      if (datagram[0] !== ContentType.handshake || datagram[3] !== 0 || datagram[4] !== 0 || !this.isNewClientHello(existing, datagram)) {
+        existing.connection.receive(datagram, now);
+        this.reschedule(existing);
+        return;
+      }
+    }
+    this.receiveFromStranger(peer, key, datagram, now, existing);
+  }
+
+  private isNewClientHello(s: ServerSession, datagram: Uint8Array): boolean {
+    const first = firstClientHello(datagram);
+    return first !== undefined && !bytesEqual(first.hello.random, s.clientRandom);
+  }
+
+  private receiveFromStranger(peer: Peer, key: string, datagram: Uint8Array, now: number, existing: ServerSession | undefined): void {
+    const first = firstClientHello(datagram);
+    if (first === undefined) {
+      this.stats.datagramsDropped++;
+      return;
+    }
+    const { record, fragment, hello } = first;
+    if (!this.cookies.verify(key, hello, now)) {
+      this.sendHelloVerifyRequest(peer, key, record, fragment, hello, now);
+      return;
+    }
+    if (existing === undefined && (this.handshaking >= this.config.maxHandshakes || this.sessions.size >= this.config.maxSessions)) {
+      this.stats.refusedOverCapacity++;
+      this.handler.handshakeFailed(peer, new DtlsError("over_capacity", "too many handshakes or sessions; ClientHello dropped"));
+      return;
+    }
+    if (existing !== undefined) this.remove(existing, new DtlsError("replaced", "the peer started a new handshake from the same address"));
+    this.startHandshake(peer, key, record, fragment, hello, now);
+  }
+
+  private sendHelloVerifyRequest(peer: Peer, key: string, record: RawRecord, fragment: HandshakeFragment, hello: ClientHello, now: number): void {
+    const body = encodeHelloVerifyRequest({ version: ProtocolVersion.DTLS1_0, cookie: this.cookies.make(key, hello, now) });
+    // RFC 6347 4.2.1: HVR repeats the ClientHello's record and message sequence numbers.
+    const msg = encodeHandshake(HandshakeType.hello_verify_request, fragment.messageSeq, body);
+    this.stats.helloVerifyRequestsSent++;
+    this.handler.send(peer, encodePlainRecord(ContentType.handshake, ProtocolVersion.DTLS1_0, 0, record.seq, msg));
+  }
+
+  private startHandshake(peer: Peer, key: string, record: RawRecord, fragment: HandshakeFragment, hello: ClientHello, now: number): void {
+    let session: ServerSession | undefined;
+    const connection = new Connection(
+      "server",
+      this.config,
+      {
+        sendDatagram: (d) => this.handler.send(peer, d),
+        established: () => {
+          this.handshaking--;
+          this.stats.handshakesCompleted++;
+          this.handler.established(session as ServerSession);
+        },
+        data: (d) => session?.listener?.data(d),
+        closed: (error) => this.onClosed(session as ServerSession, error),
+      },
+      now,
+      // Continue above the ClientHello's record number so ServerHello never reuses the HVR's.
+      { firstWriteSeq: record.seq, firstMessageSeq: fragment.messageSeq + 1 },
+    );
+    session = new ServerSession(peer, key, connection, hello.random.slice());
+    this.sessions.set(key, session);
+    this.handshaking++;
+    this.stats.handshakesStarted++;
+    try {
+      connection.attach(new ServerHandshake(connection, this.config.psk, hello, fragment.messageSeq, fragment.body, now));
+    } catch (e) {
+      connection.fail(e instanceof DtlsError ? e : new DtlsError("internal_error", String(e), 80));
+      return;
+    }
+    this.reschedule(session);
+  }
+
+  private onClosed(session: ServerSession, error: DtlsError | undefined): void {
+    if (this.sessions.get(session.key) === session) this.sessions.delete(session.key);
+    this.scheduler.cancel(session);
+    if (session.connection.connectionInfo === undefined) {
+      this.handshaking--;
+      this.stats.handshakesFailed++;
+      this.handler.handshakeFailed(session.peer, error ?? new DtlsError("closed", "peer closed during the handshake"));
+    } else {
+      session.listener?.closed(error);
+    }
+  }
+
+  private remove(session: ServerSession, error: DtlsError): void {
+    session.connection.abandon(error);
+  }
+
+  private reschedule(session: ServerSession): void {
+    if (session.connection.state === "closed") return;
+    this.scheduler.schedule(session, session.connection.nextTimeout());
+  }
+
+  nextTimeout(): number | undefined {
+    return this.scheduler.next();
+  }
+
+  timeout(now: number): void {
+    for (const s of this.scheduler.due(now)) {
+      s.connection.timeout(now);
+      this.reschedule(s);
+    }
+  }
+
+  /** close_notify to every peer; the core stays usable (new peers may arrive). */
+  closeAll(): void {
+    for (const s of [...this.sessions.values()]) s.connection.close();
+  }
+}
+
+interface FirstHello {
+  readonly record: RawRecord;
+  readonly fragment: HandshakeFragment;
+  readonly hello: ClientHello;
+}
+
+/**
+ * The ClientHello that opens a datagram, if it holds one whole (a first
+ * ClientHello must fit one record: we keep no state to reassemble it).
+ */
+function firstClientHello(datagram: Uint8Array): FirstHello | undefined {
+  const records = parseRecords(datagram);
+  const record = records[0];
+  if (record === undefined || record.type !== ContentType.handshake || record.epoch !== 0) return undefined;
+  try {
+    const frags = parseHandshakeFragments(record.body);
+    const fragment = frags[0];
+    if (fragment === undefined || fragment.msgType !== HandshakeType.client_hello) return undefined;
+    if (fragment.fragmentOffset !== 0 || fragment.fragmentLength !== fragment.length) return undefined;
+    return { record, fragment, hello: decodeClientHello(fragment.body) };
+  } catch {
+    return undefined;
+  }
+}

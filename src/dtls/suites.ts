@@ -1,0 +1,78 @@
+import type { AeadName, HashName } from "./crypto.ts";
+import { DtlsError } from "./errors.ts";
+
+/** What a cipher suite means to the record layer and key schedule. */
+export interface CipherSuite {
+  readonly id: number;
+  readonly name: SuiteName;
+  readonly keyExchange: "psk";
+  readonly aead: AeadName;
+  readonly prfHash: HashName;
+  readonly keyLength: number;
+  /** Implicit IV bytes from the key block: 4 (GCM/CCM salt) or 12 (ChaCha20). */
+  readonly fixedIvLength: number;
+  /** Explicit nonce bytes carried in every record: 8 (GCM/CCM) or 0 (ChaCha20). */
+  readonly recordIvLength: number;
+  readonly tagLength: number;
+}
+
+export type SuiteName =
+  | "TLS_PSK_WITH_AES_128_CCM_8"
+  | "TLS_PSK_WITH_AES_128_CCM"
+  | "TLS_PSK_WITH_AES_128_GCM_SHA256"
+  | "TLS_PSK_WITH_AES_256_GCM_SHA384"
+  | "TLS_PSK_WITH_CHACHA20_POLY1305_SHA256";
+
+function aes(id: number, name: SuiteName, aead: AeadName, keyLength: number, prfHash: HashName, tagLength: number): CipherSuite {
+  return { id, name, keyExchange: "psk", aead, prfHash, keyLength, fixedIvLength: 4, recordIvLength: 8, tagLength };
+}
+
+const ALL: readonly CipherSuite[] = [
+  aes(0xc0a8, "TLS_PSK_WITH_AES_128_CCM_8", "aes-128-ccm8", 16, "sha256", 8),
+  aes(0x00a8, "TLS_PSK_WITH_AES_128_GCM_SHA256", "aes-128-gcm", 16, "sha256", 16),
+  aes(0x00a9, "TLS_PSK_WITH_AES_256_GCM_SHA384", "aes-256-gcm", 32, "sha384", 16),
+  {
+    id: 0xccab,
+    name: "TLS_PSK_WITH_CHACHA20_POLY1305_SHA256",
+    keyExchange: "psk",
+    aead: "chacha20-poly1305",
+    prfHash: "sha256",
+    keyLength: 32,
+    fixedIvLength: 12,
+    recordIvLength: 0,
+    tagLength: 16,
+  },
+  aes(0xc0a4, "TLS_PSK_WITH_AES_128_CCM", "aes-128-ccm", 16, "sha256", 16),
+];
+
+/** Every supported suite, in the default preference order (AEAD, small tags first for constrained devices). */
+export const SUITE_NAMES: readonly SuiteName[] = ALL.map((s) => s.name);
+
+const byId = new Map(ALL.map((s) => [s.id, s]));
+const byName = new Map(ALL.map((s) => [s.name as string, s]));
+
+export function suiteById(id: number): CipherSuite | undefined {
+  return byId.get(id);
+}
+
+export function suiteByName(name: SuiteName): CipherSuite {
+  return byName.get(name) as CipherSuite;
+}
+
+export function isSuiteName(s: string): s is SuiteName {
+  return byName.has(s);
+}
+
+/** Parses "NAME,NAME" of IANA suite names; throws DtlsError("bad_suite") naming the unknown one. */
+export function parseSuiteList(csv: string): SuiteName[] {
+  const names = csv.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
+  if (names.length === 0) throw new DtlsError("bad_suite", "empty cipher suite list");
+  for (const n of names) {
+    if (!isSuiteName(n)) throw new DtlsError("bad_suite", `unknown cipher suite ${n}; supported: ${SUITE_NAMES.join(", ")}`);
+  }
+  return names as SuiteName[];
+}
+
+export function suiteName(id: number): string {
+  return byId.get(id)?.name ?? `0x${id.toString(16).padStart(4, "0")}`;
+}
