@@ -6,6 +6,7 @@
  * windows, flights with fragmentation and retransmission (RFC 6347 4.2.4),
  * reassembly, alerts, close_notify, application data.
  */
+import { copyBytes } from "../util/bytes.ts";
 import { DecodeError } from "../util/errors.ts";
 import { AlertDescription, AlertLevel, ContentType, HANDSHAKE_HEADER_LENGTH, HandshakeType, MAX_PLAINTEXT } from "./constants.ts";
 import { DtlsError, alertError, receivedAlertError } from "./errors.ts";
@@ -124,7 +125,15 @@ export class Connection {
       }
       if (!this.replay.check(rec.seq)) return;
       const opened = this.readProtection.open(rec);
-      if (opened === null) return; // bad_record_mac: dropped silently (RFC 6347 4.1.2.7)
+      if (opened === null) {
+        // Established: drop silently (RFC 6347 4.1.2.7). During the handshake the
+        // only protected record is the peer's Finished: failing to open it means
+        // the keys differ (a wrong PSK), so say so now instead of timing out.
+        if (this.stateValue === "handshaking" && rec.type === ContentType.handshake) {
+          this.fail(alertError("bad_record_mac", "the peer's Finished does not authenticate: the pre-shared keys differ"));
+        }
+        return;
+      }
       this.replay.accept(rec.seq);
       plaintext = opened;
       this.lastActivity = now;
@@ -202,7 +211,7 @@ export class Connection {
       if (this.role === "server") this.flight = [];
       this.handler.data(plaintext);
     } else if (this.earlyData.length < MAX_EARLY_RECORDS) {
-      this.earlyData.push(plaintext.slice());
+      this.earlyData.push(copyBytes(plaintext));
     }
   }
 
@@ -370,7 +379,7 @@ export class Connection {
 }
 
 function copyRecord(rec: RawRecord): RawRecord {
-  return { ...rec, header: rec.header.slice(), body: rec.body.slice() };
+  return { ...rec, header: copyBytes(rec.header), body: copyBytes(rec.body) };
 }
 
 export function toDtlsError(e: unknown): DtlsError {

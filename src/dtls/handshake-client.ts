@@ -11,6 +11,7 @@
  * We always offer extended_master_secret and renegotiation_info. Keys exist
  * only in the state after ServerHelloDone.
  */
+import { copyBytes } from "../util/bytes.ts";
 import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";
 import { constantTimeEqual, randomBytes, type SecretKey } from "./crypto.ts";
 import type { Connection, HandshakeDriver } from "./connection.ts";
@@ -121,7 +122,7 @@ export class ClientHandshake implements HandshakeDriver {
   private onHelloVerifyRequest(s: Extract<ClientState, { kind: "await_server_hello" }>, msg: HandshakeMessage, now: number): void {
     const hvr = decodeHelloVerifyRequest(msg.body);
     if (s.cookieRounds >= MAX_COOKIE_ROUNDS) throw alertError("handshake_failure", "server keeps sending HelloVerifyRequest");
-    const hello = { ...s.hello, cookie: hvr.cookie.slice() };
+    const hello = { ...s.hello, cookie: copyBytes(hvr.cookie) };
     // RFC 6347 4.2.1: the first ClientHello and the HelloVerifyRequest stay out of the transcript.
     this.state = { kind: "await_server_hello", cookieRounds: s.cookieRounds + 1, ...this.sendHello(hello, now) };
   }
@@ -154,7 +155,7 @@ export class ClientHandshake implements HandshakeDriver {
       suite,
       ems,
       clientRandom: s.hello.random,
-      serverRandom: sh.random.slice(),
+      serverRandom: copyBytes(sh.random),
       transcript: s.transcript,
       hint: undefined,
     };

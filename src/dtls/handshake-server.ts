@@ -10,6 +10,7 @@
  * The states are types: keys and the master secret exist only in the state
  * after the ClientKeyExchange.
  */
+import { copyBytes } from "../util/bytes.ts";
 import { HandshakeType, ProtocolVersion } from "./constants.ts";
 import { constantTimeEqual, randomBytes, type SecretKey } from "./crypto.ts";
 import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
@@ -79,7 +80,7 @@ export class ServerHandshake implements HandshakeDriver {
       kind: "await_client_key_exchange",
       suite: choice.suite,
       ems: choice.extendedMasterSecret,
-      clientRandom: hello.random,
+      clientRandom: copyBytes(hello.random),
       serverRandom,
       transcript,
     };

@@ -1,4 +1,5 @@
 import { createAead, type Aead } from "./crypto.ts";
+import { copyBytes } from "../util/bytes.ts";
 import { RECORD_HEADER_LENGTH } from "./constants.ts";
 import type { RawRecord } from "./record.ts";
 import { writeRecordHeader, writeSeq48 } from "./record.ts";
@@ -22,7 +23,7 @@ export class RecordProtection {
 
   constructor(suite: CipherSuite, key: Uint8Array, iv: Uint8Array) {
     this.aead = createAead(suite.aead, key);
-    this.iv = iv.slice();
+    this.iv = copyBytes(iv);
     this.explicitLength = suite.recordIvLength;
     this.xorNonce = suite.recordIvLength === 0;
     this.overhead = suite.recordIvLength + suite.tagLength;

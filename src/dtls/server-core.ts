@@ -4,7 +4,7 @@
  * connection only for a ClientHello with a valid cookie (and within the caps),
  * and drives every connection's timers from one scheduler.
  */
-import { bytesEqual } from "../util/bytes.ts";
+import { bytesEqual, copyBytes } from "../util/bytes.ts";
 import { Scheduler } from "../util/scheduler.ts";
 import { ContentType, HandshakeType, ProtocolVersion } from "./constants.ts";
 import { Connection } from "./connection.ts";
@@ -179,7 +179,7 @@ export class ServerCore {
       // Continue above the ClientHello's record number so ServerHello never reuses the HVR's.
       { firstWriteSeq: record.seq, firstMessageSeq: fragment.messageSeq + 1 },
     );
-    session = new ServerSession(peer, key, connection, hello.random.slice());
+    session = new ServerSession(peer, key, connection, copyBytes(hello.random));
     this.sessions.set(key, session);
     this.handshaking++;
     this.stats.handshakesStarted++;

@@ -229,3 +229,11 @@ export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }
+
+/**
+ * A copy in fresh memory. (Buffer#slice returns a view, so `.slice()` on bytes
+ * that may be a Buffer would keep the whole received datagram alive.)
+ */
+export function copyBytes(b: Uint8Array): Uint8Array {
+  return new Uint8Array(b);
+}

@@ -3,6 +3,7 @@
  * in-memory datagram pipe with a fake clock, and optional loss, reordering,
  * duplication driven by a seeded PRNG (so failures reproduce).
  */
+import { copyBytes } from "../../src/util/bytes.ts";
 import { Connection } from "../../src/dtls/connection.ts";
 import type { DtlsError } from "../../src/dtls/errors.ts";
 import { ClientHandshake } from "../../src/dtls/handshake-client.ts";
@@ -97,7 +98,7 @@ export class Pipe {
         established: (s) => {
           this.serverSession = s;
           s.listener = {
-            data: (d) => this.serverData.push(d.slice()),
+            data: (d) => this.serverData.push(copyBytes(d)),
             closed: (e) => {
               this.serverClosed = e;
             },
@@ -118,7 +119,7 @@ export class Pipe {
         established: (info) => {
           this.clientInfo = info;
         },
-        data: (d) => this.clientData.push(d.slice()),
+        data: (d) => this.clientData.push(copyBytes(d)),
         closed: (e) => {
           this.clientClosed = e;
         },
@@ -143,7 +144,7 @@ export class Pipe {
     const copies = this.rand() < this.cond.duplicate ? 2 : 1;
     for (let i = 0; i < copies; i++) {
       const delay = this.rand() < this.cond.reorder ? 1 + this.rand() * this.cond.jitterMs : 1;
-      this.queue.push({ at: this.now + delay, order: this.order++, to, data: d.slice() });
+      this.queue.push({ at: this.now + delay, order: this.order++, to, data: copyBytes(d) });
     }
   }
 
