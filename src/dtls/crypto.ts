@@ -11,7 +11,7 @@ import {
   createHash,
   createHmac,
   createSecretKey,
-  randomBytes as nodeRandomBytes,
+  randomFillSync,
   timingSafeEqual,
   type CipherGCM,
   type DecipherGCM,
@@ -30,9 +30,24 @@ export function secretKey(bytes: Uint8Array): SecretKey {
   return { key: createSecretKey(bytes) };
 }
 
+/**
+ * CSPRNG output. Small requests (randoms, nonces) are cut from a pooled 4 KiB
+ * block filled by one system call, instead of one call each.
+ */
+const POOL_SIZE = 4096;
+const pool = new Uint8Array(POOL_SIZE);
+let poolOffset = POOL_SIZE;
+
 export function randomBytes(n: number): Uint8Array {
-  const b = nodeRandomBytes(n);
-  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+  if (n > 256) return randomFillSync(new Uint8Array(n));
+  if (poolOffset + n > POOL_SIZE) {
+    randomFillSync(pool);
+    poolOffset = 0;
+  }
+  const out = pool.slice(poolOffset, poolOffset + n);
+  pool.fill(0, poolOffset, poolOffset + n);
+  poolOffset += n;
+  return out;
 }
 
 export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
@@ -43,6 +58,22 @@ export function hash(alg: HashName, parts: readonly Uint8Array[]): Uint8Array {
   const h = createHash(alg);
   for (const p of parts) h.update(p);
   return asBytes(h.digest());
+}
+
+/** A hash fed piece by piece whose digest can be taken at any point without ending it. */
+export interface RunningHash {
+  update(data: Uint8Array): void;
+  digest(): Uint8Array;
+}
+
+export function runningHash(alg: HashName): RunningHash {
+  const h = createHash(alg);
+  return {
+    update: (data) => {
+      h.update(data);
+    },
+    digest: () => asBytes(h.copy().digest()),
+  };
 }
 
 export function hmac(alg: HashName, key: SecretKey, parts: readonly Uint8Array[]): Uint8Array {

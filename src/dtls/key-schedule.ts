@@ -4,7 +4,7 @@
  * (RFC 5246 6.3) and Finished (RFC 5246 7.4.9).
  */
 import { concatBytes } from "../util/bytes.ts";
-import { hash, prf, secretKey, type HashName, type SecretKey } from "./crypto.ts";
+import { prf, runningHash, secretKey, type HashName, type RunningHash, type SecretKey } from "./crypto.ts";
 import type { CipherSuite } from "./suites.ts";
 
 /** struct { uint16 N; N zero bytes; uint16 N; psk } for plain PSK. */
@@ -54,14 +54,30 @@ export function finishedVerifyData(alg: HashName, master: SecretKey, label: "cli
   return prf(alg, master, label, transcriptHash, 12);
 }
 
-/** The handshake transcript: whole messages with unfragmented DTLS headers, in order. */
+/**
+ * The handshake transcript: whole messages with unfragmented DTLS headers, in
+ * order. Messages are buffered until the hash is known (the suite decides it),
+ * then fed to one running hash whose digest is taken at each point needed.
+ */
 export class Transcript {
-  private readonly messages: Uint8Array[] = [];
+  private pending: Uint8Array[] = [];
+  private running: { alg: HashName; hash: RunningHash } | undefined;
+
   add(message: Uint8Array): void {
-    this.messages.push(message);
+    if (this.running) this.running.hash.update(message);
+    else this.pending.push(message);
   }
+
   hash(alg: HashName): Uint8Array {
-    return hash(alg, this.messages);
+    if (this.running === undefined) {
+      const h = runningHash(alg);
+      for (const m of this.pending) h.update(m);
+      this.pending = [];
+      this.running = { alg, hash: h };
+    } else if (this.running.alg !== alg) {
+      throw new Error(`transcript hashed with ${this.running.alg}, asked for ${alg}`);
+    }
+    return this.running.hash.digest();
   }
 }
 

@@ -1,0 +1,240 @@
+/**
+ * `npm run bench`: figures for the DTLS engine on this machine. Not a test:
+ * it prints numbers and ratios, never fails on a threshold. Every loop is
+ * bounded in count and time; all traffic stays on 127.0.0.1.
+ *
+ *  1. Server CPU per PSK handshake, in process (sans-I/O, no sockets).
+ *  2. Server CPU per PSK handshake over loopback UDP (server in its own process).
+ *  3. Application records echoed per second per server core over UDP, against a
+ *     plain UDP echo server measured the same way (the ratio is the DTLS cost).
+ */
+import { spawn, type ChildProcessByStdio } from "node:child_process";
+import type { Readable, Writable } from "node:stream";
+import { createSocket } from "node:dgram";
+import { createInterface } from "node:readline";
+import { Connection } from "../../src/dtls/connection.ts";
+import { ClientHandshake } from "../../src/dtls/handshake-client.ts";
+import { connect, type DtlsConnection } from "../../src/dtls/index.ts";
+import { DEFAULT_RETRANSMIT } from "../../src/dtls/options.ts";
+import { ServerCore } from "../../src/dtls/server-core.ts";
+import { suiteByName, type SuiteName } from "../../src/dtls/suites.ts";
+
+const KEY = Buffer.from("000102030405060708090a0b0c0d0e0f", "hex");
+const quick = process.argv.includes("--quick");
+const json = process.argv.includes("--json");
+const results: Record<string, number> = {};
+function report(name: string, value: number, unit: string): void {
+  results[name] = value;
+  if (!json) console.log(`  ${name.padEnd(52)} ${value.toFixed(value < 10 ? 2 : 0).padStart(10)} ${unit}`);
+}
+
+// ---- 1. in-process handshakes ---------------------------------------------
+function inProcessHandshakes(suite: SuiteName, n: number): { serverUs: number; clientUs: number } {
+  const config = { suites: [suiteByName(suite)], mtu: 1200, requireExtendedMasterSecret: false, retransmit: DEFAULT_RETRANSMIT, idleTimeoutMs: 0 };
+  let toServer: Uint8Array[] = [];
+  let toClient: Uint8Array[] = [];
+  let established = 0;
+  const server = new ServerCore(
+    { ...config, psk: { lookup: () => KEY }, maxHandshakes: n + 10, maxSessions: n + 10 },
+    { send: (_p, d) => toClient.push(d), established: () => established++, handshakeFailed: (_p, e) => { throw e; } },
+    0,
+  );
+  let serverNs = 0n;
+  let clientNs = 0n;
+  for (let i = 0; i < n; i++) {
+    const peer = { address: "127.0.0.1", port: 1024 + (i % 60000), key: `c${i}` };
+    const t0 = process.hrtime.bigint();
+    const client = new Connection("client", config, { sendDatagram: (d) => toServer.push(d), established: () => {}, data: () => {}, closed: () => {} }, 0);
+    client.attach(new ClientHandshake(client, { identity: "bench-1", key: KEY }, 0));
+    clientNs += process.hrtime.bigint() - t0;
+    while (toServer.length > 0 || toClient.length > 0) {
+      const ins = toServer;
+      toServer = [];
+      const s0 = process.hrtime.bigint();
+      for (const d of ins) server.receive(peer, d, 0, peer.key);
+      serverNs += process.hrtime.bigint() - s0;
+      const outs = toClient;
+      toClient = [];
+      const c0 = process.hrtime.bigint();
+      for (const d of outs) client.receive(d, 0);
+      clientNs += process.hrtime.bigint() - c0;
+    }
+  }
+  if (established !== n) throw new Error(`only ${established}/${n} handshakes completed`);
+  return { serverUs: Number(serverNs) / 1000 / n, clientUs: Number(clientNs) / 1000 / n };
+}
+
+// ---- child server helpers ---------------------------------------------------
+interface Child {
+  proc: ChildProcessByStdio<Writable, Readable, null>;
+  port: number;
+  cpu(): Promise<number>;
+  stop(): void;
+}
+
+async function startServer(args: string[]): Promise<Child> {
+  const proc = spawn(process.execPath, ["scripts/bench/echo-server.ts", ...args], { stdio: ["pipe", "pipe", "inherit"] });
+  const lines = createInterface({ input: proc.stdout });
+  const waiters: ((l: string) => void)[] = [];
+  lines.on("line", (l) => waiters.shift()?.(l));
+  const next = (): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error("bench server did not answer")), 10_000);
+      waiters.push((l) => {
+        clearTimeout(t);
+        resolve(l);
+      });
+    });
+  const port = Number((await next()).split(" ")[1]);
+  return {
+    proc,
+    port,
+    async cpu() {
+      const p = next();
+      proc.stdin.write("cpu\n");
+      return Number((await p).split(" ")[1]);
+    },
+    stop() {
+      proc.stdin.end();
+      proc.kill();
+    },
+  };
+}
+
+// ---- 2. UDP handshakes ------------------------------------------------------
+async function udpHandshakes(suite: SuiteName, n: number, concurrency: number): Promise<{ serverUs: number; perSecond: number }> {
+  const srv = await startServer([`--suite=${suite}`]);
+  try {
+    // Warm up (JIT) before measuring.
+    for (let i = 0; i < 50; i++) {
+      const c = await connect({ host: "127.0.0.1", port: srv.port, psk: { identity: "bench-w", key: KEY }, suites: [suite] });
+      c.close();
+    }
+    const cpu0 = await srv.cpu();
+    const t0 = performance.now();
+    let started = 0;
+    const worker = async (): Promise<void> => {
+      while (started < n) {
+        started++;
+        const c = await connect({ host: "127.0.0.1", port: srv.port, psk: { identity: "bench-1", key: KEY }, suites: [suite], timeoutMs: 10_000 });
+        c.close();
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+    const wall = performance.now() - t0;
+    const cpu1 = await srv.cpu();
+    return { serverUs: (cpu1 - cpu0) / n, perSecond: (n / wall) * 1000 };
+  } finally {
+    srv.stop();
+  }
+}
+
+// ---- 3. echo throughput -------------------------------------------------------
+/**
+ * Each client keeps `window` records in flight. UDP may drop under load, so a
+ * client that hears nothing for 20 ms assumes its window was lost and refills
+ * it; the run stops at `total` echoes or `maxMs`, whichever comes first.
+ */
+async function echoLoad(
+  open: () => Promise<{ send(b: Uint8Array): void; onData(f: () => void): void; close(): void }>,
+  clients: number,
+  window: number,
+  total: number,
+  maxMs: number,
+): Promise<{ echoed: number; wallMs: number }> {
+  const payload = new Uint8Array(100).fill(0x61);
+  const conns = await Promise.all(Array.from({ length: clients }, open));
+  let echoed = 0;
+  const t0 = performance.now();
+  await new Promise<void>((resolve) => {
+    const state = conns.map(() => ({ inflight: 0, lastHeard: performance.now() }));
+    const fill = (i: number): void => {
+      const st = state[i]!;
+      while (st.inflight < window) {
+        st.inflight++;
+        conns[i]!.send(payload);
+      }
+    };
+    const done = (): void => {
+      clearInterval(watchdog);
+      clearTimeout(deadline);
+      resolve();
+    };
+    const deadline = setTimeout(done, maxMs);
+    const watchdog = setInterval(() => {
+      const now = performance.now();
+      state.forEach((st, i) => {
+        if (now - st.lastHeard > 20) {
+          st.inflight = 0;
+          st.lastHeard = now;
+          fill(i);
+        }
+      });
+    }, 10);
+    conns.forEach((c, i) => {
+      c.onData(() => {
+        const st = state[i]!;
+        echoed++;
+        st.lastHeard = performance.now();
+        if (st.inflight > 0) st.inflight--;
+        if (echoed >= total) done();
+        else fill(i);
+      });
+      fill(i);
+    });
+  });
+  const wallMs = performance.now() - t0;
+  for (const c of conns) c.close();
+  return { echoed, wallMs };
+}
+
+async function echoBench(raw: boolean, suite: SuiteName, total: number): Promise<{ perCoreSecond: number; wallPerSecond: number; cpuUsPerEcho: number }> {
+  const srv = await startServer(raw ? ["--raw"] : [`--suite=${suite}`]);
+  try {
+    const open = async () => {
+      if (raw) {
+        const s = createSocket("udp4");
+        await new Promise<void>((r) => s.connect(srv.port, "127.0.0.1", () => r()));
+        return { send: (b: Uint8Array) => s.send(b), onData: (f: () => void) => s.on("message", f), close: () => s.close() };
+      }
+      const c: DtlsConnection = await connect({ host: "127.0.0.1", port: srv.port, psk: { identity: "bench-1", key: KEY }, suites: [suite] });
+      return { send: (b: Uint8Array) => c.send(b), onData: (f: () => void) => c.on("data", f), close: () => c.close() };
+    };
+    await echoLoad(open, 4, 16, 20_000, 5_000); // warm-up
+    const cpu0 = await srv.cpu();
+    const r = await echoLoad(open, 8, 16, total, 30_000);
+    const cpu1 = await srv.cpu();
+    const cpuUs = cpu1 - cpu0;
+    return { perCoreSecond: r.echoed / (cpuUs / 1e6), wallPerSecond: (r.echoed / r.wallMs) * 1000, cpuUsPerEcho: cpuUs / r.echoed };
+  } finally {
+    srv.stop();
+  }
+}
+
+if (!json) console.log(`dtlspush DTLS benchmark — Node ${process.version}${quick ? " (quick)" : ""}`);
+const N = quick ? 300 : 3000;
+if (!json) console.log("\n1. PSK handshake, in process (protocol + crypto, no sockets)");
+for (const suite of ["TLS_PSK_WITH_AES_128_CCM_8", "TLS_PSK_WITH_AES_128_GCM_SHA256"] as SuiteName[]) {
+  inProcessHandshakes(suite, 200); // warm-up
+  const r = inProcessHandshakes(suite, N);
+  report(`handshake server CPU, in process, ${suite}`, r.serverUs, "us");
+  report(`handshake client CPU, in process, ${suite}`, r.clientUs, "us");
+}
+if (!json) console.log("\n2. PSK handshake over loopback UDP (server process CPU / handshakes)");
+const hs = await udpHandshakes("TLS_PSK_WITH_AES_128_CCM_8", quick ? 300 : 2000, 8);
+report("handshake server CPU, UDP, TLS_PSK_WITH_AES_128_CCM_8", hs.serverUs, "us");
+report("handshakes per second, wall clock (client-bound)", hs.perSecond, "/s");
+if (!json) console.log("\n3. 100-byte application records echoed over loopback UDP (8 clients, 16 in flight each)");
+const total = quick ? 50_000 : 300_000;
+const rawEcho = await echoBench(true, "TLS_PSK_WITH_AES_128_CCM_8", total);
+report("raw UDP echo: server CPU per echo (reference)", rawEcho.cpuUsPerEcho, "us");
+report("raw UDP echo: echoes per server-core second", rawEcho.perCoreSecond, "/s");
+for (const suite of ["TLS_PSK_WITH_AES_128_CCM_8", "TLS_PSK_WITH_AES_128_GCM_SHA256", "TLS_PSK_WITH_CHACHA20_POLY1305_SHA256"] as SuiteName[]) {
+  const e = await echoBench(false, suite, total);
+  report(`DTLS echo ${suite}: server CPU per echo`, e.cpuUsPerEcho, "us");
+  report(`DTLS echo ${suite}: records per server-core second`, e.perCoreSecond, "/s");
+  report(`DTLS echo ${suite}: wall-clock records/s`, e.wallPerSecond, "/s");
+  report(`DTLS echo ${suite}: CPU ratio to raw UDP echo`, e.cpuUsPerEcho / rawEcho.cpuUsPerEcho, "x");
+}
+if (json) console.log(JSON.stringify(results, null, 2));
+else console.log("\nTargets (issue 2): <= 100 us server CPU per PSK handshake; >= 60k records/s echoed per core.");
