@@ -12,7 +12,7 @@ import { DtlsConnection, type PeerAddress } from "./dtls-connection.ts";
 import { DtlsError } from "./errors.ts";
 import { ClientHandshake } from "./handshake-client.ts";
 import { DEFAULT_MTU, DEFAULT_RETRANSMIT, MIN_MTU, type ClientPskConfig, type RetransmitPolicy } from "./options.ts";
-import { ServerCore, type Peer, type ServerStats } from "./server-core.ts";
+import { ServerCore, type Peer, type ServerCoreConfig, type ServerStats } from "./server-core.ts";
 import { SUITE_NAMES, suiteByName, type SuiteName } from "./suites.ts";
 
 export interface ListenOptions {
@@ -100,34 +100,44 @@ class Timer {
   }
 }
 
+function serverCoreConfig(opts: ListenOptions): ServerCoreConfig {
+  const keys = opts.psk.keys;
+  const lookup = opts.psk.lookup ?? (keys ? (id: string) => keys.get(id) : undefined);
+  if (lookup === undefined) throw new DtlsError("bad_option", "psk.keys or psk.lookup is required");
+  return {
+    suites: (opts.suites ?? SUITE_NAMES).map(suiteByName),
+    mtu: checkMtu(opts.mtu ?? DEFAULT_MTU),
+    requireExtendedMasterSecret: opts.requireExtendedMasterSecret ?? false,
+    retransmit: { ...DEFAULT_RETRANSMIT, ...opts.retransmit },
+    idleTimeoutMs: opts.idleTimeoutMs ?? 300_000,
+    psk: { lookup, hint: opts.psk.hint },
+    maxHandshakes: opts.maxHandshakes ?? 1000,
+    maxSessions: opts.maxSessions ?? 100_000,
+  };
+}
+
+/** How long close() waits for the last close_notify datagrams to leave. */
+const CLOSE_FLUSH_MS = 1000;
+
 export class DtlsServer extends EventEmitter<ServerEvents> {
   private readonly socket: Socket;
   private readonly core: ServerCore;
   private readonly timer: Timer;
   private readonly clock: Clock;
   private closing = false;
+  /** Sends not yet handed to the kernel, counted only while closing. */
+  private pendingSends = 0;
+  private flushed: (() => void) | undefined;
 
   /** @internal use listen(). */
-  constructor(socket: Socket, opts: ListenOptions) {
+  constructor(socket: Socket, config: ServerCoreConfig, clock: Clock) {
     super();
     this.socket = socket;
-    this.clock = opts.clock ?? monotonicClock;
-    const keys = opts.psk.keys;
-    const lookup = opts.psk.lookup ?? (keys ? (id: string) => keys.get(id) : undefined);
-    if (lookup === undefined) throw new DtlsError("bad_option", "psk.keys or psk.lookup is required");
+    this.clock = clock;
     this.core = new ServerCore(
+      config,
       {
-        suites: (opts.suites ?? SUITE_NAMES).map(suiteByName),
-        mtu: checkMtu(opts.mtu ?? DEFAULT_MTU),
-        requireExtendedMasterSecret: opts.requireExtendedMasterSecret ?? false,
-        retransmit: { ...DEFAULT_RETRANSMIT, ...opts.retransmit },
-        idleTimeoutMs: opts.idleTimeoutMs ?? 300_000,
-        psk: { lookup, hint: opts.psk.hint },
-        maxHandshakes: opts.maxHandshakes ?? 1000,
-        maxSessions: opts.maxSessions ?? 100_000,
-      },
-      {
-        send: (peer, d) => this.socket.send(d, peer.port, peer.address),
+        send: (peer, d) => (this.closing ? this.trackedSend(peer, d) : this.socket.send(d, peer.port, peer.address)),
         established: (session) => {
           const conn = new DtlsConnection(session.connection, session.peer, session.info, () => this.timer.arm());
           session.listener = { data: (d) => conn.deliver(d), closed: (e) => conn.ended(e) };
@@ -135,20 +145,28 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
         },
         handshakeFailed: (peer, error) => this.emit("handshakeError", { peer, error }),
       },
-      this.clock.now(),
+      clock.now(),
     );
     this.timer = new Timer(
-      this.clock,
+      clock,
       () => this.core.nextTimeout(),
       (now) => this.core.timeout(now),
     );
     socket.on("message", (msg, rinfo) => {
       if (this.closing) return;
-      const peer: Peer = { address: rinfo.address, port: rinfo.port };
-      this.core.receive(peer, msg, this.clock.now());
+      this.core.receive({ address: rinfo.address, port: rinfo.port }, msg, this.clock.now());
       this.timer.arm();
     });
-    socket.on("error", (e) => this.emit("error", e));
+    socket.on("error", (e) => {
+      if (this.listenerCount("error") > 0) this.emit("error", e);
+    });
+  }
+
+  private trackedSend(peer: Peer, d: Uint8Array): void {
+    this.pendingSends++;
+    this.socket.send(d, peer.port, peer.address, () => {
+      if (--this.pendingSends === 0) this.flushed?.();
+    });
   }
 
   address(): { address: string; port: number; family: string } {
@@ -164,29 +182,37 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
     return this.core.stats;
   }
 
-  /** close_notify to every peer, then the socket closes. */
+  /** close_notify to every peer, then the socket closes (after those datagrams left, within 1 s). */
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
-    this.core.closeAll();
     this.timer.stop();
+    const drained = new Promise<void>((resolve) => {
+      this.flushed = resolve;
+      setTimeout(resolve, CLOSE_FLUSH_MS).unref();
+    });
+    this.core.closeAll();
+    if (this.pendingSends > 0) await drained;
     await new Promise<void>((resolve) => this.socket.close(() => resolve()));
   }
 }
 
 export async function listen(opts: ListenOptions): Promise<DtlsServer> {
   const host = opts.host ?? "127.0.0.1";
+  const config = serverCoreConfig(opts);
   const socket = createSocket({ type: socketType(host) });
-  const server = new DtlsServer(socket, opts);
   await new Promise<void>((resolve, reject) => {
-    const onError = (e: Error): void => reject(new DtlsError("listen_failed", `cannot listen on ${host}:${opts.port ?? 0}: ${e.message}`));
+    const onError = (e: Error): void => {
+      socket.close();
+      reject(new DtlsError("listen_failed", `cannot listen on ${host}:${opts.port ?? 0}: ${e.message}`));
+    };
     socket.once("error", onError);
     socket.bind(opts.port ?? 0, host, () => {
       socket.off("error", onError);
       resolve();
     });
   });
-  return server;
+  return new DtlsServer(socket, config, opts.clock ?? monotonicClock);
 }
 
 export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {

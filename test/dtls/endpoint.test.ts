@@ -1,0 +1,132 @@
+import { createSocket } from "node:dgram";
+import { afterEach, describe, expect, it } from "vitest";
+import { connect, DtlsError, listen, type DtlsConnection, type DtlsServer } from "../../src/dtls/index.ts";
+
+const KEY = Buffer.from("00112233445566778899aabbccddeeff", "hex");
+let servers: DtlsServer[] = [];
+
+async function server(opts: Partial<Parameters<typeof listen>[0]> = {}): Promise<DtlsServer> {
+  const s = await listen({ host: "127.0.0.1", port: 0, psk: { keys: new Map([["dev", KEY]]) }, ...opts });
+  servers.push(s);
+  s.on("session", (c) => c.on("data", (d) => c.send(Buffer.concat([Buffer.from("echo:"), d]))));
+  return s;
+}
+
+function nextData(c: DtlsConnection): Promise<string> {
+  return new Promise((resolve) => c.once("data", (d) => resolve(d.toString())));
+}
+
+afterEach(async () => {
+  await Promise.all(servers.map((s) => s.close()));
+  servers = [];
+});
+
+describe("UDP endpoint on 127.0.0.1", () => {
+  it("serves many clients on one socket, each with its own session", async () => {
+    const s = await server();
+    const { port } = s.address();
+    const clients = await Promise.all(
+      Array.from({ length: 20 }, () => connect({ host: "127.0.0.1", port, psk: { identity: "dev", key: KEY } })),
+    );
+    expect(s.sessions()).toBe(20);
+    const answers = await Promise.all(
+      clients.map((c, i) => {
+        const p = nextData(c);
+        c.send(Buffer.from(`n${i}`));
+        return p;
+      }),
+    );
+    expect(answers).toEqual(clients.map((_c, i) => `echo:n${i}`));
+    for (const c of clients) c.close();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(s.sessions()).toBe(0);
+  });
+
+  it("reports peer, identity and suite on both sides", async () => {
+    const s = await server({ suites: ["TLS_PSK_WITH_CHACHA20_POLY1305_SHA256"] });
+    const seen = new Promise<DtlsConnection>((r) => s.once("session", r));
+    const c = await connect({ host: "127.0.0.1", port: s.address().port, psk: { identity: "dev", key: KEY } });
+    const sc = await seen;
+    expect(c.info).toMatchObject({ identity: "dev", suite: "TLS_PSK_WITH_CHACHA20_POLY1305_SHA256", extendedMasterSecret: true });
+    expect(sc.info).toMatchObject({ identity: "dev", suite: "TLS_PSK_WITH_CHACHA20_POLY1305_SHA256", peer: { address: "127.0.0.1" } });
+    expect(sc.info.peer.port).toBeGreaterThan(0);
+    c.close();
+  });
+
+  it("packs several records into one datagram with sendBatch", async () => {
+    const s = await server();
+    const c = await connect({ host: "127.0.0.1", port: s.address().port, psk: { identity: "dev", key: KEY } });
+    const got: string[] = [];
+    const all = new Promise<void>((r) =>
+      c.on("data", (d) => {
+        got.push(d.toString());
+        if (got.length === 10) r();
+      }),
+    );
+    c.sendBatch(Array.from({ length: 10 }, (_v, i) => Buffer.from(`b${i}`)));
+    await all;
+    expect(got.sort()).toEqual(Array.from({ length: 10 }, (_v, i) => `echo:b${i}`).sort());
+    c.close();
+  });
+
+  it("rejects connect with the server's alert for an unknown identity, and reports it on the server", async () => {
+    const s = await server();
+    const failed = new Promise<{ error: DtlsError }>((r) => s.once("handshakeError", r));
+    await expect(connect({ host: "127.0.0.1", port: s.address().port, psk: { identity: "nobody", key: KEY } })).rejects.toMatchObject({
+      code: "alert_received",
+      alert: 115,
+    });
+    expect((await failed).error.code).toBe("unknown_psk_identity");
+  });
+
+  it("times out connecting to a port where nobody answers", async () => {
+    const silent = createSocket("udp4");
+    await new Promise<void>((r) => silent.bind(0, "127.0.0.1", () => r()));
+    const t0 = Date.now();
+    await expect(
+      connect({ host: "127.0.0.1", port: silent.address().port, psk: { identity: "dev", key: KEY }, timeoutMs: 700 }),
+    ).rejects.toMatchObject({ code: "timeout" });
+    expect(Date.now() - t0).toBeLessThan(3000);
+    silent.close();
+  });
+
+  it("server close sends close_notify: clients see an orderly close", async () => {
+    const s = await server();
+    const c = await connect({ host: "127.0.0.1", port: s.address().port, psk: { identity: "dev", key: KEY } });
+    const closed = new Promise((r) => c.once("close", r));
+    await s.close();
+    servers = [];
+    expect(await closed).toEqual({ code: "closed", message: "closed" });
+    expect(() => c.send(Buffer.from("x"))).toThrow(DtlsError);
+  });
+
+  it("closes idle sessions", async () => {
+    const s = await server({ idleTimeoutMs: 300 });
+    const c = await connect({ host: "127.0.0.1", port: s.address().port, psk: { identity: "dev", key: KEY } });
+    const closed = new Promise((r) => c.once("close", r));
+    expect(await closed).toMatchObject({ code: "closed" });
+    expect(s.sessions()).toBe(0);
+  });
+
+  it("refuses bad options with clear errors", async () => {
+    await expect(listen({ port: 0, psk: { keys: new Map() }, mtu: 20 })).rejects.toMatchObject({ code: "bad_option" });
+    await expect(listen({ port: 0, psk: {} })).rejects.toMatchObject({ code: "bad_option" });
+    const s = await server();
+    await expect(listen({ host: "127.0.0.1", port: s.address().port, psk: { keys: new Map() } })).rejects.toMatchObject({ code: "listen_failed" });
+  });
+
+  it("works over IPv6 loopback", async () => {
+    let s: DtlsServer;
+    try {
+      s = await server({ host: "::1" });
+    } catch (e) {
+      console.warn(`IPv6 loopback unavailable here, skipping: ${(e as Error).message}`);
+      return;
+    }
+    const c = await connect({ host: "::1", port: s.address().port, psk: { identity: "dev", key: KEY } });
+    const p = nextData(c);
+    c.send(Buffer.from("six"));
+    expect(await p).toBe("echo:six");
+    c.close();
+  });
+});
