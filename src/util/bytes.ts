@@ -11,6 +11,9 @@ export class ByteReader {
   private readonly end: number;
 
   constructor(buf: Uint8Array, start = 0, end = buf.length) {
+    if (!(start >= 0 && start <= end && end <= buf.length)) {
+      throw new RangeError(`reader window ${start}..${end} is not inside a buffer of ${buf.length} bytes`);
+    }
     this.buf = buf;
     this.pos = start;
     this.end = end;
@@ -112,7 +115,7 @@ export class ByteWriter {
   private pos = 0;
 
   constructor(initial = 256) {
-    this.buf = new Uint8Array(initial);
+    this.buf = new Uint8Array(Math.max(16, initial));
   }
 
   get length(): number {
