@@ -204,7 +204,7 @@ export async function listen(opts: ListenOptions): Promise<DtlsServer> {
   await new Promise<void>((resolve, reject) => {
     const onError = (e: Error): void => {
       socket.close();
-      reject(new DtlsError("listen_failed", `cannot listen on ${host}:${opts.port ?? 0}: ${e.message}`));
+      reject(new DtlsError("listen_failed", `cannot listen on ${host}:${opts.port ?? 0}: ${e.message}`, undefined, { cause: e }));
     };
     socket.once("error", onError);
     socket.bind(opts.port ?? 0, host, () => {

@@ -7,8 +7,8 @@ import { AlertDescription, alertName, type AlertName } from "./constants.ts";
  */
 export class DtlsError extends DtlspushError {
   readonly alert: number | undefined;
-  constructor(code: string, message: string, alert?: number) {
-    super(code, message);
+  constructor(code: string, message: string, alert?: number, options?: { cause?: unknown }) {
+    super(code, message, options);
     this.name = "DtlsError";
     this.alert = alert;
   }

@@ -1,0 +1,22 @@
+/**
+ * The command tree. Add a command by writing `src/cli/<name>.ts` exporting a
+ * `LeafCommand` (or a `CommandGroup` of them) and listing it here.
+ */
+import type { CommandGroup } from "./command.ts";
+import { PROGRAM } from "./command.ts";
+import { dtlsConnectCommand } from "./dtls-connect.ts";
+import { dtlsServeCommand } from "./dtls-serve.ts";
+
+export const dtlsGroup: CommandGroup = {
+  kind: "group",
+  name: "dtls",
+  summary: "Raw DTLS 1.2 tools: a PSK test server and client",
+  children: [dtlsServeCommand, dtlsConnectCommand],
+};
+
+export const rootCommand: CommandGroup = {
+  kind: "group",
+  name: PROGRAM,
+  summary: "dtlspush: a DTLS 1.2 push daemon and its tools",
+  children: [dtlsGroup],
+};

@@ -1,0 +1,202 @@
+/** `dtlspush dtls connect`: a DTLS 1.2 PSK client; stdin lines out, records in on stdout. */
+import { createInterface } from "node:readline";
+import {
+  MS_RANGE,
+  MTU_RANGE,
+  expectPositionals,
+  formatHostPort,
+  parseCommandLine,
+  parseHostPort,
+  parseInteger,
+  parsePsk,
+  stringListOption,
+  stringOption,
+} from "./args.ts";
+import type { HostPort, OptionSpecs, PskEntry } from "./args.ts";
+import { PROGRAM, formatHelp } from "./command.ts";
+import type { CliIo, LeafCommand } from "./command.ts";
+import { loadDtls, resolveSuites } from "./dtls-engine.ts";
+import { CliError, UsageError, describeError } from "./errors.ts";
+import { formatConnected, formatReason } from "./format.ts";
+
+const COMMAND = `${PROGRAM} dtls connect`;
+export const DEFAULT_TIMEOUT_MS = 30_000;
+export const DEFAULT_WAIT_MS = 500;
+const NEWLINE = Buffer.from("\n");
+
+const OPTIONS: OptionSpecs = {
+  psk: {
+    type: "string",
+    multiple: true,
+    value: "ID:HEXKEY",
+    description: "PSK identity and key (required),\ne.g. device-1:00112233445566778899aabbccddeeff",
+  },
+  suites: {
+    type: "string",
+    value: "NAME,...",
+    description: "Cipher suites to offer, in order (IANA names; default: all)",
+  },
+  mtu: { type: "string", value: "N", description: `Largest UDP payload to send (${MTU_RANGE.min}-${MTU_RANGE.max}; default 1200)` },
+  timeout: { type: "string", value: "MS", description: `Handshake timeout in milliseconds (default ${DEFAULT_TIMEOUT_MS})` },
+  wait: {
+    type: "string",
+    value: "MS",
+    description: `After standard input ends, wait this long for replies\n(restarted by each reply; default ${DEFAULT_WAIT_MS})`,
+  },
+  help: { type: "boolean", short: "h", description: "Show this help" },
+};
+
+export interface ConnectConfig {
+  readonly target: HostPort;
+  readonly psk: PskEntry;
+  /** Raw `--suites` value; resolved by the engine's parser. */
+  readonly suites: string | undefined;
+  readonly mtu: number | undefined;
+  readonly timeoutMs: number;
+  readonly waitMs: number;
+}
+
+/** Parses and validates `dtls connect` arguments (pure). */
+export function parseConnectArgs(argv: readonly string[]): ConnectConfig {
+  const { values, positionals } = parseCommandLine(argv, OPTIONS, COMMAND);
+  const [targetText = ""] = expectPositionals(positionals, ["HOST:PORT"], COMMAND);
+  const target = parseHostPort(targetText, "HOST:PORT");
+  const pskTexts = stringListOption(values, "psk");
+  const pskText = pskTexts[0];
+  if (pskText === undefined) throw new UsageError(`missing --psk ID:HEXKEY (see '${COMMAND} --help')`);
+  if (pskTexts.length > 1) throw new UsageError("--psk: give it once (a client has one identity)");
+  const psk = parsePsk(pskText);
+  const suites = stringOption(values, "suites");
+  if (suites !== undefined && suites.trim() === "") throw new UsageError("--suites: no suite given");
+  const mtuText = stringOption(values, "mtu");
+  const timeoutText = stringOption(values, "timeout");
+  const waitText = stringOption(values, "wait");
+  return {
+    target,
+    psk,
+    suites,
+    mtu: mtuText === undefined ? undefined : parseInteger(mtuText, "--mtu", MTU_RANGE),
+    timeoutMs:
+      timeoutText === undefined ? DEFAULT_TIMEOUT_MS : parseInteger(timeoutText, "--timeout", { min: 1, max: MS_RANGE.max }),
+    waitMs: waitText === undefined ? DEFAULT_WAIT_MS : parseInteger(waitText, "--wait", MS_RANGE),
+  };
+}
+
+/** Close reasons that mean the peer ended the session on purpose. */
+const CLEAN_CLOSE_CODES = new Set(["close_notify", "closed"]);
+
+async function run(argv: readonly string[], io: CliIo): Promise<number> {
+  const config = parseConnectArgs(argv);
+  const dtls = await loadDtls();
+  const suites = resolveSuites(dtls, config.suites);
+  const where = formatHostPort(config.target.host, config.target.port);
+
+  let conn: Awaited<ReturnType<typeof dtls.connect>>;
+  try {
+    conn = await dtls.connect({
+      host: config.target.host,
+      port: config.target.port,
+      psk: { identity: config.psk.identity, key: config.psk.key },
+      ...(suites !== undefined ? { suites } : {}),
+      ...(config.mtu !== undefined ? { mtu: config.mtu } : {}),
+      timeoutMs: config.timeoutMs,
+    });
+  } catch (e) {
+    throw new CliError(`handshake with ${where} failed: ${describeError(e)}`);
+  }
+  return await new Promise<number>((resolve) => {
+    let done = false;
+    /** Set once we close, so our own close_notify is not reported as the peer's. */
+    let closing = false;
+    let waitTimer: NodeJS.Timeout | undefined;
+    const stdin = io.stdin();
+    const lines = createInterface({ input: stdin, crlfDelay: Infinity });
+
+    const finish = (code: number): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(waitTimer);
+      removeSignalHandler();
+      lines.close();
+      stdin.destroy();
+      resolve(code);
+    };
+    /** Ends the session from our side with close_notify. */
+    const closeSession = (code: number): void => {
+      if (done || closing) return;
+      closing = true;
+      try {
+        conn.close();
+      } catch {
+        // Already closed: nothing left to notify.
+      }
+      finish(code);
+    };
+    const fail = (message: string): void => {
+      if (done) return;
+      io.stderr.write(`${PROGRAM}: error: ${message}\n`);
+      closeSession(1);
+    };
+    const startWait = (): void => {
+      clearTimeout(waitTimer);
+      waitTimer = setTimeout(() => closeSession(0), config.waitMs);
+    };
+    let stdinEnded = false;
+
+    const removeSignalHandler = io.onShutdownSignal(() => closeSession(0));
+
+    conn.on("data", (data: Uint8Array) => {
+      if (done) return;
+      io.stdout.write(Buffer.concat([data, NEWLINE]));
+      if (stdinEnded) startWait();
+    });
+    conn.on("error", (e: unknown) => fail(`connection to ${where}: ${describeError(e)}`));
+    conn.on("close", (reason: { code: string; message: string }) => {
+      if (done || closing) return;
+      const clean = CLEAN_CLOSE_CODES.has(reason.code);
+      io.stderr.write(clean ? `closed by peer${formatReason(reason)}\n` : `${PROGRAM}: error: connection to ${where} closed${formatReason(reason)}\n`);
+      finish(clean ? 0 : 1);
+    });
+
+    lines.on("line", (line: string) => {
+      if (done) return;
+      try {
+        conn.send(Buffer.from(line, "utf8"));
+      } catch (e) {
+        fail(`cannot send a line of ${Buffer.byteLength(line, "utf8")} bytes: ${describeError(e)}`);
+      }
+    });
+    lines.on("close", () => {
+      if (done) return;
+      stdinEnded = true;
+      startWait();
+    });
+    stdin.on("error", (e: unknown) => fail(`cannot read standard input: ${describeError(e)}`));
+
+    // Only now, with signals and input handled, tell the user (and scripts) we are ready.
+    io.stderr.write(`${formatConnected(conn.info)}\n`);
+  });
+}
+
+export const dtlsConnectCommand: LeafCommand = {
+  kind: "command",
+  name: "connect",
+  summary: "Connect to a DTLS 1.2 server with a PSK; send stdin lines, print records",
+  help: () =>
+    formatHelp({
+      usage: [`${COMMAND} HOST:PORT --psk ID:HEXKEY [options]`],
+      description:
+        "Connects to a DTLS 1.2 server with a pre-shared key and prints\n" +
+        "'connected suite=NAME ems=yes|no' on standard error once established.\n" +
+        "Each line of standard input is sent as one application record; each record\n" +
+        "received is printed as one line on standard output. When standard input\n" +
+        "ends, waits for replies (--wait), then closes with close_notify and exits 0.",
+      positionals: [{ name: "HOST:PORT", description: "Server address, e.g. 127.0.0.1:5684 or [::1]:5684" }],
+      options: OPTIONS,
+      examples: [
+        `echo hello | ${COMMAND} 127.0.0.1:5684 --psk device-1:00112233445566778899aabbccddeeff`,
+        `${COMMAND} [::1]:5684 --psk device-1:0102 --suites TLS_PSK_WITH_AES_128_GCM_SHA256 --wait 2000`,
+      ],
+    }),
+  run,
+};

@@ -1,0 +1,199 @@
+/** `dtlspush dtls serve`: a DTLS 1.2 PSK server that logs sessions and echoes or prints records. */
+import {
+  MTU_RANGE,
+  booleanOption,
+  expectPositionals,
+  formatHostPort,
+  parseCommandLine,
+  parseHostPort,
+  parseInteger,
+  parsePskList,
+  stringListOption,
+  stringOption,
+} from "./args.ts";
+import type { HostPort, OptionSpecs, PskEntry } from "./args.ts";
+import { PROGRAM, formatHelp } from "./command.ts";
+import type { CliIo, LeafCommand } from "./command.ts";
+import { loadDtls, resolveSuites } from "./dtls-engine.ts";
+import { CliError, UsageError, describeError } from "./errors.ts";
+import {
+  formatClosed,
+  formatData,
+  formatEstablished,
+  formatHandshakeError,
+  formatSessionError,
+} from "./format.ts";
+
+const COMMAND = `${PROGRAM} dtls serve`;
+/** How long a clean shutdown may take before we give up. */
+const CLOSE_TIMEOUT_MS = 10_000;
+
+const OPTIONS: OptionSpecs = {
+  listen: {
+    type: "string",
+    value: "HOST:PORT",
+    description: "Address to listen on (required), e.g. 127.0.0.1:5684,\n[::1]:5684; port 0 picks a free port",
+  },
+  psk: {
+    type: "string",
+    multiple: true,
+    value: "ID:HEXKEY",
+    description: "Accept this PSK identity and key (required; repeat\nfor more devices), e.g. device-1:00112233445566778899aabbccddeeff",
+  },
+  echo: { type: "boolean", description: "Send every application record back to its sender\n(default: print received records)" },
+  suites: {
+    type: "string",
+    value: "NAME,...",
+    description: "Cipher suites in preference order (IANA names),\ne.g. TLS_PSK_WITH_AES_128_CCM_8,TLS_PSK_WITH_AES_128_GCM_SHA256",
+  },
+  mtu: { type: "string", value: "N", description: `Largest UDP payload to send (${MTU_RANGE.min}-${MTU_RANGE.max}; default 1200)` },
+  "require-ems": { type: "boolean", description: "Refuse clients without extended master secret (RFC 7627)" },
+  "psk-hint": { type: "string", value: "TEXT", description: "Send this PSK identity hint (default: none)" },
+  help: { type: "boolean", short: "h", description: "Show this help" },
+};
+
+export interface ServeConfig {
+  readonly listen: HostPort;
+  readonly psks: readonly PskEntry[];
+  readonly echo: boolean;
+  /** Raw `--suites` value; resolved by the engine's parser. */
+  readonly suites: string | undefined;
+  readonly mtu: number | undefined;
+  readonly requireEms: boolean;
+  readonly pskHint: string | undefined;
+}
+
+/** Parses and validates `dtls serve` arguments (pure). */
+export function parseServeArgs(argv: readonly string[]): ServeConfig {
+  const { values, positionals } = parseCommandLine(argv, OPTIONS, COMMAND);
+  expectPositionals(positionals, [], COMMAND);
+  const listenText = stringOption(values, "listen");
+  if (listenText === undefined) throw new UsageError(`missing --listen HOST:PORT (see '${COMMAND} --help')`);
+  const listen = parseHostPort(listenText, "--listen", { allowPortZero: true });
+  const pskTexts = stringListOption(values, "psk");
+  if (pskTexts.length === 0) throw new UsageError(`missing --psk ID:HEXKEY (see '${COMMAND} --help')`);
+  const psks = parsePskList(pskTexts);
+  const mtuText = stringOption(values, "mtu");
+  const pskHint = stringOption(values, "psk-hint");
+  if (pskHint !== undefined) {
+    if (pskHint === "") throw new UsageError("--psk-hint: the hint is empty");
+    if (Buffer.byteLength(pskHint, "utf8") > 0xffff) throw new UsageError("--psk-hint: the hint is longer than 65535 bytes");
+  }
+  const suites = stringOption(values, "suites");
+  if (suites !== undefined && suites.trim() === "") throw new UsageError("--suites: no suite given");
+  return {
+    listen,
+    psks,
+    echo: booleanOption(values, "echo"),
+    suites,
+    mtu: mtuText === undefined ? undefined : parseInteger(mtuText, "--mtu", MTU_RANGE),
+    requireEms: booleanOption(values, "require-ems"),
+    pskHint,
+  };
+}
+
+async function run(argv: readonly string[], io: CliIo): Promise<number> {
+  const config = parseServeArgs(argv);
+  const dtls = await loadDtls();
+  const suites = resolveSuites(dtls, config.suites);
+  const log = (line: string): void => {
+    io.stdout.write(`${line}\n`);
+  };
+
+  // Signals: the first closes cleanly, a second one stops waiting.
+  let signalCount = 0;
+  let onFirstSignal: (signal: string) => void = () => {};
+  let onSecondSignal: (signal: string) => void = () => {};
+  const firstSignal = new Promise<string>((resolve) => (onFirstSignal = resolve));
+  const secondSignal = new Promise<string>((resolve) => (onSecondSignal = resolve));
+  const removeSignalHandler = io.onShutdownSignal((signal) => {
+    signalCount += 1;
+    if (signalCount === 1) onFirstSignal(signal);
+    else onSecondSignal(signal);
+  });
+
+  try {
+    const where = formatHostPort(config.listen.host, config.listen.port);
+    let server: Awaited<ReturnType<typeof dtls.listen>>;
+    try {
+      server = await dtls.listen({
+        host: config.listen.host,
+        port: config.listen.port,
+        psk: {
+          keys: new Map(config.psks.map((p) => [p.identity, p.key])),
+          ...(config.pskHint !== undefined ? { hint: config.pskHint } : {}),
+        },
+        ...(suites !== undefined ? { suites } : {}),
+        ...(config.mtu !== undefined ? { mtu: config.mtu } : {}),
+        requireExtendedMasterSecret: config.requireEms,
+      });
+    } catch (e) {
+      throw new CliError(`cannot listen on ${where}: ${describeError(e)}`);
+    }
+
+    const address = server.address();
+    log(`listening on ${formatHostPort(address.address, address.port)}`);
+
+    server.on("session", (conn) => {
+      const info = conn.info;
+      log(formatEstablished(info));
+      conn.on("data", (data: Uint8Array) => {
+        if (!config.echo) {
+          log(formatData(info, data));
+          return;
+        }
+        try {
+          conn.send(data);
+        } catch (e) {
+          log(formatSessionError(info, errorFields(e)));
+        }
+      });
+      conn.on("close", (reason) => log(formatClosed(info, reason)));
+      conn.on("error", (e) => log(formatSessionError(info, errorFields(e))));
+    });
+    server.on("handshakeError", ({ peer, error }) => log(formatHandshakeError(peer, errorFields(error))));
+    server.on("error", (e) => log(`socket-error message=${JSON.stringify(describeError(e))}`));
+
+    const signal = await firstSignal;
+    log(`shutting down (${signal})`);
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([
+      server.close().then(() => "closed" as const),
+      secondSignal.then(() => "interrupted" as const),
+      new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), CLOSE_TIMEOUT_MS))),
+    ]).finally(() => clearTimeout(timer));
+    if (outcome === "interrupted") throw new CliError("interrupted again; stopped without waiting for the server to close");
+    if (outcome === "timeout") throw new CliError(`the server did not close within ${CLOSE_TIMEOUT_MS / 1000} s`);
+    log("stopped");
+    return 0;
+  } finally {
+    removeSignalHandler();
+  }
+}
+
+function errorFields(e: unknown): { code?: unknown; alert?: unknown; message?: unknown } {
+  if (typeof e === "object" && e !== null) return e as { code?: unknown; alert?: unknown; message?: unknown };
+  return { message: String(e) };
+}
+
+export const dtlsServeCommand: LeafCommand = {
+  kind: "command",
+  name: "serve",
+  summary: "Run a DTLS 1.2 PSK server that logs sessions and echoes or prints records",
+  help: () =>
+    formatHelp({
+      usage: [`${COMMAND} --listen HOST:PORT --psk ID:HEXKEY [--psk ID:HEXKEY ...] [options]`],
+      description:
+        "Runs a DTLS 1.2 server with pre-shared keys. Prints 'listening on HOST:PORT'\n" +
+        "once bound, then one line per established session (peer, identity, suite,\n" +
+        "extended master secret), per closed session and per failed handshake.\n" +
+        "With --echo every application record goes back to its sender; otherwise\n" +
+        "each record is printed. SIGINT/SIGTERM send close_notify to every peer and exit 0.",
+      options: OPTIONS,
+      examples: [
+        `${COMMAND} --listen 127.0.0.1:5684 --psk device-1:00112233445566778899aabbccddeeff --echo`,
+        `${COMMAND} --listen [::1]:0 --psk a:0102 --psk b:0304 --suites TLS_PSK_WITH_AES_128_GCM_SHA256`,
+      ],
+    }),
+  run,
+};
