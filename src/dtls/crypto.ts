@@ -13,8 +13,6 @@ import {
   createSecretKey,
   randomFillSync,
   timingSafeEqual,
-  type CipherGCM,
-  type DecipherGCM,
   type KeyObject,
 } from "node:crypto";
 
@@ -102,12 +100,15 @@ export function prf(alg: HashName, secret: Uint8Array | SecretKey, label: string
 }
 
 /**
- * An AEAD bound to one key. `seal` returns ciphertext || tag; `open` returns the
- * plaintext, or null when authentication fails (callers drop silently).
+ * An AEAD bound to one key. `seal` returns `reserve` bytes left for the caller
+ * to fill (a record header), then ciphertext, then tag, in one fresh buffer;
+ * `open` returns the plaintext, or null when authentication fails (callers
+ * drop silently). Pass Buffers for nonce and AAD where possible: node:crypto
+ * takes a slower path for other views.
  */
 export interface Aead {
   readonly tagLength: number;
-  seal(nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array;
+  seal(nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, reserve?: number): Uint8Array;
   open(nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Uint8Array | null;
 }
 
@@ -116,7 +117,6 @@ export function createAead(name: AeadName, key: Uint8Array): Aead {
   switch (name) {
     case "aes-128-gcm":
     case "aes-256-gcm":
-      return streamAead(name, ko);
     case "chacha20-poly1305":
       return streamAead(name, ko);
     case "aes-128-ccm":
@@ -126,37 +126,38 @@ export function createAead(name: AeadName, key: Uint8Array): Aead {
   }
 }
 
-const TAG16 = { authTagLength: 16 } as const;
+function assemble(reserve: number, body: Buffer, tag: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(reserve + body.length + tag.length);
+  out.fill(0, 0, reserve);
+  body.copy(out, reserve);
+  tag.copy(out, reserve + body.length);
+  return out;
+}
 
 function streamAead(cipher: "aes-128-gcm" | "aes-256-gcm" | "chacha20-poly1305", key: KeyObject): Aead {
-  const opts = cipher === "chacha20-poly1305" ? TAG16 : undefined;
+  // ChaCha20-Poly1305 has the GCM call shape at run time and a 16-byte tag by default.
+  const name = cipher as "aes-128-gcm";
   return {
     tagLength: 16,
-    seal(nonce, aad, plaintext) {
-      // ChaCha20-Poly1305 has the GCM call shape at run time (setAAD options are optional for it).
-      const c = (opts ? createCipheriv(cipher as "chacha20-poly1305", key, nonce, opts) : createCipheriv(cipher as "aes-128-gcm", key, nonce)) as CipherGCM;
+    seal(nonce, aad, plaintext, reserve = 0) {
+      const c = createCipheriv(name, key, nonce);
       c.setAAD(aad);
       const body = c.update(plaintext);
       c.final();
-      const tag = c.getAuthTag();
-      const out = new Uint8Array(body.length + 16);
-      out.set(body, 0);
-      out.set(tag, body.length);
-      return out;
+      return assemble(reserve, body, c.getAuthTag());
     },
     open(nonce, aad, sealed) {
       if (sealed.length < 16) return null;
-      const ct = sealed.subarray(0, sealed.length - 16);
-      const d = (opts ? createDecipheriv(cipher as "chacha20-poly1305", key, nonce, opts) : createDecipheriv(cipher as "aes-128-gcm", key, nonce)) as DecipherGCM;
+      const d = createDecipheriv(name, key, nonce);
       d.setAuthTag(sealed.subarray(sealed.length - 16));
       d.setAAD(aad);
-      const body = d.update(ct);
+      const body = d.update(sealed.subarray(0, sealed.length - 16));
       try {
         d.final();
       } catch {
         return null;
       }
-      return asBytes(body);
+      return body;
     },
   };
 }
@@ -165,16 +166,12 @@ function ccmAead(key: KeyObject, tagLength: 8 | 16): Aead {
   const opts = { authTagLength: tagLength } as const;
   return {
     tagLength,
-    seal(nonce, aad, plaintext) {
+    seal(nonce, aad, plaintext, reserve = 0) {
       const c = createCipheriv("aes-128-ccm", key, nonce, opts);
       c.setAAD(aad, { plaintextLength: plaintext.length });
       const body = c.update(plaintext);
       c.final();
-      const tag = c.getAuthTag();
-      const out = new Uint8Array(body.length + tagLength);
-      out.set(body, 0);
-      out.set(tag, body.length);
-      return out;
+      return assemble(reserve, body, c.getAuthTag());
     },
     open(nonce, aad, sealed) {
       if (sealed.length < tagLength) return null;
@@ -183,14 +180,13 @@ function ccmAead(key: KeyObject, tagLength: 8 | 16): Aead {
       d.setAuthTag(sealed.subarray(sealed.length - tagLength));
       d.setAAD(aad, { plaintextLength: ct.length });
       // CCM authenticates inside update(): a bad tag makes update throw.
-      let body: Buffer;
       try {
-        body = d.update(ct);
+        const body = d.update(ct);
         d.final();
+        return body;
       } catch {
         return null;
       }
-      return asBytes(body);
     },
   };
 }

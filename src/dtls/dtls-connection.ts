@@ -72,7 +72,7 @@ export class DtlsConnection extends EventEmitter<Events> {
 
   /** @internal */
   deliver(data: Uint8Array): void {
-    this.emit("data", Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+    this.emit("data", Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
   }
 
   /** @internal */

@@ -17,8 +17,9 @@ export class RecordProtection {
   private readonly iv: Uint8Array;
   private readonly explicitLength: number;
   private readonly xorNonce: boolean;
-  private readonly nonce = new Uint8Array(12);
-  private readonly aad = new Uint8Array(13);
+  // Buffers, not plain Uint8Arrays: node:crypto handles them on its fast path.
+  private readonly nonce = Buffer.alloc(12);
+  private readonly aad = Buffer.alloc(13);
   readonly overhead: number;
 
   constructor(suite: CipherSuite, key: Uint8Array, iv: Uint8Array) {
@@ -71,12 +72,9 @@ export class RecordProtection {
   seal(type: number, version: number, epoch: number, seq: number, plaintext: Uint8Array): Uint8Array {
     this.setNonce(epoch, seq);
     this.setAad(type, version, epoch, seq, plaintext.length);
-    const sealed = this.aead.seal(this.nonce, this.aad, plaintext);
-    const bodyLength = this.explicitLength + sealed.length;
-    const out = new Uint8Array(RECORD_HEADER_LENGTH + bodyLength);
-    writeRecordHeader(out, 0, type, version, epoch, seq, bodyLength);
+    const out = this.aead.seal(this.nonce, this.aad, plaintext, RECORD_HEADER_LENGTH + this.explicitLength);
+    writeRecordHeader(out, 0, type, version, epoch, seq, out.length - RECORD_HEADER_LENGTH);
     if (this.explicitLength > 0) out.set(this.nonce.subarray(4, 12), RECORD_HEADER_LENGTH);
-    out.set(sealed, RECORD_HEADER_LENGTH + this.explicitLength);
     return out;
   }
 
