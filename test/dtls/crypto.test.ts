@@ -257,7 +257,7 @@ const KATS: readonly Kat[] = [
 ];
 
 function flipBit(b: Uint8Array, bit: number): Uint8Array {
-  const c = b.slice();
+  const c = new Uint8Array(b);
   c[bit >>> 3] = (c[bit >>> 3] as number) ^ (1 << (bit & 7));
   return c;
 }

@@ -145,7 +145,7 @@ describe("RecordProtection", () => {
       });
 
       it("the iv passed to the constructor is copied", () => {
-        const ivCopy = iv.slice();
+        const ivCopy = new Uint8Array(iv);
         const p = new RecordProtection(suite, key, ivCopy);
         const rec = p.seal(ContentType.application_data, 0xfefd, 1, 1, pt);
         ivCopy.fill(0);
@@ -166,7 +166,7 @@ describe("RecordProtection", () => {
           ["seq low byte", (r) => (r[10] = (r[10] as number) ^ 1)],
         ];
         for (const [what, edit] of edits) {
-          const bad = rec.slice();
+          const bad = new Uint8Array(rec);
           edit(bad);
           expect(hex(bad.subarray(RECORD_HEADER_LENGTH))).toBe(hex(rec.subarray(RECORD_HEADER_LENGTH)));
           expect(receiver.open(only(bad)), what).toBeNull();
@@ -176,7 +176,7 @@ describe("RecordProtection", () => {
       it("open fails on any single bit flip in the body (explicit nonce, ciphertext, tag)", () => {
         const rec = sender.seal(ContentType.application_data, 0xfefd, 1, 42, seqBytes(20));
         for (let bit = RECORD_HEADER_LENGTH * 8; bit < rec.length * 8; bit++) {
-          const bad = rec.slice();
+          const bad = new Uint8Array(rec);
           bad[bit >>> 3] = (bad[bit >>> 3] as number) ^ (1 << (bit & 7));
           expect(receiver.open(only(bad)), `bit ${bit}`).toBeNull();
         }
@@ -196,10 +196,10 @@ describe("RecordProtection", () => {
 
       it("open fails with another key or another iv", () => {
         const rec = only(sender.seal(ContentType.application_data, 0xfefd, 1, 1, pt));
-        const k2 = key.slice();
+        const k2 = new Uint8Array(key);
         k2[0] = (k2[0] as number) ^ 1;
         expect(new RecordProtection(suite, k2, iv).open(rec)).toBeNull();
-        const iv2 = iv.slice();
+        const iv2 = new Uint8Array(iv);
         iv2[0] = (iv2[0] as number) ^ 1;
         expect(new RecordProtection(suite, key, iv2).open(rec)).toBeNull();
       });

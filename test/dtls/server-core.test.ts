@@ -231,12 +231,12 @@ describe("records after the handshake", () => {
     p.client.send(new TextEncoder().encode("original"));
     const good = captured[0]!;
     for (let i = 13; i < good.length; i++) {
-      const bad = good.slice();
+      const bad = new Uint8Array(good);
       bad[i] = bad[i]! ^ 0x01;
       p.server.receive(CLIENT_PEER, bad, p.now);
     }
     for (const i of [0, 4, 10]) {
-      const bad = good.slice();
+      const bad = new Uint8Array(good);
       bad[i] = bad[i]! ^ 0x01; // header bits are authenticated too (type, epoch, seq)
       p.server.receive(CLIENT_PEER, bad, p.now);
     }
