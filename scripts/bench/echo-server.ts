@@ -31,7 +31,7 @@ const rl = createInterface({ input: process.stdin });
 rl.on("line", (l) => {
   if (l.trim() === "cpu") {
     const u = process.cpuUsage();
-    console.log(`cpu ${u.user + u.system}`);
+    console.log(`cpu ${u.user} ${u.system}`);
   }
 });
 rl.on("close", () => process.exit(0));

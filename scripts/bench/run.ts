@@ -10,6 +10,7 @@
  */
 import { spawn, type ChildProcessByStdio } from "node:child_process";
 import type { Readable, Writable } from "node:stream";
+import { createCipheriv, createDecipheriv, createHmac, createSecretKey } from "node:crypto";
 import { createSocket } from "node:dgram";
 import { createInterface } from "node:readline";
 import { Connection } from "../../src/dtls/connection.ts";
@@ -68,12 +69,14 @@ function inProcessHandshakes(suite: SuiteName, n: number): { serverUs: number; c
 interface Child {
   proc: ChildProcessByStdio<Writable, Readable, null>;
   port: number;
-  cpu(): Promise<number>;
+  /** User and system CPU of the server process so far, in microseconds. */
+  cpu(): Promise<{ user: number; system: number }>;
   stop(): void;
 }
 
 async function startServer(args: string[]): Promise<Child> {
-  const proc = spawn(process.execPath, ["scripts/bench/echo-server.ts", ...args], { stdio: ["pipe", "pipe", "inherit"] });
+  const flags = (process.env.BENCH_SERVER_NODE_FLAGS ?? "").split(" ").filter((f) => f !== "");
+  const proc = spawn(process.execPath, [...flags, "scripts/bench/echo-server.ts", ...args], { stdio: ["pipe", "pipe", "inherit"] });
   const lines = createInterface({ input: proc.stdout });
   const waiters: ((l: string) => void)[] = [];
   lines.on("line", (l) => waiters.shift()?.(l));
@@ -92,7 +95,8 @@ async function startServer(args: string[]): Promise<Child> {
     async cpu() {
       const p = next();
       proc.stdin.write("cpu\n");
-      return Number((await p).split(" ")[1]);
+      const [, user, system] = (await p).split(" ");
+      return { user: Number(user), system: Number(system) };
     },
     stop() {
       proc.stdin.end();
@@ -102,7 +106,7 @@ async function startServer(args: string[]): Promise<Child> {
 }
 
 // ---- 2. UDP handshakes ------------------------------------------------------
-async function udpHandshakes(suite: SuiteName, n: number, concurrency: number): Promise<{ serverUs: number; perSecond: number }> {
+async function udpHandshakes(suite: SuiteName, n: number, concurrency: number): Promise<{ serverUs: number; userUs: number; perSecond: number }> {
   const srv = await startServer([`--suite=${suite}`]);
   try {
     // Warm up (JIT) before measuring.
@@ -123,7 +127,8 @@ async function udpHandshakes(suite: SuiteName, n: number, concurrency: number): 
     await Promise.all(Array.from({ length: concurrency }, worker));
     const wall = performance.now() - t0;
     const cpu1 = await srv.cpu();
-    return { serverUs: (cpu1 - cpu0) / n, perSecond: (n / wall) * 1000 };
+    const user = cpu1.user - cpu0.user;
+    return { serverUs: (user + cpu1.system - cpu0.system) / n, userUs: user / n, perSecond: (n / wall) * 1000 };
   } finally {
     srv.stop();
   }
@@ -188,7 +193,11 @@ async function echoLoad(
   return { echoed, wallMs };
 }
 
-async function echoBench(raw: boolean, suite: SuiteName, total: number): Promise<{ perCoreSecond: number; wallPerSecond: number; cpuUsPerEcho: number }> {
+async function echoBench(
+  raw: boolean,
+  suite: SuiteName,
+  total: number,
+): Promise<{ perCoreSecond: number; wallPerSecond: number; cpuUsPerEcho: number; userUsPerEcho: number }> {
   const srv = await startServer(raw ? ["--raw"] : [`--suite=${suite}`]);
   try {
     const open = async () => {
@@ -204,37 +213,89 @@ async function echoBench(raw: boolean, suite: SuiteName, total: number): Promise
     const cpu0 = await srv.cpu();
     const r = await echoLoad(open, 8, 16, total, 30_000);
     const cpu1 = await srv.cpu();
-    const cpuUs = cpu1 - cpu0;
-    return { perCoreSecond: r.echoed / (cpuUs / 1e6), wallPerSecond: (r.echoed / r.wallMs) * 1000, cpuUsPerEcho: cpuUs / r.echoed };
+    const user = cpu1.user - cpu0.user;
+    const cpuUs = user + cpu1.system - cpu0.system;
+    return {
+      perCoreSecond: r.echoed / (cpuUs / 1e6),
+      wallPerSecond: (r.echoed / r.wallMs) * 1000,
+      cpuUsPerEcho: cpuUs / r.echoed,
+      userUsPerEcho: user / r.echoed,
+    };
   } finally {
     srv.stop();
   }
 }
 
+/** Cost of the primitives on this machine, to read the figures below against. */
+function calibrate(): { hmacUs: number; aeadUs: number } {
+  const key = createSecretKey(Buffer.alloc(32, 1));
+  const key16 = createSecretKey(Buffer.alloc(16, 1));
+  const data = Buffer.alloc(64, 2);
+  const iv = Buffer.alloc(12, 3);
+  const aad = Buffer.alloc(13);
+  const pt = Buffer.alloc(100);
+  const time = (n: number, f: () => void): number => {
+    for (let i = 0; i < n / 10; i++) f();
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) f();
+    return ((performance.now() - t0) / n) * 1000;
+  };
+  const hmacUs = time(50_000, () => createHmac("sha256", key).update(data).digest());
+  const sealed = (() => {
+    const c = createCipheriv("aes-128-gcm", key16, iv);
+    c.setAAD(aad);
+    const body = c.update(pt);
+    c.final();
+    return { body, tag: c.getAuthTag() };
+  })();
+  const aeadUs = time(50_000, () => {
+    const c = createCipheriv("aes-128-gcm", key16, iv);
+    c.setAAD(aad);
+    c.update(pt);
+    c.final();
+    c.getAuthTag();
+    const d = createDecipheriv("aes-128-gcm", key16, iv);
+    d.setAuthTag(sealed.tag);
+    d.setAAD(aad);
+    d.update(sealed.body);
+    d.final();
+  });
+  return { hmacUs, aeadUs };
+}
+
 if (!json) console.log(`dtlspush DTLS benchmark — Node ${process.version}${quick ? " (quick)" : ""}`);
+if (!json) console.log("\n0. This machine: bare node:crypto costs (KeyObject keys), for reading the figures below");
+const cal = calibrate();
+report("HMAC-SHA256 of 64 B (one createHmac)", cal.hmacUs, "us");
+report("AES-128-GCM seal + open of a 100 B record (bare)", cal.aeadUs, "us");
 const N = quick ? 300 : 3000;
 if (!json) console.log("\n1. PSK handshake, in process (protocol + crypto, no sockets)");
 for (const suite of ["TLS_PSK_WITH_AES_128_CCM_8", "TLS_PSK_WITH_AES_128_GCM_SHA256"] as SuiteName[]) {
   inProcessHandshakes(suite, 200); // warm-up
   const r = inProcessHandshakes(suite, N);
   report(`handshake server CPU, in process, ${suite}`, r.serverUs, "us");
+  report(`  = in units of one HMAC on this machine`, r.serverUs / cal.hmacUs, "HMACs");
   report(`handshake client CPU, in process, ${suite}`, r.clientUs, "us");
 }
 if (!json) console.log("\n2. PSK handshake over loopback UDP (server process CPU / handshakes)");
 const hs = await udpHandshakes("TLS_PSK_WITH_AES_128_CCM_8", quick ? 300 : 2000, 8);
 report("handshake server CPU, UDP, TLS_PSK_WITH_AES_128_CCM_8", hs.serverUs, "us");
+report("  of which user (the rest is kernel: UDP syscalls)", hs.userUs, "us");
 report("handshakes per second, wall clock (client-bound)", hs.perSecond, "/s");
 if (!json) console.log("\n3. 100-byte application records echoed over loopback UDP (8 clients, 16 in flight each)");
 const total = quick ? 50_000 : 300_000;
 const rawEcho = await echoBench(true, "TLS_PSK_WITH_AES_128_CCM_8", total);
 report("raw UDP echo: server CPU per echo (reference)", rawEcho.cpuUsPerEcho, "us");
+report("raw UDP echo:   of which user", rawEcho.userUsPerEcho, "us");
 report("raw UDP echo: echoes per server-core second", rawEcho.perCoreSecond, "/s");
 for (const suite of ["TLS_PSK_WITH_AES_128_CCM_8", "TLS_PSK_WITH_AES_128_GCM_SHA256", "TLS_PSK_WITH_CHACHA20_POLY1305_SHA256"] as SuiteName[]) {
   const e = await echoBench(false, suite, total);
   report(`DTLS echo ${suite}: server CPU per echo`, e.cpuUsPerEcho, "us");
+  report(`DTLS echo ${suite}:   of which user`, e.userUsPerEcho, "us");
   report(`DTLS echo ${suite}: records per server-core second`, e.perCoreSecond, "/s");
   report(`DTLS echo ${suite}: wall-clock records/s`, e.wallPerSecond, "/s");
   report(`DTLS echo ${suite}: CPU ratio to raw UDP echo`, e.cpuUsPerEcho / rawEcho.cpuUsPerEcho, "x");
+  report(`DTLS echo ${suite}: DTLS cost over raw UDP / bare AEAD`, (e.cpuUsPerEcho - rawEcho.cpuUsPerEcho) / cal.aeadUs, "x");
 }
 if (json) console.log(JSON.stringify(results, null, 2));
 else console.log("\nTargets (issue 2): <= 100 us server CPU per PSK handshake; >= 60k records/s echoed per core.");

@@ -10,6 +10,7 @@ import { monotonicClock, type Clock } from "../util/clock.ts";
 import { Connection } from "./connection.ts";
 import { DtlsConnection, type PeerAddress } from "./dtls-connection.ts";
 import { DtlsError } from "./errors.ts";
+import { Outbox } from "./outbox.ts";
 import { ClientHandshake } from "./handshake-client.ts";
 import { DEFAULT_MTU, DEFAULT_RETRANSMIT, MIN_MTU, type ClientPskConfig, type RetransmitPolicy } from "./options.ts";
 import { ServerCore, type Peer, type ServerCoreConfig, type ServerStats } from "./server-core.ts";
@@ -125,6 +126,7 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
   private readonly timer: Timer;
   private readonly clock: Clock;
   private closing = false;
+  private readonly outbox: Outbox;
   /** Sends not yet handed to the kernel, counted only while closing. */
   private pendingSends = 0;
   private flushed: (() => void) | undefined;
@@ -134,10 +136,11 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
     super();
     this.socket = socket;
     this.clock = clock;
+    this.outbox = new Outbox(config.mtu, (peer, parts) => (this.closing ? this.trackedSend(peer, parts) : this.socket.send(parts, peer.port, peer.address)));
     this.core = new ServerCore(
       config,
       {
-        send: (peer, d) => (this.closing ? this.trackedSend(peer, d) : this.socket.send(d, peer.port, peer.address)),
+        send: (peer, d, key) => this.outbox.push(key, peer, d),
         established: (session) => {
           const conn = new DtlsConnection(session.connection, session.peer, session.info, () => this.timer.arm());
           session.listener = { data: (d) => conn.deliver(d), closed: (e) => conn.ended(e) };
@@ -162,9 +165,9 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
     });
   }
 
-  private trackedSend(peer: Peer, d: Uint8Array): void {
+  private trackedSend(peer: Peer, parts: Uint8Array[]): void {
     this.pendingSends++;
-    this.socket.send(d, peer.port, peer.address, () => {
+    this.socket.send(parts, peer.port, peer.address, () => {
       if (--this.pendingSends === 0) this.flushed?.();
     });
   }
@@ -185,13 +188,15 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
   /** close_notify to every peer, then the socket closes (after those datagrams left, within 1 s). */
   async close(): Promise<void> {
     if (this.closing) return;
-    this.closing = true;
     this.timer.stop();
     const drained = new Promise<void>((resolve) => {
       this.flushed = resolve;
       setTimeout(resolve, CLOSE_FLUSH_MS).unref();
     });
+    this.outbox.flush(); // what was queued before closing goes out untracked
+    this.closing = true;
     this.core.closeAll();
+    this.outbox.flush();
     if (this.pendingSends > 0) await drained;
     await new Promise<void>((resolve) => this.socket.close(() => resolve()));
   }
@@ -217,15 +222,19 @@ export async function listen(opts: ListenOptions): Promise<DtlsServer> {
 
 export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
   const clock = opts.clock ?? monotonicClock;
+  const mtu = checkMtu(opts.mtu ?? DEFAULT_MTU);
+  const suites = (opts.suites ?? SUITE_NAMES).map(suiteByName);
   const socket = createSocket({ type: socketType(opts.host) });
   const peer: PeerAddress = { address: opts.host, port: opts.port };
   const timeoutMs = opts.timeoutMs ?? 30_000;
   return new Promise<DtlsConnection>((resolve, reject) => {
     let conn: DtlsConnection | undefined;
     let settled = false;
+    const outbox = new Outbox(mtu, (_dest, parts) => socket.send(parts));
     const finish = (error: DtlsError | undefined): void => {
       timer.stop();
       clearTimeout(deadline);
+      outbox.flush();
       socket.close();
       if (conn !== undefined) conn.ended(error);
       else if (!settled) {
@@ -236,14 +245,14 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
     const core = new Connection(
       "client",
       {
-        suites: (opts.suites ?? SUITE_NAMES).map(suiteByName),
-        mtu: checkMtu(opts.mtu ?? DEFAULT_MTU),
+        suites,
+        mtu,
         requireExtendedMasterSecret: opts.requireExtendedMasterSecret ?? false,
         retransmit: { ...DEFAULT_RETRANSMIT, ...opts.retransmit },
         idleTimeoutMs: opts.idleTimeoutMs ?? 0,
       },
       {
-        sendDatagram: (d) => socket.send(d),
+        sendDatagram: (d) => outbox.push("", peer, d),
         established: (info) => {
           clearTimeout(deadline);
           conn = new DtlsConnection(core, peer, info, () => timer.arm());

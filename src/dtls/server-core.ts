@@ -54,7 +54,8 @@ export class ServerSession {
 }
 
 export interface ServerCoreHandler {
-  send(peer: Peer, datagram: Uint8Array): void;
+  /** `key` is the peer's demultiplexing key (peerKey(peer)), for batching by peer. */
+  send(peer: Peer, datagram: Uint8Array, key: string): void;
   established(session: ServerSession): void;
   handshakeFailed(peer: Peer, error: DtlsError): void;
 }
@@ -157,7 +158,7 @@ export class ServerCore {
     // RFC 6347 4.2.1: HVR repeats the ClientHello's record and message sequence numbers.
     const msg = encodeHandshake(HandshakeType.hello_verify_request, fragment.messageSeq, body);
     this.stats.helloVerifyRequestsSent++;
-    this.handler.send(peer, encodePlainRecord(ContentType.handshake, ProtocolVersion.DTLS1_0, 0, record.seq, msg));
+    this.handler.send(peer, encodePlainRecord(ContentType.handshake, ProtocolVersion.DTLS1_0, 0, record.seq, msg), key);
   }
 
   private startHandshake(peer: Peer, key: string, record: RawRecord, fragment: HandshakeFragment, hello: ClientHello, now: number): void {
@@ -166,7 +167,7 @@ export class ServerCore {
       "server",
       this.config,
       {
-        sendDatagram: (d) => this.handler.send(peer, d),
+        sendDatagram: (d) => this.handler.send(peer, d, key),
         established: () => {
           this.handshaking--;
           this.stats.handshakesCompleted++;
