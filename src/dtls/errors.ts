@@ -28,3 +28,8 @@ export function receivedAlertError(level: number, description: number): DtlsErro
     description,
   );
 }
+
+/** The error for a handshake message that arrived where another was due. */
+export function unexpectedMessage(msgType: number, wanted: string): DtlsError {
+  return alertError("unexpected_message", `expected ${wanted}, got handshake message type ${msgType}`);
+}

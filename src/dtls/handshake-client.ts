@@ -13,12 +13,11 @@
  */
 import { copyBytes } from "../util/bytes.ts";
 import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";
-import { constantTimeEqual, randomBytes, type SecretKey } from "./crypto.ts";
+import { randomBytes, type SecretKey } from "./crypto.ts";
 import type { Connection, HandshakeDriver } from "./connection.ts";
-import { alertError } from "./errors.ts";
+import { alertError, unexpectedMessage } from "./errors.ts";
 import { encodeHandshake } from "./handshake-codec.ts";
-import { unexpected } from "./handshake-server.ts";
-import { finishedVerifyData, keyBlock, masterSecret, pskPremasterSecret, secretKey, Transcript } from "./key-schedule.ts";
+import { finishedVerifyData, keyBlock, masterSecret, pskPremasterSecret, secretKey, Transcript, verifyPeerFinished } from "./key-schedule.ts";
 import {
   decodeEmpty,
   decodeFinished,
@@ -98,7 +97,7 @@ export class ClientHandshake implements HandshakeDriver {
       case "await_server_hello":
         if (msg.msgType === HandshakeType.hello_verify_request) return this.onHelloVerifyRequest(s, msg, now);
         if (msg.msgType === HandshakeType.server_hello) return this.onServerHello(s, msg);
-        throw unexpected(msg, "ServerHello or HelloVerifyRequest");
+        throw unexpectedMessage(msg.msgType, "ServerHello or HelloVerifyRequest");
       case "await_server_hello_done":
         if (msg.msgType === HandshakeType.server_key_exchange && s.hint === undefined) {
           s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
@@ -109,9 +108,9 @@ export class ClientHandshake implements HandshakeDriver {
         if (msg.msgType === HandshakeType.certificate || msg.msgType === HandshakeType.certificate_request) {
           throw alertError("handshake_failure", "server asks for certificates; this client speaks PSK only");
         }
-        throw unexpected(msg, "ServerKeyExchange or ServerHelloDone");
+        throw unexpectedMessage(msg.msgType, "ServerKeyExchange or ServerHelloDone");
       case "await_finished":
-        if (msg.msgType !== HandshakeType.finished) throw unexpected(msg, "Finished");
+        if (msg.msgType !== HandshakeType.finished) throw unexpectedMessage(msg.msgType, "Finished");
         if (msg.epoch !== 1) throw alertError("unexpected_message", "Finished arrived unprotected");
         return this.onFinished(s, msg, now);
       case "done":
@@ -193,11 +192,7 @@ export class ClientHandshake implements HandshakeDriver {
   }
 
   private onFinished(s: Extract<ClientState, { kind: "await_finished" }>, msg: HandshakeMessage, now: number): void {
-    const hashAlg = s.suite.prfHash;
-    const expected = finishedVerifyData(hashAlg, s.master, "server finished", s.transcript.hash(hashAlg));
-    if (!constantTimeEqual(decodeFinished(msg.body), expected)) {
-      throw alertError("decrypt_error", "server Finished does not verify (wrong PSK?)");
-    }
+    verifyPeerFinished(s.suite.prfHash, s.master, "server finished", s.transcript, decodeFinished(msg.body));
     this.state = { kind: "done" };
     this.host.establish({ identity: this.psk.identity, suite: s.suite.name, extendedMasterSecret: s.ems }, now);
   }

@@ -12,11 +12,11 @@
  */
 import { copyBytes } from "../util/bytes.ts";
 import { HandshakeType, ProtocolVersion } from "./constants.ts";
-import { constantTimeEqual, randomBytes, type SecretKey } from "./crypto.ts";
+import { randomBytes, type SecretKey } from "./crypto.ts";
 import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
-import { alertError } from "./errors.ts";
+import { alertError, unexpectedMessage } from "./errors.ts";
 import { encodeHandshake } from "./handshake-codec.ts";
-import { finishedVerifyData, keyBlock, masterSecret, pskPremasterSecret, secretKey, Transcript } from "./key-schedule.ts";
+import { finishedVerifyData, keyBlock, masterSecret, pskPremasterSecret, secretKey, Transcript, verifyPeerFinished } from "./key-schedule.ts";
 import { decodeFinished, decodePskIdentity, encodePskIdentity, encodeServerHello, EMPTY, type ClientHello } from "./messages.ts";
 import { chooseServerParameters } from "./negotiation.ts";
 import type { ServerPskConfig } from "./options.ts";
@@ -91,11 +91,11 @@ export class ServerHandshake implements HandshakeDriver {
     const s = this.state;
     switch (s.kind) {
       case "await_client_key_exchange":
-        if (msg.msgType !== HandshakeType.client_key_exchange) throw unexpected(msg, "ClientKeyExchange");
+        if (msg.msgType !== HandshakeType.client_key_exchange) throw unexpectedMessage(msg.msgType, "ClientKeyExchange");
         this.onClientKeyExchange(s, msg, now);
         return;
       case "await_finished":
-        if (msg.msgType !== HandshakeType.finished) throw unexpected(msg, "Finished");
+        if (msg.msgType !== HandshakeType.finished) throw unexpectedMessage(msg.msgType, "Finished");
         if (msg.epoch !== 1) throw alertError("unexpected_message", "Finished arrived unprotected");
         this.onFinished(s, msg, now);
         return;
@@ -131,10 +131,7 @@ export class ServerHandshake implements HandshakeDriver {
 
   private onFinished(s: Extract<ServerState, { kind: "await_finished" }>, msg: HandshakeMessage, now: number): void {
     const hashAlg = s.suite.prfHash;
-    const expected = finishedVerifyData(hashAlg, s.master, "client finished", s.transcript.hash(hashAlg));
-    if (!constantTimeEqual(decodeFinished(msg.body), expected)) {
-      throw alertError("decrypt_error", "client Finished does not verify (wrong PSK?)");
-    }
+    verifyPeerFinished(hashAlg, s.master, "client finished", s.transcript, decodeFinished(msg.body));
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     const verify = finishedVerifyData(hashAlg, s.master, "server finished", s.transcript.hash(hashAlg));
     this.state = { kind: "done" };
@@ -147,7 +144,4 @@ export class ServerHandshake implements HandshakeDriver {
   }
 }
 
-export function unexpected(msg: HandshakeMessage, wanted: string): Error {
-  return alertError("unexpected_message", `expected ${wanted}, got handshake message type ${msg.msgType}`);
-}
 

@@ -4,7 +4,8 @@
  * (RFC 5246 6.3) and Finished (RFC 5246 7.4.9).
  */
 import { concatBytes } from "../util/bytes.ts";
-import { prf, runningHash, secretKey, type HashName, type RunningHash, type SecretKey } from "./crypto.ts";
+import { constantTimeEqual, prf, runningHash, secretKey, type HashName, type RunningHash, type SecretKey } from "./crypto.ts";
+import { alertError } from "./errors.ts";
 import type { CipherSuite } from "./suites.ts";
 
 /** struct { uint16 N; N zero bytes; uint16 N; psk } for plain PSK. */
@@ -48,6 +49,20 @@ export function keyBlock(suite: CipherSuite, master: SecretKey, clientRandom: Ui
     clientIv: block.subarray(2 * k, 2 * k + iv),
     serverIv: block.subarray(2 * k + iv, 2 * k + 2 * iv),
   };
+}
+
+/** Checks the peer's Finished against the transcript so far; throws decrypt_error (RFC 5246 7.4.9) when it differs. */
+export function verifyPeerFinished(
+  alg: HashName,
+  master: SecretKey,
+  label: "client finished" | "server finished",
+  transcript: Transcript,
+  verifyData: Uint8Array,
+): void {
+  const expected = finishedVerifyData(alg, master, label, transcript.hash(alg));
+  if (verifyData.length !== expected.length || !constantTimeEqual(verifyData, expected)) {
+    throw alertError("decrypt_error", `${label === "client finished" ? "client" : "server"} Finished does not verify (wrong PSK?)`);
+  }
 }
 
 export function finishedVerifyData(alg: HashName, master: SecretKey, label: "client finished" | "server finished", transcriptHash: Uint8Array): Uint8Array {
