@@ -82,3 +82,13 @@ export const HANDSHAKE_HEADER_LENGTH = 12;
 export const MAX_PLAINTEXT = 16384;
 /** 2^48 - 1 */
 export const MAX_SEQUENCE = 0xffff_ffff_ffff;
+
+/** Named groups for ECDHE (RFC 8422 5.1.1, RFC 7748). */
+export const NamedGroup = {
+  secp256r1: 23,
+  secp384r1: 24,
+  x25519: 29,
+} as const;
+
+/** ECCurveType named_curve (RFC 8422 5.4). */
+export const EC_CURVE_TYPE_NAMED = 3;

@@ -13,12 +13,23 @@
  */
 import { copyBytes } from "../util/bytes.ts";
 import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";
-import { randomBytes, type SecretKey } from "./crypto.ts";
+import { generateEcdh, randomBytes, type SecretKey } from "./crypto.ts";
 import type { Connection, HandshakeDriver } from "./connection.ts";
 import { alertError, unexpectedMessage } from "./errors.ts";
 import { encodeHandshake } from "./handshake-codec.ts";
-import { finishedVerifyData, keyBlock, masterSecret, pskPremasterSecret, secretKey, Transcript, verifyPeerFinished } from "./key-schedule.ts";
 import {
+  ecdhePskPremasterSecret,
+  finishedVerifyData,
+  keyBlock,
+  masterSecret,
+  pskPremasterSecret,
+  secretKey,
+  Transcript,
+  verifyPeerFinished,
+} from "./key-schedule.ts";
+import {
+  decodeEcdhePskServerParams,
+  decodeEcPointFormats,
   decodeEmpty,
   decodeFinished,
   decodeHelloVerifyRequest,
@@ -26,11 +37,16 @@ import {
   decodeRenegotiationInfo,
   decodeServerHello,
   EMPTY,
+  EC_POINT_FORMATS_UNCOMPRESSED,
   EMPTY_RENEGOTIATION_INFO,
   encodeClientHello,
+  encodeEcdhePskClientKeyExchange,
   encodePskIdentity,
+  encodeSupportedGroups,
   type ClientHello,
+  type Extension,
 } from "./messages.ts";
+import { GROUPS, groupById } from "./negotiation.ts";
 import type { ClientPskConfig } from "./options.ts";
 import type { HandshakeMessage } from "./reassembly.ts";
 import { RecordProtection } from "./record-protection.ts";
@@ -49,9 +65,15 @@ interface Negotiated {
   readonly transcript: Transcript;
 }
 
+/** What the ServerKeyExchange gave: the hint, and for ECDHE_PSK the shared secret and our public key. */
+interface ServerKeyExchange {
+  readonly hint: Uint8Array;
+  readonly ecdh: { readonly z: Uint8Array; readonly publicKey: Uint8Array } | undefined;
+}
+
 type ClientState =
   | ({ readonly kind: "await_server_hello"; readonly cookieRounds: number } & Hello)
-  | ({ readonly kind: "await_server_hello_done"; readonly hint: Uint8Array | undefined } & Negotiated)
+  | ({ readonly kind: "await_server_hello_done"; readonly ske: ServerKeyExchange | undefined } & Negotiated)
   | ({ readonly kind: "await_finished"; readonly master: SecretKey } & Negotiated)
   | { readonly kind: "done" };
 
@@ -67,6 +89,14 @@ export class ClientHandshake implements HandshakeDriver {
   constructor(host: Connection, psk: ClientPskConfig, now: number) {
     this.host = host;
     this.psk = psk;
+    const extensions: Extension[] = [
+      { type: ExtensionType.extended_master_secret, data: EMPTY },
+      { type: ExtensionType.renegotiation_info, data: EMPTY_RENEGOTIATION_INFO },
+    ];
+    if (host.config.suites.some((s) => s.keyExchange !== "psk")) {
+      extensions.push({ type: ExtensionType.supported_groups, data: encodeSupportedGroups(GROUPS.map((g) => g.id)) });
+      extensions.push({ type: ExtensionType.ec_point_formats, data: EC_POINT_FORMATS_UNCOMPRESSED });
+    }
     const hello: ClientHello = {
       version: ProtocolVersion.DTLS1_2,
       random: randomBytes(32),
@@ -74,10 +104,7 @@ export class ClientHandshake implements HandshakeDriver {
       cookie: EMPTY,
       cipherSuites: host.config.suites.map((s) => s.id),
       compressionMethods: new Uint8Array([0]),
-      extensions: [
-        { type: ExtensionType.extended_master_secret, data: EMPTY },
-        { type: ExtensionType.renegotiation_info, data: EMPTY_RENEGOTIATION_INFO },
-      ],
+      extensions,
     };
     this.state = { kind: "await_server_hello", cookieRounds: 0, ...this.sendHello(hello, now) };
   }
@@ -99,9 +126,9 @@ export class ClientHandshake implements HandshakeDriver {
         if (msg.msgType === HandshakeType.server_hello) return this.onServerHello(s, msg);
         throw unexpectedMessage(msg.msgType, "ServerHello or HelloVerifyRequest");
       case "await_server_hello_done":
-        if (msg.msgType === HandshakeType.server_key_exchange && s.hint === undefined) {
+        if (msg.msgType === HandshakeType.server_key_exchange && s.ske === undefined) {
           s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
-          this.state = { ...s, hint: decodePskIdentity(msg.body, "psk_identity_hint") };
+          this.state = { ...s, ske: this.onServerKeyExchange(s.suite, msg.body) };
           return;
         }
         if (msg.msgType === HandshakeType.server_hello_done) return this.onServerHelloDone(s, msg, now);
@@ -139,6 +166,8 @@ export class ClientHandshake implements HandshakeDriver {
       if (e.type === ExtensionType.extended_master_secret) {
         if (e.data.length !== 0) throw alertError("decode_error", "extended_master_secret must be empty");
         ems = true;
+      } else if (e.type === ExtensionType.ec_point_formats && suite.keyExchange !== "psk") {
+        if (!decodeEcPointFormats(e.data).includes(0)) throw alertError("illegal_parameter", "server does not accept uncompressed points");
       } else if (e.type === ExtensionType.renegotiation_info) {
         if (decodeRenegotiationInfo(e.data).length !== 0) throw alertError("handshake_failure", "renegotiation_info must be empty");
       } else {
@@ -156,20 +185,35 @@ export class ClientHandshake implements HandshakeDriver {
       clientRandom: s.hello.random,
       serverRandom: copyBytes(sh.random),
       transcript: s.transcript,
-      hint: undefined,
+      ske: undefined,
     };
+  }
+
+  private onServerKeyExchange(suite: CipherSuite, body: Uint8Array): ServerKeyExchange {
+    if (suite.keyExchange === "psk") return { hint: decodePskIdentity(body, "psk_identity_hint"), ecdh: undefined };
+    const params = decodeEcdhePskServerParams(body);
+    const group = groupById(params.group);
+    if (group === undefined) throw alertError("illegal_parameter", `server chose group ${params.group} we did not offer`);
+    const ours = generateEcdh(group);
+    const z = ours.derive(params.publicKey);
+    if (z === null) throw alertError("illegal_parameter", "the server's ECDH public key is invalid");
+    return { hint: params.hint, ecdh: { z, publicKey: ours.publicKey } };
   }
 
   private onServerHelloDone(s: Extract<ClientState, { kind: "await_server_hello_done" }>, msg: HandshakeMessage, now: number): void {
     decodeEmpty(msg.body, "ServerHelloDone");
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     const hashAlg = s.suite.prfHash;
+    const ecdh = s.ske?.ecdh;
+    if (s.suite.keyExchange !== "psk" && ecdh === undefined) {
+      throw alertError("unexpected_message", "ServerHelloDone without the ECDHE ServerKeyExchange");
+    }
     const ckeSeq = this.nextSendSeq++;
-    const cke = encodePskIdentity(new TextEncoder().encode(this.psk.identity));
+    const identity = new TextEncoder().encode(this.psk.identity);
+    const cke = ecdh ? encodeEcdhePskClientKeyExchange({ identity, publicKey: ecdh.publicKey }) : encodePskIdentity(identity);
     s.transcript.add(encodeHandshake(HandshakeType.client_key_exchange, ckeSeq, cke));
-    const master = secretKey(
-      masterSecret(hashAlg, pskPremasterSecret(this.psk.key), s.clientRandom, s.serverRandom, s.ems ? s.transcript.hash(hashAlg) : undefined),
-    );
+    const premaster = ecdh ? ecdhePskPremasterSecret(ecdh.z, this.psk.key) : pskPremasterSecret(this.psk.key);
+    const master = secretKey(masterSecret(hashAlg, premaster, s.clientRandom, s.serverRandom, s.ems ? s.transcript.hash(hashAlg) : undefined));
     const keys = keyBlock(s.suite, master, s.clientRandom, s.serverRandom);
     const verify = finishedVerifyData(hashAlg, master, "client finished", s.transcript.hash(hashAlg));
     const finSeq = this.nextSendSeq++;

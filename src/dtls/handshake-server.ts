@@ -12,12 +12,30 @@
  */
 import { copyBytes } from "../util/bytes.ts";
 import { HandshakeType, ProtocolVersion } from "./constants.ts";
-import { randomBytes, type SecretKey } from "./crypto.ts";
+import { generateEcdh, randomBytes, type EcdhKeyPair, type SecretKey } from "./crypto.ts";
 import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
 import { alertError, unexpectedMessage } from "./errors.ts";
 import { encodeHandshake } from "./handshake-codec.ts";
-import { finishedVerifyData, keyBlock, masterSecret, pskPremasterSecret, secretKey, Transcript, verifyPeerFinished } from "./key-schedule.ts";
-import { decodeFinished, decodePskIdentity, encodePskIdentity, encodeServerHello, EMPTY, type ClientHello } from "./messages.ts";
+import {
+  ecdhePskPremasterSecret,
+  finishedVerifyData,
+  keyBlock,
+  masterSecret,
+  pskPremasterSecret,
+  secretKey,
+  Transcript,
+  verifyPeerFinished,
+} from "./key-schedule.ts";
+import {
+  decodeEcdhePskClientKeyExchange,
+  decodeFinished,
+  decodePskIdentity,
+  encodeEcdhePskServerParams,
+  encodePskIdentity,
+  encodeServerHello,
+  EMPTY,
+  type ClientHello,
+} from "./messages.ts";
 import { chooseServerParameters } from "./negotiation.ts";
 import type { ServerPskConfig } from "./options.ts";
 import type { HandshakeMessage } from "./reassembly.ts";
@@ -26,6 +44,8 @@ import type { CipherSuite } from "./suites.ts";
 
 interface Negotiated {
   readonly suite: CipherSuite;
+  /** Our ephemeral ECDH key, for ECDHE_PSK suites. */
+  readonly ecdh: EcdhKeyPair | undefined;
   readonly ems: boolean;
   readonly clientRandom: Uint8Array;
   readonly serverRandom: Uint8Array;
@@ -74,11 +94,22 @@ export class ServerHandshake implements HandshakeDriver {
         extensions: choice.extensions,
       }),
     );
-    if (psk.hint !== undefined) add(HandshakeType.server_key_exchange, encodePskIdentity(new TextEncoder().encode(psk.hint)));
+    const hint = psk.hint === undefined ? undefined : new TextEncoder().encode(psk.hint);
+    let ecdh: EcdhKeyPair | undefined;
+    if (choice.group !== undefined) {
+      ecdh = generateEcdh(choice.group.name);
+      add(
+        HandshakeType.server_key_exchange,
+        encodeEcdhePskServerParams({ hint: hint ?? EMPTY, group: choice.group.id, publicKey: ecdh.publicKey }),
+      );
+    } else if (hint !== undefined) {
+      add(HandshakeType.server_key_exchange, encodePskIdentity(hint));
+    }
     add(HandshakeType.server_hello_done, EMPTY);
     this.state = {
       kind: "await_client_key_exchange",
       suite: choice.suite,
+      ecdh,
       ems: choice.extendedMasterSecret,
       clientRandom: copyBytes(hello.random),
       serverRandom,
@@ -105,7 +136,18 @@ export class ServerHandshake implements HandshakeDriver {
   }
 
   private onClientKeyExchange(s: Extract<ServerState, { kind: "await_client_key_exchange" }>, msg: HandshakeMessage, now: number): void {
-    const raw = decodePskIdentity(msg.body, "psk_identity");
+    let raw: Uint8Array;
+    let premasterOf: (psk: Uint8Array) => Uint8Array;
+    if (s.ecdh !== undefined) {
+      const cke = decodeEcdhePskClientKeyExchange(msg.body);
+      const z = s.ecdh.derive(cke.publicKey);
+      if (z === null) throw alertError("illegal_parameter", "the client's ECDH public key is invalid");
+      raw = cke.identity;
+      premasterOf = (psk) => ecdhePskPremasterSecret(z, psk);
+    } else {
+      raw = decodePskIdentity(msg.body, "psk_identity");
+      premasterOf = pskPremasterSecret;
+    }
     let identity: string;
     try {
       identity = utf8.decode(raw);
@@ -117,11 +159,11 @@ export class ServerHandshake implements HandshakeDriver {
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     const hashAlg = s.suite.prfHash;
     const master = secretKey(
-      masterSecret(hashAlg, pskPremasterSecret(key), s.clientRandom, s.serverRandom, s.ems ? s.transcript.hash(hashAlg) : undefined),
+      masterSecret(hashAlg, premasterOf(key), s.clientRandom, s.serverRandom, s.ems ? s.transcript.hash(hashAlg) : undefined),
     );
     const keys = keyBlock(s.suite, master, s.clientRandom, s.serverRandom);
     // State first: installing the read keys may replay an early Finished into onMessage.
-    this.state = { ...s, kind: "await_finished", identity, master };
+    this.state = { ...s, kind: "await_finished", ecdh: undefined, identity, master };
     this.host.installKeys(
       new RecordProtection(s.suite, keys.clientKey, keys.clientIv),
       new RecordProtection(s.suite, keys.serverKey, keys.serverIv),

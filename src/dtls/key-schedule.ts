@@ -97,3 +97,15 @@ export class Transcript {
 }
 
 export { secretKey };
+
+/** RFC 5489 2: struct { opaque other_secret<0..2^16-1>; opaque psk<0..2^16-1>; } with other_secret = the ECDH result. */
+export function ecdhePskPremasterSecret(z: Uint8Array, psk: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + z.length + psk.length);
+  out[0] = z.length >>> 8;
+  out[1] = z.length & 0xff;
+  out.set(z, 2);
+  out[2 + z.length] = psk.length >>> 8;
+  out[3 + z.length] = psk.length & 0xff;
+  out.set(psk, 4 + z.length);
+  return out;
+}

@@ -150,3 +150,71 @@ export function decodeRenegotiationInfo(data: Uint8Array): Uint8Array {
 
 export const EMPTY_RENEGOTIATION_INFO = new Uint8Array([0]);
 export const EMPTY = new Uint8Array(0);
+
+/** RFC 5489 ServerKeyExchange for ECDHE_PSK: hint, then named-curve ECDH parameters (no signature). */
+export interface EcdhePskServerParams {
+  readonly hint: Uint8Array;
+  readonly group: number;
+  readonly publicKey: Uint8Array;
+}
+
+export function encodeEcdhePskServerParams(p: EcdhePskServerParams): Uint8Array {
+  return new ByteWriter(8 + p.hint.length + p.publicKey.length).vec16(p.hint).u8(3).u16(p.group).vec8(p.publicKey).finish();
+}
+
+export function decodeEcdhePskServerParams(body: Uint8Array): EcdhePskServerParams {
+  const r = new ByteReader(body);
+  const hint = r.vec16("psk_identity_hint");
+  const curveType = r.u8("curve_type");
+  if (curveType !== 3) throw new DecodeError(`curve_type ${curveType} is not named_curve`);
+  const group = r.u16("named_curve");
+  const publicKey = r.vec8("ECDH public key", 1);
+  r.expectEnd("ServerKeyExchange");
+  return { hint, group, publicKey };
+}
+
+/** RFC 5489 ClientKeyExchange for ECDHE_PSK: identity, then the client's ECDH public key. */
+export interface EcdhePskClientKeyExchange {
+  readonly identity: Uint8Array;
+  readonly publicKey: Uint8Array;
+}
+
+export function encodeEcdhePskClientKeyExchange(c: EcdhePskClientKeyExchange): Uint8Array {
+  return new ByteWriter(4 + c.identity.length + c.publicKey.length).vec16(c.identity).vec8(c.publicKey).finish();
+}
+
+export function decodeEcdhePskClientKeyExchange(body: Uint8Array): EcdhePskClientKeyExchange {
+  const r = new ByteReader(body);
+  const identity = r.vec16("psk_identity");
+  const publicKey = r.vec8("ECDH public key", 1);
+  r.expectEnd("ClientKeyExchange");
+  return { identity, publicKey };
+}
+
+/** supported_groups extension body: NamedGroup list<2..2^16-1>. */
+export function decodeSupportedGroups(data: Uint8Array): number[] {
+  const r = new ByteReader(data);
+  const list = r.vec16("named_group_list", 2);
+  r.expectEnd("supported_groups");
+  if (list.length % 2 !== 0) throw new DecodeError("odd named_group_list length");
+  const out: number[] = [];
+  for (let i = 0; i < list.length; i += 2) out.push(((list[i] as number) << 8) | (list[i + 1] as number));
+  return out;
+}
+
+export function encodeSupportedGroups(groups: readonly number[]): Uint8Array {
+  const w = new ByteWriter(2 + 2 * groups.length).u16(2 * groups.length);
+  for (const g of groups) w.u16(g);
+  return w.finish();
+}
+
+/** ec_point_formats extension body: ECPointFormat list<1..2^8-1>. */
+export function decodeEcPointFormats(data: Uint8Array): Uint8Array {
+  const r = new ByteReader(data);
+  const list = r.vec8("ec_point_format_list", 1);
+  r.expectEnd("ec_point_formats");
+  return list;
+}
+
+/** Only the uncompressed format (RFC 8422 5.1.2). */
+export const EC_POINT_FORMATS_UNCOMPRESSED = new Uint8Array([1, 0]);

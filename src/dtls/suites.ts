@@ -5,7 +5,8 @@ import { DtlsError } from "./errors.ts";
 export interface CipherSuite {
   readonly id: number;
   readonly name: SuiteName;
-  readonly keyExchange: "psk";
+  /** "psk": RFC 4279; "ecdhe_psk": RFC 5489 (ephemeral ECDH mixed with the PSK, forward secrecy). */
+  readonly keyExchange: "psk" | "ecdhe_psk";
   readonly aead: AeadName;
   readonly prfHash: HashName;
   readonly keyLength: number;
@@ -21,31 +22,43 @@ export type SuiteName =
   | "TLS_PSK_WITH_AES_128_CCM"
   | "TLS_PSK_WITH_AES_128_GCM_SHA256"
   | "TLS_PSK_WITH_AES_256_GCM_SHA384"
-  | "TLS_PSK_WITH_CHACHA20_POLY1305_SHA256";
+  | "TLS_PSK_WITH_CHACHA20_POLY1305_SHA256"
+  | "TLS_ECDHE_PSK_WITH_AES_128_GCM_SHA256"
+  | "TLS_ECDHE_PSK_WITH_AES_256_GCM_SHA384"
+  | "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256";
 
-function aes(id: number, name: SuiteName, aead: AeadName, keyLength: number, prfHash: HashName, tagLength: number): CipherSuite {
-  return { id, name, keyExchange: "psk", aead, prfHash, keyLength, fixedIvLength: 4, recordIvLength: 8, tagLength };
+function aes(
+  id: number,
+  name: SuiteName,
+  aead: AeadName,
+  keyLength: number,
+  prfHash: HashName,
+  tagLength: number,
+  keyExchange: CipherSuite["keyExchange"] = "psk",
+): CipherSuite {
+  return { id, name, keyExchange, aead, prfHash, keyLength, fixedIvLength: 4, recordIvLength: 8, tagLength };
+}
+
+function chacha(id: number, name: SuiteName, keyExchange: CipherSuite["keyExchange"]): CipherSuite {
+  return { id, name, keyExchange, aead: "chacha20-poly1305", prfHash: "sha256", keyLength: 32, fixedIvLength: 12, recordIvLength: 0, tagLength: 16 };
 }
 
 const ALL: readonly CipherSuite[] = [
   aes(0xc0a8, "TLS_PSK_WITH_AES_128_CCM_8", "aes-128-ccm8", 16, "sha256", 8),
   aes(0x00a8, "TLS_PSK_WITH_AES_128_GCM_SHA256", "aes-128-gcm", 16, "sha256", 16),
   aes(0x00a9, "TLS_PSK_WITH_AES_256_GCM_SHA384", "aes-256-gcm", 32, "sha384", 16),
-  {
-    id: 0xccab,
-    name: "TLS_PSK_WITH_CHACHA20_POLY1305_SHA256",
-    keyExchange: "psk",
-    aead: "chacha20-poly1305",
-    prfHash: "sha256",
-    keyLength: 32,
-    fixedIvLength: 12,
-    recordIvLength: 0,
-    tagLength: 16,
-  },
+  chacha(0xccab, "TLS_PSK_WITH_CHACHA20_POLY1305_SHA256", "psk"),
   aes(0xc0a4, "TLS_PSK_WITH_AES_128_CCM", "aes-128-ccm", 16, "sha256", 16),
+  // ECDHE_PSK (RFC 5489, 7905, 8442): forward secrecy for one ECDH per handshake.
+  aes(0xd001, "TLS_ECDHE_PSK_WITH_AES_128_GCM_SHA256", "aes-128-gcm", 16, "sha256", 16, "ecdhe_psk"),
+  chacha(0xccac, "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", "ecdhe_psk"),
+  aes(0xd002, "TLS_ECDHE_PSK_WITH_AES_256_GCM_SHA384", "aes-256-gcm", 32, "sha384", 16, "ecdhe_psk"),
 ];
 
-/** Every supported suite, in the default preference order (AEAD, small tags first for constrained devices). */
+/**
+ * Every supported suite, in the default preference order: plain PSK first
+ * (cheapest for constrained devices, small tags first), then ECDHE_PSK.
+ */
 export const SUITE_NAMES: readonly SuiteName[] = ALL.map((s) => s.name);
 
 const byId = new Map(ALL.map((s) => [s.id, s]));

@@ -385,6 +385,9 @@ describe("key schedule", () => {
       TLS_PSK_WITH_AES_128_GCM_SHA256: [16, 4],
       TLS_PSK_WITH_AES_256_GCM_SHA384: [32, 4],
       TLS_PSK_WITH_CHACHA20_POLY1305_SHA256: [32, 12],
+      TLS_ECDHE_PSK_WITH_AES_128_GCM_SHA256: [16, 4],
+      TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256: [32, 12],
+      TLS_ECDHE_PSK_WITH_AES_256_GCM_SHA384: [32, 4],
     };
     expect([...SUITE_NAMES].sort()).toEqual(Object.keys(expectedLengths).sort());
     for (const name of SUITE_NAMES) {
