@@ -2,6 +2,7 @@
  * The command tree. Add a command by writing `src/cli/<name>.ts` exporting a
  * `LeafCommand` (or a `CommandGroup` of them) and listing it here.
  */
+import { certsGroup } from "./certs.ts";
 import type { CommandGroup } from "./command.ts";
 import { PROGRAM } from "./command.ts";
 import { dtlsConnectCommand } from "./dtls-connect.ts";
@@ -18,5 +19,5 @@ export const rootCommand: CommandGroup = {
   kind: "group",
   name: PROGRAM,
   summary: "dtlspush: a DTLS 1.2 push daemon and its tools",
-  children: [dtlsGroup],
+  children: [dtlsGroup, certsGroup],
 };
