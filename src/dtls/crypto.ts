@@ -10,11 +10,16 @@ import {
   createDecipheriv,
   createHash,
   createHmac,
+  constants as cryptoConstants,
+  createPrivateKey,
   createPublicKey,
   createSecretKey,
   diffieHellman,
   generateKeyPairSync,
   randomFillSync,
+  sign as nodeSign,
+  verify as nodeVerify,
+  X509Certificate,
   timingSafeEqual,
   type KeyObject,
 } from "node:crypto";
@@ -250,6 +255,161 @@ export function generateEcdh(group: EcdhGroup): EcdhKeyPair {
       }
     },
   };
+}
+
+// ---- signatures and certificates -------------------------------------------
+
+/** TLS 1.2 SignatureAndHashAlgorithm / TLS 1.3 SignatureScheme code points we implement. */
+export const SignatureScheme = {
+  rsa_pkcs1_sha1: 0x0201,
+  ecdsa_sha1: 0x0203,
+  rsa_pkcs1_sha256: 0x0401,
+  ecdsa_secp256r1_sha256: 0x0403,
+  rsa_pkcs1_sha384: 0x0501,
+  ecdsa_secp384r1_sha384: 0x0503,
+  ecdsa_secp521r1_sha512: 0x0603,
+  rsa_pss_rsae_sha256: 0x0804,
+  rsa_pss_rsae_sha384: 0x0805,
+  ed25519: 0x0807,
+} as const;
+
+export type KeyType = "ec" | "rsa" | "ed25519";
+export type Curve = "P-256" | "P-384" | "P-521";
+
+interface SchemeInfo {
+  readonly keyType: KeyType;
+  readonly hash: "sha1" | "sha256" | "sha384" | "sha512" | null;
+  /** For ECDSA schemes bound to a curve (TLS 1.3 style); in TLS 1.2 0x0403 etc. only name the hash. */
+  readonly pss?: boolean;
+}
+
+const SCHEMES = new Map<number, SchemeInfo>([
+  [SignatureScheme.rsa_pkcs1_sha1, { keyType: "rsa", hash: "sha1" }],
+  [SignatureScheme.ecdsa_sha1, { keyType: "ec", hash: "sha1" }],
+  [SignatureScheme.rsa_pkcs1_sha256, { keyType: "rsa", hash: "sha256" }],
+  [SignatureScheme.ecdsa_secp256r1_sha256, { keyType: "ec", hash: "sha256" }],
+  [SignatureScheme.rsa_pkcs1_sha384, { keyType: "rsa", hash: "sha384" }],
+  [SignatureScheme.ecdsa_secp384r1_sha384, { keyType: "ec", hash: "sha384" }],
+  [SignatureScheme.ecdsa_secp521r1_sha512, { keyType: "ec", hash: "sha512" }],
+  [SignatureScheme.rsa_pss_rsae_sha256, { keyType: "rsa", hash: "sha256", pss: true }],
+  [SignatureScheme.rsa_pss_rsae_sha384, { keyType: "rsa", hash: "sha384", pss: true }],
+  [SignatureScheme.ed25519, { keyType: "ed25519", hash: null }],
+]);
+
+export function schemeKeyType(scheme: number): KeyType | undefined {
+  return SCHEMES.get(scheme)?.keyType;
+}
+
+export function schemeUsesSha1(scheme: number): boolean {
+  return SCHEMES.get(scheme)?.hash === "sha1";
+}
+
+function keyDescription(key: KeyObject): { keyType: KeyType; curve: Curve | undefined } {
+  const t = key.asymmetricKeyType;
+  if (t === "ec") {
+    const named = key.asymmetricKeyDetails?.namedCurve;
+    const curve: Curve | undefined = named === "prime256v1" ? "P-256" : named === "secp384r1" ? "P-384" : named === "secp521r1" ? "P-521" : undefined;
+    return { keyType: "ec", curve };
+  }
+  if (t === "rsa") return { keyType: "rsa", curve: undefined };
+  if (t === "ed25519") return { keyType: "ed25519", curve: undefined };
+  throw new Error(`unsupported key type ${t ?? "unknown"}`);
+}
+
+function signOptions(key: KeyObject, info: SchemeInfo): KeyObject | { key: KeyObject; padding: number; saltLength: number } {
+  return info.pss ? { key, padding: cryptoConstants.RSA_PKCS1_PSS_PADDING, saltLength: info.hash === "sha384" ? 48 : 32 } : key;
+}
+
+/** A private key loaded once (a KeyObject), for handshake signatures. */
+export interface Signer {
+  readonly keyType: KeyType;
+  readonly curve: Curve | undefined;
+  sign(scheme: number, data: Uint8Array): Uint8Array;
+}
+
+/** Loads a PEM (PKCS#8, SEC1 or PKCS#1) private key; throws with the reason when it is not one. */
+export function loadPrivateKey(pem: string | Uint8Array): Signer {
+  const key = createPrivateKey(typeof pem === "string" ? pem : Buffer.from(pem));
+  const { keyType, curve } = keyDescription(key);
+  return {
+    keyType,
+    curve,
+    sign(scheme, data) {
+      const info = SCHEMES.get(scheme);
+      if (info === undefined || info.keyType !== keyType) throw new Error(`cannot sign scheme 0x${scheme.toString(16)} with a ${keyType} key`);
+      return nodeSign(info.hash, data, signOptions(key, info));
+    },
+  };
+}
+
+/** A parsed X.509 certificate, as the handshake needs it. */
+export interface Certificate {
+  readonly der: Uint8Array;
+  readonly subject: string;
+  readonly issuer: string;
+  /** SHA-256 of the DER, lower-case hex without colons. */
+  readonly fingerprint256: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly isCA: boolean;
+  readonly keyType: KeyType;
+  readonly curve: Curve | undefined;
+  readonly subjectAltName: string | undefined;
+  /** Verifies a handshake signature made with this certificate's key. */
+  verifySignature(scheme: number, data: Uint8Array, signature: Uint8Array): boolean;
+  /** True when `issuer`'s key signed this certificate and its issuer name matches. */
+  issuedBy(issuer: Certificate): boolean;
+  matchesPrivateKey(pem: string | Uint8Array): boolean;
+  checkHost(name: string): boolean;
+  checkIP(ip: string): boolean;
+}
+
+export function parseCertificate(der: Uint8Array): Certificate {
+  const x = new X509Certificate(Buffer.from(der));
+  const pub = x.publicKey;
+  const { keyType, curve } = keyDescription(pub);
+  return {
+    der,
+    subject: x.subject,
+    issuer: x.issuer,
+    fingerprint256: x.fingerprint256.replaceAll(":", "").toLowerCase(),
+    notBefore: new Date(x.validFrom),
+    notAfter: new Date(x.validTo),
+    isCA: x.ca,
+    keyType,
+    curve,
+    subjectAltName: x.subjectAltName,
+    verifySignature(scheme, data, signature) {
+      const info = SCHEMES.get(scheme);
+      if (info === undefined || info.keyType !== keyType) return false;
+      try {
+        return nodeVerify(info.hash, data, signOptions(pub, info) as KeyObject, signature);
+      } catch {
+        return false;
+      }
+    },
+    issuedBy(issuer) {
+      const ix = new X509Certificate(Buffer.from(issuer.der));
+      return x.checkIssued(ix) && x.verify(ix.publicKey);
+    },
+    matchesPrivateKey(pem) {
+      try {
+        return x.checkPrivateKey(createPrivateKey(typeof pem === "string" ? pem : Buffer.from(pem)));
+      } catch {
+        return false;
+      }
+    },
+    checkHost: (name) => x.checkHost(name) !== undefined,
+    checkIP: (ip) => x.checkIP(ip) !== undefined,
+  };
+}
+
+/** Every CERTIFICATE block of a PEM text, as DER, in order. */
+export function pemCertificates(pem: string): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  const re = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g;
+  for (let m = re.exec(pem); m !== null; m = re.exec(pem)) out.push(Buffer.from((m[1] ?? "").replace(/\s+/g, ""), "base64"));
+  return out;
 }
 
 /** Buffers are Uint8Arrays; this only narrows the type for callers. */

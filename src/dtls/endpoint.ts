@@ -11,19 +11,37 @@ import { Connection } from "./connection.ts";
 import { DtlsConnection, type PeerAddress } from "./dtls-connection.ts";
 import { DtlsError } from "./errors.ts";
 import { Outbox } from "./outbox.ts";
-import { ClientHandshake } from "./handshake-client.ts";
-import { DEFAULT_MTU, DEFAULT_RETRANSMIT, MIN_MTU, type ClientPskConfig, type RetransmitPolicy } from "./options.ts";
+import { normalizeFingerprint, verifyChain, type TrustOptions } from "./cert-verify.ts";
+import { ClientHandshake, type ClientAuth } from "./handshake-client.ts";
+import { loadPrivateKey, parseCertificate, pemCertificates, type Certificate } from "./crypto.ts";
+import { DEFAULT_MTU, DEFAULT_RETRANSMIT, MIN_MTU, type ClientPskConfig, type RetransmitPolicy, type ServerCredential } from "./options.ts";
 import { ServerCore, type Peer, type ServerCoreConfig, type ServerStats } from "./server-core.ts";
-import { SUITE_NAMES, suiteByName, type SuiteName } from "./suites.ts";
+import { SUITE_NAMES, suiteByName, usesPsk, type CipherSuite, type SuiteName } from "./suites.ts";
+
+/** A PEM certificate chain (leaf first) and the leaf's PEM private key. */
+export interface CertificateKeyPair {
+  cert: string | Uint8Array;
+  key: string | Uint8Array;
+}
 
 export interface ListenOptions {
   host?: string;
   port?: number;
-  psk: {
+  /** Pre-shared keys; at least one of psk and certificates is required. */
+  psk?: {
     keys?: ReadonlyMap<string, Uint8Array>;
     lookup?: (identity: string) => Uint8Array | undefined;
     hint?: string;
   };
+  /** Certificate chains; the server picks one per client by its suites, groups and signature algorithms. */
+  certificates?: readonly CertificateKeyPair[];
+  /**
+   * Sign the ServerKeyExchange with SHA-1 for clients that send no
+   * signature_algorithms (RFC 5246 defaults; @nodertc/dtls is one). Off by
+   * default: SHA-1 signatures are forgeable in principle and refused by current
+   * security policies.
+   */
+  legacySha1Signatures?: boolean;
   suites?: readonly SuiteName[];
   mtu?: number;
   requireExtendedMasterSecret?: boolean;
@@ -37,7 +55,17 @@ export interface ListenOptions {
 export interface ConnectOptions {
   host: string;
   port: number;
-  psk: ClientPskConfig;
+  /** A pre-shared key; with it the client offers the PSK suites. */
+  psk?: ClientPskConfig;
+  /**
+   * Trust for certificate suites (offered only when one of these is given):
+   * `ca`, PEM CA certificate(s) the server's chain must lead to, or
+   * `fingerprint`, the SHA-256 of the server's leaf certificate (hex; colons ignored).
+   */
+  ca?: string | Uint8Array;
+  fingerprint?: string;
+  /** Name (DNS or IP) the server certificate must be issued for; default `host`. Not checked with a fingerprint pin. */
+  servername?: string;
   suites?: readonly SuiteName[];
   mtu?: number;
   requireExtendedMasterSecret?: boolean;
@@ -101,17 +129,52 @@ class Timer {
   }
 }
 
+function loadCredentials(pairs: readonly CertificateKeyPair[]): ServerCredential[] {
+  return pairs.map((pair, i) => {
+    const text = typeof pair.cert === "string" ? pair.cert : Buffer.from(pair.cert).toString("utf8");
+    const ders = pemCertificates(text);
+    if (ders.length === 0) throw new DtlsError("bad_option", `certificates[${i}].cert holds no PEM certificate`);
+    let chain;
+    let signer;
+    try {
+      chain = ders.map(parseCertificate);
+      signer = loadPrivateKey(pair.key);
+    } catch (e) {
+      throw new DtlsError("bad_option", `certificates[${i}]: ${(e as Error).message}`);
+    }
+    if (!(chain[0] as Certificate).matchesPrivateKey(pair.key)) {
+      throw new DtlsError("bad_option", `certificates[${i}]: the private key does not belong to the certificate ${(chain[0] as Certificate).subject}`);
+    }
+    return { chain, signer };
+  });
+}
+
+/** The suites an endpoint can use with its credentials, in the caller's (or the default) order. */
+function usableSuites(requested: readonly SuiteName[] | undefined, psk: boolean, certs: readonly ServerCredential[]): CipherSuite[] {
+  const all = (requested ?? SUITE_NAMES).map(suiteByName);
+  return all.filter((s) => {
+    if (usesPsk(s)) return psk;
+    return certs.some((c) => (s.keyExchange === "ecdhe_rsa") === (c.signer.keyType === "rsa"));
+  });
+}
+
 function serverCoreConfig(opts: ListenOptions): ServerCoreConfig {
-  const keys = opts.psk.keys;
-  const lookup = opts.psk.lookup ?? (keys ? (id: string) => keys.get(id) : undefined);
-  if (lookup === undefined) throw new DtlsError("bad_option", "psk.keys or psk.lookup is required");
+  const keys = opts.psk?.keys;
+  const lookup = opts.psk?.lookup ?? (keys ? (id: string) => keys.get(id) : undefined);
+  if (opts.psk !== undefined && lookup === undefined) throw new DtlsError("bad_option", "psk.keys or psk.lookup is required");
+  const certificates = loadCredentials(opts.certificates ?? []);
+  if (lookup === undefined && certificates.length === 0) throw new DtlsError("bad_option", "give psk keys or certificates (or both)");
+  const suites = usableSuites(opts.suites, lookup !== undefined, certificates);
+  if (suites.length === 0) throw new DtlsError("bad_option", "none of the requested suites can be used with the given keys and certificates");
   return {
-    suites: (opts.suites ?? SUITE_NAMES).map(suiteByName),
+    suites,
+    certificates,
+    legacySha1Signatures: opts.legacySha1Signatures ?? false,
     mtu: checkMtu(opts.mtu ?? DEFAULT_MTU),
     requireExtendedMasterSecret: opts.requireExtendedMasterSecret ?? false,
     retransmit: { ...DEFAULT_RETRANSMIT, ...opts.retransmit },
     idleTimeoutMs: opts.idleTimeoutMs ?? 300_000,
-    psk: { lookup, hint: opts.psk.hint },
+    psk: lookup === undefined ? undefined : { lookup, hint: opts.psk?.hint },
     maxHandshakes: opts.maxHandshakes ?? 1000,
     maxSessions: opts.maxSessions ?? 100_000,
   };
@@ -220,10 +283,40 @@ export async function listen(opts: ListenOptions): Promise<DtlsServer> {
   return new DtlsServer(socket, config, opts.clock ?? monotonicClock);
 }
 
+function clientAuth(opts: ConnectOptions): ClientAuth {
+  let anchors: Certificate[] = [];
+  if (opts.ca !== undefined) {
+    const text = typeof opts.ca === "string" ? opts.ca : Buffer.from(opts.ca).toString("utf8");
+    try {
+      anchors = pemCertificates(text).map(parseCertificate);
+    } catch (e) {
+      throw new DtlsError("bad_option", `ca: ${(e as Error).message}`);
+    }
+    if (anchors.length === 0) throw new DtlsError("bad_option", "ca holds no PEM certificate");
+  }
+  if (opts.fingerprint !== undefined && !/^[0-9a-f]{64}$/.test(normalizeFingerprint(opts.fingerprint))) {
+    throw new DtlsError("bad_option", "fingerprint must be a SHA-256 fingerprint: 64 hex digits, colons allowed");
+  }
+  const trust: TrustOptions | undefined =
+    opts.ca !== undefined || opts.fingerprint !== undefined
+      ? { anchors, fingerprint: opts.fingerprint, servername: opts.servername ?? opts.host }
+      : undefined;
+  return {
+    psk: opts.psk,
+    verifyServer: trust === undefined ? undefined : (chain) => verifyChain(chain, trust, new Date()),
+  };
+}
+
 export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
   const clock = opts.clock ?? monotonicClock;
   const mtu = checkMtu(opts.mtu ?? DEFAULT_MTU);
-  const suites = (opts.suites ?? SUITE_NAMES).map(suiteByName);
+  const auth = clientAuth(opts);
+  const suites = (opts.suites ?? SUITE_NAMES)
+    .map(suiteByName)
+    .filter((s) => (usesPsk(s) ? auth.psk !== undefined : auth.verifyServer !== undefined));
+  if (suites.length === 0) {
+    throw new DtlsError("bad_option", "no usable suite: give psk for the PSK suites, or ca/fingerprint for the certificate suites");
+  }
   const socket = createSocket({ type: socketType(opts.host) });
   const peer: PeerAddress = { address: opts.host, port: opts.port };
   const timeoutMs = opts.timeoutMs ?? 30_000;
@@ -279,7 +372,7 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
     socket.on("error", (e) => core.fail(new DtlsError("socket_error", e.message)));
     socket.connect(opts.port, opts.host, () => {
       try {
-        core.attach(new ClientHandshake(core, opts.psk, clock.now()));
+        core.attach(new ClientHandshake(core, auth, clock.now()));
       } catch (e) {
         core.fail(e instanceof DtlsError ? e : new DtlsError("internal_error", String(e)));
       }

@@ -13,9 +13,10 @@
  */
 import { copyBytes } from "../util/bytes.ts";
 import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";
-import { generateEcdh, randomBytes, type SecretKey } from "./crypto.ts";
-import type { Connection, HandshakeDriver } from "./connection.ts";
-import { alertError, unexpectedMessage } from "./errors.ts";
+import { concatBytes } from "../util/bytes.ts";
+import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, SignatureScheme, type Certificate, type SecretKey } from "./crypto.ts";
+import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
+import { alertError, unexpectedMessage, type DtlsError } from "./errors.ts";
 import { encodeHandshake } from "./handshake-codec.ts";
 import {
   ecdhePskPremasterSecret,
@@ -28,7 +29,12 @@ import {
   verifyPeerFinished,
 } from "./key-schedule.ts";
 import {
+  decodeCertificateList,
   decodeEcdhePskServerParams,
+  decodeSignedEcdhParams,
+  encodeCertificateList,
+  encodeEcdhPublic,
+  encodeSignatureAlgorithms,
   decodeEcPointFormats,
   decodeEmpty,
   decodeFinished,
@@ -50,7 +56,7 @@ import { GROUPS, groupById } from "./negotiation.ts";
 import type { ClientPskConfig } from "./options.ts";
 import type { HandshakeMessage } from "./reassembly.ts";
 import { RecordProtection } from "./record-protection.ts";
-import type { CipherSuite } from "./suites.ts";
+import { usesPsk, type CipherSuite } from "./suites.ts";
 
 interface Hello {
   readonly hello: ClientHello;
@@ -65,16 +71,42 @@ interface Negotiated {
   readonly transcript: Transcript;
 }
 
-/** What the ServerKeyExchange gave: the hint, and for ECDHE_PSK the shared secret and our public key. */
+/** What the ServerKeyExchange gave: the hint, and for ECDHE suites the shared secret and our public key. */
 interface ServerKeyExchange {
   readonly hint: Uint8Array;
   readonly ecdh: { readonly z: Uint8Array; readonly publicKey: Uint8Array } | undefined;
 }
 
+/** The server's second flight as it arrives (RFC 5246 7.3 order). */
+interface ServerFlight {
+  readonly certificate: Certificate | undefined;
+  readonly ske: ServerKeyExchange | undefined;
+  readonly certificateRequested: boolean;
+}
+
+/** What the client authenticates with and how it judges the server. */
+export interface ClientAuth {
+  readonly psk: ClientPskConfig | undefined;
+  /** Judges the server's chain (leaf first): an error fails the handshake with its alert; undefined accepts. */
+  readonly verifyServer: ((chain: readonly Certificate[]) => DtlsError | undefined) | undefined;
+}
+
+/** Signature schemes we verify, offered in signature_algorithms. */
+const OFFERED_SCHEMES: readonly number[] = [
+  SignatureScheme.ecdsa_secp256r1_sha256,
+  SignatureScheme.ecdsa_secp384r1_sha384,
+  SignatureScheme.ecdsa_secp521r1_sha512,
+  SignatureScheme.ed25519,
+  SignatureScheme.rsa_pss_rsae_sha256,
+  SignatureScheme.rsa_pss_rsae_sha384,
+  SignatureScheme.rsa_pkcs1_sha256,
+  SignatureScheme.rsa_pkcs1_sha384,
+];
+
 type ClientState =
   | ({ readonly kind: "await_server_hello"; readonly cookieRounds: number } & Hello)
-  | ({ readonly kind: "await_server_hello_done"; readonly ske: ServerKeyExchange | undefined } & Negotiated)
-  | ({ readonly kind: "await_finished"; readonly master: SecretKey } & Negotiated)
+  | ({ readonly kind: "await_server_hello_done" } & ServerFlight & Negotiated)
+  | ({ readonly kind: "await_finished"; readonly master: SecretKey; readonly certificate: Certificate | undefined } & Negotiated)
   | { readonly kind: "done" };
 
 /** A server that keeps sending HelloVerifyRequests is refused after this many. */
@@ -82,13 +114,15 @@ const MAX_COOKIE_ROUNDS = 4;
 
 export class ClientHandshake implements HandshakeDriver {
   private readonly host: Connection;
-  private readonly psk: ClientPskConfig;
+  private readonly auth: ClientAuth;
   private state: ClientState;
   private nextSendSeq = 0;
+  /** Our PSK identity once sent; "" for certificate suites (no client certificate yet). */
+  private identityName = "";
 
-  constructor(host: Connection, psk: ClientPskConfig, now: number) {
+  constructor(host: Connection, auth: ClientAuth, now: number) {
     this.host = host;
-    this.psk = psk;
+    this.auth = auth;
     const extensions: Extension[] = [
       { type: ExtensionType.extended_master_secret, data: EMPTY },
       { type: ExtensionType.renegotiation_info, data: EMPTY_RENEGOTIATION_INFO },
@@ -96,6 +130,9 @@ export class ClientHandshake implements HandshakeDriver {
     if (host.config.suites.some((s) => s.keyExchange !== "psk")) {
       extensions.push({ type: ExtensionType.supported_groups, data: encodeSupportedGroups(GROUPS.map((g) => g.id)) });
       extensions.push({ type: ExtensionType.ec_point_formats, data: EC_POINT_FORMATS_UNCOMPRESSED });
+    }
+    if (host.config.suites.some((s) => !usesPsk(s))) {
+      extensions.push({ type: ExtensionType.signature_algorithms, data: encodeSignatureAlgorithms(OFFERED_SCHEMES) });
     }
     const hello: ClientHello = {
       version: ProtocolVersion.DTLS1_2,
@@ -125,17 +162,30 @@ export class ClientHandshake implements HandshakeDriver {
         if (msg.msgType === HandshakeType.hello_verify_request) return this.onHelloVerifyRequest(s, msg, now);
         if (msg.msgType === HandshakeType.server_hello) return this.onServerHello(s, msg);
         throw unexpectedMessage(msg.msgType, "ServerHello or HelloVerifyRequest");
-      case "await_server_hello_done":
-        if (msg.msgType === HandshakeType.server_key_exchange && s.ske === undefined) {
-          s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
-          this.state = { ...s, ske: this.onServerKeyExchange(s.suite, msg.body) };
+      case "await_server_hello_done": {
+        const certSuite = !usesPsk(s.suite);
+        const add = (): void => s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+        if (msg.msgType === HandshakeType.certificate && certSuite && s.certificate === undefined && s.ske === undefined) {
+          const certificate = this.onCertificate(msg.body);
+          add();
+          this.state = { ...s, certificate };
+          return;
+        }
+        if (msg.msgType === HandshakeType.server_key_exchange && s.ske === undefined && (!certSuite || s.certificate !== undefined)) {
+          const ske = this.onServerKeyExchange(s, msg.body);
+          add();
+          this.state = { ...s, ske };
+          return;
+        }
+        if (msg.msgType === HandshakeType.certificate_request && certSuite && !s.certificateRequested && s.ske !== undefined) {
+          // No client certificate yet: we will answer with an empty Certificate (RFC 5246 7.4.6).
+          add();
+          this.state = { ...s, certificateRequested: true };
           return;
         }
         if (msg.msgType === HandshakeType.server_hello_done) return this.onServerHelloDone(s, msg, now);
-        if (msg.msgType === HandshakeType.certificate || msg.msgType === HandshakeType.certificate_request) {
-          throw alertError("handshake_failure", "server asks for certificates; this client speaks PSK only");
-        }
-        throw unexpectedMessage(msg.msgType, "ServerKeyExchange or ServerHelloDone");
+        throw unexpectedMessage(msg.msgType, certSuite ? "Certificate, ServerKeyExchange, CertificateRequest or ServerHelloDone" : "ServerKeyExchange or ServerHelloDone");
+      }
       case "await_finished":
         if (msg.msgType !== HandshakeType.finished) throw unexpectedMessage(msg.msgType, "Finished");
         if (msg.epoch !== 1) throw alertError("unexpected_message", "Finished arrived unprotected");
@@ -185,19 +235,60 @@ export class ClientHandshake implements HandshakeDriver {
       clientRandom: s.hello.random,
       serverRandom: copyBytes(sh.random),
       transcript: s.transcript,
+      certificate: undefined,
       ske: undefined,
+      certificateRequested: false,
     };
   }
 
-  private onServerKeyExchange(suite: CipherSuite, body: Uint8Array): ServerKeyExchange {
+  /** The server's chain: parsed, fitting the suite, and accepted by the configured trust. */
+  private onCertificate(body: Uint8Array): Certificate {
+    const ders = decodeCertificateList(body);
+    let chain: Certificate[];
+    try {
+      chain = ders.map(parseCertificate);
+    } catch (e) {
+      throw alertError("bad_certificate", `the server's certificate does not parse: ${(e as Error).message}`);
+    }
+    const verify = this.auth.verifyServer;
+    if (verify === undefined) throw alertError("handshake_failure", "no way to verify a server certificate is configured");
+    const error = verify(chain);
+    if (error !== undefined) throw error;
+    return chain[0] as Certificate;
+  }
+
+  private onServerKeyExchange(s: Extract<ClientState, { kind: "await_server_hello_done" }>, body: Uint8Array): ServerKeyExchange {
+    const suite = s.suite;
     if (suite.keyExchange === "psk") return { hint: decodePskIdentity(body, "psk_identity_hint"), ecdh: undefined };
-    const params = decodeEcdhePskServerParams(body);
-    const group = groupById(params.group);
-    if (group === undefined) throw alertError("illegal_parameter", `server chose group ${params.group} we did not offer`);
-    const ours = generateEcdh(group);
-    const z = ours.derive(params.publicKey);
+    let hint: Uint8Array = EMPTY;
+    let group: number;
+    let peerPublic: Uint8Array;
+    if (suite.keyExchange === "ecdhe_psk") {
+      const params = decodeEcdhePskServerParams(body);
+      ({ hint, group, publicKey: peerPublic } = params);
+    } else {
+      // ECDHE_ECDSA / ECDHE_RSA: the parameters must carry a valid signature by the certificate's key.
+      const params = decodeSignedEcdhParams(body);
+      const cert = s.certificate as Certificate;
+      const keyType = schemeKeyType(params.scheme);
+      if (!OFFERED_SCHEMES.includes(params.scheme) || keyType !== cert.keyType) {
+        throw alertError("illegal_parameter", `server signed with scheme 0x${params.scheme.toString(16)}, which we did not offer or which does not fit its ${cert.keyType} key`);
+      }
+      if ((suite.keyExchange === "ecdhe_rsa") !== (cert.keyType === "rsa")) {
+        throw alertError("bad_certificate", `a ${cert.keyType} certificate cannot serve ${suite.name}`);
+      }
+      const signed = concatBytes([s.clientRandom, s.serverRandom, params.paramsBytes]);
+      if (!cert.verifySignature(params.scheme, signed, params.signature)) {
+        throw alertError("decrypt_error", "the ServerKeyExchange signature does not verify with the server certificate's key");
+      }
+      ({ group, publicKey: peerPublic } = params);
+    }
+    const groupName = groupById(group);
+    if (groupName === undefined) throw alertError("illegal_parameter", `server chose group ${group} we did not offer`);
+    const ours = generateEcdh(groupName);
+    const z = ours.derive(peerPublic);
     if (z === null) throw alertError("illegal_parameter", "the server's ECDH public key is invalid");
-    return { hint: params.hint, ecdh: { z, publicKey: ours.publicKey } };
+    return { hint, ecdh: { z, publicKey: ours.publicKey } };
   }
 
   private onServerHelloDone(s: Extract<ClientState, { kind: "await_server_hello_done" }>, msg: HandshakeMessage, now: number): void {
@@ -208,36 +299,61 @@ export class ClientHandshake implements HandshakeDriver {
     if (s.suite.keyExchange !== "psk" && ecdh === undefined) {
       throw alertError("unexpected_message", "ServerHelloDone without the ECDHE ServerKeyExchange");
     }
+    const flight: FlightItem[] = [];
+    if (s.certificateRequested) {
+      const seq = this.nextSendSeq++;
+      const empty = encodeCertificateList([]);
+      s.transcript.add(encodeHandshake(HandshakeType.certificate, seq, empty));
+      flight.push({ kind: "handshake", epoch: 0, msgType: HandshakeType.certificate, messageSeq: seq, body: empty });
+    }
     const ckeSeq = this.nextSendSeq++;
-    const identity = new TextEncoder().encode(this.psk.identity);
-    const cke = ecdh ? encodeEcdhePskClientKeyExchange({ identity, publicKey: ecdh.publicKey }) : encodePskIdentity(identity);
+    let cke: Uint8Array;
+    let premaster: Uint8Array;
+    let identityName = "";
+    if (usesPsk(s.suite)) {
+      const psk = this.auth.psk;
+      if (psk === undefined) throw alertError("internal_error", "a PSK suite was negotiated without a PSK");
+      identityName = psk.identity;
+      const identity = new TextEncoder().encode(psk.identity);
+      cke = ecdh ? encodeEcdhePskClientKeyExchange({ identity, publicKey: ecdh.publicKey }) : encodePskIdentity(identity);
+      premaster = ecdh ? ecdhePskPremasterSecret(ecdh.z, psk.key) : pskPremasterSecret(psk.key);
+    } else {
+      const e = ecdh as NonNullable<typeof ecdh>;
+      cke = encodeEcdhPublic(e.publicKey);
+      premaster = e.z;
+    }
+    this.identityName = identityName;
     s.transcript.add(encodeHandshake(HandshakeType.client_key_exchange, ckeSeq, cke));
-    const premaster = ecdh ? ecdhePskPremasterSecret(ecdh.z, this.psk.key) : pskPremasterSecret(this.psk.key);
     const master = secretKey(masterSecret(hashAlg, premaster, s.clientRandom, s.serverRandom, s.ems ? s.transcript.hash(hashAlg) : undefined));
     const keys = keyBlock(s.suite, master, s.clientRandom, s.serverRandom);
     const verify = finishedVerifyData(hashAlg, master, "client finished", s.transcript.hash(hashAlg));
     const finSeq = this.nextSendSeq++;
     s.transcript.add(encodeHandshake(HandshakeType.finished, finSeq, verify));
-    this.state = { ...s, kind: "await_finished", master };
+    this.state = { ...s, kind: "await_finished", master, certificate: s.certificate };
     this.host.installKeys(
       new RecordProtection(s.suite, keys.serverKey, keys.serverIv),
       new RecordProtection(s.suite, keys.clientKey, keys.clientIv),
       now,
     );
-    this.host.sendFlight(
-      [
-        { kind: "handshake", epoch: 0, msgType: HandshakeType.client_key_exchange, messageSeq: ckeSeq, body: cke },
-        { kind: "ccs" },
-        { kind: "handshake", epoch: 1, msgType: HandshakeType.finished, messageSeq: finSeq, body: verify },
-      ],
-      now,
-      true,
+    flight.push(
+      { kind: "handshake", epoch: 0, msgType: HandshakeType.client_key_exchange, messageSeq: ckeSeq, body: cke },
+      { kind: "ccs" },
+      { kind: "handshake", epoch: 1, msgType: HandshakeType.finished, messageSeq: finSeq, body: verify },
     );
+    this.host.sendFlight(flight, now, true);
   }
 
   private onFinished(s: Extract<ClientState, { kind: "await_finished" }>, msg: HandshakeMessage, now: number): void {
     verifyPeerFinished(s.suite.prfHash, s.master, "server finished", s.transcript, decodeFinished(msg.body));
     this.state = { kind: "done" };
-    this.host.establish({ identity: this.psk.identity, suite: s.suite.name, extendedMasterSecret: s.ems }, now);
+    this.host.establish(
+      {
+        identity: this.identityName,
+        suite: s.suite.name,
+        extendedMasterSecret: s.ems,
+        peerCertificate: s.certificate === undefined ? undefined : { subject: s.certificate.subject, fingerprint256: s.certificate.fingerprint256 },
+      },
+      now,
+    );
   }
 }

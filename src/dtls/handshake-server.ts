@@ -10,7 +10,7 @@
  * The states are types: keys and the master secret exist only in the state
  * after the ClientKeyExchange.
  */
-import { copyBytes } from "../util/bytes.ts";
+import { concatBytes, copyBytes } from "../util/bytes.ts";
 import { HandshakeType, ProtocolVersion } from "./constants.ts";
 import { generateEcdh, randomBytes, type EcdhKeyPair, type SecretKey } from "./crypto.ts";
 import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
@@ -28,6 +28,10 @@ import {
 } from "./key-schedule.ts";
 import {
   decodeEcdhePskClientKeyExchange,
+  decodeEcdhPublic,
+  encodeCertificateList,
+  encodeEcdhParams,
+  encodeSignedEcdhParams,
   decodeFinished,
   decodePskIdentity,
   encodeEcdhePskServerParams,
@@ -37,10 +41,10 @@ import {
   type ClientHello,
 } from "./messages.ts";
 import { chooseServerParameters } from "./negotiation.ts";
-import type { ServerPskConfig } from "./options.ts";
+import type { ServerCredential, ServerPskConfig } from "./options.ts";
 import type { HandshakeMessage } from "./reassembly.ts";
 import { RecordProtection } from "./record-protection.ts";
-import type { CipherSuite } from "./suites.ts";
+import { usesPsk, type CipherSuite } from "./suites.ts";
 
 interface Negotiated {
   readonly suite: CipherSuite;
@@ -59,9 +63,16 @@ type ServerState =
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
+/** What the server authenticates with: PSKs, certificate chains, or both. */
+export interface ServerAuth {
+  readonly psk: ServerPskConfig | undefined;
+  readonly certificates: readonly ServerCredential[];
+  readonly legacySha1Signatures: boolean;
+}
+
 export class ServerHandshake implements HandshakeDriver {
   private readonly host: Connection;
-  private readonly psk: ServerPskConfig;
+  private readonly psk: ServerPskConfig | undefined;
   private state: ServerState;
   private nextSendSeq: number;
 
@@ -69,11 +80,15 @@ export class ServerHandshake implements HandshakeDriver {
    * Answers the cookie-verified ClientHello with the server's flight at once.
    * Throws DtlsError when nothing can be negotiated (caller fails the connection).
    */
-  constructor(host: Connection, psk: ServerPskConfig, hello: ClientHello, helloMessageSeq: number, helloBody: Uint8Array, now: number) {
+  constructor(host: Connection, auth: ServerAuth, hello: ClientHello, helloMessageSeq: number, helloBody: Uint8Array, now: number) {
     this.host = host;
-    this.psk = psk;
+    this.psk = auth.psk;
     this.nextSendSeq = helloMessageSeq;
-    const choice = chooseServerParameters(hello, host.config.suites, host.config.requireExtendedMasterSecret);
+    const choice = chooseServerParameters(hello, host.config.suites, host.config.requireExtendedMasterSecret, {
+      psk: auth.psk !== undefined,
+      certificates: auth.certificates,
+      legacySha1: auth.legacySha1Signatures,
+    });
     const transcript = new Transcript();
     transcript.add(encodeHandshake(HandshakeType.client_hello, helloMessageSeq, helloBody));
     const serverRandom = randomBytes(32);
@@ -94,9 +109,16 @@ export class ServerHandshake implements HandshakeDriver {
         extensions: choice.extensions,
       }),
     );
-    const hint = psk.hint === undefined ? undefined : new TextEncoder().encode(psk.hint);
+    const hint = auth.psk?.hint === undefined ? undefined : new TextEncoder().encode(auth.psk.hint);
     let ecdh: EcdhKeyPair | undefined;
-    if (choice.group !== undefined) {
+    if (choice.credential !== undefined && choice.group !== undefined && choice.signatureScheme !== undefined) {
+      // ECDHE_ECDSA / ECDHE_RSA: our chain, then the ECDH parameters signed with its key (RFC 8422 5.4).
+      add(HandshakeType.certificate, encodeCertificateList(choice.credential.chain.map((c) => c.der)));
+      ecdh = generateEcdh(choice.group.name);
+      const params = encodeEcdhParams({ group: choice.group.id, publicKey: ecdh.publicKey });
+      const signature = choice.credential.signer.sign(choice.signatureScheme, concatBytes([hello.random, serverRandom, params]));
+      add(HandshakeType.server_key_exchange, encodeSignedEcdhParams(params, choice.signatureScheme, signature));
+    } else if (choice.group !== undefined) {
       ecdh = generateEcdh(choice.group.name);
       add(
         HandshakeType.server_key_exchange,
@@ -136,6 +158,13 @@ export class ServerHandshake implements HandshakeDriver {
   }
 
   private onClientKeyExchange(s: Extract<ServerState, { kind: "await_client_key_exchange" }>, msg: HandshakeMessage, now: number): void {
+    if (!usesPsk(s.suite)) {
+      // Certificate suite, no client certificate: the client is anonymous here.
+      const z = (s.ecdh as EcdhKeyPair).derive(decodeEcdhPublic(msg.body));
+      if (z === null) throw alertError("illegal_parameter", "the client's ECDH public key is invalid");
+      this.deriveKeys(s, msg, "", z, now);
+      return;
+    }
     let raw: Uint8Array;
     let premasterOf: (psk: Uint8Array) => Uint8Array;
     if (s.ecdh !== undefined) {
@@ -154,13 +183,21 @@ export class ServerHandshake implements HandshakeDriver {
     } catch {
       throw alertError("decode_error", "PSK identity is not UTF-8");
     }
-    const key = this.psk.lookup(identity);
+    const key = this.psk?.lookup(identity);
     if (key === undefined) throw alertError("unknown_psk_identity", `unknown PSK identity ${JSON.stringify(identity)}`);
+    this.deriveKeys(s, msg, identity, premasterOf(key), now);
+  }
+
+  private deriveKeys(
+    s: Extract<ServerState, { kind: "await_client_key_exchange" }>,
+    msg: HandshakeMessage,
+    identity: string,
+    premaster: Uint8Array,
+    now: number,
+  ): void {
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     const hashAlg = s.suite.prfHash;
-    const master = secretKey(
-      masterSecret(hashAlg, premasterOf(key), s.clientRandom, s.serverRandom, s.ems ? s.transcript.hash(hashAlg) : undefined),
-    );
+    const master = secretKey(masterSecret(hashAlg, premaster, s.clientRandom, s.serverRandom, s.ems ? s.transcript.hash(hashAlg) : undefined));
     const keys = keyBlock(s.suite, master, s.clientRandom, s.serverRandom);
     // State first: installing the read keys may replay an early Finished into onMessage.
     this.state = { ...s, kind: "await_finished", ecdh: undefined, identity, master };

@@ -193,18 +193,27 @@ export function decodeEcdhePskClientKeyExchange(body: Uint8Array): EcdhePskClien
 
 /** supported_groups extension body: NamedGroup list<2..2^16-1>. */
 export function decodeSupportedGroups(data: Uint8Array): number[] {
+  return decodeU16List(data, "named_group_list");
+}
+
+export function encodeSupportedGroups(groups: readonly number[]): Uint8Array {
+  return encodeU16List(groups);
+}
+
+/** A non-empty list<2..2^16-2> of 16-bit values, the whole extension body. */
+function decodeU16List(data: Uint8Array, what: string): number[] {
   const r = new ByteReader(data);
-  const list = r.vec16("named_group_list", 2);
-  r.expectEnd("supported_groups");
-  if (list.length % 2 !== 0) throw new DecodeError("odd named_group_list length");
+  const list = r.vec16(what, 2);
+  r.expectEnd(what);
+  if (list.length % 2 !== 0) throw new DecodeError(`odd ${what} length`);
   const out: number[] = [];
   for (let i = 0; i < list.length; i += 2) out.push(((list[i] as number) << 8) | (list[i + 1] as number));
   return out;
 }
 
-export function encodeSupportedGroups(groups: readonly number[]): Uint8Array {
-  const w = new ByteWriter(2 + 2 * groups.length).u16(2 * groups.length);
-  for (const g of groups) w.u16(g);
+function encodeU16List(values: readonly number[]): Uint8Array {
+  const w = new ByteWriter(2 + 2 * values.length).u16(2 * values.length);
+  for (const v of values) w.u16(v);
   return w.finish();
 }
 
@@ -218,3 +227,77 @@ export function decodeEcPointFormats(data: Uint8Array): Uint8Array {
 
 /** Only the uncompressed format (RFC 8422 5.1.2). */
 export const EC_POINT_FORMATS_UNCOMPRESSED = new Uint8Array([1, 0]);
+
+/** Certificate (RFC 5246 7.4.2): ASN.1Cert certificate_list<0..2^24-1>, leaf first. */
+export function encodeCertificateList(chain: readonly Uint8Array[]): Uint8Array {
+  const w = new ByteWriter(16 + chain.reduce((n, c) => n + c.length + 3, 0));
+  let total = 0;
+  for (const c of chain) total += 3 + c.length;
+  w.u24(total);
+  for (const c of chain) w.vec24(c);
+  return w.finish();
+}
+
+export function decodeCertificateList(body: Uint8Array): Uint8Array[] {
+  const r = new ByteReader(body);
+  const list = new ByteReader(r.vec24("certificate_list"));
+  r.expectEnd("Certificate");
+  const out: Uint8Array[] = [];
+  while (list.remaining() > 0) out.push(list.vec24("ASN.1Cert", 1));
+  return out;
+}
+
+/** ServerECDHParams (RFC 8422 5.4): named_curve, then the public point. */
+export interface EcdhParams {
+  readonly group: number;
+  readonly publicKey: Uint8Array;
+}
+
+export function encodeEcdhParams(p: EcdhParams): Uint8Array {
+  return new ByteWriter(4 + p.publicKey.length).u8(3).u16(p.group).vec8(p.publicKey).finish();
+}
+
+/** A signed ECDHE ServerKeyExchange: the params bytes (what was signed, with the randoms), scheme, signature. */
+export interface SignedEcdhParams extends EcdhParams {
+  readonly paramsBytes: Uint8Array;
+  readonly scheme: number;
+  readonly signature: Uint8Array;
+}
+
+export function encodeSignedEcdhParams(paramsBytes: Uint8Array, scheme: number, signature: Uint8Array): Uint8Array {
+  return new ByteWriter(paramsBytes.length + 4 + signature.length).bytes(paramsBytes).u16(scheme).vec16(signature).finish();
+}
+
+export function decodeSignedEcdhParams(body: Uint8Array): SignedEcdhParams {
+  const r = new ByteReader(body);
+  const curveType = r.u8("curve_type");
+  if (curveType !== 3) throw new DecodeError(`curve_type ${curveType} is not named_curve`);
+  const group = r.u16("named_curve");
+  const publicKey = r.vec8("ECDH public key", 1);
+  const paramsBytes = body.subarray(0, r.offset);
+  const scheme = r.u16("signature algorithm");
+  const signature = r.vec16("signature", 1);
+  r.expectEnd("ServerKeyExchange");
+  return { group, publicKey, paramsBytes, scheme, signature };
+}
+
+/** ClientECDiffieHellmanPublic (RFC 8422 5.7): the client's point. */
+export function encodeEcdhPublic(publicKey: Uint8Array): Uint8Array {
+  return new ByteWriter(1 + publicKey.length).vec8(publicKey).finish();
+}
+
+export function decodeEcdhPublic(body: Uint8Array): Uint8Array {
+  const r = new ByteReader(body);
+  const pub = r.vec8("ECDH public key", 1);
+  r.expectEnd("ClientKeyExchange");
+  return pub;
+}
+
+/** signature_algorithms extension body: SignatureAndHashAlgorithm list<2..2^16-2>. */
+export function decodeSignatureAlgorithms(data: Uint8Array): number[] {
+  return decodeU16List(data, "supported_signature_algorithms");
+}
+
+export function encodeSignatureAlgorithms(schemes: readonly number[]): Uint8Array {
+  return encodeU16List(schemes);
+}

@@ -3,11 +3,13 @@
  * secret, secure renegotiation. Pure; throws DtlsError with the alert to send.
  */
 import { ExtensionType, NamedGroup, ProtocolVersion, TLS_EMPTY_RENEGOTIATION_INFO_SCSV } from "./constants.ts";
-import type { EcdhGroup } from "./crypto.ts";
+import { SignatureScheme, type EcdhGroup } from "./crypto.ts";
+import type { ServerCredential } from "./options.ts";
 import { alertError } from "./errors.ts";
 import {
   decodeEcPointFormats,
   decodeRenegotiationInfo,
+  decodeSignatureAlgorithms,
   decodeSupportedGroups,
   EC_POINT_FORMATS_UNCOMPRESSED,
   EMPTY,
@@ -16,7 +18,7 @@ import {
   type ClientHello,
   type Extension,
 } from "./messages.ts";
-import type { CipherSuite } from "./suites.ts";
+import { usesEcdhe, type CipherSuite } from "./suites.ts";
 
 /** ECDHE groups in server preference order: the fast ones first (P-384 costs ~10x P-256 in OpenSSL). */
 export const GROUPS: readonly { readonly id: number; readonly name: EcdhGroup }[] = [
@@ -29,8 +31,19 @@ export function groupById(id: number): EcdhGroup | undefined {
   return GROUPS.find((g) => g.id === id)?.name;
 }
 
+/** What the server can authenticate with. */
+export interface ServerCredentials {
+  readonly psk: boolean;
+  readonly certificates: readonly ServerCredential[];
+  /** Allow SHA-1 handshake signatures for clients that send no signature_algorithms (RFC 5246 defaults). */
+  readonly legacySha1: boolean;
+}
+
 export interface ServerChoice {
   readonly suite: CipherSuite;
+  /** For certificate suites: the chain to send and the scheme to sign the ServerKeyExchange with. */
+  readonly credential: ServerCredential | undefined;
+  readonly signatureScheme: number | undefined;
   /** The ECDHE group, for ECDHE suites. */
   readonly group: { readonly id: number; readonly name: EcdhGroup } | undefined;
   readonly extendedMasterSecret: boolean;
@@ -43,7 +56,12 @@ export function supportsDtls12(version: number): boolean {
   return version <= ProtocolVersion.DTLS1_2 && (version & 0xff00) === 0xfe00;
 }
 
-export function chooseServerParameters(hello: ClientHello, preference: readonly CipherSuite[], requireEms: boolean): ServerChoice {
+export function chooseServerParameters(
+  hello: ClientHello,
+  preference: readonly CipherSuite[],
+  requireEms: boolean,
+  creds: ServerCredentials = { psk: true, certificates: [], legacySha1: false },
+): ServerChoice {
   if (!supportsDtls12(hello.version)) {
     throw alertError("protocol_version", `client offers DTLS version 0x${hello.version.toString(16)}, DTLS 1.2 is required`);
   }
@@ -52,11 +70,25 @@ export function chooseServerParameters(hello: ClientHello, preference: readonly 
   }
   const offered = new Set(hello.cipherSuites);
   const group = commonGroup(hello);
-  const suite = preference.find((s) => offered.has(s.id) && (s.keyExchange === "psk" || group !== undefined));
+  const sigExt = findExtension(hello.extensions, ExtensionType.signature_algorithms);
+  const sigAlgs = sigExt === undefined ? undefined : decodeSignatureAlgorithms(sigExt.data);
+  const groupsExt = findExtension(hello.extensions, ExtensionType.supported_groups);
+  const clientGroups = groupsExt === undefined ? undefined : new Set(decodeSupportedGroups(groupsExt.data));
+  let signed: { credential: ServerCredential; scheme: number } | undefined;
+  const suite = preference.find((s) => {
+    if (!offered.has(s.id) || (usesEcdhe(s) && group === undefined)) return false;
+    if (s.keyExchange === "psk" || s.keyExchange === "ecdhe_psk") return creds.psk;
+    signed = pickCredential(s.keyExchange === "ecdhe_rsa" ? "rsa" : "ecdsa", creds, sigAlgs, clientGroups);
+    return signed !== undefined;
+  });
   if (suite === undefined) {
-    throw alertError("handshake_failure", "no cipher suite (and, for ECDHE suites, no group) in common with the client");
+    const legacyHint =
+      sigAlgs === undefined && creds.certificates.length > 0 && !creds.legacySha1
+        ? " (the client sends no signature_algorithms, so only SHA-1 signatures would do: see the legacy SHA-1 option)"
+        : "";
+    throw alertError("handshake_failure", `no cipher suite (with a usable group and credential) in common with the client${legacyHint}`);
   }
-  const ecdhe = suite.keyExchange !== "psk";
+  const ecdhe = usesEcdhe(suite);
   const emsExt = findExtension(hello.extensions, ExtensionType.extended_master_secret);
   if (emsExt !== undefined && emsExt.data.length !== 0) {
     throw alertError("decode_error", "extended_master_secret extension must be empty");
@@ -78,6 +110,8 @@ export function chooseServerParameters(hello: ClientHello, preference: readonly 
   }
   return {
     suite,
+    credential: signed?.credential,
+    signatureScheme: signed?.scheme,
     group: ecdhe ? group : undefined,
     extendedMasterSecret: ems,
     extensions: extensions.length > 0 ? extensions : undefined,
@@ -96,4 +130,44 @@ function commonGroup(hello: ClientHello): ServerChoice["group"] {
   if (ext === undefined) return GROUPS.find((g) => g.name === "secp256r1");
   const theirs = new Set(decodeSupportedGroups(ext.data));
   return GROUPS.find((g) => theirs.has(g.id));
+}
+
+const CURVE_GROUP: Record<string, number> = { "P-256": 23, "P-384": 24, "P-521": 25 };
+
+/** Schemes each key can sign with, best first. In TLS 1.2 an ECDSA scheme names the hash, not the curve. */
+function candidateSchemes(keyType: string, curve: string | undefined): number[] {
+  const S = SignatureScheme;
+  if (keyType === "rsa") return [S.rsa_pss_rsae_sha256, S.rsa_pkcs1_sha256, S.rsa_pss_rsae_sha384, S.rsa_pkcs1_sha384];
+  if (keyType === "ed25519") return [S.ed25519];
+  if (curve === "P-384") return [S.ecdsa_secp384r1_sha384, S.ecdsa_secp256r1_sha256, S.ecdsa_secp521r1_sha512];
+  if (curve === "P-521") return [S.ecdsa_secp521r1_sha512, S.ecdsa_secp384r1_sha384, S.ecdsa_secp256r1_sha256];
+  return [S.ecdsa_secp256r1_sha256, S.ecdsa_secp384r1_sha384, S.ecdsa_secp521r1_sha512];
+}
+
+/**
+ * The first configured chain the client can verify for this suite family:
+ * the key type fits, an ECDSA certificate's curve is among the client's groups
+ * (RFC 8422 5.1.1), and a signature scheme is among its signature_algorithms.
+ * Without that extension RFC 5246 7.4.1.4.1 defaults to SHA-1, allowed only with
+ * the legacy option.
+ */
+function pickCredential(
+  family: "ecdsa" | "rsa",
+  creds: ServerCredentials,
+  sigAlgs: readonly number[] | undefined,
+  clientGroups: ReadonlySet<number> | undefined,
+): { credential: ServerCredential; scheme: number } | undefined {
+  for (const credential of creds.certificates) {
+    const { keyType, curve } = credential.signer;
+    if (family === "rsa" ? keyType !== "rsa" : keyType === "rsa") continue;
+    if (keyType === "ec" && clientGroups !== undefined && !clientGroups.has(CURVE_GROUP[curve ?? ""] ?? -1)) continue;
+    let scheme: number | undefined;
+    if (sigAlgs !== undefined) {
+      scheme = candidateSchemes(keyType, curve).find((c) => sigAlgs.includes(c));
+    } else if (creds.legacySha1 && keyType !== "ed25519") {
+      scheme = keyType === "rsa" ? SignatureScheme.rsa_pkcs1_sha1 : SignatureScheme.ecdsa_sha1;
+    }
+    if (scheme !== undefined) return { credential, scheme };
+  }
+  return undefined;
 }

@@ -1,3 +1,4 @@
+import type { Certificate, Signer } from "./crypto.ts";
 import type { DtlsError } from "./errors.ts";
 import type { CipherSuite, SuiteName } from "./suites.ts";
 
@@ -40,9 +41,12 @@ export interface ConnectionConfig {
 
 /** What an established connection tells the layers above. */
 export interface ConnectionInfo {
+  /** The PSK identity; "" when the peer authenticated with a certificate or not at all. */
   readonly identity: string;
   readonly suite: SuiteName;
   readonly extendedMasterSecret: boolean;
+  /** The peer's certificate (leaf), when it presented one. */
+  readonly peerCertificate?: { readonly subject: string; readonly fingerprint256: string } | undefined;
 }
 
 /** Where a sans-I/O connection puts what it produces. */
@@ -52,4 +56,10 @@ export interface ConnectionHandler {
   data(plaintext: Uint8Array): void;
   /** The connection is over: error undefined for an orderly close_notify (either side). */
   closed(error: DtlsError | undefined): void;
+}
+
+/** A certificate chain (leaf first) and the leaf's private key. */
+export interface ServerCredential {
+  readonly chain: readonly Certificate[];
+  readonly signer: Signer;
 }

@@ -13,7 +13,7 @@ import { DtlsError } from "./errors.ts";
 import { encodeHandshake, parseHandshakeFragments, type HandshakeFragment } from "./handshake-codec.ts";
 import { ServerHandshake } from "./handshake-server.ts";
 import { decodeClientHello, encodeHelloVerifyRequest, type ClientHello } from "./messages.ts";
-import type { ConnectionConfig, ConnectionInfo, ServerPskConfig } from "./options.ts";
+import type { ConnectionConfig, ConnectionInfo, ServerCredential, ServerPskConfig } from "./options.ts";
 import { encodePlainRecord, parseRecords, type RawRecord } from "./record.ts";
 
 export interface Peer {
@@ -22,7 +22,12 @@ export interface Peer {
 }
 
 export interface ServerCoreConfig extends ConnectionConfig {
-  readonly psk: ServerPskConfig;
+  /** Pre-shared keys (PSK and ECDHE_PSK suites); undefined for a certificate-only server. */
+  readonly psk: ServerPskConfig | undefined;
+  /** Certificate chains (ECDHE_ECDSA / ECDHE_RSA suites), picked per client. */
+  readonly certificates?: readonly ServerCredential[];
+  /** SHA-1 ServerKeyExchange signatures for clients without signature_algorithms (off by default). */
+  readonly legacySha1Signatures?: boolean;
   /** Handshakes in progress at once; further ClientHellos are dropped. */
   readonly maxHandshakes: number;
   /** Connections (handshaking + established) at once. */
@@ -185,7 +190,12 @@ export class ServerCore {
     this.handshaking++;
     this.stats.handshakesStarted++;
     try {
-      connection.attach(new ServerHandshake(connection, this.config.psk, hello, fragment.messageSeq, fragment.body, now));
+      const auth = {
+        psk: this.config.psk,
+        certificates: this.config.certificates ?? [],
+        legacySha1Signatures: this.config.legacySha1Signatures ?? false,
+      };
+      connection.attach(new ServerHandshake(connection, auth, hello, fragment.messageSeq, fragment.body, now));
     } catch (e) {
       connection.fail(e instanceof DtlsError ? e : new DtlsError("internal_error", String(e), 80));
       return;

@@ -5,8 +5,12 @@ import { DtlsError } from "./errors.ts";
 export interface CipherSuite {
   readonly id: number;
   readonly name: SuiteName;
-  /** "psk": RFC 4279; "ecdhe_psk": RFC 5489 (ephemeral ECDH mixed with the PSK, forward secrecy). */
-  readonly keyExchange: "psk" | "ecdhe_psk";
+  /**
+   * "psk": RFC 4279; "ecdhe_psk": RFC 5489 (ephemeral ECDH mixed with the PSK,
+   * forward secrecy); "ecdhe_ecdsa" / "ecdhe_rsa": RFC 8422 / 5246, ephemeral
+   * ECDH signed with the server certificate's key.
+   */
+  readonly keyExchange: KeyExchange;
   readonly aead: AeadName;
   readonly prfHash: HashName;
   readonly keyLength: number;
@@ -17,6 +21,18 @@ export interface CipherSuite {
   readonly tagLength: number;
 }
 
+export type KeyExchange = "psk" | "ecdhe_psk" | "ecdhe_ecdsa" | "ecdhe_rsa";
+
+/** Suites authenticated by a pre-shared key (as opposed to a certificate). */
+export function usesPsk(s: CipherSuite): boolean {
+  return s.keyExchange === "psk" || s.keyExchange === "ecdhe_psk";
+}
+
+/** Suites with an ephemeral ECDH exchange. */
+export function usesEcdhe(s: CipherSuite): boolean {
+  return s.keyExchange !== "psk";
+}
+
 export type SuiteName =
   | "TLS_PSK_WITH_AES_128_CCM_8"
   | "TLS_PSK_WITH_AES_128_CCM"
@@ -25,7 +41,14 @@ export type SuiteName =
   | "TLS_PSK_WITH_CHACHA20_POLY1305_SHA256"
   | "TLS_ECDHE_PSK_WITH_AES_128_GCM_SHA256"
   | "TLS_ECDHE_PSK_WITH_AES_256_GCM_SHA384"
-  | "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256";
+  | "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256"
+  | "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+  | "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
+  | "TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8"
+  | "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
+  | "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+  | "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"
+  | "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256";
 
 function aes(
   id: number,
@@ -53,11 +76,20 @@ const ALL: readonly CipherSuite[] = [
   aes(0xd001, "TLS_ECDHE_PSK_WITH_AES_128_GCM_SHA256", "aes-128-gcm", 16, "sha256", 16, "ecdhe_psk"),
   chacha(0xccac, "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", "ecdhe_psk"),
   aes(0xd002, "TLS_ECDHE_PSK_WITH_AES_256_GCM_SHA384", "aes-256-gcm", 32, "sha384", 16, "ecdhe_psk"),
+  // Certificates (RFC 8422, 5289, 7251, 7905).
+  aes(0xc02b, "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "aes-128-gcm", 16, "sha256", 16, "ecdhe_ecdsa"),
+  aes(0xc0ae, "TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8", "aes-128-ccm8", 16, "sha256", 8, "ecdhe_ecdsa"),
+  chacha(0xcca9, "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", "ecdhe_ecdsa"),
+  aes(0xc02c, "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", "aes-256-gcm", 32, "sha384", 16, "ecdhe_ecdsa"),
+  aes(0xc02f, "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "aes-128-gcm", 16, "sha256", 16, "ecdhe_rsa"),
+  chacha(0xcca8, "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", "ecdhe_rsa"),
+  aes(0xc030, "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", "aes-256-gcm", 32, "sha384", 16, "ecdhe_rsa"),
 ];
 
 /**
  * Every supported suite, in the default preference order: plain PSK first
- * (cheapest for constrained devices, small tags first), then ECDHE_PSK.
+ * (cheapest for constrained devices, small tags first), then ECDHE_PSK, then
+ * the certificate suites. An endpoint uses only those its credentials allow.
  */
 export const SUITE_NAMES: readonly SuiteName[] = ALL.map((s) => s.name);
 

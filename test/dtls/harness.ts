@@ -6,8 +6,8 @@
 import { copyBytes } from "../../src/util/bytes.ts";
 import { Connection } from "../../src/dtls/connection.ts";
 import type { DtlsError } from "../../src/dtls/errors.ts";
-import { ClientHandshake } from "../../src/dtls/handshake-client.ts";
-import { DEFAULT_RETRANSMIT, type ConnectionConfig, type ConnectionInfo } from "../../src/dtls/options.ts";
+import { ClientHandshake, type ClientAuth } from "../../src/dtls/handshake-client.ts";
+import { DEFAULT_RETRANSMIT, type ClientPskConfig, type ConnectionConfig, type ConnectionInfo } from "../../src/dtls/options.ts";
 import { ServerCore, type Peer, type ServerCoreConfig, type ServerSession } from "../../src/dtls/server-core.ts";
 import { suiteByName, SUITE_NAMES, type SuiteName } from "../../src/dtls/suites.ts";
 
@@ -110,7 +110,7 @@ export class Pipe {
     );
   }
 
-  startClient(config: Partial<ConnectionConfig> = {}, psk = { identity: PSK_ID, key: PSK_KEY }): void {
+  startClient(config: Partial<ConnectionConfig> = {}, psk: ClientPskConfig | undefined = { identity: PSK_ID, key: PSK_KEY }, verifyServer?: ClientAuth["verifyServer"]): void {
     this.client = new Connection(
       "client",
       connectionConfig(config),
@@ -126,7 +126,7 @@ export class Pipe {
       },
       this.now,
     );
-    this.client.attach(new ClientHandshake(this.client, psk, this.now));
+    this.client.attach(new ClientHandshake(this.client, { psk, verifyServer }, this.now));
   }
 
   enqueue(to: "client" | "server", d: Uint8Array): void {

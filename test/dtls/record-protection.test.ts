@@ -62,7 +62,7 @@ function referenceBody(suite: CipherSuite, key: Uint8Array, iv: Uint8Array, type
 }
 
 describe("suites", () => {
-  it("SUITE_NAMES lists the PSK and ECDHE_PSK AEAD suites with the right record parameters", () => {
+  it("SUITE_NAMES lists the PSK, ECDHE_PSK and certificate AEAD suites with the right record parameters", () => {
     const params = SUITE_NAMES.map((n) => {
       const s = suiteByName(n);
       return [n, s.id, s.aead, s.recordIvLength, s.tagLength];
@@ -76,6 +76,13 @@ describe("suites", () => {
       ["TLS_ECDHE_PSK_WITH_AES_128_GCM_SHA256", 0xd001, "aes-128-gcm", 8, 16],
       ["TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", 0xccac, "chacha20-poly1305", 0, 16],
       ["TLS_ECDHE_PSK_WITH_AES_256_GCM_SHA384", 0xd002, "aes-256-gcm", 8, 16],
+      ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", 0xc02b, "aes-128-gcm", 8, 16],
+      ["TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8", 0xc0ae, "aes-128-ccm8", 8, 8],
+      ["TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", 0xcca9, "chacha20-poly1305", 0, 16],
+      ["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", 0xc02c, "aes-256-gcm", 8, 16],
+      ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", 0xc02f, "aes-128-gcm", 8, 16],
+      ["TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", 0xcca8, "chacha20-poly1305", 0, 16],
+      ["TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", 0xc030, "aes-256-gcm", 8, 16],
     ]);
   });
 });
@@ -92,7 +99,7 @@ describe("RecordProtection", () => {
 
       it("overhead is explicit nonce + tag", () => {
         expect(sender.overhead).toBe(suite.recordIvLength + suite.tagLength);
-        expect(sender.overhead).toBe(name.includes("CHACHA20") ? 16 : name === "TLS_PSK_WITH_AES_128_CCM_8" ? 16 : 24);
+        expect(sender.overhead).toBe(name.includes("CHACHA20") ? 16 : name.endsWith("CCM_8") ? 16 : 24);
       });
 
       it("seal writes the header and the body the RFC construction gives, byte for byte", () => {
