@@ -11,9 +11,12 @@ export interface PeerAddress {
 
 export interface DtlsConnectionInfo {
   readonly peer: PeerAddress;
+  /** The PSK identity; "" for certificate suites. */
   readonly identity: string;
   readonly suite: SuiteName;
   readonly extendedMasterSecret: boolean;
+  /** The peer's leaf certificate, when it presented one. */
+  readonly peerCertificate?: { readonly subject: string; readonly fingerprint256: string } | undefined;
 }
 
 export interface CloseReason {
