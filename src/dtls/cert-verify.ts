@@ -34,10 +34,20 @@ function checkValidity(cert: Certificate, now: Date, role: string): DtlsError | 
   return undefined;
 }
 
-/** undefined when the chain is acceptable, else the error (with its alert) to fail the handshake with. */
-export function verifyChain(chain: readonly Certificate[], trust: TrustOptions, now: Date, role = "server"): DtlsError | undefined {
+const EKU = { server: "1.3.6.1.5.5.7.3.1", client: "1.3.6.1.5.5.7.3.2", any: "2.5.29.37.0" } as const;
+
+/**
+ * undefined when the chain is acceptable, else the error (with its alert) to
+ * fail the handshake with. `role` is the peer's: a leaf with an extended key
+ * usage extension must allow serverAuth for a server, clientAuth for a client.
+ */
+export function verifyChain(chain: readonly Certificate[], trust: TrustOptions, now: Date, role: "server" | "client" = "server"): DtlsError | undefined {
   const leaf = chain[0];
   if (leaf === undefined) return alertError("bad_certificate", `the ${role} sent no certificate`);
+  const eku = leaf.extendedKeyUsage;
+  if (eku !== undefined && !eku.includes(EKU[role]) && !eku.includes(EKU.any)) {
+    return alertError("unsupported_certificate", `${role} certificate ${leaf.subject} is not for ${role} authentication (extended key usage ${eku.join(", ")})`);
+  }
   if (trust.fingerprint !== undefined) {
     if (leaf.fingerprint256 !== normalizeFingerprint(trust.fingerprint)) {
       return alertError("bad_certificate", `${role} certificate fingerprint ${leaf.fingerprint256} is not the pinned one`);
@@ -71,4 +81,26 @@ export function verifyChain(chain: readonly Certificate[], trust: TrustOptions, 
 /** An IPv4 dotted quad or an IPv6 literal (DNS names never contain ':'). */
 function looksLikeIp(name: string): boolean {
   return /^\d{1,3}(\.\d{1,3}){3}$/.test(name) || name.includes(":");
+}
+
+/** How a client certificate names its device. */
+export type IdentitySource = "cn" | "san-uri" | "fingerprint";
+
+/**
+ * The device identity a certificate carries: its subject CN, its first SAN URI,
+ * or its SHA-256 fingerprint. undefined when the certificate has no such field.
+ */
+export function certificateIdentity(cert: Certificate, source: IdentitySource): string | undefined {
+  switch (source) {
+    case "fingerprint":
+      return cert.fingerprint256;
+    case "cn": {
+      const line = cert.subject.split("\n").find((l) => l.startsWith("CN="));
+      return line === undefined ? undefined : line.slice(3);
+    }
+    case "san-uri": {
+      const uri = (cert.subjectAltName ?? "").split(", ").find((e) => e.startsWith("URI:"));
+      return uri === undefined ? undefined : uri.slice(4);
+    }
+  }
 }

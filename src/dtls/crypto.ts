@@ -355,6 +355,8 @@ export interface Certificate {
   readonly keyType: KeyType;
   readonly curve: Curve | undefined;
   readonly subjectAltName: string | undefined;
+  /** Extended key usage OIDs, or undefined when the certificate has no such extension (any use). */
+  readonly extendedKeyUsage: readonly string[] | undefined;
   /** Verifies a handshake signature made with this certificate's key. */
   verifySignature(scheme: number, data: Uint8Array, signature: Uint8Array): boolean;
   /** True when `issuer`'s key signed this certificate and its issuer name matches. */
@@ -379,6 +381,8 @@ export function parseCertificate(der: Uint8Array): Certificate {
     keyType,
     curve,
     subjectAltName: x.subjectAltName,
+    // Node names the extended key usage list `keyUsage`.
+    extendedKeyUsage: x.keyUsage,
     verifySignature(scheme, data, signature) {
       const info = SCHEMES.get(scheme);
       if (info === undefined || info.keyType !== keyType) return false;

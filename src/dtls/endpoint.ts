@@ -9,12 +9,22 @@ import { isIP } from "node:net";
 import { monotonicClock, type Clock } from "../util/clock.ts";
 import { Connection } from "./connection.ts";
 import { DtlsConnection, type PeerAddress } from "./dtls-connection.ts";
-import { DtlsError } from "./errors.ts";
+import { alertError, DtlsError } from "./errors.ts";
 import { Outbox } from "./outbox.ts";
-import { normalizeFingerprint, verifyChain, type TrustOptions } from "./cert-verify.ts";
+import { certificateIdentity, normalizeFingerprint, verifyChain, type IdentitySource, type TrustOptions } from "./cert-verify.ts";
+import { subjectNameDer } from "./der.ts";
 import { ClientHandshake, type ClientAuth } from "./handshake-client.ts";
 import { loadPrivateKey, parseCertificate, pemCertificates, type Certificate } from "./crypto.ts";
-import { DEFAULT_MTU, DEFAULT_RETRANSMIT, MIN_MTU, type ClientPskConfig, type RetransmitPolicy, type ServerCredential } from "./options.ts";
+import {
+  DEFAULT_MTU,
+  DEFAULT_RETRANSMIT,
+  MIN_MTU,
+  type ClientAuthMode,
+  type ClientPskConfig,
+  type ClientVerdict,
+  type RetransmitPolicy,
+  type ServerCredential,
+} from "./options.ts";
 import { ServerCore, type Peer, type ServerCoreConfig, type ServerStats } from "./server-core.ts";
 import { SUITE_NAMES, suiteByName, usesPsk, type CipherSuite, type SuiteName } from "./suites.ts";
 
@@ -42,6 +52,20 @@ export interface ListenOptions {
    * security policies.
    */
   legacySha1Signatures?: boolean;
+  /** Client certificates with certificate suites: "none" (default), "request", or "require". */
+  clientAuth?: ClientAuthMode;
+  /** PEM CA certificate(s) client chains must lead to; required unless clientAuth is "none". */
+  clientCa?: string | Uint8Array;
+  /** Where a client certificate's device identity comes from: subject CN (default), first SAN URI, or SHA-256 fingerprint. */
+  clientIdentity?: IdentitySource;
+  /**
+   * The layer above's say on a verified client certificate (e.g. revocation):
+   * undefined accepts; a refusal fails the handshake with that alert.
+   */
+  authorizeClient?: (
+    identity: string,
+    certificate: { readonly subject: string; readonly fingerprint256: string },
+  ) => { code: "certificate_revoked" | "access_denied" | "bad_certificate"; message: string } | undefined;
   suites?: readonly SuiteName[];
   mtu?: number;
   requireExtendedMasterSecret?: boolean;
@@ -55,6 +79,9 @@ export interface ListenOptions {
 export interface ConnectOptions {
   host: string;
   port: number;
+  /** Our certificate chain (PEM, leaf first) and key, sent when the server asks for one. */
+  cert?: string | Uint8Array;
+  key?: string | Uint8Array;
   /** A pre-shared key; with it the client offers the PSK suites. */
   psk?: ClientPskConfig;
   /**
@@ -166,10 +193,29 @@ function serverCoreConfig(opts: ListenOptions): ServerCoreConfig {
   if (lookup === undefined && certificates.length === 0) throw new DtlsError("bad_option", "give psk keys or certificates (or both)");
   const suites = usableSuites(opts.suites, lookup !== undefined, certificates);
   if (suites.length === 0) throw new DtlsError("bad_option", "none of the requested suites can be used with the given keys and certificates");
+  const clientAuth = opts.clientAuth ?? "none";
+  const clientAnchors = opts.clientCa === undefined ? [] : pemAnchors(opts.clientCa, "clientCa");
+  if (clientAuth !== "none" && clientAnchors.length === 0) throw new DtlsError("bad_option", `clientAuth "${clientAuth}" needs clientCa`);
+  const source = opts.clientIdentity ?? "cn";
+  const authorize = opts.authorizeClient;
+  const verifyClient = (chain: readonly Certificate[]): ClientVerdict => {
+    const bad = verifyChain(chain, { anchors: clientAnchors }, new Date(), "client");
+    if (bad !== undefined) return bad;
+    const leaf = chain[0] as Certificate;
+    const identity = certificateIdentity(leaf, source);
+    if (identity === undefined || identity === "") {
+      return alertError("bad_certificate", `client certificate ${leaf.subject} has no ${source === "cn" ? "subject CN" : "SAN URI"} to name the device`);
+    }
+    const refusal = authorize?.(identity, { subject: leaf.subject, fingerprint256: leaf.fingerprint256 });
+    return refusal === undefined ? { identity } : alertError(refusal.code, refusal.message);
+  };
   return {
     suites,
     certificates,
     legacySha1Signatures: opts.legacySha1Signatures ?? false,
+    clientAuth,
+    clientCaNames: clientAnchors.map((c) => subjectNameDer(c.der)),
+    verifyClient,
     mtu: checkMtu(opts.mtu ?? DEFAULT_MTU),
     requireExtendedMasterSecret: opts.requireExtendedMasterSecret ?? false,
     retransmit: { ...DEFAULT_RETRANSMIT, ...opts.retransmit },
@@ -283,17 +329,22 @@ export async function listen(opts: ListenOptions): Promise<DtlsServer> {
   return new DtlsServer(socket, config, opts.clock ?? monotonicClock);
 }
 
-function clientAuth(opts: ConnectOptions): ClientAuth {
-  let anchors: Certificate[] = [];
-  if (opts.ca !== undefined) {
-    const text = typeof opts.ca === "string" ? opts.ca : Buffer.from(opts.ca).toString("utf8");
-    try {
-      anchors = pemCertificates(text).map(parseCertificate);
-    } catch (e) {
-      throw new DtlsError("bad_option", `ca: ${(e as Error).message}`);
-    }
-    if (anchors.length === 0) throw new DtlsError("bad_option", "ca holds no PEM certificate");
+function pemAnchors(pem: string | Uint8Array, what: string): Certificate[] {
+  const text = typeof pem === "string" ? pem : Buffer.from(pem).toString("utf8");
+  let anchors: Certificate[];
+  try {
+    anchors = pemCertificates(text).map(parseCertificate);
+  } catch (e) {
+    throw new DtlsError("bad_option", `${what}: ${(e as Error).message}`);
   }
+  if (anchors.length === 0) throw new DtlsError("bad_option", `${what} holds no PEM certificate`);
+  return anchors;
+}
+
+function clientAuth(opts: ConnectOptions): ClientAuth {
+  const anchors = opts.ca === undefined ? [] : pemAnchors(opts.ca, "ca");
+  if ((opts.cert === undefined) !== (opts.key === undefined)) throw new DtlsError("bad_option", "cert and key go together");
+  const certificate = opts.cert !== undefined && opts.key !== undefined ? loadCredentials([{ cert: opts.cert, key: opts.key }])[0] : undefined;
   if (opts.fingerprint !== undefined && !/^[0-9a-f]{64}$/.test(normalizeFingerprint(opts.fingerprint))) {
     throw new DtlsError("bad_option", "fingerprint must be a SHA-256 fingerprint: 64 hex digits, colons allowed");
   }
@@ -303,6 +354,7 @@ function clientAuth(opts: ConnectOptions): ClientAuth {
       : undefined;
   return {
     psk: opts.psk,
+    certificate,
     verifyServer: trust === undefined ? undefined : (chain) => verifyChain(chain, trust, new Date()),
   };
 }

@@ -29,7 +29,11 @@ import {
   verifyPeerFinished,
 } from "./key-schedule.ts";
 import {
+  ClientCertificateType,
   decodeCertificateList,
+  decodeCertificateRequest,
+  encodeCertificateVerify,
+  type CertificateRequest,
   decodeEcdhePskServerParams,
   decodeSignedEcdhParams,
   encodeCertificateList,
@@ -52,7 +56,8 @@ import {
   type ClientHello,
   type Extension,
 } from "./messages.ts";
-import { GROUPS, groupById } from "./negotiation.ts";
+import { candidateSchemes, GROUPS, groupById, VERIFIABLE_SCHEMES as OFFERED_SCHEMES } from "./negotiation.ts";
+import type { ClientCredential } from "./options.ts";
 import type { ClientPskConfig } from "./options.ts";
 import type { HandshakeMessage } from "./reassembly.ts";
 import { RecordProtection } from "./record-protection.ts";
@@ -81,27 +86,18 @@ interface ServerKeyExchange {
 interface ServerFlight {
   readonly certificate: Certificate | undefined;
   readonly ske: ServerKeyExchange | undefined;
-  readonly certificateRequested: boolean;
+  readonly certificateRequest: CertificateRequest | undefined;
 }
 
 /** What the client authenticates with and how it judges the server. */
 export interface ClientAuth {
   readonly psk: ClientPskConfig | undefined;
+  /** Our certificate chain and key, sent when a server asks for one (certificate suites). */
+  readonly certificate?: ClientCredential | undefined;
   /** Judges the server's chain (leaf first): an error fails the handshake with its alert; undefined accepts. */
   readonly verifyServer: ((chain: readonly Certificate[]) => DtlsError | undefined) | undefined;
 }
 
-/** Signature schemes we verify, offered in signature_algorithms. */
-const OFFERED_SCHEMES: readonly number[] = [
-  SignatureScheme.ecdsa_secp256r1_sha256,
-  SignatureScheme.ecdsa_secp384r1_sha384,
-  SignatureScheme.ecdsa_secp521r1_sha512,
-  SignatureScheme.ed25519,
-  SignatureScheme.rsa_pss_rsae_sha256,
-  SignatureScheme.rsa_pss_rsae_sha384,
-  SignatureScheme.rsa_pkcs1_sha256,
-  SignatureScheme.rsa_pkcs1_sha384,
-];
 
 type ClientState =
   | ({ readonly kind: "await_server_hello"; readonly cookieRounds: number } & Hello)
@@ -177,10 +173,10 @@ export class ClientHandshake implements HandshakeDriver {
           this.state = { ...s, ske };
           return;
         }
-        if (msg.msgType === HandshakeType.certificate_request && certSuite && !s.certificateRequested && s.ske !== undefined) {
-          // No client certificate yet: we will answer with an empty Certificate (RFC 5246 7.4.6).
+        if (msg.msgType === HandshakeType.certificate_request && certSuite && s.certificateRequest === undefined && s.ske !== undefined) {
+          const certificateRequest = decodeCertificateRequest(msg.body);
           add();
-          this.state = { ...s, certificateRequested: true };
+          this.state = { ...s, certificateRequest };
           return;
         }
         if (msg.msgType === HandshakeType.server_hello_done) return this.onServerHelloDone(s, msg, now);
@@ -237,7 +233,7 @@ export class ClientHandshake implements HandshakeDriver {
       transcript: s.transcript,
       certificate: undefined,
       ske: undefined,
-      certificateRequested: false,
+      certificateRequest: undefined,
     };
   }
 
@@ -300,12 +296,15 @@ export class ClientHandshake implements HandshakeDriver {
       throw alertError("unexpected_message", "ServerHelloDone without the ECDHE ServerKeyExchange");
     }
     const flight: FlightItem[] = [];
-    if (s.certificateRequested) {
-      const seq = this.nextSendSeq++;
-      const empty = encodeCertificateList([]);
-      s.transcript.add(encodeHandshake(HandshakeType.certificate, seq, empty));
-      flight.push({ kind: "handshake", epoch: 0, msgType: HandshakeType.certificate, messageSeq: seq, body: empty });
-    }
+    const addToFlight = (msgType: number, body: Uint8Array): number => {
+      const messageSeq = this.nextSendSeq++;
+      s.transcript.add(encodeHandshake(msgType, messageSeq, body));
+      flight.push({ kind: "handshake", epoch: 0, msgType, messageSeq, body });
+      return messageSeq;
+    };
+    // Asked for a certificate: ours if it fits the request, else an empty list (RFC 5246 7.4.6).
+    const ours = s.certificateRequest === undefined ? undefined : pickClientCredential(this.auth.certificate, s.certificateRequest);
+    if (s.certificateRequest !== undefined) addToFlight(HandshakeType.certificate, encodeCertificateList(ours?.credential.chain.map((c) => c.der) ?? []));
     const ckeSeq = this.nextSendSeq++;
     let cke: Uint8Array;
     let premaster: Uint8Array;
@@ -324,7 +323,14 @@ export class ClientHandshake implements HandshakeDriver {
     }
     this.identityName = identityName;
     s.transcript.add(encodeHandshake(HandshakeType.client_key_exchange, ckeSeq, cke));
+    flight.push({ kind: "handshake", epoch: 0, msgType: HandshakeType.client_key_exchange, messageSeq: ckeSeq, body: cke });
+    // The extended master secret's session hash ends at the ClientKeyExchange (RFC 7627 3).
     const master = secretKey(masterSecret(hashAlg, premaster, s.clientRandom, s.serverRandom, s.ems ? s.transcript.hash(hashAlg) : undefined));
+    if (ours !== undefined) {
+      // CertificateVerify signs every handshake message so far (RFC 5246 7.4.8).
+      const signature = ours.credential.signer.sign(ours.scheme, s.transcript.messages());
+      addToFlight(HandshakeType.certificate_verify, encodeCertificateVerify({ scheme: ours.scheme, signature }));
+    }
     const keys = keyBlock(s.suite, master, s.clientRandom, s.serverRandom);
     const verify = finishedVerifyData(hashAlg, master, "client finished", s.transcript.hash(hashAlg));
     const finSeq = this.nextSendSeq++;
@@ -336,7 +342,6 @@ export class ClientHandshake implements HandshakeDriver {
       now,
     );
     flight.push(
-      { kind: "handshake", epoch: 0, msgType: HandshakeType.client_key_exchange, messageSeq: ckeSeq, body: cke },
       { kind: "ccs" },
       { kind: "handshake", epoch: 1, msgType: HandshakeType.finished, messageSeq: finSeq, body: verify },
     );
@@ -356,4 +361,17 @@ export class ClientHandshake implements HandshakeDriver {
       now,
     );
   }
+}
+
+/** Our credential if its key type is among the requested ones and it can sign with a requested scheme. */
+function pickClientCredential(
+  credential: ClientCredential | undefined,
+  request: CertificateRequest,
+): { credential: ClientCredential; scheme: number } | undefined {
+  if (credential === undefined) return undefined;
+  const { keyType, curve } = credential.signer;
+  const type = keyType === "rsa" ? ClientCertificateType.rsa_sign : ClientCertificateType.ecdsa_sign;
+  if (!request.certificateTypes.includes(type)) return undefined;
+  const scheme = candidateSchemes(keyType, curve).find((c) => request.signatureAlgorithms.includes(c));
+  return scheme === undefined ? undefined : { credential, scheme };
 }

@@ -12,7 +12,7 @@
  */
 import { concatBytes, copyBytes } from "../util/bytes.ts";
 import { HandshakeType, ProtocolVersion } from "./constants.ts";
-import { generateEcdh, randomBytes, type EcdhKeyPair, type SecretKey } from "./crypto.ts";
+import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, type Certificate, type EcdhKeyPair, type SecretKey } from "./crypto.ts";
 import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
 import { alertError, unexpectedMessage } from "./errors.ts";
 import { encodeHandshake } from "./handshake-codec.ts";
@@ -27,7 +27,11 @@ import {
   verifyPeerFinished,
 } from "./key-schedule.ts";
 import {
+  ClientCertificateType,
+  decodeCertificateList,
+  decodeCertificateVerify,
   decodeEcdhePskClientKeyExchange,
+  encodeCertificateRequest,
   decodeEcdhPublic,
   encodeCertificateList,
   encodeEcdhParams,
@@ -40,8 +44,8 @@ import {
   EMPTY,
   type ClientHello,
 } from "./messages.ts";
-import { chooseServerParameters } from "./negotiation.ts";
-import type { ServerCredential, ServerPskConfig } from "./options.ts";
+import { chooseServerParameters, VERIFIABLE_SCHEMES } from "./negotiation.ts";
+import type { ClientAuthMode, ClientVerdict, ServerCredential, ServerPskConfig } from "./options.ts";
 import type { HandshakeMessage } from "./reassembly.ts";
 import { RecordProtection } from "./record-protection.ts";
 import { usesPsk, type CipherSuite } from "./suites.ts";
@@ -56,9 +60,21 @@ interface Negotiated {
   readonly transcript: Transcript;
 }
 
+/** The client's certificate as far as it got: not asked for, asked for, or received (with its identity). */
+type ClientCertificate =
+  | { readonly kind: "none" }
+  | { readonly kind: "requested" }
+  | { readonly kind: "empty" }
+  | { readonly kind: "received"; readonly leaf: Certificate; readonly identity: string };
+
 type ServerState =
-  | ({ readonly kind: "await_client_key_exchange" } & Negotiated)
-  | ({ readonly kind: "await_finished"; readonly identity: string; readonly master: SecretKey } & Negotiated)
+  | ({ readonly kind: "await_client_key_exchange"; readonly client: ClientCertificate } & Negotiated)
+  | ({
+      readonly kind: "await_certificate_verify";
+      readonly client: Extract<ClientCertificate, { kind: "received" }>;
+      readonly master: SecretKey;
+    } & Negotiated)
+  | ({ readonly kind: "await_finished"; readonly identity: string; readonly peer: Certificate | undefined; readonly master: SecretKey } & Negotiated)
   | { readonly kind: "done" };
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -68,11 +84,18 @@ export interface ServerAuth {
   readonly psk: ServerPskConfig | undefined;
   readonly certificates: readonly ServerCredential[];
   readonly legacySha1Signatures: boolean;
+  /** Client certificates with certificate suites: not asked for, asked for, or required. */
+  readonly clientAuth: ClientAuthMode;
+  /** DER subject names of the CAs we accept client certificates from (sent in CertificateRequest). */
+  readonly clientCaNames: readonly Uint8Array[];
+  /** Verifies a client chain and names the device; required when clientAuth is not "none". */
+  readonly verifyClient: ((chain: readonly Certificate[]) => ClientVerdict) | undefined;
 }
 
 export class ServerHandshake implements HandshakeDriver {
   private readonly host: Connection;
   private readonly psk: ServerPskConfig | undefined;
+  private readonly auth: ServerAuth;
   private state: ServerState;
   private nextSendSeq: number;
 
@@ -83,6 +106,7 @@ export class ServerHandshake implements HandshakeDriver {
   constructor(host: Connection, auth: ServerAuth, hello: ClientHello, helloMessageSeq: number, helloBody: Uint8Array, now: number) {
     this.host = host;
     this.psk = auth.psk;
+    this.auth = auth;
     this.nextSendSeq = helloMessageSeq;
     const choice = chooseServerParameters(hello, host.config.suites, host.config.requireExtendedMasterSecret, {
       psk: auth.psk !== undefined,
@@ -118,6 +142,16 @@ export class ServerHandshake implements HandshakeDriver {
       const params = encodeEcdhParams({ group: choice.group.id, publicKey: ecdh.publicKey });
       const signature = choice.credential.signer.sign(choice.signatureScheme, concatBytes([hello.random, serverRandom, params]));
       add(HandshakeType.server_key_exchange, encodeSignedEcdhParams(params, choice.signatureScheme, signature));
+      if (auth.clientAuth !== "none") {
+        add(
+          HandshakeType.certificate_request,
+          encodeCertificateRequest({
+            certificateTypes: new Uint8Array([ClientCertificateType.ecdsa_sign, ClientCertificateType.rsa_sign]),
+            signatureAlgorithms: VERIFIABLE_SCHEMES,
+            authorities: auth.clientCaNames,
+          }),
+        );
+      }
     } else if (choice.group !== undefined) {
       ecdh = generateEcdh(choice.group.name);
       add(
@@ -130,6 +164,7 @@ export class ServerHandshake implements HandshakeDriver {
     add(HandshakeType.server_hello_done, EMPTY);
     this.state = {
       kind: "await_client_key_exchange",
+      client: { kind: choice.credential !== undefined && auth.clientAuth !== "none" ? "requested" : "none" },
       suite: choice.suite,
       ecdh,
       ems: choice.extendedMasterSecret,
@@ -144,8 +179,17 @@ export class ServerHandshake implements HandshakeDriver {
     const s = this.state;
     switch (s.kind) {
       case "await_client_key_exchange":
+        if (s.client.kind === "requested") {
+          if (msg.msgType !== HandshakeType.certificate) throw unexpectedMessage(msg.msgType, "Certificate (we asked for one)");
+          this.onClientCertificate(s, msg);
+          return;
+        }
         if (msg.msgType !== HandshakeType.client_key_exchange) throw unexpectedMessage(msg.msgType, "ClientKeyExchange");
         this.onClientKeyExchange(s, msg, now);
+        return;
+      case "await_certificate_verify":
+        if (msg.msgType !== HandshakeType.certificate_verify) throw unexpectedMessage(msg.msgType, "CertificateVerify");
+        this.onCertificateVerify(s, msg);
         return;
       case "await_finished":
         if (msg.msgType !== HandshakeType.finished) throw unexpectedMessage(msg.msgType, "Finished");
@@ -188,6 +232,42 @@ export class ServerHandshake implements HandshakeDriver {
     this.deriveKeys(s, msg, identity, premasterOf(key), now);
   }
 
+  /** The client's Certificate: empty (allowed unless required) or a chain the policy accepts. */
+  private onClientCertificate(s: Extract<ServerState, { kind: "await_client_key_exchange" }>, msg: HandshakeMessage): void {
+    const ders = decodeCertificateList(msg.body);
+    let client: ClientCertificate;
+    if (ders.length === 0) {
+      if (this.auth.clientAuth === "require") throw alertError("handshake_failure", "a client certificate is required and the client sent none");
+      client = { kind: "empty" };
+    } else {
+      let chain: Certificate[];
+      try {
+        chain = ders.map(parseCertificate);
+      } catch (e) {
+        throw alertError("bad_certificate", `the client's certificate does not parse: ${(e as Error).message}`);
+      }
+      const verdict = (this.auth.verifyClient as NonNullable<ServerAuth["verifyClient"]>)(chain);
+      if (verdict instanceof Error) throw verdict;
+      client = { kind: "received", leaf: chain[0] as Certificate, identity: verdict.identity };
+    }
+    s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    this.state = { ...s, client };
+  }
+
+  /** CertificateVerify: the client proves it holds its certificate's key (RFC 5246 7.4.8). */
+  private onCertificateVerify(s: Extract<ServerState, { kind: "await_certificate_verify" }>, msg: HandshakeMessage): void {
+    const cv = decodeCertificateVerify(msg.body);
+    const leaf = s.client.leaf;
+    if (!VERIFIABLE_SCHEMES.includes(cv.scheme) || schemeKeyType(cv.scheme) !== leaf.keyType) {
+      throw alertError("illegal_parameter", `CertificateVerify uses scheme 0x${cv.scheme.toString(16)}, which we did not offer or which does not fit a ${leaf.keyType} key`);
+    }
+    if (!leaf.verifySignature(cv.scheme, s.transcript.messages(), cv.signature)) {
+      throw alertError("decrypt_error", "the client's CertificateVerify signature does not verify");
+    }
+    s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    this.state = { ...s, kind: "await_finished", identity: s.client.identity, peer: leaf };
+  }
+
   private deriveKeys(
     s: Extract<ServerState, { kind: "await_client_key_exchange" }>,
     msg: HandshakeMessage,
@@ -200,7 +280,11 @@ export class ServerHandshake implements HandshakeDriver {
     const master = secretKey(masterSecret(hashAlg, premaster, s.clientRandom, s.serverRandom, s.ems ? s.transcript.hash(hashAlg) : undefined));
     const keys = keyBlock(s.suite, master, s.clientRandom, s.serverRandom);
     // State first: installing the read keys may replay an early Finished into onMessage.
-    this.state = { ...s, kind: "await_finished", ecdh: undefined, identity, master };
+    if (s.client.kind === "received") {
+      this.state = { ...s, kind: "await_certificate_verify", ecdh: undefined, client: s.client, master };
+    } else {
+      this.state = { ...s, kind: "await_finished", ecdh: undefined, identity, peer: undefined, master };
+    }
     this.host.installKeys(
       new RecordProtection(s.suite, keys.clientKey, keys.clientIv),
       new RecordProtection(s.suite, keys.serverKey, keys.serverIv),
@@ -219,7 +303,15 @@ export class ServerHandshake implements HandshakeDriver {
       now,
       false,
     );
-    this.host.establish({ identity: s.identity, suite: s.suite.name, extendedMasterSecret: s.ems }, now);
+    this.host.establish(
+      {
+        identity: s.identity,
+        suite: s.suite.name,
+        extendedMasterSecret: s.ems,
+        peerCertificate: s.peer === undefined ? undefined : { subject: s.peer.subject, fingerprint256: s.peer.fingerprint256 },
+      },
+      now,
+    );
   }
 }
 

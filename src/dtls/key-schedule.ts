@@ -77,10 +77,18 @@ export function finishedVerifyData(alg: HashName, master: SecretKey, label: "cli
 export class Transcript {
   private pending: Uint8Array[] = [];
   private running: { alg: HashName; hash: RunningHash } | undefined;
+  /** Every message, kept for CertificateVerify, which signs the messages themselves. */
+  private readonly all: Uint8Array[] = [];
 
   add(message: Uint8Array): void {
+    this.all.push(message);
     if (this.running) this.running.hash.update(message);
     else this.pending.push(message);
+  }
+
+  /** The concatenated messages so far. */
+  messages(): Uint8Array {
+    return concatBytes(this.all);
   }
 
   hash(alg: HashName): Uint8Array {

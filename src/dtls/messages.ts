@@ -301,3 +301,55 @@ export function decodeSignatureAlgorithms(data: Uint8Array): number[] {
 export function encodeSignatureAlgorithms(schemes: readonly number[]): Uint8Array {
   return encodeU16List(schemes);
 }
+
+/** ClientCertificateType (RFC 5246 7.4.4, RFC 8422 5.5). */
+export const ClientCertificateType = { rsa_sign: 1, ecdsa_sign: 64 } as const;
+
+/** CertificateRequest (RFC 5246 7.4.4). */
+export interface CertificateRequest {
+  readonly certificateTypes: Uint8Array;
+  readonly signatureAlgorithms: readonly number[];
+  /** DER-encoded distinguished names of acceptable CAs (empty: any). */
+  readonly authorities: readonly Uint8Array[];
+}
+
+export function encodeCertificateRequest(r: CertificateRequest): Uint8Array {
+  const w = new ByteWriter(64).vec8(r.certificateTypes).u16(2 * r.signatureAlgorithms.length);
+  for (const a of r.signatureAlgorithms) w.u16(a);
+  w.lengthPrefixed16((b) => {
+    for (const dn of r.authorities) b.vec16(dn);
+  });
+  return w.finish();
+}
+
+export function decodeCertificateRequest(body: Uint8Array): CertificateRequest {
+  const r = new ByteReader(body);
+  const certificateTypes = r.vec8("certificate_types", 1);
+  const algs = r.vec16("supported_signature_algorithms", 2);
+  if (algs.length % 2 !== 0) throw new DecodeError("odd supported_signature_algorithms length");
+  const signatureAlgorithms: number[] = [];
+  for (let i = 0; i < algs.length; i += 2) signatureAlgorithms.push(((algs[i] as number) << 8) | (algs[i + 1] as number));
+  const list = new ByteReader(r.vec16("certificate_authorities"));
+  r.expectEnd("CertificateRequest");
+  const authorities: Uint8Array[] = [];
+  while (list.remaining() > 0) authorities.push(list.vec16("DistinguishedName", 1));
+  return { certificateTypes, signatureAlgorithms, authorities };
+}
+
+/** CertificateVerify (RFC 5246 7.4.8): the scheme and a signature over every handshake message so far. */
+export interface CertificateVerify {
+  readonly scheme: number;
+  readonly signature: Uint8Array;
+}
+
+export function encodeCertificateVerify(v: CertificateVerify): Uint8Array {
+  return new ByteWriter(4 + v.signature.length).u16(v.scheme).vec16(v.signature).finish();
+}
+
+export function decodeCertificateVerify(body: Uint8Array): CertificateVerify {
+  const r = new ByteReader(body);
+  const scheme = r.u16("signature algorithm");
+  const signature = r.vec16("signature", 1);
+  r.expectEnd("CertificateVerify");
+  return { scheme, signature };
+}

@@ -134,8 +134,20 @@ function commonGroup(hello: ClientHello): ServerChoice["group"] {
 
 const CURVE_GROUP: Record<string, number> = { "P-256": 23, "P-384": 24, "P-521": 25 };
 
+/** Signature schemes we verify: offered in signature_algorithms and in CertificateRequest. */
+export const VERIFIABLE_SCHEMES: readonly number[] = [
+  SignatureScheme.ecdsa_secp256r1_sha256,
+  SignatureScheme.ecdsa_secp384r1_sha384,
+  SignatureScheme.ecdsa_secp521r1_sha512,
+  SignatureScheme.ed25519,
+  SignatureScheme.rsa_pss_rsae_sha256,
+  SignatureScheme.rsa_pss_rsae_sha384,
+  SignatureScheme.rsa_pkcs1_sha256,
+  SignatureScheme.rsa_pkcs1_sha384,
+];
+
 /** Schemes each key can sign with, best first. In TLS 1.2 an ECDSA scheme names the hash, not the curve. */
-function candidateSchemes(keyType: string, curve: string | undefined): number[] {
+export function candidateSchemes(keyType: string, curve: string | undefined): number[] {
   const S = SignatureScheme;
   if (keyType === "rsa") return [S.rsa_pss_rsae_sha256, S.rsa_pkcs1_sha256, S.rsa_pss_rsae_sha384, S.rsa_pkcs1_sha384];
   if (keyType === "ed25519") return [S.ed25519];

@@ -63,3 +63,12 @@ export interface ServerCredential {
   readonly chain: readonly Certificate[];
   readonly signer: Signer;
 }
+
+/** Whether the server asks for client certificates (certificate suites only). */
+export type ClientAuthMode = "none" | "request" | "require";
+
+/** The verdict on a client's chain: its identity, or the error to fail with. */
+export type ClientVerdict = { readonly identity: string } | DtlsError;
+
+/** A certificate chain (leaf first) and the leaf's key, for the client role. */
+export type ClientCredential = ServerCredential;

@@ -11,9 +11,10 @@ import { Connection } from "./connection.ts";
 import { CookieJar } from "./cookie.ts";
 import { DtlsError } from "./errors.ts";
 import { encodeHandshake, parseHandshakeFragments, type HandshakeFragment } from "./handshake-codec.ts";
-import { ServerHandshake } from "./handshake-server.ts";
+import { ServerHandshake, type ServerAuth } from "./handshake-server.ts";
 import { decodeClientHello, encodeHelloVerifyRequest, type ClientHello } from "./messages.ts";
-import type { ConnectionConfig, ConnectionInfo, ServerCredential, ServerPskConfig } from "./options.ts";
+import type { Certificate } from "./crypto.ts";
+import type { ClientAuthMode, ClientVerdict, ConnectionConfig, ConnectionInfo, ServerCredential, ServerPskConfig } from "./options.ts";
 import { encodePlainRecord, parseRecords, type RawRecord } from "./record.ts";
 
 export interface Peer {
@@ -28,6 +29,12 @@ export interface ServerCoreConfig extends ConnectionConfig {
   readonly certificates?: readonly ServerCredential[];
   /** SHA-1 ServerKeyExchange signatures for clients without signature_algorithms (off by default). */
   readonly legacySha1Signatures?: boolean;
+  /** Client certificates (certificate suites): "none" (default), "request" or "require". */
+  readonly clientAuth?: ClientAuthMode;
+  /** DER subject names of accepted client CAs, listed in the CertificateRequest. */
+  readonly clientCaNames?: readonly Uint8Array[];
+  /** Judges a client chain and names the device (needed unless clientAuth is "none"). */
+  readonly verifyClient?: (chain: readonly Certificate[]) => ClientVerdict;
   /** Handshakes in progress at once; further ClientHellos are dropped. */
   readonly maxHandshakes: number;
   /** Connections (handshaking + established) at once. */
@@ -82,6 +89,7 @@ export function peerKey(peer: Peer): string {
 
 export class ServerCore {
   private readonly config: ServerCoreConfig;
+  private readonly auth: ServerAuth;
   private readonly handler: ServerCoreHandler;
   private readonly cookies: CookieJar;
   private readonly sessions = new Map<string, ServerSession>();
@@ -98,6 +106,17 @@ export class ServerCore {
 
   constructor(config: ServerCoreConfig, handler: ServerCoreHandler, now: number) {
     this.config = config;
+    this.auth = {
+      psk: config.psk,
+      certificates: config.certificates ?? [],
+      legacySha1Signatures: config.legacySha1Signatures ?? false,
+      clientAuth: config.clientAuth ?? "none",
+      clientCaNames: config.clientCaNames ?? [],
+      verifyClient: config.verifyClient,
+    };
+    if (this.auth.clientAuth !== "none" && this.auth.verifyClient === undefined) {
+      throw new DtlsError("bad_option", "client certificates are asked for but nothing verifies them (verifyClient)");
+    }
     this.handler = handler;
     this.cookies = new CookieJar(now, config.cookieRotateMs);
   }
@@ -190,12 +209,7 @@ export class ServerCore {
     this.handshaking++;
     this.stats.handshakesStarted++;
     try {
-      const auth = {
-        psk: this.config.psk,
-        certificates: this.config.certificates ?? [],
-        legacySha1Signatures: this.config.legacySha1Signatures ?? false,
-      };
-      connection.attach(new ServerHandshake(connection, auth, hello, fragment.messageSeq, fragment.body, now));
+      connection.attach(new ServerHandshake(connection, this.auth, hello, fragment.messageSeq, fragment.body, now));
     } catch (e) {
       connection.fail(e instanceof DtlsError ? e : new DtlsError("internal_error", String(e), 80));
       return;

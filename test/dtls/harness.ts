@@ -110,7 +110,12 @@ export class Pipe {
     );
   }
 
-  startClient(config: Partial<ConnectionConfig> = {}, psk: ClientPskConfig | undefined = { identity: PSK_ID, key: PSK_KEY }, verifyServer?: ClientAuth["verifyServer"]): void {
+  startClient(
+    config: Partial<ConnectionConfig> = {},
+    psk: ClientPskConfig | undefined = { identity: PSK_ID, key: PSK_KEY },
+    verifyServer?: ClientAuth["verifyServer"],
+    certificate?: ClientAuth["certificate"],
+  ): void {
     this.client = new Connection(
       "client",
       connectionConfig(config),
@@ -126,7 +131,7 @@ export class Pipe {
       },
       this.now,
     );
-    this.client.attach(new ClientHandshake(this.client, { psk, verifyServer }, this.now));
+    this.client.attach(new ClientHandshake(this.client, { psk, verifyServer, certificate }, this.now));
   }
 
   enqueue(to: "client" | "server", d: Uint8Array): void {
