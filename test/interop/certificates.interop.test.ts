@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { connect, listen, type DtlsConnection, type DtlsServer, type SuiteName } from "../../src/dtls/index.ts";
-import { createCertificateAuthority, issueServerCertificate, type IssuedCertificate } from "../../src/pki/index.ts";
+import { createCertificateAuthority, issueDeviceCertificate, issueServerCertificate, type IssuedCertificate } from "../../src/pki/index.ts";
 import { closeAllClients, connectNodertc } from "./clients.ts";
 import { freeUdpPort, killAllPeers, peerAvailable, spawnPeer, startGnutlsServer } from "./peers.ts";
 
@@ -33,6 +33,21 @@ beforeAll(async () => {
   caPem = ca.certPem;
   caFile = join(dir, "ca.pem");
   writeFileSync(caFile, ca.certPem);
+  const { ca: other } = await createCertificateAuthority({ commonName: "another CA" });
+  const devices: [string, Promise<IssuedCertificate>][] = [
+    ["device-p256", issueDeviceCertificate(ca, { id: "device-1" })],
+    ["device-p384", issueDeviceCertificate(ca, { id: "device-2", curve: "p384" })],
+    ["device-foreign", issueDeviceCertificate(other, { id: "intruder" })],
+    ["device-expired", issueDeviceCertificate(ca, { id: "old-device", days: 1, now: new Date(Date.now() - 10 * 86_400_000) })],
+  ];
+  for (const [name, pending] of devices) {
+    const issued = await pending;
+    const cert = join(dir, `${name}.pem`);
+    const key = join(dir, `${name}.key`);
+    writeFileSync(cert, issued.chainPem);
+    writeFileSync(key, issued.keyPem, { mode: 0o600 });
+    files[name] = { cert, key, issued };
+  }
   for (const kind of ["p256", "p384", "rsa2048"] as const) {
     const issued = await issueServerCertificate(ca, { kind });
     const cert = join(dir, `${kind}.pem`);
@@ -59,10 +74,12 @@ const pair = (kind: string) => ({ cert: files[kind]!.issued.chainPem, key: files
 async function certServer(
   suites: SuiteName[],
   kinds: string[],
-  extra: { legacySha1Signatures?: boolean } = {},
+  extra: { legacySha1Signatures?: boolean; clientAuth?: "request" | "require"; clientCa?: string } = {},
+  failures?: string[],
 ): Promise<{ port: number; session: Promise<DtlsConnection> }> {
   const s = await listen({ host: "127.0.0.1", port: 0, certificates: kinds.map(pair), suites, ...extra });
   servers.push(s);
+  s.on("handshakeError", (e) => failures?.push(e.error.code));
   const session = new Promise<DtlsConnection>((resolve) =>
     s.once("session", (c) => {
       c.on("data", (d) => c.send(Buffer.concat([Buffer.from("dtlspush:"), d])));
@@ -220,6 +237,114 @@ describe.skipIf(!GNUTLS)("certificates: our client -> gnutls-serv (x509)", () =>
       const got = nextData(c);
       c.send(Buffer.from("echo-me"));
       expect(await got).toBe("echo-me");
+    },
+    T,
+  );
+});
+
+const ECDSA: SuiteName = "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256";
+
+describe.skipIf(!OPENSSL)("mutual X.509: our server (clientAuth require) <- openssl s_client with a device certificate", () => {
+  it.each(["device-p256", "device-p384"])(
+    "%s: the device is named by its CN, data both ways",
+    async (name) => {
+      const srv = await certServer([ECDSA], ["p256"], { clientAuth: "require", clientCa: caPem });
+      const cli = spawnPeer("openssl", [
+        "s_client", "-dtls1_2", "-connect", `127.0.0.1:${srv.port}`, "-CAfile", caFile, "-verify_return_error",
+        "-cert", files[name]!.cert, "-key", files[name]!.key, "-nocommands", "-noservername",
+      ]);
+      const session = await srv.session;
+      expect(session.info.identity).toBe(name === "device-p256" ? "device-1" : "device-2");
+      expect(session.info.peerCertificate?.fingerprint256).toBe(files[name]!.issued.fingerprint.hex);
+      await cli.waitFor("Verify return code: 0 (ok)", WAIT);
+      const got = nextData(session);
+      cli.write("hello-mutual\n");
+      expect(await got).toBe("hello-mutual\n");
+      await cli.waitFor("dtlspush:hello-mutual", WAIT);
+    },
+    T,
+  );
+
+  it.each([
+    ["no certificate", "handshake_failure", []],
+    ["a certificate from another CA", "unknown_ca", ["-cert", "device-foreign"]],
+    ["an expired certificate", "certificate_expired", ["-cert", "device-expired"]],
+  ] as [string, string, string[]][])(
+    "refuses %s with %s",
+    async (_what, code, certArgs) => {
+      const failures: string[] = [];
+      const srv = await certServer([ECDSA], ["p256"], { clientAuth: "require", clientCa: caPem }, failures);
+      const args = certArgs.length === 0 ? [] : ["-cert", files[certArgs[1]!]!.cert, "-key", files[certArgs[1]!]!.key];
+      const cli = spawnPeer("openssl", ["s_client", "-dtls1_2", "-connect", `127.0.0.1:${srv.port}`, "-CAfile", caFile, ...args, "-nocommands", "-noservername"]);
+      const exit = await cli.waitExit(WAIT);
+      expect(exit.code).not.toBe(0);
+      expect(failures).toEqual([code]);
+    },
+    T,
+  );
+});
+
+describe.skipIf(!GNUTLS)("mutual X.509: our server <- gnutls-cli with a device certificate", () => {
+  it(
+    "the device is named by its CN, data both ways",
+    async () => {
+      const srv = await certServer([ECDSA], ["p256"], { clientAuth: "require", clientCa: caPem });
+      const cli = spawnPeer("gnutls-cli", [
+        "--udp", "--x509cafile", caFile, "--x509certfile", files["device-p256"]!.cert, "--x509keyfile", files["device-p256"]!.key,
+        "-p", String(srv.port), "--priority", "NORMAL:-VERS-ALL:+VERS-DTLS1.2", "127.0.0.1",
+      ]);
+      const session = await srv.session;
+      expect(session.info.identity).toBe("device-1");
+      await cli.waitFor("Handshake was completed", WAIT);
+      const got = nextData(session);
+      cli.write("hello-gnutls-mutual\n");
+      expect(await got).toBe("hello-gnutls-mutual\n");
+    },
+    T,
+  );
+});
+
+describe("mutual X.509: our server <- @nodertc/dtls with a P-384 device certificate", () => {
+  it(
+    "the device is named by its CN, data both ways",
+    async () => {
+      const srv = await certServer([ECDSA], ["p384"], { clientAuth: "require", clientCa: caPem, legacySha1Signatures: true });
+      const c = await connectNodertc({
+        port: srv.port,
+        psk: { identity: "x", key: Buffer.alloc(16) },
+        cipherSuites: [ECDSA],
+        certificate: Buffer.from(files["device-p384"]!.issued.certPem),
+        certificatePrivateKey: Buffer.from(files["device-p384"]!.issued.keyPem),
+      });
+      const session = await srv.session;
+      expect(session.info.identity).toBe("device-2");
+      c.send("hello-nodertc-mutual");
+      expect((await c.messages.next(WAIT)).toString()).toBe("dtlspush:hello-nodertc-mutual");
+    },
+    T,
+  );
+});
+
+describe.skipIf(!OPENSSL)("mutual X.509: our client -> openssl s_server requiring a client certificate", () => {
+  it(
+    "presents its device certificate when asked; without one the server refuses",
+    async () => {
+      const port = await freeUdpPort();
+      const srv = spawnPeer("openssl", [
+        "s_server", "-dtls1_2", "-accept", `127.0.0.1:${port}`, "-cert", files.p256!.cert, "-key", files.p256!.key,
+        "-Verify", "2", "-CAfile", caFile, "-verify_return_error",
+      ]);
+      await srv.waitFor(/^ACCEPT$/m, WAIT);
+      const c = await connect({
+        host: "127.0.0.1", port, ca: caPem, suites: [ECDSA],
+        cert: files["device-p256"]!.issued.chainPem, key: files["device-p256"]!.issued.keyPem,
+      });
+      conns.push(c);
+      await srv.waitFor("CN = device-1", WAIT);
+      c.send(Buffer.from("from-device\n"));
+      await srv.waitFor("from-device", WAIT);
+      c.close();
+      await expect(connect({ host: "127.0.0.1", port, ca: caPem, suites: [ECDSA], timeoutMs: 5000 })).rejects.toMatchObject({ code: "alert_received" });
     },
     T,
   );

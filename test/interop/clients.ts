@@ -218,6 +218,8 @@ interface NodertcConnectOptions {
   cipherSuites: NodertcSuite[];
   extendedMasterSecret?: boolean;
   maxHandshakeRetransmissions?: number;
+  certificate?: Buffer;
+  certificatePrivateKey?: Buffer;
 }
 
 interface NodertcSocket extends Duplex {
@@ -243,6 +245,9 @@ export interface NodertcOptions {
   extendedMasterSecret?: boolean;
   mtu?: number;
   timeoutMs?: number;
+  /** A client certificate (PEM) and its key (PEM), sent when the server asks. */
+  certificate?: Buffer;
+  certificatePrivateKey?: Buffer;
 }
 
 export interface NodertcClient {
@@ -288,6 +293,7 @@ export function connectNodertc(o: NodertcOptions): Promise<NodertcClient> {
     pskSecret: o.psk.key,
     cipherSuites: o.cipherSuites ?? ["TLS_PSK_WITH_AES_128_GCM_SHA256"],
     ...(o.extendedMasterSecret === false ? { extendedMasterSecret: false } : {}),
+    ...(o.certificate !== undefined ? { certificate: o.certificate, certificatePrivateKey: o.certificatePrivateKey } : {}),
   });
   if (o.mtu !== undefined) socket.setMTU(o.mtu);
   const messages = new MessageQueue();
