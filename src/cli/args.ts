@@ -108,6 +108,54 @@ export function parsePskList(texts: readonly string[], label = "--psk"): PskEntr
   });
 }
 
+/** A server certificate chain file and its private key file (`--cert FILE --key FILE`). */
+export interface CertKeyFiles {
+  readonly cert: string;
+  readonly key: string;
+}
+
+/**
+ * Pairs `--cert` and `--key` values by position: the Nth `--key` belongs to
+ * the Nth `--cert`. Both lists must have the same length.
+ */
+export function parseCertKeyPairs(certs: readonly string[], keys: readonly string[]): CertKeyFiles[] {
+  if (certs.some((c) => c === "")) throw new UsageError("--cert: the file name is empty");
+  if (keys.some((k) => k === "")) throw new UsageError("--key: the file name is empty");
+  const lonelyCert = certs[keys.length];
+  if (lonelyCert !== undefined) {
+    throw new UsageError(`--cert ${quote(lonelyCert)} has no --key (give --cert FILE --key FILE in pairs)`);
+  }
+  const lonelyKey = keys[certs.length];
+  if (lonelyKey !== undefined) {
+    throw new UsageError(`--key ${quote(lonelyKey)} has no --cert (give --cert FILE --key FILE in pairs)`);
+  }
+  return certs.map((cert, i) => ({ cert, key: keys[i] ?? "" }));
+}
+
+/**
+ * Parses a SHA-256 certificate fingerprint: 64 hex digits, colons allowed
+ * anywhere (`AB:CD:…` as openssl prints it). Returns lowercase hex without colons.
+ */
+export function parseFingerprint(text: string, label = "--fingerprint"): string {
+  const hex = text.trim().replaceAll(":", "");
+  if (hex === "") throw new UsageError(`${label}: the fingerprint is empty`);
+  if (!HEX.test(hex)) throw new UsageError(`${label}: expected hexadecimal digits (0-9, a-f) and colons`);
+  if (hex.length !== 64) {
+    throw new UsageError(`${label}: a SHA-256 fingerprint has 64 hex digits, got ${hex.length}`);
+  }
+  return hex.toLowerCase();
+}
+
+/** Parses a server name to check a certificate against: a DNS name or an IP address (IPv6 without brackets). */
+export function parseServerName(text: string, label = "--servername"): string {
+  if (text === "") throw new UsageError(`${label}: the name is empty`);
+  if (isIP(text) !== 0) return text;
+  if (!HOSTNAME.test(text) || /^[0-9.]+$/.test(text)) {
+    throw new UsageError(`${label}: '${text}' is not a valid host name or IP address`);
+  }
+  return text;
+}
+
 export interface IntegerRange {
   readonly min: number;
   readonly max: number;

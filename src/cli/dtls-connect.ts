@@ -1,4 +1,4 @@
-/** `dtlspush dtls connect`: a DTLS 1.2 PSK client; stdin lines out, records in on stdout. */
+/** `dtlspush dtls connect`: a DTLS 1.2 client (PSK and/or certificate suites); stdin lines out, records in on stdout. */
 import { createInterface } from "node:readline";
 import {
   MS_RANGE,
@@ -7,17 +7,19 @@ import {
   formatHostPort,
   parseCommandLine,
   parseHostPort,
+  parseFingerprint,
   parseInteger,
   parsePsk,
+  parseServerName,
   stringListOption,
   stringOption,
 } from "./args.ts";
 import type { HostPort, OptionSpecs, PskEntry } from "./args.ts";
 import { PROGRAM, formatHelp } from "./command.ts";
 import type { CliIo, LeafCommand } from "./command.ts";
-import { loadDtls, resolveSuites } from "./dtls-engine.ts";
-import { CliError, UsageError, describeError } from "./errors.ts";
-import { formatConnected, formatReason } from "./format.ts";
+import { describeDtlsError, loadDtls, readOptionFile, resolveSuites } from "./dtls-engine.ts";
+import { CliError, UsageError, describeError, errorCode } from "./errors.ts";
+import { formatConnected, formatReason, formatServerCertificate } from "./format.ts";
 
 const COMMAND = `${PROGRAM} dtls connect`;
 export const DEFAULT_TIMEOUT_MS = 30_000;
@@ -29,7 +31,30 @@ const OPTIONS: OptionSpecs = {
     type: "string",
     multiple: true,
     value: "ID:HEXKEY",
-    description: "PSK identity and key (required),\ne.g. device-1:00112233445566778899aabbccddeeff",
+    description:
+      "PSK identity and key, e.g. device-1:00112233445566778899aabbccddeeff;\n" +
+      "offers the PSK suites. Required unless --ca or --fingerprint is given",
+  },
+  ca: {
+    type: "string",
+    value: "FILE",
+    description:
+      "PEM CA certificate(s) the server's chain must lead to; offers the\n" +
+      "certificate suites. The certificate must also be valid now and\n" +
+      "issued for --servername",
+  },
+  fingerprint: {
+    type: "string",
+    value: "SHA256HEX",
+    description:
+      "Accept exactly the server certificate with this SHA-256 fingerprint\n" +
+      "(64 hex digits, colons allowed) instead of a CA; offers the certificate\n" +
+      "suites. The name is not checked, the validity period is",
+  },
+  servername: {
+    type: "string",
+    value: "NAME",
+    description: "DNS name or IP address the server certificate must be issued for\n(with --ca; default: HOST)",
   },
   suites: {
     type: "string",
@@ -48,7 +73,13 @@ const OPTIONS: OptionSpecs = {
 
 export interface ConnectConfig {
   readonly target: HostPort;
-  readonly psk: PskEntry;
+  readonly psk: PskEntry | undefined;
+  /** `--ca` file name (read by run). */
+  readonly caFile: string | undefined;
+  /** `--fingerprint`, lowercase hex without colons. */
+  readonly fingerprint: string | undefined;
+  /** `--servername`; undefined means the host. */
+  readonly servername: string | undefined;
   /** Raw `--suites` value; resolved by the engine's parser. */
   readonly suites: string | undefined;
   readonly mtu: number | undefined;
@@ -63,9 +94,27 @@ export function parseConnectArgs(argv: readonly string[]): ConnectConfig {
   const target = parseHostPort(targetText, "HOST:PORT");
   const pskTexts = stringListOption(values, "psk");
   const pskText = pskTexts[0];
-  if (pskText === undefined) throw new UsageError(`missing --psk ID:HEXKEY (see '${COMMAND} --help')`);
   if (pskTexts.length > 1) throw new UsageError("--psk: give it once (a client has one identity)");
-  const psk = parsePsk(pskText);
+  const psk = pskText === undefined ? undefined : parsePsk(pskText);
+  const caFile = stringOption(values, "ca");
+  if (caFile === "") throw new UsageError("--ca: the file name is empty");
+  const fingerprintText = stringOption(values, "fingerprint");
+  const fingerprint = fingerprintText === undefined ? undefined : parseFingerprint(fingerprintText);
+  if (psk === undefined && caFile === undefined && fingerprint === undefined) {
+    throw new UsageError(`missing --psk ID:HEXKEY, --ca FILE or --fingerprint SHA256HEX (see '${COMMAND} --help')`);
+  }
+  if (caFile !== undefined && fingerprint !== undefined) {
+    throw new UsageError("--ca and --fingerprint: give one (with a pinned fingerprint the CA is not used)");
+  }
+  const servernameText = stringOption(values, "servername");
+  const servername = servernameText === undefined ? undefined : parseServerName(servernameText);
+  if (servername !== undefined && caFile === undefined) {
+    throw new UsageError(
+      fingerprint !== undefined
+        ? "--servername: the name is not checked with --fingerprint (the pin alone decides)"
+        : "--servername: only with --ca (it names what the server certificate must be issued for)",
+    );
+  }
   const suites = stringOption(values, "suites");
   if (suites !== undefined && suites.trim() === "") throw new UsageError("--suites: no suite given");
   const mtuText = stringOption(values, "mtu");
@@ -74,6 +123,9 @@ export function parseConnectArgs(argv: readonly string[]): ConnectConfig {
   return {
     target,
     psk,
+    caFile,
+    fingerprint,
+    servername,
     suites,
     mtu: mtuText === undefined ? undefined : parseInteger(mtuText, "--mtu", MTU_RANGE),
     timeoutMs:
@@ -90,19 +142,24 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
   const dtls = await loadDtls();
   const suites = resolveSuites(dtls, config.suites);
   const where = formatHostPort(config.target.host, config.target.port);
+  const ca = config.caFile === undefined ? undefined : await readOptionFile("--ca", config.caFile);
 
   let conn: Awaited<ReturnType<typeof dtls.connect>>;
   try {
     conn = await dtls.connect({
       host: config.target.host,
       port: config.target.port,
-      psk: { identity: config.psk.identity, key: config.psk.key },
+      ...(config.psk !== undefined ? { psk: { identity: config.psk.identity, key: config.psk.key } } : {}),
+      ...(ca !== undefined ? { ca } : {}),
+      ...(config.fingerprint !== undefined ? { fingerprint: config.fingerprint } : {}),
+      ...(config.servername !== undefined ? { servername: config.servername } : {}),
       ...(suites !== undefined ? { suites } : {}),
       ...(config.mtu !== undefined ? { mtu: config.mtu } : {}),
       timeoutMs: config.timeoutMs,
     });
   } catch (e) {
-    throw new CliError(`handshake with ${where} failed: ${describeError(e)}`);
+    if (errorCode(e) === "bad_option") throw new CliError(optionErrorMessage(describeDtlsError(e), config.caFile));
+    throw new CliError(`handshake with ${where} failed: ${describeDtlsError(e)}`);
   }
   return await new Promise<number>((resolve) => {
     let done = false;
@@ -150,7 +207,7 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
       io.stdout.write(Buffer.concat([data, NEWLINE]));
       if (stdinEnded) startWait();
     });
-    conn.on("error", (e: unknown) => fail(`connection to ${where}: ${describeError(e)}`));
+    conn.on("error", (e: unknown) => fail(`connection to ${where}: ${describeDtlsError(e)}`));
     conn.on("close", (reason: { code: string; message: string }) => {
       if (done || closing) return;
       const clean = CLEAN_CLOSE_CODES.has(reason.code);
@@ -173,21 +230,38 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
     });
     stdin.on("error", (e: unknown) => fail(`cannot read standard input: ${describeError(e)}`));
 
-    // Only now, with signals and input handled, tell the user (and scripts) we are ready.
+    // Only now, with signals and input handled, tell the user (and scripts) we are ready;
+    // the server certificate (certificate suites) comes first, so it is known once 'connected' is seen.
+    const serverCert = formatServerCertificate(conn.info);
+    if (serverCert !== undefined) io.stderr.write(`${serverCert}\n`);
     io.stderr.write(`${formatConnected(conn.info)}\n`);
   });
+}
+
+/** The engine's option errors name `ca`; say which --ca file instead. */
+function optionErrorMessage(message: string, caFile: string | undefined): string {
+  if (caFile === undefined) return message;
+  return message.replace(/^ca(:| holds)/, (_m, rest: string) => `--ca ${caFile}${rest === ":" ? ":" : ": holds"}`);
 }
 
 export const dtlsConnectCommand: LeafCommand = {
   kind: "command",
   name: "connect",
-  summary: "Connect to a DTLS 1.2 server with a PSK; send stdin lines, print records",
+  summary: "Connect to a DTLS 1.2 server (PSK or certificates); send stdin lines, print records",
   help: () =>
     formatHelp({
-      usage: [`${COMMAND} HOST:PORT --psk ID:HEXKEY [options]`],
+      usage: [
+        `${COMMAND} HOST:PORT --psk ID:HEXKEY [options]`,
+        `${COMMAND} HOST:PORT --ca FILE [--servername NAME] [options]`,
+        `${COMMAND} HOST:PORT --fingerprint SHA256HEX [options]`,
+      ],
       description:
-        "Connects to a DTLS 1.2 server with a pre-shared key and prints\n" +
-        "'connected suite=NAME ems=yes|no' on standard error once established.\n" +
+        "Connects to a DTLS 1.2 server with a pre-shared key (PSK suites) and/or\n" +
+        "verifying its certificate (certificate suites: --ca or --fingerprint), and\n" +
+        "prints 'connected suite=NAME ems=yes|no' on standard error once established,\n" +
+        "preceded by 'server-cert subject=\"CN=…, O=…\" sha256=HEX' when the server\n" +
+        "sent a certificate. A certificate that fails verification ends the handshake\n" +
+        "(unknown_ca, certificate_expired, bad_certificate; exit 1).\n" +
         "Each line of standard input is sent as one application record; each record\n" +
         "received is printed as one line on standard output. When standard input\n" +
         "ends, waits for replies (--wait), then closes with close_notify and exits 0.",
@@ -196,6 +270,7 @@ export const dtlsConnectCommand: LeafCommand = {
       examples: [
         `echo hello | ${COMMAND} 127.0.0.1:5684 --psk device-1:00112233445566778899aabbccddeeff`,
         `${COMMAND} [::1]:5684 --psk device-1:0102 --suites TLS_PSK_WITH_AES_128_GCM_SHA256 --wait 2000`,
+        `echo hello | ${COMMAND} 127.0.0.1:5684 --ca certs/ca.pem --servername localhost`,
       ],
     }),
   run,

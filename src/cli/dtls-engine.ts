@@ -1,9 +1,11 @@
 /**
  * Loads the DTLS engine on first use, so help and argument errors work (and
- * stay fast) without it, and maps its suite-list errors to usage errors.
+ * stay fast) without it, maps its suite-list errors to usage errors, puts its
+ * errors on one line, and reads the files that certificate options name.
  */
 import type * as Dtls from "../dtls/index.ts";
-import { CliError, UsageError, errorCode } from "./errors.ts";
+import { readFile } from "node:fs/promises";
+import { CliError, UsageError, describeError, errorCode } from "./errors.ts";
 
 export type DtlsModule = typeof Dtls;
 
@@ -29,5 +31,40 @@ export function resolveSuites(dtls: DtlsModule, csv: string | undefined, label =
       throw new UsageError(`${label}: ${message}`);
     }
     throw e;
+  }
+}
+
+/**
+ * describeError for the engine's errors, whose messages may span lines (they
+ * quote certificate subjects such as "CN=localhost\nO=dtlspush"): the lines
+ * are joined with ", " so the whole message stays on one line.
+ */
+export function describeDtlsError(e: unknown): string {
+  const code = errorCode(e);
+  if (code === undefined || !(e instanceof Error) || !e.message.includes("\n")) return describeError(e);
+  const joined = e.message
+    .split("\n")
+    .map((line) => line.trim())
+    .filter((line) => line !== "")
+    .join(", ");
+  return describeError(Object.assign(new Error(joined), { code }));
+}
+
+const FILE_ERRORS: Readonly<Record<string, string>> = {
+  ENOENT: "no such file",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  EISDIR: "is a directory",
+  ENOTDIR: "a parent is not a directory",
+};
+
+/** Reads a file named by an option; failure is one line naming the option and the file (exit 1). */
+export async function readOptionFile(flag: string, file: string): Promise<Buffer> {
+  try {
+    return await readFile(file);
+  } catch (e) {
+    const code = errorCode(e);
+    const why = (code !== undefined ? FILE_ERRORS[code] : undefined) ?? describeError(e);
+    throw new CliError(`${flag} ${file}: cannot read the file: ${why}`);
   }
 }

@@ -1,4 +1,4 @@
-/** `dtlspush dtls serve`: a DTLS 1.2 PSK server that logs sessions and echoes or prints records. */
+/** `dtlspush dtls serve`: a DTLS 1.2 server (PSK and/or certificates) that logs sessions and echoes or prints records. */
 import {
   MTU_RANGE,
   booleanOption,
@@ -6,16 +6,17 @@ import {
   formatHostPort,
   parseCommandLine,
   parseHostPort,
+  parseCertKeyPairs,
   parseInteger,
   parsePskList,
   stringListOption,
   stringOption,
 } from "./args.ts";
-import type { HostPort, OptionSpecs, PskEntry } from "./args.ts";
+import type { CertKeyFiles, HostPort, OptionSpecs, PskEntry } from "./args.ts";
 import { PROGRAM, formatHelp } from "./command.ts";
 import type { CliIo, LeafCommand } from "./command.ts";
-import { loadDtls, resolveSuites } from "./dtls-engine.ts";
-import { CliError, UsageError, describeError } from "./errors.ts";
+import { describeDtlsError, loadDtls, readOptionFile, resolveSuites } from "./dtls-engine.ts";
+import { CliError, UsageError, describeError, errorCode } from "./errors.ts";
 import {
   formatClosed,
   formatData,
@@ -38,7 +39,28 @@ const OPTIONS: OptionSpecs = {
     type: "string",
     multiple: true,
     value: "ID:HEXKEY",
-    description: "Accept this PSK identity and key (required; repeat\nfor more devices), e.g. device-1:00112233445566778899aabbccddeeff",
+    description:
+      "Accept this PSK identity and key (repeat for more devices),\n" +
+      "e.g. device-1:00112233445566778899aabbccddeeff; required unless\n" +
+      "--cert/--key are given",
+  },
+  cert: {
+    type: "string",
+    multiple: true,
+    value: "FILE",
+    description:
+      "PEM certificate chain (leaf first, then intermediates) for the\n" +
+      "certificate suites; give --key FILE with each. Repeat the pair for\n" +
+      "more chains (e.g. ECDSA and RSA): the Nth --key belongs to the Nth\n" +
+      "--cert, and the server picks a chain per client",
+  },
+  key: { type: "string", multiple: true, value: "FILE", description: "PEM private key of the preceding --cert" },
+  "legacy-sha1-signatures": {
+    type: "boolean",
+    description:
+      "Sign with SHA-1 for clients that send no signature_algorithms\n" +
+      "(such as @nodertc/dtls). Off by default: SHA-1 signatures are\n" +
+      "forgeable in principle and refused by current security policies",
   },
   echo: { type: "boolean", description: "Send every application record back to its sender\n(default: print received records)" },
   suites: {
@@ -55,6 +77,9 @@ const OPTIONS: OptionSpecs = {
 export interface ServeConfig {
   readonly listen: HostPort;
   readonly psks: readonly PskEntry[];
+  /** Certificate chain and key files, in the order given. */
+  readonly certificates: readonly CertKeyFiles[];
+  readonly legacySha1Signatures: boolean;
   readonly echo: boolean;
   /** Raw `--suites` value; resolved by the engine's parser. */
   readonly suites: string | undefined;
@@ -70,12 +95,19 @@ export function parseServeArgs(argv: readonly string[]): ServeConfig {
   const listenText = stringOption(values, "listen");
   if (listenText === undefined) throw new UsageError(`missing --listen HOST:PORT (see '${COMMAND} --help')`);
   const listen = parseHostPort(listenText, "--listen", { allowPortZero: true });
-  const pskTexts = stringListOption(values, "psk");
-  if (pskTexts.length === 0) throw new UsageError(`missing --psk ID:HEXKEY (see '${COMMAND} --help')`);
-  const psks = parsePskList(pskTexts);
+  const psks = parsePskList(stringListOption(values, "psk"));
+  const certificates = parseCertKeyPairs(stringListOption(values, "cert"), stringListOption(values, "key"));
+  if (psks.length === 0 && certificates.length === 0) {
+    throw new UsageError(`missing --psk ID:HEXKEY or --cert FILE --key FILE (see '${COMMAND} --help')`);
+  }
+  const legacySha1Signatures = booleanOption(values, "legacy-sha1-signatures");
+  if (legacySha1Signatures && certificates.length === 0) {
+    throw new UsageError("--legacy-sha1-signatures: only with --cert/--key (PSK suites sign nothing)");
+  }
   const mtuText = stringOption(values, "mtu");
   const pskHint = stringOption(values, "psk-hint");
   if (pskHint !== undefined) {
+    if (psks.length === 0) throw new UsageError("--psk-hint: only with --psk");
     if (pskHint === "") throw new UsageError("--psk-hint: the hint is empty");
     if (Buffer.byteLength(pskHint, "utf8") > 0xffff) throw new UsageError("--psk-hint: the hint is longer than 65535 bytes");
   }
@@ -84,6 +116,8 @@ export function parseServeArgs(argv: readonly string[]): ServeConfig {
   return {
     listen,
     psks,
+    certificates,
+    legacySha1Signatures,
     echo: booleanOption(values, "echo"),
     suites,
     mtu: mtuText === undefined ? undefined : parseInteger(mtuText, "--mtu", MTU_RANGE),
@@ -96,6 +130,7 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
   const config = parseServeArgs(argv);
   const dtls = await loadDtls();
   const suites = resolveSuites(dtls, config.suites);
+  const certificates = await readCertificates(config.certificates);
   const log = (line: string): void => {
     io.stdout.write(`${line}\n`);
   };
@@ -119,16 +154,22 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
       server = await dtls.listen({
         host: config.listen.host,
         port: config.listen.port,
-        psk: {
-          keys: new Map(config.psks.map((p) => [p.identity, p.key])),
-          ...(config.pskHint !== undefined ? { hint: config.pskHint } : {}),
-        },
+        ...(config.psks.length > 0
+          ? {
+              psk: {
+                keys: new Map(config.psks.map((p) => [p.identity, p.key])),
+                ...(config.pskHint !== undefined ? { hint: config.pskHint } : {}),
+              },
+            }
+          : {}),
+        ...(certificates.length > 0 ? { certificates, legacySha1Signatures: config.legacySha1Signatures } : {}),
         ...(suites !== undefined ? { suites } : {}),
         ...(config.mtu !== undefined ? { mtu: config.mtu } : {}),
         requireExtendedMasterSecret: config.requireEms,
       });
     } catch (e) {
-      throw new CliError(`cannot listen on ${where}: ${describeError(e)}`);
+      if (errorCode(e) === "bad_option") throw new CliError(optionErrorMessage(describeDtlsError(e), config.certificates));
+      throw new CliError(`cannot listen on ${where}: ${describeDtlsError(e)}`);
     }
 
     const address = server.address();
@@ -171,6 +212,31 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
   }
 }
 
+/** Reads every --cert/--key pair, in order (a file that cannot be read is a one-line error, exit 1). */
+async function readCertificates(files: readonly CertKeyFiles[]): Promise<{ cert: Uint8Array; key: Uint8Array }[]> {
+  const out: { cert: Uint8Array; key: Uint8Array }[] = [];
+  for (const pair of files) {
+    const key = await readOptionFile("--key", pair.key);
+    if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(key.toString("latin1"))) {
+      throw new CliError(`--key ${pair.key}: holds no PEM private key`);
+    }
+    out.push({ cert: await readOptionFile("--cert", pair.cert), key });
+  }
+  return out;
+}
+
+/**
+ * The engine names certificate pairs by index ("certificates[1]: the private key
+ * does not belong to …"); say which --cert/--key files instead.
+ */
+export function optionErrorMessage(message: string, files: readonly CertKeyFiles[]): string {
+  const m = /^certificates\[(\d+)\](\.cert)?:?\s*/.exec(message);
+  const pair = m === null ? undefined : files[Number(m[1])];
+  if (m === null || pair === undefined) return message;
+  const rest = message.slice(m[0].length);
+  return m[2] !== undefined ? `--cert ${pair.cert}: ${rest}` : `--cert ${pair.cert} --key ${pair.key}: ${rest}`;
+}
+
 function errorFields(e: unknown): { code?: unknown; alert?: unknown; message?: unknown } {
   if (typeof e === "object" && e !== null) return e as { code?: unknown; alert?: unknown; message?: unknown };
   return { message: String(e) };
@@ -179,20 +245,27 @@ function errorFields(e: unknown): { code?: unknown; alert?: unknown; message?: u
 export const dtlsServeCommand: LeafCommand = {
   kind: "command",
   name: "serve",
-  summary: "Run a DTLS 1.2 PSK server that logs sessions and echoes or prints records",
+  summary: "Run a DTLS 1.2 server (PSK or certificates) that logs sessions and echoes or prints records",
   help: () =>
     formatHelp({
-      usage: [`${COMMAND} --listen HOST:PORT --psk ID:HEXKEY [--psk ID:HEXKEY ...] [options]`],
+      usage: [
+        `${COMMAND} --listen HOST:PORT --psk ID:HEXKEY [--psk ID:HEXKEY ...] [options]`,
+        `${COMMAND} --listen HOST:PORT --cert FILE --key FILE [--cert FILE --key FILE ...] [options]`,
+      ],
       description:
-        "Runs a DTLS 1.2 server with pre-shared keys. Prints 'listening on HOST:PORT'\n" +
-        "once bound, then one line per established session (peer, identity, suite,\n" +
-        "extended master secret), per closed session and per failed handshake.\n" +
+        "Runs a DTLS 1.2 server with pre-shared keys, certificates, or both (each\n" +
+        "enables its suites). Prints 'listening on HOST:PORT' once bound, then one\n" +
+        "line per established session (peer, identity, suite, extended master\n" +
+        "secret; certificate suites add the client certificate or 'peer-cert=none'),\n" +
+        "per closed session and per failed handshake.\n" +
         "With --echo every application record goes back to its sender; otherwise\n" +
         "each record is printed. SIGINT/SIGTERM send close_notify to every peer and exit 0.",
       options: OPTIONS,
       examples: [
         `${COMMAND} --listen 127.0.0.1:5684 --psk device-1:00112233445566778899aabbccddeeff --echo`,
         `${COMMAND} --listen [::1]:0 --psk a:0102 --psk b:0304 --suites TLS_PSK_WITH_AES_128_GCM_SHA256`,
+        `${COMMAND} --listen 127.0.0.1:5684 --cert certs/server-p256.pem --key certs/server-p256.key \\\n` +
+          "      --cert certs/server-rsa.pem --key certs/server-rsa.key --echo",
       ],
     }),
   run,

@@ -11,6 +11,15 @@ export interface SessionInfoLike {
   readonly identity: string;
   readonly suite: string;
   readonly extendedMasterSecret: boolean;
+  /** The peer's leaf certificate, when it presented one. */
+  readonly peerCertificate?: PeerCertificateLike | undefined;
+}
+
+export interface PeerCertificateLike {
+  /** Distinguished name as Node prints it: one `KEY=value` per line. */
+  readonly subject: string;
+  /** SHA-256 of the DER certificate, lowercase hex. */
+  readonly fingerprint256: string;
 }
 
 export function formatPeer(peer: PeerLike): string {
@@ -21,9 +30,37 @@ export function yesNo(value: boolean): "yes" | "no" {
   return value ? "yes" : "no";
 }
 
-/** `established peer=127.0.0.1:50000 identity=dev1 suite=TLS_PSK_WITH_AES_128_CCM_8 ems=yes` */
+/**
+ * `established peer=127.0.0.1:50000 identity=dev1 suite=TLS_PSK_WITH_AES_128_CCM_8 ems=yes`;
+ * certificate suites add `peer-subject="CN=…, O=…" peer-sha256=HEX` when the
+ * peer presented a certificate, else `peer-cert=none` (PSK suites add nothing).
+ */
 export function formatEstablished(info: SessionInfoLike): string {
-  return `established peer=${formatPeer(info.peer)} identity=${quote(info.identity)} suite=${info.suite} ems=${yesNo(info.extendedMasterSecret)}`;
+  const base = `established peer=${formatPeer(info.peer)} identity=${quote(info.identity)} suite=${info.suite} ems=${yesNo(info.extendedMasterSecret)}`;
+  const cert = info.peerCertificate;
+  if (cert !== undefined) return `${base} peer-subject=${JSON.stringify(formatSubject(cert.subject))} peer-sha256=${cert.fingerprint256}`;
+  return isPskSuite(info.suite) ? base : `${base} peer-cert=none`;
+}
+
+/** True for the PSK and ECDHE_PSK suites (IANA names). */
+export function isPskSuite(suite: string): boolean {
+  return suite.includes("_PSK_");
+}
+
+/** A multi-line distinguished name (`CN=a\nO=b`, as Node prints it) on one line: `CN=a, O=b`. */
+export function formatSubject(subject: string): string {
+  return subject
+    .split("\n")
+    .map((part) => part.trim())
+    .filter((part) => part !== "")
+    .join(", ");
+}
+
+/** `server-cert subject="CN=localhost, O=dtlspush" sha256=HEX`, or undefined when the server sent none. */
+export function formatServerCertificate(info: SessionInfoLike): string | undefined {
+  const cert = info.peerCertificate;
+  if (cert === undefined) return undefined;
+  return `server-cert subject=${JSON.stringify(formatSubject(cert.subject))} sha256=${cert.fingerprint256}`;
 }
 
 /** `connected suite=TLS_PSK_WITH_AES_128_CCM_8 ems=yes peer=127.0.0.1:5684` */

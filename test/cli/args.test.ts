@@ -2,11 +2,14 @@ import { describe, expect, it } from "vitest";
 import {
   expectPositionals,
   formatHostPort,
+  parseCertKeyPairs,
   parseCommandLine,
+  parseFingerprint,
   parseHostPort,
   parseInteger,
   parsePsk,
   parsePskList,
+  parseServerName,
   quote,
   wantsHelp,
 } from "../../src/cli/args.ts";
@@ -185,5 +188,57 @@ describe("wantsHelp / quote", () => {
     expect(quote("my dev")).toBe('"my dev"');
     expect(quote("a=b")).toBe('"a=b"');
     expect(quote("")).toBe('""');
+  });
+});
+
+describe("parseCertKeyPairs", () => {
+  it("pairs by position", () => {
+    expect(parseCertKeyPairs([], [])).toEqual([]);
+    expect(parseCertKeyPairs(["a.pem", "b.pem"], ["a.key", "b.key"])).toEqual([
+      { cert: "a.pem", key: "a.key" },
+      { cert: "b.pem", key: "b.key" },
+    ]);
+  });
+  it.each([
+    [["a.pem"], [], "--cert a.pem has no --key (give --cert FILE --key FILE in pairs)"],
+    [["a.pem", "b c.pem"], ["a.key"], '--cert "b c.pem" has no --key (give --cert FILE --key FILE in pairs)'],
+    [[], ["a.key"], "--key a.key has no --cert (give --cert FILE --key FILE in pairs)"],
+    [[""], ["a.key"], "--cert: the file name is empty"],
+    [["a.pem"], [""], "--key: the file name is empty"],
+  ])("rejects %j / %j", (certs, keys, message) => {
+    expect(usageMessage(() => parseCertKeyPairs(certs, keys))).toBe(message);
+  });
+});
+
+describe("parseFingerprint", () => {
+  const hex = "0123456789abcdef".repeat(4);
+  it("accepts hex with or without colons, any case", () => {
+    expect(parseFingerprint(hex)).toBe(hex);
+    expect(parseFingerprint(hex.toUpperCase())).toBe(hex);
+    expect(parseFingerprint(hex.toUpperCase().match(/../g)?.join(":") ?? "")).toBe(hex);
+    expect(parseFingerprint(` ${hex} `)).toBe(hex);
+  });
+  it.each([
+    ["", "--fingerprint: the fingerprint is empty"],
+    [":", "--fingerprint: the fingerprint is empty"],
+    [`${hex.slice(2)}zz`, "--fingerprint: expected hexadecimal digits (0-9, a-f) and colons"],
+    [hex.slice(2), "--fingerprint: a SHA-256 fingerprint has 64 hex digits, got 62"],
+    [`${hex}00`, "--fingerprint: a SHA-256 fingerprint has 64 hex digits, got 66"],
+  ])("rejects %j", (text, message) => {
+    expect(usageMessage(() => parseFingerprint(text))).toBe(message);
+  });
+});
+
+describe("parseServerName", () => {
+  it.each(["localhost", "dtls.example.com", "127.0.0.1", "::1", "2001:db8::1"])("accepts %s", (name) => {
+    expect(parseServerName(name)).toBe(name);
+  });
+  it.each([
+    ["", "--servername: the name is empty"],
+    ["a b", "--servername: 'a b' is not a valid host name or IP address"],
+    ["999.1.1.1", "--servername: '999.1.1.1' is not a valid host name or IP address"],
+    ["[::1]", "--servername: '[::1]' is not a valid host name or IP address"],
+  ])("rejects %j", (text, message) => {
+    expect(usageMessage(() => parseServerName(text))).toBe(message);
   });
 });

@@ -47,7 +47,15 @@ describe("parseServeArgs", () => {
 
   it.each([
     [["--psk", "a:01"], "missing --listen HOST:PORT (see 'dtlspush dtls serve --help')"],
-    [["--listen", "127.0.0.1:1"], "missing --psk ID:HEXKEY (see 'dtlspush dtls serve --help')"],
+    [["--listen", "127.0.0.1:1"], "missing --psk ID:HEXKEY or --cert FILE --key FILE (see 'dtlspush dtls serve --help')"],
+    [["--listen", "127.0.0.1:1", "--cert", "a.pem"], "--cert a.pem has no --key (give --cert FILE --key FILE in pairs)"],
+    [["--listen", "127.0.0.1:1", "--key", "a.key"], "--key a.key has no --cert (give --cert FILE --key FILE in pairs)"],
+    [
+      ["--listen", "127.0.0.1:1", "--cert", "a.pem", "--key", "a.key", "--cert", "b.pem"],
+      "--cert b.pem has no --key (give --cert FILE --key FILE in pairs)",
+    ],
+    [["--listen", "127.0.0.1:1", "--psk", "a:01", "--legacy-sha1-signatures"], "--legacy-sha1-signatures: only with --cert/--key (PSK suites sign nothing)"],
+    [["--listen", "127.0.0.1:1", "--cert", "a.pem", "--key", "a.key", "--psk-hint", "h"], "--psk-hint: only with --psk"],
     [["--listen", "127.0.0.1:1", "--psk", "a:1"], "--psk a: the key must have an even number of hex digits (got 1)"],
     [["--listen", "127.0.0.1", "--psk", "a:01"], "--listen: expected HOST:PORT, got '127.0.0.1'"],
     [["--listen", "127.0.0.1:1", "--psk", "a:01", "--mtu", "20"], "--mtu: 20 is out of range (100-65507)"],
@@ -58,13 +66,34 @@ describe("parseServeArgs", () => {
   ])("rejects %j", (argv, message) => {
     expect(usageMessage(() => parseServeArgs(argv))).toBe(message);
   });
+
+  it("takes certificate pairs in order, with or without PSKs", () => {
+    const certsOnly = parseServeArgs([
+      "--listen", "127.0.0.1:0",
+      "--cert", "p256.pem", "--key", "p256.key",
+      "--cert", "rsa.pem", "--key", "rsa.key",
+      "--legacy-sha1-signatures",
+    ]);
+    expect(certsOnly).toMatchObject({
+      psks: [],
+      certificates: [
+        { cert: "p256.pem", key: "p256.key" },
+        { cert: "rsa.pem", key: "rsa.key" },
+      ],
+      legacySha1Signatures: true,
+    });
+    const both = parseServeArgs(["--listen", "127.0.0.1:0", "--psk", "a:01", "--key", "k", "--cert", "c"]);
+    expect(both.psks.map((p) => p.identity)).toEqual(["a"]);
+    expect(both).toMatchObject({ certificates: [{ cert: "c", key: "k" }], legacySha1Signatures: false });
+    expect(parseServeArgs(["--listen", "127.0.0.1:0", "--psk", "a:01"])).toMatchObject({ certificates: [], legacySha1Signatures: false });
+  });
 });
 
 describe("parseConnectArgs", () => {
   it("parses a full command line", () => {
     const config = parseConnectArgs(["127.0.0.1:5684", "--psk", `dev1:${KEY}`, "--timeout", "2000", "--wait", "0", "--mtu", "1400"]);
     expect(config.target).toEqual({ host: "127.0.0.1", port: 5684 });
-    expect(config.psk.identity).toBe("dev1");
+    expect(config.psk?.identity).toBe("dev1");
     expect(config).toMatchObject({ timeoutMs: 2000, waitMs: 0, mtu: 1400, suites: undefined });
   });
 
@@ -78,7 +107,13 @@ describe("parseConnectArgs", () => {
 
   it.each([
     [["--psk", "a:01"], "missing HOST:PORT (see 'dtlspush dtls connect --help')"],
-    [["127.0.0.1:5684"], "missing --psk ID:HEXKEY (see 'dtlspush dtls connect --help')"],
+    [["127.0.0.1:5684"], "missing --psk ID:HEXKEY, --ca FILE or --fingerprint SHA256HEX (see 'dtlspush dtls connect --help')"],
+    [["127.0.0.1:1", "--ca", ""], "--ca: the file name is empty"],
+    [["127.0.0.1:1", "--fingerprint", "abcd"], "--fingerprint: a SHA-256 fingerprint has 64 hex digits, got 4"],
+    [["127.0.0.1:1", "--ca", "ca.pem", "--fingerprint", "ab".repeat(32)], "--ca and --fingerprint: give one (with a pinned fingerprint the CA is not used)"],
+    [["127.0.0.1:1", "--fingerprint", "ab".repeat(32), "--servername", "x"], "--servername: the name is not checked with --fingerprint (the pin alone decides)"],
+    [["127.0.0.1:1", "--psk", "a:01", "--servername", "x"], "--servername: only with --ca (it names what the server certificate must be issued for)"],
+    [["127.0.0.1:1", "--ca", "ca.pem", "--servername", "bad name"], "--servername: 'bad name' is not a valid host name or IP address"],
     [["127.0.0.1:0", "--psk", "a:01"], "HOST:PORT: port 0 is out of range (1-65535)"],
     [["127.0.0.1:1", "--psk", "a:01", "--psk", "b:02"], "--psk: give it once (a client has one identity)"],
     [["127.0.0.1:1", "--psk", "a:01", "--timeout", "0"], "--timeout: 0 is out of range (1-86400000)"],
@@ -87,6 +122,23 @@ describe("parseConnectArgs", () => {
     [["127.0.0.1:1", "--psk", "a:01", "--echo"], "unknown option '--echo' (see 'dtlspush dtls connect --help')"],
   ])("rejects %j", (argv, message) => {
     expect(usageMessage(() => parseConnectArgs(argv))).toBe(message);
+  });
+
+  it("takes certificate trust instead of (or with) a PSK", () => {
+    const fp = "AB:".repeat(31) + "AB";
+    expect(parseConnectArgs(["localhost:5684", "--ca", "ca.pem"])).toMatchObject({
+      psk: undefined,
+      caFile: "ca.pem",
+      fingerprint: undefined,
+      servername: undefined,
+    });
+    expect(parseConnectArgs(["localhost:5684", "--ca", "ca.pem", "--servername", "dtls.example.com", "--psk", "a:01"])).toMatchObject({
+      psk: { identity: "a" },
+      caFile: "ca.pem",
+      servername: "dtls.example.com",
+    });
+    expect(parseConnectArgs(["127.0.0.1:5684", "--fingerprint", fp])).toMatchObject({ caFile: undefined, fingerprint: "ab".repeat(32) });
+    expect(parseConnectArgs(["127.0.0.1:5684", "--psk", "a:01"])).toMatchObject({ caFile: undefined, fingerprint: undefined, servername: undefined });
   });
 });
 

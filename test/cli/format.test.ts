@@ -6,6 +6,9 @@ import {
   formatEstablished,
   formatHandshakeError,
   formatPayload,
+  formatServerCertificate,
+  formatSubject,
+  isPskSuite,
 } from "../../src/cli/format.ts";
 
 const info = {
@@ -56,5 +59,38 @@ describe("log lines", () => {
     const sub = Buffer.from("xxabc").subarray(2);
     expect(formatPayload(new Uint8Array([0xc3])).startsWith("hex=")).toBe(true);
     expect(formatPayload(sub)).toBe('text="abc"');
+  });
+});
+
+describe("certificates in log lines", () => {
+  const cert = { subject: "CN=localhost\nO=dtlspush", fingerprint256: "ab".repeat(32) };
+  const ecdsa = { ...info, identity: "", suite: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" };
+
+  it("renders a subject on one line", () => {
+    expect(formatSubject("CN=localhost\nO=dtlspush")).toBe("CN=localhost, O=dtlspush");
+    expect(formatSubject("CN=x")).toBe("CN=x");
+    expect(formatSubject("")).toBe("");
+  });
+
+  it("tells PSK suites apart", () => {
+    expect(isPskSuite("TLS_PSK_WITH_AES_128_CCM_8")).toBe(true);
+    expect(isPskSuite("TLS_ECDHE_PSK_WITH_AES_128_GCM_SHA256")).toBe(true);
+    expect(isPskSuite("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256")).toBe(false);
+    expect(isPskSuite("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256")).toBe(false);
+  });
+
+  it("established: nothing extra for PSK, peer-cert=none or the certificate for certificate suites", () => {
+    expect(formatEstablished({ ...info, peerCertificate: undefined })).toBe(formatEstablished(info));
+    expect(formatEstablished(ecdsa)).toBe(
+      'established peer=127.0.0.1:50000 identity="" suite=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 ems=yes peer-cert=none',
+    );
+    expect(formatEstablished({ ...ecdsa, peerCertificate: cert })).toBe(
+      `established peer=127.0.0.1:50000 identity="" suite=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 ems=yes peer-subject="CN=localhost, O=dtlspush" peer-sha256=${"ab".repeat(32)}`,
+    );
+  });
+
+  it("server-cert line", () => {
+    expect(formatServerCertificate(info)).toBeUndefined();
+    expect(formatServerCertificate({ ...ecdsa, peerCertificate: cert })).toBe(`server-cert subject="CN=localhost, O=dtlspush" sha256=${"ab".repeat(32)}`);
   });
 });
