@@ -94,10 +94,8 @@ export function certificateIdentity(cert: Certificate, source: IdentitySource): 
   switch (source) {
     case "fingerprint":
       return cert.fingerprint256;
-    case "cn": {
-      const line = cert.subject.split("\n").find((l) => l.startsWith("CN="));
-      return line === undefined ? undefined : line.slice(3);
-    }
+    case "cn":
+      return cert.commonName;
     case "san-uri": {
       const uri = (cert.subjectAltName ?? "").split(", ").find((e) => e.startsWith("URI:"));
       return uri === undefined ? undefined : uri.slice(4);

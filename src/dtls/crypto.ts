@@ -329,7 +329,10 @@ export interface Signer {
 
 /** Loads a PEM (PKCS#8, SEC1 or PKCS#1) private key; throws with the reason when it is not one. */
 export function loadPrivateKey(pem: string | Uint8Array): Signer {
-  const key = createPrivateKey(typeof pem === "string" ? pem : Buffer.from(pem));
+  const text = typeof pem === "string" ? pem : Buffer.from(pem).toString("utf8");
+  if (!/-----BEGIN (?:RSA |EC |ENCRYPTED )?PRIVATE KEY-----/.test(text)) throw new Error("holds no PEM private key");
+  if (text.includes("ENCRYPTED PRIVATE KEY")) throw new Error("the private key is encrypted; give an unencrypted PEM key");
+  const key = createPrivateKey(text);
   const { keyType, curve } = keyDescription(key);
   return {
     keyType,
@@ -345,7 +348,10 @@ export function loadPrivateKey(pem: string | Uint8Array): Signer {
 /** A parsed X.509 certificate, as the handshake needs it. */
 export interface Certificate {
   readonly der: Uint8Array;
+  /** The subject on one line, e.g. "CN=localhost, O=dtlspush". */
   readonly subject: string;
+  /** The subject's common name, if it has one. */
+  readonly commonName: string | undefined;
   readonly issuer: string;
   /** SHA-256 of the DER, lower-case hex without colons. */
   readonly fingerprint256: string;
@@ -370,10 +376,13 @@ export function parseCertificate(der: Uint8Array): Certificate {
   const x = new X509Certificate(Buffer.from(der));
   const pub = x.publicKey;
   const { keyType, curve } = keyDescription(pub);
+  const oneLine = (dn: string): string => dn.split("\n").join(", ");
+  const cn = x.subject.split("\n").find((l) => l.startsWith("CN="));
   return {
     der,
-    subject: x.subject,
-    issuer: x.issuer,
+    subject: oneLine(x.subject),
+    commonName: cn === undefined ? undefined : cn.slice(3),
+    issuer: oneLine(x.issuer),
     fingerprint256: x.fingerprint256.replaceAll(":", "").toLowerCase(),
     notBefore: new Date(x.validFrom),
     notAfter: new Date(x.validTo),
