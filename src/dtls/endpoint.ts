@@ -14,7 +14,7 @@ import { Outbox } from "./outbox.ts";
 import { certificateIdentity, normalizeFingerprint, verifyChain, type IdentitySource, type TrustOptions } from "./cert-verify.ts";
 import { subjectNameDer } from "./der.ts";
 import { ClientHandshake, type ClientAuth } from "./handshake-client.ts";
-import { loadPrivateKey, parseCertificate, pemCertificates, type Certificate } from "./crypto.ts";
+import { loadPrivateKey, parseCertificate, pemCertificates, type Certificate, type EcdhGroup } from "./crypto.ts";
 import {
   DEFAULT_MTU,
   DEFAULT_RETRANSMIT,
@@ -67,6 +67,8 @@ export interface ListenOptions {
     certificate: { readonly subject: string; readonly fingerprint256: string },
   ) => { code: "certificate_revoked" | "access_denied" | "bad_certificate"; message: string } | undefined;
   suites?: readonly SuiteName[];
+  /** ECDHE groups in preference order (default x25519, secp256r1, secp384r1). */
+  groups?: readonly EcdhGroup[];
   mtu?: number;
   requireExtendedMasterSecret?: boolean;
   maxHandshakes?: number;
@@ -94,6 +96,8 @@ export interface ConnectOptions {
   /** Name (DNS or IP) the server certificate must be issued for; default `host`. Not checked with a fingerprint pin. */
   servername?: string;
   suites?: readonly SuiteName[];
+  /** ECDHE groups to offer, in order (default x25519, secp256r1, secp384r1). */
+  groups?: readonly EcdhGroup[];
   mtu?: number;
   requireExtendedMasterSecret?: boolean;
   /** Whole-handshake limit; the connect promise rejects with code "timeout". */
@@ -213,6 +217,7 @@ function serverCoreConfig(opts: ListenOptions): ServerCoreConfig {
     suites,
     certificates,
     legacySha1Signatures: opts.legacySha1Signatures ?? false,
+    groups: opts.groups,
     clientAuth,
     clientCaNames: clientAnchors.map((c) => subjectNameDer(c.der)),
     verifyClient,
@@ -391,6 +396,7 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
       "client",
       {
         suites,
+        groups: opts.groups,
         mtu,
         requireExtendedMasterSecret: opts.requireExtendedMasterSecret ?? false,
         retransmit: { ...DEFAULT_RETRANSMIT, ...opts.retransmit },

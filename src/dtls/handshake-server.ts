@@ -108,11 +108,13 @@ export class ServerHandshake implements HandshakeDriver {
     this.psk = auth.psk;
     this.auth = auth;
     this.nextSendSeq = helloMessageSeq;
-    const choice = chooseServerParameters(hello, host.config.suites, host.config.requireExtendedMasterSecret, {
-      psk: auth.psk !== undefined,
-      certificates: auth.certificates,
-      legacySha1: auth.legacySha1Signatures,
-    });
+    const choice = chooseServerParameters(
+      hello,
+      host.config.suites,
+      host.config.requireExtendedMasterSecret,
+      { psk: auth.psk !== undefined, certificates: auth.certificates, legacySha1: auth.legacySha1Signatures },
+      host.config.groups,
+    );
     const transcript = new Transcript();
     transcript.add(encodeHandshake(HandshakeType.client_hello, helloMessageSeq, helloBody));
     const serverRandom = randomBytes(32);

@@ -3,5 +3,7 @@ export { listen, connect, DtlsServer, type ListenOptions, type ConnectOptions } 
 export { DtlsConnection, type DtlsConnectionInfo, type PeerAddress, type CloseReason } from "./dtls-connection.ts";
 export { DtlsError } from "./errors.ts";
 export { SUITE_NAMES, parseSuiteList, isSuiteName, type SuiteName } from "./suites.ts";
-export { DEFAULT_MTU, MIN_MTU, DEFAULT_RETRANSMIT, type RetransmitPolicy } from "./options.ts";
+export { DEFAULT_MTU, MIN_MTU, DEFAULT_RETRANSMIT, type RetransmitPolicy, type ClientAuthMode } from "./options.ts";
+export type { EcdhGroup } from "./crypto.ts";
+export type { IdentitySource } from "./cert-verify.ts";
 export type { ServerStats } from "./server-core.ts";

@@ -61,6 +61,7 @@ export function chooseServerParameters(
   preference: readonly CipherSuite[],
   requireEms: boolean,
   creds: ServerCredentials = { psk: true, certificates: [], legacySha1: false },
+  groups: readonly EcdhGroup[] = GROUPS.map((g) => g.name),
 ): ServerChoice {
   if (!supportsDtls12(hello.version)) {
     throw alertError("protocol_version", `client offers DTLS version 0x${hello.version.toString(16)}, DTLS 1.2 is required`);
@@ -69,7 +70,7 @@ export function chooseServerParameters(
     throw alertError("illegal_parameter", "client does not offer the null compression method");
   }
   const offered = new Set(hello.cipherSuites);
-  const group = commonGroup(hello);
+  const group = commonGroup(hello, groups);
   const sigExt = findExtension(hello.extensions, ExtensionType.signature_algorithms);
   const sigAlgs = sigExt === undefined ? undefined : decodeSignatureAlgorithms(sigExt.data);
   const groupsExt = findExtension(hello.extensions, ExtensionType.supported_groups);
@@ -123,13 +124,19 @@ export function chooseServerParameters(
  * means the client takes any (RFC 8422 4): then secp256r1, the most widely
  * implemented. A client whose ec_point_formats lacks "uncompressed" gets none.
  */
-function commonGroup(hello: ClientHello): ServerChoice["group"] {
+function commonGroup(hello: ClientHello, ours: readonly EcdhGroup[]): ServerChoice["group"] {
   const formats = findExtension(hello.extensions, ExtensionType.ec_point_formats);
   if (formats !== undefined && !decodeEcPointFormats(formats.data).includes(0)) return undefined;
+  const preference = groupsByName(ours);
   const ext = findExtension(hello.extensions, ExtensionType.supported_groups);
-  if (ext === undefined) return GROUPS.find((g) => g.name === "secp256r1");
+  if (ext === undefined) return preference.find((g) => g.name === "secp256r1");
   const theirs = new Set(decodeSupportedGroups(ext.data));
-  return GROUPS.find((g) => theirs.has(g.id));
+  return preference.find((g) => theirs.has(g.id));
+}
+
+/** The given groups with their code points, in the given order. */
+export function groupsByName(names: readonly EcdhGroup[]): { readonly id: number; readonly name: EcdhGroup }[] {
+  return names.map((n) => GROUPS.find((g) => g.name === n)).filter((g): g is (typeof GROUPS)[number] => g !== undefined);
 }
 
 const CURVE_GROUP: Record<string, number> = { "P-256": 23, "P-384": 24, "P-521": 25 };

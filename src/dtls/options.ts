@@ -1,4 +1,4 @@
-import type { Certificate, Signer } from "./crypto.ts";
+import type { Certificate, EcdhGroup, Signer } from "./crypto.ts";
 import type { DtlsError } from "./errors.ts";
 import type { CipherSuite, SuiteName } from "./suites.ts";
 
@@ -37,6 +37,8 @@ export interface ConnectionConfig {
   readonly retransmit: RetransmitPolicy;
   /** Close after this long without an authenticated record from the peer; 0 = never. */
   readonly idleTimeoutMs: number;
+  /** ECDHE groups: what a client offers, in a server's preference order. Default x25519, secp256r1, secp384r1. */
+  readonly groups?: readonly EcdhGroup[] | undefined;
 }
 
 /** What an established connection tells the layers above. */

@@ -118,3 +118,31 @@ describe("ECDHE_PSK handshakes over the pipe", () => {
     expect(p256.derive(generateEcdh("secp384r1").publicKey)).toBeNull();
   });
 });
+
+describe("configured groups", () => {
+  function groupOf(serverGroups?: ("x25519" | "secp256r1" | "secp384r1")[], clientGroups?: ("x25519" | "secp256r1" | "secp384r1")[]) {
+    const p = new Pipe({}, { suites: ECDHE, ...(serverGroups ? { groups: serverGroups } : {}) });
+    let group: number | undefined;
+    const orig = p.enqueue.bind(p);
+    p.enqueue = (to, d) => {
+      if (to === "client") {
+        for (const r of parseRecords(d)) {
+          if (r.type !== 22 || r.epoch !== 0) continue;
+          for (const f of parseHandshakeFragments(r.body)) {
+            if (f.msgType === HandshakeType.server_key_exchange) group = decodeEcdhePskServerParams(f.body).group;
+          }
+        }
+      }
+      orig(to, d);
+    };
+    p.startClient({ suites: ECDHE, ...(clientGroups ? { groups: clientGroups } : {}) });
+    expect(p.runUntilEstablished()).toBe(true);
+    return group;
+  }
+
+  it("a client offering only secp256r1 gets P-256; a server preferring secp256r1 picks it over x25519", () => {
+    expect(groupOf(undefined, ["secp256r1"])).toBe(NamedGroup.secp256r1);
+    expect(groupOf(["secp256r1", "x25519"])).toBe(NamedGroup.secp256r1);
+    expect(groupOf()).toBe(NamedGroup.x25519);
+  });
+});
