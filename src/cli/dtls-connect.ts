@@ -7,6 +7,7 @@ import {
   formatHostPort,
   parseCommandLine,
   parseHostPort,
+  parseCertKeyPairs,
   parseFingerprint,
   parseInteger,
   parsePsk,
@@ -14,10 +15,18 @@ import {
   stringListOption,
   stringOption,
 } from "./args.ts";
-import type { HostPort, OptionSpecs, PskEntry } from "./args.ts";
+import type { CertKeyFiles, HostPort, OptionSpecs, PskEntry } from "./args.ts";
 import { PROGRAM, formatHelp } from "./command.ts";
 import type { CliIo, LeafCommand } from "./command.ts";
-import { describeDtlsError, loadDtls, readOptionFile, resolveSuites } from "./dtls-engine.ts";
+import {
+  MUTUAL_AUTH_EXAMPLE,
+  certificateOptionMessage,
+  describeDtlsError,
+  loadDtls,
+  readCertKeyFiles,
+  readOptionFile,
+  resolveSuites,
+} from "./dtls-engine.ts";
 import { CliError, UsageError, describeError, errorCode } from "./errors.ts";
 import { formatConnected, formatReason, formatServerCertificate } from "./format.ts";
 
@@ -51,6 +60,15 @@ const OPTIONS: OptionSpecs = {
       "(64 hex digits, colons allowed) instead of a CA; offers the certificate\n" +
       "suites. The name is not checked, the validity period is",
   },
+  cert: {
+    type: "string",
+    value: "FILE",
+    description:
+      "PEM device certificate chain (leaf first), sent when the server asks\n" +
+      "for a client certificate; give --key FILE with it. Only with --ca or\n" +
+      "--fingerprint (certificate suites)",
+  },
+  key: { type: "string", value: "FILE", description: "PEM private key of --cert" },
   servername: {
     type: "string",
     value: "NAME",
@@ -80,6 +98,8 @@ export interface ConnectConfig {
   readonly fingerprint: string | undefined;
   /** `--servername`; undefined means the host. */
   readonly servername: string | undefined;
+  /** `--cert`/`--key` (read by run): our certificate chain and key, for servers that ask. */
+  readonly certificate: CertKeyFiles | undefined;
   /** Raw `--suites` value; resolved by the engine's parser. */
   readonly suites: string | undefined;
   readonly mtu: number | undefined;
@@ -106,6 +126,10 @@ export function parseConnectArgs(argv: readonly string[]): ConnectConfig {
   if (caFile !== undefined && fingerprint !== undefined) {
     throw new UsageError("--ca and --fingerprint: give one (with a pinned fingerprint the CA is not used)");
   }
+  const [certificate] = parseCertKeyPairs(stringListOption(values, "cert"), stringListOption(values, "key"));
+  if (certificate !== undefined && caFile === undefined && fingerprint === undefined) {
+    throw new UsageError("--cert/--key: only with --ca or --fingerprint (a client certificate is sent in the certificate suites)");
+  }
   const servernameText = stringOption(values, "servername");
   const servername = servernameText === undefined ? undefined : parseServerName(servernameText);
   if (servername !== undefined && caFile === undefined) {
@@ -126,6 +150,7 @@ export function parseConnectArgs(argv: readonly string[]): ConnectConfig {
     caFile,
     fingerprint,
     servername,
+    certificate,
     suites,
     mtu: mtuText === undefined ? undefined : parseInteger(mtuText, "--mtu", MTU_RANGE),
     timeoutMs:
@@ -143,6 +168,7 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
   const suites = resolveSuites(dtls, config.suites);
   const where = formatHostPort(config.target.host, config.target.port);
   const ca = config.caFile === undefined ? undefined : await readOptionFile("--ca", config.caFile);
+  const own = config.certificate === undefined ? undefined : await readCertKeyFiles(config.certificate);
 
   let conn: Awaited<ReturnType<typeof dtls.connect>>;
   try {
@@ -153,12 +179,13 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
       ...(ca !== undefined ? { ca } : {}),
       ...(config.fingerprint !== undefined ? { fingerprint: config.fingerprint } : {}),
       ...(config.servername !== undefined ? { servername: config.servername } : {}),
+      ...(own !== undefined ? { cert: own.cert, key: own.key } : {}),
       ...(suites !== undefined ? { suites } : {}),
       ...(config.mtu !== undefined ? { mtu: config.mtu } : {}),
       timeoutMs: config.timeoutMs,
     });
   } catch (e) {
-    if (errorCode(e) === "bad_option") throw new CliError(optionErrorMessage(describeDtlsError(e), config.caFile));
+    if (errorCode(e) === "bad_option") throw new CliError(optionErrorMessage(describeDtlsError(e), config.caFile, config.certificate));
     throw new CliError(`handshake with ${where} failed: ${describeDtlsError(e)}`);
   }
   return await new Promise<number>((resolve) => {
@@ -238,8 +265,9 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
   });
 }
 
-/** The engine's option errors name `ca`; say which --ca file instead. */
-function optionErrorMessage(message: string, caFile: string | undefined): string {
+/** The engine's option errors name `ca` and `certificates[0]` (our --cert/--key); say which files instead. */
+function optionErrorMessage(message: string, caFile: string | undefined, certificate: CertKeyFiles | undefined): string {
+  if (certificate !== undefined && message.startsWith("certificates[")) return certificateOptionMessage(message, [certificate]);
   if (caFile === undefined) return message;
   return message.replace(/^ca(:| holds)/, (_m, rest: string) => `--ca ${caFile}${rest === ":" ? ":" : ": holds"}`);
 }
@@ -252,8 +280,8 @@ export const dtlsConnectCommand: LeafCommand = {
     formatHelp({
       usage: [
         `${COMMAND} HOST:PORT --psk ID:HEXKEY [options]`,
-        `${COMMAND} HOST:PORT --ca FILE [--servername NAME] [options]`,
-        `${COMMAND} HOST:PORT --fingerprint SHA256HEX [options]`,
+        `${COMMAND} HOST:PORT --ca FILE [--servername NAME] [--cert FILE --key FILE] [options]`,
+        `${COMMAND} HOST:PORT --fingerprint SHA256HEX [--cert FILE --key FILE] [options]`,
       ],
       description:
         "Connects to a DTLS 1.2 server with a pre-shared key (PSK suites) and/or\n" +
@@ -262,6 +290,9 @@ export const dtlsConnectCommand: LeafCommand = {
         "preceded by 'server-cert subject=\"CN=…, O=…\" sha256=HEX' when the server\n" +
         "sent a certificate. A certificate that fails verification ends the handshake\n" +
         "(unknown_ca, certificate_expired, bad_certificate; exit 1).\n" +
+        "With --cert/--key the client sends that certificate when the server asks for\n" +
+        "one; a server that requires one and gets none (or refuses it) ends the\n" +
+        "handshake with an alert (alert_received; exit 1).\n" +
         "Each line of standard input is sent as one application record; each record\n" +
         "received is printed as one line on standard output. When standard input\n" +
         "ends, waits for replies (--wait), then closes with close_notify and exits 0.",
@@ -272,6 +303,7 @@ export const dtlsConnectCommand: LeafCommand = {
         `${COMMAND} [::1]:5684 --psk device-1:0102 --suites TLS_PSK_WITH_AES_128_GCM_SHA256 --wait 2000`,
         `echo hello | ${COMMAND} 127.0.0.1:5684 --ca certs/ca.pem --servername localhost`,
       ],
+      notes: MUTUAL_AUTH_EXAMPLE,
     }),
   run,
 };

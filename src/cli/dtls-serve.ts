@@ -15,7 +15,15 @@ import {
 import type { CertKeyFiles, HostPort, OptionSpecs, PskEntry } from "./args.ts";
 import { PROGRAM, formatHelp } from "./command.ts";
 import type { CliIo, LeafCommand } from "./command.ts";
-import { describeDtlsError, loadDtls, readOptionFile, resolveSuites } from "./dtls-engine.ts";
+import {
+  MUTUAL_AUTH_EXAMPLE,
+  certificateOptionMessage,
+  describeDtlsError,
+  loadDtls,
+  readCertKeyFiles,
+  readOptionFile,
+  resolveSuites,
+} from "./dtls-engine.ts";
 import { CliError, UsageError, describeError, errorCode } from "./errors.ts";
 import {
   formatClosed,
@@ -55,6 +63,30 @@ const OPTIONS: OptionSpecs = {
       "--cert, and the server picks a chain per client",
   },
   key: { type: "string", multiple: true, value: "FILE", description: "PEM private key of the preceding --cert" },
+  "client-auth": {
+    type: "string",
+    value: "MODE",
+    description:
+      "Client certificates (certificate suites, so only with --cert/--key):\n" +
+      "none (default: not asked for), request (asked for; a client may send\n" +
+      "none, but one it sends must verify) or require (a client without a\n" +
+      "valid certificate fails the handshake). request and require need --ca",
+  },
+  ca: {
+    type: "string",
+    value: "FILE",
+    description:
+      "PEM CA certificate(s) client certificates must lead to (with\n" +
+      "--client-auth request or require); their names are sent to clients",
+  },
+  "client-identity": {
+    type: "string",
+    value: "SOURCE",
+    description:
+      "Where a client certificate's device identity (identity=) comes from:\n" +
+      "cn (subject common name; default), san-uri (first SAN URI, e.g.\n" +
+      "urn:dtlspush:device:ID) or fingerprint (SHA-256, lowercase hex)",
+  },
   "legacy-sha1-signatures": {
     type: "boolean",
     description:
@@ -74,12 +106,23 @@ const OPTIONS: OptionSpecs = {
   help: { type: "boolean", short: "h", description: "Show this help" },
 };
 
+const CLIENT_AUTH_MODES = ["none", "request", "require"] as const;
+export type ClientAuthMode = (typeof CLIENT_AUTH_MODES)[number];
+const CLIENT_IDENTITY_SOURCES = ["cn", "san-uri", "fingerprint"] as const;
+export type ClientIdentitySource = (typeof CLIENT_IDENTITY_SOURCES)[number];
+
 export interface ServeConfig {
   readonly listen: HostPort;
   readonly psks: readonly PskEntry[];
   /** Certificate chain and key files, in the order given. */
   readonly certificates: readonly CertKeyFiles[];
   readonly legacySha1Signatures: boolean;
+  /** `--client-auth`: whether client certificates are asked for. */
+  readonly clientAuth: ClientAuthMode;
+  /** `--ca` file name (read by run): the CAs client certificates must lead to. */
+  readonly clientCaFile: string | undefined;
+  /** `--client-identity`: where a client certificate's device identity comes from. */
+  readonly clientIdentity: ClientIdentitySource;
   readonly echo: boolean;
   /** Raw `--suites` value; resolved by the engine's parser. */
   readonly suites: string | undefined;
@@ -104,6 +147,7 @@ export function parseServeArgs(argv: readonly string[]): ServeConfig {
   if (legacySha1Signatures && certificates.length === 0) {
     throw new UsageError("--legacy-sha1-signatures: only with --cert/--key (PSK suites sign nothing)");
   }
+  const { clientAuth, clientCaFile, clientIdentity } = parseClientAuth(values, certificates.length > 0);
   const mtuText = stringOption(values, "mtu");
   const pskHint = stringOption(values, "psk-hint");
   if (pskHint !== undefined) {
@@ -118,6 +162,9 @@ export function parseServeArgs(argv: readonly string[]): ServeConfig {
     psks,
     certificates,
     legacySha1Signatures,
+    clientAuth,
+    clientCaFile,
+    clientIdentity,
     echo: booleanOption(values, "echo"),
     suites,
     mtu: mtuText === undefined ? undefined : parseInteger(mtuText, "--mtu", MTU_RANGE),
@@ -126,11 +173,41 @@ export function parseServeArgs(argv: readonly string[]): ServeConfig {
   };
 }
 
+/** `--client-auth`, `--ca` and `--client-identity`: client certificates, asked for only in the certificate suites. */
+function parseClientAuth(
+  values: Parameters<typeof stringOption>[0],
+  haveCertificates: boolean,
+): Pick<ServeConfig, "clientAuth" | "clientCaFile" | "clientIdentity"> {
+  const modeText = stringOption(values, "client-auth");
+  const clientCaFile = stringOption(values, "ca");
+  const sourceText = stringOption(values, "client-identity");
+  const given = modeText !== undefined ? "--client-auth" : clientCaFile !== undefined ? "--ca" : sourceText !== undefined ? "--client-identity" : undefined;
+  if (given !== undefined && !haveCertificates) {
+    throw new UsageError(`${given}: only with --cert/--key (client certificates are asked for in the certificate suites)`);
+  }
+  const clientAuth = modeText === undefined ? "none" : CLIENT_AUTH_MODES.find((m) => m === modeText);
+  if (clientAuth === undefined) throw new UsageError(`--client-auth: '${modeText ?? ""}' is not one of ${CLIENT_AUTH_MODES.join(", ")}`);
+  const clientIdentity = sourceText === undefined ? "cn" : CLIENT_IDENTITY_SOURCES.find((m) => m === sourceText);
+  if (clientIdentity === undefined) {
+    throw new UsageError(`--client-identity: '${sourceText ?? ""}' is not one of ${CLIENT_IDENTITY_SOURCES.join(", ")}`);
+  }
+  if (clientCaFile === "") throw new UsageError("--ca: the file name is empty");
+  if (clientAuth !== "none" && clientCaFile === undefined) {
+    throw new UsageError(`--client-auth ${clientAuth}: needs --ca FILE (the CAs client certificates must lead to)`);
+  }
+  if (clientAuth === "none") {
+    if (clientCaFile !== undefined) throw new UsageError("--ca: only with --client-auth request or require (client certificates are not asked for)");
+    if (sourceText !== undefined) throw new UsageError("--client-identity: only with --client-auth request or require (client certificates are not asked for)");
+  }
+  return { clientAuth, clientCaFile, clientIdentity };
+}
+
 async function run(argv: readonly string[], io: CliIo): Promise<number> {
   const config = parseServeArgs(argv);
   const dtls = await loadDtls();
   const suites = resolveSuites(dtls, config.suites);
   const certificates = await readCertificates(config.certificates);
+  const clientCa = config.clientCaFile === undefined ? undefined : await readOptionFile("--ca", config.clientCaFile);
   const log = (line: string): void => {
     io.stdout.write(`${line}\n`);
   };
@@ -163,12 +240,16 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
             }
           : {}),
         ...(certificates.length > 0 ? { certificates, legacySha1Signatures: config.legacySha1Signatures } : {}),
+        ...(config.clientAuth !== "none" ? { clientAuth: config.clientAuth, clientIdentity: config.clientIdentity } : {}),
+        ...(clientCa !== undefined ? { clientCa } : {}),
         ...(suites !== undefined ? { suites } : {}),
         ...(config.mtu !== undefined ? { mtu: config.mtu } : {}),
         requireExtendedMasterSecret: config.requireEms,
       });
     } catch (e) {
-      if (errorCode(e) === "bad_option") throw new CliError(optionErrorMessage(describeDtlsError(e), config.certificates));
+      if (errorCode(e) === "bad_option") {
+        throw new CliError(optionErrorMessage(describeDtlsError(e), config.certificates, config.clientCaFile));
+      }
       throw new CliError(`cannot listen on ${where}: ${describeDtlsError(e)}`);
     }
 
@@ -215,26 +296,20 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
 /** Reads every --cert/--key pair, in order (a file that cannot be read is a one-line error, exit 1). */
 async function readCertificates(files: readonly CertKeyFiles[]): Promise<{ cert: Uint8Array; key: Uint8Array }[]> {
   const out: { cert: Uint8Array; key: Uint8Array }[] = [];
-  for (const pair of files) {
-    const key = await readOptionFile("--key", pair.key);
-    if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(key.toString("latin1"))) {
-      throw new CliError(`--key ${pair.key}: holds no PEM private key`);
-    }
-    out.push({ cert: await readOptionFile("--cert", pair.cert), key });
-  }
+  for (const pair of files) out.push(await readCertKeyFiles(pair));
   return out;
 }
 
 /**
  * The engine names certificate pairs by index ("certificates[1]: the private key
- * does not belong to …"); say which --cert/--key files instead.
+ * does not belong to …") and the client CAs `clientCa`; say which files instead.
  */
-export function optionErrorMessage(message: string, files: readonly CertKeyFiles[]): string {
-  const m = /^certificates\[(\d+)\](\.cert)?:?\s*/.exec(message);
-  const pair = m === null ? undefined : files[Number(m[1])];
-  if (m === null || pair === undefined) return message;
-  const rest = message.slice(m[0].length);
-  return m[2] !== undefined ? `--cert ${pair.cert}: ${rest}` : `--cert ${pair.cert} --key ${pair.key}: ${rest}`;
+export function optionErrorMessage(message: string, files: readonly CertKeyFiles[], clientCaFile?: string): string {
+  if (clientCaFile !== undefined) {
+    const m = /^clientCa(:| holds)/.exec(message);
+    if (m !== null) return `--ca ${clientCaFile}${m[1] === ":" ? ":" : ": holds"}${message.slice(m[0].length)}`;
+  }
+  return certificateOptionMessage(message, files);
 }
 
 function errorFields(e: unknown): { code?: unknown; alert?: unknown; message?: unknown } {
@@ -251,6 +326,7 @@ export const dtlsServeCommand: LeafCommand = {
       usage: [
         `${COMMAND} --listen HOST:PORT --psk ID:HEXKEY [--psk ID:HEXKEY ...] [options]`,
         `${COMMAND} --listen HOST:PORT --cert FILE --key FILE [--cert FILE --key FILE ...] [options]`,
+        `${COMMAND} --listen HOST:PORT --cert FILE --key FILE --ca FILE --client-auth request|require [options]`,
       ],
       description:
         "Runs a DTLS 1.2 server with pre-shared keys, certificates, or both (each\n" +
@@ -258,6 +334,11 @@ export const dtlsServeCommand: LeafCommand = {
         "line per established session (peer, identity, suite, extended master\n" +
         "secret; certificate suites add the client certificate or 'peer-cert=none'),\n" +
         "per closed session and per failed handshake.\n" +
+        "With --client-auth request|require the server asks for a client certificate\n" +
+        "leading to a --ca certificate; identity= is then the device identity taken\n" +
+        "from it (--client-identity), and a missing (require), untrusted, expired or\n" +
+        "non-client certificate fails the handshake (handshake_failure, unknown_ca,\n" +
+        "certificate_expired, unsupported_certificate).\n" +
         "With --echo every application record goes back to its sender; otherwise\n" +
         "each record is printed. SIGINT/SIGTERM send close_notify to every peer and exit 0.",
       options: OPTIONS,
@@ -267,6 +348,7 @@ export const dtlsServeCommand: LeafCommand = {
         `${COMMAND} --listen 127.0.0.1:5684 --cert certs/server-p256.pem --key certs/server-p256.key \\\n` +
           "      --cert certs/server-rsa.pem --key certs/server-rsa.key --echo",
       ],
+      notes: MUTUAL_AUTH_EXAMPLE,
     }),
   run,
 };
