@@ -5,111 +5,25 @@
  * and `certs device` in a temporary directory; plus openssl s_client with a
  * device certificate when openssl is on PATH.
  */
-import { spawn, spawnSync } from "node:child_process";
-import type { ChildProcessWithoutNullStreams } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import {
+  BIN,
+  collect,
+  HAVE_ENGINE,
+  HAVE_OPENSSL,
+  killChildren,
+  ROOT,
+  run,
+  start,
+  waitFor,
+  type Result,
+  type Server,
+} from "./cli-process.ts";
 
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const BIN = join(ROOT, "bin", "dtlspush.js");
-const HAVE_ENGINE = existsSync(join(ROOT, "src", "dtls", "index.ts"));
-const HAVE_OPENSSL = spawnSync("openssl", ["version"], { encoding: "utf8" }).status === 0;
-const EXIT_TIMEOUT_MS = 15_000;
-
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-const children = new Set<ChildProcessWithoutNullStreams>();
-
-function start(command: string, args: readonly string[]): ChildProcessWithoutNullStreams {
-  const child = spawn(command, [...args], { cwd: ROOT, env: { ...process.env, DTLSPUSH_DEBUG: "" } });
-  children.add(child);
-  child.on("exit", () => children.delete(child));
-  return child;
-}
-
-interface Collected {
-  stdout: () => string;
-  stderr: () => string;
-  done: Promise<Result>;
-}
-
-function collect(child: ChildProcessWithoutNullStreams): Collected {
-  let stdout = "";
-  let stderr = "";
-  child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
-  child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
-  const done = new Promise<Result>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`'${child.spawnargs.join(" ")}' did not exit within ${EXIT_TIMEOUT_MS} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`));
-    }, EXIT_TIMEOUT_MS);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-  // A process we kill on purpose must not be reported as an unhandled rejection.
-  done.catch(() => {});
-  return { stdout: () => stdout, stderr: () => stderr, done };
-}
-
-function run(args: readonly string[], input = ""): Promise<Result> {
-  const child = start(process.execPath, [BIN, ...args]);
-  const out = collect(child);
-  child.stdin.end(input);
-  return out.done;
-}
-
-/** Resolves when `pattern` matches the accumulated output; rejects if the process exits first. */
-function waitFor(get: () => string, child: ChildProcessWithoutNullStreams, pattern: RegExp, timeoutMs = 10_000): Promise<RegExpMatchArray> {
-  return new Promise((resolve, reject) => {
-    const check = (): boolean => {
-      const m = pattern.exec(get());
-      if (m === null) return false;
-      cleanup();
-      resolve(m);
-      return true;
-    };
-    const onExit = (): void => {
-      if (check()) return;
-      cleanup();
-      reject(new Error(`process exited before ${pattern}; output so far:\n${get()}`));
-    };
-    const timer = setTimeout(() => {
-      cleanup();
-      reject(new Error(`timed out waiting for ${pattern}; output so far:\n${get()}`));
-    }, timeoutMs);
-    const onData = (): void => void check();
-    const cleanup = (): void => {
-      clearTimeout(timer);
-      child.stdout.off("data", onData);
-      child.stderr.off("data", onData);
-      child.off("close", onExit);
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.on("close", onExit);
-    setImmediate(check);
-  });
-}
-
-interface Server {
-  child: ChildProcessWithoutNullStreams;
-  out: Collected;
-  port: number;
-}
-
-afterEach(() => {
-  for (const child of children) child.kill("SIGKILL");
-  children.clear();
-});
+afterEach(killChildren);
 
 describe.skipIf(!HAVE_ENGINE)("dtlspush dtls serve/connect with client certificates", () => {
   let work: string;
