@@ -1,0 +1,235 @@
+/**
+ * What `listen` and `connect` take, checked and turned into the sans-I/O
+ * cores' configuration: credentials loaded once (PEM to KeyObjects and parsed
+ * certificates), the usable suites, the verifiers for peer certificates.
+ * Errors here are DtlsError "bad_option", raised before any socket exists.
+ */
+import type { Clock } from "../util/clock.ts";
+import { certificateIdentity, normalizeFingerprint, verifyChain, type IdentitySource, type TrustOptions } from "./cert-verify.ts";
+import { loadPrivateKey, parseCertificate, pemCertificates, type Certificate, type EcdhGroup } from "./crypto.ts";
+import { subjectNameDer } from "./der.ts";
+import { alertError, DtlsError } from "./errors.ts";
+import type { ClientAuth } from "./handshake-client.ts";
+import {
+  DEFAULT_MTU,
+  DEFAULT_RETRANSMIT,
+  MIN_MTU,
+  type ClientAuthMode,
+  type ClientPskConfig,
+  type ClientVerdict,
+  type ConnectionConfig,
+  type RetransmitPolicy,
+  type ServerCredential,
+} from "./options.ts";
+import type { ServerCoreConfig } from "./server-core.ts";
+import { SUITE_NAMES, suiteByName, usesPsk, type CipherSuite, type SuiteName } from "./suites.ts";
+
+/** A PEM certificate chain (leaf first) and the leaf's PEM private key. */
+export interface CertificateKeyPair {
+  cert: string | Uint8Array;
+  key: string | Uint8Array;
+}
+
+export interface ListenOptions {
+  host?: string;
+  port?: number;
+  /** Pre-shared keys; at least one of psk and certificates is required. */
+  psk?: {
+    keys?: ReadonlyMap<string, Uint8Array>;
+    lookup?: (identity: string) => Uint8Array | undefined;
+    hint?: string;
+  };
+  /** Certificate chains; the server picks one per client by its suites, groups and signature algorithms. */
+  certificates?: readonly CertificateKeyPair[];
+  /**
+   * Sign the ServerKeyExchange with SHA-1 for clients that send no
+   * signature_algorithms (RFC 5246 defaults; @nodertc/dtls is one). Off by
+   * default: SHA-1 signatures are forgeable in principle and refused by current
+   * security policies.
+   */
+  legacySha1Signatures?: boolean;
+  /** Client certificates with certificate suites: "none" (default), "request", or "require". */
+  clientAuth?: ClientAuthMode;
+  /** PEM CA certificate(s) client chains must lead to; required unless clientAuth is "none". */
+  clientCa?: string | Uint8Array;
+  /** Where a client certificate's device identity comes from: subject CN (default), first SAN URI, or SHA-256 fingerprint. */
+  clientIdentity?: IdentitySource;
+  /**
+   * The layer above's say on a verified client certificate (e.g. revocation):
+   * undefined accepts; a refusal fails the handshake with that alert.
+   */
+  authorizeClient?: (
+    identity: string,
+    certificate: { readonly subject: string; readonly fingerprint256: string },
+  ) => { code: "certificate_revoked" | "access_denied" | "bad_certificate"; message: string } | undefined;
+  suites?: readonly SuiteName[];
+  /** ECDHE groups in preference order (default x25519, secp256r1, secp384r1). */
+  groups?: readonly EcdhGroup[];
+  mtu?: number;
+  requireExtendedMasterSecret?: boolean;
+  maxHandshakes?: number;
+  maxSessions?: number;
+  idleTimeoutMs?: number;
+  retransmit?: Partial<RetransmitPolicy>;
+  clock?: Clock;
+}
+
+export interface ConnectOptions {
+  host: string;
+  port: number;
+  /** Our certificate chain (PEM, leaf first) and key, sent when the server asks for one. */
+  cert?: string | Uint8Array;
+  key?: string | Uint8Array;
+  /** A pre-shared key; with it the client offers the PSK suites. */
+  psk?: ClientPskConfig;
+  /**
+   * Trust for certificate suites (offered only when one of these is given):
+   * `ca`, PEM CA certificate(s) the server's chain must lead to, or
+   * `fingerprint`, the SHA-256 of the server's leaf certificate (hex; colons ignored).
+   */
+  ca?: string | Uint8Array;
+  fingerprint?: string;
+  /** Name (DNS or IP) the server certificate must be issued for; default `host`. Not checked with a fingerprint pin. */
+  servername?: string;
+  suites?: readonly SuiteName[];
+  /** ECDHE groups to offer, in order (default x25519, secp256r1, secp384r1). */
+  groups?: readonly EcdhGroup[];
+  mtu?: number;
+  requireExtendedMasterSecret?: boolean;
+  /** Whole-handshake limit; the connect promise rejects with code "timeout". */
+  timeoutMs?: number;
+  idleTimeoutMs?: number;
+  retransmit?: Partial<RetransmitPolicy>;
+  clock?: Clock;
+}
+
+function checkMtu(mtu: number): number {
+  if (!Number.isInteger(mtu) || mtu < MIN_MTU || mtu > 65507) {
+    throw new DtlsError("bad_option", `mtu must be an integer from ${MIN_MTU} to 65507, got ${mtu}`);
+  }
+  return mtu;
+}
+
+function loadCredentials(pairs: readonly CertificateKeyPair[]): ServerCredential[] {
+  return pairs.map((pair, i) => {
+    const text = typeof pair.cert === "string" ? pair.cert : Buffer.from(pair.cert).toString("utf8");
+    const ders = pemCertificates(text);
+    if (ders.length === 0) throw new DtlsError("bad_option", `certificates[${i}].cert holds no PEM certificate`);
+    let chain;
+    let signer;
+    try {
+      chain = ders.map(parseCertificate);
+      signer = loadPrivateKey(pair.key);
+    } catch (e) {
+      throw new DtlsError("bad_option", `certificates[${i}]: ${(e as Error).message}`);
+    }
+    if (!(chain[0] as Certificate).matchesPrivateKey(pair.key)) {
+      throw new DtlsError("bad_option", `certificates[${i}]: the private key does not belong to the certificate ${(chain[0] as Certificate).subject}`);
+    }
+    return { chain, signer };
+  });
+}
+
+/** The suites an endpoint can use with its credentials, in the caller's (or the default) order. */
+export function usableSuites(requested: readonly SuiteName[] | undefined, psk: boolean, certs: readonly ServerCredential[]): CipherSuite[] {
+  const all = (requested ?? SUITE_NAMES).map(suiteByName);
+  return all.filter((s) => {
+    if (usesPsk(s)) return psk;
+    return certs.some((c) => (s.keyExchange === "ecdhe_rsa") === (c.signer.keyType === "rsa"));
+  });
+}
+
+export function serverCoreConfig(opts: ListenOptions): ServerCoreConfig {
+  const keys = opts.psk?.keys;
+  const lookup = opts.psk?.lookup ?? (keys ? (id: string) => keys.get(id) : undefined);
+  if (opts.psk !== undefined && lookup === undefined) throw new DtlsError("bad_option", "psk.keys or psk.lookup is required");
+  const certificates = loadCredentials(opts.certificates ?? []);
+  if (lookup === undefined && certificates.length === 0) throw new DtlsError("bad_option", "give psk keys or certificates (or both)");
+  const suites = usableSuites(opts.suites, lookup !== undefined, certificates);
+  if (suites.length === 0) throw new DtlsError("bad_option", "none of the requested suites can be used with the given keys and certificates");
+  const clientAuth = opts.clientAuth ?? "none";
+  const clientAnchors = opts.clientCa === undefined ? [] : pemAnchors(opts.clientCa, "clientCa");
+  if (clientAuth !== "none" && clientAnchors.length === 0) throw new DtlsError("bad_option", `clientAuth "${clientAuth}" needs clientCa`);
+  const source = opts.clientIdentity ?? "cn";
+  const authorize = opts.authorizeClient;
+  const verifyClient = (chain: readonly Certificate[]): ClientVerdict => {
+    const bad = verifyChain(chain, { anchors: clientAnchors }, new Date(), "client");
+    if (bad !== undefined) return bad;
+    const leaf = chain[0] as Certificate;
+    const identity = certificateIdentity(leaf, source);
+    if (identity === undefined || identity === "") {
+      return alertError("bad_certificate", `client certificate ${leaf.subject} has no ${source === "cn" ? "subject CN" : "SAN URI"} to name the device`);
+    }
+    const refusal = authorize?.(identity, { subject: leaf.subject, fingerprint256: leaf.fingerprint256 });
+    return refusal === undefined ? { identity } : alertError(refusal.code, refusal.message);
+  };
+  return {
+    suites,
+    certificates,
+    legacySha1Signatures: opts.legacySha1Signatures ?? false,
+    groups: opts.groups,
+    clientAuth,
+    clientCaNames: clientAnchors.map((c) => subjectNameDer(c.der)),
+    verifyClient,
+    mtu: checkMtu(opts.mtu ?? DEFAULT_MTU),
+    requireExtendedMasterSecret: opts.requireExtendedMasterSecret ?? false,
+    retransmit: { ...DEFAULT_RETRANSMIT, ...opts.retransmit },
+    idleTimeoutMs: opts.idleTimeoutMs ?? 300_000,
+    psk: lookup === undefined ? undefined : { lookup, hint: opts.psk?.hint },
+    maxHandshakes: opts.maxHandshakes ?? 1000,
+    maxSessions: opts.maxSessions ?? 100_000,
+  };
+}
+
+function pemAnchors(pem: string | Uint8Array, what: string): Certificate[] {
+  const text = typeof pem === "string" ? pem : Buffer.from(pem).toString("utf8");
+  let anchors: Certificate[];
+  try {
+    anchors = pemCertificates(text).map(parseCertificate);
+  } catch (e) {
+    throw new DtlsError("bad_option", `${what}: ${(e as Error).message}`);
+  }
+  if (anchors.length === 0) throw new DtlsError("bad_option", `${what} holds no PEM certificate`);
+  return anchors;
+}
+
+/** The client connection's configuration and credentials; only the suites its credentials can serve. */
+export function clientConfig(opts: ConnectOptions): { config: ConnectionConfig; auth: ClientAuth } {
+  const mtu = checkMtu(opts.mtu ?? DEFAULT_MTU);
+  const auth = clientAuth(opts);
+  const suites = (opts.suites ?? SUITE_NAMES)
+    .map(suiteByName)
+    .filter((s) => (usesPsk(s) ? auth.psk !== undefined : auth.verifyServer !== undefined));
+  if (suites.length === 0) {
+    throw new DtlsError("bad_option", "no usable suite: give psk for the PSK suites, or ca/fingerprint for the certificate suites");
+  }
+  return {
+    auth,
+    config: {
+      suites,
+      groups: opts.groups,
+      mtu,
+      requireExtendedMasterSecret: opts.requireExtendedMasterSecret ?? false,
+      retransmit: { ...DEFAULT_RETRANSMIT, ...opts.retransmit },
+      idleTimeoutMs: opts.idleTimeoutMs ?? 0,
+    },
+  };
+}
+
+function clientAuth(opts: ConnectOptions): ClientAuth {
+  const anchors = opts.ca === undefined ? [] : pemAnchors(opts.ca, "ca");
+  if ((opts.cert === undefined) !== (opts.key === undefined)) throw new DtlsError("bad_option", "cert and key go together");
+  const certificate = opts.cert !== undefined && opts.key !== undefined ? loadCredentials([{ cert: opts.cert, key: opts.key }])[0] : undefined;
+  if (opts.fingerprint !== undefined && !/^[0-9a-f]{64}$/.test(normalizeFingerprint(opts.fingerprint))) {
+    throw new DtlsError("bad_option", "fingerprint must be a SHA-256 fingerprint: 64 hex digits, colons allowed");
+  }
+  const trust: TrustOptions | undefined =
+    opts.ca !== undefined || opts.fingerprint !== undefined
+      ? { anchors, fingerprint: opts.fingerprint, servername: opts.servername ?? opts.host }
+      : undefined;
+  return {
+    psk: opts.psk,
+    certificate,
+    verifyServer: trust === undefined ? undefined : (chain) => verifyChain(chain, trust, new Date()),
+  };
+}
