@@ -1,6 +1,7 @@
 import { EventEmitter } from "node:events";
 import type { Connection } from "./connection.ts";
 import type { DtlsError } from "./errors.ts";
+import type { EcdhGroup } from "./crypto.ts";
 import type { ConnectionInfo } from "./options.ts";
 import type { SuiteName } from "./suites.ts";
 
@@ -15,6 +16,8 @@ export interface DtlsConnectionInfo {
   readonly identity: string;
   readonly suite: SuiteName;
   readonly extendedMasterSecret: boolean;
+  /** The ECDHE group ("x25519", "secp256r1", "secp384r1") for suites with an ephemeral key exchange. */
+  readonly group?: EcdhGroup | undefined;
   /** The peer's leaf certificate, when it presented one. */
   readonly peerCertificate?: { readonly subject: string; readonly fingerprint256: string } | undefined;
 }

@@ -14,7 +14,7 @@
 import { copyBytes } from "../util/bytes.ts";
 import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";
 import { concatBytes } from "../util/bytes.ts";
-import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, SignatureScheme, type Certificate, type SecretKey } from "./crypto.ts";
+import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, SignatureScheme, type Certificate, type EcdhGroup, type SecretKey } from "./crypto.ts";
 import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
 import { alertError, unexpectedMessage, type DtlsError } from "./errors.ts";
 import { encodeHandshake } from "./handshake-codec.ts";
@@ -79,7 +79,7 @@ interface Negotiated {
 /** What the ServerKeyExchange gave: the hint, and for ECDHE suites the shared secret and our public key. */
 interface ServerKeyExchange {
   readonly hint: Uint8Array;
-  readonly ecdh: { readonly z: Uint8Array; readonly publicKey: Uint8Array } | undefined;
+  readonly ecdh: { readonly z: Uint8Array; readonly publicKey: Uint8Array; readonly group: EcdhGroup } | undefined;
 }
 
 /** The server's second flight as it arrives (RFC 5246 7.3 order). */
@@ -102,7 +102,12 @@ export interface ClientAuth {
 type ClientState =
   | ({ readonly kind: "await_server_hello"; readonly cookieRounds: number } & Hello)
   | ({ readonly kind: "await_server_hello_done" } & ServerFlight & Negotiated)
-  | ({ readonly kind: "await_finished"; readonly master: SecretKey; readonly certificate: Certificate | undefined } & Negotiated)
+  | ({
+      readonly kind: "await_finished";
+      readonly master: SecretKey;
+      readonly certificate: Certificate | undefined;
+      readonly group: EcdhGroup | undefined;
+    } & Negotiated)
   | { readonly kind: "done" };
 
 /** A server that keeps sending HelloVerifyRequests is refused after this many. */
@@ -284,7 +289,7 @@ export class ClientHandshake implements HandshakeDriver {
     const ours = generateEcdh(groupName);
     const z = ours.derive(peerPublic);
     if (z === null) throw alertError("illegal_parameter", "the server's ECDH public key is invalid");
-    return { hint, ecdh: { z, publicKey: ours.publicKey } };
+    return { hint, ecdh: { z, publicKey: ours.publicKey, group: groupName } };
   }
 
   private onServerHelloDone(s: Extract<ClientState, { kind: "await_server_hello_done" }>, msg: HandshakeMessage, now: number): void {
@@ -335,7 +340,7 @@ export class ClientHandshake implements HandshakeDriver {
     const verify = finishedVerifyData(hashAlg, master, "client finished", s.transcript.hash(hashAlg));
     const finSeq = this.nextSendSeq++;
     s.transcript.add(encodeHandshake(HandshakeType.finished, finSeq, verify));
-    this.state = { ...s, kind: "await_finished", master, certificate: s.certificate };
+    this.state = { ...s, kind: "await_finished", master, certificate: s.certificate, group: ecdh?.group };
     this.host.installKeys(
       new RecordProtection(s.suite, keys.serverKey, keys.serverIv),
       new RecordProtection(s.suite, keys.clientKey, keys.clientIv),
@@ -356,6 +361,7 @@ export class ClientHandshake implements HandshakeDriver {
         identity: this.identityName,
         suite: s.suite.name,
         extendedMasterSecret: s.ems,
+        group: s.group,
         peerCertificate: s.certificate === undefined ? undefined : { subject: s.certificate.subject, fingerprint256: s.certificate.fingerprint256 },
       },
       now,

@@ -12,7 +12,7 @@
  */
 import { concatBytes, copyBytes } from "../util/bytes.ts";
 import { HandshakeType, ProtocolVersion } from "./constants.ts";
-import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, type Certificate, type EcdhKeyPair, type SecretKey } from "./crypto.ts";
+import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, type Certificate, type EcdhGroup, type EcdhKeyPair, type SecretKey } from "./crypto.ts";
 import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
 import { alertError, unexpectedMessage } from "./errors.ts";
 import { encodeHandshake } from "./handshake-codec.ts";
@@ -55,6 +55,7 @@ interface Negotiated {
   /** Our ephemeral ECDH key, for ECDHE_PSK suites. */
   readonly ecdh: EcdhKeyPair | undefined;
   readonly ems: boolean;
+  readonly group: EcdhGroup | undefined;
   readonly clientRandom: Uint8Array;
   readonly serverRandom: Uint8Array;
   readonly transcript: Transcript;
@@ -169,6 +170,7 @@ export class ServerHandshake implements HandshakeDriver {
       client: { kind: choice.credential !== undefined && auth.clientAuth !== "none" ? "requested" : "none" },
       suite: choice.suite,
       ecdh,
+      group: choice.group?.name,
       ems: choice.extendedMasterSecret,
       clientRandom: copyBytes(hello.random),
       serverRandom,
@@ -310,6 +312,7 @@ export class ServerHandshake implements HandshakeDriver {
         identity: s.identity,
         suite: s.suite.name,
         extendedMasterSecret: s.ems,
+        group: s.group,
         peerCertificate: s.peer === undefined ? undefined : { subject: s.peer.subject, fingerprint256: s.peer.fingerprint256 },
       },
       now,

@@ -47,6 +47,8 @@ export interface ConnectionInfo {
   readonly identity: string;
   readonly suite: SuiteName;
   readonly extendedMasterSecret: boolean;
+  /** The ECDHE group, for suites with an ephemeral key exchange. */
+  readonly group?: EcdhGroup | undefined;
   /** The peer's certificate (leaf), when it presented one. */
   readonly peerCertificate?: { readonly subject: string; readonly fingerprint256: string } | undefined;
 }

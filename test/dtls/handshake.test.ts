@@ -8,7 +8,9 @@ describe("PSK handshake over an in-memory pipe", () => {
       const p = new Pipe();
       p.startClient({ suites: suites(name) });
       expect(p.runUntilEstablished()).toBe(true);
-      expect(p.clientInfo).toEqual({ identity: "device-1", suite: name, extendedMasterSecret: true });
+      const group = name.startsWith("TLS_ECDHE") ? "x25519" : undefined;
+      expect(p.clientInfo).toEqual({ identity: "device-1", suite: name, extendedMasterSecret: true, group, peerCertificate: undefined });
+      expect(p.serverSession?.info.group).toBe(group);
       expect(p.serverSession?.info.suite).toBe(name);
       p.client.send(new TextEncoder().encode("ping"));
       p.run(1000);

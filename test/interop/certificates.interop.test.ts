@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { connect, listen, type DtlsConnection, type DtlsServer, type SuiteName } from "../../src/dtls/index.ts";
 import { createCertificateAuthority, issueDeviceCertificate, issueServerCertificate, type IssuedCertificate } from "../../src/pki/index.ts";
-import { closeAllClients, connectNodertc } from "./clients.ts";
+import { closeAllClients, connectNodertc, connectWerift } from "./clients.ts";
 import { freeUdpPort, killAllPeers, peerAvailable, spawnPeer, startGnutlsServer } from "./peers.ts";
 
 const OPENSSL = peerAvailable("openssl");
@@ -177,6 +177,27 @@ describe("certificates: our server <- @nodertc/dtls (P-384 chain, legacy SHA-1 s
       expect(session.info.suite).toBe("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256");
       c.send("hello-nodertc");
       expect((await c.messages.next(WAIT)).toString()).toBe("dtlspush:hello-nodertc");
+    },
+    T,
+  );
+});
+
+describe("certificates: our server <- werift-dtls", () => {
+  it(
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 over x25519, data both ways",
+    async () => {
+      const srv = await certServer(["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"], ["p256", "rsa2048"]);
+      const c = await connectWerift(srv.port);
+      try {
+        const session = await srv.session;
+        expect(session.info.suite).toBe("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256");
+        expect(session.info.group).toBe("x25519");
+        expect(c.suite).toBe(0xc02b);
+        c.send("hello-werift");
+        expect((await c.messages.next(WAIT)).toString()).toBe("dtlspush:hello-werift");
+      } finally {
+        await c.close();
+      }
     },
     T,
   );

@@ -368,3 +368,80 @@ export function connectNodertc(o: NodertcOptions): Promise<NodertcClient> {
     });
   });
 }
+
+// ---------------------------------------------------------------------------
+// werift-dtls 0.5.8: its package entry is broken (lib/index.js is missing), so
+// the client and the UDP transport are loaded from their files. It offers only
+// TLS_ECDHE_ECDSA/RSA_WITH_AES_128_GCM_SHA256 over x25519 or secp256r1.
+
+interface WeriftEvent<T extends unknown[]> {
+  subscribe(fn: (...args: T) => void): unknown;
+}
+
+interface WeriftClient {
+  readonly onConnect: WeriftEvent<[]>;
+  readonly onData: WeriftEvent<[Buffer]>;
+  readonly onError: WeriftEvent<[Error]>;
+  readonly cipher: { cipherSuite?: number } | undefined;
+  connect(): Promise<void>;
+  send(data: Buffer): void;
+  close(): void;
+}
+
+interface WeriftTransport {
+  rinfo?: { address: string; port: number };
+  close(): Promise<void>;
+}
+
+interface WeriftModules {
+  DtlsClient: new (options: { transport: WeriftTransport }) => WeriftClient;
+  UdpTransport: { init(type: "udp4"): Promise<WeriftTransport> };
+}
+
+function weriftModules(): WeriftModules {
+  const { DtlsClient } = requireCjs("werift-dtls/lib/dtls/src/index.js") as Pick<WeriftModules, "DtlsClient">;
+  const { UdpTransport } = requireCjs("werift-dtls/lib/common/src/transport.js") as Pick<WeriftModules, "UdpTransport">;
+  return { DtlsClient, UdpTransport };
+}
+
+export interface WeriftConnection {
+  readonly messages: MessageQueue;
+  /** The IANA code point werift negotiated. */
+  readonly suite: number | undefined;
+  send(data: string): void;
+  close(): Promise<void>;
+}
+
+/** Connects a werift-dtls client (certificate suites only; it does not check our chain). */
+export async function connectWerift(port: number, timeoutMs = 10_000): Promise<WeriftConnection> {
+  const { DtlsClient, UdpTransport } = weriftModules();
+  const transport = await UdpTransport.init("udp4");
+  transport.rinfo = { address: "127.0.0.1", port };
+  const client = new DtlsClient({ transport });
+  const messages = new MessageQueue();
+  client.onData.subscribe((d) => messages.push(d));
+  const close = async (): Promise<void> => {
+    client.close();
+    await transport.close();
+  };
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      void close();
+      reject(new Error(`werift-dtls did not connect within ${timeoutMs} ms`));
+    }, timeoutMs);
+    client.onConnect.subscribe(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+    client.onError.subscribe((e) => {
+      clearTimeout(timer);
+      void close();
+      reject(e);
+    });
+    client.connect().catch((e: unknown) => {
+      clearTimeout(timer);
+      reject(e instanceof Error ? e : new Error(String(e)));
+    });
+  });
+  return { messages, suite: client.cipher?.cipherSuite, send: (d) => client.send(Buffer.from(d)), close };
+}
