@@ -59,7 +59,8 @@ export function verifyChain(chain: readonly Certificate[], trust: TrustOptions, 
     const bad = checkValidity(cur, now, role);
     if (bad !== undefined) return bad;
     if (trust.anchors.some((a) => a.fingerprint256 === cur.fingerprint256)) break;
-    const anchor = trust.anchors.find((a) => a.isCA && cur.issuedBy(a));
+    const named = trust.anchors.filter((a) => a.isCA && cur.namesIssuer(a));
+    const anchor = named.find((a) => cur.issuedBy(a));
     if (anchor !== undefined) {
       const badAnchor = checkValidity(anchor, now, "CA");
       if (badAnchor !== undefined) return badAnchor;
@@ -67,6 +68,10 @@ export function verifyChain(chain: readonly Certificate[], trust: TrustOptions, 
     }
     const next = chain.find((c, i) => i > 0 && c.isCA && c !== cur && cur.issuedBy(c));
     if (next === undefined || depth >= MAX_DEPTH) {
+      if (named.length > 0 || chain.some((c, i) => i > 0 && c !== cur && c.isCA && cur.namesIssuer(c))) {
+        // The issuer is known by name, but its key did not sign this certificate.
+        return alertError("decrypt_error", `${role} certificate ${cur.subject}: the signature of its issuer ${cur.issuer} does not verify`);
+      }
       return alertError("unknown_ca", `${role} certificate ${cur.subject} (issuer ${cur.issuer}) does not lead to a trusted CA`);
     }
     cur = next;

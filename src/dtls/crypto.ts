@@ -214,11 +214,18 @@ export interface EcdhKeyPair {
   derive(peerPublic: Uint8Array): Uint8Array | null;
 }
 
+function x25519FromPrivate(d: Uint8Array): { privateKey: KeyObject; publicKey: KeyObject } {
+  const privateKey = createPrivateKey({ key: { kty: "OKP", crv: "X25519", d: b64u(d), x: "" }, format: "jwk" });
+  return { privateKey, publicKey: createPublicKey(privateKey) };
+}
+
 const b64u = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("base64url");
 
-export function generateEcdh(group: EcdhGroup): EcdhKeyPair {
+/** An ephemeral key pair: a fresh one, or (for known-answer tests) one from a raw x25519 private key. */
+export function generateEcdh(group: EcdhGroup, x25519PrivateKey?: Uint8Array): EcdhKeyPair {
   if (group === "x25519") {
-    const { privateKey, publicKey } = generateKeyPairSync("x25519");
+    const { privateKey, publicKey } =
+      x25519PrivateKey === undefined ? generateKeyPairSync("x25519") : x25519FromPrivate(x25519PrivateKey);
     const x = Buffer.from(publicKey.export({ format: "jwk" }).x as string, "base64url");
     return {
       publicKey: x,
@@ -365,7 +372,9 @@ export interface Certificate {
   readonly extendedKeyUsage: readonly string[] | undefined;
   /** Verifies a handshake signature made with this certificate's key. */
   verifySignature(scheme: number, data: Uint8Array, signature: Uint8Array): boolean;
-  /** True when `issuer`'s key signed this certificate and its issuer name matches. */
+  /** True when `issuer`'s subject (and key identifier, if any) is this certificate's issuer. */
+  namesIssuer(issuer: Certificate): boolean;
+  /** True when `issuer` names this certificate's issuer and its key signed it. */
   issuedBy(issuer: Certificate): boolean;
   matchesPrivateKey(pem: string | Uint8Array): boolean;
   checkHost(name: string): boolean;
@@ -400,6 +409,9 @@ export function parseCertificate(der: Uint8Array): Certificate {
       } catch {
         return false;
       }
+    },
+    namesIssuer(issuer) {
+      return x.checkIssued(new X509Certificate(Buffer.from(issuer.der)));
     },
     issuedBy(issuer) {
       const ix = new X509Certificate(Buffer.from(issuer.der));
