@@ -44,6 +44,9 @@ const EKU = { server: "1.3.6.1.5.5.7.3.1", client: "1.3.6.1.5.5.7.3.2", any: "2.
 export function verifyChain(chain: readonly Certificate[], trust: TrustOptions, now: Date, role: "server" | "client" = "server"): DtlsError | undefined {
   const leaf = chain[0];
   if (leaf === undefined) return alertError("bad_certificate", `the ${role} sent no certificate`);
+  if (leaf.keyUsage !== undefined && !leaf.keyUsage.digitalSignature) {
+    return alertError("unsupported_certificate", `${role} certificate ${leaf.subject} has a keyUsage without digitalSignature, so it cannot sign the handshake`);
+  }
   const eku = leaf.extendedKeyUsage;
   if (eku !== undefined && !eku.includes(EKU[role]) && !eku.includes(EKU.any)) {
     return alertError("unsupported_certificate", `${role} certificate ${leaf.subject} is not for ${role} authentication (extended key usage ${eku.join(", ")})`);
@@ -59,14 +62,14 @@ export function verifyChain(chain: readonly Certificate[], trust: TrustOptions, 
     const bad = checkValidity(cur, now, role);
     if (bad !== undefined) return bad;
     if (trust.anchors.some((a) => a.fingerprint256 === cur.fingerprint256)) break;
-    const named = trust.anchors.filter((a) => a.isCA && cur.namesIssuer(a));
+    const named = trust.anchors.filter((a) => a.isCA && a.keyUsage?.keyCertSign !== false && cur.namesIssuer(a));
     const anchor = named.find((a) => cur.issuedBy(a));
     if (anchor !== undefined) {
       const badAnchor = checkValidity(anchor, now, "CA");
       if (badAnchor !== undefined) return badAnchor;
       break;
     }
-    const next = chain.find((c, i) => i > 0 && c.isCA && c !== cur && cur.issuedBy(c));
+    const next = chain.find((c, i) => i > 0 && c.isCA && c.keyUsage?.keyCertSign !== false && c !== cur && cur.issuedBy(c));
     if (next === undefined || depth >= MAX_DEPTH) {
       if (named.length > 0 || chain.some((c, i) => i > 0 && c !== cur && c.isCA && cur.namesIssuer(c))) {
         // The issuer is known by name, but its key did not sign this certificate.

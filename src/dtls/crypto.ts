@@ -24,6 +24,8 @@ import {
   type KeyObject,
 } from "node:crypto";
 
+import { keyUsage, type KeyUsage } from "./der.ts";
+
 export type HashName = "sha256" | "sha384";
 export type AeadName = "aes-128-gcm" | "aes-256-gcm" | "aes-128-ccm" | "aes-128-ccm8" | "chacha20-poly1305";
 
@@ -368,6 +370,8 @@ export interface Certificate {
   readonly keyType: KeyType;
   readonly curve: Curve | undefined;
   readonly subjectAltName: string | undefined;
+  /** keyUsage bits, or undefined when the certificate has no such extension (any use). */
+  readonly keyUsage: KeyUsage | undefined;
   /** Extended key usage OIDs, or undefined when the certificate has no such extension (any use). */
   readonly extendedKeyUsage: readonly string[] | undefined;
   /** Verifies a handshake signature made with this certificate's key. */
@@ -399,6 +403,7 @@ export function parseCertificate(der: Uint8Array): Certificate {
     keyType,
     curve,
     subjectAltName: x.subjectAltName,
+    keyUsage: keyUsage(der),
     // Node names the extended key usage list `keyUsage`.
     extendedKeyUsage: x.keyUsage,
     verifySignature(scheme, data, signature) {

@@ -50,3 +50,34 @@ export function subjectNameDer(certDer: Uint8Array): Uint8Array {
   if (subject === undefined || subject.tag !== 0x30) throw new DecodeError("certificate without a subject Name");
   return subject.all;
 }
+
+/** The keyUsage bits that matter to a handshake (RFC 5280 4.2.1.3). */
+export interface KeyUsage {
+  readonly digitalSignature: boolean;
+  readonly keyCertSign: boolean;
+}
+
+const KEY_USAGE_OID = [0x55, 0x1d, 0x0f]; // 2.5.29.15
+
+/** The certificate's keyUsage, or undefined when it has no such extension (any use allowed). */
+export function keyUsage(certDer: Uint8Array): KeyUsage | undefined {
+  const cert = readTlv(certDer, 0);
+  const tbs = children(cert.content)[0];
+  if (tbs === undefined) throw new DecodeError("certificate without tbsCertificate");
+  const extensionsField = children(tbs.content).find((f) => f.tag === 0xa3);
+  if (extensionsField === undefined) return undefined;
+  const list = children(extensionsField.content)[0];
+  if (list === undefined) return undefined;
+  for (const ext of children(list.content)) {
+    const parts = children(ext.content);
+    const oid = parts[0];
+    const value = parts[parts.length - 1];
+    if (oid === undefined || value === undefined || oid.tag !== 0x06) continue;
+    if (oid.content.length !== 3 || !KEY_USAGE_OID.every((b, i) => oid.content[i] === b)) continue;
+    const bits = readTlv(value.content, 0);
+    if (bits.tag !== 0x03 || bits.content.length < 2) throw new DecodeError("malformed keyUsage");
+    const first = bits.content[1] as number;
+    return { digitalSignature: (first & 0x80) !== 0, keyCertSign: (first & 0x04) !== 0 };
+  }
+  return undefined;
+}

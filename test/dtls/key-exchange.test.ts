@@ -1,3 +1,7 @@
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { verifyChain } from "../../src/dtls/cert-verify.ts";
 import { generateEcdh, loadPrivateKey, parseCertificate, pemCertificates, SignatureScheme, type Certificate } from "../../src/dtls/crypto.ts";
@@ -93,5 +97,42 @@ describe("certificate path checks", () => {
     // The P-256 server certificate (CA:FALSE) as the "issuer" of another: no path.
     const bad = verifyChain([...chain(pki.p384.certPem), ...chain(pki.p256.certPem)], { anchors: [] }, new Date());
     expect(bad?.code).toBe("unknown_ca");
+  });
+});
+
+describe("keyUsage", () => {
+  it("is read from the project's own certificates: leaves sign, the CA signs certificates", () => {
+    const [leaf, ca] = chain(pki.p256.chainPem) as [Certificate, Certificate];
+    expect(leaf.keyUsage).toEqual({ digitalSignature: true, keyCertSign: false });
+    expect(ca.keyUsage?.keyCertSign).toBe(true);
+  });
+
+  const openssl = spawnSync("openssl", ["version"]).status === 0;
+  it.skipIf(!openssl)("refuses a leaf whose keyUsage lacks digitalSignature, and a CA whose keyUsage lacks keyCertSign", () => {
+    if (!openssl) console.warn("openssl is not installed: keyUsage refusal test skipped");
+    const dir = mkdtempSync(join(tmpdir(), "dtlspush-ku-"));
+    try {
+      const sh = (args: string[]): void => {
+        const r = spawnSync("openssl", args, { cwd: dir, encoding: "utf8" });
+        if (r.status !== 0) throw new Error(`openssl ${args.join(" ")}: ${r.stderr}`);
+      };
+      const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+      // A proper CA, and a "CA" that may not sign certificates.
+      sh(["req", "-x509", ...ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=ku CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
+      sh(["req", "-x509", ...ec, "-keyout", "weak.key", "-out", "weak.pem", "-days", "2", "-subj", "/CN=weak CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,digitalSignature"]);
+      sh(["req", ...ec, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost"]);
+      writeFileSync(join(dir, "noSign.ext"), "subjectAltName=DNS:localhost\nkeyUsage=critical,keyAgreement\n");
+      writeFileSync(join(dir, "ok.ext"), "subjectAltName=DNS:localhost\nkeyUsage=critical,digitalSignature\n");
+      sh(["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "nosign.pem", "-days", "1", "-extfile", "noSign.ext"]);
+      sh(["x509", "-req", "-in", "leaf.csr", "-CA", "weak.pem", "-CAkey", "weak.key", "-CAcreateserial", "-out", "fromweak.pem", "-days", "1", "-extfile", "ok.ext"]);
+      sh(["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "ok.pem", "-days", "1", "-extfile", "ok.ext"]);
+      const read = (f: string): Certificate[] => chain(readFileSync(join(dir, f), "utf8"));
+      const trust = (ca: string) => ({ anchors: read(ca), servername: "localhost" });
+      expect(verifyChain(read("ok.pem"), trust("ca.pem"), new Date())).toBeUndefined();
+      expect(verifyChain(read("nosign.pem"), trust("ca.pem"), new Date())?.code).toBe("unsupported_certificate");
+      expect(verifyChain(read("fromweak.pem"), trust("weak.pem"), new Date())?.code).toBe("unknown_ca");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
