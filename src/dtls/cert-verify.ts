@@ -72,8 +72,12 @@ export function verifyChain(chain: readonly Certificate[], trust: TrustOptions, 
     const next = chain.find((c, i) => i > 0 && c.isCA && c.keyUsage?.keyCertSign !== false && c !== cur && cur.issuedBy(c));
     if (next === undefined || depth >= MAX_DEPTH) {
       if (named.length > 0 || chain.some((c, i) => i > 0 && c !== cur && c.isCA && cur.namesIssuer(c))) {
-        // The issuer is known by name, but its key did not sign this certificate.
-        return alertError("decrypt_error", `${role} certificate ${cur.subject}: the signature of its issuer ${cur.issuer} does not verify`);
+        // A CA of that name is known but its key did not sign this: most often another CA with the same
+        // name (every development CA is "dtlspush development CA"), else a forged signature.
+        return alertError(
+          "unknown_ca",
+          `${role} certificate ${cur.subject} was not signed by the configured CA named ${cur.issuer} (another CA with the same name, or a bad signature)`,
+        );
       }
       return alertError("unknown_ca", `${role} certificate ${cur.subject} (issuer ${cur.issuer}) does not lead to a trusted CA`);
     }

@@ -85,12 +85,13 @@ describe("certificate path checks", () => {
     expect(bad?.message).toMatch(/not valid before/);
   });
 
-  it("a certificate whose signature was tampered with: decrypt_error", () => {
+  it("a certificate whose signature was tampered with: unknown_ca, saying the named CA did not sign it", () => {
     const leaf = chain(pki.p256.certPem)[0] as Certificate;
     const der = new Uint8Array(leaf.der);
     der[der.length - 3] = (der[der.length - 3] as number) ^ 0x01; // inside the signature BIT STRING
     const bad = verifyChain([parseCertificate(der)], { anchors: chain(pki.caPem), servername: "localhost" }, new Date());
-    expect(bad?.code).toBe("decrypt_error");
+    expect(bad?.code).toBe("unknown_ca");
+    expect(bad?.message).toMatch(/not signed by the configured CA/);
   });
 
   it("an intermediate that is not a CA cannot issue", () => {
