@@ -1,9 +1,13 @@
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { verifyChain } from "../../src/dtls/cert-verify.ts";
 import { ContentType, ExtensionType, HandshakeType, ProtocolVersion } from "../../src/dtls/constants.ts";
-import { parseCertificate, pemCertificates, SignatureScheme, type Certificate } from "../../src/dtls/crypto.ts";
+import { loadPrivateKey, parseCertificate, pemCertificates, SignatureScheme, type Certificate } from "../../src/dtls/crypto.ts";
 import { parseHandshakeFragments } from "../../src/dtls/handshake-codec.ts";
-import { EMPTY, encodeSupportedGroups, type ClientHello } from "../../src/dtls/messages.ts";
+import { decodeSignedEcdhParams, EMPTY, encodeSupportedGroups, type ClientHello } from "../../src/dtls/messages.ts";
 import { chooseServerParameters } from "../../src/dtls/negotiation.ts";
 import { parseRecords } from "../../src/dtls/record.ts";
 import { suiteByName, SUITE_NAMES, usesPsk } from "../../src/dtls/suites.ts";
@@ -159,5 +163,46 @@ describe("verifyChain", () => {
     expect(verifyChain([], { anchors }, now)?.code).toBe("bad_certificate");
     const future = new Date(Date.now() + 400 * 86_400_000);
     expect(verifyChain(chain(pki.p256.chainPem), { anchors, servername: "localhost" }, future)?.code).toBe("certificate_expired");
+  });
+});
+
+describe("Ed25519 certificates (RFC 8422 EdDSA with ECDHE_ECDSA suites)", () => {
+  const openssl = spawnSync("openssl", ["version"]).status === 0;
+  it.skipIf(!openssl)("a server with an Ed25519 chain signs the ServerKeyExchange with ed25519 (0x0807)", () => {
+    const dir = mkdtempSync(join(tmpdir(), "dtlspush-ed25519-"));
+    try {
+      const r = spawnSync(
+        "openssl",
+        ["req", "-x509", "-newkey", "ed25519", "-nodes", "-keyout", "k.pem", "-out", "c.pem", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+        { cwd: dir, encoding: "utf8" },
+      );
+      expect(r.status, r.stderr).toBe(0);
+      const certPem = readFileSync(join(dir, "c.pem"), "utf8");
+      const keyPem = readFileSync(join(dir, "k.pem"), "utf8");
+      const cred = { chain: chain(certPem), signer: loadPrivateKey(keyPem) };
+      expect(cred.signer.keyType).toBe("ed25519");
+      const p = new Pipe({}, { psk: undefined, suites: suites("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"), certificates: [cred] });
+      let scheme: number | undefined;
+      const orig = p.enqueue.bind(p);
+      p.enqueue = (to, d) => {
+        if (to === "client") {
+          for (const r2 of parseRecords(d)) {
+            if (r2.type !== ContentType.handshake || r2.epoch !== 0) continue;
+            for (const f of parseHandshakeFragments(r2.body)) {
+              if (f.msgType === HandshakeType.server_key_exchange) scheme = decodeSignedEcdhParams(f.body).scheme;
+            }
+          }
+        }
+        orig(to, d);
+      };
+      // The self-signed leaf is its own trust anchor here.
+      p.startClient({ suites: suites("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256") }, undefined, (c) =>
+        verifyChain(c, { anchors: chain(certPem), servername: "localhost" }, new Date()),
+      );
+      expect(p.runUntilEstablished()).toBe(true);
+      expect(scheme).toBe(SignatureScheme.ed25519);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
