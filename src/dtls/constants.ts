@@ -87,6 +87,7 @@ export const MAX_SEQUENCE = 0xffff_ffff_ffff;
 export const NamedGroup = {
   secp256r1: 23,
   secp384r1: 24,
+  secp521r1: 25,
   x25519: 29,
 } as const;
 

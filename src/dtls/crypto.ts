@@ -202,11 +202,12 @@ function ccmAead(key: KeyObject, tagLength: 8 | 16): Aead {
 }
 
 /** Groups for ephemeral ECDH (RFC 8422 / RFC 7748). */
-export type EcdhGroup = "x25519" | "secp256r1" | "secp384r1";
+export type EcdhGroup = "x25519" | "secp256r1" | "secp384r1" | "secp521r1";
 
 const NIST: Record<Exclude<EcdhGroup, "x25519">, { crv: string; size: number }> = {
   secp256r1: { crv: "P-256", size: 32 },
   secp384r1: { crv: "P-384", size: 48 },
+  secp521r1: { crv: "P-521", size: 66 },
 };
 
 /** One side's ephemeral key pair. `derive` returns null for an invalid peer key. */

@@ -63,7 +63,7 @@ export interface ListenOptions {
     certificate: { readonly subject: string; readonly fingerprint256: string },
   ) => { code: "certificate_revoked" | "access_denied" | "bad_certificate"; message: string } | undefined;
   suites?: readonly SuiteName[];
-  /** ECDHE groups in preference order (default x25519, secp256r1, secp384r1). */
+  /** ECDHE groups in preference order (default x25519, secp256r1, secp384r1; secp521r1 on request). */
   groups?: readonly EcdhGroup[];
   mtu?: number;
   requireExtendedMasterSecret?: boolean;
@@ -92,7 +92,7 @@ export interface ConnectOptions {
   /** Name (DNS or IP) the server certificate must be issued for; default `host`. Not checked with a fingerprint pin. */
   servername?: string;
   suites?: readonly SuiteName[];
-  /** ECDHE groups to offer, in order (default x25519, secp256r1, secp384r1). */
+  /** ECDHE groups to offer, in order (default x25519, secp256r1, secp384r1; secp521r1 on request). */
   groups?: readonly EcdhGroup[];
   mtu?: number;
   requireExtendedMasterSecret?: boolean;

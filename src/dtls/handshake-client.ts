@@ -56,7 +56,7 @@ import {
   type ClientHello,
   type Extension,
 } from "./messages.ts";
-import { candidateSchemes, GROUPS, groupById, groupsByName, VERIFIABLE_SCHEMES as OFFERED_SCHEMES } from "./negotiation.ts";
+import { candidateSchemes, DEFAULT_GROUPS, groupById, groupsByName, VERIFIABLE_SCHEMES as OFFERED_SCHEMES } from "./negotiation.ts";
 import type { ClientCredential } from "./options.ts";
 import type { ClientPskConfig } from "./options.ts";
 import type { HandshakeMessage } from "./reassembly.ts";
@@ -129,7 +129,7 @@ export class ClientHandshake implements HandshakeDriver {
       { type: ExtensionType.renegotiation_info, data: EMPTY_RENEGOTIATION_INFO },
     ];
     if (host.config.suites.some((s) => s.keyExchange !== "psk")) {
-      extensions.push({ type: ExtensionType.supported_groups, data: encodeSupportedGroups(groupsByName(host.config.groups ?? GROUPS.map((g) => g.name)).map((g) => g.id)) });
+      extensions.push({ type: ExtensionType.supported_groups, data: encodeSupportedGroups(groupsByName(host.config.groups ?? DEFAULT_GROUPS).map((g) => g.id)) });
       extensions.push({ type: ExtensionType.ec_point_formats, data: EC_POINT_FORMATS_UNCOMPRESSED });
     }
     if (host.config.suites.some((s) => !usesPsk(s))) {

@@ -20,12 +20,20 @@ import {
 } from "./messages.ts";
 import { usesEcdhe, type CipherSuite } from "./suites.ts";
 
-/** ECDHE groups in server preference order: the fast ones first (P-384 costs ~10x P-256 in OpenSSL). */
+/**
+ * Every ECDHE group we implement. The default list leaves out secp521r1: one
+ * P-521 key exchange costs ~5 ms here (P-384 ~2 ms, x25519 ~0.2 ms); give it in
+ * the `groups` option to accept it.
+ */
 export const GROUPS: readonly { readonly id: number; readonly name: EcdhGroup }[] = [
   { id: NamedGroup.x25519, name: "x25519" },
   { id: NamedGroup.secp256r1, name: "secp256r1" },
   { id: NamedGroup.secp384r1, name: "secp384r1" },
+  { id: NamedGroup.secp521r1, name: "secp521r1" },
 ];
+
+/** Default groups, in server preference order: the fast ones first. */
+export const DEFAULT_GROUPS: readonly EcdhGroup[] = ["x25519", "secp256r1", "secp384r1"];
 
 export function groupById(id: number): EcdhGroup | undefined {
   return GROUPS.find((g) => g.id === id)?.name;
@@ -61,7 +69,7 @@ export function chooseServerParameters(
   preference: readonly CipherSuite[],
   requireEms: boolean,
   creds: ServerCredentials = { psk: true, certificates: [], legacySha1: false },
-  groups: readonly EcdhGroup[] = GROUPS.map((g) => g.name),
+  groups: readonly EcdhGroup[] = DEFAULT_GROUPS,
 ): ServerChoice {
   if (!supportsDtls12(hello.version)) {
     throw alertError("protocol_version", `client offers DTLS version 0x${hello.version.toString(16)}, DTLS 1.2 is required`);

@@ -37,7 +37,7 @@ export interface ConnectionConfig {
   readonly retransmit: RetransmitPolicy;
   /** Close after this long without an authenticated record from the peer; 0 = never. */
   readonly idleTimeoutMs: number;
-  /** ECDHE groups: what a client offers, in a server's preference order. Default x25519, secp256r1, secp384r1. */
+  /** ECDHE groups: what a client offers, in a server's preference order. Default x25519, secp256r1, secp384r1; secp521r1 on request. */
   readonly groups?: readonly EcdhGroup[] | undefined;
 }
 

@@ -146,3 +146,13 @@ describe("configured groups", () => {
     expect(groupOf()).toBe(NamedGroup.x25519);
   });
 });
+
+describe("secp521r1", () => {
+  it("is not offered or accepted by default, and works when configured on both sides", () => {
+    expect(() => chooseServerParameters(hello([groups(25)], [0xccac]), ECDHE, false)).toThrow(/no cipher suite/);
+    const p = new Pipe({}, { suites: ECDHE, groups: ["secp521r1"] });
+    p.startClient({ suites: ECDHE, groups: ["secp521r1"] });
+    expect(p.runUntilEstablished()).toBe(true);
+    expect(p.clientInfo?.group).toBe("secp521r1");
+  });
+});

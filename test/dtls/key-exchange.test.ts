@@ -29,7 +29,7 @@ describe("ECDH known answers", () => {
   });
 
   it("NIST groups: both sides agree, on the x-coordinate of the right size", () => {
-    for (const [group, size] of [["secp256r1", 32], ["secp384r1", 48]] as const) {
+    for (const [group, size] of [["secp256r1", 32], ["secp384r1", 48], ["secp521r1", 66]] as const) {
       const a = generateEcdh(group);
       const b = generateEcdh(group);
       expect(a.publicKey.length).toBe(1 + 2 * size);
