@@ -14,7 +14,7 @@
 import { copyBytes } from "../util/bytes.ts";
 import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";
 import { concatBytes } from "../util/bytes.ts";
-import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, SignatureScheme, type Certificate, type EcdhGroup, type SecretKey } from "./crypto.ts";
+import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, type Certificate, type EcdhGroup, type SecretKey } from "./crypto.ts";
 import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
 import { alertError, unexpectedMessage, type DtlsError } from "./errors.ts";
 import { encodeHandshake } from "./handshake-codec.ts";
