@@ -386,13 +386,25 @@ export interface Certificate {
   checkIP(ip: string): boolean;
 }
 
+/** Each parsed certificate's node:crypto object, so issuer checks never re-parse a trust anchor. */
+const x509Of = new WeakMap<Certificate, X509Certificate>();
+
+function x509(cert: Certificate): X509Certificate {
+  let x = x509Of.get(cert);
+  if (x === undefined) {
+    x = new X509Certificate(Buffer.from(cert.der));
+    x509Of.set(cert, x);
+  }
+  return x;
+}
+
 export function parseCertificate(der: Uint8Array): Certificate {
   const x = new X509Certificate(Buffer.from(der));
   const pub = x.publicKey;
   const { keyType, curve } = keyDescription(pub);
   const oneLine = (dn: string): string => dn.split("\n").join(", ");
   const cn = x.subject.split("\n").find((l) => l.startsWith("CN="));
-  return {
+  const cert: Certificate = {
     der,
     subject: oneLine(x.subject),
     commonName: cn === undefined ? undefined : cn.slice(3),
@@ -417,10 +429,10 @@ export function parseCertificate(der: Uint8Array): Certificate {
       }
     },
     namesIssuer(issuer) {
-      return x.checkIssued(new X509Certificate(Buffer.from(issuer.der)));
+      return x.checkIssued(x509(issuer));
     },
     issuedBy(issuer) {
-      const ix = new X509Certificate(Buffer.from(issuer.der));
+      const ix = x509(issuer);
       return x.checkIssued(ix) && x.verify(ix.publicKey);
     },
     matchesPrivateKey(pem) {
@@ -433,6 +445,8 @@ export function parseCertificate(der: Uint8Array): Certificate {
     checkHost: (name) => x.checkHost(name) !== undefined,
     checkIP: (ip) => x.checkIP(ip) !== undefined,
   };
+  x509Of.set(cert, x);
+  return cert;
 }
 
 /** Every CERTIFICATE block of a PEM text, as DER, in order. */

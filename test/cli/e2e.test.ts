@@ -8,6 +8,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { waitFor } from "./cli-process.ts";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -67,42 +68,6 @@ function run(args: readonly string[], input = "", bin = BIN): Promise<Result> {
   const result = collect(child).done;
   child.stdin.end(input);
   return result;
-}
-
-/** Resolves when `pattern` matches the accumulated output; rejects if the process exits first. */
-function waitFor(get: () => string, child: ChildProcessWithoutNullStreams, pattern: RegExp, timeoutMs = 10_000): Promise<RegExpMatchArray> {
-  return new Promise((resolve, reject) => {
-    const check = (): boolean => {
-      const m = pattern.exec(get());
-      if (m !== null) {
-        cleanup();
-        resolve(m);
-        return true;
-      }
-      return false;
-    };
-    const onExit = (): void => {
-      if (!check()) {
-        cleanup();
-        reject(new Error(`process exited before ${pattern}; output so far:\n${get()}`));
-      }
-    };
-    const timer = setTimeout(() => {
-      cleanup();
-      reject(new Error(`timed out waiting for ${pattern}; output so far:\n${get()}`));
-    }, timeoutMs);
-    const onData = (): void => void check();
-    const cleanup = (): void => {
-      clearTimeout(timer);
-      child.stdout.off("data", onData);
-      child.stderr.off("data", onData);
-      child.off("close", onExit);
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.on("close", onExit);
-    setImmediate(check);
-  });
 }
 
 afterEach(() => {
