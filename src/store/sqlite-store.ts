@@ -1,0 +1,645 @@
+/**
+ * The durable Store on SQLite (node:sqlite, synchronous).
+ *
+ * Durability: the database runs in WAL journal mode and every `commit` is one
+ * transaction (BEGIN IMMEDIATE ... COMMIT). When `commit` returns, the
+ * transaction is in the WAL file:
+ * - synchronous "normal" (the default): a returned commit survives a crash or
+ *   kill -9 of the process (the data is in the operating system's cache); a power
+ *   loss or OS crash may lose the last commits, but never corrupts the database.
+ * - synchronous "full": the WAL is fsync'ed on every commit, so a returned commit
+ *   also survives power loss, at the cost of one fsync per commit.
+ *
+ * Other settings: foreign keys on (a delivery must reference a stored message),
+ * a busy timeout so that a second process holding the write lock is waited for,
+ * STRICT tables. The schema version is `PRAGMA user_version`; a new file gets the
+ * schema, a file written by a newer version is refused (StoreError
+ * "store_version"). Every statement is prepared once, at open.
+ */
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import type { DatabaseSync, SQLOutputValue, StatementSync } from "node:sqlite";
+import { StoreError, describeError, type StoreErrorCode } from "./errors.ts";
+import type {
+  DeliveryRecord,
+  DeliveryState,
+  DeviceCounters,
+  DeviceRecord,
+  MessageRecord,
+  Receipt,
+  ReceiptState,
+  Store,
+  Subscription,
+  WriteBatch,
+} from "./types.ts";
+import { checkBatch, checkDevice, checkSetting } from "./validate.ts";
+
+export interface SqliteStoreOptions {
+  /** "normal" (default): commits survive kill -9; "full": commits also survive power loss. */
+  readonly synchronous?: "normal" | "full" | undefined;
+}
+
+/** The schema version this code writes and reads. */
+export const SQLITE_SCHEMA_VERSION = 1;
+
+/** How long a statement waits for another connection's lock before failing, ms. */
+const BUSY_TIMEOUT_MS = 5_000;
+
+const SCHEMA_V1 = `
+CREATE TABLE devices (
+  id TEXT PRIMARY KEY NOT NULL,
+  psk_identity TEXT UNIQUE,
+  psk_key BLOB,
+  cert_identity TEXT UNIQUE,
+  revoked INTEGER NOT NULL,
+  topics TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  CHECK ((psk_identity IS NULL) = (psk_key IS NULL))
+) STRICT;
+CREATE TABLE messages (
+  id TEXT PRIMARY KEY NOT NULL,
+  topic TEXT NOT NULL,
+  device TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  content_type TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  priority INTEGER NOT NULL,
+  collapse_key TEXT NOT NULL,
+  publisher TEXT NOT NULL,
+  signature TEXT NOT NULL
+) STRICT;
+CREATE INDEX messages_expires_at ON messages (expires_at);
+CREATE TABLE deliveries (
+  device TEXT NOT NULL,
+  message_id TEXT NOT NULL REFERENCES messages (id),
+  ord INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  tombstone INTEGER NOT NULL,
+  PRIMARY KEY (device, message_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX deliveries_message_id ON deliveries (message_id);
+CREATE TABLE counters (
+  device TEXT PRIMARY KEY NOT NULL,
+  last_seq INTEGER NOT NULL,
+  acked_seq INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE TABLE subscriptions (
+  device TEXT NOT NULL,
+  topic TEXT NOT NULL,
+  PRIMARY KEY (device, topic)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE receipts (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  message_id TEXT NOT NULL,
+  device TEXT NOT NULL,
+  state TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  reason TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  topic TEXT NOT NULL
+) STRICT;
+CREATE INDEX receipts_message_id ON receipts (message_id);
+CREATE INDEX receipts_at ON receipts (at);
+CREATE TABLE settings (
+  key TEXT PRIMARY KEY NOT NULL,
+  value TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+`;
+
+/** SQLite extended result codes we tell apart. */
+const SQLITE_NOTADB = 26;
+const SQLITE_CONSTRAINT_PRIMARYKEY = 1555;
+const SQLITE_CONSTRAINT_FOREIGNKEY = 787;
+
+/**
+ * Opens (creating if needed, with its parent directory) the SQLite store at
+ * `path`. Throws StoreError "store_open_failed" or "store_version" naming the path.
+ */
+export function openSqliteStore(path: string, options: SqliteStoreOptions = {}): Store {
+  const synchronous = options.synchronous ?? "normal";
+  if (synchronous !== "normal" && synchronous !== "full") {
+    throw new StoreError("store_open_failed", `Cannot open store ${path}: synchronous must be "normal" or "full", got ${String(synchronous)}.`);
+  }
+  if (path !== ":memory:") {
+    try {
+      mkdirSync(dirname(path), { recursive: true });
+    } catch (e) {
+      throw new StoreError("store_open_failed", `Cannot create the directory of store ${path}: ${describeError(e)}.`, { cause: e });
+    }
+  }
+  const sqlite = loadSqlite(path);
+  let db: DatabaseSync;
+  try {
+    db = new sqlite.DatabaseSync(path, { enableForeignKeyConstraints: true, timeout: BUSY_TIMEOUT_MS });
+  } catch (e) {
+    throw new StoreError("store_open_failed", `Cannot open store ${path}: ${describeError(e)}.`, { cause: e });
+  }
+  try {
+    // Refuse a file that is not ours before changing anything in it (journal mode is persistent).
+    checkVersion(db, path);
+    db.exec("PRAGMA journal_mode = WAL");
+    db.exec(`PRAGMA synchronous = ${synchronous === "full" ? "FULL" : "NORMAL"}`);
+    db.exec("PRAGMA foreign_keys = ON");
+    migrate(db, path);
+    return new SqliteStore(db, path);
+  } catch (e) {
+    try {
+      db.close();
+    } catch {
+      // already failing; the first error is the one to report
+    }
+    if (e instanceof StoreError) throw e;
+    if (errcode(e) === SQLITE_NOTADB) {
+      throw new StoreError("store_open_failed", `Cannot open store ${path}: the file is not a SQLite database.`, { cause: e });
+    }
+    throw new StoreError("store_open_failed", `Cannot open store ${path}: ${describeError(e)}.`, { cause: e });
+  }
+}
+
+/**
+ * node:sqlite, loaded when a SQLite store is opened rather than at import, so
+ * that the memory store (and everything importing this layer) still loads on a
+ * Node.js without it; there, opening a SQLite store says what is missing.
+ */
+function loadSqlite(path: string): typeof import("node:sqlite") {
+  const sqlite = process.getBuiltinModule("node:sqlite") as typeof import("node:sqlite") | undefined;
+  if (sqlite === undefined) {
+    throw new StoreError(
+      "store_open_failed",
+      `Cannot open store ${path}: this Node.js ${process.version} has no node:sqlite module (Node.js 22.13 or newer is needed).`,
+    );
+  }
+  return sqlite;
+}
+
+function errcode(e: unknown): number | undefined {
+  const code = (e as { errcode?: unknown } | null)?.errcode;
+  return typeof code === "number" ? code : undefined;
+}
+
+function userVersion(db: DatabaseSync): number {
+  return Number(db.prepare("PRAGMA user_version").get()?.["user_version"] ?? 0);
+}
+
+/** Throws StoreError "store_version" for a file of a newer schema version or of another application. */
+function checkVersion(db: DatabaseSync, path: string): void {
+  const version = userVersion(db);
+  if (version > SQLITE_SCHEMA_VERSION) throw newerVersion(path, version);
+  if (version === 0 && Number(db.prepare("SELECT count(*) AS n FROM sqlite_schema").get()?.["n"] ?? 0) > 0) {
+    throw new StoreError(
+      "store_version",
+      `Store ${path} is a SQLite database without a dtlspush schema version (another application's file?); refusing to use it.`,
+    );
+  }
+}
+
+/** Creates the schema of a new file (later: upgrades older versions), in one transaction. */
+function migrate(db: DatabaseSync, path: string): void {
+  if (userVersion(db) === SQLITE_SCHEMA_VERSION) return;
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    // Check again under the write lock: another process may have just created the schema.
+    checkVersion(db, path);
+    const version = userVersion(db);
+    if (version === 0) {
+      db.exec(SCHEMA_V1);
+      db.exec(`PRAGMA user_version = ${SQLITE_SCHEMA_VERSION}`);
+    }
+    // Later versions: upgrade steps from `version` to SQLITE_SCHEMA_VERSION go here.
+    db.exec("COMMIT");
+  } catch (e) {
+    if (db.isTransaction) db.exec("ROLLBACK");
+    throw e;
+  }
+}
+
+function newerVersion(path: string, version: number): StoreError {
+  return new StoreError(
+    "store_version",
+    `Store ${path} has schema version ${version}, newer than the ${SQLITE_SCHEMA_VERSION} this dtlspush supports; upgrade dtlspush or use another file.`,
+  );
+}
+
+type Row = Record<string, SQLOutputValue>;
+
+const RECEIPT_COLUMNS = "id, message_id, device, state, at, reason, seq, topic";
+
+class SqliteStore implements Store {
+  readonly kind = "sqlite";
+  private readonly db: DatabaseSync;
+  private readonly path: string;
+  private closed = false;
+  private readonly s: Record<
+    | "begin"
+    | "beginRead"
+    | "commit"
+    | "rollback"
+    | "getDevice"
+    | "findByPsk"
+    | "findByCert"
+    | "listDevices"
+    | "upsertDevice"
+    | "deleteDevice"
+    | "deleteDeviceDeliveries"
+    | "deleteDeviceSubscriptions"
+    | "insertMessage"
+    | "upsertDelivery"
+    | "deleteDelivery"
+    | "upsertCounters"
+    | "insertSubscription"
+    | "deleteSubscription"
+    | "insertReceipt"
+    | "getMessage"
+    | "receiptsForMessage"
+    | "receiptsAfter"
+    | "loadCounters"
+    | "loadDeliveries"
+    | "loadMessages"
+    | "loadSubscriptions"
+    | "pruneMessages"
+    | "pruneReceipts"
+    | "getSetting"
+    | "putSetting",
+    StatementSync
+  >;
+
+  constructor(db: DatabaseSync, path: string) {
+    this.db = db;
+    this.path = path;
+    const p = (sql: string): StatementSync => db.prepare(sql);
+    this.s = {
+      begin: p("BEGIN IMMEDIATE"),
+      beginRead: p("BEGIN"),
+      commit: p("COMMIT"),
+      rollback: p("ROLLBACK"),
+      getDevice: p("SELECT * FROM devices WHERE id = ?"),
+      findByPsk: p("SELECT * FROM devices WHERE psk_identity = ?"),
+      findByCert: p("SELECT * FROM devices WHERE cert_identity = ?"),
+      listDevices: p("SELECT * FROM devices ORDER BY id"),
+      upsertDevice: p(
+        `INSERT INTO devices (id, psk_identity, psk_key, cert_identity, revoked, topics, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET psk_identity = excluded.psk_identity, psk_key = excluded.psk_key,
+           cert_identity = excluded.cert_identity, revoked = excluded.revoked, topics = excluded.topics,
+           created_at = excluded.created_at, updated_at = excluded.updated_at`,
+      ),
+      deleteDevice: p("DELETE FROM devices WHERE id = ?"),
+      deleteDeviceDeliveries: p("DELETE FROM deliveries WHERE device = ?"),
+      deleteDeviceSubscriptions: p("DELETE FROM subscriptions WHERE device = ?"),
+      insertMessage: p(
+        `INSERT INTO messages (id, topic, device, payload, content_type, created_at, expires_at, priority, collapse_key, publisher, signature)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      upsertDelivery: p(
+        `INSERT INTO deliveries (device, message_id, ord, seq, tombstone) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (device, message_id) DO UPDATE SET ord = excluded.ord, seq = excluded.seq, tombstone = excluded.tombstone`,
+      ),
+      deleteDelivery: p("DELETE FROM deliveries WHERE device = ? AND message_id = ?"),
+      upsertCounters: p(
+        `INSERT INTO counters (device, last_seq, acked_seq) VALUES (?, ?, ?)
+         ON CONFLICT (device) DO UPDATE SET last_seq = excluded.last_seq, acked_seq = excluded.acked_seq`,
+      ),
+      insertSubscription: p("INSERT INTO subscriptions (device, topic) VALUES (?, ?) ON CONFLICT DO NOTHING"),
+      deleteSubscription: p("DELETE FROM subscriptions WHERE device = ? AND topic = ?"),
+      insertReceipt: p("INSERT INTO receipts (message_id, device, state, at, reason, seq, topic) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+      getMessage: p("SELECT * FROM messages WHERE id = ?"),
+      receiptsForMessage: p(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE message_id = ? ORDER BY id`),
+      receiptsAfter: p(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE id > ? ORDER BY id LIMIT ?`),
+      loadCounters: p("SELECT device, last_seq, acked_seq FROM counters ORDER BY device"),
+      loadDeliveries: p("SELECT device, message_id, ord, seq, tombstone FROM deliveries ORDER BY device, ord, message_id"),
+      loadMessages: p(
+        "SELECT * FROM messages AS m WHERE EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id) ORDER BY m.id",
+      ),
+      loadSubscriptions: p("SELECT device, topic FROM subscriptions ORDER BY device, topic"),
+      pruneMessages: p(
+        "DELETE FROM messages WHERE expires_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = messages.id)",
+      ),
+      pruneReceipts: p("DELETE FROM receipts WHERE at < ?"),
+      getSetting: p("SELECT value FROM settings WHERE key = ?"),
+      putSetting: p("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"),
+    };
+  }
+
+  private open(): void {
+    if (this.closed) throw new StoreError("store_closed", `Store ${this.path} is closed.`);
+  }
+
+  /** Runs `fn` in one write transaction; any failure rolls it back and is rethrown as StoreError. */
+  private transaction<T>(code: StoreErrorCode, what: string, fn: () => T): T {
+    try {
+      this.s.begin.run();
+      const result = fn();
+      this.s.commit.run();
+      return result;
+    } catch (e) {
+      if (this.db.isTransaction) this.s.rollback.run();
+      if (e instanceof StoreError) throw e;
+      throw new StoreError(code, `${what} failed on store ${this.path}: ${describeError(e)}.`, { cause: e });
+    }
+  }
+
+  /** Runs a read, rethrowing database failures as StoreError "read_failed". */
+  private read<T>(what: string, fn: () => T): T {
+    this.open();
+    try {
+      return fn();
+    } catch (e) {
+      if (e instanceof StoreError) throw e;
+      throw new StoreError("read_failed", `Reading ${what} failed on store ${this.path}: ${describeError(e)}.`, { cause: e });
+    }
+  }
+
+  // --- device registry
+
+  putDevice(device: DeviceRecord): void {
+    this.open();
+    checkDevice(device);
+    this.write("putDevice", () => {
+      const psk = device.psk?.identity;
+      const cert = device.certIdentity;
+      const pskOwner = psk === undefined ? undefined : this.s.findByPsk.get(psk);
+      if (pskOwner !== undefined && pskOwner["id"] !== device.id) {
+        throw new StoreError(
+          "identity_in_use",
+          `PSK identity ${JSON.stringify(psk)} of device ${JSON.stringify(device.id)} is already used by device ${JSON.stringify(pskOwner["id"])}.`,
+        );
+      }
+      const certOwner = cert === undefined ? undefined : this.s.findByCert.get(cert);
+      if (certOwner !== undefined && certOwner["id"] !== device.id) {
+        throw new StoreError(
+          "identity_in_use",
+          `Certificate identity ${JSON.stringify(cert)} of device ${JSON.stringify(device.id)} is already used by device ${JSON.stringify(certOwner["id"])}.`,
+        );
+      }
+      this.s.upsertDevice.run(
+        device.id,
+        psk ?? null,
+        device.psk?.key ?? null,
+        cert ?? null,
+        device.revoked ? 1 : 0,
+        JSON.stringify(device.topics),
+        device.createdAt,
+        device.updatedAt,
+      );
+    });
+  }
+
+  private write<T>(what: string, fn: () => T): T {
+    this.open();
+    return this.transaction("write_failed", what, fn);
+  }
+
+  getDevice(id: string): DeviceRecord | undefined {
+    return this.read("a device", () => {
+      const row = this.s.getDevice.get(id);
+      return row === undefined ? undefined : this.device(row);
+    });
+  }
+
+  findDeviceByPskIdentity(identity: string): DeviceRecord | undefined {
+    return this.read("a device", () => {
+      const row = this.s.findByPsk.get(identity);
+      return row === undefined ? undefined : this.device(row);
+    });
+  }
+
+  findDeviceByCertIdentity(identity: string): DeviceRecord | undefined {
+    return this.read("a device", () => {
+      const row = this.s.findByCert.get(identity);
+      return row === undefined ? undefined : this.device(row);
+    });
+  }
+
+  listDevices(): DeviceRecord[] {
+    return this.read("devices", () => this.s.listDevices.all().map((row) => this.device(row)));
+  }
+
+  deleteDevice(id: string): boolean {
+    return this.write("deleteDevice", () => {
+      const existed = this.s.deleteDevice.run(id).changes > 0;
+      this.s.deleteDeviceDeliveries.run(id);
+      this.s.deleteDeviceSubscriptions.run(id);
+      return existed;
+    });
+  }
+
+  // --- delivery journal
+
+  commit(batch: WriteBatch): Receipt[] {
+    this.open();
+    checkBatch(batch);
+    const s = this.s;
+    return this.transaction("commit_failed", "Commit", () => {
+      for (const m of batch.messages ?? []) {
+        try {
+          s.insertMessage.run(
+            m.id,
+            m.topic,
+            m.device,
+            m.payload,
+            m.contentType,
+            m.createdAt,
+            m.expiresAt,
+            m.priority,
+            m.collapseKey,
+            m.publisher,
+            m.signature,
+          );
+        } catch (e) {
+          if (errcode(e) !== SQLITE_CONSTRAINT_PRIMARYKEY) throw e;
+          throw new StoreError("duplicate_message", `Message id ${JSON.stringify(m.id)} is already stored; nothing of the batch was applied.`, {
+            cause: e,
+          });
+        }
+      }
+      for (const d of batch.deliveries ?? []) {
+        try {
+          s.upsertDelivery.run(d.device, d.messageId, d.order, d.seq, d.tombstone ? 1 : 0);
+        } catch (e) {
+          if (errcode(e) !== SQLITE_CONSTRAINT_FOREIGNKEY) throw e;
+          throw new StoreError(
+            "commit_failed",
+            `Delivery to device ${JSON.stringify(d.device)} references message ${JSON.stringify(d.messageId)}, which is not stored; nothing of the batch was applied.`,
+            { cause: e },
+          );
+        }
+      }
+      for (const k of batch.removeDeliveries ?? []) s.deleteDelivery.run(k.device, k.messageId);
+      for (const c of batch.counters ?? []) s.upsertCounters.run(c.device, c.lastSeq, c.ackedSeq);
+      for (const x of batch.subscribe ?? []) s.insertSubscription.run(x.device, x.topic);
+      for (const x of batch.unsubscribe ?? []) s.deleteSubscription.run(x.device, x.topic);
+      const stored: Receipt[] = [];
+      for (const r of batch.receipts ?? []) {
+        const id = Number(s.insertReceipt.run(r.messageId, r.device, r.state, r.at, r.reason, r.seq, r.topic).lastInsertRowid);
+        stored.push({
+          id,
+          messageId: r.messageId,
+          device: r.device,
+          state: r.state,
+          at: r.at,
+          reason: r.reason,
+          seq: r.seq,
+          topic: r.topic,
+        });
+      }
+      return stored;
+    });
+  }
+
+  loadDeliveryState(): DeliveryState {
+    return this.read("the delivery state", () => {
+      // One read transaction, so the four lists are one consistent snapshot.
+      const s = this.s;
+      s.beginRead.run();
+      try {
+        const counters: DeviceCounters[] = s.loadCounters.all().map((r) => ({
+          device: this.text(r, "device"),
+          lastSeq: this.int(r, "last_seq"),
+          ackedSeq: this.int(r, "acked_seq"),
+        }));
+        const deliveries: DeliveryRecord[] = s.loadDeliveries.all().map((r) => ({
+          device: this.text(r, "device"),
+          messageId: this.text(r, "message_id"),
+          order: this.int(r, "ord"),
+          seq: this.int(r, "seq"),
+          tombstone: this.int(r, "tombstone") !== 0,
+        }));
+        const messages = s.loadMessages.all().map((r) => this.message(r));
+        const subscriptions: Subscription[] = s.loadSubscriptions.all().map((r) => ({
+          device: this.text(r, "device"),
+          topic: this.text(r, "topic"),
+        }));
+        return { counters, deliveries, messages, subscriptions };
+      } finally {
+        s.commit.run();
+      }
+    });
+  }
+
+  getMessage(id: string): MessageRecord | undefined {
+    return this.read("a message", () => {
+      const row = this.s.getMessage.get(id);
+      return row === undefined ? undefined : this.message(row);
+    });
+  }
+
+  receiptsForMessage(messageId: string): Receipt[] {
+    return this.read("receipts", () => this.s.receiptsForMessage.all(messageId).map((r) => this.receipt(r)));
+  }
+
+  receiptsAfter(afterId: number, limit: number): Receipt[] {
+    if (!(limit > 0)) {
+      this.open();
+      return [];
+    }
+    return this.read("receipts", () => this.s.receiptsAfter.all(afterId, Math.min(Math.floor(limit), Number.MAX_SAFE_INTEGER)).map((r) => this.receipt(r)));
+  }
+
+  prune(before: number): number {
+    return this.write("prune", () => {
+      const deleted = Number(this.s.pruneMessages.run(before).changes);
+      this.s.pruneReceipts.run(before);
+      return deleted;
+    });
+  }
+
+  // --- settings
+
+  getSetting(key: string): string | undefined {
+    return this.read("a setting", () => {
+      const row = this.s.getSetting.get(key);
+      return row === undefined ? undefined : this.text(row, "value");
+    });
+  }
+
+  putSetting(key: string, value: string): void {
+    this.open();
+    checkSetting(key, value);
+    this.write("putSetting", () => {
+      this.s.putSetting.run(key, value);
+    });
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+  }
+
+  // --- rows to records
+
+  private corrupt(column: string, value: SQLOutputValue | undefined): never {
+    throw new StoreError(
+      "store_corrupt",
+      `Store ${this.path} holds an unexpected value in column ${column} (${value === null ? "null" : typeof value}).`,
+    );
+  }
+
+  private text(row: Row, column: string): string {
+    const v = row[column];
+    return typeof v === "string" ? v : this.corrupt(column, v);
+  }
+
+  private int(row: Row, column: string): number {
+    const v = row[column];
+    return typeof v === "number" ? v : this.corrupt(column, v);
+  }
+
+  private blob(row: Row, column: string): Uint8Array {
+    const v = row[column];
+    return v instanceof Uint8Array ? v : this.corrupt(column, v);
+  }
+
+  private device(row: Row): DeviceRecord {
+    const pskIdentity = row["psk_identity"];
+    const certIdentity = row["cert_identity"];
+    let topics: unknown;
+    try {
+      topics = JSON.parse(this.text(row, "topics"));
+    } catch (e) {
+      if (e instanceof StoreError) throw e;
+      topics = undefined;
+    }
+    if (!Array.isArray(topics) || !topics.every((t) => typeof t === "string")) this.corrupt("topics", row["topics"]);
+    return {
+      id: this.text(row, "id"),
+      ...(pskIdentity !== null ? { psk: { identity: this.text(row, "psk_identity"), key: this.blob(row, "psk_key") } } : {}),
+      ...(certIdentity !== null ? { certIdentity: this.text(row, "cert_identity") } : {}),
+      revoked: this.int(row, "revoked") !== 0,
+      topics: topics as string[],
+      createdAt: this.int(row, "created_at"),
+      updatedAt: this.int(row, "updated_at"),
+    };
+  }
+
+  private message(row: Row): MessageRecord {
+    return {
+      id: this.text(row, "id"),
+      topic: this.text(row, "topic"),
+      device: this.text(row, "device"),
+      payload: this.blob(row, "payload"),
+      contentType: this.text(row, "content_type"),
+      createdAt: this.int(row, "created_at"),
+      expiresAt: this.int(row, "expires_at"),
+      priority: this.int(row, "priority"),
+      collapseKey: this.text(row, "collapse_key"),
+      publisher: this.text(row, "publisher"),
+      signature: this.text(row, "signature"),
+    };
+  }
+
+  private receipt(row: Row): Receipt {
+    return {
+      id: this.int(row, "id"),
+      messageId: this.text(row, "message_id"),
+      device: this.text(row, "device"),
+      state: this.text(row, "state") as ReceiptState,
+      at: this.int(row, "at"),
+      reason: this.text(row, "reason"),
+      seq: this.int(row, "seq"),
+      topic: this.text(row, "topic"),
+    };
+  }
+}

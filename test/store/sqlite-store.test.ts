@@ -1,0 +1,186 @@
+import { mkdtempSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { openSqliteStore, openStore, SQLITE_SCHEMA_VERSION, StoreError } from "../../src/store/index.ts";
+import type { Store } from "../../src/store/index.ts";
+import { delivery, describeStoreContract, device, message, receipt } from "./contract.ts";
+
+// node:sqlite is in Node.js 22.13+; say so plainly when these tests run on an older one.
+const sqlite = process.getBuiltinModule("node:sqlite") as typeof import("node:sqlite") | undefined;
+if (sqlite === undefined) throw new Error(`the SQLite store tests need node:sqlite, which Node.js ${process.version} lacks; run them with the project's Node 24`);
+const { DatabaseSync } = sqlite;
+
+const dir = mkdtempSync(join(tmpdir(), "dtlspush-store-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+let n = 0;
+const freshPath = (): string => join(dir, `store-${++n}`, "push.db");
+
+describeStoreContract("sqlite", { open: () => openSqliteStore(freshPath()) });
+describeStoreContract("sqlite, synchronous full", { open: () => openSqliteStore(freshPath(), { synchronous: "full" }) });
+
+function openError(fn: () => unknown): StoreError {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(StoreError);
+    return e as StoreError;
+  }
+  throw new Error("expected a StoreError, nothing was thrown");
+}
+
+function pragma(path: string, name: string): unknown {
+  const db = new DatabaseSync(path, { readOnly: true });
+  try {
+    return db.prepare(`PRAGMA ${name}`).get()?.[name];
+  } finally {
+    db.close();
+  }
+}
+
+describe("sqlite store", () => {
+  it("keeps everything across close and reopen, and receipt ids keep increasing", () => {
+    const path = freshPath();
+    let s: Store = openSqliteStore(path);
+    expect(s.kind).toBe("sqlite");
+    s.putDevice(device("dev", { psk: { identity: "p", key: new Uint8Array([1, 2]) }, certIdentity: "c", topics: ["t"] }));
+    s.putSetting("k", "v");
+    const first = s.commit({
+      messages: [message("m1"), message("m2")],
+      deliveries: [delivery("dev", "m1", 1, { seq: 1 })],
+      counters: [{ device: "dev", lastSeq: 1, ackedSeq: 0 }],
+      subscribe: [{ device: "dev", topic: "t" }],
+      receipts: [receipt("m1", "dev"), receipt("m1", "dev", { state: "sent", seq: 1 })],
+    });
+    const stateBefore = s.loadDeliveryState();
+    s.close();
+
+    s = openSqliteStore(path);
+    expect(s.getDevice("dev")).toEqual(device("dev", { psk: { identity: "p", key: new Uint8Array([1, 2]) }, certIdentity: "c", topics: ["t"] }));
+    expect(s.findDeviceByCertIdentity("c")?.id).toBe("dev");
+    expect(s.getSetting("k")).toBe("v");
+    expect(s.loadDeliveryState()).toEqual(stateBefore);
+    expect(s.getMessage("m2")).toEqual(message("m2"));
+    expect(s.receiptsAfter(0, 10)).toEqual(first);
+    // prune every receipt, reopen: ids still never repeat (AUTOINCREMENT)
+    s.prune(Number.MAX_SAFE_INTEGER);
+    s.close();
+    s = openSqliteStore(path);
+    const next = s.commit({ receipts: [receipt("m1", "dev")] });
+    expect(next[0]?.id).toBe((first[1]?.id as number) + 1);
+    expect(() => s.commit({ messages: [message("m1")] })).toThrow(/already stored/);
+    s.close();
+  });
+
+  it("uses WAL journal mode and records the schema version", () => {
+    const path = freshPath();
+    const s = openSqliteStore(path);
+    s.commit({ messages: [message("m1")] });
+    expect(pragma(path, "journal_mode")).toBe("wal");
+    expect(pragma(path, "user_version")).toBe(SQLITE_SCHEMA_VERSION);
+    expect(SQLITE_SCHEMA_VERSION).toBe(1);
+    expect(existsSync(`${path}-wal`)).toBe(true);
+    s.close();
+  });
+
+  it("creates the missing parent directories", () => {
+    const path = join(dir, "a", "b", "c", "push.db");
+    const s = openSqliteStore(path);
+    s.close();
+    expect(existsSync(path)).toBe(true);
+  });
+
+  it("refuses a file written by a newer schema version, naming the path", () => {
+    const path = freshPath();
+    openSqliteStore(path).close();
+    const db = new DatabaseSync(path);
+    db.exec("PRAGMA user_version = 99");
+    db.close();
+    const e = openError(() => openSqliteStore(path));
+    expect(e.code).toBe("store_version");
+    expect(e.message).toContain(path);
+    expect(e.message).toContain("99");
+  });
+
+  it("refuses another application's SQLite database", () => {
+    const path = join(dir, "other-app.db");
+    const db = new DatabaseSync(path);
+    db.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)");
+    db.close();
+    const e = openError(() => openSqliteStore(path));
+    expect(e.code).toBe("store_version");
+    expect(e.message).toContain(path);
+    // and leaves the file as it was
+    expect(pragma(path, "journal_mode")).toBe("delete");
+    expect(pragma(path, "user_version")).toBe(0);
+  });
+
+  it("refuses a file that is not a SQLite database, naming the path", () => {
+    const path = join(dir, "not-a-db.db");
+    writeFileSync(path, "this is plain text, not a database file\n".repeat(200));
+    const e = openError(() => openSqliteStore(path));
+    expect(e.code).toBe("store_open_failed");
+    expect(e.message).toContain(path);
+    expect(e.message).toMatch(/not a SQLite database/);
+  });
+
+  it("refuses a path under a regular file, naming the path", () => {
+    const file = join(dir, "plain-file");
+    writeFileSync(file, "x");
+    const path = join(file, "push.db");
+    const e = openError(() => openSqliteStore(path));
+    expect(e.code).toBe("store_open_failed");
+    expect(e.message).toContain(path);
+  });
+
+  it("refuses a directory as the database path", () => {
+    const e = openError(() => openSqliteStore(dir));
+    expect(e.code).toBe("store_open_failed");
+    expect(e.message).toContain(dir);
+  });
+
+  it("refuses an unknown synchronous setting", () => {
+    const e = openError(() => openSqliteStore(freshPath(), { synchronous: "off" as "full" }));
+    expect(e.code).toBe("store_open_failed");
+  });
+
+  it("is opened by openStore", () => {
+    const s = openStore({ kind: "sqlite", path: freshPath(), synchronous: "full" });
+    expect(s.kind).toBe("sqlite");
+    s.close();
+    expect(openError(() => openStore({ kind: "redis" } as unknown as { kind: "memory" })).code).toBe("store_open_failed");
+  });
+
+  it("lets two stores on one file see each other's commits", () => {
+    const path = freshPath();
+    const a = openSqliteStore(path);
+    const b = openSqliteStore(path);
+    const ra = a.commit({ messages: [message("m1")], receipts: [receipt("m1", "")] });
+    const rb = b.commit({ receipts: [receipt("m1", "x")] });
+    expect(rb[0]?.id).toBe((ra[0]?.id as number) + 1);
+    expect(b.getMessage("m1")?.id).toBe("m1");
+    expect(openError(() => b.commit({ messages: [message("m1")] })).code).toBe("duplicate_message");
+    a.close();
+    b.close();
+  });
+
+  it("commits a topic fan-out of 10 000 deliveries and receipts well under a second", () => {
+    const s = openSqliteStore(freshPath());
+    const N = 10_000;
+    const devices = Array.from({ length: N }, (_, i) => `device-${String(i).padStart(5, "0")}`);
+    const batch = {
+      messages: [message("fan", { payload: new Uint8Array(512) })],
+      deliveries: devices.map((d, i) => delivery(d, "fan", i)),
+      receipts: devices.map((d) => receipt("fan", d)),
+    };
+    const t0 = performance.now();
+    const receipts = s.commit(batch);
+    const ms = performance.now() - t0;
+    expect(receipts).toHaveLength(N);
+    expect(ms).toBeLessThan(1_000);
+    const state = s.loadDeliveryState();
+    expect(state.deliveries).toHaveLength(N);
+    expect(state.deliveries[N - 1]?.device).toBe(devices[N - 1]);
+    s.close();
+  });
+});
