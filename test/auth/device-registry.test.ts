@@ -1,0 +1,257 @@
+import { beforeEach, describe, expect, it } from "vitest";
+import { DeviceRegistry, type DeviceInput } from "../../src/auth/device-registry.ts";
+import { AuthError } from "../../src/auth/errors.ts";
+import { createMemoryStore } from "../../src/store/index.ts";
+import type { DeviceRecord, Store } from "../../src/store/types.ts";
+import { ManualClock } from "../../src/util/clock.ts";
+
+/** The device and settings parts of the Store, in memory; the journal parts are not used by the registry. */
+function fakeStore(): Store {
+  const devices = new Map<string, DeviceRecord>();
+  const settings = new Map<string, string>();
+  const unused = (): never => {
+    throw new Error("not used by the registry");
+  };
+  return {
+    kind: "fake",
+    putDevice: (d) => void devices.set(d.id, d),
+    getDevice: (id) => devices.get(id),
+    findDeviceByPskIdentity: (identity) => [...devices.values()].find((d) => d.psk?.identity === identity),
+    findDeviceByCertIdentity: (identity) => [...devices.values()].find((d) => d.certIdentity === identity),
+    listDevices: () => [...devices.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)),
+    deleteDevice: (id) => devices.delete(id),
+    commit: unused,
+    loadDeliveryState: unused,
+    getMessage: unused,
+    receiptsForMessage: unused,
+    receiptsAfter: unused,
+    prune: unused,
+    getSetting: (key) => settings.get(key),
+    putSetting: (key, value) => void settings.set(key, value),
+    close: () => {},
+  };
+}
+
+function codeOf(f: () => unknown): string | undefined {
+  try {
+    f();
+  } catch (e) {
+    expect(e).toBeInstanceOf(AuthError);
+    return (e as AuthError).code;
+  }
+  return undefined;
+}
+
+const KEY = Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
+
+const STORES: [string, () => Store][] = [
+  ["an in-test fake store", fakeStore],
+  ["the memory store", createMemoryStore],
+];
+
+describe.each(STORES)("with %s", (_name, makeStore) => {
+  let clock: ManualClock;
+  let registry: DeviceRegistry;
+  let events: [string, DeviceRecord | undefined][];
+
+  beforeEach(() => {
+    const store = makeStore();
+    clock = new ManualClock(1_700_000_000_000);
+    registry = new DeviceRegistry(store, clock);
+    events = [];
+    registry.onChange((id, record) => events.push([id, record]));
+  });
+
+  describe("DeviceRegistry.add", () => {
+    it("stores a PSK device with its times and tells listeners", () => {
+      const record = registry.add({ id: "sensor-1", psk: { identity: "sensor-1", key: KEY }, topics: ["site/1", "alerts", "site/1"] });
+      expect(record).toEqual({
+        id: "sensor-1",
+        psk: { identity: "sensor-1", key: KEY },
+        certIdentity: undefined,
+        revoked: false,
+        topics: ["site/1", "alerts"],
+        createdAt: 1_700_000_000_000,
+        updatedAt: 1_700_000_000_000,
+      });
+      expect(registry.get("sensor-1")).toEqual(record);
+      expect(events).toEqual([["sensor-1", record]]);
+    });
+
+    it("copies the key it is given", () => {
+      const key = new Uint8Array(KEY);
+      registry.add({ id: "d", psk: { identity: "d", key } });
+      key.fill(0);
+      expect(registry.pskKey("d")).toEqual(KEY);
+    });
+
+    it("stores certificate devices and devices with both credentials", () => {
+      expect(registry.add({ id: "cam", certIdentity: "cam.example" }).certIdentity).toBe("cam.example");
+      const both = registry.add({ id: "gw", psk: { identity: "gw-psk", key: KEY }, certIdentity: "gw.example" });
+      expect(both.psk?.identity).toBe("gw-psk");
+      expect(registry.list().map((d) => d.id)).toEqual(["cam", "gw"]);
+    });
+
+    it("device_exists when the id is taken", () => {
+      registry.add({ id: "d", certIdentity: "d" });
+      expect(codeOf(() => registry.add({ id: "d", certIdentity: "other" }))).toBe("device_exists");
+      expect(events).toHaveLength(1);
+    });
+
+    it("bad_device for bad ids, missing credentials, bad PSKs and identities another device has", () => {
+      registry.add({ id: "taken", psk: { identity: "shared", key: KEY }, certIdentity: "shared-cert" });
+      const cases: [DeviceInput, RegExp][] = [
+        [{ id: "bad id", certIdentity: "x" }, /Device id "bad id"/],
+        [{ id: "d" }, /needs a PSK or a certificate identity/],
+        [{ id: "d", topics: ["a"] }, /needs a PSK or a certificate identity/],
+        [{ id: "d", psk: { identity: "d", key: new Uint8Array(0) } }, /0 bytes \(1\.\.64 allowed\)/],
+        [{ id: "d", psk: { identity: "d", key: new Uint8Array(65) } }, /65 bytes \(1\.\.64 allowed\)/],
+        [{ id: "d", psk: { identity: "", key: KEY } }, /0 bytes of UTF-8/],
+        [{ id: "d", psk: { identity: "x".repeat(129), key: KEY } }, /129 bytes of UTF-8/],
+        [{ id: "d", psk: { identity: "€".repeat(43), key: KEY } }, /129 bytes of UTF-8/], // 43 characters, 3 bytes each
+        [{ id: "d", psk: { identity: "d", key: "secret" as unknown as Uint8Array } }, /must be bytes/],
+        [{ id: "d", certIdentity: "" }, /certificate identity/],
+        [{ id: "d", psk: { identity: "shared", key: KEY } }, /already used by device taken/],
+        [{ id: "d", certIdentity: "shared-cert" }, /already used by device taken/],
+      ];
+      for (const [input, message] of cases) {
+        expect(codeOf(() => registry.add(input)), JSON.stringify(input)).toBe("bad_device");
+        expect(() => registry.add(input)).toThrow(message);
+      }
+      // the limits themselves are fine
+      registry.add({ id: "max", psk: { identity: "€".repeat(42) + "xx", key: new Uint8Array(64) } });
+      registry.add({ id: "min", psk: { identity: "m", key: new Uint8Array(1) } });
+      expect(registry.list()).toHaveLength(3);
+    });
+
+    it("bad_topic for bad topics", () => {
+      expect(codeOf(() => registry.add({ id: "d", certIdentity: "c", topics: ["ok", "a//b"] }))).toBe("bad_topic");
+      expect(registry.get("d")).toBeUndefined();
+    });
+  });
+
+  describe("DeviceRegistry changes", () => {
+    beforeEach(() => {
+      registry.add({ id: "d", psk: { identity: "d-psk", key: KEY }, certIdentity: "d-cert", topics: ["t"] });
+      events.length = 0;
+      clock.advance(1000);
+    });
+
+    it("update changes only what it is given and stamps updatedAt", () => {
+      const r = registry.update("d", { topics: ["u", "v"] });
+      expect(r).toMatchObject({ psk: { identity: "d-psk" }, certIdentity: "d-cert", topics: ["u", "v"], createdAt: 1_700_000_000_000, updatedAt: 1_700_000_001_000 });
+      expect(events).toEqual([["d", r]]);
+      const newKey = new Uint8Array(32).fill(7);
+      expect(registry.update("d", { psk: { identity: "d-psk2", key: newKey } }).psk).toEqual({ identity: "d-psk2", key: newKey });
+      expect(registry.pskKey("d-psk")).toBeUndefined();
+      expect(registry.pskKey("d-psk2")).toEqual(newKey);
+    });
+
+    it("update keeps what is absent or undefined; upsert drops a credential", () => {
+      const r = registry.update("d", { psk: undefined, certIdentity: undefined, topics: undefined, revoked: undefined });
+      expect(r).toMatchObject({ psk: { identity: "d-psk", key: KEY }, certIdentity: "d-cert", topics: ["t"], revoked: false });
+      expect(registry.update("d", { topics: [] }).topics).toEqual([]);
+      const dropped = registry.upsert({ id: "d", certIdentity: "d-cert" });
+      expect(dropped.psk).toBeUndefined();
+      expect(registry.pskKey("d-psk")).toBeUndefined();
+      expect(codeOf(() => registry.upsert({ id: "d" }))).toBe("bad_device");
+      expect(registry.get("d")?.certIdentity).toBe("d-cert");
+      expect(codeOf(() => registry.update("d", { topics: ["bad topic"] }))).toBe("bad_topic");
+    });
+
+    it("update can revoke and re-enable; device_unknown for unknown ids", () => {
+      expect(registry.update("d", { revoked: true }).revoked).toBe(true);
+      expect(registry.pskKey("d-psk")).toBeUndefined();
+      expect(registry.update("d", { revoked: false }).revoked).toBe(false);
+      expect(registry.pskKey("d-psk")).toEqual(KEY);
+      expect(codeOf(() => registry.update("nobody", { topics: [] }))).toBe("device_unknown");
+    });
+
+    it("upsert replaces credentials and topics, keeping createdAt and the revoked flag", () => {
+      registry.revoke("d");
+      const r = registry.upsert({ id: "d", certIdentity: "new-cert" });
+      expect(r).toMatchObject({ id: "d", certIdentity: "new-cert", revoked: true, topics: [], createdAt: 1_700_000_000_000, updatedAt: 1_700_000_001_000 });
+      expect(r.psk).toBeUndefined();
+      const added = registry.upsert({ id: "e", psk: { identity: "e", key: KEY } });
+      expect(added).toMatchObject({ id: "e", revoked: false, createdAt: 1_700_000_001_000 });
+      expect(events.map(([id, rec]) => [id, rec?.revoked])).toEqual([
+        ["d", true],
+        ["d", true],
+        ["e", false],
+      ]);
+    });
+
+    it("revoke: pskKey, authorizeCertificate and deviceForSession refuse the device; revoking again changes nothing", () => {
+      expect(registry.pskKey("d-psk")).toEqual(KEY);
+      expect(registry.authorizeCertificate("d-cert")).toBeUndefined();
+      expect(registry.deviceForSession("d-psk", false)?.id).toBe("d");
+      expect(registry.deviceForSession("d-cert", true)?.id).toBe("d");
+
+      const r = registry.revoke("d");
+      expect(r.revoked).toBe(true);
+      expect(registry.pskKey("d-psk")).toBeUndefined();
+      expect(registry.authorizeCertificate("d-cert")).toEqual({ code: "certificate_revoked", message: "Device d is revoked." });
+      expect(registry.deviceForSession("d-psk", false)).toBeUndefined();
+      expect(registry.deviceForSession("d-cert", true)).toBeUndefined();
+
+      clock.advance(5);
+      expect(registry.revoke("d")).toEqual(r);
+      expect(events).toEqual([["d", r]]);
+      expect(codeOf(() => registry.revoke("nobody"))).toBe("device_unknown");
+    });
+
+    it("remove deletes and tells listeners; false for unknown ids", () => {
+      expect(registry.remove("d")).toBe(true);
+      expect(registry.get("d")).toBeUndefined();
+      expect(registry.remove("d")).toBe(false);
+      expect(events).toEqual([["d", undefined]]);
+    });
+  });
+
+  describe("DTLS hooks", () => {
+    it("pskKey: undefined for unknown identities, a copy for known ones", () => {
+      registry.add({ id: "d", psk: { identity: "d-psk", key: KEY } });
+      expect(registry.pskKey("nobody")).toBeUndefined();
+      const key = registry.pskKey("d-psk")!;
+      key.fill(0);
+      expect(registry.pskKey("d-psk")).toEqual(KEY);
+    });
+
+    it("authorizeCertificate refuses unknown identities with access_denied", () => {
+      const refusal = registry.authorizeCertificate("stranger");
+      expect(refusal?.code).toBe("access_denied");
+      expect(refusal?.message).toContain('"stranger"');
+    });
+
+    it("deviceForSession looks the identity up by how the session was authenticated", () => {
+      registry.add({ id: "a", psk: { identity: "same", key: KEY } });
+      registry.add({ id: "b", certIdentity: "same" });
+      expect(registry.deviceForSession("same", false)?.id).toBe("a");
+      expect(registry.deviceForSession("same", true)?.id).toBe("b");
+      expect(registry.deviceForSession("other", true)).toBeUndefined();
+    });
+
+    it("sessionIdentity prefixes the way of authentication", () => {
+      expect(DeviceRegistry.sessionIdentity("dev", true)).toBe("cert:dev");
+      expect(DeviceRegistry.sessionIdentity("dev", false)).toBe("psk:dev");
+    });
+  });
+
+  describe("onChange", () => {
+    it("unsubscribes, and a throwing listener neither stops the others nor undoes the change", () => {
+      const seen: string[] = [];
+      const off = registry.onChange((id) => seen.push(`second:${id}`));
+      registry.onChange(() => {
+        throw new Error("listener failed");
+      });
+      registry.onChange((id) => seen.push(`fourth:${id}`));
+      expect(() => registry.add({ id: "x", certIdentity: "x" })).toThrow("listener failed");
+      expect(registry.get("x")).toBeDefined();
+      expect(seen).toEqual(["second:x", "fourth:x"]);
+      expect(events.map(([id]) => id)).toEqual(["x"]);
+      off();
+      expect(() => registry.remove("x")).toThrow("listener failed");
+      expect(seen).toEqual(["second:x", "fourth:x", "fourth:x"]);
+    });
+  });
+});
