@@ -1,0 +1,1117 @@
+import { EventEmitter } from "node:events";
+import type { Clock } from "../util/clock.ts";
+import { Scheduler } from "../util/scheduler.ts";
+import type { MessageRecord, Receipt, ReceiptInput, ReceiptState, Store } from "../store/types.ts";
+import {
+  AuthError,
+  checkTopic,
+  DeviceRegistry,
+  issueSessionToken,
+  signContent,
+  verifySessionToken,
+  type KeyRing,
+} from "../auth/index.ts";
+import { decodeFrame, encodeFrame, ErrorCode, WireError, type Ack, type FrameInit, type Hello, type Push } from "../wire/index.ts";
+import { DeviceQueue, Entry } from "./device-queue.ts";
+import { MessagingError } from "./errors.ts";
+import { DEFAULT_DELIVERY_OPTIONS, type DeliveryOptions } from "./options.ts";
+import { BatchBuilder } from "./write-batch.ts";
+
+/** One DTLS session as the engine sees it. */
+export interface SessionLink {
+  /** the DTLS identity: PSK identity or certificate identity */
+  readonly identity: string;
+  /** the session was authenticated by a client certificate */
+  readonly viaCertificate: boolean;
+  /** for logs, e.g. "127.0.0.1:50123" */
+  readonly peer: string;
+  /** sends each element as one record */
+  send(records: readonly Uint8Array[]): void;
+  /** ends the DTLS session (close_notify); the driver then calls `detach` */
+  close(): void;
+}
+
+export type PublishTarget = { readonly device: string } | { readonly topic: string };
+
+export interface PublishRequest {
+  readonly target: PublishTarget;
+  readonly payload: Uint8Array;
+  readonly contentType?: string;
+  /** default options.defaultTtlSeconds */
+  readonly ttlSeconds?: number;
+  /** 0..9, default 5 */
+  readonly priority?: number;
+  readonly collapseKey?: string;
+  /** who publishes: a publisher token's subject, or "device:ID" */
+  readonly publisher: string;
+  /** message id; generated when absent */
+  readonly id?: string;
+}
+
+export interface PublishResult {
+  readonly messageId: string;
+  readonly createdAt: number;
+  readonly expiresAt: number;
+  /** devices the message was queued for */
+  readonly recipients: number;
+  /** recipients refused (topic publishes only; a direct publish that is refused throws) */
+  readonly rejected: readonly { readonly device: string; readonly reason: string }[];
+}
+
+export interface DeviceStatus {
+  readonly id: string;
+  readonly online: boolean;
+  /** ms; 0 when never seen since the daemon started */
+  readonly lastSeen: number;
+  /** messages queued or in flight */
+  readonly queueDepth: number;
+  readonly lastSeq: number;
+  readonly ackedSeq: number;
+}
+
+export interface PresenceEvent {
+  readonly device: string;
+  readonly online: boolean;
+  readonly at: number;
+  readonly peer: string;
+}
+
+interface EngineEvents {
+  receipt: [Receipt];
+  presence: [PresenceEvent];
+  /** a commit failed: the engine has stopped; restart the process to recover from the store */
+  fatal: [Error];
+}
+
+export interface DeliveryEngineDeps {
+  readonly store: Store;
+  readonly registry: DeviceRegistry;
+  /** signs publishes; its JWKS goes to devices in Welcome */
+  readonly contentKeys: KeyRing;
+  /** signs session tokens */
+  readonly sessionKeys: KeyRing;
+  /** wall clock, ms since the epoch */
+  readonly clock: Clock;
+  /** called when the engine has work for `flush()`; the driver calls flush soon (e.g. setImmediate) */
+  readonly requestFlush: () => void;
+  readonly random?: () => number;
+  readonly newId?: () => string;
+  readonly options?: Partial<DeliveryOptions>;
+}
+
+/** Per DTLS session state. */
+class LinkState {
+  readonly kind = "link";
+  readonly link: SessionLink;
+  readonly sessionId: string;
+  device: DeviceQueue<LinkState> | undefined;
+  helloBusy = false;
+  closed = false;
+  /** close after this turn's records are sent */
+  closeAfterFlush = false;
+  lastHeard: number;
+  constructor(link: SessionLink, sessionId: string, now: number) {
+    this.link = link;
+    this.sessionId = sessionId;
+    this.lastHeard = now;
+  }
+}
+
+type TimerKey = Entry | DeviceQueue<LinkState> | LinkState;
+
+interface PendingPublish {
+  readonly result: PublishResult;
+  readonly resolve: (r: PublishResult) => void;
+  readonly reject: (e: Error) => void;
+}
+
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+
+function wireErrorCode(e: unknown): number {
+  if (e instanceof AuthError) {
+    switch (e.code) {
+      case "token_expired":
+        return ErrorCode.TOKEN_EXPIRED;
+      case "token_identity_mismatch":
+        return ErrorCode.TOKEN_IDENTITY_MISMATCH;
+      case "bad_topic":
+        return ErrorCode.BAD_TOPIC;
+      default:
+        return ErrorCode.TOKEN_INVALID;
+    }
+  }
+  if (e instanceof MessagingError) {
+    switch (e.code) {
+      case "payload_too_large":
+        return ErrorCode.PAYLOAD_TOO_LARGE;
+      case "queue_full":
+        return ErrorCode.QUEUE_FULL;
+      case "bad_topic":
+        return ErrorCode.BAD_TOPIC;
+      case "too_many_topics":
+        return ErrorCode.TOO_MANY_TOPICS;
+      case "device_revoked":
+        return ErrorCode.DEVICE_REVOKED;
+      case "device_unknown":
+        return ErrorCode.DEVICE_UNKNOWN;
+      case "shutting_down":
+        return ErrorCode.SHUTTING_DOWN;
+      case "bad_request":
+        return ErrorCode.BAD_FRAME;
+      default:
+        return ErrorCode.INTERNAL;
+    }
+  }
+  return ErrorCode.INTERNAL;
+}
+
+function defaultId(): string {
+  // WebCrypto's global, not an import of node:crypto
+  return globalThis.crypto.randomUUID();
+}
+
+/**
+ * The server side of delivery, sans-I/O: per-device queues and sequence
+ * numbers, the in-flight window, acks, retransmission, expiry, collapse keys,
+ * topics, sessions (Hello/Welcome, tokens, heartbeats) and receipts.
+ *
+ * Live state is in memory; every change goes into one batch per turn, which
+ * `flush()` commits to the store *before* any record of that turn is sent or
+ * any publisher is answered: nothing leaves the engine that a crash could
+ * take back. The driver: calls `attach`/`receive`/`detach` for DTLS sessions,
+ * `flush()` when asked through `requestFlush`, and `onTimer(now)` at
+ * `nextDeadline()`.
+ */
+export class DeliveryEngine extends EventEmitter<EngineEvents> {
+  readonly options: DeliveryOptions;
+  private readonly store: Store;
+  private readonly registry: DeviceRegistry;
+  private readonly contentKeys: KeyRing;
+  private readonly sessionKeys: KeyRing;
+  private readonly clock: Clock;
+  private readonly random: () => number;
+  private readonly newId: () => string;
+  private readonly requestFlushHook: () => void;
+
+  private readonly devices = new Map<string, DeviceQueue<LinkState>>();
+  private readonly links = new Map<SessionLink, LinkState>();
+  private readonly timers = new Scheduler<TimerKey>();
+  /** topic -> devices subscribed by themselves */
+  private readonly ownSubscribers = new Map<string, Set<string>>();
+  /** topic -> devices the registry assigns it to */
+  private readonly assignedSubscribers = new Map<string, Set<string>>();
+  /** uplink publishes being processed, by message id */
+  private readonly uplinkInProgress = new Map<string, Promise<PublishResult>>();
+
+  private batch = new BatchBuilder();
+  private outbox = new Map<LinkState, Uint8Array[]>();
+  private publishes: PendingPublish[] = [];
+  private afterFlush: (() => void)[] = [];
+  private flushRequested = false;
+  private asyncOps = 0;
+  private nextOrder = 1;
+  private jwksJson: string;
+  private stopped: Error | undefined;
+  private closing = false;
+  private readonly unsubscribeRegistry: () => void;
+
+  private constructor(deps: DeliveryEngineDeps) {
+    super();
+    this.options = {
+      ...DEFAULT_DELIVERY_OPTIONS,
+      ...deps.options,
+      rtt: { ...DEFAULT_DELIVERY_OPTIONS.rtt, ...deps.options?.rtt },
+    };
+    this.store = deps.store;
+    this.registry = deps.registry;
+    this.contentKeys = deps.contentKeys;
+    this.sessionKeys = deps.sessionKeys;
+    this.clock = deps.clock;
+    this.random = deps.random ?? Math.random;
+    this.newId = deps.newId ?? defaultId;
+    this.requestFlushHook = deps.requestFlush;
+    this.jwksJson = JSON.stringify(this.contentKeys.jwks());
+    this.unsubscribeRegistry = this.registry.onChange((id, record) => this.registryChanged(id, record));
+  }
+
+  /** Builds the engine from the store's delivery state and the registry. */
+  static open(deps: DeliveryEngineDeps): DeliveryEngine {
+    const engine = new DeliveryEngine(deps);
+    engine.load();
+    return engine;
+  }
+
+  private load(): void {
+    const state = this.store.loadDeliveryState();
+    const now = this.clock.now();
+    for (const c of state.counters) {
+      const q = this.queue(c.device);
+      q.lastSeq = c.lastSeq;
+      q.ackedSeq = c.ackedSeq;
+    }
+    const messages = new Map(state.messages.map((m) => [m.id, m]));
+    // in-flight entries go in by seq (priorities can make seq order differ from enqueue order)
+    const deliveries = [...state.deliveries].sort((a, b) =>
+      a.device < b.device ? -1 : a.device > b.device ? 1 : (a.seq || Infinity) - (b.seq || Infinity) || a.order - b.order,
+    );
+    for (const d of deliveries) {
+      const message = messages.get(d.messageId);
+      if (message === undefined) continue;
+      const q = this.queue(d.device);
+      const entry = new Entry(message, q, d.order);
+      this.nextOrder = Math.max(this.nextOrder, d.order + 1);
+      if (d.seq > 0) {
+        entry.seq = d.seq;
+        entry.tombstone = d.tombstone;
+        // sent by an earlier process: a transmission whose time we do not know (no RTT sample from it)
+        entry.transmissions = 1;
+        q.addInflight(entry);
+      } else {
+        q.addPending(entry);
+      }
+      if (!entry.tombstone) this.timers.schedule(entry, Math.max(now, message.expiresAt));
+    }
+    for (const s of state.subscriptions) {
+      this.queue(s.device).subscriptions.add(s.topic);
+      addTo(this.ownSubscribers, s.topic, s.device);
+    }
+    for (const d of this.registry.list()) this.assignTopics(d.id, d.revoked ? [] : d.topics);
+  }
+
+  // ---------------------------------------------------------------- sessions
+
+  /** A DTLS session was established. */
+  attach(link: SessionLink): void {
+    const now = this.clock.now();
+    const ls = new LinkState(link, this.newId(), now);
+    this.links.set(link, ls);
+    this.timers.schedule(ls, now + this.heartbeatTimeout());
+    this.wake();
+  }
+
+  /** The DTLS session ended (or the driver gave up on it). */
+  detach(link: SessionLink): void {
+    const ls = this.links.get(link);
+    if (ls === undefined) return;
+    this.links.delete(link);
+    ls.closed = true;
+    this.timers.cancel(ls);
+    this.outbox.delete(ls);
+    this.unbind(ls);
+  }
+
+  /** One record from a session. */
+  receive(link: SessionLink, record: Uint8Array): void {
+    const ls = this.links.get(link);
+    if (ls === undefined || ls.closed || this.stopped) return;
+    const now = this.clock.now();
+    ls.lastHeard = now;
+    if (ls.device !== undefined) ls.device.lastSeen = now;
+    let frame;
+    try {
+      frame = decodeFrame(record);
+    } catch (e) {
+      this.sendError(ls, ErrorCode.BAD_FRAME, e instanceof WireError ? e.message : "undecodable frame");
+      return;
+    }
+    switch (frame.kind) {
+      case "hello":
+        void this.hello(ls, frame.hello);
+        return;
+      case "unknown":
+        return; // a newer body: ignored, as protobuf intends
+      case "bye":
+        this.closeLink(ls);
+        return;
+      case "error":
+        return;
+      default:
+        break;
+    }
+    const dev = ls.device;
+    if (dev === undefined) {
+      this.sendError(ls, ErrorCode.HELLO_REQUIRED, `${frame.kind} before Welcome: send Hello first`);
+      return;
+    }
+    switch (frame.kind) {
+      case "ack":
+        this.ack(dev, frame.ack, now);
+        break;
+      case "ping":
+        this.send(ls, { kind: "pong", pong: { time: frame.ping.time, serverTime: now } });
+        break;
+      case "publish":
+        this.uplinkPublish(ls, dev, frame.publish);
+        break;
+      case "subscribe":
+        this.subscribe(ls, dev, frame.subscribe.requestId, frame.subscribe.topics, true);
+        break;
+      case "unsubscribe":
+        this.subscribe(ls, dev, frame.unsubscribe.requestId, frame.unsubscribe.topics, false);
+        break;
+      default:
+        // frames only the server sends
+        this.sendError(ls, ErrorCode.BAD_FRAME, `a device does not send ${frame.kind}`);
+    }
+  }
+
+  private async hello(ls: LinkState, hello: Hello): Promise<void> {
+    if (ls.helloBusy) return; // the device repeats Hello until Welcome; one at a time
+    ls.helloBusy = true;
+    this.asyncOps++;
+    try {
+      await this.helloInner(ls, hello);
+    } catch (e) {
+      if (!ls.closed) this.sendError(ls, ErrorCode.INTERNAL, e instanceof Error ? e.message : String(e));
+    } finally {
+      ls.helloBusy = false;
+      this.asyncOps--;
+    }
+  }
+
+  private async helloInner(ls: LinkState, hello: Hello): Promise<void> {
+    const { link } = ls;
+    if (this.closing) {
+      this.bye(ls, ErrorCode.SHUTTING_DOWN, "the server is shutting down");
+      return;
+    }
+    if (hello.version === 0) {
+      this.sendError(ls, ErrorCode.UNSUPPORTED_VERSION, "Hello.version 0: this server speaks version 1");
+      return;
+    }
+    const record = this.registry.deviceForSession(link.identity, link.viaCertificate);
+    if (record === undefined) {
+      this.bye(ls, ErrorCode.DEVICE_UNKNOWN, `no enabled device has the identity ${JSON.stringify(link.identity)}`);
+      return;
+    }
+    const identity = DeviceRegistry.sessionIdentity(link.identity, link.viaCertificate);
+    let resumed = false;
+    if (hello.sessionToken !== "") {
+      try {
+        await verifySessionToken(this.sessionKeys, hello.sessionToken, {
+          deviceId: record.id,
+          identity,
+          now: this.clock.now(),
+        });
+        resumed = true;
+      } catch (e) {
+        if (ls.closed) return;
+        // the device may send a Hello without a token: its DTLS identity is enough for a fresh session
+        this.sendError(ls, wireErrorCode(e), `session token refused: ${e instanceof Error ? e.message : String(e)}`);
+        return;
+      }
+    }
+    const issued = await issueSessionToken(this.sessionKeys, {
+      deviceId: record.id,
+      identity,
+      sessionId: ls.sessionId,
+      now: this.clock.now(),
+      ttlSeconds: this.options.sessionTokenTtlSeconds,
+    });
+    if (ls.closed || this.stopped) return;
+    const current = this.registry.get(record.id);
+    if (current === undefined || current.revoked) {
+      this.bye(ls, ErrorCode.DEVICE_REVOKED, `device ${record.id} is revoked`);
+      return;
+    }
+    const now = this.clock.now();
+    const dev = this.queue(record.id);
+    const fresh = ls.device !== dev;
+    if (fresh) this.bind(ls, dev, now);
+    if (hello.receivedSeq > dev.lastSeq) {
+      // the device has seen higher seqs than we remember (our state was lost): never reuse them
+      dev.lastSeq = hello.receivedSeq;
+      this.touchCounters(dev);
+    }
+    this.cumulative(dev, hello.receivedSeq, now);
+    this.send(ls, {
+      kind: "welcome",
+      welcome: {
+        version: 1,
+        deviceId: record.id,
+        sessionToken: issued.token,
+        tokenExpiresAt: issued.expiresAt,
+        heartbeatIntervalMs: this.options.heartbeatIntervalMs,
+        serverTime: now,
+        jwks: this.jwksJson,
+        limits: {
+          maxPayload: this.options.maxPayload,
+          window: this.options.window,
+          maxTopics: this.options.maxTopics,
+        },
+        resumed,
+        ackedSeq: dev.ackedSeq,
+        topics: this.topicsOf(dev),
+      },
+    });
+    if (fresh) {
+      // a new session: whatever was in flight may never have arrived
+      for (const e of dev.inflight.values()) {
+        e.sacked = false;
+        // what was sent on the old session is no RTT sample for this one, and its backoff starts over
+        e.transmissions = 1;
+        this.transmit(e, now);
+      }
+      this.armRetransmit(dev);
+    }
+    this.pump(dev, now);
+  }
+
+  private bind(ls: LinkState, dev: DeviceQueue<LinkState>, now: number): void {
+    const old = dev.link;
+    if (old !== undefined && old !== ls) {
+      old.device = undefined;
+      this.bye(old, ErrorCode.SESSION_REPLACED, `a newer session of device ${dev.id} took over`);
+    }
+    if (ls.device !== undefined && ls.device !== dev) this.unbind(ls);
+    dev.link = ls;
+    ls.device = dev;
+    dev.lastSeen = now;
+    this.emit("presence", { device: dev.id, online: true, at: now, peer: ls.link.peer });
+  }
+
+  private unbind(ls: LinkState): void {
+    const dev = ls.device;
+    if (dev === undefined) return;
+    ls.device = undefined;
+    if (dev.link !== ls) return;
+    dev.link = undefined;
+    this.timers.cancel(dev);
+    this.emit("presence", { device: dev.id, online: false, at: this.clock.now(), peer: ls.link.peer });
+  }
+
+  private heartbeatTimeout(): number {
+    return this.options.heartbeatIntervalMs * this.options.missedHeartbeats + Math.ceil(this.options.heartbeatIntervalMs / 2);
+  }
+
+  // ---------------------------------------------------------------- acks
+
+  private ack(dev: DeviceQueue<LinkState>, ack: Ack, now: number): void {
+    const rejected = ack.rejected.length > 0 ? new Set(ack.rejected) : undefined;
+    this.cumulative(dev, ack.cumulative, now, rejected);
+    if (ack.ranges.length > 0) {
+      for (const e of dev.inflight.values()) {
+        if (e.sacked) continue;
+        for (const r of ack.ranges) {
+          if (e.seq >= r.first && e.seq <= r.last) {
+            if (e.transmissions === 1 && !e.tombstone) dev.rtt.sample(now - e.sentAt);
+            // not retransmitted while sacked, except as the head of the window (see retransmitDue)
+            e.sacked = true;
+            break;
+          }
+        }
+      }
+    }
+    this.armRetransmit(dev);
+    this.pump(dev, now);
+  }
+
+  /** Everything <= seq was received by the device. */
+  private cumulative(dev: DeviceQueue<LinkState>, seq: number, now: number, rejected?: Set<number>): void {
+    if (seq <= dev.ackedSeq) return;
+    const upto = Math.min(seq, dev.lastSeq);
+    for (const e of dev.inflight.values()) {
+      if (e.seq > upto) break;
+      if (e.transmissions === 1 && !e.sacked && !e.tombstone) dev.rtt.sample(now - e.sentAt);
+      dev.removeInflight(e);
+      this.timers.cancel(e);
+      this.batch.removeDeliveries.push({ device: dev.id, messageId: e.message.id });
+      if (!e.tombstone) {
+        const refused = rejected?.has(e.seq) === true;
+        this.receipt(e.message, dev.id, refused ? "rejected" : "delivered", now, refused ? "device_refused" : "", e.seq);
+      }
+    }
+    if (upto > dev.ackedSeq) {
+      dev.ackedSeq = upto;
+      this.touchCounters(dev);
+    }
+  }
+
+  // ---------------------------------------------------------------- sending
+
+  /** Moves queued messages into the window and sends them. */
+  private pump(dev: DeviceQueue<LinkState>, now: number): void {
+    const ls = dev.link;
+    if (ls === undefined || ls.closed) return;
+    let sent = false;
+    while (dev.inflight.size < this.options.window) {
+      const e = dev.pending[0];
+      if (e === undefined) break;
+      dev.pending.shift();
+      if (e.message.expiresAt <= now) {
+        dev.byMessage.delete(e.message.id);
+        this.dropUnsent(e, now, "ttl");
+        continue;
+      }
+      e.seq = ++dev.lastSeq;
+      dev.addInflight(e);
+      this.batch.deliveries.push({ device: dev.id, messageId: e.message.id, order: e.order, seq: e.seq, tombstone: false });
+      this.touchCounters(dev);
+      this.receipt(e.message, dev.id, "sent", now, "", e.seq);
+      this.transmit(e, now);
+      sent = true;
+    }
+    if (sent) this.armRetransmit(dev);
+  }
+
+  private transmit(e: Entry, now: number): void {
+    const dev = e.queue as DeviceQueue<LinkState>;
+    const ls = dev.link;
+    if (ls === undefined) return;
+    e.frame ??= encodeFrame({ kind: "push", push: this.pushOf(e) });
+    e.transmissions++;
+    e.sentAt = now;
+    e.dueAt = now + dev.rtt.timeout(e.transmissions, this.options.jitter, this.random());
+    this.queueRecord(ls, e.frame);
+  }
+
+  private pushOf(e: Entry): Partial<Push> {
+    if (e.tombstone) return { seq: e.seq, messageId: e.message.id, expired: true };
+    return pushFields(e.message, e.seq);
+  }
+
+  private armRetransmit(dev: DeviceQueue<LinkState>): void {
+    this.timers.schedule(dev, dev.link === undefined ? undefined : dev.nextDue());
+    this.wake();
+  }
+
+  /**
+   * Retransmits the pushes whose timer ran out. A selectively acked push is
+   * not resent, unless it is the head of the window: if the cumulative ack
+   * that should have covered it was lost, only a duplicate makes the device
+   * repeat that ack (RFC 6675 likewise distrusts SACK state after a timeout).
+   */
+  private retransmitDue(dev: DeviceQueue<LinkState>, now: number): void {
+    if (dev.link === undefined) return;
+    let head = true;
+    for (const e of dev.inflight.values()) {
+      if (e.dueAt !== 0 && e.dueAt <= now) {
+        if (!e.sacked || head) this.transmit(e, now);
+        else e.dueAt = now + dev.rtt.timeout(e.transmissions + 1, this.options.jitter, this.random());
+      }
+      head = false;
+    }
+    this.armRetransmit(dev);
+  }
+
+  // ---------------------------------------------------------------- expiry
+
+  private expire(e: Entry, now: number): void {
+    const dev = e.queue as DeviceQueue<LinkState>;
+    if (dev.byMessage.get(e.message.id) !== e) return;
+    if (e.seq === 0) {
+      dev.removePending(e);
+      this.dropUnsent(e, now, "ttl");
+      return;
+    }
+    // its seq is taken: the device gets a tombstone for it so its sequence has no hole
+    e.tombstone = true;
+    e.frame = undefined;
+    e.sacked = false;
+    this.batch.deliveries.push({ device: dev.id, messageId: e.message.id, order: e.order, seq: e.seq, tombstone: true });
+    this.receipt(e.message, dev.id, "expired", now, "ttl", e.seq);
+    if (dev.link !== undefined) {
+      e.transmissions = 0;
+      e.sentAt = 0;
+      this.transmit(e, now);
+      this.armRetransmit(dev);
+    }
+  }
+
+  /** Removes an entry that never got a seq (already out of the pending list). */
+  private dropUnsent(e: Entry, now: number, reason: string): void {
+    this.timers.cancel(e);
+    this.batch.removeDeliveries.push({ device: e.queue.id, messageId: e.message.id });
+    this.receipt(e.message, e.queue.id, "expired", now, reason, 0);
+  }
+
+  // ---------------------------------------------------------------- publishing
+
+  /**
+   * Publishes a message to one device or to every subscriber of a topic:
+   * signs it once, queues it for each recipient in one durable batch, and
+   * resolves once that batch is committed. Throws MessagingError for bad
+   * input, an unknown or revoked device, or (direct publishes) a full queue.
+   */
+  async publish(req: PublishRequest): Promise<PublishResult> {
+    this.checkRunning();
+    const o = this.options;
+    const payload = req.payload;
+    if (payload.byteLength > o.maxPayload) {
+      throw new MessagingError("payload_too_large", `payload is ${payload.byteLength} bytes; the limit is ${o.maxPayload}`);
+    }
+    const ttl = req.ttlSeconds ?? o.defaultTtlSeconds;
+    if (!Number.isInteger(ttl) || ttl < 1 || ttl > o.maxTtlSeconds) {
+      throw new MessagingError("bad_request", `ttlSeconds must be an integer from 1 to ${o.maxTtlSeconds}, got ${ttl}`);
+    }
+    const priority = req.priority ?? 5;
+    if (!Number.isInteger(priority) || priority < 0 || priority > 9) {
+      throw new MessagingError("bad_request", `priority must be an integer from 0 to 9, got ${priority}`);
+    }
+    const contentType = req.contentType ?? "";
+    if (contentType.length > 128) throw new MessagingError("bad_request", "contentType is longer than 128 characters");
+    const collapseKey = req.collapseKey ?? "";
+    if (collapseKey.length > 128) throw new MessagingError("bad_request", "collapseKey is longer than 128 characters");
+    let topic = "";
+    let device = "";
+    if ("topic" in req.target) {
+      try {
+        topic = checkTopic(req.target.topic);
+      } catch (e) {
+        throw new MessagingError("bad_topic", e instanceof Error ? e.message : String(e));
+      }
+    } else {
+      device = req.target.device;
+      this.checkDirectTarget(device);
+    }
+    const now = this.clock.now();
+    const id = req.id ?? this.newId();
+    const fields = {
+      messageId: id,
+      topic,
+      device,
+      contentType,
+      publisher: req.publisher,
+      collapseKey,
+      payload,
+      createdAt: now,
+      expiresAt: now + ttl * 1000,
+      priority,
+    };
+    let signature: string;
+    this.asyncOps++;
+    try {
+      signature = await signContent(this.contentKeys, fields);
+    } finally {
+      this.asyncOps--;
+    }
+    const record: MessageRecord = {
+      id,
+      topic,
+      device,
+      payload: new Uint8Array(payload),
+      contentType,
+      createdAt: fields.createdAt,
+      expiresAt: fields.expiresAt,
+      priority,
+      collapseKey,
+      publisher: req.publisher,
+      signature,
+    };
+    // the largest Push this message can become must fit in one record
+    const size = encodeFrame({ kind: "push", push: pushFields(record, MAX_SAFE) }).byteLength;
+    if (size > o.maxRecordPayload) {
+      throw new MessagingError(
+        "payload_too_large",
+        `the Push for this message would be ${size} bytes and one record carries at most ${o.maxRecordPayload}: shorten the payload (${payload.byteLength} bytes) or the topic, content type or collapse key`,
+      );
+    }
+    // from here on synchronous: no other turn interleaves
+    this.checkRunning();
+    if (req.id !== undefined && (this.store.getMessage(id) !== undefined || this.batch.messages.some((m) => m.id === id))) {
+      throw new MessagingError("duplicate_message", `a message with id ${JSON.stringify(id)} was already published`);
+    }
+    if (device !== "") this.checkDirectTarget(device);
+    const recipients = device !== "" ? [device] : this.subscribersOf(topic);
+    const accepted: DeviceQueue<LinkState>[] = [];
+    const rejected: { device: string; reason: string }[] = [];
+    for (const r of recipients) {
+      const q = this.queue(r);
+      // a publish that replaces an unsent message by its collapse key takes no more room
+      const replaces = collapseKey !== "" && q.pendingWithCollapseKey(collapseKey) !== undefined;
+      if (replaces || this.makeRoom(q, now)) accepted.push(q);
+      else rejected.push({ device: r, reason: "queue_full" });
+    }
+    if (device !== "" && accepted.length === 0) {
+      throw new MessagingError(
+        "queue_full",
+        `device ${device} has ${this.options.maxQueue} messages queued (the limit); nothing was published`,
+      );
+    }
+    this.batch.messages.push(record);
+    for (const q of accepted) {
+      if (collapseKey !== "") {
+        const old = q.pendingWithCollapseKey(collapseKey);
+        if (old !== undefined) {
+          q.removePending(old);
+          this.dropUnsent(old, now, "collapsed");
+        }
+      }
+      const e = new Entry(record, q, this.nextOrder++);
+      q.addPending(e);
+      this.timers.schedule(e, record.expiresAt);
+      this.batch.deliveries.push({ device: q.id, messageId: id, order: e.order, seq: 0, tombstone: false });
+      this.receipt(record, q.id, "queued", now, "", 0);
+    }
+    for (const r of rejected) this.receipt(record, r.device, "rejected", now, r.reason, 0);
+    for (const q of accepted) this.pump(q, now);
+    const result: PublishResult = {
+      messageId: id,
+      createdAt: record.createdAt,
+      expiresAt: record.expiresAt,
+      recipients: accepted.length,
+      rejected,
+    };
+    return new Promise<PublishResult>((resolve, reject) => {
+      this.publishes.push({ result, resolve, reject });
+      this.wake();
+    });
+  }
+
+  private checkRunning(): void {
+    if (this.stopped) throw new MessagingError("internal", "the delivery engine stopped after a store failure", { cause: this.stopped });
+    if (this.closing) throw new MessagingError("shutting_down", "the server is shutting down");
+  }
+
+  private checkDirectTarget(device: string): void {
+    const rec = this.registry.get(device);
+    if (rec === undefined) throw new MessagingError("device_unknown", `no device ${JSON.stringify(device)} is registered`);
+    if (rec.revoked) throw new MessagingError("device_revoked", `device ${device} is revoked`);
+  }
+
+  /** Whether the queue can take one more message (applying the drop-oldest policy). */
+  private makeRoom(q: DeviceQueue<LinkState>, now: number): boolean {
+    if (q.depth < this.options.maxQueue) return true;
+    if (this.options.queueFullPolicy !== "drop-oldest") return false;
+    const oldest = q.oldestPending();
+    if (oldest === undefined) return false;
+    q.removePending(oldest);
+    this.dropUnsent(oldest, now, "evicted");
+    return true;
+  }
+
+  private uplinkPublish(ls: LinkState, dev: DeviceQueue<LinkState>, p: { requestId: number; topic: string; payload: Uint8Array; contentType: string; ttlSeconds: number; priority: number }): void {
+    const id = `up:${dev.id}:${p.requestId}`;
+    const answer = (r: PublishResult | Error): void => {
+      if (ls.closed) return;
+      if (r instanceof Error) {
+        this.send(ls, {
+          kind: "publishAck",
+          publishAck: { requestId: p.requestId, error: { code: wireErrorCode(r), message: r.message, requestId: p.requestId } },
+        });
+      } else {
+        this.send(ls, { kind: "publishAck", publishAck: { requestId: p.requestId, messageId: r.messageId } });
+      }
+    };
+    const running = this.uplinkInProgress.get(id);
+    if (running !== undefined) return; // its PublishAck follows
+    if (this.store.getMessage(id) !== undefined) {
+      // a repeat of a publish already done: answer again, publish nothing
+      this.send(ls, { kind: "publishAck", publishAck: { requestId: p.requestId, messageId: id } });
+      return;
+    }
+    const done = this.publish({
+      target: { topic: p.topic },
+      payload: p.payload,
+      contentType: p.contentType,
+      ttlSeconds: p.ttlSeconds === 0 ? undefined : p.ttlSeconds,
+      priority: p.priority === 0 ? undefined : p.priority,
+      publisher: `device:${dev.id}`,
+      id,
+    });
+    this.uplinkInProgress.set(id, done);
+    done.then(answer, answer).finally(() => this.uplinkInProgress.delete(id));
+  }
+
+  // ---------------------------------------------------------------- topics
+
+  private subscribe(ls: LinkState, dev: DeviceQueue<LinkState>, requestId: number, topics: readonly string[], add: boolean): void {
+    try {
+      const checked = topics.map((t) => {
+        try {
+          return checkTopic(t);
+        } catch (e) {
+          throw new MessagingError("bad_topic", e instanceof Error ? e.message : String(e));
+        }
+      });
+      if (add) {
+        const after = new Set([...dev.subscriptions, ...checked]);
+        if (after.size > this.options.maxTopics) {
+          throw new MessagingError("too_many_topics", `a device may subscribe to at most ${this.options.maxTopics} topics`);
+        }
+      }
+      for (const t of checked) {
+        if (add === dev.subscriptions.has(t)) continue;
+        if (add) {
+          dev.subscriptions.add(t);
+          addTo(this.ownSubscribers, t, dev.id);
+          this.batch.subscribe.push({ device: dev.id, topic: t });
+        } else {
+          dev.subscriptions.delete(t);
+          removeFrom(this.ownSubscribers, t, dev.id);
+          this.batch.unsubscribe.push({ device: dev.id, topic: t });
+        }
+      }
+      this.send(ls, { kind: "subscribed", subscribed: { requestId, topics: this.topicsOf(dev) } });
+    } catch (e) {
+      this.send(ls, {
+        kind: "subscribed",
+        subscribed: {
+          requestId,
+          topics: this.topicsOf(dev),
+          error: { code: wireErrorCode(e), message: e instanceof Error ? e.message : String(e), requestId },
+        },
+      });
+    }
+  }
+
+  private topicsOf(dev: DeviceQueue<LinkState>): string[] {
+    return [...new Set([...dev.registryTopics, ...dev.subscriptions])].sort();
+  }
+
+  /** Devices that receive a publish to `topic`: enabled, subscribed by themselves or assigned by the registry. */
+  subscribersOf(topic: string): string[] {
+    const out = new Set<string>();
+    for (const d of this.ownSubscribers.get(topic) ?? []) out.add(d);
+    for (const d of this.assignedSubscribers.get(topic) ?? []) out.add(d);
+    const enabled: string[] = [];
+    for (const d of out) {
+      const rec = this.registry.get(d);
+      if (rec !== undefined && !rec.revoked) enabled.push(d);
+    }
+    return enabled.sort();
+  }
+
+  private assignTopics(id: string, topics: readonly string[]): void {
+    const q = this.queue(id);
+    for (const t of q.registryTopics) removeFrom(this.assignedSubscribers, t, id);
+    q.registryTopics = [...topics];
+    for (const t of topics) addTo(this.assignedSubscribers, t, id);
+  }
+
+  private registryChanged(id: string, record: { revoked: boolean; topics: readonly string[] } | undefined): void {
+    const now = this.clock.now();
+    const q = this.devices.get(id);
+    if (record === undefined) {
+      // removed: its queue goes (the store deleted its deliveries)
+      if (q === undefined) return;
+      if (q.link !== undefined) this.bye(q.link, ErrorCode.DEVICE_UNKNOWN, `device ${id} was removed`);
+      for (const e of [...q.byMessage.values()]) {
+        this.timers.cancel(e);
+        if (!e.tombstone) this.receipt(e.message, id, "rejected", now, "device_removed", e.seq);
+      }
+      for (const t of q.subscriptions) removeFrom(this.ownSubscribers, t, id);
+      for (const t of q.registryTopics) removeFrom(this.assignedSubscribers, t, id);
+      this.timers.cancel(q);
+      this.devices.delete(id);
+      this.wake();
+      return;
+    }
+    this.assignTopics(id, record.revoked ? [] : record.topics);
+    if (record.revoked && q?.link !== undefined) {
+      this.bye(q.link, ErrorCode.DEVICE_REVOKED, `device ${id} was revoked`);
+      this.wake();
+    }
+  }
+
+  // ---------------------------------------------------------------- timers, flush
+
+  /** The earliest time `onTimer` has work; undefined when none. */
+  nextDeadline(): number | undefined {
+    // a stopped engine does no more work (its deadlines would be due at once, forever)
+    if (this.stopped) return undefined;
+    return this.timers.next();
+  }
+
+  onTimer(now: number): void {
+    if (this.stopped) return;
+    for (const key of this.timers.due(now)) {
+      switch (key.kind) {
+        case "entry":
+          this.expire(key, now);
+          break;
+        case "device":
+          this.retransmitDue(key, now);
+          break;
+        case "link": {
+          if (key.closed) break;
+          const quietUntil = key.lastHeard + this.heartbeatTimeout();
+          if (quietUntil > now) {
+            this.timers.schedule(key, quietUntil);
+            break;
+          }
+          // missed heartbeats: offline; its queue stays
+          this.unbind(key);
+          this.closeLink(key);
+          break;
+        }
+      }
+    }
+    this.wake();
+  }
+
+  /**
+   * Commits the turn's batch, then sends its records and answers its
+   * publishers. A failed commit stops the engine (event "fatal"): in-memory
+   * state is then ahead of the store, and only a restart from the store is
+   * consistent.
+   */
+  flush(): void {
+    this.flushRequested = false;
+    if (this.stopped) return;
+    const batch = this.batch;
+    const publishes = this.publishes;
+    const outbox = this.outbox;
+    const after = this.afterFlush;
+    this.batch = new BatchBuilder();
+    this.publishes = [];
+    this.outbox = new Map();
+    this.afterFlush = [];
+    let receipts: Receipt[] = [];
+    if (!batch.empty) {
+      try {
+        receipts = this.store.commit(batch.build());
+      } catch (e) {
+        const error = e instanceof Error ? e : new Error(String(e));
+        this.stopped = error;
+        const failure = new MessagingError("internal", `the store refused a commit: ${error.message}`, { cause: error });
+        for (const p of publishes) p.reject(failure);
+        this.emit("fatal", error);
+        return;
+      }
+    }
+    for (const [ls, records] of outbox) {
+      if (!ls.closed && records.length > 0) ls.link.send(records);
+    }
+    for (const fn of after) fn();
+    for (const p of publishes) p.resolve(p.result);
+    for (const r of receipts) this.emit("receipt", r);
+  }
+
+  // ---------------------------------------------------------------- queries
+
+  /** Hellos and publishes waiting for a signature (asynchronous crypto). */
+  get pendingAsync(): number {
+    return this.asyncOps;
+  }
+
+  deviceStatus(id: string): DeviceStatus {
+    const q = this.devices.get(id);
+    return {
+      id,
+      online: q?.link !== undefined,
+      lastSeen: q?.lastSeen ?? 0,
+      queueDepth: q?.depth ?? 0,
+      lastSeq: q?.lastSeq ?? 0,
+      ackedSeq: q?.ackedSeq ?? 0,
+    };
+  }
+
+  /** Devices online now. */
+  onlineCount(): number {
+    let n = 0;
+    for (const q of this.devices.values()) if (q.link !== undefined) n++;
+    return n;
+  }
+
+  /** The message and its receipts, from the store. */
+  messageStatus(id: string): { message: MessageRecord; receipts: Receipt[] } | undefined {
+    const message = this.store.getMessage(id);
+    if (message === undefined) return undefined;
+    return { message, receipts: this.store.receiptsForMessage(id) };
+  }
+
+  /** Call after rotating the content-signing keys, so Welcome carries the new JWKS. */
+  keysChanged(): void {
+    this.jwksJson = JSON.stringify(this.contentKeys.jwks());
+  }
+
+  /** Stops taking publishes and Hellos, says Bye to every session and flushes. */
+  shutdown(): void {
+    this.closing = true;
+    for (const ls of this.links.values()) this.bye(ls, ErrorCode.SHUTTING_DOWN, "the server is shutting down");
+    this.flush();
+    this.unsubscribeRegistry();
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private queue(id: string): DeviceQueue<LinkState> {
+    let q = this.devices.get(id);
+    if (q === undefined) {
+      q = new DeviceQueue<LinkState>(id, this.options.rtt);
+      this.devices.set(id, q);
+    }
+    return q;
+  }
+
+  private touchCounters(dev: DeviceQueue<LinkState>): void {
+    this.batch.counters.set(dev.id, { device: dev.id, lastSeq: dev.lastSeq, ackedSeq: dev.ackedSeq });
+  }
+
+  private receipt(m: MessageRecord, device: string, state: ReceiptState, at: number, reason: string, seq: number): void {
+    const r: ReceiptInput = { messageId: m.id, device, state, at, reason, seq, topic: m.topic };
+    this.batch.receipts.push(r);
+    this.wake();
+  }
+
+  private send(ls: LinkState, frame: FrameInit): void {
+    this.queueRecord(ls, encodeFrame(frame));
+  }
+
+  private queueRecord(ls: LinkState, record: Uint8Array): void {
+    if (ls.closed) return;
+    const list = this.outbox.get(ls);
+    if (list === undefined) this.outbox.set(ls, [record]);
+    else list.push(record);
+    this.wake();
+  }
+
+  private sendError(ls: LinkState, code: number, message: string): void {
+    this.send(ls, { kind: "error", error: { code, message } });
+  }
+
+  /** Error + Bye, then the session is closed after this turn's records are sent. */
+  private bye(ls: LinkState, code: number, message: string): void {
+    if (ls.closed || ls.closeAfterFlush) return;
+    this.send(ls, { kind: "bye", bye: { reason: { code, message } } });
+    ls.closeAfterFlush = true;
+    this.unbind(ls);
+    this.afterFlush.push(() => this.closeLink(ls));
+  }
+
+  private closeLink(ls: LinkState): void {
+    if (ls.closed) return;
+    this.unbind(ls);
+    ls.closed = true;
+    this.timers.cancel(ls);
+    this.links.delete(ls.link);
+    ls.link.close();
+  }
+
+  private wake(): void {
+    if (this.flushRequested) return;
+    this.flushRequested = true;
+    this.requestFlushHook();
+  }
+}
+
+function pushFields(m: MessageRecord, seq: number): Partial<Push> {
+  return {
+    seq,
+    messageId: m.id,
+    topic: m.topic,
+    device: m.device,
+    payload: m.payload,
+    contentType: m.contentType,
+    createdAt: m.createdAt,
+    expiresAt: m.expiresAt,
+    priority: m.priority,
+    collapseKey: m.collapseKey,
+    publisher: m.publisher,
+    signature: m.signature,
+  };
+}
+
+function addTo(index: Map<string, Set<string>>, topic: string, device: string): void {
+  let set = index.get(topic);
+  if (set === undefined) index.set(topic, (set = new Set()));
+  set.add(device);
+}
+
+function removeFrom(index: Map<string, Set<string>>, topic: string, device: string): void {
+  const set = index.get(topic);
+  if (set === undefined) return;
+  set.delete(device);
+  if (set.size === 0) index.delete(topic);
+}

@@ -1,0 +1,415 @@
+import { EventEmitter } from "node:events";
+import {
+  decodeFrame,
+  encodeFrame,
+  ErrorCode,
+  errorCodeName,
+  type FrameInit,
+  type Push,
+  type Welcome,
+  type WireErrorBody,
+} from "../wire/index.ts";
+import { DeviceReceiver } from "./device-receiver.ts";
+import { MessagingError } from "./errors.ts";
+
+/**
+ * The device side of one DTLS session, sans-I/O: Hello until Welcome, pushes
+ * verified, de-duplicated and handed over in seq order one at a time, acks,
+ * heartbeats, uplink requests (Publish, Subscribe, Unsubscribe) repeated until
+ * answered, token refresh.
+ *
+ * The driver feeds `receive(record)` and `onTimer(now)` (at `nextDeadline()`),
+ * sends what `takeRecords()` returns whenever `wake` is called, and tells the
+ * session `processed(seq)` when the application is done with a "message"
+ * event. Persisting `hwm` (event "hwm") before the ack that covers it is the
+ * driver's job: `ackReady()` tells when the persisted mark allows an ack.
+ */
+export interface DeviceSessionOptions {
+  /** highest seq this device processed (persisted by the previous run) */
+  readonly hwm: number;
+  /** a token from an earlier Welcome, to resume */
+  readonly sessionToken?: string;
+  /** the first uplink request id (persisted so ids never repeat) */
+  readonly nextRequestId?: number;
+  /** checks a push's signature; resolves false to refuse it */
+  readonly verify: (push: Push, jwks: string) => Promise<boolean>;
+  /** first Hello/request retransmission timeout, ms (default 1000; doubles up to 8000) */
+  readonly retryMs?: number;
+  /** client description sent in Hello */
+  readonly client?: string;
+  /** heartbeat intervals without a word from the server before "stale" (default 3) */
+  readonly missedHeartbeats?: number;
+  /** a Hello unanswered (nothing heard from the server) for this long before the first Welcome means "stale", ms (default 60 000) */
+  readonly helloTimeoutMs?: number;
+}
+
+interface Request {
+  readonly id: number;
+  readonly frame: Uint8Array;
+  dueAt: number;
+  tries: number;
+  readonly resolve: (value: Answer) => void;
+}
+
+type Answer =
+  | { kind: "publishAck"; messageId: string; error: WireErrorBody | undefined }
+  | { kind: "subscribed"; topics: string[]; error: WireErrorBody | undefined };
+
+interface SessionEvents {
+  welcome: [Welcome];
+  message: [Push];
+  /** a push refused (bad or unknown-key signature) */
+  rejected: [Push, string];
+  /** an Error frame from the server */
+  serverError: [WireErrorBody];
+  /** the server ended the session (Bye) */
+  bye: [WireErrorBody | undefined];
+  /** there are records to send */
+  wake: [];
+  /** nothing heard from the server for `missedHeartbeats` intervals (before the Welcome: for `helloTimeoutMs`): the driver should reconnect */
+  stale: [];
+}
+
+const MAX_RETRY_MS = 8000;
+const TOKEN_ERRORS = new Set<number>([ErrorCode.TOKEN_INVALID, ErrorCode.TOKEN_EXPIRED, ErrorCode.TOKEN_IDENTITY_MISMATCH]);
+
+export class DeviceSession extends EventEmitter<SessionEvents> {
+  readonly receiver: DeviceReceiver;
+  private readonly verifyPush: (push: Push, jwks: string) => Promise<boolean>;
+  private readonly retryMs: number;
+  private readonly client: string;
+  private token: string;
+  private welcome: Welcome | undefined;
+  private helloDue = 0;
+  private helloTries = 0;
+  private helloFrame: Uint8Array | undefined;
+  private pingDue = 0;
+  private refreshDue = 0;
+  private lastSent = 0;
+  private requestId: number;
+  private readonly requests = new Map<number, Request>();
+  private out: Uint8Array[] = [];
+  private ackWanted = false;
+  /** hwm the driver has persisted; acks never claim more */
+  private persistedHwm: number;
+  private ended = false;
+  private lastHeard = 0;
+  private staleAfter = 0;
+  private readonly missedHeartbeats: number;
+  private readonly helloTimeoutMs: number;
+
+  constructor(options: DeviceSessionOptions) {
+    super();
+    this.receiver = new DeviceReceiver(options.hwm);
+    this.persistedHwm = options.hwm;
+    this.verifyPush = options.verify;
+    this.retryMs = options.retryMs ?? 1000;
+    this.client = options.client ?? "dtlspush-sdk";
+    this.token = options.sessionToken ?? "";
+    this.requestId = options.nextRequestId ?? 1;
+    this.missedHeartbeats = options.missedHeartbeats ?? 3;
+    this.helloTimeoutMs = options.helloTimeoutMs ?? 60_000;
+  }
+
+  get welcomed(): Welcome | undefined {
+    return this.welcome;
+  }
+
+  get sessionToken(): string {
+    return this.token;
+  }
+
+  /** the next uplink request id (persist it with hwm) */
+  get nextRequestId(): number {
+    return this.requestId;
+  }
+
+  /** Sends the first Hello. */
+  start(now: number): void {
+    this.lastHeard = now;
+    this.sendHello(now);
+  }
+
+  /** Called with the hwm once it is persisted; acks may now cover it. */
+  persisted(hwm: number): void {
+    if (hwm > this.persistedHwm) {
+      this.persistedHwm = hwm;
+      this.ackWanted = true;
+      this.wake();
+    }
+  }
+
+  receive(record: Uint8Array, now: number): void {
+    if (this.ended) return;
+    this.lastHeard = now;
+    let frame;
+    try {
+      frame = decodeFrame(record);
+    } catch {
+      return; // an undecodable frame from the server: ignore, it will retransmit what matters
+    }
+    switch (frame.kind) {
+      case "welcome":
+        this.onWelcome(frame.welcome, now);
+        break;
+      case "push":
+        this.onPush(frame.push);
+        break;
+      case "publishAck":
+        this.answer(frame.publishAck.requestId, {
+          kind: "publishAck",
+          messageId: frame.publishAck.messageId,
+          error: frame.publishAck.error,
+        });
+        break;
+      case "subscribed":
+        this.answer(frame.subscribed.requestId, {
+          kind: "subscribed",
+          topics: frame.subscribed.topics,
+          error: frame.subscribed.error,
+        });
+        break;
+      case "error":
+        if (TOKEN_ERRORS.has(frame.error.code) && this.welcome === undefined) {
+          // token refused: start a fresh session with the DTLS identity alone
+          this.token = "";
+          this.helloFrame = undefined;
+          this.sendHello(now);
+        }
+        this.emit("serverError", frame.error);
+        break;
+      case "bye":
+        this.ended = true;
+        this.emit("bye", frame.bye.reason);
+        break;
+      default:
+        break; // pong, unknown bodies
+    }
+  }
+
+  private onWelcome(w: Welcome, now: number): void {
+    const first = this.welcome === undefined;
+    this.welcome = w;
+    this.token = w.sessionToken;
+    this.helloDue = 0;
+    this.helloFrame = undefined;
+    this.helloTries = 0;
+    const lifetime = Math.max(0, w.tokenExpiresAt - w.serverTime);
+    this.refreshDue = now + Math.floor((lifetime * 2) / 3);
+    this.pingDue = now + w.heartbeatIntervalMs;
+    this.staleAfter = w.heartbeatIntervalMs * this.missedHeartbeats + Math.ceil(w.heartbeatIntervalMs / 2);
+    if (this.receiver.serverAcked(w.ackedSeq)) this.persistedHwm = Math.max(this.persistedHwm, w.ackedSeq);
+    if (first) this.emit("welcome", w);
+    // requests sent before the Welcome went unanswered (HELLO_REQUIRED): send them now
+    for (const r of this.requests.values()) r.dueAt = now;
+    this.ackWanted = true;
+    this.wake();
+  }
+
+  private onPush(push: Push): void {
+    const welcome = this.welcome;
+    if (welcome === undefined) return;
+    const result = this.receiver.accept(push);
+    this.ackWanted = true;
+    this.wake();
+    if (result !== "new") return;
+    if (!this.receiver.pending(push.seq)) {
+      this.drain();
+      return;
+    }
+    this.verifyPush(push, welcome.jwks).then(
+      (ok) => this.settle(push, ok, ok ? "" : "signature refused"),
+      (e: unknown) => this.settle(push, false, e instanceof Error ? e.message : String(e)),
+    );
+  }
+
+  private settle(push: Push, ok: boolean, why: string): void {
+    if (this.ended) return;
+    this.receiver.settle(push.seq, ok);
+    if (!ok) this.emit("rejected", push, why);
+    this.drain();
+  }
+
+  private drain(): void {
+    const before = this.receiver.hwm;
+    const next = this.receiver.next();
+    if (this.receiver.hwm !== before) this.ackWanted = true;
+    if (next !== undefined) this.emit("message", next);
+    this.wake();
+  }
+
+  /** The application is done with push `seq` ("message" event). */
+  processed(seq: number): void {
+    this.receiver.processed(seq);
+    this.ackWanted = true;
+    this.drain();
+  }
+
+  /** Publishes to a topic; resolves with the message id once the server has it durably. */
+  publish(
+    topic: string,
+    payload: Uint8Array,
+    options: { contentType?: string; ttlSeconds?: number; priority?: number } = {},
+    now: number,
+  ): Promise<string> {
+    const id = this.requestId++;
+    const frame = encodeFrame({
+      kind: "publish",
+      publish: {
+        requestId: id,
+        topic,
+        payload,
+        contentType: options.contentType ?? "",
+        ttlSeconds: options.ttlSeconds ?? 0,
+        priority: options.priority ?? 0,
+      },
+    });
+    return this.request(id, frame, now).then((a) => {
+      if (a.kind !== "publishAck") throw new MessagingError("bad_request", "unexpected answer");
+      if (a.error !== undefined) throw answerError(a.error);
+      return a.messageId;
+    });
+  }
+
+  /** Subscribes (or with add false unsubscribes); resolves with every topic the device is now subscribed to. */
+  subscribe(topics: readonly string[], add: boolean, now: number): Promise<string[]> {
+    const id = this.requestId++;
+    const frame = encodeFrame(
+      add
+        ? { kind: "subscribe", subscribe: { requestId: id, topics: [...topics] } }
+        : { kind: "unsubscribe", unsubscribe: { requestId: id, topics: [...topics] } },
+    );
+    return this.request(id, frame, now).then((a) => {
+      if (a.kind !== "subscribed") throw new MessagingError("bad_request", "unexpected answer");
+      if (a.error !== undefined) throw answerError(a.error);
+      return a.topics;
+    });
+  }
+
+  private request(id: number, frame: Uint8Array, now: number): Promise<Answer> {
+    return new Promise<Answer>((resolve) => {
+      const r: Request = { id, frame, dueAt: now + this.retryMs, tries: 1, resolve };
+      this.requests.set(id, r);
+      if (this.welcome !== undefined) this.queue(frame, now);
+      this.wake();
+    });
+  }
+
+  private answer(id: number, a: Answer): void {
+    const r = this.requests.get(id);
+    if (r === undefined) return;
+    this.requests.delete(id);
+    r.resolve(a);
+  }
+
+  /** Pending uplink requests (they are re-sent on the next session). */
+  get pendingRequests(): number {
+    return this.requests.size;
+  }
+
+  /** Moves pending requests to a new session (after a reconnect). */
+  adoptRequests(from: DeviceSession): void {
+    for (const [id, r] of from.requests) this.requests.set(id, r);
+    from.requests.clear();
+    this.requestId = Math.max(this.requestId, from.requestId);
+  }
+
+  nextDeadline(): number | undefined {
+    // an ended session has nothing to do (its old deadlines would fire at once, forever)
+    if (this.ended) return undefined;
+    let min: number | undefined;
+    const consider = (t: number): void => {
+      if (t > 0 && (min === undefined || t < min)) min = t;
+    };
+    consider(this.helloDue);
+    if (this.welcome !== undefined) {
+      consider(this.pingDue);
+      consider(this.refreshDue);
+      for (const r of this.requests.values()) consider(r.dueAt);
+    }
+    return min;
+  }
+
+  onTimer(now: number): void {
+    if (this.ended) return;
+    if (this.helloDue > 0 && this.helloDue <= now) {
+      if (this.welcome === undefined && now - this.lastHeard >= this.helloTimeoutMs) {
+        // no answer at all (e.g. the server lost its DTLS sessions in a restart): stop repeating, reconnect
+        this.helloDue = 0;
+        this.emit("stale");
+        return;
+      }
+      this.sendHello(now);
+    }
+    if (this.welcome !== undefined) {
+      if (this.refreshDue > 0 && this.refreshDue <= now) {
+        this.refreshDue = 0;
+        this.sendHello(now); // refresh: Hello with the current token answers with a new Welcome
+      }
+      for (const r of this.requests.values()) {
+        if (r.dueAt > now) continue;
+        r.tries++;
+        r.dueAt = now + Math.min(MAX_RETRY_MS, this.retryMs * 2 ** (r.tries - 1));
+        this.queue(r.frame, now);
+      }
+      if (this.staleAfter > 0 && now - this.lastHeard >= this.staleAfter) {
+        this.staleAfter = 0;
+        this.emit("stale");
+      }
+      if (this.pingDue <= now) {
+        this.pingDue = now + this.welcome.heartbeatIntervalMs;
+        if (now - this.lastSent >= this.welcome.heartbeatIntervalMs / 2) this.queue(encodeFrame({ kind: "ping", ping: { time: now } }), now);
+      }
+    }
+    this.wake();
+  }
+
+  private sendHello(now: number): void {
+    this.helloFrame ??= encodeFrame({
+      kind: "hello",
+      hello: { version: 1, sessionToken: this.token, receivedSeq: this.persistedHwm, client: this.client },
+    });
+    this.helloTries++;
+    this.helloDue = now + Math.min(MAX_RETRY_MS, this.retryMs * 2 ** (this.helloTries - 1));
+    this.queue(this.helloFrame, now);
+    this.wake();
+  }
+
+  /** Records to send now (includes an ack when one is due). */
+  takeRecords(now: number): Uint8Array[] {
+    if (this.ackWanted && this.welcome !== undefined) {
+      this.ackWanted = false;
+      const ack = this.receiver.ack();
+      // never acknowledge beyond what is persisted: a crash must not lose a message
+      const cumulative = Math.min(ack.cumulative, this.persistedHwm);
+      const frame: FrameInit = { kind: "ack", ack: { ...ack, cumulative } };
+      this.queue(encodeFrame(frame), now);
+    }
+    const out = this.out;
+    this.out = [];
+    return out;
+  }
+
+  private queue(frame: Uint8Array, now: number): void {
+    this.out.push(frame);
+    this.lastSent = now;
+  }
+
+  /** Ends the session: a Bye to the server. */
+  bye(now: number): void {
+    if (this.ended) return;
+    // the last ack goes before the Bye (the server ignores what follows a Bye)
+    this.out.push(...this.takeRecords(now));
+    this.ended = true;
+    this.queue(encodeFrame({ kind: "bye", bye: {} }), now);
+    this.wake();
+  }
+
+  private wake(): void {
+    this.emit("wake");
+  }
+}
+
+function answerError(e: WireErrorBody): MessagingError {
+  return new MessagingError(errorCodeName(e.code).toLowerCase(), e.message || errorCodeName(e.code));
+}

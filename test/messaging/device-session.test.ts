@@ -1,0 +1,260 @@
+import { describe, expect, it } from "vitest";
+import { DeviceSession } from "../../src/messaging/device-session.ts";
+import { decodeFrame, encodeFrame, ErrorCode, type FrameBody, type FrameInit, type Push, type PushInit, type WelcomeInit } from "../../src/wire/index.ts";
+
+const T = 1_000_000;
+
+function welcome(extra: WelcomeInit = {}): Uint8Array {
+  return encodeFrame({
+    kind: "welcome",
+    welcome: {
+      version: 1,
+      deviceId: "dev",
+      sessionToken: "tok-2",
+      tokenExpiresAt: T + 3_600_000,
+      heartbeatIntervalMs: 30_000,
+      serverTime: T,
+      jwks: '{"keys":[]}',
+      limits: { maxPayload: 1024, window: 32, maxTopics: 100 },
+      ...extra,
+    },
+  });
+}
+
+function push(seq: number, extra: PushInit = {}): Uint8Array {
+  return encodeFrame({ kind: "push", push: { seq, messageId: `m${seq}`, device: "dev", payload: new TextEncoder().encode(`p${seq}`), signature: "s", ...extra } });
+}
+
+const frame = (init: FrameInit): Uint8Array => encodeFrame(init);
+
+/** Decoded frames the session has to send. */
+function take(s: DeviceSession, now: number): FrameBody[] {
+  return s.takeRecords(now).map((r) => decodeFrame(r) as FrameBody);
+}
+
+const tick = async (): Promise<void> => {
+  for (let i = 0; i < 5; i++) await Promise.resolve();
+};
+
+interface Harness {
+  readonly s: DeviceSession;
+  readonly messages: Push[];
+  readonly rejected: number[];
+  readonly verified: { seq: number; jwks: string }[];
+  /** verification outcome per seq (default true) */
+  readonly verdict: Map<number, boolean>;
+  /** process each message at once and persist */
+  auto: boolean;
+}
+
+function harness(options: { hwm?: number; sessionToken?: string } = {}): Harness {
+  const verdict = new Map<number, boolean>();
+  const verified: { seq: number; jwks: string }[] = [];
+  const s = new DeviceSession({
+    hwm: options.hwm ?? 0,
+    sessionToken: options.sessionToken ?? "tok-1",
+    verify: async (p, jwks) => {
+      verified.push({ seq: p.seq, jwks });
+      return verdict.get(p.seq) ?? true;
+    },
+  });
+  const h: Harness = { s, messages: [], rejected: [], verified, verdict, auto: true };
+  s.on("message", (p) => {
+    h.messages.push(p);
+    if (h.auto) {
+      s.processed(p.seq);
+      s.persisted(p.seq);
+    }
+  });
+  s.on("rejected", (p) => h.rejected.push(p.seq));
+  return h;
+}
+
+describe("DeviceSession", () => {
+  it("repeats the same Hello (1 s, doubling, at most 8 s) until a Welcome, and sends nothing else before", () => {
+    const { s } = harness({ hwm: 7 });
+    s.start(T);
+    const first = s.takeRecords(T);
+    expect(first).toHaveLength(1);
+    expect(decodeFrame(first[0] as Uint8Array)).toEqual({
+      kind: "hello",
+      hello: { version: 1, sessionToken: "tok-1", receivedSeq: 7, maxPayload: 0, client: "dtlspush-sdk" },
+    });
+    void s.publish("t", new Uint8Array([1]), {}, T);
+    expect(s.takeRecords(T)).toEqual([]);
+    const times: number[] = [];
+    let now = T;
+    for (let i = 0; i < 6; i++) {
+      now = s.nextDeadline() as number;
+      s.onTimer(now);
+      times.push(now - T);
+      const out = s.takeRecords(now);
+      expect(out).toEqual(first);
+    }
+    expect(times).toEqual([1000, 3000, 7000, 15_000, 23_000, 31_000]);
+  });
+
+  it("gives up on a Hello nothing answers (stale after helloTimeoutMs) and repeats it no more", () => {
+    const { s } = harness();
+    let stale = 0;
+    s.on("stale", () => stale++);
+    s.start(T);
+    s.takeRecords(T);
+    let now = T;
+    let hellos = 0;
+    while (s.nextDeadline() !== undefined && now < T + 600_000) {
+      now = s.nextDeadline() as number;
+      s.onTimer(now);
+      hellos += s.takeRecords(now).length;
+    }
+    // 1, 3, 7, 15, 23, ... 55 s; at 63 s (past 60 s) it gives up
+    expect(hellos).toBe(9);
+    expect(now).toBe(T + 63_000);
+    expect(stale).toBe(1);
+    expect(s.nextDeadline()).toBeUndefined();
+  });
+
+  it("drops pushes before the Welcome, without an ack", async () => {
+    const h = harness();
+    h.s.start(T);
+    h.s.takeRecords(T);
+    h.s.receive(push(1), T);
+    await tick();
+    expect(h.verified).toEqual([]);
+    expect(h.s.takeRecords(T)).toEqual([]);
+  });
+
+  it("after the Welcome: verifies with its JWKS, hands over in order, acks only what is persisted", async () => {
+    const h = harness();
+    h.auto = false;
+    h.s.start(T);
+    h.s.takeRecords(T);
+    h.s.receive(welcome({ jwks: '{"keys":["k"]}' }), T + 10);
+    expect(take(h.s, T + 10)).toEqual([{ kind: "ack", ack: { cumulative: 0, ranges: [], rejected: [] } }]);
+    h.s.receive(push(2), T + 20);
+    h.s.receive(push(1), T + 21);
+    await tick();
+    expect(h.verified).toEqual([
+      { seq: 2, jwks: '{"keys":["k"]}' },
+      { seq: 1, jwks: '{"keys":["k"]}' },
+    ]);
+    // one at a time: 2 waits until the application is done with 1
+    expect(h.messages.map((m) => m.seq)).toEqual([1]);
+    h.s.processed(1);
+    expect(h.messages.map((m) => m.seq)).toEqual([1, 2]);
+    h.s.processed(2);
+    // processed but not persisted: the ack claims nothing
+    expect(take(h.s, T + 30).at(-1)).toEqual({ kind: "ack", ack: { cumulative: 0, ranges: [], rejected: [] } });
+    h.s.persisted(1);
+    expect(take(h.s, T + 31)).toEqual([{ kind: "ack", ack: { cumulative: 1, ranges: [], rejected: [] } }]);
+    h.s.persisted(2);
+    expect(take(h.s, T + 32)).toEqual([{ kind: "ack", ack: { cumulative: 2, ranges: [], rejected: [] } }]);
+    // a duplicate is acked again, not handed over again
+    h.s.receive(push(1), T + 40);
+    await tick();
+    expect(take(h.s, T + 40)).toEqual([{ kind: "ack", ack: { cumulative: 2, ranges: [], rejected: [] } }]);
+    expect(h.messages).toHaveLength(2);
+    expect(h.verified).toHaveLength(2);
+  });
+
+  it("refuses a push whose verification fails and lists it in Ack.rejected", async () => {
+    const h = harness();
+    h.verdict.set(1, false);
+    h.s.start(T);
+    h.s.receive(welcome(), T);
+    h.s.takeRecords(T);
+    h.s.receive(push(1), T);
+    h.s.receive(push(2), T);
+    await tick();
+    expect(h.rejected).toEqual([1]);
+    expect(h.messages.map((m) => m.seq)).toEqual([2]);
+    expect(take(h.s, T).at(-1)).toEqual({ kind: "ack", ack: { cumulative: 2, ranges: [], rejected: [1] } });
+  });
+
+  it("moves its mark up to Welcome.acked_seq", () => {
+    const h = harness({ hwm: 3 });
+    h.s.start(T);
+    h.s.takeRecords(T);
+    h.s.receive(welcome({ ackedSeq: 9 }), T);
+    expect(h.s.receiver.hwm).toBe(9);
+    expect(take(h.s, T)).toEqual([{ kind: "ack", ack: { cumulative: 9, ranges: [], rejected: [] } }]);
+  });
+
+  it("repeats a request until its answer arrives, then resolves with it", async () => {
+    const h = harness();
+    h.s.start(T);
+    h.s.receive(welcome(), T);
+    h.s.takeRecords(T);
+    let result: string | undefined;
+    void h.s.publish("chat", new TextEncoder().encode("x"), {}, T).then((id) => (result = id));
+    const sent = h.s.takeRecords(T);
+    expect(sent).toHaveLength(1);
+    expect(decodeFrame(sent[0] as Uint8Array)).toMatchObject({ kind: "publish", publish: { requestId: 1, topic: "chat" } });
+    h.s.onTimer(T + 1000);
+    expect(h.s.takeRecords(T + 1000)).toEqual(sent);
+    h.s.onTimer(T + 3000);
+    expect(h.s.takeRecords(T + 3000)).toEqual(sent);
+    h.s.receive(frame({ kind: "publishAck", publishAck: { requestId: 1, messageId: "up:dev:1" } }), T + 3010);
+    await tick();
+    expect(result).toBe("up:dev:1");
+    expect(h.s.pendingRequests).toBe(0);
+    h.s.onTimer(T + 20_000);
+    expect(take(h.s, T + 20_000).filter((f) => f.kind === "publish")).toEqual([]);
+  });
+
+  it("pings when idle and goes stale after missed heartbeats of server silence", () => {
+    const h = harness();
+    let stale = 0;
+    h.s.on("stale", () => stale++);
+    h.s.start(T);
+    h.s.receive(welcome({ heartbeatIntervalMs: 1000 }), T);
+    h.s.takeRecords(T);
+    let now = T;
+    const pings: number[] = [];
+    while (now < T + 5000) {
+      now = h.s.nextDeadline() as number;
+      h.s.onTimer(now);
+      for (const f of take(h.s, now)) if (f.kind === "ping") pings.push(now - T);
+    }
+    expect(pings.slice(0, 3)).toEqual([1000, 2000, 3000]);
+    // 3 intervals + half of one
+    expect(stale).toBe(1);
+  });
+
+  it("after a refused token, says Hello again without one", () => {
+    const h = harness({ sessionToken: "bad" });
+    const errors: number[] = [];
+    h.s.on("serverError", (e) => errors.push(e.code));
+    h.s.start(T);
+    h.s.takeRecords(T);
+    h.s.receive(frame({ kind: "error", error: { code: ErrorCode.TOKEN_EXPIRED, message: "old" } }), T + 5);
+    expect(take(h.s, T + 5)).toEqual([{ kind: "hello", hello: { version: 1, sessionToken: "", receivedSeq: 0, maxPayload: 0, client: "dtlspush-sdk" } }]);
+    expect(errors).toEqual([ErrorCode.TOKEN_EXPIRED]);
+  });
+
+  it("once ended by a Bye it has no deadline and ignores what arrives", async () => {
+    const h = harness();
+    const byes: (number | undefined)[] = [];
+    h.s.on("bye", (r) => byes.push(r?.code));
+    h.s.start(T);
+    h.s.takeRecords(T);
+    h.s.receive(frame({ kind: "bye", bye: { reason: { code: ErrorCode.DEVICE_REVOKED, message: "revoked" } } }), T + 5);
+    expect(byes).toEqual([ErrorCode.DEVICE_REVOKED]);
+    expect(h.s.nextDeadline()).toBeUndefined();
+    h.s.receive(welcome(), T + 6);
+    h.s.receive(push(1), T + 6);
+    await tick();
+    expect(h.s.welcomed).toBeUndefined();
+    expect(h.messages).toEqual([]);
+  });
+
+  it("ended by itself: a Bye goes out and no deadline remains", () => {
+    const h = harness();
+    h.s.start(T);
+    h.s.receive(welcome(), T);
+    h.s.takeRecords(T);
+    h.s.bye(T + 1);
+    expect(take(h.s, T + 1)).toEqual([{ kind: "bye", bye: {} }]);
+    expect(h.s.nextDeadline()).toBeUndefined();
+  });
+});

@@ -1,0 +1,475 @@
+/**
+ * A simulated world for the delivery engine: the engine, a memory store, a
+ * registry and key rings, and devices running DeviceSession, joined by an
+ * in-memory network with seeded loss, duplication, reordering and latency,
+ * all on a fake clock. Asynchronous work (signatures, tokens) runs for real;
+ * the loop waits for it without moving the clock.
+ */
+import { ManualClock } from "../../src/util/clock.ts";
+import { createMemoryStore } from "../../src/store/index.ts";
+import type { Receipt, Store } from "../../src/store/types.ts";
+import { DeviceRegistry, KeyRing } from "../../src/auth/index.ts";
+import { createPushVerifier } from "../../src/messaging/push-verifier.ts";
+import {
+  DeliveryEngine,
+  type PresenceEvent,
+  type PublishRequest,
+  type PublishResult,
+  type SessionLink,
+} from "../../src/messaging/delivery-engine.ts";
+import { DeviceSession } from "../../src/messaging/device-session.ts";
+import type { DeliveryOptions } from "../../src/messaging/options.ts";
+import { decodeFrame, encodeFrame, type FrameBody, type Push, type UnknownFrameBody, type Welcome, type WireErrorBody } from "../../src/wire/index.ts";
+
+export const T0 = 1_780_000_000_000;
+
+export interface NetworkConditions {
+  loss: number;
+  duplicate: number;
+  reorder: number;
+  /** one-way latency range, ms */
+  latency: [number, number];
+}
+
+export const PERFECT: NetworkConditions = { loss: 0, duplicate: 0, reorder: 0, latency: [5, 5] };
+
+export { seededRandom as prng } from "../support/lossy-udp-proxy.ts";
+import { seededRandom as prng } from "../support/lossy-udp-proxy.ts";
+
+interface Timed {
+  at: number;
+  seq: number;
+  run: () => void;
+}
+
+export interface Delivered {
+  seq: number;
+  messageId: string;
+  payload: string;
+  topic: string;
+}
+
+/** A simulated device: a DeviceSession over one link at a time, and its persisted state. */
+export class SimDevice {
+  readonly id: string;
+  readonly identity: string;
+  /** persisted state (survives `crash`) */
+  hwm = 0;
+  token = "";
+  /** what the application saw, in order */
+  readonly delivered: Delivered[] = [];
+  readonly rejected: { seq: number; why: string }[] = [];
+  readonly errors: WireErrorBody[] = [];
+  readonly welcomes: Welcome[] = [];
+  byes: (WireErrorBody | undefined)[] = [];
+  session: DeviceSession | undefined;
+  link: SimLink | undefined;
+  /** drop everything this device would send (a mute device) */
+  mute = false;
+  /** reconnect (with the token) when the session ends or goes stale, as the SDK does */
+  autoReconnect = true;
+  stales = 0;
+  /** tamper with pushes on the way in */
+  tamper: ((push: Push) => Push | undefined) | undefined;
+  /** drop server frames on the way in (after `tamper`) when this returns true */
+  dropIncoming: ((frame: FrameBody | UnknownFrameBody) => boolean) | undefined;
+  /** the network's fate for this device's datagrams, each direction its own stream (devices do not disturb each other's luck) */
+  readonly uplinkRandom: () => number;
+  readonly downlinkRandom: () => number;
+  private readonly world: World;
+
+  constructor(world: World, id: string, identity: string) {
+    this.world = world;
+    this.id = id;
+    this.identity = identity;
+    this.uplinkRandom = world.stream(`up:${id}`);
+    this.downlinkRandom = world.stream(`down:${id}`);
+  }
+
+  /** Opens a new "DTLS session" and sends Hello. */
+  connect(options: { useToken?: boolean; token?: string } = {}): DeviceSession {
+    const w = this.world;
+    this.disconnect();
+    const link = new SimLink(w, this);
+    this.link = link;
+    const session = new DeviceSession({
+      hwm: this.hwm,
+      sessionToken: options.token ?? (options.useToken === false ? "" : this.token),
+      verify: (push, jwks) => trackVerification(verifyPush(push, jwks)),
+    });
+    const old = this.session;
+    if (old !== undefined) session.adoptRequests(old);
+    this.session = session;
+    session.on("wake", () => w.dirty.add(this));
+    session.on("welcome", (wel) => {
+      this.welcomes.push(wel);
+      this.token = wel.sessionToken;
+    });
+    session.on("message", (push) => {
+      this.delivered.push({
+        seq: push.seq,
+        messageId: push.messageId,
+        payload: new TextDecoder().decode(push.payload),
+        topic: push.topic,
+      });
+      // the application is done at once; persist, then ack
+      this.hwm = push.seq;
+      session.processed(push.seq);
+      session.persisted(this.hwm);
+    });
+    session.on("rejected", (push, why) => {
+      this.rejected.push({ seq: push.seq, why });
+      w.after(0, () => {
+        this.hwm = Math.max(this.hwm, session.receiver.hwm);
+        session.persisted(this.hwm);
+      });
+    });
+    session.on("serverError", (e) => this.errors.push(e));
+    session.on("bye", (r) => {
+      this.byes.push(r);
+      if (this.autoReconnect) w.after(500, () => this.reconnectIfDown(session));
+    });
+    session.on("stale", () => {
+      this.stales++;
+      if (this.autoReconnect) this.connect();
+    });
+    w.engine.attach(link);
+    session.start(w.clock.now());
+    w.dirty.add(this);
+    return session;
+  }
+
+  /** The server closed our session (close_notify arrived). */
+  serverClosed(link: SimLink): void {
+    if (this.link !== link) return;
+    this.link = undefined;
+    const s = this.session;
+    if (this.autoReconnect && s !== undefined) this.world.after(500, () => this.reconnectIfDown(s));
+  }
+
+  private reconnectIfDown(s: DeviceSession): void {
+    if (this.session === s && (this.link === undefined || this.link.closed)) this.connect();
+  }
+
+  /** The session ends (as if the DTLS session closed). */
+  disconnect(): void {
+    const link = this.link;
+    if (link === undefined) return;
+    this.link = undefined;
+    link.closed = true;
+    this.world.engine.detach(link);
+  }
+
+  /** The device process dies: only persisted state survives. */
+  crash(): void {
+    this.disconnect();
+    this.session?.removeAllListeners();
+    this.session = undefined;
+  }
+
+  /** Sends what the session has queued. */
+  pump(): void {
+    const s = this.session;
+    const link = this.link;
+    if (s === undefined || link === undefined) return;
+    // tombstones and refusals advance hwm inside the receiver: persist them too
+    if (s.receiver.hwm > this.hwm && s.receiver.heldCount >= 0) {
+      this.hwm = s.receiver.hwm;
+      s.persisted(this.hwm);
+    }
+    // a refreshed token (a Welcome on the running session) is persisted too
+    if (s.welcomed !== undefined) this.token = s.sessionToken;
+    const records = s.takeRecords(this.world.clock.now());
+    if (records.length === 0 || this.mute) return;
+    this.world.transmit(
+      records,
+      (r) => {
+        if (link.closed) return;
+        this.world.onServerReceive?.(link, r);
+        this.world.engine.receive(link, r);
+      },
+      this.uplinkRandom,
+    );
+  }
+
+  receiveFromServer(record: Uint8Array, link: SimLink): void {
+    if (link !== this.link || this.session === undefined) return;
+    this.session.receive(record, this.world.clock.now());
+  }
+
+  /** payloads the application received, in order */
+  payloads(): string[] {
+    return this.delivered.map((d) => d.payload);
+  }
+}
+
+/** The server's view of one device session. */
+export class SimLink implements SessionLink {
+  readonly identity: string;
+  readonly viaCertificate = false;
+  readonly peer: string;
+  readonly deviceId: string;
+  closed = false;
+  closedByServer = false;
+  private readonly world: World;
+  private readonly device: SimDevice;
+
+  constructor(world: World, device: SimDevice) {
+    this.world = world;
+    this.device = device;
+    this.identity = device.identity;
+    this.deviceId = device.id;
+    this.peer = `sim:${device.id}:${++world.linkCounter}`;
+  }
+
+  send(records: readonly Uint8Array[]): void {
+    if (this.closed) return;
+    this.world.serverRecords += records.length;
+    this.world.onServerSend?.(this, records);
+    this.world.transmit(
+      records,
+      (r) => {
+        const tamper = this.device.tamper;
+        if (tamper !== undefined) {
+          const out = this.world.tamperRecord(r, tamper);
+          if (out === undefined) return;
+          r = out;
+        }
+        const drop = this.device.dropIncoming;
+        if (drop !== undefined && drop(decodeFrame(r))) return;
+        this.device.receiveFromServer(r, this);
+      },
+      this.device.downlinkRandom,
+    );
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closedByServer = true;
+    this.world.after(0, () => this.world.engine.detach(this));
+    // the close_notify may be lost like any datagram: then the device finds out by silence
+    this.world.transmit([new Uint8Array(0)], () => this.device.serverClosed(this), this.device.downlinkRandom);
+  }
+}
+
+export interface WorldOptions {
+  net?: NetworkConditions;
+  seed?: number;
+  options?: Partial<DeliveryOptions>;
+  store?: Store;
+}
+
+export class World {
+  readonly clock = new ManualClock(T0);
+  readonly store: Store;
+  registry!: DeviceRegistry;
+  contentKeys!: KeyRing;
+  sessionKeys!: KeyRing;
+  engine!: DeliveryEngine;
+  readonly receipts: Receipt[] = [];
+  readonly dirty = new Set<SimDevice>();
+  readonly devices = new Map<string, SimDevice>();
+  net: NetworkConditions;
+  linkCounter = 0;
+  serverRecords = 0;
+  /** every datagram the server sends (before the network has its way with it) */
+  onServerSend: ((link: SimLink, records: readonly Uint8Array[]) => void) | undefined;
+  /** every record that reaches the server (after the network), just before the engine gets it */
+  onServerReceive: ((link: SimLink, record: Uint8Array) => void) | undefined;
+  /** presence events of every engine this world ran */
+  readonly presence: PresenceEvent[] = [];
+  private readonly random: () => number;
+  private readonly seed: number;
+  private readonly queue: Timed[] = [];
+  private eventSeq = 0;
+  private flushWanted = false;
+  private readonly engineOptions: Partial<DeliveryOptions>;
+
+  private constructor(o: WorldOptions) {
+    this.net = o.net ?? PERFECT;
+    this.seed = o.seed ?? 1;
+    this.random = prng(this.seed);
+    this.store = o.store ?? createMemoryStore();
+    this.engineOptions = o.options ?? {};
+  }
+
+  static async create(o: WorldOptions = {}): Promise<World> {
+    const w = new World(o);
+    w.registry = new DeviceRegistry(w.store, w.clock);
+    w.contentKeys = await KeyRing.open(w.store, "content", { now: T0 });
+    w.sessionKeys = await KeyRing.open(w.store, "session", { now: T0 });
+    w.startEngine();
+    return w;
+  }
+
+  /** (Re)creates the engine from the store, as a restarted daemon does. */
+  startEngine(): void {
+    this.engine?.removeAllListeners();
+    this.engine = DeliveryEngine.open({
+      store: this.store,
+      registry: this.registry,
+      contentKeys: this.contentKeys,
+      sessionKeys: this.sessionKeys,
+      clock: this.clock,
+      requestFlush: () => {
+        this.flushWanted = true;
+      },
+      random: prng(this.eventSeq + 7),
+      options: this.engineOptions,
+    });
+    this.engine.on("receipt", (r) => this.receipts.push(r));
+    this.engine.on("presence", (p) => this.presence.push(p));
+  }
+
+  /** The daemon dies: sessions vanish without a word; a new engine starts from the store. */
+  restartEngine(): void {
+    const old = this.engine;
+    for (const d of this.devices.values()) {
+      if (d.link !== undefined) {
+        d.link.closed = true;
+        d.link = undefined;
+      }
+    }
+    old.removeAllListeners();
+    // the old engine's unflushed batch is lost, as in a kill -9
+    this.startEngine();
+  }
+
+  addDevice(id: string, topics: string[] = []): SimDevice {
+    const identity = `id-${id}`;
+    this.registry.add({ id, psk: { identity, key: new TextEncoder().encode(`key-${id}`) }, topics });
+    const d = new SimDevice(this, id, identity);
+    this.devices.set(id, d);
+    return d;
+  }
+
+  after(ms: number, run: () => void): void {
+    const at = this.clock.now() + ms;
+    const t: Timed = { at, seq: this.eventSeq++, run };
+    // sorted insert (small queues)
+    let i = this.queue.length;
+    while (i > 0) {
+      const prev = this.queue[i - 1] as Timed;
+      if (prev.at < at || (prev.at === at && prev.seq < t.seq)) break;
+      i--;
+    }
+    this.queue.splice(i, 0, t);
+  }
+
+  /** A random stream of its own for `name`, derived from the world's seed. */
+  stream(name: string): () => number {
+    let h = this.seed >>> 0;
+    for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193) >>> 0;
+    return prng(h);
+  }
+
+  /** Carries records over the impaired network: one datagram per call. */
+  transmit(records: readonly Uint8Array[], deliver: (r: Uint8Array) => void, random: () => number = this.random): void {
+    const { loss, duplicate, reorder, latency } = this.net;
+    const copies = random() < loss ? 0 : random() < duplicate ? 2 : 1;
+    for (let c = 0; c < copies; c++) {
+      let delay = latency[0] + random() * (latency[1] - latency[0]);
+      if (random() < reorder) delay += 1 + random() * 50;
+      const batch = records.map((r) => new Uint8Array(r));
+      this.after(Math.round(delay), () => {
+        for (const r of batch) deliver(r);
+      });
+    }
+  }
+
+  /** Rewrites a Push on the wire (an attacker between the signer and the device); other frames pass. */
+  tamperRecord(record: Uint8Array, tamper: (push: Push) => Push | undefined): Uint8Array | undefined {
+    const frame = decodeFrame(record);
+    if (frame.kind !== "push") return record;
+    const changed = tamper(frame.push);
+    return changed === undefined ? undefined : encodeFrame({ kind: "push", push: changed });
+  }
+
+  /** Lets real asynchronous work (signatures, tokens) finish without moving the clock. */
+  async settle(): Promise<void> {
+    // WebCrypto finishes on other threads: keep turning the event loop until
+    // nothing is pending (a bounded number of turns would let the clock move
+    // on while a signature is still being made), and pump nothing while some
+    // of it still runs, so the order in which it finishes does not change
+    // what is sent: a seed then always gives the same run
+    const giveUp = Date.now() + 10_000;
+    for (;;) {
+      await new Promise<void>((r) => setImmediate(r));
+      if (Date.now() > giveUp) throw new Error("the simulated world did not settle within 10 s of real time");
+      if (this.engine.pendingAsync > 0 || this.verifying() > 0) continue;
+      this.pumpAll();
+      if (!this.flushWanted && this.dirty.size === 0 && this.engine.pendingAsync === 0 && this.verifying() === 0) return;
+    }
+  }
+
+  private verifying(): number {
+    return pendingVerifications;
+  }
+
+  private pumpAll(): void {
+    for (let round = 0; round < 10; round++) {
+      if (this.flushWanted) {
+        this.flushWanted = false;
+        this.engine.flush();
+      }
+      const dirty = [...this.dirty];
+      this.dirty.clear();
+      for (const d of dirty) d.pump();
+      if (!this.flushWanted && this.dirty.size === 0) return;
+    }
+  }
+
+  /** Runs the world for `ms` of simulated time (or until `until` holds). */
+  async run(ms: number, until?: () => boolean): Promise<void> {
+    const end = this.clock.now() + ms;
+    await this.settle();
+    for (;;) {
+      if (until?.() === true) return;
+      const engineAt = this.engine.nextDeadline();
+      let deviceAt: number | undefined;
+      for (const d of this.devices.values()) {
+        const t = d.session?.nextDeadline();
+        if (t !== undefined && (deviceAt === undefined || t < deviceAt)) deviceAt = t;
+      }
+      const netAt = this.queue[0]?.at;
+      const next = Math.min(engineAt ?? Infinity, deviceAt ?? Infinity, netAt ?? Infinity);
+      if (next > end) {
+        this.clock.set(end);
+        return;
+      }
+      const now = Math.max(this.clock.now(), next);
+      this.clock.set(now);
+      while (this.queue.length > 0 && (this.queue[0] as Timed).at <= now) (this.queue.shift() as Timed).run();
+      if (engineAt !== undefined && engineAt <= now) this.engine.onTimer(now);
+      for (const d of this.devices.values()) {
+        const t = d.session?.nextDeadline();
+        if (t !== undefined && t <= now) d.session?.onTimer(now);
+      }
+      await this.settle();
+    }
+  }
+
+  /** Publishes and lets the world run (without moving the clock) until the publish is durable. */
+  async publish(req: PublishRequest): Promise<PublishResult> {
+    let done = false;
+    const p = this.engine.publish(req).finally(() => {
+      done = true;
+    });
+    p.catch(() => undefined);
+    for (let i = 0; i < 200 && !done; i++) await this.settle();
+    return p;
+  }
+
+  receiptsOf(messageId: string): Receipt[] {
+    return this.receipts.filter((r) => r.messageId === messageId);
+  }
+}
+
+const verifyPush = createPushVerifier();
+
+let pendingVerifications = 0;
+export function trackVerification<T>(p: Promise<T>): Promise<T> {
+  pendingVerifications++;
+  return p.finally(() => pendingVerifications--);
+}
