@@ -1,0 +1,416 @@
+import { EventEmitter } from "node:events";
+import { DeviceSession } from "../messaging/device-session.ts";
+import { MessagingError } from "../messaging/errors.ts";
+import { createPushVerifier } from "../messaging/push-verifier.ts";
+import { DtlspushError } from "../util/errors.ts";
+import { ErrorCode, errorCodeName, type Push, type Welcome, type WireErrorBody } from "../wire/index.ts";
+import { memoryStateStore, type ClientState, type ClientStateStore } from "./state-store.ts";
+import { openTransport, type Transport, type TransportName, type TransportOptions } from "./transport.ts";
+
+export interface ConnectOptions extends TransportOptions {
+  /** default "dtlspush" (our own DTLS client) */
+  readonly transport?: TransportName;
+  /** persistence of hwm/token/request ids; default in memory */
+  readonly stateStore?: ClientStateStore;
+  /** "auto" (default): a message counts as processed when the "message" listeners return; "manual": call `message.ack()` */
+  readonly ackMode?: "auto" | "manual";
+  /** automatic reconnection (default on): backoff from initialDelayMs doubling to maxDelayMs, with jitter */
+  readonly reconnect?: false | { readonly initialDelayMs?: number; readonly maxDelayMs?: number };
+  /** Hello/request retransmission timeout, ms (default 1000) */
+  readonly retryMs?: number;
+}
+
+/** A verified push, handed to the application once, in seq order. */
+export interface ReceivedMessage {
+  readonly id: string;
+  readonly seq: number;
+  /** "" for a message to this device alone */
+  readonly topic: string;
+  readonly payload: Uint8Array;
+  readonly contentType: string;
+  readonly createdAt: number;
+  readonly expiresAt: number;
+  readonly priority: number;
+  readonly collapseKey: string;
+  readonly publisher: string;
+  /** the payload as UTF-8 text */
+  text(): string;
+  /** manual ack mode: the application is done with it (the next message follows) */
+  ack(): void;
+}
+
+interface ClientEvents {
+  message: [ReceivedMessage];
+  /** a session is up (after every (re)connect) */
+  connected: [Welcome];
+  /** the session ended; a reconnect follows unless the client is closed or the server refused us */
+  disconnected: [Error | undefined];
+  /** a push whose signature did not verify: never handed over, acked as refused */
+  rejected: [{ readonly seq: number; readonly messageId: string; readonly reason: string }];
+  /** an Error frame from the server, or a failure the client cannot recover from alone */
+  error: [Error];
+}
+
+/** Bye/Error codes after which reconnecting cannot help. */
+const TERMINAL = new Set<number>([ErrorCode.DEVICE_REVOKED, ErrorCode.DEVICE_UNKNOWN, ErrorCode.SESSION_REPLACED]);
+
+export class ClientError extends DtlspushError {
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.name = "ClientError";
+  }
+}
+
+function wireError(e: WireErrorBody | undefined, what: string): ClientError {
+  const name = errorCodeName(e?.code ?? 0).toLowerCase();
+  return new ClientError(name, `${what}: ${e?.message || name}`);
+}
+
+/**
+ * A device connected to a dtlspush server: receives verified pushes exactly
+ * once and in order, publishes and subscribes, reconnects and resumes by
+ * itself. Made by `connect`.
+ */
+export class DtlspushClient extends EventEmitter<ClientEvents> {
+  private readonly options: ConnectOptions;
+  private readonly stateStore: ClientStateStore;
+  private state: ClientState;
+  private transport: Transport | undefined;
+  private session: DeviceSession | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private flushQueued = false;
+  private closed = false;
+  private attempt = 0;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private readonly verifyPush = createPushVerifier();
+  private saving: Promise<void> = Promise.resolve();
+  private welcome: Welcome | undefined;
+  /** a message that arrived while nobody listened for "message": handed over when a listener comes */
+  private parked: { session: DeviceSession; push: Push } | undefined;
+
+  /** use `connect` */
+  constructor(options: ConnectOptions, stateStore: ClientStateStore, state: ClientState) {
+    super();
+    this.options = options;
+    this.stateStore = stateStore;
+    this.state = state;
+    // the typed event map has no "newListener"; it is an EventEmitter all the same
+    (this as unknown as EventEmitter).on("newListener", (event: string | symbol) => {
+      if (event !== "message" || this.parked === undefined) return;
+      const { session, push } = this.parked;
+      this.parked = undefined;
+      setImmediate(() => this.deliver(session, push));
+    });
+  }
+
+  /** The device id the server knows this device by (after the first Welcome). */
+  get deviceId(): string {
+    return this.welcome?.deviceId ?? "";
+  }
+
+  /** Topics this device receives (from the latest Welcome or Subscribed). */
+  get topics(): readonly string[] {
+    return this.welcome?.topics ?? [];
+  }
+
+  get connected(): boolean {
+    return this.session?.welcomed !== undefined && this.transport !== undefined;
+  }
+
+  /** The highest seq processed and persisted. */
+  get highWaterMark(): number {
+    return this.state.hwm;
+  }
+
+  /** Opens one session; resolves at its Welcome, rejects when the transport or the server refuses. */
+  async open(): Promise<Welcome> {
+    const transport = await openTransport(this.options.transport ?? "dtlspush", this.options);
+    if (this.closed) {
+      await transport.close();
+      throw new ClientError("closed", "the client was closed");
+    }
+    const session = new DeviceSession({
+      hwm: this.state.hwm,
+      sessionToken: this.state.sessionToken,
+      nextRequestId: this.state.nextRequestId,
+      verify: this.verifyPush,
+      client: "dtlspush-sdk",
+      helloTimeoutMs: this.options.timeoutMs ?? 10_000,
+      ...(this.options.retryMs !== undefined ? { retryMs: this.options.retryMs } : {}),
+    });
+    const previous = this.session;
+    if (previous !== undefined) session.adoptRequests(previous);
+    this.session = session;
+    this.transport = transport;
+    return new Promise<Welcome>((resolve, reject) => {
+      let welcomed = false;
+      session.on("wake", () => this.queueFlush());
+      session.on("welcome", (w) => {
+        welcomed = true;
+        this.attempt = 0;
+        this.welcome = w;
+        this.saveState();
+        this.emit("connected", w);
+        resolve(w);
+      });
+      session.on("message", (push) => this.deliver(session, push));
+      session.on("rejected", (push, reason) => {
+        this.emit("rejected", { seq: push.seq, messageId: push.messageId, reason });
+        this.saveState();
+      });
+      session.on("serverError", (e) => {
+        if (this.listenerCount("error") > 0) this.emit("error", wireError(e, "the server reported an error"));
+      });
+      session.on("bye", (reason) => {
+        const err = reason !== undefined && reason.code !== 0 ? wireError(reason, "the server ended the session") : undefined;
+        const terminal = reason !== undefined && TERMINAL.has(reason.code);
+        if (!welcomed && err !== undefined) reject(err);
+        this.sessionEnded(session, err, terminal);
+      });
+      session.on("stale", () => {
+        const err = welcomed
+          ? new ClientError("stale", "no word from the server for several heartbeat intervals")
+          : new ClientError("stale", "the server did not answer the Hello");
+        if (!welcomed) reject(err);
+        this.sessionEnded(session, err, false);
+      });
+      transport.onRecord((r) => {
+        if (this.session !== session) return;
+        session.receive(r, Date.now());
+        this.armTimer();
+      });
+      transport.onClose((e) => {
+        if (!welcomed) reject(e ?? new ClientError("closed", "the server closed the session before its Welcome"));
+        this.sessionEnded(session, e, false);
+      });
+      session.start(Date.now());
+      this.armTimer();
+    });
+  }
+
+  private deliver(session: DeviceSession, push: Push): void {
+    if (this.session !== session) return;
+    if (this.listenerCount("message") === 0) {
+      // nobody would see it: auto ack would lose it
+      this.parked = { session, push };
+      return;
+    }
+    let done = false;
+    const ack = (): void => {
+      if (done) return;
+      done = true;
+      if (this.session !== session) return;
+      session.processed(push.seq);
+      this.saveState();
+    };
+    const message: ReceivedMessage = {
+      id: push.messageId,
+      seq: push.seq,
+      topic: push.topic,
+      payload: push.payload,
+      contentType: push.contentType,
+      createdAt: push.createdAt,
+      expiresAt: push.expiresAt,
+      priority: push.priority,
+      collapseKey: push.collapseKey,
+      publisher: push.publisher,
+      text: () => new TextDecoder().decode(push.payload),
+      ack,
+    };
+    try {
+      this.emit("message", message);
+    } catch (e) {
+      // the application threw: not processed; offered again a second later
+      if (this.listenerCount("error") > 0) this.emit("error", e instanceof Error ? e : new Error(String(e)));
+      setTimeout(() => this.deliver(session, push), 1000).unref();
+      return;
+    }
+    if ((this.options.ackMode ?? "auto") === "auto") ack();
+  }
+
+  /** Persists hwm/token/request id, then lets the session ack up to the persisted mark. */
+  private saveState(): void {
+    const session = this.session;
+    if (session === undefined) return;
+    const next: ClientState = {
+      hwm: Math.max(this.state.hwm, session.receiver.hwm),
+      sessionToken: session.sessionToken,
+      nextRequestId: session.nextRequestId,
+    };
+    this.state = next;
+    this.saving = this.saving
+      .then(() => this.stateStore.save(next))
+      .then(
+        () => session.persisted(next.hwm),
+        (e: unknown) => {
+          if (this.listenerCount("error") > 0) this.emit("error", new ClientError("state_save_failed", `cannot save the device state: ${(e as Error).message}`, { cause: e }));
+        },
+      );
+  }
+
+  private queueFlush(): void {
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    setImmediate(() => {
+      this.flushQueued = false;
+      const s = this.session;
+      const t = this.transport;
+      if (s === undefined || t === undefined) return;
+      const records = s.takeRecords(Date.now());
+      if (records.length > 0) {
+        try {
+          t.send(records);
+        } catch {
+          // the transport is closing; its onClose handles the rest
+        }
+      }
+      this.armTimer();
+    });
+  }
+
+  private armTimer(): void {
+    const at = this.session?.nextDeadline();
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (at === undefined || this.closed) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.session?.onTimer(Date.now());
+      this.armTimer();
+    }, Math.max(0, at - Date.now()));
+    this.timer.unref();
+  }
+
+  private sessionEnded(session: DeviceSession, error: Error | undefined, terminal: boolean): void {
+    if (this.session !== session || this.transport === undefined) return;
+    const t = this.transport;
+    this.transport = undefined;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    void t.close();
+    this.emit("disconnected", error);
+    if (terminal) {
+      if (this.listenerCount("error") > 0 && error !== undefined) this.emit("error", error);
+      this.closed = true;
+      return;
+    }
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closed || this.options.reconnect === false) return;
+    const r = this.options.reconnect ?? {};
+    const base = r.initialDelayMs ?? 500;
+    const max = r.maxDelayMs ?? 30_000;
+    const delay = Math.min(max, base * 2 ** Math.min(this.attempt, 16)) * (0.5 + Math.random() / 2);
+    this.attempt++;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      if (this.closed || this.transport !== undefined) return;
+      this.open().catch((e: unknown) => {
+        if (this.closed) return;
+        // a session that opened and then failed has already scheduled the next attempt (sessionEnded)
+        if (this.transport === undefined && this.reconnectTimer === undefined) this.scheduleReconnect();
+        if (this.listenerCount("error") > 0) this.emit("error", e instanceof Error ? e : new Error(String(e)));
+      });
+    }, delay);
+  }
+
+  /** Publishes to a topic; resolves with the message id once the server holds it durably. */
+  async publish(
+    topic: string,
+    payload: string | Uint8Array,
+    options: { contentType?: string; ttlSeconds?: number; priority?: number } = {},
+  ): Promise<string> {
+    const s = this.requireSession();
+    const bytes = typeof payload === "string" ? new TextEncoder().encode(payload) : payload;
+    const limit = this.welcome?.limits.maxPayload ?? 0;
+    if (limit > 0 && bytes.byteLength > limit) {
+      throw new ClientError("payload_too_large", `the payload is ${bytes.byteLength} bytes; the server takes at most ${limit}`);
+    }
+    const room = (this.transport?.maxRecordPayload ?? Infinity) - 64 - topic.length - (options.contentType?.length ?? 0);
+    if (bytes.byteLength > room) {
+      throw new ClientError("payload_too_large", `the payload is ${bytes.byteLength} bytes; one record of this session carries at most about ${Math.max(0, room)}`);
+    }
+    const p = s.publish(topic, bytes, options, Date.now());
+    this.saveState(); // the request id counter moved
+    this.armTimer();
+    return mapAnswer(p, "publish refused");
+  }
+
+  /** Subscribes to topics; resolves with all topics this device now receives. */
+  async subscribe(topics: readonly string[]): Promise<string[]> {
+    return this.changeTopics(topics, true);
+  }
+
+  async unsubscribe(topics: readonly string[]): Promise<string[]> {
+    return this.changeTopics(topics, false);
+  }
+
+  private async changeTopics(topics: readonly string[], add: boolean): Promise<string[]> {
+    const s = this.requireSession();
+    const p = s.subscribe(topics, add, Date.now());
+    this.saveState();
+    this.armTimer();
+    const result = await mapAnswer(p, add ? "subscribe refused" : "unsubscribe refused");
+    if (this.welcome !== undefined) this.welcome = { ...this.welcome, topics: result };
+    return result;
+  }
+
+  private requireSession(): DeviceSession {
+    if (this.closed || this.session === undefined) throw new ClientError("closed", "the client is closed");
+    return this.session;
+  }
+
+  /** Says Bye, closes the DTLS session and stops reconnecting. */
+  async close(): Promise<void> {
+    if (this.closed && this.transport === undefined) return;
+    this.closed = true;
+    if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    const s = this.session;
+    const t = this.transport;
+    this.transport = undefined;
+    await this.saving;
+    if (s !== undefined && t !== undefined) {
+      s.bye(Date.now());
+      try {
+        t.send(s.takeRecords(Date.now()));
+      } catch {
+        // already closing
+      }
+      await t.close();
+    }
+  }
+}
+
+async function mapAnswer<T>(p: Promise<T>, what: string): Promise<T> {
+  try {
+    return await p;
+  } catch (e) {
+    if (e instanceof MessagingError) throw new ClientError(e.code, `${what}: ${e.message}`, { cause: e });
+    throw e;
+  }
+}
+
+/**
+ * Connects a device: opens the DTLS session with the chosen transport, says
+ * Hello (resuming with the persisted token), and resolves once the server's
+ * Welcome arrives. Rejects when the first session cannot be made (bad
+ * options, the handshake refused, timeout); later losses reconnect by
+ * themselves.
+ */
+export async function connect(options: ConnectOptions): Promise<DtlspushClient> {
+  const store = options.stateStore ?? memoryStateStore();
+  const loaded = await store.load();
+  // without persisted state, request ids start from the clock so that a restarted device never reuses
+  // one (the server treats a repeated request id as a repeat of that publish)
+  const client = new DtlspushClient(options, store, loaded ?? { hwm: 0, sessionToken: "", nextRequestId: Date.now() * 1000 });
+  try {
+    await client.open();
+  } catch (e) {
+    await client.close(); // the caller never gets this client: it must not reconnect in the background
+    throw e;
+  }
+  return client;
+}

@@ -1,0 +1,4 @@
+/** The device SDK: `import { connect } from "dtlspush/client"`. */
+export { connect, DtlspushClient, ClientError, type ConnectOptions, type ReceivedMessage } from "./client.ts";
+export { memoryStateStore, fileStateStore, type ClientState, type ClientStateStore } from "./state-store.ts";
+export { openTransport, TransportError, TRANSPORT_NAMES, type Transport, type TransportName, type TransportOptions } from "./transport.ts";

@@ -1,0 +1,79 @@
+import { mkdirSync, readFileSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from "node:fs";
+import { dirname } from "node:path";
+import { DtlspushError } from "../util/errors.ts";
+
+/**
+ * What a device persists between runs so it never processes a message twice:
+ * the high-water mark (highest seq processed in order), the session token to
+ * resume with, and the next uplink request id (so a repeated Publish is
+ * recognised as a repeat, never as new).
+ */
+export interface ClientState {
+  readonly hwm: number;
+  readonly sessionToken: string;
+  readonly nextRequestId: number;
+}
+
+/** Pluggable persistence of ClientState; `save` must be durable when it resolves. */
+export interface ClientStateStore {
+  load(): Promise<ClientState | undefined> | ClientState | undefined;
+  save(state: ClientState): Promise<void> | void;
+}
+
+/** Keeps state in memory: a restarted process starts from nothing (the server's ackedSeq then resumes it). */
+export function memoryStateStore(initial?: ClientState): ClientStateStore & { readonly state: ClientState | undefined } {
+  let state = initial;
+  return {
+    get state() {
+      return state;
+    },
+    load: () => state,
+    save: (s) => {
+      state = s;
+    },
+  };
+}
+
+/** A JSON file, replaced atomically (write to a temporary file, fsync, rename). */
+export function fileStateStore(path: string): ClientStateStore {
+  return {
+    load(): ClientState | undefined {
+      let text: string;
+      try {
+        text = readFileSync(path, "utf8");
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+        throw new DtlspushError("state_unreadable", `cannot read the device state file ${path}: ${(e as Error).message}`, { cause: e });
+      }
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch (e) {
+        throw new DtlspushError("state_unreadable", `the device state file ${path} is not JSON`, { cause: e });
+      }
+      const o = parsed as Partial<ClientState> | null;
+      if (
+        o === null ||
+        typeof o !== "object" ||
+        !Number.isSafeInteger(o.hwm) ||
+        typeof o.sessionToken !== "string" ||
+        !Number.isSafeInteger(o.nextRequestId)
+      ) {
+        throw new DtlspushError("state_unreadable", `the device state file ${path} lacks hwm, sessionToken or nextRequestId`);
+      }
+      return { hwm: o.hwm as number, sessionToken: o.sessionToken, nextRequestId: o.nextRequestId as number };
+    },
+    save(state: ClientState): void {
+      mkdirSync(dirname(path), { recursive: true });
+      const tmp = `${path}.tmp`;
+      writeFileSync(tmp, JSON.stringify(state));
+      const fd = openSync(tmp, "r");
+      try {
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(tmp, path);
+    },
+  };
+}

@@ -1,0 +1,134 @@
+import { listen, type DtlsConnection, type DtlsServer, type ListenOptions } from "../dtls/index.ts";
+import type { Store } from "../store/types.ts";
+import { DeviceRegistry, KeyRing } from "../auth/index.ts";
+import { DeliveryEngine, type PublishRequest, type PublishResult, type SessionLink } from "../messaging/delivery-engine.ts";
+import type { DeliveryOptions } from "../messaging/options.ts";
+import type { Clock } from "../util/clock.ts";
+
+/**
+ * The push server: the DTLS endpoint, the device registry (PSK keys and
+ * certificate authorization come from it), the signing keys and the delivery
+ * engine, wired to real sockets and one timer.
+ */
+export interface PushServerOptions {
+  readonly store: Store;
+  /** where and how to listen; psk lookup and client authorization come from the registry */
+  readonly dtls: Omit<ListenOptions, "psk" | "authorizeClient"> & { readonly psk?: boolean };
+  readonly delivery?: Partial<DeliveryOptions>;
+  /** wall clock (ms since the epoch); default Date.now */
+  readonly clock?: Clock;
+}
+
+export interface PushServer {
+  readonly engine: DeliveryEngine;
+  readonly registry: DeviceRegistry;
+  readonly dtls: DtlsServer;
+  /** signs pushed content; its JWKS goes to devices */
+  readonly contentKeys: KeyRing;
+  /** signs device session tokens */
+  readonly sessionKeys: KeyRing;
+  /** signs publisher (API) tokens */
+  readonly publisherKeys: KeyRing;
+  address(): { address: string; port: number; family: string };
+  publish(req: PublishRequest): Promise<PublishResult>;
+  /** Bye to every device, close_notify, final commit, socket closed. */
+  close(): Promise<void>;
+}
+
+const wallClock: Clock = { now: () => Date.now() };
+
+export async function startPushServer(o: PushServerOptions): Promise<PushServer> {
+  const clock = o.clock ?? wallClock;
+  const { store } = o;
+  const registry = new DeviceRegistry(store, clock);
+  const now = clock.now();
+  const contentKeys = await KeyRing.open(store, "content", { now });
+  const sessionKeys = await KeyRing.open(store, "session", { now });
+  const publisherKeys = await KeyRing.open(store, "publisher", { now });
+
+  let timer: NodeJS.Timeout | undefined;
+  let timerAt = Infinity;
+  let flushQueued = false;
+  let closed = false;
+  const arm = (): void => {
+    const at = engine.nextDeadline();
+    if (at === undefined || closed) {
+      if (timer !== undefined) clearTimeout(timer);
+      timer = undefined;
+      timerAt = Infinity;
+      return;
+    }
+    if (timer !== undefined && timerAt <= at) return;
+    if (timer !== undefined) clearTimeout(timer);
+    timerAt = at;
+    timer = setTimeout(() => {
+      timer = undefined;
+      timerAt = Infinity;
+      engine.onTimer(clock.now());
+      arm();
+    }, Math.max(0, at - clock.now()));
+  };
+  const engine: DeliveryEngine = DeliveryEngine.open({
+    store,
+    registry,
+    contentKeys,
+    sessionKeys,
+    clock,
+    options: o.delivery ?? {},
+    requestFlush: () => {
+      if (flushQueued) return;
+      flushQueued = true;
+      setImmediate(() => {
+        flushQueued = false;
+        engine.flush();
+        arm();
+      });
+    },
+  });
+  engine.on("fatal", () => {
+    // the engine stopped; the process should restart from the store (the daemon decides)
+  });
+
+  const { psk: usePsk = true, ...listenOptions } = o.dtls;
+  const dtls = await listen({
+    ...listenOptions,
+    ...(usePsk ? { psk: { lookup: (identity: string) => registry.pskKey(identity) } } : {}),
+    authorizeClient: (identity: string) => registry.authorizeCertificate(identity),
+  });
+  dtls.on("session", (conn: DtlsConnection) => {
+    const info = conn.info;
+    const link: SessionLink = {
+      identity: info.identity,
+      viaCertificate: info.peerCertificate !== undefined,
+      peer: `${info.peer.address}:${info.peer.port}`,
+      send: (records) => {
+        if (!conn.closed) conn.sendBatch(records);
+      },
+      close: () => conn.close(),
+    };
+    engine.attach(link);
+    conn.on("data", (data) => engine.receive(link, data));
+    conn.on("close", () => engine.detach(link));
+    conn.on("error", () => undefined);
+  });
+  dtls.on("error", () => undefined);
+
+  return {
+    engine,
+    registry,
+    dtls,
+    contentKeys,
+    sessionKeys,
+    publisherKeys,
+    address: () => dtls.address(),
+    publish: (req) => engine.publish(req),
+    async close(): Promise<void> {
+      if (closed) return;
+      engine.shutdown();
+      closed = true;
+      if (timer !== undefined) clearTimeout(timer);
+      await dtls.close();
+      engine.flush();
+    },
+  };
+}
