@@ -85,9 +85,6 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
       });
     },
   });
-  engine.on("fatal", () => {
-    // the engine stopped; the process should restart from the store (the daemon decides)
-  });
 
   const { psk: usePsk = true, ...listenOptions } = o.dtls;
   const dtls = await listen({

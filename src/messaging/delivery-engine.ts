@@ -3,19 +3,22 @@ import type { Clock } from "../util/clock.ts";
 import { Scheduler } from "../util/scheduler.ts";
 import type { MessageRecord, Receipt, ReceiptInput, ReceiptState, Store } from "../store/types.ts";
 import {
-  AuthError,
-  checkTopic,
   DeviceRegistry,
   issueSessionToken,
   signContent,
   verifySessionToken,
   type KeyRing,
 } from "../auth/index.ts";
-import { decodeFrame, encodeFrame, ErrorCode, WireError, type Ack, type FrameInit, type Hello, type Push } from "../wire/index.ts";
+import { decodeFrame, encodeFrame, ErrorCode, pushOverhead, WireError, type Ack, type FrameInit, type Hello, type Push } from "../wire/index.ts";
 import { DeviceQueue, Entry } from "./device-queue.ts";
 import { MessagingError } from "./errors.ts";
 import { DEFAULT_DELIVERY_OPTIONS, type DeliveryOptions } from "./options.ts";
+import { checkedTopic, checkPublishRequest, type PublishRequest } from "./publish-request.ts";
+import { TopicIndex } from "./topic-index.ts";
+import { wireErrorCode } from "./wire-errors.ts";
 import { BatchBuilder } from "./write-batch.ts";
+
+export type { PublishRequest, PublishTarget } from "./publish-request.ts";
 
 /** One DTLS session as the engine sees it. */
 export interface SessionLink {
@@ -29,23 +32,6 @@ export interface SessionLink {
   send(records: readonly Uint8Array[]): void;
   /** ends the DTLS session (close_notify); the driver then calls `detach` */
   close(): void;
-}
-
-export type PublishTarget = { readonly device: string } | { readonly topic: string };
-
-export interface PublishRequest {
-  readonly target: PublishTarget;
-  readonly payload: Uint8Array;
-  readonly contentType?: string;
-  /** default options.defaultTtlSeconds */
-  readonly ttlSeconds?: number;
-  /** 0..9, default 5 */
-  readonly priority?: number;
-  readonly collapseKey?: string;
-  /** who publishes: a publisher token's subject, or "device:ID" */
-  readonly publisher: string;
-  /** message id; generated when absent */
-  readonly id?: string;
 }
 
 export interface PublishResult {
@@ -127,44 +113,6 @@ interface PendingPublish {
 
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 
-function wireErrorCode(e: unknown): number {
-  if (e instanceof AuthError) {
-    switch (e.code) {
-      case "token_expired":
-        return ErrorCode.TOKEN_EXPIRED;
-      case "token_identity_mismatch":
-        return ErrorCode.TOKEN_IDENTITY_MISMATCH;
-      case "bad_topic":
-        return ErrorCode.BAD_TOPIC;
-      default:
-        return ErrorCode.TOKEN_INVALID;
-    }
-  }
-  if (e instanceof MessagingError) {
-    switch (e.code) {
-      case "payload_too_large":
-        return ErrorCode.PAYLOAD_TOO_LARGE;
-      case "queue_full":
-        return ErrorCode.QUEUE_FULL;
-      case "bad_topic":
-        return ErrorCode.BAD_TOPIC;
-      case "too_many_topics":
-        return ErrorCode.TOO_MANY_TOPICS;
-      case "device_revoked":
-        return ErrorCode.DEVICE_REVOKED;
-      case "device_unknown":
-        return ErrorCode.DEVICE_UNKNOWN;
-      case "shutting_down":
-        return ErrorCode.SHUTTING_DOWN;
-      case "bad_request":
-        return ErrorCode.BAD_FRAME;
-      default:
-        return ErrorCode.INTERNAL;
-    }
-  }
-  return ErrorCode.INTERNAL;
-}
-
 function defaultId(): string {
   // WebCrypto's global, not an import of node:crypto
   return globalThis.crypto.randomUUID();
@@ -197,9 +145,11 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   private readonly links = new Map<SessionLink, LinkState>();
   private readonly timers = new Scheduler<TimerKey>();
   /** topic -> devices subscribed by themselves */
-  private readonly ownSubscribers = new Map<string, Set<string>>();
+  private readonly ownSubscribers = new TopicIndex();
   /** topic -> devices the registry assigns it to */
-  private readonly assignedSubscribers = new Map<string, Set<string>>();
+  private readonly assignedSubscribers = new TopicIndex();
+  /** registered devices (from the registry at start, then its change events) -> revoked */
+  private readonly revoked = new Map<string, boolean>();
   /** uplink publishes being processed, by message id */
   private readonly uplinkInProgress = new Map<string, Promise<PublishResult>>();
 
@@ -273,9 +223,12 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     }
     for (const s of state.subscriptions) {
       this.queue(s.device).subscriptions.add(s.topic);
-      addTo(this.ownSubscribers, s.topic, s.device);
+      this.ownSubscribers.add(s.topic, s.device);
     }
-    for (const d of this.registry.list()) this.assignTopics(d.id, d.revoked ? [] : d.topics);
+    for (const d of this.registry.list()) {
+      this.revoked.set(d.id, d.revoked);
+      this.assignTopics(d.id, d.revoked ? [] : d.topics);
+    }
   }
 
   // ---------------------------------------------------------------- sessions
@@ -637,33 +590,8 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     this.checkRunning();
     const o = this.options;
     const payload = req.payload;
-    if (payload.byteLength > o.maxPayload) {
-      throw new MessagingError("payload_too_large", `payload is ${payload.byteLength} bytes; the limit is ${o.maxPayload}`);
-    }
-    const ttl = req.ttlSeconds ?? o.defaultTtlSeconds;
-    if (!Number.isInteger(ttl) || ttl < 1 || ttl > o.maxTtlSeconds) {
-      throw new MessagingError("bad_request", `ttlSeconds must be an integer from 1 to ${o.maxTtlSeconds}, got ${ttl}`);
-    }
-    const priority = req.priority ?? 5;
-    if (!Number.isInteger(priority) || priority < 0 || priority > 9) {
-      throw new MessagingError("bad_request", `priority must be an integer from 0 to 9, got ${priority}`);
-    }
-    const contentType = req.contentType ?? "";
-    if (contentType.length > 128) throw new MessagingError("bad_request", "contentType is longer than 128 characters");
-    const collapseKey = req.collapseKey ?? "";
-    if (collapseKey.length > 128) throw new MessagingError("bad_request", "collapseKey is longer than 128 characters");
-    let topic = "";
-    let device = "";
-    if ("topic" in req.target) {
-      try {
-        topic = checkTopic(req.target.topic);
-      } catch (e) {
-        throw new MessagingError("bad_topic", e instanceof Error ? e.message : String(e));
-      }
-    } else {
-      device = req.target.device;
-      this.checkDirectTarget(device);
-    }
+    const { ttl, priority, contentType, collapseKey, topic, device } = checkPublishRequest(req, o);
+    if (device !== "") this.checkDirectTarget(device);
     const now = this.clock.now();
     const id = req.id ?? this.newId();
     const fields = {
@@ -699,7 +627,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       signature,
     };
     // the largest Push this message can become must fit in one record
-    const size = encodeFrame({ kind: "push", push: pushFields(record, MAX_SAFE) }).byteLength;
+    const size = pushOverhead(pushFields(record, MAX_SAFE)) + payload.byteLength;
     if (size > o.maxRecordPayload) {
       throw new MessagingError(
         "payload_too_large",
@@ -764,9 +692,9 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   }
 
   private checkDirectTarget(device: string): void {
-    const rec = this.registry.get(device);
-    if (rec === undefined) throw new MessagingError("device_unknown", `no device ${JSON.stringify(device)} is registered`);
-    if (rec.revoked) throw new MessagingError("device_revoked", `device ${device} is revoked`);
+    const revoked = this.revoked.get(device);
+    if (revoked === undefined) throw new MessagingError("device_unknown", `no device ${JSON.stringify(device)} is registered`);
+    if (revoked) throw new MessagingError("device_revoked", `device ${device} is revoked`);
   }
 
   /** Whether the queue can take one more message (applying the drop-oldest policy). */
@@ -817,13 +745,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
 
   private subscribe(ls: LinkState, dev: DeviceQueue<LinkState>, requestId: number, topics: readonly string[], add: boolean): void {
     try {
-      const checked = topics.map((t) => {
-        try {
-          return checkTopic(t);
-        } catch (e) {
-          throw new MessagingError("bad_topic", e instanceof Error ? e.message : String(e));
-        }
-      });
+      const checked = topics.map(checkedTopic);
       if (add) {
         const after = new Set([...dev.subscriptions, ...checked]);
         if (after.size > this.options.maxTopics) {
@@ -834,11 +756,11 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
         if (add === dev.subscriptions.has(t)) continue;
         if (add) {
           dev.subscriptions.add(t);
-          addTo(this.ownSubscribers, t, dev.id);
+          this.ownSubscribers.add(t, dev.id);
           this.batch.subscribe.push({ device: dev.id, topic: t });
         } else {
           dev.subscriptions.delete(t);
-          removeFrom(this.ownSubscribers, t, dev.id);
+          this.ownSubscribers.remove(t, dev.id);
           this.batch.unsubscribe.push({ device: dev.id, topic: t });
         }
       }
@@ -862,26 +784,25 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   /** Devices that receive a publish to `topic`: enabled, subscribed by themselves or assigned by the registry. */
   subscribersOf(topic: string): string[] {
     const out = new Set<string>();
-    for (const d of this.ownSubscribers.get(topic) ?? []) out.add(d);
-    for (const d of this.assignedSubscribers.get(topic) ?? []) out.add(d);
+    for (const d of this.ownSubscribers.devices(topic)) out.add(d);
+    for (const d of this.assignedSubscribers.devices(topic)) out.add(d);
     const enabled: string[] = [];
-    for (const d of out) {
-      const rec = this.registry.get(d);
-      if (rec !== undefined && !rec.revoked) enabled.push(d);
-    }
+    for (const d of out) if (this.revoked.get(d) === false) enabled.push(d);
     return enabled.sort();
   }
 
   private assignTopics(id: string, topics: readonly string[]): void {
     const q = this.queue(id);
-    for (const t of q.registryTopics) removeFrom(this.assignedSubscribers, t, id);
+    for (const t of q.registryTopics) this.assignedSubscribers.remove(t, id);
     q.registryTopics = [...topics];
-    for (const t of topics) addTo(this.assignedSubscribers, t, id);
+    for (const t of topics) this.assignedSubscribers.add(t, id);
   }
 
   private registryChanged(id: string, record: { revoked: boolean; topics: readonly string[] } | undefined): void {
     const now = this.clock.now();
     const q = this.devices.get(id);
+    if (record === undefined) this.revoked.delete(id);
+    else this.revoked.set(id, record.revoked);
     if (record === undefined) {
       // removed: its queue goes (the store deleted its deliveries)
       if (q === undefined) return;
@@ -890,8 +811,8 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
         this.timers.cancel(e);
         if (!e.tombstone) this.receipt(e.message, id, "rejected", now, "device_removed", e.seq);
       }
-      for (const t of q.subscriptions) removeFrom(this.ownSubscribers, t, id);
-      for (const t of q.registryTopics) removeFrom(this.assignedSubscribers, t, id);
+      for (const t of q.subscriptions) this.ownSubscribers.remove(t, id);
+      for (const t of q.registryTopics) this.assignedSubscribers.remove(t, id);
       this.timers.cancel(q);
       this.devices.delete(id);
       this.wake();
@@ -1101,17 +1022,4 @@ function pushFields(m: MessageRecord, seq: number): Partial<Push> {
     publisher: m.publisher,
     signature: m.signature,
   };
-}
-
-function addTo(index: Map<string, Set<string>>, topic: string, device: string): void {
-  let set = index.get(topic);
-  if (set === undefined) index.set(topic, (set = new Set()));
-  set.add(device);
-}
-
-function removeFrom(index: Map<string, Set<string>>, topic: string, device: string): void {
-  const set = index.get(topic);
-  if (set === undefined) return;
-  set.delete(device);
-  if (set.size === 0) index.delete(topic);
 }
