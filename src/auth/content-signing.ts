@@ -16,6 +16,12 @@ export async function signContent(ring: KeyRing, fields: SignedFields): Promise<
   return `${jws.slice(0, first)}..${jws.slice(last + 1)}`;
 }
 
+/** The length of the signatures signContent makes with the ring's current key (Ed25519 and P-256 signatures are both 64 bytes). */
+export function contentSignatureLength(ring: KeyRing): number {
+  const { kid, alg } = ring.signingKey();
+  return base64url.encode(JSON.stringify({ alg, kid })).length + 2 + base64url.encode(new Uint8Array(64)).length;
+}
+
 /** Checks content signatures against a JWKS (e.g. the one a Welcome carries). */
 export interface ContentVerifier {
   /** Resolves when the signature is good; throws AuthError signature_invalid or unknown_key. */

@@ -5,6 +5,6 @@ export { TOKEN_ISSUER, SESSION_AUDIENCE, API_AUDIENCE, CLOCK_TOLERANCE_SECONDS }
 export { issueSessionToken, verifySessionToken, type SessionClaims } from "./session-tokens.ts";
 export { issuePublisherToken, verifyPublisherToken, SCOPES, type Scope, type PublisherClaims } from "./publisher-tokens.ts";
 export { signedContent, SIGNED_CONTENT_LABEL, type SignedFields } from "./signed-content.ts";
-export { signContent, createContentVerifier, type ContentVerifier } from "./content-signing.ts";
+export { signContent, contentSignatureLength, createContentVerifier, type ContentVerifier } from "./content-signing.ts";
 export { DEVICE_ID_PATTERN, TOPIC_PATTERN, checkDeviceId, checkTopic } from "./names.ts";
 export { DeviceRegistry, type DeviceInput, type DeviceChangeListener, type CertificateRefusal } from "./device-registry.ts";

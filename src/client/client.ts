@@ -146,10 +146,12 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
       let welcomed = false;
       session.on("wake", () => this.queueFlush());
       session.on("welcome", (w) => {
+        // topics may have changed by subscribe() since the first Welcome: the latest Welcome says them all
+        this.welcome = w;
+        this.saveState(); // a refresh brings a new token: keep it at once
+        if (welcomed) return;
         welcomed = true;
         this.attempt = 0;
-        this.welcome = w;
-        this.saveState();
         this.emit("connected", w);
         resolve(w);
       });
@@ -292,6 +294,7 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     if (terminal) {
       if (this.listenerCount("error") > 0 && error !== undefined) this.emit("error", error);
       this.closed = true;
+      session.abandonRequests(error ?? new ClientError("closed", "the server ended the session for good"));
       return;
     }
     this.scheduleReconnect();
@@ -381,6 +384,7 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
       }
       await t.close();
     }
+    s?.abandonRequests(new ClientError("closed", "the client was closed before the server answered"));
   }
 }
 

@@ -5,6 +5,7 @@ import type { MessageRecord, Receipt, ReceiptInput, ReceiptState, Store } from "
 import {
   DeviceRegistry,
   issueSessionToken,
+  contentSignatureLength,
   signContent,
   verifySessionToken,
   type KeyRing,
@@ -12,7 +13,8 @@ import {
 import { decodeFrame, encodeFrame, ErrorCode, pushOverhead, WireError, type Ack, type FrameInit, type Hello, type Push } from "../wire/index.ts";
 import { DeviceQueue, Entry } from "./device-queue.ts";
 import { MessagingError } from "./errors.ts";
-import { DEFAULT_DELIVERY_OPTIONS, type DeliveryOptions } from "./options.ts";
+import { NO_OBSERVER, type DeliveryObserver } from "./observer.ts";
+import { resolveDeliveryOptions, type DeliveryOptions } from "./options.ts";
 import { checkedTopic, checkPublishRequest, type PublishRequest } from "./publish-request.ts";
 import { TopicIndex } from "./topic-index.ts";
 import { wireErrorCode } from "./wire-errors.ts";
@@ -81,6 +83,8 @@ export interface DeliveryEngineDeps {
   /** called when the engine has work for `flush()`; the driver calls flush soon (e.g. setImmediate) */
   readonly requestFlush: () => void;
   readonly random?: () => number;
+  /** metrics sink (default: none) */
+  readonly observer?: DeliveryObserver;
   readonly newId?: () => string;
   readonly options?: Partial<DeliveryOptions>;
 }
@@ -138,6 +142,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   private readonly sessionKeys: KeyRing;
   private readonly clock: Clock;
   private readonly random: () => number;
+  private readonly observer: DeliveryObserver;
   private readonly newId: () => string;
   private readonly requestFlushHook: () => void;
 
@@ -167,17 +172,14 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
 
   private constructor(deps: DeliveryEngineDeps) {
     super();
-    this.options = {
-      ...DEFAULT_DELIVERY_OPTIONS,
-      ...deps.options,
-      rtt: { ...DEFAULT_DELIVERY_OPTIONS.rtt, ...deps.options?.rtt },
-    };
+    this.options = resolveDeliveryOptions(deps.options);
     this.store = deps.store;
     this.registry = deps.registry;
     this.contentKeys = deps.contentKeys;
     this.sessionKeys = deps.sessionKeys;
     this.clock = deps.clock;
     this.random = deps.random ?? Math.random;
+    this.observer = deps.observer ?? NO_OBSERVER;
     this.newId = deps.newId ?? defaultId;
     this.requestFlushHook = deps.requestFlush;
     this.jwksJson = JSON.stringify(this.contentKeys.jwks());
@@ -388,7 +390,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
         serverTime: now,
         jwks: this.jwksJson,
         limits: {
-          maxPayload: this.options.maxPayload,
+          maxPayload: this.uplinkPayloadLimit(record.id),
           window: this.options.window,
           maxTopics: this.options.maxTopics,
         },
@@ -447,7 +449,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
         if (e.sacked) continue;
         for (const r of ack.ranges) {
           if (e.seq >= r.first && e.seq <= r.last) {
-            if (e.transmissions === 1 && !e.tombstone) dev.rtt.sample(now - e.sentAt);
+            if (e.transmissions === 1 && !e.tombstone) this.rttSample(dev, now - e.sentAt);
             // not retransmitted while sacked, except as the head of the window (see retransmitDue)
             e.sacked = true;
             break;
@@ -459,18 +461,25 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     this.pump(dev, now);
   }
 
+  private rttSample(dev: DeviceQueue<LinkState>, ms: number): void {
+    dev.rtt.sample(ms);
+    this.observer.rttSample(ms);
+  }
+
   /** Everything <= seq was received by the device. */
   private cumulative(dev: DeviceQueue<LinkState>, seq: number, now: number, rejected?: Set<number>): void {
     if (seq <= dev.ackedSeq) return;
     const upto = Math.min(seq, dev.lastSeq);
     for (const e of dev.inflight.values()) {
       if (e.seq > upto) break;
-      if (e.transmissions === 1 && !e.sacked && !e.tombstone) dev.rtt.sample(now - e.sentAt);
+      if (e.transmissions === 1 && !e.sacked && !e.tombstone) this.rttSample(dev, now - e.sentAt);
       dev.removeInflight(e);
       this.timers.cancel(e);
       this.batch.removeDeliveries.push({ device: dev.id, messageId: e.message.id });
       if (!e.tombstone) {
         const refused = rejected?.has(e.seq) === true;
+        if (refused) this.observer.pushRejected();
+        else if (e.firstSentAt > 0) this.observer.pushAcked(now - e.firstSentAt);
         this.receipt(e.message, dev.id, refused ? "rejected" : "delivered", now, refused ? "device_refused" : "", e.seq);
       }
     }
@@ -501,6 +510,8 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       this.batch.deliveries.push({ device: dev.id, messageId: e.message.id, order: e.order, seq: e.seq, tombstone: false });
       this.touchCounters(dev);
       this.receipt(e.message, dev.id, "sent", now, "", e.seq);
+      e.firstSentAt = now;
+      this.observer.pushSent();
       this.transmit(e, now);
       sent = true;
     }
@@ -539,7 +550,10 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     let head = true;
     for (const e of dev.inflight.values()) {
       if (e.dueAt !== 0 && e.dueAt <= now) {
-        if (!e.sacked || head) this.transmit(e, now);
+        if (!e.sacked || head) {
+          this.observer.pushRetransmitted();
+          this.transmit(e, now);
+        }
         else e.dueAt = now + dev.rtt.timeout(e.transmissions + 1, this.options.jitter, this.random());
       }
       head = false;
@@ -563,6 +577,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     e.sacked = false;
     this.batch.deliveries.push({ device: dev.id, messageId: e.message.id, order: e.order, seq: e.seq, tombstone: true });
     this.receipt(e.message, dev.id, "expired", now, "ttl", e.seq);
+    this.observer.pushExpired();
     if (dev.link !== undefined) {
       e.transmissions = 0;
       e.sentAt = 0;
@@ -576,6 +591,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     this.timers.cancel(e);
     this.batch.removeDeliveries.push({ device: e.queue.id, messageId: e.message.id });
     this.receipt(e.message, e.queue.id, "expired", now, reason, 0);
+    if (reason !== "collapsed") this.observer.pushExpired();
   }
 
   // ---------------------------------------------------------------- publishing
@@ -782,6 +798,25 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   }
 
   /** Devices that receive a publish to `topic`: enabled, subscribed by themselves or assigned by the registry. */
+  /**
+   * The largest payload this device can publish to a one-character topic (no
+   * content type): maxPayload, or less when the Push to subscribers would not
+   * fit one record. Announced in Welcome.limits.maxPayload.
+   */
+  private uplinkPayloadLimit(device: string): number {
+    const overhead = pushOverhead({
+      seq: MAX_SAFE,
+      messageId: `up:${device}:${MAX_SAFE}`,
+      topic: "t",
+      publisher: `device:${device}`,
+      signature: "x".repeat(contentSignatureLength(this.contentKeys)),
+      createdAt: MAX_SAFE,
+      expiresAt: MAX_SAFE,
+      priority: 9,
+    });
+    return Math.max(0, Math.min(this.options.maxPayload, this.options.maxRecordPayload - overhead));
+  }
+
   subscribersOf(topic: string): string[] {
     const out = new Set<string>();
     for (const d of this.ownSubscribers.devices(topic)) out.add(d);
@@ -895,7 +930,10 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       if (!ls.closed && records.length > 0) ls.link.send(records);
     }
     for (const fn of after) fn();
-    for (const p of publishes) p.resolve(p.result);
+    for (const p of publishes) {
+      this.observer.published(p.result.recipients);
+      p.resolve(p.result);
+    }
     for (const r of receipts) this.emit("receipt", r);
   }
 
@@ -916,6 +954,13 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       lastSeq: q?.lastSeq ?? 0,
       ackedSeq: q?.ackedSeq ?? 0,
     };
+  }
+
+  /** Messages queued or in flight over all devices (walks every device: for scrapes, not hot paths). */
+  queueDepthTotal(): number {
+    let n = 0;
+    for (const q of this.devices.values()) n += q.depth;
+    return n;
   }
 
   /** Devices online now. */

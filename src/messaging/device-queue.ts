@@ -16,6 +16,8 @@ export class Entry {
   transmissions = 0;
   /** time of the latest transmission */
   sentAt = 0;
+  /** time of the first transmission by this process (0: unknown, e.g. sent before a restart) */
+  firstSentAt = 0;
   /** retransmission deadline; 0 when none */
   dueAt = 0;
   /** the encoded Push, so retransmissions are byte for byte the same */

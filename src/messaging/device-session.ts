@@ -31,8 +31,13 @@ export interface DeviceSessionOptions {
   readonly sessionToken?: string;
   /** the first uplink request id (persisted so ids never repeat) */
   readonly nextRequestId?: number;
-  /** checks a push's signature; resolves false to refuse it */
-  readonly verify: (push: Push, jwks: string) => Promise<boolean>;
+  /**
+   * checks a push's signature against the JWKS of the latest Welcome: true to
+   * accept, false to refuse, "unknown_key" when the signing key is not in the
+   * JWKS (the session then refreshes its Welcome once and checks again, so a
+   * key rotated in on the server is learned without refusing anything)
+   */
+  readonly verify: (push: Push, jwks: string) => Promise<PushVerdict>;
   /** first Hello/request retransmission timeout, ms (default 1000; doubles up to 8000) */
   readonly retryMs?: number;
   /** client description sent in Hello */
@@ -41,7 +46,15 @@ export interface DeviceSessionOptions {
   readonly missedHeartbeats?: number;
   /** a Hello unanswered (nothing heard from the server) for this long before the first Welcome means "stale", ms (default 60 000) */
   readonly helloTimeoutMs?: number;
+  /**
+   * a push whose expiresAt lies more than this far in the past by the device's
+   * clock is refused (acked as rejected, never handed over), ms (default
+   * 60 000, a margin for clock skew; Infinity turns the check off)
+   */
+  readonly expiryGraceMs?: number;
 }
+
+export type PushVerdict = boolean | "unknown_key";
 
 interface Request {
   readonly id: number;
@@ -49,6 +62,7 @@ interface Request {
   dueAt: number;
   tries: number;
   readonly resolve: (value: Answer) => void;
+  readonly reject: (error: Error) => void;
 }
 
 type Answer =
@@ -56,6 +70,7 @@ type Answer =
   | { kind: "subscribed"; topics: string[]; error: WireErrorBody | undefined };
 
 interface SessionEvents {
+  /** every Welcome: the first one, and each refresh (new token, maybe new JWKS) */
   welcome: [Welcome];
   message: [Push];
   /** a push refused (bad or unknown-key signature) */
@@ -75,7 +90,7 @@ const TOKEN_ERRORS = new Set<number>([ErrorCode.TOKEN_INVALID, ErrorCode.TOKEN_E
 
 export class DeviceSession extends EventEmitter<SessionEvents> {
   readonly receiver: DeviceReceiver;
-  private readonly verifyPush: (push: Push, jwks: string) => Promise<boolean>;
+  private readonly verifyPush: (push: Push, jwks: string) => Promise<PushVerdict>;
   private readonly retryMs: number;
   private readonly client: string;
   private token: string;
@@ -97,6 +112,11 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
   private staleAfter = 0;
   private readonly missedHeartbeats: number;
   private readonly helloTimeoutMs: number;
+  private readonly expiryGraceMs: number;
+  /** the latest time the driver gave us */
+  private now = 0;
+  /** pushes signed by a key the current JWKS lacks, waiting for a refreshed Welcome */
+  private awaitingKeys: Push[] = [];
 
   constructor(options: DeviceSessionOptions) {
     super();
@@ -109,6 +129,7 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
     this.requestId = options.nextRequestId ?? 1;
     this.missedHeartbeats = options.missedHeartbeats ?? 3;
     this.helloTimeoutMs = options.helloTimeoutMs ?? 60_000;
+    this.expiryGraceMs = options.expiryGraceMs ?? 60_000;
   }
 
   get welcomed(): Welcome | undefined {
@@ -126,6 +147,7 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
 
   /** Sends the first Hello. */
   start(now: number): void {
+    this.now = now;
     this.lastHeard = now;
     this.sendHello(now);
   }
@@ -141,6 +163,7 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
 
   receive(record: Uint8Array, now: number): void {
     if (this.ended) return;
+    this.now = now;
     this.lastHeard = now;
     let frame;
     try {
@@ -170,8 +193,8 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
         });
         break;
       case "error":
-        if (TOKEN_ERRORS.has(frame.error.code) && this.welcome === undefined) {
-          // token refused: start a fresh session with the DTLS identity alone
+        if (TOKEN_ERRORS.has(frame.error.code) && (this.welcome === undefined || this.helloDue > 0)) {
+          // token refused (first Hello or a refresh): a fresh session with the DTLS identity alone
           this.token = "";
           this.helloFrame = undefined;
           this.sendHello(now);
@@ -188,7 +211,6 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
   }
 
   private onWelcome(w: Welcome, now: number): void {
-    const first = this.welcome === undefined;
     this.welcome = w;
     this.token = w.sessionToken;
     this.helloDue = 0;
@@ -199,7 +221,11 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
     this.pingDue = now + w.heartbeatIntervalMs;
     this.staleAfter = w.heartbeatIntervalMs * this.missedHeartbeats + Math.ceil(w.heartbeatIntervalMs / 2);
     if (this.receiver.serverAcked(w.ackedSeq)) this.persistedHwm = Math.max(this.persistedHwm, w.ackedSeq);
-    if (first) this.emit("welcome", w);
+    this.emit("welcome", w);
+    // pushes signed by a key we did not know: check them once more against this JWKS
+    const waiting = this.awaitingKeys;
+    this.awaitingKeys = [];
+    for (const push of waiting) this.check(push, w.jwks, true);
     // requests sent before the Welcome went unanswered (HELLO_REQUIRED): send them now
     for (const r of this.requests.values()) r.dueAt = now;
     this.ackWanted = true;
@@ -217,14 +243,37 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
       this.drain();
       return;
     }
-    this.verifyPush(push, welcome.jwks).then(
-      (ok) => this.settle(push, ok, ok ? "" : "signature refused"),
-      (e: unknown) => this.settle(push, false, e instanceof Error ? e.message : String(e)),
+    this.check(push, welcome.jwks, false);
+  }
+
+  /** Verifies a push; `final` after a refresh (an unknown key is then a refusal). */
+  private check(push: Push, jwks: string, final: boolean): void {
+    this.verifyPush(push, jwks).then(
+      (verdict) => this.settle(push, jwks, verdict, final),
+      (e: unknown) => this.settle(push, jwks, false, true, e instanceof Error ? e.message : String(e)),
     );
   }
 
-  private settle(push: Push, ok: boolean, why: string): void {
+  private settle(push: Push, jwks: string, verdict: PushVerdict, final: boolean, why = "signature refused"): void {
     if (this.ended) return;
+    if (verdict === "unknown_key") {
+      const current = this.welcome?.jwks;
+      if (current !== undefined && current !== jwks) {
+        this.check(push, current, true); // a newer Welcome arrived while this was being checked
+        return;
+      }
+      if (!final) {
+        this.awaitingKeys.push(push);
+        if (this.helloDue === 0) this.sendHello(this.now); // refresh: the Welcome brings the current JWKS
+        return;
+      }
+      why = "signed by a key that is not in the server's JWKS";
+    }
+    let ok = verdict === true;
+    if (ok && push.expiresAt > 0 && push.expiresAt + this.expiryGraceMs < this.now) {
+      ok = false;
+      why = "expired before it arrived";
+    }
     this.receiver.settle(push.seq, ok);
     if (!ok) this.emit("rejected", push, why);
     this.drain();
@@ -287,8 +336,8 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
   }
 
   private request(id: number, frame: Uint8Array, now: number): Promise<Answer> {
-    return new Promise<Answer>((resolve) => {
-      const r: Request = { id, frame, dueAt: now + this.retryMs, tries: 1, resolve };
+    return new Promise<Answer>((resolve, reject) => {
+      const r: Request = { id, frame, dueAt: now + this.retryMs, tries: 1, resolve, reject };
       this.requests.set(id, r);
       if (this.welcome !== undefined) this.queue(frame, now);
       this.wake();
@@ -305,6 +354,13 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
   /** Pending uplink requests (they are re-sent on the next session). */
   get pendingRequests(): number {
     return this.requests.size;
+  }
+
+  /** Fails every pending request with `error` (the client is closing for good). */
+  abandonRequests(error: Error): void {
+    const pending = [...this.requests.values()];
+    this.requests.clear();
+    for (const r of pending) r.reject(error);
   }
 
   /** Moves pending requests to a new session (after a reconnect). */
@@ -332,6 +388,7 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
 
   onTimer(now: number): void {
     if (this.ended) return;
+    this.now = now;
     if (this.helloDue > 0 && this.helloDue <= now) {
       if (this.welcome === undefined && now - this.lastHeard >= this.helloTimeoutMs) {
         // no answer at all (e.g. the server lost its DTLS sessions in a restart): stop repeating, reconnect

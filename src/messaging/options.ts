@@ -1,3 +1,4 @@
+import { MessagingError } from "./errors.ts";
 import { DEFAULT_RTT_OPTIONS, type RttOptions } from "./rtt-estimator.ts";
 
 /** What a full device queue does to a new message. */
@@ -47,3 +48,52 @@ export const DEFAULT_DELIVERY_OPTIONS: DeliveryOptions = {
   rtt: DEFAULT_RTT_OPTIONS,
   jitter: 0.2,
 };
+
+type Bound = readonly [min: number, max: number, integer: boolean];
+
+const BOUNDS: Readonly<Record<Exclude<keyof DeliveryOptions, "queueFullPolicy" | "rtt">, Bound>> = {
+  window: [1, 1024, true],
+  maxQueue: [1, 1_000_000, true],
+  maxPayload: [1, 65_536, true],
+  maxRecordPayload: [64, 16_384, true],
+  defaultTtlSeconds: [1, 365 * 86_400, true],
+  maxTtlSeconds: [1, 365 * 86_400, true],
+  heartbeatIntervalMs: [1000, 3_600_000, true],
+  missedHeartbeats: [1, 100, true],
+  sessionTokenTtlSeconds: [60, 30 * 86_400, true],
+  maxTopics: [0, 10_000, true],
+  jitter: [0, 0.5, false],
+};
+
+const RTT_BOUNDS: Readonly<Record<keyof RttOptions, Bound>> = {
+  initialRto: [1, 600_000, false],
+  minRto: [1, 600_000, false],
+  maxRto: [1, 3_600_000, false],
+  granularity: [0, 1000, false],
+  maxBackoff: [1, 3_600_000, false],
+};
+
+/**
+ * The defaults with `partial` applied, checked: a value out of range, of the
+ * wrong type, or inconsistent with another (defaultTtlSeconds above
+ * maxTtlSeconds, minRto above maxRto) throws MessagingError "bad_option"
+ * naming the option.
+ */
+export function resolveDeliveryOptions(partial: Partial<DeliveryOptions> = {}): DeliveryOptions {
+  const o: DeliveryOptions = { ...DEFAULT_DELIVERY_OPTIONS, ...partial, rtt: { ...DEFAULT_RTT_OPTIONS, ...partial.rtt } };
+  const check = (name: string, value: unknown, [min, max, integer]: Bound): void => {
+    if (typeof value !== "number" || Number.isNaN(value) || value < min || value > max || (integer && !Number.isInteger(value))) {
+      throw new MessagingError("bad_option", `delivery option ${name} must be ${integer ? "an integer" : "a number"} from ${min} to ${max}, got ${String(value)}`);
+    }
+  };
+  for (const [name, bound] of Object.entries(BOUNDS) as [keyof typeof BOUNDS, Bound][]) check(name, o[name], bound);
+  for (const [name, bound] of Object.entries(RTT_BOUNDS) as [keyof RttOptions, Bound][]) check(`rtt.${name}`, o.rtt[name], bound);
+  if (o.queueFullPolicy !== "reject" && o.queueFullPolicy !== "drop-oldest") {
+    throw new MessagingError("bad_option", `delivery option queueFullPolicy must be "reject" or "drop-oldest", got ${String(o.queueFullPolicy)}`);
+  }
+  if (o.defaultTtlSeconds > o.maxTtlSeconds) {
+    throw new MessagingError("bad_option", `delivery option defaultTtlSeconds (${o.defaultTtlSeconds}) is above maxTtlSeconds (${o.maxTtlSeconds})`);
+  }
+  if (o.rtt.minRto > o.rtt.maxRto) throw new MessagingError("bad_option", `delivery option rtt.minRto (${o.rtt.minRto}) is above rtt.maxRto (${o.rtt.maxRto})`);
+  return o;
+}

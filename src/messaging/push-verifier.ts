@@ -1,12 +1,14 @@
-import { createContentVerifier, type ContentVerifier } from "../auth/index.ts";
+import { AuthError, createContentVerifier, type ContentVerifier } from "../auth/index.ts";
+import type { PushVerdict } from "./device-session.ts";
 import type { Push } from "../wire/index.ts";
 
 /**
  * The device's check of a push's detached signature against the JWKS from
  * Welcome (the verifier is rebuilt only when the JWKS changes). Resolves
- * false for a bad signature, an unknown key or an unusable JWKS.
+ * true for a good signature, "unknown_key" when its kid is not in the JWKS,
+ * false for anything else (bad signature, unusable JWKS).
  */
-export function createPushVerifier(): (push: Push, jwks: string) => Promise<boolean> {
+export function createPushVerifier(): (push: Push, jwks: string) => Promise<PushVerdict> {
   let cached: { jwks: string; verifier: ContentVerifier } | undefined;
   return async (push, jwks) => {
     try {
@@ -27,8 +29,8 @@ export function createPushVerifier(): (push: Push, jwks: string) => Promise<bool
         push.signature,
       );
       return true;
-    } catch {
-      return false;
+    } catch (e) {
+      return e instanceof AuthError && e.code === "unknown_key" ? "unknown_key" : false;
     }
   };
 }

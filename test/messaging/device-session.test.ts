@@ -42,13 +42,13 @@ interface Harness {
   readonly rejected: number[];
   readonly verified: { seq: number; jwks: string }[];
   /** verification outcome per seq (default true) */
-  readonly verdict: Map<number, boolean>;
+  readonly verdict: Map<number, boolean | "unknown_key">;
   /** process each message at once and persist */
   auto: boolean;
 }
 
 function harness(options: { hwm?: number; sessionToken?: string } = {}): Harness {
-  const verdict = new Map<number, boolean>();
+  const verdict = new Map<number, boolean | "unknown_key">();
   const verified: { seq: number; jwks: string }[] = [];
   const s = new DeviceSession({
     hwm: options.hwm ?? 0,
@@ -169,6 +169,82 @@ describe("DeviceSession", () => {
     expect(h.rejected).toEqual([1]);
     expect(h.messages.map((m) => m.seq)).toEqual([2]);
     expect(take(h.s, T).at(-1)).toEqual({ kind: "ack", ack: { cumulative: 2, ranges: [], rejected: [1] } });
+  });
+
+  it("refuses a push that expired more than the grace (60 s) ago by its clock, and hands over one within it", async () => {
+    const h = harness();
+    h.s.start(T);
+    h.s.receive(welcome(), T);
+    h.s.takeRecords(T);
+    h.s.receive(push(1, { expiresAt: T - 61_000 }), T);
+    h.s.receive(push(2, { expiresAt: T - 59_000 }), T);
+    h.s.receive(push(3, { expiresAt: T + 1000 }), T);
+    await tick();
+    expect(h.rejected).toEqual([1]);
+    expect(h.messages.map((m) => m.seq)).toEqual([2, 3]);
+    expect(take(h.s, T).at(-1)).toEqual({ kind: "ack", ack: { cumulative: 3, ranges: [], rejected: [1] } });
+  });
+
+  it("on a push by an unknown key, refreshes its Welcome once and checks it again against the new JWKS", async () => {
+    const h = harness();
+    h.verdict.set(1, "unknown_key");
+    h.s.start(T);
+    h.s.receive(welcome({ jwks: '{"keys":["old"]}' }), T);
+    h.s.takeRecords(T);
+    h.s.receive(push(1), T + 10);
+    await tick();
+    // held, not refused: a refresh Hello with the current token goes out
+    expect(h.rejected).toEqual([]);
+    const out = take(h.s, T + 10);
+    expect(out.filter((f) => f.kind === "hello")).toEqual([{ kind: "hello", hello: { version: 1, sessionToken: "tok-2", receivedSeq: 0, maxPayload: 0, client: "dtlspush-sdk" } }]);
+    expect(out.some((f) => f.kind === "ack" && f.ack.cumulative === 1)).toBe(false);
+    h.verdict.set(1, true);
+    h.s.receive(welcome({ jwks: '{"keys":["old","new"]}', sessionToken: "tok-3" }), T + 20);
+    await tick();
+    expect(h.verified.map((v) => v.jwks)).toEqual(['{"keys":["old"]}', '{"keys":["old","new"]}']);
+    expect(h.messages.map((m) => m.seq)).toEqual([1]);
+    expect(h.s.sessionToken).toBe("tok-3");
+  });
+
+  it("refuses a push whose key the refreshed JWKS does not hold either", async () => {
+    const h = harness();
+    h.verdict.set(1, "unknown_key");
+    h.s.start(T);
+    h.s.receive(welcome(), T);
+    h.s.takeRecords(T);
+    h.s.receive(push(1), T);
+    await tick();
+    h.s.receive(welcome(), T + 20);
+    await tick();
+    expect(h.rejected).toEqual([1]);
+    expect(h.verified).toHaveLength(2);
+  });
+
+  it("a refresh whose token is refused falls back to a Hello without a token", async () => {
+    const h = harness();
+    h.verdict.set(1, "unknown_key");
+    h.s.start(T);
+    h.s.receive(welcome(), T);
+    h.s.takeRecords(T);
+    h.s.receive(push(1), T);
+    await tick();
+    h.s.takeRecords(T);
+    h.s.receive(frame({ kind: "error", error: { code: ErrorCode.TOKEN_EXPIRED, message: "old" } }), T + 5);
+    expect(take(h.s, T + 5).filter((f) => f.kind === "hello")).toEqual([
+      { kind: "hello", hello: { version: 1, sessionToken: "", receivedSeq: 0, maxPayload: 0, client: "dtlspush-sdk" } },
+    ]);
+  });
+
+  it("abandonRequests fails every pending request with the error given", async () => {
+    const h = harness();
+    h.s.start(T);
+    h.s.receive(welcome(), T);
+    const p = h.s.publish("chat", new TextEncoder().encode("x"), {}, T);
+    const q = h.s.subscribe(["a"], true, T);
+    h.s.abandonRequests(new Error("closed"));
+    await expect(p).rejects.toThrow("closed");
+    await expect(q).rejects.toThrow("closed");
+    expect(h.s.pendingRequests).toBe(0);
   });
 
   it("moves its mark up to Welcome.acked_seq", () => {

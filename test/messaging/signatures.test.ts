@@ -94,10 +94,57 @@ describe("content signatures checked by the device", () => {
 });
 
 describe("content key rotation", () => {
-  // Today a device verifies with the JWKS of its Welcome only: after contentKeys.rotate() +
-  // engine.keysChanged(), every push signed by the new key is refused (receipt
-  // rejected/device_refused) by devices whose session began before the rotation, until they
-  // reconnect or refresh their token. Needs a protocol decision (push a new Welcome/JWKS to
-  // running sessions, or have the device refresh on an unknown kid before refusing).
-  it.todo("a device whose session began before a rotation still accepts pushes signed by the new key");
+  it("a device whose session began before a rotation learns the new key by a refresh and accepts its pushes", async () => {
+    const w = await World.create();
+    const d = w.addDevice("dev");
+    await connected(w, d);
+    const oldKid = w.contentKeys.currentKid;
+    const welcomes = d.welcomes.length;
+    const m1 = await publishTo(w, "dev", "before", { id: "m1" });
+    await untilDelivered(w, d, 1);
+    const newKid = await w.contentKeys.rotate(w.clock.now());
+    w.engine.keysChanged();
+    expect(newKid).not.toBe(oldKid);
+    const m2 = await publishTo(w, "dev", "after", { id: "m2" });
+    const m3 = await publishTo(w, "dev", "after-2", { id: "m3" });
+    await untilDelivered(w, d, 3);
+    await w.run(10_000, () => w.engine.deviceStatus("dev").queueDepth === 0);
+    expect(d.payloads()).toEqual(["before", "after", "after-2"]);
+    expect(d.rejected).toEqual([]);
+    // one refresh (a second Welcome on the same session) brought the new JWKS
+    expect(d.welcomes.length).toBe(welcomes + 1);
+    expect(d.welcomes.at(-1)?.jwks).toContain(newKid);
+    expect(receiptTrail(w, m1.messageId)).toEqual(["queued@0", "sent@1", "delivered@1"]);
+    expect(receiptTrail(w, m2.messageId)).toEqual(["queued@0", "sent@2", "delivered@2"]);
+    expect(receiptTrail(w, m3.messageId)).toEqual(["queued@0", "sent@3", "delivered@3"]);
+  });
+
+  it("a key the refreshed JWKS does not hold either is refused after one refresh", async () => {
+    const w = await World.create();
+    const d = w.addDevice("dev");
+    await connected(w, d);
+    const welcomes = d.welcomes.length;
+    const other = await KeyRing.open(createMemoryStore(), "content", { now: T0 });
+    const now = w.clock.now();
+    const forged = await signContent(other, {
+      messageId: "m2",
+      topic: "",
+      device: "dev",
+      contentType: "",
+      publisher: "test",
+      collapseKey: "",
+      payload: enc("m2"),
+      createdAt: now,
+      expiresAt: now + 86_400_000,
+      priority: 5,
+    });
+    d.tamper = onSeq2((p) => ({ ...p, signature: forged }));
+    await publishTo(w, "dev", "m1", { id: "m1" });
+    await publishTo(w, "dev", "m2", { id: "m2" });
+    await publishTo(w, "dev", "m3", { id: "m3" });
+    await untilDelivered(w, d, 2);
+    expect(d.payloads()).toEqual(["m1", "m3"]);
+    expect(d.rejected.map((r) => r.seq)).toEqual([2]);
+    expect(d.welcomes.length).toBe(welcomes + 1);
+  });
 });

@@ -10,6 +10,23 @@ function sessionOf(d: SimDevice): NonNullable<SimDevice["session"]> {
 }
 
 describe("uplink Publish", () => {
+  it("Welcome announces a payload size that is sure to fit one record (below maxPayload); it gets through, maxPayload itself does not", async () => {
+    const w = await World.create();
+    const pub = w.addDevice("pub");
+    const sub = w.addDevice("sub", ["t"]);
+    for (const d of [pub, sub]) await connected(w, d);
+    const limit = pub.welcomes[0]?.limits?.maxPayload ?? 0;
+    // below the 1024 maxPayload: the Push (ids, publisher, signature) must also fit 1163 bytes
+    expect(limit).toBeGreaterThan(800);
+    expect(limit).toBeLessThan(1024);
+    const id = await answered(w, sessionOf(pub).publish("t", new Uint8Array(limit).fill(65), {}, w.clock.now()));
+    expect(id).toBe("up:pub:1");
+    await untilDelivered(w, sub, 1);
+    const refused = await answered(w, sessionOf(pub).publish("t", new Uint8Array(1024).fill(65), {}, w.clock.now()).catch((e: unknown) => e));
+    expect(refused).toBeInstanceOf(MessagingError);
+    expect((refused as MessagingError).code).toBe("payload_too_large");
+  });
+
   it("reaches the other subscribers once even when PublishAcks are lost (same message id, published once)", async () => {
     const w = await World.create();
     const pub = w.addDevice("pub");
