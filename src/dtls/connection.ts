@@ -8,7 +8,7 @@
  */
 import { copyBytes } from "../util/bytes.ts";
 import { DecodeError } from "../util/errors.ts";
-import { AlertDescription, AlertLevel, ContentType, HANDSHAKE_HEADER_LENGTH, HandshakeType, MAX_PLAINTEXT } from "./constants.ts";
+import { AlertDescription, AlertLevel, alertName, ContentType, HANDSHAKE_HEADER_LENGTH, HandshakeType, MAX_PLAINTEXT } from "./constants.ts";
 import { DtlsError, alertError, receivedAlertError } from "./errors.ts";
 import { encodeFragment, parseHandshakeFragments } from "./handshake-codec.ts";
 import type { ConnectionConfig, ConnectionHandler, ConnectionInfo } from "./options.ts";
@@ -29,6 +29,17 @@ export interface HandshakeDriver {
 
 export type ConnectionState = "handshaking" | "established" | "closed";
 
+/** Where a connection counts the alerts it sends and receives, by description name (e.g. a server's stats). */
+export interface AlertCounters {
+  readonly alertsSent: Record<string, number>;
+  readonly alertsReceived: Record<string, number>;
+}
+
+/** counts[key] += 1 (no allocation once the key exists). */
+export function increment(counts: Record<string, number>, key: string): void {
+  counts[key] = (counts[key] ?? 0) + 1;
+}
+
 /** Records held while their epoch's keys or the handshake's end are still ahead. */
 const MAX_EARLY_RECORDS = 16;
 const CCS_BODY = new Uint8Array([1]);
@@ -37,6 +48,7 @@ export class Connection {
   readonly role: "client" | "server";
   readonly config: ConnectionConfig;
   private readonly handler: ConnectionHandler;
+  private readonly alerts: AlertCounters | undefined;
   private driver: HandshakeDriver | undefined;
   private stateValue: ConnectionState = "handshaking";
   private info: ConnectionInfo | undefined;
@@ -62,11 +74,12 @@ export class Connection {
     config: ConnectionConfig,
     handler: ConnectionHandler,
     now: number,
-    opts: { firstWriteSeq?: number; firstMessageSeq?: number } = {},
+    opts: { firstWriteSeq?: number; firstMessageSeq?: number; alerts?: AlertCounters } = {},
   ) {
     this.role = role;
     this.config = config;
     this.handler = handler;
+    this.alerts = opts.alerts;
     this.writer = new RecordWriter(opts.firstWriteSeq ?? 0);
     this.reassembler = new Reassembler(opts.firstMessageSeq ?? 0);
     this.rto = config.retransmit.initialMs;
@@ -219,6 +232,7 @@ export class Connection {
     if (body.length !== 2) return;
     const level = body[0] as number;
     const description = body[1] as number;
+    if (this.alerts !== undefined) increment(this.alerts.alertsReceived, alertName(description));
     if (description === AlertDescription.close_notify) {
       this.sendAlert(AlertLevel.warning, AlertDescription.close_notify);
       this.finish(undefined);
@@ -360,6 +374,7 @@ export class Connection {
   private sendAlert(level: number, description: number): void {
     try {
       this.handler.sendDatagram(this.writer.record(ContentType.alert, this.writer.epoch, new Uint8Array([level, description])));
+      if (this.alerts !== undefined) increment(this.alerts.alertsSent, alertName(description));
     } catch {
       // No keys or sequence space left: nothing can be said to the peer.
     }

@@ -181,6 +181,35 @@ export function serverCoreConfig(opts: ListenOptions): ServerCoreConfig {
   };
 }
 
+/** New credentials for a running server (DtlsServer.updateCredentials); an absent field keeps its value. */
+export interface CredentialUpdate {
+  certificates?: readonly CertificateKeyPair[];
+  clientCa?: string | Uint8Array;
+  clientAuth?: ClientAuthMode;
+}
+
+const CLIENT_AUTH_MODES: readonly string[] = ["none", "request", "require"];
+
+/**
+ * The listen options with `update` applied, and the core configuration they
+ * give, checked as at `listen` (DtlsError "bad_option" naming the problem).
+ */
+export function applyCredentialUpdate(opts: ListenOptions, update: CredentialUpdate): { options: ListenOptions; config: ServerCoreConfig } {
+  if (update.clientAuth !== undefined && !CLIENT_AUTH_MODES.includes(update.clientAuth)) {
+    throw new DtlsError("bad_option", `clientAuth must be "none", "request" or "require", got ${JSON.stringify(update.clientAuth)}`);
+  }
+  if (update.certificates !== undefined && !Array.isArray(update.certificates)) {
+    throw new DtlsError("bad_option", "certificates must be a list of { cert, key } PEM pairs");
+  }
+  const options: ListenOptions = {
+    ...opts,
+    ...(update.certificates !== undefined ? { certificates: update.certificates } : {}),
+    ...(update.clientCa !== undefined ? { clientCa: update.clientCa } : {}),
+    ...(update.clientAuth !== undefined ? { clientAuth: update.clientAuth } : {}),
+  };
+  return { options, config: serverCoreConfig(options) };
+}
+
 function pemAnchors(pem: string | Uint8Array, what: string): Certificate[] {
   const text = typeof pem === "string" ? pem : Buffer.from(pem).toString("utf8");
   let anchors: Certificate[];

@@ -11,11 +11,11 @@ import { Connection } from "./connection.ts";
 import { DtlsConnection, type PeerAddress } from "./dtls-connection.ts";
 import { DtlsError } from "./errors.ts";
 import { Outbox } from "./outbox.ts";
-import { clientConfig, serverCoreConfig, type ConnectOptions, type ListenOptions } from "./endpoint-config.ts";
+import { applyCredentialUpdate, clientConfig, serverCoreConfig, type ConnectOptions, type CredentialUpdate, type ListenOptions } from "./endpoint-config.ts";
 import { ClientHandshake } from "./handshake-client.ts";
 import { ServerCore, type Peer, type ServerCoreConfig, type ServerStats } from "./server-core.ts";
 
-export type { CertificateKeyPair, ConnectOptions, ListenOptions } from "./endpoint-config.ts";
+export type { CertificateKeyPair, ConnectOptions, CredentialUpdate, ListenOptions } from "./endpoint-config.ts";
 
 interface ServerEvents {
   session: [conn: DtlsConnection];
@@ -71,6 +71,8 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
   private readonly core: ServerCore;
   private readonly timer: Timer;
   private readonly clock: Clock;
+  /** What the server was started with, credential updates applied. */
+  private options: ListenOptions;
   private closing = false;
   private readonly outbox: Outbox;
   /** Sends not yet handed to the kernel, counted only while closing. */
@@ -78,10 +80,11 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
   private flushed: (() => void) | undefined;
 
   /** @internal use listen(). */
-  constructor(socket: Socket, config: ServerCoreConfig, clock: Clock) {
+  constructor(socket: Socket, config: ServerCoreConfig, clock: Clock, options: ListenOptions) {
     super();
     this.socket = socket;
     this.clock = clock;
+    this.options = options;
     this.outbox = new Outbox(config.mtu, (peer, parts) => (this.closing ? this.trackedSend(peer, parts) : this.socket.send(parts, peer.port, peer.address)));
     this.core = new ServerCore(
       config,
@@ -131,6 +134,25 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
     return this.core.stats;
   }
 
+  /**
+   * Replaces the certificate chains, the client CA and/or the client
+   * authentication mode (absent fields keep their value). Everything is parsed
+   * and checked first: a DtlsError "bad_option" naming the problem leaves the
+   * server as it was. Handshakes that start afterwards use the new
+   * credentials; established sessions (and handshakes in progress) keep theirs.
+   */
+  updateCredentials(o: CredentialUpdate): void {
+    const { options, config } = applyCredentialUpdate(this.options, o);
+    this.core.updateCredentials({
+      suites: config.suites,
+      certificates: config.certificates,
+      clientAuth: config.clientAuth,
+      clientCaNames: config.clientCaNames,
+      verifyClient: config.verifyClient,
+    });
+    this.options = options;
+  }
+
   /** close_notify to every peer, then the socket closes (after those datagrams left, within 1 s). */
   async close(): Promise<void> {
     if (this.closing) return;
@@ -163,7 +185,7 @@ export async function listen(opts: ListenOptions): Promise<DtlsServer> {
       resolve();
     });
   });
-  return new DtlsServer(socket, config, opts.clock ?? monotonicClock);
+  return new DtlsServer(socket, config, opts.clock ?? monotonicClock, opts);
 }
 
 export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {

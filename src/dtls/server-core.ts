@@ -7,7 +7,7 @@
 import { bytesEqual, copyBytes } from "../util/bytes.ts";
 import { Scheduler } from "../util/scheduler.ts";
 import { ContentType, HandshakeType, ProtocolVersion } from "./constants.ts";
-import { Connection } from "./connection.ts";
+import { Connection, increment } from "./connection.ts";
 import { CookieJar } from "./cookie.ts";
 import { DtlsError } from "./errors.ts";
 import { encodeHandshake, parseHandshakeFragments, type HandshakeFragment } from "./handshake-codec.ts";
@@ -81,15 +81,27 @@ export interface ServerStats {
   datagramsDropped: number;
   /** Cookie-valid ClientHellos refused because a cap was reached. */
   refusedOverCapacity: number;
+  /** Completed handshakes by suite name. */
+  handshakesBySuite: Record<string, number>;
+  /** Failed handshakes by DtlsError code, refusals over capacity ("over_capacity") included. */
+  handshakeFailures: Record<string, number>;
+  /** Alerts sent to peers by description name ("close_notify", "handshake_failure", ...), handshaking and established connections alike. */
+  alertsSent: Record<string, number>;
+  /** Alerts received from peers (with a session) by description name; unknown descriptions as "alert_<number>". */
+  alertsReceived: Record<string, number>;
 }
+
+/** What `updateCredentials` replaces: the authentication and the suites that follow from it. */
+export type ServerCredentialConfig = Pick<ServerCoreConfig, "suites" | "certificates" | "clientAuth" | "clientCaNames" | "verifyClient">;
 
 export function peerKey(peer: Peer): string {
   return `${peer.address}|${peer.port}`;
 }
 
 export class ServerCore {
-  private readonly config: ServerCoreConfig;
-  private readonly auth: ServerAuth;
+  /** Replaced (never mutated) by updateCredentials: connections keep the one they started with. */
+  private config: ServerCoreConfig;
+  private auth: ServerAuth;
   private readonly handler: ServerCoreHandler;
   private readonly cookies: CookieJar;
   private readonly sessions = new Map<string, ServerSession>();
@@ -102,23 +114,31 @@ export class ServerCore {
     handshakesFailed: 0,
     datagramsDropped: 0,
     refusedOverCapacity: 0,
+    handshakesBySuite: {},
+    handshakeFailures: {},
+    alertsSent: {},
+    alertsReceived: {},
   };
 
   constructor(config: ServerCoreConfig, handler: ServerCoreHandler, now: number) {
     this.config = config;
-    this.auth = {
-      psk: config.psk,
-      certificates: config.certificates ?? [],
-      legacySha1Signatures: config.legacySha1Signatures ?? false,
-      clientAuth: config.clientAuth ?? "none",
-      clientCaNames: config.clientCaNames ?? [],
-      verifyClient: config.verifyClient,
-    };
-    if (this.auth.clientAuth !== "none" && this.auth.verifyClient === undefined) {
-      throw new DtlsError("bad_option", "client certificates are asked for but nothing verifies them (verifyClient)");
-    }
+    this.auth = serverAuth(config);
     this.handler = handler;
     this.cookies = new CookieJar(now, config.cookieRotateMs);
+  }
+
+  /**
+   * New credentials (certificate chains, client CA names and verifier, client
+   * auth mode, and the suites they allow) for handshakes that start from now
+   * on; handshakes in progress and established sessions keep theirs. Throws
+   * DtlsError "bad_option" and changes nothing when the set is inconsistent.
+   */
+  updateCredentials(update: ServerCredentialConfig): void {
+    const config: ServerCoreConfig = { ...this.config, ...update };
+    if (config.suites.length === 0) throw new DtlsError("bad_option", "no cipher suite is usable with the new credentials");
+    const auth = serverAuth(config);
+    this.config = config;
+    this.auth = auth;
   }
 
   /** Connections (handshaking or established). */
@@ -170,7 +190,7 @@ export class ServerCore {
     }
     if (existing === undefined && (this.handshaking >= this.config.maxHandshakes || this.sessions.size >= this.config.maxSessions)) {
       this.stats.refusedOverCapacity++;
-      this.handler.handshakeFailed(peer, new DtlsError("over_capacity", "too many handshakes or sessions; ClientHello dropped"));
+      this.failed(peer, new DtlsError("over_capacity", "too many handshakes or sessions; ClientHello dropped"));
       return;
     }
     if (existing !== undefined) this.remove(existing, new DtlsError("replaced", "the peer started a new handshake from the same address"));
@@ -192,9 +212,10 @@ export class ServerCore {
       this.config,
       {
         sendDatagram: (d) => this.handler.send(peer, d, key),
-        established: () => {
+        established: (info) => {
           this.handshaking--;
           this.stats.handshakesCompleted++;
+          increment(this.stats.handshakesBySuite, info.suite);
           this.handler.established(session as ServerSession);
         },
         data: (d) => session?.listener?.data(d),
@@ -202,7 +223,7 @@ export class ServerCore {
       },
       now,
       // Continue above the ClientHello's record number so ServerHello never reuses the HVR's.
-      { firstWriteSeq: record.seq, firstMessageSeq: fragment.messageSeq + 1 },
+      { firstWriteSeq: record.seq, firstMessageSeq: fragment.messageSeq + 1, alerts: this.stats },
     );
     session = new ServerSession(peer, key, connection, copyBytes(hello.random));
     this.sessions.set(key, session);
@@ -223,10 +244,15 @@ export class ServerCore {
     if (session.connection.connectionInfo === undefined) {
       this.handshaking--;
       this.stats.handshakesFailed++;
-      this.handler.handshakeFailed(session.peer, error ?? new DtlsError("closed", "peer closed during the handshake"));
+      this.failed(session.peer, error ?? new DtlsError("closed", "peer closed during the handshake"));
     } else {
       session.listener?.closed(error);
     }
+  }
+
+  private failed(peer: Peer, error: DtlsError): void {
+    increment(this.stats.handshakeFailures, error.code);
+    this.handler.handshakeFailed(peer, error);
   }
 
   private remove(session: ServerSession, error: DtlsError): void {
@@ -253,6 +279,21 @@ export class ServerCore {
   closeAll(): void {
     for (const s of [...this.sessions.values()]) s.connection.close();
   }
+}
+
+function serverAuth(config: ServerCoreConfig): ServerAuth {
+  const auth: ServerAuth = {
+    psk: config.psk,
+    certificates: config.certificates ?? [],
+    legacySha1Signatures: config.legacySha1Signatures ?? false,
+    clientAuth: config.clientAuth ?? "none",
+    clientCaNames: config.clientCaNames ?? [],
+    verifyClient: config.verifyClient,
+  };
+  if (auth.clientAuth !== "none" && auth.verifyClient === undefined) {
+    throw new DtlsError("bad_option", "client certificates are asked for but nothing verifies them (verifyClient)");
+  }
+  return auth;
 }
 
 interface FirstHello {
