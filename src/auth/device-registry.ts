@@ -35,11 +35,40 @@ export class DeviceRegistry {
   private readonly store: Store;
   private readonly clock: { now(): number };
   private listeners: DeviceChangeListener[] = [];
+  /** id -> updatedAt of every device as this registry last saw it (reload() compares against it) */
+  private readonly seen = new Map<string, number>();
 
   /** `clock.now()` gives ms since the epoch (for createdAt/updatedAt). */
   constructor(store: Store, clock: { now(): number }) {
     this.store = store;
     this.clock = clock;
+    for (const d of store.listDevices()) this.seen.set(d.id, d.updatedAt);
+  }
+
+  /**
+   * Re-reads every device from the store, for changes another process made
+   * (e.g. `dtlspush device add` while the daemon was unreachable), and tells
+   * the listeners about each device added, changed or removed since this
+   * registry last saw it. Returns their ids.
+   */
+  reload(): { changed: string[]; removed: string[] } {
+    const changed: string[] = [];
+    const removed: string[] = [];
+    const present = new Set<string>();
+    for (const d of this.store.listDevices()) {
+      present.add(d.id);
+      if (this.seen.get(d.id) !== d.updatedAt) {
+        changed.push(d.id);
+        this.emit(d.id, d);
+      }
+    }
+    for (const id of [...this.seen.keys()]) {
+      if (!present.has(id)) {
+        removed.push(id);
+        this.emit(id, undefined);
+      }
+    }
+    return { changed, removed };
   }
 
   /**
@@ -193,6 +222,8 @@ export class DeviceRegistry {
   }
 
   private emit(id: string, record: DeviceRecord | undefined): void {
+    if (record === undefined) this.seen.delete(id);
+    else this.seen.set(id, record.updatedAt);
     let first: { error: unknown } | undefined;
     for (const listener of this.listeners) {
       try {

@@ -456,7 +456,8 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
   bye(now: number): void {
     if (this.ended) return;
     // the last ack goes before the Bye (the server ignores what follows a Bye)
-    this.out.push(...this.takeRecords(now));
+    const pending = this.takeRecords(now); // (takeRecords swaps this.out: read it after)
+    this.out.push(...pending);
     this.ended = true;
     this.queue(encodeFrame({ kind: "bye", bye: {} }), now);
     this.wake();

@@ -130,6 +130,34 @@ describe.each(STORES)("with %s", (_name, makeStore) => {
     });
   });
 
+  describe("DeviceRegistry.reload", () => {
+    it("tells listeners what another registry over the same store (another process) added, changed and removed", () => {
+      const store = makeStore();
+      const daemon = new DeviceRegistry(store, clock);
+      const seen: [string, boolean | undefined][] = [];
+      daemon.onChange((id, r) => seen.push([id, r?.revoked]));
+      const cli = new DeviceRegistry(store, clock);
+      cli.add({ id: "kept", psk: { identity: "kept", key: KEY } });
+      cli.add({ id: "gone", psk: { identity: "gone", key: KEY } });
+      expect(daemon.reload()).toEqual({ changed: ["gone", "kept"], removed: [] });
+      expect(daemon.reload()).toEqual({ changed: [], removed: [] });
+      clock.advance(10);
+      cli.revoke("kept");
+      cli.remove("gone");
+      cli.add({ id: "new", certIdentity: "CN=new" });
+      seen.length = 0;
+      expect(daemon.reload()).toEqual({ changed: ["kept", "new"], removed: ["gone"] });
+      expect(seen).toEqual([
+        ["kept", true],
+        ["new", false],
+        ["gone", undefined],
+      ]);
+      // its own changes are known already
+      daemon.update("new", { topics: ["t"] });
+      expect(daemon.reload()).toEqual({ changed: [], removed: [] });
+    });
+  });
+
   describe("DeviceRegistry changes", () => {
     beforeEach(() => {
       registry.add({ id: "d", psk: { identity: "d-psk", key: KEY }, certIdentity: "d-cert", topics: ["t"] });

@@ -333,4 +333,19 @@ describe("DeviceSession", () => {
     expect(take(h.s, T + 1)).toEqual([{ kind: "bye", bye: {} }]);
     expect(h.s.nextDeadline()).toBeUndefined();
   });
+
+  it("a Bye carries the ack still pending before it (the last message processed is not sent again)", async () => {
+    const h = harness();
+    h.s.start(T);
+    h.s.receive(welcome(), T);
+    h.s.takeRecords(T);
+    h.s.receive(push(1), T);
+    await tick();
+    expect(h.messages.map((m) => m.seq)).toEqual([1]);
+    h.s.bye(T + 1);
+    expect(take(h.s, T + 1)).toEqual([
+      { kind: "ack", ack: { cumulative: 1, ranges: [], rejected: [] } },
+      { kind: "bye", bye: {} },
+    ]);
+  });
 });
