@@ -1,21 +1,12 @@
 /** `dtlspush certs init`: a development CA and server certificates for localhost. */
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
+import { ensureDevCertificates, type DevCertAction, type DevCertEntry } from "../daemon/dev-certs.ts";
 import { booleanOption, expectPositionals, parseCommandLine, parseInteger, quote, stringOption } from "./args.ts";
 import type { OptionSpecs } from "./args.ts";
-import {
-  DEFAULT_CERTS_DIR,
-  SERVER_FILES,
-  caPaths,
-  ensureDir,
-  formatDate,
-  loadPki,
-  readOptional,
-  tightenKeyMode,
-  writePair,
-} from "./certs-files.ts";
+import { DEFAULT_CERTS_DIR, asCliError, formatDate, loadPki } from "./certs-files.ts";
 import { PROGRAM, formatHelp } from "./command.ts";
 import type { CliIo, LeafCommand } from "./command.ts";
-import { UsageError, errorCode } from "./errors.ts";
+import { UsageError } from "./errors.ts";
 
 const COMMAND = `${PROGRAM} certs init`;
 
@@ -53,7 +44,7 @@ export function parseInitArgs(argv: readonly string[]): InitConfig {
   };
 }
 
-export type Action = "created" | "kept" | "replaced";
+export type Action = DevCertAction;
 
 export interface InitEntry {
   readonly name: string;
@@ -68,74 +59,12 @@ export interface InitEntry {
   readonly notAfter: string;
 }
 
-/** Both files absent: "created"; otherwise "replaced" (with the reason). */
-function actionFor(existed: boolean): Action {
-  return existed ? "replaced" : "created";
-}
-
 async function run(argv: readonly string[], io: CliIo): Promise<number> {
   const config = parseInitArgs(argv);
   const pki = await loadPki();
-  await ensureDir(config.dir);
-  const entries: InitEntry[] = [];
-  const notes: string[] = [];
-
-  // The CA: keep a valid one unless --force.
-  const ca = caPaths(config.dir);
-  const caCertText = await readOptional(ca.cert);
-  const caKeyText = await readOptional(ca.key);
-  const caExisted = caCertText !== undefined || caKeyText !== undefined;
-  let authority: Awaited<ReturnType<typeof pki.loadCertificateAuthority>> | undefined;
-  let caReason: string | undefined;
-  if (config.force) {
-    caReason = caExisted ? "--force" : undefined;
-  } else if (caCertText === undefined || caKeyText === undefined) {
-    caReason = caExisted ? `${caCertText === undefined ? ca.cert : ca.key} is missing` : undefined;
-  } else {
-    try {
-      authority = await pki.loadCertificateAuthority(caCertText, caKeyText);
-    } catch (e) {
-      if (errorCode(e) === undefined) throw e;
-      caReason = e instanceof Error ? e.message : String(e);
-    }
-  }
-  if (authority !== undefined) {
-    if (await tightenKeyMode(ca.key)) notes.push(`note: restricted ${ca.key} to mode 0600`);
-    entries.push(entry("ca", authority.kind, "kept", undefined, ca.cert, ca.key, authority.fingerprint, authority.notAfter));
-  } else {
-    const made = await pki.createCertificateAuthority();
-    await writePair(ca.cert, made.issued.certPem, ca.key, made.issued.keyPem);
-    authority = made.ca;
-    entries.push(entry("ca", made.issued.kind, actionFor(caExisted), caReason, ca.cert, ca.key, made.issued.fingerprint, made.issued.notAfter));
-  }
-
-  // Server certificates: keep each one that is valid and signed by this CA.
-  for (const { name, kind } of SERVER_FILES) {
-    const certPath = join(config.dir, `${name}.pem`);
-    const keyPath = join(config.dir, `${name}.key`);
-    const certText = await readOptional(certPath);
-    const keyText = await readOptional(keyPath);
-    const existed = certText !== undefined || keyText !== undefined;
-    let reason: string | undefined;
-    if (config.force) {
-      reason = existed ? "--force" : undefined;
-    } else if (certText === undefined || keyText === undefined) {
-      reason = existed ? `${certText === undefined ? certPath : keyPath} is missing` : undefined;
-    } else {
-      const check = await pki.checkIssuedCertificate(authority, certText, keyText, { kind, usage: "server" });
-      if (check.ok) {
-        if (await tightenKeyMode(keyPath)) notes.push(`note: restricted ${keyPath} to mode 0600`);
-        entries.push(entry(name, kind, "kept", undefined, certPath, keyPath, check.fingerprint, check.notAfter));
-        continue;
-      }
-      reason = check.reason;
-    }
-    const issued = await pki.issueServerCertificate(authority, { kind, days: config.days });
-    await writePair(certPath, issued.chainPem, keyPath, issued.keyPem);
-    entries.push(entry(name, kind, actionFor(existed), reason, certPath, keyPath, issued.fingerprint, issued.notAfter));
-  }
-
-  for (const note of notes) io.stderr.write(`${note}\n`);
+  const { entries: made, notes } = await asCliError(() => ensureDevCertificates(config.dir, { days: config.days, force: config.force, pki }));
+  const entries = made.map(toInitEntry);
+  for (const note of notes) io.stderr.write(`note: ${note}\n`);
   if (config.json) {
     const certificates: Record<string, unknown> = {};
     for (const { name, ...rest } of entries) certificates[name] = { ...rest, cert: resolve(rest.cert), key: resolve(rest.key) };
@@ -146,26 +75,17 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
   return 0;
 }
 
-function entry(
-  name: string,
-  kind: string,
-  action: Action,
-  reason: string | undefined,
-  cert: string,
-  key: string,
-  fingerprint: { hex: string; colon: string },
-  notAfter: Date,
-): InitEntry {
+function toInitEntry(e: DevCertEntry): InitEntry {
   return {
-    name,
-    kind,
-    action,
-    ...(reason !== undefined ? { reason } : {}),
-    cert,
-    key,
-    sha256: fingerprint.hex,
-    sha256Colon: fingerprint.colon,
-    notAfter: formatDate(notAfter),
+    name: e.name,
+    kind: e.kind,
+    action: e.action,
+    ...(e.reason !== undefined ? { reason: e.reason } : {}),
+    cert: e.cert,
+    key: e.key,
+    sha256: e.fingerprint.hex,
+    sha256Colon: e.fingerprint.colon,
+    notAfter: formatDate(e.notAfter),
   };
 }
 

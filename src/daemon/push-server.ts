@@ -3,6 +3,7 @@ import type { Store } from "../store/types.ts";
 import { DeviceRegistry, KeyRing } from "../auth/index.ts";
 import { DeliveryEngine, type PublishRequest, type PublishResult, type SessionLink } from "../messaging/delivery-engine.ts";
 import type { DeliveryOptions } from "../messaging/options.ts";
+import type { DeliveryObserver } from "../messaging/observer.ts";
 import type { Clock } from "../util/clock.ts";
 
 /**
@@ -15,6 +16,8 @@ export interface PushServerOptions {
   /** where and how to listen; psk lookup and client authorization come from the registry */
   readonly dtls: Omit<ListenOptions, "psk" | "authorizeClient"> & { readonly psk?: boolean };
   readonly delivery?: Partial<DeliveryOptions>;
+  /** metrics sink of the delivery engine */
+  readonly observer?: DeliveryObserver;
   /** wall clock (ms since the epoch); default Date.now */
   readonly clock?: Clock;
 }
@@ -75,6 +78,7 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
     sessionKeys,
     clock,
     options: o.delivery ?? {},
+    ...(o.observer === undefined ? {} : { observer: o.observer }),
     requestFlush: () => {
       if (flushQueued) return;
       flushQueued = true;

@@ -1,0 +1,30 @@
+/** The daemon's configuration: file + environment + flags, credentials, data directory. */
+export { ConfigError } from "./errors.ts";
+export {
+  CLIENT_AUTH_MODES,
+  configSchema,
+  LOG_LEVELS,
+  parseHostPort,
+  QUEUE_FULL_POLICIES,
+  SECTIONS,
+  SETTINGS,
+  type ConfigFile,
+  type LogLevel,
+  type SettingInfo,
+  type SettingKind,
+} from "./schema.ts";
+export {
+  ENV_NOT_SETTINGS,
+  FLAG_SETTINGS,
+  loadConfig,
+  maxRecordPayload,
+  settingLabel,
+  toDeliveryOptions,
+  toStoreOptions,
+  type ConfigFlags,
+  type DaemonConfig,
+  type HostPort,
+  type LoadConfigOptions,
+} from "./load.ts";
+export { DEV_SERVER_CERT, loadCredentials, toDtlsOptions, type DtlsCredentials } from "./credentials.ts";
+export { openDataDir, DATA_DIR_MODE, type DataDir } from "../data-dir.ts";

@@ -1,0 +1,229 @@
+/**
+ * The configuration file (`dtlspush.toml`) as a zod schema: strict tables
+ * (an unknown key is an error), every setting documented, with its default
+ * and bounds. The same table of settings drives the environment overrides,
+ * the documentation check and the error messages.
+ */
+import { z } from "zod";
+import { MIN_MTU } from "../../dtls/index.ts";
+
+/** How a setting's value is written, for the environment overrides and the docs. */
+export type SettingKind = "integer" | "boolean" | "enum" | "host-port" | "path" | "optional-path";
+
+/** One setting of the file, as the docs and the overrides see it. */
+export interface SettingInfo {
+  /** As written in the file: "data_dir", "dtls.listen", ... */
+  readonly name: string;
+  /** The table it lives in; undefined at the top level. */
+  readonly section: string | undefined;
+  readonly key: string;
+  /** Its environment variable: DTLSPUSH_<SECTION>_<KEY>. */
+  readonly env: string;
+  readonly kind: SettingKind;
+  /** The expectation an error states: "expected an integer from 1 to 1024". */
+  readonly expected: string;
+  readonly default: string | number | boolean;
+  readonly description: string;
+  /** enum values */
+  readonly values?: readonly string[];
+  readonly min?: number;
+  readonly max?: number;
+}
+
+export const ENV_PREFIX = "DTLSPUSH_";
+
+type Info = Omit<SettingInfo, "name" | "section" | "key" | "env">;
+const infoOf = new WeakMap<z.ZodType, Info>();
+
+function register<T extends z.ZodType>(schema: T, info: Info): T {
+  infoOf.set(schema, info);
+  return schema;
+}
+
+function int(min: number, max: number, def: number, description: string) {
+  const expected = `expected an integer from ${min} to ${max}`;
+  const schema = z.int({ error: expected }).min(min, { error: expected }).max(max, { error: expected }).default(def).describe(description);
+  return register(schema, { kind: "integer", expected, default: def, description, min, max });
+}
+
+function bool(def: boolean, description: string) {
+  const expected = "expected true or false";
+  return register(z.boolean({ error: expected }).default(def).describe(description), { kind: "boolean", expected, default: def, description });
+}
+
+function choice<const V extends readonly [string, ...string[]]>(values: V, def: V[number], description: string) {
+  const expected = `expected one of ${values.map((v) => JSON.stringify(v)).join(", ")}`;
+  const schema = z.enum(values, { error: expected }).default(def as never).describe(description);
+  return register(schema, { kind: "enum", expected, default: def, description, values });
+}
+
+/** Splits HOST:PORT ("127.0.0.1:5684", "[::1]:5684", "localhost:8080"); a string says what is wrong. */
+export function parseHostPort(text: string): { host: string; port: number } | string {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(text);
+  if (m === null) return /:.*:/.test(text) && !text.startsWith("[") ? "expected HOST:PORT with an IPv6 host in brackets ([::1]:PORT)" : "expected HOST:PORT";
+  const port = Number(m[3]);
+  if (port > 65_535) return "expected HOST:PORT with a port from 0 to 65535";
+  const host = m[1] ?? m[2] ?? "";
+  if (m[1] !== undefined && !m[1].includes(":")) return "expected HOST:PORT (only an IPv6 host goes in brackets)";
+  return { host, port };
+}
+
+function hostPort(def: string, description: string) {
+  const expected = "expected HOST:PORT";
+  const schema = z
+    .string({ error: expected })
+    .superRefine((value, ctx) => {
+      const r = parseHostPort(value);
+      if (typeof r === "string") ctx.addIssue({ code: "custom", message: r });
+    })
+    .default(def)
+    .describe(description);
+  return register(schema, { kind: "host-port", expected, default: def, description });
+}
+
+function path(def: string, description: string) {
+  const expected = "expected a non-empty path";
+  const schema = z.string({ error: expected }).min(1, { error: expected }).max(4096, { error: expected }).default(def).describe(description);
+  return register(schema, { kind: "path", expected, default: def, description });
+}
+
+/** A path where "" means "none" (the development default). */
+function optionalPath(description: string) {
+  const expected = "expected a path (or \"\")";
+  const schema = z.string({ error: expected }).max(4096, { error: expected }).default("").describe(description);
+  return register(schema, { kind: "optional-path", expected, default: "", description });
+}
+
+export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export const CLIENT_AUTH_MODES = ["none", "request", "require"] as const;
+export const QUEUE_FULL_POLICIES = ["reject", "drop-oldest"] as const;
+
+const DAY = 86_400;
+
+export const dtlsSection = z
+  .strictObject({
+    listen: hostPort("127.0.0.1:5684", "UDP address the DTLS endpoint binds, HOST:PORT ([v6]:PORT for IPv6; port 0 picks a free one)."),
+    psk: bool(true, "Offer the PSK cipher suites; device keys come from the device registry."),
+    certificate: optionalPath(
+      "PEM certificate chain file (leaf first). \"\" uses the development certificate server-p256.pem in certs_dir, generated on first run.",
+    ),
+    key: optionalPath("PEM private key of the certificate. \"\" with the development certificate: server-p256.key in certs_dir."),
+    client_ca: optionalPath(
+      "PEM CA certificate(s) device certificates must lead to. \"\" with the development certificate: ca.pem in certs_dir; with your own certificate: no device certificates (client_auth must be \"none\").",
+    ),
+    client_auth: choice(CLIENT_AUTH_MODES, "request", "Device certificates: \"none\" (PSK only), \"request\" (optional) or \"require\" (certificate suites need one)."),
+    certs_dir: path("certs", "Directory where the development CA and server certificates are generated and kept."),
+    mtu: int(MIN_MTU, 65_507, 1200, "Largest datagram sent, bytes; a Push must fit one record of it."),
+    max_sessions: int(1, 10_000_000, 200_000, "Established DTLS sessions at most; new handshakes beyond it are refused."),
+    max_handshakes: int(1, 1_000_000, 2000, "Handshakes in progress at most."),
+    idle_timeout_seconds: int(10, 7 * DAY, 300, "A session without traffic for this long is closed, seconds; must exceed delivery.heartbeat_seconds."),
+  })
+  .prefault({})
+  .describe("The DTLS endpoint devices connect to.");
+
+export const httpSection = z
+  .strictObject({
+    listen: hostPort("127.0.0.1:8080", "TCP address of the HTTP API, HOST:PORT ([v6]:PORT for IPv6; port 0 picks a free one)."),
+    body_limit_bytes: int(1024, 16 * 1024 * 1024, 65_536, "Largest request body, bytes."),
+    rate_limit_per_minute: int(0, 10_000_000, 60_000, "Requests per minute per token (per IP address without one); 0 turns the limit off."),
+    public_metrics: bool(false, "Serve /metrics without a token (otherwise an admin token is needed)."),
+  })
+  .prefault({})
+  .describe("The HTTP API publishers and operators use.");
+
+export const storeSection = z
+  .strictObject({
+    kind: choice(["sqlite", "memory"], "sqlite", "\"sqlite\" (durable) or \"memory\" (everything is lost on exit, signing keys included)."),
+    path: path("dtlspush.db", "SQLite database file; a relative path is inside data_dir."),
+    synchronous: choice(["normal", "full"], "normal", "SQLite synchronous mode: \"normal\" (WAL; a power loss may lose the last commits) or \"full\"."),
+    prune_interval_seconds: int(10, 7 * DAY, 3600, "How often expired messages and old receipts are pruned, seconds."),
+    receipt_retention_seconds: int(60, 3650 * DAY, 7 * DAY, "How long delivery receipts are kept (and replayable with Last-Event-ID), seconds."),
+  })
+  .prefault({})
+  .describe("Where devices, messages, receipts and signing keys are kept.");
+
+export const deliverySection = z
+  .strictObject({
+    window: int(1, 1024, 32, "Pushes per device sent and not yet acknowledged."),
+    max_queue: int(1, 1_000_000, 1000, "Messages per device queued or in flight."),
+    queue_full: choice(QUEUE_FULL_POLICIES, "reject", "A full queue: \"reject\" refuses the publish (429 queue_full); \"drop-oldest\" expires the oldest unsent message."),
+    max_payload_bytes: int(1, 65_000, 1024, "Largest message payload, bytes; the Push must also fit one DTLS record (dtls.mtu)."),
+    default_ttl_seconds: int(1, 3650 * DAY, DAY, "Time to live of a message published without one, seconds; at most max_ttl_seconds."),
+    max_ttl_seconds: int(1, 3650 * DAY, 30 * DAY, "Largest time to live a publisher may ask for, seconds."),
+    heartbeat_seconds: int(1, 3600, 30, "Heartbeat interval announced to devices, seconds."),
+    missed_heartbeats: int(1, 100, 3, "Missed heartbeat intervals before a device counts as offline."),
+    session_token_ttl_seconds: int(60, 30 * DAY, 3600, "Lifetime of the session tokens devices resume with, seconds."),
+    max_topics: int(0, 10_000, 100, "Topics a device may subscribe itself to."),
+  })
+  .prefault({})
+  .describe("Reliable delivery to devices.");
+
+export const logSection = z
+  .strictObject({
+    level: choice(LOG_LEVELS, "info", "Least severe level logged (JSON lines on stdout)."),
+  })
+  .prefault({})
+  .describe("Logging.");
+
+export const shutdownSection = z
+  .strictObject({
+    drain_timeout_seconds: int(0, 3600, 10, "On SIGTERM/SIGINT: how long to wait for in-flight work before closing, seconds."),
+  })
+  .prefault({})
+  .describe("Graceful shutdown.");
+
+export const configSchema = z.strictObject({
+  data_dir: path("data", "Directory of the store and the signing keys; created (mode 0700) when missing."),
+  dtls: dtlsSection,
+  http: httpSection,
+  store: storeSection,
+  delivery: deliverySection,
+  log: logSection,
+  shutdown: shutdownSection,
+});
+
+/** The file with every default applied (snake_case, paths as written). */
+export type ConfigFile = z.output<typeof configSchema>;
+
+/** The tables of the file, in order. */
+export const SECTIONS = ["dtls", "http", "store", "delivery", "log", "shutdown"] as const;
+export type SectionName = (typeof SECTIONS)[number];
+
+function infoFor(schema: z.ZodType, name: string): Info {
+  const info = infoOf.get(schema);
+  if (info === undefined) throw new Error(`setting ${name} has no description`);
+  return info;
+}
+
+function envName(section: string | undefined, key: string): string {
+  return `${ENV_PREFIX}${section === undefined ? "" : `${section.toUpperCase()}_`}${key.toUpperCase()}`;
+}
+
+function sectionShape(section: SectionName): Record<string, z.ZodType> {
+  // Each section is strictObject(...).prefault({}): the shape is on the inner object.
+  return configSchema.shape[section].unwrap().shape;
+}
+
+function buildSettings(): SettingInfo[] {
+  const out: SettingInfo[] = [{ name: "data_dir", section: undefined, key: "data_dir", env: envName(undefined, "data_dir"), ...infoFor(configSchema.shape.data_dir, "data_dir") }];
+  for (const section of SECTIONS) {
+    for (const [key, schema] of Object.entries(sectionShape(section))) {
+      const name = `${section}.${key}`;
+      out.push({ name, section, key, env: envName(section, key), ...infoFor(schema, name) });
+    }
+  }
+  return out;
+}
+
+/** Every setting of the file, in file order. */
+export const SETTINGS: readonly SettingInfo[] = buildSettings();
+
+/** The settings by name ("dtls.listen") and by environment variable. */
+export const SETTINGS_BY_NAME: ReadonlyMap<string, SettingInfo> = new Map(SETTINGS.map((s) => [s.name, s]));
+export const SETTINGS_BY_ENV: ReadonlyMap<string, SettingInfo> = new Map(SETTINGS.map((s) => [s.env, s]));
+
+/** A table's description (for the docs). */
+export function sectionDescription(section: SectionName): string {
+  return configSchema.shape[section].description ?? "";
+}

@@ -1,0 +1,191 @@
+/**
+ * The daemon as `dtlspush serve` runs it: configuration checked, credentials
+ * loaded (development ones generated on first run), the data directory
+ * opened, the push server (DTLS + delivery engine), the HTTP API, metrics,
+ * logs and the periodic store prune, and the lifecycle (drain on stop,
+ * reload of certificates and the device registry).
+ */
+import type { Store } from "../store/types.ts";
+import type { Receipt } from "../store/types.ts";
+import { loadCredentials, settingLabel, toDeliveryOptions, toDtlsOptions, type DaemonConfig, type DtlsCredentials } from "./config/index.ts";
+import { ConfigError } from "./config/errors.ts";
+import { openDataDir, type DataDir } from "./data-dir.ts";
+import { startHttpApi, type HttpApi } from "./http/index.ts";
+import { createLogger, logDaemonEvents, type Logger } from "./logger.ts";
+import { createMetrics, type DaemonMetrics } from "./metrics.ts";
+import { startPushServer, type PushServer } from "./push-server.ts";
+import type { DeliveryObserver } from "../messaging/observer.ts";
+
+export interface Daemon {
+  readonly config: DaemonConfig;
+  readonly push: PushServer;
+  readonly http: HttpApi;
+  readonly metrics: DaemonMetrics;
+  readonly logger: Logger;
+  readonly store: Store;
+  /** the development certificate files this start created (first run) */
+  readonly generated: readonly string[];
+  /** Re-reads the certificate files and the device registry; sessions stay up. Throws (and changes nothing) when the new files are bad. */
+  reload(): Promise<{ devicesChanged: number; devicesRemoved: number }>;
+  /**
+   * Graceful stop: /healthz turns 503 and event streams end, HTTP requests in
+   * progress finish, devices get Bye and close_notify, the last commit is
+   * written, the store closes. Resolves true when all of it finished within
+   * shutdown.drain_timeout_seconds, false when the bound cut it short.
+   */
+  stop(): Promise<boolean>;
+}
+
+export interface StartDaemonOptions {
+  /** default: JSON lines on standard output at config.log.level */
+  readonly logger?: Logger;
+}
+
+/** Starts everything; a problem with the configuration, the files or the ports is a ConfigError naming the setting. */
+export async function startDaemon(config: DaemonConfig, o: StartDaemonOptions = {}): Promise<Daemon> {
+  const logger = o.logger ?? createLogger({ level: config.log.level });
+  const credentials = await loadCredentials(config);
+  const data = await openDataDir(config);
+  const cleanup: (() => Promise<void> | void)[] = [() => data.close()];
+  try {
+    return await assemble(config, logger, credentials, data, cleanup);
+  } catch (e) {
+    for (const fn of cleanup.reverse()) await fn();
+    throw e;
+  }
+}
+
+async function assemble(
+  config: DaemonConfig,
+  logger: Logger,
+  credentials: DtlsCredentials,
+  data: DataDir,
+  cleanup: (() => Promise<void> | void)[],
+): Promise<Daemon> {
+  const startedAt = Date.now();
+  const metrics = createMetrics();
+  const store = timedStore(data.store, metrics.observer);
+  const push = await bind("dtls.listen", config, () =>
+    startPushServer({
+      store,
+      dtls: toDtlsOptions(config, credentials),
+      delivery: toDeliveryOptions(config),
+      observer: metrics.observer,
+    }),
+  );
+  cleanup.push(() => push.close());
+  metrics.attach(push);
+  const unlog = logDaemonEvents(push, logger);
+  cleanup.push(unlog);
+  const http = await bind("http.listen", config, () =>
+    startHttpApi(
+      {
+        server: push,
+        store,
+        logger,
+        metrics,
+        startedAt,
+        limits: {
+          bodyLimitBytes: config.http.bodyLimitBytes,
+          rateLimitPerMinute: config.http.rateLimitPerMinute,
+          publicMetrics: config.http.publicMetrics,
+        },
+      },
+      config.http.listen,
+    ),
+  );
+  cleanup.push(() => http.close());
+
+  const prune = (): void => {
+    try {
+      const removed = store.prune(Date.now() - config.store.receiptRetentionSeconds * 1000);
+      if (removed > 0) logger.info({ removed }, "pruned expired messages and old receipts");
+    } catch (e) {
+      logger.error({ err: e }, "store prune failed");
+    }
+  };
+  const pruneTimer = setInterval(prune, config.store.pruneIntervalSeconds * 1000);
+  pruneTimer.unref();
+
+  let stopping: Promise<boolean> | undefined;
+  const daemon: Daemon = {
+    config,
+    push,
+    http,
+    metrics,
+    logger,
+    store,
+    generated: credentials.generated,
+    async reload() {
+      const fresh = await loadCredentials(config);
+      push.dtls.updateCredentials({
+        certificates: fresh.certificates,
+        ...(fresh.clientCa === undefined ? {} : { clientCa: fresh.clientCa }),
+        clientAuth: fresh.clientCa === undefined ? "none" : config.dtls.clientAuth,
+      });
+      const { changed, removed } = push.registry.reload();
+      logger.info({ devicesChanged: changed.length, devicesRemoved: removed.length }, "reloaded certificates and device registry");
+      return { devicesChanged: changed.length, devicesRemoved: removed.length };
+    },
+    stop() {
+      stopping ??= drain();
+      return stopping;
+    },
+  };
+
+  async function drain(): Promise<boolean> {
+    clearInterval(pruneTimer);
+    logger.info("draining: no new API requests or handshakes; devices get Bye");
+    const bound = config.shutdown.drainTimeoutSeconds * 1000;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), bound);
+    });
+    const work = (async (): Promise<true> => {
+      http.draining();
+      await http.close(); // requests in progress (a publish waiting for its commit) are answered first
+      await push.close(); // Bye, close_notify, the final commit
+      unlog();
+      return true;
+    })();
+    const finished = await Promise.race([work, timedOut]);
+    clearTimeout(timer);
+    if (!finished) logger.warn({ boundMs: bound }, "drain did not finish in time; closing the store anyway");
+    data.close();
+    logger.info({ clean: finished }, "stopped");
+    return finished;
+  }
+
+  return daemon;
+}
+
+/** Runs a bind step; "address in use" and "cannot assign address" become ConfigErrors naming the setting. */
+async function bind<T>(setting: "dtls.listen" | "http.listen", config: DaemonConfig, start: () => Promise<T>): Promise<T> {
+  try {
+    return await start();
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    const where = setting === "dtls.listen" ? config.dtls.listen : config.http.listen;
+    const addr = `${where.host.includes(":") ? `[${where.host}]` : where.host}:${where.port}`;
+    const proto = setting === "dtls.listen" ? "UDP" : "TCP";
+    if (code === "EADDRINUSE") throw new ConfigError(`${settingLabel(config, setting)}: ${proto} ${addr} is already in use by another process`, { cause: e });
+    if (code === "EADDRNOTAVAIL") throw new ConfigError(`${settingLabel(config, setting)}: ${addr} is not an address of this machine`, { cause: e });
+    if (code === "EACCES") throw new ConfigError(`${settingLabel(config, setting)}: no permission to listen on ${proto} ${addr}`, { cause: e });
+    throw e;
+  }
+}
+
+/** The store with every commit timed for the store_commit metric. */
+function timedStore(store: Store, observer: DeliveryObserver): Store {
+  const commit = store.commit.bind(store);
+  return Object.assign(Object.create(store) as Store, {
+    commit(batch: Parameters<Store["commit"]>[0]): Receipt[] {
+      const t0 = performance.now();
+      try {
+        return commit(batch);
+      } finally {
+        observer.storeCommit(performance.now() - t0);
+      }
+    },
+  });
+}

@@ -1,0 +1,82 @@
+/**
+ * The data directory: the store and the three signing key rings kept in it.
+ * The daemon opens it at start; `dtlspush token issue` and offline
+ * `dtlspush device add` open the same one.
+ */
+import { constants } from "node:fs";
+import { access, chmod, mkdir, stat } from "node:fs/promises";
+import { KeyRing } from "../auth/index.ts";
+import { openStore, type Store } from "../store/index.ts";
+import { toStoreOptions, settingLabel, type DaemonConfig } from "./config/load.ts";
+import { ConfigError, shortReason } from "./config/errors.ts";
+
+export interface DataDir {
+  readonly store: Store;
+  /** signs pushed content */
+  readonly contentKeys: KeyRing;
+  /** signs device session tokens */
+  readonly sessionKeys: KeyRing;
+  /** signs publisher (API) tokens */
+  readonly publisherKeys: KeyRing;
+  /** Closes the store. */
+  close(): void;
+}
+
+export const DATA_DIR_MODE = 0o700;
+
+/**
+ * Creates data_dir (mode 0700) when missing, checks it is a writable
+ * directory, opens the store and the key rings "content", "session" and
+ * "publisher" (a first key is generated and stored on first use). With
+ * store.kind "memory" the directory is not touched.
+ */
+export async function openDataDir(c: DaemonConfig, options: { now?: number } = {}): Promise<DataDir> {
+  if (c.store.kind === "sqlite") await prepareDataDir(c);
+  const store = openStore(toStoreOptions(c));
+  try {
+    const now = options.now ?? Date.now();
+    const contentKeys = await KeyRing.open(store, "content", { now });
+    const sessionKeys = await KeyRing.open(store, "session", { now });
+    const publisherKeys = await KeyRing.open(store, "publisher", { now });
+    let closed = false;
+    return {
+      store,
+      contentKeys,
+      sessionKeys,
+      publisherKeys,
+      close(): void {
+        if (closed) return;
+        closed = true;
+        store.close();
+      },
+    };
+  } catch (e) {
+    store.close();
+    throw e;
+  }
+}
+
+async function prepareDataDir(c: DaemonConfig): Promise<void> {
+  const dir = c.dataDir;
+  const label = settingLabel(c, "data_dir");
+  const existing = await stat(dir).catch((e: unknown) => {
+    if ((e as { code?: unknown }).code === "ENOENT") return undefined;
+    throw new ConfigError(`${label}: cannot use ${dir}: ${shortReason(e)}`, { cause: e });
+  });
+  if (existing === undefined) {
+    try {
+      await mkdir(dir, { recursive: true, mode: DATA_DIR_MODE });
+      // mkdir's mode is filtered by the umask; the directory holds private keys.
+      await chmod(dir, DATA_DIR_MODE);
+    } catch (e) {
+      throw new ConfigError(`${label}: cannot create ${dir}: ${shortReason(e)}`, { cause: e });
+    }
+  } else if (!existing.isDirectory()) {
+    throw new ConfigError(`${label}: ${dir} is not a directory`);
+  }
+  try {
+    await access(dir, constants.W_OK | constants.X_OK);
+  } catch (e) {
+    throw new ConfigError(`${label}: ${dir} is not writable: ${shortReason(e)}`, { cause: e });
+  }
+}

@@ -1,0 +1,11 @@
+import type { Store } from "../../store/types.ts";
+import type { PushServer } from "../push-server.ts";
+import type { Guard } from "./auth.ts";
+
+/** What the route modules share. */
+export interface RouteContext {
+  readonly server: PushServer;
+  readonly store: Store;
+  readonly guard: Guard;
+  readonly clock: { now(): number };
+}

@@ -1,0 +1,123 @@
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { PublishTarget } from "../../messaging/delivery-engine.ts";
+import type { RouteContext } from "./context.ts";
+import { HttpError } from "./errors.ts";
+import { AUTH_ERRORS, BEARER_SECURITY, deviceIdParams, errorResponses, messageIdParams, publishBody, topicParams } from "./schemas.ts";
+import { messageStatusView, publishResultView } from "./views.ts";
+
+interface PublishBody {
+  payload?: string;
+  payloadBase64?: string;
+  contentType?: string;
+  ttlSeconds?: number;
+  priority?: number;
+  collapseKey?: string;
+  id?: string;
+}
+
+const utf8 = new TextEncoder();
+
+const publishResponses = {
+  202: { description: "Accepted: the message is stored and queued (durable).", $ref: "PublishResult#" },
+  ...errorResponses([400, ...AUTH_ERRORS, 404, 409, 413, 415, 503], {
+    404: "No such device (device_unknown).",
+    409: "The device is revoked (device_revoked), or a message with this id exists (duplicate_message).",
+    429: "Too many requests (rate_limited), or the device's queue is full (queue_full).",
+  }),
+};
+
+/** POST /v1/devices/{id}/messages, POST /v1/topics/{topic}/messages, GET /v1/messages/{id}. */
+export function registerMessageRoutes(app: FastifyInstance, ctx: RouteContext): void {
+  const publish = async (request: FastifyRequest, target: PublishTarget): Promise<object> => {
+    const body = request.body as PublishBody;
+    const payload = payloadOf(body);
+    const claims = ctx.guard.claims(request);
+    if (claims === undefined) throw new Error("publish route reached without verified claims");
+    const result = await ctx.server.engine.publish({
+      target,
+      payload,
+      contentType: body.contentType,
+      ttlSeconds: body.ttlSeconds,
+      priority: body.priority,
+      collapseKey: body.collapseKey,
+      publisher: claims.subject,
+      id: body.id,
+    });
+    return publishResultView(result);
+  };
+
+  app.post(
+    "/v1/devices/:id/messages",
+    {
+      onRequest: ctx.guard.hook("publish"),
+      schema: {
+        summary: "Publish a message to one device",
+        tags: ["messages"],
+        security: BEARER_SECURITY,
+        params: deviceIdParams,
+        body: publishBody,
+        response: publishResponses,
+      },
+    },
+    async (request, reply) => {
+      const { id } = request.params as { id: string };
+      const view = await publish(request, { device: id });
+      return reply.code(202).send(view);
+    },
+  );
+
+  app.post(
+    "/v1/topics/:topic/messages",
+    {
+      onRequest: ctx.guard.hook("publish"),
+      schema: {
+        summary: "Publish a message to every device of a topic",
+        description: "Queued for each enabled device subscribed to the topic or assigned it; recipients whose queue is full are listed in rejected.",
+        tags: ["messages"],
+        security: BEARER_SECURITY,
+        params: topicParams,
+        body: publishBody,
+        response: publishResponses,
+      },
+    },
+    async (request, reply) => {
+      const { topic } = request.params as { topic: string };
+      const view = await publish(request, { topic });
+      return reply.code(202).send(view);
+    },
+  );
+
+  app.get(
+    "/v1/messages/:id",
+    {
+      onRequest: ctx.guard.hook("publish"),
+      schema: {
+        summary: "A message and its delivery receipts",
+        tags: ["messages"],
+        security: BEARER_SECURITY,
+        params: messageIdParams,
+        response: {
+          200: { description: "The message (without its payload) and its receipts, oldest first.", $ref: "MessageStatus#" },
+          ...errorResponses([...AUTH_ERRORS, 404], { 404: "No such message (message_unknown); it may have been pruned." }),
+        },
+      },
+    },
+    async (request) => {
+      const { id } = request.params as { id: string };
+      const status = ctx.server.engine.messageStatus(id);
+      if (status === undefined) throw new HttpError(404, "message_unknown", `No message ${JSON.stringify(id)} is stored.`);
+      return messageStatusView(status.message, status.receipts);
+    },
+  );
+}
+
+function payloadOf(body: PublishBody): Uint8Array {
+  const text = body.payload;
+  const b64 = body.payloadBase64;
+  if ((text === undefined) === (b64 === undefined)) {
+    throw new HttpError(400, "bad_request", "Give exactly one of body.payload and body.payloadBase64.");
+  }
+  if (text !== undefined) return utf8.encode(text);
+  // a copy: Buffer.from may hand out a view of its shared pool
+  return new Uint8Array(Buffer.from(b64 as string, "base64"));
+}

@@ -1,0 +1,39 @@
+import type { FastifyInstance } from "fastify";
+import type { Logger } from "pino";
+import type { Store } from "../../store/types.ts";
+import type { PushServer } from "../push-server.ts";
+
+/** What the HTTP API is built from. */
+export interface HttpApiDeps {
+  readonly server: PushServer;
+  readonly store: Store;
+  /** wall clock, ms since the epoch (token expiry, uptime); default Date.now */
+  readonly clock?: { now(): number };
+  /** fastify's loggerInstance; default no logging. Tokens and payloads are never logged. */
+  readonly logger?: Logger;
+  /** what GET /metrics serves (Prometheus text); no /metrics route without it */
+  readonly metrics?: { readonly contentType: string; text(): Promise<string> };
+  readonly limits?: {
+    /** largest request body; default 65536 */
+    readonly bodyLimitBytes?: number;
+    /** requests per minute per token (per IP when unauthenticated); 0 = off; default 60000 */
+    readonly rateLimitPerMinute?: number;
+    /** GET /metrics without a token; default false (admin scope) */
+    readonly publicMetrics?: boolean;
+  };
+  /** ms since the epoch the daemon started (healthz uptime); default when the API was created */
+  readonly startedAt?: number;
+}
+
+/** A listening HTTP API. */
+export interface HttpApi {
+  readonly app: FastifyInstance;
+  address(): { host: string; port: number };
+  /** Shutdown has begun: /healthz answers 503, new event streams are refused, open ones are ended. */
+  draining(): void;
+  /** Ends the event streams and closes the server (waits for requests in progress). */
+  close(): Promise<void>;
+}
+
+export const DEFAULT_BODY_LIMIT_BYTES = 65_536;
+export const DEFAULT_RATE_LIMIT_PER_MINUTE = 60_000;

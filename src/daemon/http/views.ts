@@ -1,0 +1,84 @@
+/** The JSON shapes the API answers with, built from store records and engine state. */
+import type { DeviceStatus, PresenceEvent, PublishResult } from "../../messaging/delivery-engine.ts";
+import type { DeviceRecord, MessageRecord, Receipt } from "../../store/types.ts";
+
+export function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+export interface DeviceView {
+  id: string;
+  revoked: boolean;
+  psk: { identity: string } | null;
+  certificate: { identity: string } | null;
+  topics: string[];
+  online: boolean;
+  lastSeen: string | null;
+  queueDepth: number;
+}
+
+/** A device without its key material. */
+export function deviceView(d: DeviceRecord, status: DeviceStatus): DeviceView {
+  return {
+    id: d.id,
+    revoked: d.revoked,
+    psk: d.psk === undefined ? null : { identity: d.psk.identity },
+    certificate: d.certIdentity === undefined ? null : { identity: d.certIdentity },
+    topics: [...d.topics],
+    online: status.online,
+    lastSeen: status.lastSeen > 0 ? iso(status.lastSeen) : null,
+    queueDepth: status.queueDepth,
+  };
+}
+
+export interface ReceiptView {
+  eventId: number;
+  device: string;
+  state: string;
+  at: string;
+  reason: string | null;
+  seq: number | null;
+}
+
+export function receiptView(r: Receipt): ReceiptView {
+  return { eventId: r.id, device: r.device, state: r.state, at: iso(r.at), reason: r.reason === "" ? null : r.reason, seq: r.seq > 0 ? r.seq : null };
+}
+
+/** A receipt as an event stream carries it: which message, and its topic, too. */
+export function receiptEventView(r: Receipt): ReceiptView & { messageId: string; topic: string | null } {
+  return { ...receiptView(r), messageId: r.messageId, topic: r.topic === "" ? null : r.topic };
+}
+
+export function presenceView(p: PresenceEvent): { device: string; online: boolean; at: string } {
+  return { device: p.device, online: p.online, at: iso(p.at) };
+}
+
+export function publishResultView(r: PublishResult): {
+  id: string;
+  createdAt: string;
+  expiresAt: string;
+  recipients: number;
+  rejected: { device: string; reason: string }[];
+} {
+  return {
+    id: r.messageId,
+    createdAt: iso(r.createdAt),
+    expiresAt: iso(r.expiresAt),
+    recipients: r.recipients,
+    rejected: r.rejected.map((x) => ({ device: x.device, reason: x.reason })),
+  };
+}
+
+export function messageStatusView(m: MessageRecord, receipts: readonly Receipt[]): object {
+  return {
+    id: m.id,
+    target: m.topic !== "" ? { topic: m.topic } : { device: m.device },
+    createdAt: iso(m.createdAt),
+    expiresAt: iso(m.expiresAt),
+    priority: m.priority,
+    collapseKey: m.collapseKey === "" ? null : m.collapseKey,
+    contentType: m.contentType === "" ? null : m.contentType,
+    publisher: m.publisher,
+    receipts: receipts.map(receiptView),
+  };
+}

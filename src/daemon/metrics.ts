@@ -1,0 +1,141 @@
+/**
+ * Prometheus metrics of the daemon, on a registry of their own (never the
+ * process-global one). Delivery counters and latency histograms are fed by the
+ * engine through a DeliveryObserver; DTLS counters, sessions, devices online
+ * and queue depth are read from the running server when scraped, so they
+ * cost nothing between scrapes.
+ */
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { ServerStats } from "../dtls/index.ts";
+import type { DeliveryObserver } from "../messaging/observer.ts";
+import type { PushServer } from "./push-server.ts";
+
+export interface DaemonMetrics {
+  /** give it to the delivery engine */
+  readonly observer: DeliveryObserver;
+  /** the server whose DTLS stats, sessions, devices online and queue depth are read at scrape time (the last one attached) */
+  attach(server: PushServer): void;
+  /** the Content-Type of `text()` */
+  readonly contentType: string;
+  /** the exposition text (Prometheus text format 0.0.4) */
+  text(): Promise<string>;
+}
+
+/** Network round trips: 0.5 ms (loopback) to 10 s (a congested cellular link). */
+const RTT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** First transmission to ack: one RTT at best, retransmissions and reconnects at worst. */
+const PUSH_TO_ACK_BUCKETS = [...RTT_BUCKETS, 30, 60, 300];
+/** A store commit: tens of µs in memory, ms with fsync. */
+const COMMIT_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
+
+/** Messages queued or in flight for all devices. */
+function queueDepth(server: PushServer): number {
+  return server.engine.queueDepthTotal();
+}
+
+/** Observes ms as seconds; a value that is not a finite non-negative number is ignored (observers never throw). */
+function observeMs(h: Histogram, ms: number): void {
+  if (Number.isFinite(ms) && ms >= 0) h.observe(ms / 1000);
+}
+
+export function createMetrics(): DaemonMetrics {
+  const registry = new Registry();
+  const registers = [registry];
+  let server: PushServer | undefined;
+  const stats = (): Readonly<ServerStats> | undefined => server?.dtls.stats;
+
+  new Counter({
+    name: "dtlspush_handshakes_total",
+    help: 'DTLS handshakes by result ("ok" or the failure code) and suite ("" for failures)',
+    labelNames: ["result", "suite"],
+    registers,
+    collect() {
+      const s = stats();
+      if (s === undefined) return;
+      this.reset();
+      for (const [suite, n] of Object.entries(s.handshakesBySuite)) this.inc({ result: "ok", suite }, n);
+      for (const [code, n] of Object.entries(s.handshakeFailures)) this.inc({ result: code, suite: "" }, n);
+    },
+  });
+  for (const [name, key, help] of [
+    ["dtlspush_alerts_sent_total", "alertsSent", "DTLS alerts sent, by description"],
+    ["dtlspush_alerts_received_total", "alertsReceived", "DTLS alerts received, by description"],
+  ] as const) {
+    new Counter({
+      name,
+      help,
+      labelNames: ["description"],
+      registers,
+      collect() {
+        const s = stats();
+        if (s === undefined) return;
+        this.reset();
+        for (const [description, n] of Object.entries(s[key])) this.inc({ description }, n);
+      },
+    });
+  }
+  new Gauge({
+    name: "dtlspush_sessions",
+    help: "Established DTLS sessions",
+    registers,
+    collect() {
+      if (server !== undefined) this.set(server.dtls.sessions());
+    },
+  });
+  new Gauge({
+    name: "dtlspush_devices_online",
+    help: "Devices with a live session",
+    registers,
+    collect() {
+      if (server !== undefined) this.set(server.engine.onlineCount());
+    },
+  });
+  new Gauge({
+    name: "dtlspush_queue_depth",
+    help: "Messages queued or in flight, all devices",
+    registers,
+    collect() {
+      if (server !== undefined) this.set(queueDepth(server));
+    },
+  });
+
+  const pushesSent = new Counter({ name: "dtlspush_pushes_sent_total", help: "Pushes sent for the first time", registers });
+  const pushesRetransmitted = new Counter({ name: "dtlspush_pushes_retransmitted_total", help: "Pushes sent again after a retransmission timeout", registers });
+  const pushesAcked = new Counter({ name: "dtlspush_pushes_acked_total", help: "Pushes acknowledged by their device", registers });
+  const pushesExpired = new Counter({ name: "dtlspush_pushes_expired_total", help: "Messages expired or evicted before their device acked them", registers });
+  const pushesRejected = new Counter({ name: "dtlspush_pushes_rejected_total", help: "Pushes refused by their device", registers });
+  const published = new Counter({ name: "dtlspush_published_total", help: "Messages accepted from publishers (API or device uplink)", registers });
+  const rtt = new Histogram({ name: "dtlspush_rtt_seconds", help: "Round-trip time samples of device sessions", buckets: RTT_BUCKETS, registers });
+  const pushToAck = new Histogram({
+    name: "dtlspush_push_to_ack_seconds",
+    help: "Time from a push's first transmission to its ack",
+    buckets: PUSH_TO_ACK_BUCKETS,
+    registers,
+  });
+  const storeCommit = new Histogram({ name: "dtlspush_store_commit_seconds", help: "Wall time of store commits", buckets: COMMIT_BUCKETS, registers });
+
+  collectDefaultMetrics({ register: registry });
+
+  const observer: DeliveryObserver = {
+    pushSent: () => pushesSent.inc(),
+    pushRetransmitted: () => pushesRetransmitted.inc(),
+    pushAcked: (latencyMs) => {
+      pushesAcked.inc();
+      observeMs(pushToAck, latencyMs);
+    },
+    pushExpired: () => pushesExpired.inc(),
+    pushRejected: () => pushesRejected.inc(),
+    rttSample: (ms) => observeMs(rtt, ms),
+    storeCommit: (ms) => observeMs(storeCommit, ms),
+    published: () => published.inc(),
+  };
+
+  return {
+    observer,
+    attach(s: PushServer): void {
+      server = s;
+    },
+    contentType: registry.contentType,
+    text: () => registry.metrics(),
+  };
+}
