@@ -17,6 +17,8 @@ export interface CliIo {
    * Returns a function that removes the handler.
    */
   onShutdownSignal(handler: (signal: string) => void): () => void;
+  /** Calls `handler` on SIGHUP (reload); returns a function that removes it. Absent where there are no signals. */
+  onReloadSignal?(handler: () => void): () => void;
 }
 
 export interface LeafCommand {

@@ -5,8 +5,13 @@
 import { certsGroup } from "./certs.ts";
 import type { CommandGroup } from "./command.ts";
 import { PROGRAM } from "./command.ts";
+import { deviceGroup } from "./device.ts";
 import { dtlsConnectCommand } from "./dtls-connect.ts";
 import { dtlsServeCommand } from "./dtls-serve.ts";
+import { listenCommand } from "./listen.ts";
+import { sendCommand } from "./send.ts";
+import { serveCommand } from "./serve.ts";
+import { tokenGroup } from "./token.ts";
 
 export const dtlsGroup: CommandGroup = {
   kind: "group",
@@ -19,5 +24,5 @@ export const rootCommand: CommandGroup = {
   kind: "group",
   name: PROGRAM,
   summary: "dtlspush: a DTLS 1.2 push daemon and its tools",
-  children: [dtlsGroup, certsGroup],
+  children: [serveCommand, deviceGroup, tokenGroup, sendCommand, listenCommand, dtlsGroup, certsGroup],
 };

@@ -99,6 +99,13 @@ export function processIo(): CliIo {
         process.off("SIGTERM", onSignal);
       };
     },
+    onReloadSignal(handler) {
+      const onSignal = (): void => handler();
+      process.on("SIGHUP", onSignal);
+      return () => {
+        process.off("SIGHUP", onSignal);
+      };
+    },
   };
 }
 

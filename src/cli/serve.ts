@@ -1,0 +1,134 @@
+/** `dtlspush serve`: the push daemon (DTLS + HTTP API), configured by file, environment and flags. */
+import { existsSync } from "node:fs";
+import { expectPositionals, parseCommandLine, stringOption, type OptionSpecs } from "./args.ts";
+import { PROGRAM, formatHelp, type CliIo, type LeafCommand } from "./command.ts";
+import { loadConfig, type DaemonConfig } from "../daemon/config/index.ts";
+import { startDaemon, type Daemon } from "../daemon/daemon.ts";
+
+const COMMAND = `${PROGRAM} serve`;
+/** The file read when neither --config nor DTLSPUSH_CONFIG names one. */
+export const DEFAULT_CONFIG_FILE = "dtlspush.toml";
+
+const OPTIONS: OptionSpecs = {
+  config: {
+    type: "string",
+    value: "FILE",
+    description: `TOML configuration file (default: $DTLSPUSH_CONFIG, else\n./${DEFAULT_CONFIG_FILE} when it exists, else built-in defaults)`,
+  },
+  listen: { type: "string", value: "HOST:PORT", description: "DTLS (UDP) address; overrides dtls.listen (default 127.0.0.1:5684)" },
+  http: { type: "string", value: "HOST:PORT", description: "HTTP API (TCP) address; overrides http.listen (default 127.0.0.1:8080)" },
+  "data-dir": { type: "string", value: "DIR", description: "Store and signing keys; overrides data_dir (default ./data)" },
+  "log-level": { type: "string", value: "LEVEL", description: "trace, debug, info (default), warn, error, fatal or silent" },
+  help: { type: "boolean", short: "h", description: "Show this help" },
+};
+
+function help(): string {
+  return formatHelp({
+    usage: [`${COMMAND} [--config FILE] [--listen HOST:PORT] [--http HOST:PORT] [--data-dir DIR]`],
+    description:
+      "Runs the push daemon: devices connect over DTLS 1.2 (PSK or certificates) and\n" +
+      "publishers use the HTTP API. With no configuration at all it works out of the box\n" +
+      "for development: DTLS on 127.0.0.1:5684, HTTP on 127.0.0.1:8080, development\n" +
+      "certificates generated under ./certs, signing keys and the SQLite store under ./data.\n" +
+      "\n" +
+      "Settings come from defaults, then the file, then DTLSPUSH_<SECTION>_<KEY>\n" +
+      "environment variables, then these flags (docs/configuration.md lists them all).\n" +
+      "Logs are JSON lines on standard output; the start-up summary goes to standard error.\n" +
+      "SIGTERM/SIGINT drain and exit 0; SIGHUP reloads certificates and the device registry.",
+    options: OPTIONS,
+    examples: [`${COMMAND}`, `${COMMAND} --config /etc/dtlspush/dtlspush.toml`, `DTLSPUSH_HTTP_LISTEN=0.0.0.0:8080 ${COMMAND} --data-dir /var/lib/dtlspush`],
+  });
+}
+
+/** The start-up summary: where everything is and how to go on. */
+export function banner(d: Daemon): string {
+  const c: DaemonConfig = d.config;
+  const dtls = d.push.address();
+  const http = d.http.address();
+  const host = (h: string): string => (h.includes(":") ? `[${h}]` : h);
+  const api = `http://${host(http.host)}:${http.port}`;
+  const lines = [
+    "dtlspush is running",
+    `  DTLS (UDP)      ${host(dtls.address)}:${dtls.port}${c.dtls.psk ? "  PSK and certificates" : "  certificates"}`,
+    `  HTTP API        ${api}  (OpenAPI: ${api}/openapi.json)`,
+    `  configuration   ${c.file ?? "built-in defaults (no file)"}`,
+    `  data            ${c.store.kind === "sqlite" ? c.store.path : "in memory (lost on exit)"}`,
+    `  certificate     ${c.dtls.certificate ?? `${c.dtls.certsDir} (development)`}`,
+  ];
+  if (d.generated.length > 0) lines.push(`  generated       ${d.generated.length} development certificate files in ${c.dtls.certsDir}`);
+  const defaultApi = http.host === "127.0.0.1" && http.port === 8080;
+  const apiFlag = defaultApi ? "" : ` --api ${api}`;
+  // the other commands find the data directory (its signing keys) the same way the daemon did
+  const dataFlag = c.file !== undefined ? ` --config ${c.file}` : c.sources["data_dir"] !== "default" ? ` --data-dir ${c.dataDir}` : "";
+  lines.push(
+    "",
+    "Next, in another terminal:",
+    `  ${PROGRAM} device add sensor-1 --psk 000102030405060708090a0b0c0d0e0f${apiFlag}${dataFlag}`,
+    `  ${PROGRAM} listen --server ${host(dtls.address)}:${dtls.port} --device sensor-1 --psk 000102030405060708090a0b0c0d0e0f`,
+    `  ${PROGRAM} send --device sensor-1 --data "hello"${apiFlag}${dataFlag}`,
+    "",
+  );
+  return `${lines.join("\n")}\n`;
+}
+
+async function run(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandLine(argv, OPTIONS, COMMAND);
+  expectPositionals(positionals, [], COMMAND);
+  const env = process.env;
+  let file = stringOption(values, "config") ?? env["DTLSPUSH_CONFIG"];
+  if (file === undefined && existsSync(DEFAULT_CONFIG_FILE)) file = DEFAULT_CONFIG_FILE;
+  const flags = {
+    ...optional("listen", stringOption(values, "listen")),
+    ...optional("http", stringOption(values, "http")),
+    ...optional("dataDir", stringOption(values, "data-dir")),
+    ...optional("logLevel", stringOption(values, "log-level")),
+  };
+  const config = await loadConfig({ ...(file === undefined ? {} : { file }), env, flags });
+  const daemon = await startDaemon(config);
+  io.stderr.write(banner(daemon));
+  daemon.logger.info(
+    { dtls: daemon.push.address(), http: daemon.http.address(), config: config.file ?? null, dataDir: config.dataDir },
+    "dtlspush started",
+  );
+
+  return await new Promise<number>((resolve) => {
+    let stopping = false;
+    const offReload = io.onReloadSignal?.(() => {
+      daemon.reload().catch((e: unknown) => {
+        daemon.logger.error({ err: e }, "reload failed; the previous certificates stay in use");
+      });
+    });
+    const offStop = io.onShutdownSignal((signal) => {
+      if (stopping) return;
+      stopping = true;
+      daemon.logger.info({ signal }, "shutting down");
+      void daemon.stop().then((clean) => {
+        offStop();
+        offReload?.();
+        resolve(clean ? 0 : 1);
+      });
+    });
+    daemon.push.engine.once("fatal", (e: Error) => {
+      if (stopping) return;
+      stopping = true;
+      daemon.logger.fatal({ err: e }, "the delivery engine stopped (store failure); shutting down");
+      void daemon.stop().then(() => {
+        offStop();
+        offReload?.();
+        resolve(1);
+      });
+    });
+  });
+}
+
+function optional<K extends string>(key: K, value: string | undefined): { [P in K]?: string } {
+  return (value === undefined ? {} : { [key]: value }) as { [P in K]?: string };
+}
+
+export const serveCommand: LeafCommand = {
+  kind: "command",
+  name: "serve",
+  summary: "Run the push daemon (DTLS devices + HTTP API)",
+  help,
+  run,
+};
