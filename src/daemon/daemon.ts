@@ -143,6 +143,7 @@ async function assemble(
     });
     const work = (async (): Promise<true> => {
       http.draining();
+      push.dtls.stopAccepting();
       await http.close(); // requests in progress (a publish waiting for its commit) are answered first
       await push.close(); // Bye, close_notify, the final commit
       unlog();

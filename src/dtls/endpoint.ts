@@ -153,6 +153,11 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
     this.options = options;
   }
 
+  /** Starts no new handshakes from now on (ClientHellos from new peers are dropped); sessions go on. For draining. */
+  stopAccepting(): void {
+    this.core.stopAccepting();
+  }
+
   /** close_notify to every peer, then the socket closes (after those datagrams left, within 1 s). */
   async close(): Promise<void> {
     if (this.closing) return;

@@ -107,6 +107,8 @@ export class ServerCore {
   private readonly sessions = new Map<string, ServerSession>();
   private readonly scheduler = new Scheduler<ServerSession>();
   private handshaking = 0;
+  /** false once stopAccepting() was called: ClientHellos from new peers are dropped */
+  private accepting = true;
   readonly stats: ServerStats = {
     helloVerifyRequestsSent: 0,
     handshakesStarted: 0,
@@ -158,6 +160,11 @@ export class ServerCore {
     return this.sessions.get(peerKey(peer));
   }
 
+  /** New handshakes are no longer started (a draining server); established sessions and handshakes in progress go on. */
+  stopAccepting(): void {
+    this.accepting = false;
+  }
+
   receive(peer: Peer, datagram: Uint8Array, now: number, key = peerKey(peer)): void {
     const existing = this.sessions.get(key);
     if (existing !== undefined) {
@@ -178,7 +185,7 @@ export class ServerCore {
   }
 
   private receiveFromStranger(peer: Peer, key: string, datagram: Uint8Array, now: number, existing: ServerSession | undefined): void {
-    const first = firstClientHello(datagram);
+    const first = this.accepting ? firstClientHello(datagram) : undefined;
     if (first === undefined) {
       this.stats.datagramsDropped++;
       return;

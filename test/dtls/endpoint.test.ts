@@ -90,6 +90,18 @@ describe("UDP endpoint on 127.0.0.1", () => {
     silent.close();
   });
 
+  it("stopAccepting: sessions go on, new clients get no handshake", async () => {
+    const s = await server();
+    const port = s.address().port;
+    const c = await connect({ host: "127.0.0.1", port, psk: { identity: "dev", key: KEY } });
+    s.stopAccepting();
+    await expect(connect({ host: "127.0.0.1", port, psk: { identity: "dev", key: KEY }, timeoutMs: 700 })).rejects.toMatchObject({ code: "timeout" });
+    const reply = nextData(c);
+    c.send(Buffer.from("still here"));
+    expect(await reply).toBe("echo:still here");
+    await c.close();
+  });
+
   it("server close sends close_notify: clients see an orderly close", async () => {
     const s = await server();
     const c = await connect({ host: "127.0.0.1", port: s.address().port, psk: { identity: "dev", key: KEY } });
