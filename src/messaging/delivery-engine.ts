@@ -405,6 +405,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
         e.sacked = false;
         // what was sent on the old session is no RTT sample for this one, and its backoff starts over
         e.transmissions = 1;
+        e.timeouts = 0;
         this.transmit(e, now);
       }
       this.armRetransmit(dev);
@@ -486,6 +487,14 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     if (upto > dev.ackedSeq) {
       dev.ackedSeq = upto;
       this.touchCounters(dev);
+      // the device makes progress, so the path works: what is still in flight backs off from scratch
+      // (as TCP resets its backoff on a new ack); otherwise one unlucky push waits up to maxBackoff
+      for (const e of dev.inflight.values()) {
+        if (e.timeouts === 0) continue;
+        e.timeouts = 0;
+        const due = now + dev.rtt.timeout(1, this.options.jitter, this.random());
+        if (e.dueAt > due) e.dueAt = due;
+      }
     }
   }
 
@@ -525,7 +534,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     e.frame ??= encodeFrame({ kind: "push", push: this.pushOf(e) });
     e.transmissions++;
     e.sentAt = now;
-    e.dueAt = now + dev.rtt.timeout(e.transmissions, this.options.jitter, this.random());
+    e.dueAt = now + dev.rtt.timeout(1 + e.timeouts, this.options.jitter, this.random());
     this.queueRecord(ls, e.frame);
   }
 
@@ -550,11 +559,11 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     let head = true;
     for (const e of dev.inflight.values()) {
       if (e.dueAt !== 0 && e.dueAt <= now) {
+        e.timeouts++;
         if (!e.sacked || head) {
           this.observer.pushRetransmitted();
           this.transmit(e, now);
-        }
-        else e.dueAt = now + dev.rtt.timeout(e.transmissions + 1, this.options.jitter, this.random());
+        } else e.dueAt = now + dev.rtt.timeout(1 + e.timeouts, this.options.jitter, this.random());
       }
       head = false;
     }
@@ -580,6 +589,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     this.observer.pushExpired();
     if (dev.link !== undefined) {
       e.transmissions = 0;
+      e.timeouts = 0;
       e.sentAt = 0;
       this.transmit(e, now);
       this.armRetransmit(dev);

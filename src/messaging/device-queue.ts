@@ -14,6 +14,8 @@ export class Entry {
   /** selectively acked: kept until the cumulative ack passes it, retransmitted only as the window's head */
   sacked = false;
   transmissions = 0;
+  /** retransmission timeouts in a row since the device last made progress (the backoff exponent) */
+  timeouts = 0;
   /** time of the latest transmission */
   sentAt = 0;
   /** time of the first transmission by this process (0: unknown, e.g. sent before a restart) */

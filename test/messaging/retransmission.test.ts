@@ -30,6 +30,30 @@ function sendTimes(sent: Parameters<typeof pushes>[0], device: string, seq: numb
 }
 
 describe("retransmission timing", () => {
+  it("backs off from scratch once the device makes progress: a push whose copies were lost does not wait out its backoff", async () => {
+    const w = await World.create({ options: QUIET });
+    const d = w.addDevice("dev");
+    await connected(w, d);
+    const seen = new Map<number, number>();
+    // the first 4 copies of seq 1 and the first 5 of seq 2 are lost: their timeouts grow 1, 2, 4, 8 s (+-20 %)
+    d.dropIncoming = (f) => {
+      if (f.kind !== "push") return false;
+      const n = (seen.get(f.push.seq) ?? 0) + 1;
+      seen.set(f.push.seq, n);
+      return n <= (f.push.seq === 1 ? 4 : 5);
+    };
+    const t0 = w.clock.now();
+    await publishTo(w, "dev", "m1");
+    await publishTo(w, "dev", "m2");
+    await untilDelivered(w, d, 1);
+    const firstAt = w.clock.now() - t0;
+    expect(firstAt).toBeGreaterThan(11_000); // 5th copy: 1 + 2 + 4 + 8 s, jittered
+    await untilDelivered(w, d, 2);
+    // seq 1's ack restarted seq 2's backoff at the initial RTO (1 s), instead of its 10 s step
+    expect(w.clock.now() - t0 - firstAt).toBeLessThan(4_000);
+    expect(d.payloads()).toEqual(["m1", "m2"]);
+  });
+
   it("to a device that never acks: initial RTO 1 s, doubling, capped at 60 s, byte-identical", async () => {
     const w = await World.create({ options: QUIET });
     const d = w.addDevice("dev");
