@@ -2,6 +2,7 @@
  * The command tree. Add a command by writing `src/cli/<name>.ts` exporting a
  * `LeafCommand` (or a `CommandGroup` of them) and listing it here.
  */
+import { benchCommand } from "./bench.ts";
 import { certsGroup } from "./certs.ts";
 import type { CommandGroup } from "./command.ts";
 import { PROGRAM } from "./command.ts";
@@ -24,5 +25,5 @@ export const rootCommand: CommandGroup = {
   kind: "group",
   name: PROGRAM,
   summary: "dtlspush: a DTLS 1.2 push daemon and its tools",
-  children: [serveCommand, deviceGroup, tokenGroup, sendCommand, listenCommand, dtlsGroup, certsGroup],
+  children: [serveCommand, deviceGroup, tokenGroup, sendCommand, listenCommand, benchCommand, dtlsGroup, certsGroup],
 };

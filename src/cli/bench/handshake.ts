@@ -1,0 +1,69 @@
+/**
+ * `bench handshake`: devices connect (DTLS handshake only) and close again,
+ * over and over, a bounded number at a time, for the duration (or count).
+ * Figures: handshakes/s, handshake time, and the daemon's CPU per handshake
+ * from its metrics.
+ */
+import type { RunContext } from "./context.ts";
+import { DEFAULT_CONCURRENCY } from "./options.ts";
+import { distribution, groupDigits, round, roundedDistribution } from "./stats.ts";
+
+export interface HandshakeResult {
+  readonly concurrency: number;
+  readonly seconds: number;
+  /** handshakes the devices completed */
+  readonly handshakes: number;
+  readonly failures: number;
+  readonly errors: readonly string[];
+  readonly handshakesPerSecond: number;
+  /** the daemon's dtlspush_handshakes_total{result="ok"} increase */
+  readonly daemonHandshakes: number;
+  /** the daemon's failed handshakes (any other result) */
+  readonly daemonFailures: number;
+  /** daemon CPU per handshake it completed, µs */
+  readonly daemonCpuPerHandshakeMicros: number | null;
+  readonly daemonCpuCores: number | null;
+  readonly workersCpuCores: number | null;
+  /** one handshake as a device sees it, ms */
+  readonly handshakeMs: ReturnType<typeof roundedDistribution>;
+}
+
+export async function runHandshake(ctx: RunContext): Promise<HandshakeResult> {
+  const c = ctx.config;
+  const concurrency = Math.min(c.concurrency ?? DEFAULT_CONCURRENCY.handshakes, ctx.ids.length);
+  const w0 = await ctx.fleet.flush();
+  const m0 = await ctx.target.snapshot();
+  const t0 = performance.now();
+  let last = 0;
+  ctx.progress.start((s) => {
+    const p = ctx.fleet.progress();
+    const line = `handshake: ${s.toFixed(1)} s, ${groupDigits(p.ok - last)} handshakes/s${p.failed > 0 ? `, ${groupDigits(p.failed)} failed` : ""}`;
+    last = p.ok;
+    return line;
+  });
+  let r;
+  try {
+    r = await ctx.fleet.churn(concurrency, c.durationSeconds * 1000, c.count);
+  } finally {
+    ctx.progress.stop();
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const m1 = await ctx.target.snapshot();
+  const w1 = await ctx.fleet.flush();
+  const daemonHandshakes = m1.handshakesOk - m0.handshakesOk;
+  const cpu = m1.cpuSeconds - m0.cpuSeconds;
+  return {
+    concurrency,
+    seconds: round(seconds) ?? 0,
+    handshakes: r.ok,
+    failures: r.failed,
+    errors: r.errors,
+    handshakesPerSecond: round(r.ok / seconds, 1) ?? 0,
+    daemonHandshakes,
+    daemonFailures: m1.handshakesFailed - m0.handshakesFailed,
+    daemonCpuPerHandshakeMicros: daemonHandshakes > 0 ? round((cpu * 1e6) / daemonHandshakes, 1) : null,
+    daemonCpuCores: round(cpu / seconds),
+    workersCpuCores: round((w1.cpuSeconds - w0.cpuSeconds) / seconds),
+    handshakeMs: roundedDistribution(distribution(r.handshakeMs)),
+  };
+}

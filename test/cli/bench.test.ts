@@ -1,0 +1,245 @@
+/**
+ * `dtlspush bench` end to end: every mode against a daemon started here
+ * (startDaemon, memory store, ports 0) with a handful of devices in a real
+ * worker process over real UDP; the JSON output's figures must agree with
+ * each other and with the daemon; devices are removed afterwards (or kept);
+ * a rate-limited API and SIGINT end the run cleanly.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { issuePublisherToken } from "../../src/auth/publisher-tokens.ts";
+import { benchCommand } from "../../src/cli/bench.ts";
+import type { BenchReport } from "../../src/cli/bench/report.ts";
+import type { CliIo } from "../../src/cli/command.ts";
+import { main } from "../../src/cli/main.ts";
+import { loadConfig } from "../../src/daemon/config/index.ts";
+import { startDaemon, type Daemon } from "../../src/daemon/daemon.ts";
+import { createLogger } from "../../src/daemon/logger.ts";
+
+interface Io extends CliIo {
+  out(): string;
+  err(): string;
+  signal(): void;
+}
+
+function testIo(): Io {
+  let out = "";
+  let err = "";
+  const handlers = new Set<(signal: string) => void>();
+  const sink = (append: (s: string) => void): Writable =>
+    new Writable({
+      write(chunk: Buffer | string, _enc, cb) {
+        append(String(chunk));
+        cb();
+      },
+    });
+  return {
+    stdout: sink((s) => (out += s)),
+    stderr: sink((s) => (err += s)),
+    stdin: () => {
+      throw new Error("no stdin");
+    },
+    onShutdownSignal(handler) {
+      handlers.add(handler);
+      return () => handlers.delete(handler);
+    },
+    out: () => out,
+    err: () => err,
+    signal: () => {
+      for (const h of [...handlers]) h("SIGINT");
+    },
+  };
+}
+
+interface TestDaemon {
+  daemon: Daemon;
+  dir: string;
+  args: string[];
+}
+
+async function start(rateLimitPerMinute = 0): Promise<TestDaemon> {
+  const dir = mkdtempSync(join(tmpdir(), "dtlspush-bench-test-"));
+  const config = await loadConfig({
+    env: { DTLSPUSH_STORE_KIND: "memory", DTLSPUSH_HTTP_RATE_LIMIT_PER_MINUTE: String(rateLimitPerMinute) },
+    flags: { dataDir: join(dir, "data"), listen: "127.0.0.1:0", http: "127.0.0.1:0", logLevel: "silent" },
+    cwd: dir,
+  });
+  const daemon = await startDaemon(config, { logger: createLogger({ level: "silent" }) });
+  const { token } = await issuePublisherToken(daemon.push.publisherKeys, { subject: "bench-test", scopes: ["admin"], now: Date.now(), ttlSeconds: 600 });
+  const args = ["--api", `http://127.0.0.1:${daemon.http.address().port}`, "--token", token, "--server", `127.0.0.1:${daemon.push.address().port}`];
+  return { daemon, dir, args };
+}
+
+async function stop(d: TestDaemon): Promise<void> {
+  await d.daemon.stop();
+  rmSync(d.dir, { recursive: true, force: true });
+}
+
+/** The CLI's dispatcher with only the bench command: errors are reported as `dtlspush` reports them. */
+function runBench(argv: string[], io: Io): Promise<number> {
+  return main(["bench", ...argv], io, { root: { kind: "group", name: "dtlspush", summary: "", children: [benchCommand] } });
+}
+
+async function bench(argv: string[]): Promise<{ code: number; report: BenchReport; io: Io }> {
+  const io = testIo();
+  const code = await runBench(argv, io);
+  if (code !== 0) throw new Error(`bench exited ${code}: ${io.err()}`);
+  return { code, report: JSON.parse(io.out()) as BenchReport, io };
+}
+
+function benchDevices(d: TestDaemon): string[] {
+  return d.daemon.push.registry
+    .list()
+    .map((x) => x.id)
+    .filter((id) => id.startsWith("bench-"));
+}
+
+describe("dtlspush bench against a running daemon", () => {
+  let d: TestDaemon;
+  beforeAll(async () => {
+    d = await start();
+  });
+  afterAll(async () => {
+    await stop(d);
+  });
+
+  it("push: every accepted publish is received once and acked; latency and CPU figures are plausible", async () => {
+    const { report, io } = await bench(["push", ...d.args, "--devices", "4", "--duration", "1", "--json"]);
+    const p = report.push;
+    expect(p).toBeDefined();
+    if (p === undefined) return;
+    expect(report).toMatchObject({ mode: "push", target: "api", devices: 4, workers: 1, payloadBytes: 100, verify: false });
+    expect(p.connect).toMatchObject({ ok: 4, failed: 0 });
+    expect(p.published).toBeGreaterThan(0);
+    expect(p.publishErrors).toEqual({});
+    expect(p.received).toBe(p.published);
+    expect(p.acked).toBe(p.received);
+    expect(p.undelivered).toBe(0);
+    expect(p.ackedInWindow).toBeGreaterThan(0);
+    expect(p.ackedPerSecond).toBeGreaterThan(0);
+    expect(p.latencyMs.samples).toBe(p.received);
+    expect(p.latencyMs.p50).toBeGreaterThan(0);
+    expect(p.latencyMs.p99 ?? 0).toBeGreaterThanOrEqual(p.latencyMs.p50 ?? 0);
+    expect(p.latencyMs.max ?? 0).toBeLessThan(10_000);
+    expect(p.daemonCpuPerPushMicros).toBeGreaterThan(0);
+    expect(p.sessionsLost).toBe(0);
+    expect(report.clockOffsetMs).toHaveLength(1);
+    expect(Math.abs(report.clockOffsetMs[0] ?? 99)).toBeLessThan(50);
+    expect(io.err()).toMatch(/push: publishing stopped after/);
+    expect(benchDevices(d)).toEqual([]);
+  });
+
+  it("push --rate --count: paced, and stops at the count", async () => {
+    const { report } = await bench(["push", ...d.args, "--devices", "3", "--duration", "5", "--rate", "200", "--count", "50", "--payload", "64", "--verify", "--json"]);
+    const p = report.push;
+    expect(p).toMatchObject({ published: 50, received: 50, acked: 50, rateTarget: 200, rejected: 0 });
+    // 50 publishes at 200/s take about a quarter of a second, not the 5 s duration
+    expect(p?.windowSeconds).toBeGreaterThan(0.2);
+    expect(p?.windowSeconds).toBeLessThan(2);
+    expect(report).toMatchObject({ payloadBytes: 64, verify: true });
+  });
+
+  it("handshake: the devices' handshakes are the daemon's", async () => {
+    const { report } = await bench(["handshake", ...d.args, "--devices", "4", "--duration", "1", "--concurrency", "2", "--json"]);
+    const h = report.handshake;
+    expect(h).toBeDefined();
+    if (h === undefined) return;
+    expect(h.concurrency).toBe(2);
+    expect(h.handshakes).toBeGreaterThan(4);
+    expect(h.failures).toBe(0);
+    expect(h.daemonHandshakes).toBe(h.handshakes);
+    expect(h.daemonFailures).toBe(0);
+    expect(h.handshakesPerSecond).toBeGreaterThan(0);
+    expect(h.daemonCpuPerHandshakeMicros).toBeGreaterThan(0);
+    expect(h.handshakeMs.p50).toBeGreaterThan(0);
+    expect(d.daemon.push.dtls.sessions()).toBe(0);
+  });
+
+  it("sessions: idle sessions are counted by the daemon and memory is read before and after", async () => {
+    const { report } = await bench(["sessions", ...d.args, "--devices", "5", "--duration", "0.3", "--json"]);
+    const s = report.sessions;
+    expect(s).toMatchObject({ sessions: 5, daemonSessions: 5, daemonDevicesOnline: 5, sessionsLost: 0, holdSeconds: 0.3 });
+    expect(s?.residentBytesBefore).toBeGreaterThan(10_000_000);
+    expect(s?.residentBytesAfter).toBeGreaterThan(10_000_000);
+    expect(s?.heapUsedBytesAfter).toBeGreaterThan(0);
+    expect(typeof s?.residentBytesPerSession).toBe("number");
+    // the devices said Bye: no session is left
+    await expect.poll(() => d.daemon.push.dtls.sessions()).toBe(0);
+  });
+
+  it("fanout: every device receives each round exactly once; received and acked times are measured", async () => {
+    const { report } = await bench(["fanout", ...d.args, "--devices", "6", "--count", "2", "--keep", "--json"]);
+    const f = report.fanout;
+    expect(f).toBeDefined();
+    if (f === undefined) return;
+    expect(f.allReceivedOnce).toBe(true);
+    expect(f.rounds).toHaveLength(2);
+    for (const r of f.rounds) {
+      expect(r).toMatchObject({ recipients: 6, received: 6, duplicates: 0 });
+      expect(r.receivedMs.samples).toBe(6);
+      expect(r.allReceivedMs).toBeGreaterThan(0);
+      expect(r.allReceivedMs ?? 0).toBeGreaterThanOrEqual(r.firstReceivedMs ?? Infinity);
+      expect(r.allAckedMs).toBeGreaterThan(0);
+      expect(r.acceptedMs).toBeGreaterThan(0);
+    }
+    expect(f.allReceivedMs).toBe(Math.max(...f.rounds.map((r) => r.allReceivedMs ?? 0)));
+    // --keep: the devices stay, with the fanout topic
+    const kept = benchDevices(d);
+    expect(kept).toHaveLength(6);
+    expect(d.daemon.push.registry.get("bench-0")?.topics).toEqual(["bench-fanout"]);
+    for (const id of kept) d.daemon.push.registry.remove(id);
+  });
+
+  it("prints a table without --json", async () => {
+    const io = testIo();
+    const code = await runBench(["sessions", ...d.args, "--devices", "2", "--duration", "0.2"], io);
+    expect(code).toBe(0);
+    expect(io.out()).toMatch(/^dtlspush bench sessions: 2 devices, 1 worker, API http:\/\/127\.0\.0\.1:\d+, DTLS 127\.0\.0\.1:\d+, payload 100 B\n/);
+    expect(io.out()).toMatch(/idle sessions held\s+2 for 0.2 s/);
+    expect(io.out()).toMatch(/resident memory per session/);
+  });
+
+  it("SIGINT stops the run early, cleans up and exits 1", async () => {
+    const io = testIo();
+    const t0 = Date.now();
+    const done = runBench(["push", ...d.args, "--devices", "3", "--duration", "30", "--rate", "50", "--json"], io);
+    await expect.poll(() => io.err(), { timeout: 10_000 }).toMatch(/push: \d/);
+    io.signal();
+    expect(await done).toBe(1);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    expect(io.err()).toMatch(/interrupted by SIGINT/);
+    expect(io.out()).toBe("");
+    expect(benchDevices(d)).toEqual([]);
+  });
+});
+
+describe("dtlspush bench", () => {
+  it("says what to do when the daemon's API rate limit refuses it", async () => {
+    const d = await start(3);
+    try {
+      const io = testIo();
+      expect(await runBench(["sessions", ...d.args, "--devices", "10", "--duration", "0.1"], io)).toBe(1);
+      expect(io.err()).toMatch(/rate_limit_per_minute = 0/);
+    } finally {
+      await stop(d);
+    }
+  });
+
+  it("--in-process: starts its own daemon and publishes by calling it", async () => {
+    const { report } = await bench(["push", "--in-process", "--store", "memory", "--devices", "3", "--duration", "0.5", "--json"]);
+    expect(report.target).toBe("in-process");
+    expect(report.push?.published).toBeGreaterThan(0);
+    expect(report.push?.acked).toBe(report.push?.published);
+    expect(report.push?.received).toBe(report.push?.published);
+  });
+
+  it("refuses more devices than the system has UDP ports for", async () => {
+    const io = testIo();
+    const code = await runBench(["sessions", "--devices", "900000", "--workers", "64", "--api", "http://127.0.0.1:1", "--token", "t"], io);
+    expect(code).toBe(1);
+    expect(io.err()).toMatch(/900 000 devices need as many UDP source ports/);
+  });
+});

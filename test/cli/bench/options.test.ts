@@ -1,0 +1,103 @@
+/** `dtlspush bench` argument parsing: modes, defaults per mode, bounds, and the combinations refused. */
+import { describe, expect, it } from "vitest";
+import { UsageError } from "../../../src/cli/errors.ts";
+import { MAX_DEVICES_PER_WORKER } from "../../../src/cli/bench/fleet.ts";
+import { DEFAULT_DEVICES, globalTimeoutSeconds, minimumWorkers, parseBenchArgs } from "../../../src/cli/bench/options.ts";
+
+describe("parseBenchArgs", () => {
+  it("applies the defaults of each mode", () => {
+    const push = parseBenchArgs(["push"]);
+    expect(push).toMatchObject({
+      mode: "push",
+      devices: DEFAULT_DEVICES.push,
+      durationSeconds: 10,
+      count: undefined,
+      rate: undefined,
+      payloadBytes: 100,
+      workers: undefined,
+      window: undefined,
+      verify: false,
+      inProcess: false,
+      store: "sqlite",
+      keep: false,
+      json: false,
+      server: undefined,
+    });
+    expect(parseBenchArgs(["sessions"])).toMatchObject({ devices: 1000, durationSeconds: 3 });
+    expect(parseBenchArgs(["fanout"]).devices).toBe(1000);
+    expect(parseBenchArgs(["handshake"]).devices).toBe(100);
+  });
+
+  it("takes every option", () => {
+    const c = parseBenchArgs([
+      "push", "--api", "http://127.0.0.1:9000", "--token", "T", "--server", "127.0.0.1:5999", "--devices", "250", "--duration", "1.5",
+      "--count", "1000", "--rate", "2500.5", "--payload", "200", "--workers", "3", "--concurrency", "8", "--window", "99",
+      "--verify", "--keep", "--json", "--timeout", "30", "--data-dir", "d",
+    ]);
+    expect(c).toMatchObject({
+      devices: 250,
+      durationSeconds: 1.5,
+      count: 1000,
+      rate: 2500.5,
+      payloadBytes: 200,
+      workers: 3,
+      concurrency: 8,
+      window: 99,
+      verify: true,
+      keep: true,
+      json: true,
+      timeoutSeconds: 30,
+      server: { host: "127.0.0.1", port: 5999 },
+      api: { token: "T" },
+      access: { dataDir: "d" },
+    });
+    expect(c.api.api?.href).toBe("http://127.0.0.1:9000/");
+    expect(globalTimeoutSeconds(c)).toBe(30);
+  });
+
+  it("--in-process takes --store and ignores DTLSPUSH_API/DTLSPUSH_TOKEN", () => {
+    const c = parseBenchArgs(["push", "--in-process", "--store", "memory"], { DTLSPUSH_API: "http://10.0.0.1:1", DTLSPUSH_TOKEN: "X" });
+    expect(c).toMatchObject({ inProcess: true, store: "memory", api: { api: undefined, token: undefined } });
+  });
+
+  it("needs enough workers for the devices", () => {
+    expect(minimumWorkers(1)).toBe(1);
+    expect(minimumWorkers(MAX_DEVICES_PER_WORKER)).toBe(1);
+    expect(minimumWorkers(MAX_DEVICES_PER_WORKER + 1)).toBe(2);
+    expect(() => parseBenchArgs(["sessions", "--devices", String(MAX_DEVICES_PER_WORKER + 1), "--workers", "1"])).toThrow(
+      `--workers: ${MAX_DEVICES_PER_WORKER + 1} devices need at least 2 workers`,
+    );
+  });
+
+  it("bounds the whole run by the devices and the duration", () => {
+    const small = globalTimeoutSeconds(parseBenchArgs(["push", "--devices", "10", "--duration", "1"]));
+    const big = globalTimeoutSeconds(parseBenchArgs(["sessions", "--devices", "100000"]));
+    expect(small).toBeGreaterThanOrEqual(60);
+    expect(small).toBeLessThan(120);
+    expect(big).toBeGreaterThan(small);
+  });
+
+  it.each([
+    [[], "missing MODE"],
+    [["flood"], "unknown mode 'flood': use one of handshake, push, sessions, fanout"],
+    [["push", "extra"], "unexpected argument 'extra'"],
+    [["push", "--devices", "0"], "--devices: 0 is out of range"],
+    [["push", "--duration", "0"], "--duration: 0 is out of range"],
+    [["push", "--duration", "abc"], "--duration: 'abc' is not a number of seconds"],
+    [["push", "--payload", "10"], "--payload: 10 is out of range (24-65536)"],
+    [["push", "--rate=-1"], "--rate: '-1' is not a number"],
+    [["sessions", "--count", "3"], "--count: only for push, handshake and fanout"],
+    [["fanout", "--rate", "3"], "--rate: only for push"],
+    [["handshake", "--window", "3"], "--window: only for push"],
+    [["push", "--store", "memory"], "--store: only with --in-process"],
+    [["push", "--in-process", "--store", "disk"], "--store: 'disk' is not sqlite or memory"],
+    [["push", "--in-process", "--api", "http://127.0.0.1:1"], "--api: --in-process starts its own daemon"],
+    [["push", "--in-process", "--server", "127.0.0.1:1"], "--server: --in-process starts its own daemon"],
+    [["push", "--server", "nohost"], "--server: expected HOST:PORT"],
+    [["push", "--workers", "65"], "--workers: 65 is out of range (1-64)"],
+    [["push", "--bogus"], "unknown option '--bogus'"],
+  ])("%j is a usage error", (argv, message) => {
+    expect(() => parseBenchArgs(argv)).toThrow(UsageError);
+    expect(() => parseBenchArgs(argv)).toThrow(message);
+  });
+});
