@@ -72,6 +72,9 @@ export interface ListenOptions {
   idleTimeoutMs?: number;
   retransmit?: Partial<RetransmitPolicy>;
   clock?: Clock;
+  /** SO_RCVBUF / SO_SNDBUF of the server socket, bytes (default 4 MiB each; the kernel caps them at rmem_max / wmem_max) */
+  recvBufferBytes?: number;
+  sendBufferBytes?: number;
 }
 
 export interface ConnectOptions {

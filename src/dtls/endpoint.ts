@@ -125,6 +125,11 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
     return this.socket.address();
   }
 
+  /** The socket's receive and send buffer sizes as the kernel granted them, bytes. */
+  socketBuffers(): { recv: number; send: number } {
+    return { recv: this.socket.getRecvBufferSize(), send: this.socket.getSendBufferSize() };
+  }
+
   /** Established sessions. */
   sessions(): number {
     return this.core.establishedCount;
@@ -175,6 +180,9 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
   }
 }
 
+/** Server socket buffers asked for by default (the kernel may grant less). */
+export const DEFAULT_SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
+
 export async function listen(opts: ListenOptions): Promise<DtlsServer> {
   const host = opts.host ?? "127.0.0.1";
   const config = serverCoreConfig(opts);
@@ -190,6 +198,15 @@ export async function listen(opts: ListenOptions): Promise<DtlsServer> {
       resolve();
     });
   });
+  // One socket takes every peer's datagrams: a burst of acks (a topic fan-out) overflows the kernel's
+  // default receive buffer (~208 KiB) and each lost ack costs a retransmission. The kernel caps the
+  // request at net.core.rmem_max / wmem_max.
+  try {
+    socket.setRecvBufferSize(opts.recvBufferBytes ?? DEFAULT_SOCKET_BUFFER_BYTES);
+    socket.setSendBufferSize(opts.sendBufferBytes ?? DEFAULT_SOCKET_BUFFER_BYTES);
+  } catch {
+    // a platform without these: the defaults stay
+  }
   return new DtlsServer(socket, config, opts.clock ?? monotonicClock, opts);
 }
 

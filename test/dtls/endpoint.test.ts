@@ -90,6 +90,16 @@ describe("UDP endpoint on 127.0.0.1", () => {
     silent.close();
   });
 
+  it("asks for large socket buffers (a fan-out's acks arrive in a burst), as far as the kernel allows", async () => {
+    const { readFileSync } = await import("node:fs");
+    const max = (name: string): number => Number(readFileSync(`/proc/sys/net/core/${name}`, "utf8"));
+    const s = await server({ recvBufferBytes: 1024 * 1024, sendBufferBytes: 512 * 1024 });
+    const b = s.socketBuffers();
+    // Linux reports twice what it keeps for bookkeeping, after capping the request at the sysctl maximum
+    expect(b.recv).toBeGreaterThanOrEqual(Math.min(1024 * 1024, max("rmem_max")));
+    expect(b.send).toBeGreaterThanOrEqual(Math.min(512 * 1024, max("wmem_max")));
+  });
+
   it("stopAccepting: sessions go on, new clients get no handshake", async () => {
     const s = await server();
     const port = s.address().port;

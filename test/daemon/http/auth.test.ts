@@ -64,6 +64,17 @@ describe("publisher tokens on the HTTP API", () => {
     expect((await h.call("GET", "/v1/devices", { token: h.admin })).status).toBe(200);
   });
 
+  it("remembers a verified token for at most a minute: a retired signing key stops its tokens within that time", async () => {
+    const h = await harness();
+    const token = await h.token(["admin"], { ttlSeconds: 3600 });
+    expect((await h.call("GET", "/v1/devices", { token })).status).toBe(200);
+    await h.server.publisherKeys.rotate(Date.now());
+    h.server.publisherKeys.retire(Date.now() + 1);
+    expect((await h.call("GET", "/v1/devices", { token })).status).toBe(200); // remembered
+    h.offset = 61_000;
+    expect(await refusal(await h.call("GET", "/v1/devices", { token }))).toMatchObject({ status: 401, code: "token_invalid" });
+  });
+
   it("checks the token before the body: an unauthenticated bad body is 401, not 400", async () => {
     const h = await harness();
     const res = await h.call("POST", "/v1/devices/d1/messages", { body: { nonsense: true } });
