@@ -1,4 +1,5 @@
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from "jose";
+import { jwsSignerFromJwk, jwsVerifierFromJwk, type JwsSigner, type JwsVerifier } from "../dtls/crypto.ts";
 import { AuthError } from "./errors.ts";
 
 /** The JWS algorithms dtlspush signs with: Ed25519 (default) or ECDSA P-256 with SHA-256. */
@@ -18,14 +19,20 @@ export interface KeyStorage {
 export interface SigningKey {
   readonly kid: string;
   readonly alg: SigningAlg;
+  /** for jose (async, WebCrypto) */
   readonly key: CryptoKey;
+  /** the same key for synchronous signing: JWS signature bytes of a JWS signing input */
+  readonly signer: JwsSigner;
 }
 
 /** A key ready to verify with. */
 export interface VerificationKey {
   readonly kid: string;
   readonly alg: SigningAlg;
+  /** for jose (async, WebCrypto) */
   readonly key: CryptoKey;
+  /** the same key for synchronous checks of JWS signature bytes */
+  readonly verifier: JwsVerifier;
 }
 
 interface RingKey {
@@ -39,6 +46,9 @@ interface RingKey {
   readonly publicJwk: JWK;
   readonly privateKey: CryptoKey;
   readonly publicKey: CryptoKey;
+  /** the same private and public key as node:crypto KeyObjects: synchronous signing and verifying */
+  readonly signer: JwsSigner;
+  readonly verifier: JwsVerifier;
 }
 
 /** The persisted form, JSON under settings key `keys.<name>`. */
@@ -56,7 +66,8 @@ const PRIVATE_MEMBERS = ["kty", "crv", "x", "y", "d"] as const;
  * A named set of signing keys: one current key that signs, older keys that
  * still verify until retired. Each key's id is the RFC 7638 thumbprint of its
  * public JWK. Key material is persisted as JSON (private JWKs, creation time,
- * alg) through KeyStorage; the CryptoKeys are imported once per key and reused.
+ * alg) through KeyStorage; the keys (CryptoKeys for jose, a synchronous
+ * signer and verifier) are imported once per key and reused.
  *
  * Distinct purposes (session tokens, publisher tokens, content signatures)
  * should use distinct rings; the caller decides.
@@ -161,13 +172,13 @@ export class KeyRing {
 
   /** The current key, for signing. */
   signingKey(): SigningKey {
-    return { kid: this.current.kid, alg: this.current.alg, key: this.current.privateKey };
+    return { kid: this.current.kid, alg: this.current.alg, key: this.current.privateKey, signer: this.current.signer };
   }
 
   /** The key with that kid, for verifying; undefined when it is not (or no longer) in the ring. */
   verificationKey(kid: string): VerificationKey | undefined {
     const k = this.keys.find((x) => x.kid === kid);
-    return k === undefined ? undefined : { kid: k.kid, alg: k.alg, key: k.publicKey };
+    return k === undefined ? undefined : { kid: k.kid, alg: k.alg, key: k.publicKey, verifier: k.verifier };
   }
 
   /** The algs of the keys in the ring (an allowlist for verification). */
@@ -195,12 +206,18 @@ async function newKey(alg: SigningAlg, createdAt: number): Promise<RingKey> {
   return importRingKey(alg, createdAt, pick(jwk, PRIVATE_MEMBERS));
 }
 
-/** Imports one key from its private JWK: non-extractable private and public CryptoKeys, kid = thumbprint. */
+/**
+ * Imports one key from its private JWK: non-extractable private and public
+ * CryptoKeys, the synchronous signer and verifier, kid = thumbprint. Throws
+ * when the JWK's public members are not those of its private key.
+ */
 async function importRingKey(alg: SigningAlg, createdAt: number, privateJwk: JWK): Promise<RingKey> {
   if (typeof privateJwk.d !== "string") throw new TypeError("The JWK holds no private key (no d member).");
   const publicPart = pick(privateJwk, PUBLIC_MEMBERS);
   const privateKey = await importJWK(privateJwk, alg, { extractable: false });
   const publicKey = await importJWK(publicPart, alg);
+  const signer = jwsSignerFromJwk(privateJwk, alg);
+  const verifier = jwsVerifierFromJwk(publicPart, alg);
   if (!isCryptoKey(privateKey) || !isCryptoKey(publicKey)) throw new TypeError(`JWK of kty ${String(privateJwk.kty)} is not an asymmetric key.`);
   const kid = await calculateJwkThumbprint(publicPart, "sha256");
   return {
@@ -211,6 +228,8 @@ async function importRingKey(alg: SigningAlg, createdAt: number, privateJwk: JWK
     publicJwk: { ...publicPart, kid, alg, use: "sig" },
     privateKey,
     publicKey,
+    signer,
+    verifier,
   };
 }
 

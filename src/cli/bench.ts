@@ -20,6 +20,7 @@ import { provisionDevices, removeDevices } from "./bench/provision.ts";
 import { runPush } from "./bench/push.ts";
 import { formatTable, type BenchReport } from "./bench/report.ts";
 import { runSessions } from "./bench/sessions.ts";
+import { planSourceAddresses, type SourcePlan } from "./bench/source-addresses.ts";
 import { groupDigits } from "./bench/stats.ts";
 import { apiTarget, inProcessTarget, type BenchTarget } from "./bench/target.ts";
 
@@ -27,15 +28,14 @@ import { apiTarget, inProcessTarget, type BenchTarget } from "./bench/target.ts"
 const STATS_INTERVAL_MS = 50;
 /** One device's DTLS handshake and Hello/Welcome may take this long, ms. */
 const CONNECT_TIMEOUT_MS = 20_000;
-/** Ports kept free for everything else on the machine when checking the ephemeral range. */
-const PORT_RESERVE = 1000;
 
 function help(): string {
   return formatHelp({
     usage: [
       `${COMMAND} <handshake|push|sessions|fanout> [--api URL] [--token JWT] [--config FILE | --data-dir DIR]`,
       "[--server HOST:PORT] [--devices N] [--duration S] [--count N] [--rate N] [--payload BYTES]",
-      "[--workers N] [--concurrency N] [--window N] [--verify] [--in-process [--store KIND]] [--keep] [--json]",
+      "[--workers N] [--source-addresses N] [--concurrency N] [--window N] [--verify] [--in-process [--store KIND]]",
+      "[--keep] [--json]",
     ],
     description:
       "Load generator: simulated devices (our DTLS client with PSK, and the device protocol)\n" +
@@ -43,6 +43,9 @@ function help(): string {
       "registered through the API with a PSK derived from a random per-run seed, and removed\n" +
       "afterwards unless --keep. Figures come from the devices and from the daemon's /metrics,\n" +
       "so the bench needs an admin token (given, or minted from the local data directory).\n" +
+      "Every device has a UDP socket of its own: against a server on 127.0.0.0/8 the devices\n" +
+      "send from 127.0.0.1, 127.0.0.2, ... (one ephemeral port range's worth each), so one\n" +
+      "machine can simulate 100 000 devices and more.\n" +
       "\n" +
       "  handshake  devices connect and close again, over and over: handshakes/s and the\n" +
       "             daemon's CPU per handshake\n" +
@@ -64,6 +67,7 @@ function help(): string {
       `${COMMAND} handshake --data-dir /tmp/d --devices 1000`,
       `${COMMAND} sessions --data-dir /tmp/d --devices 10000`,
       `${COMMAND} fanout --data-dir /tmp/d --devices 10000`,
+      `${COMMAND} sessions --data-dir /tmp/d --devices 100000`,
       `${COMMAND} push --in-process --devices 1000`,
     ],
   });
@@ -80,18 +84,19 @@ async function ephemeralPorts(): Promise<{ low: number; high: number } | undefin
   }
 }
 
-/** Every device connection has its own UDP socket on a loopback address: the ephemeral port range bounds the device count. */
-async function checkPortBudget(c: BenchConfig): Promise<void> {
-  const range = await ephemeralPorts();
-  if (range === undefined) return;
-  const available = range.high - range.low + 1 - PORT_RESERVE;
-  const needed = c.mode === "handshake" ? Math.min(c.devices, c.concurrency ?? DEFAULT_CONCURRENCY.handshakes) : c.devices;
-  if (needed > available) {
-    throw new CliError(
-      `${groupDigits(c.devices)} devices need as many UDP source ports at once, but this machine's ephemeral port range ` +
-        `(${range.low}-${range.high}) leaves about ${groupDigits(available)}; the DTLS client cannot bind another source address, so use at most that many devices`,
-    );
-  }
+/**
+ * Every device connection has its own UDP socket: the ephemeral port range
+ * bounds the devices per source address. The source addresses that hold them
+ * (CliError naming the limit when they cannot).
+ */
+async function sourcePlan(c: BenchConfig, serverHost: string): Promise<SourcePlan> {
+  return planSourceAddresses({
+    devices: c.devices,
+    sockets: c.mode === "handshake" ? Math.min(c.devices, c.concurrency ?? DEFAULT_CONCURRENCY.handshakes) : c.devices,
+    requested: c.sourceAddresses,
+    serverHost,
+    ports: await ephemeralPorts(),
+  });
 }
 
 interface Abort {
@@ -146,7 +151,8 @@ function abortControl(timeoutSeconds: number): Abort {
 
 async function run(argv: readonly string[], io: CliIo): Promise<number> {
   const c = parseBenchArgs(argv, process.env);
-  await checkPortBudget(c);
+  // a known server address is checked before anything starts; the configuration's (or the in-process daemon's) once known
+  if (c.server !== undefined) await sourcePlan(c, c.server.host);
   const progress = new Progress((line) => io.stderr.write(`${line}\n`));
   const abort = abortControl(globalTimeoutSeconds(c));
   let fleet: Fleet | undefined;
@@ -170,6 +176,7 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
       ? await inProcessTarget({ store: c.store, configFile: c.access.configFile, connections })
       : await apiTarget({ access: c.access, api: c.api, server: c.server, connections, env: process.env, cwd: process.cwd() });
     const t = target;
+    const sources = await sourcePlan(c, t.dtls.host);
     const seedHex = randomSeedHex();
     const indexes = Array.from({ length: c.devices }, (_, i) => i);
     const ids = indexes.map((i) => benchDeviceId(i));
@@ -201,6 +208,7 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
       workers,
       indexes,
       prefix: DEVICE_PREFIX,
+      sourceAddresses: sources.addresses,
       host: t.dtls.host,
       port: t.dtls.port,
       seedHex,
@@ -219,6 +227,7 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
       server: formatHostPort(t.dtls.host, t.dtls.port),
       devices: c.devices,
       workers: fleet.size,
+      sourceAddresses: Math.max(1, sources.addresses.length),
       payloadBytes: c.payloadBytes,
       verify: c.verify,
       provisionSeconds: Math.round(provisionSeconds * 1000) / 1000,

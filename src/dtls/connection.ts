@@ -35,6 +35,15 @@ export interface AlertCounters {
   readonly alertsReceived: Record<string, number>;
 }
 
+/** Where a connection starts its numbering, and where it counts alerts. */
+export interface ConnectionOptions {
+  /** First epoch-0 record sequence number we send (a server continues above the ClientHello's). */
+  readonly firstWriteSeq?: number;
+  /** First handshake message_seq expected from the peer. */
+  readonly firstMessageSeq?: number;
+  readonly alerts?: AlertCounters;
+}
+
 /** counts[key] += 1 (no allocation once the key exists). */
 export function increment(counts: Record<string, number>, key: string): void {
   counts[key] = (counts[key] ?? 0) + 1;
@@ -43,28 +52,47 @@ export function increment(counts: Record<string, number>, key: string): void {
 /** Records held while their epoch's keys or the handshake's end are still ahead. */
 const MAX_EARLY_RECORDS = 16;
 const CCS_BODY = new Uint8Array([1]);
+const NO_RECORDS: readonly RawRecord[] = Object.freeze([]);
+const NO_DATA: readonly Uint8Array[] = Object.freeze([]);
+
+/**
+ * What only the handshake needs: the driver, reassembly, records that came
+ * early, our last flight and its retransmission timer. A connection drops it
+ * once established (a server once the peer shows it has our last flight by
+ * sending protected data), so an idle session keeps none of it.
+ */
+class HandshakeState {
+  driver: HandshakeDriver | undefined;
+  readonly reassembler: Reassembler;
+  earlyEpoch1: readonly RawRecord[] = NO_RECORDS;
+  earlyData: readonly Uint8Array[] = NO_DATA;
+  flight: readonly FlightItem[] = [];
+  retransmitAt: number | undefined;
+  rto: number;
+  retransmits = 0;
+  lastTransmitAt = -Infinity;
+
+  constructor(firstMessageSeq: number, rto: number) {
+    this.reassembler = new Reassembler(firstMessageSeq);
+    this.rto = rto;
+  }
+}
 
 export class Connection {
   readonly role: "client" | "server";
   readonly config: ConnectionConfig;
   private readonly handler: ConnectionHandler;
   private readonly alerts: AlertCounters | undefined;
-  private driver: HandshakeDriver | undefined;
   private stateValue: ConnectionState = "handshaking";
   private info: ConnectionInfo | undefined;
 
   private readonly writer: RecordWriter;
   private readProtection: RecordProtection | undefined;
   private readonly replay = new ReplayWindow();
-  private readonly reassembler: Reassembler;
-  private earlyEpoch1: RawRecord[] = [];
-  private earlyData: Uint8Array[] = [];
-
-  private flight: readonly FlightItem[] = [];
-  private retransmitAt: number | undefined;
-  private rto: number;
-  private retransmits = 0;
-  private lastTransmitAt = -Infinity;
+  /** Undefined once the handshake is over and our last flight needs no more retransmitting. */
+  private hs: HandshakeState | undefined;
+  /** The peer's next handshake message_seq once established (older ones are its retransmissions). */
+  private peerMessageSeq = 0;
 
   private lastActivity: number;
   private idleCheckAt: number | undefined;
@@ -74,21 +102,20 @@ export class Connection {
     config: ConnectionConfig,
     handler: ConnectionHandler,
     now: number,
-    opts: { firstWriteSeq?: number; firstMessageSeq?: number; alerts?: AlertCounters } = {},
+    opts: ConnectionOptions = {},
   ) {
     this.role = role;
     this.config = config;
     this.handler = handler;
     this.alerts = opts.alerts;
     this.writer = new RecordWriter(opts.firstWriteSeq ?? 0);
-    this.reassembler = new Reassembler(opts.firstMessageSeq ?? 0);
-    this.rto = config.retransmit.initialMs;
+    this.hs = new HandshakeState(opts.firstMessageSeq ?? 0, config.retransmit.initialMs);
     this.lastActivity = now;
     this.idleCheckAt = config.idleTimeoutMs > 0 ? now + config.idleTimeoutMs : undefined;
   }
 
   attach(driver: HandshakeDriver): void {
-    this.driver = driver;
+    if (this.hs !== undefined) this.hs.driver = driver;
   }
 
   get state(): ConnectionState {
@@ -100,6 +127,11 @@ export class Connection {
     return this.info;
   }
 
+  /** The handshake's reassembler while the handshake runs (for inspection: its memory is bounded); undefined after. */
+  get reassembler(): Reassembler | undefined {
+    return this.hs?.reassembler;
+  }
+
   /** The largest application payload that fits one datagram at the configured MTU. */
   get maxDatagramPayload(): number {
     return Math.min(MAX_PLAINTEXT, this.config.mtu - this.writer.overhead(1));
@@ -107,7 +139,7 @@ export class Connection {
 
   /** When `timeout` wants to be called next, or undefined. */
   nextTimeout(): number | undefined {
-    const a = this.retransmitAt;
+    const a = this.hs?.retransmitAt;
     const b = this.idleCheckAt;
     if (a === undefined) return b;
     if (b === undefined) return a;
@@ -133,7 +165,8 @@ export class Connection {
       plaintext = rec.body;
     } else if (rec.epoch === 1) {
       if (this.readProtection === undefined) {
-        if (this.earlyEpoch1.length < MAX_EARLY_RECORDS) this.earlyEpoch1.push(copyRecord(rec));
+        const hs = this.hs;
+        if (hs !== undefined && hs.earlyEpoch1.length < MAX_EARLY_RECORDS) hs.earlyEpoch1 = [...hs.earlyEpoch1, copyRecord(rec)];
         return;
       }
       if (!this.replay.check(rec.seq)) return;
@@ -181,8 +214,9 @@ export class Connection {
     }
     let peerRetransmitted = false;
     for (const f of frags) {
-      if (this.stateValue === "established") {
-        if (f.messageSeq < this.reassembler.nextSeq) {
+      const hs = this.hs;
+      if (this.stateValue !== "handshaking" || hs === undefined) {
+        if (f.messageSeq < this.peerMessageSeq) {
           peerRetransmitted = true;
         } else if (epoch === 1 && (f.msgType === HandshakeType.client_hello || f.msgType === HandshakeType.hello_request)) {
           this.sendAlert(AlertLevel.warning, AlertDescription.no_renegotiation);
@@ -190,7 +224,7 @@ export class Connection {
         }
         continue;
       }
-      const r = this.reassembler.add(f, epoch);
+      const r = hs.reassembler.add(f, epoch);
       if (r === "old") peerRetransmitted = true;
     }
     if (peerRetransmitted) this.answerRetransmission(now);
@@ -199,10 +233,12 @@ export class Connection {
 
   private drainHandshake(now: number): void {
     while (this.stateValue === "handshaking") {
-      const msg = this.reassembler.pop();
+      const hs = this.hs;
+      if (hs === undefined) return;
+      const msg = hs.reassembler.pop();
       if (msg === undefined) return;
       try {
-        (this.driver as HandshakeDriver).onMessage(msg, now);
+        (hs.driver as HandshakeDriver).onMessage(msg, now);
       } catch (e) {
         this.fail(toDtlsError(e));
         return;
@@ -212,19 +248,20 @@ export class Connection {
 
   /** The peer resent its previous flight: ours was lost, resend it (at most every initialMs/2). */
   private answerRetransmission(now: number): void {
-    if (this.flight.length === 0) return;
-    if (now - this.lastTransmitAt < this.config.retransmit.initialMs / 2) return;
-    this.transmitFlight(now);
+    const hs = this.hs;
+    if (hs === undefined || hs.flight.length === 0) return;
+    if (now - hs.lastTransmitAt < this.config.retransmit.initialMs / 2) return;
+    this.transmitFlight(hs, now);
   }
 
   private onApplicationData(plaintext: Uint8Array, epoch: number): void {
     if (epoch === 0) return;
     if (this.stateValue === "established") {
-      // The peer sends protected data: it has our final flight.
-      if (this.role === "server") this.flight = [];
+      // The peer sends protected data: it has our final flight, and the handshake state can go.
+      this.hs = undefined;
       this.handler.data(plaintext);
-    } else if (this.earlyData.length < MAX_EARLY_RECORDS) {
-      this.earlyData.push(copyBytes(plaintext));
+    } else if (this.hs !== undefined && this.hs.earlyData.length < MAX_EARLY_RECORDS) {
+      this.hs.earlyData = [...this.hs.earlyData, copyBytes(plaintext)];
     }
   }
 
@@ -243,14 +280,15 @@ export class Connection {
 
   timeout(now: number): void {
     if (this.stateValue === "closed") return;
-    if (this.retransmitAt !== undefined && now >= this.retransmitAt) {
-      if (this.retransmits >= this.config.retransmit.maxRetransmits) {
-        this.finish(new DtlsError("timeout", `handshake timed out: no answer after ${this.retransmits} retransmissions`));
+    const hs = this.hs;
+    if (hs !== undefined && hs.retransmitAt !== undefined && now >= hs.retransmitAt) {
+      if (hs.retransmits >= this.config.retransmit.maxRetransmits) {
+        this.finish(new DtlsError("timeout", `handshake timed out: no answer after ${hs.retransmits} retransmissions`));
         return;
       }
-      this.retransmits++;
-      this.rto = Math.min(this.rto * 2, this.config.retransmit.maxMs);
-      this.transmitFlight(now);
+      hs.retransmits++;
+      hs.rto = Math.min(hs.rto * 2, this.config.retransmit.maxMs);
+      this.transmitFlight(hs, now);
     }
     if (this.idleCheckAt !== undefined && now >= this.idleCheckAt) {
       const idleFor = now - this.lastActivity;
@@ -267,17 +305,19 @@ export class Connection {
 
   /** Sends a new flight; `awaitReply` arms the retransmission timer (not for the final flight). */
   sendFlight(items: readonly FlightItem[], now: number, awaitReply: boolean): void {
-    this.flight = items;
-    this.rto = this.config.retransmit.initialMs;
-    this.retransmits = 0;
-    this.transmitFlight(now);
-    this.retransmitAt = awaitReply ? now + this.rto : undefined;
+    const hs = this.hs;
+    if (hs === undefined) return;
+    hs.flight = items;
+    hs.rto = this.config.retransmit.initialMs;
+    hs.retransmits = 0;
+    this.transmitFlight(hs, now);
+    hs.retransmitAt = awaitReply ? now + hs.rto : undefined;
   }
 
-  private transmitFlight(now: number): void {
+  private transmitFlight(hs: HandshakeState, now: number): void {
     const mtu = this.config.mtu;
     const records: Uint8Array[] = [];
-    for (const item of this.flight) {
+    for (const item of hs.flight) {
       if (item.kind === "ccs") {
         records.push(this.writer.record(ContentType.change_cipher_spec, 0, CCS_BODY));
         this.writer.epoch = 1;
@@ -294,16 +334,18 @@ export class Connection {
       } while (offset < body.length);
     }
     for (const d of packDatagrams(records, mtu)) this.handler.sendDatagram(d);
-    this.lastTransmitAt = now;
-    if (this.retransmitAt !== undefined) this.retransmitAt = now + this.rto;
+    hs.lastTransmitAt = now;
+    if (hs.retransmitAt !== undefined) hs.retransmitAt = now + hs.rto;
   }
 
   /** Installs epoch 1 keys: read side at once (early records replay), write side at our ChangeCipherSpec. */
   installKeys(read: RecordProtection, write: RecordProtection, now: number): void {
     this.readProtection = read;
     this.writer.install(write);
-    const early = this.earlyEpoch1;
-    this.earlyEpoch1 = [];
+    const hs = this.hs;
+    if (hs === undefined) return;
+    const early = hs.earlyEpoch1;
+    hs.earlyEpoch1 = NO_RECORDS;
     for (const rec of early) {
       if (this.stateValue === "closed") return;
       this.receiveRecord(rec, now);
@@ -313,13 +355,24 @@ export class Connection {
   establish(info: ConnectionInfo, now: number): void {
     this.stateValue = "established";
     this.info = info;
-    this.retransmitAt = undefined;
-    if (this.role === "client") this.flight = [];
-    this.reassembler.clear();
+    const hs = this.hs;
+    const early = hs?.earlyData ?? NO_DATA;
+    if (hs !== undefined) {
+      this.peerMessageSeq = hs.reassembler.nextSeq;
+      if (this.role === "client") {
+        // nothing of ours is left to resend
+        this.hs = undefined;
+      } else {
+        // Our last flight stays until the peer sends protected data (it then has it); the rest goes now.
+        hs.driver = undefined;
+        hs.retransmitAt = undefined;
+        hs.reassembler.clear();
+        hs.earlyEpoch1 = NO_RECORDS;
+        hs.earlyData = NO_DATA;
+      }
+    }
     this.lastActivity = now;
     this.handler.established(info);
-    const early = this.earlyData;
-    this.earlyData = [];
     for (const d of early) {
       if (this.stateValue !== "established") return;
       this.handler.data(d);
@@ -383,12 +436,8 @@ export class Connection {
   private finish(error: DtlsError | undefined): void {
     if (this.stateValue === "closed") return;
     this.stateValue = "closed";
-    this.retransmitAt = undefined;
+    this.hs = undefined;
     this.idleCheckAt = undefined;
-    this.flight = [];
-    this.earlyEpoch1 = [];
-    this.earlyData = [];
-    this.reassembler.clear();
     this.handler.closed(error);
   }
 }

@@ -128,11 +128,11 @@ export function createAead(name: AeadName, key: Uint8Array): Aead {
     case "aes-128-gcm":
     case "aes-256-gcm":
     case "chacha20-poly1305":
-      return streamAead(name, ko);
+      return new StreamAead(name, ko);
     case "aes-128-ccm":
-      return ccmAead(ko, 16);
+      return new CcmAead(ko, CCM_16);
     case "aes-128-ccm8":
-      return ccmAead(ko, 8);
+      return new CcmAead(ko, CCM_8);
   }
 }
 
@@ -144,61 +144,80 @@ function assemble(reserve: number, body: Buffer, tag: Buffer): Buffer {
   return out;
 }
 
-function streamAead(cipher: "aes-128-gcm" | "aes-256-gcm" | "chacha20-poly1305", key: KeyObject): Aead {
+// The AEADs are classes, not closures: every session holds two, so their
+// methods live once on the prototype instead of once per key.
+class StreamAead implements Aead {
+  readonly tagLength = 16;
   // ChaCha20-Poly1305 has the GCM call shape at run time and a 16-byte tag by default.
-  const name = cipher as "aes-128-gcm";
-  return {
-    tagLength: 16,
-    seal(nonce, aad, plaintext, reserve = 0) {
-      const c = createCipheriv(name, key, nonce);
-      c.setAAD(aad);
-      const body = c.update(plaintext);
-      c.final();
-      return assemble(reserve, body, c.getAuthTag());
-    },
-    open(nonce, aad, sealed) {
-      if (sealed.length < 16) return null;
-      const d = createDecipheriv(name, key, nonce);
-      d.setAuthTag(sealed.subarray(sealed.length - 16));
-      d.setAAD(aad);
-      const body = d.update(sealed.subarray(0, sealed.length - 16));
-      try {
-        d.final();
-      } catch {
-        return null;
-      }
-      return body;
-    },
-  };
+  private readonly cipher: "aes-128-gcm";
+  private readonly key: KeyObject;
+
+  constructor(cipher: "aes-128-gcm" | "aes-256-gcm" | "chacha20-poly1305", key: KeyObject) {
+    this.cipher = cipher as "aes-128-gcm";
+    this.key = key;
+  }
+
+  seal(nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, reserve = 0): Uint8Array {
+    const c = createCipheriv(this.cipher, this.key, nonce);
+    c.setAAD(aad);
+    const body = c.update(plaintext);
+    c.final();
+    return assemble(reserve, body, c.getAuthTag());
+  }
+
+  open(nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Uint8Array | null {
+    if (sealed.length < 16) return null;
+    const d = createDecipheriv(this.cipher, this.key, nonce);
+    d.setAuthTag(sealed.subarray(sealed.length - 16));
+    d.setAAD(aad);
+    const body = d.update(sealed.subarray(0, sealed.length - 16));
+    try {
+      d.final();
+    } catch {
+      return null;
+    }
+    return body;
+  }
 }
 
-function ccmAead(key: KeyObject, tagLength: 8 | 16): Aead {
-  const opts = { authTagLength: tagLength } as const;
-  return {
-    tagLength,
-    seal(nonce, aad, plaintext, reserve = 0) {
-      const c = createCipheriv("aes-128-ccm", key, nonce, opts);
-      c.setAAD(aad, { plaintextLength: plaintext.length });
-      const body = c.update(plaintext);
-      c.final();
-      return assemble(reserve, body, c.getAuthTag());
-    },
-    open(nonce, aad, sealed) {
-      if (sealed.length < tagLength) return null;
-      const ct = sealed.subarray(0, sealed.length - tagLength);
-      const d = createDecipheriv("aes-128-ccm", key, nonce, opts);
-      d.setAuthTag(sealed.subarray(sealed.length - tagLength));
-      d.setAAD(aad, { plaintextLength: ct.length });
-      // CCM authenticates inside update(): a bad tag makes update throw.
-      try {
-        const body = d.update(ct);
-        d.final();
-        return body;
-      } catch {
-        return null;
-      }
-    },
-  };
+const CCM_8 = { authTagLength: 8 } as const;
+const CCM_16 = { authTagLength: 16 } as const;
+
+class CcmAead implements Aead {
+  readonly tagLength: 8 | 16;
+  private readonly key: KeyObject;
+  private readonly opts: typeof CCM_8 | typeof CCM_16;
+
+  constructor(key: KeyObject, opts: typeof CCM_8 | typeof CCM_16) {
+    this.key = key;
+    this.opts = opts;
+    this.tagLength = opts.authTagLength;
+  }
+
+  seal(nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, reserve = 0): Uint8Array {
+    const c = createCipheriv("aes-128-ccm", this.key, nonce, this.opts);
+    c.setAAD(aad, { plaintextLength: plaintext.length });
+    const body = c.update(plaintext);
+    c.final();
+    return assemble(reserve, body, c.getAuthTag());
+  }
+
+  open(nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Uint8Array | null {
+    const tagLength = this.tagLength;
+    if (sealed.length < tagLength) return null;
+    const ct = sealed.subarray(0, sealed.length - tagLength);
+    const d = createDecipheriv("aes-128-ccm", this.key, nonce, this.opts);
+    d.setAuthTag(sealed.subarray(sealed.length - tagLength));
+    d.setAAD(aad, { plaintextLength: ct.length });
+    // CCM authenticates inside update(): a bad tag makes update throw.
+    try {
+      const body = d.update(ct);
+      d.final();
+      return body;
+    } catch {
+      return null;
+    }
+  }
 }
 
 /** Groups for ephemeral ECDH (RFC 8422 / RFC 7748). */
@@ -460,4 +479,98 @@ export function pemCertificates(pem: string): Uint8Array[] {
 /** Buffers are Uint8Arrays; this only narrows the type for callers. */
 function asBytes(b: Buffer): Uint8Array {
   return b;
+}
+
+// ---- JWS keys (Ed25519, ECDSA P-256) for content signatures and tokens -----
+
+/** The JWS algorithms (RFC 7518 / RFC 8037) of JwsSigner and JwsVerifier. */
+export type JwsAlg = "EdDSA" | "ES256";
+
+/** The JWK members a JWS key is read from; any other member is ignored. */
+export interface JwkKeyMembers {
+  readonly kty?: unknown;
+  readonly crv?: unknown;
+  readonly x?: unknown;
+  readonly y?: unknown;
+  readonly d?: unknown;
+}
+
+/** A private key imported once from a JWK that signs synchronously with the cached KeyObject. */
+export interface JwsSigner {
+  readonly alg: JwsAlg;
+  /** The JWS signature of `data` (the JWS signing input): 64 bytes, Ed25519 or ECDSA P-256/SHA-256 as raw r||s. */
+  sign(data: Uint8Array): Uint8Array;
+}
+
+/** A public key imported once from a JWK that checks JWS signatures synchronously. */
+export interface JwsVerifier {
+  readonly alg: JwsAlg;
+  /** True when `signature` (64 bytes, as JwsSigner makes them) is a good signature of `data`; never throws on bad input. */
+  verify(data: Uint8Array, signature: Uint8Array): boolean;
+}
+
+/** Ed25519 signatures and raw P-256 r||s signatures are both 64 bytes. */
+const JWS_SIGNATURE_LENGTH = 64;
+
+/**
+ * A signer for the private JWK (`kty`, `crv`, `x`, `y` for P-256, `d`) of an
+ * `alg` key: EdDSA takes an OKP Ed25519 key, ES256 an EC P-256 key. Throws a
+ * TypeError when the JWK is not a private key of that type, or when its public
+ * members are not those of its private key.
+ */
+export function jwsSignerFromJwk(jwk: JwkKeyMembers, alg: JwsAlg): JwsSigner {
+  const members = jwsKeyMembers(jwk, alg, true);
+  let key: KeyObject;
+  try {
+    key = createPrivateKey({ key: members, format: "jwk" });
+  } catch (e) {
+    throw new TypeError(`The JWK is not a usable ${alg} private key.`, { cause: e });
+  }
+  // Node derives an Ed25519 public key from d alone and ignores x: check it, so the kid (from x) names this key.
+  const derived = createPublicKey(key).export({ format: "jwk" });
+  if (derived.x !== members.x || derived.y !== members.y) throw new TypeError(`The JWK's public members are not those of its ${alg} private key.`);
+  if (alg === "EdDSA") return { alg, sign: (data) => asBytes(nodeSign(null, data, key)) };
+  const options = { key, dsaEncoding: "ieee-p1363" as const };
+  return { alg, sign: (data) => asBytes(nodeSign("sha256", data, options)) };
+}
+
+/** A verifier for the public members of a JWK of an `alg` key (see jwsSignerFromJwk); throws a TypeError when they are not a key of that type. */
+export function jwsVerifierFromJwk(jwk: JwkKeyMembers, alg: JwsAlg): JwsVerifier {
+  const members = jwsKeyMembers(jwk, alg, false);
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: members, format: "jwk" });
+  } catch (e) {
+    throw new TypeError(`The JWK is not a usable ${alg} public key.`, { cause: e });
+  }
+  const hashName = alg === "EdDSA" ? null : "sha256";
+  const options = alg === "EdDSA" ? key : { key, dsaEncoding: "ieee-p1363" as const };
+  return {
+    alg,
+    verify(data, signature) {
+      if (signature.length !== JWS_SIGNATURE_LENGTH) return false;
+      try {
+        return nodeVerify(hashName, data, options, signature);
+      } catch {
+        return false;
+      }
+    },
+  };
+}
+
+/** The members node:crypto imports, checked against `alg`; `private` requires (and keeps) d. */
+function jwsKeyMembers(jwk: JwkKeyMembers, alg: JwsAlg, isPrivate: boolean): { kty: string; crv: string; x: string; y?: string; d?: string } {
+  const { kty, crv, x, y, d } = jwk;
+  const want = alg === "EdDSA" ? { kty: "OKP", crv: "Ed25519" } : alg === "ES256" ? { kty: "EC", crv: "P-256" } : undefined;
+  if (want === undefined) throw new TypeError(`JWS alg ${String(alg)} is not supported (EdDSA or ES256).`);
+  if (kty !== want.kty || crv !== want.crv || typeof x !== "string") throw new TypeError(`An ${alg} JWK must have kty ${want.kty}, crv ${want.crv} and x.`);
+  if (alg === "ES256" && typeof y !== "string") throw new TypeError("An ES256 JWK must have y.");
+  if (isPrivate && typeof d !== "string") throw new TypeError("The JWK holds no private key (no d member).");
+  return {
+    kty: want.kty,
+    crv: want.crv,
+    x,
+    ...(alg === "ES256" ? { y: y as string } : {}),
+    ...(isPrivate ? { d: d as string } : {}),
+  };
 }

@@ -39,16 +39,24 @@ interface Events {
  * (a failure; "close" follows).
  */
 export class DtlsConnection extends EventEmitter<Events> {
-  readonly info: DtlsConnectionInfo;
   private readonly core: Connection;
+  private readonly peer: PeerAddress;
+  /** The core's own info object (shared, not copied: a server holds many idle connections). */
+  private readonly coreInfo: ConnectionInfo;
   private readonly afterSend: () => void;
 
   /** @internal created by the endpoint. */
   constructor(core: Connection, peer: PeerAddress, info: ConnectionInfo, afterSend: () => void) {
     super();
     this.core = core;
-    this.info = { peer, ...info };
+    this.peer = peer;
+    this.coreInfo = info;
     this.afterSend = afterSend;
+  }
+
+  /** Who the peer is and what was negotiated (a new object on each read: keep it if you read it often). */
+  get info(): DtlsConnectionInfo {
+    return { peer: this.peer, ...this.coreInfo };
   }
 
   get closed(): boolean {

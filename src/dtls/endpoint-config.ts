@@ -80,6 +80,15 @@ export interface ListenOptions {
 export interface ConnectOptions {
   host: string;
   port: number;
+  /**
+   * Local IP address the client socket binds to before connecting (default: the
+   * system picks one), e.g. one of several loopback addresses 127.0.0.x so that
+   * more than one ephemeral port range's worth of clients can reach one server.
+   * Must be an IP literal of the same family as `host`.
+   */
+  localAddress?: string;
+  /** Local UDP port to bind (default 0: an ephemeral port). */
+  localPort?: number;
   /** Our certificate chain (PEM, leaf first) and key, sent when the server asks for one. */
   cert?: string | Uint8Array;
   key?: string | Uint8Array;

@@ -13,7 +13,7 @@ import { DtlsError } from "./errors.ts";
 import { Outbox } from "./outbox.ts";
 import { applyCredentialUpdate, clientConfig, serverCoreConfig, type ConnectOptions, type CredentialUpdate, type ListenOptions } from "./endpoint-config.ts";
 import { ClientHandshake } from "./handshake-client.ts";
-import { ServerCore, type Peer, type ServerCoreConfig, type ServerStats } from "./server-core.ts";
+import { ServerCore, type Peer, type ServerCoreConfig, type ServerStats, type SessionListener } from "./server-core.ts";
 
 export type { CertificateKeyPair, ConnectOptions, CredentialUpdate, ListenOptions } from "./endpoint-config.ts";
 
@@ -63,6 +63,20 @@ class Timer {
   }
 }
 
+/** Hands a server session's data and end to its DtlsConnection (a class, so a session costs no closures). */
+class SessionEvents implements SessionListener {
+  private readonly conn: DtlsConnection;
+  constructor(conn: DtlsConnection) {
+    this.conn = conn;
+  }
+  data(plaintext: Uint8Array): void {
+    this.conn.deliver(plaintext);
+  }
+  closed(error: DtlsError | undefined): void {
+    this.conn.ended(error);
+  }
+}
+
 /** How long close() waits for the last close_notify datagrams to leave. */
 const CLOSE_FLUSH_MS = 1000;
 
@@ -78,6 +92,8 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
   /** Sends not yet handed to the kernel, counted only while closing. */
   private pendingSends = 0;
   private flushed: (() => void) | undefined;
+  /** Shared by every session (what it sends may move the earliest deadline). */
+  private readonly armTimer = (): void => this.timer.arm();
 
   /** @internal use listen(). */
   constructor(socket: Socket, config: ServerCoreConfig, clock: Clock, options: ListenOptions) {
@@ -91,8 +107,8 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
       {
         send: (peer, d, key) => this.outbox.push(key, peer, d),
         established: (session) => {
-          const conn = new DtlsConnection(session.connection, session.peer, session.info, () => this.timer.arm());
-          session.listener = { data: (d) => conn.deliver(d), closed: (e) => conn.ended(e) };
+          const conn = new DtlsConnection(session.connection, session.peer, session.info, this.armTimer);
+          session.listener = new SessionEvents(conn);
           this.emit("session", conn);
         },
         handshakeFailed: (peer, error) => this.emit("handshakeError", { peer, error }),
@@ -214,7 +230,20 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
   const clock = opts.clock ?? monotonicClock;
   const { config, auth } = clientConfig(opts);
   const mtu = config.mtu;
-  const socket = createSocket({ type: socketType(opts.host) });
+  const { localAddress, localPort } = opts;
+  const localFamily = localAddress === undefined ? 0 : isIP(localAddress);
+  if (localAddress !== undefined && localFamily === 0) {
+    throw new DtlsError("bad_option", `localAddress must be an IPv4 or IPv6 address, got ${JSON.stringify(localAddress)}`);
+  }
+  const hostFamily = isIP(opts.host);
+  if (localFamily !== 0 && hostFamily !== 0 && localFamily !== hostFamily) {
+    throw new DtlsError("bad_option", `localAddress ${localAddress} is IPv${localFamily} but host ${opts.host} is IPv${hostFamily}`);
+  }
+  if (localPort !== undefined && (!Number.isInteger(localPort) || localPort < 0 || localPort > 65535)) {
+    throw new DtlsError("bad_option", `localPort must be an integer from 0 to 65535, got ${localPort}`);
+  }
+  // a host name (no IP literal) takes the socket family of the local address, if one is given
+  const socket = createSocket({ type: hostFamily === 0 && localFamily === 6 ? "udp6" : socketType(opts.host) });
   const peer: PeerAddress = { address: opts.host, port: opts.port };
   const timeoutMs = opts.timeoutMs ?? 30_000;
   return new Promise<DtlsConnection>((resolve, reject) => {
@@ -260,14 +289,29 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
       core.receive(msg, clock.now());
       timer.arm();
     });
-    socket.on("error", (e) => core.fail(new DtlsError("socket_error", e.message)));
-    socket.connect(opts.port, opts.host, () => {
-      try {
-        core.attach(new ClientHandshake(core, auth, clock.now()));
-      } catch (e) {
-        core.fail(e instanceof DtlsError ? e : new DtlsError("internal_error", String(e)));
+    let binding = localAddress !== undefined || localPort !== undefined;
+    socket.on("error", (e) => {
+      if (binding) {
+        const where = `${localAddress ?? "the wildcard address"} port ${localPort ?? 0}`;
+        core.fail(new DtlsError("connect_failed", `cannot bind the client socket to ${where}: ${e.message}`, undefined, { cause: e }));
+      } else {
+        core.fail(new DtlsError("socket_error", e.message));
       }
-      timer.arm();
     });
+    const start = (): void => {
+      binding = false;
+      if (settled || core.state === "closed") return; // timed out while binding: the socket is closed
+      socket.connect(opts.port, opts.host, () => {
+        try {
+          core.attach(new ClientHandshake(core, auth, clock.now()));
+        } catch (e) {
+          core.fail(e instanceof DtlsError ? e : new DtlsError("internal_error", String(e)));
+        }
+        timer.arm();
+      });
+    };
+    // bound first where asked (e.g. one of several loopback source addresses); connect() binds implicitly otherwise
+    if (binding) socket.bind({ address: localAddress, port: localPort ?? 0, exclusive: true }, start);
+    else start();
   });
 }

@@ -1,9 +1,28 @@
 import { createAead, type Aead } from "./crypto.ts";
-import { copyBytes } from "../util/bytes.ts";
 import { RECORD_HEADER_LENGTH } from "./constants.ts";
 import type { RawRecord } from "./record.ts";
 import { writeRecordHeader, writeSeq48 } from "./record.ts";
 import type { CipherSuite } from "./suites.ts";
+
+// One nonce and one AAD buffer for every RecordProtection of the process, not
+// two per connection: seal and open fill them and hand them to node:crypto
+// synchronously (which copies them), and the event loop runs one call at a
+// time, so nothing else writes them in between. Buffers, not plain
+// Uint8Arrays: node:crypto handles them on its fast path.
+const nonce = Buffer.alloc(12);
+const aad = Buffer.alloc(13);
+
+/** Big-endian 32-bit word of bytes[at..at+4) as an int32 (a small integer to V8: no heap box). */
+function word(bytes: Uint8Array, at: number): number {
+  return (((bytes[at] ?? 0) << 24) | ((bytes[at + 1] ?? 0) << 16) | ((bytes[at + 2] ?? 0) << 8) | (bytes[at + 3] ?? 0)) | 0;
+}
+
+function putWord(out: Uint8Array, at: number, v: number): void {
+  out[at] = v >>> 24;
+  out[at + 1] = v >>> 16;
+  out[at + 2] = v >>> 8;
+  out[at + 3] = v;
+}
 
 /**
  * AEAD protection of one direction of one epoch.
@@ -11,53 +30,47 @@ import type { CipherSuite } from "./suites.ts";
  * explicit part (= epoch || seq) travels at the front of the record body.
  * ChaCha20-Poly1305 (RFC 7905): nonce = 12-byte IV XOR (epoch || seq), nothing explicit.
  * AAD (RFC 5246 6.2.3.3 with the DTLS sequence): epoch||seq, type, version, plaintext length.
+ *
+ * Every session holds two of these, so the fixed IV is kept as three int32
+ * fields (GCM/CCM use the first) rather than a byte array of its own.
  */
 export class RecordProtection {
   private readonly aead: Aead;
-  private readonly iv: Uint8Array;
+  private readonly iv0: number;
+  private readonly iv1: number;
+  private readonly iv2: number;
+  /** 8 (GCM/CCM) or 0 (ChaCha20-Poly1305, whose nonce is the IV XOR epoch||seq). */
   private readonly explicitLength: number;
-  private readonly xorNonce: boolean;
-  // Buffers, not plain Uint8Arrays: node:crypto handles them on its fast path.
-  private readonly nonce = Buffer.alloc(12);
-  private readonly aad = Buffer.alloc(13);
   readonly overhead: number;
 
   constructor(suite: CipherSuite, key: Uint8Array, iv: Uint8Array) {
     this.aead = createAead(suite.aead, key);
-    this.iv = copyBytes(iv);
+    this.iv0 = word(iv, 0);
+    this.iv1 = iv.length > 4 ? word(iv, 4) : 0;
+    this.iv2 = iv.length > 8 ? word(iv, 8) : 0;
     this.explicitLength = suite.recordIvLength;
-    this.xorNonce = suite.recordIvLength === 0;
     this.overhead = suite.recordIvLength + suite.tagLength;
   }
 
-  private setNonce(epoch: number, seq: number, explicit?: Uint8Array): void {
-    const n = this.nonce;
-    if (this.xorNonce) {
-      n.set(this.iv);
-      n[4] = (n[4] as number) ^ (epoch >>> 8);
-      n[5] = (n[5] as number) ^ (epoch & 0xff);
-      const hi = Math.floor(seq / 0x1_0000_0000);
-      const lo = seq >>> 0;
-      n[6] = (n[6] as number) ^ (hi >>> 8);
-      n[7] = (n[7] as number) ^ (hi & 0xff);
-      n[8] = (n[8] as number) ^ (lo >>> 24);
-      n[9] = (n[9] as number) ^ ((lo >>> 16) & 0xff);
-      n[10] = (n[10] as number) ^ ((lo >>> 8) & 0xff);
-      n[11] = (n[11] as number) ^ (lo & 0xff);
+  /** The nonce for epoch||seq; `explicit` (GCM/CCM, when opening) is where the record body carries its explicit part. */
+  private setNonce(epoch: number, seq: number, explicit: Uint8Array | undefined): void {
+    const n = nonce;
+    putWord(n, 0, this.iv0);
+    const hi = Math.floor(seq / 0x1_0000_0000);
+    const lo = seq >>> 0;
+    if (this.explicitLength === 0) {
+      putWord(n, 4, this.iv1 ^ ((epoch << 16) | hi));
+      putWord(n, 8, this.iv2 ^ lo);
+    } else if (explicit !== undefined) {
+      for (let i = 0; i < 8; i++) n[4 + i] = explicit[i] as number;
     } else {
-      n.set(this.iv, 0);
-      if (explicit) {
-        n.set(explicit, 4);
-      } else {
-        n[4] = epoch >>> 8;
-        n[5] = epoch & 0xff;
-        writeSeq48(n, 6, seq);
-      }
+      putWord(n, 4, (epoch << 16) | hi);
+      putWord(n, 8, lo);
     }
   }
 
-  private setAad(type: number, version: number, epoch: number, seq: number, length: number): void {
-    const a = this.aad;
+  private static setAad(type: number, version: number, epoch: number, seq: number, length: number): void {
+    const a = aad;
     a[0] = epoch >>> 8;
     a[1] = epoch & 0xff;
     writeSeq48(a, 2, seq);
@@ -70,11 +83,16 @@ export class RecordProtection {
 
   /** A complete protected record. */
   seal(type: number, version: number, epoch: number, seq: number, plaintext: Uint8Array): Uint8Array {
-    this.setNonce(epoch, seq);
-    this.setAad(type, version, epoch, seq, plaintext.length);
-    const out = this.aead.seal(this.nonce, this.aad, plaintext, RECORD_HEADER_LENGTH + this.explicitLength);
+    this.setNonce(epoch, seq, undefined);
+    RecordProtection.setAad(type, version, epoch, seq, plaintext.length);
+    const out = this.aead.seal(nonce, aad, plaintext, RECORD_HEADER_LENGTH + this.explicitLength);
     writeRecordHeader(out, 0, type, version, epoch, seq, out.length - RECORD_HEADER_LENGTH);
-    if (this.explicitLength > 0) out.set(this.nonce.subarray(4, 12), RECORD_HEADER_LENGTH);
+    if (this.explicitLength > 0) {
+      // the explicit nonce is epoch || seq, as in the header
+      out[RECORD_HEADER_LENGTH] = epoch >>> 8;
+      out[RECORD_HEADER_LENGTH + 1] = epoch;
+      writeSeq48(out, RECORD_HEADER_LENGTH + 2, seq);
+    }
     return out;
   }
 
@@ -82,9 +100,8 @@ export class RecordProtection {
   open(rec: RawRecord): Uint8Array | null {
     const body = rec.body;
     if (body.length < this.overhead) return null;
-    const explicit = this.explicitLength > 0 ? body.subarray(0, this.explicitLength) : undefined;
-    this.setNonce(rec.epoch, rec.seq, explicit);
-    this.setAad(rec.type, rec.version, rec.epoch, rec.seq, body.length - this.overhead);
-    return this.aead.open(this.nonce, this.aad, body.subarray(this.explicitLength));
+    this.setNonce(rec.epoch, rec.seq, this.explicitLength > 0 ? body : undefined);
+    RecordProtection.setAad(rec.type, rec.version, rec.epoch, rec.seq, body.length - this.overhead);
+    return this.aead.open(nonce, aad, this.explicitLength > 0 ? body.subarray(this.explicitLength) : body);
   }
 }

@@ -9,13 +9,15 @@ import type { RecordProtection } from "./record-protection.ts";
  * under the negotiated AEAD.
  */
 export class RecordWriter {
-  private readonly seqs = [0, 0];
+  /** The next sequence numbers of epochs 0 and 1 (two fields, not an array: one writer per session). */
+  private seq0: number;
+  private seq1 = 0;
   private protection: RecordProtection | undefined;
   /** Epoch used for application data and alerts: 1 once we have sent ChangeCipherSpec. */
   epoch = 0;
 
   constructor(firstEpoch0Seq = 0) {
-    this.seqs[0] = firstEpoch0Seq;
+    this.seq0 = firstEpoch0Seq;
   }
 
   install(protection: RecordProtection): void {
@@ -28,10 +30,13 @@ export class RecordWriter {
   }
 
   record(type: number, epoch: number, body: Uint8Array): Uint8Array {
-    const seq = this.seqs[epoch] as number;
+    const seq = epoch === 0 ? this.seq0 : this.seq1;
     if (seq > MAX_SEQUENCE) throw new DtlsError("sequence_exhausted", `record sequence numbers of epoch ${epoch} are used up`);
-    this.seqs[epoch] = seq + 1;
-    if (epoch === 0) return encodePlainRecord(type, ProtocolVersion.DTLS1_2, 0, seq, body);
+    if (epoch === 0) {
+      this.seq0 = seq + 1;
+      return encodePlainRecord(type, ProtocolVersion.DTLS1_2, 0, seq, body);
+    }
+    this.seq1 = seq + 1;
     if (this.protection === undefined) throw new DtlsError("internal_error", "epoch 1 keys are not installed");
     return this.protection.seal(type, ProtocolVersion.DTLS1_2, epoch, seq, body);
   }

@@ -4,17 +4,16 @@
  * connection only for a ClientHello with a valid cookie (and within the caps),
  * and drives every connection's timers from one scheduler.
  */
-import { bytesEqual, copyBytes } from "../util/bytes.ts";
 import { Scheduler } from "../util/scheduler.ts";
 import { ContentType, HandshakeType, ProtocolVersion } from "./constants.ts";
-import { Connection, increment } from "./connection.ts";
+import { Connection, increment, type ConnectionOptions } from "./connection.ts";
 import { CookieJar } from "./cookie.ts";
 import { DtlsError } from "./errors.ts";
 import { encodeHandshake, parseHandshakeFragments, type HandshakeFragment } from "./handshake-codec.ts";
 import { ServerHandshake, type ServerAuth } from "./handshake-server.ts";
 import { decodeClientHello, encodeHelloVerifyRequest, type ClientHello } from "./messages.ts";
 import type { Certificate } from "./crypto.ts";
-import type { ClientAuthMode, ClientVerdict, ConnectionConfig, ConnectionInfo, ServerCredential, ServerPskConfig } from "./options.ts";
+import type { ClientAuthMode, ClientVerdict, ConnectionConfig, ConnectionHandler, ConnectionInfo, ServerCredential, ServerPskConfig } from "./options.ts";
 import { encodePlainRecord, parseRecords, type RawRecord } from "./record.ts";
 
 export interface Peer {
@@ -48,21 +47,57 @@ export interface SessionListener {
   closed(error: DtlsError | undefined): void;
 }
 
-export class ServerSession {
+/**
+ * One peer's connection as the server holds it. It is its connection's
+ * handler itself (methods on the prototype, forwarding to the core), so a
+ * session costs no closures.
+ */
+export class ServerSession implements ConnectionHandler {
   readonly peer: Peer;
   readonly key: string;
   readonly connection: Connection;
-  readonly clientRandom: Uint8Array;
+  /** The ClientHello random that started it, as a latin1 string (a repeat of that ClientHello is no new handshake). */
+  readonly clientRandom: string;
   listener: SessionListener | undefined;
-  constructor(peer: Peer, key: string, connection: Connection, clientRandom: Uint8Array) {
+  private readonly core: ServerCore;
+
+  /** @internal created by the ServerCore. */
+  constructor(core: ServerCore, peer: Peer, key: string, clientRandom: Uint8Array, config: ConnectionConfig, now: number, opts: ConnectionOptions) {
+    this.core = core;
     this.peer = peer;
     this.key = key;
-    this.connection = connection;
-    this.clientRandom = clientRandom;
+    this.clientRandom = randomKey(clientRandom);
+    this.connection = new Connection("server", config, this, now, opts);
   }
+
   get info(): ConnectionInfo {
     return this.connection.connectionInfo as ConnectionInfo;
   }
+
+  /** @internal ConnectionHandler */
+  sendDatagram(datagram: Uint8Array): void {
+    this.core.sendTo(this, datagram);
+  }
+
+  /** @internal ConnectionHandler */
+  established(info: ConnectionInfo): void {
+    this.core.sessionEstablished(this, info);
+  }
+
+  /** @internal ConnectionHandler */
+  data(plaintext: Uint8Array): void {
+    this.listener?.data(plaintext);
+  }
+
+  /** @internal ConnectionHandler */
+  closed(error: DtlsError | undefined): void {
+    this.core.sessionClosed(this, error);
+  }
+}
+
+/** A ClientHello random as a compact string key (32 one-byte characters). */
+function randomKey(random: Uint8Array): string {
+  return Buffer.from(random.buffer, random.byteOffset, random.byteLength).toString("latin1");
 }
 
 export interface ServerCoreHandler {
@@ -181,7 +216,7 @@ export class ServerCore {
 
   private isNewClientHello(s: ServerSession, datagram: Uint8Array): boolean {
     const first = firstClientHello(datagram);
-    return first !== undefined && !bytesEqual(first.hello.random, s.clientRandom);
+    return first !== undefined && randomKey(first.hello.random) !== s.clientRandom;
   }
 
   private receiveFromStranger(peer: Peer, key: string, datagram: Uint8Array, now: number, existing: ServerSession | undefined): void {
@@ -213,26 +248,13 @@ export class ServerCore {
   }
 
   private startHandshake(peer: Peer, key: string, record: RawRecord, fragment: HandshakeFragment, hello: ClientHello, now: number): void {
-    let session: ServerSession | undefined;
-    const connection = new Connection(
-      "server",
-      this.config,
-      {
-        sendDatagram: (d) => this.handler.send(peer, d, key),
-        established: (info) => {
-          this.handshaking--;
-          this.stats.handshakesCompleted++;
-          increment(this.stats.handshakesBySuite, info.suite);
-          this.handler.established(session as ServerSession);
-        },
-        data: (d) => session?.listener?.data(d),
-        closed: (error) => this.onClosed(session as ServerSession, error),
-      },
-      now,
+    const session = new ServerSession(this, peer, key, hello.random, this.config, now, {
       // Continue above the ClientHello's record number so ServerHello never reuses the HVR's.
-      { firstWriteSeq: record.seq, firstMessageSeq: fragment.messageSeq + 1, alerts: this.stats },
-    );
-    session = new ServerSession(peer, key, connection, copyBytes(hello.random));
+      firstWriteSeq: record.seq,
+      firstMessageSeq: fragment.messageSeq + 1,
+      alerts: this.stats,
+    });
+    const connection = session.connection;
     this.sessions.set(key, session);
     this.handshaking++;
     this.stats.handshakesStarted++;
@@ -245,7 +267,21 @@ export class ServerCore {
     this.reschedule(session);
   }
 
-  private onClosed(session: ServerSession, error: DtlsError | undefined): void {
+  /** @internal a session's datagram out */
+  sendTo(session: ServerSession, datagram: Uint8Array): void {
+    this.handler.send(session.peer, datagram, session.key);
+  }
+
+  /** @internal */
+  sessionEstablished(session: ServerSession, info: ConnectionInfo): void {
+    this.handshaking--;
+    this.stats.handshakesCompleted++;
+    increment(this.stats.handshakesBySuite, info.suite);
+    this.handler.established(session);
+  }
+
+  /** @internal */
+  sessionClosed(session: ServerSession, error: DtlsError | undefined): void {
     if (this.sessions.get(session.key) === session) this.sessions.delete(session.key);
     this.scheduler.cancel(session);
     if (session.connection.connectionInfo === undefined) {

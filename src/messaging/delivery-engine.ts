@@ -224,7 +224,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       if (!entry.tombstone) this.timers.schedule(entry, Math.max(now, message.expiresAt));
     }
     for (const s of state.subscriptions) {
-      this.queue(s.device).subscriptions.add(s.topic);
+      this.queue(s.device).subscribe(s.topic);
       this.ownSubscribers.add(s.topic, s.device);
     }
     for (const d of this.registry.list()) {
@@ -506,11 +506,10 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     if (ls === undefined || ls.closed) return;
     let sent = false;
     while (dev.inflight.size < this.options.window) {
-      const e = dev.pending[0];
+      const e = dev.shiftPending();
       if (e === undefined) break;
-      dev.pending.shift();
       if (e.message.expiresAt <= now) {
-        dev.byMessage.delete(e.message.id);
+        dev.forget(e);
         this.dropUnsent(e, now, "ttl");
         continue;
       }
@@ -781,11 +780,11 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       for (const t of checked) {
         if (add === dev.subscriptions.has(t)) continue;
         if (add) {
-          dev.subscriptions.add(t);
+          dev.subscribe(t);
           this.ownSubscribers.add(t, dev.id);
           this.batch.subscribe.push({ device: dev.id, topic: t });
         } else {
-          dev.subscriptions.delete(t);
+          dev.unsubscribe(t);
           this.ownSubscribers.remove(t, dev.id);
           this.batch.unsubscribe.push({ device: dev.id, topic: t });
         }

@@ -32,45 +32,91 @@ export class Entry {
   }
 }
 
+const NO_ENTRIES: readonly Entry[] = Object.freeze([]);
+const NO_INFLIGHT: ReadonlyMap<number, Entry> = new Map();
+const NO_MESSAGES: ReadonlyMap<string, Entry> = new Map();
+const NO_TOPICS: ReadonlySet<string> = new Set();
+const NO_REGISTRY_TOPICS: readonly string[] = Object.freeze([]);
+
 /**
  * The server's delivery state for one device: unsent messages by priority
  * then age, pushes in flight by seq, the RTT estimate, and the session the
  * device is online on.
+ *
+ * A daemon holds one per registered device and most are idle, so the
+ * collections and the RTT estimator exist only while used: the lists and maps
+ * are created by the first entry and dropped when the last one goes, the
+ * estimator by the first push. Readers get shared empty collections meanwhile;
+ * every change goes through the methods.
  */
 export class DeviceQueue<L = unknown> {
   readonly kind = "device";
   readonly id: string;
   lastSeq = 0;
   ackedSeq = 0;
-  /** unsent entries: priority descending, then order ascending */
-  readonly pending: Entry[] = [];
-  /** entries with a seq, not yet cumulatively acked; Map order is seq order */
-  readonly inflight = new Map<number, Entry>();
-  /** every entry of this queue by message id */
-  readonly byMessage = new Map<string, Entry>();
-  readonly rtt: RttEstimator;
+  private pendingList: Entry[] | undefined;
+  private inflightMap: Map<number, Entry> | undefined;
+  private byMessageMap: Map<string, Entry> | undefined;
+  private subscribed: Set<string> | undefined;
+  private rttEstimator: RttEstimator | undefined;
+  private readonly rttOptions: RttOptions;
   /** the session the device is online on */
   link: L | undefined;
-  /** topics the device subscribed to itself */
-  readonly subscriptions = new Set<string>();
   /** topics the registry assigns */
-  registryTopics: readonly string[] = [];
+  registryTopics: readonly string[] = NO_REGISTRY_TOPICS;
   /** last time anything was heard from the device, ms; 0 = never */
   lastSeen = 0;
 
+  /** `rtt` is shared by every queue (not copied). */
   constructor(id: string, rtt: RttOptions) {
     this.id = id;
-    this.rtt = new RttEstimator(rtt);
+    this.rttOptions = rtt;
+  }
+
+  /** unsent entries: priority descending, then order ascending */
+  get pending(): readonly Entry[] {
+    return this.pendingList ?? NO_ENTRIES;
+  }
+
+  /** entries with a seq, not yet cumulatively acked; Map order is seq order */
+  get inflight(): ReadonlyMap<number, Entry> {
+    return this.inflightMap ?? NO_INFLIGHT;
+  }
+
+  /** every entry of this queue by message id */
+  get byMessage(): ReadonlyMap<string, Entry> {
+    return this.byMessageMap ?? NO_MESSAGES;
+  }
+
+  /** topics the device subscribed to itself */
+  get subscriptions(): ReadonlySet<string> {
+    return this.subscribed ?? NO_TOPICS;
+  }
+
+  /** The RTT estimate, made at the first use (the first push). */
+  get rtt(): RttEstimator {
+    return (this.rttEstimator ??= new RttEstimator(this.rttOptions));
   }
 
   /** messages queued or in flight */
   get depth(): number {
-    return this.byMessage.size;
+    return this.byMessageMap?.size ?? 0;
+  }
+
+  subscribe(topic: string): void {
+    (this.subscribed ??= new Set()).add(topic);
+  }
+
+  unsubscribe(topic: string): void {
+    const s = this.subscribed;
+    if (s === undefined) return;
+    s.delete(topic);
+    if (s.size === 0) this.subscribed = undefined;
   }
 
   addPending(entry: Entry): void {
     const p = entry.message.priority;
-    const list = this.pending;
+    const list = (this.pendingList ??= []);
     // most messages share a priority and arrive in order: search from the end
     let i = list.length;
     while (i > 0) {
@@ -79,13 +125,26 @@ export class DeviceQueue<L = unknown> {
       i--;
     }
     list.splice(i, 0, entry);
-    this.byMessage.set(entry.message.id, entry);
+    this.remember(entry);
   }
 
   removePending(entry: Entry): void {
-    const i = this.pending.indexOf(entry);
-    if (i >= 0) this.pending.splice(i, 1);
-    this.byMessage.delete(entry.message.id);
+    const list = this.pendingList;
+    if (list !== undefined) {
+      const i = list.indexOf(entry);
+      if (i >= 0) list.splice(i, 1);
+      if (list.length === 0) this.pendingList = undefined;
+    }
+    this.forget(entry);
+  }
+
+  /** Takes the first unsent entry off the pending list; it stays known by message id (it goes in flight or is forgotten next). */
+  shiftPending(): Entry | undefined {
+    const list = this.pendingList;
+    if (list === undefined) return undefined;
+    const e = list.shift();
+    if (list.length === 0) this.pendingList = undefined;
+    return e;
   }
 
   /** An unsent entry with this collapse key. */
@@ -103,13 +162,30 @@ export class DeviceQueue<L = unknown> {
 
   /** Adds an entry whose seq is assigned. */
   addInflight(entry: Entry): void {
-    this.inflight.set(entry.seq, entry);
-    this.byMessage.set(entry.message.id, entry);
+    (this.inflightMap ??= new Map()).set(entry.seq, entry);
+    this.remember(entry);
   }
 
   removeInflight(entry: Entry): void {
-    this.inflight.delete(entry.seq);
-    this.byMessage.delete(entry.message.id);
+    const m = this.inflightMap;
+    if (m !== undefined) {
+      m.delete(entry.seq);
+      // iterations over `inflight` in progress go on over the detached map
+      if (m.size === 0) this.inflightMap = undefined;
+    }
+    this.forget(entry);
+  }
+
+  /** Drops the entry from the by-message index (when it leaves the queue). */
+  forget(entry: Entry): void {
+    const m = this.byMessageMap;
+    if (m === undefined) return;
+    m.delete(entry.message.id);
+    if (m.size === 0) this.byMessageMap = undefined;
+  }
+
+  private remember(entry: Entry): void {
+    (this.byMessageMap ??= new Map()).set(entry.message.id, entry);
   }
 
   /** Earliest retransmission deadline of a push in flight; undefined when none. */

@@ -1,10 +1,11 @@
 import { createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify } from "node:crypto";
-import { base64url } from "jose";
+import { base64url, calculateJwkThumbprint, CompactSign, exportJWK, flattenedVerify, generateKeyPair, importJWK } from "jose";
 import { beforeAll, describe, expect, it } from "vitest";
 import { createContentVerifier, signContent, type ContentVerifier } from "../../src/auth/content-signing.ts";
 import { AuthError } from "../../src/auth/errors.ts";
 import { KeyRing, type KeyStorage } from "../../src/auth/key-ring.ts";
 import { signedContent, type SignedFields } from "../../src/auth/signed-content.ts";
+import { jwsSignerFromJwk, jwsVerifierFromJwk } from "../../src/dtls/crypto.ts";
 
 class MapStorage implements KeyStorage {
   readonly map = new Map<string, string>();
@@ -214,5 +215,92 @@ describe("content signatures", () => {
     expect((await errorOf(v.verify(FIELDS, asBroken))).code).toBe("unknown_key");
     const asRsa = `${base64url.encode(JSON.stringify({ alg: "EdDSA", kid: "r" }))}..${signature.split(".")[2]}`;
     expect((await errorOf(v.verify(FIELDS, asRsa))).code).toBe("unknown_key");
+  });
+
+  it("are what jose makes and verifies: ours signs -> jose verifies, jose signs -> ours verifies (EdDSA and ES256)", async () => {
+    for (const alg of ["EdDSA", "ES256"] as const) {
+      const r = await KeyRing.open(new MapStorage(), "x", { alg });
+      const payload = base64url.encode(signedContent(FIELDS));
+      // ours -> jose
+      const ours = await signContent(r, FIELDS);
+      const [h, , s] = ours.split(".");
+      const publicKey = await importJWK(r.jwks().keys[0]!, alg);
+      const checked = await flattenedVerify({ protected: h!, payload, signature: s! }, publicKey, { algorithms: [alg] });
+      expect(checked.protectedHeader).toEqual({ alg, kid: r.currentKid });
+      // jose -> ours, with a key jose made
+      const pair = await generateKeyPair(alg, { extractable: true });
+      const pub = await exportJWK(pair.publicKey);
+      const kid = await calculateJwkThumbprint(pub);
+      const jws = await new CompactSign(signedContent(FIELDS)).setProtectedHeader({ alg, kid }).sign(pair.privateKey);
+      const [jh, , js] = jws.split(".");
+      const v = createContentVerifier({ keys: [{ ...pub, kid }] });
+      await expect(v.verify(FIELDS, `${jh}..${js}`)).resolves.toBeUndefined();
+      expect((await errorOf(v.verify({ ...FIELDS, payload: Uint8Array.of(1) }, `${jh}..${js}`))).code).toBe("signature_invalid");
+      // same header bytes as jose writes for the ring's key
+      const joseHeader = (await new CompactSign(new Uint8Array(1)).setProtectedHeader({ alg, kid: r.currentKid }).sign(pair.privateKey)).split(".")[0];
+      expect(h).toBe(joseHeader);
+    }
+  });
+
+  it("refuse a signature part that is not canonical base64url of 64 bytes with signature_invalid", async () => {
+    const [h, , s] = signature.split(".");
+    const last = s!.at(-1)!;
+    // the last of 86 characters carries 2 bits; setting a padding bit keeps the bytes but changes the text
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const noncanonical = `${s!.slice(0, -1)}${alphabet[alphabet.indexOf(last) | 1]}`;
+    expect(Buffer.from(noncanonical, "base64url")).toEqual(Buffer.from(s!, "base64url"));
+    for (const bad of [noncanonical, `${s}A`, s!.slice(0, -2), `${s!.slice(0, -1)}=`, `${s!.slice(0, 40)}*${s!.slice(41)}`, `${s!.slice(0, 40)} ${s!.slice(41)}`]) {
+      expect((await errorOf(verifier.verify(FIELDS, `${h}..${bad}`))).code, bad).toBe("signature_invalid");
+    }
+    await expect(verifier.verify(FIELDS, signature)).resolves.toBeUndefined();
+  });
+
+  it("a key that does not import stays unknown_key on every use", async () => {
+    const broken = { kty: "EC", crv: "P-256", x: "AAAA", y: "AAAA", kid: "broken" };
+    const v = createContentVerifier({ keys: [broken, ring.jwks().keys[0]!] });
+    const asBroken = `${base64url.encode(JSON.stringify({ alg: "ES256", kid: "broken" }))}..${signature.split(".")[2]}`;
+    for (let i = 0; i < 2; i++) expect((await errorOf(v.verify(FIELDS, asBroken))).code).toBe("unknown_key");
+    await expect(v.verify(FIELDS, signature)).resolves.toBeUndefined();
+  });
+});
+
+describe("JWS keys of the crypto provider", () => {
+  const data = new TextEncoder().encode("header.payload");
+
+  it("ES256 signatures are raw r||s (64 bytes) that jose verifies, and jose's verify here", async () => {
+    const pair = await generateKeyPair("ES256", { extractable: true });
+    const jwk = await exportJWK(pair.privateKey);
+    const signer = jwsSignerFromJwk(jwk, "ES256");
+    const verifier = jwsVerifierFromJwk(jwk, "ES256");
+    const header = base64url.encode('{"alg":"ES256"}');
+    const payload = base64url.encode("p");
+    const input = new TextEncoder().encode(`${header}.${payload}`);
+    const sig = signer.sign(input);
+    expect(sig).toHaveLength(64);
+    await expect(flattenedVerify({ protected: header, payload, signature: base64url.encode(sig) }, pair.publicKey, { algorithms: ["ES256"] })).resolves.toBeDefined();
+    const theirs = base64url.decode((await new CompactSign(base64url.decode(payload)).setProtectedHeader({ alg: "ES256" }).sign(pair.privateKey)).split(".")[2]!);
+    expect(verifier.verify(input, theirs)).toBe(true);
+    expect(verifier.verify(data, theirs)).toBe(false);
+  });
+
+  it("verifiers return false, never throw, for signatures of another length", () => {
+    const signer = jwsSignerFromJwk(RFC8037, "EdDSA");
+    const verifier = jwsVerifierFromJwk(RFC8037, "EdDSA");
+    const sig = signer.sign(data);
+    expect(verifier.verify(data, sig)).toBe(true);
+    expect(verifier.verify(data, sig.subarray(0, 63))).toBe(false);
+    expect(verifier.verify(data, new Uint8Array(65))).toBe(false);
+    expect(verifier.verify(data, new Uint8Array(0))).toBe(false);
+  });
+
+  it("refuse a JWK of the wrong type, without d (signer), or whose x is not its private key's", () => {
+    const p256 = { kty: "EC", crv: "P-256", x: "AAAA", y: "AAAA" };
+    expect(() => jwsSignerFromJwk(RFC8037, "ES256")).toThrow(TypeError);
+    expect(() => jwsVerifierFromJwk(p256, "EdDSA")).toThrow(TypeError);
+    expect(() => jwsVerifierFromJwk(p256, "ES256")).toThrow(TypeError); // not a point
+    expect(() => jwsSignerFromJwk({ ...RFC8037, d: undefined }, "EdDSA")).toThrow(/no d member/);
+    const otherX = Buffer.from("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c", "hex").toString("base64url");
+    expect(() => jwsSignerFromJwk({ ...RFC8037, x: otherX }, "EdDSA")).toThrow(/public members/);
+    expect(() => jwsSignerFromJwk(RFC8037, "HS256" as "EdDSA")).toThrow(TypeError);
   });
 });

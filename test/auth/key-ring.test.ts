@@ -21,6 +21,9 @@ class MapStorage implements KeyStorage {
 const RFC8037_D = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A";
 const RFC8037_X = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
 const RFC8037_THUMBPRINT = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k";
+/** The public key of RFC 8032 section 7.1 TEST 2 (the RFC 8037 key is TEST 1) and its thumbprint. */
+const OTHER_X = Buffer.from("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c", "hex").toString("base64url");
+const OTHER_X_THUMBPRINT = thumbprint({ crv: "Ed25519", kty: "OKP", x: OTHER_X });
 
 function thumbprint(members: Record<string, string>): string {
   const canonical = JSON.stringify(Object.fromEntries(Object.entries(members).sort(([a], [b]) => (a < b ? -1 : 1))));
@@ -149,6 +152,12 @@ describe("KeyRing", () => {
         current: "x",
         keys: [{ kid: "x", alg: "EdDSA", createdAt: 0, jwk: { kty: "OKP", crv: "Ed25519", x: RFC8037_X, d: RFC8037_D } }],
       }),
+      // an Ed25519 private key (d) with another key's x, named by that x's thumbprint: it would sign under a kid not its own
+      JSON.stringify({
+        version: 1,
+        current: OTHER_X_THUMBPRINT,
+        keys: [{ kid: OTHER_X_THUMBPRINT, alg: "EdDSA", createdAt: 0, jwk: { kty: "OKP", crv: "Ed25519", x: OTHER_X, d: RFC8037_D } }],
+      }),
       // a public key only
       JSON.stringify({
         version: 1,
@@ -160,6 +169,20 @@ describe("KeyRing", () => {
       const storage = new MapStorage();
       storage.putSetting("keys.bad", text);
       await rejectsWith(KeyRing.open(storage, "bad"), "key_ring_invalid");
+    }
+  });
+
+  it("signs and verifies synchronously with the same keys jose uses", async () => {
+    for (const alg of ["EdDSA", "ES256"] as const) {
+      const ring = await KeyRing.open(new MapStorage(), "sync", { alg });
+      const data = new TextEncoder().encode("signing input");
+      const { signer, kid } = ring.signingKey();
+      expect(signer.alg).toBe(alg);
+      const sig = signer.sign(data);
+      expect(sig).toHaveLength(64);
+      const key = ring.verificationKey(kid)!;
+      expect(key.verifier.verify(data, sig)).toBe(true);
+      expect(key.verifier.verify(new TextEncoder().encode("signing inpuT"), sig)).toBe(false);
     }
   });
 

@@ -5,7 +5,7 @@
  * each other and with the daemon; devices are removed afterwards (or kept);
  * a rate-limited API and SIGINT end the run cleanly.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -193,6 +193,23 @@ describe("dtlspush bench against a running daemon", () => {
     for (const id of kept) d.daemon.push.registry.remove(id);
   });
 
+  it("--source-addresses: the devices send from 127.0.0.1 .. 127.0.0.N, round-robin", async () => {
+    const peers = new Map<string, number>();
+    const onSession = (c: { info: { peer: { address: string } } }): void => {
+      peers.set(c.info.peer.address, (peers.get(c.info.peer.address) ?? 0) + 1);
+    };
+    d.daemon.push.dtls.on("session", onSession);
+    try {
+      const { report } = await bench(["sessions", ...d.args, "--devices", "6", "--source-addresses", "3", "--duration", "0.2", "--json"]);
+      expect(report.sourceAddresses).toBe(3);
+      expect(report.sessions).toMatchObject({ sessions: 6, daemonSessions: 6, sessionsLost: 0 });
+    } finally {
+      d.daemon.push.dtls.off("session", onSession);
+    }
+    expect(Object.fromEntries(peers)).toEqual({ "127.0.0.1": 2, "127.0.0.2": 2, "127.0.0.3": 2 });
+    await expect.poll(() => d.daemon.push.dtls.sessions()).toBe(0);
+  });
+
   it("prints a table without --json", async () => {
     const io = testIo();
     const code = await runBench(["sessions", ...d.args, "--devices", "2", "--duration", "0.2"], io);
@@ -236,10 +253,16 @@ describe("dtlspush bench", () => {
     expect(report.push?.received).toBe(report.push?.published);
   });
 
-  it("refuses more devices than the system has UDP ports for", async () => {
+  it.runIf(existsSync("/proc/sys/net/ipv4/ip_local_port_range"))("refuses more devices than its source addresses have UDP ports for, before anything starts", async () => {
     const io = testIo();
-    const code = await runBench(["sessions", "--devices", "900000", "--workers", "64", "--api", "http://127.0.0.1:1", "--token", "t"], io);
+    const code = await runBench(
+      ["sessions", "--devices", "900000", "--workers", "64", "--source-addresses", "2", "--server", "127.0.0.1:5684", "--api", "http://127.0.0.1:1", "--token", "t"],
+      io,
+    );
     expect(code).toBe(1);
-    expect(io.err()).toMatch(/900 000 devices need as many UDP source ports/);
+    expect(io.err()).toMatch(/900 000 devices need 900 000 UDP source ports at once, but 2 source addresses \(127\.0\.0\.1-127\.0\.0\.2\) .* use --source-addresses \d+ or more/);
+    const remote = testIo();
+    expect(await runBench(["sessions", "--devices", "100000", "--workers", "7", "--server", "192.0.2.1:5684", "--api", "http://127.0.0.1:1", "--token", "t"], remote)).toBe(1);
+    expect(remote.err()).toMatch(/the server 192\.0\.2\.1 is not on 127\.0\.0\.0\/8/);
   });
 });

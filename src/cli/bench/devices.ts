@@ -15,6 +15,8 @@ import { readStamp } from "./stamp.ts";
 export interface DeviceIdentity {
   readonly id: string;
   readonly key: Uint8Array;
+  /** the local address its socket binds (undefined: the system picks) */
+  readonly localAddress?: string | undefined;
 }
 
 export interface DeviceFleetOptions {
@@ -134,6 +136,7 @@ export class DeviceFleet {
           const conn = await connect({
             host: this.o.host,
             port: this.o.port,
+            localAddress: d.identity.localAddress,
             psk: { identity: d.identity.id, key: d.identity.key },
             timeoutMs: this.o.connectTimeoutMs,
           });
@@ -157,6 +160,7 @@ export class DeviceFleet {
     const conn = await connect({
       host: this.o.host,
       port: this.o.port,
+      localAddress: d.identity.localAddress,
       psk: { identity: d.identity.id, key: d.identity.key },
       timeoutMs: this.o.connectTimeoutMs,
     });

@@ -8,7 +8,7 @@
 import { CliError } from "../errors.ts";
 import { connectDevices, waitFor, type ConnectSummary, type RunContext } from "./context.ts";
 import { benchNow } from "./ipc.ts";
-import { DEFAULT_CONCURRENCY } from "./options.ts";
+import { DEFAULT_CONCURRENCY, fanoutRoundMs } from "./options.ts";
 import { stampedPayload } from "./stamp.ts";
 import { distribution, groupDigits, round, roundedDistribution } from "./stats.ts";
 
@@ -58,7 +58,7 @@ export async function runFanout(ctx: RunContext): Promise<FanoutResult> {
   const mStart = await target.snapshot();
   const n = c.count ?? 1;
   // bounded: a round that does not complete in this time is reported as it is
-  const roundMs = 30_000 + connect.ok * 0.2;
+  const roundMs = fanoutRoundMs(connect.ok);
   for (let k = 1; k <= n && !ctx.stopped(); k++) {
     await fleet.flush();
     const latencies = fleet.totals.latencies;

@@ -19,6 +19,8 @@ export interface FleetOptions {
   /** device indexes; device i is `${prefix}${i}` */
   readonly indexes: readonly number[];
   readonly prefix: string;
+  /** local addresses the devices bind, device i the (i mod length)-th; empty: the system picks */
+  readonly sourceAddresses: readonly string[];
   readonly host: string;
   readonly port: number;
   readonly seedHex: string;
@@ -134,6 +136,7 @@ export class Fleet {
         port: o.port,
         prefix: o.prefix,
         indexes: shares[k] as number[],
+        sourceAddresses: o.sourceAddresses,
         seedHex: o.seedHex,
         verify: o.verify,
         trackIds: o.trackIds,

@@ -16,6 +16,8 @@ export interface WorkerInit {
   readonly prefix: string;
   /** the device indexes this worker simulates */
   readonly indexes: readonly number[];
+  /** local addresses the devices bind, device i the (i mod length)-th; empty: the system picks */
+  readonly sourceAddresses: readonly string[];
   /** hex of the run's random seed; PSKs are derived from it and the device id */
   readonly seedHex: string;
   /** verify push signatures (off: accepted unchecked) */

@@ -14,6 +14,8 @@ export interface BenchReport {
   readonly server: string;
   readonly devices: number;
   readonly workers: number;
+  /** local addresses the devices send from (127.0.0.1 .. 127.0.0.N; 1: the one the system picks) */
+  readonly sourceAddresses: number;
   readonly payloadBytes: number;
   readonly verify: boolean;
   /** seconds to register the devices through the API */
@@ -108,7 +110,7 @@ function modeRows(r: BenchReport): Row[] {
 /** The human-readable result table. */
 export function formatTable(r: BenchReport): string {
   const where = r.target === "in-process" ? "daemon in this process" : `API ${r.api}`;
-  const head = `dtlspush bench ${r.mode}: ${n(r.devices)} devices, ${r.workers} worker${r.workers === 1 ? "" : "s"}, ${where}, DTLS ${r.server}, payload ${r.payloadBytes} B${r.verify ? ", signatures verified" : ""}`;
+  const head = `dtlspush bench ${r.mode}: ${n(r.devices)} devices, ${r.workers} worker${r.workers === 1 ? "" : "s"}${r.sourceAddresses > 1 ? ` on ${r.sourceAddresses} source addresses` : ""}, ${where}, DTLS ${r.server}, payload ${r.payloadBytes} B${r.verify ? ", signatures verified" : ""}`;
   const rows = modeRows(r);
   const width = Math.max(...rows.map(([k]) => k.length));
   return `${[head, ...rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}`)].join("\n")}\n`;

@@ -7,6 +7,7 @@
 import { DeviceFleet, type DeviceIdentity } from "./devices.ts";
 import { benchNow, type ParentMessage, type WorkerInit, type WorkerMessage } from "./ipc.ts";
 import { benchDeviceId, deriveDeviceKey } from "./keys.ts";
+import { sourceAddressOf } from "./source-addresses.ts";
 
 /** Progress messages at most this often, ms. */
 const PROGRESS_MS = 250;
@@ -53,7 +54,7 @@ async function init(m: WorkerInit): Promise<void> {
   const identities: DeviceIdentity[] = [];
   for (const i of m.indexes) {
     const id = benchDeviceId(i, m.prefix);
-    identities.push({ id, key: await deriveDeviceKey(m.seedHex, id) });
+    identities.push({ id, key: await deriveDeviceKey(m.seedHex, id), localAddress: sourceAddressOf(m.sourceAddresses, i) });
   }
   fleet = new DeviceFleet(identities, { host: m.host, port: m.port, verify: m.verify, trackIds: m.trackIds, connectTimeoutMs: m.connectTimeoutMs });
   statsTimer = setInterval(sendStats, m.statsIntervalMs);

@@ -112,6 +112,7 @@ describe("figures", () => {
       server: "127.0.0.1:5684",
       devices: 1000,
       workers: 1,
+      sourceAddresses: 1,
       payloadBytes: 100,
       verify: false,
       provisionSeconds: 1,

@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { UsageError } from "../../../src/cli/errors.ts";
 import { MAX_DEVICES_PER_WORKER } from "../../../src/cli/bench/fleet.ts";
-import { DEFAULT_DEVICES, globalTimeoutSeconds, minimumWorkers, parseBenchArgs } from "../../../src/cli/bench/options.ts";
+import { DEFAULT_DEVICES, fanoutRoundMs, globalTimeoutSeconds, minimumWorkers, parseBenchArgs } from "../../../src/cli/bench/options.ts";
 
 describe("parseBenchArgs", () => {
   it("applies the defaults of each mode", () => {
@@ -32,7 +32,7 @@ describe("parseBenchArgs", () => {
     const c = parseBenchArgs([
       "push", "--api", "http://127.0.0.1:9000", "--token", "T", "--server", "127.0.0.1:5999", "--devices", "250", "--duration", "1.5",
       "--count", "1000", "--rate", "2500.5", "--payload", "200", "--workers", "3", "--concurrency", "8", "--window", "99",
-      "--verify", "--keep", "--json", "--timeout", "30", "--data-dir", "d",
+      "--verify", "--keep", "--json", "--timeout", "30", "--data-dir", "d", "--source-addresses", "4",
     ]);
     expect(c).toMatchObject({
       devices: 250,
@@ -41,6 +41,7 @@ describe("parseBenchArgs", () => {
       rate: 2500.5,
       payloadBytes: 200,
       workers: 3,
+      sourceAddresses: 4,
       concurrency: 8,
       window: 99,
       verify: true,
@@ -77,6 +78,17 @@ describe("parseBenchArgs", () => {
     expect(big).toBeGreaterThan(small);
   });
 
+  it("allows 100 000 devices ~1 300 handshakes a second with room to spare, and a fan-out round twice over", () => {
+    const sessions = globalTimeoutSeconds(parseBenchArgs(["sessions", "--devices", "100000"]));
+    // registering, connecting and removing at 500 a second each
+    expect(sessions).toBeGreaterThanOrEqual(600);
+    expect(sessions).toBeGreaterThan(3 * (100_000 / 1_300));
+    expect(sessions).toBeLessThan(1200);
+    const fanout = globalTimeoutSeconds(parseBenchArgs(["fanout", "--devices", "100000", "--count", "2"]));
+    expect(fanout - sessions).toBeGreaterThanOrEqual((2 * 2 * fanoutRoundMs(100_000)) / 1000);
+    expect(parseBenchArgs(["sessions"]).sourceAddresses).toBeUndefined();
+  });
+
   it.each([
     [[], "missing MODE"],
     [["flood"], "unknown mode 'flood': use one of handshake, push, sessions, fanout"],
@@ -95,6 +107,8 @@ describe("parseBenchArgs", () => {
     [["push", "--in-process", "--server", "127.0.0.1:1"], "--server: --in-process starts its own daemon"],
     [["push", "--server", "nohost"], "--server: expected HOST:PORT"],
     [["push", "--workers", "65"], "--workers: 65 is out of range (1-64)"],
+    [["push", "--source-addresses", "0"], "--source-addresses: 0 is out of range (1-254)"],
+    [["push", "--source-addresses", "255"], "--source-addresses: 255 is out of range (1-254)"],
     [["push", "--bogus"], "unknown option '--bogus'"],
   ])("%j is a usage error", (argv, message) => {
     expect(() => parseBenchArgs(argv)).toThrow(UsageError);
