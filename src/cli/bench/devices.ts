@@ -8,7 +8,7 @@
 import { connect, type DtlsConnection } from "../../dtls/index.ts";
 import { DeviceSession, type PushVerdict } from "../../messaging/device-session.ts";
 import { createPushVerifier } from "../../messaging/push-verifier.ts";
-import type { Push } from "../../wire/index.ts";
+import { errorCodeName, type Push } from "../../wire/index.ts";
 import { benchNow } from "./ipc.ts";
 import { readStamp } from "./stamp.ts";
 
@@ -34,6 +34,8 @@ export interface FleetStats {
   latencies: number[];
   rejected: number;
   lost: number;
+  /** lost sessions by why they ended: "bye:<ERROR_CODE>", "stale", "dtls:<code>" */
+  lostReasons: Record<string, number>;
   unstamped: number;
   ids: Map<string, { devices: number; duplicates: number }>;
 }
@@ -55,7 +57,7 @@ const TICK_MS = 200;
 const acceptAll = (): Promise<PushVerdict> => Promise.resolve(true);
 
 function newStats(): FleetStats {
-  return { received: 0, latencies: [], rejected: 0, lost: 0, unstamped: 0, ids: new Map() };
+  return { received: 0, latencies: [], rejected: 0, lost: 0, lostReasons: {}, unstamped: 0, ids: new Map() };
 }
 
 export class DeviceFleet {
@@ -178,14 +180,14 @@ export class DeviceFleet {
     if (this.o.trackIds) d.seen = new Set();
     await new Promise<void>((resolve, reject) => {
       let welcomed = false;
-      const fail = (why: string): void => {
+      const fail = (why: string, category: string): void => {
         if (!welcomed) {
           // a connect that failed is counted as such, not as a lost session
           welcomed = true;
           d.closing = true;
           reject(new Error(why));
         }
-        this.ended(d);
+        this.ended(d, category);
       };
       session.on("wake", () => this.markDirty(d));
       session.on("welcome", () => {
@@ -197,11 +199,13 @@ export class DeviceFleet {
       session.on("rejected", () => {
         this.stats.rejected++;
       });
-      session.on("bye", (reason) => fail(`the server ended the session${reason !== undefined && reason.message !== "" ? `: ${reason.message}` : ""}`));
-      session.on("stale", () => fail(welcomed ? "no word from the server for several heartbeats" : "the server did not answer the Hello"));
+      session.on("bye", (reason) =>
+        fail(`the server ended the session${reason !== undefined && reason.message !== "" ? `: ${reason.message}` : ""}`, `bye:${errorCodeName(reason?.code ?? 0)}`),
+      );
+      session.on("stale", () => fail(welcomed ? "no word from the server for several heartbeats" : "the server did not answer the Hello", "stale"));
       conn.on("data", (data) => session.receive(data, Date.now()));
       conn.on("error", () => undefined);
-      conn.on("close", (reason) => fail(`the DTLS session closed (${reason.code})`));
+      conn.on("close", (reason) => fail(`the DTLS session closed (${reason.code})`, `dtls:${reason.code}`));
       session.start(Date.now());
     });
   }
@@ -228,14 +232,17 @@ export class DeviceFleet {
   }
 
   /** A session that ended by itself (not by `closeAll`) is a loss. */
-  private ended(d: SimDevice): void {
+  private ended(d: SimDevice, why = "closed"): void {
     if (d.conn === undefined) return;
     const conn = d.conn;
     d.conn = undefined;
     d.session = undefined;
     d.deadline = 0;
     this.dirty.delete(d);
-    if (!d.closing) this.stats.lost++;
+    if (!d.closing) {
+      this.stats.lost++;
+      this.stats.lostReasons[why] = (this.stats.lostReasons[why] ?? 0) + 1;
+    }
     if (!conn.closed) conn.close();
   }
 

@@ -46,6 +46,8 @@ export interface FanoutResult {
   readonly allReceivedOnce: boolean;
   readonly daemonCpuSeconds: number;
   readonly sessionsLost: number;
+  /** why sessions were lost during the whole run: "bye:<ERROR_CODE>", "stale", "dtls:<code>" */
+  readonly lostReasons: Readonly<Record<string, number>>;
 }
 
 export async function runFanout(ctx: RunContext): Promise<FanoutResult> {
@@ -124,5 +126,6 @@ export async function runFanout(ctx: RunContext): Promise<FanoutResult> {
     allReceivedOnce: rounds.length === n && rounds.every((r) => r.recipients === connect.ok && r.received === connect.ok && r.duplicates === 0),
     daemonCpuSeconds: round(mEnd.cpuSeconds - mStart.cpuSeconds) ?? 0,
     sessionsLost: fleet.totals.lost - lost0,
+    lostReasons: { ...fleet.totals.lostReasons },
   };
 }

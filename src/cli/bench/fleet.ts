@@ -35,6 +35,8 @@ export interface FleetTotals {
   received: number;
   rejected: number;
   lost: number;
+  /** lost sessions by why they ended ("bye:<ERROR_CODE>", "stale", "dtls:<code>") */
+  lostReasons: Record<string, number>;
   unstamped: number;
   /** latency samples (clock-corrected), ms */
   latencies: number[];
@@ -73,7 +75,7 @@ export class Fleet {
   /** closing or killed: workers exiting is expected */
   private stopping = false;
   private closing: Promise<void> | undefined;
-  readonly totals: FleetTotals = { received: 0, rejected: 0, lost: 0, unstamped: 0, latencies: [], ids: new Map() };
+  readonly totals: FleetTotals = { received: 0, rejected: 0, lost: 0, lostReasons: {}, unstamped: 0, latencies: [], ids: new Map() };
   /** called on every stats message (after the totals were updated) */
   onStats: (() => void) | undefined;
   /** a worker died: the error */
@@ -199,6 +201,7 @@ export class Fleet {
     t.received += m.received;
     t.rejected += m.rejected;
     t.lost += m.lost;
+    for (const [why, n] of Object.entries(m.lostReasons)) t.lostReasons[why] = (t.lostReasons[why] ?? 0) + n;
     t.unstamped += m.unstamped;
     for (const v of m.latencyMs) t.latencies.push(v - w.offset);
     for (const c of m.ids) {

@@ -107,6 +107,8 @@ export interface WorkerStats {
   readonly rejected: number;
   /** sessions that ended without being asked to (server Bye, stale, DTLS close) */
   readonly lost: number;
+  /** lost sessions by why they ended */
+  readonly lostReasons: Readonly<Record<string, number>>;
   /** pushes whose payload held no time stamp */
   readonly unstamped: number;
   readonly ids: readonly IdCount[];

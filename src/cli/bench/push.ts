@@ -47,6 +47,8 @@ export interface PushResult {
   readonly benchCpuCores: number | null;
   readonly rejected: number;
   readonly sessionsLost: number;
+  /** why sessions were lost during the whole run: "bye:<ERROR_CODE>", "stale", "dtls:<code>" */
+  readonly lostReasons: Readonly<Record<string, number>>;
 }
 
 /** How long publishes already accepted may take to reach their devices after the window. */
@@ -179,5 +181,6 @@ export async function runPush(ctx: RunContext): Promise<PushResult> {
     benchCpuCores: round((cpu.user + cpu.system) / 1e6 / windowSeconds),
     rejected: totals.rejected - rejected0,
     sessionsLost: totals.lost - lost0,
+    lostReasons: { ...totals.lostReasons },
   };
 }

@@ -75,6 +75,7 @@ function modeRows(r: BenchReport): Row[] {
       ["device workers CPU", cores(p.workersCpuCores)],
       [r.target === "in-process" ? "bench process CPU (daemon + publisher)" : "bench process CPU (publisher)", cores(p.benchCpuCores)],
       ...(p.sessionsLost > 0 || p.rejected > 0 ? ([["sessions lost / pushes refused", `${n(p.sessionsLost)} / ${n(p.rejected)}`]] as Row[]) : []),
+      ...lostRows(p.lostReasons),
     ];
   }
   if (r.sessions !== undefined) {
@@ -87,6 +88,7 @@ function modeRows(r: BenchReport): Row[] {
       ["resident memory per session", s.residentBytesPerSession === null ? "-" : formatBytes(s.residentBytesPerSession)],
       ["heap per session", s.heapBytesPerSession === null ? "-" : formatBytes(s.heapBytesPerSession)],
       ...(s.sessionsLost > 0 ? ([["sessions lost", n(s.sessionsLost)]] as Row[]) : []),
+      ...lostRows(s.lostReasons),
     ];
   }
   if (r.fanout !== undefined) {
@@ -102,9 +104,17 @@ function modeRows(r: BenchReport): Row[] {
       );
     }
     rows.push(["every device received it once", f.allReceivedOnce ? "yes" : "NO"], ["daemon CPU (all rounds)", `${f.daemonCpuSeconds.toFixed(2)} s`]);
+    if (f.sessionsLost > 0) rows.push(["sessions lost during the fan-out", n(f.sessionsLost)]);
+    rows.push(...lostRows(f.lostReasons));
     return rows;
   }
   return [];
+}
+
+/** Why sessions ended by themselves during the run, most frequent first. */
+function lostRows(reasons: Readonly<Record<string, number>>): Row[] {
+  const entries = Object.entries(reasons).sort((a, b) => b[1] - a[1]);
+  return entries.length === 0 ? [] : [["sessions lost, by reason", entries.map(([why, k]) => `${why} ${n(k)}`).join(", ")]];
 }
 
 /** The human-readable result table. */

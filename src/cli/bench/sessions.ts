@@ -24,6 +24,8 @@ export interface SessionsResult {
   /** V8 heap growth per session, bytes */
   readonly heapBytesPerSession: number | null;
   readonly sessionsLost: number;
+  /** why sessions were lost during the whole run: "bye:<ERROR_CODE>", "stale", "dtls:<code>" */
+  readonly lostReasons: Readonly<Record<string, number>>;
 }
 
 export async function runSessions(ctx: RunContext): Promise<SessionsResult> {
@@ -56,5 +58,6 @@ export async function runSessions(ctx: RunContext): Promise<SessionsResult> {
     residentBytesPerSession: per(m0.residentBytes, m1.residentBytes),
     heapBytesPerSession: per(m0.heapUsedBytes, m1.heapUsedBytes),
     sessionsLost: lost,
+    lostReasons: { ...ctx.fleet.totals.lostReasons },
   };
 }

@@ -30,6 +30,7 @@ function sendStats(): void {
     latencyMs: Float64Array.from(s.latencies),
     rejected: s.rejected,
     lost: s.lost,
+    lostReasons: s.lostReasons,
     unstamped: s.unstamped,
     ids: [...s.ids].map(([id, c]) => ({ id, devices: c.devices, duplicates: c.duplicates })),
   });
