@@ -5,6 +5,7 @@ import { DeliveryEngine, type PublishRequest, type PublishResult, type SessionLi
 import type { DeliveryOptions } from "../messaging/options.ts";
 import type { DeliveryObserver } from "../messaging/observer.ts";
 import type { Clock } from "../util/clock.ts";
+import { PacedSender } from "./paced-sender.ts";
 
 /**
  * The push server: the DTLS endpoint, the device registry (PSK keys and
@@ -39,6 +40,13 @@ export interface PushServer {
 }
 
 const wallClock: Clock = { now: () => Date.now() };
+/**
+ * Sessions sent to per event-loop turn before the rest waits for the next turn (see PacedSender).
+ * libuv reads at most 32 datagrams from a UDP socket per loop iteration, so sending more per turn
+ * than the loop can read back overflows the receive buffer during a fan-out: with 32, a 40k-device
+ * fan-out had all acks in 7 s instead of 30 s, at a third of the CPU.
+ */
+const SENDS_PER_TURN = 32;
 
 export async function startPushServer(o: PushServerOptions): Promise<PushServer> {
   const clock = o.clock ?? wallClock;
@@ -96,16 +104,15 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
     ...(usePsk ? { psk: { lookup: (identity: string) => registry.pskKey(identity) } } : {}),
     authorizeClient: (identity: string) => registry.authorizeCertificate(identity),
   });
+  const pacer = new PacedSender(SENDS_PER_TURN);
   dtls.on("session", (conn: DtlsConnection) => {
     const info = conn.info;
     const link: SessionLink = {
       identity: info.identity,
       viaCertificate: info.peerCertificate !== undefined,
       peer: `${info.peer.address}:${info.peer.port}`,
-      send: (records) => {
-        if (!conn.closed) conn.sendBatch(records);
-      },
-      close: () => conn.close(),
+      send: (records) => pacer.send(conn, records),
+      close: () => pacer.close(conn), // after the records queued before it (a Bye)
     };
     engine.attach(link);
     conn.on("data", (data) => engine.receive(link, data));
@@ -126,6 +133,7 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
     async close(): Promise<void> {
       if (closed) return;
       engine.shutdown();
+      pacer.drain(); // the Byes go out before close_notify
       closed = true;
       if (timer !== undefined) clearTimeout(timer);
       await dtls.close();
