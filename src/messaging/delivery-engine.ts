@@ -143,6 +143,9 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   private readonly clock: Clock;
   private readonly random: () => number;
   private readonly observer: DeliveryObserver;
+  /** devices with pushes to start that a big fan-out left for the next turns */
+  private readonly deferredPumps = new Set<DeviceQueue<LinkState>>();
+  private pumpedThisTurn = 0;
   private readonly newId: () => string;
   private readonly requestFlushHook: () => void;
 
@@ -697,7 +700,15 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       this.receipt(record, q.id, "queued", now, "", 0);
     }
     for (const r of rejected) this.receipt(record, r.device, "rejected", now, r.reason, 0);
-    for (const q of accepted) this.pump(q, now);
+    // a big fan-out goes out over several turns (pumpPerTurn devices each), so the devices' acks are
+    // read in between and each push's retransmission timer starts when it really leaves
+    for (const q of accepted) {
+      if (q.link === undefined) continue;
+      if (this.deferredPumps.size === 0 && this.pumpedThisTurn < this.options.pumpPerTurn) {
+        this.pumpedThisTurn++;
+        this.pump(q, now);
+      } else this.deferredPumps.add(q);
+    }
     const result: PublishResult = {
       messageId: id,
       createdAt: record.createdAt,
@@ -914,6 +925,8 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   flush(): void {
     this.flushRequested = false;
     if (this.stopped) return;
+    if (this.deferredPumps.size > 0) this.pumpDeferred();
+    this.pumpedThisTurn = 0; // what this flush sends is the turn's budget
     const batch = this.batch;
     const publishes = this.publishes;
     const outbox = this.outbox;
@@ -944,6 +957,18 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       p.resolve(p.result);
     }
     for (const r of receipts) this.emit("receipt", r);
+  }
+
+  /** Starts the pushes of up to pumpPerTurn devices a fan-out deferred; asks for another turn if more wait. */
+  private pumpDeferred(): void {
+    const now = this.clock.now();
+    for (const q of this.deferredPumps) {
+      if (this.pumpedThisTurn >= this.options.pumpPerTurn) break;
+      this.deferredPumps.delete(q);
+      this.pumpedThisTurn++;
+      this.pump(q, now);
+    }
+    if (this.deferredPumps.size > 0) this.wake();
   }
 
   // ---------------------------------------------------------------- queries

@@ -31,6 +31,8 @@ export interface DeliveryOptions {
   readonly rtt: RttOptions;
   /** retransmission timeouts are spread by +- this fraction (default 0.2) */
   readonly jitter: number;
+  /** devices a topic fan-out starts pushing to per engine turn; the rest follow in the next turns (default 32) */
+  readonly pumpPerTurn: number;
 }
 
 export const DEFAULT_DELIVERY_OPTIONS: DeliveryOptions = {
@@ -47,6 +49,7 @@ export const DEFAULT_DELIVERY_OPTIONS: DeliveryOptions = {
   maxTopics: 100,
   rtt: DEFAULT_RTT_OPTIONS,
   jitter: 0.2,
+  pumpPerTurn: 32,
 };
 
 type Bound = readonly [min: number, max: number, integer: boolean];
@@ -63,6 +66,7 @@ const BOUNDS: Readonly<Record<Exclude<keyof DeliveryOptions, "queueFullPolicy" |
   sessionTokenTtlSeconds: [60, 30 * 86_400, true],
   maxTopics: [0, 10_000, true],
   jitter: [0, 0.5, false],
+  pumpPerTurn: [1, 1_000_000, true],
 };
 
 const RTT_BOUNDS: Readonly<Record<keyof RttOptions, Bound>> = {

@@ -253,3 +253,28 @@ describe("explicit message ids", () => {
     expect(r.recipients).toBe(1);
   });
 });
+
+describe("a big topic fan-out", () => {
+  it("starts pushing to pumpPerTurn devices per engine turn, and reaches every subscriber once", async () => {
+    const w = await World.create({ options: { pumpPerTurn: 5 } });
+    const devices = Array.from({ length: 23 }, (_, i) => w.addDevice(`d${i}`, ["t"]));
+    for (const d of devices) await connected(w, d);
+    const sent = captureServerSends(w);
+    const perFlush: number[] = [];
+    const engine = w.engine;
+    const flush = engine.flush.bind(engine);
+    engine.flush = () => {
+      const before = pushes(sent).length;
+      flush();
+      perFlush.push(pushes(sent).length - before);
+    };
+    const r = await w.publish({ target: { topic: "t" }, payload: enc("all"), publisher: "test" });
+    expect(r.recipients).toBe(23);
+    for (const d of devices) await untilDelivered(w, d, 1);
+    for (const d of devices) expect(d.payloads()).toEqual(["all"]);
+    const busy = perFlush.filter((n) => n > 0);
+    expect(Math.max(...busy)).toBe(5);
+    expect(busy.slice(0, 5)).toEqual([5, 5, 5, 5, 3]);
+    await w.run(10_000, () => devices.every((d) => w.engine.deviceStatus(d.id).ackedSeq === 1));
+  });
+});

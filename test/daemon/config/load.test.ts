@@ -99,7 +99,7 @@ describe("defaults", () => {
 
   it("map to the engine's own defaults", async () => {
     const c = await loadConfig({ env: {}, cwd: work });
-    const { rtt: _rtt, jitter: _jitter, ...engineDefaults } = DEFAULT_DELIVERY_OPTIONS;
+    const { rtt: _rtt, jitter: _jitter, pumpPerTurn: _pumpPerTurn, ...engineDefaults } = DEFAULT_DELIVERY_OPTIONS;
     expect(toDeliveryOptions(c)).toEqual(engineDefaults);
     expect(toStoreOptions(c)).toEqual({ kind: "sqlite", path: join(work, "data", "dtlspush.db"), synchronous: "normal" });
   });
