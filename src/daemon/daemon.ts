@@ -5,8 +5,7 @@
  * logs and the periodic store prune, and the lifecycle (drain on stop,
  * reload of certificates and the device registry).
  */
-import type { Store } from "../store/types.ts";
-import type { Receipt } from "../store/types.ts";
+import type { Receipt, Store } from "../store/types.ts";
 import { loadCredentials, settingLabel, toDeliveryOptions, toDtlsOptions, type DaemonConfig, type DtlsCredentials } from "./config/index.ts";
 import { ConfigError } from "./config/errors.ts";
 import { openDataDir, type DataDir } from "./data-dir.ts";

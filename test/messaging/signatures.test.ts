@@ -22,6 +22,24 @@ const onSeq2 =
   (p: Push): Push =>
     p.seq === 2 ? change(p) : p;
 
+/** Seq 2 (message "m2", published now) carries a signature over its very content by `other`'s key. */
+async function signedByUnknownKey(w: World, other: KeyRing): Promise<(p: Push) => Push> {
+  const now = w.clock.now();
+  const forged = await signContent(other, {
+    messageId: "m2",
+    topic: "",
+    device: "dev",
+    contentType: "",
+    publisher: "test",
+    collapseKey: "",
+    payload: enc("m2"),
+    createdAt: now,
+    expiresAt: now + 86_400_000,
+    priority: 5,
+  });
+  return onSeq2((p) => ({ ...p, signature: forged }));
+}
+
 const cases: Case[] = [
   { name: "payload changed", attacker: async () => onSeq2((p) => ({ ...p, payload: enc("evil") })) },
   { name: "topic changed", attacker: async () => onSeq2((p) => ({ ...p, topic: "other" })) },
@@ -42,20 +60,7 @@ const cases: Case[] = [
     attacker: async (w) => {
       const other = await KeyRing.open(createMemoryStore(), "content", { now: T0 });
       expect(other.currentKid).not.toBe(w.contentKeys.currentKid);
-      const now = w.clock.now();
-      const forged = await signContent(other, {
-        messageId: "m2",
-        topic: "",
-        device: "dev",
-        contentType: "",
-        publisher: "test",
-        collapseKey: "",
-        payload: enc("m2"),
-        createdAt: now,
-        expiresAt: now + 86_400_000,
-        priority: 5,
-      });
-      return onSeq2((p) => ({ ...p, signature: forged }));
+      return signedByUnknownKey(w, other);
     },
   },
   {
@@ -124,21 +129,7 @@ describe("content key rotation", () => {
     const d = w.addDevice("dev");
     await connected(w, d);
     const welcomes = d.welcomes.length;
-    const other = await KeyRing.open(createMemoryStore(), "content", { now: T0 });
-    const now = w.clock.now();
-    const forged = await signContent(other, {
-      messageId: "m2",
-      topic: "",
-      device: "dev",
-      contentType: "",
-      publisher: "test",
-      collapseKey: "",
-      payload: enc("m2"),
-      createdAt: now,
-      expiresAt: now + 86_400_000,
-      priority: 5,
-    });
-    d.tamper = onSeq2((p) => ({ ...p, signature: forged }));
+    d.tamper = await signedByUnknownKey(w, await KeyRing.open(createMemoryStore(), "content", { now: T0 }));
     await publishTo(w, "dev", "m1", { id: "m1" });
     await publishTo(w, "dev", "m2", { id: "m2" });
     await publishTo(w, "dev", "m3", { id: "m3" });
