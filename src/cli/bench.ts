@@ -4,13 +4,16 @@
  * devices over real UDP, from worker processes. See docs/bench.md.
  */
 import { readFile } from "node:fs/promises";
+import { resolve } from "node:path";
 import { formatHostPort } from "./args.ts";
 import { formatApiUrl } from "./api-client.ts";
 import type { CliIo, LeafCommand } from "./command.ts";
 import { formatHelp } from "./command.ts";
 import { formatCommandFailure } from "./api-client.ts";
 import { CliError } from "./errors.ts";
+import { resolveBenchCa, type BenchCa } from "./bench/ca.ts";
 import { Progress, type RunContext } from "./bench/context.ts";
+import { ISSUE_CONCURRENCY } from "./bench/device-certs.ts";
 import { runFanout, FANOUT_TOPIC } from "./bench/fanout.ts";
 import { Fleet } from "./bench/fleet.ts";
 import { runHandshake } from "./bench/handshake.ts";
@@ -18,7 +21,7 @@ import { benchDeviceId, DEVICE_PREFIX, randomSeedHex } from "./bench/keys.ts";
 import { COMMAND, DEFAULT_CONCURRENCY, globalTimeoutSeconds, minimumWorkers, OPTIONS, parseBenchArgs, type BenchConfig } from "./bench/options.ts";
 import { provisionDevices, removeDevices } from "./bench/provision.ts";
 import { runPush } from "./bench/push.ts";
-import { formatTable, type BenchReport } from "./bench/report.ts";
+import { formatTable, type BenchReport, type CertificatesSummary } from "./bench/report.ts";
 import { runSessions } from "./bench/sessions.ts";
 import { planSourceAddresses, type SourcePlan } from "./bench/source-addresses.ts";
 import { groupDigits } from "./bench/stats.ts";
@@ -35,14 +38,16 @@ function help(): string {
       `${COMMAND} <handshake|push|sessions|fanout> [--api URL] [--token JWT] [--config FILE | --data-dir DIR]`,
       "[--server HOST:PORT] [--devices N] [--duration S] [--count N] [--rate N] [--payload BYTES]",
       "[--workers N] [--source-addresses N] [--concurrency N] [--window N] [--verify] [--in-process [--store KIND]]",
-      "[--keep] [--json]",
+      "[--cert [--curve p256|p384] [--ca-dir DIR]] [--keep] [--json]",
     ],
     description:
-      "Load generator: simulated devices (our DTLS client with PSK, and the device protocol)\n" +
-      "in worker processes drive the daemon over real UDP. Devices bench-0 .. bench-<N-1> are\n" +
-      "registered through the API with a PSK derived from a random per-run seed, and removed\n" +
-      "afterwards unless --keep. Figures come from the devices and from the daemon's /metrics,\n" +
-      "so the bench needs an admin token (given, or minted from the local data directory).\n" +
+      "Load generator: simulated devices (our DTLS client with PSK or a certificate, and the\n" +
+      "device protocol) in worker processes drive the daemon over real UDP. Devices bench-0 ..\n" +
+      "bench-<N-1> are registered through the API with a PSK derived from a random per-run seed\n" +
+      "(--cert: with a certificate each, issued by the workers from the daemon's device CA),\n" +
+      "and removed afterwards unless --keep. Figures come from the devices and from the\n" +
+      "daemon's /metrics, so the bench needs an admin token (given, or minted from the local\n" +
+      "data directory).\n" +
       "Every device has a UDP socket of its own: against a server on 127.0.0.0/8 the devices\n" +
       "send from 127.0.0.1, 127.0.0.2, ... (one ephemeral port range's worth each), so one\n" +
       "machine can simulate 100 000 devices and more.\n" +
@@ -65,6 +70,7 @@ function help(): string {
       `${COMMAND} push --data-dir /tmp/d --devices 1000 --duration 10`,
       `${COMMAND} push --data-dir /tmp/d --devices 1000 --rate 500 --json`,
       `${COMMAND} handshake --data-dir /tmp/d --devices 1000`,
+      `${COMMAND} handshake --data-dir /tmp/d --devices 1000 --cert`,
       `${COMMAND} sessions --data-dir /tmp/d --devices 10000`,
       `${COMMAND} fanout --data-dir /tmp/d --devices 10000`,
       `${COMMAND} sessions --data-dir /tmp/d --devices 100000`,
@@ -174,9 +180,19 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
   try {
     target = c.inProcess
       ? await inProcessTarget({ store: c.store, configFile: c.access.configFile, connections })
-      : await apiTarget({ access: c.access, api: c.api, server: c.server, connections, env: process.env, cwd: process.cwd() });
+      : await apiTarget({ access: c.access, api: c.api, server: c.server, connections, env: process.env, cwd: process.cwd(), wantConfig: c.cert !== undefined && (c.access.explicit || c.cert.caDir === undefined) });
     const t = target;
     const sources = await sourcePlan(c, t.dtls.host);
+    // --cert: the CA, checked against the daemon's configuration before any device is registered
+    const ca: BenchCa | undefined =
+      c.cert === undefined
+        ? undefined
+        : await resolveBenchCa({
+            caDir: c.cert.caDir === undefined ? undefined : resolve(process.cwd(), c.cert.caDir),
+            // a configuration only found in the working directory is not taken for the daemon's once --ca-dir says which CA
+            config: t.kind === "in-process" || c.access.explicit || c.cert.caDir === undefined ? t.config : undefined,
+            daemon: t.kind === "in-process" ? "the in-process daemon" : `the daemon at ${formatApiUrl(t.apiUrl)}`,
+          });
     const seedHex = randomSeedHex();
     const indexes = Array.from({ length: c.devices }, (_, i) => i);
     const ids = indexes.map((i) => benchDeviceId(i));
@@ -191,7 +207,7 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
         http: t.http,
         indexes,
         prefix: DEVICE_PREFIX,
-        seedHex,
+        credential: ca === undefined ? { kind: "psk", seedHex } : { kind: "certificate" },
         topics: c.mode === "fanout" ? [FANOUT_TOPIC] : [],
         progress: (k) => (done = k),
         stop: abort.stopped,
@@ -202,9 +218,10 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
     const provisionSeconds = (performance.now() - tp) / 1000;
     if (abort.stopped()) throw new CliError(abort.reason() ?? "stopped");
 
-    // 2. the device workers
+    // 2. the device workers (with --cert they issue their devices' certificates first)
     const workers = c.workers ?? minimumWorkers(c.devices);
-    fleet = await Fleet.start({
+    const tw = performance.now();
+    const started = Fleet.launch({
       workers,
       indexes,
       prefix: DEVICE_PREFIX,
@@ -212,11 +229,46 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
       host: t.dtls.host,
       port: t.dtls.port,
       seedHex,
+      cert:
+        ca === undefined || c.cert === undefined
+          ? undefined
+          : { caCertPem: ca.certPem, caKeyPem: ca.keyPem, trustPem: ca.trustPem, curve: c.cert.curve, concurrency: ISSUE_CONCURRENCY },
       verify: c.verify,
       trackIds: c.mode === "fanout",
       statsIntervalMs: STATS_INTERVAL_MS,
       connectTimeoutMs: CONNECT_TIMEOUT_MS,
     });
+    fleet = started;
+    if (ca !== undefined) {
+      progress.start((s) => {
+        const p = started.certificates();
+        return `certificates: ${s.toFixed(1)} s, ${groupDigits(p.issued)} of ${groupDigits(c.devices)} issued${p.msEach === null ? "" : ` (${p.msEach.toFixed(2)} ms each)`}`;
+      });
+    }
+    try {
+      await started.ready();
+    } catch (e) {
+      if (abort.stopped()) throw new CliError(abort.reason() ?? "stopped");
+      throw e;
+    } finally {
+      progress.stop();
+    }
+    let certificates: CertificatesSummary | undefined;
+    if (ca !== undefined && c.cert !== undefined) {
+      const p = started.certificates();
+      const seconds = (performance.now() - tw) / 1000;
+      certificates = {
+        caDir: ca.dir,
+        curve: c.cert.curve,
+        issued: p.issued,
+        seconds: Math.round(seconds * 1000) / 1000,
+        msEach: p.msEach === null ? null : Math.round(p.msEach * 1000) / 1000,
+        perSecond: Math.round((p.issued / seconds) * 10) / 10,
+      };
+      progress.say(
+        `certificates: ${groupDigits(p.issued)} of ${groupDigits(c.devices)} issued in ${seconds.toFixed(1)} s (${p.msEach === null ? "-" : p.msEach.toFixed(2)} ms each, ${started.size} worker${started.size === 1 ? "" : "s"})`,
+      );
+    }
     const ctx: RunContext = { config: c, target: t, fleet, ids, seedHex, progress, stopped: abort.stopped, sleep: (ms) => abort.sleep(ms) };
 
     // 3. the load
@@ -230,6 +282,8 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
       sourceAddresses: Math.max(1, sources.addresses.length),
       payloadBytes: c.payloadBytes,
       verify: c.verify,
+      credentials: c.cert === undefined ? "psk" : `certificate (${c.cert.curve})`,
+      ...(certificates === undefined ? {} : { certificates }),
       provisionSeconds: Math.round(provisionSeconds * 1000) / 1000,
       clockOffsetMs: fleet.clockOffsets.map((o) => Math.round(o * 1000) / 1000),
     };

@@ -5,97 +5,13 @@
  * each other and with the daemon; devices are removed afterwards (or kept);
  * a rate-limited API and SIGINT end the run cleanly.
  */
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { Writable } from "node:stream";
+import { existsSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { issuePublisherToken } from "../../src/auth/publisher-tokens.ts";
-import { benchCommand } from "../../src/cli/bench.ts";
-import type { BenchReport } from "../../src/cli/bench/report.ts";
-import type { CliIo } from "../../src/cli/command.ts";
-import { main } from "../../src/cli/main.ts";
-import { loadConfig } from "../../src/daemon/config/index.ts";
-import { startDaemon, type Daemon } from "../../src/daemon/daemon.ts";
-import { createLogger } from "../../src/daemon/logger.ts";
+import { bench, benchDevices, runBench, startBenchDaemon, stopBenchDaemon, testIo, type BenchTestDaemon } from "./bench/harness.ts";
 
-interface Io extends CliIo {
-  out(): string;
-  err(): string;
-  signal(): void;
-}
-
-function testIo(): Io {
-  let out = "";
-  let err = "";
-  const handlers = new Set<(signal: string) => void>();
-  const sink = (append: (s: string) => void): Writable =>
-    new Writable({
-      write(chunk: Buffer | string, _enc, cb) {
-        append(String(chunk));
-        cb();
-      },
-    });
-  return {
-    stdout: sink((s) => (out += s)),
-    stderr: sink((s) => (err += s)),
-    stdin: () => {
-      throw new Error("no stdin");
-    },
-    onShutdownSignal(handler) {
-      handlers.add(handler);
-      return () => handlers.delete(handler);
-    },
-    out: () => out,
-    err: () => err,
-    signal: () => {
-      for (const h of [...handlers]) h("SIGINT");
-    },
-  };
-}
-
-interface TestDaemon {
-  daemon: Daemon;
-  dir: string;
-  args: string[];
-}
-
-async function start(rateLimitPerMinute = 0): Promise<TestDaemon> {
-  const dir = mkdtempSync(join(tmpdir(), "dtlspush-bench-test-"));
-  const config = await loadConfig({
-    env: { DTLSPUSH_STORE_KIND: "memory", DTLSPUSH_HTTP_RATE_LIMIT_PER_MINUTE: String(rateLimitPerMinute) },
-    flags: { dataDir: join(dir, "data"), listen: "127.0.0.1:0", http: "127.0.0.1:0", logLevel: "silent" },
-    cwd: dir,
-  });
-  const daemon = await startDaemon(config, { logger: createLogger({ level: "silent" }) });
-  const { token } = await issuePublisherToken(daemon.push.publisherKeys, { subject: "bench-test", scopes: ["admin"], now: Date.now(), ttlSeconds: 600 });
-  const args = ["--api", `http://127.0.0.1:${daemon.http.address().port}`, "--token", token, "--server", `127.0.0.1:${daemon.push.address().port}`];
-  return { daemon, dir, args };
-}
-
-async function stop(d: TestDaemon): Promise<void> {
-  await d.daemon.stop();
-  rmSync(d.dir, { recursive: true, force: true });
-}
-
-/** The CLI's dispatcher with only the bench command: errors are reported as `dtlspush` reports them. */
-function runBench(argv: string[], io: Io): Promise<number> {
-  return main(["bench", ...argv], io, { root: { kind: "group", name: "dtlspush", summary: "", children: [benchCommand] } });
-}
-
-async function bench(argv: string[]): Promise<{ code: number; report: BenchReport; io: Io }> {
-  const io = testIo();
-  const code = await runBench(argv, io);
-  if (code !== 0) throw new Error(`bench exited ${code}: ${io.err()}`);
-  return { code, report: JSON.parse(io.out()) as BenchReport, io };
-}
-
-function benchDevices(d: TestDaemon): string[] {
-  return d.daemon.push.registry
-    .list()
-    .map((x) => x.id)
-    .filter((id) => id.startsWith("bench-"));
-}
+type TestDaemon = BenchTestDaemon;
+const start = (rateLimitPerMinute = 0): Promise<TestDaemon> => startBenchDaemon({ rateLimitPerMinute });
+const stop = stopBenchDaemon;
 
 describe("dtlspush bench against a running daemon", () => {
   let d: TestDaemon;
@@ -214,7 +130,7 @@ describe("dtlspush bench against a running daemon", () => {
     const io = testIo();
     const code = await runBench(["sessions", ...d.args, "--devices", "2", "--duration", "0.2"], io);
     expect(code).toBe(0);
-    expect(io.out()).toMatch(/^dtlspush bench sessions: 2 devices, 1 worker, API http:\/\/127\.0\.0\.1:\d+, DTLS 127\.0\.0\.1:\d+, payload 100 B\n/);
+    expect(io.out()).toMatch(/^dtlspush bench sessions: 2 devices, 1 worker, API http:\/\/127\.0\.0\.1:\d+, DTLS 127\.0\.0\.1:\d+, psk, payload 100 B\n/);
     expect(io.out()).toMatch(/idle sessions held\s+2 for 0.2 s/);
     expect(io.out()).toMatch(/resident memory per session/);
   });

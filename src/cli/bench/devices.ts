@@ -5,16 +5,25 @@
  * over. Sends of all devices are flushed together once per event-loop turn,
  * and one coarse timer serves every session's deadlines.
  */
-import { connect, type DtlsConnection } from "../../dtls/index.ts";
+import { connect, type ConnectOptions, type DtlsConnection } from "../../dtls/index.ts";
 import { DeviceSession, type PushVerdict } from "../../messaging/device-session.ts";
 import { createPushVerifier } from "../../messaging/push-verifier.ts";
 import { errorCodeName, type Push } from "../../wire/index.ts";
 import { benchNow } from "./ipc.ts";
 import { readStamp } from "./stamp.ts";
 
+/**
+ * How a device authenticates: a PSK (identity = device id), or its own
+ * certificate and key (PEM) with the CA certificate(s) it trusts for the
+ * server's; then only the certificate suites are offered.
+ */
+export type DeviceCredential =
+  | { readonly kind: "psk"; readonly key: Uint8Array }
+  | { readonly kind: "certificate"; readonly cert: string; readonly key: string; readonly ca: string };
+
 export interface DeviceIdentity {
   readonly id: string;
-  readonly key: Uint8Array;
+  readonly credential: DeviceCredential;
   /** the local address its socket binds (undefined: the system picks) */
   readonly localAddress?: string | undefined;
 }
@@ -135,13 +144,7 @@ export class DeviceFleet {
         started++;
         const t0 = performance.now();
         try {
-          const conn = await connect({
-            host: this.o.host,
-            port: this.o.port,
-            localAddress: d.identity.localAddress,
-            psk: { identity: d.identity.id, key: d.identity.key },
-            timeoutMs: this.o.connectTimeoutMs,
-          });
+          const conn = await connect(this.connectOptions(d));
           result.handshakeMs.push(performance.now() - t0);
           result.ok++;
           conn.on("error", () => undefined);
@@ -157,15 +160,15 @@ export class DeviceFleet {
     return result;
   }
 
+  private connectOptions(d: SimDevice): ConnectOptions {
+    const c = d.identity.credential;
+    const base = { host: this.o.host, port: this.o.port, localAddress: d.identity.localAddress, timeoutMs: this.o.connectTimeoutMs };
+    return c.kind === "psk" ? { ...base, psk: { identity: d.identity.id, key: c.key } } : { ...base, cert: c.cert, key: c.key, ca: c.ca };
+  }
+
   /** One session: DTLS, then Hello; resolves at the Welcome. */
   private async open(d: SimDevice): Promise<void> {
-    const conn = await connect({
-      host: this.o.host,
-      port: this.o.port,
-      localAddress: d.identity.localAddress,
-      psk: { identity: d.identity.id, key: d.identity.key },
-      timeoutMs: this.o.connectTimeoutMs,
-    });
+    const conn = await connect(this.connectOptions(d));
     const session = new DeviceSession({
       hwm: 0,
       verify: this.verify,

@@ -7,7 +7,7 @@
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { CliError } from "../errors.ts";
-import { benchNow, type ParentMessage, type WorkerDone, type WorkerInit, type WorkerMessage, type WorkerStats } from "./ipc.ts";
+import { benchNow, type ParentMessage, type WorkerCertInit, type WorkerDone, type WorkerInit, type WorkerMessage, type WorkerStats } from "./ipc.ts";
 
 /** Most devices one worker simulates: each has its own UDP socket, and a process has few file descriptors (ulimit -n). */
 export const MAX_DEVICES_PER_WORKER = 15_000;
@@ -24,6 +24,8 @@ export interface FleetOptions {
   readonly host: string;
   readonly port: number;
   readonly seedHex: string;
+  /** certificates instead of PSKs: each worker issues its devices' at start */
+  readonly cert: WorkerCertInit | undefined;
   readonly verify: boolean;
   readonly trackIds: boolean;
   readonly statsIntervalMs: number;
@@ -60,6 +62,16 @@ interface Worker {
   ok: number;
   failed: number;
   exited: boolean;
+  /** certificates issued at start so far, and the worker's time spent on it, ms */
+  issued: number;
+  issueMs: number;
+}
+
+/** How issuing the devices' certificates went, all workers together. */
+export interface IssueSummary {
+  readonly issued: number;
+  /** the workers' issuing time per certificate, ms (each worker's time / its certificates, over all) */
+  readonly msEach: number | null;
 }
 
 /** The worker entry next to this module, in the same form (.ts from the sources, .js when built). */
@@ -80,19 +92,47 @@ export class Fleet {
   onStats: (() => void) | undefined;
   /** a worker died: the error */
   private failure: Error | undefined;
+  /** every worker's "ready" */
+  private readyAll: Promise<unknown> = Promise.resolve();
 
   private constructor() {}
 
-  /** Forks the workers, gives each its devices, measures the clock offsets. */
-  static async start(o: FleetOptions): Promise<Fleet> {
+  /**
+   * Forks the workers and gives each its devices; `ready()` waits until they
+   * have set them up (with --cert: issued their certificates) and measures the
+   * clock offsets. In two steps so that the fleet can be closed meanwhile.
+   */
+  static launch(o: FleetOptions): Fleet {
     const fleet = new Fleet();
     try {
-      await fleet.spawn(o);
+      fleet.spawn(o);
     } catch (e) {
       fleet.kill();
       throw e;
     }
     return fleet;
+  }
+
+  /** Resolves when every worker is ready and the clock offsets are measured; kills the workers when one failed. */
+  async ready(): Promise<void> {
+    try {
+      await this.readyAll;
+      await Promise.all(this.workers.map((w) => this.calibrate(w)));
+    } catch (e) {
+      this.kill();
+      throw e;
+    }
+  }
+
+  /** Certificates issued so far (final once `ready()` resolved). */
+  certificates(): IssueSummary {
+    let issued = 0;
+    let workerMs = 0;
+    for (const w of this.workers) {
+      issued += w.issued;
+      workerMs += w.issueMs;
+    }
+    return { issued, msEach: issued > 0 ? workerMs / issued : null };
   }
 
   get size(): number {
@@ -104,7 +144,7 @@ export class Fleet {
     return this.workers.map((w) => w.offset);
   }
 
-  private async spawn(o: FleetOptions): Promise<void> {
+  private spawn(o: FleetOptions): void {
     const entry = workerEntry();
     const n = Math.max(1, Math.min(o.workers, o.indexes.length));
     const shares: number[][] = Array.from({ length: n }, () => []);
@@ -115,7 +155,7 @@ export class Fleet {
         execArgv: [],
         stdio: ["ignore", "ignore", "inherit", "ipc"],
       });
-      const w: Worker = { index: k, child, offset: 0, ok: 0, failed: 0, exited: false };
+      const w: Worker = { index: k, child, offset: 0, ok: 0, failed: 0, exited: false, issued: 0, issueMs: 0 };
       this.workers.push(w);
       child.on("message", (m: WorkerMessage) => this.onMessage(w, m));
       child.on("exit", (code, signal) => {
@@ -140,6 +180,7 @@ export class Fleet {
         indexes: shares[k] as number[],
         sourceAddresses: o.sourceAddresses,
         seedHex: o.seedHex,
+        cert: o.cert,
         verify: o.verify,
         trackIds: o.trackIds,
         statsIntervalMs: o.statsIntervalMs,
@@ -147,8 +188,9 @@ export class Fleet {
       };
       child.send(init);
     }
-    await Promise.all(this.workers.map((w) => this.next(w, "ready")));
-    await Promise.all(this.workers.map((w) => this.calibrate(w)));
+    // waited for from now on: a "ready" is not lost when ready() is called later
+    this.readyAll = Promise.all(this.workers.map((w) => this.next(w, "ready")));
+    this.readyAll.catch(() => undefined);
   }
 
   /** NTP-style: the sample with the shortest round trip gives the offset. */
@@ -181,6 +223,11 @@ export class Fleet {
       case "progress":
         w.ok = m.ok;
         w.failed = m.failed;
+        break;
+      case "issued":
+      case "ready":
+        w.issued = m.issued;
+        w.issueMs = m.issueMs;
         break;
       case "failure":
         this.failure = new CliError(`bench worker ${w.index}: ${m.message}`);

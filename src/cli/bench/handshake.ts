@@ -6,6 +6,7 @@
  */
 import type { RunContext } from "./context.ts";
 import { DEFAULT_CONCURRENCY } from "./options.ts";
+import { countIncrease } from "./prometheus.ts";
 import { distribution, groupDigits, round, roundedDistribution } from "./stats.ts";
 
 export interface HandshakeResult {
@@ -20,6 +21,8 @@ export interface HandshakeResult {
   readonly daemonHandshakes: number;
   /** the daemon's failed handshakes (any other result) */
   readonly daemonFailures: number;
+  /** the daemon's completed handshakes by cipher suite (dtlspush_handshakes_total{result="ok"} increase) */
+  readonly daemonHandshakesBySuite: Readonly<Record<string, number>>;
   /** daemon CPU per handshake it completed, µs */
   readonly daemonCpuPerHandshakeMicros: number | null;
   readonly daemonCpuCores: number | null;
@@ -61,6 +64,7 @@ export async function runHandshake(ctx: RunContext): Promise<HandshakeResult> {
     handshakesPerSecond: round(r.ok / seconds, 1) ?? 0,
     daemonHandshakes,
     daemonFailures: m1.handshakesFailed - m0.handshakesFailed,
+    daemonHandshakesBySuite: countIncrease(m0.handshakesBySuite, m1.handshakesBySuite),
     daemonCpuPerHandshakeMicros: daemonHandshakes > 0 ? round((cpu * 1e6) / daemonHandshakes, 1) : null,
     daemonCpuCores: round(cpu / seconds),
     workersCpuCores: round((w1.cpuSeconds - w0.cpuSeconds) / seconds),

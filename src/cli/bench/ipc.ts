@@ -20,6 +20,8 @@ export interface WorkerInit {
   readonly sourceAddresses: readonly string[];
   /** hex of the run's random seed; PSKs are derived from it and the device id */
   readonly seedHex: string;
+  /** certificates instead of PSKs: the worker issues one per device at init */
+  readonly cert: WorkerCertInit | undefined;
   /** verify push signatures (off: accepted unchecked) */
   readonly verify: boolean;
   /** remember the message ids each device received, to count duplicates (fanout) */
@@ -28,6 +30,21 @@ export interface WorkerInit {
   readonly statsIntervalMs: number;
   /** one DTLS handshake (and Hello/Welcome) may take this long, ms */
   readonly connectTimeoutMs: number;
+}
+
+/**
+ * The CA the worker issues its devices' certificates with, and what they
+ * trust for the server. Only over IPC: nothing is written to disk.
+ */
+export interface WorkerCertInit {
+  /** the CA certificate and its PKCS#8 private key, PEM */
+  readonly caCertPem: string;
+  readonly caKeyPem: string;
+  /** PEM CA certificate(s) the server's certificate must lead to */
+  readonly trustPem: string;
+  readonly curve: "p256" | "p384";
+  /** certificates issued at a time in one worker */
+  readonly concurrency: number;
 }
 
 /** Connect every device (DTLS handshake, then Hello until Welcome) and keep it connected. */
@@ -74,8 +91,20 @@ export interface IdCount {
   readonly duplicates: number;
 }
 
+/** Devices set up; with certificates, how issuing them went. */
 export interface WorkerReady {
   readonly t: "ready";
+  /** certificates issued (0 without --cert) */
+  readonly issued: number;
+  /** the worker's wall time spent issuing them, ms */
+  readonly issueMs: number;
+}
+
+/** Progress of issuing certificates at init (cumulative). */
+export interface WorkerIssued {
+  readonly t: "issued";
+  readonly issued: number;
+  readonly issueMs: number;
 }
 
 /** Progress of a connect or churn command (cumulative for the command). */
@@ -136,7 +165,7 @@ export interface WorkerFailure {
   readonly message: string;
 }
 
-export type WorkerMessage = WorkerReady | WorkerProgress | WorkerDone | WorkerStats | WorkerFlushed | WorkerClock | WorkerClosed | WorkerFailure;
+export type WorkerMessage = WorkerReady | WorkerIssued | WorkerProgress | WorkerDone | WorkerStats | WorkerFlushed | WorkerClock | WorkerClosed | WorkerFailure;
 
 /** The clock every bench process uses for latencies: wall-clock milliseconds with sub-ms resolution. */
 export function benchNow(): number {

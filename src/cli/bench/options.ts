@@ -1,5 +1,5 @@
 /** `dtlspush bench` command line: options, defaults and checks (pure). */
-import { booleanOption, expectPositionals, parseCommandLine, parseHostPort, parseInteger, stringOption, type HostPort, type IntegerRange, type OptionSpecs } from "../args.ts";
+import { booleanOption, expectPositionals, parseCommandLine, parseHostPort, parseInteger, stringOption, type HostPort, type IntegerRange, type OptionSpecs, type ParsedCommandLine } from "../args.ts";
 import { PROGRAM } from "../command.ts";
 import { API_OPTIONS, DATA_DIR_OPTIONS, parseApiOptions, parseDataDirOptions, type ApiOptions, type DataDirOptions, type Env } from "../daemon-access.ts";
 import { UsageError } from "../errors.ts";
@@ -8,6 +8,10 @@ import { MAX_SOURCE_ADDRESSES } from "./source-addresses.ts";
 import { MIN_STAMPED_PAYLOAD } from "./stamp.ts";
 
 export const COMMAND = `${PROGRAM} bench`;
+/** The key curves of device certificates (`--curve`). */
+export const CERT_CURVES = ["p256", "p384"] as const;
+export type CertCurve = (typeof CERT_CURVES)[number];
+export const DEFAULT_CERT_CURVE: CertCurve = "p256";
 export const BENCH_MODES = ["handshake", "push", "sessions", "fanout"] as const;
 export type BenchMode = (typeof BENCH_MODES)[number];
 
@@ -73,6 +77,19 @@ default: enough for the devices, one per ephemeral port range's worth)`,
 ${DEFAULT_WINDOW_PER_DEVICE} per device, at most ${DEFAULT_WINDOW})`,
   },
   verify: { type: "boolean", description: "Devices verify push signatures (default off: the device's cost)" },
+  cert: {
+    type: "boolean",
+    description: `Devices authenticate with X.509 certificates instead of PSKs: each
+gets a key and a certificate from the daemon's device CA, issued
+in the workers at start (see --ca-dir)`,
+  },
+  curve: { type: "string", value: "CURVE", description: `--cert: the devices' key curve, ${CERT_CURVES.join(" or ")} (default ${DEFAULT_CERT_CURVE})` },
+  "ca-dir": {
+    type: "string",
+    value: "DIR",
+    description: `--cert: directory with the CA's ca.pem and ca.key (default: the
+daemon's development CA, dtls.certs_dir of the configuration)`,
+  },
   "in-process": {
     type: "boolean",
     description: "Start the daemon inside the bench process (temporary data\ndirectory) and publish by calling it directly",
@@ -103,11 +120,34 @@ export interface BenchConfig {
   /** undefined: from the device count */
   readonly window: number | undefined;
   readonly verify: boolean;
+  /** --cert: devices use certificates (key curve, and --ca-dir if given); undefined: PSKs */
+  readonly cert: BenchCertOptions | undefined;
   readonly inProcess: boolean;
   readonly store: "sqlite" | "memory";
   readonly keep: boolean;
   readonly timeoutSeconds: number | undefined;
   readonly json: boolean;
+}
+
+export interface BenchCertOptions {
+  readonly curve: CertCurve;
+  /** --ca-dir as given (relative to the working directory); undefined: the daemon's development CA */
+  readonly caDir: string | undefined;
+}
+
+function parseCert(values: ParsedCommandLine["values"]): BenchCertOptions | undefined {
+  const cert = booleanOption(values, "cert");
+  const curveText = stringOption(values, "curve");
+  const caDir = stringOption(values, "ca-dir");
+  if (!cert) {
+    if (curveText !== undefined) throw new UsageError("--curve: only with --cert");
+    if (caDir !== undefined) throw new UsageError("--ca-dir: only with --cert");
+    return undefined;
+  }
+  const curve = curveText === undefined ? DEFAULT_CERT_CURVE : CERT_CURVES.find((c) => c === curveText);
+  if (curve === undefined) throw new UsageError(`--curve: '${curveText}' is not ${CERT_CURVES.join(" or ")}`);
+  if (caDir === "") throw new UsageError("--ca-dir: the directory is empty");
+  return { curve, caDir };
 }
 
 function parseSeconds(text: string, label: string, max: number): number {
@@ -182,6 +222,7 @@ export function parseBenchArgs(argv: readonly string[], env: Env = {}): BenchCon
     sourceAddresses: int("source-addresses", SOURCE_ADDRESSES_RANGE),
     window: windowValue,
     verify: booleanOption(values, "verify"),
+    cert: parseCert(values),
     inProcess,
     store: storeText === "memory" ? "memory" : "sqlite",
     keep: booleanOption(values, "keep"),
@@ -198,6 +239,14 @@ export function parseBenchArgs(argv: readonly string[], env: Env = {}): BenchCon
  */
 const MS_PER_DEVICE_STEP = 2;
 
+/**
+ * --cert: time allowed per device, ms, to issue its certificate (a worker
+ * issues ~150 a second on one core, ~7 ms each) and for the certificate
+ * handshake costing more than a PSK one. The bound assumes one core for all
+ * workers together.
+ */
+const CERT_MS_PER_DEVICE = 12;
+
 /** fanout: how long one round may take until every device received it, and again until the daemon counted every ack, ms. */
 export function fanoutRoundMs(devices: number): number {
   return 30_000 + devices * 0.2;
@@ -206,7 +255,7 @@ export function fanoutRoundMs(devices: number): number {
 /** The bound on the whole run: provisioning and connecting every device, the load, and the clean-up. */
 export function globalTimeoutSeconds(c: BenchConfig): number {
   if (c.timeoutSeconds !== undefined) return c.timeoutSeconds;
-  const perDevice = c.devices * 3 * MS_PER_DEVICE_STEP;
+  const perDevice = c.devices * (3 * MS_PER_DEVICE_STEP + (c.cert !== undefined ? CERT_MS_PER_DEVICE : 0));
   const fanout = c.mode === "fanout" ? (c.count ?? 1) * 2 * fanoutRoundMs(c.devices) : 0;
   return Math.ceil(60 + c.durationSeconds * 2 + (perDevice + fanout) / 1000);
 }

@@ -49,12 +49,34 @@ export interface DaemonSnapshot {
   readonly heapUsedBytes: number;
   readonly handshakesOk: number;
   readonly handshakesFailed: number;
+  /** completed handshakes by cipher suite */
+  readonly handshakesBySuite: Readonly<Record<string, number>>;
   readonly pushesSent: number;
   readonly pushesAcked: number;
   readonly pushesRetransmitted: number;
   readonly published: number;
   readonly sessions: number;
   readonly devicesOnline: number;
+}
+
+function bySuite(samples: readonly Sample[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const x of samples) {
+    if (x.name !== "dtlspush_handshakes_total" || x.labels["result"] !== "ok") continue;
+    const suite = x.labels["suite"] ?? "";
+    out[suite] = (out[suite] ?? 0) + x.value;
+  }
+  return out;
+}
+
+/** What each count grew by from `before` to `after` (keys with no growth left out). */
+export function countIncrease(before: Readonly<Record<string, number>>, after: Readonly<Record<string, number>>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after)) {
+    const d = v - (before[k] ?? 0);
+    if (d > 0) out[k] = d;
+  }
+  return out;
 }
 
 export function snapshotOf(text: string, at: number): DaemonSnapshot {
@@ -69,6 +91,7 @@ export function snapshotOf(text: string, at: number): DaemonSnapshot {
     heapUsedBytes: v("nodejs_heap_size_used_bytes"),
     handshakesOk: ok,
     handshakesFailed: handshakes - ok,
+    handshakesBySuite: bySuite(s),
     pushesSent: v("dtlspush_pushes_sent_total"),
     pushesAcked: v("dtlspush_pushes_acked_total"),
     pushesRetransmitted: v("dtlspush_pushes_retransmitted_total"),

@@ -1,7 +1,8 @@
 /**
  * Registers the bench devices through the API (PUT /v1/devices/bench-<i>
- * with the run's PSK and topics) and removes them again (DELETE), a bounded
- * number of requests at a time.
+ * with the run's PSK, or the identity of the device's certificate, and
+ * topics) and removes them again (DELETE), a bounded number of requests at a
+ * time.
  */
 import { ApiError } from "../api-client.ts";
 import { CliError } from "../errors.ts";
@@ -32,11 +33,33 @@ export async function runPool(n: number, concurrency: number, task: (i: number) 
   if (failure !== undefined) throw failure.error;
 }
 
+/** What the devices are registered with: PSKs derived from the run's seed, or their certificates' identity. */
+export type ProvisionCredential = { readonly kind: "psk"; readonly seedHex: string } | { readonly kind: "certificate" };
+
+/**
+ * The identity the daemon's DTLS server reports for a bench device's
+ * certificate. The daemon leaves ListenOptions.clientIdentity at its default,
+ * the subject CN, and the workers issue every device's certificate with
+ * CN = the device id: so the identity is the id, known here before any
+ * certificate exists, and devices are registered before the workers issue
+ * their certificates (a fingerprint identity would have to wait for them).
+ */
+export function certificateIdentity(id: string): string {
+  return id;
+}
+
+/** The PUT body that registers device `id`. */
+export async function registrationBody(id: string, credential: ProvisionCredential, topics: readonly string[]): Promise<string> {
+  if (credential.kind === "certificate") return JSON.stringify({ certificate: { identity: certificateIdentity(id) }, topics, revoked: false });
+  const key = await deriveDeviceKey(credential.seedHex, id);
+  return JSON.stringify({ psk: { keyHex: Buffer.from(key).toString("hex") }, topics, revoked: false });
+}
+
 export interface ProvisionOptions {
   readonly http: BenchHttpClient;
   readonly indexes: readonly number[];
   readonly prefix: string;
-  readonly seedHex: string;
+  readonly credential: ProvisionCredential;
   readonly topics: readonly string[];
   readonly progress: (done: number) => void;
   readonly stop: () => boolean;
@@ -52,7 +75,7 @@ function explain(e: unknown, what: string): unknown {
   return e;
 }
 
-/** PUT every device with its PSK and `topics` (an existing bench device is overwritten). */
+/** PUT every device with its credential and `topics` (an existing bench device is overwritten). */
 export async function provisionDevices(o: ProvisionOptions): Promise<void> {
   let done = 0;
   await runPool(
@@ -60,8 +83,7 @@ export async function provisionDevices(o: ProvisionOptions): Promise<void> {
     PROVISION_CONCURRENCY,
     async (k) => {
       const id = benchDeviceId(o.indexes[k] as number, o.prefix);
-      const key = await deriveDeviceKey(o.seedHex, id);
-      const body = JSON.stringify({ psk: { keyHex: Buffer.from(key).toString("hex") }, topics: o.topics, revoked: false });
+      const body = await registrationBody(id, o.credential, o.topics);
       try {
         await o.http.request("PUT", `/v1/devices/${encodeURIComponent(id)}`, body);
       } catch (e) {
@@ -74,7 +96,7 @@ export async function provisionDevices(o: ProvisionOptions): Promise<void> {
 }
 
 /** DELETE every device; an already missing one counts as removed. Resolves with the failures. */
-export async function removeDevices(o: Omit<ProvisionOptions, "seedHex" | "topics">): Promise<{ removed: number; failed: number }> {
+export async function removeDevices(o: Omit<ProvisionOptions, "credential" | "topics">): Promise<{ removed: number; failed: number }> {
   let removed = 0;
   let failed = 0;
   await runPool(

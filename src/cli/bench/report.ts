@@ -18,6 +18,10 @@ export interface BenchReport {
   readonly sourceAddresses: number;
   readonly payloadBytes: number;
   readonly verify: boolean;
+  /** how the devices authenticate: "psk", or "certificate (p256)" / "certificate (p384)" */
+  readonly credentials: string;
+  /** --cert: the device certificates issued at start */
+  readonly certificates?: CertificatesSummary;
   /** seconds to register the devices through the API */
   readonly provisionSeconds: number;
   /** each worker's clock minus the bench's, ms (latencies are corrected by it) */
@@ -26,6 +30,19 @@ export interface BenchReport {
   readonly push?: PushResult;
   readonly sessions?: SessionsResult;
   readonly fanout?: FanoutResult;
+}
+
+/** How issuing the devices' certificates went (--cert). */
+export interface CertificatesSummary {
+  /** where the CA's ca.pem and ca.key were read */
+  readonly caDir: string;
+  readonly curve: string;
+  readonly issued: number;
+  /** from the first worker starting to the last one done, seconds */
+  readonly seconds: number;
+  /** a worker's time per certificate, ms (issued ISSUE_CONCURRENCY at a time) */
+  readonly msEach: number | null;
+  readonly perSecond: number;
 }
 
 type Row = readonly [string, string];
@@ -42,7 +59,22 @@ function connectRows(c: { ok: number; failed: number; seconds: number; perSecond
   ];
 }
 
+function certificateRows(r: BenchReport): Row[] {
+  const c = r.certificates;
+  if (c === undefined) return [];
+  return [["device certificates issued", `${n(c.issued)} in ${c.seconds.toFixed(1)} s, ${n(c.perSecond)}/s (${c.msEach === null ? "-" : `${c.msEach.toFixed(2)} ms`} each in a worker)`]];
+}
+
 function modeRows(r: BenchReport): Row[] {
+  return [...certificateRows(r), ...loadRows(r)];
+}
+
+function suiteText(bySuite: Readonly<Record<string, number>>): string {
+  const entries = Object.entries(bySuite).sort((a, b) => b[1] - a[1]);
+  return entries.length === 0 ? "-" : entries.map(([suite, k]) => `${suite} ${n(k)}`).join(", ");
+}
+
+function loadRows(r: BenchReport): Row[] {
   if (r.handshake !== undefined) {
     const h = r.handshake;
     return [
@@ -50,6 +82,7 @@ function modeRows(r: BenchReport): Row[] {
       ["handshakes/s", n(h.handshakesPerSecond)],
       ["handshake time p50 / p99 / p99.9", `${ms(h.handshakeMs.p50)} / ${ms(h.handshakeMs.p99)} / ${ms(h.handshakeMs.p999)}`],
       ["daemon handshakes (ok / failed)", `${n(h.daemonHandshakes)} / ${n(h.daemonFailures)}`],
+      ["daemon handshakes by suite", suiteText(h.daemonHandshakesBySuite)],
       ["daemon CPU per handshake", us(h.daemonCpuPerHandshakeMicros)],
       ["daemon CPU", cores(h.daemonCpuCores)],
       ["device workers CPU", cores(h.workersCpuCores)],
@@ -120,7 +153,7 @@ function lostRows(reasons: Readonly<Record<string, number>>): Row[] {
 /** The human-readable result table. */
 export function formatTable(r: BenchReport): string {
   const where = r.target === "in-process" ? "daemon in this process" : `API ${r.api}`;
-  const head = `dtlspush bench ${r.mode}: ${n(r.devices)} devices, ${r.workers} worker${r.workers === 1 ? "" : "s"}${r.sourceAddresses > 1 ? ` on ${r.sourceAddresses} source addresses` : ""}, ${where}, DTLS ${r.server}, payload ${r.payloadBytes} B${r.verify ? ", signatures verified" : ""}`;
+  const head = `dtlspush bench ${r.mode}: ${n(r.devices)} devices, ${r.workers} worker${r.workers === 1 ? "" : "s"}${r.sourceAddresses > 1 ? ` on ${r.sourceAddresses} source addresses` : ""}, ${where}, DTLS ${r.server}, ${r.credentials}, payload ${r.payloadBytes} B${r.verify ? ", signatures verified" : ""}`;
   const rows = modeRows(r);
   const width = Math.max(...rows.map(([k]) => k.length));
   return `${[head, ...rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}`)].join("\n")}\n`;

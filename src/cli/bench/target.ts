@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ApiError, formatApiUrl, isLoopbackUrl } from "../api-client.ts";
 import type { HostPort } from "../args.ts";
+import type { DaemonConfig } from "../../daemon/config/index.ts";
 import { DaemonAccess, type ApiOptions, type DataDirOptions, type Env } from "../daemon-access.ts";
 import { CliError } from "../errors.ts";
 import { BenchHttpClient } from "./http-client.ts";
@@ -26,6 +27,12 @@ export interface BenchTarget {
   readonly dtls: HostPort;
   /** API client (admin token) with `connections` keep-alive sockets */
   readonly http: BenchHttpClient;
+  /**
+   * The daemon's configuration, when it is known: the one it was started with
+   * (in process), or the local one (--config/--data-dir, or an API on this
+   * machine) when asked for with `wantConfig`.
+   */
+  readonly config: DaemonConfig | undefined;
   /** the daemon's figures from /metrics */
   snapshot(): Promise<DaemonSnapshot>;
   /** one message to one device; resolves when the daemon has it durably */
@@ -68,6 +75,8 @@ export async function apiTarget(o: {
   connections: number;
   env: Env;
   cwd: string;
+  /** load the daemon's configuration (when it can be the daemon's) for `config` */
+  wantConfig?: boolean;
 }): Promise<BenchTarget> {
   const access = new DaemonAccess(o.access, o.api, o.env, o.cwd);
   try {
@@ -86,6 +95,8 @@ export async function apiTarget(o: {
     if (!isLoopbackUrl(url) && o.server === undefined) {
       throw new CliError(`the API ${formatApiUrl(url)} is not on this machine: give the daemon's DTLS address with --server HOST:PORT`);
     }
+    // as for minting a token: the local configuration is the daemon's when named, or when the API is on this machine
+    const config = o.wantConfig === true && (o.access.explicit || isLoopbackUrl(url)) ? await access.loadConfig() : undefined;
     const http = new BenchHttpClient(url, token, o.connections);
     try {
       await http.request("GET", "/healthz");
@@ -99,6 +110,7 @@ export async function apiTarget(o: {
       apiUrl: url,
       dtls,
       http,
+      config,
       snapshot: async () => snapshotOf(await metricsText(http, url), benchNow()),
       publishToDevice: (device, payload) =>
         http.request("POST", `/v1/devices/${encodeURIComponent(device)}/messages`, publishBody(payload)).then(
@@ -153,6 +165,7 @@ export async function inProcessTarget(o: { store: "sqlite" | "memory"; configFil
       apiUrl: url,
       dtls: { host: "127.0.0.1", port: d.port },
       http,
+      config,
       snapshot: async () => snapshotOf(await daemon.metrics.text(), benchNow()),
       publishToDevice: (device, payload) => daemon.push.publish({ target: { device }, payload: utf8.encode(payload), publisher: BENCH_PUBLISHER }).then(() => undefined),
       publishToTopic: async (topic, payload, id) => {

@@ -4,7 +4,8 @@
  * the parent's commands (ipc.ts) and reports in batches. It exits when the
  * parent says "close" or goes away.
  */
-import { DeviceFleet, type DeviceIdentity } from "./devices.ts";
+import { issueCertificateCredentials } from "./device-certs.ts";
+import { DeviceFleet, type DeviceCredential, type DeviceIdentity } from "./devices.ts";
 import { benchNow, type ParentMessage, type WorkerInit, type WorkerMessage } from "./ipc.ts";
 import { benchDeviceId, deriveDeviceKey } from "./keys.ts";
 import { sourceAddressOf } from "./source-addresses.ts";
@@ -52,14 +53,33 @@ function progressReporter(): (ok: number, failed: number) => void {
 }
 
 async function init(m: WorkerInit): Promise<void> {
-  const identities: DeviceIdentity[] = [];
-  for (const i of m.indexes) {
-    const id = benchDeviceId(i, m.prefix);
-    identities.push({ id, key: await deriveDeviceKey(m.seedHex, id), localAddress: sourceAddressOf(m.sourceAddresses, i) });
+  const ids = m.indexes.map((i) => benchDeviceId(i, m.prefix));
+  let credentials: DeviceCredential[];
+  let issued = 0;
+  let issueMs = 0;
+  if (m.cert !== undefined) {
+    let last = 0;
+    const r = await issueCertificateCredentials(m.cert, ids, (p) => {
+      const now = performance.now();
+      if (now - last < PROGRESS_MS && p.issued < ids.length) return;
+      last = now;
+      send({ t: "issued", issued: p.issued, issueMs: p.issueMs });
+    });
+    credentials = r.credentials;
+    issued = credentials.length;
+    issueMs = r.issueMs;
+  } else {
+    credentials = [];
+    for (const id of ids) credentials.push({ kind: "psk", key: await deriveDeviceKey(m.seedHex, id) });
   }
+  const identities: DeviceIdentity[] = ids.map((id, k) => ({
+    id,
+    credential: credentials[k] as DeviceCredential,
+    localAddress: sourceAddressOf(m.sourceAddresses, m.indexes[k] as number),
+  }));
   fleet = new DeviceFleet(identities, { host: m.host, port: m.port, verify: m.verify, trackIds: m.trackIds, connectTimeoutMs: m.connectTimeoutMs });
   statsTimer = setInterval(sendStats, m.statsIntervalMs);
-  send({ t: "ready" });
+  send({ t: "ready", issued, issueMs });
 }
 
 function close(): void {

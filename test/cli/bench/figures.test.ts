@@ -1,7 +1,7 @@
 /** The bench's pure helpers: payload time stamps, device keys, /metrics parsing, percentiles, the result table. */
 import { describe, expect, it } from "vitest";
 import { benchDeviceId, deriveDeviceKey, randomSeedHex } from "../../../src/cli/bench/keys.ts";
-import { metricSum, parseMetrics, snapshotOf } from "../../../src/cli/bench/prometheus.ts";
+import { countIncrease, metricSum, parseMetrics, snapshotOf } from "../../../src/cli/bench/prometheus.ts";
 import { formatTable, type BenchReport } from "../../../src/cli/bench/report.ts";
 import { MIN_STAMPED_PAYLOAD, readStamp, stampedPayload } from "../../../src/cli/bench/stamp.ts";
 import { distribution, formatBytes, formatMs, groupDigits, percentile, round } from "../../../src/cli/bench/stats.ts";
@@ -72,6 +72,7 @@ describe("/metrics parsing", () => {
       heapUsedBytes: 52428800,
       handshakesOk: 42,
       handshakesFailed: 3,
+      handshakesBySuite: { TLS_PSK_WITH_AES_128_CCM_8: 40, TLS_ECDHE_PSK_WITH_AES_128_GCM_SHA256: 2 },
       pushesSent: 1010,
       pushesAcked: 1000,
       pushesRetransmitted: 7,
@@ -79,6 +80,11 @@ describe("/metrics parsing", () => {
       sessions: 5,
       devicesOnline: 4,
     });
+  });
+
+  it("counts what grew between two snapshots, by key", () => {
+    expect(countIncrease({ a: 1, b: 5 }, { a: 4, b: 5, c: 2 })).toEqual({ a: 3, c: 2 });
+    expect(countIncrease({}, {})).toEqual({});
   });
 });
 
@@ -115,6 +121,8 @@ describe("figures", () => {
       sourceAddresses: 1,
       payloadBytes: 100,
       verify: false,
+      credentials: "certificate (p256)",
+      certificates: { caDir: "/srv/certs", curve: "p256", issued: 1000, seconds: 2.5, msEach: 7.25, perSecond: 400 },
       provisionSeconds: 1,
       clockOffsetMs: [0],
       handshake: {
@@ -126,6 +134,7 @@ describe("figures", () => {
         handshakesPerSecond: 1234.5,
         daemonHandshakes: 12345,
         daemonFailures: 0,
+        daemonHandshakesBySuite: { TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8: 12000, TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: 345 },
         daemonCpuPerHandshakeMicros: 512.3,
         daemonCpuCores: 0.63,
         workersCpuCores: 0.9,
@@ -133,7 +142,9 @@ describe("figures", () => {
       },
     };
     const table = formatTable(report);
-    expect(table).toContain("dtlspush bench handshake: 1 000 devices, 1 worker, API http://127.0.0.1:8080");
+    expect(table).toContain("dtlspush bench handshake: 1 000 devices, 1 worker, API http://127.0.0.1:8080, DTLS 127.0.0.1:5684, certificate (p256), payload 100 B");
+    expect(table).toMatch(/device certificates issued\s+1 000 in 2.5 s, 400\/s \(7.25 ms each in a worker\)\n/);
+    expect(table).toMatch(/daemon handshakes by suite\s+TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 12 000, TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 345\n/);
     expect(table).toMatch(/handshakes\/s\s+1 235\n/);
     expect(table).toMatch(/daemon CPU per handshake\s+512.3 µs/);
   });

@@ -61,6 +61,16 @@ describe("parseBenchArgs", () => {
     expect(c).toMatchObject({ inProcess: true, store: "memory", api: { api: undefined, token: undefined } });
   });
 
+  it("--cert: certificates instead of PSKs, with a key curve and a CA directory, in every mode", () => {
+    expect(parseBenchArgs(["push"]).cert).toBeUndefined();
+    expect(parseBenchArgs(["handshake", "--cert"]).cert).toEqual({ curve: "p256", caDir: undefined });
+    expect(parseBenchArgs(["sessions", "--cert", "--curve", "p384", "--ca-dir", "certs"]).cert).toEqual({ curve: "p384", caDir: "certs" });
+    expect(parseBenchArgs(["fanout", "--cert", "--in-process"])).toMatchObject({ inProcess: true, cert: { curve: "p256" } });
+    // issuing certificates is part of the run's bound
+    const psk = globalTimeoutSeconds(parseBenchArgs(["handshake", "--devices", "100000"]));
+    expect(globalTimeoutSeconds(parseBenchArgs(["handshake", "--devices", "100000", "--cert"]))).toBeGreaterThan(psk + 100_000 * 0.007);
+  });
+
   it("needs enough workers for the devices", () => {
     expect(minimumWorkers(1)).toBe(1);
     expect(minimumWorkers(MAX_DEVICES_PER_WORKER)).toBe(1);
@@ -110,6 +120,11 @@ describe("parseBenchArgs", () => {
     [["push", "--source-addresses", "0"], "--source-addresses: 0 is out of range (1-254)"],
     [["push", "--source-addresses", "255"], "--source-addresses: 255 is out of range (1-254)"],
     [["push", "--bogus"], "unknown option '--bogus'"],
+    [["push", "--curve", "p384"], "--curve: only with --cert"],
+    [["push", "--ca-dir", "certs"], "--ca-dir: only with --cert"],
+    [["push", "--cert", "--curve", "p521"], "--curve: 'p521' is not p256 or p384"],
+    [["push", "--cert", "--curve", "rsa2048"], "--curve: 'rsa2048' is not p256 or p384"],
+    [["push", "--cert", "--ca-dir", ""], "--ca-dir: the directory is empty"],
   ])("%j is a usage error", (argv, message) => {
     expect(() => parseBenchArgs(argv)).toThrow(UsageError);
     expect(() => parseBenchArgs(argv)).toThrow(message);
