@@ -83,6 +83,26 @@ export function createMetrics(): DaemonMetrics {
     },
   });
   new Gauge({
+    name: "dtlspush_dtls_sockets",
+    help: "UDP sockets sharing the DTLS port",
+    registers,
+    collect() {
+      if (server !== undefined) this.set(server.dtls.socketCount);
+    },
+  });
+  new Gauge({
+    name: "dtlspush_dtls_socket_buffer_bytes",
+    help: "Buffer size of each DTLS socket as the kernel granted it (it caps the request at rmem_max / wmem_max)",
+    labelNames: ["direction"],
+    registers,
+    collect() {
+      if (server === undefined) return;
+      const b = server.dtls.socketBuffers();
+      this.set({ direction: "receive" }, b.recv);
+      this.set({ direction: "send" }, b.send);
+    },
+  });
+  new Gauge({
     name: "dtlspush_devices_online",
     help: "Devices with a live session",
     registers,

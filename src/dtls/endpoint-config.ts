@@ -75,6 +75,14 @@ export interface ListenOptions {
   /** SO_RCVBUF / SO_SNDBUF of the server socket, bytes (default 4 MiB each; the kernel caps them at rmem_max / wmem_max) */
   recvBufferBytes?: number;
   sendBufferBytes?: number;
+  /**
+   * UDP sockets sharing the server's address and port (SO_REUSEPORT; the
+   * kernel spreads peers over them by address hash). Node reads at most 32
+   * datagrams from a socket per event-loop turn, so N sockets read up to N x 32:
+   * acks of a large fan-out are read back N times faster. Default 4 on Linux,
+   * 1 elsewhere (where SO_REUSEPORT does not spread datagrams); 1 to 16.
+   */
+  sockets?: number;
 }
 
 export interface ConnectOptions {

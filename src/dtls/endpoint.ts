@@ -1,7 +1,8 @@
 /**
  * Binds the sans-I/O cores to UDP: the only module of the project that
- * imports node:dgram. One socket serves every peer of a server; one timer
- * (armed for the core scheduler's earliest deadline) serves every connection.
+ * imports node:dgram. A server reads from one or several sockets bound to the
+ * same port (SO_REUSEPORT) and sends through the first; one timer (armed for
+ * the core scheduler's earliest deadline) serves every connection.
  */
 import { createSocket, type Socket } from "node:dgram";
 import { EventEmitter } from "node:events";
@@ -81,6 +82,8 @@ class SessionEvents implements SessionListener {
 const CLOSE_FLUSH_MS = 1000;
 
 export class DtlsServer extends EventEmitter<ServerEvents> {
+  /** every socket bound to the server's port; sends go through the first */
+  private readonly sockets: readonly Socket[];
   private readonly socket: Socket;
   private readonly core: ServerCore;
   private readonly timer: Timer;
@@ -96,9 +99,10 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
   private readonly armTimer = (): void => this.timer.arm();
 
   /** @internal use listen(). */
-  constructor(socket: Socket, config: ServerCoreConfig, clock: Clock, options: ListenOptions) {
+  constructor(sockets: readonly Socket[], config: ServerCoreConfig, clock: Clock, options: ListenOptions) {
     super();
-    this.socket = socket;
+    this.sockets = sockets;
+    this.socket = sockets[0] as Socket;
     this.clock = clock;
     this.options = options;
     this.outbox = new Outbox(config.mtu, (peer, parts) => (this.closing ? this.trackedSend(peer, parts) : this.socket.send(parts, peer.port, peer.address)));
@@ -120,14 +124,18 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
       () => this.core.nextTimeout(),
       (now) => this.core.timeout(now),
     );
-    socket.on("message", (msg, rinfo) => {
+    const onMessage = (msg: Buffer, rinfo: { address: string; port: number }): void => {
       if (this.closing) return;
       this.core.receive({ address: rinfo.address, port: rinfo.port }, msg, this.clock.now());
       this.timer.arm();
-    });
-    socket.on("error", (e) => {
+    };
+    const onError = (e: Error): void => {
       if (this.listenerCount("error") > 0) this.emit("error", e);
-    });
+    };
+    for (const s of sockets) {
+      s.on("message", onMessage);
+      s.on("error", onError);
+    }
   }
 
   private trackedSend(peer: Peer, parts: Uint8Array[]): void {
@@ -141,9 +149,14 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
     return this.socket.address();
   }
 
-  /** The socket's receive and send buffer sizes as the kernel granted them, bytes. */
+  /** The (first) socket's receive and send buffer sizes as the kernel granted them, bytes. */
   socketBuffers(): { recv: number; send: number } {
     return { recv: this.socket.getRecvBufferSize(), send: this.socket.getSendBufferSize() };
+  }
+
+  /** How many sockets share the server's port (see ListenOptions.sockets). */
+  get socketCount(): number {
+    return this.sockets.length;
   }
 
   /** Established sessions. */
@@ -192,38 +205,76 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
     this.core.closeAll();
     this.outbox.flush();
     if (this.pendingSends > 0) await drained;
-    await new Promise<void>((resolve) => this.socket.close(() => resolve()));
+    await Promise.all(this.sockets.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
   }
 }
 
 /** Server socket buffers asked for by default (the kernel may grant less). */
 export const DEFAULT_SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
 
+/** Sockets per server by default: several only where SO_REUSEPORT spreads datagrams over them. */
+export const DEFAULT_SERVER_SOCKETS = process.platform === "linux" ? 4 : 1;
+export const MAX_SERVER_SOCKETS = 16;
+
+function bindSocket(type: "udp4" | "udp6", host: string, port: number, reusePort: boolean): Promise<Socket> {
+  const socket = createSocket(reusePort ? { type, reusePort: true } : { type });
+  return new Promise<Socket>((resolve, reject) => {
+    socket.once("error", (e) => {
+      socket.close();
+      reject(new DtlsError("listen_failed", `cannot listen on ${host}:${port}: ${e.message}`, undefined, { cause: e }));
+    });
+    socket.bind({ port, address: host, exclusive: true }, () => {
+      socket.removeAllListeners("error");
+      resolve(socket);
+    });
+  });
+}
+
+function closeQuietly(sockets: readonly Socket[]): void {
+  for (const s of sockets) {
+    try {
+      s.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
 export async function listen(opts: ListenOptions): Promise<DtlsServer> {
   const host = opts.host ?? "127.0.0.1";
   const config = serverCoreConfig(opts);
-  const socket = createSocket({ type: socketType(host) });
-  await new Promise<void>((resolve, reject) => {
-    const onError = (e: Error): void => {
-      socket.close();
-      reject(new DtlsError("listen_failed", `cannot listen on ${host}:${opts.port ?? 0}: ${e.message}`, undefined, { cause: e }));
-    };
-    socket.once("error", onError);
-    socket.bind(opts.port ?? 0, host, () => {
-      socket.off("error", onError);
-      resolve();
-    });
-  });
-  // One socket takes every peer's datagrams: a burst of acks (a topic fan-out) overflows the kernel's
-  // default receive buffer (~208 KiB) and each lost ack costs a retransmission. The kernel caps the
-  // request at net.core.rmem_max / wmem_max.
-  try {
-    socket.setRecvBufferSize(opts.recvBufferBytes ?? DEFAULT_SOCKET_BUFFER_BYTES);
-    socket.setSendBufferSize(opts.sendBufferBytes ?? DEFAULT_SOCKET_BUFFER_BYTES);
-  } catch {
-    // a platform without these: the defaults stay
+  const count = opts.sockets ?? DEFAULT_SERVER_SOCKETS;
+  if (!Number.isInteger(count) || count < 1 || count > MAX_SERVER_SOCKETS) {
+    throw new DtlsError("bad_option", `sockets must be an integer from 1 to ${MAX_SERVER_SOCKETS}, got ${count}`);
   }
-  return new DtlsServer(socket, config, opts.clock ?? monotonicClock, opts);
+  const type = socketType(host);
+  let port = opts.port ?? 0;
+  const sockets: Socket[] = [];
+  if (count === 1) sockets.push(await bindSocket(type, host, port, false));
+  else {
+    // SO_REUSEPORT would let us share the port with a daemon already running as the same user:
+    // an exclusive probe first, so a port in use is refused as it is with one socket
+    const probe = await bindSocket(type, host, port, false);
+    port = probe.address().port;
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    try {
+      for (let i = 0; i < count; i++) sockets.push(await bindSocket(type, host, port, true));
+    } catch (e) {
+      closeQuietly(sockets);
+      throw e;
+    }
+  }
+  // A burst of acks (a topic fan-out) overflows the kernel's default receive buffer (~208 KiB) and each
+  // lost ack costs a retransmission. The kernel caps the request at net.core.rmem_max / wmem_max.
+  for (const socket of sockets) {
+    try {
+      socket.setRecvBufferSize(opts.recvBufferBytes ?? DEFAULT_SOCKET_BUFFER_BYTES);
+      socket.setSendBufferSize(opts.sendBufferBytes ?? DEFAULT_SOCKET_BUFFER_BYTES);
+    } catch {
+      // a platform without these: the defaults stay
+    }
+  }
+  return new DtlsServer(sockets, config, opts.clock ?? monotonicClock, opts);
 }
 
 export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {

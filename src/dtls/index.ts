@@ -1,5 +1,5 @@
 /** Public API of the DTLS 1.2 engine (see docs/dtls-api.md). */
-export { listen, connect, DtlsServer, type ListenOptions, type ConnectOptions } from "./endpoint.ts";
+export { listen, connect, DtlsServer, DEFAULT_SERVER_SOCKETS, MAX_SERVER_SOCKETS, type ListenOptions, type ConnectOptions } from "./endpoint.ts";
 export { DtlsConnection, type DtlsConnectionInfo, type PeerAddress, type CloseReason } from "./dtls-connection.ts";
 export { DtlsError } from "./errors.ts";
 export { SUITE_NAMES, parseSuiteList, isSuiteName, type SuiteName } from "./suites.ts";

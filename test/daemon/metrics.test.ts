@@ -56,7 +56,12 @@ function fakeServer(stats: ServerStats, o: { sessions?: number; online?: number;
     deviceStatus: (id: string) => ({ id, online: false, lastSeen: 0, queueDepth: depths[id] ?? 0, lastSeq: 0, ackedSeq: 0 }),
     queueDepthTotal: () => Object.values(depths).reduce((a, b) => a + b, 0),
   });
-  const dtls = Object.assign(new EventEmitter(), { stats, sessions: () => o.sessions ?? 0 });
+  const dtls = Object.assign(new EventEmitter(), {
+    stats,
+    sessions: () => o.sessions ?? 0,
+    socketCount: 4,
+    socketBuffers: () => ({ recv: 2_097_152, send: 1_048_576 }),
+  });
   const registry = { list: () => Object.keys(depths).map((id) => ({ id })) };
   return { engine, dtls, registry } as unknown as PushServer;
 }
@@ -143,6 +148,9 @@ describe("metrics read from the server at scrape time", () => {
     expect(sample(t, "dtlspush_sessions")).toBe(4);
     expect(sample(t, "dtlspush_devices_online")).toBe(3);
     expect(sample(t, "dtlspush_queue_depth")).toBe(7);
+    expect(sample(t, "dtlspush_dtls_sockets")).toBe(4);
+    expect(sample(t, 'dtlspush_dtls_socket_buffer_bytes{direction="receive"}')).toBe(2_097_152);
+    expect(sample(t, 'dtlspush_dtls_socket_buffer_bytes{direction="send"}')).toBe(1_048_576);
     expect(t).toContain("# TYPE dtlspush_handshakes_total counter");
     expect(t).toContain("# TYPE dtlspush_sessions gauge");
 

@@ -96,6 +96,9 @@ export function toDtlsOptions(c: DaemonConfig, creds: DtlsCredentials): PushServ
     maxSessions: c.dtls.maxSessions,
     maxHandshakes: c.dtls.maxHandshakes,
     idleTimeoutMs: c.dtls.idleTimeoutSeconds * 1000,
+    ...(c.dtls.sockets === undefined ? {} : { sockets: c.dtls.sockets }),
+    recvBufferBytes: c.dtls.socketBufferBytes,
+    sendBufferBytes: c.dtls.socketBufferBytes,
   };
 }
 

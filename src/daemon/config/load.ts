@@ -74,6 +74,9 @@ export interface DaemonConfig {
     readonly maxSessions: number;
     readonly maxHandshakes: number;
     readonly idleTimeoutSeconds: number;
+    /** sockets sharing the port; undefined: the platform default (4 on Linux, 1 elsewhere) */
+    readonly sockets: number | undefined;
+    readonly socketBufferBytes: number;
   };
   readonly http: {
     readonly listen: HostPort;
@@ -188,6 +191,8 @@ export async function loadConfig(o: LoadConfigOptions = {}): Promise<DaemonConfi
       maxSessions: f.dtls.max_sessions,
       maxHandshakes: f.dtls.max_handshakes,
       idleTimeoutSeconds: f.dtls.idle_timeout_seconds,
+      sockets: f.dtls.sockets === 0 ? undefined : f.dtls.sockets,
+      socketBufferBytes: f.dtls.socket_buffer_bytes,
     },
     http: {
       listen: hostPort(f.http.listen),

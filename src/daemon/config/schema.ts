@@ -118,6 +118,18 @@ export const dtlsSection = z
     max_sessions: int(1, 10_000_000, 200_000, "Established DTLS sessions at most; new handshakes beyond it are refused."),
     max_handshakes: int(1, 1_000_000, 2000, "Handshakes in progress at most."),
     idle_timeout_seconds: int(10, 7 * DAY, 300, "A session without traffic for this long is closed, seconds; must exceed delivery.heartbeat_seconds."),
+    sockets: int(
+      0,
+      16,
+      0,
+      "UDP sockets sharing the DTLS port (SO_REUSEPORT): each is read up to 32 datagrams per event-loop turn. 0: 4 on Linux, 1 elsewhere.",
+    ),
+    socket_buffer_bytes: int(
+      65_536,
+      1024 * 1024 * 1024,
+      4 * 1024 * 1024,
+      "Receive and send buffer asked for each DTLS socket, bytes; the kernel caps it at net.core.rmem_max / wmem_max.",
+    ),
   })
   .prefault({})
   .describe("The DTLS endpoint devices connect to.");

@@ -78,6 +78,11 @@ describe("development certificates", () => {
     // What the DTLS endpoint takes: accepted as is.
     const options = toDtlsOptions(config, two);
     expect(options).toMatchObject({ host: "127.0.0.1", port: 5684, psk: true, clientAuth: "request", mtu: 1200, idleTimeoutMs: 300_000 });
+    // sockets = 0: the endpoint's platform default; the buffer size goes to both directions
+    expect(options).not.toHaveProperty("sockets");
+    expect(options).toMatchObject({ recvBufferBytes: 4 * 1024 * 1024, sendBufferBytes: 4 * 1024 * 1024 });
+    const tuned = await loadConfig({ env: { DTLSPUSH_DTLS_SOCKETS: "2", DTLSPUSH_DTLS_SOCKET_BUFFER_BYTES: "1048576" }, cwd: dir });
+    expect(toDtlsOptions(tuned, two)).toMatchObject({ sockets: 2, recvBufferBytes: 1_048_576, sendBufferBytes: 1_048_576 });
     const core = serverCoreConfig({ ...options, psk: { keys: new Map() } });
     expect(core.certificates).toHaveLength(1);
     expect(core.clientAuth).toBe("request");

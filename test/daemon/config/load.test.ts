@@ -70,6 +70,8 @@ describe("defaults", () => {
       maxSessions: 200_000,
       maxHandshakes: 2000,
       idleTimeoutSeconds: 300,
+      sockets: undefined,
+      socketBufferBytes: 4 * 1024 * 1024,
     });
     expect(c.http).toEqual({ listen: { host: "127.0.0.1", port: 8080 }, bodyLimitBytes: 65_536, rateLimitPerMinute: 60_000, publicMetrics: false });
     expect(c.store).toEqual({
