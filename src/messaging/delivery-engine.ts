@@ -146,6 +146,8 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   /** devices with pushes to start that a big fan-out left for the next turns */
   private readonly deferredPumps = new Set<DeviceQueue<LinkState>>();
   private pumpedThisTurn = 0;
+  /** pushes in flight to online devices (bound by options.maxInflight) */
+  private inflightOnline = 0;
   private readonly newId: () => string;
   private readonly requestFlushHook: () => void;
 
@@ -423,6 +425,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       this.bye(old, ErrorCode.SESSION_REPLACED, `a newer session of device ${dev.id} took over`);
     }
     if (ls.device !== undefined && ls.device !== dev) this.unbind(ls);
+    if (dev.link === undefined) this.inflightOnline += dev.inflight.size;
     dev.link = ls;
     ls.device = dev;
     dev.lastSeen = now;
@@ -435,6 +438,9 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     ls.device = undefined;
     if (dev.link !== ls) return;
     dev.link = undefined;
+    this.inflightOnline -= dev.inflight.size;
+    // room for others: devices waiting for it are pumped at the next flush
+    if (this.deferredPumps.size > 0) this.wake();
     this.timers.cancel(dev);
     this.emit("presence", { device: dev.id, online: false, at: this.clock.now(), peer: ls.link.peer });
   }
@@ -478,6 +484,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       if (e.seq > upto) break;
       if (e.transmissions === 1 && !e.sacked && !e.tombstone) this.rttSample(dev, now - e.sentAt);
       dev.removeInflight(e);
+      if (dev.link !== undefined) this.inflightOnline--;
       this.timers.cancel(e);
       this.batch.removeDeliveries.push({ device: dev.id, messageId: e.message.id });
       if (!e.tombstone) {
@@ -503,12 +510,25 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
 
   // ---------------------------------------------------------------- sending
 
-  /** Moves queued messages into the window and sends them. */
-  private pump(dev: DeviceQueue<LinkState>, now: number): void {
+  /**
+   * Moves queued messages into the window and sends them. While other devices
+   * wait for room (pumpDeferred), a device takes its turn behind them.
+   */
+  private pump(dev: DeviceQueue<LinkState>, now: number, waited = false): void {
     const ls = dev.link;
     if (ls === undefined || ls.closed) return;
+    if (!waited && this.deferredPumps.size > 0 && dev.pending.length > 0) {
+      this.deferredPumps.add(dev);
+      this.wake();
+      return;
+    }
     let sent = false;
     while (dev.inflight.size < this.options.window) {
+      if (this.inflightOnline >= this.options.maxInflight) {
+        // full: this device goes on when acks free room (pumpDeferred at a later flush)
+        if (dev.pending.length > 0) this.deferredPumps.add(dev);
+        break;
+      }
       const e = dev.shiftPending();
       if (e === undefined) break;
       if (e.message.expiresAt <= now) {
@@ -518,6 +538,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       }
       e.seq = ++dev.lastSeq;
       dev.addInflight(e);
+      this.inflightOnline++;
       this.batch.deliveries.push({ device: dev.id, messageId: e.message.id, order: e.order, seq: e.seq, tombstone: false });
       this.touchCounters(dev);
       this.receipt(e.message, dev.id, "sent", now, "", e.seq);
@@ -959,16 +980,20 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     for (const r of receipts) this.emit("receipt", r);
   }
 
-  /** Starts the pushes of up to pumpPerTurn devices a fan-out deferred; asks for another turn if more wait. */
+  /**
+   * Starts the pushes of up to pumpPerTurn devices that wait (a fan-out's, or
+   * those maxInflight held back); asks for another turn if more wait and there
+   * is room. Without room, acks (or sessions that end) free it and wake the engine.
+   */
   private pumpDeferred(): void {
     const now = this.clock.now();
     for (const q of this.deferredPumps) {
-      if (this.pumpedThisTurn >= this.options.pumpPerTurn) break;
+      if (this.pumpedThisTurn >= this.options.pumpPerTurn || this.inflightOnline >= this.options.maxInflight) break;
       this.deferredPumps.delete(q);
       this.pumpedThisTurn++;
-      this.pump(q, now);
+      this.pump(q, now, true);
     }
-    if (this.deferredPumps.size > 0) this.wake();
+    if (this.deferredPumps.size > 0 && this.inflightOnline < this.options.maxInflight) this.wake();
   }
 
   // ---------------------------------------------------------------- queries

@@ -33,6 +33,13 @@ export interface DeliveryOptions {
   readonly jitter: number;
   /** devices a topic fan-out starts pushing to per engine turn; the rest follow in the next turns (default 32) */
   readonly pumpPerTurn: number;
+  /**
+   * Pushes sent and not yet acked, all online devices together, at most (default
+   * 4096). Beyond it, devices wait until acks free room: a fan-out larger than
+   * what the network and the devices absorb is clocked by their acks instead of
+   * being retransmitted into a collapse.
+   */
+  readonly maxInflight: number;
 }
 
 export const DEFAULT_DELIVERY_OPTIONS: DeliveryOptions = {
@@ -50,6 +57,7 @@ export const DEFAULT_DELIVERY_OPTIONS: DeliveryOptions = {
   rtt: DEFAULT_RTT_OPTIONS,
   jitter: 0.2,
   pumpPerTurn: 32,
+  maxInflight: 4096,
 };
 
 type Bound = readonly [min: number, max: number, integer: boolean];
@@ -67,6 +75,7 @@ const BOUNDS: Readonly<Record<Exclude<keyof DeliveryOptions, "queueFullPolicy" |
   maxTopics: [0, 10_000, true],
   jitter: [0, 0.5, false],
   pumpPerTurn: [1, 1_000_000, true],
+  maxInflight: [1, 100_000_000, true],
 };
 
 const RTT_BOUNDS: Readonly<Record<keyof RttOptions, Bound>> = {

@@ -278,3 +278,54 @@ describe("a big topic fan-out", () => {
     await w.run(10_000, () => devices.every((d) => w.engine.deviceStatus(d.id).ackedSeq === 1));
   });
 });
+
+describe("pushes in flight, all devices together (maxInflight)", () => {
+  it("sends no more than maxInflight before acks come back, and reaches everyone once without retransmitting", async () => {
+    const w = await World.create({ options: { maxInflight: 4, pumpPerTurn: 1000 } });
+    const devices = Array.from({ length: 10 }, (_, i) => w.addDevice(`d${i}`, ["t"]));
+    for (const d of devices) await connected(w, d);
+    const sent = captureServerSends(w);
+    const publishedAt = w.clock.now();
+    const r = await w.publish({ target: { topic: "t" }, payload: enc("all"), publisher: "test" });
+    expect(r.recipients).toBe(10);
+    // before any ack can be back (5 ms each way), only maxInflight pushes left
+    expect(pushes(sent).filter((c) => c.at === publishedAt)).toHaveLength(4);
+    for (const d of devices) await untilDelivered(w, d, 1);
+    for (const d of devices) expect(d.payloads()).toEqual(["all"]);
+    // each push once: a held-back push is not a lost one
+    expect(pushes(sent)).toHaveLength(10);
+    await w.run(10_000, () => devices.every((d) => w.engine.deviceStatus(d.id).ackedSeq === 1));
+  });
+
+  it("a busy device takes its turn behind the devices waiting for room", async () => {
+    const w = await World.create({ options: { maxInflight: 2, pumpPerTurn: 1000 } });
+    const busy = w.addDevice("busy");
+    const others = Array.from({ length: 4 }, (_, i) => w.addDevice(`o${i}`, ["t"]));
+    await connected(w, busy);
+    for (const d of others) await connected(w, d);
+    const sent = captureServerSends(w);
+    for (let i = 0; i < 20; i++) void publishTo(w, "busy", `m${i}`);
+    await w.publish({ target: { topic: "t" }, payload: enc("all"), publisher: "test" });
+    for (const d of others) await untilDelivered(w, d, 1);
+    await untilDelivered(w, busy, 20);
+    const order = pushes(sent).map((c) => c.order);
+    const lastBusy = Math.max(...pushes(sent, "busy").map((c) => c.order));
+    for (const d of others) expect(Math.max(...pushes(sent, d.id).map((c) => c.order))).toBeLessThan(lastBusy);
+    expect(order).toHaveLength(24);
+  });
+
+  it("a device that goes offline gives its room back", async () => {
+    const w = await World.create({ options: { maxInflight: 1, pumpPerTurn: 1000 } });
+    const mute = w.addDevice("mute", ["t"]);
+    const other = w.addDevice("other", ["t"]);
+    await connected(w, mute);
+    await connected(w, other);
+    const sent = captureServerSends(w);
+    mute.dropIncoming = (frame) => frame.kind === "push"; // it never sees (so never acks) the push
+    await w.publish({ target: { topic: "t" }, payload: enc("x"), publisher: "test" });
+    mute.disconnect();
+    await untilDelivered(w, other, 1);
+    expect(other.payloads()).toEqual(["x"]);
+    expect(pushes(sent, "other")).toHaveLength(1);
+  });
+});

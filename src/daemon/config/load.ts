@@ -104,6 +104,7 @@ export interface DaemonConfig {
     readonly missedHeartbeats: number;
     readonly sessionTokenTtlSeconds: number;
     readonly maxTopics: number;
+    readonly maxInflight: number;
   };
   readonly log: { readonly level: LogLevel };
   readonly shutdown: { readonly drainTimeoutSeconds: number };
@@ -218,6 +219,7 @@ export async function loadConfig(o: LoadConfigOptions = {}): Promise<DaemonConfi
       missedHeartbeats: f.delivery.missed_heartbeats,
       sessionTokenTtlSeconds: f.delivery.session_token_ttl_seconds,
       maxTopics: f.delivery.max_topics,
+      maxInflight: f.delivery.max_inflight,
     },
     log: { level: f.log.level },
     shutdown: { drainTimeoutSeconds: f.shutdown.drain_timeout_seconds },
@@ -245,6 +247,7 @@ export function toDeliveryOptions(c: DaemonConfig): Partial<DeliveryOptions> {
     missedHeartbeats: d.missedHeartbeats,
     sessionTokenTtlSeconds: d.sessionTokenTtlSeconds,
     maxTopics: d.maxTopics,
+    maxInflight: d.maxInflight,
   };
 }
 

@@ -167,6 +167,12 @@ export const deliverySection = z
     missed_heartbeats: int(1, 100, 3, "Missed heartbeat intervals before a device counts as offline."),
     session_token_ttl_seconds: int(60, 30 * DAY, 3600, "Lifetime of the session tokens devices resume with, seconds."),
     max_topics: int(0, 10_000, 100, "Topics a device may subscribe itself to."),
+    max_inflight: int(
+      1,
+      100_000_000,
+      4096,
+      "Pushes sent and not yet acknowledged, all online devices together; beyond it devices wait for acks to free room (a large fan-out is paced by the acks).",
+    ),
   })
   .prefault({})
   .describe("Reliable delivery to devices.");

@@ -92,6 +92,7 @@ describe("defaults", () => {
       missedHeartbeats: 3,
       sessionTokenTtlSeconds: 3600,
       maxTopics: 100,
+      maxInflight: 4096,
     });
     expect(c.log).toEqual({ level: "info" });
     expect(c.shutdown).toEqual({ drainTimeoutSeconds: 10 });
