@@ -1,25 +1,9 @@
 import { createSocket } from "node:dgram";
-import { afterEach, describe, expect, it } from "vitest";
-import { connect, DEFAULT_SERVER_SOCKETS, listen, type DtlsConnection, type DtlsServer } from "../../src/dtls/index.ts";
+import { describe, expect, it } from "vitest";
+import { connect, DEFAULT_SERVER_SOCKETS, listen } from "../../src/dtls/index.ts";
+import { echoServers, KEY, nextData } from "./echo-server.ts";
 
-const KEY = Buffer.from("00112233445566778899aabbccddeeff", "hex");
-let servers: DtlsServer[] = [];
-
-async function server(opts: Partial<Parameters<typeof listen>[0]> = {}): Promise<DtlsServer> {
-  const s = await listen({ host: "127.0.0.1", port: 0, psk: { keys: new Map([["dev", KEY]]) }, ...opts });
-  servers.push(s);
-  s.on("session", (c) => c.on("data", (d) => c.send(Buffer.concat([Buffer.from("echo:"), d]))));
-  return s;
-}
-
-function nextData(c: DtlsConnection): Promise<string> {
-  return new Promise((resolve) => c.once("data", (d) => resolve(d.toString())));
-}
-
-afterEach(async () => {
-  await Promise.all(servers.map((s) => s.close()));
-  servers = [];
-});
+const server = echoServers();
 
 const linux = process.platform === "linux";
 

@@ -1,25 +1,9 @@
 import { createSocket } from "node:dgram";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { connect, DtlsError, listen, type DtlsConnection, type DtlsServer } from "../../src/dtls/index.ts";
+import { echoServers, KEY, nextData } from "./echo-server.ts";
 
-const KEY = Buffer.from("00112233445566778899aabbccddeeff", "hex");
-let servers: DtlsServer[] = [];
-
-async function server(opts: Partial<Parameters<typeof listen>[0]> = {}): Promise<DtlsServer> {
-  const s = await listen({ host: "127.0.0.1", port: 0, psk: { keys: new Map([["dev", KEY]]) }, ...opts });
-  servers.push(s);
-  s.on("session", (c) => c.on("data", (d) => c.send(Buffer.concat([Buffer.from("echo:"), d]))));
-  return s;
-}
-
-function nextData(c: DtlsConnection): Promise<string> {
-  return new Promise((resolve) => c.once("data", (d) => resolve(d.toString())));
-}
-
-afterEach(async () => {
-  await Promise.all(servers.map((s) => s.close()));
-  servers = [];
-});
+const server = echoServers();
 
 describe("UDP endpoint on 127.0.0.1", () => {
   it("serves many clients on one socket, each with its own session", async () => {
@@ -117,7 +101,6 @@ describe("UDP endpoint on 127.0.0.1", () => {
     const c = await connect({ host: "127.0.0.1", port: s.address().port, psk: { identity: "dev", key: KEY } });
     const closed = new Promise((r) => c.once("close", r));
     await s.close();
-    servers = [];
     expect(await closed).toEqual({ code: "closed", message: "closed" });
     expect(() => c.send(Buffer.from("x"))).toThrow(DtlsError);
   });
