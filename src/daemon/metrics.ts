@@ -7,7 +7,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ServerStats } from "../dtls/index.ts";
-import type { DeliveryObserver } from "../messaging/observer.ts";
+import { ENGINE_FAILURES, FRAME_REFUSALS, type DeliveryObserver } from "../messaging/observer.ts";
 import type { PushServer } from "./push-server.ts";
 
 export interface DaemonMetrics {
@@ -133,6 +133,21 @@ export function createMetrics(): DaemonMetrics {
     registers,
   });
   const storeCommit = new Histogram({ name: "dtlspush_store_commit_seconds", help: "Wall time of store commits", buckets: COMMIT_BUCKETS, registers });
+  const framesRefused = new Counter({
+    name: "dtlspush_device_frames_refused_total",
+    help: "Frames (or fields of frames) from devices refused: answered with an Error, nothing stored; by cause",
+    labelNames: ["cause"],
+    registers,
+  });
+  const engineFailures = new Counter({
+    name: "dtlspush_engine_failures_total",
+    help: "Operations of the delivery engine that failed and were isolated (a device's session, a publish, a listener); by cause",
+    labelNames: ["cause"],
+    registers,
+  });
+  // every cause is exported from the start (at 0), so an alert rule can be written before the first attack
+  for (const cause of FRAME_REFUSALS) framesRefused.inc({ cause }, 0);
+  for (const cause of ENGINE_FAILURES) engineFailures.inc({ cause }, 0);
 
   collectDefaultMetrics({ register: registry });
 
@@ -148,6 +163,8 @@ export function createMetrics(): DaemonMetrics {
     rttSample: (ms) => observeMs(rtt, ms),
     storeCommit: (ms) => observeMs(storeCommit, ms),
     published: () => published.inc(),
+    frameRefused: (cause) => framesRefused.inc({ cause }),
+    engineFailure: (cause) => engineFailures.inc({ cause }),
   };
 
   return {

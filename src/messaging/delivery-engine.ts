@@ -11,14 +11,16 @@ import {
   type KeyRing,
 } from "../auth/index.ts";
 import { decodeFrame, encodeFrame, ErrorCode, pushOverhead, WireError, type Ack, type FrameInit, type Hello, type Push } from "../wire/index.ts";
+import { StoreError } from "../store/errors.ts";
 import { DeviceQueue, Entry } from "./device-queue.ts";
 import { MessagingError } from "./errors.ts";
-import { NO_OBSERVER, type DeliveryObserver } from "./observer.ts";
+import { guardedObserver, NO_OBSERVER, type DeliveryObserver, type EngineFailure, type FrameRefusal } from "./observer.ts";
 import { resolveDeliveryOptions, type DeliveryOptions } from "./options.ts";
 import { checkedTopic, checkPublishRequest, type PublishRequest } from "./publish-request.ts";
 import { TopicIndex } from "./topic-index.ts";
 import { wireErrorCode } from "./wire-errors.ts";
 import { BatchBuilder } from "./write-batch.ts";
+import { checkMessageRecord } from "../store/validate.ts";
 
 export type { PublishRequest, PublishTarget } from "./publish-request.ts";
 
@@ -64,9 +66,19 @@ export interface PresenceEvent {
   readonly peer: string;
 }
 
+/** An operation that failed and was isolated (the engine went on). */
+export interface EngineFailureEvent {
+  readonly cause: EngineFailure;
+  /** the device concerned, "" when none */
+  readonly device: string;
+  readonly error: Error;
+}
+
 interface EngineEvents {
   receipt: [Receipt];
   presence: [PresenceEvent];
+  /** one device's operation, one publish or one listener failed; only it was failed (for logs) */
+  failure: [EngineFailureEvent];
   /** a commit failed: the engine has stopped; restart the process to recover from the store */
   fatal: [Error];
 }
@@ -162,6 +174,8 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   private readonly revoked = new Map<string, boolean>();
   /** uplink publishes being processed, by message id */
   private readonly uplinkInProgress = new Map<string, Promise<PublishResult>>();
+  /** devices reported as out of seqs (once per process) */
+  private readonly exhausted = new Set<string>();
 
   private batch = new BatchBuilder();
   private outbox = new Map<LinkState, Uint8Array[]>();
@@ -184,7 +198,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     this.sessionKeys = deps.sessionKeys;
     this.clock = deps.clock;
     this.random = deps.random ?? Math.random;
-    this.observer = deps.observer ?? NO_OBSERVER;
+    this.observer = guardedObserver(deps.observer ?? NO_OBSERVER);
     this.newId = deps.newId ?? defaultId;
     this.requestFlushHook = deps.requestFlush;
     this.jwksJson = JSON.stringify(this.contentKeys.jwks());
@@ -203,8 +217,9 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     const now = this.clock.now();
     for (const c of state.counters) {
       const q = this.queue(c.device);
+      // the store holds safe integers; an inconsistent pair (acked above assigned) is read as assigned
       q.lastSeq = c.lastSeq;
-      q.ackedSeq = c.ackedSeq;
+      q.ackedSeq = Math.min(c.ackedSeq, c.lastSeq);
     }
     const messages = new Map(state.messages.map((m) => [m.id, m]));
     // in-flight entries go in by seq (priorities can make seq order differ from enqueue order)
@@ -219,6 +234,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       this.nextOrder = Math.max(this.nextOrder, d.order + 1);
       if (d.seq > 0) {
         entry.seq = d.seq;
+        if (d.seq > q.lastSeq) q.lastSeq = d.seq; // never reuse a seq the store shows as assigned
         entry.tombstone = d.tombstone;
         // sent by an earlier process: a transmission whose time we do not know (no RTT sample from it)
         entry.transmissions = 1;
@@ -260,10 +276,22 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     this.unbind(ls);
   }
 
-  /** One record from a session. */
+  /**
+   * One record from a session. Never throws: a frame that fails while being
+   * served fails only its session (Bye INTERNAL), never the turn's batch,
+   * another device or the caller.
+   */
   receive(link: SessionLink, record: Uint8Array): void {
     const ls = this.links.get(link);
     if (ls === undefined || ls.closed || this.stopped) return;
+    try {
+      this.receiveFrame(ls, record);
+    } catch (e) {
+      this.failDevice(ls, ls.device?.id ?? "", e);
+    }
+  }
+
+  private receiveFrame(ls: LinkState, record: Uint8Array): void {
     const now = this.clock.now();
     ls.lastHeard = now;
     if (ls.device !== undefined) ls.device.lastSeen = now;
@@ -271,7 +299,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     try {
       frame = decodeFrame(record);
     } catch (e) {
-      this.sendError(ls, ErrorCode.BAD_FRAME, e instanceof WireError ? e.message : "undecodable frame");
+      this.refuse(ls, "undecodable", ErrorCode.BAD_FRAME, e instanceof WireError ? e.message : "undecodable frame");
       return;
     }
     switch (frame.kind) {
@@ -290,12 +318,12 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     }
     const dev = ls.device;
     if (dev === undefined) {
-      this.sendError(ls, ErrorCode.HELLO_REQUIRED, `${frame.kind} before Welcome: send Hello first`);
+      this.refuse(ls, "hello_required", ErrorCode.HELLO_REQUIRED, `${frame.kind} before Welcome: send Hello first`);
       return;
     }
     switch (frame.kind) {
       case "ack":
-        this.ack(dev, frame.ack, now);
+        this.ack(ls, dev, frame.ack, now);
         break;
       case "ping":
         this.send(ls, { kind: "pong", pong: { time: frame.ping.time, serverTime: now } });
@@ -311,7 +339,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
         break;
       default:
         // frames only the server sends
-        this.sendError(ls, ErrorCode.BAD_FRAME, `a device does not send ${frame.kind}`);
+        this.refuse(ls, "server_frame", ErrorCode.BAD_FRAME, `a device does not send ${frame.kind}`);
     }
   }
 
@@ -322,7 +350,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     try {
       await this.helloInner(ls, hello);
     } catch (e) {
-      if (!ls.closed) this.sendError(ls, ErrorCode.INTERNAL, e instanceof Error ? e.message : String(e));
+      this.failDevice(ls, ls.device?.id ?? "", e);
     } finally {
       ls.helloBusy = false;
       this.asyncOps--;
@@ -336,12 +364,27 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       return;
     }
     if (hello.version === 0) {
-      this.sendError(ls, ErrorCode.UNSUPPORTED_VERSION, "Hello.version 0: this server speaks version 1");
+      this.refuse(ls, "unsupported_version", ErrorCode.UNSUPPORTED_VERSION, "Hello.version 0: this server speaks version 1");
       return;
     }
     const record = this.registry.deviceForSession(link.identity, link.viaCertificate);
     if (record === undefined) {
       this.bye(ls, ErrorCode.DEVICE_UNKNOWN, `no enabled device has the identity ${JSON.stringify(link.identity)}`);
+      return;
+    }
+    // received_seq is a claim: the store is durable, so a device cannot have seen a seq above the last
+    // one this server assigned it. A higher one is a lie or state from another server (or from a store
+    // restored from an older copy): refused, never stored (storing it would let one device push the
+    // counter to 2^53-1 and make its next push impossible). lastSeq only grows, so this check, made
+    // before the awaits below, still holds after them.
+    const known = this.queue(record.id);
+    if (hello.receivedSeq > known.lastSeq) {
+      this.refuse(
+        ls,
+        "hello_seq_ahead",
+        ErrorCode.BAD_FRAME,
+        `Hello.received_seq ${hello.receivedSeq} is above the last seq this server sent device ${record.id} (${known.lastSeq}): the device's saved state is not from this server; reset it (received_seq 0) and say Hello again`,
+      );
       return;
     }
     const identity = DeviceRegistry.sessionIdentity(link.identity, link.viaCertificate);
@@ -357,7 +400,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       } catch (e) {
         if (ls.closed) return;
         // the device may send a Hello without a token: its DTLS identity is enough for a fresh session
-        this.sendError(ls, wireErrorCode(e), `session token refused: ${e instanceof Error ? e.message : String(e)}`);
+        this.refuse(ls, "token_refused", wireErrorCode(e), `session token refused: ${e instanceof Error ? e.message : String(e)}`);
         return;
       }
     }
@@ -378,11 +421,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     const dev = this.queue(record.id);
     const fresh = ls.device !== dev;
     if (fresh) this.bind(ls, dev, now);
-    if (hello.receivedSeq > dev.lastSeq) {
-      // the device has seen higher seqs than we remember (our state was lost): never reuse them
-      dev.lastSeq = hello.receivedSeq;
-      this.touchCounters(dev);
-    }
+    // at most lastSeq (checked above): everything up to it was processed by the device
     this.cumulative(dev, hello.receivedSeq, now);
     this.send(ls, {
       kind: "welcome",
@@ -429,7 +468,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     dev.link = ls;
     ls.device = dev;
     dev.lastSeen = now;
-    this.emit("presence", { device: dev.id, online: true, at: now, peer: ls.link.peer });
+    this.notify("presence", { device: dev.id, online: true, at: now, peer: ls.link.peer });
   }
 
   private unbind(ls: LinkState): void {
@@ -442,7 +481,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     // room for others: devices waiting for it are pumped at the next flush
     if (this.deferredPumps.size > 0) this.wake();
     this.timers.cancel(dev);
-    this.emit("presence", { device: dev.id, online: false, at: this.clock.now(), peer: ls.link.peer });
+    this.notify("presence", { device: dev.id, online: false, at: this.clock.now(), peer: ls.link.peer });
   }
 
   private heartbeatTimeout(): number {
@@ -451,24 +490,58 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
 
   // ---------------------------------------------------------------- acks
 
-  private ack(dev: DeviceQueue<LinkState>, ack: Ack, now: number): void {
+  private ack(ls: LinkState, dev: DeviceQueue<LinkState>, ack: Ack, now: number): void {
+    const problem = this.ackProblem(dev, ack);
+    if (problem !== undefined) {
+      // nothing of a bad ack is applied: the device gets the Error, its pushes stay in flight
+      this.refuse(ls, problem[0], ErrorCode.BAD_FRAME, problem[1]);
+      return;
+    }
     const rejected = ack.rejected.length > 0 ? new Set(ack.rejected) : undefined;
     this.cumulative(dev, ack.cumulative, now, rejected);
     if (ack.ranges.length > 0) {
+      // ranges are ascending and disjoint (checked): a binary search per push in flight, at most
+      // window * log(ranges) steps whatever the ranges span
       for (const e of dev.inflight.values()) {
-        if (e.sacked) continue;
-        for (const r of ack.ranges) {
-          if (e.seq >= r.first && e.seq <= r.last) {
-            if (e.transmissions === 1 && !e.tombstone) this.rttSample(dev, now - e.sentAt);
-            // not retransmitted while sacked, except as the head of the window (see retransmitDue)
-            e.sacked = true;
-            break;
-          }
-        }
+        if (e.sacked || !inRanges(ack.ranges, e.seq)) continue;
+        if (e.transmissions === 1 && !e.tombstone) this.rttSample(dev, now - e.sentAt);
+        // not retransmitted while sacked, except as the head of the window (see retransmitDue)
+        e.sacked = true;
       }
     }
     this.armRetransmit(dev);
     this.pump(dev, now);
+  }
+
+  /**
+   * What is wrong with an Ack, judged against what the server sent this
+   * device (every number in it is a claim): cumulative and every seq at most
+   * lastSeq, ranges non-empty, ascending and disjoint, and no more ranges or
+   * rejected seqs than a device can have (one per push in the window, plus
+   * the 64 refusals the SDK repeats). Seqs at or below ackedSeq are allowed
+   * (acks arrive reordered) and change nothing.
+   */
+  private ackProblem(dev: DeviceQueue<LinkState>, ack: Ack): [FrameRefusal, string] | undefined {
+    const last = dev.lastSeq;
+    if (ack.cumulative > last) return ["ack_seq_ahead", `Ack.cumulative ${ack.cumulative} is above the last seq sent (${last})`];
+    const limit = this.options.window + ACK_LIST_SLACK;
+    if (ack.ranges.length > limit || ack.rejected.length > limit) {
+      return ["ack_too_long", `an Ack holds at most ${limit} ranges and ${limit} rejected seqs`];
+    }
+    let previous = 0;
+    for (const r of ack.ranges) {
+      if (r.first < 1 || r.last < r.first || r.last > last || r.first <= previous) {
+        return [
+          "ack_bad_range",
+          `Ack range ${r.first}..${r.last} is not a non-empty range of seqs sent (1..${last}) above the previous range`,
+        ];
+      }
+      previous = r.last;
+    }
+    for (const seq of ack.rejected) {
+      if (seq < 1 || seq > last) return ["ack_bad_rejected", `Ack.rejected ${seq} is not a seq sent (1..${last})`];
+    }
+    return undefined;
   }
 
   private rttSample(dev: DeviceQueue<LinkState>, ms: number): void {
@@ -486,7 +559,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       dev.removeInflight(e);
       if (dev.link !== undefined) this.inflightOnline--;
       this.timers.cancel(e);
-      this.batch.removeDeliveries.push({ device: dev.id, messageId: e.message.id });
+      this.batch.removeDelivery(dev.id, e.message.id);
       if (!e.tombstone) {
         const refused = rejected?.has(e.seq) === true;
         if (refused) this.observer.pushRejected();
@@ -529,6 +602,12 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
         if (dev.pending.length > 0) this.deferredPumps.add(dev);
         break;
       }
+      if (dev.lastSeq >= MAX_SAFE) {
+        // no seq left (counters left at 2^53-1 by an earlier version that trusted Hello.received_seq):
+        // the messages wait and expire; the device and everyone else go on
+        if (dev.pending.length > 0) this.sequenceExhausted(dev);
+        break;
+      }
       const e = dev.shiftPending();
       if (e === undefined) break;
       if (e.message.expiresAt <= now) {
@@ -536,10 +615,23 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
         this.dropUnsent(e, now, "ttl");
         continue;
       }
-      e.seq = ++dev.lastSeq;
+      // everything that can fail is done before any state changes: the Push is encoded first
+      const seq = dev.lastSeq + 1;
+      let frame: Uint8Array;
+      try {
+        frame = encodeFrame({ kind: "push", push: pushFields(e.message, seq) });
+      } catch (error) {
+        dev.forget(e);
+        this.unsendable(e, now, error);
+        continue;
+      }
+      const row = { device: dev.id, messageId: e.message.id, order: e.order, seq, tombstone: false };
+      this.batch.addDelivery(row);
+      e.seq = seq;
+      e.frame = frame;
+      dev.lastSeq = seq;
       dev.addInflight(e);
       this.inflightOnline++;
-      this.batch.deliveries.push({ device: dev.id, messageId: e.message.id, order: e.order, seq: e.seq, tombstone: false });
       this.touchCounters(dev);
       this.receipt(e.message, dev.id, "sent", now, "", e.seq);
       e.firstSentAt = now;
@@ -554,7 +646,15 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     const dev = e.queue as DeviceQueue<LinkState>;
     const ls = dev.link;
     if (ls === undefined) return;
-    e.frame ??= encodeFrame({ kind: "push", push: this.pushOf(e) });
+    if (e.frame === undefined) {
+      try {
+        e.frame = encodeFrame({ kind: "push", push: this.pushOf(e) });
+      } catch (error) {
+        // a message loaded from the store that cannot become a Push: its seq is resolved by a tombstone
+        this.unsendable(e, now, error);
+        e.frame = encodeFrame({ kind: "push", push: this.pushOf(e) });
+      }
+    }
     e.transmissions++;
     e.sentAt = now;
     e.dueAt = now + dev.rtt.timeout(1 + e.timeouts, this.options.jitter, this.random());
@@ -607,7 +707,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     e.tombstone = true;
     e.frame = undefined;
     e.sacked = false;
-    this.batch.deliveries.push({ device: dev.id, messageId: e.message.id, order: e.order, seq: e.seq, tombstone: true });
+    this.batch.addDelivery({ device: dev.id, messageId: e.message.id, order: e.order, seq: e.seq, tombstone: true });
     this.receipt(e.message, dev.id, "expired", now, "ttl", e.seq);
     this.observer.pushExpired();
     if (dev.link !== undefined) {
@@ -619,10 +719,44 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     }
   }
 
+  /**
+   * A message that cannot be encoded as a Push (only a store written by
+   * another version can hold one): rejected for this device with reason
+   * "unsendable". Without a seq it is removed; with one it becomes a
+   * tombstone, so the device's sequence has no hole.
+   */
+  private unsendable(e: Entry, now: number, error: unknown): void {
+    const dev = e.queue as DeviceQueue<LinkState>;
+    this.reportFailure("device", dev.id, error);
+    if (e.seq === 0) {
+      this.timers.cancel(e);
+      this.batch.removeDelivery(dev.id, e.message.id);
+      this.receipt(e.message, dev.id, "rejected", now, "unsendable", 0);
+      return;
+    }
+    const wasTombstone = e.tombstone;
+    e.tombstone = true;
+    e.frame = undefined;
+    this.timers.cancel(e);
+    this.batch.addDelivery({ device: dev.id, messageId: e.message.id, order: e.order, seq: e.seq, tombstone: true });
+    if (!wasTombstone) this.receipt(e.message, dev.id, "rejected", now, "unsendable", e.seq);
+  }
+
+  /** Counted and reported once per device and process: it has messages and no seq left. */
+  private sequenceExhausted(dev: DeviceQueue<LinkState>): void {
+    if (this.exhausted.has(dev.id)) return;
+    this.exhausted.add(dev.id);
+    this.reportFailure(
+      "sequence_exhausted",
+      dev.id,
+      new MessagingError("sequence_exhausted", `device ${dev.id} has used every sequence number (its stored lastSeq is ${dev.lastSeq})`),
+    );
+  }
+
   /** Removes an entry that never got a seq (already out of the pending list). */
   private dropUnsent(e: Entry, now: number, reason: string): void {
     this.timers.cancel(e);
-    this.batch.removeDeliveries.push({ device: e.queue.id, messageId: e.message.id });
+    this.batch.removeDelivery(e.queue.id, e.message.id);
     this.receipt(e.message, e.queue.id, "expired", now, reason, 0);
     if (reason !== "collapsed") this.observer.pushExpired();
   }
@@ -636,6 +770,29 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
    * input, an unknown or revoked device, or (direct publishes) a full queue.
    */
   async publish(req: PublishRequest): Promise<PublishResult> {
+    try {
+      return await this.publishInner(req);
+    } catch (e) {
+      throw this.publishError(e);
+    }
+  }
+
+  /**
+   * Every publish failure as a MessagingError: the engine's own, a string
+   * that cannot be encoded (a lone surrogate) or a record the store would
+   * refuse are bad requests; anything else fails only this publish
+   * ("internal", counted and reported as a failure).
+   */
+  private publishError(e: unknown): MessagingError {
+    if (e instanceof MessagingError) return e;
+    if (e instanceof WireError || (e instanceof StoreError && e.code === "commit_failed")) {
+      return new MessagingError("bad_request", `the message cannot be stored or sent: ${e.message}`, { cause: e });
+    }
+    this.reportFailure("publish", "", e);
+    return new MessagingError("internal", "the publish failed; nothing was published", { cause: e });
+  }
+
+  private async publishInner(req: PublishRequest): Promise<PublishResult> {
     this.checkRunning();
     const o = this.options;
     const payload = req.payload;
@@ -683,9 +840,11 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
         `the Push for this message would be ${size} bytes and one record carries at most ${o.maxRecordPayload}: shorten the payload (${payload.byteLength} bytes) or the topic, content type or collapse key`,
       );
     }
+    // a record the store would refuse fails this publish now, before it changes anything
+    checkMessageRecord(record);
     // from here on synchronous: no other turn interleaves
     this.checkRunning();
-    if (req.id !== undefined && (this.store.getMessage(id) !== undefined || this.batch.messages.some((m) => m.id === id))) {
+    if (req.id !== undefined && (this.store.getMessage(id) !== undefined || this.batch.hasMessage(id))) {
       throw new MessagingError("duplicate_message", `a message with id ${JSON.stringify(id)} was already published`);
     }
     if (device !== "") this.checkDirectTarget(device);
@@ -694,10 +853,20 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     const rejected: { device: string; reason: string }[] = [];
     for (const r of recipients) {
       const q = this.queue(r);
+      if (q.lastSeq >= MAX_SAFE) {
+        rejected.push({ device: r, reason: "sequence_exhausted" });
+        continue;
+      }
       // a publish that replaces an unsent message by its collapse key takes no more room
       const replaces = collapseKey !== "" && q.pendingWithCollapseKey(collapseKey) !== undefined;
       if (replaces || this.makeRoom(q, now)) accepted.push(q);
       else rejected.push({ device: r, reason: "queue_full" });
+    }
+    if (device !== "" && rejected[0]?.reason === "sequence_exhausted") {
+      throw new MessagingError(
+        "sequence_exhausted",
+        `device ${device} has used every sequence number (its stored counters are at 2^53-1, left by an earlier version); nothing was published`,
+      );
     }
     if (device !== "" && accepted.length === 0) {
       throw new MessagingError(
@@ -705,7 +874,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
         `device ${device} has ${this.options.maxQueue} messages queued (the limit); nothing was published`,
       );
     }
-    this.batch.messages.push(record);
+    this.batch.addMessage(record);
     for (const q of accepted) {
       if (collapseKey !== "") {
         const old = q.pendingWithCollapseKey(collapseKey);
@@ -717,7 +886,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       const e = new Entry(record, q, this.nextOrder++);
       q.addPending(e);
       this.timers.schedule(e, record.expiresAt);
-      this.batch.deliveries.push({ device: q.id, messageId: id, order: e.order, seq: 0, tombstone: false });
+      this.batch.addDelivery({ device: q.id, messageId: id, order: e.order, seq: 0, tombstone: false });
       this.receipt(record, q.id, "queued", now, "", 0);
     }
     for (const r of rejected) this.receipt(record, r.device, "rejected", now, r.reason, 0);
@@ -727,7 +896,8 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       if (q.link === undefined) continue;
       if (this.deferredPumps.size === 0 && this.pumpedThisTurn < this.options.pumpPerTurn) {
         this.pumpedThisTurn++;
-        this.pump(q, now);
+        // a failure while pushing to one recipient fails that device's session, not the publish
+        this.isolated(q, () => this.pump(q, now));
       } else this.deferredPumps.add(q);
     }
     const result: PublishResult = {
@@ -769,20 +939,39 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     const id = `up:${dev.id}:${p.requestId}`;
     const answer = (r: PublishResult | Error): void => {
       if (ls.closed) return;
-      if (r instanceof Error) {
-        this.send(ls, {
-          kind: "publishAck",
-          publishAck: { requestId: p.requestId, error: { code: wireErrorCode(r), message: r.message, requestId: p.requestId } },
-        });
-      } else {
-        this.send(ls, { kind: "publishAck", publishAck: { requestId: p.requestId, messageId: r.messageId } });
-      }
+      // runs in a promise callback: whatever fails here fails this session, never the process
+      this.isolatedLink(ls, () => {
+        if (r instanceof Error) {
+          if (r instanceof MessagingError) {
+            if (r.code === "payload_too_large") this.observer.frameRefused("publish_too_large");
+            else if (r.code === "bad_request" || r.code === "bad_topic") this.observer.frameRefused("publish_invalid");
+          }
+          this.send(ls, {
+            kind: "publishAck",
+            publishAck: { requestId: p.requestId, error: { code: wireErrorCode(r), message: r.message, requestId: p.requestId } },
+          });
+        } else {
+          this.send(ls, { kind: "publishAck", publishAck: { requestId: p.requestId, messageId: r.messageId } });
+        }
+      });
     };
     const running = this.uplinkInProgress.get(id);
     if (running !== undefined) return; // its PublishAck follows
     if (this.store.getMessage(id) !== undefined) {
       // a repeat of a publish already done: answer again, publish nothing
       this.send(ls, { kind: "publishAck", publishAck: { requestId: p.requestId, messageId: id } });
+      return;
+    }
+    // the limit the Welcome announced (docs/protocol.md section 7): a larger payload is refused even
+    // when this particular Push would still fit, so a device never depends on more than it was told
+    const limit = this.uplinkPayloadLimit(dev.id);
+    if (p.payload.byteLength > limit) {
+      answer(
+        new MessagingError(
+          "payload_too_large",
+          `payload is ${p.payload.byteLength} bytes; the limit is ${limit} (Welcome.limits.max_payload)`,
+        ),
+      );
       return;
     }
     const done = this.publish({
@@ -802,6 +991,11 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
 
   private subscribe(ls: LinkState, dev: DeviceQueue<LinkState>, requestId: number, topics: readonly string[], add: boolean): void {
     try {
+      const most = this.requestTopicLimit();
+      if (topics.length > most) {
+        this.observer.frameRefused("subscribe_too_long");
+        throw new MessagingError("too_many_topics", `a Subscribe or Unsubscribe lists at most ${most} topics, this one ${topics.length}`);
+      }
       const checked = topics.map(checkedTopic);
       if (add) {
         const after = new Set([...dev.subscriptions, ...checked]);
@@ -814,24 +1008,28 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
         if (add) {
           dev.subscribe(t);
           this.ownSubscribers.add(t, dev.id);
-          this.batch.subscribe.push({ device: dev.id, topic: t });
+          this.batch.addSubscription({ device: dev.id, topic: t }, true);
         } else {
           dev.unsubscribe(t);
           this.ownSubscribers.remove(t, dev.id);
-          this.batch.unsubscribe.push({ device: dev.id, topic: t });
+          this.batch.addSubscription({ device: dev.id, topic: t }, false);
         }
       }
       this.send(ls, { kind: "subscribed", subscribed: { requestId, topics: this.topicsOf(dev) } });
     } catch (e) {
+      // anything but a refusal of the request is a failure of this session (see receive)
+      if (!(e instanceof MessagingError)) throw e;
+      if (e.code !== "too_many_topics" || topics.length <= this.requestTopicLimit()) this.observer.frameRefused("subscribe_invalid");
       this.send(ls, {
         kind: "subscribed",
-        subscribed: {
-          requestId,
-          topics: this.topicsOf(dev),
-          error: { code: wireErrorCode(e), message: e instanceof Error ? e.message : String(e), requestId },
-        },
+        subscribed: { requestId, topics: this.topicsOf(dev), error: { code: wireErrorCode(e), message: e.message, requestId } },
       });
     }
+  }
+
+  /** Topics one Subscribe or Unsubscribe may list: maxTopics, and at least 100 (so an Unsubscribe can clear old ones). */
+  private requestTopicLimit(): number {
+    return Math.max(this.options.maxTopics, 100);
   }
 
   private topicsOf(dev: DeviceQueue<LinkState>): string[] {
@@ -875,6 +1073,17 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   }
 
   private registryChanged(id: string, record: { revoked: boolean; topics: readonly string[] } | undefined): void {
+    try {
+      this.applyRegistryChange(id, record);
+    } catch (e) {
+      // the registry's caller (an admin request) is not failed for the engine's trouble with one device
+      const link = this.devices.get(id)?.link;
+      if (link === undefined) this.reportFailure("device", id, e);
+      else this.failDevice(link, id, e);
+    }
+  }
+
+  private applyRegistryChange(id: string, record: { revoked: boolean; topics: readonly string[] } | undefined): void {
     const now = this.clock.now();
     const q = this.devices.get(id);
     if (record === undefined) this.revoked.delete(id);
@@ -910,15 +1119,16 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     return this.timers.next();
   }
 
+  /** Runs the due timers; one that fails fails only its device (see receive). */
   onTimer(now: number): void {
     if (this.stopped) return;
     for (const key of this.timers.due(now)) {
       switch (key.kind) {
         case "entry":
-          this.expire(key, now);
+          this.isolated(key.queue as DeviceQueue<LinkState>, () => this.expire(key, now));
           break;
         case "device":
-          this.retransmitDue(key, now);
+          this.isolated(key, () => this.retransmitDue(key, now));
           break;
         case "link": {
           if (key.closed) break;
@@ -928,8 +1138,10 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
             break;
           }
           // missed heartbeats: offline; its queue stays
-          this.unbind(key);
-          this.closeLink(key);
+          this.isolatedLink(key, () => {
+            this.unbind(key);
+            this.closeLink(key);
+          });
           break;
         }
       }
@@ -939,8 +1151,10 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
 
   /**
    * Commits the turn's batch, then sends its records and answers its
-   * publishers. A failed commit stops the engine (event "fatal"): in-memory
-   * state is then ahead of the store, and only a restart from the store is
+   * publishers. Every record of the batch was checked as it joined (see
+   * BatchBuilder), so a failed commit is a failure of the store itself (I/O
+   * error, disk full): it stops the engine (event "fatal"), since in-memory
+   * state is then ahead of the store and only a restart from the store is
    * consistent.
    */
   flush(): void {
@@ -970,14 +1184,20 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       }
     }
     for (const [ls, records] of outbox) {
-      if (!ls.closed && records.length > 0) ls.link.send(records);
+      if (!ls.closed && records.length > 0) this.isolatedLink(ls, () => ls.link.send(records));
     }
-    for (const fn of after) fn();
+    for (const fn of after) {
+      try {
+        fn();
+      } catch (e) {
+        this.reportFailure("device", "", e);
+      }
+    }
     for (const p of publishes) {
       this.observer.published(p.result.recipients);
       p.resolve(p.result);
     }
-    for (const r of receipts) this.emit("receipt", r);
+    for (const r of receipts) this.notify("receipt", r);
   }
 
   /**
@@ -991,7 +1211,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       if (this.pumpedThisTurn >= this.options.pumpPerTurn || this.inflightOnline >= this.options.maxInflight) break;
       this.deferredPumps.delete(q);
       this.pumpedThisTurn++;
-      this.pump(q, now, true);
+      this.isolated(q, () => this.pump(q, now, true));
     }
     if (this.deferredPumps.size > 0 && this.inflightOnline < this.options.maxInflight) this.wake();
   }
@@ -1061,12 +1281,12 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   }
 
   private touchCounters(dev: DeviceQueue<LinkState>): void {
-    this.batch.counters.set(dev.id, { device: dev.id, lastSeq: dev.lastSeq, ackedSeq: dev.ackedSeq });
+    this.batch.setCounters({ device: dev.id, lastSeq: dev.lastSeq, ackedSeq: dev.ackedSeq });
   }
 
   private receipt(m: MessageRecord, device: string, state: ReceiptState, at: number, reason: string, seq: number): void {
     const r: ReceiptInput = { messageId: m.id, device, state, at, reason, seq, topic: m.topic };
-    this.batch.receipts.push(r);
+    this.batch.addReceipt(r);
     this.wake();
   }
 
@@ -1084,6 +1304,76 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
 
   private sendError(ls: LinkState, code: number, message: string): void {
     this.send(ls, { kind: "error", error: { code, message } });
+  }
+
+  /** A device's frame refused: counted by cause, answered with an Error; nothing of it is applied or stored. */
+  private refuse(ls: LinkState, cause: FrameRefusal, code: number, message: string): void {
+    this.observer.frameRefused(cause);
+    this.sendError(ls, code, message);
+  }
+
+  /** Runs one device's operation; a failure fails only that device (its session, when it has one). */
+  private isolated(dev: DeviceQueue<LinkState>, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      const ls = dev.link;
+      if (ls === undefined) this.reportFailure("device", dev.id, e);
+      else this.failDevice(ls, dev.id, e);
+    }
+  }
+
+  /** Runs one session's operation; a failure fails only that session. */
+  private isolatedLink(ls: LinkState, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.failDevice(ls, ls.device?.id ?? "", e);
+    }
+  }
+
+  /**
+   * Serving one session failed unexpectedly: counted, reported (event
+   * "failure"), and the session ends with Bye INTERNAL; the device reconnects
+   * and its queue (in memory and in the store) is where it was. Never throws.
+   */
+  private failDevice(ls: LinkState, device: string, error: unknown): void {
+    this.reportFailure("device", device, error);
+    if (ls.closed) return;
+    try {
+      this.bye(ls, ErrorCode.INTERNAL, "the server failed to serve this session; reconnect later");
+    } catch {
+      try {
+        this.closeLink(ls);
+      } catch {
+        // the transport is gone as well; detach will come
+      }
+    }
+  }
+
+  /** Counts and reports a failure the engine isolated. Never throws. */
+  private reportFailure(cause: EngineFailure, device: string, error: unknown): void {
+    this.observer.engineFailure(cause);
+    const err = error instanceof Error ? error : new Error(String(error));
+    for (const fn of this.listeners("failure")) {
+      try {
+        fn({ cause, device, error: err });
+      } catch {
+        // a failing failure listener has nobody left to tell
+      }
+    }
+  }
+
+  /** Emits to each listener on its own: one that throws fails neither the others nor the engine. */
+  private notify<K extends "receipt" | "presence">(event: K, arg: EngineEvents[K][0]): void {
+    const listeners = this.listeners(event) as ((a: EngineEvents[K][0]) => void)[];
+    for (const fn of listeners) {
+      try {
+        fn(arg);
+      } catch (e) {
+        this.reportFailure("listener", "", e);
+      }
+    }
   }
 
   /** Error + Bye, then the session is closed after this turn's records are sent. */
@@ -1109,6 +1399,23 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     this.flushRequested = true;
     this.requestFlushHook();
   }
+}
+
+/** Ack ranges and rejected seqs a device may send beyond one per push in its window. */
+const ACK_LIST_SLACK = 64;
+
+/** Whether seq is in one of the ranges (ascending, disjoint). */
+function inRanges(ranges: readonly { readonly first: number; readonly last: number }[], seq: number): boolean {
+  let lo = 0;
+  let hi = ranges.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const r = ranges[mid] as { readonly first: number; readonly last: number };
+    if (seq < r.first) hi = mid - 1;
+    else if (seq > r.last) lo = mid + 1;
+    else return true;
+  }
+  return false;
 }
 
 function pushFields(m: MessageRecord, seq: number): Partial<Push> {

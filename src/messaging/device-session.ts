@@ -11,6 +11,7 @@ import {
 } from "../wire/index.ts";
 import { DeviceReceiver } from "./device-receiver.ts";
 import { MessagingError } from "./errors.ts";
+import { messagingCodeOfWire } from "./wire-errors.ts";
 
 /**
  * The device side of one DTLS session, sans-I/O: Hello until Welcome, pushes
@@ -469,5 +470,5 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
 }
 
 function answerError(e: WireErrorBody): MessagingError {
-  return new MessagingError(errorCodeName(e.code).toLowerCase(), e.message || errorCodeName(e.code));
+  return new MessagingError(messagingCodeOfWire(e.code), e.message || errorCodeName(e.code));
 }

@@ -6,39 +6,92 @@ import type {
   Subscription,
   WriteBatch,
 } from "../store/types.ts";
+import {
+  checkCountersRecord,
+  checkDeliveryKey,
+  checkDeliveryRecord,
+  checkMessageRecord,
+  checkReceiptInput,
+  checkSubscriptionRecord,
+} from "../store/validate.ts";
 
-/** Collects one engine turn's changes for a single atomic `Store.commit`. */
+/**
+ * Collects one engine turn's changes for a single atomic `Store.commit`.
+ *
+ * The batch is shared by every device and publish of the turn, so one bad
+ * record would fail them all: each record is checked with the store's own
+ * checks as it is added, and a malformed one throws (StoreError
+ * "commit_failed") to the operation adding it, before it joins the batch.
+ */
 export class BatchBuilder {
-  messages: MessageRecord[] = [];
-  deliveries: DeliveryRecord[] = [];
-  removeDeliveries: { device: string; messageId: string }[] = [];
-  counters = new Map<string, DeviceCounters>();
-  subscribe: Subscription[] = [];
-  unsubscribe: Subscription[] = [];
-  receipts: ReceiptInput[] = [];
+  private readonly messageList: MessageRecord[] = [];
+  private readonly messageIds = new Set<string>();
+  private readonly deliveryList: DeliveryRecord[] = [];
+  private readonly removals: { device: string; messageId: string }[] = [];
+  private readonly counterMap = new Map<string, DeviceCounters>();
+  private readonly subscribeList: Subscription[] = [];
+  private readonly unsubscribeList: Subscription[] = [];
+  private readonly receiptList: ReceiptInput[] = [];
+
+  addMessage(m: MessageRecord): void {
+    checkMessageRecord(m);
+    this.messageList.push(m);
+    this.messageIds.add(m.id);
+  }
+
+  /** a message with this id is in the batch */
+  hasMessage(id: string): boolean {
+    return this.messageIds.has(id);
+  }
+
+  addDelivery(d: DeliveryRecord): void {
+    checkDeliveryRecord(d);
+    this.deliveryList.push(d);
+  }
+
+  removeDelivery(device: string, messageId: string): void {
+    const key = { device, messageId };
+    checkDeliveryKey(key);
+    this.removals.push(key);
+  }
+
+  setCounters(k: DeviceCounters): void {
+    checkCountersRecord(k);
+    this.counterMap.set(k.device, k);
+  }
+
+  addSubscription(s: Subscription, add: boolean): void {
+    checkSubscriptionRecord(s, add ? "subscribe" : "unsubscribe");
+    (add ? this.subscribeList : this.unsubscribeList).push(s);
+  }
+
+  addReceipt(r: ReceiptInput): void {
+    checkReceiptInput(r);
+    this.receiptList.push(r);
+  }
 
   get empty(): boolean {
     return (
-      this.messages.length === 0 &&
-      this.deliveries.length === 0 &&
-      this.removeDeliveries.length === 0 &&
-      this.counters.size === 0 &&
-      this.subscribe.length === 0 &&
-      this.unsubscribe.length === 0 &&
-      this.receipts.length === 0
+      this.messageList.length === 0 &&
+      this.deliveryList.length === 0 &&
+      this.removals.length === 0 &&
+      this.counterMap.size === 0 &&
+      this.subscribeList.length === 0 &&
+      this.unsubscribeList.length === 0 &&
+      this.receiptList.length === 0
     );
   }
 
   /** The batch as the store takes it (the store applies deliveries before removals). */
   build(): WriteBatch {
     return {
-      messages: this.messages,
-      deliveries: this.deliveries,
-      removeDeliveries: this.removeDeliveries,
-      counters: [...this.counters.values()],
-      subscribe: this.subscribe,
-      unsubscribe: this.unsubscribe,
-      receipts: this.receipts,
+      messages: this.messageList,
+      deliveries: this.deliveryList,
+      removeDeliveries: this.removals,
+      counters: [...this.counterMap.values()],
+      subscribe: this.subscribeList,
+      unsubscribe: this.unsubscribeList,
+      receipts: this.receiptList,
     };
   }
 }

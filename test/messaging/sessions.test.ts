@@ -97,19 +97,27 @@ describe("Hello.received_seq", () => {
     expect(pushes(sent)).toEqual([]);
   });
 
-  it("above what the server has assigned (its state was lost): new seqs start above it", async () => {
+  it("above what the server has assigned: refused with BAD_FRAME and nothing stored; a reset device goes on", async () => {
     const w = await World.create();
     const d = w.addDevice("dev");
-    // this device processed up to seq 5 with a daemon whose store is gone
+    // this device claims seq 5 from a store that is not this server's (or it lies)
     d.hwm = 5;
+    d.connect();
+    await w.run(5000);
+    expect(d.welcomes).toEqual([]);
+    expect(d.errors.at(-1)).toMatchObject({ code: ErrorCode.BAD_FRAME });
+    expect(d.errors.at(-1)?.message).toContain("Hello.received_seq 5 is above the last seq this server sent device dev (0)");
+    expect(w.engine.deviceStatus("dev")).toMatchObject({ online: false, lastSeq: 0, ackedSeq: 0 });
+    expect(w.store.loadDeliveryState().counters).toEqual([]);
+    // the device resets its state as the Error says, and gets the server's numbering
+    d.crash();
+    d.hwm = 0;
     await connected(w, d);
-    expect(d.welcomes[0]).toMatchObject({ resumed: false, ackedSeq: 5 });
     await publishTo(w, "dev", "m");
     await untilDelivered(w, d, 1);
-    expect(d.delivered.map((x) => [x.seq, x.payload])).toEqual([[6, "m"]]);
+    expect(d.delivered.map((x) => [x.seq, x.payload])).toEqual([[1, "m"]]);
     await drained(w, "dev");
-    expect(w.engine.deviceStatus("dev")).toMatchObject({ lastSeq: 6, ackedSeq: 6 });
-    expect(w.store.loadDeliveryState().counters).toEqual([{ device: "dev", lastSeq: 6, ackedSeq: 6 }]);
+    expect(w.store.loadDeliveryState().counters).toEqual([{ device: "dev", lastSeq: 1, ackedSeq: 1 }]);
   });
 });
 

@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { AuthError } from "../../auth/index.ts";
-import { MessagingError } from "../../messaging/errors.ts";
+import { MessagingError, type MessagingErrorCode } from "../../messaging/errors.ts";
 import { DtlspushError } from "../../util/errors.ts";
 
 /** An answer of the HTTP API other than success: status, stable code, one-sentence message, extra headers. */
@@ -20,8 +20,12 @@ export interface ErrorBody {
   error: { code: string; message: string };
 }
 
-/** HTTP status of each MessagingError code (contract of issue 5). */
-export const MESSAGING_STATUS: Readonly<Record<string, number>> = {
+/**
+ * HTTP status of each MessagingError code (contract of issue 5). A Record over the closed union, so a
+ * new code without a status fails to compile. The codes below "internal" only come from device
+ * sessions (answers of a server to a device), never from a publish: they would be a server fault.
+ */
+export const MESSAGING_STATUS: Readonly<Record<MessagingErrorCode, number>> = {
   payload_too_large: 413,
   queue_full: 429,
   device_unknown: 404,
@@ -30,8 +34,18 @@ export const MESSAGING_STATUS: Readonly<Record<string, number>> = {
   bad_topic: 400,
   too_many_topics: 400,
   duplicate_message: 409,
+  sequence_exhausted: 409,
   shutting_down: 503,
+  bad_option: 500,
   internal: 500,
+  bad_frame: 500,
+  unsupported_version: 500,
+  hello_required: 500,
+  token_invalid: 500,
+  token_expired: 500,
+  token_identity_mismatch: 500,
+  rate_limited: 429,
+  session_replaced: 500,
 };
 
 /** HTTP status of the AuthError codes a route can meet (token codes are mapped by the auth hook, with its headers). */
