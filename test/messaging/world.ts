@@ -19,6 +19,7 @@ import {
 } from "../../src/messaging/delivery-engine.ts";
 import { DeviceSession } from "../../src/messaging/device-session.ts";
 import type { DeliveryOptions } from "../../src/messaging/options.ts";
+import type { DeliveryObserver } from "../../src/messaging/observer.ts";
 import { decodeFrame, encodeFrame, type FrameBody, type Push, type UnknownFrameBody, type Welcome, type WireErrorBody } from "../../src/wire/index.ts";
 
 export const T0 = 1_780_000_000_000;
@@ -258,6 +259,8 @@ export interface WorldOptions {
   seed?: number;
   options?: Partial<DeliveryOptions>;
   store?: Store;
+  /** the engine's metrics sink (default none) */
+  observer?: DeliveryObserver;
 }
 
 export class World {
@@ -285,6 +288,7 @@ export class World {
   private eventSeq = 0;
   private flushWanted = false;
   private readonly engineOptions: Partial<DeliveryOptions>;
+  private readonly observer: DeliveryObserver | undefined;
 
   private constructor(o: WorldOptions) {
     this.net = o.net ?? PERFECT;
@@ -292,6 +296,7 @@ export class World {
     this.random = prng(this.seed);
     this.store = o.store ?? createMemoryStore();
     this.engineOptions = o.options ?? {};
+    this.observer = o.observer;
   }
 
   static async create(o: WorldOptions = {}): Promise<World> {
@@ -317,6 +322,7 @@ export class World {
       },
       random: prng(this.eventSeq + 7),
       options: this.engineOptions,
+      ...(this.observer === undefined ? {} : { observer: this.observer }),
     });
     this.engine.on("receipt", (r) => this.receipts.push(r));
     this.engine.on("presence", (p) => this.presence.push(p));
