@@ -108,10 +108,18 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
         resolve(clean ? 0 : 1);
       });
     });
+    // the engine stops only when a store commit fails (a device, a publish or a listener that fails is
+    // isolated and counted in dtlspush_engine_failures_total): that is the one reason to exit
     daemon.push.engine.once("fatal", (e: Error) => {
       if (stopping) return;
       stopping = true;
-      daemon.logger.fatal({ err: e }, "the delivery engine stopped (store failure); shutting down");
+      const store = config.store.kind === "sqlite" ? config.store.path : "in memory";
+      daemon.logger.fatal({ err: e, store }, "the store failed: the delivery engine stopped; exiting with status 1");
+      io.stderr.write(
+        `${PROGRAM}: the store (${store}) failed: ${e.message}\n` +
+          "  The delivery engine stopped so that nothing unrecorded is sent; exiting with status 1.\n" +
+          "  Check the disk (space, permissions, I/O errors), then start the daemon again: it resumes from the store.\n",
+      );
       void daemon.stop().then(() => {
         offStop();
         offReload?.();

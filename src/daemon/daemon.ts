@@ -14,6 +14,7 @@ import { createLogger, logDaemonEvents, type Logger } from "./logger.ts";
 import { createMetrics, type DaemonMetrics } from "./metrics.ts";
 import { startPushServer, type PushServer } from "./push-server.ts";
 import type { DeliveryObserver } from "../messaging/observer.ts";
+import type { EngineFailureEvent } from "../messaging/delivery-engine.ts";
 
 export interface Daemon {
   readonly config: DaemonConfig;
@@ -74,7 +75,12 @@ async function assemble(
   );
   cleanup.push(() => push.close());
   metrics.attach(push);
-  const unlog = logDaemonEvents(push, logger);
+  const unlogEvents = logDaemonEvents(push, logger);
+  const unlogFailures = logEngineFailures(push, logger);
+  const unlog = (): void => {
+    unlogEvents();
+    unlogFailures();
+  };
   cleanup.push(unlog);
   const http = await bind("http.listen", config, () =>
     startHttpApi(
@@ -173,6 +179,34 @@ async function bind<T>(setting: "dtls.listen" | "http.listen", config: DaemonCon
     if (code === "EACCES") throw new ConfigError(`${settingLabel(config, setting)}: no permission to listen on ${proto} ${addr}`, { cause: e });
     throw e;
   }
+}
+
+/**
+ * Logs the failures the delivery engine isolated (one device's session, one publish, a listener):
+ * at most 10 lines a second, then how many were left out; dtlspush_engine_failures_total counts them all.
+ */
+function logEngineFailures(push: PushServer, logger: Logger): () => void {
+  let second = 0;
+  let logged = 0;
+  let suppressed = 0;
+  const onFailure = (f: EngineFailureEvent): void => {
+    const now = Math.floor(Date.now() / 1000);
+    if (now !== second) {
+      second = now;
+      logged = 0;
+    }
+    if (logged >= 10) {
+      suppressed++;
+      return;
+    }
+    logged++;
+    const fields: Record<string, unknown> = { event: "engine_failure", cause: f.cause, device: f.device, err: f.error };
+    if (suppressed > 0) fields["suppressed"] = suppressed;
+    suppressed = 0;
+    logger.warn(fields, "the delivery engine failed one operation and went on (only that device, publish or listener was failed)");
+  };
+  push.engine.on("failure", onFailure);
+  return () => push.engine.off("failure", onFailure);
 }
 
 /** The store with every commit timed for the store_commit metric. */
