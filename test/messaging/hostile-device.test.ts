@@ -190,13 +190,19 @@ describe("Ack is a claim", () => {
 });
 
 describe("uplink Publish, Subscribe and Ping values", () => {
-  it("a payload above Welcome.limits.max_payload is refused with PAYLOAD_TOO_LARGE even when its Push would fit", async () => {
+  /** Device "pub" publishes to topic "t", device "sub" receives it. */
+  async function publisherAndSubscriber(): Promise<{ c: Counting; w: World; fatal: Error[]; pub: SimDevice; sub: SimDevice }> {
     const c = counting();
     const { w, fatal } = await world({ observer: c.observer });
     const pub = w.addDevice("pub");
     const sub = w.addDevice("sub", ["t"]);
     await connected(w, pub);
     await connected(w, sub);
+    return { c, w, fatal, pub, sub };
+  }
+
+  it("a payload above Welcome.limits.max_payload is refused with PAYLOAD_TOO_LARGE even when its Push would fit", async () => {
+    const { c, w, fatal, pub, sub } = await publisherAndSubscriber();
     const limit = pub.welcomes[0]?.limits?.maxPayload ?? 0;
     expect(limit).toBeGreaterThan(0);
     let sent = await raw(w, pub, { kind: "publish", publish: { requestId: 1, topic: "t", payload: new Uint8Array(limit + 1) } });
@@ -212,12 +218,7 @@ describe("uplink Publish, Subscribe and Ping values", () => {
   });
 
   it("TTL and priority at 2^32-1 are refused (BAD_FRAME); request id 2^53-1 works", async () => {
-    const c = counting();
-    const { w, fatal } = await world({ observer: c.observer });
-    const pub = w.addDevice("pub");
-    const sub = w.addDevice("sub", ["t"]);
-    await connected(w, pub);
-    await connected(w, sub);
+    const { c, w, fatal, pub, sub } = await publisherAndSubscriber();
     const U32 = 0xffff_ffff;
     for (const [requestId, extra] of [
       [1, { ttlSeconds: U32 }],
