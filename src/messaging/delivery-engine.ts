@@ -10,7 +10,7 @@ import {
   verifySessionToken,
   type KeyRing,
 } from "../auth/index.ts";
-import { decodeFrame, encodeFrame, ErrorCode, pushOverhead, WireError, type Ack, type FrameInit, type Hello, type Push } from "../wire/index.ts";
+import { decodeFrame, encodeFrame, ErrorCode, pushOverhead, WireError, type Ack, type FrameInit, type Hello, type Push, type SeqRange } from "../wire/index.ts";
 import { StoreError } from "../store/errors.ts";
 import { DeviceQueue, Entry } from "./device-queue.ts";
 import { MessagingError } from "./errors.ts";
@@ -500,10 +500,15 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     const rejected = ack.rejected.length > 0 ? new Set(ack.rejected) : undefined;
     this.cumulative(dev, ack.cumulative, now, rejected);
     if (ack.ranges.length > 0) {
-      // ranges are ascending and disjoint (checked): a binary search per push in flight, at most
-      // window * log(ranges) steps whatever the ranges span
+      // one walk over the pushes in flight (in seq order) and the ranges sorted by first: at most
+      // window + ranges steps (both bounded), however wide the ranges claim to be
+      const ranges = [...ack.ranges].sort((a, b) => a.first - b.first);
+      let i = 0;
       for (const e of dev.inflight.values()) {
-        if (e.sacked || !inRanges(ack.ranges, e.seq)) continue;
+        // a range ending below this seq ends below every later one too
+        while (i < ranges.length && (ranges[i] as SeqRange).last < e.seq) i++;
+        if (i === ranges.length) break;
+        if (e.sacked || (ranges[i] as SeqRange).first > e.seq) continue;
         if (e.transmissions === 1 && !e.tombstone) this.rttSample(dev, now - e.sentAt);
         // not retransmitted while sacked, except as the head of the window (see retransmitDue)
         e.sacked = true;
@@ -516,10 +521,10 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   /**
    * What is wrong with an Ack, judged against what the server sent this
    * device (every number in it is a claim): cumulative and every seq at most
-   * lastSeq, ranges non-empty, ascending and disjoint, and no more ranges or
-   * rejected seqs than a device can have (one per push in the window, plus
-   * the 64 refusals the SDK repeats). Seqs at or below ackedSeq are allowed
-   * (acks arrive reordered) and change nothing.
+   * lastSeq, ranges non-empty, and no more ranges or rejected seqs than a
+   * device can have (one per push in the window, plus the 64 refusals the SDK
+   * repeats). Seqs at or below ackedSeq are allowed (acks arrive reordered)
+   * and change nothing; so are ranges in any order, overlapping or not.
    */
   private ackProblem(dev: DeviceQueue<LinkState>, ack: Ack): [FrameRefusal, string] | undefined {
     const last = dev.lastSeq;
@@ -528,15 +533,10 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     if (ack.ranges.length > limit || ack.rejected.length > limit) {
       return ["ack_too_long", `an Ack holds at most ${limit} ranges and ${limit} rejected seqs`];
     }
-    let previous = 0;
     for (const r of ack.ranges) {
-      if (r.first < 1 || r.last < r.first || r.last > last || r.first <= previous) {
-        return [
-          "ack_bad_range",
-          `Ack range ${r.first}..${r.last} is not a non-empty range of seqs sent (1..${last}) above the previous range`,
-        ];
+      if (r.first < 1 || r.last < r.first || r.last > last) {
+        return ["ack_bad_range", `Ack range ${r.first}..${r.last} is not a non-empty range of seqs sent (1..${last})`];
       }
-      previous = r.last;
     }
     for (const seq of ack.rejected) {
       if (seq < 1 || seq > last) return ["ack_bad_rejected", `Ack.rejected ${seq} is not a seq sent (1..${last})`];
@@ -1403,20 +1403,6 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
 
 /** Ack ranges and rejected seqs a device may send beyond one per push in its window. */
 const ACK_LIST_SLACK = 64;
-
-/** Whether seq is in one of the ranges (ascending, disjoint). */
-function inRanges(ranges: readonly { readonly first: number; readonly last: number }[], seq: number): boolean {
-  let lo = 0;
-  let hi = ranges.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >>> 1;
-    const r = ranges[mid] as { readonly first: number; readonly last: number };
-    if (seq < r.first) hi = mid - 1;
-    else if (seq > r.last) lo = mid + 1;
-    else return true;
-  }
-  return false;
-}
 
 function pushFields(m: MessageRecord, seq: number): Partial<Push> {
   return {
