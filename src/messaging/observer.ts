@@ -50,7 +50,7 @@ export const FRAME_REFUSALS = [
   "hello_seq_ahead",
   /** Ack.cumulative above the last seq sent */
   "ack_seq_ahead",
-  /** an Ack range empty, reversed, out of order, or outside the seqs sent */
+  /** an Ack range empty, reversed, or outside the seqs sent */
   "ack_bad_range",
   /** an Ack.rejected seq outside the seqs sent */
   "ack_bad_rejected",
