@@ -7,9 +7,8 @@
  * reassembly, alerts, close_notify, application data.
  */
 import { copyBytes } from "../util/bytes.ts";
-import { DecodeError } from "../util/errors.ts";
 import { AlertDescription, AlertLevel, alertName, ContentType, HANDSHAKE_HEADER_LENGTH, HandshakeType, MAX_PLAINTEXT } from "./constants.ts";
-import { DtlsError, alertError, receivedAlertError } from "./errors.ts";
+import { DtlsError, alertError, receivedAlertError, toDtlsError } from "./errors.ts";
 import { encodeFragment, parseHandshakeFragments } from "./handshake-codec.ts";
 import type { ConnectionConfig, ConnectionHandler, ConnectionInfo } from "./options.ts";
 import { parseRecords, type RawRecord } from "./record.ts";
@@ -444,10 +443,4 @@ export class Connection {
 
 function copyRecord(rec: RawRecord): RawRecord {
   return { ...rec, header: copyBytes(rec.header), body: copyBytes(rec.body) };
-}
-
-export function toDtlsError(e: unknown): DtlsError {
-  if (e instanceof DtlsError) return e;
-  if (e instanceof DecodeError) return alertError("decode_error", e.message);
-  return new DtlsError("internal_error", e instanceof Error ? e.message : String(e), AlertDescription.internal_error);
 }

@@ -8,7 +8,7 @@ import { Scheduler } from "../util/scheduler.ts";
 import { ContentType, HandshakeType, ProtocolVersion } from "./constants.ts";
 import { Connection, increment, type ConnectionOptions } from "./connection.ts";
 import { CookieJar } from "./cookie.ts";
-import { DtlsError } from "./errors.ts";
+import { DtlsError, toDtlsError } from "./errors.ts";
 import { encodeHandshake, parseHandshakeFragments, type HandshakeFragment } from "./handshake-codec.ts";
 import { ServerHandshake, type ServerAuth } from "./handshake-server.ts";
 import { decodeClientHello, encodeHelloVerifyRequest, type ClientHello } from "./messages.ts";
@@ -261,7 +261,7 @@ export class ServerCore {
     try {
       connection.attach(new ServerHandshake(connection, this.auth, hello, fragment.messageSeq, fragment.body, now));
     } catch (e) {
-      connection.fail(e instanceof DtlsError ? e : new DtlsError("internal_error", String(e), 80));
+      connection.fail(toDtlsError(e));
       return;
     }
     this.reschedule(session);
