@@ -23,6 +23,11 @@ export class MemoryBudget {
     return true;
   }
 
+  /** Counts n bytes whatever the limit (admitted by a check made before). */
+  charge(n: number): void {
+    this.usedBytes += n;
+  }
+
   release(n: number): void {
     this.usedBytes -= n;
   }

@@ -100,18 +100,31 @@ export class RawPeer {
    * with the server's answer to the second ClientHello (its flight 4, or an
    * alert), undefined if none came.
    */
-  async helloWithCookie(hello: ClientHello = pskHello()): Promise<Uint8Array | undefined> {
+  async helloWithCookie(hello: ClientHello = pskHello(), timeoutMs = 2000): Promise<Uint8Array | undefined> {
     this.send(helloRecord(hello, 0, this.nextRecordSeq()));
-    const hvr = await this.nextRecord(ContentType.handshake);
+    const hvr = await this.nextRecord(ContentType.handshake, timeoutMs);
     if (hvr === undefined) return undefined;
     const cookie = decodeHelloVerifyRequest((parseHandshakeFragments(hvr.body)[0] as HandshakeFragment).body).cookie;
     this.send(helloRecord({ ...hello, cookie }, 1, this.nextRecordSeq()));
-    return this.next();
+    return this.next(timeoutMs);
+  }
+
+  /**
+   * A cookieless ClientHello answered by a HelloVerifyRequest: everything sent
+   * to the server's socket before it has been read. Retried a few times (a full
+   * socket buffer drops datagrams); false if no answer came.
+   */
+  async roundTrip(): Promise<boolean> {
+    for (let i = 0; i < 10; i++) {
+      this.send(helloRecord(pskHello(), 0, this.nextRecordSeq()));
+      if ((await this.nextRecord(ContentType.handshake, 300)) !== undefined) return true;
+    }
+    return false;
   }
 
   /** The cookie exchange, after which the server holds a handshake for us; the handshake messages of its flight 4. */
-  async cookieExchange(hello: ClientHello = pskHello()): Promise<HandshakeFragment[] | undefined> {
-    const flight = await this.helloWithCookie(hello);
+  async cookieExchange(hello: ClientHello = pskHello(), timeoutMs = 2000): Promise<HandshakeFragment[] | undefined> {
+    const flight = await this.helloWithCookie(hello, timeoutMs);
     if (flight === undefined) return undefined;
     return parseRecords(flight).flatMap((r) => (r.type === ContentType.handshake ? parseHandshakeFragments(r.body) : []));
   }
