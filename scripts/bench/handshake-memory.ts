@@ -25,6 +25,7 @@ import { encodeFragment, encodeHandshake, parseHandshakeFragments } from "../../
 import { connect, listen } from "../../src/dtls/index.ts";
 import { decodeHelloVerifyRequest, encodeClientHello, EMPTY, type ClientHello } from "../../src/dtls/messages.ts";
 import { encodePlainRecord, parseRecords } from "../../src/dtls/record.ts";
+import { nextMessage as next, settledMemory } from "./child-server.ts";
 
 interface Sample {
   readonly heapUsed: number;
@@ -46,13 +47,7 @@ const IDENTITY = "bench";
 // ---- the server (child process) ----------------------------------------------
 
 async function sample(): Promise<Sample> {
-  const gc = (globalThis as { gc?: () => void }).gc;
-  if (gc === undefined) throw new Error("the server process needs --expose-gc");
-  for (let i = 0; i < 4; i++) {
-    await new Promise((r) => setImmediate(r));
-    gc();
-  }
-  const m = process.memoryUsage();
+  const m = await settledMemory();
   return { heapUsed: m.heapUsed, heapTotal: m.heapTotal, arrayBuffers: m.arrayBuffers, external: m.external, rss: m.rss };
 }
 
@@ -89,19 +84,7 @@ async function serverMain(held: number): Promise<void> {
 
 // ---- this process ------------------------------------------------------------
 
-function nextMessage(child: ChildProcess, kind: FromServer["kind"]): Promise<FromServer> {
-  return new Promise((resolve, reject) => {
-    const onMessage = (m: FromServer): void => {
-      if (m.kind !== kind) return;
-      child.off("message", onMessage);
-      child.off("exit", onExit);
-      resolve(m);
-    };
-    const onExit = (code: number | null): void => reject(new Error(`the server process exited (${code}) before sending "${kind}"`));
-    child.on("message", onMessage);
-    child.once("exit", onExit);
-  });
-}
+const nextMessage = (child: ChildProcess, kind: FromServer["kind"]): Promise<FromServer> => next<FromServer>(child, kind);
 
 async function measure(child: ChildProcess, label: string): Promise<FromServer & { kind: "sample" }> {
   const m = nextMessage(child, "sample");

@@ -86,24 +86,20 @@ export function createMetrics(): DaemonMetrics {
       for (const [cause, n] of Object.entries(s.refusals)) this.inc({ cause }, n);
     },
   });
-  new Gauge({
-    name: "dtlspush_dtls_handshakes_in_progress",
-    help: "DTLS handshakes in progress (after a valid cookie)",
-    registers,
-    collect() {
-      const s = stats();
-      if (s !== undefined) this.set(s.handshakesInProgress);
-    },
-  });
-  new Gauge({
-    name: "dtlspush_dtls_handshake_memory_bytes",
-    help: "Bytes the DTLS handshakes in progress hold, counted against dtls.handshake_memory_bytes",
-    registers,
-    collect() {
-      const s = stats();
-      if (s !== undefined) this.set(s.handshakeMemoryBytes);
-    },
-  });
+  for (const [name, key, help] of [
+    ["dtlspush_dtls_handshakes_in_progress", "handshakesInProgress", "DTLS handshakes in progress (after a valid cookie)"],
+    ["dtlspush_dtls_handshake_memory_bytes", "handshakeMemoryBytes", "Bytes the DTLS handshakes in progress hold, counted against dtls.handshake_memory_bytes"],
+  ] as const) {
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        const s = stats();
+        if (s !== undefined) this.set(s[key]);
+      },
+    });
+  }
   new Gauge({
     name: "dtlspush_sessions",
     help: "Established DTLS sessions",

@@ -3,21 +3,17 @@
  * parse gets decode_error (50), never internal_error (80), from the real
  * endpoint; and every error code maps to its alert.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { AlertDescription, ContentType, ExtensionType } from "../../src/dtls/constants.ts";
 import { alertFor, DtlsError, toDtlsError } from "../../src/dtls/errors.ts";
 import { type Extension } from "../../src/dtls/messages.ts";
 import { parseRecords } from "../../src/dtls/record.ts";
 import { DecodeError } from "../../src/util/errors.ts";
 import { echoServers } from "./echo-server.ts";
-import { pskHello, RawPeer } from "./raw-peer.ts";
+import { pskHello, rawPeers } from "./raw-peer.ts";
 
 const server = echoServers();
-let peers: RawPeer[] = [];
-afterEach(() => {
-  for (const p of peers) p.close();
-  peers = [];
-});
+const peer = rawPeers();
 
 const ECDHE_PSK_AES128_GCM = 0xd001;
 const PSK_AES128_GCM = 0x00a8;
@@ -44,9 +40,8 @@ describe("malformed ClientHello extensions (real endpoint)", () => {
     const s = await server();
     const failures: string[] = [];
     s.on("handshakeError", (e) => failures.push(e.error.code));
-    const peer = await RawPeer.open(s.address().port);
-    peers.push(peer);
-    const answer = await peer.helloWithCookie(pskHello({ extensions, ...(suites ? { cipherSuites: suites } : {}) }));
+    const p = await peer(s.address().port);
+    const answer = await p.helloWithCookie(pskHello({ extensions, ...(suites ? { cipherSuites: suites } : {}) }));
     expect(answer).toBeDefined();
     const alert = parseRecords(answer as Uint8Array).find((r) => r.type === ContentType.alert);
     expect(alert, "the server answers with an alert").toBeDefined();

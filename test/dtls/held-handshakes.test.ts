@@ -6,20 +6,16 @@
  * is bounded by what its peer sent (fragments declaring 64 KiB, early epoch-1
  * records), not by what it declares.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { connect, type DtlsServer } from "../../src/dtls/index.ts";
 import { ContentType, HandshakeType, ProtocolVersion } from "../../src/dtls/constants.ts";
 import { encodePlainRecord } from "../../src/dtls/record.ts";
 import { collectGarbage } from "../util/gc.ts";
 import { echoServers, KEY, nextData } from "./echo-server.ts";
-import { fragmentRecord, RawPeer } from "./raw-peer.ts";
+import { fragmentRecord, rawPeers, type RawPeer } from "./raw-peer.ts";
 
 const server = echoServers();
-let peers: RawPeer[] = [];
-afterEach(() => {
-  for (const p of peers) p.close();
-  peers = [];
-});
+const rawPeer = rawPeers();
 
 const ATTACK_PORTS = 40;
 const GLOBAL_CAP = 32;
@@ -63,7 +59,8 @@ describe("handshakes held open by one host (real endpoint)", () => {
   it("holds that host to its cap, lets another address in at once, frees the slots at the deadline, and bounds their memory", async () => {
     const s = await server({ maxHandshakes: GLOBAL_CAP, maxHandshakesPerHost: PER_HOST, handshakeTimeoutMs: DEADLINE_MS, sockets: 1 });
     const port = s.address().port;
-    for (let i = 0; i < ATTACK_PORTS; i++) peers.push(await RawPeer.open(port, "127.0.0.1"));
+    const peers: RawPeer[] = [];
+    for (let i = 0; i < ATTACK_PORTS; i++) peers.push(await rawPeer(port, "127.0.0.1"));
     await collectGarbage();
     const before = heapBytes();
 
@@ -76,8 +73,7 @@ describe("handshakes held open by one host (real endpoint)", () => {
     expect(s.stats.refusals.host_handshakes_exceeded).toBe(ATTACK_PORTS - PER_HOST);
     expect(s.stats.handshakeFailures.host_handshakes_exceeded).toBe(ATTACK_PORTS - PER_HOST);
 
-    const probe = await RawPeer.open(port, "127.0.0.3");
-    peers.push(probe);
+    const probe = await rawPeer(port, "127.0.0.3");
     for (const [i, p] of peers.entries()) if (flights[i]?.some((m) => m.msgType === HandshakeType.server_hello)) await junk(p, probe);
     await collectGarbage();
     const perHandshake = (heapBytes() - before) / PER_HOST;
@@ -98,8 +94,7 @@ describe("handshakes held open by one host (real endpoint)", () => {
     await timedOut;
     expect(s.stats.handshakesInProgress).toBe(0);
     expect(s.stats.handshakeMemoryBytes).toBe(0);
-    const again = await RawPeer.open(port, "127.0.0.1");
-    peers.push(again);
+    const again = await rawPeer(port, "127.0.0.1");
     expect((await again.cookieExchange())?.some((m) => m.msgType === HandshakeType.server_hello)).toBe(true);
   });
 });

@@ -5,6 +5,7 @@
  * records crafted byte by byte.
  */
 import { createSocket, type Socket } from "node:dgram";
+import { afterEach } from "vitest";
 import { ContentType, HandshakeType, ProtocolVersion } from "../../src/dtls/constants.ts";
 import { encodeFragment, encodeHandshake, parseHandshakeFragments, type HandshakeFragment } from "../../src/dtls/handshake-codec.ts";
 import { decodeHelloVerifyRequest, encodeClientHello, EMPTY, type ClientHello } from "../../src/dtls/messages.ts";
@@ -132,4 +133,18 @@ export class RawPeer {
   close(): void {
     this.socket.close();
   }
+}
+
+/** Returns `open(port, address?)`: a RawPeer closed after each test. */
+export function rawPeers(): (serverPort: number, address?: string) => Promise<RawPeer> {
+  let peers: RawPeer[] = [];
+  afterEach(() => {
+    for (const p of peers) p.close();
+    peers = [];
+  });
+  return async (serverPort, address) => {
+    const p = await RawPeer.open(serverPort, address);
+    peers.push(p);
+    return p;
+  };
 }
