@@ -116,14 +116,20 @@ async function holdHandshake(port: number, junk: boolean): Promise<Socket> {
         resolve(new Uint8Array(m));
       });
     });
+  /** Sends `datagram` until an answer comes (a loaded machine drops some), at most 5 times. */
+  const exchange = async (datagram: Uint8Array, what: string): Promise<Uint8Array> => {
+    for (let i = 0; i < 5; i++) {
+      socket.send(datagram);
+      const a = await answer();
+      if (a !== undefined) return a;
+    }
+    throw new Error(`no ${what}`);
+  };
   const first = hello(EMPTY);
-  socket.send(encodePlainRecord(ContentType.handshake, ProtocolVersion.DTLS1_2, 0, 0, encodeHandshake(HandshakeType.client_hello, 0, encodeClientHello(first))));
-  const hvr = await answer();
-  if (hvr === undefined) throw new Error("no HelloVerifyRequest");
+  const hvr = await exchange(encodePlainRecord(ContentType.handshake, ProtocolVersion.DTLS1_2, 0, 0, encodeHandshake(HandshakeType.client_hello, 0, encodeClientHello(first))), "HelloVerifyRequest");
   const cookie = decodeHelloVerifyRequest((parseHandshakeFragments((parseRecords(hvr)[0] as { body: Uint8Array }).body)[0] as { body: Uint8Array }).body).cookie;
   const second = { ...first, cookie };
-  socket.send(encodePlainRecord(ContentType.handshake, ProtocolVersion.DTLS1_2, 0, 1, encodeHandshake(HandshakeType.client_hello, 1, encodeClientHello(second))));
-  if ((await answer()) === undefined) throw new Error("no ServerHello: the handshake was refused");
+  await exchange(encodePlainRecord(ContentType.handshake, ProtocolVersion.DTLS1_2, 0, 1, encodeHandshake(HandshakeType.client_hello, 1, encodeClientHello(second))), "ServerHello (refused?)");
   if (junk) {
     for (const seq of [2, 3]) {
       const declared = new Uint8Array(0xffff);
