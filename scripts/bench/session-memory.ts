@@ -23,6 +23,7 @@ import { parseArgs } from "node:util";
 import { connect, type DtlspushClient } from "../../src/client/index.ts";
 import { startPushServer } from "../../src/daemon/push-server.ts";
 import { createMemoryStore } from "../../src/store/index.ts";
+import { nextMessage as next, settledMemory } from "./child-server.ts";
 
 interface Sample {
   readonly heapUsed: number;
@@ -48,18 +49,8 @@ const pskOf = (i: number): Uint8Array => {
 
 // ---- the daemon (child process) ---------------------------------------------
 
-async function settle(): Promise<void> {
-  const gc = (globalThis as { gc?: () => void }).gc;
-  if (gc === undefined) throw new Error("the server process needs --expose-gc");
-  for (let i = 0; i < 4; i++) {
-    await new Promise((r) => setImmediate(r));
-    gc();
-  }
-}
-
 async function sample(): Promise<Sample> {
-  await settle();
-  const m = process.memoryUsage();
+  const m = await settledMemory();
   return { heapUsed: m.heapUsed, rss: m.rss, arrayBuffers: m.arrayBuffers, external: m.external, heapTotal: m.heapTotal };
 }
 
@@ -83,19 +74,7 @@ async function serverMain(n: number): Promise<void> {
 
 // ---- the devices (this process) ----------------------------------------------
 
-function nextMessage(child: ChildProcess, kind: FromServer["kind"]): Promise<FromServer> {
-  return new Promise((resolve, reject) => {
-    const onMessage = (m: FromServer): void => {
-      if (m.kind !== kind) return;
-      child.off("message", onMessage);
-      child.off("exit", onExit);
-      resolve(m);
-    };
-    const onExit = (code: number | null): void => reject(new Error(`the server process exited (${code}) before sending "${kind}"`));
-    child.on("message", onMessage);
-    child.once("exit", onExit);
-  });
-}
+const nextMessage = (child: ChildProcess, kind: FromServer["kind"]): Promise<FromServer> => next<FromServer>(child, kind);
 
 async function main(): Promise<void> {
   const { values } = parseArgs({

@@ -74,6 +74,32 @@ export function createMetrics(): DaemonMetrics {
       },
     });
   }
+  new Counter({
+    name: "dtlspush_dtls_handshakes_refused_total",
+    help: "Cookie-valid ClientHellos refused before a handshake started, by cause: over_capacity (dtls.max_handshakes / max_sessions), host_handshakes_exceeded (dtls.max_handshakes_per_host), host_sessions_exceeded (dtls.max_sessions_per_host), handshake_memory_exceeded (dtls.handshake_memory_bytes)",
+    labelNames: ["cause"],
+    registers,
+    collect() {
+      const s = stats();
+      if (s === undefined) return;
+      this.reset();
+      for (const [cause, n] of Object.entries(s.refusals)) this.inc({ cause }, n);
+    },
+  });
+  for (const [name, key, help] of [
+    ["dtlspush_dtls_handshakes_in_progress", "handshakesInProgress", "DTLS handshakes in progress (after a valid cookie)"],
+    ["dtlspush_dtls_handshake_memory_bytes", "handshakeMemoryBytes", "Bytes the DTLS handshakes in progress hold, counted against dtls.handshake_memory_bytes"],
+  ] as const) {
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        const s = stats();
+        if (s !== undefined) this.set(s[key]);
+      },
+    });
+  }
   new Gauge({
     name: "dtlspush_sessions",
     help: "Established DTLS sessions",

@@ -7,14 +7,14 @@
  * reassembly, alerts, close_notify, application data.
  */
 import { copyBytes } from "../util/bytes.ts";
-import { DecodeError } from "../util/errors.ts";
 import { AlertDescription, AlertLevel, alertName, ContentType, HANDSHAKE_HEADER_LENGTH, HandshakeType, MAX_PLAINTEXT } from "./constants.ts";
-import { DtlsError, alertError, receivedAlertError } from "./errors.ts";
+import { DtlsError, alertError, receivedAlertError, toDtlsError } from "./errors.ts";
 import { encodeFragment, parseHandshakeFragments } from "./handshake-codec.ts";
 import type { ConnectionConfig, ConnectionHandler, ConnectionInfo } from "./options.ts";
 import { parseRecords, type RawRecord } from "./record.ts";
 import type { RecordProtection } from "./record-protection.ts";
 import { packDatagrams, RecordWriter } from "./record-writer.ts";
+import { UNLIMITED, type MemoryBudget } from "./memory-budget.ts";
 import { Reassembler, type HandshakeMessage } from "./reassembly.ts";
 import { ReplayWindow } from "./replay-window.ts";
 
@@ -42,6 +42,10 @@ export interface ConnectionOptions {
   /** First handshake message_seq expected from the peer. */
   readonly firstMessageSeq?: number;
   readonly alerts?: AlertCounters;
+  /** Where the handshake's buffered bytes are counted (a server's budget shared by its handshakes); default unlimited. */
+  readonly budget?: MemoryBudget;
+  /** The handshake must be over by then, or the connection ends with "handshake_timeout" (a server's deadline). */
+  readonly handshakeDeadline?: number;
 }
 
 /** counts[key] += 1 (no allocation once the key exists). */
@@ -49,8 +53,10 @@ export function increment(counts: Record<string, number>, key: string): void {
   counts[key] = (counts[key] ?? 0) + 1;
 }
 
-/** Records held while their epoch's keys or the handshake's end are still ahead. */
+/** Records held while their epoch's keys or the handshake's end are still ahead: at most this many, of at most MAX_EARLY_BYTES in all. */
 const MAX_EARLY_RECORDS = 16;
+/** Bytes of such early records (and early application data) one handshake holds at most. */
+export const MAX_EARLY_BYTES = 8192;
 const CCS_BODY = new Uint8Array([1]);
 const NO_RECORDS: readonly RawRecord[] = Object.freeze([]);
 const NO_DATA: readonly Uint8Array[] = Object.freeze([]);
@@ -66,14 +72,18 @@ class HandshakeState {
   readonly reassembler: Reassembler;
   earlyEpoch1: readonly RawRecord[] = NO_RECORDS;
   earlyData: readonly Uint8Array[] = NO_DATA;
+  /** Bytes of earlyEpoch1 and earlyData, taken from the connection's budget. */
+  earlyBytes = 0;
+  /** The peer's ChangeCipherSpec arrived: its protected handshake messages (Finished) may be processed. */
+  peerChangedCipherSpec = false;
   flight: readonly FlightItem[] = [];
   retransmitAt: number | undefined;
   rto: number;
   retransmits = 0;
   lastTransmitAt = -Infinity;
 
-  constructor(firstMessageSeq: number, rto: number) {
-    this.reassembler = new Reassembler(firstMessageSeq);
+  constructor(firstMessageSeq: number, rto: number, budget: MemoryBudget) {
+    this.reassembler = new Reassembler(firstMessageSeq, 8, 0x20000, budget);
     this.rto = rto;
   }
 }
@@ -83,6 +93,8 @@ export class Connection {
   readonly config: ConnectionConfig;
   private readonly handler: ConnectionHandler;
   private readonly alerts: AlertCounters | undefined;
+  private readonly budget: MemoryBudget;
+  private handshakeDeadline: number | undefined;
   private stateValue: ConnectionState = "handshaking";
   private info: ConnectionInfo | undefined;
 
@@ -109,7 +121,9 @@ export class Connection {
     this.handler = handler;
     this.alerts = opts.alerts;
     this.writer = new RecordWriter(opts.firstWriteSeq ?? 0);
-    this.hs = new HandshakeState(opts.firstMessageSeq ?? 0, config.retransmit.initialMs);
+    this.budget = opts.budget ?? UNLIMITED();
+    this.handshakeDeadline = opts.handshakeDeadline;
+    this.hs = new HandshakeState(opts.firstMessageSeq ?? 0, config.retransmit.initialMs, this.budget);
     this.lastActivity = now;
     this.idleCheckAt = config.idleTimeoutMs > 0 ? now + config.idleTimeoutMs : undefined;
   }
@@ -139,11 +153,7 @@ export class Connection {
 
   /** When `timeout` wants to be called next, or undefined. */
   nextTimeout(): number | undefined {
-    const a = this.hs?.retransmitAt;
-    const b = this.idleCheckAt;
-    if (a === undefined) return b;
-    if (b === undefined) return a;
-    return a < b ? a : b;
+    return earliest(earliest(this.hs?.retransmitAt, this.idleCheckAt), this.handshakeDeadline);
   }
 
   // ---- input ------------------------------------------------------------
@@ -166,7 +176,9 @@ export class Connection {
     } else if (rec.epoch === 1) {
       if (this.readProtection === undefined) {
         const hs = this.hs;
-        if (hs !== undefined && hs.earlyEpoch1.length < MAX_EARLY_RECORDS) hs.earlyEpoch1 = [...hs.earlyEpoch1, copyRecord(rec)];
+        if (hs !== undefined && hs.earlyEpoch1.length < MAX_EARLY_RECORDS && this.keepEarly(hs, recordBytes(rec))) {
+          hs.earlyEpoch1 = [...hs.earlyEpoch1, copyRecord(rec)];
+        }
         return;
       }
       if (!this.replay.check(rec.seq)) return;
@@ -198,7 +210,7 @@ export class Connection {
         this.onAlert(plaintext);
         break;
       case ContentType.change_cipher_spec:
-        // Its only content is the byte 1; the epoch switch itself is tracked per record.
+        this.onChangeCipherSpec(plaintext, rec.epoch, now);
         break;
       default:
         break;
@@ -231,10 +243,25 @@ export class Connection {
     this.drainHandshake(now);
   }
 
+  /**
+   * The peer's ChangeCipherSpec (epoch 0, the byte 1): from here on its
+   * protected handshake messages count. The epoch switch itself is tracked per record.
+   */
+  private onChangeCipherSpec(body: Uint8Array, epoch: number, now: number): void {
+    const hs = this.hs;
+    if (epoch !== 0 || body.length !== 1 || body[0] !== 1 || this.stateValue !== "handshaking" || hs === undefined) return;
+    hs.peerChangedCipherSpec = true;
+    this.drainHandshake(now);
+  }
+
   private drainHandshake(now: number): void {
     while (this.stateValue === "handshaking") {
       const hs = this.hs;
       if (hs === undefined) return;
+      const epoch = hs.reassembler.readyEpoch();
+      // RFC 5246 7.1 / RFC 6347 4.1: a protected Finished counts only after the peer's ChangeCipherSpec.
+      // Without it the message waits (a lost CCS comes again with the peer's retransmitted flight).
+      if (epoch === undefined || (epoch !== 0 && !hs.peerChangedCipherSpec)) return;
       const msg = hs.reassembler.pop();
       if (msg === undefined) return;
       try {
@@ -260,7 +287,7 @@ export class Connection {
       // The peer sends protected data: it has our final flight, and the handshake state can go.
       this.hs = undefined;
       this.handler.data(plaintext);
-    } else if (this.hs !== undefined && this.hs.earlyData.length < MAX_EARLY_RECORDS) {
+    } else if (this.hs !== undefined && this.hs.earlyData.length < MAX_EARLY_RECORDS && this.keepEarly(this.hs, plaintext.length)) {
       this.hs.earlyData = [...this.hs.earlyData, copyBytes(plaintext)];
     }
   }
@@ -280,6 +307,10 @@ export class Connection {
 
   timeout(now: number): void {
     if (this.stateValue === "closed") return;
+    if (this.handshakeDeadline !== undefined && now >= this.handshakeDeadline && this.stateValue === "handshaking") {
+      this.finish(new DtlsError("handshake_timeout", "the handshake did not finish in time"));
+      return;
+    }
     const hs = this.hs;
     if (hs !== undefined && hs.retransmitAt !== undefined && now >= hs.retransmitAt) {
       if (hs.retransmits >= this.config.retransmit.maxRetransmits) {
@@ -346,6 +377,9 @@ export class Connection {
     if (hs === undefined) return;
     const early = hs.earlyEpoch1;
     hs.earlyEpoch1 = NO_RECORDS;
+    let n = 0;
+    for (const rec of early) n += recordBytes(rec);
+    this.giveBackEarly(hs, n);
     for (const rec of early) {
       if (this.stateValue === "closed") return;
       this.receiveRecord(rec, now);
@@ -355,10 +389,12 @@ export class Connection {
   establish(info: ConnectionInfo, now: number): void {
     this.stateValue = "established";
     this.info = info;
+    this.handshakeDeadline = undefined;
     const hs = this.hs;
     const early = hs?.earlyData ?? NO_DATA;
     if (hs !== undefined) {
       this.peerMessageSeq = hs.reassembler.nextSeq;
+      this.dropBuffers(hs);
       if (this.role === "client") {
         // nothing of ours is left to resend
         this.hs = undefined;
@@ -366,9 +402,6 @@ export class Connection {
         // Our last flight stays until the peer sends protected data (it then has it); the rest goes now.
         hs.driver = undefined;
         hs.retransmitAt = undefined;
-        hs.reassembler.clear();
-        hs.earlyEpoch1 = NO_RECORDS;
-        hs.earlyData = NO_DATA;
       }
     }
     this.lastActivity = now;
@@ -433,21 +466,47 @@ export class Connection {
     }
   }
 
+  /** Early records within MAX_EARLY_BYTES and the budget are kept; others are dropped. */
+  private keepEarly(hs: HandshakeState, n: number): boolean {
+    if (hs.earlyBytes + n > MAX_EARLY_BYTES || !this.budget.take(n)) return false;
+    hs.earlyBytes += n;
+    return true;
+  }
+
+  private giveBackEarly(hs: HandshakeState, n: number): void {
+    hs.earlyBytes -= n;
+    this.budget.release(n);
+  }
+
+  /** Everything the peer's input left buffered goes, and its bytes back to the budget. */
+  private dropBuffers(hs: HandshakeState): void {
+    hs.reassembler.clear();
+    this.giveBackEarly(hs, hs.earlyBytes);
+    hs.earlyEpoch1 = NO_RECORDS;
+    hs.earlyData = NO_DATA;
+  }
+
   private finish(error: DtlsError | undefined): void {
     if (this.stateValue === "closed") return;
     this.stateValue = "closed";
+    if (this.hs !== undefined) this.dropBuffers(this.hs);
     this.hs = undefined;
+    this.handshakeDeadline = undefined;
     this.idleCheckAt = undefined;
     this.handler.closed(error);
   }
 }
 
-function copyRecord(rec: RawRecord): RawRecord {
-  return { ...rec, header: copyBytes(rec.header), body: copyBytes(rec.body) };
+function earliest(a: number | undefined, b: number | undefined): number | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return a < b ? a : b;
 }
 
-export function toDtlsError(e: unknown): DtlsError {
-  if (e instanceof DtlsError) return e;
-  if (e instanceof DecodeError) return alertError("decode_error", e.message);
-  return new DtlsError("internal_error", e instanceof Error ? e.message : String(e), AlertDescription.internal_error);
+function recordBytes(rec: RawRecord): number {
+  return rec.header.length + rec.body.length;
+}
+
+function copyRecord(rec: RawRecord): RawRecord {
+  return { ...rec, header: copyBytes(rec.header), body: copyBytes(rec.body) };
 }

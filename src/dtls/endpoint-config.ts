@@ -13,6 +13,7 @@ import type { ClientAuth } from "./handshake-client.ts";
 import {
   DEFAULT_MTU,
   DEFAULT_RETRANSMIT,
+  DEFAULT_SERVER_LIMITS,
   MIN_MTU,
   type ClientAuthMode,
   type ClientPskConfig,
@@ -69,6 +70,14 @@ export interface ListenOptions {
   requireExtendedMasterSecret?: boolean;
   maxHandshakes?: number;
   maxSessions?: number;
+  /** Handshakes in progress from one source (IPv4 address, IPv6 /64) at once (default 100); further ClientHellos from it are refused. */
+  maxHandshakesPerHost?: number;
+  /** Connections (sessions and handshakes) from one source at once (default 32768). */
+  maxSessionsPerHost?: number;
+  /** A handshake not over this long after its cookie-valid ClientHello is dropped, ms (default 30000; 0: no deadline). */
+  handshakeTimeoutMs?: number;
+  /** Bytes all handshakes in progress may hold (their state and what their peers sent), default 64 MiB; new handshakes beyond it are refused. */
+  handshakeMemoryBytes?: number;
   idleTimeoutMs?: number;
   retransmit?: Partial<RetransmitPolicy>;
   clock?: Clock;
@@ -121,6 +130,12 @@ export interface ConnectOptions {
   idleTimeoutMs?: number;
   retransmit?: Partial<RetransmitPolicy>;
   clock?: Clock;
+}
+
+function checkCount(name: string, value: number | undefined, min: number, def: number): number {
+  if (value === undefined) return def;
+  if (!Number.isSafeInteger(value) || value < min) throw new DtlsError("bad_option", `${name} must be an integer of at least ${min}, got ${value}`);
+  return value;
 }
 
 function checkMtu(mtu: number): number {
@@ -198,6 +213,10 @@ export function serverCoreConfig(opts: ListenOptions): ServerCoreConfig {
     psk: lookup === undefined ? undefined : { lookup, hint: opts.psk?.hint },
     maxHandshakes: opts.maxHandshakes ?? 1000,
     maxSessions: opts.maxSessions ?? 100_000,
+    maxHandshakesPerHost: checkCount("maxHandshakesPerHost", opts.maxHandshakesPerHost, 1, DEFAULT_SERVER_LIMITS.maxHandshakesPerHost),
+    maxSessionsPerHost: checkCount("maxSessionsPerHost", opts.maxSessionsPerHost, 1, DEFAULT_SERVER_LIMITS.maxSessionsPerHost),
+    handshakeTimeoutMs: checkCount("handshakeTimeoutMs", opts.handshakeTimeoutMs, 0, DEFAULT_SERVER_LIMITS.handshakeTimeoutMs),
+    handshakeMemoryBytes: checkCount("handshakeMemoryBytes", opts.handshakeMemoryBytes, 0, DEFAULT_SERVER_LIMITS.handshakeMemoryBytes),
   };
 }
 

@@ -213,16 +213,19 @@ export class ClientHandshake implements HandshakeDriver {
     if (suite === undefined) throw alertError("illegal_parameter", `server chose cipher suite 0x${sh.cipherSuite.toString(16)} we did not offer`);
     if (sh.compressionMethod !== 0) throw alertError("illegal_parameter", "server chose a compression method");
     let ems = false;
+    // RFC 5246 7.4.1.4: the server may answer any extension we offered (e.g. ec_point_formats echoed
+    // with a plain PSK suite, as wolfSSL does), and only those.
+    const offered = new Set((s.hello.extensions ?? []).map((e) => e.type));
     for (const e of sh.extensions ?? []) {
+      if (!offered.has(e.type)) throw alertError("unsupported_extension", `server sent extension ${e.type} we did not offer`);
       if (e.type === ExtensionType.extended_master_secret) {
         if (e.data.length !== 0) throw alertError("decode_error", "extended_master_secret must be empty");
         ems = true;
-      } else if (e.type === ExtensionType.ec_point_formats && suite.keyExchange !== "psk") {
-        if (!decodeEcPointFormats(e.data).includes(0)) throw alertError("illegal_parameter", "server does not accept uncompressed points");
+      } else if (e.type === ExtensionType.ec_point_formats) {
+        const formats = decodeEcPointFormats(e.data);
+        if (suite.keyExchange !== "psk" && !formats.includes(0)) throw alertError("illegal_parameter", "server does not accept uncompressed points");
       } else if (e.type === ExtensionType.renegotiation_info) {
         if (decodeRenegotiationInfo(e.data).length !== 0) throw alertError("handshake_failure", "renegotiation_info must be empty");
-      } else {
-        throw alertError("unsupported_extension", `server sent extension ${e.type} we did not offer`);
       }
     }
     if (this.host.config.requireExtendedMasterSecret && !ems) {

@@ -76,3 +76,19 @@ export type ClientVerdict = { readonly identity: string } | DtlsError;
 
 /** A certificate chain (leaf first) and the leaf's key, for the client role. */
 export type ClientCredential = ServerCredential;
+
+/**
+ * A server's limits on what one source and all handshakes may hold (what
+ * ServerCoreConfig / ListenOptions default to). A source is an IPv4 address or
+ * an IPv6 /64.
+ */
+export const DEFAULT_SERVER_LIMITS = {
+  /** Handshakes in progress from one source at once. */
+  maxHandshakesPerHost: 100,
+  /** Connections (handshakes and sessions) from one source at once: above one IPv4 address's ephemeral port range on Linux (28 232). */
+  maxSessionsPerHost: 32_768,
+  /** A handshake not finished this long after its cookie-valid ClientHello is dropped (0: no deadline). */
+  handshakeTimeoutMs: 30_000,
+  /** Bytes all handshakes in progress may hold (their state and what their peers sent); new handshakes beyond it are refused. */
+  handshakeMemoryBytes: 64 * 1024 * 1024,
+} as const;

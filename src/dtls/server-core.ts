@@ -8,12 +8,22 @@ import { Scheduler } from "../util/scheduler.ts";
 import { ContentType, HandshakeType, ProtocolVersion } from "./constants.ts";
 import { Connection, increment, type ConnectionOptions } from "./connection.ts";
 import { CookieJar } from "./cookie.ts";
-import { DtlsError } from "./errors.ts";
+import { DtlsError, toDtlsError, type RefusalCode } from "./errors.ts";
 import { encodeHandshake, parseHandshakeFragments, type HandshakeFragment } from "./handshake-codec.ts";
 import { ServerHandshake, type ServerAuth } from "./handshake-server.ts";
+import { MemoryBudget } from "./memory-budget.ts";
 import { decodeClientHello, encodeHelloVerifyRequest, type ClientHello } from "./messages.ts";
 import type { Certificate } from "./crypto.ts";
-import type { ClientAuthMode, ClientVerdict, ConnectionConfig, ConnectionHandler, ConnectionInfo, ServerCredential, ServerPskConfig } from "./options.ts";
+import {
+  DEFAULT_SERVER_LIMITS,
+  type ClientAuthMode,
+  type ClientVerdict,
+  type ConnectionConfig,
+  type ConnectionHandler,
+  type ConnectionInfo,
+  type ServerCredential,
+  type ServerPskConfig,
+} from "./options.ts";
 import { encodePlainRecord, parseRecords, type RawRecord } from "./record.ts";
 
 export interface Peer {
@@ -38,6 +48,14 @@ export interface ServerCoreConfig extends ConnectionConfig {
   readonly maxHandshakes: number;
   /** Connections (handshaking + established) at once. */
   readonly maxSessions: number;
+  /** Handshakes in progress from one source (IPv4 address, IPv6 /64) at once; default 100. */
+  readonly maxHandshakesPerHost?: number;
+  /** Connections (handshakes and sessions) from one source at once; default 32768. */
+  readonly maxSessionsPerHost?: number;
+  /** A handshake not over this long after its cookie-valid ClientHello is dropped ("handshake_timeout"); 0: none; default 30 s. */
+  readonly handshakeTimeoutMs?: number;
+  /** Bytes all handshakes in progress may hold; new handshakes beyond it are refused; default 64 MiB. */
+  readonly handshakeMemoryBytes?: number;
   readonly cookieRotateMs?: number;
 }
 
@@ -55,6 +73,8 @@ export interface SessionListener {
 export class ServerSession implements ConnectionHandler {
   readonly peer: Peer;
   readonly key: string;
+  /** The peer's source (sourceHost): what the per-host caps count. */
+  readonly host: string;
   readonly connection: Connection;
   /** The ClientHello random that started it, as a latin1 string (a repeat of that ClientHello is no new handshake). */
   readonly clientRandom: string;
@@ -62,10 +82,11 @@ export class ServerSession implements ConnectionHandler {
   private readonly core: ServerCore;
 
   /** @internal created by the ServerCore. */
-  constructor(core: ServerCore, peer: Peer, key: string, clientRandom: Uint8Array, config: ConnectionConfig, now: number, opts: ConnectionOptions) {
+  constructor(core: ServerCore, peer: Peer, key: string, host: string, clientRandom: Uint8Array, config: ConnectionConfig, now: number, opts: ConnectionOptions) {
     this.core = core;
     this.peer = peer;
     this.key = key;
+    this.host = host;
     this.clientRandom = randomKey(clientRandom);
     this.connection = new Connection("server", config, this, now, opts);
   }
@@ -114,8 +135,18 @@ export interface ServerStats {
   handshakesFailed: number;
   /** Datagrams from unknown peers that were not a usable ClientHello. */
   datagramsDropped: number;
-  /** Cookie-valid ClientHellos refused because a cap was reached. */
+  /** Cookie-valid ClientHellos refused because a cap was reached (all causes; see refusals). */
   refusedOverCapacity: number;
+  /**
+   * Cookie-valid ClientHellos refused, by cause: over_capacity (the global
+   * caps), host_handshakes_exceeded / host_sessions_exceeded (the source's
+   * caps), handshake_memory_exceeded (the handshake memory budget).
+   */
+  refusals: Record<RefusalCode, number>;
+  /** Handshakes in progress now. */
+  readonly handshakesInProgress: number;
+  /** Bytes the handshakes in progress hold now, counted against handshakeMemoryBytes. */
+  readonly handshakeMemoryBytes: number;
   /** Completed handshakes by suite name. */
   handshakesBySuite: Record<string, number>;
   /** Failed handshakes by DtlsError code, refusals over capacity ("over_capacity") included. */
@@ -133,6 +164,38 @@ export function peerKey(peer: Peer): string {
   return `${peer.address}|${peer.port}`;
 }
 
+/**
+ * What the per-host caps count a peer as: its IPv4 address (also when
+ * IPv4-mapped), or the /64 prefix of its IPv6 address (one subscriber's
+ * network: a host has the whole /64 to pick addresses from).
+ */
+export function sourceHost(address: string): string {
+  if (!address.includes(":")) return address;
+  const lower = address.toLowerCase();
+  if (lower.startsWith("::ffff:") && lower.includes(".")) return lower.slice(7);
+  const zone = lower.indexOf("%");
+  const bare = zone < 0 ? lower : lower.slice(0, zone);
+  const [head = "", tail] = bare.split("::", 2);
+  const headGroups = head === "" ? [] : head.split(":");
+  const tailGroups = tail === undefined || tail === "" ? [] : tail.split(":");
+  const groups = tail === undefined ? headGroups : [...headGroups, ...Array<string>(Math.max(0, 8 - headGroups.length - tailGroups.length)).fill("0"), ...tailGroups];
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, "")).join(":")}::/64`;
+}
+
+/**
+ * What a handshake in progress is counted as holding before its peer sent
+ * anything more: the connection, the handshake driver, transcript and our
+ * flight (measured: about 5 KiB for a PSK handshake). What the peer sends
+ * (fragments, early records) is counted as it is kept.
+ */
+export const HANDSHAKE_STATE_BYTES = 6 * 1024;
+
+/** A source's handshakes in progress and established sessions. */
+interface HostCount {
+  handshakes: number;
+  sessions: number;
+}
+
 export class ServerCore {
   /** Replaced (never mutated) by updateCredentials: connections keep the one they started with. */
   private config: ServerCoreConfig;
@@ -142,26 +205,39 @@ export class ServerCore {
   private readonly sessions = new Map<string, ServerSession>();
   private readonly scheduler = new Scheduler<ServerSession>();
   private handshaking = 0;
+  /** Per source: handshakes and sessions (an entry only while it has any). */
+  private readonly hosts = new Map<string, HostCount>();
+  private readonly memory: MemoryBudget;
   /** false once stopAccepting() was called: ClientHellos from new peers are dropped */
   private accepting = true;
-  readonly stats: ServerStats = {
-    helloVerifyRequestsSent: 0,
-    handshakesStarted: 0,
-    handshakesCompleted: 0,
-    handshakesFailed: 0,
-    datagramsDropped: 0,
-    refusedOverCapacity: 0,
-    handshakesBySuite: {},
-    handshakeFailures: {},
-    alertsSent: {},
-    alertsReceived: {},
-  };
+  readonly stats: ServerStats;
 
   constructor(config: ServerCoreConfig, handler: ServerCoreHandler, now: number) {
     this.config = config;
     this.auth = serverAuth(config);
     this.handler = handler;
     this.cookies = new CookieJar(now, config.cookieRotateMs);
+    this.memory = new MemoryBudget(config.handshakeMemoryBytes ?? DEFAULT_SERVER_LIMITS.handshakeMemoryBytes);
+    const core = this; // the gauges below read the core's live counts
+    this.stats = {
+    helloVerifyRequestsSent: 0,
+    handshakesStarted: 0,
+    handshakesCompleted: 0,
+    handshakesFailed: 0,
+    datagramsDropped: 0,
+    refusedOverCapacity: 0,
+    refusals: { over_capacity: 0, host_handshakes_exceeded: 0, host_sessions_exceeded: 0, handshake_memory_exceeded: 0 },
+    get handshakesInProgress(): number {
+      return core.handshaking;
+    },
+    get handshakeMemoryBytes(): number {
+      return core.memory.used;
+    },
+    handshakesBySuite: {},
+    handshakeFailures: {},
+    alertsSent: {},
+    alertsReceived: {},
+    };
   }
 
   /**
@@ -230,13 +306,47 @@ export class ServerCore {
       this.sendHelloVerifyRequest(peer, key, record, fragment, hello, now);
       return;
     }
-    if (existing === undefined && (this.handshaking >= this.config.maxHandshakes || this.sessions.size >= this.config.maxSessions)) {
+    const host = sourceHost(peer.address);
+    const refusal = this.refusal(host, existing);
+    if (refusal !== undefined) {
+      // Nothing is kept and nothing is sent; an established session from this address and port stays.
       this.stats.refusedOverCapacity++;
-      this.failed(peer, new DtlsError("over_capacity", "too many handshakes or sessions; ClientHello dropped"));
+      this.stats.refusals[refusal.code]++;
+      this.failed(peer, refusal);
       return;
     }
     if (existing !== undefined) this.remove(existing, new DtlsError("replaced", "the peer started a new handshake from the same address"));
-    this.startHandshake(peer, key, record, fragment, hello, now);
+    this.startHandshake(peer, key, host, record, fragment, hello, now);
+  }
+
+  /**
+   * Why a cookie-valid ClientHello from `host` cannot start a handshake now, if
+   * it cannot: the global caps, the source's caps, the handshake memory budget.
+   * A connection it replaces (same address and port) frees its own place.
+   */
+  private refusal(host: string, existing: ServerSession | undefined): (DtlsError & { readonly code: RefusalCode }) | undefined {
+    const c = this.config;
+    const replacesHandshake = existing !== undefined && existing.connection.connectionInfo === undefined;
+    const replaced = existing === undefined ? 0 : 1;
+    const h = this.hosts.get(host);
+    const hostHandshakes = (h?.handshakes ?? 0) - (replacesHandshake ? 1 : 0);
+    const hostConnections = (h?.handshakes ?? 0) + (h?.sessions ?? 0) - replaced;
+    const maxPerHost = c.maxHandshakesPerHost ?? DEFAULT_SERVER_LIMITS.maxHandshakesPerHost;
+    const maxSessionsPerHost = c.maxSessionsPerHost ?? DEFAULT_SERVER_LIMITS.maxSessionsPerHost;
+    const handshaking = this.handshaking - (replacesHandshake ? 1 : 0);
+    if (handshaking >= c.maxHandshakes || this.sessions.size - replaced >= c.maxSessions) {
+      return refused("over_capacity", `${handshaking} handshakes in progress (maxHandshakes ${c.maxHandshakes}), ${this.sessions.size} connections (maxSessions ${c.maxSessions}); ClientHello dropped`);
+    }
+    if (hostHandshakes >= maxPerHost) {
+      return refused("host_handshakes_exceeded", `${host} has ${hostHandshakes} handshakes in progress (maxHandshakesPerHost ${maxPerHost}); ClientHello dropped`);
+    }
+    if (hostConnections >= maxSessionsPerHost) {
+      return refused("host_sessions_exceeded", `${host} has ${hostConnections} sessions and handshakes (maxSessionsPerHost ${maxSessionsPerHost}); ClientHello dropped`);
+    }
+    if (!replacesHandshake && this.memory.used + HANDSHAKE_STATE_BYTES > this.memory.limit) {
+      return refused("handshake_memory_exceeded", `handshakes in progress hold ${this.memory.used} bytes (handshakeMemoryBytes ${this.memory.limit}); ClientHello dropped`);
+    }
+    return undefined;
   }
 
   private sendHelloVerifyRequest(peer: Peer, key: string, record: RawRecord, fragment: HandshakeFragment, hello: ClientHello, now: number): void {
@@ -247,21 +357,26 @@ export class ServerCore {
     this.handler.send(peer, encodePlainRecord(ContentType.handshake, ProtocolVersion.DTLS1_0, 0, record.seq, msg), key);
   }
 
-  private startHandshake(peer: Peer, key: string, record: RawRecord, fragment: HandshakeFragment, hello: ClientHello, now: number): void {
-    const session = new ServerSession(this, peer, key, hello.random, this.config, now, {
+  private startHandshake(peer: Peer, key: string, host: string, record: RawRecord, fragment: HandshakeFragment, hello: ClientHello, now: number): void {
+    const deadlineMs = this.config.handshakeTimeoutMs ?? DEFAULT_SERVER_LIMITS.handshakeTimeoutMs;
+    const session = new ServerSession(this, peer, key, host, hello.random, this.config, now, {
       // Continue above the ClientHello's record number so ServerHello never reuses the HVR's.
       firstWriteSeq: record.seq,
       firstMessageSeq: fragment.messageSeq + 1,
       alerts: this.stats,
+      budget: this.memory,
+      ...(deadlineMs > 0 ? { handshakeDeadline: now + deadlineMs } : {}),
     });
     const connection = session.connection;
     this.sessions.set(key, session);
     this.handshaking++;
+    this.memory.charge(HANDSHAKE_STATE_BYTES);
+    this.hostCount(host).handshakes++;
     this.stats.handshakesStarted++;
     try {
       connection.attach(new ServerHandshake(connection, this.auth, hello, fragment.messageSeq, fragment.body, now));
     } catch (e) {
-      connection.fail(e instanceof DtlsError ? e : new DtlsError("internal_error", String(e), 80));
+      connection.fail(toDtlsError(e));
       return;
     }
     this.reschedule(session);
@@ -274,7 +389,8 @@ export class ServerCore {
 
   /** @internal */
   sessionEstablished(session: ServerSession, info: ConnectionInfo): void {
-    this.handshaking--;
+    this.handshakeOver(session);
+    this.hostCount(session.host).sessions++;
     this.stats.handshakesCompleted++;
     increment(this.stats.handshakesBySuite, info.suite);
     this.handler.established(session);
@@ -285,12 +401,44 @@ export class ServerCore {
     if (this.sessions.get(session.key) === session) this.sessions.delete(session.key);
     this.scheduler.cancel(session);
     if (session.connection.connectionInfo === undefined) {
-      this.handshaking--;
+      this.handshakeOver(session);
+      this.releaseHost(session.host);
       this.stats.handshakesFailed++;
       this.failed(session.peer, error ?? new DtlsError("closed", "peer closed during the handshake"));
     } else {
-      session.listener?.closed(error);
+      const h = this.hostCount(session.host);
+      h.sessions--;
+      this.releaseHost(session.host);
+      const listener = session.listener;
+      session.listener = undefined;
+      listener?.closed(error);
     }
+  }
+
+  /** A handshake ended (established or not): its slot and its share of the memory budget are free. */
+  private handshakeOver(session: ServerSession): void {
+    this.handshaking--;
+    this.memory.release(HANDSHAKE_STATE_BYTES);
+    this.hostCount(session.host).handshakes--;
+  }
+
+  private hostCount(host: string): HostCount {
+    let h = this.hosts.get(host);
+    if (h === undefined) {
+      h = { handshakes: 0, sessions: 0 };
+      this.hosts.set(host, h);
+    }
+    return h;
+  }
+
+  private releaseHost(host: string): void {
+    const h = this.hosts.get(host);
+    if (h !== undefined && h.handshakes === 0 && h.sessions === 0) this.hosts.delete(host);
+  }
+
+  /** Sources with handshakes or sessions (for inspection). */
+  get hostCountSize(): number {
+    return this.hosts.size;
   }
 
   private failed(peer: Peer, error: DtlsError): void {
@@ -322,6 +470,10 @@ export class ServerCore {
   closeAll(): void {
     for (const s of [...this.sessions.values()]) s.connection.close();
   }
+}
+
+function refused(code: RefusalCode, message: string): DtlsError & { readonly code: RefusalCode } {
+  return new DtlsError(code, message) as DtlsError & { readonly code: RefusalCode };
 }
 
 function serverAuth(config: ServerCoreConfig): ServerAuth {

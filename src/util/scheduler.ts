@@ -1,106 +1,118 @@
 /**
- * One deadline per key, many keys, one timer: a binary min-heap with lazy
- * deletion. Re-scheduling a key is O(log n) and leaves the old entry behind to
- * be skipped when it surfaces; the heap is rebuilt when stale entries dominate.
+ * One deadline per key, many keys, one timer: an indexed binary min-heap.
+ * Scheduling, moving and cancelling a key are O(log n) and take effect at
+ * once: a cancelled key (a closed session, a finished handshake) is removed
+ * from the heap, so the scheduler never keeps what its owner let go of.
  * The owner arms a single real timer for `next()` and calls `due(now)`.
  */
 export class Scheduler<K> {
-  private heapAt: number[] = [];
-  private heapKey: K[] = [];
-  private readonly deadline = new Map<K, number>();
+  private readonly heapAt: number[] = [];
+  private readonly heapKey: K[] = [];
+  /** Each scheduled key's position in the heap. */
+  private readonly index = new Map<K, number>();
 
   /** Number of keys with a deadline. */
   get size(): number {
-    return this.deadline.size;
+    return this.heapKey.length;
   }
 
   /** Sets (or moves, or with undefined clears) the deadline of key. */
   schedule(key: K, at: number | undefined): void {
     if (at === undefined) {
-      this.deadline.delete(key);
+      this.cancel(key);
       return;
     }
-    if (this.deadline.get(key) === at) return;
-    this.deadline.set(key, at);
-    this.push(at, key);
-    if (this.heapAt.length > 64 && this.heapAt.length > 4 * this.deadline.size) this.rebuild();
+    const i = this.index.get(key);
+    if (i === undefined) {
+      const n = this.heapAt.length;
+      this.heapAt.push(at);
+      this.heapKey.push(key);
+      this.index.set(key, n);
+      this.up(n);
+      return;
+    }
+    const old = this.heapAt[i] as number;
+    if (old === at) return;
+    this.heapAt[i] = at;
+    if (at < old) this.up(i);
+    else this.down(i);
   }
 
+  /** Removes key's deadline (and the scheduler's reference to key). */
   cancel(key: K): void {
-    this.deadline.delete(key);
+    const i = this.index.get(key);
+    if (i === undefined) return;
+    this.removeAt(i);
   }
 
-  /** The earliest live deadline, or undefined when nothing is scheduled. */
+  /** The earliest deadline, or undefined when nothing is scheduled. */
   next(): number | undefined {
-    this.dropStale();
     return this.heapAt[0];
   }
 
   /** Removes and returns every key whose deadline is <= now, earliest first. */
   due(now: number): K[] {
     const out: K[] = [];
-    for (;;) {
-      this.dropStale();
-      const at = this.heapAt[0];
-      if (at === undefined || at > now) return out;
-      const key = this.heapKey[0] as K;
-      this.pop();
-      this.deadline.delete(key);
-      out.push(key);
+    while (this.heapAt.length > 0 && (this.heapAt[0] as number) <= now) {
+      out.push(this.heapKey[0] as K);
+      this.removeAt(0);
     }
+    return out;
   }
 
-  private dropStale(): void {
-    while (this.heapAt.length > 0) {
-      const key = this.heapKey[0] as K;
-      if (this.deadline.get(key) === this.heapAt[0]) return;
-      this.pop();
-    }
-  }
-
-  private rebuild(): void {
-    this.heapAt = [];
-    this.heapKey = [];
-    for (const [key, at] of this.deadline) this.push(at, key);
-  }
-
-  private push(at: number, key: K): void {
+  private removeAt(i: number): void {
     const A = this.heapAt;
     const K_ = this.heapKey;
-    let i = A.length;
-    A.push(at);
-    K_.push(key);
+    this.index.delete(K_[i] as K);
+    const lastAt = A.pop() as number;
+    const lastKey = K_.pop() as K;
+    if (i === A.length) return;
+    const removedAt = A[i] as number;
+    A[i] = lastAt;
+    K_[i] = lastKey;
+    this.index.set(lastKey, i);
+    if (lastAt < removedAt) this.up(i);
+    else this.down(i);
+  }
+
+  private up(i: number): void {
+    const A = this.heapAt;
+    const K_ = this.heapKey;
+    const at = A[i] as number;
+    const key = K_[i] as K;
     while (i > 0) {
       const p = (i - 1) >> 1;
       const pa = A[p] as number;
       if (pa <= at) break;
       A[i] = pa;
       K_[i] = K_[p] as K;
+      this.index.set(K_[i] as K, i);
       i = p;
     }
     A[i] = at;
     K_[i] = key;
+    this.index.set(key, i);
   }
 
-  private pop(): void {
+  private down(i: number): void {
     const A = this.heapAt;
     const K_ = this.heapKey;
-    const lastAt = A.pop() as number;
-    const lastKey = K_.pop() as K;
     const n = A.length;
-    if (n === 0) return;
-    let i = 0;
+    const at = A[i] as number;
+    const key = K_[i] as K;
     for (;;) {
       const l = 2 * i + 1;
       if (l >= n) break;
       const r = l + 1;
       const c = r < n && (A[r] as number) < (A[l] as number) ? r : l;
-      if ((A[c] as number) >= lastAt) break;
+      if ((A[c] as number) >= at) break;
       A[i] = A[c] as number;
       K_[i] = K_[c] as K;
+      this.index.set(K_[i] as K, i);
       i = c;
     }
-    A[i] = lastAt;
-    K_[i] = lastKey;
+    A[i] = at;
+    K_[i] = key;
+    this.index.set(key, i);
   }
 }

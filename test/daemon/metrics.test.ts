@@ -41,6 +41,9 @@ function emptyStats(): ServerStats {
     handshakesFailed: 0,
     datagramsDropped: 0,
     refusedOverCapacity: 0,
+    refusals: { over_capacity: 0, host_handshakes_exceeded: 0, host_sessions_exceeded: 0, handshake_memory_exceeded: 0 },
+    handshakesInProgress: 0,
+    handshakeMemoryBytes: 0,
     handshakesBySuite: {},
     handshakeFailures: {},
     alertsSent: {},
@@ -140,7 +143,13 @@ describe("metrics read from the server at scrape time", () => {
     stats.handshakeFailures.unknown_psk_identity = 1;
     stats.alertsSent.unknown_psk_identity = 1;
     stats.alertsReceived.close_notify = 7;
+    stats.refusals.host_handshakes_exceeded = 5;
+    Object.assign(stats, { handshakesInProgress: 2, handshakeMemoryBytes: 12_288 });
     let t = await m.text();
+    expect(sample(t, 'dtlspush_dtls_handshakes_refused_total{cause="host_handshakes_exceeded"}')).toBe(5);
+    expect(sample(t, 'dtlspush_dtls_handshakes_refused_total{cause="handshake_memory_exceeded"}')).toBe(0);
+    expect(sample(t, "dtlspush_dtls_handshakes_in_progress")).toBe(2);
+    expect(sample(t, "dtlspush_dtls_handshake_memory_bytes")).toBe(12_288);
     expect(sample(t, 'dtlspush_handshakes_total{result="ok",suite="TLS_PSK_WITH_AES_128_CCM_8"}')).toBe(2);
     expect(sample(t, 'dtlspush_handshakes_total{result="unknown_psk_identity",suite=""}')).toBe(1);
     expect(sample(t, 'dtlspush_alerts_sent_total{description="unknown_psk_identity"}')).toBe(1);

@@ -20,6 +20,7 @@ import {
   type HelloVerifyRequest,
   type ServerHello,
 } from "../../src/dtls/messages.ts";
+import { MemoryBudget } from "../../src/dtls/memory-budget.ts";
 import { Reassembler, type AddResult } from "../../src/dtls/reassembly.ts";
 import { encodePlainRecord, MAX_RECORD_BODY, parseRecords } from "../../src/dtls/record.ts";
 import { concatBytes } from "../../src/util/bytes.ts";
@@ -421,19 +422,40 @@ describe("Reassembler (examples)", () => {
     expect([r.pop(), r.pop(), r.pop(), r.pop(), r.pop()].map((m) => m?.messageSeq)).toEqual([1, 2, 3, 4, undefined]);
   });
 
-  it("ignores a new message that would exceed maxBytes; popping frees the budget; clear() empties it", () => {
-    const r = new Reassembler(0, 8, 60);
-    expect(r.add(fragment(1, 0, body, 0, 1), 0)).toBe("buffered"); // reserves 30
-    expect(r.add(fragment(1, 1, body, 0, 1), 0)).toBe("buffered"); // reserves 30: 60 in all
-    expect(r.add(fragment(1, 2, new Uint8Array(1), 0, 1), 0)).toBe("ignored"); // 61 > 60
-    expect(r.add(fragment(1, 2, new Uint8Array(0), 0, 0), 0)).toBe("buffered"); // 0 bytes fit
-    // further fragments of already-buffered messages are still taken
-    expect(r.add(fragment(1, 0, body, 1, 30), 0)).toBe("buffered");
-    expect(r.pop()?.messageSeq).toBe(0);
-    expect(r.add(fragment(1, 3, body, 0, 30), 0)).toBe("buffered"); // 30 freed
+  it("keeps what arrived, not what a header declares: maxBytes counts bytes received, duplicates once; pop and clear free them", () => {
+    const r = new Reassembler(0, 8, 64);
+    expect(r.add(fragment(1, 0, body, 0, 1), 0)).toBe("buffered"); // declares 30, holds 1
+    expect(r.add(fragment(1, 1, body, 0, 1), 0)).toBe("buffered");
+    expect(r.bytes).toBe(2);
+    expect(r.add(fragment(1, 0, body, 0, 1), 0)).toBe("buffered"); // a duplicate is kept once
+    expect(r.add(fragment(1, 0, body, 0, 30), 0)).toBe("buffered"); // overlapping: only the 29 new bytes
+    expect(r.bytes).toBe(31);
+    expect(r.pop()?.body).toEqual(body);
+    expect(r.bytes).toBe(1);
+    expect(r.add(fragment(1, 2, body, 0, 30), 0)).toBe("buffered");
+    expect(r.add(fragment(1, 3, body, 0, 30), 0)).toBe("buffered"); // 61
+    expect(r.add(fragment(1, 4, body, 0, 5), 0)).toBe("ignored"); // 66 > 64
+    expect(r.add(fragment(1, 4, new Uint8Array(100), 0, 1), 0)).toBe("ignored"); // declares more than maxBytes
+    expect(r.add(fragment(1, 4, new Uint8Array(0), 0, 0), 0)).toBe("buffered"); // 0 bytes fit
     r.clear();
+    expect(r.bytes).toBe(0);
     expect(r.pop()).toBeUndefined();
-    expect(r.add(fragment(1, 4, new Uint8Array(60), 0, 60), 0)).toBe("buffered");
+    expect(r.add(fragment(1, 5, new Uint8Array(60), 0, 60), 0)).toBe("buffered");
+  });
+
+  it("takes every byte from a shared budget and gives it back", () => {
+    const budget = new MemoryBudget(40);
+    const a = new Reassembler(0, 8, 0x20000, budget);
+    const b = new Reassembler(0, 8, 0x20000, budget);
+    expect(a.add(fragment(1, 0, body, 0, 30), 0)).toBe("buffered");
+    expect(b.add(fragment(1, 0, body, 0, 30), 0)).toBe("ignored"); // 60 > 40
+    expect(b.add(fragment(1, 0, body, 0, 10), 0)).toBe("buffered");
+    expect(budget.used).toBe(40);
+    a.clear();
+    expect(budget.used).toBe(10);
+    expect(b.add(fragment(1, 0, body, 10, 30), 0)).toBe("buffered");
+    expect(b.pop()?.body).toEqual(body);
+    expect(budget.used).toBe(0);
   });
 });
 

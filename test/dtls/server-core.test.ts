@@ -4,7 +4,7 @@ import { COOKIE_LENGTH } from "../../src/dtls/cookie.ts";
 import { encodeHandshake, parseHandshakeFragments } from "../../src/dtls/handshake-codec.ts";
 import { decodeHelloVerifyRequest, decodeServerHello, encodeClientHello, EMPTY, type ClientHello, type Extension } from "../../src/dtls/messages.ts";
 import { encodePlainRecord, parseRecords } from "../../src/dtls/record.ts";
-import { ServerCore, type Peer } from "../../src/dtls/server-core.ts";
+import { HANDSHAKE_STATE_BYTES, ServerCore, sourceHost, type Peer } from "../../src/dtls/server-core.ts";
 import { CLIENT_PEER, Pipe, PSK_ID, PSK_KEY, serverConfig } from "./harness.ts";
 
 function hello(over: Partial<ClientHello> = {}): ClientHello {
@@ -306,13 +306,80 @@ describe("caps", () => {
     }
     expect(s.handshakesInProgress).toBe(2);
     expect(failures).toEqual(["over_capacity"]);
-    // Abandoned handshakes time out and free their slots.
+    // Abandoned handshakes reach the handshake deadline (before their retransmissions run out) and free their slots.
     for (let t = 0; t < 200_000 && s.nextTimeout() !== undefined; ) {
       t = s.nextTimeout()!;
       s.timeout(t);
     }
     expect(s.handshakesInProgress).toBe(0);
     expect(s.size).toBe(0);
-    expect(failures.filter((f) => f === "timeout")).toHaveLength(2);
+    expect(failures.filter((f) => f === "handshake_timeout")).toHaveLength(2);
+  });
+
+  /** The cookie exchange from `peer`: the core then holds a handshake for it (unless refused). */
+  function cookieRound(c: ReturnType<typeof core>, peer: Peer, t = 1, h = hello()): void {
+    c.s.receive(peer, helloDatagram(h), t);
+    const cookie = decodeHelloVerifyRequest(handshakeMessages(c.sent.at(-1)!.data)[0]!.body).cookie;
+    c.s.receive(peer, helloDatagram({ ...h, cookie }, { messageSeq: 1, recordSeq: 1 }), t);
+  }
+
+  it("refuses handshakes from a source over maxHandshakesPerHost; other sources go on", () => {
+    const c = core({ maxHandshakes: 100, maxHandshakesPerHost: 3 });
+    for (let i = 0; i < 5; i++) cookieRound(c, { address: "10.0.0.1", port: 3000 + i });
+    expect(c.s.handshakesInProgress).toBe(3);
+    expect(c.failures).toEqual(["host_handshakes_exceeded", "host_handshakes_exceeded"]);
+    expect(c.s.stats.refusals).toEqual({ over_capacity: 0, host_handshakes_exceeded: 2, host_sessions_exceeded: 0, handshake_memory_exceeded: 0 });
+    expect(c.s.stats.refusedOverCapacity).toBe(2);
+    cookieRound(c, { address: "10.0.0.2", port: 3000 });
+    expect(c.s.handshakesInProgress).toBe(4);
+    expect(c.s.stats.handshakesInProgress).toBe(4);
+    // the same address and port starting over replaces its own handshake: no refusal
+    cookieRound(c, { address: "10.0.0.1", port: 3000 }, 2, hello({ random: new Uint8Array(32).fill(9) }));
+    expect(c.failures).toEqual(["host_handshakes_exceeded", "host_handshakes_exceeded", "replaced"]);
+    expect(c.s.stats.refusals.host_handshakes_exceeded).toBe(2);
+    expect(c.s.handshakesInProgress).toBe(4);
+  });
+
+  it("refuses handshakes from a source over maxSessionsPerHost (handshakes count as sessions)", () => {
+    const c = core({ maxHandshakesPerHost: 10, maxSessionsPerHost: 2 });
+    for (let i = 0; i < 3; i++) cookieRound(c, { address: "10.0.0.1", port: 3000 + i });
+    expect(c.failures).toEqual(["host_sessions_exceeded"]);
+    expect(c.s.stats.refusals.host_sessions_exceeded).toBe(1);
+  });
+
+  it("refuses new handshakes when the handshake memory budget is spent, and takes them again once it is free", () => {
+    const c = core({ handshakeMemoryBytes: 2 * HANDSHAKE_STATE_BYTES, handshakeTimeoutMs: 5000 });
+    for (let i = 0; i < 3; i++) cookieRound(c, { address: `10.0.0.${i + 1}`, port: 3000 });
+    expect(c.failures).toEqual(["handshake_memory_exceeded"]);
+    expect(c.s.stats.handshakeMemoryBytes).toBe(2 * HANDSHAKE_STATE_BYTES);
+    c.s.timeout(5001); // both reach the deadline
+    expect(c.s.handshakesInProgress).toBe(0);
+    expect(c.s.stats.handshakeMemoryBytes).toBe(0);
+    expect(c.s.hostCountSize).toBe(0);
+    cookieRound(c, { address: "10.0.0.3", port: 3000 }, 5002);
+    expect(c.s.handshakesInProgress).toBe(1);
+  });
+
+  it("drops a handshake at the deadline, long before its retransmissions run out", () => {
+    const c = core({ handshakeTimeoutMs: 4000 });
+    cookieRound(c, CLIENT_PEER);
+    expect(c.s.nextTimeout()).toBe(1001); // the flight's retransmission first
+    for (let t = 0; t < 10_000 && c.s.handshakesInProgress > 0; ) {
+      t = c.s.nextTimeout()!;
+      c.s.timeout(t);
+    }
+    expect(c.failures).toEqual(["handshake_timeout"]);
+    expect(c.s.size).toBe(0);
+    expect(c.s.nextTimeout()).toBeUndefined();
+  });
+
+  it("counts an IPv6 /64 as one source, an IPv4-mapped address as its IPv4 address", () => {
+    expect(sourceHost("192.0.2.7")).toBe("192.0.2.7");
+    expect(sourceHost("::ffff:192.0.2.7")).toBe("192.0.2.7");
+    expect(sourceHost("2001:db8:0:1::5")).toBe("2001:db8:0:1::/64");
+    expect(sourceHost("2001:0db8:0000:0001:ffff::9")).toBe("2001:db8:0:1::/64");
+    expect(sourceHost("2001:db8::1")).toBe("2001:db8:0:0::/64");
+    expect(sourceHost("fe80::1%eth0")).toBe("fe80:0:0:0::/64");
+    expect(sourceHost("::1")).toBe("0:0:0:0::/64");
   });
 });

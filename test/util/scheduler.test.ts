@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { Scheduler } from "../../src/util/scheduler.ts";
+import { collectGarbage } from "./gc.ts";
 
 describe("Scheduler basics", () => {
   it("is empty at first", () => {
@@ -211,5 +212,35 @@ describe("Scheduler against a naive model (property)", () => {
       }),
       { seed: 42, numRuns: 200 },
     );
+  });
+});
+
+describe("Scheduler memory", () => {
+  it("keeps no reference to a cancelled or fired key (a closed session is collectable at once)", async () => {
+    const s = new Scheduler<object>();
+    const refs: WeakRef<object>[] = [];
+    const kept: object[] = [];
+    // in functions of their own, so that no stack slot of the test holds a key
+    const populate = (): void => {
+      for (let i = 0; i < 2000; i++) {
+        const key = { i };
+        refs.push(new WeakRef(key));
+        s.schedule(key, 1000 + i);
+        s.schedule(key, 5000 + i); // moved once
+        if (i % 10 === 0) kept.push(key);
+      }
+    };
+    // cancel most, fire some: only the kept ones stay scheduled
+    const release = (): number => {
+      for (let i = 100; i < 2000; i++) if (i % 10 !== 0) s.cancel(refs[i]!.deref()!);
+      return s.due(5099).filter((k) => !kept.includes(k)).length;
+    };
+    populate();
+    expect(release()).toBe(90);
+    expect(s.size).toBe(kept.length - 10);
+    await collectGarbage();
+    const alive = refs.filter((r) => r.deref() !== undefined).length;
+    expect(alive).toBe(kept.length);
+    expect(s.next()).toBe(5100);
   });
 });

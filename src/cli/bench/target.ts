@@ -148,6 +148,9 @@ export async function inProcessTarget(o: { store: "sqlite" | "memory"; configFil
         DTLSPUSH_STORE_KIND: o.store,
         // the bench registers its devices through the API: thousands of requests a second
         DTLSPUSH_HTTP_RATE_LIMIT_PER_MINUTE: "0",
+        // the devices share a few loopback source addresses: each holds thousands of them
+        DTLSPUSH_DTLS_MAX_HANDSHAKES_PER_HOST: "1000000",
+        DTLSPUSH_DTLS_MAX_SESSIONS_PER_HOST: "10000000",
         DTLSPUSH_DTLS_CERTS_DIR: join(dir, "certs"),
       },
       flags: { dataDir: join(dir, "data"), listen: "127.0.0.1:0", http: "127.0.0.1:0", logLevel: "warn" },

@@ -73,6 +73,10 @@ export interface DaemonConfig {
     readonly mtu: number;
     readonly maxSessions: number;
     readonly maxHandshakes: number;
+    readonly maxHandshakesPerHost: number;
+    readonly maxSessionsPerHost: number;
+    readonly handshakeTimeoutSeconds: number;
+    readonly handshakeMemoryBytes: number;
     readonly idleTimeoutSeconds: number;
     /** sockets sharing the port; undefined: the platform default (4 on Linux, 1 elsewhere) */
     readonly sockets: number | undefined;
@@ -191,6 +195,10 @@ export async function loadConfig(o: LoadConfigOptions = {}): Promise<DaemonConfi
       mtu: f.dtls.mtu,
       maxSessions: f.dtls.max_sessions,
       maxHandshakes: f.dtls.max_handshakes,
+      maxHandshakesPerHost: f.dtls.max_handshakes_per_host,
+      maxSessionsPerHost: f.dtls.max_sessions_per_host,
+      handshakeTimeoutSeconds: f.dtls.handshake_timeout_seconds,
+      handshakeMemoryBytes: f.dtls.handshake_memory_bytes,
       idleTimeoutSeconds: f.dtls.idle_timeout_seconds,
       sockets: f.dtls.sockets === 0 ? undefined : f.dtls.sockets,
       socketBufferBytes: f.dtls.socket_buffer_bytes,

@@ -117,6 +117,25 @@ export const dtlsSection = z
     mtu: int(MIN_MTU, 65_507, 1200, "Largest datagram sent, bytes; a Push must fit one record of it."),
     max_sessions: int(1, 10_000_000, 200_000, "Established DTLS sessions at most; new handshakes beyond it are refused."),
     max_handshakes: int(1, 1_000_000, 2000, "Handshakes in progress at most."),
+    max_handshakes_per_host: int(
+      1,
+      1_000_000,
+      100,
+      "Handshakes in progress from one source (IPv4 address, IPv6 /64) at most; its further ClientHellos are refused (host_handshakes_exceeded).",
+    ),
+    max_sessions_per_host: int(
+      1,
+      10_000_000,
+      32_768,
+      "Sessions and handshakes from one source (IPv4 address, IPv6 /64) at most; its further handshakes are refused (host_sessions_exceeded). Established sessions are never evicted.",
+    ),
+    handshake_timeout_seconds: int(1, 3600, 30, "A handshake not finished this long after its cookie-valid ClientHello is dropped and frees its slot, seconds."),
+    handshake_memory_bytes: int(
+      1_048_576,
+      68_719_476_736,
+      67_108_864,
+      "Bytes all handshakes in progress may hold (their state and what their peers sent); new handshakes beyond it are refused (handshake_memory_exceeded).",
+    ),
     idle_timeout_seconds: int(10, 7 * DAY, 300, "A session without traffic for this long is closed, seconds; must exceed delivery.heartbeat_seconds."),
     sockets: int(
       0,
