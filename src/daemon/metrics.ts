@@ -8,11 +8,14 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ServerStats } from "../dtls/index.ts";
 import type { DeliveryObserver } from "../messaging/observer.ts";
+import type { HttpObserver } from "./http/index.ts";
 import type { PushServer } from "./push-server.ts";
 
 export interface DaemonMetrics {
   /** give it to the delivery engine */
   readonly observer: DeliveryObserver;
+  /** give it to the HTTP API: its error answers, by code */
+  readonly http: HttpObserver;
   /** the server whose DTLS stats, sessions, devices online and queue depth are read at scrape time (the last one attached) */
   attach(server: PushServer): void;
   /** the Content-Type of `text()` */
@@ -134,6 +137,13 @@ export function createMetrics(): DaemonMetrics {
   });
   const storeCommit = new Histogram({ name: "dtlspush_store_commit_seconds", help: "Wall time of store commits", buckets: COMMIT_BUCKETS, registers });
 
+  const httpErrors = new Counter({
+    name: "dtlspush_http_errors_total",
+    help: "HTTP API error answers by code (docs/http-api.md) and status: refused, malformed and failed requests",
+    labelNames: ["code", "status"],
+    registers,
+  });
+
   collectDefaultMetrics({ register: registry });
 
   const observer: DeliveryObserver = {
@@ -152,6 +162,7 @@ export function createMetrics(): DaemonMetrics {
 
   return {
     observer,
+    http: { httpError: (code, status) => httpErrors.inc({ code, status: String(status) }) },
     attach(s: PushServer): void {
       server = s;
     },

@@ -81,6 +81,7 @@ export interface DaemonConfig {
   readonly http: {
     readonly listen: HostPort;
     readonly bodyLimitBytes: number;
+    readonly requestTimeoutSeconds: number;
     /** per token (per IP without one); 0 = no limit */
     readonly rateLimitPerMinute: number;
     readonly publicMetrics: boolean;
@@ -198,6 +199,7 @@ export async function loadConfig(o: LoadConfigOptions = {}): Promise<DaemonConfi
     http: {
       listen: hostPort(f.http.listen),
       bodyLimitBytes: f.http.body_limit_bytes,
+      requestTimeoutSeconds: f.http.request_timeout_seconds,
       rateLimitPerMinute: f.http.rate_limit_per_minute,
       publicMetrics: f.http.public_metrics,
     },

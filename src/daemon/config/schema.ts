@@ -138,6 +138,12 @@ export const httpSection = z
   .strictObject({
     listen: hostPort("127.0.0.1:8080", "TCP address of the HTTP API, HOST:PORT ([v6]:PORT for IPv6; port 0 picks a free one)."),
     body_limit_bytes: int(1024, 16 * 1024 * 1024, 65_536, "Largest request body, bytes."),
+    request_timeout_seconds: int(
+      1,
+      3600,
+      30,
+      "A request not received in full within this many seconds is answered 408 request_timeout and its connection closed (slow or short bodies).",
+    ),
     rate_limit_per_minute: int(0, 10_000_000, 60_000, "Requests per minute per token (per IP address without one); 0 turns the limit off."),
     public_metrics: bool(false, "Serve /metrics without a token (otherwise an admin token is needed)."),
   })

@@ -105,7 +105,7 @@ export function registerMessageRoutes(app: FastifyInstance, ctx: RouteContext): 
     async (request) => {
       const { id } = request.params as { id: string };
       const status = ctx.server.engine.messageStatus(id);
-      if (status === undefined) throw new HttpError(404, "message_unknown", `No message ${JSON.stringify(id)} is stored.`);
+      if (status === undefined) throw new HttpError("message_unknown", `No message ${JSON.stringify(id)} is stored.`);
       return messageStatusView(status.message, status.receipts);
     },
   );
@@ -115,7 +115,7 @@ function payloadOf(body: PublishBody): Uint8Array {
   const text = body.payload;
   const b64 = body.payloadBase64;
   if ((text === undefined) === (b64 === undefined)) {
-    throw new HttpError(400, "bad_request", "Give exactly one of body.payload and body.payloadBase64.");
+    throw new HttpError("bad_request", "Give exactly one of body.payload and body.payloadBase64.");
   }
   if (text !== undefined) return utf8.encode(text);
   // a copy: Buffer.from may hand out a view of its shared pool

@@ -73,7 +73,13 @@ describe("defaults", () => {
       sockets: undefined,
       socketBufferBytes: 4 * 1024 * 1024,
     });
-    expect(c.http).toEqual({ listen: { host: "127.0.0.1", port: 8080 }, bodyLimitBytes: 65_536, rateLimitPerMinute: 60_000, publicMetrics: false });
+    expect(c.http).toEqual({
+      listen: { host: "127.0.0.1", port: 8080 },
+      bodyLimitBytes: 65_536,
+      requestTimeoutSeconds: 30,
+      rateLimitPerMinute: 60_000,
+      publicMetrics: false,
+    });
     expect(c.store).toEqual({
       kind: "sqlite",
       path: "/srv/push/data/dtlspush.db",
