@@ -1,4 +1,4 @@
-import type { ServerResponse } from "node:http";
+import { STATUS_CODES, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { AuthError, type AuthErrorCode } from "../../auth/index.ts";
@@ -308,17 +308,12 @@ export function clientErrorHandler(errors: ErrorSender) {
     if (socket.writable && pending?.headersSent !== true) {
       const body = JSON.stringify(errorBody(e));
       socket.write(
-        `HTTP/1.1 ${e.status} ${STATUS_TEXT[e.code] ?? "Bad Request"}\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+        `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? "Error"}\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
       );
     }
     socket.destroy();
   };
 }
-
-const STATUS_TEXT: Partial<Record<HttpErrorCode, string>> = {
-  request_timeout: "Request Timeout",
-  headers_too_large: "Request Header Fields Too Large",
-};
 
 function truncate(s: string): string {
   return s.length > 200 ? `${s.slice(0, 200)}…` : s;
