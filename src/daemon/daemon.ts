@@ -89,9 +89,11 @@ async function assemble(
         store,
         logger,
         metrics,
+        observer: metrics.http,
         startedAt,
         limits: {
           bodyLimitBytes: config.http.bodyLimitBytes,
+          requestTimeoutMs: config.http.requestTimeoutSeconds * 1000,
           rateLimitPerMinute: config.http.rateLimitPerMinute,
           publicMetrics: config.http.publicMetrics,
         },

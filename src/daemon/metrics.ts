@@ -8,11 +8,14 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ServerStats } from "../dtls/index.ts";
 import { ENGINE_FAILURES, FRAME_REFUSALS, type DeliveryObserver } from "../messaging/observer.ts";
+import type { HttpObserver } from "./http/index.ts";
 import type { PushServer } from "./push-server.ts";
 
 export interface DaemonMetrics {
   /** give it to the delivery engine */
   readonly observer: DeliveryObserver;
+  /** give it to the HTTP API: its error answers, by code */
+  readonly http: HttpObserver;
   /** the server whose DTLS stats, sessions, devices online and queue depth are read at scrape time (the last one attached) */
   attach(server: PushServer): void;
   /** the Content-Type of `text()` */
@@ -175,6 +178,13 @@ export function createMetrics(): DaemonMetrics {
   for (const cause of FRAME_REFUSALS) framesRefused.inc({ cause }, 0);
   for (const cause of ENGINE_FAILURES) engineFailures.inc({ cause }, 0);
 
+  const httpErrors = new Counter({
+    name: "dtlspush_http_errors_total",
+    help: "HTTP API error answers by code (docs/http-api.md) and status: refused, malformed and failed requests",
+    labelNames: ["code", "status"],
+    registers,
+  });
+
   collectDefaultMetrics({ register: registry });
 
   const observer: DeliveryObserver = {
@@ -195,6 +205,7 @@ export function createMetrics(): DaemonMetrics {
 
   return {
     observer,
+    http: { httpError: (code, status) => httpErrors.inc({ code, status: String(status) }) },
     attach(s: PushServer): void {
       server = s;
     },

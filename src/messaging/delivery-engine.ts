@@ -16,7 +16,7 @@ import { DeviceQueue, Entry } from "./device-queue.ts";
 import { MessagingError } from "./errors.ts";
 import { guardedObserver, NO_OBSERVER, type DeliveryObserver, type EngineFailure, type FrameRefusal } from "./observer.ts";
 import { resolveDeliveryOptions, type DeliveryOptions } from "./options.ts";
-import { checkedTopic, checkPublishRequest, type PublishRequest } from "./publish-request.ts";
+import { checkedTopic, checkPublishRequest, pushTooLarge, type PublishRequest } from "./publish-request.ts";
 import { TopicIndex } from "./topic-index.ts";
 import { wireErrorCode } from "./wire-errors.ts";
 import { BatchBuilder } from "./write-batch.ts";
@@ -834,12 +834,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     };
     // the largest Push this message can become must fit in one record
     const size = pushOverhead(pushFields(record, MAX_SAFE)) + payload.byteLength;
-    if (size > o.maxRecordPayload) {
-      throw new MessagingError(
-        "payload_too_large",
-        `the Push for this message would be ${size} bytes and one record carries at most ${o.maxRecordPayload}: shorten the payload (${payload.byteLength} bytes) or the topic, content type or collapse key`,
-      );
-    }
+    if (size > o.maxRecordPayload) throw pushTooLarge(size, payload.byteLength, o);
     // a record the store would refuse fails this publish now, before it changes anything
     checkMessageRecord(record);
     // from here on synchronous: no other turn interleaves

@@ -46,7 +46,7 @@ export const DEFAULT_DELIVERY_OPTIONS: DeliveryOptions = {
   window: 32,
   maxQueue: 1000,
   queueFullPolicy: "reject",
-  maxPayload: 1024,
+  maxPayload: 768,
   maxRecordPayload: 1163,
   defaultTtlSeconds: 86_400,
   maxTtlSeconds: 30 * 86_400,

@@ -26,7 +26,7 @@ export function checkPublishRequest(
 ): { ttl: number; priority: number; contentType: string; collapseKey: string; topic: string; device: string } {
   const payload = req.payload;
   if (payload.byteLength > o.maxPayload) {
-    throw new MessagingError("payload_too_large", `payload is ${payload.byteLength} bytes; the limit is ${o.maxPayload}`);
+    throw new MessagingError("payload_too_large", `payload is ${payload.byteLength} bytes; at most ${o.maxPayload} bytes are accepted (the payload limit)`);
   }
   const ttl = req.ttlSeconds ?? o.defaultTtlSeconds;
   if (!Number.isInteger(ttl) || ttl < 1 || ttl > o.maxTtlSeconds) {
@@ -42,6 +42,21 @@ export function checkPublishRequest(
   if (collapseKey.length > 128) throw new MessagingError("bad_request", "collapseKey is longer than 128 characters");
   if ("topic" in req.target) return { ttl, priority, contentType, collapseKey, topic: checkedTopic(req.target.topic), device: "" };
   return { ttl, priority, contentType, collapseKey, topic: "", device: req.target.device };
+}
+
+/**
+ * The refusal of a message whose Push (`pushBytes` with its payload of
+ * `payloadBytes`) would not fit one record: it states how many payload bytes
+ * would fit beside this message's id, target, publisher, content type,
+ * collapse key and signature (exact for limits of 128 bytes and more).
+ */
+export function pushTooLarge(pushBytes: number, payloadBytes: number, o: DeliveryOptions): MessagingError {
+  const fits = Math.max(0, Math.min(o.maxPayload, o.maxRecordPayload - (pushBytes - payloadBytes)));
+  return new MessagingError(
+    "payload_too_large",
+    `payload is ${payloadBytes} bytes; with this message's id, target, content type, collapse key and signature at most ${fits} bytes fit one DTLS record ` +
+      `(the Push would be ${pushBytes} bytes, a record carries ${o.maxRecordPayload}): shorten the payload or those fields`,
+  );
 }
 
 /** The topic, or MessagingError "bad_topic" naming the problem. */

@@ -11,7 +11,8 @@ function sessionOf(d: SimDevice): NonNullable<SimDevice["session"]> {
 
 describe("uplink Publish", () => {
   it("Welcome announces a payload size that is sure to fit one record (below maxPayload); it gets through, maxPayload itself does not", async () => {
-    const w = await World.create();
+    // a maxPayload above what fits (the default, 768, fits the default MTU)
+    const w = await World.create({ options: { maxPayload: 1024 } });
     const pub = w.addDevice("pub");
     const sub = w.addDevice("sub", ["t"]);
     for (const d of [pub, sub]) await connected(w, d);

@@ -11,6 +11,7 @@ import type { z } from "zod";
 import type { ClientAuthMode } from "../../dtls/index.ts";
 import type { DeliveryOptions, QueueFullPolicy } from "../../messaging/options.ts";
 import type { StoreOptions } from "../../store/index.ts";
+import { pushOverhead } from "../../wire/index.ts";
 import { ConfigError, shortReason } from "./errors.ts";
 import {
   configSchema,
@@ -85,6 +86,7 @@ export interface DaemonConfig {
   readonly http: {
     readonly listen: HostPort;
     readonly bodyLimitBytes: number;
+    readonly requestTimeoutSeconds: number;
     /** per token (per IP without one); 0 = no limit */
     readonly rateLimitPerMinute: number;
     readonly publicMetrics: boolean;
@@ -135,6 +137,33 @@ const RECORD_OVERHEAD = 13 + 24;
 /** The largest Push frame one record carries at this MTU. */
 export function maxRecordPayload(mtu: number): number {
   return mtu - RECORD_OVERHEAD;
+}
+
+/**
+ * A content signature's length: a detached compact JWS whose protected header
+ * is {"alg":"EdDSA"|"ES256","kid":"<43-character JWK thumbprint>"}, then "..",
+ * then a 64-byte signature (86 base64url characters). Both algs are the same
+ * length.
+ */
+const SIGNATURE_CHARS = Buffer.from(JSON.stringify({ alg: "EdDSA", kid: "k".repeat(43) })).toString("base64url").length + 2 + 86;
+
+/**
+ * Bytes every Push adds to its payload whatever its names: the signature, the
+ * sequence number and times at their largest, the priority, and the payload's
+ * own tag and length (an upper bound). Ids, topic, publisher, content type and
+ * collapse key come on top.
+ */
+export const PUSH_FIXED_OVERHEAD = pushOverhead({
+  seq: Number.MAX_SAFE_INTEGER,
+  createdAt: Number.MAX_SAFE_INTEGER,
+  expiresAt: Number.MAX_SAFE_INTEGER,
+  priority: 9,
+  signature: "x".repeat(SIGNATURE_CHARS),
+});
+
+/** The largest payload that can ever fit one record at this MTU: the record minus a Push with empty names. */
+export function maxPayloadAtMtu(mtu: number): number {
+  return maxRecordPayload(mtu) - PUSH_FIXED_OVERHEAD;
 }
 
 /** Where a value came from, and the value as the user wrote it. */
@@ -206,6 +235,7 @@ export async function loadConfig(o: LoadConfigOptions = {}): Promise<DaemonConfi
     http: {
       listen: hostPort(f.http.listen),
       bodyLimitBytes: f.http.body_limit_bytes,
+      requestTimeoutSeconds: f.http.request_timeout_seconds,
       rateLimitPerMinute: f.http.rate_limit_per_minute,
       publicMetrics: f.http.public_metrics,
     },
@@ -413,10 +443,12 @@ function crossCheck(f: ConfigFile, label: (name: string) => string): void {
       `${label("dtls.idle_timeout_seconds")}: ${d.idle_timeout_seconds} must be more than delivery.heartbeat_seconds (${f.delivery.heartbeat_seconds}), or sessions close between heartbeats`,
     );
   }
-  const recordLimit = maxRecordPayload(d.mtu);
-  if (f.delivery.max_payload_bytes > recordLimit) {
+  const payloadLimit = maxPayloadAtMtu(d.mtu);
+  if (f.delivery.max_payload_bytes > payloadLimit) {
     throw new ConfigError(
-      `${label("delivery.max_payload_bytes")}: ${f.delivery.max_payload_bytes} bytes cannot fit one DTLS record at dtls.mtu ${d.mtu} (at most ${recordLimit} bytes); lower it or raise dtls.mtu`,
+      `${label("delivery.max_payload_bytes")}: ${f.delivery.max_payload_bytes} bytes cannot fit one DTLS record at dtls.mtu ${d.mtu}: ` +
+        `the record carries ${maxRecordPayload(d.mtu)} bytes, a Push needs ${PUSH_FIXED_OVERHEAD} of them for its signature and numbers before any id, topic or content type, ` +
+        `so at most ${payloadLimit} bytes of payload fit; lower it or raise dtls.mtu`,
     );
   }
   if (f.delivery.default_ttl_seconds > f.delivery.max_ttl_seconds) {

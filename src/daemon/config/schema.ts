@@ -101,6 +101,17 @@ export const QUEUE_FULL_POLICIES = ["reject", "drop-oldest"] as const;
 
 const DAY = 86_400;
 
+/**
+ * Default delivery.max_payload_bytes: at the default dtls.mtu (1200) a record
+ * carries 1163 bytes of Push; the signature, sequence number, times and
+ * priority take 218 (PUSH_FIXED_OVERHEAD), which leaves 177 bytes for the
+ * message id, device id or topic, publisher, content type and collapse key
+ * (each costs its length + 2) beside a payload of this size: a generated id,
+ * a 64-character device id, a 32-character publisher and
+ * "application/json" fit.
+ */
+export const DEFAULT_MAX_PAYLOAD_BYTES = 768;
+
 export const dtlsSection = z
   .strictObject({
     listen: hostPort("127.0.0.1:5684", "UDP address the DTLS endpoint binds, HOST:PORT ([v6]:PORT for IPv6; port 0 picks a free one)."),
@@ -157,6 +168,12 @@ export const httpSection = z
   .strictObject({
     listen: hostPort("127.0.0.1:8080", "TCP address of the HTTP API, HOST:PORT ([v6]:PORT for IPv6; port 0 picks a free one)."),
     body_limit_bytes: int(1024, 16 * 1024 * 1024, 65_536, "Largest request body, bytes."),
+    request_timeout_seconds: int(
+      1,
+      3600,
+      30,
+      "A request not received in full within this many seconds is answered 408 request_timeout and its connection closed (slow or short bodies).",
+    ),
     rate_limit_per_minute: int(0, 10_000_000, 60_000, "Requests per minute per token (per IP address without one); 0 turns the limit off."),
     public_metrics: bool(false, "Serve /metrics without a token (otherwise an admin token is needed)."),
   })
@@ -179,7 +196,12 @@ export const deliverySection = z
     window: int(1, 1024, 32, "Pushes per device sent and not yet acknowledged."),
     max_queue: int(1, 1_000_000, 1000, "Messages per device queued or in flight."),
     queue_full: choice(QUEUE_FULL_POLICIES, "reject", "A full queue: \"reject\" refuses the publish (429 queue_full); \"drop-oldest\" expires the oldest unsent message."),
-    max_payload_bytes: int(1, 65_000, 1024, "Largest message payload, bytes; the Push must also fit one DTLS record (dtls.mtu)."),
+    max_payload_bytes: int(
+      1,
+      65_000,
+      DEFAULT_MAX_PAYLOAD_BYTES,
+      "Largest message payload, bytes; the Push around it (signature, ids, topic, content type) must also fit one DTLS record of dtls.mtu. The default fits the default MTU with 177 bytes left for those names.",
+    ),
     default_ttl_seconds: int(1, 3650 * DAY, DAY, "Time to live of a message published without one, seconds; at most max_ttl_seconds."),
     max_ttl_seconds: int(1, 3650 * DAY, 30 * DAY, "Largest time to live a publisher may ask for, seconds."),
     heartbeat_seconds: int(1, 3600, 30, "Heartbeat interval announced to devices, seconds."),

@@ -3,14 +3,28 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequ
 import rateLimit from "@fastify/rate-limit";
 import { createGuard, type RateCheck } from "./auth.ts";
 import type { RouteContext } from "./context.ts";
-import { HttpError, installErrorHandling } from "./errors.ts";
+import {
+  clientErrorHandler,
+  createErrorSender,
+  frameworkErrorHandler,
+  HttpError,
+  installErrorHandling,
+  MAX_PARAM_LENGTH,
+} from "./errors.ts";
 import { EventHub, registerEventRoutes } from "./events-sse.ts";
 import { registerOpenApi } from "./openapi.ts";
 import { registerDeviceRoutes } from "./routes-devices.ts";
 import { registerMessageRoutes } from "./routes-messages.ts";
 import { registerPublicRoutes } from "./routes-public.ts";
 import { addSharedSchemas } from "./schemas.ts";
-import { DEFAULT_BODY_LIMIT_BYTES, DEFAULT_RATE_LIMIT_PER_MINUTE, type HttpApi, type HttpApiDeps } from "./types.ts";
+import { installJsonParser } from "./json-body.ts";
+import {
+  DEFAULT_BODY_LIMIT_BYTES,
+  DEFAULT_RATE_LIMIT_PER_MINUTE,
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  type HttpApi,
+  type HttpApiDeps,
+} from "./types.ts";
 
 const wallClock = { now: () => Date.now() };
 /** How long close() lets open connections finish before cutting them. */
@@ -36,6 +50,8 @@ export async function createHttpApi(deps: HttpApiDeps): Promise<FastifyInstance>
   const clock = deps.clock ?? wallClock;
   const bodyLimitBytes = deps.limits?.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
   const perMinute = deps.limits?.rateLimitPerMinute ?? DEFAULT_RATE_LIMIT_PER_MINUTE;
+  const requestTimeoutMs = deps.limits?.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+  const errors = createErrorSender(deps.observer);
   const startedAt = deps.startedAt ?? clock.now();
   const { server, store } = deps;
 
@@ -51,10 +67,25 @@ export async function createHttpApi(deps: HttpApiDeps): Promise<FastifyInstance>
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
     // requests arriving while closing get our own 503 (below), in the API's error format
     return503OnClosing: false,
+    // ids and topics up to 128 characters and message ids up to 200 are valid in paths, percent-encoded too
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    // a request not in full after this long is answered 408 (a body shorter than its Content-Length, a slow sender)
+    requestTimeout: requestTimeoutMs,
+    http: {
+      // a missing Host is answered by our hook below (node:http would send a bare 400)
+      requireHostHeader: false,
+      // node:http checks no timeout at all while headersTimeout (default 60 s) is above requestTimeout
+      headersTimeout: Math.min(60_000, requestTimeoutMs),
+      connectionsCheckingInterval: Math.min(30_000, Math.max(100, Math.floor(requestTimeoutMs / 4))),
+    },
+    // bad percent-encoding and over-long parameters, and what node:http's parser refuses, get the API's JSON errors
+    frameworkErrors: frameworkErrorHandler(errors, bodyLimitBytes),
+    clientErrorHandler: clientErrorHandler(errors),
   });
 
   // JSON only: a text/plain body is 415, not a string the schema then refuses
   app.removeContentTypeParser("text/plain");
+  installJsonParser(app);
   await registerOpenApi(app);
   addSharedSchemas(app);
 
@@ -69,10 +100,14 @@ export async function createHttpApi(deps: HttpApiDeps): Promise<FastifyInstance>
   const hub = new EventHub({ store });
   const state: Controls = { hub, draining: false, closing: false };
   controls.set(app, state);
-  app.addHook("onRequest", async (_request, reply) => {
+  app.addHook("onRequest", async (request, reply) => {
     if (state.closing) {
       void reply.header("connection", "close");
-      throw new HttpError(503, "shutting_down", "The server is shutting down; retry on another instance or later.");
+      throw new HttpError("shutting_down", "The server is shutting down; retry on another instance or later.");
+    }
+    if (request.raw.httpVersion === "1.1" && request.headers.host === undefined) {
+      void reply.header("connection", "close");
+      throw new HttpError("bad_request", "An HTTP/1.1 request needs a Host header.");
     }
   });
   const onReceipt = hub.receipt.bind(hub);
@@ -89,8 +124,14 @@ export async function createHttpApi(deps: HttpApiDeps): Promise<FastifyInstance>
   });
 
   try {
-    installErrorHandling(app, { bodyLimitBytes, notFoundHook: guard.hook() });
-    registerPublicRoutes(app, ctx, { startedAt, isDraining: () => state.draining, metrics: deps.metrics, publicMetrics: deps.limits?.publicMetrics ?? false });
+    installErrorHandling(app, { bodyLimitBytes, notFoundHook: guard.hook(), errors });
+    registerPublicRoutes(app, ctx, {
+      startedAt,
+      isDraining: () => state.draining,
+      metrics: deps.metrics,
+      publicMetrics: deps.limits?.publicMetrics ?? false,
+      errors,
+    });
     registerMessageRoutes(app, ctx);
     registerEventRoutes(app, ctx, hub);
     registerDeviceRoutes(app, ctx);

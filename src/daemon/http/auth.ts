@@ -68,7 +68,7 @@ export function createGuard(o: {
     if (header !== undefined && header !== "") {
       const m = BEARER.exec(header);
       if (m === null) {
-        return new HttpError(401, "token_missing", "The Authorization header does not carry a Bearer token.", { "www-authenticate": REALM });
+        return new HttpError("token_missing", "The Authorization header does not carry a Bearer token.", { "www-authenticate": REALM });
       }
       token = m[1];
     }
@@ -86,14 +86,14 @@ export function createGuard(o: {
       if (!(e instanceof AuthError)) throw e;
       switch (e.code) {
         case "token_missing":
-          return new HttpError(401, e.code, "This request needs a publisher token: Authorization: Bearer <token>.", { "www-authenticate": REALM });
+          return new HttpError(e.code, "This request needs a publisher token: Authorization: Bearer <token>.", { "www-authenticate": REALM });
         case "token_expired":
         case "token_invalid":
-          return new HttpError(401, e.code, e.message, { "www-authenticate": `${REALM}, error="invalid_token"` });
+          return new HttpError(e.code, e.message, { "www-authenticate": `${REALM}, error="invalid_token"` });
         case "insufficient_scope":
-          return new HttpError(403, e.code, e.message, { "www-authenticate": `${REALM}, error="insufficient_scope", scope="${scope}"` });
+          return new HttpError(e.code, e.message, { "www-authenticate": `${REALM}, error="insufficient_scope", scope="${scope}"` });
         default:
-          return new HttpError(401, "token_invalid", e.message, { "www-authenticate": `${REALM}, error="invalid_token"` });
+          return new HttpError("token_invalid", e.message, { "www-authenticate": `${REALM}, error="invalid_token"` });
       }
     }
   }
@@ -110,7 +110,7 @@ export function createGuard(o: {
             void reply.header("x-ratelimit-limit", r.max).header("x-ratelimit-remaining", r.remaining).header("x-ratelimit-reset", r.ttlInSeconds);
             if (r.isExceeded) {
               const retry = String(Math.max(1, r.ttlInSeconds));
-              throw new HttpError(429, "rate_limited", `More than ${r.max} requests in a minute; retry in ${retry} s.`, { "retry-after": retry });
+              throw new HttpError("rate_limited", `More than ${r.max} requests in a minute; retry in ${retry} s.`, { "retry-after": retry });
             }
           }
         }

@@ -272,7 +272,7 @@ export function filterSet(values: readonly string[] | undefined, name: string): 
       if (t !== "") out.add(t);
     }
   }
-  if (out.size > MAX_FILTER_VALUES) throw new HttpError(400, "bad_request", `querystring.${name} lists more than ${MAX_FILTER_VALUES} values.`);
+  if (out.size > MAX_FILTER_VALUES) throw new HttpError("bad_request", `querystring.${name} lists more than ${MAX_FILTER_VALUES} values.`);
   return out.size === 0 ? undefined : out;
 }
 
@@ -315,7 +315,7 @@ export function registerEventRoutes(app: FastifyInstance, ctx: RouteContext, hub
       },
     },
     async (request, reply) => {
-      if (hub.draining) throw new HttpError(503, "shutting_down", "The server is shutting down; reconnect later.");
+      if (hub.draining) throw new HttpError("shutting_down", "The server is shutting down; reconnect later.");
       const q = request.query as EventsQuery;
       const filter: EventFilter = {
         devices: filterSet(q.device, "device"),

@@ -22,7 +22,7 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: RouteContext): v
   const view = (d: DeviceRecord): DeviceView => deviceView(d, engine.deviceStatus(d.id));
   const existing = (id: string): DeviceRecord => {
     const d = registry.get(id);
-    if (d === undefined) throw new HttpError(404, "device_unknown", `No device ${JSON.stringify(id)} is registered.`);
+    if (d === undefined) throw new HttpError("device_unknown", `No device ${JSON.stringify(id)} is registered.`);
     return d;
   };
 

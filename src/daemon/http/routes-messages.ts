@@ -16,6 +16,8 @@ interface PublishBody {
 }
 
 const utf8 = new TextEncoder();
+/** With the u flag a surrogate pair is one code point: this matches only unpaired surrogates, which UTF-8 cannot carry. */
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
 
 const publishResponses = {
   202: { description: "Accepted: the message is stored and queued (durable).", $ref: "PublishResult#" },
@@ -31,6 +33,7 @@ export function registerMessageRoutes(app: FastifyInstance, ctx: RouteContext): 
   const publish = async (request: FastifyRequest, target: PublishTarget): Promise<object> => {
     const body = request.body as PublishBody;
     const payload = payloadOf(body);
+    for (const field of ["contentType", "collapseKey"] as const) checkText(field, body[field]);
     const claims = ctx.guard.claims(request);
     if (claims === undefined) throw new Error("publish route reached without verified claims");
     const result = await ctx.server.engine.publish({
@@ -105,7 +108,7 @@ export function registerMessageRoutes(app: FastifyInstance, ctx: RouteContext): 
     async (request) => {
       const { id } = request.params as { id: string };
       const status = ctx.server.engine.messageStatus(id);
-      if (status === undefined) throw new HttpError(404, "message_unknown", `No message ${JSON.stringify(id)} is stored.`);
+      if (status === undefined) throw new HttpError("message_unknown", `No message ${JSON.stringify(id)} is stored.`);
       return messageStatusView(status.message, status.receipts);
     },
   );
@@ -115,9 +118,25 @@ function payloadOf(body: PublishBody): Uint8Array {
   const text = body.payload;
   const b64 = body.payloadBase64;
   if ((text === undefined) === (b64 === undefined)) {
-    throw new HttpError(400, "bad_request", "Give exactly one of body.payload and body.payloadBase64.");
+    throw new HttpError("bad_request", "Give exactly one of body.payload and body.payloadBase64.");
   }
-  if (text !== undefined) return utf8.encode(text);
+  if (text !== undefined) {
+    checkText("payload", text);
+    return utf8.encode(text);
+  }
   // a copy: Buffer.from may hand out a view of its shared pool
   return new Uint8Array(Buffer.from(b64 as string, "base64"));
+}
+
+/**
+ * A JSON escape of a lone surrogate (e.g. "\ud800") is valid JSON but not
+ * text UTF-8 can carry: encoding it would silently put U+FFFD in its place.
+ */
+function checkText(field: string, value: string | undefined): void {
+  if (value !== undefined && LONE_SURROGATE.test(value)) {
+    throw new HttpError(
+      "bad_request",
+      `body.${field} holds an unpaired surrogate (a \\uD800-\\uDFFF escape without its pair), which is not UTF-8 text; send binary payloads as payloadBase64.`,
+    );
+  }
 }

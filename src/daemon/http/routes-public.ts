@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import type { RouteContext } from "./context.ts";
-import { HttpError } from "./errors.ts";
-import { AUTH_ERRORS, BEARER_SECURITY, errorResponses } from "./schemas.ts";
+import { errorBody, HttpError, type ErrorSender } from "./errors.ts";
+import { AUTH_ERRORS, BEARER_SECURITY, ERROR_FIELDS, errorResponses } from "./schemas.ts";
 
 /** GET /healthz, GET /.well-known/jwks.json, GET /openapi.json and (with a metrics source) GET /metrics. */
 export function registerPublicRoutes(
@@ -12,6 +12,7 @@ export function registerPublicRoutes(
     isDraining: () => boolean;
     metrics?: { readonly contentType: string; text(): Promise<string> } | undefined;
     publicMetrics: boolean;
+    errors: ErrorSender;
   },
 ): void {
   const { server } = ctx;
@@ -36,17 +37,24 @@ export function registerPublicRoutes(
             },
           },
           503: {
-            description: "Shutting down: take the instance out of rotation.",
+            description: "Shutting down: take the instance out of rotation. Also carries the error of every error answer (shutting_down).",
             type: "object",
-            required: ["status"],
-            properties: { status: { type: "string", enum: ["draining"] } },
+            required: ["status", "error"],
+            properties: {
+              status: { type: "string", enum: ["draining"] },
+              error: ERROR_FIELDS,
+            },
           },
           ...errorResponses([429]),
         },
       },
     },
     async (_request, reply) => {
-      if (o.isDraining()) return reply.code(503).send({ status: "draining" });
+      if (o.isDraining()) {
+        const e = new HttpError("shutting_down", "The server is shutting down; take it out of rotation.");
+        o.errors.count(e.code);
+        return reply.code(503).send({ status: "draining", ...errorBody(e) });
+      }
       return {
         status: "ok",
         sessions: server.dtls.sessions(),
@@ -112,7 +120,7 @@ export function registerPublicRoutes(
     },
     async (_request, reply) => {
       const metrics = o.metrics;
-      if (metrics === undefined) throw new HttpError(404, "not_found", "This server exports no metrics.");
+      if (metrics === undefined) throw new HttpError("not_found", "This server exports no metrics.");
       return reply.type(metrics.contentType).send(await metrics.text());
     },
   );

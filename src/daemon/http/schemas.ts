@@ -5,6 +5,7 @@
  * "<Id>#".
  */
 import type { FastifyInstance } from "fastify";
+import { HTTP_ERROR_CODES } from "./errors.ts";
 
 /** The DEVICE_ID_PATTERN of src/auth/names.ts, as JSON Schema. */
 const DEVICE_ID = "^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$";
@@ -16,21 +17,22 @@ const ISO_TIME = { type: "string", format: "date-time" } as const;
 
 export const BEARER_SECURITY = [{ bearerAuth: [] }];
 
+/** The `error` member of every error answer. */
+export const ERROR_FIELDS = {
+  type: "object",
+  required: ["code", "message"],
+  properties: {
+    code: { type: "string", enum: HTTP_ERROR_CODES, description: "Stable snake_case code (see docs/http-api.md).", examples: ["bad_request"] },
+    message: { type: "string", description: "One sentence naming the problem." },
+  },
+} as const;
+
 const errorSchema = {
   $id: "Error",
   type: "object",
   description: "Every error answer.",
   required: ["error"],
-  properties: {
-    error: {
-      type: "object",
-      required: ["code", "message"],
-      properties: {
-        code: { type: "string", description: "Stable snake_case code (see docs/http-api.md).", examples: ["bad_request"] },
-        message: { type: "string", description: "One sentence naming the problem." },
-      },
-    },
-  },
+  properties: { error: ERROR_FIELDS },
 } as const;
 
 const deviceSchema = {

@@ -2,6 +2,7 @@ import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import type { Store } from "../../store/types.ts";
 import type { PushServer } from "../push-server.ts";
+import type { HttpObserver } from "./errors.ts";
 
 /** What the HTTP API is built from. */
 export interface HttpApiDeps {
@@ -13,11 +14,15 @@ export interface HttpApiDeps {
   readonly logger?: Logger;
   /** what GET /metrics serves (Prometheus text); no /metrics route without it */
   readonly metrics?: { readonly contentType: string; text(): Promise<string> };
+  /** told of every error answer, by code (the daemon's metrics) */
+  readonly observer?: HttpObserver;
   readonly limits?: {
     /** largest request body; default 65536 */
     readonly bodyLimitBytes?: number;
     /** requests per minute per token (per IP when unauthenticated); 0 = off; default 60000 */
     readonly rateLimitPerMinute?: number;
+    /** a request not received in full after this long is answered 408 request_timeout; default 30 000 */
+    readonly requestTimeoutMs?: number;
     /** GET /metrics without a token; default false (admin scope) */
     readonly publicMetrics?: boolean;
   };
@@ -37,3 +42,4 @@ export interface HttpApi {
 
 export const DEFAULT_BODY_LIMIT_BYTES = 65_536;
 export const DEFAULT_RATE_LIMIT_PER_MINUTE = 60_000;
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;

@@ -13,7 +13,9 @@ import {
   toStoreOptions,
   type LoadConfigOptions,
 } from "../../../src/daemon/config/index.ts";
+import { PUSH_FIXED_OVERHEAD } from "../../../src/daemon/config/load.ts";
 import { DEFAULT_DELIVERY_OPTIONS } from "../../../src/messaging/options.ts";
+import { encodeFrame, pushOverhead } from "../../../src/wire/index.ts";
 import { DtlspushError } from "../../../src/util/errors.ts";
 
 let work: string;
@@ -77,7 +79,13 @@ describe("defaults", () => {
       sockets: undefined,
       socketBufferBytes: 4 * 1024 * 1024,
     });
-    expect(c.http).toEqual({ listen: { host: "127.0.0.1", port: 8080 }, bodyLimitBytes: 65_536, rateLimitPerMinute: 60_000, publicMetrics: false });
+    expect(c.http).toEqual({
+      listen: { host: "127.0.0.1", port: 8080 },
+      bodyLimitBytes: 65_536,
+      requestTimeoutSeconds: 30,
+      rateLimitPerMinute: 60_000,
+      publicMetrics: false,
+    });
     expect(c.store).toEqual({
       kind: "sqlite",
       path: "/srv/push/data/dtlspush.db",
@@ -89,7 +97,7 @@ describe("defaults", () => {
       window: 32,
       maxQueue: 1000,
       queueFull: "reject",
-      maxPayloadBytes: 1024,
+      maxPayloadBytes: 768,
       defaultTtlSeconds: 86_400,
       maxTtlSeconds: 2_592_000,
       heartbeatSeconds: 30,
@@ -382,12 +390,36 @@ describe("rules between settings", () => {
     );
   });
 
-  it("payload that cannot fit a record of the MTU", async () => {
+  it("payload that cannot fit a record of the MTU beside the Push's signature and numbers", async () => {
     expect(await message({ env: { DTLSPUSH_DTLS_MTU: "1000" } })).toBe(
-      "delivery.max_payload_bytes (default): 1024 bytes cannot fit one DTLS record at dtls.mtu 1000 (at most 963 bytes); lower it or raise dtls.mtu",
+      "delivery.max_payload_bytes (default): 768 bytes cannot fit one DTLS record at dtls.mtu 1000: the record carries 963 bytes, " +
+        "a Push needs 218 of them for its signature and numbers before any id, topic or content type, so at most 745 bytes of payload fit; lower it or raise dtls.mtu",
     );
-    const c = await loadConfig({ env: { DTLSPUSH_DTLS_MTU: "1400", DTLSPUSH_DELIVERY_MAX_PAYLOAD_BYTES: "1363" }, cwd: work });
+    expect(await message({ env: { DTLSPUSH_DTLS_MTU: "1400", DTLSPUSH_DELIVERY_MAX_PAYLOAD_BYTES: "1146" } })).toMatch(/at most 1145 bytes of payload fit/);
+    const c = await loadConfig({ env: { DTLSPUSH_DTLS_MTU: "1400", DTLSPUSH_DELIVERY_MAX_PAYLOAD_BYTES: "1145" }, cwd: work });
     expect(toDeliveryOptions(c).maxRecordPayload).toBe(1363);
+    expect(toDeliveryOptions(c).maxPayload).toBe(1145);
+  });
+
+  it("the defaults are consistent: a payload of max_payload_bytes fits the default MTU beside a Push with ordinary names", async () => {
+    const c = await loadConfig({ env: {}, cwd: work });
+    const d = toDeliveryOptions(c);
+    const signature = `${Buffer.from(JSON.stringify({ alg: "EdDSA", kid: "k".repeat(43) })).toString("base64url")}..${"s".repeat(86)}`;
+    const push = {
+      seq: Number.MAX_SAFE_INTEGER,
+      createdAt: Number.MAX_SAFE_INTEGER,
+      expiresAt: Number.MAX_SAFE_INTEGER,
+      priority: 9,
+      signature,
+      messageId: "0b5c2f4e-8f43-4b8e-9a51-7d1a3c0e9f21",
+      device: "d".repeat(64),
+      publisher: "p".repeat(32),
+      contentType: "application/json",
+      payload: new Uint8Array(d.maxPayload ?? 0),
+    };
+    expect(encodeFrame({ kind: "push", push }).length).toBeLessThanOrEqual(d.maxRecordPayload ?? 0);
+    // and the fixed part counted by the rule between settings is what a Push with empty names costs
+    expect(PUSH_FIXED_OVERHEAD).toBe(pushOverhead({ ...push, messageId: "", device: "", publisher: "", contentType: "", payload: undefined }));
   });
 
   it("default TTL above the maximum", async () => {

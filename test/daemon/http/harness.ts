@@ -37,7 +37,13 @@ export const KEY = new TextEncoder().encode("0123456789abcdef");
 export const KEY_HEX = Buffer.from(KEY).toString("hex");
 
 export async function startHarness(
-  o: { limits?: HttpApiDeps["limits"]; delivery?: Partial<DeliveryOptions>; metrics?: HttpApiDeps["metrics"]; logger?: HttpApiDeps["logger"] } = {},
+  o: {
+    limits?: HttpApiDeps["limits"];
+    delivery?: Partial<DeliveryOptions>;
+    metrics?: HttpApiDeps["metrics"];
+    logger?: HttpApiDeps["logger"];
+    observer?: HttpApiDeps["observer"];
+  } = {},
 ): Promise<Harness> {
   const store = createMemoryStore();
   const server = await startPushServer({ store, dtls: { host: "127.0.0.1", port: 0 }, ...(o.delivery ? { delivery: o.delivery } : {}) });
@@ -84,7 +90,7 @@ export async function startHarness(
     },
   };
   const api = await startHttpApi(
-    { server, store, clock: { now: () => Date.now() + h.offset }, ...(o.limits ? { limits: o.limits } : {}), ...(o.metrics ? { metrics: o.metrics } : {}), ...(o.logger ? { logger: o.logger } : {}) },
+    { server, store, clock: { now: () => Date.now() + h.offset }, ...(o.limits ? { limits: o.limits } : {}), ...(o.metrics ? { metrics: o.metrics } : {}), ...(o.logger ? { logger: o.logger } : {}), ...(o.observer ? { observer: o.observer } : {}) },
     { host: "127.0.0.1", port: 0 },
   );
   Object.assign(h, {

@@ -32,7 +32,7 @@ describe("operations endpoints", () => {
     h.api.draining();
     const draining = await h.call("GET", "/healthz");
     expect(draining.status).toBe(503);
-    expect(await draining.json()).toEqual({ status: "draining" });
+    expect(await draining.json()).toEqual({ status: "draining", error: { code: "shutting_down", message: expect.any(String) } });
     // publishing still works until the engine itself shuts down
     expect((await h.call("POST", "/v1/devices/d1/messages", { token: h.publisher, body: { payload: "x" } })).status).toBe(202);
   });
