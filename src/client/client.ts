@@ -20,9 +20,10 @@ export interface ConnectOptions extends TransportOptions {
   /** Hello/request retransmission timeout, ms (default 1000) */
   readonly retryMs?: number;
   /**
-   * dead-server detection (default on): probe with a Ping after `idleMs` of
-   * silence; a frame awaiting an answer (Hello, Publish, Subscribe, Ping)
-   * unanswered for (probes + 1) RTOs ends the session and reconnects. See
+   * dead-server detection (default on): once a session has its Welcome, probe
+   * with a Ping after `idleMs` of silence; a frame awaiting an answer (Hello,
+   * Publish, Subscribe, Ping) unanswered for (probes + 1) RTOs ends the
+   * session and reconnects. See
    * docs/client-sdk.md for the bound. `false` leaves only the heartbeat
    * timeout (missed heartbeats, about two minutes with the default server).
    */
@@ -304,7 +305,9 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
 
   private armTimer(): void {
     let at = this.session?.nextDeadline();
-    if (this.liveness !== undefined && this.transport !== undefined && this.session !== undefined) {
+    // before a session's Welcome its Hello has its own timeout (timeoutMs): the handshake just showed the
+    // server alive, and a server slow to answer Hellos (many devices reconnecting) must not get more handshakes
+    if (this.liveness !== undefined && this.transport !== undefined && this.session?.welcomed !== undefined) {
       const probeAt = this.liveness.deadline();
       if (at === undefined || probeAt < at) at = probeAt;
     }
@@ -326,11 +329,9 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     const m = this.liveness;
     const s = this.session;
     const t = this.transport;
-    if (m === undefined || s === undefined || t === undefined) return;
+    if (m === undefined || s === undefined || t === undefined || s.welcomed === undefined) return;
     const action = m.onTimer(now);
     if (action === "probe") {
-      // before the Welcome a Ping would only draw HELLO_REQUIRED: the Hello's own repeats probe then
-      if (s.welcomed === undefined) return;
       const ping: FrameBody = { kind: "ping", ping: { time: now } };
       m.sent(ping, now);
       try {

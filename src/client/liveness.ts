@@ -15,6 +15,8 @@
  *
  * So a dead server is noticed (probes + 1) x RTO after the first unanswered
  * frame, and at most idleMs + (probes + 1) x RTO after the last record heard.
+ * (The client consults it once a session has its Welcome; before that the
+ * Hello has its own timeout.)
  *
  * The RTO comes from round trips (RFC 6298): Ping/Pong pairs (the Pong echoes
  * the Ping's time) and request/answer pairs (by request id; Hello/Welcome),
