@@ -23,6 +23,7 @@
  * never from a retransmitted request (Karn), clamped to [minRtoMs, maxRtoMs].
  * The estimate outlives a session: a reconnect starts with what was learned.
  */
+import { RttEstimator } from "../messaging/rtt-estimator.ts";
 import type { FrameBody, UnknownFrameBody } from "../wire/index.ts";
 
 /** A decoded frame (a body this version does not know included). */
@@ -81,9 +82,7 @@ function definedOnly(o: LivenessOptions): Partial<CheckedLivenessOptions> {
 
 export class LivenessMonitor {
   readonly options: CheckedLivenessOptions;
-  private srtt: number | undefined;
-  private rttvar = 0;
-  private rtoMs: number;
+  private readonly rtt: RttEstimator;
   private lastHeard = 0;
   /** when the oldest frame still waiting for a word from the server went out */
   private waitingSince: number | undefined;
@@ -95,17 +94,23 @@ export class LivenessMonitor {
 
   constructor(options: CheckedLivenessOptions = LIVENESS_DEFAULTS) {
     this.options = options;
-    this.rtoMs = options.minRtoMs;
+    this.rtt = new RttEstimator({
+      initialRto: options.minRtoMs,
+      minRto: options.minRtoMs,
+      maxRto: options.maxRtoMs,
+      granularity: GRANULARITY_MS,
+      maxBackoff: options.maxRtoMs,
+    });
   }
 
   /** The current retransmission timeout, ms. */
   get rto(): number {
-    return this.rtoMs;
+    return Math.ceil(this.rtt.rto);
   }
 
   /** The smoothed round-trip time, ms (undefined before the first sample). */
   get smoothedRtt(): number | undefined {
-    return this.srtt;
+    return this.rtt.smoothed;
   }
 
   /** A new session (the handshake just completed: the server was alive at `now`). The RTT estimate stays. */
@@ -131,7 +136,7 @@ export class LivenessMonitor {
 
   private startWait(now: number): void {
     this.waitingSince = now;
-    this.waitRto = this.rtoMs;
+    this.waitRto = this.rto;
     this.probesSent = 0;
   }
 
@@ -145,20 +150,7 @@ export class LivenessMonitor {
     const sentAt = this.timed.get(key);
     if (sentAt === undefined) return; // an answer to nothing we timed (or a claim): no sample
     this.timed.delete(key);
-    if (sentAt >= 0 && now >= sentAt) this.sample(now - sentAt);
-  }
-
-  /** RFC 6298 2.2-2.4, with the floor and ceiling of the options. */
-  private sample(r: number): void {
-    if (this.srtt === undefined) {
-      this.srtt = r;
-      this.rttvar = r / 2;
-    } else {
-      this.rttvar = 0.75 * this.rttvar + 0.25 * Math.abs(this.srtt - r);
-      this.srtt = 0.875 * this.srtt + 0.125 * r;
-    }
-    const rto = this.srtt + Math.max(GRANULARITY_MS, 4 * this.rttvar);
-    this.rtoMs = Math.min(this.options.maxRtoMs, Math.max(this.options.minRtoMs, Math.ceil(rto)));
+    if (sentAt >= 0 && now >= sentAt) this.rtt.sample(now - sentAt); // RFC 6298 2.2-2.4, clamped
   }
 
   /** When `onTimer` must run next. */
