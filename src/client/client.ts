@@ -99,6 +99,11 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
   private parked: { session: DeviceSession; push: Push } | undefined;
   /** dead-server detection; one per client so the RTT estimate outlives a session */
   private readonly liveness: LivenessMonitor | undefined;
+  /**
+   * the message the application holds (manual ack pending): a later session that offers the same seq
+   * again (the server never got the ack) is not handed over twice; the application's ack settles it
+   */
+  private handedOut: { readonly seq: number; session: DeviceSession; acked: boolean } | undefined;
   /** ends the current session with an error (and fails its open() before the Welcome) */
   private failSession: { session: DeviceSession; fail: (error: Error) => void } | undefined;
 
@@ -218,18 +223,40 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
 
   private deliver(session: DeviceSession, push: Push): void {
     if (this.session !== session) return;
+    const held = this.handedOut;
+    if (held !== undefined && held.seq === push.seq && held.session !== session) {
+      // offered again by a newer session while (or after) the application had it from an older one
+      if (held.acked) {
+        this.handedOut = undefined;
+        session.processed(push.seq);
+        this.saveState();
+      } else {
+        held.session = session; // the application's ack settles it in this session
+      }
+      return;
+    }
     if (this.listenerCount("message") === 0) {
       // nobody would see it: auto ack would lose it
       this.parked = { session, push };
       return;
     }
+    const handed = { seq: push.seq, session, acked: false };
+    this.handedOut = handed;
     let done = false;
     const ack = (): void => {
       if (done) return;
       done = true;
-      if (this.session !== session) return;
-      session.processed(push.seq);
-      this.saveState();
+      const current = this.session;
+      if (current === handed.session) {
+        if (this.handedOut === handed) this.handedOut = undefined;
+        current.processed(push.seq);
+        this.saveState();
+        return;
+      }
+      // the session it came in ended before this ack: processed all the same. Persist that now; the
+      // current session skips the seq when the server offers it again (deliver, above)
+      handed.acked = true;
+      this.saveState(push.seq);
     };
     const message: ReceivedMessage = {
       id: push.messageId,
@@ -249,6 +276,7 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
       this.emit("message", message);
     } catch (e) {
       // the application threw: not processed; offered again a second later
+      if (this.handedOut === handed) this.handedOut = undefined;
       if (this.listenerCount("error") > 0) this.emit("error", e instanceof Error ? e : new Error(String(e)));
       setTimeout(() => this.deliver(session, push), 1000).unref();
       return;
@@ -256,12 +284,12 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     if ((this.options.ackMode ?? "auto") === "auto") ack();
   }
 
-  /** Persists hwm/token/request id, then lets the session ack up to the persisted mark. */
-  private saveState(): void {
+  /** Persists hwm (at least `processed`)/token/request id, then lets the session ack up to the persisted mark. */
+  private saveState(processed = 0): void {
     const session = this.session;
     if (session === undefined) return;
     const next: ClientState = {
-      hwm: Math.max(this.state.hwm, session.receiver.hwm),
+      hwm: Math.max(this.state.hwm, session.receiver.hwm, processed),
       sessionToken: session.sessionToken,
       nextRequestId: session.nextRequestId,
     };
