@@ -23,9 +23,9 @@ export interface ConnectOptions extends TransportOptions {
    * dead-server detection (default on): once a session has its Welcome, probe
    * with a Ping after `idleMs` of silence; a frame awaiting an answer (Hello,
    * Publish, Subscribe, Ping) unanswered for (probes + 1) RTOs ends the
-   * session and reconnects. See
-   * docs/client-sdk.md for the bound. `false` leaves only the heartbeat
-   * timeout (missed heartbeats, about two minutes with the default server).
+   * session and reconnects. See docs/client-sdk.md for the bound. `false`
+   * leaves only the heartbeat timeout (missed heartbeats, about two minutes
+   * with the default server).
    */
   readonly liveness?: false | LivenessOptions;
 }
@@ -374,7 +374,7 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
       f.fail(
         new ClientError(
           "server_unresponsive",
-          `no answer from the server for ${m.waitingFor(now)} ms (${probes} probe${probes === 1 ? "" : "s"}, RTO ${m.rto} ms): it lost our session or is down; reconnecting`,
+          `no answer from the server for ${m.waitingFor(now)} ms (${probes} probe${probes === 1 ? "" : "s"}, RTO ${m.rto} ms): it lost our session or is down`,
         ),
       );
     }
