@@ -32,6 +32,7 @@ const MAX_PSK_KEY_BYTES = 64;
 const MAX_PSK_IDENTITY_BYTES = 128;
 export const COUNT_RANGE: IntegerRange = { min: 1, max: 1_000_000_000 };
 export const TIMEOUT_RANGE: IntegerRange = { min: 1, max: 31_536_000 };
+export const PROBE_IDLE_RANGE: IntegerRange = { min: 1, max: 86_400 };
 /** Longest wait for one DTLS handshake and Welcome. */
 export const CONNECT_TIMEOUT_MS = 10_000;
 /** Exit code when --timeout expires first. */
@@ -65,6 +66,13 @@ const OPTIONS: OptionSpecs = {
   },
   count: { type: "string", value: "N", description: "Exit 0 after N messages" },
   timeout: { type: "string", value: "SECONDS", description: `Exit ${EXIT_TIMEOUT} if not done (N messages) within this time` },
+  "probe-idle": {
+    type: "string",
+    value: "SECONDS",
+    description:
+      "Ping a silent server after this many seconds (default 15); unanswered\n" +
+      "probes mean it lost the session (e.g. restarted): re-handshake",
+  },
   transport: {
     type: "string",
     value: "NAME",
@@ -84,6 +92,8 @@ export interface ListenConfig {
   readonly json: boolean;
   readonly count: number | undefined;
   readonly timeoutSeconds: number | undefined;
+  /** `--probe-idle`: the SDK's liveness.idleMs in seconds (undefined: the SDK's default) */
+  readonly probeIdleSeconds: number | undefined;
   readonly transport: TransportName;
 }
 
@@ -125,6 +135,7 @@ export function parseListenArgs(argv: readonly string[]): ListenConfig {
   if (stateFile === "") throw new UsageError("--state: the file name is empty");
   const countText = stringOption(values, "count");
   const timeoutText = stringOption(values, "timeout");
+  const probeIdleText = stringOption(values, "probe-idle");
   const transportText = stringOption(values, "transport") ?? "dtlspush";
   const transport = TRANSPORT_NAMES.find((t) => t === transportText.toLowerCase());
   if (transport === undefined) throw new UsageError(`--transport: '${transportText}' is not one of ${TRANSPORT_NAMES.join(", ")}`);
@@ -141,6 +152,7 @@ export function parseListenArgs(argv: readonly string[]): ListenConfig {
     json: booleanOption(values, "json"),
     count: countText === undefined ? undefined : parseInteger(countText, "--count", COUNT_RANGE),
     timeoutSeconds: timeoutText === undefined ? undefined : parseInteger(timeoutText, "--timeout", TIMEOUT_RANGE),
+    probeIdleSeconds: probeIdleText === undefined ? undefined : parseInteger(probeIdleText, "--probe-idle", PROBE_IDLE_RANGE),
     transport,
   };
 }
@@ -239,6 +251,7 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
         stateStore,
         ackMode: "manual",
         timeoutMs: Math.min(CONNECT_TIMEOUT_MS, timeoutMs ?? CONNECT_TIMEOUT_MS),
+        ...(config.probeIdleSeconds !== undefined ? { liveness: { idleMs: config.probeIdleSeconds * 1000 } } : {}),
       })
       .then(
         (c) => {

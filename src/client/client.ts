@@ -3,7 +3,8 @@ import { DeviceSession } from "../messaging/device-session.ts";
 import { MessagingError } from "../messaging/errors.ts";
 import { createPushVerifier } from "../messaging/push-verifier.ts";
 import { DtlspushError } from "../util/errors.ts";
-import { ErrorCode, errorCodeName, type Push, type Welcome, type WireErrorBody } from "../wire/index.ts";
+import { decodeFrame, encodeFrame, ErrorCode, errorCodeName, type FrameBody, type Push, type Welcome, type WireErrorBody } from "../wire/index.ts";
+import { checkLivenessOptions, LivenessMonitor, type AnyFrame, type LivenessOptions } from "./liveness.ts";
 import { memoryStateStore, type ClientState, type ClientStateStore } from "./state-store.ts";
 import { openTransport, type Transport, type TransportName, type TransportOptions } from "./transport.ts";
 
@@ -18,6 +19,15 @@ export interface ConnectOptions extends TransportOptions {
   readonly reconnect?: false | { readonly initialDelayMs?: number; readonly maxDelayMs?: number };
   /** Hello/request retransmission timeout, ms (default 1000) */
   readonly retryMs?: number;
+  /**
+   * dead-server detection (default on): once a session has its Welcome, probe
+   * with a Ping after `idleMs` of silence; a frame awaiting an answer (Hello,
+   * Publish, Subscribe, Ping) unanswered for (probes + 1) RTOs ends the
+   * session and reconnects. See docs/client-sdk.md for the bound. `false`
+   * leaves only the heartbeat timeout (missed heartbeats, about two minutes
+   * with the default server).
+   */
+  readonly liveness?: false | LivenessOptions;
 }
 
 /** A verified push, handed to the application once, in seq order. */
@@ -87,6 +97,15 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
   private welcome: Welcome | undefined;
   /** a message that arrived while nobody listened for "message": handed over when a listener comes */
   private parked: { session: DeviceSession; push: Push } | undefined;
+  /** dead-server detection; one per client so the RTT estimate outlives a session */
+  private readonly liveness: LivenessMonitor | undefined;
+  /**
+   * the message the application holds (manual ack pending): a later session that offers the same seq
+   * again (the server never got the ack) is not handed over twice; the application's ack settles it
+   */
+  private handedOut: { readonly seq: number; session: DeviceSession; acked: boolean } | undefined;
+  /** ends the current session with an error (and fails its open() before the Welcome) */
+  private failSession: { session: DeviceSession; fail: (error: Error) => void } | undefined;
 
   /** use `connect` */
   constructor(options: ConnectOptions, stateStore: ClientStateStore, state: ClientState) {
@@ -94,6 +113,11 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     this.options = options;
     this.stateStore = stateStore;
     this.state = state;
+    if (options.liveness !== false) {
+      const checked = checkLivenessOptions(options.liveness ?? {});
+      if (typeof checked === "string") throw new ClientError("bad_option", checked);
+      this.liveness = new LivenessMonitor(checked);
+    }
     // the typed event map has no "newListener"; it is an EventEmitter all the same
     (this as unknown as EventEmitter).on("newListener", (event: string | symbol) => {
       if (event !== "message" || this.parked === undefined) return;
@@ -142,8 +166,14 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     if (previous !== undefined) session.adoptRequests(previous);
     this.session = session;
     this.transport = transport;
+    this.liveness?.reset(Date.now()); // the handshake just completed: the server was alive
     return new Promise<Welcome>((resolve, reject) => {
       let welcomed = false;
+      const fail = (err: Error): void => {
+        if (!welcomed) reject(err);
+        this.sessionEnded(session, err, false);
+      };
+      this.failSession = { session, fail };
       session.on("wake", () => this.queueFlush());
       session.on("welcome", (w) => {
         // topics may have changed by subscribe() since the first Welcome: the latest Welcome says them all
@@ -173,12 +203,13 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
         const err = welcomed
           ? new ClientError("stale", "no word from the server for several heartbeat intervals")
           : new ClientError("stale", "the server did not answer the Hello");
-        if (!welcomed) reject(err);
-        this.sessionEnded(session, err, false);
+        fail(err);
       });
       transport.onRecord((r) => {
         if (this.session !== session) return;
-        session.receive(r, Date.now());
+        const now = Date.now();
+        this.liveness?.heard(decodeQuietly(r), now);
+        session.receive(r, now);
         this.armTimer();
       });
       transport.onClose((e) => {
@@ -192,18 +223,40 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
 
   private deliver(session: DeviceSession, push: Push): void {
     if (this.session !== session) return;
+    const held = this.handedOut;
+    if (held !== undefined && held.seq === push.seq && held.session !== session) {
+      // offered again by a newer session while (or after) the application had it from an older one
+      if (held.acked) {
+        this.handedOut = undefined;
+        session.processed(push.seq);
+        this.saveState();
+      } else {
+        held.session = session; // the application's ack settles it in this session
+      }
+      return;
+    }
     if (this.listenerCount("message") === 0) {
       // nobody would see it: auto ack would lose it
       this.parked = { session, push };
       return;
     }
+    const handed = { seq: push.seq, session, acked: false };
+    this.handedOut = handed;
     let done = false;
     const ack = (): void => {
       if (done) return;
       done = true;
-      if (this.session !== session) return;
-      session.processed(push.seq);
-      this.saveState();
+      const current = this.session;
+      if (current === handed.session) {
+        if (this.handedOut === handed) this.handedOut = undefined;
+        current.processed(push.seq);
+        this.saveState();
+        return;
+      }
+      // the session it came in ended before this ack: processed all the same. Persist that now; the
+      // current session skips the seq when the server offers it again (deliver, above)
+      handed.acked = true;
+      this.saveState(push.seq);
     };
     const message: ReceivedMessage = {
       id: push.messageId,
@@ -223,6 +276,7 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
       this.emit("message", message);
     } catch (e) {
       // the application threw: not processed; offered again a second later
+      if (this.handedOut === handed) this.handedOut = undefined;
       if (this.listenerCount("error") > 0) this.emit("error", e instanceof Error ? e : new Error(String(e)));
       setTimeout(() => this.deliver(session, push), 1000).unref();
       return;
@@ -230,12 +284,12 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     if ((this.options.ackMode ?? "auto") === "auto") ack();
   }
 
-  /** Persists hwm/token/request id, then lets the session ack up to the persisted mark. */
-  private saveState(): void {
+  /** Persists hwm (at least `processed`)/token/request id, then lets the session ack up to the persisted mark. */
+  private saveState(processed = 0): void {
     const session = this.session;
     if (session === undefined) return;
     const next: ClientState = {
-      hwm: Math.max(this.state.hwm, session.receiver.hwm),
+      hwm: Math.max(this.state.hwm, session.receiver.hwm, processed),
       sessionToken: session.sessionToken,
       nextRequestId: session.nextRequestId,
     };
@@ -258,8 +312,15 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
       const s = this.session;
       const t = this.transport;
       if (s === undefined || t === undefined) return;
-      const records = s.takeRecords(Date.now());
+      const now = Date.now();
+      const records = s.takeRecords(now);
       if (records.length > 0) {
+        if (this.liveness !== undefined) {
+          for (const r of records) {
+            const f = decodeQuietly(r);
+            if (f !== undefined) this.liveness.sent(f, now);
+          }
+        }
         try {
           t.send(records);
         } catch {
@@ -271,22 +332,59 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
   }
 
   private armTimer(): void {
-    const at = this.session?.nextDeadline();
+    let at = this.session?.nextDeadline();
+    // before a session's Welcome its Hello has its own timeout (timeoutMs): the handshake just showed the
+    // server alive, and a server slow to answer Hellos (many devices reconnecting) must not get more handshakes
+    if (this.liveness !== undefined && this.transport !== undefined && this.session?.welcomed !== undefined) {
+      const probeAt = this.liveness.deadline();
+      if (at === undefined || probeAt < at) at = probeAt;
+    }
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
     if (at === undefined || this.closed) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.session?.onTimer(Date.now());
+      const now = Date.now();
+      this.session?.onTimer(now);
+      this.checkLiveness(now);
       this.armTimer();
     }, Math.max(0, at - Date.now()));
     this.timer.unref();
+  }
+
+  /** Probes a silent server with a Ping; ends the session when (probes + 1) RTOs passed without a word. */
+  private checkLiveness(now: number): void {
+    const m = this.liveness;
+    const s = this.session;
+    const t = this.transport;
+    if (m === undefined || s === undefined || t === undefined || s.welcomed === undefined) return;
+    const action = m.onTimer(now);
+    if (action === "probe") {
+      const ping: FrameBody = { kind: "ping", ping: { time: now } };
+      m.sent(ping, now);
+      try {
+        t.send([encodeFrame(ping)]);
+      } catch {
+        // the transport is closing; its onClose handles the rest
+      }
+    } else if (action === "dead") {
+      const f = this.failSession;
+      if (f === undefined || f.session !== s) return;
+      const { probes } = m.options;
+      f.fail(
+        new ClientError(
+          "server_unresponsive",
+          `no answer from the server for ${m.waitingFor(now)} ms (${probes} probe${probes === 1 ? "" : "s"}, RTO ${m.rto} ms): it lost our session or is down`,
+        ),
+      );
+    }
   }
 
   private sessionEnded(session: DeviceSession, error: Error | undefined, terminal: boolean): void {
     if (this.session !== session || this.transport === undefined) return;
     const t = this.transport;
     this.transport = undefined;
+    this.failSession = undefined;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
     void t.close();
@@ -385,6 +483,15 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
       await t.close();
     }
     s?.abandonRequests(new ClientError("closed", "the client was closed before the server answered"));
+  }
+}
+
+/** A frame, or undefined when the bytes do not decode (still a sign of life when they came from the server). */
+function decodeQuietly(record: Uint8Array): AnyFrame | undefined {
+  try {
+    return decodeFrame(record);
+  } catch {
+    return undefined;
   }
 }
 

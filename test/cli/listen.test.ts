@@ -17,7 +17,7 @@ const base = ["--server", "127.0.0.1:5684", "--device", "d1"];
 
 describe("parseListenArgs", () => {
   it("parses a PSK device with every option", () => {
-    const c = parseListenArgs([...base, "--psk", KEY, "--psk-identity", "id-1", "--state", "s.json", "--json", "--count", "3", "--timeout", "9", "--transport", "nodertc"]);
+    const c = parseListenArgs([...base, "--psk", KEY, "--psk-identity", "id-1", "--state", "s.json", "--json", "--count", "3", "--timeout", "9", "--probe-idle", "2", "--transport", "nodertc"]);
     expect(c).toMatchObject({
       server: { host: "127.0.0.1", port: 5684 },
       device: "d1",
@@ -28,6 +28,7 @@ describe("parseListenArgs", () => {
       json: true,
       count: 3,
       timeoutSeconds: 9,
+      probeIdleSeconds: 2,
       transport: "nodertc",
     });
     expect(Buffer.from(c.psk?.key ?? []).toString("hex")).toBe(KEY);
@@ -35,7 +36,7 @@ describe("parseListenArgs", () => {
 
   it("has defaults; the PSK identity is the device id", () => {
     const c = parseListenArgs([...base, "--psk", "0102"]);
-    expect(c).toMatchObject({ psk: { identity: "d1" }, stateFile: undefined, json: false, count: undefined, timeoutSeconds: undefined, transport: "dtlspush" });
+    expect(c).toMatchObject({ psk: { identity: "d1" }, stateFile: undefined, json: false, count: undefined, timeoutSeconds: undefined, probeIdleSeconds: undefined, transport: "dtlspush" });
     const cert = parseListenArgs(["--server", "[::1]:1", "--device", "d1", "--cert", "c.pem", "--key", "c.key", "--ca", "ca.pem"]);
     expect(cert).toMatchObject({ server: { host: "::1", port: 1 }, psk: undefined, certificate: { cert: "c.pem", key: "c.key" }, caFile: "ca.pem" });
   });
@@ -52,6 +53,7 @@ describe("parseListenArgs", () => {
     [[...base, "--psk", "123"], "--psk: the key must have an even number of hex digits (got 3)"],
     [[...base, "--psk", "01", "--count", "0"], "--count: 0 is out of range (1-1000000000)"],
     [[...base, "--psk", "01", "--timeout", "1.5"], "--timeout: '1.5' is not a whole number"],
+    [[...base, "--psk", "01", "--probe-idle", "0"], "--probe-idle: 0 is out of range (1-86400)"],
     [[...base, "--psk", "01", "--transport", "openssl"], "--transport: 'openssl' is not one of dtlspush, node-dtls-client, nodertc"],
     [[...base, "--cert", "c", "--key", "k", "--transport", "node-dtls-client"], "--transport node-dtls-client: supports pre-shared keys only"],
     [[...base, "--psk", "01", "--state", ""], "--state: the file name is empty"],
