@@ -23,6 +23,7 @@ import type { ConnectionConfig } from "../../src/dtls/options.ts";
 import type { ServerCoreConfig } from "../../src/dtls/server-core.ts";
 import { createCertificateAuthority, issueDeviceCertificate } from "../../src/pki/index.ts";
 import { DtlsNet, recordRanges, type NetClient } from "../support/dtls-net.ts";
+import { clientHelloExtensions, mutate, mutation } from "../support/dtls-mutations.ts";
 import { fcShared, fuzzAssert, fuzzSeed } from "../support/fuzz.ts";
 import { connectionConfig, PSK_ID, PSK_KEY, serverConfig, suites } from "./harness.ts";
 import { credential, makeTestPki } from "./test-certs.ts";
@@ -66,161 +67,6 @@ beforeAll(async () => {
   });
 }, 60_000);
 
-// ---- mutations ----
-
-const OPS = [
-  "flip byte",
-  "set byte",
-  "truncate",
-  "record type",
-  "record version",
-  "record epoch",
-  "record sequence",
-  "record length",
-  "handshake type",
-  "handshake length",
-  "message_seq",
-  "fragment offset",
-  "fragment length",
-  "drop record",
-  "duplicate record",
-  "swap records",
-  "insert bytes",
-  "duplicate datagram",
-  "extensions byte",
-  "extension length",
-] as const;
-type Op = (typeof OPS)[number];
-
-interface Mutation {
-  /** which datagram of the client: 0 first ClientHello, 1 with cookie, 2.. flight 3 (and on), then data */
-  readonly stage: number;
-  readonly op: Op;
-  /** random numbers the op picks positions and values from */
-  readonly a: number;
-  readonly b: number;
-  readonly v: number;
-}
-
-const EDGE16 = [0, 1, 0xfefd, 0xfeff, 0x0303, 0x7fff, 0xffff];
-const pick = <T>(xs: readonly T[], n: number): T => xs[n % xs.length]!;
-
-function put(d: Uint8Array, at: number, width: number, value: number): void {
-  for (let i = width - 1; i >= 0; i--) {
-    if (at + i < d.length) d[at + i] = value & 0xff;
-    value = Math.floor(value / 256);
-  }
-}
-
-/** The datagram after the mutation (several datagrams for a duplicate). */
-function mutate(d: Uint8Array, m: Mutation): Uint8Array[] {
-  const recs = recordRanges(d);
-  const r = recs.length > 0 ? pick(recs, m.a) : ([0, d.length] as [number, number]);
-  const out = new Uint8Array(d);
-  const hs = r[0] + 13; // handshake header, when the record is an epoch-0 handshake record
-  const edge = (width: number): number => (m.v % 3 === 0 ? pick(EDGE16, m.v) : m.v % 2 ** (8 * Math.min(width, 4)));
-  switch (m.op) {
-    case "flip byte": {
-      const i = m.b % out.length;
-      out[i] = out[i]! ^ (1 + (m.v % 255));
-      return [out];
-    }
-    case "set byte":
-      out[m.b % out.length] = m.v & 0xff;
-      return [out];
-    case "truncate":
-      return [out.subarray(0, m.b % out.length)];
-    case "record type":
-      out[r[0]] = pick([20, 21, 22, 23, 24, 25, 0, 255], m.v);
-      return [out];
-    case "record version":
-      put(out, r[0] + 1, 2, edge(2));
-      return [out];
-    case "record epoch":
-      put(out, r[0] + 3, 2, pick([0, 1, 2, 0xffff], m.v));
-      return [out];
-    case "record sequence":
-      put(out, r[0] + 5, 6, pick([0, 1, 2, 63, 64, 2 ** 48 - 1, m.v], m.b));
-      return [out];
-    case "record length":
-      put(out, r[0] + 11, 2, edge(2));
-      return [out];
-    case "handshake type":
-      out[hs] = pick([0, 1, 2, 3, 11, 12, 13, 14, 15, 16, 20, 255], m.v);
-      return [out];
-    case "handshake length":
-      put(out, hs + 1, 3, pick([0, 1, 0xffff, 0x10000, 0xffffff, m.v & 0xffffff], m.b));
-      return [out];
-    case "message_seq":
-      put(out, hs + 4, 2, edge(2));
-      return [out];
-    case "fragment offset":
-      put(out, hs + 6, 3, pick([0, 1, 0xffff, 0xffffff, m.v & 0xffffff], m.b));
-      return [out];
-    case "fragment length":
-      put(out, hs + 9, 3, pick([0, 1, 0xffff, 0xffffff, m.v & 0xffffff], m.b));
-      return [out];
-    case "drop record":
-      return [new Uint8Array([...d.subarray(0, r[0]), ...d.subarray(r[1])])];
-    case "duplicate record":
-      return [new Uint8Array([...d.subarray(0, r[1]), ...d.subarray(r[0], r[1]), ...d.subarray(r[1])])];
-    case "swap records": {
-      if (recs.length < 2) return [out];
-      const s = pick(recs, m.b);
-      const [x, y] = r[0] < s[0] ? [r, s] : [s, r];
-      if (x === y) return [out];
-      return [new Uint8Array([...d.subarray(0, x[0]), ...d.subarray(y[0], y[1]), ...d.subarray(x[1], y[0]), ...d.subarray(x[0], x[1]), ...d.subarray(y[1])])];
-    }
-    case "insert bytes": {
-      const at = m.b % (d.length + 1);
-      const junk = Array.from({ length: 1 + (m.v % 40) }, (_, i) => (m.v * (i + 7)) & 0xff);
-      return [new Uint8Array([...d.subarray(0, at), ...junk, ...d.subarray(at)])];
-    }
-    case "duplicate datagram":
-      return [out, new Uint8Array(d)];
-    case "extensions byte":
-    case "extension length": {
-      const ext = clientHelloExtensions(out, r[0]);
-      if (ext === undefined) return [out];
-      const [start, end] = ext;
-      if (m.op === "extensions byte") out[start + (m.b % (end - start))] = m.v & 0xff;
-      else {
-        // the block's length, or the length of the extension at a random index
-        const lengths = [start - 2];
-        for (let at = start; at + 4 <= end; at += 4 + ((out[at + 2]! << 8) | out[at + 3]!)) lengths.push(at + 2);
-        put(out, pick(lengths, m.b), 2, edge(2));
-      }
-      return [out];
-    }
-  }
-}
-
-/** [start, end) of the extensions in a ClientHello record at `rec` (after the block's 2-byte length), if any. */
-function clientHelloExtensions(d: Uint8Array, rec: number): [number, number] | undefined {
-  if (d[rec] !== 22 || d[rec + 13] !== 1) return undefined;
-  let at = rec + 13 + 12 + 2 + 32; // record header, handshake header, version, random
-  const skip = (lenBytes: number): void => {
-    let n = 0;
-    for (let i = 0; i < lenBytes; i++) n = n * 256 + (d[at + i] ?? 0);
-    at += lenBytes + n;
-  };
-  skip(1); // session id
-  skip(1); // cookie
-  skip(2); // suites
-  skip(1); // compression methods
-  if (at + 2 > d.length) return undefined;
-  const len = (d[at]! << 8) | d[at + 1]!;
-  const start = at + 2;
-  const end = Math.min(start + len, d.length);
-  return end > start ? [start, end] : undefined;
-}
-
-const mutation: fc.Arbitrary<Mutation> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ stage: fc.integer({ min: 0, max: 4 }), op: fc.constantFrom(...OPS), a: fc.nat(), b: fc.nat(), v: fc.nat() }) },
-  // the ClientHello with its cookie: what is not covered by the cookie reaches the handshake
-  { weight: 1, arbitrary: fc.record({ stage: fc.constant(1), op: fc.constantFrom<Op>("extensions byte", "extension length"), a: fc.nat(), b: fc.nat(), v: fc.nat() }) },
-);
-
 // ---- one case ----
 
 const KNOWN_ALERT = /^[a-z_]+$/;
@@ -245,8 +91,13 @@ function diffCounts(after: Record<string, number>, before: Record<string, number
   return d;
 }
 
-/** Runs one attacker handshake with `mutate` applied, then checks the server. Returns what went wrong ("" if nothing). */
+/** Runs one attacker handshake with `tamper` applied, then checks the server. Returns what went wrong ("" if nothing). */
 function attackCase(w: World, label: string, tamper: (d: Uint8Array, n: number) => Uint8Array[] | undefined): string {
+  return attack(w, label, tamper).problem;
+}
+
+/** attackCase, with the alerts the server sent during the attack (by name). */
+function attack(w: World, label: string, tamper: (d: Uint8Array, n: number) => Uint8Array[] | undefined): { problem: string; alerts: Record<string, number> } {
   const { net, setup } = w;
   const n = ++w.cases;
   const alertsBefore = { ...net.server.stats.alertsSent };
@@ -276,7 +127,7 @@ function attackCase(w: World, label: string, tamper: (d: Uint8Array, n: number) 
   net.drop(attacker);
   net.run(200_000, () => net.server.handshakesInProgress === 0);
   if (net.server.handshakesInProgress !== 0) problems.push(`${net.server.handshakesInProgress} handshake(s) left in progress`);
-  return problems.length === 0 ? "" : `${label}: ${problems.join("; ")}`;
+  return { problem: problems.length === 0 ? "" : `${label}: ${problems.join("; ")}`, alerts };
 }
 
 describe("DTLS server under mutated flights", () => {
@@ -313,5 +164,71 @@ describe("DTLS server under mutated flights", () => {
     expect(problem, problem).toBe("");
     expect(cut, "the client's flight carried a ChangeCipherSpec").toBe(true);
     expect(stateAfter, `${setup.name}: the server's state right after a flight 3 without ChangeCipherSpec`).not.toBe("established");
+  });
+
+  // docs/dtls-engine.md: malformed handshake messages are refused with decode_error (defect 6: internal_error
+  // today). A ClientHello whose extensions block does not parse is dropped before any state (no alert is due);
+  // one that parses but holds an extension whose own content is malformed reaches the handshake and must get
+  // decode_error (or be ignored, for an extension the server does not use).
+  it.each([0, 1, 2, 3])("setup %i: every extension of a ClientHello with its cookie, its content malformed: decode_error or ignored", (setupIndex) => {
+    const failures: string[] = [];
+    let mutated = 0;
+    // variants: the content's leading length byte(s) claim too much; claim nothing; the content's last byte cut off
+    for (const variant of ["too long", "zero", "short by one"] as const) {
+      for (let index = 0; index < 32; index++) {
+        const w = world(setups[setupIndex]!);
+        let target = "";
+        const { problem, alerts } = attack(w, `extension #${index} ${variant}`, (d, n) => {
+          if (n !== 1) return undefined;
+          const ext = clientHelloExtensions(d, 0);
+          if (ext === undefined) return undefined;
+          let i = 0;
+          for (let at = ext[0]; at + 4 <= ext[1]; at += 4 + ((d[at + 2]! << 8) | d[at + 3]!), i++) {
+            const len = (d[at + 2]! << 8) | d[at + 3]!;
+            if (i !== index) continue;
+            target = `extension type ${(d[at]! << 8) | d[at + 1]!} (${len} bytes), ${variant}`;
+            const out = new Uint8Array(d);
+            if (variant === "too long") {
+              if (len === 0) return undefined;
+              out[at + 4] = 0xff;
+              if (len >= 2) out[at + 5] = 0xff;
+              return [out];
+            }
+            if (variant === "zero") {
+              if (len === 0) return undefined;
+              out[at + 4] = 0;
+              if (len >= 2) out[at + 5] = 0;
+              return [out];
+            }
+            if (len === 0) return undefined;
+            // drop the content's last byte, and fix the lengths around it so the ClientHello still parses
+            const cut = new Uint8Array([...out.subarray(0, at + 4 + len - 1), ...out.subarray(at + 4 + len)]);
+            const put16 = (p: number, v: number): void => {
+              cut[p] = (v >> 8) & 0xff;
+              cut[p + 1] = v & 0xff;
+            };
+            const put24 = (p: number, v: number): void => {
+              cut[p] = (v >> 16) & 0xff;
+              cut[p + 1] = (v >> 8) & 0xff;
+              cut[p + 2] = v & 0xff;
+            };
+            put16(at + 2, len - 1);
+            put16(ext[0] - 2, ext[1] - ext[0] - 1);
+            const body = ((d[14]! << 16) | (d[15]! << 8) | d[16]!) - 1;
+            put24(14, body); // handshake length
+            put24(22, body); // fragment length
+            put16(11, ((d[11]! << 8) | d[12]!) - 1); // record length
+            return [cut];
+          }
+          return undefined;
+        });
+        if (target === "") continue;
+        mutated++;
+        const wrong = Object.keys(alerts).filter((a) => a !== "decode_error" && a !== "close_notify");
+        if (problem !== "" || wrong.length > 0) failures.push(`${target}: ${problem || `alerts ${JSON.stringify(alerts)}`}`);
+      }
+    }
+    expect(mutated, "extensions mutated").toBeGreaterThan(3);
+    expect(failures, `${setups[setupIndex]!.name}:\n${failures.join("\n")}`).toEqual([]);
   });
 });
