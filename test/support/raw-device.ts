@@ -12,7 +12,8 @@ export class RawDevice {
   readonly received: Received[] = [];
   closed = false;
   private waiters: (() => void)[] = [];
-  private pingTime = 1;
+  /** Ping times of the barriers: far from the small and edge values tests send (2^52 + n). */
+  private pingTime = 2 ** 52;
 
   readonly conn: DtlsConnection;
 
