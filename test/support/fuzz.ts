@@ -47,24 +47,6 @@ export function fcFresh<T>(base: number, salt = 0): FcParameters<T> {
   return { seed: (fuzzSeed() + salt) | 0, numRuns: fuzzRuns(base) };
 }
 
-/** xorshift32 over a seed: a small deterministic generator for hand-written loops. */
-export function seededPrng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 0x1_0000_0000;
-  };
-}
-
-/** "seed=S case=N: what" — the prefix for assertion messages of hand-written generators. */
-export function caseLabel(seed: number, index: number, what: string): string {
-  return `FUZZ_SEED=${seed} case=${index}: ${what}`;
-}
-
 /** Raw protobuf: a varint (any value up to 2^64-1, given as a bigint). */
 export function pbVarint(value: bigint): number[] {
   if (value < 0n || value >= 1n << 64n) throw new Error(`varint out of range: ${value}`);
