@@ -231,4 +231,22 @@ describe("DTLS server under mutated flights", () => {
     expect(mutated, "extensions mutated").toBeGreaterThan(3);
     expect(failures, `${setups[setupIndex]!.name}:\n${failures.join("\n")}`).toEqual([]);
   });
+
+  // docs/dtls-engine.md: a Finished that does not open fails the handshake at once with bad_record_mac
+  it.each([0, 1, 2, 3])("setup %i: a Finished whose protected record was altered gets bad_record_mac", (i) => {
+    const w = world(setups[i]!);
+    let altered = false;
+    const { problem, alerts } = attack(w, `${setups[i]!.name}, Finished altered`, (d) => {
+      if (altered) return undefined;
+      const fin = recordRanges(d).find(([s]) => d[s] === 22 && (d[s + 3] !== 0 || d[s + 4] !== 0));
+      if (fin === undefined) return undefined;
+      altered = true;
+      const out = new Uint8Array(d);
+      out[fin[1] - 1] = out[fin[1] - 1]! ^ 0x01; // the last byte of the authentication tag
+      return [out];
+    });
+    expect(problem, problem).toBe("");
+    expect(altered, "the client's flight carried an epoch-1 Finished").toBe(true);
+    expect(alerts, "alerts the server sent").toEqual({ bad_record_mac: 1 });
+  });
 });
