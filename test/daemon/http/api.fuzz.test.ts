@@ -308,4 +308,25 @@ describe("HTTP API under malformed requests", () => {
       fcShared(100, 5),
     );
   });
+
+  it("a malformed Last-Event-ID on the event stream gets 400 bad_request", async () => {
+    const bad = fc.oneof(
+      fc.string({ unit: fc.constantFrom(...PATH_CHARS), minLength: 1, maxLength: 30 }).filter((v) => !/^[0-9]{1,15}$/.test(v)),
+      fc.integer({ min: 16, max: 200 }).map((n) => "9".repeat(n)),
+      fc.constantFrom("-1", "1e3", "0x10", "1.5", "1 2", "１２"),
+    );
+    await fuzzAssert(
+      fc.asyncProperty(bad, fc.boolean(), async (id, asHeader) => {
+        const path = asHeader ? "/v1/events" : `/v1/events?lastEventId=${encodeURIComponent(id)}`;
+        const headers: Record<string, string> = { authorization: `Bearer ${h.publisher}`, accept: "text/event-stream" };
+        if (asHeader) headers["last-event-id"] = Buffer.from(id, "utf8").toString("latin1");
+        const x = await rawHttp(port, rawRequest("GET", path, headers));
+        const r = x.responses[0];
+        expect(r?.status, `Last-Event-ID ${JSON.stringify(id)} (${asHeader ? "header" : "query"}): ${r?.status ?? (x.hung ? "hang" : "closed")} ${r?.body.slice(0, 200) ?? ""}`).toBe(400);
+        expect(judge(r!, true)).toBe("");
+        expect(await alive()).toBe("");
+      }),
+      fcShared(40, 8),
+    );
+  });
 });
