@@ -72,6 +72,13 @@ export interface ListenOptions {
   idleTimeoutMs?: number;
   retransmit?: Partial<RetransmitPolicy>;
   clock?: Clock;
+  /**
+   * HelloVerifyRequests per second, whole server (default 10000; 0: no limit).
+   * First ClientHellos beyond it are dropped before any crypto; see docs/dtls-engine.md.
+   */
+  helloVerifyRatePerSecond?: number;
+  /** HelloVerifyRequests per second per source prefix, /24 (IPv4) or /64 (IPv6) (default 1000; 0: no limit). */
+  helloVerifyRatePerPrefix?: number;
   /** SO_RCVBUF / SO_SNDBUF of the server socket, bytes (default 4 MiB each; the kernel caps them at rmem_max / wmem_max) */
   recvBufferBytes?: number;
   sendBufferBytes?: number;

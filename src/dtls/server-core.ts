@@ -10,6 +10,7 @@ import { Connection, increment, type ConnectionOptions } from "./connection.ts";
 import { CookieJar } from "./cookie.ts";
 import { DtlsError } from "./errors.ts";
 import { encodeHandshake, parseHandshakeFragments, type HandshakeFragment } from "./handshake-codec.ts";
+import { newClientHelloDropCounts, type ClientHelloDropCause } from "./hello-limiter.ts";
 import { ServerHandshake, type ServerAuth } from "./handshake-server.ts";
 import { decodeClientHello, encodeHelloVerifyRequest, type ClientHello } from "./messages.ts";
 import type { Certificate } from "./crypto.ts";
@@ -105,6 +106,8 @@ export interface ServerCoreHandler {
   send(peer: Peer, datagram: Uint8Array, key: string): void;
   established(session: ServerSession): void;
   handshakeFailed(peer: Peer, error: DtlsError): void;
+  /** Asked before a HelloVerifyRequest is built (rate limits); false drops the ClientHello. Absent: always answered. */
+  admitHelloVerify?(peer: Peer, key: string, now: number): boolean;
 }
 
 export interface ServerStats {
@@ -114,6 +117,8 @@ export interface ServerStats {
   handshakesFailed: number;
   /** Datagrams from unknown peers that were not a usable ClientHello. */
   datagramsDropped: number;
+  /** ClientHellos from peers without a session dropped before any crypto, by cause (counted by the endpoint). */
+  clientHellosDropped: Record<ClientHelloDropCause, number>;
   /** Cookie-valid ClientHellos refused because a cap was reached. */
   refusedOverCapacity: number;
   /** Completed handshakes by suite name. */
@@ -150,6 +155,7 @@ export class ServerCore {
     handshakesCompleted: 0,
     handshakesFailed: 0,
     datagramsDropped: 0,
+    clientHellosDropped: newClientHelloDropCounts(),
     refusedOverCapacity: 0,
     handshakesBySuite: {},
     handshakeFailures: {},
@@ -227,6 +233,7 @@ export class ServerCore {
     }
     const { record, fragment, hello } = first;
     if (!this.cookies.verify(key, hello, now)) {
+      if (this.handler.admitHelloVerify?.(peer, key, now) === false) return;
       this.sendHelloVerifyRequest(peer, key, record, fragment, hello, now);
       return;
     }
