@@ -79,7 +79,12 @@ export interface ListenOptions {
   helloVerifyRatePerSecond?: number;
   /** HelloVerifyRequests per second per source prefix, /24 (IPv4) or /64 (IPv6) (default 1000; 0: no limit). */
   helloVerifyRatePerPrefix?: number;
-  /** SO_RCVBUF / SO_SNDBUF of the server socket, bytes (default 4 MiB each; the kernel caps them at rmem_max / wmem_max) */
+  /**
+   * SO_RCVBUF / SO_SNDBUF of each server socket, bytes (default 1 MiB receive,
+   * 4 MiB send; the kernel caps them at rmem_max / wmem_max). A bigger receive
+   * buffer absorbs longer bursts but, when the process falls behind, makes
+   * every record wait behind all that is queued.
+   */
   recvBufferBytes?: number;
   sendBufferBytes?: number;
   /**

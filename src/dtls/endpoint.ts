@@ -309,8 +309,14 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
   }
 }
 
-/** Server socket buffers asked for by default (the kernel may grant less). */
+/** Server send buffers asked for by default (the kernel may grant less). */
 export const DEFAULT_SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
+/**
+ * Server receive buffers asked for by default: a burst of acks fits, yet when
+ * the process falls behind (a flood) a record waits behind at most a few
+ * thousand datagrams per socket, tens of milliseconds, not a second.
+ */
+export const DEFAULT_RECV_BUFFER_BYTES = 1024 * 1024;
 
 /** Sockets per server by default: several only where SO_REUSEPORT spreads datagrams over them. */
 export const DEFAULT_SERVER_SOCKETS = process.platform === "linux" ? 4 : 1;
@@ -368,7 +374,7 @@ export async function listen(opts: ListenOptions): Promise<DtlsServer> {
   // lost ack costs a retransmission. The kernel caps the request at net.core.rmem_max / wmem_max.
   for (const socket of sockets) {
     try {
-      socket.setRecvBufferSize(opts.recvBufferBytes ?? DEFAULT_SOCKET_BUFFER_BYTES);
+      socket.setRecvBufferSize(opts.recvBufferBytes ?? DEFAULT_RECV_BUFFER_BYTES);
       socket.setSendBufferSize(opts.sendBufferBytes ?? DEFAULT_SOCKET_BUFFER_BYTES);
     } catch {
       // a platform without these: the defaults stay

@@ -72,6 +72,9 @@ describe("defaults", () => {
       idleTimeoutSeconds: 300,
       sockets: undefined,
       socketBufferBytes: 4 * 1024 * 1024,
+      receiveBufferBytes: 1024 * 1024,
+      helloVerifyRatePerSecond: 10_000,
+      helloVerifyRatePerPrefix: 1000,
     });
     expect(c.http).toEqual({ listen: { host: "127.0.0.1", port: 8080 }, bodyLimitBytes: 65_536, rateLimitPerMinute: 60_000, publicMetrics: false });
     expect(c.store).toEqual({
