@@ -73,11 +73,11 @@ export interface ListenOptions {
   retransmit?: Partial<RetransmitPolicy>;
   clock?: Clock;
   /**
-   * HelloVerifyRequests per second, whole server (default 10000; 0: no limit).
+   * HelloVerifyRequests per second, whole server (default 5000; 0: no limit).
    * First ClientHellos beyond it are dropped before any crypto; see docs/dtls-engine.md.
    */
   helloVerifyRatePerSecond?: number;
-  /** HelloVerifyRequests per second per source prefix, /24 (IPv4) or /64 (IPv6) (default 1000; 0: no limit). */
+  /** HelloVerifyRequests per second per source prefix, /24 (IPv4) or /64 (IPv6) (default 500; 0: no limit). */
   helloVerifyRatePerPrefix?: number;
   /**
    * SO_RCVBUF / SO_SNDBUF of each server socket, bytes (default 1 MiB receive,

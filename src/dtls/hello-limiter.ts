@@ -50,8 +50,8 @@ export interface HelloLimits {
 }
 
 /** Defaults of the limits (settings dtls.hello_verify_rate_per_second / dtls.hello_verify_rate_per_prefix). */
-export const DEFAULT_HELLO_VERIFY_RATE = 10_000;
-export const DEFAULT_HELLO_VERIFY_RATE_PER_PREFIX = 1000;
+export const DEFAULT_HELLO_VERIFY_RATE = 5000;
+export const DEFAULT_HELLO_VERIFY_RATE_PER_PREFIX = 500;
 export const DEFAULT_MAX_PREFIXES = 65_536;
 /** The quiet prefixes' reserve, as a share of the global rate. */
 export const QUIET_PREFIX_RESERVE = 0.1;

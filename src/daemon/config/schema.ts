@@ -139,13 +139,13 @@ export const dtlsSection = z
     hello_verify_rate_per_second: int(
       0,
       10_000_000,
-      10_000,
+      5000,
       "HelloVerifyRequests per second, whole server; first ClientHellos beyond it are dropped before any crypto (the client retransmits). 0: no limit.",
     ),
     hello_verify_rate_per_prefix: int(
       0,
       10_000_000,
-      1000,
+      500,
       "HelloVerifyRequests per second per source network (/24 IPv4, /64 IPv6); first ClientHellos beyond it are dropped. 0: no limit.",
     ),
   })

@@ -73,8 +73,8 @@ describe("defaults", () => {
       sockets: undefined,
       socketBufferBytes: 4 * 1024 * 1024,
       receiveBufferBytes: 1024 * 1024,
-      helloVerifyRatePerSecond: 10_000,
-      helloVerifyRatePerPrefix: 1000,
+      helloVerifyRatePerSecond: 5000,
+      helloVerifyRatePerPrefix: 500,
     });
     expect(c.http).toEqual({ listen: { host: "127.0.0.1", port: 8080 }, bodyLimitBytes: 65_536, rateLimitPerMinute: 60_000, publicMetrics: false });
     expect(c.store).toEqual({
