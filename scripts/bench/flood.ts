@@ -9,8 +9,9 @@
  *
  * For each flood rate (0: as fast as this machine generates) and each of two
  * server set-ups:
- *   - old: no HelloVerifyRequest limits (both rates 0) and 4 MiB socket buffers,
- *     what the server did before;
+ *   - old: no HelloVerifyRequest limits (both rates 0) and 4 MiB receive buffers,
+ *     what the server did before (the per-turn de-duplication and cookie cap
+ *     stay, but this flood's sources never repeat and it carries no cookies);
  *   - new: the defaults (HelloVerifyRequest limits, receive buffers sized for latency);
  * a DTLS echo server (src/dtls `listen`, 4 SO_REUSEPORT sockets) runs in a child
  * process of its own; this process opens `--sessions` PSK sessions from
@@ -28,7 +29,7 @@
 import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process";
 import { createSocket } from "node:dgram";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { connect, listen, type DtlsConnection, type ListenOptions, type ServerStats } from "../../src/dtls/index.ts";
@@ -268,6 +269,7 @@ async function main(): Promise<void> {
     { name: "old", options: { helloVerifyRatePerSecond: 0, helloVerifyRatePerPrefix: 0, recvBufferBytes: OLD_BUFFER_BYTES, sendBufferBytes: OLD_BUFFER_BYTES } },
     { name: "new", options: values["recv-buffer"] === undefined ? {} : { recvBufferBytes: Number(values["recv-buffer"]) } },
   ];
+  const loadBefore = loadavg();
   const dir = mkdtempSync(join(tmpdir(), "dtlspush-flood-"));
   const results: Result[] = [];
   try {
@@ -287,6 +289,7 @@ async function main(): Promise<void> {
     return;
   }
   console.log(`ClientHello flood vs ${sessions} established sessions (one 16-byte record every ${intervalMs} ms, echoed), ${seconds} s per run`);
+  console.log(`load average before / after: ${loadBefore.map((l) => l.toFixed(2)).join(" ")} / ${loadavg().map((l) => l.toFixed(2)).join(" ")} on ${availableParallelism()} CPUs`);
   console.log(
     "offered/s   setup  generated/s  records  lost   loss%   p50 ms   p99 ms   max ms  kernel drops  HVR/s     CH dropped (global/prefix/dup/turn)  server CPU  new handshake",
   );
@@ -316,9 +319,10 @@ async function main(): Promise<void> {
     const neu = results.find((r) => r.rate === rate && r.setup === "new");
     if (old === undefined || neu === undefined) continue;
     const loss = (r: Result): number => r.lost / Math.max(1, r.records);
+    const ratio = (a: number, b: number): string => (b > 0 ? `x${fmt(a / b, 1)}` : a > 0 ? "new: none" : "both none");
     console.log(
-      `${rate === 0 ? "max rate" : `${rate}/s`}: loss old/new ${fmt(100 * loss(old), 2)}% / ${fmt(100 * loss(neu), 2)}% (x${fmt(loss(old) / Math.max(loss(neu), 1e-9), 1)}), ` +
-        `p99 old/new ${fmt(old.p99)} / ${fmt(neu.p99)} ms (x${fmt(old.p99 / neu.p99, 1)}), generator ${old.mode}`,
+      `${rate === 0 ? "max rate" : `${rate}/s`}: established records lost old/new ${fmt(100 * loss(old), 2)}% / ${fmt(100 * loss(neu), 2)}% (${ratio(loss(old), loss(neu))}), ` +
+        `p99 old/new ${fmt(old.p99)} / ${fmt(neu.p99)} ms (${ratio(old.p99, neu.p99)}); flood generated ${fmt(old.generatedPerSecond, 0)} / ${fmt(neu.generatedPerSecond, 0)} per s (${old.mode} socket)`,
     );
   }
 }
