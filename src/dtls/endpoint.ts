@@ -122,6 +122,9 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
   private cookieHellos = 0;
   /** the peer key whose HelloVerifyRequest token was taken on arrival, while its ClientHello is in the core */
   private admittedKey: string | undefined;
+  /** peers sent a HelloVerifyRequest in this turn (strangers and peers with a session alike): one each */
+  private readonly verifiedThisTurn = new Set<string>();
+  private readonly forgetVerified = (): void => this.verifiedThisTurn.clear();
   private readonly answerWaiting = (): void => this.answerHellos();
 
   /** @internal use listen(). */
@@ -144,7 +147,7 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
       {
         // a HelloVerifyRequest goes alone: a stateless reply is never coalesced with anything (clients hang on two in one datagram)
         send: (peer, d, key) => (isHelloVerifyRequest(d) ? this.transmit(peer, [d]) : this.outbox.push(key, peer, d)),
-        admitHelloVerify: (peer, key, now) => key === this.admittedKey || this.admit(peer, now),
+        admitHelloVerify: (peer, key, now) => this.admitHelloVerify(peer, key, now),
         established: (session) => {
           const conn = new DtlsConnection(session.connection, session.peer, session.info, this.armTimer);
           session.listener = new SessionEvents(conn);
@@ -207,6 +210,18 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
     }
     if (this.waiting.size === 0) setImmediate(this.answerWaiting);
     this.waiting.set(key, { peer, datagram, admitted });
+  }
+
+  /** The core is about to answer a ClientHello with a HelloVerifyRequest: at most one per peer per turn, within the limits. */
+  private admitHelloVerify(peer: Peer, key: string, now: number): boolean {
+    if (this.verifiedThisTurn.has(key)) {
+      this.dropHello("duplicate");
+      return false;
+    }
+    if (key !== this.admittedKey && !this.admit(peer, now)) return false;
+    if (this.verifiedThisTurn.size === 0) setImmediate(this.forgetVerified);
+    this.verifiedThisTurn.add(key);
+    return true;
   }
 
   /** Takes a HelloVerifyRequest token for the peer, or counts the drop. */

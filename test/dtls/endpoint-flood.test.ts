@@ -128,4 +128,54 @@ describe("ClientHello flood from other addresses", () => {
     expect(s.stats.helloVerifyRequestsSent).toBe(2);
     expect(s.stats.clientHellosDropped.duplicate).toBe(1);
   });
+
+  it("answers a peer with a handshake in progress at most once per turn too (a restarted client's ClientHello read twice)", async () => {
+    const s = await server({ sockets: 1 });
+    const { port } = s.address();
+    const hello = await firstClientHello();
+    const peer = await bound("127.0.8.1");
+    const got: Buffer[] = [];
+    peer.on("message", (m) => got.push(m));
+    const hvrs = (): { seq: number; records: number }[] =>
+      got.filter((d) => parseRecords(d).some((r) => r.type === 22 && r.body[0] === 3)).map((d) => ({ seq: parseRecords(d)[0]?.seq ?? -1, records: parseRecords(d).length }));
+    // cookie exchange: the server then holds a handshake for this address and port
+    peer.send(hello, port, "127.0.0.1");
+    await until(() => hvrs().length === 1, "the HelloVerifyRequest");
+    peer.send(withCookie(hello, cookieOf(got[0] as Buffer)), port, "127.0.0.1");
+    await until(() => s.stats.handshakesStarted === 1, "the handshake");
+    // the client starts over (a new random), and its ClientHello is read twice in one turn
+    const restart = Buffer.from(hello);
+    restart[30] = (restart[30] as number) ^ 0xff;
+    peer.send(restart, port, "127.0.0.1");
+    peer.send(restart, port, "127.0.0.1");
+    await until(() => hvrs().length >= 2, "the second HelloVerifyRequest");
+    const probe = Buffer.from(restart);
+    probe[10] = 7;
+    peer.send(probe, port, "127.0.0.1");
+    await until(() => hvrs().some((h) => h.seq === 7), "the probe's HelloVerifyRequest");
+    expect(hvrs()).toEqual([
+      { seq: 0, records: 1 },
+      { seq: 0, records: 1 }, // the restart's, once
+      { seq: 7, records: 1 },
+    ]);
+    expect(s.stats.clientHellosDropped.duplicate).toBe(1);
+  });
 });
+
+/** The cookie of a HelloVerifyRequest datagram (record header 13, handshake header 12, server_version 2). */
+function cookieOf(hvr: Buffer): Buffer {
+  const at = 13 + 12 + 2;
+  return hvr.subarray(at + 1, at + 1 + (hvr[at] as number));
+}
+
+/** A first ClientHello with the cookie filled in (message and record sequence 1), as the client's second ClientHello. */
+function withCookie(hello: Buffer, cookie: Buffer): Buffer {
+  const cookieLengthAt = 13 + 12 + 2 + 32 + 1 + (hello[59] as number);
+  const out = Buffer.concat([hello.subarray(0, cookieLengthAt), Buffer.from([cookie.length]), cookie, hello.subarray(cookieLengthAt + 1)]);
+  out.writeUInt16BE(out.readUInt16BE(11) + cookie.length, 11); // record length
+  out.writeUIntBE(out.readUIntBE(14, 3) + cookie.length, 14, 3); // handshake length
+  out.writeUIntBE(out.readUIntBE(22, 3) + cookie.length, 22, 3); // fragment length
+  out.writeUInt16BE(1, 17); // message_seq
+  out[10] = 1; // record sequence number
+  return out;
+}
