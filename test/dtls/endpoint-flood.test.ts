@@ -106,21 +106,11 @@ describe("ClientHello flood from other addresses", () => {
   });
 
   it("answers two identical ClientHellos read in one turn with one HelloVerifyRequest datagram of one record", async () => {
-    const s = await server({ sockets: 1 });
-    const { port } = s.address();
-    const hello = await firstClientHello();
-    const peer = await bound("127.0.6.1");
-    const got: Buffer[] = [];
-    peer.on("message", (m) => got.push(m));
+    const { s, port, hello, peer, got } = await onePeer("127.0.6.1");
     peer.send(hello, port, "127.0.0.1");
     peer.send(hello, port, "127.0.0.1"); // its retransmission, read in the same turn
     await until(() => got.length >= 1, "the HelloVerifyRequest");
-    // a later retransmission (record sequence number 7, which its HelloVerifyRequest repeats) gets its own
-    // answer: once that is here, everything the server sent before it is here too
-    const probe = Buffer.from(hello);
-    probe[10] = 7;
-    peer.send(probe, port, "127.0.0.1");
-    await until(() => got.some((d) => parseRecords(d)[0]?.seq === 7), "the probe's HelloVerifyRequest");
+    await probe(peer, hello, port, got);
     expect(got.map((d) => parseRecords(d).map((r) => ({ type: r.type, msg: r.body[0], seq: r.seq })))).toEqual([
       [{ type: 22, msg: 3, seq: 0 }], // hello_verify_request, once
       [{ type: 22, msg: 3, seq: 7 }],
@@ -130,12 +120,7 @@ describe("ClientHello flood from other addresses", () => {
   });
 
   it("answers a peer with a handshake in progress at most once per turn too (a restarted client's ClientHello read twice)", async () => {
-    const s = await server({ sockets: 1 });
-    const { port } = s.address();
-    const hello = await firstClientHello();
-    const peer = await bound("127.0.8.1");
-    const got: Buffer[] = [];
-    peer.on("message", (m) => got.push(m));
+    const { s, port, hello, peer, got } = await onePeer("127.0.8.1");
     const hvrs = (): { seq: number; records: number }[] =>
       got.filter((d) => parseRecords(d).some((r) => r.type === 22 && r.body[0] === 3)).map((d) => ({ seq: parseRecords(d)[0]?.seq ?? -1, records: parseRecords(d).length }));
     // cookie exchange: the server then holds a handshake for this address and port
@@ -149,10 +134,7 @@ describe("ClientHello flood from other addresses", () => {
     peer.send(restart, port, "127.0.0.1");
     peer.send(restart, port, "127.0.0.1");
     await until(() => hvrs().length >= 2, "the second HelloVerifyRequest");
-    const probe = Buffer.from(restart);
-    probe[10] = 7;
-    peer.send(probe, port, "127.0.0.1");
-    await until(() => hvrs().some((h) => h.seq === 7), "the probe's HelloVerifyRequest");
+    await probe(peer, restart, port, got);
     expect(hvrs()).toEqual([
       { seq: 0, records: 1 },
       { seq: 0, records: 1 }, // the restart's, once
@@ -161,6 +143,28 @@ describe("ClientHello flood from other addresses", () => {
     expect(s.stats.clientHellosDropped.duplicate).toBe(1);
   });
 });
+
+/** A server with one socket, a first ClientHello, and one peer socket collecting what it receives. */
+async function onePeer(address: string): Promise<{ s: DtlsServer; port: number; hello: Buffer; peer: Socket; got: Buffer[] }> {
+  const s = await server({ sockets: 1 });
+  const hello = await firstClientHello();
+  const peer = await bound(address);
+  const got: Buffer[] = [];
+  peer.on("message", (m) => got.push(m));
+  return { s, port: s.address().port, hello, peer, got };
+}
+
+/**
+ * Sends `hello` again in a later turn with record sequence number 7, which its
+ * HelloVerifyRequest repeats, and waits for that answer: once it is here,
+ * everything the server sent the peer before it is here too.
+ */
+async function probe(peer: Socket, hello: Buffer, port: number, got: Buffer[]): Promise<void> {
+  const p = Buffer.from(hello);
+  p[10] = 7;
+  peer.send(p, port, "127.0.0.1");
+  await until(() => got.some((d) => parseRecords(d).some((r) => r.seq === 7 && r.type === 22 && r.body[0] === 3)), "the probe's HelloVerifyRequest");
+}
 
 /** The cookie of a HelloVerifyRequest datagram (record header 13, handshake header 12, server_version 2). */
 function cookieOf(hvr: Buffer): Buffer {
