@@ -5,7 +5,7 @@
  * time; all traffic goes to 127.0.0.1 (sources inside 127.0.0.0/8).
  *
  *   node scripts/bench/flood.ts [--rates 100000,0] [--seconds 4] [--prefixes 64]
- *        [--sessions 4] [--interval-ms 2] [--recv-buffer BYTES] [--json]
+ *        [--sessions 4] [--interval-ms 2] [--recv-buffer BYTES] [--timeline] [--json]
  *
  * For each flood rate (0: as fast as this machine generates) and each of two
  * server set-ups:
@@ -79,6 +79,8 @@ interface Result {
   readonly hellosDropped: Record<string, number>;
   readonly serverCpu: number;
   readonly newHandshakeMs: number | undefined;
+  /** per 250 ms of the run: records lost, and the slowest echo (ms) */
+  readonly timeline: { lost: number; worst: number }[];
 }
 
 function percentile(sorted: readonly number[], p: number): number {
@@ -214,6 +216,15 @@ async function scenario(
     const after = await server.stats();
     const newHandshakeMs = await newcomer;
     const times = rtt.filter((t): t is number => t !== undefined).sort((a, b) => a - b);
+    const timeline: { lost: number; worst: number }[] = [];
+    const startedAt = sentAt[0] ?? 0;
+    for (let i = 0; i < n; i++) {
+      const slot = Math.floor(((sentAt[i] ?? startedAt) - startedAt) / 250);
+      const e = (timeline[slot] ??= { lost: 0, worst: 0 });
+      const t = rtt[i];
+      if (t === undefined) e.lost++;
+      else e.worst = Math.max(e.worst, t);
+    }
     const dropped: Record<string, number> = {};
     for (const [cause, k] of Object.entries(after.stats.clientHellosDropped)) {
       dropped[cause] = k - (before.stats.clientHellosDropped[cause as keyof ServerStats["clientHellosDropped"]] ?? 0);
@@ -235,6 +246,7 @@ async function scenario(
       hellosDropped: dropped,
       serverCpu: (after.cpuMicros - before.cpuMicros) / 1e6 / (floodSeconds + 1),
       newHandshakeMs,
+      timeline: Array.from(timeline, (e) => e ?? { lost: 0, worst: 0 }),
     };
   } finally {
     for (const c of sessions) c.close();
@@ -255,6 +267,7 @@ async function main(): Promise<void> {
       prefixes: { type: "string", default: "64" },
       sessions: { type: "string", default: "4" },
       "interval-ms": { type: "string", default: "2" },
+      timeline: { type: "boolean", default: false },
       "recv-buffer": { type: "string" },
       json: { type: "boolean", default: false },
     },
@@ -313,6 +326,12 @@ async function main(): Promise<void> {
         (r.newHandshakeMs === undefined ? "none" : `${fmt(r.newHandshakeMs, 0)} ms`).padStart(14),
       ].join(" "),
     );
+  }
+  if (values.timeline) {
+    console.log("per 250 ms of each run: records lost / slowest echo ms");
+    for (const r of results) {
+      console.log(`${(r.rate === 0 ? "max" : String(r.rate)).padEnd(10)} ${r.setup.padEnd(5)} ${r.timeline.map((e) => `${e.lost}/${fmt(e.worst, 0)}`).join(" ")}`);
+    }
   }
   for (const rate of rates) {
     const old = results.find((r) => r.rate === rate && r.setup === "old");

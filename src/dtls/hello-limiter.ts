@@ -12,7 +12,7 @@
  *
  * A prefix's bucket is charged for every first ClientHello it sends, answered
  * or not, so a flooding prefix keeps its bucket empty. A quiet prefix (one
- * that used less than half its budget in the last second) that finds the
+ * whose bucket is at least half full) that finds the
  * global budget spent draws on a reserve of a tenth of the global rate: a new
  * device from elsewhere still gets its HelloVerifyRequest while a flood from
  * a few networks holds the global budget.
@@ -53,14 +53,20 @@ export interface HelloLimits {
 export const DEFAULT_HELLO_VERIFY_RATE = 5000;
 export const DEFAULT_HELLO_VERIFY_RATE_PER_PREFIX = 500;
 export const DEFAULT_MAX_PREFIXES = 65_536;
+/**
+ * What a bucket holds, in seconds of its rate: a burst of HelloVerifyRequests
+ * costs the loop 10-30 us each, so a full second's worth at once (5000) would
+ * stall established sessions for about 100 ms.
+ */
+export const BURST_SECONDS = 0.1;
 /** The quiet prefixes' reserve, as a share of the global rate. */
 export const QUIET_PREFIX_RESERVE = 0.1;
 /** How often at most the prefix table is swept for refilled buckets when it is full, ms. */
 const SWEEP_INTERVAL_MS = 1000;
 
 /**
- * A token bucket holding at most one second of its rate (at least one token),
- * full when created.
+ * A token bucket holding at most BURST_SECONDS of its rate (at least one
+ * token), full when created.
  */
 export class TokenBucket {
   private tokens: number;
@@ -69,7 +75,7 @@ export class TokenBucket {
   private readonly perMs: number;
 
   constructor(perSecond: number, now: number) {
-    this.capacity = Math.max(1, perSecond);
+    this.capacity = Math.max(1, perSecond * BURST_SECONDS);
     this.perMs = perSecond / 1000;
     this.tokens = this.capacity;
     this.at = now;
