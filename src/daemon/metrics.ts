@@ -103,6 +103,40 @@ export function createMetrics(): DaemonMetrics {
       },
     });
   }
+  new Counter({
+    name: "dtlspush_dtls_hello_verify_requests_total",
+    help: "HelloVerifyRequests sent (answers to first ClientHellos; rate limited by dtls.hello_verify_rate_per_second / _per_prefix)",
+    registers,
+    collect() {
+      const s = stats();
+      if (s === undefined) return;
+      this.reset();
+      this.inc(s.helloVerifyRequestsSent);
+    },
+  });
+  new Counter({
+    name: "dtlspush_dtls_datagrams_dropped_total",
+    help: "Datagrams from peers without a session that were not a usable ClientHello (garbage, stray records of a lost session, malformed ClientHellos), dropped before any state",
+    registers,
+    collect() {
+      const s = stats();
+      if (s === undefined) return;
+      this.reset();
+      this.inc(s.datagramsDropped);
+    },
+  });
+  new Counter({
+    name: "dtlspush_dtls_client_hellos_dropped_total",
+    help: 'ClientHellos from peers without a session dropped before any crypto, by cause ("global_limit", "prefix_limit", "duplicate", "turn_limit")',
+    labelNames: ["cause"],
+    registers,
+    collect() {
+      const s = stats();
+      if (s === undefined) return;
+      this.reset();
+      for (const [cause, n] of Object.entries(s.clientHellosDropped)) this.inc({ cause }, n);
+    },
+  });
   new Gauge({
     name: "dtlspush_sessions",
     help: "Established DTLS sessions",

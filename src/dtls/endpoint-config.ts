@@ -81,7 +81,19 @@ export interface ListenOptions {
   idleTimeoutMs?: number;
   retransmit?: Partial<RetransmitPolicy>;
   clock?: Clock;
-  /** SO_RCVBUF / SO_SNDBUF of the server socket, bytes (default 4 MiB each; the kernel caps them at rmem_max / wmem_max) */
+  /**
+   * HelloVerifyRequests per second, whole server (default 5000; 0: no limit).
+   * First ClientHellos beyond it are dropped before any crypto; see docs/dtls-engine.md.
+   */
+  helloVerifyRatePerSecond?: number;
+  /** HelloVerifyRequests per second per source prefix, /24 (IPv4) or /64 (IPv6) (default 500; 0: no limit). */
+  helloVerifyRatePerPrefix?: number;
+  /**
+   * SO_RCVBUF / SO_SNDBUF of each server socket, bytes (default 1 MiB receive,
+   * 4 MiB send; the kernel caps them at rmem_max / wmem_max). A bigger receive
+   * buffer absorbs longer bursts but, when the process falls behind, makes
+   * every record wait behind all that is queued.
+   */
   recvBufferBytes?: number;
   sendBufferBytes?: number;
   /**

@@ -9,12 +9,14 @@ import { EventEmitter } from "node:events";
 import { isIP } from "node:net";
 import { monotonicClock, type Clock } from "../util/clock.ts";
 import { Connection } from "./connection.ts";
+import { classifyStranger, isHelloVerifyRequest } from "./datagram-class.ts";
 import { DtlsConnection, type PeerAddress } from "./dtls-connection.ts";
 import { DtlsError } from "./errors.ts";
 import { Outbox } from "./outbox.ts";
 import { applyCredentialUpdate, clientConfig, serverCoreConfig, type ConnectOptions, type CredentialUpdate, type ListenOptions } from "./endpoint-config.ts";
 import { ClientHandshake } from "./handshake-client.ts";
-import { ServerCore, type Peer, type ServerCoreConfig, type ServerStats, type SessionListener } from "./server-core.ts";
+import { DEFAULT_HELLO_VERIFY_RATE, DEFAULT_HELLO_VERIFY_RATE_PER_PREFIX, HelloLimiter, type ClientHelloDropCause } from "./hello-limiter.ts";
+import { peerKey, ServerCore, type Peer, type ServerCoreConfig, type ServerStats, type SessionListener } from "./server-core.ts";
 
 export type { CertificateKeyPair, ConnectOptions, CredentialUpdate, ListenOptions } from "./endpoint-config.ts";
 
@@ -81,6 +83,20 @@ class SessionEvents implements SessionListener {
 /** How long close() waits for the last close_notify datagrams to leave. */
 const CLOSE_FLUSH_MS = 1000;
 
+/**
+ * ClientHellos carrying a cookie checked per event-loop turn at most (each
+ * costs an HMAC; a flood of made-up cookies must not cost more than that).
+ */
+export const COOKIE_HELLOS_PER_TURN = 64;
+
+/** A ClientHello from a peer without a session, waiting for the end of the turn. */
+interface WaitingHello {
+  readonly peer: Peer;
+  readonly datagram: Uint8Array;
+  /** its HelloVerifyRequest token was taken when it was read */
+  readonly admitted: boolean;
+}
+
 export class DtlsServer extends EventEmitter<ServerEvents> {
   /** every socket bound to the server's port; sends go through the first */
   private readonly sockets: readonly Socket[];
@@ -97,6 +113,19 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
   private flushed: (() => void) | undefined;
   /** Shared by every session (what it sends may move the earliest deadline). */
   private readonly armTimer = (): void => this.timer.arm();
+  private readonly limiter: HelloLimiter;
+  /**
+   * ClientHellos from peers without a session read in this turn, one per peer,
+   * handled after the turn's records of established peers (at setImmediate).
+   */
+  private readonly waiting = new Map<string, WaitingHello>();
+  private cookieHellos = 0;
+  /** the peer key whose HelloVerifyRequest token was taken on arrival, while its ClientHello is in the core */
+  private admittedKey: string | undefined;
+  /** peers sent a HelloVerifyRequest in this turn (strangers and peers with a session alike): one each */
+  private readonly verifiedThisTurn = new Set<string>();
+  private readonly forgetVerified = (): void => this.verifiedThisTurn.clear();
+  private readonly answerWaiting = (): void => this.answerHellos();
 
   /** @internal use listen(). */
   constructor(sockets: readonly Socket[], config: ServerCoreConfig, clock: Clock, options: ListenOptions) {
@@ -105,11 +134,20 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
     this.socket = sockets[0] as Socket;
     this.clock = clock;
     this.options = options;
-    this.outbox = new Outbox(config.mtu, (peer, parts) => (this.closing ? this.trackedSend(peer, parts) : this.socket.send(parts, peer.port, peer.address)));
+    this.limiter = new HelloLimiter(
+      {
+        perSecond: options.helloVerifyRatePerSecond ?? DEFAULT_HELLO_VERIFY_RATE,
+        perPrefixPerSecond: options.helloVerifyRatePerPrefix ?? DEFAULT_HELLO_VERIFY_RATE_PER_PREFIX,
+      },
+      clock.now(),
+    );
+    this.outbox = new Outbox(config.mtu, (peer, parts) => this.transmit(peer, parts));
     this.core = new ServerCore(
       config,
       {
-        send: (peer, d, key) => this.outbox.push(key, peer, d),
+        // a HelloVerifyRequest goes alone: a stateless reply is never coalesced with anything (clients hang on two in one datagram)
+        send: (peer, d, key) => (isHelloVerifyRequest(d) ? this.transmit(peer, [d]) : this.outbox.push(key, peer, d)),
+        admitHelloVerify: (peer, key, now) => this.admitHelloVerify(peer, key, now),
         established: (session) => {
           const conn = new DtlsConnection(session.connection, session.peer, session.info, this.armTimer);
           session.listener = new SessionEvents(conn);
@@ -126,8 +164,15 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
     );
     const onMessage = (msg: Buffer, rinfo: { address: string; port: number }): void => {
       if (this.closing) return;
-      this.core.receive({ address: rinfo.address, port: rinfo.port }, msg, this.clock.now());
-      this.timer.arm();
+      const peer: Peer = { address: rinfo.address, port: rinfo.port };
+      const key = peerKey(peer);
+      if (this.core.session(peer) !== undefined) {
+        // a peer with a session (the hot path): served now, before any ClientHello of this turn
+        this.core.receive(peer, msg, this.clock.now(), key);
+        this.timer.arm();
+      } else {
+        this.stranger(peer, key, msg);
+      }
     };
     const onError = (e: Error): void => {
       if (this.listenerCount("error") > 0) this.emit("error", e);
@@ -136,6 +181,76 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
       s.on("message", onMessage);
       s.on("error", onError);
     }
+  }
+
+  private transmit(peer: Peer, parts: Uint8Array[]): void {
+    if (this.closing) this.trackedSend(peer, parts);
+    else this.socket.send(parts, peer.port, peer.address);
+  }
+
+  /**
+   * A datagram from a peer without a session, judged from a few header bytes:
+   * anything but a whole ClientHello is dropped; a first ClientHello takes a
+   * HelloVerifyRequest token now or is dropped; one ClientHello per peer per
+   * turn waits for the end of the turn.
+   */
+  private stranger(peer: Peer, key: string, datagram: Uint8Array): void {
+    const kind = classifyStranger(datagram);
+    if (kind === "other") {
+      this.core.stats.datagramsDropped++;
+      return;
+    }
+    if (this.waiting.has(key)) return this.dropHello("duplicate");
+    let admitted = false;
+    if (kind === "hello") {
+      if (!this.admit(peer, this.clock.now())) return;
+      admitted = true;
+    } else if (++this.cookieHellos > COOKIE_HELLOS_PER_TURN) {
+      return this.dropHello("turn_limit");
+    }
+    if (this.waiting.size === 0) setImmediate(this.answerWaiting);
+    this.waiting.set(key, { peer, datagram, admitted });
+  }
+
+  /** The core is about to answer a ClientHello with a HelloVerifyRequest: at most one per peer per turn, within the limits. */
+  private admitHelloVerify(peer: Peer, key: string, now: number): boolean {
+    if (this.verifiedThisTurn.has(key)) {
+      this.dropHello("duplicate");
+      return false;
+    }
+    if (key !== this.admittedKey && !this.admit(peer, now)) return false;
+    if (this.verifiedThisTurn.size === 0) setImmediate(this.forgetVerified);
+    this.verifiedThisTurn.add(key);
+    return true;
+  }
+
+  /** Takes a HelloVerifyRequest token for the peer, or counts the drop. */
+  private admit(peer: Peer, now: number): boolean {
+    const spent = this.limiter.take(peer.address, now);
+    if (spent === undefined) return true;
+    this.dropHello(spent);
+    return false;
+  }
+
+  private dropHello(cause: ClientHelloDropCause): void {
+    this.core.stats.clientHellosDropped[cause]++;
+  }
+
+  /** The turn's waiting ClientHellos, after the records of established peers. */
+  private answerHellos(): void {
+    this.cookieHellos = 0;
+    if (this.closing) {
+      this.waiting.clear();
+      return;
+    }
+    const now = this.clock.now();
+    for (const [key, w] of this.waiting) {
+      this.admittedKey = w.admitted ? key : undefined;
+      this.core.receive(w.peer, w.datagram, now, key);
+    }
+    this.admittedKey = undefined;
+    this.waiting.clear();
+    this.timer.arm();
   }
 
   private trackedSend(peer: Peer, parts: Uint8Array[]): void {
@@ -209,8 +324,14 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
   }
 }
 
-/** Server socket buffers asked for by default (the kernel may grant less). */
+/** Server send buffers asked for by default (the kernel may grant less). */
 export const DEFAULT_SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
+/**
+ * Server receive buffers asked for by default: a burst of acks fits, yet when
+ * the process falls behind (a flood) a record waits behind at most a few
+ * thousand datagrams per socket, tens of milliseconds, not a second.
+ */
+export const DEFAULT_RECV_BUFFER_BYTES = 1024 * 1024;
 
 /** Sockets per server by default: several only where SO_REUSEPORT spreads datagrams over them. */
 export const DEFAULT_SERVER_SOCKETS = process.platform === "linux" ? 4 : 1;
@@ -268,7 +389,7 @@ export async function listen(opts: ListenOptions): Promise<DtlsServer> {
   // lost ack costs a retransmission. The kernel caps the request at net.core.rmem_max / wmem_max.
   for (const socket of sockets) {
     try {
-      socket.setRecvBufferSize(opts.recvBufferBytes ?? DEFAULT_SOCKET_BUFFER_BYTES);
+      socket.setRecvBufferSize(opts.recvBufferBytes ?? DEFAULT_RECV_BUFFER_BYTES);
       socket.setSendBufferSize(opts.sendBufferBytes ?? DEFAULT_SOCKET_BUFFER_BYTES);
     } catch {
       // a platform without these: the defaults stay

@@ -10,6 +10,7 @@ import { Connection, increment, type ConnectionOptions } from "./connection.ts";
 import { CookieJar } from "./cookie.ts";
 import { DtlsError, toDtlsError, type RefusalCode } from "./errors.ts";
 import { encodeHandshake, parseHandshakeFragments, type HandshakeFragment } from "./handshake-codec.ts";
+import { newClientHelloDropCounts, type ClientHelloDropCause } from "./hello-limiter.ts";
 import { ServerHandshake, type ServerAuth } from "./handshake-server.ts";
 import { MemoryBudget } from "./memory-budget.ts";
 import { decodeClientHello, encodeHelloVerifyRequest, type ClientHello } from "./messages.ts";
@@ -126,6 +127,8 @@ export interface ServerCoreHandler {
   send(peer: Peer, datagram: Uint8Array, key: string): void;
   established(session: ServerSession): void;
   handshakeFailed(peer: Peer, error: DtlsError): void;
+  /** Asked before a HelloVerifyRequest is built (rate limits); false drops the ClientHello. Absent: always answered. */
+  admitHelloVerify?(peer: Peer, key: string, now: number): boolean;
 }
 
 export interface ServerStats {
@@ -135,6 +138,8 @@ export interface ServerStats {
   handshakesFailed: number;
   /** Datagrams from unknown peers that were not a usable ClientHello. */
   datagramsDropped: number;
+  /** ClientHellos from peers without a session dropped before any crypto, by cause (counted by the endpoint). */
+  clientHellosDropped: Record<ClientHelloDropCause, number>;
   /** Cookie-valid ClientHellos refused because a cap was reached (all causes; see refusals). */
   refusedOverCapacity: number;
   /**
@@ -225,6 +230,7 @@ export class ServerCore {
     handshakesCompleted: 0,
     handshakesFailed: 0,
     datagramsDropped: 0,
+    clientHellosDropped: newClientHelloDropCounts(),
     refusedOverCapacity: 0,
     refusals: { over_capacity: 0, host_handshakes_exceeded: 0, host_sessions_exceeded: 0, handshake_memory_exceeded: 0 },
     get handshakesInProgress(): number {
@@ -303,6 +309,7 @@ export class ServerCore {
     }
     const { record, fragment, hello } = first;
     if (!this.cookies.verify(key, hello, now)) {
+      if (this.handler.admitHelloVerify?.(peer, key, now) === false) return;
       this.sendHelloVerifyRequest(peer, key, record, fragment, hello, now);
       return;
     }

@@ -40,6 +40,7 @@ function emptyStats(): ServerStats {
     handshakesCompleted: 0,
     handshakesFailed: 0,
     datagramsDropped: 0,
+    clientHellosDropped: { global_limit: 0, prefix_limit: 0, duplicate: 0, turn_limit: 0 },
     refusedOverCapacity: 0,
     refusals: { over_capacity: 0, host_handshakes_exceeded: 0, host_sessions_exceeded: 0, handshake_memory_exceeded: 0 },
     handshakesInProgress: 0,
@@ -145,11 +146,20 @@ describe("metrics read from the server at scrape time", () => {
     stats.alertsReceived.close_notify = 7;
     stats.refusals.host_handshakes_exceeded = 5;
     Object.assign(stats, { handshakesInProgress: 2, handshakeMemoryBytes: 12_288 });
+    stats.helloVerifyRequestsSent = 9;
+    stats.datagramsDropped = 4;
+    stats.clientHellosDropped.global_limit = 5;
+    stats.clientHellosDropped.prefix_limit = 6;
     let t = await m.text();
     expect(sample(t, 'dtlspush_dtls_handshakes_refused_total{cause="host_handshakes_exceeded"}')).toBe(5);
     expect(sample(t, 'dtlspush_dtls_handshakes_refused_total{cause="handshake_memory_exceeded"}')).toBe(0);
     expect(sample(t, "dtlspush_dtls_handshakes_in_progress")).toBe(2);
     expect(sample(t, "dtlspush_dtls_handshake_memory_bytes")).toBe(12_288);
+    expect(sample(t, "dtlspush_dtls_hello_verify_requests_total")).toBe(9);
+    expect(sample(t, "dtlspush_dtls_datagrams_dropped_total")).toBe(4);
+    expect(sample(t, 'dtlspush_dtls_client_hellos_dropped_total{cause="global_limit"}')).toBe(5);
+    expect(sample(t, 'dtlspush_dtls_client_hellos_dropped_total{cause="prefix_limit"}')).toBe(6);
+    expect(sample(t, 'dtlspush_dtls_client_hellos_dropped_total{cause="duplicate"}')).toBe(0);
     expect(sample(t, 'dtlspush_handshakes_total{result="ok",suite="TLS_PSK_WITH_AES_128_CCM_8"}')).toBe(2);
     expect(sample(t, 'dtlspush_handshakes_total{result="unknown_psk_identity",suite=""}')).toBe(1);
     expect(sample(t, 'dtlspush_alerts_sent_total{description="unknown_psk_identity"}')).toBe(1);

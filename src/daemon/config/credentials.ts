@@ -101,8 +101,10 @@ export function toDtlsOptions(c: DaemonConfig, creds: DtlsCredentials): PushServ
     handshakeMemoryBytes: c.dtls.handshakeMemoryBytes,
     idleTimeoutMs: c.dtls.idleTimeoutSeconds * 1000,
     ...(c.dtls.sockets === undefined ? {} : { sockets: c.dtls.sockets }),
-    recvBufferBytes: c.dtls.socketBufferBytes,
+    recvBufferBytes: c.dtls.receiveBufferBytes,
     sendBufferBytes: c.dtls.socketBufferBytes,
+    helloVerifyRatePerSecond: c.dtls.helloVerifyRatePerSecond,
+    helloVerifyRatePerPrefix: c.dtls.helloVerifyRatePerPrefix,
   };
 }
 

@@ -81,7 +81,13 @@ export interface DaemonConfig {
     readonly idleTimeoutSeconds: number;
     /** sockets sharing the port; undefined: the platform default (4 on Linux, 1 elsewhere) */
     readonly sockets: number | undefined;
+    /** send buffer of each socket */
     readonly socketBufferBytes: number;
+    readonly receiveBufferBytes: number;
+    /** 0 = no limit */
+    readonly helloVerifyRatePerSecond: number;
+    /** 0 = no limit */
+    readonly helloVerifyRatePerPrefix: number;
   };
   readonly http: {
     readonly listen: HostPort;
@@ -231,6 +237,9 @@ export async function loadConfig(o: LoadConfigOptions = {}): Promise<DaemonConfi
       idleTimeoutSeconds: f.dtls.idle_timeout_seconds,
       sockets: f.dtls.sockets === 0 ? undefined : f.dtls.sockets,
       socketBufferBytes: f.dtls.socket_buffer_bytes,
+      receiveBufferBytes: f.dtls.receive_buffer_bytes,
+      helloVerifyRatePerSecond: f.dtls.hello_verify_rate_per_second,
+      helloVerifyRatePerPrefix: f.dtls.hello_verify_rate_per_prefix,
     },
     http: {
       listen: hostPort(f.http.listen),

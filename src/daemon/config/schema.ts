@@ -158,7 +158,25 @@ export const dtlsSection = z
       65_536,
       1024 * 1024 * 1024,
       4 * 1024 * 1024,
-      "Receive and send buffer asked for each DTLS socket, bytes; the kernel caps it at net.core.rmem_max / wmem_max.",
+      "Send buffer asked for each DTLS socket, bytes (receive: dtls.receive_buffer_bytes); the kernel caps it at net.core.wmem_max.",
+    ),
+    receive_buffer_bytes: int(
+      65_536,
+      1024 * 1024 * 1024,
+      1024 * 1024,
+      "Receive buffer asked for each DTLS socket, bytes; when the process falls behind, a record waits behind all that is queued, so bigger buffers absorb longer bursts but add latency. The kernel caps it at net.core.rmem_max.",
+    ),
+    hello_verify_rate_per_second: int(
+      0,
+      10_000_000,
+      5000,
+      "HelloVerifyRequests per second, whole server; first ClientHellos beyond it are dropped before any crypto (the client retransmits). 0: no limit.",
+    ),
+    hello_verify_rate_per_prefix: int(
+      0,
+      10_000_000,
+      500,
+      "HelloVerifyRequests per second per source network (/24 IPv4, /64 IPv6); first ClientHellos beyond it are dropped. 0: no limit.",
     ),
   })
   .prefault({})

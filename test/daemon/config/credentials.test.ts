@@ -78,11 +78,27 @@ describe("development certificates", () => {
     // What the DTLS endpoint takes: accepted as is.
     const options = toDtlsOptions(config, two);
     expect(options).toMatchObject({ host: "127.0.0.1", port: 5684, psk: true, clientAuth: "request", mtu: 1200, idleTimeoutMs: 300_000 });
-    // sockets = 0: the endpoint's platform default; the buffer size goes to both directions
+    // sockets = 0: the endpoint's platform default; send and receive buffers have settings of their own
     expect(options).not.toHaveProperty("sockets");
-    expect(options).toMatchObject({ recvBufferBytes: 4 * 1024 * 1024, sendBufferBytes: 4 * 1024 * 1024 });
-    const tuned = await loadConfig({ env: { DTLSPUSH_DTLS_SOCKETS: "2", DTLSPUSH_DTLS_SOCKET_BUFFER_BYTES: "1048576" }, cwd: dir });
-    expect(toDtlsOptions(tuned, two)).toMatchObject({ sockets: 2, recvBufferBytes: 1_048_576, sendBufferBytes: 1_048_576 });
+    expect(options).toMatchObject({ recvBufferBytes: 1024 * 1024, sendBufferBytes: 4 * 1024 * 1024 });
+    expect(options).toMatchObject({ helloVerifyRatePerSecond: 5000, helloVerifyRatePerPrefix: 500 });
+    const tuned = await loadConfig({
+      env: {
+        DTLSPUSH_DTLS_SOCKETS: "2",
+        DTLSPUSH_DTLS_SOCKET_BUFFER_BYTES: "1048576",
+        DTLSPUSH_DTLS_RECEIVE_BUFFER_BYTES: "262144",
+        DTLSPUSH_DTLS_HELLO_VERIFY_RATE_PER_SECOND: "0",
+        DTLSPUSH_DTLS_HELLO_VERIFY_RATE_PER_PREFIX: "50",
+      },
+      cwd: dir,
+    });
+    expect(toDtlsOptions(tuned, two)).toMatchObject({
+      sockets: 2,
+      recvBufferBytes: 262_144,
+      sendBufferBytes: 1_048_576,
+      helloVerifyRatePerSecond: 0,
+      helloVerifyRatePerPrefix: 50,
+    });
     const core = serverCoreConfig({ ...options, psk: { keys: new Map() } });
     expect(core.certificates).toHaveLength(1);
     expect(core.clientAuth).toBe("request");

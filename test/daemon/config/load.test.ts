@@ -78,6 +78,9 @@ describe("defaults", () => {
       idleTimeoutSeconds: 300,
       sockets: undefined,
       socketBufferBytes: 4 * 1024 * 1024,
+      receiveBufferBytes: 1024 * 1024,
+      helloVerifyRatePerSecond: 5000,
+      helloVerifyRatePerPrefix: 500,
     });
     expect(c.http).toEqual({
       listen: { host: "127.0.0.1", port: 8080 },
