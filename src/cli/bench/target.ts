@@ -151,6 +151,9 @@ export async function inProcessTarget(o: { store: "sqlite" | "memory"; configFil
         // the devices share a few loopback source addresses: each holds thousands of them
         DTLSPUSH_DTLS_MAX_HANDSHAKES_PER_HOST: "1000000",
         DTLSPUSH_DTLS_MAX_SESSIONS_PER_HOST: "10000000",
+        // and all of them are in 127.0.0.0/24: the HelloVerifyRequest rate limits would pace the fleet's handshakes
+        DTLSPUSH_DTLS_HELLO_VERIFY_RATE_PER_SECOND: "0",
+        DTLSPUSH_DTLS_HELLO_VERIFY_RATE_PER_PREFIX: "0",
         DTLSPUSH_DTLS_CERTS_DIR: join(dir, "certs"),
       },
       flags: { dataDir: join(dir, "data"), listen: "127.0.0.1:0", http: "127.0.0.1:0", logLevel: "warn" },
