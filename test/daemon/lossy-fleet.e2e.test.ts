@@ -105,7 +105,8 @@ describe("a lossy fleet", () => {
     }
     // figures for the record (not asserted)
     console.log(
-      `lossy fleet: connect ${connectedAt - started} ms, publish ${publishedAt - connectedAt} ms, handshake retries ${handshakeRetries}, reconnects ${disconnects}, all delivered ${deliveredAt - connectedAt} ms after the first publish; proxy ${JSON.stringify(stats)}`,
+      `lossy fleet: connect ${connectedAt - started} ms, publish ${publishedAt - connectedAt} ms, handshake retries ${handshakeRetries}, reconnects ${disconnects}, all delivered ${deliveredAt - connectedAt} ms after the first publish; proxy ${JSON.stringify(stats)}; ` +
+        `server refusals ${JSON.stringify(s.dtls.stats.refusals)}, ClientHellos dropped ${JSON.stringify(s.dtls.stats.clientHellosDropped)}, handshake failures ${JSON.stringify(s.dtls.stats.handshakeFailures)}`,
     );
   }, 240_000);
 });
