@@ -115,12 +115,17 @@ describe("a store restored from an older backup", () => {
     const got: ReceivedMessage[] = [];
     const warnings: ClientWarning[] = [];
     const errors: string[] = [];
+    const downs: string[] = [];
+    client.on("disconnected", (e) => downs.push((e as { code?: string } | undefined)?.code ?? "clean"));
     client.on("message", (m) => got.push(m));
     client.on("warning", (w) => warnings.push(w));
     client.on("error", (e) => errors.push(`${(e as { code?: string }).code ?? ""}: ${e.message}`));
     for (const id of ["m1", "m2", "m3"]) expect(await api(second, token, "POST", "/v1/devices/d1/messages", { id, payload: id })).toBe(202);
     await until(() => got.length === 3 && state.state?.hwm === 3, 10_000, () => `three messages (got ${got.length}, hwm ${state.state?.hwm})`);
     await stop(second);
+    // the drain's Bye reached the device (not only its liveness probes)
+    await until(() => downs.length > 0, 1000, () => "disconnected after SIGTERM");
+    expect(downs[0]).toBe("shutting_down");
 
     // the operator restores the backup: the server's store knows no seq for d1
     rmSync(data, { recursive: true, force: true });
