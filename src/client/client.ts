@@ -328,17 +328,23 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
       .then(() => this.stateStore.save(next))
       .then(
         () => {
-          if (this.listenerCount("warning") > 0) {
-            this.emit("warning", {
-              code: "seq_reset",
-              message: `the server does not know the high-water mark ${previousHwm} (its store lost those seqs: ${serverMessage}); reset to 0 — messages may be handed over again`,
-              previousHwm,
-              hwm: 0,
-            });
+          if (this.session === session) {
+            session.resetPersisted(Date.now());
+            this.armTimer();
           }
-          if (this.session !== session) return;
-          session.resetPersisted(Date.now());
-          this.armTimer();
+          if (this.listenerCount("warning") === 0) return;
+          const warning: ClientWarning = {
+            code: "seq_reset",
+            message: `the server does not know the high-water mark ${previousHwm} (its store lost those seqs: ${serverMessage}); reset to 0 — messages may be handed over again`,
+            previousHwm,
+            hwm: 0,
+          };
+          try {
+            this.emit("warning", warning);
+          } catch (e) {
+            // a throwing listener must not break the chain of saves
+            if (this.listenerCount("error") > 0) this.emit("error", e instanceof Error ? e : new Error(String(e)));
+          }
         },
         (e: unknown) => fail(new ClientError("state_save_failed", `cannot save the reset device state: ${(e as Error).message}`, { cause: e })),
       );

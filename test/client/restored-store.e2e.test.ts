@@ -9,49 +9,19 @@
  * Hello again, and receive what is published now, whose seq it had already
  * seen before the restore.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { issuePublisherToken } from "../../src/auth/index.ts";
 import { connect, memoryStateStore, type ClientWarning, type DtlspushClient, type ReceivedMessage } from "../../src/client/index.ts";
-import { loadConfig, openDataDir } from "../../src/daemon/config/index.ts";
-import { BIN, waitFor } from "../cli/cli-process.ts";
+import { adminToken, api, cleanUpDaemons, serve, tempDir, until, type Daemon } from "./daemon-process.ts";
 
 const KEY_HEX = "000102030405060708090a0b0c0d0e0f";
-const dirs: string[] = [];
 const clients: DtlspushClient[] = [];
-const daemons = new Set<ChildProcessWithoutNullStreams>();
 
 afterEach(async () => {
   for (const c of clients.splice(0)) await c.close();
-  for (const d of daemons) d.kill("SIGKILL");
-  daemons.clear();
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  cleanUpDaemons();
 });
-
-interface Daemon {
-  readonly child: ChildProcessWithoutNullStreams;
-  readonly exited: Promise<unknown>;
-  readonly dtlsPort: number;
-  readonly httpPort: number;
-}
-
-/** `dtlspush serve` on the given ports (0: any), data in `dataDir`. */
-async function serve(dir: string, dataDir: string, dtlsPort = 0, httpPort = 0): Promise<Daemon> {
-  const argv = [BIN, "serve", "--listen", `127.0.0.1:${dtlsPort}`, "--http", `127.0.0.1:${httpPort}`, "--data-dir", dataDir];
-  const child = spawn(process.execPath, argv, { cwd: dir, env: { ...process.env, DTLSPUSH_DEBUG: "" } });
-  daemons.add(child);
-  child.on("exit", () => daemons.delete(child));
-  // (not cli-process's collect: that kills a process still running after 15 s)
-  let stderr = "";
-  child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
-  child.stdout.resume();
-  const exited = new Promise((resolve) => child.on("exit", resolve));
-  const m = await waitFor(() => stderr, child, /DTLS \(UDP\)\s+127\.0\.0\.1:(\d+)[\s\S]*HTTP API\s+http:\/\/127\.0\.0\.1:(\d+)/, 30_000);
-  return { child, exited, dtlsPort: Number(m[1]), httpPort: Number(m[2]) };
-}
 
 /** SIGTERM (the drain), then the process is gone and its files are closed. */
 async function stop(d: Daemon): Promise<void> {
@@ -60,37 +30,9 @@ async function stop(d: Daemon): Promise<void> {
   expect(d.child.exitCode).toBe(0);
 }
 
-async function adminToken(dataDir: string): Promise<string> {
-  const data = await openDataDir(await loadConfig({ flags: { dataDir }, env: {} }));
-  try {
-    return (await issuePublisherToken(data.publisherKeys, { subject: "test", scopes: ["admin"], now: Date.now(), ttlSeconds: 600 })).token;
-  } finally {
-    data.close();
-  }
-}
-
-async function api(d: Daemon, token: string, method: string, path: string, body: unknown): Promise<number> {
-  const res = await fetch(`http://127.0.0.1:${d.httpPort}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  await res.arrayBuffer();
-  return res.status;
-}
-
-async function until(cond: () => boolean, ms: number, what: () => string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what()}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 describe("a store restored from an older backup", () => {
   it("the device resets its high-water mark (seq_reset), says Hello again and receives the new message", { timeout: 60_000 }, async () => {
-    const dir = mkdtempSync(join(tmpdir(), "dtlspush-restore-"));
-    dirs.push(dir);
+    const dir = tempDir("dtlspush-restore-");
     const data = join(dir, "data");
     const backup = join(dir, "backup");
 

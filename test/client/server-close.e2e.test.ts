@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { connect, type DtlspushClient, type ReceivedMessage } from "../../src/client/index.ts";
 import { startPushServer, type PushServer } from "../../src/daemon/push-server.ts";
 import { createMemoryStore } from "../../src/store/index.ts";
+import { until } from "./daemon-process.ts";
 
 const KEY = Buffer.from("000102030405060708090a0b0c0d0e0f", "hex");
 const clients: DtlspushClient[] = [];
@@ -16,14 +17,6 @@ afterEach(async () => {
   for (const c of clients.splice(0)) await c.close();
   for (const s of servers.splice(0)) await s.close();
 });
-
-async function until(cond: () => boolean, ms: number, what: () => string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what()}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 async function setUp(ackMode: "auto" | "manual") {
   const server = await startPushServer({ store: createMemoryStore(), dtls: { host: "127.0.0.1", port: 0 } });
