@@ -59,6 +59,23 @@ interface ClientEvents {
   rejected: [{ readonly seq: number; readonly messageId: string; readonly reason: string }];
   /** an Error frame from the server, or a failure the client cannot recover from alone */
   error: [Error];
+  /** something the client recovered from by itself that the application should know (code "seq_reset") */
+  warning: [ClientWarning];
+}
+
+/**
+ * `seq_reset`: the server refused the persisted high-water mark (SEQ_AHEAD: its store lost seqs this
+ * device saw, e.g. restored from an older backup). The client reset the mark to 0, persisted that and
+ * said Hello again: messages whose seqs it had seen before may be new ones and are handed over
+ * (at-least-once rather than loss). See docs/client-sdk.md.
+ */
+export interface ClientWarning {
+  readonly code: "seq_reset";
+  readonly message: string;
+  /** the high-water mark before the reset */
+  readonly previousHwm: number;
+  /** the high-water mark after it (0) */
+  readonly hwm: number;
 }
 
 /** Bye/Error codes after which reconnecting cannot help. */
@@ -106,6 +123,8 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
   private handedOut: { readonly seq: number; session: DeviceSession; acked: boolean } | undefined;
   /** ends the current session with an error (and fails its open() before the Welcome) */
   private failSession: { session: DeviceSession; fail: (error: Error) => void } | undefined;
+  /** high-water mark resets so far: an ack of a message handed out before a reset must not raise the new mark */
+  private resets = 0;
 
   /** use `connect` */
   constructor(options: ConnectOptions, stateStore: ClientStateStore, state: ClientState) {
@@ -193,6 +212,12 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
       session.on("serverError", (e) => {
         if (this.listenerCount("error") > 0) this.emit("error", wireError(e, "the server reported an error"));
       });
+      session.on("seqReset", (r) => this.resetHwm(session, r.previousHwm, r.error.message, fail));
+      session.on("refused", (e) => {
+        const err = wireError(e, "the server refused the Hello even with received_seq 0");
+        if (!welcomed) reject(err);
+        this.sessionEnded(session, err, true);
+      });
       session.on("bye", (reason) => {
         const err = reason !== undefined && reason.code !== 0 ? wireError(reason, "the server ended the session") : undefined;
         const terminal = reason !== undefined && TERMINAL.has(reason.code);
@@ -241,11 +266,13 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
       return;
     }
     const handed = { seq: push.seq, session, acked: false };
+    const resets = this.resets;
     this.handedOut = handed;
     let done = false;
     const ack = (): void => {
       if (done) return;
       done = true;
+      if (this.resets !== resets) return; // the seqs it was numbered in are gone (resetHwm)
       const current = this.session;
       if (current === handed.session) {
         if (this.handedOut === handed) this.handedOut = undefined;
@@ -282,6 +309,45 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
       return;
     }
     if ((this.options.ackMode ?? "auto") === "auto") ack();
+  }
+
+  /**
+   * The server answered SEQ_AHEAD to the Hello: its store lost seqs this device saw. Its numbering
+   * wins: hwm 0 is persisted (after any save under way), the application is told ("warning"
+   * seq_reset), and only then the session says Hello again with 0 (so a crash in between cannot bring
+   * back the old mark against seqs the server assigns anew). A message the application holds from
+   * before is forgotten: its ack changes nothing.
+   */
+  private resetHwm(session: DeviceSession, previousHwm: number, serverMessage: string, fail: (error: Error) => void): void {
+    this.resets++;
+    this.handedOut = undefined;
+    this.parked = undefined;
+    const next: ClientState = { hwm: 0, sessionToken: session.sessionToken, nextRequestId: session.nextRequestId };
+    this.state = next;
+    this.saving = this.saving
+      .then(() => this.stateStore.save(next))
+      .then(
+        () => {
+          if (this.session === session) {
+            session.resetPersisted(Date.now());
+            this.armTimer();
+          }
+          if (this.listenerCount("warning") === 0) return;
+          const warning: ClientWarning = {
+            code: "seq_reset",
+            message: `the server does not know the high-water mark ${previousHwm} (its store lost those seqs: ${serverMessage}); reset to 0 — messages may be handed over again`,
+            previousHwm,
+            hwm: 0,
+          };
+          try {
+            this.emit("warning", warning);
+          } catch (e) {
+            // a throwing listener must not break the chain of saves
+            if (this.listenerCount("error") > 0) this.emit("error", e instanceof Error ? e : new Error(String(e)));
+          }
+        },
+        (e: unknown) => fail(new ClientError("state_save_failed", `cannot save the reset device state: ${(e as Error).message}`, { cause: e })),
+      );
   }
 
   /** Persists hwm (at least `processed`)/token/request id, then lets the session ack up to the persisted mark. */

@@ -315,8 +315,11 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
       this.flushed = resolve;
       setTimeout(resolve, CLOSE_FLUSH_MS).unref();
     });
-    this.outbox.flush(); // what was queued before closing goes out untracked
+    // tracked from here on: what was queued before closing (e.g. an application's last records, a Bye)
+    // must leave before the sockets close, or the kernel never sees it (a send still resolving its
+    // address when its socket closes is dropped)
     this.closing = true;
+    this.outbox.flush();
     this.core.closeAll();
     this.outbox.flush();
     if (this.pendingSends > 0) await drained;

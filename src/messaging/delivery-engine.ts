@@ -375,15 +375,16 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     // received_seq is a claim: the store is durable, so a device cannot have seen a seq above the last
     // one this server assigned it. A higher one is a lie or state from another server (or from a store
     // restored from an older copy): refused, never stored (storing it would let one device push the
-    // counter to 2^53-1 and make its next push impossible). lastSeq only grows, so this check, made
-    // before the awaits below, still holds after them.
+    // counter to 2^53-1 and make its next push impossible). SEQ_AHEAD (not BAD_FRAME) tells an honest
+    // device apart: it resets its high-water mark to 0 and says Hello again. lastSeq only grows, so this
+    // check, made before the awaits below, still holds after them.
     const known = this.queue(record.id);
     if (hello.receivedSeq > known.lastSeq) {
       this.refuse(
         ls,
         "hello_seq_ahead",
-        ErrorCode.BAD_FRAME,
-        `Hello.received_seq ${hello.receivedSeq} is above the last seq this server sent device ${record.id} (${known.lastSeq}): the device's saved state is not from this server; reset it (received_seq 0) and say Hello again`,
+        ErrorCode.SEQ_AHEAD,
+        `Hello.received_seq ${hello.receivedSeq} is above the last seq this server sent device ${record.id} (${known.lastSeq}): the device's saved state is not from this server's store; reset it (received_seq 0) and say Hello again`,
       );
       return;
     }

@@ -62,6 +62,18 @@ export class DeviceReceiver {
     return true;
   }
 
+  /**
+   * Starts over at `hwm` (the server lost the seqs this device saw: its store was restored from an older
+   * copy): pushes held, the one with the application and remembered refusals are forgotten; the server
+   * sends again what it still has.
+   */
+  reset(hwm: number): void {
+    this.hwmSeq = hwm;
+    this.held.clear();
+    this.current = undefined;
+    this.rejected.length = 0;
+  }
+
   accept(push: Push): AcceptResult {
     const seq = push.seq;
     if (seq <= this.hwmSeq || this.held.has(seq)) return "duplicate";

@@ -24,6 +24,11 @@ import { messagingCodeOfWire } from "./wire-errors.ts";
  * session `processed(seq)` when the application is done with a "message"
  * event. Persisting `hwm` (event "hwm") before the ack that covers it is the
  * driver's job: `ackReady()` tells when the persisted mark allows an ack.
+ *
+ * A Hello refused with SEQ_AHEAD (the server's store has lost seqs this device
+ * saw) resets the high-water mark to 0 once per session: event "seqReset"; the
+ * driver persists hwm 0 and calls `resetPersisted(now)`, which says Hello again
+ * with received_seq 0. A second refusal (of a Hello with 0) is event "refused".
  */
 export interface DeviceSessionOptions {
   /** highest seq this device processed (persisted by the previous run) */
@@ -84,6 +89,23 @@ interface SessionEvents {
   wake: [];
   /** nothing heard from the server for `missedHeartbeats` intervals (before the Welcome: for `helloTimeoutMs`): the driver should reconnect */
   stale: [];
+  /**
+   * the server refused our Hello's received_seq (SEQ_AHEAD): hwm is reset to 0 and the Hello waits until
+   * the driver has persisted that and calls `resetPersisted`
+   */
+  seqReset: [SeqReset];
+  /** the server refused a Hello in a way another Hello cannot fix (SEQ_AHEAD for received_seq 0): end the session */
+  refused: [WireErrorBody];
+}
+
+/** A high-water mark reset after the server answered SEQ_AHEAD. */
+export interface SeqReset {
+  /** the high-water mark the device had (and sent in its Hello) */
+  readonly previousHwm: number;
+  /** the new one: 0 */
+  readonly hwm: number;
+  /** the server's Error */
+  readonly error: WireErrorBody;
 }
 
 const MAX_RETRY_MS = 8000;
@@ -118,6 +140,10 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
   private now = 0;
   /** pushes signed by a key the current JWKS lacks, waiting for a refreshed Welcome */
   private awaitingKeys: Push[] = [];
+  /** "pending": hwm reset after SEQ_AHEAD, Hello paused until the driver persisted it; "done": at most once per session */
+  private seqReset: "none" | "pending" | "done" = "none";
+  /** SEQ_AHEAD answers still due to Hellos sent before the reset (repeats of the refused Hello): not a second refusal */
+  private staleRefusals = 0;
 
   constructor(options: DeviceSessionOptions) {
     super();
@@ -155,6 +181,8 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
 
   /** Called with the hwm once it is persisted; acks may now cover it. */
   persisted(hwm: number): void {
+    // a save of the old mark, made before the reset, finishing now: not a mark of the new numbering
+    if (this.seqReset === "pending") return;
     if (hwm > this.persistedHwm) {
       this.persistedHwm = hwm;
       this.ackWanted = true;
@@ -194,6 +222,10 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
         });
         break;
       case "error":
+        if (frame.error.code === ErrorCode.SEQ_AHEAD) {
+          this.onSeqAhead(frame.error);
+          break;
+        }
         if (TOKEN_ERRORS.has(frame.error.code) && (this.welcome === undefined || this.helloDue > 0)) {
           // token refused (first Hello or a refresh): a fresh session with the DTLS identity alone
           this.token = "";
@@ -209,6 +241,49 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
       default:
         break; // pong, unknown bodies
     }
+  }
+
+  /**
+   * SEQ_AHEAD: the server never sent the seq our Hello claims (its store lost them). Its state is
+   * authoritative: new pushes will carry seqs we hold as seen, and de-duplication would drop them. So
+   * hwm goes back to 0 (at-least-once over loss), once per session; a refusal of a Hello with 0 is a
+   * different failure and ends the session.
+   */
+  private onSeqAhead(error: WireErrorBody): void {
+    if (this.seqReset === "pending") return; // a repeat of the refused Hello: the reset is under way
+    if (this.helloDue === 0) {
+      this.emit("serverError", error); // no Hello of ours waits for an answer: not about us
+      return;
+    }
+    if (this.seqReset === "done" && this.staleRefusals > 0) {
+      this.staleRefusals--; // the answer to a repeat of the Hello sent before the reset
+      return;
+    }
+    if (this.seqReset === "done" || this.persistedHwm === 0) {
+      this.ended = true;
+      this.emit("refused", error);
+      return;
+    }
+    const previousHwm = this.persistedHwm;
+    this.seqReset = "pending";
+    // every Hello sent so far carried the old mark; one of them was answered by this Error
+    this.staleRefusals = Math.max(0, this.helloTries - 1);
+    this.receiver.reset(0);
+    this.persistedHwm = 0;
+    this.awaitingKeys = [];
+    this.helloDue = 0; // no Hello with the old mark any more; the next one waits for resetPersisted
+    this.helloFrame = undefined;
+    this.helloTries = 0;
+    this.emit("seqReset", { previousHwm, hwm: 0, error });
+  }
+
+  /** The driver persisted hwm 0 after "seqReset": says Hello again with received_seq 0. */
+  resetPersisted(now: number): void {
+    if (this.ended || this.seqReset !== "pending") return;
+    this.seqReset = "done";
+    this.now = now;
+    this.lastHeard = now; // the Hello timeout starts over
+    this.sendHello(now);
   }
 
   private onWelcome(w: Welcome, now: number): void {

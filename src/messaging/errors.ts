@@ -41,6 +41,8 @@ export const MESSAGING_ERROR_CODES = [
   "token_identity_mismatch",
   "rate_limited",
   "session_replaced",
+  /** Hello.received_seq above the last seq the server sent (the device's saved state is not from this server's store) */
+  "seq_ahead",
 ] as const;
 
 export type MessagingErrorCode = (typeof MESSAGING_ERROR_CODES)[number];

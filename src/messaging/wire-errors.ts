@@ -30,6 +30,7 @@ export const MESSAGING_WIRE_CODE: Readonly<Record<MessagingErrorCode, ErrorCodeN
   token_identity_mismatch: ErrorCode.TOKEN_IDENTITY_MISMATCH,
   rate_limited: ErrorCode.RATE_LIMITED,
   session_replaced: ErrorCode.SESSION_REPLACED,
+  seq_ahead: ErrorCode.SEQ_AHEAD,
 };
 
 /**
@@ -72,6 +73,7 @@ const WIRE_MESSAGING_CODE: Readonly<Record<WireCodeName, MessagingErrorCode>> = 
   INTERNAL: "internal",
   SESSION_REPLACED: "session_replaced",
   SHUTTING_DOWN: "shutting_down",
+  SEQ_AHEAD: "seq_ahead",
 };
 
 const BY_NUMBER = new Map<number, MessagingErrorCode>(

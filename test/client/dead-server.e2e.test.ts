@@ -6,53 +6,25 @@
  * probes within the documented bound (not after three missed 30 s heartbeats),
  * re-handshake, and receive what was published meanwhile exactly once.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { issuePublisherToken } from "../../src/auth/index.ts";
 import { connect, LIVENESS_DEFAULTS, memoryStateStore, type DtlspushClient, type ReceivedMessage } from "../../src/client/index.ts";
-import { loadConfig, openDataDir } from "../../src/daemon/config/index.ts";
 import { startPushServer, type PushServer } from "../../src/daemon/push-server.ts";
 import { createMemoryStore } from "../../src/store/index.ts";
-import { BIN, waitFor } from "../cli/cli-process.ts";
+import { adminToken, api, cleanUpDaemons, serve as serveIn, tempDir, until, type Daemon } from "./daemon-process.ts";
 
 const KEY_HEX = "000102030405060708090a0b0c0d0e0f";
-const dirs: string[] = [];
 const clients: DtlspushClient[] = [];
-const daemons = new Set<ChildProcessWithoutNullStreams>();
 const servers: PushServer[] = [];
 
 afterEach(async () => {
   for (const c of clients.splice(0)) await c.close();
   for (const s of servers.splice(0)) await s.close();
-  for (const d of daemons) d.kill("SIGKILL");
-  daemons.clear();
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  cleanUpDaemons();
 });
 
-interface Daemon {
-  readonly child: ChildProcessWithoutNullStreams;
-  readonly exited: Promise<unknown>;
-  readonly dtlsPort: number;
-  readonly httpPort: number;
-}
-
-/** `dtlspush serve` with the default heartbeat (30 s) on the given ports (0: any), data in `dir`. */
-async function serve(dir: string, dtlsPort = 0, httpPort = 0): Promise<Daemon> {
-  const argv = [BIN, "serve", "--listen", `127.0.0.1:${dtlsPort}`, "--http", `127.0.0.1:${httpPort}`, "--data-dir", join(dir, "data")];
-  const child = spawn(process.execPath, argv, { cwd: dir, env: { ...process.env, DTLSPUSH_DEBUG: "" } });
-  daemons.add(child);
-  child.on("exit", () => daemons.delete(child));
-  // (not cli-process's collect: that kills a process still running after 15 s)
-  let stderr = "";
-  child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
-  child.stdout.resume();
-  const exited = new Promise((resolve) => child.on("exit", resolve));
-  const m = await waitFor(() => stderr, child, /DTLS \(UDP\)\s+127\.0\.0\.1:(\d+)[\s\S]*HTTP API\s+http:\/\/127\.0\.0\.1:(\d+)/, 30_000);
-  return { child, exited, dtlsPort: Number(m[1]), httpPort: Number(m[2]) };
-}
+/** `dtlspush serve` with its data in dir/data. */
+const serve = (dir: string, dtlsPort = 0, httpPort = 0): Promise<Daemon> => serveIn(dir, join(dir, "data"), dtlsPort, httpPort);
 
 async function kill9(d: Daemon): Promise<void> {
   d.child.kill("SIGKILL");
@@ -60,39 +32,11 @@ async function kill9(d: Daemon): Promise<void> {
   expect(d.child.signalCode).toBe("SIGKILL");
 }
 
-async function adminToken(dir: string): Promise<string> {
-  const data = await openDataDir(await loadConfig({ flags: { dataDir: join(dir, "data") }, env: {} }));
-  try {
-    return (await issuePublisherToken(data.publisherKeys, { subject: "test", scopes: ["admin"], now: Date.now(), ttlSeconds: 600 })).token;
-  } finally {
-    data.close();
-  }
-}
-
-async function api(d: Daemon, token: string, method: string, path: string, body: unknown): Promise<number> {
-  const res = await fetch(`http://127.0.0.1:${d.httpPort}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  await res.arrayBuffer();
-  return res.status;
-}
-
-async function until(cond: () => boolean, ms: number, what: () => string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what()}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 /** A running daemon with device "d1" connected (liveness options as given), one message delivered and acked. */
 async function setUp(liveness: { idleMs: number }) {
-  const dir = mkdtempSync(join(tmpdir(), "dtlspush-dead-"));
-  dirs.push(dir);
+  const dir = tempDir("dtlspush-dead-");
   const first = await serve(dir);
-  const token = await adminToken(dir);
+  const token = await adminToken(join(dir, "data"));
   expect(await api(first, token, "PUT", "/v1/devices/d1", { psk: { keyHex: KEY_HEX } })).toBe(201);
   const state = memoryStateStore();
   const client = await connect({

@@ -5,7 +5,7 @@
  * received_seq 2^53-1; before the fix the engine stored it, the next publish
  * to that device overflowed the seq range, the commit failed and the daemon
  * exited 1, and again after every restart (a crash loop). Now: the Hello is
- * refused with BAD_FRAME, the publish is answered 202 and delivered, another
+ * refused with SEQ_AHEAD, the publish is answered 202 and delivered, another
  * device keeps receiving, and a daemon restarted over a store that an earlier
  * version left poisoned (counters at 2^53-1) stays up.
  */
@@ -110,7 +110,7 @@ async function alive(d: Daemon): Promise<void> {
 }
 
 describe("a registered device that claims received_seq 2^53-1 (issue 11, defect 1)", () => {
-  it("cannot stop the daemon: refused with BAD_FRAME, its publish answered 202 and delivered, others keep receiving, a restart stays up", async () => {
+  it("cannot stop the daemon: refused with SEQ_AHEAD, its publish answered 202 and delivered, others keep receiving, a restart stays up", async () => {
     const dir = mkdtempSync(join(tmpdir(), "dtlspush-hostile-"));
     dirs.push(dir);
     let d = await startDaemon(dir);
@@ -120,7 +120,7 @@ describe("a registered device that claims received_seq 2^53-1 (issue 11, defect 
     const liar = await handmade(d, "liar");
     liar.send({ kind: "hello", hello: { version: 1, receivedSeq: MAX, client: "attacker" } });
     await until(() => liar.frames.length > 0, "the answer to the Hello");
-    expect(liar.frames[0]).toMatchObject({ kind: "error", error: { code: ErrorCode.BAD_FRAME } });
+    expect(liar.frames[0]).toMatchObject({ kind: "error", error: { code: ErrorCode.SEQ_AHEAD } });
     expect(liar.frames.some((f) => f.kind === "welcome")).toBe(false);
 
     // the publish that used to stop the daemon

@@ -38,6 +38,7 @@ const DOCUMENTED_ANSWERS = new Set<number>([
   ErrorCode.RATE_LIMITED,
   ErrorCode.BAD_TOPIC,
   ErrorCode.TOO_MANY_TOPICS,
+  ErrorCode.SEQ_AHEAD,
 ]);
 
 // Frame body field numbers (proto/dtlspush/v1/frame.proto)

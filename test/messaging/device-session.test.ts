@@ -349,3 +349,71 @@ describe("DeviceSession", () => {
     ]);
   });
 });
+
+describe("DeviceSession after SEQ_AHEAD (the server's store lost the seqs this device saw)", () => {
+  const seqAhead = (claim: number, last: number): Uint8Array =>
+    frame({ kind: "error", error: { code: ErrorCode.SEQ_AHEAD, message: `Hello.received_seq ${claim} is above the last seq this server sent device dev (${last})` } });
+  const hellos = (frames: FrameBody[]): number[] => frames.flatMap((f) => (f.kind === "hello" ? [f.hello.receivedSeq] : []));
+  /** The session's reset, refusal and server-error events. */
+  const watch = (s: DeviceSession): { resets: unknown[]; refused: unknown[]; errors: unknown[] } => {
+    const w = { resets: [] as unknown[], refused: [] as unknown[], errors: [] as unknown[] };
+    s.on("seqReset", (r) => w.resets.push(r));
+    s.on("refused", (e) => w.refused.push(e));
+    s.on("serverError", (e) => w.errors.push(e));
+    return w;
+  };
+
+  it("resets hwm to 0 once, says Hello again only after the driver persisted it, and takes seqs it had seen as new", async () => {
+    const h = harness({ hwm: 5 });
+    const { s } = h;
+    const { resets, refused, errors } = watch(s);
+    s.start(T);
+    expect(hellos(take(s, T))).toEqual([5]);
+    s.receive(seqAhead(5, 0), T + 10);
+    expect(resets).toEqual([{ previousHwm: 5, hwm: 0, error: expect.objectContaining({ code: ErrorCode.SEQ_AHEAD }) }]);
+    expect(s.receiver.hwm).toBe(0);
+    // nothing goes out (no Hello with the old mark, no Hello with 0 yet) until the reset is persisted
+    expect(s.nextDeadline()).toBeUndefined();
+    s.onTimer(T + 20_000);
+    expect(take(s, T + 20_000)).toEqual([]);
+    s.persisted(5); // a save of the old mark finishing late changes nothing
+    s.resetPersisted(T + 20_001);
+    expect(hellos(take(s, T + 20_001))).toEqual([0]);
+    s.receive(welcome({ ackedSeq: 0 }), T + 20_010);
+    s.receive(push(1), T + 20_020);
+    await tick();
+    expect(h.messages.map((m) => m.seq)).toEqual([1]);
+    expect(refused).toEqual([]);
+    expect(errors).toEqual([]); // the refusal it recovered from is a reset, not an error
+  });
+
+  it("answers to repeats of the refused Hello are not a second refusal; a refusal of the Hello with 0 ends the session", () => {
+    const { s } = harness({ hwm: 5 });
+    const { resets, refused, errors } = watch(s);
+    s.start(T);
+    s.onTimer(T + 1000); // the Hello with 5 went out twice
+    expect(hellos(take(s, T + 1000))).toEqual([5, 5]);
+    s.receive(seqAhead(5, 0), T + 1010);
+    s.resetPersisted(T + 1020);
+    expect(hellos(take(s, T + 1020))).toEqual([0]);
+    s.receive(seqAhead(5, 0), T + 1030); // the answer to the repeat
+    expect(refused).toEqual([]);
+    s.receive(seqAhead(0, 0), T + 1040); // a server that refuses 0 too: a different failure, no loop
+    expect(refused).toEqual([expect.objectContaining({ code: ErrorCode.SEQ_AHEAD })]);
+    expect(s.nextDeadline()).toBeUndefined();
+    s.onTimer(T + 60_000);
+    expect(take(s, T + 60_000)).toEqual([]);
+    expect(resets).toHaveLength(1);
+    expect(errors).toEqual([]);
+  });
+
+  it("a device with hwm 0 refused with SEQ_AHEAD does not reset: refused", () => {
+    const { s } = harness({ hwm: 0 });
+    const { resets, refused, errors } = watch(s);
+    s.start(T);
+    s.receive(seqAhead(0, 0), T + 10);
+    expect(resets).toEqual([]);
+    expect(refused).toHaveLength(1);
+    expect(errors).toEqual([]);
+  });
+});

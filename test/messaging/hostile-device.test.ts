@@ -72,7 +72,7 @@ describe("Hello.received_seq is a claim", () => {
     for (const claim of [2, 1000, MAX]) {
       const sent = await raw(w, bad, { kind: "hello", hello: { version: 1, receivedSeq: claim } });
       expect(errorsIn(sent)).toEqual([
-        { code: ErrorCode.BAD_FRAME, message: expect.stringContaining(`Hello.received_seq ${claim} is above the last seq`) },
+        { code: ErrorCode.SEQ_AHEAD, message: expect.stringContaining(`Hello.received_seq ${claim} is above the last seq this server sent device bad (1)`) },
       ]);
       expect(sent.some((s) => s.frame.kind === "welcome")).toBe(false);
     }

@@ -97,27 +97,46 @@ describe("Hello.received_seq", () => {
     expect(pushes(sent)).toEqual([]);
   });
 
-  it("above what the server has assigned: refused with BAD_FRAME and nothing stored; a reset device goes on", async () => {
+  it("above what the server has assigned: refused with SEQ_AHEAD naming the server's last seq, nothing stored", async () => {
     const w = await World.create();
     const d = w.addDevice("dev");
+    d.resetOnSeqAhead = false; // the engine alone: the device does not reset
     // this device claims seq 5 from a store that is not this server's (or it lies)
     d.hwm = 5;
     d.connect();
     await w.run(5000);
     expect(d.welcomes).toEqual([]);
-    expect(d.errors.at(-1)).toMatchObject({ code: ErrorCode.BAD_FRAME });
+    expect(d.errors.at(-1)).toMatchObject({ code: ErrorCode.SEQ_AHEAD });
     expect(d.errors.at(-1)?.message).toContain("Hello.received_seq 5 is above the last seq this server sent device dev (0)");
     expect(w.engine.deviceStatus("dev")).toMatchObject({ online: false, lastSeq: 0, ackedSeq: 0 });
     expect(w.store.loadDeliveryState().counters).toEqual([]);
-    // the device resets its state as the Error says, and gets the server's numbering
-    d.crash();
-    d.hwm = 0;
+  });
+
+  it("a device whose saved mark is ahead of the server (the server lost seqs) resets to 0 and gets what the server sends next", async () => {
+    const w = await World.create();
+    const d = w.addDevice("dev");
     await connected(w, d);
-    await publishTo(w, "dev", "m");
-    await untilDelivered(w, d, 1);
-    expect(d.delivered.map((x) => [x.seq, x.payload])).toEqual([[1, "m"]]);
+    for (const p of ["m1", "m2"]) await publishTo(w, "dev", p);
+    await untilDelivered(w, d, 2);
     await drained(w, "dev");
-    expect(w.store.loadDeliveryState().counters).toEqual([{ device: "dev", lastSeq: 1, ackedSeq: 1 }]);
+    // the device comes back with hwm 7: seqs 3..7 it saw are unknown to this server's store
+    d.crash();
+    d.hwm = 7;
+    await connected(w, d);
+    expect(d.seqResets).toEqual([7]);
+    expect(d.errors.map((e) => e.code)).toEqual([ErrorCode.SEQ_AHEAD]);
+    // the Welcome's acked_seq (2) brings the reset mark to the server's view
+    expect(d.welcomes.at(-1)).toMatchObject({ ackedSeq: 2 });
+    await publishTo(w, "dev", "after");
+    await untilDelivered(w, d, 3);
+    // seq 3: one the device had seen before its reset, a new message all the same
+    expect(d.delivered.map((x) => [x.seq, x.payload])).toEqual([
+      [1, "m1"],
+      [2, "m2"],
+      [3, "after"],
+    ]);
+    await drained(w, "dev");
+    expect(w.store.loadDeliveryState().counters).toEqual([{ device: "dev", lastSeq: 3, ackedSeq: 3 }]);
   });
 });
 

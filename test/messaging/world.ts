@@ -69,6 +69,10 @@ export class SimDevice {
   mute = false;
   /** reconnect (with the token) when the session ends or goes stale, as the SDK does */
   autoReconnect = true;
+  /** after SEQ_AHEAD, persist hwm 0 and let the session say Hello again, as the SDK does */
+  resetOnSeqAhead = true;
+  /** high-water marks reset after SEQ_AHEAD (the old values) */
+  readonly seqResets: number[] = [];
   stales = 0;
   /** tamper with pushes on the way in */
   tamper: ((push: Push) => Push | undefined) | undefined;
@@ -126,6 +130,14 @@ export class SimDevice {
       });
     });
     session.on("serverError", (e) => this.errors.push(e));
+    session.on("seqReset", (r) => {
+      this.errors.push(r.error);
+      if (!this.resetOnSeqAhead) return;
+      this.seqResets.push(r.previousHwm);
+      this.hwm = 0;
+      w.after(0, () => session.resetPersisted(w.clock.now()));
+    });
+    session.on("refused", (e) => this.errors.push(e));
     session.on("bye", (r) => {
       this.byes.push(r);
       if (this.autoReconnect) w.after(500, () => this.reconnectIfDown(session));

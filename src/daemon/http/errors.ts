@@ -96,6 +96,8 @@ export const MESSAGING_HTTP_CODE: Readonly<Record<MessagingErrorCode, HttpErrorC
   token_identity_mismatch: "internal",
   rate_limited: "internal",
   session_replaced: "internal",
+  // only a device's Hello meets it; a publish never raises it
+  seq_ahead: "internal",
 };
 
 /**

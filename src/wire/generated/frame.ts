@@ -47,6 +47,15 @@ export const ErrorCode = {
   /** a newer session of the same device took over */
   SESSION_REPLACED: 15,
   SHUTTING_DOWN: 16,
+  /**
+   * Hello.received_seq is above the last seq this server sent the device: its
+   * saved state is not from this server's store (the store was restored from an
+   * older backup, the device was removed and added again, or the state belongs
+   * to another server). Nothing was stored and no Welcome follows; the message
+   * names the server's last seq. The device resets its high-water mark to 0 and
+   * says Hello again (docs/protocol.md 3.2).
+   */
+  SEQ_AHEAD: 17,
 } as const;
 
 /** A value of ErrorCode, or a newer one this version does not know (proto3 enums are open). */
@@ -71,6 +80,7 @@ export const ErrorCodeNames: Readonly<Record<number, string>> = {
   14: "INTERNAL",
   15: "SESSION_REPLACED",
   16: "SHUTTING_DOWN",
+  17: "SEQ_AHEAD",
 };
 
 /**
