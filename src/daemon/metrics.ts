@@ -60,35 +60,31 @@ export function createMetrics(): DaemonMetrics {
       for (const [code, n] of Object.entries(s.handshakeFailures)) this.inc({ result: code, suite: "" }, n);
     },
   });
-  for (const [name, key, help] of [
-    ["dtlspush_alerts_sent_total", "alertsSent", "DTLS alerts sent, by description"],
-    ["dtlspush_alerts_received_total", "alertsReceived", "DTLS alerts received, by description"],
-  ] as const) {
+  /** A counter read from the DTLS server's stats when scraped: one number, or numbers by one label. */
+  const statsCounter = (name: string, help: string, read: (s: Readonly<ServerStats>) => number | Readonly<Record<string, number>>, label?: string): void => {
     new Counter({
       name,
       help,
-      labelNames: ["description"],
+      labelNames: label === undefined ? [] : [label],
       registers,
       collect() {
         const s = stats();
         if (s === undefined) return;
         this.reset();
-        for (const [description, n] of Object.entries(s[key])) this.inc({ description }, n);
+        const v = read(s);
+        if (typeof v === "number") this.inc(v);
+        else for (const [k, n] of Object.entries(v)) this.inc({ [label ?? "cause"]: k }, n);
       },
     });
-  }
-  new Counter({
-    name: "dtlspush_dtls_handshakes_refused_total",
-    help: "Cookie-valid ClientHellos refused before a handshake started, by cause: over_capacity (dtls.max_handshakes / max_sessions), host_handshakes_exceeded (dtls.max_handshakes_per_host), host_sessions_exceeded (dtls.max_sessions_per_host), handshake_memory_exceeded (dtls.handshake_memory_bytes)",
-    labelNames: ["cause"],
-    registers,
-    collect() {
-      const s = stats();
-      if (s === undefined) return;
-      this.reset();
-      for (const [cause, n] of Object.entries(s.refusals)) this.inc({ cause }, n);
-    },
-  });
+  };
+  statsCounter("dtlspush_alerts_sent_total", "DTLS alerts sent, by description", (s) => s.alertsSent, "description");
+  statsCounter("dtlspush_alerts_received_total", "DTLS alerts received, by description", (s) => s.alertsReceived, "description");
+  statsCounter(
+    "dtlspush_dtls_handshakes_refused_total",
+    "Cookie-valid ClientHellos refused before a handshake started, by cause: over_capacity (dtls.max_handshakes / max_sessions), host_handshakes_exceeded (dtls.max_handshakes_per_host), host_sessions_exceeded (dtls.max_sessions_per_host), handshake_memory_exceeded (dtls.handshake_memory_bytes)",
+    (s) => s.refusals,
+    "cause",
+  );
   for (const [name, key, help] of [
     ["dtlspush_dtls_handshakes_in_progress", "handshakesInProgress", "DTLS handshakes in progress (after a valid cookie)"],
     ["dtlspush_dtls_handshake_memory_bytes", "handshakeMemoryBytes", "Bytes the DTLS handshakes in progress hold, counted against dtls.handshake_memory_bytes"],
@@ -103,40 +99,22 @@ export function createMetrics(): DaemonMetrics {
       },
     });
   }
-  new Counter({
-    name: "dtlspush_dtls_hello_verify_requests_total",
-    help: "HelloVerifyRequests sent (answers to first ClientHellos; rate limited by dtls.hello_verify_rate_per_second / _per_prefix)",
-    registers,
-    collect() {
-      const s = stats();
-      if (s === undefined) return;
-      this.reset();
-      this.inc(s.helloVerifyRequestsSent);
-    },
-  });
-  new Counter({
-    name: "dtlspush_dtls_datagrams_dropped_total",
-    help: "Datagrams from peers without a session that were not a usable ClientHello (garbage, stray records of a lost session, malformed ClientHellos), dropped before any state",
-    registers,
-    collect() {
-      const s = stats();
-      if (s === undefined) return;
-      this.reset();
-      this.inc(s.datagramsDropped);
-    },
-  });
-  new Counter({
-    name: "dtlspush_dtls_client_hellos_dropped_total",
-    help: 'ClientHellos from peers without a session dropped before any crypto, by cause ("global_limit", "prefix_limit", "duplicate", "turn_limit")',
-    labelNames: ["cause"],
-    registers,
-    collect() {
-      const s = stats();
-      if (s === undefined) return;
-      this.reset();
-      for (const [cause, n] of Object.entries(s.clientHellosDropped)) this.inc({ cause }, n);
-    },
-  });
+  statsCounter(
+    "dtlspush_dtls_hello_verify_requests_total",
+    "HelloVerifyRequests sent (answers to first ClientHellos; rate limited by dtls.hello_verify_rate_per_second / _per_prefix)",
+    (s) => s.helloVerifyRequestsSent,
+  );
+  statsCounter(
+    "dtlspush_dtls_datagrams_dropped_total",
+    "Datagrams from peers without a session that were not a usable ClientHello (garbage, stray records of a lost session, malformed ClientHellos), dropped before any state",
+    (s) => s.datagramsDropped,
+  );
+  statsCounter(
+    "dtlspush_dtls_client_hellos_dropped_total",
+    'ClientHellos from peers without a session dropped before any crypto, by cause ("global_limit", "prefix_limit", "duplicate", "turn_limit")',
+    (s) => s.clientHellosDropped,
+    "cause",
+  );
   new Gauge({
     name: "dtlspush_sessions",
     help: "Established DTLS sessions",
