@@ -110,6 +110,12 @@ export function createMetrics(): DaemonMetrics {
     (s) => s.datagramsDropped,
   );
   statsCounter(
+    "dtlspush_dtls_records_dropped_total",
+    'Protected records from peers with a session dropped unread, by cause ("replayed": seen before or too old for the replay window; "unauthenticated": forged or corrupted)',
+    (s) => s.recordsDropped,
+    "cause",
+  );
+  statsCounter(
     "dtlspush_dtls_client_hellos_dropped_total",
     'ClientHellos from peers without a session dropped before any crypto, by cause ("global_limit", "prefix_limit", "duplicate", "turn_limit")',
     (s) => s.clientHellosDropped,

@@ -181,9 +181,13 @@ export class Connection {
         }
         return;
       }
-      if (!this.replay.check(rec.seq)) return;
+      if (!this.replay.check(rec.seq)) {
+        this.handler.recordDropped?.("replayed");
+        return;
+      }
       const opened = this.readProtection.open(rec);
       if (opened === null) {
+        this.handler.recordDropped?.("unauthenticated");
         // Established: drop silently (RFC 6347 4.1.2.7). During the handshake the
         // only protected record is the peer's Finished: failing to open it means
         // the keys differ (a wrong PSK), so say so now instead of timing out.

@@ -60,7 +60,12 @@ export interface ConnectionHandler {
   data(plaintext: Uint8Array): void;
   /** The connection is over: error undefined for an orderly close_notify (either side). */
   closed(error: DtlsError | undefined): void;
+  /** A protected record was dropped unread: a replay, or one that does not authenticate (for counters). */
+  recordDropped?(cause: RecordDropCause): void;
 }
+
+/** Why a protected record from the peer was dropped (RFC 6347 4.1.2.6, 4.1.2.7: silently). */
+export type RecordDropCause = "replayed" | "unauthenticated";
 
 /** A certificate chain (leaf first) and the leaf's private key. */
 export interface ServerCredential {

@@ -22,6 +22,7 @@ import {
   type ConnectionConfig,
   type ConnectionHandler,
   type ConnectionInfo,
+  type RecordDropCause,
   type ServerCredential,
   type ServerPskConfig,
 } from "./options.ts";
@@ -115,6 +116,11 @@ export class ServerSession implements ConnectionHandler {
   closed(error: DtlsError | undefined): void {
     this.core.sessionClosed(this, error);
   }
+
+  /** @internal ConnectionHandler */
+  recordDropped(cause: RecordDropCause): void {
+    this.core.stats.recordsDropped[cause]++;
+  }
 }
 
 /** A ClientHello random as a compact string key (32 one-byte characters). */
@@ -148,6 +154,8 @@ export interface ServerStats {
    * caps), handshake_memory_exceeded (the handshake memory budget).
    */
   refusals: Record<RefusalCode, number>;
+  /** Protected records of established sessions and handshakes dropped unread, by cause (forged or replayed datagrams aimed at a session show here). */
+  recordsDropped: Record<RecordDropCause, number>;
   /** Handshakes in progress now. */
   readonly handshakesInProgress: number;
   /** Bytes the handshakes in progress hold now, counted against handshakeMemoryBytes. */
@@ -233,6 +241,7 @@ export class ServerCore {
     clientHellosDropped: newClientHelloDropCounts(),
     refusedOverCapacity: 0,
     refusals: { over_capacity: 0, host_handshakes_exceeded: 0, host_sessions_exceeded: 0, handshake_memory_exceeded: 0 },
+    recordsDropped: { replayed: 0, unauthenticated: 0 },
     get handshakesInProgress(): number {
       return core.handshaking;
     },

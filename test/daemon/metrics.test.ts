@@ -43,6 +43,7 @@ function emptyStats(): ServerStats {
     clientHellosDropped: { global_limit: 0, prefix_limit: 0, duplicate: 0, turn_limit: 0 },
     refusedOverCapacity: 0,
     refusals: { over_capacity: 0, host_handshakes_exceeded: 0, host_sessions_exceeded: 0, handshake_memory_exceeded: 0 },
+    recordsDropped: { replayed: 0, unauthenticated: 0 },
     handshakesInProgress: 0,
     handshakeMemoryBytes: 0,
     handshakesBySuite: {},
@@ -148,6 +149,7 @@ describe("metrics read from the server at scrape time", () => {
     Object.assign(stats, { handshakesInProgress: 2, handshakeMemoryBytes: 12_288 });
     stats.helloVerifyRequestsSent = 9;
     stats.datagramsDropped = 4;
+    stats.recordsDropped.unauthenticated = 3;
     stats.clientHellosDropped.global_limit = 5;
     stats.clientHellosDropped.prefix_limit = 6;
     let t = await m.text();
@@ -157,6 +159,8 @@ describe("metrics read from the server at scrape time", () => {
     expect(sample(t, "dtlspush_dtls_handshake_memory_bytes")).toBe(12_288);
     expect(sample(t, "dtlspush_dtls_hello_verify_requests_total")).toBe(9);
     expect(sample(t, "dtlspush_dtls_datagrams_dropped_total")).toBe(4);
+    expect(sample(t, 'dtlspush_dtls_records_dropped_total{cause="unauthenticated"}')).toBe(3);
+    expect(sample(t, 'dtlspush_dtls_records_dropped_total{cause="replayed"}')).toBe(0);
     expect(sample(t, 'dtlspush_dtls_client_hellos_dropped_total{cause="global_limit"}')).toBe(5);
     expect(sample(t, 'dtlspush_dtls_client_hellos_dropped_total{cause="prefix_limit"}')).toBe(6);
     expect(sample(t, 'dtlspush_dtls_client_hellos_dropped_total{cause="duplicate"}')).toBe(0);

@@ -16,6 +16,30 @@ const PSK_GCM = suites("TLS_PSK_WITH_AES_128_GCM_SHA256");
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 
 describe("server stats: handshakes by suite and failures by code", () => {
+  it("protected records aimed at a session that are replayed or do not authenticate are dropped unread and counted by cause", () => {
+    const p = new Pipe({}, { suites: PSK_GCM });
+    p.startClient({ suites: PSK_GCM });
+    expect(p.runUntilEstablished()).toBe(true);
+    let captured: Uint8Array | undefined;
+    p.tamperToServer = (d) => {
+      captured ??= d.slice();
+      return d;
+    };
+    p.client.send(text("once"));
+    p.run(1000);
+    expect(p.serverData.map((d) => new TextDecoder().decode(d))).toEqual(["once"]);
+    const record = captured as Uint8Array;
+    // the same datagram again: a replay
+    p.server.receive(CLIENT_PEER, record.slice(), p.now);
+    // a later sequence number (inside the window) on the same sealed body: the AEAD's additional data no longer matches
+    const forged = record.slice();
+    forged[10] = ((forged[10] as number) + 7) & 0xff;
+    p.server.receive(CLIENT_PEER, forged, p.now);
+    expect(p.serverData).toHaveLength(1);
+    expect(p.server.stats.recordsDropped).toEqual({ replayed: 1, unauthenticated: 1 });
+    expect(p.serverSession?.connection.state).toBe("established");
+  });
+
   it("counts a completed handshake under its suite", () => {
     const p = new Pipe({}, { suites: PSK_GCM });
     p.startClient({ suites: PSK_GCM });
