@@ -166,7 +166,7 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
       if (this.closing) return;
       const peer: Peer = { address: rinfo.address, port: rinfo.port };
       const key = peerKey(peer);
-      if (this.core.session(peer) !== undefined) {
+      if (this.core.hasSession(key)) {
         // a peer with a session (the hot path): served now, before any ClientHello of this turn
         this.core.receive(peer, msg, this.clock.now(), key);
         this.timer.arm();

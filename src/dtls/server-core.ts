@@ -286,6 +286,11 @@ export class ServerCore {
     return this.sessions.get(peerKey(peer));
   }
 
+  /** Whether the peer with this demultiplexing key (peerKey) has a connection (handshake or established). */
+  hasSession(key: string): boolean {
+    return this.sessions.has(key);
+  }
+
   /** New handshakes are no longer started (a draining server); established sessions and handshakes in progress go on. */
   stopAccepting(): void {
     this.accepting = false;
