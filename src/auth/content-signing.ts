@@ -1,5 +1,5 @@
 import { base64url } from "jose";
-import { jwsVerifierFromJwk, type JwsVerifier } from "../dtls/crypto.ts";
+import { jwsVerifierFromJwk, type JwsSigner, type JwsVerifier } from "../dtls/crypto.ts";
 import { AuthError } from "./errors.ts";
 import type { JsonWebKey, KeyRing, SigningAlg } from "./key-ring.ts";
 import { signedContent, type SignedFields } from "./signed-content.ts";
@@ -23,10 +23,25 @@ const SIGNATURE_BYTES = 64;
  * The work is synchronous; the promise is kept for callers.
  */
 export async function signContent(ring: KeyRing, fields: SignedFields): Promise<string> {
-  const { kid, alg, signer } = ring.signingKey();
-  const header = protectedHeader(alg, kid);
-  const signature = signer.sign(signingInput(header, fields));
+  return signContentWith(ring.signingKey(), fields);
+}
+
+/** signContent with a given key (what the signing pool's workers call); synchronous. */
+export function signContentWith(key: { readonly kid: string; readonly alg: SigningAlg; readonly signer: JwsSigner }, fields: SignedFields): string {
+  const header = protectedHeader(key.alg, key.kid);
+  const signature = key.signer.sign(signingInput(header, fields));
   return `${header}..${encode(signature)}`;
+}
+
+/** What makes the content signatures of publishes: on the main thread (signContent) or a SigningPool. */
+export interface ContentSigner {
+  /** A detached JWS of `fields` by the ring's current key, as signContent makes it. */
+  sign(fields: SignedFields): Promise<string>;
+}
+
+/** A ContentSigner that signs on the calling thread. */
+export function mainThreadSigner(ring: KeyRing): ContentSigner {
+  return { sign: (fields) => signContent(ring, fields) };
 }
 
 /** The length of the signatures signContent makes with the ring's current key (Ed25519 and P-256 signatures are both 64 bytes). */

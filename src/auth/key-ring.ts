@@ -25,6 +25,14 @@ export interface SigningKey {
   readonly signer: JwsSigner;
 }
 
+/** The private key material of the current key, to import elsewhere (a worker thread). */
+export interface SigningKeyMaterial {
+  readonly kid: string;
+  readonly alg: SigningAlg;
+  /** private JWK members only: kty, crv, x, y, d */
+  readonly jwk: JWK;
+}
+
 /** A key ready to verify with. */
 export interface VerificationKey {
   readonly kid: string;
@@ -173,6 +181,14 @@ export class KeyRing {
   /** The current key, for signing. */
   signingKey(): SigningKey {
     return { kid: this.current.kid, alg: this.current.alg, key: this.current.privateKey, signer: this.current.signer };
+  }
+
+  /**
+   * The current key's private JWK (kty, crv, x, y, d), kid and alg: for a
+   * signing worker that imports it once (see SigningPool). Secret: never log it.
+   */
+  signingKeyMaterial(): SigningKeyMaterial {
+    return { kid: this.current.kid, alg: this.current.alg, jwk: { ...this.current.privateJwk } };
   }
 
   /** The key with that kid, for verifying; undefined when it is not (or no longer) in the ring. */

@@ -6,7 +6,7 @@
  * reload of certificates and the device registry).
  */
 import type { Receipt, Store } from "../store/types.ts";
-import { loadCredentials, settingLabel, toDeliveryOptions, toDtlsOptions, type DaemonConfig, type DtlsCredentials } from "./config/index.ts";
+import { loadCredentials, settingLabel, signingWorkers, toDeliveryOptions, toDtlsOptions, type DaemonConfig, type DtlsCredentials } from "./config/index.ts";
 import { ConfigError } from "./config/errors.ts";
 import { openDataDir, type DataDir } from "./data-dir.ts";
 import { startHttpApi, type HttpApi } from "./http/index.ts";
@@ -71,6 +71,7 @@ async function assemble(
       dtls: toDtlsOptions(config, credentials),
       delivery: toDeliveryOptions(config),
       observer: metrics.observer,
+      signingWorkers: signingWorkers(config),
     }),
   );
   cleanup.push(() => push.close());

@@ -7,6 +7,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ServerStats } from "../dtls/index.ts";
+import type { SigningPoolStats } from "../auth/index.ts";
 import { ENGINE_FAILURES, FRAME_REFUSALS, type DeliveryObserver } from "../messaging/observer.ts";
 import type { HttpObserver } from "./http/index.ts";
 import type { PushServer } from "./push-server.ts";
@@ -163,6 +164,36 @@ export function createMetrics(): DaemonMetrics {
     registers,
     collect() {
       if (server !== undefined) this.set(queueDepth(server));
+    },
+  });
+
+  /** A counter read from the content-signing pool's stats when scraped (absent while the main thread signs). */
+  const signingCounter = (name: string, help: string, read: (s: Readonly<SigningPoolStats>) => number): void => {
+    new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        const s = server?.signing?.stats;
+        if (s === undefined) return;
+        this.reset();
+        this.inc(read(s));
+      },
+    });
+  };
+  signingCounter("dtlspush_signing_worker_failures_total", "Content-signing workers that crashed, threw or exited and were replaced", (s) => s.workerFailures);
+  signingCounter(
+    "dtlspush_signing_failed_total",
+    "Publishes that failed (500 internal) because the content-signing worker holding their signature failed",
+    (s) => s.failedByWorkerFailure,
+  );
+  signingCounter("dtlspush_signing_worker_signatures_total", "Content signatures made by the signing workers", (s) => s.signed);
+  new Gauge({
+    name: "dtlspush_signing_workers",
+    help: "Content-signing worker threads running (0: the main thread signs)",
+    registers,
+    collect() {
+      if (server !== undefined) this.set(server.signing?.liveWorkers ?? 0);
     },
   });
 

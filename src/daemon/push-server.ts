@@ -1,6 +1,6 @@
 import { DEFAULT_SERVER_SOCKETS, listen, type DtlsConnection, type DtlsServer, type ListenOptions } from "../dtls/index.ts";
 import type { Store } from "../store/types.ts";
-import { DeviceRegistry, KeyRing } from "../auth/index.ts";
+import { DeviceRegistry, KeyRing, SigningPool } from "../auth/index.ts";
 import { DeliveryEngine, type PublishRequest, type PublishResult, type SessionLink } from "../messaging/delivery-engine.ts";
 import type { DeliveryOptions } from "../messaging/options.ts";
 import type { DeliveryObserver } from "../messaging/observer.ts";
@@ -21,6 +21,8 @@ export interface PushServerOptions {
   readonly observer?: DeliveryObserver;
   /** wall clock (ms since the epoch); default Date.now */
   readonly clock?: Clock;
+  /** worker threads that make the content signatures; 0 (default) signs on the main thread */
+  readonly signingWorkers?: number;
 }
 
 export interface PushServer {
@@ -33,9 +35,11 @@ export interface PushServer {
   readonly sessionKeys: KeyRing;
   /** signs publisher (API) tokens */
   readonly publisherKeys: KeyRing;
+  /** the worker pool that makes content signatures; undefined when they are made on the main thread */
+  readonly signing: SigningPool | undefined;
   address(): { address: string; port: number; family: string };
   publish(req: PublishRequest): Promise<PublishResult>;
-  /** Bye to every device, close_notify, final commit, socket closed. */
+  /** Bye to every device, close_notify, final commit, socket closed, signing workers ended. */
   close(): Promise<void>;
 }
 
@@ -56,6 +60,21 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
   const contentKeys = await KeyRing.open(store, "content", { now });
   const sessionKeys = await KeyRing.open(store, "session", { now });
   const publisherKeys = await KeyRing.open(store, "publisher", { now });
+  const signing = (o.signingWorkers ?? 0) > 0 ? await SigningPool.start(contentKeys, o.signingWorkers ?? 0) : undefined;
+  try {
+    return await serve(o, { clock, registry, contentKeys, sessionKeys, publisherKeys, signing });
+  } catch (e) {
+    await signing?.close();
+    throw e;
+  }
+}
+
+async function serve(
+  o: PushServerOptions,
+  keys: Pick<PushServer, "registry" | "contentKeys" | "sessionKeys" | "publisherKeys" | "signing"> & { readonly clock: Clock },
+): Promise<PushServer> {
+  const { clock, registry, contentKeys, sessionKeys, publisherKeys, signing } = keys;
+  const { store } = o;
 
   // what leaves per turn matches what the loop can read back per turn (see SENDS_PER_TURN_PER_SOCKET)
   const perTurn = SENDS_PER_TURN_PER_SOCKET * (o.dtls.sockets ?? DEFAULT_SERVER_SOCKETS);
@@ -95,6 +114,7 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
     store,
     registry,
     contentKeys,
+    ...(signing === undefined ? {} : { contentSigner: signing }),
     sessionKeys,
     clock,
     options: { pumpPerTurn: perTurn, ...o.delivery },
@@ -140,6 +160,7 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
     contentKeys,
     sessionKeys,
     publisherKeys,
+    signing,
     address: () => dtls.address(),
     publish: (req) => engine.publish(req),
     async close(): Promise<void> {
@@ -150,6 +171,7 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
       if (timer !== undefined) clearTimeout(timer);
       await dtls.close();
       engine.flush();
+      await signing?.close(); // after the last publish: those still waiting for a signature fail (the engine is closed)
     },
   };
 }

@@ -6,8 +6,9 @@ import {
   DeviceRegistry,
   issueSessionToken,
   contentSignatureLength,
-  signContent,
+  mainThreadSigner,
   verifySessionToken,
+  type ContentSigner,
   type KeyRing,
 } from "../auth/index.ts";
 import { decodeFrame, encodeFrame, ErrorCode, pushOverhead, WireError, type Ack, type FrameInit, type Hello, type Push, type SeqRange } from "../wire/index.ts";
@@ -88,6 +89,8 @@ export interface DeliveryEngineDeps {
   readonly registry: DeviceRegistry;
   /** signs publishes; its JWKS goes to devices in Welcome */
   readonly contentKeys: KeyRing;
+  /** makes the content signatures with contentKeys (default: on the main thread; a SigningPool signs off it) */
+  readonly contentSigner?: ContentSigner;
   /** signs session tokens */
   readonly sessionKeys: KeyRing;
   /** wall clock, ms since the epoch */
@@ -151,6 +154,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   private readonly store: Store;
   private readonly registry: DeviceRegistry;
   private readonly contentKeys: KeyRing;
+  private readonly contentSigner: ContentSigner;
   private readonly sessionKeys: KeyRing;
   private readonly clock: Clock;
   private readonly random: () => number;
@@ -195,6 +199,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     this.store = deps.store;
     this.registry = deps.registry;
     this.contentKeys = deps.contentKeys;
+    this.contentSigner = deps.contentSigner ?? mainThreadSigner(deps.contentKeys);
     this.sessionKeys = deps.sessionKeys;
     this.clock = deps.clock;
     this.random = deps.random ?? Math.random;
@@ -816,7 +821,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     let signature: string;
     this.asyncOps++;
     try {
-      signature = await signContent(this.contentKeys, fields);
+      signature = await this.contentSigner.sign(fields);
     } finally {
       this.asyncOps--;
     }

@@ -20,6 +20,7 @@ export {
   maxRecordPayload,
   settingLabel,
   toDeliveryOptions,
+  signingWorkers,
   toStoreOptions,
   type ConfigFlags,
   type DaemonConfig,

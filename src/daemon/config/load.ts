@@ -4,6 +4,7 @@
  * once, paths made absolute. Every problem is one ConfigError naming the
  * setting as the user wrote it and where it came from.
  */
+import { availableParallelism } from "node:os";
 import { readFile } from "node:fs/promises";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { parse as parseToml, TomlError } from "smol-toml";
@@ -119,6 +120,8 @@ export interface DaemonConfig {
     readonly maxInflight: number;
   };
   readonly log: { readonly level: LogLevel };
+  /** content-signing worker threads: a number (0: the main thread signs) or "auto" (cores - 1, at least 1) */
+  readonly signing: { readonly workers: number | "auto" };
   readonly shutdown: { readonly drainTimeoutSeconds: number };
   /**
    * Where each setting came from, by its name in the file ("dtls.listen"):
@@ -269,6 +272,7 @@ export async function loadConfig(o: LoadConfigOptions = {}): Promise<DaemonConfi
       maxInflight: f.delivery.max_inflight,
     },
     log: { level: f.log.level },
+    signing: { workers: f.signing.workers },
     shutdown: { drainTimeoutSeconds: f.shutdown.drain_timeout_seconds },
     sources: sourceLabels,
   };
@@ -277,6 +281,11 @@ export async function loadConfig(o: LoadConfigOptions = {}): Promise<DaemonConfi
 /** "dtls.listen (from --listen)": a setting and where its value came from, for messages. */
 export function settingLabel(c: DaemonConfig, name: string): string {
   return `${name} (${c.sources[name] ?? "default"})`;
+}
+
+/** The content-signing worker threads to start: signing.workers, "auto" being the cores less one (at least 1); 0 signs on the main thread. */
+export function signingWorkers(c: DaemonConfig, cores: number = availableParallelism()): number {
+  return c.signing.workers === "auto" ? Math.max(1, cores - 1) : c.signing.workers;
 }
 
 /** The delivery engine's options from the configuration. */
@@ -372,6 +381,7 @@ function put(raw: Table, info: SettingInfo, value: unknown): void {
 function convert(info: SettingInfo, text: string): unknown {
   switch (info.kind) {
     case "integer":
+    case "integer-or-auto":
       return /^\s*[+-]?\d+(\.\d+)?\s*$/.test(text) ? Number(text) : text;
     case "boolean":
       return text === "true" ? true : text === "false" ? false : text;

@@ -8,7 +8,7 @@ import { z } from "zod";
 import { MIN_MTU } from "../../dtls/index.ts";
 
 /** How a setting's value is written, for the environment overrides and the docs. */
-export type SettingKind = "integer" | "boolean" | "enum" | "host-port" | "path" | "optional-path";
+export type SettingKind = "integer" | "integer-or-auto" | "boolean" | "enum" | "host-port" | "path" | "optional-path";
 
 /** One setting of the file, as the docs and the overrides see it. */
 export interface SettingInfo {
@@ -44,6 +44,16 @@ function int(min: number, max: number, def: number, description: string) {
   const expected = `expected an integer from ${min} to ${max}`;
   const schema = z.int({ error: expected }).min(min, { error: expected }).max(max, { error: expected }).default(def).describe(description);
   return register(schema, { kind: "integer", expected, default: def, description, min, max });
+}
+
+/** An integer, or "auto" (the default) for a value the daemon works out at start. */
+function intOrAuto(min: number, max: number, description: string) {
+  const expected = `expected "auto" or an integer from ${min} to ${max}`;
+  const schema = z
+    .union([z.literal("auto"), z.int().min(min).max(max)], { error: expected })
+    .default("auto")
+    .describe(description);
+  return register(schema, { kind: "integer-or-auto", expected, default: "auto", description, min, max });
 }
 
 function bool(def: boolean, description: string) {
@@ -250,6 +260,17 @@ export const shutdownSection = z
   .prefault({})
   .describe("Graceful shutdown.");
 
+export const signingSection = z
+  .strictObject({
+    workers: intOrAuto(
+      0,
+      256,
+      "Worker threads that make the content signatures of publishes, off the event loop. \"auto\": the CPU cores less one, at least 1; 0: sign on the main thread.",
+    ),
+  })
+  .prefault({})
+  .describe("Content signatures.");
+
 export const configSchema = z.strictObject({
   data_dir: path("data", "Directory of the store and the signing keys; created (mode 0700) when missing."),
   dtls: dtlsSection,
@@ -257,6 +278,7 @@ export const configSchema = z.strictObject({
   store: storeSection,
   delivery: deliverySection,
   log: logSection,
+  signing: signingSection,
   shutdown: shutdownSection,
 });
 
@@ -264,7 +286,7 @@ export const configSchema = z.strictObject({
 export type ConfigFile = z.output<typeof configSchema>;
 
 /** The tables of the file, in order. */
-export const SECTIONS = ["dtls", "http", "store", "delivery", "log", "shutdown"] as const;
+export const SECTIONS = ["dtls", "http", "store", "delivery", "log", "signing", "shutdown"] as const;
 export type SectionName = (typeof SECTIONS)[number];
 
 function infoFor(schema: z.ZodType, name: string): Info {

@@ -9,6 +9,7 @@ import {
   parseHostPort,
   settingLabel,
   SETTINGS,
+  signingWorkers,
   toDeliveryOptions,
   toStoreOptions,
   type LoadConfigOptions,
@@ -198,7 +199,7 @@ level = "warn"
     // A non-default value for each kind; the result shows each was applied.
     const env: Record<string, string> = {};
     for (const s of SETTINGS) {
-      if (s.kind === "integer") env[s.env] = String(s.min === s.default ? (s.min ?? 0) + 1 : s.min);
+      if (s.kind === "integer" || s.kind === "integer-or-auto") env[s.env] = String(s.min === s.default ? (s.min ?? 0) + 1 : s.min);
       else if (s.kind === "boolean") env[s.env] = String(!s.default);
       else if (s.kind === "enum") env[s.env] = s.values?.find((v) => v !== s.default) ?? "";
       else if (s.kind === "host-port") env[s.env] = "127.0.0.2:1";
@@ -210,6 +211,7 @@ level = "warn"
     const c = await loadConfig({ env, cwd: work });
     for (const s of SETTINGS) expect(c.sources[s.name], s.name).toBe(`from ${s.env}`);
     expect(c.delivery.window).toBe(1);
+    expect(c.signing.workers).toBe(0);
     expect(c.http.rateLimitPerMinute).toBe(0);
     expect(c.http.publicMetrics).toBe(true);
     expect(c.store.kind).toBe("memory");
@@ -439,5 +441,17 @@ describe("parseHostPort", () => {
     expect(parseHostPort("[fe80::1]:65535")).toEqual({ host: "fe80::1", port: 65_535 });
     expect(parseHostPort("push.example.com:8080")).toEqual({ host: "push.example.com", port: 8080 });
     expect(typeof parseHostPort("push.example.com:")).toBe("string");
+  });
+});
+
+describe("signing.workers", () => {
+  it('is "auto" by default: the cores less one, at least 1; 0 signs on the main thread', async () => {
+    const c = await loadConfig({ env: {}, cwd: work });
+    expect(c.signing.workers).toBe("auto");
+    expect(signingWorkers(c, 8)).toBe(7);
+    expect(signingWorkers(c, 1)).toBe(1);
+    const zero = await loadConfig({ env: { DTLSPUSH_SIGNING_WORKERS: "0" }, cwd: work });
+    expect(signingWorkers(zero, 8)).toBe(0);
+    await expect(loadConfig({ env: { DTLSPUSH_SIGNING_WORKERS: "many" }, cwd: work })).rejects.toThrow(/signing\.workers.*"auto" or an integer from 0 to 256/);
   });
 });
