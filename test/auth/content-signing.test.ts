@@ -3,19 +3,10 @@ import { base64url, calculateJwkThumbprint, CompactSign, exportJWK, flattenedVer
 import { beforeAll, describe, expect, it } from "vitest";
 import { createContentVerifier, signContent, type ContentVerifier } from "../../src/auth/content-signing.ts";
 import { AuthError } from "../../src/auth/errors.ts";
-import { KeyRing, type KeyStorage } from "../../src/auth/key-ring.ts";
+import { KeyRing } from "../../src/auth/key-ring.ts";
 import { signedContent, type SignedFields } from "../../src/auth/signed-content.ts";
 import { jwsSignerFromJwk, jwsVerifierFromJwk } from "../../src/dtls/crypto.ts";
-
-class MapStorage implements KeyStorage {
-  readonly map = new Map<string, string>();
-  getSetting(key: string): string | undefined {
-    return this.map.get(key);
-  }
-  putSetting(key: string, value: string): void {
-    this.map.set(key, value);
-  }
-}
+import { MapStorage } from "./map-storage.ts";
 
 const FIELDS: SignedFields = {
   messageId: "msg-é",

@@ -1,19 +1,10 @@
 import { base64url, decodeJwt, decodeProtectedHeader, SignJWT, UnsecuredJWT } from "jose";
 import { beforeAll, describe, expect, it } from "vitest";
 import { AuthError } from "../../src/auth/errors.ts";
-import { KeyRing, type KeyStorage } from "../../src/auth/key-ring.ts";
+import { KeyRing } from "../../src/auth/key-ring.ts";
 import { issuePublisherToken } from "../../src/auth/publisher-tokens.ts";
 import { issueSessionToken, verifySessionToken } from "../../src/auth/session-tokens.ts";
-
-class MapStorage implements KeyStorage {
-  readonly map = new Map<string, string>();
-  getSetting(key: string): string | undefined {
-    return this.map.get(key);
-  }
-  putSetting(key: string, value: string): void {
-    this.map.set(key, value);
-  }
-}
+import { MapStorage } from "./map-storage.ts";
 
 const NOW = 1_700_000_000_500; // not on a whole second
 const DEVICE = "sensor-1";

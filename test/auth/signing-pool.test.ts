@@ -2,23 +2,14 @@
 import { base64url } from "jose";
 import { afterEach, describe, expect, it } from "vitest";
 import { createContentVerifier, signContent } from "../../src/auth/content-signing.ts";
-import { KeyRing, type KeyStorage, type SigningKeyMaterial } from "../../src/auth/key-ring.ts";
+import { KeyRing, type SigningKeyMaterial } from "../../src/auth/key-ring.ts";
 import type { SignedFields } from "../../src/auth/signed-content.ts";
 import { SigningPool, type SigningKeySource } from "../../src/auth/signing-pool.ts";
 import { connect, type DtlspushClient, type ReceivedMessage } from "../../src/client/index.ts";
 import { startPushServer, type PushServer } from "../../src/daemon/push-server.ts";
 import { MessagingError } from "../../src/messaging/errors.ts";
 import { createMemoryStore } from "../../src/store/index.ts";
-
-class MapStorage implements KeyStorage {
-  readonly map = new Map<string, string>();
-  getSetting(key: string): string | undefined {
-    return this.map.get(key);
-  }
-  putSetting(key: string, value: string): void {
-    this.map.set(key, value);
-  }
-}
+import { MapStorage } from "./map-storage.ts";
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 
