@@ -6,6 +6,7 @@ import { KeyRing, type SigningKeyMaterial } from "../../src/auth/key-ring.ts";
 import type { SignedFields } from "../../src/auth/signed-content.ts";
 import { SigningPool, type SigningKeySource } from "../../src/auth/signing-pool.ts";
 import { connect, type DtlspushClient, type ReceivedMessage } from "../../src/client/index.ts";
+import { createMetrics } from "../../src/daemon/metrics.ts";
 import { startPushServer, type PushServer } from "../../src/daemon/push-server.ts";
 import { MessagingError } from "../../src/messaging/errors.ts";
 import { createMemoryStore } from "../../src/store/index.ts";
@@ -232,6 +233,12 @@ describe("push server with a signing pool", () => {
     expect(got.map((m) => m.id)).toEqual([ok.messageId]);
     expect(pool.stats.failedByWorkerFailure).toBe(1);
     expect(pool.stats.signedOnMainThread).toBe(0);
+    const metrics = createMetrics();
+    metrics.attach(s);
+    const text = await metrics.text();
+    expect(text).toMatch(/^dtlspush_signing_worker_failures_total 2$/m);
+    expect(text).toMatch(/^dtlspush_signing_failed_total 1$/m);
+    expect(text).toMatch(/^dtlspush_signing_workers 2$/m);
     // the id of the failed publish is free: a retry succeeds
     await s.publish({ id: "lost-1", target: { device: "d1" }, payload: enc("lost"), publisher: "t" });
     await waitFor(() => got.length === 2);
