@@ -153,7 +153,7 @@ async function assemble(
       http.draining();
       push.dtls.stopAccepting();
       await http.close(); // requests in progress (a publish waiting for its commit) are answered first
-      await push.close(); // Bye, close_notify, the final commit
+      await push.close(); // Bye, close_notify, the final commit; then the content-signing workers end
       unlog();
       return true;
     })();
