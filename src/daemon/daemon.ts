@@ -93,6 +93,7 @@ async function assemble(
         startedAt,
         limits: {
           bodyLimitBytes: config.http.bodyLimitBytes,
+          batchBodyLimitBytes: config.http.batchBodyLimitBytes,
           requestTimeoutMs: config.http.requestTimeoutSeconds * 1000,
           rateLimitPerMinute: config.http.rateLimitPerMinute,
           publicMetrics: config.http.publicMetrics,

@@ -43,9 +43,11 @@ export async function startHarness(
     metrics?: HttpApiDeps["metrics"];
     logger?: HttpApiDeps["logger"];
     observer?: HttpApiDeps["observer"];
+    /** default a new memory store */
+    store?: Store;
   } = {},
 ): Promise<Harness> {
-  const store = createMemoryStore();
+  const store = o.store ?? createMemoryStore();
   const server = await startPushServer({ store, dtls: { host: "127.0.0.1", port: 0 }, ...(o.delivery ? { delivery: o.delivery } : {}) });
   const clients: DtlspushClient[] = [];
   const h: Harness = {
