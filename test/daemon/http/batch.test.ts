@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
 import { API_AUDIENCE } from "../../../src/auth/index.ts";
 import { signToken } from "../../../src/auth/tokens.ts";
+import { createMetrics } from "../../../src/daemon/metrics.ts";
 import { createMemoryStore } from "../../../src/store/index.ts";
 import type { Store } from "../../../src/store/types.ts";
 import { KEY, startHarness, waitFor, type Harness } from "./harness.ts";
@@ -225,5 +226,16 @@ describe("POST /v1/messages (batch publish)", () => {
     for (const id of ["b-0", "b-199", "b-topic"]) expect(h.store.getMessage(id)).toBeUndefined();
     for (const id of ["a-0", "a-199", "a-topic"]) expect(h.store.getMessage(id)).toBeDefined();
     expect(counted.get("internal")).toBe(201);
+  });
+
+  it("the daemon's metrics count the entries by result", async () => {
+    const m = createMetrics();
+    const h = await harness({ observer: m.http });
+    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+    await batch(h, [{ device: "d1", payload: "a" }, { device: "nobody", payload: "b" }, { device: "d1", payload: "c" }, { device: "d1" }]);
+    const text = await m.text();
+    expect(text).toMatch(/^dtlspush_http_batch_entries_total\{result="published"\} 2$/m);
+    expect(text).toMatch(/^dtlspush_http_batch_entries_total\{result="device_unknown"\} 1$/m);
+    expect(text).toMatch(/^dtlspush_http_batch_entries_total\{result="bad_request"\} 1$/m);
   });
 });
