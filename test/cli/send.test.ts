@@ -157,6 +157,62 @@ describe("dtlspush send (end to end)", () => {
     const r = await runCommand(["send", "--device", "d1", "--data", "x", "--api", api, "--data-dir", root]);
     expect(r).toEqual({ code: 1, stdout: "", stderr: `dtlspush send: cannot reach the API at ${api}: connection refused\n` });
   });
+
+  it("sends a file's messages and prints one line each; a refused one makes the exit status 1", async () => {
+    const { d, at } = await withDevices();
+    const root = tempDir();
+    dirs.push(root);
+    const file = join(root, "m.ndjson");
+    writeFileSync(
+      file,
+      ['{"device":"d1","payload":"one","id":"f-1"}', "", '{"topic":"site/a","payloadBase64":"AP8=","id":"f-2"}', '{"device":"nobody","payload":"x"}', '{"device":"d1","payload":"three"}'].join("\n") + "\n",
+    );
+    const r = await runCommand(["send", "--batch", file, ...at]);
+    expect(r.code).toBe(1);
+    const out = r.stdout.trimEnd().split("\n");
+    expect(out).toHaveLength(4);
+    expect(out[0]).toBe("1 f-1");
+    expect(out[1]).toBe("3 f-2");
+    expect(out[2]).toMatch(/^4 error device_unknown: /);
+    expect(out[3]).toMatch(/^5 [0-9a-f-]{36}$/);
+    expect(r.stderr).toBe("dtlspush send: 1 of 4 messages were refused\n");
+    expect(d.data.store.getMessage("f-1")?.publisher).toBe("dtlspush-cli");
+    expect([...(d.data.store.getMessage("f-2")?.payload ?? [])]).toEqual([0, 255]);
+    expect(Buffer.from(d.data.store.getMessage(out[3]?.split(" ")[1] ?? "")?.payload ?? []).toString()).toBe("three");
+
+    // the same file again: what has an id is a duplicate now
+    const again = await runCommand(["send", "--batch", file, "--json", ...at]);
+    expect(again.code).toBe(1);
+    const json = again.stdout.trimEnd().split("\n").map((l) => JSON.parse(l) as { line: number; id?: string; error?: { code: string } });
+    expect(json.map((j) => [j.line, j.error?.code ?? "ok"])).toEqual([
+      [1, "duplicate_message"],
+      [3, "duplicate_message"],
+      [4, "device_unknown"],
+      [5, "ok"],
+    ]);
+  });
+
+  it("reads standard input with '-', in requests of at most 1000; exit 0 when all are published", async () => {
+    const { d, at } = await withDevices();
+    // the daemon refuses a request of more than 1000 (and d1, d2 each queue at most 1000)
+    const input = Array.from({ length: 1500 }, (_, i) => JSON.stringify({ device: `d${1 + (i % 2)}`, payload: `m${i}`, id: `in-${i}` })).join("\n");
+    const r = await runCommand(["send", "--batch", "-", ...at], input);
+    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
+    const out = r.stdout.trimEnd().split("\n");
+    expect(out).toHaveLength(1500);
+    expect(out[1499]).toBe("1500 in-1499");
+    expect(d.data.store.getMessage("in-0")).toBeDefined();
+    expect(d.data.store.getMessage("in-1499")).toBeDefined();
+  });
+
+  it("an invalid line stops it before anything is sent, naming the line", async () => {
+    const { d, at } = await withDevices();
+    const r = await runCommand(["send", "--batch", "-", ...at], '{"device":"d1","payload":"ok","id":"bad-1"}\n{"device":"d1",\n');
+    expect(r).toEqual({ code: 1, stdout: "", stderr: expect.stringMatching(/^dtlspush: error: --batch -: line 2 is not valid JSON \(/) });
+    expect(d.data.store.getMessage("bad-1")).toBeUndefined();
+    const missing = await runCommand(["send", "--batch", "/nonexistent/m.ndjson", ...at]);
+    expect(missing.stderr).toMatch(/^dtlspush: error: --batch \/nonexistent\/m.ndjson: cannot read the file: /);
+  });
 });
 
 describe("send --batch: parsing", () => {
@@ -191,82 +247,5 @@ describe("send --batch: parsing", () => {
     expect(batchChunks(lines, 1000, 100).map((c) => c.length)).toEqual([...Array.from({ length: 277 }, () => 9), 7]);
     // one entry larger than the byte budget still goes, alone
     expect(batchChunks([{ line: 1, entry: {}, bytes: 500 }, { line: 2, entry: {}, bytes: 1 }], 1000, 100).map((c) => c.length)).toEqual([1, 1]);
-  });
-});
-
-describe("dtlspush send --batch (end to end)", () => {
-  let daemon: TestDaemon | undefined;
-  const dirs: string[] = [];
-
-  beforeEach(() => clearDtlspushEnv());
-  afterEach(async () => {
-    await daemon?.close();
-    daemon = undefined;
-    for (const d of dirs.splice(0)) removeDir(d);
-    vi.unstubAllEnvs();
-  });
-
-  async function start(): Promise<{ d: TestDaemon; at: string[]; root: string }> {
-    daemon = await startDaemon();
-    const key = new Uint8Array(16);
-    daemon.server.registry.add({ id: "d1", psk: { identity: "d1", key }, topics: ["site/a"] });
-    const root = tempDir();
-    dirs.push(root);
-    return { d: daemon, at: ["--api", daemon.api, "--data-dir", daemon.dataDir], root };
-  }
-
-  it("sends a file's messages and prints one line each; a refused one makes the exit status 1", async () => {
-    const { d, at, root } = await start();
-    const file = join(root, "m.ndjson");
-    writeFileSync(
-      file,
-      ['{"device":"d1","payload":"one","id":"f-1"}', "", '{"topic":"site/a","payloadBase64":"AP8=","id":"f-2"}', '{"device":"nobody","payload":"x"}', '{"device":"d1","payload":"three"}'].join("\n") + "\n",
-    );
-    const r = await runCommand(["send", "--batch", file, ...at]);
-    expect(r.code).toBe(1);
-    const out = r.stdout.trimEnd().split("\n");
-    expect(out).toHaveLength(4);
-    expect(out[0]).toBe("1 f-1");
-    expect(out[1]).toBe("3 f-2");
-    expect(out[2]).toMatch(/^4 error device_unknown: /);
-    expect(out[3]).toMatch(/^5 [0-9a-f-]{36}$/);
-    expect(r.stderr).toBe("dtlspush send: 1 of 4 messages were refused\n");
-    expect(d.data.store.getMessage("f-1")?.publisher).toBe("dtlspush-cli");
-    expect([...(d.data.store.getMessage("f-2")?.payload ?? [])]).toEqual([0, 255]);
-    expect(Buffer.from(d.data.store.getMessage(out[3]?.split(" ")[1] ?? "")?.payload ?? []).toString()).toBe("three");
-
-    // the same file again: what has an id is a duplicate now
-    const again = await runCommand(["send", "--batch", file, "--json", ...at]);
-    expect(again.code).toBe(1);
-    const json = again.stdout.trimEnd().split("\n").map((l) => JSON.parse(l) as { line: number; id?: string; error?: { code: string } });
-    expect(json.map((j) => [j.line, j.error?.code ?? "ok"])).toEqual([
-      [1, "duplicate_message"],
-      [3, "duplicate_message"],
-      [4, "device_unknown"],
-      [5, "ok"],
-    ]);
-  });
-
-  it("reads standard input with '-', in requests of at most 1000; exit 0 when all are published", async () => {
-    const { d, at } = await start();
-    // the daemon refuses a request of more than 1000 (and d1, d2 each queue at most 1000)
-    d.server.registry.add({ id: "d2", psk: { identity: "d2", key: new Uint8Array(16) } });
-    const input = Array.from({ length: 1500 }, (_, i) => JSON.stringify({ device: `d${1 + (i % 2)}`, payload: `m${i}`, id: `in-${i}` })).join("\n");
-    const r = await runCommand(["send", "--batch", "-", ...at], input);
-    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
-    const out = r.stdout.trimEnd().split("\n");
-    expect(out).toHaveLength(1500);
-    expect(out[1499]).toBe("1500 in-1499");
-    expect(d.data.store.getMessage("in-0")).toBeDefined();
-    expect(d.data.store.getMessage("in-1499")).toBeDefined();
-  });
-
-  it("an invalid line stops it before anything is sent, naming the line", async () => {
-    const { d, at } = await start();
-    const r = await runCommand(["send", "--batch", "-", ...at], '{"device":"d1","payload":"ok","id":"bad-1"}\n{"device":"d1",\n');
-    expect(r).toEqual({ code: 1, stdout: "", stderr: expect.stringMatching(/^dtlspush: error: --batch -: line 2 is not valid JSON \(/) });
-    expect(d.data.store.getMessage("bad-1")).toBeUndefined();
-    const missing = await runCommand(["send", "--batch", "/nonexistent/m.ndjson", ...at]);
-    expect(missing.stderr).toMatch(/^dtlspush: error: --batch \/nonexistent\/m.ndjson: cannot read the file: /);
   });
 });

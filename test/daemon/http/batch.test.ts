@@ -3,28 +3,17 @@
  * on 127.0.0.1: entries answered one by one, limits, auth, idempotent retries,
  * one store commit per batch, a store failure failing exactly its batch.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
 import { API_AUDIENCE } from "../../../src/auth/index.ts";
 import { signToken } from "../../../src/auth/tokens.ts";
 import { createMetrics } from "../../../src/daemon/metrics.ts";
 import { createMemoryStore } from "../../../src/store/index.ts";
 import type { Store } from "../../../src/store/types.ts";
-import { KEY, startHarness, waitFor, type Harness } from "./harness.ts";
+import { expectError, harnessPerTest, KEY, waitFor, type ErrorJson, type Harness } from "./harness.ts";
 
-const harnesses: Harness[] = [];
-afterEach(async () => {
-  for (const h of harnesses.splice(0)) await h.close();
-});
-async function harness(o: Parameters<typeof startHarness>[0] = {}): Promise<Harness> {
-  const h = await startHarness(o);
-  harnesses.push(h);
-  return h;
-}
+const harness = harnessPerTest();
 
-interface ErrorJson {
-  error: { code: string; message: string };
-}
 interface Result {
   id?: string;
   createdAt?: string;
@@ -32,13 +21,6 @@ interface Result {
   recipients?: number;
   rejected?: unknown[];
   error?: { code: string; message: string };
-}
-
-async function expectError(res: Response, status: number, code: string): Promise<ErrorJson> {
-  const body = (await res.json()) as ErrorJson;
-  expect({ status: res.status, code: body.error.code }).toEqual({ status, code });
-  expect(typeof body.error.message).toBe("string");
-  return body;
 }
 
 async function batch(h: Harness, messages: unknown, token: string | undefined = h.publisher): Promise<Result[]> {

@@ -1,17 +1,9 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { pino } from "pino";
-import { afterEach, describe, expect, it } from "vitest";
-import { KEY, startHarness, waitFor, type Harness } from "./harness.ts";
+import { describe, expect, it } from "vitest";
+import { harnessPerTest, KEY, waitFor } from "./harness.ts";
 
-const harnesses: Harness[] = [];
-afterEach(async () => {
-  for (const h of harnesses.splice(0)) await h.close();
-});
-async function harness(o: Parameters<typeof startHarness>[0] = {}): Promise<Harness> {
-  const h = await startHarness(o);
-  harnesses.push(h);
-  return h;
-}
+const harness = harnessPerTest();
 
 const OPENAPI_FILE = new URL("../../../docs/openapi.json", import.meta.url);
 
