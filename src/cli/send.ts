@@ -1,6 +1,4 @@
 /** `dtlspush send`: publishes a message to a device or a topic through the HTTP API. */
-import { readFile } from "node:fs/promises";
-import type { Readable } from "node:stream";
 import { AuthError } from "../auth/errors.ts";
 import { checkTopic } from "../auth/names.ts";
 import { apiRequest } from "./api-client.ts";
@@ -11,7 +9,9 @@ import { PROGRAM, formatHelp } from "./command.ts";
 import { API_OPTIONS, DATA_DIR_OPTIONS, parseApiOptions, parseDataDirOptions, withDaemonAccess } from "./daemon-access.ts";
 import type { ApiOptions, DataDirOptions, Env } from "./daemon-access.ts";
 import { parseDeviceId } from "./device.ts";
-import { CliError, UsageError, describeError } from "./errors.ts";
+import { CliError, UsageError } from "./errors.ts";
+import { readInput } from "./read-input.ts";
+import { BATCH_CHUNK_ENTRIES, runBatch, type BatchSendConfig } from "./send-batch.ts";
 
 const COMMAND = `${PROGRAM} send`;
 /** Local sanity bounds; the daemon applies its own (delivery.max_ttl_seconds). */
@@ -22,6 +22,11 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 const MAX_READ_BYTES = 16 * 1024 * 1024;
 
 const OPTIONS: OptionSpecs = {
+  batch: {
+    type: "string",
+    value: "FILE",
+    description: "Send the messages of this NDJSON file ('-': standard input),\none JSON object a line: device or topic, and the fields of\nthe API's publish body (payload or payloadBase64, contentType,\nttlSeconds, priority, collapseKey, id)",
+  },
   device: { type: "string", value: "ID", description: "Send to this device" },
   topic: { type: "string", value: "TOPIC", description: "Send to every device that receives this topic" },
   data: { type: "string", value: "TEXT", description: "The payload: this text (UTF-8)" },
@@ -58,10 +63,26 @@ export interface SendConfig {
   readonly api: ApiOptions;
 }
 
-/** Parses `send` arguments (pure). */
+/** The options that describe one message (none of them goes with --batch). */
+const MESSAGE_OPTIONS = ["device", "topic", "data", "file", "data-base64", "ttl", "priority", "collapse-key", "content-type", "id"] as const;
+
+/** Parses `send` arguments (pure): one message, or --batch. */
+export function parseSendCommand(argv: readonly string[], env: Env = {}): SendConfig | BatchSendConfig {
+  const { values, positionals } = parseCommandLine(argv, OPTIONS, COMMAND);
+  expectPositionals(positionals, [], COMMAND);
+  const batch = stringOption(values, "batch");
+  if (batch === undefined) return parseSendArgs(argv, env);
+  if (batch === "") throw new UsageError("--batch: the file name is empty");
+  const other = MESSAGE_OPTIONS.find((o) => values[o] !== undefined);
+  if (other !== undefined) throw new UsageError(`--batch and --${other}: the file gives each message's fields`);
+  return { batch, json: booleanOption(values, "json"), access: parseDataDirOptions(values, env), api: parseApiOptions(values, env) };
+}
+
+/** Parses the arguments of a one-message `send` (pure). */
 export function parseSendArgs(argv: readonly string[], env: Env = {}): SendConfig {
   const { values, positionals } = parseCommandLine(argv, OPTIONS, COMMAND);
   expectPositionals(positionals, [], COMMAND);
+  if (values["batch"] !== undefined) throw new UsageError("--batch: give the messages in the file, not as options");
   const device = stringOption(values, "device");
   const topic = stringOption(values, "topic");
   if (device === undefined && topic === undefined) throw new UsageError(`missing --device ID or --topic TOPIC (see '${COMMAND} --help')`);
@@ -146,38 +167,11 @@ export function sendBody(config: SendConfig, fileBytes?: Uint8Array): Record<str
   };
 }
 
-async function readPayloadFile(path: string, io: CliIo): Promise<Uint8Array> {
-  if (path === "-") return await readStream(io.stdin());
-  try {
-    const bytes = await readFile(path);
-    if (bytes.length > MAX_READ_BYTES) throw new CliError(`--file ${path}: larger than ${MAX_READ_BYTES} bytes`);
-    return bytes;
-  } catch (e) {
-    if (e instanceof CliError) throw e;
-    throw new CliError(`--file ${path}: cannot read the file: ${describeError(e)}`);
-  }
-}
-
-async function readStream(stream: Readable): Promise<Uint8Array> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of stream) {
-      const buf = typeof chunk === "string" ? Buffer.from(chunk, "utf8") : Buffer.from(chunk as Uint8Array);
-      size += buf.length;
-      if (size > MAX_READ_BYTES) throw new CliError(`--file -: standard input is larger than ${MAX_READ_BYTES} bytes`);
-      chunks.push(buf);
-    }
-  } catch (e) {
-    if (e instanceof CliError) throw e;
-    throw new CliError(`--file -: cannot read standard input: ${describeError(e)}`);
-  }
-  return Buffer.concat(chunks);
-}
-
 async function run(argv: readonly string[], io: CliIo): Promise<number> {
-  const config = parseSendArgs(argv, process.env);
-  const fileBytes = config.data.kind === "file" ? await readPayloadFile(config.data.path, io) : undefined;
+  const parsed = parseSendCommand(argv, process.env);
+  if ("batch" in parsed) return await runBatch(parsed, io);
+  const config = parsed;
+  const fileBytes = config.data.kind === "file" ? await readInput("--file", config.data.path, io, MAX_READ_BYTES) : undefined;
   const body = sendBody(config, fileBytes);
   return await withDaemonAccess(COMMAND, io, config, async (daemon) => {
     const url = await daemon.apiUrl();
@@ -202,13 +196,20 @@ export const sendCommand: LeafCommand = {
   summary: "Send a message to a device or a topic through the HTTP API",
   help: () =>
     formatHelp({
-      usage: [`${COMMAND} (--device ID | --topic TOPIC) (--data TEXT | --file PATH | --data-base64 B64) [options]`],
+      usage: [
+        `${COMMAND} (--device ID | --topic TOPIC) (--data TEXT | --file PATH | --data-base64 B64) [options]`,
+        `${COMMAND} --batch FILE [--json] [--api URL] [--token TOKEN]`,
+      ],
       description:
         "Publishes one message (POST /v1/devices/ID/messages or /v1/topics/TOPIC/messages)\n" +
         "and prints its id once the daemon has stored it durably. With --json prints the\n" +
         "whole answer, including the recipients and the devices that were refused.\n" +
         "A refusal is one line, 'dtlspush send: <message> (<code>)', and exit 1; e.g.\n" +
         "device_unknown, device_revoked, payload_too_large, queue_full, duplicate_message.\n" +
+        "With --batch sends the messages of an NDJSON file through POST /v1/messages,\n" +
+        `up to ${BATCH_CHUNK_ENTRIES} a request, and prints one line per message: '<line> <id>', or\n` +
+        "'<line> error <code>: <message>' (with --json one JSON object a line); exit 1\n" +
+        "when any message was refused. An invalid line stops it before anything is sent.\n" +
         "Without --token the command mints a 5-minute publish token from the local data\n" +
         "directory (on the daemon's machine).",
       options: OPTIONS,
@@ -216,6 +217,7 @@ export const sendCommand: LeafCommand = {
         `${COMMAND} --device sensor-1 --data 'reboot at 03:00'`,
         `${COMMAND} --topic alerts --data '{"level":"high"}' --content-type application/json --ttl 600 --priority 9`,
         `cat firmware.bin | ${COMMAND} --device sensor-1 --file - --collapse-key firmware`,
+        `${COMMAND} --batch messages.ndjson   # {"device":"sensor-1","payload":"on","id":"o-1"} a line`,
       ],
     }),
   run,

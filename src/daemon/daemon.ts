@@ -94,6 +94,7 @@ async function assemble(
         startedAt,
         limits: {
           bodyLimitBytes: config.http.bodyLimitBytes,
+          batchBodyLimitBytes: config.http.batchBodyLimitBytes,
           requestTimeoutMs: config.http.requestTimeoutSeconds * 1000,
           rateLimitPerMinute: config.http.rateLimitPerMinute,
           publicMetrics: config.http.publicMetrics,

@@ -9,14 +9,14 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { ServerStats } from "../dtls/index.ts";
 import type { SigningPoolStats } from "../auth/index.ts";
 import { ENGINE_FAILURES, FRAME_REFUSALS, type DeliveryObserver } from "../messaging/observer.ts";
-import type { HttpObserver } from "./http/index.ts";
+import type { BatchObserver, HttpObserver } from "./http/index.ts";
 import type { PushServer } from "./push-server.ts";
 
 export interface DaemonMetrics {
   /** give it to the delivery engine */
   readonly observer: DeliveryObserver;
-  /** give it to the HTTP API: its error answers, by code */
-  readonly http: HttpObserver;
+  /** give it to the HTTP API: its error answers, by code; batch entries, by result */
+  readonly http: HttpObserver & BatchObserver;
   /** the server whose DTLS stats, sessions, devices online and queue depth are read at scrape time (the last one attached) */
   attach(server: PushServer): void;
   /** the Content-Type of `text()` */
@@ -234,6 +234,14 @@ export function createMetrics(): DaemonMetrics {
     registers,
   });
 
+  const batchEntries = new Counter({
+    name: "dtlspush_http_batch_entries_total",
+    help: "Entries of batch publishes (POST /v1/messages) by result: published, or the code of the entry's error",
+    labelNames: ["result"],
+    registers,
+  });
+  batchEntries.inc({ result: "published" }, 0);
+
   collectDefaultMetrics({ register: registry });
 
   const observer: DeliveryObserver = {
@@ -254,7 +262,10 @@ export function createMetrics(): DaemonMetrics {
 
   return {
     observer,
-    http: { httpError: (code, status) => httpErrors.inc({ code, status: String(status) }) },
+    http: {
+      httpError: (code, status) => httpErrors.inc({ code, status: String(status) }),
+      batchEntries: (result, n) => batchEntries.inc({ result }, n),
+    },
     attach(s: PushServer): void {
       server = s;
     },

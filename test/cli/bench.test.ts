@@ -48,6 +48,29 @@ describe("dtlspush bench against a running daemon", () => {
     expect(benchDevices(d)).toEqual([]);
   });
 
+  it("push --batch: publishes through POST /v1/messages, N a request; the figures are the same kind", async () => {
+    const requests: number[] = [];
+    const onRequest = (req: { method?: string; url?: string }): void => {
+      if (req.method === "POST") requests.push(req.url === "/v1/messages" ? 1 : 0);
+    };
+    d.daemon.http.app.server.on("request", onRequest);
+    let report: Awaited<ReturnType<typeof bench>>["report"];
+    try {
+      ({ report } = await bench(["push", ...d.args, "--devices", "4", "--count", "250", "--duration", "5", "--batch", "20", "--concurrency", "2", "--json"]));
+    } finally {
+      d.daemon.http.app.server.off("request", onRequest);
+    }
+    const p = report.push;
+    expect(p).toMatchObject({ batch: 20, published: 250, received: 250, acked: 250, undelivered: 0, publishErrors: {} });
+    expect(p?.ackedPerSecond).toBeGreaterThan(0);
+    expect(p?.latencyMs.samples).toBe(250);
+    expect(p?.daemonCpuPerPushMicros).toBeGreaterThan(0);
+    // the publishes went as batches (the registration of the devices is the only other POST)
+    const batches = requests.filter((x) => x === 1).length;
+    expect(batches).toBeGreaterThanOrEqual(13);
+    expect(batches).toBeLessThan(250);
+  });
+
   it("push --rate --count: paced, and stops at the count", async () => {
     const { report } = await bench(["push", ...d.args, "--devices", "3", "--duration", "5", "--rate", "200", "--count", "50", "--payload", "64", "--verify", "--json"]);
     const p = report.push;

@@ -3,7 +3,9 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { UsageError } from "../../src/cli/errors.ts";
-import { parseSendArgs, sendBody, sendPath } from "../../src/cli/send.ts";
+import { parseSendArgs, parseSendCommand, sendBody, sendPath } from "../../src/cli/send.ts";
+import { batchChunks, parseBatchLines } from "../../src/cli/send-batch.ts";
+import { CliError } from "../../src/cli/errors.ts";
 import { clearDtlspushEnv, refusedApiUrl, removeDir, runCommand, startDaemon, tempDir, type TestDaemon } from "./daemon-harness.ts";
 
 describe("parseSendArgs", () => {
@@ -154,5 +156,96 @@ describe("dtlspush send (end to end)", () => {
     await runCommand(["token", "issue", "--scope", "publish", "--data-dir", root]);
     const r = await runCommand(["send", "--device", "d1", "--data", "x", "--api", api, "--data-dir", root]);
     expect(r).toEqual({ code: 1, stdout: "", stderr: `dtlspush send: cannot reach the API at ${api}: connection refused\n` });
+  });
+
+  it("sends a file's messages and prints one line each; a refused one makes the exit status 1", async () => {
+    const { d, at } = await withDevices();
+    const root = tempDir();
+    dirs.push(root);
+    const file = join(root, "m.ndjson");
+    writeFileSync(
+      file,
+      ['{"device":"d1","payload":"one","id":"f-1"}', "", '{"topic":"site/a","payloadBase64":"AP8=","id":"f-2"}', '{"device":"nobody","payload":"x"}', '{"device":"d1","payload":"three"}'].join("\n") + "\n",
+    );
+    const r = await runCommand(["send", "--batch", file, ...at]);
+    expect(r.code).toBe(1);
+    const out = r.stdout.trimEnd().split("\n");
+    expect(out).toHaveLength(4);
+    expect(out[0]).toBe("1 f-1");
+    expect(out[1]).toBe("3 f-2");
+    expect(out[2]).toMatch(/^4 error device_unknown: /);
+    expect(out[3]).toMatch(/^5 [0-9a-f-]{36}$/);
+    expect(r.stderr).toBe("dtlspush send: 1 of 4 messages were refused\n");
+    expect(d.data.store.getMessage("f-1")?.publisher).toBe("dtlspush-cli");
+    expect([...(d.data.store.getMessage("f-2")?.payload ?? [])]).toEqual([0, 255]);
+    expect(Buffer.from(d.data.store.getMessage(out[3]?.split(" ")[1] ?? "")?.payload ?? []).toString()).toBe("three");
+
+    // the same file again: what has an id is a duplicate now
+    const again = await runCommand(["send", "--batch", file, "--json", ...at]);
+    expect(again.code).toBe(1);
+    const json = again.stdout.trimEnd().split("\n").map((l) => JSON.parse(l) as { line: number; id?: string; error?: { code: string } });
+    expect(json.map((j) => [j.line, j.error?.code ?? "ok"])).toEqual([
+      [1, "duplicate_message"],
+      [3, "duplicate_message"],
+      [4, "device_unknown"],
+      [5, "ok"],
+    ]);
+  });
+
+  it("reads standard input with '-', in requests of at most 1000; exit 0 when all are published", async () => {
+    const { d, at } = await withDevices();
+    // the daemon refuses a request of more than 1000 (and d1, d2 each queue at most 1000)
+    const input = Array.from({ length: 1500 }, (_, i) => JSON.stringify({ device: `d${1 + (i % 2)}`, payload: `m${i}`, id: `in-${i}` })).join("\n");
+    const r = await runCommand(["send", "--batch", "-", ...at], input);
+    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
+    const out = r.stdout.trimEnd().split("\n");
+    expect(out).toHaveLength(1500);
+    expect(out[1499]).toBe("1500 in-1499");
+    expect(d.data.store.getMessage("in-0")).toBeDefined();
+    expect(d.data.store.getMessage("in-1499")).toBeDefined();
+  });
+
+  it("an invalid line stops it before anything is sent, naming the line", async () => {
+    const { d, at } = await withDevices();
+    const r = await runCommand(["send", "--batch", "-", ...at], '{"device":"d1","payload":"ok","id":"bad-1"}\n{"device":"d1",\n');
+    expect(r).toEqual({ code: 1, stdout: "", stderr: expect.stringMatching(/^dtlspush: error: --batch -: line 2 is not valid JSON \(/) });
+    expect(d.data.store.getMessage("bad-1")).toBeUndefined();
+    const missing = await runCommand(["send", "--batch", "/nonexistent/m.ndjson", ...at]);
+    expect(missing.stderr).toMatch(/^dtlspush: error: --batch \/nonexistent\/m.ndjson: cannot read the file: /);
+  });
+});
+
+describe("send --batch: parsing", () => {
+  it("takes a file or '-', with --json and the API options only", () => {
+    expect(parseSendCommand(["--batch", "m.ndjson", "--json", "--token", "T"])).toMatchObject({ batch: "m.ndjson", json: true, api: { token: "T" } });
+    expect(parseSendCommand(["--batch", "-"])).toMatchObject({ batch: "-", json: false });
+    expect(() => parseSendCommand(["--batch", "m", "--device", "d"])).toThrow("--batch and --device: the file gives each message's fields");
+    expect(() => parseSendCommand(["--batch", "m", "--ttl", "5"])).toThrow("--batch and --ttl");
+    expect(() => parseSendCommand(["--batch", ""])).toThrow("--batch: the file name is empty");
+    expect(parseSendCommand(["--device", "d", "--data", "x"])).toMatchObject({ target: { device: "d" } });
+  });
+
+  it("reads one JSON object a line, skips blank lines, names the line that is not", () => {
+    const lines = parseBatchLines('{"device":"a","payload":"1"}\r\n\n  \n{"topic":"t","payload":"2"}\n', "f");
+    expect(lines.map((l) => [l.line, l.entry])).toEqual([
+      [1, { device: "a", payload: "1" }],
+      [4, { topic: "t", payload: "2" }],
+    ]);
+    for (const [text, message] of [
+      ['{"device":"a","payload":"1"}\n{"device":', "--batch f: line 2 is not valid JSON"],
+      ['{"device":"a"}\n\n[1,2]', "--batch f: line 3 is not a JSON object"],
+      ["null", "--batch f: line 1 is not a JSON object"],
+    ] as const) {
+      expect(() => parseBatchLines(text, "f")).toThrow(CliError);
+      expect(() => parseBatchLines(text, "f")).toThrow(message);
+    }
+  });
+
+  it("sends at most 1000 entries and about 3 MiB a request", () => {
+    const lines = Array.from({ length: 2500 }, (_, i) => ({ line: i + 1, entry: {}, bytes: 10 }));
+    expect(batchChunks(lines).map((c) => c.length)).toEqual([1000, 1000, 500]);
+    expect(batchChunks(lines, 1000, 100).map((c) => c.length)).toEqual([...Array.from({ length: 277 }, () => 9), 7]);
+    // one entry larger than the byte budget still goes, alone
+    expect(batchChunks([{ line: 1, entry: {}, bytes: 500 }, { line: 2, entry: {}, bytes: 1 }], 1000, 100).map((c) => c.length)).toEqual([1, 1]);
   });
 });

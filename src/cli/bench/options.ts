@@ -32,6 +32,8 @@ export const CONCURRENCY_RANGE: IntegerRange = { min: 1, max: 100_000 };
 export const COUNT_RANGE: IntegerRange = { min: 1, max: 1_000_000_000 };
 export const WINDOW_RANGE: IntegerRange = { min: 1, max: 10_000_000 };
 export const SOURCE_ADDRESSES_RANGE: IntegerRange = { min: 1, max: MAX_SOURCE_ADDRESSES };
+/** push --batch: entries per request (the API takes at most 1000) */
+export const BATCH_RANGE: IntegerRange = { min: 1, max: 1000 };
 const MAX_DURATION_SECONDS = 3600;
 const MAX_RATE = 10_000_000;
 
@@ -76,6 +78,12 @@ default: enough for the devices, one per ephemeral port range's worth)`,
     description: `push: most publishes not yet received by their device (default:
 ${DEFAULT_WINDOW_PER_DEVICE} per device, at most ${DEFAULT_WINDOW})`,
   },
+  batch: {
+    type: "string",
+    value: "N",
+    description: `push: publish through the batch API (POST /v1/messages), N messages
+a request (${BATCH_RANGE.min}-${BATCH_RANGE.max}; --concurrency then counts requests)`,
+  },
   verify: { type: "boolean", description: "Devices verify push signatures (default off: the device's cost)" },
   cert: {
     type: "boolean",
@@ -119,6 +127,8 @@ export interface BenchConfig {
   readonly sourceAddresses: number | undefined;
   /** undefined: from the device count */
   readonly window: number | undefined;
+  /** push: messages per batch request (POST /v1/messages); undefined: one request per message */
+  readonly batch: number | undefined;
   readonly verify: boolean;
   /** --cert: devices use certificates (key curve, and --ca-dir if given); undefined: PSKs */
   readonly cert: BenchCertOptions | undefined;
@@ -188,6 +198,8 @@ export function parseBenchArgs(argv: readonly string[], env: Env = {}): BenchCon
   if (rateText !== undefined && mode !== "push") throw new UsageError("--rate: only for push");
   const windowValue = int("window", WINDOW_RANGE);
   if (windowValue !== undefined && mode !== "push") throw new UsageError("--window: only for push");
+  const batch = int("batch", BATCH_RANGE);
+  if (batch !== undefined && mode !== "push") throw new UsageError("--batch: only for push");
   const workers = int("workers", WORKERS_RANGE);
   const least = minimumWorkers(devices);
   if (workers !== undefined && workers < least) {
@@ -221,6 +233,7 @@ export function parseBenchArgs(argv: readonly string[], env: Env = {}): BenchCon
     concurrency: int("concurrency", CONCURRENCY_RANGE),
     sourceAddresses: int("source-addresses", SOURCE_ADDRESSES_RANGE),
     window: windowValue,
+    batch,
     verify: booleanOption(values, "verify"),
     cert: parseCert(values),
     inProcess,

@@ -20,6 +20,8 @@ export interface PushResult {
   readonly rateTarget: number | null;
   readonly concurrency: number;
   readonly window: number;
+  /** messages per request of the batch API; null: one request per message */
+  readonly batch: number | null;
   /** publishes accepted by the daemon */
   readonly published: number;
   /** publishes refused, by error code */
@@ -94,6 +96,7 @@ export async function runPush(ctx: RunContext): Promise<PushResult> {
     lastReceived = got;
     return line;
   });
+  const pick = (): string => ids[Math.floor(Math.random() * ids.length)] as string;
   const done = (): void => {
     inflight--;
     kick();
@@ -108,23 +111,35 @@ export async function runPush(ctx: RunContext): Promise<PushResult> {
       const limit = c.count ?? Infinity;
       const got = totals.received - received0;
       while (issued < allowed && issued < limit && inflight < concurrency && issued - failed - got < windowSize) {
-        const device = ids[Math.floor(Math.random() * ids.length)] as string;
-        issued++;
+        // one message, or with --batch as many as the rate, the count and the window allow, up to the batch size
+        const n = Math.min(c.batch ?? 1, allowed - issued, limit - issued, windowSize - (issued - failed - got));
+        issued += n;
         inflight++;
-        target.publishToDevice(device, stampedPayload(benchNow(), c.payloadBytes)).then(
-          () => {
+        const refused = (code: string, k: number): void => {
+          failed += k;
+          errors[code] = (errors[code] ?? 0) + k;
+        };
+        const fail = (e: unknown): void => {
+          refused(errorCode(e) ?? "error", n);
+          // the API gone or refusing the bench as such: no point in going on
+          if (!(e instanceof Error) || e.name === "CliError" || e.name === "ApiUnreachableError") fatal ??= e;
+          done();
+        };
+        if (c.batch === undefined) {
+          target.publishToDevice(pick(), stampedPayload(benchNow(), c.payloadBytes)).then(() => {
             published++;
             done();
-          },
-          (e: unknown) => {
-            failed++;
-            const code = errorCode(e) ?? "error";
-            errors[code] = (errors[code] ?? 0) + 1;
-            // the API gone or refusing the bench as such: no point in going on
-            if (!(e instanceof Error) || e.name === "CliError" || e.name === "ApiUnreachableError") fatal ??= e;
+          }, fail);
+        } else {
+          const entries = Array.from({ length: n }, () => ({ device: pick(), payload: stampedPayload(benchNow(), c.payloadBytes) }));
+          target.publishBatch(entries).then((codes) => {
+            for (const code of codes) {
+              if (code === undefined) published++;
+              else refused(code, 1);
+            }
             done();
-          },
-        );
+          }, fail);
+        }
       }
       await new Promise<void>((resolve) => {
         wake = resolve;
@@ -165,6 +180,7 @@ export async function runPush(ctx: RunContext): Promise<PushResult> {
     rateTarget: c.rate ?? null,
     concurrency,
     window: windowSize,
+    batch: c.batch ?? null,
     published,
     publishErrors: errors,
     ackedInWindow,

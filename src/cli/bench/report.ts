@@ -93,7 +93,7 @@ function loadRows(r: BenchReport): Row[] {
     const errors = Object.entries(p.publishErrors).map(([code, k]) => `${code} ${n(k)}`);
     return [
       ...connectRows(p.connect),
-      ["load window", `${p.windowSeconds.toFixed(1)} s, ${p.rateTarget === null ? "as fast as acked" : `${n(p.rateTarget)}/s`}, ${n(p.concurrency)} requests in flight, window ${n(p.window)}`],
+      ["load window", `${p.windowSeconds.toFixed(1)} s, ${p.rateTarget === null ? "as fast as acked" : `${n(p.rateTarget)}/s`}, ${n(p.concurrency)} requests in flight${p.batch === null ? "" : ` of ${n(p.batch)} messages (batch API)`}, window ${n(p.window)}`],
       ["published", `${n(p.published)}${errors.length > 0 ? ` (refused: ${errors.join(", ")})` : ""}`],
       ["acked pushes/s (daemon)", n(p.ackedPerSecond)],
       ["received pushes/s (devices)", n(p.receivedPerSecond)],

@@ -37,6 +37,12 @@ export interface BenchTarget {
   snapshot(): Promise<DaemonSnapshot>;
   /** one message to one device; resolves when the daemon has it durably */
   publishToDevice(device: string, payload: string): Promise<void>;
+  /**
+   * Messages to devices in one request of the batch API (POST /v1/messages);
+   * resolves when the daemon has answered, with each entry's error code
+   * (undefined: published, durably).
+   */
+  publishBatch(entries: readonly { readonly device: string; readonly payload: string }[]): Promise<(string | undefined)[]>;
   /** one message to a topic; resolves with its recipients */
   publishToTopic(topic: string, payload: string, id: string): Promise<{ recipients: number }>;
   close(): Promise<void>;
@@ -60,6 +66,22 @@ async function metricsText(http: BenchHttpClient, url: URL): Promise<string> {
 
 function publishBody(payload: string, id?: string): string {
   return id === undefined ? `{"payload":${JSON.stringify(payload)}}` : `{"payload":${JSON.stringify(payload)},"id":${JSON.stringify(id)}}`;
+}
+
+/** push --batch: one request of the batch API, through the API client (in process too). */
+function publishBatch(http: BenchHttpClient, entries: readonly { readonly device: string; readonly payload: string }[]): Promise<(string | undefined)[]> {
+  const body = `{"messages":[${entries.map((e) => `{"device":${JSON.stringify(e.device)},"payload":${JSON.stringify(e.payload)}}`).join(",")}]}`;
+  return http.request("POST", "/v1/messages", body).then(
+    (a) => {
+      const results = (a.body as { results?: unknown } | undefined)?.results;
+      if (!Array.isArray(results) || results.length !== entries.length) throw new CliError("the API did not answer one result per batch entry");
+      return results.map((r) => {
+        const code = (r as { error?: { code?: unknown } } | null)?.error?.code;
+        return typeof code === "string" ? code : undefined;
+      });
+    },
+    (e: unknown) => Promise.reject(rateLimitHint(e)),
+  );
 }
 
 function recipientsOf(body: unknown): number {
@@ -117,6 +139,7 @@ export async function apiTarget(o: {
           () => undefined,
           (e: unknown) => Promise.reject(rateLimitHint(e)),
         ),
+      publishBatch: (entries) => publishBatch(http, entries),
       publishToTopic: (topic, payload, id) =>
         http.request("POST", `/v1/topics/${encodeURIComponent(topic)}/messages`, publishBody(payload, id)).then(
           (a) => ({ recipients: recipientsOf(a.body) }),
@@ -174,6 +197,8 @@ export async function inProcessTarget(o: { store: "sqlite" | "memory"; configFil
       config,
       snapshot: async () => snapshotOf(await daemon.metrics.text(), benchNow()),
       publishToDevice: (device, payload) => daemon.push.publish({ target: { device }, payload: utf8.encode(payload), publisher: BENCH_PUBLISHER }).then(() => undefined),
+      // the batch API has no in-process shortcut: it is what is measured
+      publishBatch: (entries) => publishBatch(http, entries),
       publishToTopic: async (topic, payload, id) => {
         const r = await daemon.push.publish({ target: { topic }, payload: utf8.encode(payload), publisher: BENCH_PUBLISHER, id });
         return { recipients: recipientsOf(r) };

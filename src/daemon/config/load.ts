@@ -93,6 +93,8 @@ export interface DaemonConfig {
   readonly http: {
     readonly listen: HostPort;
     readonly bodyLimitBytes: number;
+    /** POST /v1/messages (batch publish) */
+    readonly batchBodyLimitBytes: number;
     readonly requestTimeoutSeconds: number;
     /** per token (per IP without one); 0 = no limit */
     readonly rateLimitPerMinute: number;
@@ -247,6 +249,7 @@ export async function loadConfig(o: LoadConfigOptions = {}): Promise<DaemonConfi
     http: {
       listen: hostPort(f.http.listen),
       bodyLimitBytes: f.http.body_limit_bytes,
+      batchBodyLimitBytes: f.http.batch_body_limit_bytes,
       requestTimeoutSeconds: f.http.request_timeout_seconds,
       rateLimitPerMinute: f.http.rate_limit_per_minute,
       publicMetrics: f.http.public_metrics,

@@ -196,6 +196,12 @@ export const httpSection = z
   .strictObject({
     listen: hostPort("127.0.0.1:8080", "TCP address of the HTTP API, HOST:PORT ([v6]:PORT for IPv6; port 0 picks a free one)."),
     body_limit_bytes: int(1024, 16 * 1024 * 1024, 65_536, "Largest request body, bytes."),
+    batch_body_limit_bytes: int(
+      1024,
+      64 * 1024 * 1024,
+      4 * 1024 * 1024,
+      "Largest body of a batch publish (POST /v1/messages, up to 1000 messages), bytes; the other routes keep body_limit_bytes.",
+    ),
     request_timeout_seconds: int(
       1,
       3600,

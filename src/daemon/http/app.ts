@@ -14,11 +14,13 @@ import {
 import { EventHub, registerEventRoutes } from "./events-sse.ts";
 import { registerOpenApi } from "./openapi.ts";
 import { registerDeviceRoutes } from "./routes-devices.ts";
+import { registerBatchRoutes } from "./routes-batch.ts";
 import { registerMessageRoutes } from "./routes-messages.ts";
 import { registerPublicRoutes } from "./routes-public.ts";
 import { addSharedSchemas } from "./schemas.ts";
 import { installJsonParser } from "./json-body.ts";
 import {
+  DEFAULT_BATCH_BODY_LIMIT_BYTES,
   DEFAULT_BODY_LIMIT_BYTES,
   DEFAULT_RATE_LIMIT_PER_MINUTE,
   DEFAULT_REQUEST_TIMEOUT_MS,
@@ -49,6 +51,7 @@ const controls = new WeakMap<FastifyInstance, Controls>();
 export async function createHttpApi(deps: HttpApiDeps): Promise<FastifyInstance> {
   const clock = deps.clock ?? wallClock;
   const bodyLimitBytes = deps.limits?.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
+  const batchBodyLimitBytes = deps.limits?.batchBodyLimitBytes ?? DEFAULT_BATCH_BODY_LIMIT_BYTES;
   const perMinute = deps.limits?.rateLimitPerMinute ?? DEFAULT_RATE_LIMIT_PER_MINUTE;
   const requestTimeoutMs = deps.limits?.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   const errors = createErrorSender(deps.observer);
@@ -133,6 +136,8 @@ export async function createHttpApi(deps: HttpApiDeps): Promise<FastifyInstance>
       errors,
     });
     registerMessageRoutes(app, ctx);
+    const batchEntries = deps.observer?.batchEntries?.bind(deps.observer);
+    registerBatchRoutes(app, ctx, { bodyLimitBytes: batchBodyLimitBytes, observer: batchEntries === undefined ? undefined : { batchEntries } });
     registerEventRoutes(app, ctx, hub);
     registerDeviceRoutes(app, ctx);
     await app.ready();

@@ -250,8 +250,9 @@ export function installErrorHandling(
   app: FastifyInstance,
   o: { bodyLimitBytes: number; notFoundHook: (req: FastifyRequest, reply: FastifyReply) => Promise<void>; errors: ErrorSender },
 ): void {
-  app.setErrorHandler((error, _request, reply) => {
-    o.errors.send(reply, toHttpError(error, o.bodyLimitBytes), error);
+  app.setErrorHandler((error, request, reply) => {
+    // a route may have a limit of its own (the batch publish)
+    o.errors.send(reply, toHttpError(error, request.routeOptions.bodyLimit ?? o.bodyLimitBytes), error);
   });
   app.setNotFoundHandler({ preHandler: o.notFoundHook }, (request, reply) => {
     const path = request.url.split("?")[0] ?? "";

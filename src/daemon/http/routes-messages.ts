@@ -3,9 +3,9 @@ import type { PublishTarget } from "../../messaging/delivery-engine.ts";
 import type { RouteContext } from "./context.ts";
 import { HttpError } from "./errors.ts";
 import { AUTH_ERRORS, BEARER_SECURITY, deviceIdParams, errorResponses, messageIdParams, publishBody, topicParams } from "./schemas.ts";
-import { messageStatusView, publishResultView } from "./views.ts";
+import { messageStatusView, publishResultView, type PublishResultView } from "./views.ts";
 
-interface PublishBody {
+export interface PublishBody {
   payload?: string;
   payloadBase64?: string;
   contentType?: string;
@@ -28,26 +28,46 @@ const publishResponses = {
   }),
 };
 
+/**
+ * The fields of one publish (a single publish's body, or an entry of a batch)
+ * after the route's schema check: checks what a schema cannot (one payload,
+ * UTF-8 text) and publishes. Throws (synchronously inside the promise) what the
+ * route answers: HttpError, MessagingError.
+ */
+export async function publishFields(
+  ctx: RouteContext,
+  publisher: string,
+  body: PublishBody,
+  target: PublishTarget,
+  /** where the fields are in the request, for error messages */
+  where = "body",
+): Promise<PublishResultView> {
+  const payload = payloadOf(body, where);
+  for (const field of ["contentType", "collapseKey"] as const) checkText(`${where}.${field}`, body[field]);
+  const result = await ctx.server.engine.publish({
+    target,
+    payload,
+    contentType: body.contentType,
+    ttlSeconds: body.ttlSeconds,
+    priority: body.priority,
+    collapseKey: body.collapseKey,
+    publisher,
+    id: body.id,
+  });
+  return publishResultView(result);
+}
+
+/** The verified publisher of a request that passed a scoped guard hook. */
+export function publisherOf(ctx: RouteContext, request: FastifyRequest): string {
+  const claims = ctx.guard.claims(request);
+  if (claims === undefined) throw new Error("publish route reached without verified claims");
+  return claims.subject;
+}
+
 /** POST /v1/devices/{id}/messages, POST /v1/topics/{topic}/messages, GET /v1/messages/{id}. */
 export function registerMessageRoutes(app: FastifyInstance, ctx: RouteContext): void {
-  const publish = async (request: FastifyRequest, target: PublishTarget): Promise<object> => {
-    const body = request.body as PublishBody;
-    const payload = payloadOf(body);
-    for (const field of ["contentType", "collapseKey"] as const) checkText(field, body[field]);
-    const claims = ctx.guard.claims(request);
-    if (claims === undefined) throw new Error("publish route reached without verified claims");
-    const result = await ctx.server.engine.publish({
-      target,
-      payload,
-      contentType: body.contentType,
-      ttlSeconds: body.ttlSeconds,
-      priority: body.priority,
-      collapseKey: body.collapseKey,
-      publisher: claims.subject,
-      id: body.id,
-    });
-    return publishResultView(result);
-  };
+  const publish = (request: FastifyRequest, target: PublishTarget): Promise<PublishResultView> =>
+    publishFields(ctx, publisherOf(ctx, request), request.body as PublishBody, target);
 
   app.post(
     "/v1/devices/:id/messages",
@@ -114,14 +134,14 @@ export function registerMessageRoutes(app: FastifyInstance, ctx: RouteContext): 
   );
 }
 
-function payloadOf(body: PublishBody): Uint8Array {
+function payloadOf(body: PublishBody, where: string): Uint8Array {
   const text = body.payload;
   const b64 = body.payloadBase64;
   if ((text === undefined) === (b64 === undefined)) {
-    throw new HttpError("bad_request", "Give exactly one of body.payload and body.payloadBase64.");
+    throw new HttpError("bad_request", `Give exactly one of ${where}.payload and ${where}.payloadBase64.`);
   }
   if (text !== undefined) {
-    checkText("payload", text);
+    checkText(`${where}.payload`, text);
     return utf8.encode(text);
   }
   // a copy: Buffer.from may hand out a view of its shared pool
@@ -136,7 +156,7 @@ function checkText(field: string, value: string | undefined): void {
   if (value !== undefined && LONE_SURROGATE.test(value)) {
     throw new HttpError(
       "bad_request",
-      `body.${field} holds an unpaired surrogate (a \\uD800-\\uDFFF escape without its pair), which is not UTF-8 text; send binary payloads as payloadBase64.`,
+      `${field} holds an unpaired surrogate (a \\uD800-\\uDFFF escape without its pair), which is not UTF-8 text; send binary payloads as payloadBase64.`,
     );
   }
 }

@@ -119,8 +119,31 @@ const messageStatusSchema = {
   },
 } as const;
 
+/** Most entries of one batch publish. */
+export const MAX_BATCH_ENTRIES = 1000;
+
+/** One result of a batch publish: either a PublishResult's fields, or error. */
+const batchResultSchema = {
+  $id: "BatchResult",
+  type: "object",
+  required: ["results"],
+  properties: {
+    results: {
+      type: "array",
+      description: "One result per entry, in the order of the entries: the entry's PublishResult (id, createdAt, expiresAt, recipients, rejected), or its own error.",
+      items: {
+        type: "object",
+        properties: {
+          ...publishResultSchema.properties,
+          error: { ...ERROR_FIELDS, description: "Why this entry was not published (nothing of it is stored); the same codes as a single publish." },
+        },
+      },
+    },
+  },
+} as const;
+
 export function addSharedSchemas(app: FastifyInstance): void {
-  for (const s of [errorSchema, deviceSchema, receiptSchema, publishResultSchema, messageStatusSchema]) app.addSchema(s);
+  for (const s of [errorSchema, deviceSchema, receiptSchema, publishResultSchema, messageStatusSchema, batchResultSchema]) app.addSchema(s);
 }
 
 const ERROR_TEXT: Readonly<Record<number, string>> = {
@@ -224,5 +247,39 @@ export const eventsHeaders = {
   type: "object",
   properties: {
     "last-event-id": { type: "string", pattern: "^[0-9]{1,15}$", description: "Resume after this receipt id (EventSource sends it on reconnect)." },
+  },
+} as const;
+
+/**
+ * One entry of a batch publish: a single publish's fields and its target.
+ * Checked entry by entry (one bad entry does not fail the others), so the
+ * batch body's schema only says "objects"; the route checks each with this.
+ */
+export const batchEntrySchema = {
+  type: "object",
+  additionalProperties: false,
+  description: "Exactly one of device and topic; exactly one of payload and payloadBase64.",
+  properties: {
+    device: { type: "string", pattern: DEVICE_ID, description: "Publish to this device (as POST /v1/devices/{id}/messages)." },
+    topic: { type: "string", pattern: TOPIC, description: "Publish to this topic (as POST /v1/topics/{topic}/messages)." },
+    ...publishBody.properties,
+  },
+} as const;
+
+export const batchBody = {
+  type: "object",
+  additionalProperties: false,
+  required: ["messages"],
+  properties: {
+    messages: {
+      type: "array",
+      minItems: 1,
+      maxItems: MAX_BATCH_ENTRIES,
+      description:
+        `1 to ${MAX_BATCH_ENTRIES} entries, each an object with the fields of a single publish (payload or payloadBase64, contentType, ttlSeconds, ` +
+        "priority, collapseKey, id) and its target: device or topic. Each entry is checked on its own; one that is not valid gets its own error in results.",
+      // not checked here: an entry that is not valid (not even an object) is refused on its own
+      items: { description: "An object: device or topic, and the fields of a single publish (see the description of messages)." },
+    },
   },
 } as const;

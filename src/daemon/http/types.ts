@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import type { Store } from "../../store/types.ts";
 import type { PushServer } from "../push-server.ts";
 import type { HttpObserver } from "./errors.ts";
+import type { BatchObserver } from "./routes-batch.ts";
 
 /** What the HTTP API is built from. */
 export interface HttpApiDeps {
@@ -14,11 +15,13 @@ export interface HttpApiDeps {
   readonly logger?: Logger;
   /** what GET /metrics serves (Prometheus text); no /metrics route without it */
   readonly metrics?: { readonly contentType: string; text(): Promise<string> };
-  /** told of every error answer, by code (the daemon's metrics) */
-  readonly observer?: HttpObserver;
+  /** told of every error answer, by code, and of batch entries by result (the daemon's metrics) */
+  readonly observer?: HttpObserver & Partial<BatchObserver>;
   readonly limits?: {
     /** largest request body; default 65536 */
     readonly bodyLimitBytes?: number;
+    /** largest body of a batch publish (POST /v1/messages); default 4 MiB */
+    readonly batchBodyLimitBytes?: number;
     /** requests per minute per token (per IP when unauthenticated); 0 = off; default 60000 */
     readonly rateLimitPerMinute?: number;
     /** a request not received in full after this long is answered 408 request_timeout; default 30 000 */
@@ -41,5 +44,6 @@ export interface HttpApi {
 }
 
 export const DEFAULT_BODY_LIMIT_BYTES = 65_536;
+export const DEFAULT_BATCH_BODY_LIMIT_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_RATE_LIMIT_PER_MINUTE = 60_000;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;

@@ -53,13 +53,15 @@ export function presenceView(p: PresenceEvent): { device: string; online: boolea
   return { device: p.device, online: p.online, at: iso(p.at) };
 }
 
-export function publishResultView(r: PublishResult): {
+export interface PublishResultView {
   id: string;
   createdAt: string;
   expiresAt: string;
   recipients: number;
   rejected: { device: string; reason: string }[];
-} {
+}
+
+export function publishResultView(r: PublishResult): PublishResultView {
   return {
     id: r.messageId,
     createdAt: iso(r.createdAt),

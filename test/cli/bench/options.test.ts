@@ -16,6 +16,7 @@ describe("parseBenchArgs", () => {
       payloadBytes: 100,
       workers: undefined,
       window: undefined,
+      batch: undefined,
       verify: false,
       inProcess: false,
       store: "sqlite",
@@ -31,7 +32,7 @@ describe("parseBenchArgs", () => {
   it("takes every option", () => {
     const c = parseBenchArgs([
       "push", "--api", "http://127.0.0.1:9000", "--token", "T", "--server", "127.0.0.1:5999", "--devices", "250", "--duration", "1.5",
-      "--count", "1000", "--rate", "2500.5", "--payload", "200", "--workers", "3", "--concurrency", "8", "--window", "99",
+      "--count", "1000", "--rate", "2500.5", "--payload", "200", "--workers", "3", "--concurrency", "8", "--window", "99", "--batch", "100",
       "--verify", "--keep", "--json", "--timeout", "30", "--data-dir", "d", "--source-addresses", "4",
     ]);
     expect(c).toMatchObject({
@@ -44,6 +45,7 @@ describe("parseBenchArgs", () => {
       sourceAddresses: 4,
       concurrency: 8,
       window: 99,
+      batch: 100,
       verify: true,
       keep: true,
       json: true,
@@ -111,6 +113,9 @@ describe("parseBenchArgs", () => {
     [["sessions", "--count", "3"], "--count: only for push, handshake and fanout"],
     [["fanout", "--rate", "3"], "--rate: only for push"],
     [["handshake", "--window", "3"], "--window: only for push"],
+    [["fanout", "--batch", "3"], "--batch: only for push"],
+    [["push", "--batch", "1001"], "--batch: 1001 is out of range (1-1000)"],
+    [["push", "--batch", "0"], "--batch: 0 is out of range (1-1000)"],
     [["push", "--store", "memory"], "--store: only with --in-process"],
     [["push", "--in-process", "--store", "disk"], "--store: 'disk' is not sqlite or memory"],
     [["push", "--in-process", "--api", "http://127.0.0.1:1"], "--api: --in-process starts its own daemon"],

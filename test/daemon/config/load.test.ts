@@ -86,6 +86,7 @@ describe("defaults", () => {
     expect(c.http).toEqual({
       listen: { host: "127.0.0.1", port: 8080 },
       bodyLimitBytes: 65_536,
+      batchBodyLimitBytes: 4 * 1024 * 1024,
       requestTimeoutSeconds: 30,
       rateLimitPerMinute: 60_000,
       publicMetrics: false,

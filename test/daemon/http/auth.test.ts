@@ -1,17 +1,9 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { issuePublisherToken, KeyRing } from "../../../src/auth/index.ts";
 import { createMemoryStore } from "../../../src/store/index.ts";
-import { KEY, startHarness, type Harness } from "./harness.ts";
+import { harnessPerTest, KEY } from "./harness.ts";
 
-const harnesses: Harness[] = [];
-afterEach(async () => {
-  for (const h of harnesses.splice(0)) await h.close();
-});
-async function harness(o: Parameters<typeof startHarness>[0] = {}): Promise<Harness> {
-  const h = await startHarness(o);
-  harnesses.push(h);
-  return h;
-}
+const harness = harnessPerTest();
 
 async function refusal(res: Response): Promise<{ status: number; code: string; wwwAuthenticate: string | null }> {
   const body = (await res.json()) as { error: { code: string } };

@@ -2,6 +2,7 @@
  * A push server on a memory store with the HTTP API listening on 127.0.0.1
  * port 0, publisher tokens, an SSE reader and SDK devices for the HTTP tests.
  */
+import { afterEach, expect } from "vitest";
 import { createMemoryStore } from "../../../src/store/index.ts";
 import type { Store } from "../../../src/store/types.ts";
 import { startPushServer, type PushServer } from "../../../src/daemon/push-server.ts";
@@ -43,9 +44,11 @@ export async function startHarness(
     metrics?: HttpApiDeps["metrics"];
     logger?: HttpApiDeps["logger"];
     observer?: HttpApiDeps["observer"];
+    /** default a new memory store */
+    store?: Store;
   } = {},
 ): Promise<Harness> {
-  const store = createMemoryStore();
+  const store = o.store ?? createMemoryStore();
   const server = await startPushServer({ store, dtls: { host: "127.0.0.1", port: 0 }, ...(o.delivery ? { delivery: o.delivery } : {}) });
   const clients: DtlspushClient[] = [];
   const h: Harness = {
@@ -191,4 +194,30 @@ export async function openEvents(base: string, token: string, o: { query?: strin
 /** The receipt events' data, parsed. */
 export function receipts(events: readonly SseEvent[]): { eventId: number; messageId: string; device: string; topic: string | null; state: string; seq: number | null }[] {
   return events.filter((e) => e.event === "receipt").map((e) => JSON.parse(e.data));
+}
+
+/** startHarness for a test file: every harness it starts is closed after each test. */
+export function harnessPerTest(): (o?: Parameters<typeof startHarness>[0]) => Promise<Harness> {
+  const open: Harness[] = [];
+  afterEach(async () => {
+    for (const h of open.splice(0)) await h.close();
+  });
+  return async (o = {}) => {
+    const h = await startHarness(o);
+    open.push(h);
+    return h;
+  };
+}
+
+export interface ErrorJson {
+  error: { code: string; message: string };
+}
+
+/** Checks an error answer: its status and code, a message, no stack trace. */
+export async function expectError(res: Response, status: number, code: string): Promise<ErrorJson> {
+  const body = (await res.json()) as ErrorJson;
+  expect({ status: res.status, code: body.error.code }).toEqual({ status, code });
+  expect(typeof body.error.message).toBe("string");
+  expect(JSON.stringify(body)).not.toMatch(/ at .*\.ts:\d+|stack/);
+  return body;
 }

@@ -1,27 +1,7 @@
-import { afterEach, describe, expect, it } from "vitest";
-import { KEY, startHarness, waitFor, type Harness } from "./harness.ts";
+import { describe, expect, it } from "vitest";
+import { expectError, harnessPerTest, KEY, waitFor } from "./harness.ts";
 
-const harnesses: Harness[] = [];
-afterEach(async () => {
-  for (const h of harnesses.splice(0)) await h.close();
-});
-async function harness(o: Parameters<typeof startHarness>[0] = {}): Promise<Harness> {
-  const h = await startHarness(o);
-  harnesses.push(h);
-  return h;
-}
-
-interface ErrorJson {
-  error: { code: string; message: string };
-}
-
-async function expectError(res: Response, status: number, code: string): Promise<ErrorJson> {
-  const body = (await res.json()) as ErrorJson;
-  expect({ status: res.status, code: body.error.code }).toEqual({ status, code });
-  expect(typeof body.error.message).toBe("string");
-  expect(JSON.stringify(body)).not.toMatch(/ at .*\.ts:\d+|stack/);
-  return body;
-}
+const harness = harnessPerTest();
 
 describe("publishing over HTTP", () => {
   it("POST /v1/devices/{id}/messages answers 202 once stored and the device receives it", async () => {

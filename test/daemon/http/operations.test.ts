@@ -1,17 +1,9 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { pino } from "pino";
-import { afterEach, describe, expect, it } from "vitest";
-import { KEY, startHarness, waitFor, type Harness } from "./harness.ts";
+import { describe, expect, it } from "vitest";
+import { harnessPerTest, KEY, waitFor } from "./harness.ts";
 
-const harnesses: Harness[] = [];
-afterEach(async () => {
-  for (const h of harnesses.splice(0)) await h.close();
-});
-async function harness(o: Parameters<typeof startHarness>[0] = {}): Promise<Harness> {
-  const h = await startHarness(o);
-  harnesses.push(h);
-  return h;
-}
+const harness = harnessPerTest();
 
 const OPENAPI_FILE = new URL("../../../docs/openapi.json", import.meta.url);
 
@@ -105,6 +97,7 @@ describe("OpenAPI document", () => {
         "GET /metrics",
         "POST /v1/devices/{id}/messages",
         "POST /v1/topics/{topic}/messages",
+        "POST /v1/messages",
         "GET /v1/messages/{id}",
         "GET /v1/events",
         "GET /v1/devices",
@@ -113,12 +106,15 @@ describe("OpenAPI document", () => {
         "DELETE /v1/devices/{id}",
       ].sort(),
     );
-    expect(Object.keys(doc.components.schemas).sort()).toEqual(["Device", "Error", "MessageStatus", "PublishResult", "Receipt"]);
+    expect(Object.keys(doc.components.schemas).sort()).toEqual(["BatchResult", "Device", "Error", "MessageStatus", "PublishResult", "Receipt"]);
     expect(doc.components.securitySchemes).toHaveProperty("bearerAuth");
     const publish = doc.paths["/v1/devices/{id}/messages"]?.["post"];
     expect(publish?.security).toEqual([{ bearerAuth: [] }]);
     expect(publish?.requestBody).toBeDefined();
     expect(Object.keys(publish?.responses ?? {})).toEqual(expect.arrayContaining(["202", "400", "401", "403", "404", "409", "413", "429", "503"]));
+    const batch = doc.paths["/v1/messages"]?.["post"];
+    expect(batch?.security).toEqual([{ bearerAuth: [] }]);
+    expect(Object.keys(batch?.responses ?? {})).toEqual(expect.arrayContaining(["202", "400", "401", "403", "413", "429", "500"]));
     expect(doc.paths["/healthz"]?.["get"]?.security).toBeUndefined();
     expect(doc.paths["/v1/events"]?.["get"]?.responses["200"]).toMatchObject({ content: { "text/event-stream": {} } });
   });
