@@ -9,6 +9,7 @@ import {
   mainThreadSigner,
   verifySessionToken,
   type ContentSigner,
+  type SignedFields,
   type KeyRing,
 } from "../auth/index.ts";
 import { decodeFrame, encodeFrame, ErrorCode, pushOverhead, WireError, type Ack, type FrameInit, type Hello, type Push, type SeqRange } from "../wire/index.ts";
@@ -123,6 +124,12 @@ class LinkState {
 }
 
 type TimerKey = Entry | DeviceQueue<LinkState> | LinkState;
+
+/** A publish that passed its checks, with the fields its content signature covers. */
+interface PreparedPublish {
+  readonly req: PublishRequest;
+  readonly fields: SignedFields;
+}
 
 interface PendingPublish {
   readonly result: PublishResult;
@@ -776,10 +783,48 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
    * input, an unknown or revoked device, or (direct publishes) a full queue.
    */
   async publish(req: PublishRequest): Promise<PublishResult> {
+    const [outcome] = await this.publishMany([req]);
+    if (outcome?.status === "fulfilled") return outcome.value;
+    throw outcome?.reason;
+  }
+
+  /**
+   * Publishes several messages as one: each is checked and signed on its own
+   * (signatures made together, off the event loop when the signer is a pool),
+   * then all are queued in the same turn, so they join one durable commit
+   * whatever order their signatures come back in. One outcome per request, in
+   * order: its result, or its own MessagingError (one bad request does not
+   * fail the others; a failed commit fails all that it held).
+   */
+  async publishMany(reqs: readonly PublishRequest[]): Promise<PromiseSettledResult<PublishResult>[]> {
+    const prepared = reqs.map((req): PreparedPublish | MessagingError => {
+      try {
+        return this.preparePublish(req);
+      } catch (e) {
+        return this.publishError(e);
+      }
+    });
+    const signed = await Promise.allSettled(prepared.map((p) => (p instanceof MessagingError ? undefined : this.sign(p))));
+    // from here on synchronous: every request is queued in this turn
+    const queued = prepared.map((p, i): Promise<PublishResult> => {
+      if (p instanceof MessagingError) return Promise.reject(p);
+      const s = signed[i] as PromiseSettledResult<string | undefined>;
+      try {
+        if (s.status === "rejected") throw s.reason;
+        return this.queuePublish(p, s.value as string);
+      } catch (e) {
+        return Promise.reject(this.publishError(e));
+      }
+    });
+    return Promise.allSettled(queued);
+  }
+
+  private async sign(p: PreparedPublish): Promise<string> {
+    this.asyncOps++;
     try {
-      return await this.publishInner(req);
-    } catch (e) {
-      throw this.publishError(e);
+      return await this.contentSigner.sign(p.fields);
+    } finally {
+      this.asyncOps--;
     }
   }
 
@@ -798,7 +843,8 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     return new MessagingError("internal", "the publish failed; nothing was published", { cause: e });
   }
 
-  private async publishInner(req: PublishRequest): Promise<PublishResult> {
+  /** The checks a publish passes before it is signed, and the fields to sign. */
+  private preparePublish(req: PublishRequest): PreparedPublish {
     this.checkRunning();
     const o = this.options;
     const payload = req.payload;
@@ -818,13 +864,15 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       expiresAt: now + ttl * 1000,
       priority,
     };
-    let signature: string;
-    this.asyncOps++;
-    try {
-      signature = await this.contentSigner.sign(fields);
-    } finally {
-      this.asyncOps--;
-    }
+    return { req, fields };
+  }
+
+  /** Queues a signed publish for its recipients (synchronous); resolves once its batch is committed. */
+  private queuePublish(p: PreparedPublish, signature: string): Promise<PublishResult> {
+    const o = this.options;
+    const { req, fields } = p;
+    const { messageId: id, topic, device, contentType, collapseKey, payload, priority } = fields;
+    const now = this.clock.now();
     const record: MessageRecord = {
       id,
       topic,

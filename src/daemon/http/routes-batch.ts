@@ -1,16 +1,16 @@
 /**
  * POST /v1/messages: up to 1000 publishes in one request, each to a device or
- * a topic, answered entry by entry. The entries are handed to the engine in
- * one event-loop turn, so they are stored by one commit (the engine commits a
- * turn's work at once) and answered after it.
+ * a topic, answered entry by entry. The entries are handed to the engine
+ * together (publishMany): signed together, queued in one turn, stored by one
+ * commit and answered after it.
  */
 import type { FastifyInstance } from "fastify";
-import type { PublishTarget } from "../../messaging/delivery-engine.ts";
+import type { PublishRequest, PublishResult, PublishTarget } from "../../messaging/delivery-engine.ts";
 import type { RouteContext } from "./context.ts";
 import { errorBody, HttpError, toHttpError, validationMessage, type ErrorBody, type HttpErrorCode } from "./errors.ts";
-import { publisherOf, publishFields, type PublishBody } from "./routes-messages.ts";
+import { publisherOf, publishRequestOf, type PublishBody } from "./routes-messages.ts";
 import { AUTH_ERRORS, BEARER_SECURITY, batchBody, batchEntrySchema, errorResponses } from "./schemas.ts";
-import type { PublishResultView } from "./views.ts";
+import { publishResultView, type PublishResultView } from "./views.ts";
 
 /** What became of a batch's entries: "published", or the code of the entry's error. */
 export type BatchEntryResult = "published" | HttpErrorCode;
@@ -72,8 +72,9 @@ export function registerBatchRoutes(
       const entries = (request.body as { messages: unknown[] }).messages;
       const validate = request.compileValidationSchema(batchEntrySchema);
       const ids = new Set<string>();
-      // every entry reaches the engine in this turn (nothing is awaited before the last): one commit
-      const pending = entries.map(async (raw, i): Promise<Outcome> => {
+      // each entry checked here becomes a request (or its own error); the engine publishes them together
+      const requests: PublishRequest[] = [];
+      const outcomes: (Outcome | number)[] = entries.map((raw, i): Outcome | number => {
         const where = `body.messages.${i}`;
         try {
           if (!validate(raw)) throw new HttpError("bad_request", validationMessage(validate.errors ?? [], where));
@@ -85,22 +86,27 @@ export function registerBatchRoutes(
             }
             ids.add(entry.id);
           }
-          return { ok: await publishFields(ctx, publisher, entry, target, where) };
+          return requests.push(publishRequestOf(publisher, entry, target, where)) - 1;
         } catch (e) {
           return { failed: toHttpError(e, o.bodyLimitBytes), cause: e };
         }
       });
-      const outcomes = await Promise.all(pending);
+      const published = await ctx.server.engine.publishMany(requests);
+      const settled = outcomes.map((r): Outcome => {
+        if (typeof r !== "number") return r;
+        const p = published[r] as PromiseSettledResult<PublishResult>;
+        return p.status === "fulfilled" ? { ok: publishResultView(p.value) } : { failed: toHttpError(p.reason, o.bodyLimitBytes), cause: p.reason };
+      });
 
       const counts = new Map<BatchEntryResult, number>();
-      let published = 0;
+      let accepted = 0;
       let internal: unknown;
       const results: (PublishResultView | ErrorBody)[] = [];
-      for (const r of outcomes) {
+      for (const r of settled) {
         const result: BatchEntryResult = "ok" in r ? "published" : r.failed.code;
         counts.set(result, (counts.get(result) ?? 0) + 1);
         if ("ok" in r) {
-          published++;
+          accepted++;
           results.push(r.ok);
         } else {
           if (r.failed.code === "internal" && internal === undefined) internal = r.cause;
@@ -109,7 +115,7 @@ export function registerBatchRoutes(
       }
       for (const [result, n] of counts) count(result, n);
       // a store failure fails the whole commit, so no entry is stored: the request failed (500), not its entries
-      if (internal !== undefined && published === 0) throw internal;
+      if (internal !== undefined && accepted === 0) throw internal;
       return reply.code(202).send({ results });
     },
   );

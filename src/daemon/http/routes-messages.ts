@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import type { PublishTarget } from "../../messaging/delivery-engine.ts";
+import type { PublishRequest, PublishTarget } from "../../messaging/delivery-engine.ts";
 import type { RouteContext } from "./context.ts";
 import { HttpError } from "./errors.ts";
 import { AUTH_ERRORS, BEARER_SECURITY, deviceIdParams, errorResponses, messageIdParams, publishBody, topicParams } from "./schemas.ts";
@@ -29,22 +29,20 @@ const publishResponses = {
 };
 
 /**
- * The fields of one publish (a single publish's body, or an entry of a batch)
- * after the route's schema check: checks what a schema cannot (one payload,
- * UTF-8 text) and publishes. Throws (synchronously inside the promise) what the
- * route answers: HttpError, MessagingError.
+ * The engine's request for the fields of one publish (a single publish's body,
+ * or an entry of a batch) after the route's schema check: checks what a schema
+ * cannot (one payload, UTF-8 text). Throws HttpError.
  */
-export async function publishFields(
-  ctx: RouteContext,
+export function publishRequestOf(
   publisher: string,
   body: PublishBody,
   target: PublishTarget,
   /** where the fields are in the request, for error messages */
   where = "body",
-): Promise<PublishResultView> {
+): PublishRequest {
   const payload = payloadOf(body, where);
   for (const field of ["contentType", "collapseKey"] as const) checkText(`${where}.${field}`, body[field]);
-  const result = await ctx.server.engine.publish({
+  return {
     target,
     payload,
     contentType: body.contentType,
@@ -53,8 +51,12 @@ export async function publishFields(
     collapseKey: body.collapseKey,
     publisher,
     id: body.id,
-  });
-  return publishResultView(result);
+  };
+}
+
+/** Publishes one message; throws what the route answers (HttpError, MessagingError). */
+async function publishFields(ctx: RouteContext, publisher: string, body: PublishBody, target: PublishTarget): Promise<PublishResultView> {
+  return publishResultView(await ctx.server.engine.publish(publishRequestOf(publisher, body, target)));
 }
 
 /** The verified publisher of a request that passed a scoped guard hook. */

@@ -183,10 +183,13 @@ describe("POST /v1/messages (batch publish)", () => {
     expect(h.server.engine.deviceStatus("d1").queueDepth).toBe(3);
   });
 
-  it("stores a batch with one commit, and a failing commit fails exactly that batch", async () => {
+  it.each([
+    ["on the main thread", 0],
+    ["by two worker threads (signatures come back in any order)", 2],
+  ])("stores a batch with one commit, signed %s, and a failing commit fails exactly that batch", async (_how, signingWorkers) => {
     const s = countingStore();
     const counted = new Map<string, number>();
-    const h = await harness({ store: s.store, observer: { httpError: () => undefined, batchEntries: (result, n) => void counted.set(result, (counted.get(result) ?? 0) + n) } });
+    const h = await harness({ store: s.store, signingWorkers, observer: { httpError: () => undefined, batchEntries: (result, n) => void counted.set(result, (counted.get(result) ?? 0) + n) } });
     for (let i = 0; i < 20; i++) h.server.registry.add({ id: `d${i}`, psk: { identity: `d${i}`, key: KEY }, topics: ["all"] });
     const entries = (tag: string): object[] => [
       ...Array.from({ length: 200 }, (_, i) => ({ device: `d${i % 20}`, payload: `${tag}${i}`, id: `${tag}-${i}` })),

@@ -46,10 +46,17 @@ export async function startHarness(
     observer?: HttpApiDeps["observer"];
     /** default a new memory store */
     store?: Store;
+    /** content-signing worker threads (default 0: the main thread signs) */
+    signingWorkers?: number;
   } = {},
 ): Promise<Harness> {
   const store = o.store ?? createMemoryStore();
-  const server = await startPushServer({ store, dtls: { host: "127.0.0.1", port: 0 }, ...(o.delivery ? { delivery: o.delivery } : {}) });
+  const server = await startPushServer({
+    store,
+    dtls: { host: "127.0.0.1", port: 0 },
+    ...(o.delivery ? { delivery: o.delivery } : {}),
+    ...(o.signingWorkers !== undefined ? { signingWorkers: o.signingWorkers } : {}),
+  });
   const clients: DtlspushClient[] = [];
   const h: Harness = {
     server,
