@@ -155,8 +155,12 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
   private requestId: number;
   private readonly requests = new Map<number, Request>();
   private out: Uint8Array[] = [];
-  /** an ack must go in the next takeRecords (a duplicate, a gap, a Welcome...) */
-  private ackNow = false;
+  /**
+   * an ack goes with the next records taken: "signal" (a duplicate, a gap, a
+   * Welcome...) even if it repeats the last one, "due" (the delay ran out)
+   * unless it does
+   */
+  private ackOwed: "signal" | "due" | undefined;
   /** when the delayed ack must go at the latest; 0: none pending */
   private ackDue = 0;
   /** the last ack sent (undefined: none yet this session) */
@@ -236,7 +240,8 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
    * it runs already).
    */
   private wantAck(immediate: boolean): void {
-    if (immediate || this.ackDelayMs === 0) this.ackNow = true;
+    if (immediate) this.ackOwed = "signal";
+    else if (this.ackDelayMs === 0) this.ackOwed ??= "due";
     else if (this.ackDue === 0) this.ackDue = this.now + this.ackDelayMs;
   }
 
@@ -530,6 +535,11 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
       this.sendHello(now);
     }
     if (this.welcome !== undefined) {
+      if (this.ackDue > 0 && this.ackDue <= now) {
+        // the delayed ack is due: it goes with the next records taken (no deadline stays in the past)
+        this.ackDue = 0;
+        this.ackOwed ??= "due";
+      }
       if (this.refreshDue > 0 && this.refreshDue <= now) {
         this.refreshDue = 0;
         this.sendHello(now); // refresh: Hello with the current token answers with a new Welcome
@@ -567,17 +577,27 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
     this.wake();
   }
 
+  /**
+   * ackEvery, but at most half the server's window (Welcome.limits.window): a
+   * server whose window is full waits for our ack, so with a small window the
+   * ack must go before the window fills, not after the delay.
+   */
+  private ackEveryNow(): number {
+    const window = this.welcome?.limits?.window ?? 0;
+    return window > 0 ? Math.min(this.ackEvery, Math.max(1, Math.floor(window / 2))) : this.ackEvery;
+  }
+
   /** Records to send now (includes an ack when one is due). */
   takeRecords(now: number): Uint8Array[] {
-    if (this.welcome !== undefined && (this.ackNow || this.ackDue > 0)) {
+    if (this.welcome !== undefined && (this.ackOwed !== undefined || this.ackDue > 0)) {
       const ack = this.receiver.ack();
       // never acknowledge beyond what is persisted: a crash must not lose a message
       const cumulative = Math.min(ack.cumulative, this.persistedHwm);
       const last = this.lastAck;
       const covers = cumulative - (last?.cumulative ?? 0);
-      if (this.ackNow || covers >= this.ackEvery || this.ackDue <= now) {
-        const immediate = this.ackNow;
-        this.ackNow = false;
+      if (this.ackOwed !== undefined || covers >= this.ackEveryNow() || this.ackDue <= now) {
+        const immediate = this.ackOwed === "signal";
+        this.ackOwed = undefined;
         this.ackDue = 0;
         const key = { cumulative, ranges: ack.ranges.map((r) => `${r.first}-${r.last}`).join(","), rejected: ack.rejected.at(-1) ?? 0 };
         // a delayed ack that would say exactly what the last one said is not worth a datagram
@@ -602,7 +622,7 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
   bye(now: number): void {
     if (this.ended) return;
     // the last ack goes before the Bye (the server ignores what follows a Bye), delayed or not
-    if (this.ackDue > 0) this.ackNow = true;
+    if (this.ackDue > 0) this.ackOwed ??= "due";
     const pending = this.takeRecords(now); // (takeRecords swaps this.out: read it after)
     this.out.push(...pending);
     this.ended = true;
