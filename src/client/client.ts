@@ -441,6 +441,7 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     if (action === "probe") {
       const ping: FrameBody = { kind: "ping", ping: { time: now } };
       m.sent(ping, now);
+      s.sentElsewhere(now); // the probe is traffic: no heartbeat Ping owed for an interval
       try {
         t.send([encodeFrame(ping)]);
       } catch {

@@ -613,6 +613,11 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
     return out;
   }
 
+  /** The driver sent a record of its own to the server (e.g. a dead-server probe): traffic, so no Ping is owed for an interval. */
+  sentElsewhere(now: number): void {
+    if (now > this.lastSent) this.lastSent = now;
+  }
+
   private queue(frame: Uint8Array, now: number): void {
     this.out.push(frame);
     this.lastSent = now;

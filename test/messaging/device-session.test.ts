@@ -581,4 +581,17 @@ describe("DeviceSession: delayed acks and heartbeats (fake clock)", () => {
     }
     expect(times.slice(0, 2)).toEqual([1000, 2000]);
   });
+
+  it("a record the driver sent itself (a dead-server probe) counts as traffic: the Ping waits an interval after it", () => {
+    const h = welcomed({ heartbeatIntervalMs: 1000 });
+    h.s.sentElsewhere(T + 600);
+    let now = T;
+    const pings: number[] = [];
+    while (now < T + 2000) {
+      now = h.s.nextDeadline() as number;
+      h.s.onTimer(now);
+      for (const f of take(h.s, now)) if (f.kind === "ping") pings.push(now - T);
+    }
+    expect(pings[0]).toBe(1600);
+  });
 });
