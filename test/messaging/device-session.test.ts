@@ -32,6 +32,18 @@ function take(s: DeviceSession, now: number): FrameBody[] {
   return s.takeRecords(now).map((r) => decodeFrame(r) as FrameBody);
 }
 
+/** Runs the session's timers from T until `end` (taking what it sends); the times of its Pings, from T. */
+function pingTimes(s: DeviceSession, end: number): number[] {
+  let now = T;
+  const pings: number[] = [];
+  while (now < end) {
+    now = s.nextDeadline() as number;
+    s.onTimer(now);
+    for (const f of take(s, now)) if (f.kind === "ping") pings.push(now - T);
+  }
+  return pings;
+}
+
 const tick = async (): Promise<void> => {
   for (let i = 0; i < 5; i++) await Promise.resolve();
 };
@@ -288,14 +300,7 @@ describe("DeviceSession", () => {
     h.s.start(T);
     h.s.receive(welcome({ heartbeatIntervalMs: 1000 }), T);
     h.s.takeRecords(T);
-    let now = T;
-    const pings: number[] = [];
-    while (now < T + 5000) {
-      now = h.s.nextDeadline() as number;
-      h.s.onTimer(now);
-      for (const f of take(h.s, now)) if (f.kind === "ping") pings.push(now - T);
-    }
-    expect(pings.slice(0, 3)).toEqual([1000, 2000, 3000]);
+    expect(pingTimes(h.s, T + 5000).slice(0, 3)).toEqual([1000, 2000, 3000]);
     // 3 intervals + half of one
     expect(stale).toBe(1);
   });
@@ -433,6 +438,16 @@ describe("DeviceSession: delayed acks and heartbeats (fake clock)", () => {
     return h;
   }
 
+  /** A welcomed session that received push 1 at T+1 and acked it when the delay ran out (T+6). */
+  async function firstAcked(): Promise<Harness> {
+    const h = welcomed();
+    h.s.receive(push(1), T + 1);
+    await tick();
+    h.s.onTimer(T + 6);
+    expect(acks(take(h.s, T + 6))).toEqual([{ cumulative: 1, ranges: [], rejected: [] }]);
+    return h;
+  }
+
   it("in-order pushes: one ack once it covers 4 more (the default), none before", async () => {
     const h = welcomed();
     for (const seq of [1, 2, 3]) h.s.receive(push(seq), T + 1);
@@ -491,11 +506,7 @@ describe("DeviceSession: delayed acks and heartbeats (fake clock)", () => {
   });
 
   it("a delayed ack that would repeat the last one exactly is not sent", async () => {
-    const h = welcomed();
-    h.s.receive(push(1), T + 1);
-    await tick();
-    h.s.onTimer(T + 6);
-    expect(acks(take(h.s, T + 6))).toEqual([{ cumulative: 1, ranges: [], rejected: [] }]);
+    const h = await firstAcked();
     h.s.persisted(1, T + 7); // a second save of the same mark: nothing new
     h.s.processed(1); // an application acking twice: nothing new either
     expect(h.s.nextDeadline()).toBe(T + 11); // (the delay runs from the session's latest time)
@@ -505,11 +516,7 @@ describe("DeviceSession: delayed acks and heartbeats (fake clock)", () => {
   });
 
   it("a duplicate is acked at once, even when that ack repeats the last one", async () => {
-    const h = welcomed();
-    h.s.receive(push(1), T + 1);
-    await tick();
-    h.s.onTimer(T + 6);
-    expect(acks(take(h.s, T + 6))).toEqual([{ cumulative: 1, ranges: [], rejected: [] }]);
+    const h = await firstAcked();
     h.s.receive(push(1), T + 300); // the server did not get that ack: it retransmitted
     await tick();
     expect(acks(take(h.s, T + 300))).toEqual([{ cumulative: 1, ranges: [], rejected: [] }]);
@@ -585,13 +592,6 @@ describe("DeviceSession: delayed acks and heartbeats (fake clock)", () => {
   it("a record the driver sent itself (a dead-server probe) counts as traffic: the Ping waits an interval after it", () => {
     const h = welcomed({ heartbeatIntervalMs: 1000 });
     h.s.sentElsewhere(T + 600);
-    let now = T;
-    const pings: number[] = [];
-    while (now < T + 2000) {
-      now = h.s.nextDeadline() as number;
-      h.s.onTimer(now);
-      for (const f of take(h.s, now)) if (f.kind === "ping") pings.push(now - T);
-    }
-    expect(pings[0]).toBe(1600);
+    expect(pingTimes(h.s, T + 2000)[0]).toBe(1600);
   });
 });
