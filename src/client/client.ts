@@ -1,5 +1,5 @@
 import { EventEmitter } from "node:events";
-import { DeviceSession } from "../messaging/device-session.ts";
+import { ackOptionsProblem, DeviceSession } from "../messaging/device-session.ts";
 import { MessagingError } from "../messaging/errors.ts";
 import { createPushVerifier } from "../messaging/push-verifier.ts";
 import { DtlspushError } from "../util/errors.ts";
@@ -28,6 +28,15 @@ export interface ConnectOptions extends TransportOptions {
    * with the default server).
    */
   readonly liveness?: false | LivenessOptions;
+  /**
+   * delayed acks: an ack goes at most this long after the first push (or
+   * processed message) it reports, ms (default 5; 0: at once, one ack per
+   * event-loop turn). Adds at most this much to publish-to-ack latency and to
+   * the server's round-trip samples; see docs/client-sdk.md.
+   */
+  readonly ackDelayMs?: number;
+  /** ...or as soon as it acknowledges this many more messages, whichever comes first (default 4) */
+  readonly ackEvery?: number;
 }
 
 /** A verified push, handed to the application once, in seq order. */
@@ -137,6 +146,8 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
       if (typeof checked === "string") throw new ClientError("bad_option", checked);
       this.liveness = new LivenessMonitor(checked);
     }
+    const ackProblem = ackOptionsProblem(options);
+    if (ackProblem !== undefined) throw new ClientError("bad_option", ackProblem);
     // the typed event map has no "newListener"; it is an EventEmitter all the same
     (this as unknown as EventEmitter).on("newListener", (event: string | symbol) => {
       if (event !== "message" || this.parked === undefined) return;
@@ -180,6 +191,8 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
       client: "dtlspush-sdk",
       helloTimeoutMs: this.options.timeoutMs ?? 10_000,
       ...(this.options.retryMs !== undefined ? { retryMs: this.options.retryMs } : {}),
+      ...(this.options.ackDelayMs !== undefined ? { ackDelayMs: this.options.ackDelayMs } : {}),
+      ...(this.options.ackEvery !== undefined ? { ackEvery: this.options.ackEvery } : {}),
     });
     const previous = this.session;
     if (previous !== undefined) session.adoptRequests(previous);
@@ -363,7 +376,7 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     this.saving = this.saving
       .then(() => this.stateStore.save(next))
       .then(
-        () => session.persisted(next.hwm),
+        () => session.persisted(next.hwm, Date.now()),
         (e: unknown) => {
           if (this.listenerCount("error") > 0) this.emit("error", new ClientError("state_save_failed", `cannot save the device state: ${(e as Error).message}`, { cause: e }));
         },
@@ -428,6 +441,7 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     if (action === "probe") {
       const ping: FrameBody = { kind: "ping", ping: { time: now } };
       m.sent(ping, now);
+      s.sentElsewhere(now); // the probe is traffic: no heartbeat Ping owed for an interval
       try {
         t.send([encodeFrame(ping)]);
       } catch {

@@ -34,6 +34,8 @@ export class DeviceReceiver {
   /** the seq handed to the application and not yet processed */
   private current: number | undefined;
   private readonly rejected: number[] = [];
+  /** the highest seq accepted (held pushes are all in hwm+1..maxSeen) */
+  private maxSeen = 0;
 
   constructor(hwm: number, options: { maxHeld?: number } = {}) {
     this.hwmSeq = hwm;
@@ -42,6 +44,14 @@ export class DeviceReceiver {
 
   get hwm(): number {
     return this.hwmSeq;
+  }
+
+  /**
+   * Whether the pushes held are exactly hwm+1..(the highest seq seen): false
+   * while one is missing below a held one (it was lost or overtaken).
+   */
+  get contiguous(): boolean {
+    return this.held.size === Math.max(0, this.maxSeen - this.hwmSeq);
   }
 
   /** Pushes held above hwm. */
@@ -72,6 +82,7 @@ export class DeviceReceiver {
     this.held.clear();
     this.current = undefined;
     this.rejected.length = 0;
+    this.maxSeen = 0;
   }
 
   accept(push: Push): AcceptResult {
@@ -80,6 +91,7 @@ export class DeviceReceiver {
     if (this.held.size >= this.maxHeld && seq > this.hwmSeq + this.maxHeld) return "overflow";
     // a tombstone needs no verification: pending(seq) is false for it
     this.held.set(seq, { push, outcome: push.expired ? "ok" : undefined });
+    if (seq > this.maxSeen) this.maxSeen = seq;
     return "new";
   }
 

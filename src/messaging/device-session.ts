@@ -25,6 +25,16 @@ import { messagingCodeOfWire } from "./wire-errors.ts";
  * event. Persisting `hwm` (event "hwm") before the ack that covers it is the
  * driver's job: `ackReady()` tells when the persisted mark allows an ack.
  *
+ * Acks are delayed and cumulative, like TCP's: one goes when it covers
+ * `ackEvery` more pushes than the last one, or `ackDelayMs` after the first
+ * thing it would report, whichever comes first; at once for a duplicate, an
+ * out-of-order arrival (a gap, or a push that fills one), a push beyond the
+ * receiver's room, a Welcome and before a Bye, so the server's retransmission
+ * logic hears of those without delay. An ack that would repeat the last one
+ * exactly is not sent unless it answers one of those. A Ping goes only after a
+ * heartbeat interval in which the session sent nothing (acks, publishes and
+ * every other frame count as traffic).
+ *
  * A Hello refused with SEQ_AHEAD (the server's store has lost seqs this device
  * saw) resets the high-water mark to 0 once per session: event "seqReset"; the
  * driver persists hwm 0 and calls `resetPersisted(now)`, which says Hello again
@@ -58,6 +68,24 @@ export interface DeviceSessionOptions {
    * 60 000, a margin for clock skew; Infinity turns the check off)
    */
   readonly expiryGraceMs?: number;
+  /**
+   * delayed acks: an ack waits at most this long after the first thing it
+   * would report (a push received, a mark persisted), ms (default 5; 0 acks
+   * at once, in the driver's next flush)
+   */
+  readonly ackDelayMs?: number;
+  /** ...or until it covers this many more pushes cumulatively, whichever comes first (default 4) */
+  readonly ackEvery?: number;
+}
+
+/** Defaults of the delayed-ack bound (see DeviceSessionOptions and docs/client-sdk.md). */
+export const ACK_DEFAULTS = { ackDelayMs: 5, ackEvery: 4 } as const;
+
+/** Checks the delayed-ack options: whole numbers in range. Returns the message of the first problem, or undefined. */
+export function ackOptionsProblem(o: { readonly ackDelayMs?: number; readonly ackEvery?: number }): string | undefined {
+  const bad = (name: "ackDelayMs" | "ackEvery", v: number | undefined, min: number, max: number): string | undefined =>
+    v === undefined || (Number.isSafeInteger(v) && v >= min && v <= max) ? undefined : `${name} must be a whole number from ${min} to ${max}, got ${String(v)}`;
+  return bad("ackDelayMs", o.ackDelayMs, 0, 1000) ?? bad("ackEvery", o.ackEvery, 1, 1024);
 }
 
 export type PushVerdict = boolean | "unknown_key";
@@ -127,7 +155,18 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
   private requestId: number;
   private readonly requests = new Map<number, Request>();
   private out: Uint8Array[] = [];
-  private ackWanted = false;
+  /**
+   * an ack goes with the next records taken: "signal" (a duplicate, a gap, a
+   * Welcome...) even if it repeats the last one, "due" (the delay ran out)
+   * unless it does
+   */
+  private ackOwed: "signal" | "due" | undefined;
+  /** when the delayed ack must go at the latest; 0: none pending */
+  private ackDue = 0;
+  /** the last ack sent (undefined: none yet this session) */
+  private lastAck: { cumulative: number; ranges: string; rejected: number } | undefined;
+  private readonly ackDelayMs: number;
+  private readonly ackEvery: number;
   /** hwm the driver has persisted; acks never claim more */
   private persistedHwm: number;
   private ended = false;
@@ -157,6 +196,10 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
     this.missedHeartbeats = options.missedHeartbeats ?? 3;
     this.helloTimeoutMs = options.helloTimeoutMs ?? 60_000;
     this.expiryGraceMs = options.expiryGraceMs ?? 60_000;
+    const problem = ackOptionsProblem(options);
+    if (problem !== undefined) throw new MessagingError("bad_option", problem);
+    this.ackDelayMs = options.ackDelayMs ?? ACK_DEFAULTS.ackDelayMs;
+    this.ackEvery = options.ackEvery ?? ACK_DEFAULTS.ackEvery;
   }
 
   get welcomed(): Welcome | undefined {
@@ -179,15 +222,27 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
     this.sendHello(now);
   }
 
-  /** Called with the hwm once it is persisted; acks may now cover it. */
-  persisted(hwm: number): void {
+  /** Called with the hwm once it is persisted; acks may now cover it. `now`: the time, when the driver has it. */
+  persisted(hwm: number, now = this.now): void {
     // a save of the old mark, made before the reset, finishing now: not a mark of the new numbering
     if (this.seqReset === "pending") return;
     if (hwm > this.persistedHwm) {
+      this.now = Math.max(this.now, now);
       this.persistedHwm = hwm;
-      this.ackWanted = true;
+      this.wantAck(false);
       this.wake();
     }
+  }
+
+  /**
+   * Something an ack would report happened: `immediate` for what the server
+   * must hear of at once; otherwise the delayed ack's deadline starts (unless
+   * it runs already).
+   */
+  private wantAck(immediate: boolean): void {
+    if (immediate) this.ackOwed = "signal";
+    else if (this.ackDelayMs === 0) this.ackOwed ??= "due";
+    else if (this.ackDue === 0) this.ackDue = this.now + this.ackDelayMs;
   }
 
   receive(record: Uint8Array, now: number): void {
@@ -297,6 +352,7 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
     this.pingDue = now + w.heartbeatIntervalMs;
     this.staleAfter = w.heartbeatIntervalMs * this.missedHeartbeats + Math.ceil(w.heartbeatIntervalMs / 2);
     if (this.receiver.serverAcked(w.ackedSeq)) this.persistedHwm = Math.max(this.persistedHwm, w.ackedSeq);
+    this.lastAck = undefined; // a new session (or a refresh): what it heard before is not assumed
     this.emit("welcome", w);
     // pushes signed by a key we did not know: check them once more against this JWKS
     const waiting = this.awaitingKeys;
@@ -304,15 +360,18 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
     for (const push of waiting) this.check(push, w.jwks, true);
     // requests sent before the Welcome went unanswered (HELLO_REQUIRED): send them now
     for (const r of this.requests.values()) r.dueAt = now;
-    this.ackWanted = true;
+    this.wantAck(true);
     this.wake();
   }
 
   private onPush(push: Push): void {
     const welcome = this.welcome;
     if (welcome === undefined) return;
+    const gapBefore = !this.receiver.contiguous;
     const result = this.receiver.accept(push);
-    this.ackWanted = true;
+    // a duplicate (our ack was lost), a push beyond our room, or one out of order (a gap, or one that
+    // fills a gap): the server hears of it at once; an in-order push waits for the delayed ack
+    this.wantAck(result !== "new" || gapBefore || !this.receiver.contiguous);
     this.wake();
     if (result !== "new") return;
     if (!this.receiver.pending(push.seq)) {
@@ -358,7 +417,7 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
   private drain(): void {
     const before = this.receiver.hwm;
     const next = this.receiver.next();
-    if (this.receiver.hwm !== before) this.ackWanted = true;
+    if (this.receiver.hwm !== before) this.wantAck(false);
     if (next !== undefined) this.emit("message", next);
     this.wake();
   }
@@ -366,7 +425,7 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
   /** The application is done with push `seq` ("message" event). */
   processed(seq: number): void {
     this.receiver.processed(seq);
-    this.ackWanted = true;
+    this.wantAck(false);
     this.drain();
   }
 
@@ -457,6 +516,7 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
     if (this.welcome !== undefined) {
       consider(this.pingDue);
       consider(this.refreshDue);
+      consider(this.ackDue);
       for (const r of this.requests.values()) consider(r.dueAt);
     }
     return min;
@@ -475,6 +535,11 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
       this.sendHello(now);
     }
     if (this.welcome !== undefined) {
+      if (this.ackDue > 0 && this.ackDue <= now) {
+        // the delayed ack is due: it goes with the next records taken (no deadline stays in the past)
+        this.ackDue = 0;
+        this.ackOwed ??= "due";
+      }
       if (this.refreshDue > 0 && this.refreshDue <= now) {
         this.refreshDue = 0;
         this.sendHello(now); // refresh: Hello with the current token answers with a new Welcome
@@ -490,8 +555,12 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
         this.emit("stale");
       }
       if (this.pingDue <= now) {
-        this.pingDue = now + this.welcome.heartbeatIntervalMs;
-        if (now - this.lastSent >= this.welcome.heartbeatIntervalMs / 2) this.queue(encodeFrame({ kind: "ping", ping: { time: now } }), now);
+        // a Ping only after an interval in which nothing went out: any record tells the server we are here
+        const interval = this.welcome.heartbeatIntervalMs;
+        if (now - this.lastSent >= interval) {
+          this.queue(encodeFrame({ kind: "ping", ping: { time: now } }), now);
+          this.pingDue = now + interval;
+        } else this.pingDue = this.lastSent + interval;
       }
     }
     this.wake();
@@ -508,19 +577,45 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
     this.wake();
   }
 
+  /**
+   * ackEvery, but at most half the server's window (Welcome.limits.window): a
+   * server whose window is full waits for our ack, so with a small window the
+   * ack must go before the window fills, not after the delay.
+   */
+  private ackEveryNow(): number {
+    const window = this.welcome?.limits?.window ?? 0;
+    return window > 0 ? Math.min(this.ackEvery, Math.max(1, Math.floor(window / 2))) : this.ackEvery;
+  }
+
   /** Records to send now (includes an ack when one is due). */
   takeRecords(now: number): Uint8Array[] {
-    if (this.ackWanted && this.welcome !== undefined) {
-      this.ackWanted = false;
+    if (this.welcome !== undefined && (this.ackOwed !== undefined || this.ackDue > 0)) {
       const ack = this.receiver.ack();
       // never acknowledge beyond what is persisted: a crash must not lose a message
       const cumulative = Math.min(ack.cumulative, this.persistedHwm);
-      const frame: FrameInit = { kind: "ack", ack: { ...ack, cumulative } };
-      this.queue(encodeFrame(frame), now);
+      const last = this.lastAck;
+      const covers = cumulative - (last?.cumulative ?? 0);
+      if (this.ackOwed !== undefined || covers >= this.ackEveryNow() || this.ackDue <= now) {
+        const immediate = this.ackOwed === "signal";
+        this.ackOwed = undefined;
+        this.ackDue = 0;
+        const key = { cumulative, ranges: ack.ranges.map((r) => `${r.first}-${r.last}`).join(","), rejected: ack.rejected.at(-1) ?? 0 };
+        // a delayed ack that would say exactly what the last one said is not worth a datagram
+        if (immediate || last === undefined || last.cumulative !== key.cumulative || last.ranges !== key.ranges || last.rejected !== key.rejected) {
+          this.lastAck = key;
+          const frame: FrameInit = { kind: "ack", ack: { ...ack, cumulative } };
+          this.queue(encodeFrame(frame), now);
+        }
+      }
     }
     const out = this.out;
     this.out = [];
     return out;
+  }
+
+  /** The driver sent a record of its own to the server (e.g. a dead-server probe): traffic, so no Ping is owed for an interval. */
+  sentElsewhere(now: number): void {
+    if (now > this.lastSent) this.lastSent = now;
   }
 
   private queue(frame: Uint8Array, now: number): void {
@@ -531,7 +626,8 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
   /** Ends the session: a Bye to the server. */
   bye(now: number): void {
     if (this.ended) return;
-    // the last ack goes before the Bye (the server ignores what follows a Bye)
+    // the last ack goes before the Bye (the server ignores what follows a Bye), delayed or not
+    if (this.ackDue > 0) this.ackOwed ??= "due";
     const pending = this.takeRecords(now); // (takeRecords swaps this.out: read it after)
     this.out.push(...pending);
     this.ended = true;

@@ -212,4 +212,24 @@ describe("DeviceReceiver", () => {
     expect(drain(r)).toEqual([1, 2, 3, 4]);
     expect(r.accept(push(5))).toBe("new");
   });
+
+  it("contiguous: false while a seq is missing below a held one, true again once it arrives or hwm passes it", () => {
+    const r = new DeviceReceiver(0);
+    const p = (seq: number) => ({ ...push(seq), expired: true });
+    expect(r.contiguous).toBe(true);
+    expect(r.accept(p(1))).toBe("new");
+    expect(r.contiguous).toBe(true);
+    expect(r.accept(p(3))).toBe("new");
+    expect(r.contiguous).toBe(false);
+    expect(r.accept(p(2))).toBe("new");
+    expect(r.contiguous).toBe(true);
+    expect(r.next()).toBeUndefined(); // tombstones: consumed on the way
+    expect(r.hwm).toBe(3);
+    expect(r.accept(p(5))).toBe("new");
+    expect(r.contiguous).toBe(false);
+    r.serverAcked(5);
+    expect(r.contiguous).toBe(true);
+    r.reset(0);
+    expect(r.contiguous).toBe(true);
+  });
 });

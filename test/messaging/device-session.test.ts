@@ -32,6 +32,18 @@ function take(s: DeviceSession, now: number): FrameBody[] {
   return s.takeRecords(now).map((r) => decodeFrame(r) as FrameBody);
 }
 
+/** Runs the session's timers from T until `end` (taking what it sends); the times of its Pings, from T. */
+function pingTimes(s: DeviceSession, end: number): number[] {
+  let now = T;
+  const pings: number[] = [];
+  while (now < end) {
+    now = s.nextDeadline() as number;
+    s.onTimer(now);
+    for (const f of take(s, now)) if (f.kind === "ping") pings.push(now - T);
+  }
+  return pings;
+}
+
 const tick = async (): Promise<void> => {
   for (let i = 0; i < 5; i++) await Promise.resolve();
 };
@@ -47,7 +59,7 @@ interface Harness {
   auto: boolean;
 }
 
-function harness(options: { hwm?: number; sessionToken?: string } = {}): Harness {
+function harness(options: { hwm?: number; sessionToken?: string; ackDelayMs?: number; ackEvery?: number } = {}): Harness {
   const verdict = new Map<number, boolean | "unknown_key">();
   const verified: { seq: number; jwks: string }[] = [];
   const s = new DeviceSession({
@@ -57,6 +69,8 @@ function harness(options: { hwm?: number; sessionToken?: string } = {}): Harness
       verified.push({ seq: p.seq, jwks });
       return verdict.get(p.seq) ?? true;
     },
+    ...(options.ackDelayMs !== undefined ? { ackDelayMs: options.ackDelayMs } : {}),
+    ...(options.ackEvery !== undefined ? { ackEvery: options.ackEvery } : {}),
   });
   const h: Harness = { s, messages: [], rejected: [], verified, verdict, auto: true };
   s.on("message", (p) => {
@@ -168,7 +182,8 @@ describe("DeviceSession", () => {
     await tick();
     expect(h.rejected).toEqual([1]);
     expect(h.messages.map((m) => m.seq)).toEqual([2]);
-    expect(take(h.s, T).at(-1)).toEqual({ kind: "ack", ack: { cumulative: 2, ranges: [], rejected: [1] } });
+    // (the delayed ack: 5 ms after the pushes came)
+    expect(take(h.s, T + 5).at(-1)).toEqual({ kind: "ack", ack: { cumulative: 2, ranges: [], rejected: [1] } });
   });
 
   it("refuses a push that expired more than the grace (60 s) ago by its clock, and hands over one within it", async () => {
@@ -182,7 +197,7 @@ describe("DeviceSession", () => {
     await tick();
     expect(h.rejected).toEqual([1]);
     expect(h.messages.map((m) => m.seq)).toEqual([2, 3]);
-    expect(take(h.s, T).at(-1)).toEqual({ kind: "ack", ack: { cumulative: 3, ranges: [], rejected: [1] } });
+    expect(take(h.s, T + 5).at(-1)).toEqual({ kind: "ack", ack: { cumulative: 3, ranges: [], rejected: [1] } });
   });
 
   it("on a push by an unknown key, refreshes its Welcome once and checks it again against the new JWKS", async () => {
@@ -285,14 +300,7 @@ describe("DeviceSession", () => {
     h.s.start(T);
     h.s.receive(welcome({ heartbeatIntervalMs: 1000 }), T);
     h.s.takeRecords(T);
-    let now = T;
-    const pings: number[] = [];
-    while (now < T + 5000) {
-      now = h.s.nextDeadline() as number;
-      h.s.onTimer(now);
-      for (const f of take(h.s, now)) if (f.kind === "ping") pings.push(now - T);
-    }
-    expect(pings.slice(0, 3)).toEqual([1000, 2000, 3000]);
+    expect(pingTimes(h.s, T + 5000).slice(0, 3)).toEqual([1000, 2000, 3000]);
     // 3 intervals + half of one
     expect(stale).toBe(1);
   });
@@ -415,5 +423,175 @@ describe("DeviceSession after SEQ_AHEAD (the server's store lost the seqs this d
     expect(resets).toEqual([]);
     expect(refused).toHaveLength(1);
     expect(errors).toEqual([]);
+  });
+});
+
+describe("DeviceSession: delayed acks and heartbeats (fake clock)", () => {
+  const acks = (frames: FrameBody[]) => frames.flatMap((f) => (f.kind === "ack" ? [f.ack] : []));
+
+  /** A welcomed session (the Welcome's own ack taken); `auto`: each message processed and persisted at once. */
+  function welcomed(o: { ackDelayMs?: number; ackEvery?: number; heartbeatIntervalMs?: number } = {}): Harness {
+    const h = harness(o);
+    h.s.start(T);
+    h.s.receive(welcome(o.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: o.heartbeatIntervalMs } : {}), T);
+    expect(acks(take(h.s, T))).toEqual([{ cumulative: 0, ranges: [], rejected: [] }]);
+    return h;
+  }
+
+  /** A welcomed session that received push 1 at T+1 and acked it when the delay ran out (T+6). */
+  async function firstAcked(): Promise<Harness> {
+    const h = welcomed();
+    h.s.receive(push(1), T + 1);
+    await tick();
+    h.s.onTimer(T + 6);
+    expect(acks(take(h.s, T + 6))).toEqual([{ cumulative: 1, ranges: [], rejected: [] }]);
+    return h;
+  }
+
+  it("in-order pushes: one ack once it covers 4 more (the default), none before", async () => {
+    const h = welcomed();
+    for (const seq of [1, 2, 3]) h.s.receive(push(seq), T + 1);
+    await tick();
+    expect(h.messages.map((m) => m.seq)).toEqual([1, 2, 3]);
+    expect(take(h.s, T + 1)).toEqual([]);
+    expect(h.s.nextDeadline()).toBe(T + 6); // the delay runs from the first of them
+    h.s.receive(push(4), T + 2);
+    await tick();
+    expect(take(h.s, T + 2)).toEqual([{ kind: "ack", ack: { cumulative: 4, ranges: [], rejected: [] } }]);
+    // nothing left to say: no ack at the old deadline
+    h.s.onTimer(T + 6);
+    expect(acks(take(h.s, T + 6))).toEqual([]);
+  });
+
+  it("a small server window (Welcome.limits.window 2): an ack per push, so the window never waits for the delay", async () => {
+    const h = harness();
+    h.s.start(T);
+    h.s.receive(welcome({ limits: { maxPayload: 1024, window: 2, maxTopics: 100 } }), T);
+    take(h.s, T);
+    h.s.receive(push(1), T + 1);
+    await tick();
+    expect(acks(take(h.s, T + 1))).toEqual([{ cumulative: 1, ranges: [], rejected: [] }]);
+  });
+
+  it("fewer pushes than ackEvery: the ack goes when the delay runs out, not before", async () => {
+    const h = welcomed({ ackDelayMs: 20, ackEvery: 8 });
+    h.s.receive(push(1), T + 100);
+    await tick();
+    h.s.receive(push(2), T + 110);
+    await tick();
+    expect(acks(take(h.s, T + 119))).toEqual([]);
+    expect(h.s.nextDeadline()).toBe(T + 120);
+    h.s.onTimer(T + 120);
+    // due now: no deadline stays in the past while the driver has not taken the records yet (no busy timer)
+    expect(h.s.nextDeadline()).toBeGreaterThan(T + 120);
+    expect(acks(take(h.s, T + 121))).toEqual([{ cumulative: 2, ranges: [], rejected: [] }]);
+  });
+
+  it("ackDelayMs 0: every flush carries an ack (one per turn, as before delayed acks)", async () => {
+    const h = welcomed({ ackDelayMs: 0 });
+    h.s.receive(push(1), T + 1);
+    await tick();
+    expect(acks(take(h.s, T + 1))).toEqual([{ cumulative: 1, ranges: [], rejected: [] }]);
+  });
+
+  it("an out-of-order push is acked at once with its range, and so is the one that fills the gap", async () => {
+    const h = welcomed();
+    h.s.receive(push(2), T + 1);
+    await tick();
+    expect(acks(take(h.s, T + 1))).toEqual([{ cumulative: 0, ranges: [{ first: 2, last: 2 }], rejected: [] }]);
+    h.s.receive(push(1), T + 2);
+    await tick();
+    expect(h.messages.map((m) => m.seq)).toEqual([1, 2]);
+    expect(acks(take(h.s, T + 2))).toEqual([{ cumulative: 2, ranges: [], rejected: [] }]);
+  });
+
+  it("a delayed ack that would repeat the last one exactly is not sent", async () => {
+    const h = await firstAcked();
+    h.s.persisted(1, T + 7); // a second save of the same mark: nothing new
+    h.s.processed(1); // an application acking twice: nothing new either
+    expect(h.s.nextDeadline()).toBe(T + 11); // (the delay runs from the session's latest time)
+    h.s.onTimer(T + 11);
+    expect(acks(take(h.s, T + 11))).toEqual([]);
+    expect(h.s.nextDeadline()).toBeGreaterThan(T + 11);
+  });
+
+  it("a duplicate is acked at once, even when that ack repeats the last one", async () => {
+    const h = await firstAcked();
+    h.s.receive(push(1), T + 300); // the server did not get that ack: it retransmitted
+    await tick();
+    expect(acks(take(h.s, T + 300))).toEqual([{ cumulative: 1, ranges: [], rejected: [] }]);
+    expect(h.messages).toHaveLength(1);
+  });
+
+  it("manual ack: nothing claims a message before the application is done and it is persisted; then the delayed ack covers it", async () => {
+    const h = welcomed();
+    h.auto = false;
+    h.s.receive(push(1), T + 1);
+    await tick();
+    expect(h.messages.map((m) => m.seq)).toEqual([1]);
+    // after the delay the server learns the push arrived (a range), not that it was processed
+    h.s.onTimer(T + 6);
+    expect(acks(take(h.s, T + 6))).toEqual([{ cumulative: 0, ranges: [{ first: 1, last: 1 }], rejected: [] }]);
+    // held by the application for a long time: no ack claims it, whatever the timers
+    for (const t of [T + 1000, T + 60_000]) {
+      h.s.onTimer(t);
+      expect(acks(take(h.s, t)).some((a) => a.cumulative > 0)).toBe(false);
+    }
+    h.s.processed(1);
+    expect(acks(take(h.s, T + 60_001)).some((a) => a.cumulative > 0)).toBe(false);
+    h.s.persisted(1, T + 60_002);
+    expect(acks(take(h.s, T + 60_002))).toEqual([]);
+    expect(h.s.nextDeadline()).toBeLessThanOrEqual(T + 60_007);
+    h.s.onTimer(T + 60_007);
+    expect(acks(take(h.s, T + 60_007))).toEqual([{ cumulative: 1, ranges: [], rejected: [] }]);
+  });
+
+  it("refuses ack options out of range", () => {
+    const make = (o: { ackDelayMs?: number; ackEvery?: number }) => () => new DeviceSession({ hwm: 0, verify: async () => true, ...o });
+    expect(make({ ackDelayMs: -1 })).toThrow(/ackDelayMs/);
+    expect(make({ ackDelayMs: 1.5 })).toThrow(/ackDelayMs/);
+    expect(make({ ackDelayMs: 1001 })).toThrow(/ackDelayMs/);
+    expect(make({ ackEvery: 0 })).toThrow(/ackEvery/);
+    expect(make({ ackDelayMs: 0, ackEvery: 1 })).not.toThrow();
+  });
+
+  it("no Ping while other traffic flows (a frame every 0.9 interval); a Ping one interval after the last frame sent", async () => {
+    const h = welcomed({ heartbeatIntervalMs: 1000 });
+    let now = T;
+    let pings = 0;
+    let seq = 0;
+    // traffic: a push every 900 ms (the server hears its ack), for 20 intervals
+    for (let i = 1; i <= 22; i++) {
+      const at = T + i * 900;
+      while ((h.s.nextDeadline() as number) < at) {
+        now = h.s.nextDeadline() as number;
+        h.s.onTimer(now);
+        pings += take(h.s, now).filter((f) => f.kind === "ping").length;
+      }
+      now = at;
+      h.s.receive(push(++seq), now);
+      await tick();
+      h.s.onTimer(now + 5);
+      const out = take(h.s, now + 5);
+      expect(acks(out)).toEqual([{ cumulative: seq, ranges: [], rejected: [] }]);
+      pings += out.filter((f) => f.kind === "ping").length;
+    }
+    expect(pings).toBe(0);
+    // silence from then on: the Ping goes one interval after the last ack
+    const lastSent = now + 5;
+    const times: number[] = [];
+    while (now < lastSent + 2500) {
+      now = h.s.nextDeadline() as number;
+      h.s.onTimer(now);
+      for (const f of take(h.s, now)) if (f.kind === "ping") times.push(now - lastSent);
+      h.s.receive(frame({ kind: "pong", pong: { time: now, serverTime: now } }), now);
+    }
+    expect(times.slice(0, 2)).toEqual([1000, 2000]);
+  });
+
+  it("a record the driver sent itself (a dead-server probe) counts as traffic: the Ping waits an interval after it", () => {
+    const h = welcomed({ heartbeatIntervalMs: 1000 });
+    h.s.sentElsewhere(T + 600);
+    expect(pingTimes(h.s, T + 2000)[0]).toBe(1600);
   });
 });
