@@ -137,6 +137,11 @@ export interface SeqReset {
 }
 
 const MAX_RETRY_MS = 8000;
+/** The heartbeat interval a Welcome may set: what the daemon's delivery.heartbeat_seconds allows (1 s to 1 h). */
+export const MIN_HEARTBEAT_MS = 1000;
+export const MAX_HEARTBEAT_MS = 3_600_000;
+/** A session token is refreshed at most this often, whatever lifetime the server claims. */
+export const MIN_REFRESH_MS = 10_000;
 const TOKEN_ERRORS = new Set<number>([ErrorCode.TOKEN_INVALID, ErrorCode.TOKEN_EXPIRED, ErrorCode.TOKEN_IDENTITY_MISMATCH]);
 
 export class DeviceSession extends EventEmitter<SessionEvents> {
@@ -151,6 +156,8 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
   private helloFrame: Uint8Array | undefined;
   private pingDue = 0;
   private refreshDue = 0;
+  /** the Welcome's heartbeat interval, within MIN/MAX_HEARTBEAT_MS (a server's value is a claim too) */
+  private heartbeatMs = 0;
   private lastSent = 0;
   private requestId: number;
   private readonly requests = new Map<number, Request>();
@@ -348,9 +355,11 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
     this.helloFrame = undefined;
     this.helloTries = 0;
     const lifetime = Math.max(0, w.tokenExpiresAt - w.serverTime);
-    this.refreshDue = now + Math.floor((lifetime * 2) / 3);
-    this.pingDue = now + w.heartbeatIntervalMs;
-    this.staleAfter = w.heartbeatIntervalMs * this.missedHeartbeats + Math.ceil(w.heartbeatIntervalMs / 2);
+    // a token that claims to expire at once is refreshed no more often than MIN_REFRESH_MS
+    this.refreshDue = now + Math.max(MIN_REFRESH_MS, Math.floor((lifetime * 2) / 3));
+    const hb = (this.heartbeatMs = Math.min(MAX_HEARTBEAT_MS, Math.max(MIN_HEARTBEAT_MS, w.heartbeatIntervalMs)));
+    this.pingDue = now + hb;
+    this.staleAfter = hb * this.missedHeartbeats + Math.ceil(hb / 2);
     if (this.receiver.serverAcked(w.ackedSeq)) this.persistedHwm = Math.max(this.persistedHwm, w.ackedSeq);
     this.lastAck = undefined; // a new session (or a refresh): what it heard before is not assumed
     this.emit("welcome", w);
@@ -556,7 +565,7 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
       }
       if (this.pingDue <= now) {
         // a Ping only after an interval in which nothing went out: any record tells the server we are here
-        const interval = this.welcome.heartbeatIntervalMs;
+        const interval = this.heartbeatMs;
         if (now - this.lastSent >= interval) {
           this.queue(encodeFrame({ kind: "ping", ping: { time: now } }), now);
           this.pingDue = now + interval;

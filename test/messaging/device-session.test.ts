@@ -305,6 +305,21 @@ describe("DeviceSession", () => {
     expect(stale).toBe(1);
   });
 
+  it("a Welcome's heartbeat interval and token lifetime are claims: 0 does not make the device ping or refresh in a loop", () => {
+    const h = harness();
+    h.s.start(T);
+    h.s.receive(welcome({ heartbeatIntervalMs: 0, tokenExpiresAt: T, serverTime: T }), T);
+    h.s.takeRecords(T);
+    const frames: string[] = [];
+    for (let now = T; now <= T + 5000; now += 10) {
+      h.s.onTimer(now);
+      for (const f of take(h.s, now)) frames.push(f.kind);
+    }
+    // at most one Ping a second (MIN_HEARTBEAT_MS), no token refresh within 10 s (MIN_REFRESH_MS)
+    expect(frames.filter((k) => k === "ping").length).toBeLessThanOrEqual(5);
+    expect(frames.filter((k) => k === "hello")).toEqual([]);
+  });
+
   it("after a refused token, says Hello again without one", () => {
     const h = harness({ sessionToken: "bad" });
     const errors: number[] = [];
