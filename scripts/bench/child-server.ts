@@ -4,6 +4,20 @@
  */
 import type { ChildProcess } from "node:child_process";
 
+/** The parts of process.memoryUsage() the memory benches report. */
+export interface MemorySample {
+  readonly heapUsed: number;
+  /** V8 heap reserved, used or not */
+  readonly heapTotal: number;
+  /** ArrayBuffer backing stores (Buffers) outside the V8 heap */
+  readonly arrayBuffers: number;
+  readonly external: number;
+  readonly rss: number;
+}
+
+/** What the bench asks of its server process. */
+export type ToServer = { readonly kind: "measure"; readonly label: string } | { readonly kind: "stop" };
+
 /** Collects garbage a few times (yielding in between) and reads process.memoryUsage(). */
 export async function settledMemory(): Promise<NodeJS.MemoryUsage> {
   const gc = (globalThis as { gc?: () => void }).gc;

@@ -25,18 +25,9 @@ import { encodeFragment, encodeHandshake, parseHandshakeFragments } from "../../
 import { connect, listen } from "../../src/dtls/index.ts";
 import { decodeHelloVerifyRequest, encodeClientHello, EMPTY, type ClientHello } from "../../src/dtls/messages.ts";
 import { encodePlainRecord, parseRecords } from "../../src/dtls/record.ts";
-import { nextMessage as next, settledMemory } from "./child-server.ts";
+import { nextMessage as next, settledMemory, type MemorySample, type ToServer } from "./child-server.ts";
 
-interface Sample {
-  readonly heapUsed: number;
-  /** V8 heap reserved, used or not */
-  readonly heapTotal: number;
-  readonly arrayBuffers: number;
-  readonly external: number;
-  readonly rss: number;
-}
-
-type ToServer = { readonly kind: "measure"; readonly label: string } | { readonly kind: "stop" };
+type Sample = MemorySample;
 type FromServer =
   | { readonly kind: "ready"; readonly port: number }
   | { readonly kind: "sample"; readonly label: string; readonly sample: Sample; readonly handshakes: number; readonly sessions: number };

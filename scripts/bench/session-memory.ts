@@ -23,19 +23,9 @@ import { parseArgs } from "node:util";
 import { connect, type DtlspushClient } from "../../src/client/index.ts";
 import { startPushServer } from "../../src/daemon/push-server.ts";
 import { createMemoryStore } from "../../src/store/index.ts";
-import { nextMessage as next, settledMemory } from "./child-server.ts";
+import { nextMessage as next, settledMemory, type MemorySample, type ToServer } from "./child-server.ts";
 
-interface Sample {
-  readonly heapUsed: number;
-  readonly rss: number;
-  /** ArrayBuffer backing stores (Buffers) outside the V8 heap */
-  readonly arrayBuffers: number;
-  readonly external: number;
-  /** V8 heap reserved (used or not) */
-  readonly heapTotal: number;
-}
-
-type ToServer = { readonly kind: "measure"; readonly label: string } | { readonly kind: "stop" };
+type Sample = MemorySample;
 type FromServer =
   | { readonly kind: "ready"; readonly port: number }
   | { readonly kind: "sample"; readonly label: string; readonly sample: Sample; readonly sessions: number; readonly online: number };
