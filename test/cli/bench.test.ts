@@ -194,7 +194,7 @@ describe("dtlspush bench", () => {
     expect(report.push?.published).toBeGreaterThan(0);
     expect(report.push?.acked).toBe(report.push?.published);
     expect(report.push?.received).toBe(report.push?.published);
-    // sampled in this process, where the daemon runs
+    // read from the in-process daemon's metrics over the window
     expect(report.push?.eventLoopDelayMs).toMatchObject({ p50: expect.any(Number), p99: expect.any(Number), max: expect.any(Number) });
   });
 

@@ -4,14 +4,14 @@
  * turn of the loop (a commit, a big HTTP body, a GC pause) delays every
  * datagram and timer behind it, so this is the floor under the p99 latency.
  *
- * In process the bench samples its own loop (perf_hooks.monitorEventLoopDelay)
- * for exactly the window. An external daemon is read from its /metrics
- * (prom-client's nodejs_eventloop_lag_{p50,p99,max}_seconds, sampled every
- * 10 ms and reset at each scrape): each scrape covers the time since the one
- * before, and the window reports the worst scrape interval's figures.
+ * Read from the daemon's metrics, in process as over HTTP: prom-client's
+ * nodejs_eventloop_lag_{p50,p99,max}_seconds (perf_hooks.monitorEventLoopDelay,
+ * sampled every 10 ms, reset at each scrape). Each scrape covers the time since
+ * the one before, and a window reports its worst scrape interval's figures
+ * (push scrapes at the start and the end of its window: exactly the window).
+ * The bench runs no sampler of its own: a second one on the in-process
+ * daemon's loop made fan-outs measurably slower.
  */
-import { monitorEventLoopDelay } from "node:perf_hooks";
-
 export interface LoopDelay {
   readonly p50: number;
   readonly p99: number;
@@ -41,20 +41,7 @@ export interface LoopDelayWindow {
   stop(): LoopDelay | null;
 }
 
-/** This process's loop, from now until stop(). */
-export function watchThisLoop(): LoopDelayWindow {
-  const h = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
-  h.enable();
-  return {
-    stop: () => {
-      h.disable();
-      if (h.count === 0) return null;
-      return loopDelayOf(h.percentile(50) / 1e6, h.percentile(99) / 1e6, h.max / 1e6);
-    },
-  };
-}
-
-/** Windows over an external daemon's scrapes: each scrape is folded into every open window. */
+/** Windows over the daemon's scrapes: each scrape is folded into every open window. */
 export class ScrapedLoopDelay {
   private readonly open = new Set<{ worst: LoopDelay | null }>();
 
