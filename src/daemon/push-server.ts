@@ -5,7 +5,7 @@ import { DeliveryEngine, type PublishRequest, type PublishResult, type SessionLi
 import type { DeliveryOptions } from "../messaging/options.ts";
 import type { DeliveryObserver } from "../messaging/observer.ts";
 import type { Clock } from "../util/clock.ts";
-import { PacedSender } from "./paced-sender.ts";
+import { DeadlineTimer, EndOfTurn, TurnPacer } from "../util/turn.ts";
 
 /**
  * The push server: the DTLS endpoint, the device registry (PSK keys and
@@ -45,10 +45,9 @@ export interface PushServer {
 
 const wallClock: Clock = { now: () => Date.now() };
 /**
- * Sessions sent to per event-loop turn and server socket before the rest waits for the next turn
- * (see PacedSender). libuv reads at most 32 datagrams from a UDP socket per loop iteration, so
- * sending more per turn than the loop can read back overflows the receive buffer during a fan-out:
- * with 32 (one socket), a 40k-device fan-out had all acks in 7 s instead of 30 s, at a third of the CPU.
+ * Sessions sent to per event-loop turn and server socket before the rest waits for the next turn:
+ * libuv reads at most 32 datagrams from a UDP socket per turn (the measured reason is in
+ * src/util/turn.ts, TurnPacer).
  */
 const SENDS_PER_TURN_PER_SOCKET = 32;
 
@@ -78,38 +77,18 @@ async function serve(
 
   // what leaves per turn matches what the loop can read back per turn (see SENDS_PER_TURN_PER_SOCKET)
   const perTurn = SENDS_PER_TURN_PER_SOCKET * (o.dtls.sockets ?? DEFAULT_SERVER_SOCKETS);
-  let timer: NodeJS.Timeout | undefined;
-  let timerAt = Infinity;
-  let flushQueued = false;
   let closed = false;
-  /** a due timer waits for the check phase; it re-arms afterwards */
-  let firing = false;
-  const arm = (): void => {
-    if (firing) return;
-    const at = engine.nextDeadline();
-    if (at === undefined || closed) {
-      if (timer !== undefined) clearTimeout(timer);
-      timer = undefined;
-      timerAt = Infinity;
-      return;
-    }
-    if (timer !== undefined && timerAt <= at) return;
-    if (timer !== undefined) clearTimeout(timer);
-    timerAt = at;
-    timer = setTimeout(() => {
-      timer = undefined;
-      timerAt = Infinity;
-      // run after this turn's poll phase: acks already waiting in the sockets are read before
-      // anything is retransmitted (a busy loop otherwise fires timers for pushes whose acks it has
-      // not read yet: 1000 devices at full load, 30k needless retransmissions in 10 s instead of ~100)
-      firing = true;
-      setImmediate(() => {
-        firing = false;
-        engine.onTimer(clock.now());
-        arm();
-      });
-    }, Math.max(0, at - clock.now()));
-  };
+  const timer = new DeadlineTimer({
+    clock,
+    next: () => engine.nextDeadline(),
+    fire: (now) => engine.onTimer(now),
+    afterPoll: true, // acks already read are not retransmitted (see src/util/turn.ts)
+  });
+  // the engine's per-turn batch: one flush (store writes, then sends) at the end of the turn
+  const endOfTurn = new EndOfTurn(() => {
+    engine.flush();
+    timer.arm();
+  });
   const engine: DeliveryEngine = DeliveryEngine.open({
     store,
     registry,
@@ -119,15 +98,7 @@ async function serve(
     clock,
     options: { pumpPerTurn: perTurn, ...o.delivery },
     ...(o.observer === undefined ? {} : { observer: o.observer }),
-    requestFlush: () => {
-      if (flushQueued) return;
-      flushQueued = true;
-      setImmediate(() => {
-        flushQueued = false;
-        engine.flush();
-        arm();
-      });
-    },
+    requestFlush: () => endOfTurn.request(),
   });
 
   const { psk: usePsk = true, ...listenOptions } = o.dtls;
@@ -136,7 +107,12 @@ async function serve(
     ...(usePsk ? { psk: { lookup: (identity: string) => registry.pskKey(identity) } } : {}),
     authorizeClient: (identity: string) => registry.authorizeCertificate(identity),
   });
-  const pacer = new PacedSender(perTurn);
+  const pacer = new TurnPacer<DtlsConnection>(perTurn, {
+    send: (conn, records) => {
+      if (!conn.closed) conn.sendBatch(records);
+    },
+    close: (conn) => conn.close(),
+  });
   dtls.on("session", (conn: DtlsConnection) => {
     const info = conn.info;
     const link: SessionLink = {
@@ -168,7 +144,7 @@ async function serve(
       engine.shutdown();
       pacer.drain(); // the Byes go out before close_notify
       closed = true;
-      if (timer !== undefined) clearTimeout(timer);
+      timer.stop();
       await dtls.close();
       engine.flush();
       await signing?.close(); // after the last publish: those still waiting for a signature fail (the engine is closed)

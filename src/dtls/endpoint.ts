@@ -2,17 +2,19 @@
  * Binds the sans-I/O cores to UDP: the only module of the project that
  * imports node:dgram. A server reads from one or several sockets bound to the
  * same port (SO_REUSEPORT) and sends through the first; one timer (armed for
- * the core scheduler's earliest deadline) serves every connection.
+ * the core scheduler's earliest deadline) serves every connection. What runs
+ * when in a turn of the event loop (the timer, the per-peer flush of a turn's
+ * datagrams, ClientHellos at the end of the turn) is src/util/turn.ts's.
  */
 import { createSocket, type Socket } from "node:dgram";
 import { EventEmitter } from "node:events";
 import { isIP } from "node:net";
 import { monotonicClock, type Clock } from "../util/clock.ts";
+import { DeadlineTimer, EndOfTurn, TurnOutbox } from "../util/turn.ts";
 import { Connection } from "./connection.ts";
 import { classifyStranger, isHelloVerifyRequest } from "./datagram-class.ts";
 import { DtlsConnection, type PeerAddress } from "./dtls-connection.ts";
 import { DtlsError } from "./errors.ts";
-import { Outbox } from "./outbox.ts";
 import { applyCredentialUpdate, clientConfig, serverCoreConfig, type ConnectOptions, type CredentialUpdate, type ListenOptions } from "./endpoint-config.ts";
 import { ClientHandshake } from "./handshake-client.ts";
 import { DEFAULT_HELLO_VERIFY_RATE, DEFAULT_HELLO_VERIFY_RATE_PER_PREFIX, HelloLimiter, type ClientHelloDropCause } from "./hello-limiter.ts";
@@ -28,42 +30,6 @@ interface ServerEvents {
 
 function socketType(host: string): "udp4" | "udp6" {
   return isIP(host) === 6 ? "udp6" : "udp4";
-}
-
-/** One real timer for a sans-I/O core's earliest deadline. */
-class Timer {
-  private handle: NodeJS.Timeout | undefined;
-  private at = Infinity;
-  private readonly clock: Clock;
-  private readonly fire: (now: number) => void;
-  private readonly next: () => number | undefined;
-
-  constructor(clock: Clock, next: () => number | undefined, fire: (now: number) => void) {
-    this.clock = clock;
-    this.next = next;
-    this.fire = fire;
-  }
-
-  /** Re-arms when the earliest deadline moved earlier (later deadlines just fire early and re-arm). */
-  arm(): void {
-    const next = this.next();
-    if (next === undefined || next >= this.at) return;
-    if (this.handle !== undefined) clearTimeout(this.handle);
-    this.at = next;
-    this.handle = setTimeout(() => {
-      this.handle = undefined;
-      this.at = Infinity;
-      this.fire(this.clock.now());
-      this.arm();
-    }, Math.max(0, Math.ceil(next - this.clock.now())));
-    this.handle.unref();
-  }
-
-  stop(): void {
-    if (this.handle !== undefined) clearTimeout(this.handle);
-    this.handle = undefined;
-    this.at = Infinity;
-  }
 }
 
 /** Hands a server session's data and end to its DtlsConnection (a class, so a session costs no closures). */
@@ -102,12 +68,12 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
   private readonly sockets: readonly Socket[];
   private readonly socket: Socket;
   private readonly core: ServerCore;
-  private readonly timer: Timer;
+  private readonly timer: DeadlineTimer;
   private readonly clock: Clock;
   /** What the server was started with, credential updates applied. */
   private options: ListenOptions;
   private closing = false;
-  private readonly outbox: Outbox;
+  private readonly outbox: TurnOutbox;
   /** Sends not yet handed to the kernel, counted only while closing. */
   private pendingSends = 0;
   private flushed: (() => void) | undefined;
@@ -124,8 +90,8 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
   private admittedKey: string | undefined;
   /** peers sent a HelloVerifyRequest in this turn (strangers and peers with a session alike): one each */
   private readonly verifiedThisTurn = new Set<string>();
-  private readonly forgetVerified = (): void => this.verifiedThisTurn.clear();
-  private readonly answerWaiting = (): void => this.answerHellos();
+  private readonly forgetVerified = new EndOfTurn(() => this.verifiedThisTurn.clear());
+  private readonly answerWaiting = new EndOfTurn(() => this.answerHellos());
 
   /** @internal use listen(). */
   constructor(sockets: readonly Socket[], config: ServerCoreConfig, clock: Clock, options: ListenOptions) {
@@ -141,7 +107,7 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
       },
       clock.now(),
     );
-    this.outbox = new Outbox(config.mtu, (peer, parts) => this.transmit(peer, parts));
+    this.outbox = new TurnOutbox(config.mtu, (peer, parts) => this.transmit(peer, parts));
     this.core = new ServerCore(
       config,
       {
@@ -157,11 +123,12 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
       },
       clock.now(),
     );
-    this.timer = new Timer(
+    this.timer = new DeadlineTimer({
       clock,
-      () => this.core.nextTimeout(),
-      (now) => this.core.timeout(now),
-    );
+      next: () => this.core.nextTimeout(),
+      fire: (now) => this.core.timeout(now),
+      unref: true,
+    });
     const onMessage = (msg: Buffer, rinfo: { address: string; port: number }): void => {
       if (this.closing) return;
       const peer: Peer = { address: rinfo.address, port: rinfo.port };
@@ -208,7 +175,7 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
     } else if (++this.cookieHellos > COOKIE_HELLOS_PER_TURN) {
       return this.dropHello("turn_limit");
     }
-    if (this.waiting.size === 0) setImmediate(this.answerWaiting);
+    this.answerWaiting.request();
     this.waiting.set(key, { peer, datagram, admitted });
   }
 
@@ -219,7 +186,7 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
       return false;
     }
     if (key !== this.admittedKey && !this.admit(peer, now)) return false;
-    if (this.verifiedThisTurn.size === 0) setImmediate(this.forgetVerified);
+    this.forgetVerified.request();
     this.verifiedThisTurn.add(key);
     return true;
   }
@@ -424,7 +391,7 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
   return new Promise<DtlsConnection>((resolve, reject) => {
     let conn: DtlsConnection | undefined;
     let settled = false;
-    const outbox = new Outbox(mtu, (_dest, parts) => socket.send(parts));
+    const outbox = new TurnOutbox(mtu, (_dest, parts) => socket.send(parts));
     const finish = (error: DtlsError | undefined): void => {
       timer.stop();
       clearTimeout(deadline);
@@ -452,11 +419,12 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
       },
       clock.now(),
     );
-    const timer = new Timer(
+    const timer = new DeadlineTimer({
       clock,
-      () => core.nextTimeout(),
-      (now) => core.timeout(now),
-    );
+      next: () => core.nextTimeout(),
+      fire: (now) => core.timeout(now),
+      unref: true,
+    });
     const deadline = setTimeout(() => {
       core.fail(new DtlsError("timeout", `no DTLS handshake with ${opts.host}:${opts.port} within ${timeoutMs} ms`));
     }, timeoutMs);

@@ -41,6 +41,9 @@ describe("dtlspush bench against a running daemon", () => {
     expect(p.latencyMs.p99 ?? 0).toBeGreaterThanOrEqual(p.latencyMs.p50 ?? 0);
     expect(p.latencyMs.max ?? 0).toBeLessThan(10_000);
     expect(p.daemonCpuPerPushMicros).toBeGreaterThan(0);
+    // read from the daemon's /metrics (prom-client's event-loop lag) over the window
+    expect(p.eventLoopDelayMs).not.toBeNull();
+    expect(p.eventLoopDelayMs?.p99 ?? -1).toBeGreaterThanOrEqual(p.eventLoopDelayMs?.p50 ?? 0);
     expect(p.sessionsLost).toBe(0);
     expect(report.clockOffsetMs).toHaveLength(1);
     expect(Math.abs(report.clockOffsetMs[0] ?? 99)).toBeLessThan(50);
@@ -125,6 +128,7 @@ describe("dtlspush bench against a running daemon", () => {
       expect(r.acceptedMs).toBeGreaterThan(0);
     }
     expect(f.allReceivedMs).toBe(Math.max(...f.rounds.map((r) => r.allReceivedMs ?? 0)));
+    expect(f.eventLoopDelayMs).not.toBeNull();
     // --keep: the devices stay, with the fanout topic
     const kept = benchDevices(d);
     expect(kept).toHaveLength(6);
@@ -190,6 +194,8 @@ describe("dtlspush bench", () => {
     expect(report.push?.published).toBeGreaterThan(0);
     expect(report.push?.acked).toBe(report.push?.published);
     expect(report.push?.received).toBe(report.push?.published);
+    // read from the in-process daemon's metrics over the window
+    expect(report.push?.eventLoopDelayMs).toMatchObject({ p50: expect.any(Number), p99: expect.any(Number), max: expect.any(Number) });
   });
 
   it.runIf(existsSync("/proc/sys/net/ipv4/ip_local_port_range"))("refuses more devices than its source addresses have UDP ports for, before anything starts", async () => {

@@ -8,6 +8,7 @@
 import { CliError } from "../errors.ts";
 import { connectDevices, waitFor, type ConnectSummary, type RunContext } from "./context.ts";
 import { benchNow } from "./ipc.ts";
+import type { LoopDelay } from "./loop-delay.ts";
 import { DEFAULT_CONCURRENCY, fanoutRoundMs } from "./options.ts";
 import { stampedPayload } from "./stamp.ts";
 import { distribution, groupDigits, round, roundedDistribution } from "./stats.ts";
@@ -45,6 +46,8 @@ export interface FanoutResult {
   /** every round reached every connected device exactly once */
   readonly allReceivedOnce: boolean;
   readonly daemonCpuSeconds: number;
+  /** the daemon's event-loop delay over all rounds (see loop-delay.ts), or null: not reported */
+  readonly eventLoopDelayMs: LoopDelay | null;
   readonly sessionsLost: number;
   /** why sessions were lost during the whole run: "bye:<ERROR_CODE>", "stale", "dtls:<code>" */
   readonly lostReasons: Readonly<Record<string, number>>;
@@ -58,6 +61,7 @@ export async function runFanout(ctx: RunContext): Promise<FanoutResult> {
   const lost0 = fleet.totals.lost;
   const rounds: FanoutRound[] = [];
   const mStart = await target.snapshot();
+  const loopDelay = target.watchLoopDelay();
   const n = c.count ?? 1;
   // bounded: a round that does not complete in this time is reported as it is
   const roundMs = fanoutRoundMs(connect.ok);
@@ -108,6 +112,7 @@ export async function runFanout(ctx: RunContext): Promise<FanoutResult> {
     });
   }
   const mEnd = await target.snapshot();
+  const eventLoopDelayMs = loopDelay.stop();
   const worst = (pick: (r: FanoutRound) => number | null): number | null => {
     let w: number | null = null;
     for (const r of rounds) {
@@ -125,6 +130,7 @@ export async function runFanout(ctx: RunContext): Promise<FanoutResult> {
     allAckedMs: worst((r) => r.allAckedMs),
     allReceivedOnce: rounds.length === n && rounds.every((r) => r.recipients === connect.ok && r.received === connect.ok && r.duplicates === 0),
     daemonCpuSeconds: round(mEnd.cpuSeconds - mStart.cpuSeconds) ?? 0,
+    eventLoopDelayMs,
     sessionsLost: fleet.totals.lost - lost0,
     lostReasons: { ...fleet.totals.lostReasons },
   };

@@ -3,6 +3,7 @@
  * text format): sums of counters and gauges, optionally only the series with
  * given label values.
  */
+import { loopDelayOf, type LoopDelay } from "./loop-delay.ts";
 
 export interface Sample {
   readonly name: string;
@@ -57,6 +58,8 @@ export interface DaemonSnapshot {
   readonly published: number;
   readonly sessions: number;
   readonly devicesOnline: number;
+  /** the event-loop delay since the previous scrape (prom-client's default metrics), or null: not reported */
+  readonly loopDelayMs: LoopDelay | null;
 }
 
 function bySuite(samples: readonly Sample[]): Record<string, number> {
@@ -79,6 +82,14 @@ export function countIncrease(before: Readonly<Record<string, number>>, after: R
   return out;
 }
 
+function scrapedLoopDelay(s: readonly Sample[]): LoopDelay | null {
+  const p50 = metricSum(s, "nodejs_eventloop_lag_p50_seconds");
+  const p99 = metricSum(s, "nodejs_eventloop_lag_p99_seconds");
+  const max = metricSum(s, "nodejs_eventloop_lag_max_seconds");
+  if (p50 === undefined || p99 === undefined || max === undefined) return null;
+  return loopDelayOf(p50 * 1e3, p99 * 1e3, max * 1e3);
+}
+
 export function snapshotOf(text: string, at: number): DaemonSnapshot {
   const s = parseMetrics(text);
   const v = (name: string, match: Record<string, string> = {}): number => metricSum(s, name, match) ?? 0;
@@ -98,5 +109,6 @@ export function snapshotOf(text: string, at: number): DaemonSnapshot {
     published: v("dtlspush_published_total"),
     sessions: v("dtlspush_sessions"),
     devicesOnline: v("dtlspush_devices_online"),
+    loopDelayMs: scrapedLoopDelay(s),
   };
 }

@@ -8,6 +8,7 @@
  */
 import { CliError, errorCode } from "../errors.ts";
 import { connectDevices, waitFor, type ConnectSummary, type RunContext } from "./context.ts";
+import type { LoopDelay } from "./loop-delay.ts";
 import { DEFAULT_CONCURRENCY, DEFAULT_WINDOW, DEFAULT_WINDOW_PER_DEVICE } from "./options.ts";
 import { benchNow } from "./ipc.ts";
 import { stampedPayload } from "./stamp.ts";
@@ -47,6 +48,8 @@ export interface PushResult {
   readonly workersCpuCores: number | null;
   /** this process's CPU seconds per wall second during the window (publisher; the daemon too with --in-process) */
   readonly benchCpuCores: number | null;
+  /** the daemon's event-loop delay during the window (see loop-delay.ts), or null: not reported */
+  readonly eventLoopDelayMs: LoopDelay | null;
   readonly rejected: number;
   readonly sessionsLost: number;
   /** why sessions were lost during the whole run: "bye:<ERROR_CODE>", "stale", "dtls:<code>" */
@@ -87,6 +90,7 @@ export async function runPush(ctx: RunContext): Promise<PushResult> {
 
   const w0 = await fleet.flush();
   const m0 = await target.snapshot();
+  const loopDelay = target.watchLoopDelay();
   const cpu0 = process.cpuUsage();
   const t0 = benchNow();
   let lastReceived = 0;
@@ -152,6 +156,7 @@ export async function runPush(ctx: RunContext): Promise<PushResult> {
   const tEnd = benchNow();
   const cpu = process.cpuUsage(cpu0);
   const mEnd = await target.snapshot();
+  const eventLoopDelayMs = loopDelay.stop();
   const wEnd = await fleet.flush();
   const receivedEnd = totals.received - received0;
   if (fatal !== undefined) throw fatal;
@@ -195,6 +200,7 @@ export async function runPush(ctx: RunContext): Promise<PushResult> {
     daemonCpuCores: round(perSecond(mEnd.cpuSeconds - m0.cpuSeconds, windowSeconds) ?? NaN),
     workersCpuCores: round(perSecond(wEnd.cpuSeconds - w0.cpuSeconds, windowSeconds) ?? NaN),
     benchCpuCores: round((cpu.user + cpu.system) / 1e6 / windowSeconds),
+    eventLoopDelayMs,
     rejected: totals.rejected - rejected0,
     sessionsLost: totals.lost - lost0,
     lostReasons: { ...totals.lostReasons },

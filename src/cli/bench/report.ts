@@ -2,6 +2,7 @@
 import type { FanoutResult } from "./fanout.ts";
 import type { HandshakeResult } from "./handshake.ts";
 import type { BenchMode } from "./options.ts";
+import type { LoopDelay } from "./loop-delay.ts";
 import type { PushResult } from "./push.ts";
 import type { SessionsResult } from "./sessions.ts";
 import { formatBytes, formatMs, groupDigits } from "./stats.ts";
@@ -104,6 +105,7 @@ function loadRows(r: BenchReport): Row[] {
       ["publish-to-device p99.9", ms(p.latencyMs.p999)],
       ["publish-to-device max", ms(p.latencyMs.max)],
       ["daemon CPU per push", us(p.daemonCpuPerPushMicros)],
+      ["daemon event-loop delay p50 / p99 / max", loopDelay(p.eventLoopDelayMs)],
       ["daemon CPU", cores(p.daemonCpuCores)],
       ["device workers CPU", cores(p.workersCpuCores)],
       [r.target === "in-process" ? "bench process CPU (daemon + publisher)" : "bench process CPU (publisher)", cores(p.benchCpuCores)],
@@ -137,11 +139,16 @@ function loadRows(r: BenchReport): Row[] {
       );
     }
     rows.push(["every device received it once", f.allReceivedOnce ? "yes" : "NO"], ["daemon CPU (all rounds)", `${f.daemonCpuSeconds.toFixed(2)} s`]);
+    rows.push(["daemon event-loop delay p50 / p99 / max", loopDelay(f.eventLoopDelayMs)]);
     if (f.sessionsLost > 0) rows.push(["sessions lost during the fan-out", n(f.sessionsLost)]);
     rows.push(...lostRows(f.lostReasons));
     return rows;
   }
   return [];
+}
+
+function loopDelay(d: LoopDelay | null): string {
+  return d === null ? "- (not reported by the daemon)" : `${ms(d.p50)} / ${ms(d.p99)} / ${ms(d.max)}`;
 }
 
 /** Why sessions ended by themselves during the run, most frequent first. */

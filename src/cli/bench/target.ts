@@ -14,6 +14,7 @@ import { DaemonAccess, type ApiOptions, type DataDirOptions, type Env } from "..
 import { CliError } from "../errors.ts";
 import { BenchHttpClient } from "./http-client.ts";
 import { benchNow } from "./ipc.ts";
+import { ScrapedLoopDelay, type LoopDelayWindow } from "./loop-delay.ts";
 import { snapshotOf, type DaemonSnapshot } from "./prometheus.ts";
 
 /** Lifetime of the admin token the bench mints for itself: long enough for a 100k-device run. */
@@ -35,6 +36,8 @@ export interface BenchTarget {
   readonly config: DaemonConfig | undefined;
   /** the daemon's figures from /metrics */
   snapshot(): Promise<DaemonSnapshot>;
+  /** starts measuring the daemon's event-loop delay (see loop-delay.ts) */
+  watchLoopDelay(): LoopDelayWindow;
   /** one message to one device; resolves when the daemon has it durably */
   publishToDevice(device: string, payload: string): Promise<void>;
   /**
@@ -127,13 +130,19 @@ export async function apiTarget(o: {
       http.close();
       throw e;
     }
+    const loopDelay = new ScrapedLoopDelay();
     return {
       kind: "api",
       apiUrl: url,
       dtls,
       http,
       config,
-      snapshot: async () => snapshotOf(await metricsText(http, url), benchNow()),
+      snapshot: async () => {
+        const s = snapshotOf(await metricsText(http, url), benchNow());
+        loopDelay.scraped(s.loopDelayMs);
+        return s;
+      },
+      watchLoopDelay: () => loopDelay.watch(),
       publishToDevice: (device, payload) =>
         http.request("POST", `/v1/devices/${encodeURIComponent(device)}/messages`, publishBody(payload)).then(
           () => undefined,
@@ -189,13 +198,21 @@ export async function inProcessTarget(o: { store: "sqlite" | "memory"; configFil
     const http = new BenchHttpClient(url, token, o.connections);
     const utf8 = new TextEncoder();
     const d = daemon.push.address();
+    const loopDelay = new ScrapedLoopDelay();
     return {
       kind: "in-process",
       apiUrl: url,
       dtls: { host: "127.0.0.1", port: d.port },
       http,
       config,
-      snapshot: async () => snapshotOf(await daemon.metrics.text(), benchNow()),
+      snapshot: async () => {
+        const s = snapshotOf(await daemon.metrics.text(), benchNow());
+        loopDelay.scraped(s.loopDelayMs);
+        return s;
+      },
+      // read from the daemon's own sampler (prom-client's), as for a daemon in another process: a second
+      // sampler on this loop lengthened the in-process fan-out's all-acked time in our A/B runs
+      watchLoopDelay: () => loopDelay.watch(),
       publishToDevice: (device, payload) => daemon.push.publish({ target: { device }, payload: utf8.encode(payload), publisher: BENCH_PUBLISHER }).then(() => undefined),
       // the batch API has no in-process shortcut: it is what is measured
       publishBatch: (entries) => publishBatch(http, entries),

@@ -1,6 +1,7 @@
 /** The bench's pure helpers: payload time stamps, device keys, /metrics parsing, percentiles, the result table. */
 import { describe, expect, it } from "vitest";
 import { benchDeviceId, deriveDeviceKey, randomSeedHex } from "../../../src/cli/bench/keys.ts";
+import { loopDelayOf, ScrapedLoopDelay, worseLoopDelay } from "../../../src/cli/bench/loop-delay.ts";
 import { countIncrease, metricSum, parseMetrics, snapshotOf } from "../../../src/cli/bench/prometheus.ts";
 import { formatTable, type BenchReport } from "../../../src/cli/bench/report.ts";
 import { MIN_STAMPED_PAYLOAD, readStamp, stampedPayload } from "../../../src/cli/bench/stamp.ts";
@@ -79,7 +80,27 @@ describe("/metrics parsing", () => {
       published: 0,
       sessions: 5,
       devicesOnline: 4,
+      loopDelayMs: null,
     });
+  });
+
+  it("reads prom-client's event-loop lag as the delay beyond the 10 ms sampling timer", () => {
+    const lag = `${METRICS}nodejs_eventloop_lag_p50_seconds 0.0101\nnodejs_eventloop_lag_p99_seconds 0.0135\nnodejs_eventloop_lag_max_seconds 0.042\n`;
+    expect(snapshotOf(lag, 5).loopDelayMs).toEqual({ p50: 0.1, p99: 3.5, max: 32 });
+    // sampled less than the period apart (no lag): never negative
+    expect(loopDelayOf(9.5, 9.9, 10).p50).toBe(0);
+  });
+
+  it("a window is its worst scrape interval; scrapes before the window do not count", () => {
+    const scraped = new ScrapedLoopDelay();
+    scraped.scraped({ p50: 9, p99: 90, max: 900 });
+    const w = scraped.watch();
+    scraped.scraped({ p50: 1, p99: 5, max: 7 });
+    scraped.scraped(null);
+    scraped.scraped({ p50: 0.5, p99: 8, max: 6 });
+    expect(w.stop()).toEqual({ p50: 1, p99: 8, max: 7 });
+    expect(scraped.watch().stop()).toBeNull();
+    expect(worseLoopDelay(null, null)).toBeNull();
   });
 
   it("counts what grew between two snapshots, by key", () => {
