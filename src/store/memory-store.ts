@@ -162,6 +162,11 @@ class MemoryStore implements Store {
     const existed = this.devices.has(id);
     this.unindex(id);
     this.devices.delete(id);
+    // seqs given to its deliveries stay taken (the engine writes lastSeq at ack, not at send)
+    let taken = 0;
+    for (const d of this.deliveries.get(id)?.values() ?? []) taken = Math.max(taken, d.seq);
+    const kept = this.counters.get(id);
+    if (taken > (kept?.lastSeq ?? 0)) this.counters.set(id, { device: id, lastSeq: taken, ackedSeq: kept?.ackedSeq ?? 0 });
     this.deliveries.delete(id);
     this.subscriptions.delete(id);
     return existed;
