@@ -129,7 +129,6 @@ const BULK = {
     tail: " ON CONFLICT (device, message_id) DO UPDATE SET ord = excluded.ord, seq = excluded.seq, tombstone = excluded.tombstone",
     columns: 5,
   },
-  deleteDelivery: { head: "DELETE FROM deliveries WHERE (device, message_id) IN (VALUES", tail: ")", columns: 2 },
   upsertCounters: {
     head: "INSERT INTO counters (device, last_seq, acked_seq) VALUES",
     tail: " ON CONFLICT (device) DO UPDATE SET last_seq = excluded.last_seq, acked_seq = excluded.acked_seq",
@@ -262,7 +261,7 @@ class SqliteStore implements Store {
   private readonly path: string;
   private closed = false;
   /** multi-row statements, by shape and row count, prepared when first needed */
-  private readonly bulkStatements = new Map<string, StatementSync>();
+  private readonly bulkStatements = new Map<BulkShape, StatementSync[]>();
   private readonly s: Record<
     | "begin"
     | "beginRead"
@@ -276,6 +275,7 @@ class SqliteStore implements Store {
     | "upsertDevice"
     | "deleteDevice"
     | "keepDeviceSeqs"
+    | "deleteDelivery"
     | "deleteDeviceDeliveries"
     | "deleteDeviceSubscriptions"
     | "insertMessage"
@@ -322,6 +322,7 @@ class SqliteStore implements Store {
          SELECT device, MAX(seq), 0 FROM deliveries WHERE device = ? AND seq > 0 GROUP BY device
          ON CONFLICT (device) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)`,
       ),
+      deleteDelivery: p("DELETE FROM deliveries WHERE device = ? AND message_id = ?"),
       deleteDeviceDeliveries: p("DELETE FROM deliveries WHERE device = ?"),
       deleteDeviceSubscriptions: p("DELETE FROM subscriptions WHERE device = ?"),
       insertMessage: p(
@@ -369,15 +370,17 @@ class SqliteStore implements Store {
   /** Runs `shape` once over all of `params` (its rows, flattened): one statement, prepared once per row count. */
   private bulk(shape: BulkShape, params: SQLInputValue[]): StatementResultingChanges {
     const rows = params.length / shape.columns;
-    const key = `${shape.head}|${rows}`;
-    let stmt = this.bulkStatements.get(key);
+    let byRows = this.bulkStatements.get(shape);
+    if (byRows === undefined) this.bulkStatements.set(shape, (byRows = []));
+    let stmt = byRows[rows];
     if (stmt === undefined) {
       const tuple = `(${new Array<string>(shape.columns).fill("?").join(", ")})`;
       stmt = this.db.prepare(`${shape.head} ${new Array<string>(rows).fill(tuple).join(", ")}${shape.tail}`);
-      this.bulkStatements.set(key, stmt);
+      byRows[rows] = stmt;
     }
     return stmt.run(...params);
   }
+
 
   /** `bulk` over `items` in chunks of at most BULK_ROWS rows. */
   private bulkAll<T>(shape: BulkShape, items: readonly T[], row: (item: T) => SQLInputValue[]): void {
@@ -515,7 +518,8 @@ class SqliteStore implements Store {
           );
         }
       }
-      this.bulkAll(BULK.deleteDelivery, batch.removeDeliveries ?? [], (k) => [k.device, k.messageId]);
+      // one statement per row: a multi-row DELETE (… IN (VALUES …)) costs more per row than this
+      for (const k of batch.removeDeliveries ?? []) s.deleteDelivery.run(k.device, k.messageId);
       this.bulkAll(BULK.upsertCounters, batch.counters ?? [], (c) => [c.device, c.lastSeq, c.ackedSeq]);
       for (const x of batch.subscribe ?? []) s.insertSubscription.run(x.device, x.topic);
       for (const x of batch.unsubscribe ?? []) s.deleteSubscription.run(x.device, x.topic);
