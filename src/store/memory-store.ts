@@ -11,7 +11,7 @@ import type {
   Subscription,
   WriteBatch,
 } from "./types.ts";
-import { checkBatch, checkDevice, checkSetting } from "./validate.ts";
+import { checkBatch, checkDevice, checkSetting, receiptRecord } from "./validate.ts";
 
 /**
  * The in-memory Store, for tests and throw-away runs. It keeps the semantics of
@@ -67,16 +67,7 @@ function copyDelivery(d: DeliveryRecord): DeliveryRecord {
 }
 
 function copyReceipt(r: Receipt): Receipt {
-  return {
-    id: r.id,
-    messageId: r.messageId,
-    device: r.device,
-    state: r.state,
-    at: r.at,
-    reason: r.reason,
-    seq: r.seq,
-    topic: r.topic,
-  };
+  return receiptRecord(r, r.id);
 }
 
 class MemoryStore implements Store {

@@ -32,7 +32,7 @@ import type {
   Subscription,
   WriteBatch,
 } from "./types.ts";
-import { checkBatch, checkDevice, checkSetting } from "./validate.ts";
+import { checkBatch, checkDevice, checkSetting, receiptRecord } from "./validate.ts";
 
 export interface SqliteStoreOptions {
   /** "normal" (default): commits survive kill -9; "full": commits also survive power loss. */
@@ -532,18 +532,7 @@ class SqliteStore implements Store {
         // ids in VALUES order (AUTOINCREMENT, nobody else can write meanwhile).
         const first = Number(result.lastInsertRowid) - chunk.length + 1;
         if (Number(result.changes) !== chunk.length) throw new Error(`inserted ${result.changes} receipts of ${chunk.length}`);
-        chunk.forEach((r, j) => {
-          stored.push({
-            id: first + j,
-            messageId: r.messageId,
-            device: r.device,
-            state: r.state,
-            at: r.at,
-            reason: r.reason,
-            seq: r.seq,
-            topic: r.topic,
-          });
-        });
+        chunk.forEach((r, j) => stored.push(receiptRecord(r, first + j)));
       }
       return stored;
     });
