@@ -645,7 +645,8 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       dev.lastSeq = seq;
       dev.addInflight(e);
       this.inflightOnline++;
-      this.touchCounters(dev);
+      // no counters row here: the delivery row holds the seq, which `load` reads back as
+      // taken; the ack that removes the row writes the counters (and deleteDevice keeps it)
       this.receipt(e.message, dev.id, "sent", now, "", e.seq);
       e.firstSentAt = now;
       this.observer.pushSent();

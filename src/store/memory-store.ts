@@ -11,7 +11,7 @@ import type {
   Subscription,
   WriteBatch,
 } from "./types.ts";
-import { checkBatch, checkDevice, checkSetting } from "./validate.ts";
+import { checkBatch, checkDevice, checkSetting, receiptRecord } from "./validate.ts";
 
 /**
  * The in-memory Store, for tests and throw-away runs. It keeps the semantics of
@@ -67,16 +67,7 @@ function copyDelivery(d: DeliveryRecord): DeliveryRecord {
 }
 
 function copyReceipt(r: Receipt): Receipt {
-  return {
-    id: r.id,
-    messageId: r.messageId,
-    device: r.device,
-    state: r.state,
-    at: r.at,
-    reason: r.reason,
-    seq: r.seq,
-    topic: r.topic,
-  };
+  return receiptRecord(r, r.id);
 }
 
 class MemoryStore implements Store {
@@ -162,6 +153,11 @@ class MemoryStore implements Store {
     const existed = this.devices.has(id);
     this.unindex(id);
     this.devices.delete(id);
+    // seqs given to its deliveries stay taken (the engine writes lastSeq at ack, not at send)
+    let taken = 0;
+    for (const d of this.deliveries.get(id)?.values() ?? []) taken = Math.max(taken, d.seq);
+    const kept = this.counters.get(id);
+    if (taken > (kept?.lastSeq ?? 0)) this.counters.set(id, { device: id, lastSeq: taken, ackedSeq: kept?.ackedSeq ?? 0 });
     this.deliveries.delete(id);
     this.subscriptions.delete(id);
     return existed;

@@ -18,7 +18,7 @@
  */
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import type { DatabaseSync, SQLOutputValue, StatementSync } from "node:sqlite";
+import type { DatabaseSync, SQLInputValue, SQLOutputValue, StatementResultingChanges, StatementSync } from "node:sqlite";
 import { StoreError, describeError, type StoreErrorCode } from "./errors.ts";
 import type {
   DeliveryRecord,
@@ -32,7 +32,7 @@ import type {
   Subscription,
   WriteBatch,
 } from "./types.ts";
-import { checkBatch, checkDevice, checkSetting } from "./validate.ts";
+import { checkBatch, checkDevice, checkSetting, receiptRecord } from "./validate.ts";
 
 export interface SqliteStoreOptions {
   /** "normal" (default): commits survive kill -9; "full": commits also survive power loss. */
@@ -107,6 +107,35 @@ CREATE TABLE settings (
   value TEXT NOT NULL
 ) STRICT, WITHOUT ROWID;
 `;
+
+/**
+ * The journal's row writes are multi-row statements: one statement per kind of
+ * change and commit (per BULK_ROWS rows), not one per row, so a turn that sends
+ * to or hears acks from many devices (a topic fan-out) costs a few statements.
+ */
+const BULK_ROWS = 100;
+
+interface BulkShape {
+  /** the statement up to VALUES / IN (VALUES */
+  readonly head: string;
+  /** after the row tuples */
+  readonly tail: string;
+  readonly columns: number;
+}
+
+const BULK = {
+  upsertDelivery: {
+    head: "INSERT INTO deliveries (device, message_id, ord, seq, tombstone) VALUES",
+    tail: " ON CONFLICT (device, message_id) DO UPDATE SET ord = excluded.ord, seq = excluded.seq, tombstone = excluded.tombstone",
+    columns: 5,
+  },
+  upsertCounters: {
+    head: "INSERT INTO counters (device, last_seq, acked_seq) VALUES",
+    tail: " ON CONFLICT (device) DO UPDATE SET last_seq = excluded.last_seq, acked_seq = excluded.acked_seq",
+    columns: 3,
+  },
+  insertReceipt: { head: "INSERT INTO receipts (message_id, device, state, at, reason, seq, topic) VALUES", tail: "", columns: 7 },
+} as const satisfies Record<string, BulkShape>;
 
 /** SQLite extended result codes we tell apart. */
 const SQLITE_NOTADB = 26;
@@ -231,26 +260,27 @@ class SqliteStore implements Store {
   private readonly db: DatabaseSync;
   private readonly path: string;
   private closed = false;
+  /** multi-row statements, by shape and row count, prepared when first needed */
+  private readonly bulkStatements = new Map<BulkShape, StatementSync[]>();
   private readonly s: Record<
     | "begin"
     | "beginRead"
     | "commit"
     | "rollback"
+    | "messageExists"
     | "getDevice"
     | "findByPsk"
     | "findByCert"
     | "listDevices"
     | "upsertDevice"
     | "deleteDevice"
+    | "keepDeviceSeqs"
+    | "deleteDelivery"
     | "deleteDeviceDeliveries"
     | "deleteDeviceSubscriptions"
     | "insertMessage"
-    | "upsertDelivery"
-    | "deleteDelivery"
-    | "upsertCounters"
     | "insertSubscription"
     | "deleteSubscription"
-    | "insertReceipt"
     | "getMessage"
     | "receiptsForMessage"
     | "receiptsAfter"
@@ -274,6 +304,7 @@ class SqliteStore implements Store {
       beginRead: p("BEGIN"),
       commit: p("COMMIT"),
       rollback: p("ROLLBACK"),
+      messageExists: p("SELECT 1 FROM messages WHERE id = ?"),
       getDevice: p("SELECT * FROM devices WHERE id = ?"),
       findByPsk: p("SELECT * FROM devices WHERE psk_identity = ?"),
       findByCert: p("SELECT * FROM devices WHERE cert_identity = ?"),
@@ -286,24 +317,20 @@ class SqliteStore implements Store {
            created_at = excluded.created_at, updated_at = excluded.updated_at`,
       ),
       deleteDevice: p("DELETE FROM devices WHERE id = ?"),
+      keepDeviceSeqs: p(
+        `INSERT INTO counters (device, last_seq, acked_seq)
+         SELECT device, MAX(seq), 0 FROM deliveries WHERE device = ? AND seq > 0 GROUP BY device
+         ON CONFLICT (device) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)`,
+      ),
+      deleteDelivery: p("DELETE FROM deliveries WHERE device = ? AND message_id = ?"),
       deleteDeviceDeliveries: p("DELETE FROM deliveries WHERE device = ?"),
       deleteDeviceSubscriptions: p("DELETE FROM subscriptions WHERE device = ?"),
       insertMessage: p(
         `INSERT INTO messages (id, topic, device, payload, content_type, created_at, expires_at, priority, collapse_key, publisher, signature)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
-      upsertDelivery: p(
-        `INSERT INTO deliveries (device, message_id, ord, seq, tombstone) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (device, message_id) DO UPDATE SET ord = excluded.ord, seq = excluded.seq, tombstone = excluded.tombstone`,
-      ),
-      deleteDelivery: p("DELETE FROM deliveries WHERE device = ? AND message_id = ?"),
-      upsertCounters: p(
-        `INSERT INTO counters (device, last_seq, acked_seq) VALUES (?, ?, ?)
-         ON CONFLICT (device) DO UPDATE SET last_seq = excluded.last_seq, acked_seq = excluded.acked_seq`,
-      ),
       insertSubscription: p("INSERT INTO subscriptions (device, topic) VALUES (?, ?) ON CONFLICT DO NOTHING"),
       deleteSubscription: p("DELETE FROM subscriptions WHERE device = ? AND topic = ?"),
-      insertReceipt: p("INSERT INTO receipts (message_id, device, state, at, reason, seq, topic) VALUES (?, ?, ?, ?, ?, ?, ?)"),
       getMessage: p("SELECT * FROM messages WHERE id = ?"),
       receiptsForMessage: p(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE message_id = ? ORDER BY id`),
       receiptsAfter: p(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE id > ? ORDER BY id LIMIT ?`),
@@ -338,6 +365,26 @@ class SqliteStore implements Store {
       if (e instanceof StoreError) throw e;
       throw new StoreError(code, `${what} failed on store ${this.path}: ${describeError(e)}.`, { cause: e });
     }
+  }
+
+  /** Runs `shape` once over all of `params` (its rows, flattened): one statement, prepared once per row count. */
+  private bulk(shape: BulkShape, params: SQLInputValue[]): StatementResultingChanges {
+    const rows = params.length / shape.columns;
+    let byRows = this.bulkStatements.get(shape);
+    if (byRows === undefined) this.bulkStatements.set(shape, (byRows = []));
+    let stmt = byRows[rows];
+    if (stmt === undefined) {
+      const tuple = `(${new Array<string>(shape.columns).fill("?").join(", ")})`;
+      stmt = this.db.prepare(`${shape.head} ${new Array<string>(rows).fill(tuple).join(", ")}${shape.tail}`);
+      byRows[rows] = stmt;
+    }
+    return stmt.run(...params);
+  }
+
+
+  /** `bulk` over `items` in chunks of at most BULK_ROWS rows. */
+  private bulkAll<T>(shape: BulkShape, items: readonly T[], row: (item: T) => SQLInputValue[]): void {
+    for (let i = 0; i < items.length; i += BULK_ROWS) this.bulk(shape, items.slice(i, i + BULK_ROWS).flatMap(row));
   }
 
   /** Runs a read, rethrowing database failures as StoreError "read_failed". */
@@ -419,6 +466,8 @@ class SqliteStore implements Store {
   deleteDevice(id: string): boolean {
     return this.write("deleteDevice", () => {
       const existed = this.s.deleteDevice.run(id).changes > 0;
+      // seqs given to its deliveries stay taken (the engine writes lastSeq at ack, not at send)
+      this.s.keepDeviceSeqs.run(id);
       this.s.deleteDeviceDeliveries.run(id);
       this.s.deleteDeviceSubscriptions.run(id);
       return existed;
@@ -454,11 +503,14 @@ class SqliteStore implements Store {
           });
         }
       }
-      for (const d of batch.deliveries ?? []) {
+      const deliveries = batch.deliveries ?? [];
+      for (let i = 0; i < deliveries.length; i += BULK_ROWS) {
+        const chunk = deliveries.slice(i, i + BULK_ROWS);
         try {
-          s.upsertDelivery.run(d.device, d.messageId, d.order, d.seq, d.tombstone ? 1 : 0);
+          this.bulk(BULK.upsertDelivery, chunk.flatMap((d) => [d.device, d.messageId, d.order, d.seq, d.tombstone ? 1 : 0]));
         } catch (e) {
           if (errcode(e) !== SQLITE_CONSTRAINT_FOREIGNKEY) throw e;
+          const d = chunk.find((x) => s.messageExists.get(x.messageId) === undefined) ?? (chunk[0] as DeliveryRecord);
           throw new StoreError(
             "commit_failed",
             `Delivery to device ${JSON.stringify(d.device)} references message ${JSON.stringify(d.messageId)}, which is not stored; nothing of the batch was applied.`,
@@ -466,23 +518,21 @@ class SqliteStore implements Store {
           );
         }
       }
+      // one statement per row: a multi-row DELETE (… IN (VALUES …)) costs more per row than this
       for (const k of batch.removeDeliveries ?? []) s.deleteDelivery.run(k.device, k.messageId);
-      for (const c of batch.counters ?? []) s.upsertCounters.run(c.device, c.lastSeq, c.ackedSeq);
+      this.bulkAll(BULK.upsertCounters, batch.counters ?? [], (c) => [c.device, c.lastSeq, c.ackedSeq]);
       for (const x of batch.subscribe ?? []) s.insertSubscription.run(x.device, x.topic);
       for (const x of batch.unsubscribe ?? []) s.deleteSubscription.run(x.device, x.topic);
+      const receipts = batch.receipts ?? [];
       const stored: Receipt[] = [];
-      for (const r of batch.receipts ?? []) {
-        const id = Number(s.insertReceipt.run(r.messageId, r.device, r.state, r.at, r.reason, r.seq, r.topic).lastInsertRowid);
-        stored.push({
-          id,
-          messageId: r.messageId,
-          device: r.device,
-          state: r.state,
-          at: r.at,
-          reason: r.reason,
-          seq: r.seq,
-          topic: r.topic,
-        });
+      for (let i = 0; i < receipts.length; i += BULK_ROWS) {
+        const chunk = receipts.slice(i, i + BULK_ROWS);
+        const result = this.bulk(BULK.insertReceipt, chunk.flatMap((r) => [r.messageId, r.device, r.state, r.at, r.reason, r.seq, r.topic]));
+        // One multi-row INSERT inside the write transaction: its rows take consecutive
+        // ids in VALUES order (AUTOINCREMENT, nobody else can write meanwhile).
+        const first = Number(result.lastInsertRowid) - chunk.length + 1;
+        if (Number(result.changes) !== chunk.length) throw new Error(`inserted ${result.changes} receipts of ${chunk.length}`);
+        chunk.forEach((r, j) => stored.push(receiptRecord(r, first + j)));
       }
       return stored;
     });

@@ -1,5 +1,5 @@
 import { StoreError, type StoreErrorCode } from "./errors.ts";
-import type { DeliveryRecord, DeviceCounters, DeviceRecord, MessageRecord, ReceiptInput, Subscription, WriteBatch } from "./types.ts";
+import type { DeliveryRecord, DeviceCounters, DeviceRecord, MessageRecord, Receipt, ReceiptInput, Subscription, WriteBatch } from "./types.ts";
 
 /**
  * Shape checks both store implementations run before writing, so a malformed
@@ -164,4 +164,18 @@ export function checkBatch(batch: WriteBatch): void {
     for (const s of b.list(list, field)) checkSubscriptionRecord(s, field);
   }
   if (batch.receipts !== undefined) for (const r of b.list(batch.receipts, "receipts")) checkReceiptInput(r);
+}
+
+/** A stored receipt: the receipt fields of `r` (and no others), with its id. */
+export function receiptRecord(r: ReceiptInput, id: number): Receipt {
+  return {
+    id,
+    messageId: r.messageId,
+    device: r.device,
+    state: r.state,
+    at: r.at,
+    reason: r.reason,
+    seq: r.seq,
+    topic: r.topic,
+  };
 }

@@ -163,6 +163,33 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         s.putDevice(device("dev-3", { psk: { identity: "psk-1", key: new Uint8Array([3]) } }));
         expect(s.findDeviceByPskIdentity("psk-1")?.id).toBe("dev-3");
       });
+      it("deleting a device keeps the highest seq its deliveries hold as its lastSeq (seqs are counted at ack, not at send)", () => {
+        const s = open();
+        s.putDevice(device("dev-1"));
+        s.putDevice(device("dev-2"));
+        s.putDevice(device("dev-3"));
+        s.commit({
+          messages: [message("m1"), message("m2"), message("m3")],
+          deliveries: [
+            delivery("dev-1", "m1", 1, { seq: 9 }),
+            delivery("dev-1", "m2", 2, { seq: 8, tombstone: true }),
+            delivery("dev-1", "m3", 3),
+            delivery("dev-2", "m1", 4, { seq: 2 }),
+            delivery("dev-3", "m1", 5),
+          ],
+          counters: [
+            { device: "dev-1", lastSeq: 7, ackedSeq: 6 },
+            { device: "dev-2", lastSeq: 5, ackedSeq: 5 },
+          ],
+        });
+        for (const id of ["dev-1", "dev-2", "dev-3"]) expect(s.deleteDevice(id)).toBe(true);
+        const state = s.loadDeliveryState();
+        expect(state.deliveries).toEqual([]);
+        expect(state.counters).toEqual([
+          { device: "dev-1", lastSeq: 9, ackedSeq: 6 },
+          { device: "dev-2", lastSeq: 5, ackedSeq: 5 },
+        ]);
+      });
     });
 
     describe("delivery journal", () => {
@@ -325,6 +352,41 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         // no receipt id was used up by the refused batch
         const next = s.commit({ receipts: [receipt("m1", "x")] });
         expect(next[0]?.id).toBe((before[0]?.id as number) + 1);
+      });
+
+      it("applies a batch of hundreds of rows of each kind in order, with receipt ids as stored", () => {
+        const s = open();
+        const n = 250;
+        const devs = Array.from({ length: n }, (_, i) => `dev-${String(i).padStart(3, "0")}`);
+        const first = s.commit({
+          messages: [message("m1"), message("m2")],
+          // each device gets m1 twice in one batch (queued, then given its seq): the later row wins
+          deliveries: [...devs.map((d, i) => delivery(d, "m1", i + 1)), ...devs.map((d, i) => delivery(d, "m1", i + 1, { seq: 7 })), ...devs.map((d, i) => delivery(d, "m2", n + i + 1))],
+          counters: devs.map((d, i) => ({ device: d, lastSeq: i, ackedSeq: 0 })),
+          receipts: devs.map((d, i) => receipt("m1", d, { seq: i })),
+        });
+        expect(first.map((r) => r.device)).toEqual(devs);
+        expect(s.receiptsAfter(0, 1_000)).toEqual(first);
+        const second = s.commit({
+          removeDeliveries: [...devs.map((d) => ({ device: d, messageId: "m1" })), { device: "absent", messageId: "m1" }],
+          counters: devs.map((d, i) => ({ device: d, lastSeq: i + 1, ackedSeq: i + 1 })),
+          receipts: devs.map((d, i) => receipt("m1", d, { state: "delivered", seq: i })),
+        });
+        expect(second.map((r) => r.id)).toEqual(first.map((r) => r.id + n));
+        expect(s.receiptsAfter(0, 1_000)).toEqual([...first, ...second]);
+        const state = s.loadDeliveryState();
+        expect(state.deliveries).toEqual(devs.map((d, i) => delivery(d, "m2", n + i + 1)));
+        expect(state.counters).toEqual(devs.map((d, i) => ({ device: d, lastSeq: i + 1, ackedSeq: i + 1 })));
+      });
+
+      it("names the delivery whose message is not stored, deep in a large batch", () => {
+        const s = open();
+        const deliveries = Array.from({ length: 230 }, (_, i) => delivery(`dev-${i}`, "m1", i + 1));
+        deliveries.splice(170, 0, delivery("dev-x", "ghost-170", 999));
+        const e = storeError(() => s.commit({ messages: [message("m1")], deliveries }));
+        expect(e.code).toBe("commit_failed");
+        expect(e.message).toContain("ghost-170");
+        expect(s.loadDeliveryState().deliveries).toEqual([]);
       });
 
       it("refuses a message id repeated inside one batch", () => {
