@@ -17,6 +17,7 @@ import {
   diffieHellman,
   generateKeyPairSync,
   randomFillSync,
+  randomUUID,
   sign as nodeSign,
   verify as nodeVerify,
   X509Certificate,
@@ -45,6 +46,11 @@ export function secretKey(bytes: Uint8Array): SecretKey {
 const POOL_SIZE = 4096;
 const pool = new Uint8Array(POOL_SIZE);
 let poolOffset = POOL_SIZE;
+
+/** A random (version 4) UUID, e.g. a message id. */
+export function randomId(): string {
+  return randomUUID();
+}
 
 export function randomBytes(n: number): Uint8Array {
   if (n > 256) return randomFillSync(new Uint8Array(n));

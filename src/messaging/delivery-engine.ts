@@ -13,6 +13,7 @@ import {
   type KeyRing,
 } from "../auth/index.ts";
 import { decodeFrame, encodeFrame, ErrorCode, pushOverhead, WireError, type Ack, type FrameInit, type Hello, type Push, type SeqRange } from "../wire/index.ts";
+import { randomId } from "../dtls/crypto.ts";
 import { StoreError } from "../store/errors.ts";
 import { DeviceQueue, Entry } from "./device-queue.ts";
 import { MessagingError } from "./errors.ts";
@@ -139,10 +140,6 @@ interface PendingPublish {
 
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 
-function defaultId(): string {
-  // WebCrypto's global, not an import of node:crypto
-  return globalThis.crypto.randomUUID();
-}
 
 /**
  * The server side of delivery, sans-I/O: per-device queues and sequence
@@ -211,7 +208,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     this.clock = deps.clock;
     this.random = deps.random ?? Math.random;
     this.observer = guardedObserver(deps.observer ?? NO_OBSERVER);
-    this.newId = deps.newId ?? defaultId;
+    this.newId = deps.newId ?? randomId;
     this.requestFlushHook = deps.requestFlush;
     this.jwksJson = JSON.stringify(this.contentKeys.jwks());
     this.unsubscribeRegistry = this.registry.onChange((id, record) => this.registryChanged(id, record));
