@@ -1,29 +1,71 @@
 import type { MessageRecord } from "../store/types.ts";
 import { RttEstimator, type RttOptions } from "./rtt-estimator.ts";
 
-/** One message queued for one device. */
-export class Entry {
-  readonly kind = "entry";
+/**
+ * One message queued for one device, in one of three states:
+ * - pending: waiting in the queue; it has no seq yet (priorities, collapse
+ *   keys, eviction and expiry may still remove or reorder it);
+ * - in flight: it has a seq and was (or is about to be) transmitted;
+ * - tombstone: it expired (or could not be encoded) after its seq was
+ *   assigned, and is sent as a tombstone until the device acks that seq.
+ * The state moves only forward, on the same object (no allocation per
+ * transition): `assignSeq`, `loadSent`, `toTombstone`.
+ */
+export type Entry = PendingEntry | InflightEntry | TombstoneEntry;
+/** An entry with a seq: in the window until the cumulative ack passes it. */
+export type SentEntry = InflightEntry | TombstoneEntry;
+
+interface EntryBase {
+  readonly kind: "entry";
   readonly message: MessageRecord;
   readonly queue: DeviceQueue;
   readonly order: number;
-  /** 0 until first transmission */
-  seq = 0;
-  /** expired after its seq was assigned: sent as a tombstone until acked */
-  tombstone = false;
+}
+
+export interface PendingEntry extends EntryBase {
+  readonly state: "pending";
+}
+
+interface SentFields extends EntryBase {
+  readonly seq: number;
   /** selectively acked: kept until the cumulative ack passes it, retransmitted only as the window's head */
+  sacked: boolean;
+  transmissions: number;
+  /** retransmission timeouts in a row since the device last made progress (the backoff exponent) */
+  timeouts: number;
+  /** time of the latest transmission (read only while transmissions is 1: the RTT sample) */
+  sentAt: number;
+  /** retransmission deadline; Infinity while this process has not transmitted it (never due) */
+  dueAt: number;
+  /** the encoded Push (or tombstone), so retransmissions are byte for byte the same; encoded at the first transmission */
+  frame: Uint8Array | undefined;
+}
+
+export interface InflightEntry extends SentFields {
+  readonly state: "inflight";
+  /** time of the first transmission by this process; undefined when sent by an earlier process (unknown) */
+  firstSentAt: number | undefined;
+}
+
+export interface TombstoneEntry extends SentFields {
+  readonly state: "tombstone";
+}
+
+/** The one runtime shape of every entry (one hidden class; fields set in the constructor, moved by the functions below). */
+class EntryRecord {
+  readonly kind = "entry";
+  state: Entry["state"] = "pending";
+  readonly message: MessageRecord;
+  readonly queue: DeviceQueue;
+  readonly order: number;
+  seq = 0;
   sacked = false;
   transmissions = 0;
-  /** retransmission timeouts in a row since the device last made progress (the backoff exponent) */
   timeouts = 0;
-  /** time of the latest transmission */
   sentAt = 0;
-  /** time of the first transmission by this process (0: unknown, e.g. sent before a restart) */
-  firstSentAt = 0;
-  /** retransmission deadline; 0 when none */
-  dueAt = 0;
-  /** the encoded Push, so retransmissions are byte for byte the same */
-  frame: Uint8Array | undefined;
+  dueAt = Infinity;
+  firstSentAt: number | undefined = undefined;
+  frame: Uint8Array | undefined = undefined;
 
   constructor(message: MessageRecord, queue: DeviceQueue, order: number) {
     this.message = message;
@@ -32,8 +74,47 @@ export class Entry {
   }
 }
 
-const NO_ENTRIES: readonly Entry[] = Object.freeze([]);
-const NO_INFLIGHT: ReadonlyMap<number, Entry> = new Map();
+/** A new entry waiting in `queue` for its seq. */
+export function pendingEntry(message: MessageRecord, queue: DeviceQueue, order: number): PendingEntry {
+  return new EntryRecord(message, queue, order) as PendingEntry;
+}
+
+/** The pending entry `e` takes `seq` and its encoded Push: now in flight (not transmitted yet). */
+export function assignSeq(e: PendingEntry, seq: number, frame: Uint8Array): InflightEntry {
+  const r = e as unknown as EntryRecord;
+  r.state = "inflight";
+  r.seq = seq;
+  r.frame = frame;
+  return r as unknown as InflightEntry;
+}
+
+/**
+ * An entry the store holds with `seq`: sent by an earlier process, a
+ * transmission whose time this one does not know (no RTT sample from it).
+ */
+export function loadSent(message: MessageRecord, queue: DeviceQueue, order: number, seq: number, tombstone: boolean): SentEntry {
+  const r = new EntryRecord(message, queue, order);
+  r.state = tombstone ? "tombstone" : "inflight";
+  r.seq = seq;
+  r.transmissions = 1;
+  return r as unknown as SentEntry;
+}
+
+/** The entry's seq is resolved by a tombstone from now on (its frame is encoded again, as a tombstone). */
+export function toTombstone(e: SentEntry): TombstoneEntry {
+  const r = e as unknown as EntryRecord;
+  r.state = "tombstone";
+  r.frame = undefined;
+  return r as unknown as TombstoneEntry;
+}
+
+/** The seq a receipt records for the entry: 0 while it has none. */
+export function receiptSeq(e: Entry): number {
+  return e.state === "pending" ? 0 : e.seq;
+}
+
+const NO_ENTRIES: readonly PendingEntry[] = Object.freeze([]);
+const NO_INFLIGHT: ReadonlyMap<number, SentEntry> = new Map();
 const NO_MESSAGES: ReadonlyMap<string, Entry> = new Map();
 const NO_TOPICS: ReadonlySet<string> = new Set();
 const NO_REGISTRY_TOPICS: readonly string[] = Object.freeze([]);
@@ -54,8 +135,8 @@ export class DeviceQueue<L = unknown> {
   readonly id: string;
   lastSeq = 0;
   ackedSeq = 0;
-  private pendingList: Entry[] | undefined;
-  private inflightMap: Map<number, Entry> | undefined;
+  private pendingList: PendingEntry[] | undefined;
+  private inflightMap: Map<number, SentEntry> | undefined;
   private byMessageMap: Map<string, Entry> | undefined;
   private subscribed: Set<string> | undefined;
   private rttEstimator: RttEstimator | undefined;
@@ -74,12 +155,12 @@ export class DeviceQueue<L = unknown> {
   }
 
   /** unsent entries: priority descending, then order ascending */
-  get pending(): readonly Entry[] {
+  get pending(): readonly PendingEntry[] {
     return this.pendingList ?? NO_ENTRIES;
   }
 
   /** entries with a seq, not yet cumulatively acked; Map order is seq order */
-  get inflight(): ReadonlyMap<number, Entry> {
+  get inflight(): ReadonlyMap<number, SentEntry> {
     return this.inflightMap ?? NO_INFLIGHT;
   }
 
@@ -114,13 +195,13 @@ export class DeviceQueue<L = unknown> {
     if (s.size === 0) this.subscribed = undefined;
   }
 
-  addPending(entry: Entry): void {
+  addPending(entry: PendingEntry): void {
     const p = entry.message.priority;
     const list = (this.pendingList ??= []);
     // most messages share a priority and arrive in order: search from the end
     let i = list.length;
     while (i > 0) {
-      const prev = list[i - 1] as Entry;
+      const prev = list[i - 1] as PendingEntry;
       if (prev.message.priority > p || (prev.message.priority === p && prev.order < entry.order)) break;
       i--;
     }
@@ -128,7 +209,7 @@ export class DeviceQueue<L = unknown> {
     this.remember(entry);
   }
 
-  removePending(entry: Entry): void {
+  removePending(entry: PendingEntry): void {
     const list = this.pendingList;
     if (list !== undefined) {
       const i = list.indexOf(entry);
@@ -139,7 +220,7 @@ export class DeviceQueue<L = unknown> {
   }
 
   /** Takes the first unsent entry off the pending list; it stays known by message id (it goes in flight or is forgotten next). */
-  shiftPending(): Entry | undefined {
+  shiftPending(): PendingEntry | undefined {
     const list = this.pendingList;
     if (list === undefined) return undefined;
     const e = list.shift();
@@ -148,25 +229,25 @@ export class DeviceQueue<L = unknown> {
   }
 
   /** An unsent entry with this collapse key. */
-  pendingWithCollapseKey(key: string): Entry | undefined {
+  pendingWithCollapseKey(key: string): PendingEntry | undefined {
     for (const e of this.pending) if (e.message.collapseKey === key) return e;
     return undefined;
   }
 
   /** The oldest unsent entry (lowest order). */
-  oldestPending(): Entry | undefined {
-    let oldest: Entry | undefined;
+  oldestPending(): PendingEntry | undefined {
+    let oldest: PendingEntry | undefined;
     for (const e of this.pending) if (oldest === undefined || e.order < oldest.order) oldest = e;
     return oldest;
   }
 
   /** Adds an entry whose seq is assigned. */
-  addInflight(entry: Entry): void {
+  addInflight(entry: SentEntry): void {
     (this.inflightMap ??= new Map()).set(entry.seq, entry);
     this.remember(entry);
   }
 
-  removeInflight(entry: Entry): void {
+  removeInflight(entry: SentEntry): void {
     const m = this.inflightMap;
     if (m !== undefined) {
       m.delete(entry.seq);
@@ -190,11 +271,8 @@ export class DeviceQueue<L = unknown> {
 
   /** Earliest retransmission deadline of a push in flight; undefined when none. */
   nextDue(): number | undefined {
-    let min: number | undefined;
-    for (const e of this.inflight.values()) {
-      if (e.dueAt === 0) continue;
-      if (min === undefined || e.dueAt < min) min = e.dueAt;
-    }
-    return min;
+    let min = Infinity;
+    for (const e of this.inflight.values()) if (e.dueAt < min) min = e.dueAt;
+    return min === Infinity ? undefined : min;
   }
 }

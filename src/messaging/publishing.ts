@@ -1,0 +1,313 @@
+import { contentSignatureLength, type ContentSigner, type KeyRing, type SignedFields } from "../auth/index.ts";
+import type { MessageRecord } from "../store/types.ts";
+import { pushOverhead, WireError } from "../wire/index.ts";
+import { StoreError } from "../store/errors.ts";
+import { checkMessageRecord } from "../store/validate.ts";
+import type { PublishResult } from "./delivery-types.ts";
+import { pendingEntry } from "./device-queue.ts";
+import { MAX_SAFE, pushFields, type Device, type EngineEnv, type EngineParts, type PublishingPart, type UplinkPublish } from "./engine-parts.ts";
+import { MessagingError } from "./errors.ts";
+import type { LinkState } from "./link-state.ts";
+import { checkPublishRequest, pushTooLarge, type PublishRequest } from "./publish-request.ts";
+import { wireErrorCode } from "./wire-errors.ts";
+
+/** A publish that passed its checks, with the fields its content signature covers. */
+interface PreparedPublish {
+  readonly req: PublishRequest;
+  readonly fields: SignedFields;
+}
+
+/**
+ * Publishing: a publish is checked, signed (once, whatever the number of
+ * recipients), then queued for each recipient in one turn (collapse keys,
+ * queue limits) and answered once that turn's batch is committed. Uplink
+ * publishes from devices go the same way. Owns the signer, the order
+ * counter of queued messages and the uplink publishes in progress.
+ */
+export class Publishing implements PublishingPart {
+  private readonly env: EngineEnv;
+  private readonly parts: EngineParts;
+  private readonly contentKeys: KeyRing;
+  private readonly contentSigner: ContentSigner;
+  /** uplink publishes being processed, by message id */
+  private readonly uplinkInProgress = new Map<string, Promise<PublishResult>>();
+  /** signatures being made */
+  private signing = 0;
+  private nextOrder = 1;
+
+  constructor(env: EngineEnv, parts: EngineParts, keys: { readonly contentKeys: KeyRing; readonly contentSigner: ContentSigner }) {
+    this.env = env;
+    this.parts = parts;
+    this.contentKeys = keys.contentKeys;
+    this.contentSigner = keys.contentSigner;
+  }
+
+  /** Publishes waiting for a signature (asynchronous crypto). */
+  get pendingSignatures(): number {
+    return this.signing;
+  }
+
+  /** A stored entry has this order: later ones get higher ones. */
+  loadedOrder(order: number): void {
+    this.nextOrder = Math.max(this.nextOrder, order + 1);
+  }
+
+  /** See DeliveryEngine.publish. */
+  async publish(req: PublishRequest): Promise<PublishResult> {
+    const [outcome] = await this.publishMany([req]);
+    if (outcome?.status === "fulfilled") return outcome.value;
+    throw outcome?.reason;
+  }
+
+  /** See DeliveryEngine.publishMany. */
+  async publishMany(reqs: readonly PublishRequest[]): Promise<PromiseSettledResult<PublishResult>[]> {
+    const prepared = reqs.map((req): PreparedPublish | MessagingError => {
+      try {
+        return this.preparePublish(req);
+      } catch (e) {
+        return this.publishError(e);
+      }
+    });
+    const signed = await Promise.allSettled(prepared.map((p) => (p instanceof MessagingError ? undefined : this.sign(p))));
+    // from here on synchronous: every request is queued in this turn
+    const queued = prepared.map((p, i): Promise<PublishResult> => {
+      if (p instanceof MessagingError) return Promise.reject(p);
+      const s = signed[i] as PromiseSettledResult<string | undefined>;
+      try {
+        if (s.status === "rejected") throw s.reason;
+        return this.queuePublish(p, s.value as string);
+      } catch (e) {
+        return Promise.reject(this.publishError(e));
+      }
+    });
+    return Promise.allSettled(queued);
+  }
+
+  private async sign(p: PreparedPublish): Promise<string> {
+    this.signing++;
+    try {
+      return await this.contentSigner.sign(p.fields);
+    } finally {
+      this.signing--;
+    }
+  }
+
+  /**
+   * Every publish failure as a MessagingError: the engine's own, a string
+   * that cannot be encoded (a lone surrogate) or a record the store would
+   * refuse are bad requests; anything else fails only this publish
+   * ("internal", counted and reported as a failure).
+   */
+  private publishError(e: unknown): MessagingError {
+    if (e instanceof MessagingError) return e;
+    if (e instanceof WireError || (e instanceof StoreError && e.code === "commit_failed")) {
+      return new MessagingError("bad_request", `the message cannot be stored or sent: ${e.message}`, { cause: e });
+    }
+    this.env.reportFailure("publish", "", e);
+    return new MessagingError("internal", "the publish failed; nothing was published", { cause: e });
+  }
+
+  /** The checks a publish passes before it is signed, and the fields to sign. */
+  private preparePublish(req: PublishRequest): PreparedPublish {
+    this.checkRunning();
+    const o = this.env.options;
+    const payload = req.payload;
+    const { ttl, priority, contentType, collapseKey, topic, device } = checkPublishRequest(req, o);
+    if (device !== "") this.checkDirectTarget(device);
+    const now = this.env.clock.now();
+    const id = req.id ?? this.env.newId();
+    const fields = {
+      messageId: id,
+      topic,
+      device,
+      contentType,
+      publisher: req.publisher,
+      collapseKey,
+      payload,
+      createdAt: now,
+      expiresAt: now + ttl * 1000,
+      priority,
+    };
+    return { req, fields };
+  }
+
+  /** Queues a signed publish for its recipients (synchronous); resolves once its batch is committed. */
+  private queuePublish(p: PreparedPublish, signature: string): Promise<PublishResult> {
+    const o = this.env.options;
+    const { turn, window, topics } = this.parts;
+    const { req, fields } = p;
+    const { messageId: id, topic, device, contentType, collapseKey, payload, priority } = fields;
+    const now = this.env.clock.now();
+    const record: MessageRecord = {
+      id,
+      topic,
+      device,
+      payload: new Uint8Array(payload),
+      contentType,
+      createdAt: fields.createdAt,
+      expiresAt: fields.expiresAt,
+      priority,
+      collapseKey,
+      publisher: req.publisher,
+      signature,
+    };
+    // the largest Push this message can become must fit in one record
+    const size = pushOverhead(pushFields(record, MAX_SAFE)) + payload.byteLength;
+    if (size > o.maxRecordPayload) throw pushTooLarge(size, payload.byteLength, o);
+    // a record the store would refuse fails this publish now, before it changes anything
+    checkMessageRecord(record);
+    // from here on synchronous: no other turn interleaves
+    this.checkRunning();
+    if (req.id !== undefined && (this.env.store.getMessage(id) !== undefined || turn.batch.hasMessage(id))) {
+      throw new MessagingError("duplicate_message", `a message with id ${JSON.stringify(id)} was already published`);
+    }
+    if (device !== "") this.checkDirectTarget(device);
+    const recipients = device !== "" ? [device] : topics.subscribersOf(topic);
+    const accepted: Device[] = [];
+    const rejected: { device: string; reason: string }[] = [];
+    for (const r of recipients) {
+      const q = this.env.devices.queue(r);
+      if (q.lastSeq >= MAX_SAFE) {
+        rejected.push({ device: r, reason: "sequence_exhausted" });
+        continue;
+      }
+      // a publish that replaces an unsent message by its collapse key takes no more room
+      const replaces = collapseKey !== "" && q.pendingWithCollapseKey(collapseKey) !== undefined;
+      if (replaces || this.makeRoom(q, now)) accepted.push(q);
+      else rejected.push({ device: r, reason: "queue_full" });
+    }
+    if (device !== "" && rejected[0]?.reason === "sequence_exhausted") {
+      throw new MessagingError(
+        "sequence_exhausted",
+        `device ${device} has used every sequence number (its stored counters are at 2^53-1, left by an earlier version); nothing was published`,
+      );
+    }
+    if (device !== "" && accepted.length === 0) {
+      throw new MessagingError("queue_full", `device ${device} has ${o.maxQueue} messages queued (the limit); nothing was published`);
+    }
+    turn.batch.addMessage(record);
+    for (const q of accepted) {
+      if (collapseKey !== "") {
+        const old = q.pendingWithCollapseKey(collapseKey);
+        if (old !== undefined) {
+          q.removePending(old);
+          window.dropUnsent(old, now, "collapsed");
+        }
+      }
+      const e = pendingEntry(record, q, this.nextOrder++);
+      q.addPending(e);
+      this.env.timers.schedule(e, record.expiresAt);
+      turn.batch.addDelivery({ device: q.id, messageId: id, order: e.order, seq: 0, tombstone: false });
+      turn.receipt(record, q.id, "queued", now, "", 0);
+    }
+    for (const r of rejected) turn.receipt(record, r.device, "rejected", now, r.reason, 0);
+    // a big fan-out goes out over several turns (pumpPerTurn devices each), so the devices' acks are
+    // read in between and each push's retransmission timer starts when it really leaves
+    for (const q of accepted) if (q.link !== undefined) turn.pumpSoon(q, now);
+    const result: PublishResult = {
+      messageId: id,
+      createdAt: record.createdAt,
+      expiresAt: record.expiresAt,
+      recipients: accepted.length,
+      rejected,
+    };
+    return turn.answerAfterCommit(result);
+  }
+
+  private checkRunning(): void {
+    const { stopped, closing } = this.parts.turn;
+    if (stopped) throw new MessagingError("internal", "the delivery engine stopped after a store failure", { cause: stopped });
+    if (closing) throw new MessagingError("shutting_down", "the server is shutting down");
+  }
+
+  private checkDirectTarget(device: string): void {
+    const revoked = this.parts.topics.revokedState(device);
+    if (revoked === undefined) throw new MessagingError("device_unknown", `no device ${JSON.stringify(device)} is registered`);
+    if (revoked) throw new MessagingError("device_revoked", `device ${device} is revoked`);
+  }
+
+  /** Whether the queue can take one more message (applying the drop-oldest policy). */
+  private makeRoom(q: Device, now: number): boolean {
+    const o = this.env.options;
+    if (q.depth < o.maxQueue) return true;
+    if (o.queueFullPolicy !== "drop-oldest") return false;
+    const oldest = q.oldestPending();
+    if (oldest === undefined) return false;
+    q.removePending(oldest);
+    this.parts.window.dropUnsent(oldest, now, "evicted");
+    return true;
+  }
+
+  uplinkPublish(ls: LinkState, dev: Device, p: UplinkPublish): void {
+    const { turn, sessions } = this.parts;
+    const id = `up:${dev.id}:${p.requestId}`;
+    const answer = (r: PublishResult | Error): void => {
+      if (ls.phase === "closed") return;
+      // runs in a promise callback: whatever fails here fails this session, never the process
+      sessions.isolatedLink(ls, () => {
+        if (r instanceof Error) {
+          if (r instanceof MessagingError) {
+            if (r.code === "payload_too_large") this.env.observer.frameRefused("publish_too_large");
+            else if (r.code === "bad_request" || r.code === "bad_topic") this.env.observer.frameRefused("publish_invalid");
+          }
+          turn.send(ls, {
+            kind: "publishAck",
+            publishAck: { requestId: p.requestId, error: { code: wireErrorCode(r), message: r.message, requestId: p.requestId } },
+          });
+        } else {
+          turn.send(ls, { kind: "publishAck", publishAck: { requestId: p.requestId, messageId: r.messageId } });
+        }
+      });
+    };
+    const running = this.uplinkInProgress.get(id);
+    if (running !== undefined) return; // its PublishAck follows
+    if (this.env.store.getMessage(id) !== undefined) {
+      // a repeat of a publish already done: answer again, publish nothing
+      turn.send(ls, { kind: "publishAck", publishAck: { requestId: p.requestId, messageId: id } });
+      return;
+    }
+    // the limit the Welcome announced (docs/protocol.md section 7): a larger payload is refused even
+    // when this particular Push would still fit, so a device never depends on more than it was told
+    const limit = this.uplinkPayloadLimit(dev.id);
+    if (p.payload.byteLength > limit) {
+      answer(
+        new MessagingError(
+          "payload_too_large",
+          `payload is ${p.payload.byteLength} bytes; the limit is ${limit} (Welcome.limits.max_payload)`,
+        ),
+      );
+      return;
+    }
+    const done = this.publish({
+      target: { topic: p.topic },
+      payload: p.payload,
+      contentType: p.contentType,
+      ttlSeconds: p.ttlSeconds === 0 ? undefined : p.ttlSeconds,
+      priority: p.priority === 0 ? undefined : p.priority,
+      publisher: `device:${dev.id}`,
+      id,
+    });
+    this.uplinkInProgress.set(id, done);
+    done.then(answer, answer).finally(() => this.uplinkInProgress.delete(id));
+  }
+
+  /**
+   * The largest payload this device can publish to a one-character topic (no
+   * content type): maxPayload, or less when the Push to subscribers would not
+   * fit one record. Announced in Welcome.limits.maxPayload.
+   */
+  uplinkPayloadLimit(device: string): number {
+    const o = this.env.options;
+    const overhead = pushOverhead({
+      seq: MAX_SAFE,
+      messageId: `up:${device}:${MAX_SAFE}`,
+      topic: "t",
+      publisher: `device:${device}`,
+      signature: "x".repeat(contentSignatureLength(this.contentKeys)),
+      createdAt: MAX_SAFE,
+      expiresAt: MAX_SAFE,
+      priority: 9,
+    });
+    return Math.max(0, Math.min(o.maxPayload, o.maxRecordPayload - overhead));
+  }
+}
