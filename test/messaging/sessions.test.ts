@@ -1,8 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { SignJWT } from "jose";
 import { createMemoryStore } from "../../src/store/index.ts";
-import { issuePublisherToken, issueSessionToken, KeyRing } from "../../src/auth/index.ts";
-import { ErrorCode } from "../../src/wire/index.ts";
+import { DeviceRegistry, issuePublisherToken, issueSessionToken, KeyRing } from "../../src/auth/index.ts";
+import { DeliveryEngine } from "../../src/messaging/delivery-engine.ts";
+import { ManualClock } from "../../src/util/clock.ts";
+import { decodeFrame, encodeFrame, ErrorCode, type FrameBody } from "../../src/wire/index.ts";
 import { captureServerReceives, captureServerSends, connected, publishTo, pushes, untilDelivered } from "./helpers.ts";
 import { T0, World, type SimDevice } from "./world.ts";
 
@@ -336,5 +338,75 @@ describe("revocation", () => {
     expect(d.welcomes).toHaveLength(1);
     expect(d.byes).toHaveLength(2);
     expect(w.engine.deviceStatus("dev").online).toBe(false);
+  });
+});
+
+describe("a session told Bye", () => {
+  /** A DTLS session as the engine sees it, recording what it is sent. */
+  function fakeLink(identity: string, peer: string) {
+    const frames: FrameBody[] = [];
+    const link = {
+      identity,
+      viaCertificate: false,
+      peer,
+      closed: false,
+      frames,
+      send(records: readonly Uint8Array[]): void {
+        for (const r of records) frames.push(decodeFrame(r) as FrameBody);
+      },
+      close(): void {
+        link.closed = true;
+      },
+    };
+    return link;
+  }
+  const hello = encodeFrame({ kind: "hello", hello: { version: 1, sessionToken: "", receivedSeq: 0, client: "test" } });
+
+  /** Lets the engine's Hellos (asynchronous token signatures) finish, within 10 s of real time. */
+  async function hellosDone(engine: DeliveryEngine): Promise<void> {
+    const giveUp = Date.now() + 10_000;
+    while (engine.pendingAsync > 0 && Date.now() < giveUp) await new Promise<void>((r) => setImmediate(r));
+    expect(engine.pendingAsync).toBe(0);
+  }
+
+  it("is not bound again by a Hello it sends before it is closed: the session that replaced it stays", async () => {
+    const store = createMemoryStore();
+    const clock = new ManualClock(T0);
+    const registry = new DeviceRegistry(store, clock);
+    registry.add({ id: "dev", psk: { identity: "id-dev", key: new TextEncoder().encode("key-dev") } });
+    const engine = DeliveryEngine.open({
+      store,
+      registry,
+      contentKeys: await KeyRing.open(store, "content", { now: T0 }),
+      sessionKeys: await KeyRing.open(store, "session", { now: T0 }),
+      clock,
+      requestFlush: () => undefined, // the test flushes: the turn ends where it says
+    });
+    const a = fakeLink("id-dev", "a");
+    engine.attach(a);
+    engine.receive(a, hello);
+    await hellosDone(engine);
+    engine.flush();
+    expect(a.frames.map((f) => f.kind)).toEqual(["welcome"]);
+
+    // a second session of the device takes over: the first is told Bye, closed at the end of the turn
+    const b = fakeLink("id-dev", "b");
+    engine.attach(b);
+    engine.receive(b, hello);
+    await hellosDone(engine);
+    // before that turn's flush, the first session repeats its Hello (it had not heard the Bye yet)
+    engine.receive(a, hello);
+    await hellosDone(engine);
+    engine.flush();
+    engine.flush();
+
+    expect(a.closed).toBe(true);
+    const byeA = a.frames.find((f) => f.kind === "bye");
+    expect(byeA?.kind === "bye" && byeA.bye.reason?.code).toBe(ErrorCode.SESSION_REPLACED);
+    expect(a.frames.filter((f) => f.kind === "welcome")).toHaveLength(1);
+    // the newer session was neither replaced nor closed
+    expect(b.closed).toBe(false);
+    expect(b.frames.map((f) => f.kind)).toEqual(["welcome"]);
+    expect(engine.deviceStatus("dev").online).toBe(true);
   });
 });
