@@ -40,12 +40,17 @@ export interface SqliteStoreOptions {
 }
 
 /** The schema version this code writes and reads. */
-export const SQLITE_SCHEMA_VERSION = 1;
+export const SQLITE_SCHEMA_VERSION = 2;
 
 /** How long a statement waits for another connection's lock before failing, ms. */
 const BUSY_TIMEOUT_MS = 5_000;
 
-const SCHEMA_V1 = `
+/**
+ * The schema as version 1 created it. A new file gets it and then every
+ * upgrade step (UPGRADES), so new and upgraded files have the same schema.
+ * Never edit: files written by version 1 hold exactly this.
+ */
+export const SCHEMA_V1 = `
 CREATE TABLE devices (
   id TEXT PRIMARY KEY NOT NULL,
   psk_identity TEXT UNIQUE,
@@ -109,6 +114,48 @@ CREATE TABLE settings (
 `;
 
 /**
+ * Upgrade steps: UPGRADES[v] takes a file from version v + 1 to v + 2. Each runs
+ * in the migration's one transaction, with foreign key enforcement off (a table
+ * that others reference is rebuilt), checked with foreign_key_check before COMMIT.
+ */
+const UPGRADES: readonly string[] = [
+  // 1 -> 2: receipts are found by message through an increasing integer, not
+  // the message id (a random text key: every receipt inserted into an index on
+  // it dirtied a random page of an index as large as the receipts table).
+  // Messages get `n`, a stable integer key (an INTEGER PRIMARY KEY survives
+  // VACUUM); a receipt keeps its message's `n` in `msg`, or NULL when the
+  // message is not stored (then it is found by message_id in a partial index
+  // that holds only those rows). prune sets `msg` to NULL on the receipts of the
+  // messages it deletes, so a reused `n` never points at another message's receipts.
+  `
+CREATE TABLE messages_v2 (
+  n INTEGER PRIMARY KEY,
+  id TEXT UNIQUE NOT NULL,
+  topic TEXT NOT NULL,
+  device TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  content_type TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  priority INTEGER NOT NULL,
+  collapse_key TEXT NOT NULL,
+  publisher TEXT NOT NULL,
+  signature TEXT NOT NULL
+) STRICT;
+INSERT INTO messages_v2 (id, topic, device, payload, content_type, created_at, expires_at, priority, collapse_key, publisher, signature)
+  SELECT id, topic, device, payload, content_type, created_at, expires_at, priority, collapse_key, publisher, signature FROM messages ORDER BY rowid;
+DROP TABLE messages;
+ALTER TABLE messages_v2 RENAME TO messages;
+CREATE INDEX messages_expires_at ON messages (expires_at);
+ALTER TABLE receipts ADD COLUMN msg INTEGER;
+UPDATE receipts SET msg = (SELECT n FROM messages WHERE messages.id = receipts.message_id);
+DROP INDEX receipts_message_id;
+CREATE INDEX receipts_msg ON receipts (msg) WHERE msg IS NOT NULL;
+CREATE INDEX receipts_orphan ON receipts (message_id) WHERE msg IS NULL;
+`,
+];
+
+/**
  * The journal's row writes are multi-row statements: one statement per kind of
  * change and commit (per BULK_ROWS rows), not one per row, so a turn that sends
  * to or hears acks from many devices (a topic fan-out) costs a few statements.
@@ -120,7 +167,10 @@ interface BulkShape {
   readonly head: string;
   /** after the row tuples */
   readonly tail: string;
+  /** parameters per row */
   readonly columns: number;
+  /** one row's tuple, when not `columns` plain parameters */
+  readonly tuple?: string;
 }
 
 const BULK = {
@@ -134,12 +184,18 @@ const BULK = {
     tail: " ON CONFLICT (device) DO UPDATE SET last_seq = excluded.last_seq, acked_seq = excluded.acked_seq",
     columns: 3,
   },
-  insertReceipt: { head: "INSERT INTO receipts (message_id, device, state, at, reason, seq, topic) VALUES", tail: "", columns: 7 },
+  insertReceipt: {
+    head: "INSERT INTO receipts (message_id, device, state, at, reason, seq, topic, msg) VALUES",
+    tail: "",
+    columns: 8,
+    tuple: "(?, ?, ?, ?, ?, ?, ?, (SELECT n FROM messages WHERE id = ?))",
+  },
 } as const satisfies Record<string, BulkShape>;
 
 /** SQLite extended result codes we tell apart. */
 const SQLITE_NOTADB = 26;
 const SQLITE_CONSTRAINT_PRIMARYKEY = 1555;
+const SQLITE_CONSTRAINT_UNIQUE = 2067;
 const SQLITE_CONSTRAINT_FOREIGNKEY = 787;
 
 /**
@@ -224,23 +280,39 @@ function checkVersion(db: DatabaseSync, path: string): void {
   }
 }
 
-/** Creates the schema of a new file (later: upgrades older versions), in one transaction. */
+/**
+ * Creates the schema of a new file, or upgrades a file of an older version in
+ * place, data preserved: all in one transaction, so a failure (or a kill -9)
+ * leaves the file as it was.
+ */
 function migrate(db: DatabaseSync, path: string): void {
   if (userVersion(db) === SQLITE_SCHEMA_VERSION) return;
-  db.exec("BEGIN IMMEDIATE");
+  // Foreign key enforcement cannot change inside a transaction; an upgrade that
+  // rebuilds a referenced table needs it off (checked below before COMMIT).
+  db.exec("PRAGMA foreign_keys = OFF");
   try {
-    // Check again under the write lock: another process may have just created the schema.
-    checkVersion(db, path);
-    const version = userVersion(db);
-    if (version === 0) {
-      db.exec(SCHEMA_V1);
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      // Check again under the write lock: another process may have just created or upgraded the schema.
+      checkVersion(db, path);
+      let version = userVersion(db);
+      if (version === 0) {
+        db.exec(SCHEMA_V1);
+        version = 1;
+      }
+      for (; version < SQLITE_SCHEMA_VERSION; version++) db.exec(UPGRADES[version - 1] as string);
+      const broken = db.prepare("PRAGMA foreign_key_check").all();
+      if (broken.length > 0) {
+        throw new StoreError("store_corrupt", `Store ${path}: ${broken.length} rows break a foreign key after the schema upgrade; the file was left as it was.`);
+      }
       db.exec(`PRAGMA user_version = ${SQLITE_SCHEMA_VERSION}`);
+      db.exec("COMMIT");
+    } catch (e) {
+      if (db.isTransaction) db.exec("ROLLBACK");
+      throw e;
     }
-    // Later versions: upgrade steps from `version` to SQLITE_SCHEMA_VERSION go here.
-    db.exec("COMMIT");
-  } catch (e) {
-    if (db.isTransaction) db.exec("ROLLBACK");
-    throw e;
+  } finally {
+    db.exec("PRAGMA foreign_keys = ON");
   }
 }
 
@@ -289,6 +361,7 @@ class SqliteStore implements Store {
     | "loadMessages"
     | "loadSubscriptions"
     | "pruneMessages"
+    | "orphanReceipts"
     | "pruneReceipts"
     | "getSetting"
     | "putSetting",
@@ -332,7 +405,11 @@ class SqliteStore implements Store {
       insertSubscription: p("INSERT INTO subscriptions (device, topic) VALUES (?, ?) ON CONFLICT DO NOTHING"),
       deleteSubscription: p("DELETE FROM subscriptions WHERE device = ? AND topic = ?"),
       getMessage: p("SELECT * FROM messages WHERE id = ?"),
-      receiptsForMessage: p(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE message_id = ? ORDER BY id`),
+      // its message's receipts by `msg` (index receipts_msg), and those written while it was not stored (receipts_orphan)
+      receiptsForMessage: p(
+        `SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE msg = (SELECT n FROM messages WHERE id = ?1) AND message_id = ?1
+         UNION ALL SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE msg IS NULL AND message_id = ?1 ORDER BY id`,
+      ),
       receiptsAfter: p(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE id > ? ORDER BY id LIMIT ?`),
       loadCounters: p("SELECT device, last_seq, acked_seq FROM counters ORDER BY device"),
       loadDeliveries: p("SELECT device, message_id, ord, seq, tombstone FROM deliveries ORDER BY device, ord, message_id"),
@@ -342,6 +419,10 @@ class SqliteStore implements Store {
       loadSubscriptions: p("SELECT device, topic FROM subscriptions ORDER BY device, topic"),
       pruneMessages: p(
         "DELETE FROM messages WHERE expires_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = messages.id)",
+      ),
+      orphanReceipts: p(
+        `UPDATE receipts SET msg = NULL WHERE msg IN
+           (SELECT n FROM messages WHERE expires_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = messages.id))`,
       ),
       pruneReceipts: p("DELETE FROM receipts WHERE at < ?"),
       getSetting: p("SELECT value FROM settings WHERE key = ?"),
@@ -374,7 +455,7 @@ class SqliteStore implements Store {
     if (byRows === undefined) this.bulkStatements.set(shape, (byRows = []));
     let stmt = byRows[rows];
     if (stmt === undefined) {
-      const tuple = `(${new Array<string>(shape.columns).fill("?").join(", ")})`;
+      const tuple = shape.tuple ?? `(${new Array<string>(shape.columns).fill("?").join(", ")})`;
       stmt = this.db.prepare(`${shape.head} ${new Array<string>(rows).fill(tuple).join(", ")}${shape.tail}`);
       byRows[rows] = stmt;
     }
@@ -497,7 +578,9 @@ class SqliteStore implements Store {
             m.signature,
           );
         } catch (e) {
-          if (errcode(e) !== SQLITE_CONSTRAINT_PRIMARYKEY) throw e;
+          // messages.id is UNIQUE since version 2 (the PRIMARY KEY in version 1)
+          const code = errcode(e);
+          if (code !== SQLITE_CONSTRAINT_UNIQUE && code !== SQLITE_CONSTRAINT_PRIMARYKEY) throw e;
           throw new StoreError("duplicate_message", `Message id ${JSON.stringify(m.id)} is already stored; nothing of the batch was applied.`, {
             cause: e,
           });
@@ -527,7 +610,10 @@ class SqliteStore implements Store {
       const stored: Receipt[] = [];
       for (let i = 0; i < receipts.length; i += BULK_ROWS) {
         const chunk = receipts.slice(i, i + BULK_ROWS);
-        const result = this.bulk(BULK.insertReceipt, chunk.flatMap((r) => [r.messageId, r.device, r.state, r.at, r.reason, r.seq, r.topic]));
+        const result = this.bulk(
+          BULK.insertReceipt,
+          chunk.flatMap((r) => [r.messageId, r.device, r.state, r.at, r.reason, r.seq, r.topic, r.messageId]),
+        );
         // One multi-row INSERT inside the write transaction: its rows take consecutive
         // ids in VALUES order (AUTOINCREMENT, nobody else can write meanwhile).
         const first = Number(result.lastInsertRowid) - chunk.length + 1;
@@ -589,9 +675,10 @@ class SqliteStore implements Store {
 
   prune(before: number): number {
     return this.write("prune", () => {
-      const deleted = Number(this.s.pruneMessages.run(before).changes);
       this.s.pruneReceipts.run(before);
-      return deleted;
+      // the receipts kept of the messages deleted now are found by message id (their `n` may be reused)
+      this.s.orphanReceipts.run(before);
+      return Number(this.s.pruneMessages.run(before).changes);
     });
   }
 

@@ -455,6 +455,22 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         expect(after[0]?.id).toBeGreaterThan(r[2]?.id as number);
       });
 
+      it("keeps the receipts of a pruned message its own when a later message is stored", () => {
+        const s = open();
+        const [kept] = s.commit({ messages: [message("a", { expiresAt: 100 })], receipts: [receipt("a", "dev", { at: 1_000 })] });
+        expect(s.prune(500)).toBe(1);
+        const [next] = s.commit({ messages: [message("b", { expiresAt: 100 })], receipts: [receipt("b", "dev", { at: 1_000 })] });
+        expect(s.receiptsForMessage("a")).toEqual([kept]);
+        expect(s.receiptsForMessage("b")).toEqual([next]);
+        // and a receipt written before its message is stored
+        const [early] = s.commit({ receipts: [receipt("c", "dev")] });
+        const [late] = s.commit({ messages: [message("c")], receipts: [receipt("c", "dev", { state: "sent", seq: 1 })] });
+        expect(s.receiptsForMessage("c")).toEqual([early, late]);
+        expect(s.prune(2_000)).toBe(1);
+        expect(s.receiptsForMessage("b")).toEqual([]);
+        expect(s.receiptsForMessage("c")).toEqual([early, late]);
+      });
+
       it("stores settings", () => {
         const s = open();
         expect(s.getSetting("signing-key")).toBeUndefined();

@@ -78,7 +78,7 @@ describe("sqlite store", () => {
     s.commit({ messages: [message("m1")] });
     expect(pragma(path, "journal_mode")).toBe("wal");
     expect(pragma(path, "user_version")).toBe(SQLITE_SCHEMA_VERSION);
-    expect(SQLITE_SCHEMA_VERSION).toBe(1);
+    expect(SQLITE_SCHEMA_VERSION).toBe(2);
     expect(existsSync(`${path}-wal`)).toBe(true);
     s.close();
   });
