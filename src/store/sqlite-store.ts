@@ -27,12 +27,13 @@ import type {
   DeviceRecord,
   MessageRecord,
   Receipt,
+  ReceiptInput,
   ReceiptState,
   Store,
   Subscription,
   WriteBatch,
 } from "./types.ts";
-import { checkBatch, checkDevice, checkSetting, receiptRecord } from "./validate.ts";
+import { checkBatch, checkDevice, checkSetting, RECEIPT_STATES, receiptRecord } from "./validate.ts";
 
 export interface SqliteStoreOptions {
   /** "normal" (default): commits survive kill -9; "full": commits also survive power loss. */
@@ -119,14 +120,21 @@ CREATE TABLE settings (
  * that others reference is rebuilt), checked with foreign_key_check before COMMIT.
  */
 const UPGRADES: readonly string[] = [
-  // 1 -> 2: receipts are found by message through an increasing integer, not
-  // the message id (a random text key: every receipt inserted into an index on
-  // it dirtied a random page of an index as large as the receipts table).
-  // Messages get `n`, a stable integer key (an INTEGER PRIMARY KEY survives
-  // VACUUM); a receipt keeps its message's `n` in `msg`, or NULL when the
-  // message is not stored (then it is found by message_id in a partial index
-  // that holds only those rows). prune sets `msg` to NULL on the receipts of the
-  // messages it deletes, so a reused `n` never points at another message's receipts.
+  // 1 -> 2, receipts:
+  // - found by message through an increasing integer, not the message id (a
+  //   random text key: every receipt inserted into an index on it dirtied a
+  //   random page of an index as large as the receipts table). Messages get
+  //   `n`, a stable integer key (an INTEGER PRIMARY KEY survives VACUUM); a
+  //   receipt row keeps its message's `n` in `msg`, or NULL when the message is
+  //   not stored (then it is found by message_id in a partial index holding
+  //   only those rows). prune sets `msg` to NULL on the receipts of the
+  //   messages it deletes, so a reused `n` never points at another message's.
+  // - recorded in bulk: one row holds `count` receipts of one message with the
+  //   same state, time, reason and topic (a fan-out's recipients), ids
+  //   id - count + 1 .. id; a row of one receipt has its device and seq in
+  //   `device`/`seq`, a row of several has them in `devices` (JSON
+  //   [[device, seq], ...]). The row's id is its last receipt id, so AUTOINCREMENT
+  //   keeps the highest receipt id ever given, as in version 1.
   `
 CREATE TABLE messages_v2 (
   n INTEGER PRIMARY KEY,
@@ -147,13 +155,35 @@ INSERT INTO messages_v2 (id, topic, device, payload, content_type, created_at, e
 DROP TABLE messages;
 ALTER TABLE messages_v2 RENAME TO messages;
 CREATE INDEX messages_expires_at ON messages (expires_at);
-ALTER TABLE receipts ADD COLUMN msg INTEGER;
-UPDATE receipts SET msg = (SELECT n FROM messages WHERE messages.id = receipts.message_id);
-DROP INDEX receipts_message_id;
+CREATE TABLE receipts_v2 (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  count INTEGER NOT NULL CHECK (count >= 1),
+  msg INTEGER,
+  message_id TEXT NOT NULL,
+  state TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  reason TEXT NOT NULL,
+  topic TEXT NOT NULL,
+  device TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  devices TEXT,
+  CHECK ((count = 1) = (devices IS NULL))
+) STRICT;
+INSERT INTO receipts_v2 (id, count, msg, message_id, state, at, reason, topic, device, seq, devices)
+  SELECT r.id, 1, m.n, r.message_id, r.state, r.at, r.reason, r.topic, r.device, r.seq, NULL
+  FROM receipts AS r LEFT JOIN messages AS m ON m.id = r.message_id ORDER BY r.id;
+DELETE FROM sqlite_sequence WHERE name = 'receipts_v2';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'receipts_v2', seq FROM sqlite_sequence WHERE name = 'receipts';
+DROP TABLE receipts;
+ALTER TABLE receipts_v2 RENAME TO receipts;
+CREATE INDEX receipts_at ON receipts (at);
 CREATE INDEX receipts_msg ON receipts (msg) WHERE msg IS NOT NULL;
 CREATE INDEX receipts_orphan ON receipts (message_id) WHERE msg IS NULL;
 `,
 ];
+
+/** At most this many receipts share one row (bounds a row's size: about 30 bytes a receipt). */
+const RECEIPTS_PER_ROW = 500;
 
 /**
  * The journal's row writes are multi-row statements: one statement per kind of
@@ -184,11 +214,11 @@ const BULK = {
     tail: " ON CONFLICT (device) DO UPDATE SET last_seq = excluded.last_seq, acked_seq = excluded.acked_seq",
     columns: 3,
   },
-  insertReceipt: {
-    head: "INSERT INTO receipts (message_id, device, state, at, reason, seq, topic, msg) VALUES",
+  insertReceipts: {
+    head: "INSERT INTO receipts (id, count, msg, message_id, state, at, reason, topic, device, seq, devices) VALUES",
     tail: "",
-    columns: 8,
-    tuple: "(?, ?, ?, ?, ?, ?, ?, (SELECT n FROM messages WHERE id = ?))",
+    columns: 11,
+    tuple: "(?, ?, (SELECT n FROM messages WHERE id = ?), ?, ?, ?, ?, ?, ?, ?, ?)",
   },
 } as const satisfies Record<string, BulkShape>;
 
@@ -325,7 +355,12 @@ function newerVersion(path: string, version: number): StoreError {
 
 type Row = Record<string, SQLOutputValue>;
 
-const RECEIPT_COLUMNS = "id, message_id, device, state, at, reason, seq, topic";
+const RECEIPT_COLUMNS = "id, count, message_id, state, at, reason, topic, device, seq, devices";
+
+/** Receipts that one row can hold: consecutive, of one message, with the same state, time, reason and topic. */
+function sameRow(a: ReceiptInput, b: ReceiptInput): boolean {
+  return a.messageId === b.messageId && a.state === b.state && a.at === b.at && a.reason === b.reason && a.topic === b.topic;
+}
 
 class SqliteStore implements Store {
   readonly kind = "sqlite";
@@ -356,6 +391,7 @@ class SqliteStore implements Store {
     | "getMessage"
     | "receiptsForMessage"
     | "receiptsAfter"
+    | "lastReceiptId"
     | "loadCounters"
     | "loadDeliveries"
     | "loadMessages"
@@ -410,7 +446,11 @@ class SqliteStore implements Store {
         `SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE msg = (SELECT n FROM messages WHERE id = ?1) AND message_id = ?1
          UNION ALL SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE msg IS NULL AND message_id = ?1 ORDER BY id`,
       ),
+      // a row's id is its last receipt's: every row with id > afterId holds at least one receipt wanted
       receiptsAfter: p(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE id > ? ORDER BY id LIMIT ?`),
+      lastReceiptId: p(
+        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'receipts'), 0), coalesce((SELECT max(id) FROM receipts), 0)) AS id",
+      ),
       loadCounters: p("SELECT device, last_seq, acked_seq FROM counters ORDER BY device"),
       loadDeliveries: p("SELECT device, message_id, ord, seq, tombstone FROM deliveries ORDER BY device, ord, message_id"),
       loadMessages: p(
@@ -606,22 +646,44 @@ class SqliteStore implements Store {
       this.bulkAll(BULK.upsertCounters, batch.counters ?? [], (c) => [c.device, c.lastSeq, c.ackedSeq]);
       for (const x of batch.subscribe ?? []) s.insertSubscription.run(x.device, x.topic);
       for (const x of batch.unsubscribe ?? []) s.deleteSubscription.run(x.device, x.topic);
-      const receipts = batch.receipts ?? [];
-      const stored: Receipt[] = [];
-      for (let i = 0; i < receipts.length; i += BULK_ROWS) {
-        const chunk = receipts.slice(i, i + BULK_ROWS);
-        const result = this.bulk(
-          BULK.insertReceipt,
-          chunk.flatMap((r) => [r.messageId, r.device, r.state, r.at, r.reason, r.seq, r.topic, r.messageId]),
-        );
-        // One multi-row INSERT inside the write transaction: its rows take consecutive
-        // ids in VALUES order (AUTOINCREMENT, nobody else can write meanwhile).
-        const first = Number(result.lastInsertRowid) - chunk.length + 1;
-        if (Number(result.changes) !== chunk.length) throw new Error(`inserted ${result.changes} receipts of ${chunk.length}`);
-        chunk.forEach((r, j) => stored.push(receiptRecord(r, first + j)));
-      }
-      return stored;
+      return this.insertReceipts(batch.receipts ?? []);
     });
+  }
+
+  /**
+   * Writes receipts in bulk: consecutive ones of one message with the same
+   * state, time, reason and topic (a fan-out's recipients) share a row; ids
+   * follow the highest ever given (read under the write lock), in input order.
+   */
+  private insertReceipts(receipts: readonly ReceiptInput[]): Receipt[] {
+    if (receipts.length === 0) return [];
+    let id = this.int(this.s.lastReceiptId.get() ?? {}, "id");
+    const stored: Receipt[] = [];
+    const rows: SQLInputValue[][] = [];
+    for (let i = 0; i < receipts.length; ) {
+      const first = receipts[i] as ReceiptInput;
+      let end = i + 1;
+      while (end < receipts.length && end - i < RECEIPTS_PER_ROW && sameRow(first, receipts[end] as ReceiptInput)) end++;
+      const group = receipts.slice(i, end);
+      for (const r of group) stored.push(receiptRecord(r, ++id));
+      const one = group.length === 1;
+      rows.push([
+        id,
+        group.length,
+        first.messageId,
+        first.messageId,
+        first.state,
+        first.at,
+        first.reason,
+        first.topic,
+        one ? first.device : "",
+        one ? first.seq : 0,
+        one ? null : JSON.stringify(group.map((r) => [r.device, r.seq])),
+      ]);
+      i = end;
+    }
+    this.bulkAll(BULK.insertReceipts, rows, (row) => row);
+    return stored;
   }
 
   loadDeliveryState(): DeliveryState {
@@ -662,7 +724,7 @@ class SqliteStore implements Store {
   }
 
   receiptsForMessage(messageId: string): Receipt[] {
-    return this.read("receipts", () => this.s.receiptsForMessage.all(messageId).map((r) => this.receipt(r)));
+    return this.read("receipts", () => this.s.receiptsForMessage.all(messageId).flatMap((r) => this.receipts(r)));
   }
 
   receiptsAfter(afterId: number, limit: number): Receipt[] {
@@ -670,7 +732,15 @@ class SqliteStore implements Store {
       this.open();
       return [];
     }
-    return this.read("receipts", () => this.s.receiptsAfter.all(afterId, Math.min(Math.floor(limit), Number.MAX_SAFE_INTEGER)).map((r) => this.receipt(r)));
+    const max = Math.min(Math.floor(limit), Number.MAX_SAFE_INTEGER);
+    return this.read("receipts", () => {
+      const out: Receipt[] = [];
+      for (const row of this.s.receiptsAfter.all(afterId, max)) {
+        for (const r of this.receipts(row)) if (r.id > afterId && out.length < max) out.push(r);
+        if (out.length >= max) break;
+      }
+      return out;
+    });
   }
 
   prune(before: number): number {
@@ -767,16 +837,33 @@ class SqliteStore implements Store {
     };
   }
 
-  private receipt(row: Row): Receipt {
-    return {
-      id: this.int(row, "id"),
+  /** The receipts one row holds, by id. */
+  private receipts(row: Row): Receipt[] {
+    const last = this.int(row, "id");
+    const count = this.int(row, "count");
+    const state = this.text(row, "state");
+    if (!RECEIPT_STATES.has(state)) this.corrupt("state", state);
+    const common = {
       messageId: this.text(row, "message_id"),
-      device: this.text(row, "device"),
-      state: this.text(row, "state") as ReceiptState,
+      state: state as ReceiptState,
       at: this.int(row, "at"),
       reason: this.text(row, "reason"),
-      seq: this.int(row, "seq"),
       topic: this.text(row, "topic"),
     };
+    if (count === 1) return [{ id: last, device: this.text(row, "device"), seq: this.int(row, "seq"), ...common }];
+    let pairs: unknown;
+    try {
+      pairs = JSON.parse(this.text(row, "devices"));
+    } catch (e) {
+      if (e instanceof StoreError) throw e;
+      pairs = undefined;
+    }
+    const ok =
+      Array.isArray(pairs) &&
+      pairs.length === count &&
+      pairs.every((p) => Array.isArray(p) && typeof p[0] === "string" && Number.isSafeInteger(p[1]) && (p[1] as number) >= 0);
+    if (!ok) this.corrupt("devices", row["devices"]);
+    return (pairs as [string, number][]).map(([device, seq], i) => ({ id: last - count + 1 + i, device, seq, ...common }));
   }
+
 }
