@@ -1,5 +1,5 @@
 /**
- * `npm run bench:store [-- --sync normal|full] [--pushes N] [--seconds S] [--fanout N]`:
+ * `npm run bench:store [-- --sync normal|full] [--pushes N] [--seconds S] [--fanout N] [--batches 1,10,...] [--ids random|ordered]`:
  * the CPU the SQLite store spends per push, alone (no engine, no network).
  * Not a test: prints figures, never fails on a threshold. Bounded in count
  * (at most --pushes pushes per case, default 20 000) and time (--seconds per
@@ -27,7 +27,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { randomUUID } from "node:crypto";
+import { randomId } from "../../src/dtls/crypto.ts";
 import { DatabaseSync } from "node:sqlite";
 import { openSqliteStore } from "../../src/store/index.ts";
 import type { DeliveryRecord, MessageRecord, ReceiptInput, Store } from "../../src/store/index.ts";
@@ -41,6 +41,7 @@ const MAX_PUSHES = Number(arg("--pushes", "20000"));
 const SECONDS = Number(arg("--seconds", "3"));
 const FANOUT = Number(arg("--fanout", "1000"));
 const BATCHES = arg("--batches", "1,10,100,1000").split(",").map(Number);
+const ORDERED_IDS = arg("--ids", "random") === "ordered";
 const DEVICES = 10_000;
 /** rounds run first and not counted: the file and the statement cache warm up */
 const WARMUP_ROUNDS = 3;
@@ -49,6 +50,9 @@ const payload = new Uint8Array(100).fill(0x61);
 // a detached compact JWS as the engine stores it: header..signature (Ed25519, base64url)
 const signature = `eyJhbGciOiJFZERTQSIsImtpZCI6ImMxIiwiYjY0IjpmYWxzZSwiY3JpdCI6WyJiNjQiXX0..${"A".repeat(86)}`;
 const deviceId = (i: number): string => `device-${String(i % DEVICES).padStart(5, "0")}`;
+let ids = 0;
+/** a message id: random, or increasing with every call (the same length and form) */
+const newId = (): string => (ORDERED_IDS ? `${(++ids).toString(16).padStart(8, "0")}${randomId().slice(8)}` : randomId());
 
 const dir = mkdtempSync(join(tmpdir(), "dtlspush-bench-store-"));
 let files = 0;
@@ -102,7 +106,7 @@ function unicast(perRound: number): Figures {
     const now = Date.now();
     const pushes = Array.from({ length: perRound }, () => {
       const device = deviceId(next++);
-      const m = message(randomUUID(), device, "", now);
+      const m = message(newId(), device, "", now);
       const seq = (seqs.get(device) ?? 0) + 1;
       seqs.set(device, seq);
       return { m, device, seq, order: ++order };
@@ -145,7 +149,7 @@ function fanout(recipients: number): Figures {
   const deadline = performance.now() + SECONDS * 1000;
   for (let round = 0; count + recipients <= MAX_PUSHES && performance.now() < deadline; round++) {
     const now = Date.now();
-    const m = message(randomUUID(), "", "news", now);
+    const m = message(newId(), "", "news", now);
     const seq = round + 1;
     const ord = ++order;
     const c0 = cpuMicros();
@@ -193,7 +197,7 @@ function reference(perRound: number): number {
   const deadline = performance.now() + SECONDS * 1000;
   for (let round = 0; count + perRound <= MAX_PUSHES && performance.now() < deadline; round++) {
     const now = Date.now();
-    const rows = Array.from({ length: perRound }, () => message(randomUUID(), deviceId(next++), "", now));
+    const rows = Array.from({ length: perRound }, () => message(newId(), deviceId(next++), "", now));
     const c0 = cpuMicros();
     begin.run();
     for (const m of rows) insert.run(m.id, m.device, m.payload, m.contentType, m.createdAt, m.expiresAt, m.publisher, m.signature);
@@ -215,7 +219,9 @@ function perCount(count: number, cpu: { publish: number; send: number; ack: numb
 const f1 = (x: number): string => x.toFixed(1).padStart(7);
 
 try {
-  console.log(`SQLite store, CPU µs per push (synchronous ${SYNC}; each case at most ${MAX_PUSHES} pushes or ${SECONDS} s)`);
+  console.log(
+    `SQLite store, CPU µs per push (synchronous ${SYNC}, ${ORDERED_IDS ? "ordered" : "random"} message ids; each case at most ${MAX_PUSHES} pushes or ${SECONDS} s)`,
+  );
   console.log("case                      pushes   total publish    send     ack  reference  ratio");
   for (const n of BATCHES) {
     const f = unicast(n);
