@@ -93,33 +93,37 @@ interface Figures {
   ack: number;
 }
 
-/** Runs rounds of `perRound` unicast pushes until MAX_PUSHES or SECONDS; CPU per push by phase. */
-function unicast(perRound: number): Figures {
-  const store = openSqliteStore(freshPath(), { synchronous: SYNC });
-  const seqs = new Map<string, number>();
-  let order = 0;
-  let next = 0;
+/** One push of a round: a message to one device, with the seq it gets at the send. */
+interface Push {
+  readonly m: MessageRecord;
+  readonly device: string;
+  readonly seq: number;
+  readonly order: number;
+}
+
+/**
+ * Runs rounds of `perRound` pushes (`makeRound` builds one) through the
+ * publish, send and ack commits until MAX_PUSHES or SECONDS; CPU per push by phase.
+ */
+function drive(perRound: number, makeRound: (round: number, now: number) => Push[]): Figures {
+  const store: Store = openSqliteStore(freshPath(), { synchronous: SYNC });
   const cpu = { publish: 0, send: 0, ack: 0 };
   let count = 0;
   const deadline = performance.now() + SECONDS * 1000;
   for (let round = 0; count + perRound <= MAX_PUSHES && performance.now() < deadline; round++) {
     const now = Date.now();
-    const pushes = Array.from({ length: perRound }, () => {
-      const device = deviceId(next++);
-      const m = message(newId(), device, "", now);
-      const seq = (seqs.get(device) ?? 0) + 1;
-      seqs.set(device, seq);
-      return { m, device, seq, order: ++order };
-    });
+    const pushes = makeRound(round, now);
+    const messages = [...new Set(pushes.map((p) => p.m))];
+    const delivery = (p: Push, seq: number): DeliveryRecord => ({ device: p.device, messageId: p.m.id, order: p.order, seq, tombstone: false });
     const c0 = cpuMicros();
     store.commit({
-      messages: pushes.map((p) => p.m),
-      deliveries: pushes.map((p): DeliveryRecord => ({ device: p.device, messageId: p.m.id, order: p.order, seq: 0, tombstone: false })),
+      messages,
+      deliveries: pushes.map((p) => delivery(p, 0)),
       receipts: pushes.map((p) => receipt(p.m, p.device, "queued", 0, now)),
     });
     const c1 = cpuMicros();
     store.commit({
-      deliveries: pushes.map((p): DeliveryRecord => ({ device: p.device, messageId: p.m.id, order: p.order, seq: p.seq, tombstone: false })),
+      deliveries: pushes.map((p) => delivery(p, p.seq)),
       receipts: pushes.map((p) => receipt(p.m, p.device, "sent", p.seq, now)),
     });
     const c2 = cpuMicros();
@@ -139,45 +143,28 @@ function unicast(perRound: number): Figures {
   return perCount(count, cpu);
 }
 
-/** One topic message to `recipients` devices per round: publish, send, ack; CPU per recipient by phase. */
-function fanout(recipients: number): Figures {
-  const store: Store = openSqliteStore(freshPath(), { synchronous: SYNC });
-  const devices = Array.from({ length: recipients }, (_, i) => deviceId(i));
+/** `perRound` unicast pushes a round, each to the next of DEVICES devices. */
+function unicast(perRound: number): Figures {
+  const seqs = new Map<string, number>();
   let order = 0;
-  const cpu = { publish: 0, send: 0, ack: 0 };
-  let count = 0;
-  const deadline = performance.now() + SECONDS * 1000;
-  for (let round = 0; count + recipients <= MAX_PUSHES && performance.now() < deadline; round++) {
-    const now = Date.now();
+  let next = 0;
+  return drive(perRound, (_round, now) =>
+    Array.from({ length: perRound }, () => {
+      const device = deviceId(next++);
+      const seq = (seqs.get(device) ?? 0) + 1;
+      seqs.set(device, seq);
+      return { m: message(newId(), device, "", now), device, seq, order: ++order };
+    }),
+  );
+}
+
+/** One topic message to `recipients` devices a round; CPU per recipient. */
+function fanout(recipients: number): Figures {
+  const devices = Array.from({ length: recipients }, (_, i) => deviceId(i));
+  return drive(recipients, (round, now) => {
     const m = message(newId(), "", "news", now);
-    const seq = round + 1;
-    const ord = ++order;
-    const c0 = cpuMicros();
-    store.commit({
-      messages: [m],
-      deliveries: devices.map((device): DeliveryRecord => ({ device, messageId: m.id, order: ord, seq: 0, tombstone: false })),
-      receipts: devices.map((device) => receipt(m, device, "queued", 0, now)),
-    });
-    const c1 = cpuMicros();
-    store.commit({
-      deliveries: devices.map((device): DeliveryRecord => ({ device, messageId: m.id, order: ord, seq, tombstone: false })),
-      receipts: devices.map((device) => receipt(m, device, "sent", seq, now)),
-    });
-    const c2 = cpuMicros();
-    store.commit({
-      removeDeliveries: devices.map((device) => ({ device, messageId: m.id })),
-      counters: devices.map((device) => ({ device, lastSeq: seq, ackedSeq: seq })),
-      receipts: devices.map((device) => receipt(m, device, "delivered", seq, now)),
-    });
-    const c3 = cpuMicros();
-    if (round < WARMUP_ROUNDS) continue;
-    cpu.publish += c1 - c0;
-    cpu.send += c2 - c1;
-    cpu.ack += c3 - c2;
-    count += recipients;
-  }
-  store.close();
-  return perCount(count, cpu);
+    return devices.map((device) => ({ m, device, seq: round + 1, order: round + 1 }));
+  });
 }
 
 /** The reference: one row per push holding the push's bytes, no index, one transaction per round. */
