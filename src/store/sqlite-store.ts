@@ -27,12 +27,13 @@ import type {
   DeviceRecord,
   MessageRecord,
   Receipt,
+  ReceiptInput,
   ReceiptState,
   Store,
   Subscription,
   WriteBatch,
 } from "./types.ts";
-import { checkBatch, checkDevice, checkSetting, receiptRecord } from "./validate.ts";
+import { checkBatch, checkDevice, checkSetting, RECEIPT_STATES, receiptRecord } from "./validate.ts";
 
 export interface SqliteStoreOptions {
   /** "normal" (default): commits survive kill -9; "full": commits also survive power loss. */
@@ -40,12 +41,17 @@ export interface SqliteStoreOptions {
 }
 
 /** The schema version this code writes and reads. */
-export const SQLITE_SCHEMA_VERSION = 1;
+export const SQLITE_SCHEMA_VERSION = 2;
 
 /** How long a statement waits for another connection's lock before failing, ms. */
 const BUSY_TIMEOUT_MS = 5_000;
 
-const SCHEMA_V1 = `
+/**
+ * The schema as version 1 created it. A new file gets it and then every
+ * upgrade step (UPGRADES), so new and upgraded files have the same schema.
+ * Never edit: files written by version 1 hold exactly this.
+ */
+export const SCHEMA_V1 = `
 CREATE TABLE devices (
   id TEXT PRIMARY KEY NOT NULL,
   psk_identity TEXT UNIQUE,
@@ -109,6 +115,77 @@ CREATE TABLE settings (
 `;
 
 /**
+ * Upgrade steps: UPGRADES[v] takes a file from version v + 1 to v + 2. Each runs
+ * in the migration's one transaction, with foreign key enforcement off (a table
+ * that others reference is rebuilt), checked with foreign_key_check before COMMIT.
+ */
+const UPGRADES: readonly string[] = [
+  // 1 -> 2, receipts:
+  // - found by message through an increasing integer, not the message id (a
+  //   random text key: every receipt inserted into an index on it dirtied a
+  //   random page of an index as large as the receipts table). Messages get
+  //   `n`, a stable integer key (an INTEGER PRIMARY KEY survives VACUUM); a
+  //   receipt row keeps its message's `n` in `msg`, or NULL when the message is
+  //   not stored (then it is found by message_id in a partial index holding
+  //   only those rows). prune sets `msg` to NULL on the receipts of the
+  //   messages it deletes, so a reused `n` never points at another message's.
+  // - recorded in bulk: one row holds `count` receipts of one message with the
+  //   same state, time, reason and topic (a fan-out's recipients), ids
+  //   id - count + 1 .. id; a row of one receipt has its device and seq in
+  //   `device`/`seq`, a row of several has them in `devices` (JSON
+  //   [[device, seq], ...]). The row's id is its last receipt id, so AUTOINCREMENT
+  //   keeps the highest receipt id ever given, as in version 1.
+  `
+CREATE TABLE messages_v2 (
+  n INTEGER PRIMARY KEY,
+  id TEXT UNIQUE NOT NULL,
+  topic TEXT NOT NULL,
+  device TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  content_type TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  priority INTEGER NOT NULL,
+  collapse_key TEXT NOT NULL,
+  publisher TEXT NOT NULL,
+  signature TEXT NOT NULL
+) STRICT;
+INSERT INTO messages_v2 (id, topic, device, payload, content_type, created_at, expires_at, priority, collapse_key, publisher, signature)
+  SELECT id, topic, device, payload, content_type, created_at, expires_at, priority, collapse_key, publisher, signature FROM messages ORDER BY rowid;
+DROP TABLE messages;
+ALTER TABLE messages_v2 RENAME TO messages;
+CREATE INDEX messages_expires_at ON messages (expires_at);
+CREATE TABLE receipts_v2 (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  count INTEGER NOT NULL CHECK (count >= 1),
+  msg INTEGER,
+  message_id TEXT NOT NULL,
+  state TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  reason TEXT NOT NULL,
+  topic TEXT NOT NULL,
+  device TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  devices TEXT,
+  CHECK ((count = 1) = (devices IS NULL))
+) STRICT;
+INSERT INTO receipts_v2 (id, count, msg, message_id, state, at, reason, topic, device, seq, devices)
+  SELECT r.id, 1, m.n, r.message_id, r.state, r.at, r.reason, r.topic, r.device, r.seq, NULL
+  FROM receipts AS r LEFT JOIN messages AS m ON m.id = r.message_id ORDER BY r.id;
+DELETE FROM sqlite_sequence WHERE name = 'receipts_v2';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'receipts_v2', seq FROM sqlite_sequence WHERE name = 'receipts';
+DROP TABLE receipts;
+ALTER TABLE receipts_v2 RENAME TO receipts;
+CREATE INDEX receipts_at ON receipts (at);
+CREATE INDEX receipts_msg ON receipts (msg) WHERE msg IS NOT NULL;
+CREATE INDEX receipts_orphan ON receipts (message_id) WHERE msg IS NULL;
+`,
+];
+
+/** At most this many receipts share one row (bounds a row's size: about 30 bytes a receipt). */
+const RECEIPTS_PER_ROW = 500;
+
+/**
  * The journal's row writes are multi-row statements: one statement per kind of
  * change and commit (per BULK_ROWS rows), not one per row, so a turn that sends
  * to or hears acks from many devices (a topic fan-out) costs a few statements.
@@ -120,7 +197,10 @@ interface BulkShape {
   readonly head: string;
   /** after the row tuples */
   readonly tail: string;
+  /** parameters per row */
   readonly columns: number;
+  /** one row's tuple, when not `columns` plain parameters */
+  readonly tuple?: string;
 }
 
 const BULK = {
@@ -134,12 +214,18 @@ const BULK = {
     tail: " ON CONFLICT (device) DO UPDATE SET last_seq = excluded.last_seq, acked_seq = excluded.acked_seq",
     columns: 3,
   },
-  insertReceipt: { head: "INSERT INTO receipts (message_id, device, state, at, reason, seq, topic) VALUES", tail: "", columns: 7 },
+  insertReceipts: {
+    head: "INSERT INTO receipts (id, count, msg, message_id, state, at, reason, topic, device, seq, devices) VALUES",
+    tail: "",
+    columns: 11,
+    tuple: "(?, ?, (SELECT n FROM messages WHERE id = ?), ?, ?, ?, ?, ?, ?, ?, ?)",
+  },
 } as const satisfies Record<string, BulkShape>;
 
 /** SQLite extended result codes we tell apart. */
 const SQLITE_NOTADB = 26;
 const SQLITE_CONSTRAINT_PRIMARYKEY = 1555;
+const SQLITE_CONSTRAINT_UNIQUE = 2067;
 const SQLITE_CONSTRAINT_FOREIGNKEY = 787;
 
 /**
@@ -224,23 +310,39 @@ function checkVersion(db: DatabaseSync, path: string): void {
   }
 }
 
-/** Creates the schema of a new file (later: upgrades older versions), in one transaction. */
+/**
+ * Creates the schema of a new file, or upgrades a file of an older version in
+ * place, data preserved: all in one transaction, so a failure (or a kill -9)
+ * leaves the file as it was.
+ */
 function migrate(db: DatabaseSync, path: string): void {
   if (userVersion(db) === SQLITE_SCHEMA_VERSION) return;
-  db.exec("BEGIN IMMEDIATE");
+  // Foreign key enforcement cannot change inside a transaction; an upgrade that
+  // rebuilds a referenced table needs it off (checked below before COMMIT).
+  db.exec("PRAGMA foreign_keys = OFF");
   try {
-    // Check again under the write lock: another process may have just created the schema.
-    checkVersion(db, path);
-    const version = userVersion(db);
-    if (version === 0) {
-      db.exec(SCHEMA_V1);
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      // Check again under the write lock: another process may have just created or upgraded the schema.
+      checkVersion(db, path);
+      let version = userVersion(db);
+      if (version === 0) {
+        db.exec(SCHEMA_V1);
+        version = 1;
+      }
+      for (; version < SQLITE_SCHEMA_VERSION; version++) db.exec(UPGRADES[version - 1] as string);
+      const broken = db.prepare("PRAGMA foreign_key_check").all();
+      if (broken.length > 0) {
+        throw new StoreError("store_corrupt", `Store ${path}: ${broken.length} rows break a foreign key after the schema upgrade; the file was left as it was.`);
+      }
       db.exec(`PRAGMA user_version = ${SQLITE_SCHEMA_VERSION}`);
+      db.exec("COMMIT");
+    } catch (e) {
+      if (db.isTransaction) db.exec("ROLLBACK");
+      throw e;
     }
-    // Later versions: upgrade steps from `version` to SQLITE_SCHEMA_VERSION go here.
-    db.exec("COMMIT");
-  } catch (e) {
-    if (db.isTransaction) db.exec("ROLLBACK");
-    throw e;
+  } finally {
+    db.exec("PRAGMA foreign_keys = ON");
   }
 }
 
@@ -253,7 +355,12 @@ function newerVersion(path: string, version: number): StoreError {
 
 type Row = Record<string, SQLOutputValue>;
 
-const RECEIPT_COLUMNS = "id, message_id, device, state, at, reason, seq, topic";
+const RECEIPT_COLUMNS = "id, count, message_id, state, at, reason, topic, device, seq, devices";
+
+/** Receipts that one row can hold: consecutive, of one message, with the same state, time, reason and topic. */
+function sameRow(a: ReceiptInput, b: ReceiptInput): boolean {
+  return a.messageId === b.messageId && a.state === b.state && a.at === b.at && a.reason === b.reason && a.topic === b.topic;
+}
 
 class SqliteStore implements Store {
   readonly kind = "sqlite";
@@ -284,11 +391,13 @@ class SqliteStore implements Store {
     | "getMessage"
     | "receiptsForMessage"
     | "receiptsAfter"
+    | "lastReceiptId"
     | "loadCounters"
     | "loadDeliveries"
     | "loadMessages"
     | "loadSubscriptions"
     | "pruneMessages"
+    | "orphanReceipts"
     | "pruneReceipts"
     | "getSetting"
     | "putSetting",
@@ -332,8 +441,16 @@ class SqliteStore implements Store {
       insertSubscription: p("INSERT INTO subscriptions (device, topic) VALUES (?, ?) ON CONFLICT DO NOTHING"),
       deleteSubscription: p("DELETE FROM subscriptions WHERE device = ? AND topic = ?"),
       getMessage: p("SELECT * FROM messages WHERE id = ?"),
-      receiptsForMessage: p(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE message_id = ? ORDER BY id`),
+      // its message's receipts by `msg` (index receipts_msg), and those written while it was not stored (receipts_orphan)
+      receiptsForMessage: p(
+        `SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE msg = (SELECT n FROM messages WHERE id = ?1) AND message_id = ?1
+         UNION ALL SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE msg IS NULL AND message_id = ?1 ORDER BY id`,
+      ),
+      // a row's id is its last receipt's: every row with id > afterId holds at least one receipt wanted
       receiptsAfter: p(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE id > ? ORDER BY id LIMIT ?`),
+      lastReceiptId: p(
+        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'receipts'), 0), coalesce((SELECT max(id) FROM receipts), 0)) AS id",
+      ),
       loadCounters: p("SELECT device, last_seq, acked_seq FROM counters ORDER BY device"),
       loadDeliveries: p("SELECT device, message_id, ord, seq, tombstone FROM deliveries ORDER BY device, ord, message_id"),
       loadMessages: p(
@@ -342,6 +459,10 @@ class SqliteStore implements Store {
       loadSubscriptions: p("SELECT device, topic FROM subscriptions ORDER BY device, topic"),
       pruneMessages: p(
         "DELETE FROM messages WHERE expires_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = messages.id)",
+      ),
+      orphanReceipts: p(
+        `UPDATE receipts SET msg = NULL WHERE msg IN
+           (SELECT n FROM messages WHERE expires_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = messages.id))`,
       ),
       pruneReceipts: p("DELETE FROM receipts WHERE at < ?"),
       getSetting: p("SELECT value FROM settings WHERE key = ?"),
@@ -374,7 +495,7 @@ class SqliteStore implements Store {
     if (byRows === undefined) this.bulkStatements.set(shape, (byRows = []));
     let stmt = byRows[rows];
     if (stmt === undefined) {
-      const tuple = `(${new Array<string>(shape.columns).fill("?").join(", ")})`;
+      const tuple = shape.tuple ?? `(${new Array<string>(shape.columns).fill("?").join(", ")})`;
       stmt = this.db.prepare(`${shape.head} ${new Array<string>(rows).fill(tuple).join(", ")}${shape.tail}`);
       byRows[rows] = stmt;
     }
@@ -497,7 +618,9 @@ class SqliteStore implements Store {
             m.signature,
           );
         } catch (e) {
-          if (errcode(e) !== SQLITE_CONSTRAINT_PRIMARYKEY) throw e;
+          // messages.id is UNIQUE since version 2 (the PRIMARY KEY in version 1)
+          const code = errcode(e);
+          if (code !== SQLITE_CONSTRAINT_UNIQUE && code !== SQLITE_CONSTRAINT_PRIMARYKEY) throw e;
           throw new StoreError("duplicate_message", `Message id ${JSON.stringify(m.id)} is already stored; nothing of the batch was applied.`, {
             cause: e,
           });
@@ -523,19 +646,44 @@ class SqliteStore implements Store {
       this.bulkAll(BULK.upsertCounters, batch.counters ?? [], (c) => [c.device, c.lastSeq, c.ackedSeq]);
       for (const x of batch.subscribe ?? []) s.insertSubscription.run(x.device, x.topic);
       for (const x of batch.unsubscribe ?? []) s.deleteSubscription.run(x.device, x.topic);
-      const receipts = batch.receipts ?? [];
-      const stored: Receipt[] = [];
-      for (let i = 0; i < receipts.length; i += BULK_ROWS) {
-        const chunk = receipts.slice(i, i + BULK_ROWS);
-        const result = this.bulk(BULK.insertReceipt, chunk.flatMap((r) => [r.messageId, r.device, r.state, r.at, r.reason, r.seq, r.topic]));
-        // One multi-row INSERT inside the write transaction: its rows take consecutive
-        // ids in VALUES order (AUTOINCREMENT, nobody else can write meanwhile).
-        const first = Number(result.lastInsertRowid) - chunk.length + 1;
-        if (Number(result.changes) !== chunk.length) throw new Error(`inserted ${result.changes} receipts of ${chunk.length}`);
-        chunk.forEach((r, j) => stored.push(receiptRecord(r, first + j)));
-      }
-      return stored;
+      return this.insertReceipts(batch.receipts ?? []);
     });
+  }
+
+  /**
+   * Writes receipts in bulk: consecutive ones of one message with the same
+   * state, time, reason and topic (a fan-out's recipients) share a row; ids
+   * follow the highest ever given (read under the write lock), in input order.
+   */
+  private insertReceipts(receipts: readonly ReceiptInput[]): Receipt[] {
+    if (receipts.length === 0) return [];
+    let id = this.int(this.s.lastReceiptId.get() ?? {}, "id");
+    const stored: Receipt[] = [];
+    const rows: SQLInputValue[][] = [];
+    for (let i = 0; i < receipts.length; ) {
+      const first = receipts[i] as ReceiptInput;
+      let end = i + 1;
+      while (end < receipts.length && end - i < RECEIPTS_PER_ROW && sameRow(first, receipts[end] as ReceiptInput)) end++;
+      const group = receipts.slice(i, end);
+      for (const r of group) stored.push(receiptRecord(r, ++id));
+      const one = group.length === 1;
+      rows.push([
+        id,
+        group.length,
+        first.messageId,
+        first.messageId,
+        first.state,
+        first.at,
+        first.reason,
+        first.topic,
+        one ? first.device : "",
+        one ? first.seq : 0,
+        one ? null : JSON.stringify(group.map((r) => [r.device, r.seq])),
+      ]);
+      i = end;
+    }
+    this.bulkAll(BULK.insertReceipts, rows, (row) => row);
+    return stored;
   }
 
   loadDeliveryState(): DeliveryState {
@@ -576,7 +724,7 @@ class SqliteStore implements Store {
   }
 
   receiptsForMessage(messageId: string): Receipt[] {
-    return this.read("receipts", () => this.s.receiptsForMessage.all(messageId).map((r) => this.receipt(r)));
+    return this.read("receipts", () => this.s.receiptsForMessage.all(messageId).flatMap((r) => this.receipts(r)));
   }
 
   receiptsAfter(afterId: number, limit: number): Receipt[] {
@@ -584,14 +732,23 @@ class SqliteStore implements Store {
       this.open();
       return [];
     }
-    return this.read("receipts", () => this.s.receiptsAfter.all(afterId, Math.min(Math.floor(limit), Number.MAX_SAFE_INTEGER)).map((r) => this.receipt(r)));
+    const max = Math.min(Math.floor(limit), Number.MAX_SAFE_INTEGER);
+    return this.read("receipts", () => {
+      const out: Receipt[] = [];
+      for (const row of this.s.receiptsAfter.all(afterId, max)) {
+        for (const r of this.receipts(row)) if (r.id > afterId && out.length < max) out.push(r);
+        if (out.length >= max) break;
+      }
+      return out;
+    });
   }
 
   prune(before: number): number {
     return this.write("prune", () => {
-      const deleted = Number(this.s.pruneMessages.run(before).changes);
       this.s.pruneReceipts.run(before);
-      return deleted;
+      // the receipts kept of the messages deleted now are found by message id (their `n` may be reused)
+      this.s.orphanReceipts.run(before);
+      return Number(this.s.pruneMessages.run(before).changes);
     });
   }
 
@@ -680,16 +837,33 @@ class SqliteStore implements Store {
     };
   }
 
-  private receipt(row: Row): Receipt {
-    return {
-      id: this.int(row, "id"),
+  /** The receipts one row holds, by id. */
+  private receipts(row: Row): Receipt[] {
+    const last = this.int(row, "id");
+    const count = this.int(row, "count");
+    const state = this.text(row, "state");
+    if (!RECEIPT_STATES.has(state)) this.corrupt("state", state);
+    const common = {
       messageId: this.text(row, "message_id"),
-      device: this.text(row, "device"),
-      state: this.text(row, "state") as ReceiptState,
+      state: state as ReceiptState,
       at: this.int(row, "at"),
       reason: this.text(row, "reason"),
-      seq: this.int(row, "seq"),
       topic: this.text(row, "topic"),
     };
+    if (count === 1) return [{ id: last, device: this.text(row, "device"), seq: this.int(row, "seq"), ...common }];
+    let pairs: unknown;
+    try {
+      pairs = JSON.parse(this.text(row, "devices"));
+    } catch (e) {
+      if (e instanceof StoreError) throw e;
+      pairs = undefined;
+    }
+    const ok =
+      Array.isArray(pairs) &&
+      pairs.length === count &&
+      pairs.every((p) => Array.isArray(p) && typeof p[0] === "string" && Number.isSafeInteger(p[1]) && (p[1] as number) >= 0);
+    if (!ok) this.corrupt("devices", row["devices"]);
+    return (pairs as [string, number][]).map(([device, seq], i) => ({ id: last - count + 1 + i, device, seq, ...common }));
   }
+
 }

@@ -9,7 +9,7 @@ import type { DeliveryRecord, DeviceCounters, DeviceRecord, MessageRecord, Recei
  * range, who may use which topic) belongs to the layers above.
  */
 
-const RECEIPT_STATES: ReadonlySet<string> = new Set(["queued", "sent", "delivered", "expired", "rejected"]);
+export const RECEIPT_STATES: ReadonlySet<string> = new Set(["queued", "sent", "delivered", "expired", "rejected"]);
 
 /** Field checks for one record; `what` names the record, built only when a check fails. */
 class Checker {

@@ -331,6 +331,47 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         expect(s.receiptsAfter(page1[0]?.id as number, 1.9)).toEqual(all.slice(1, 2));
       });
 
+      it("pages a topic fan-out's receipts one by one, from any id, whatever rows hold them", () => {
+        const s = open();
+        const devices = Array.from({ length: 1_203 }, (_, i) => `d${String(i).padStart(4, "0")}`);
+        s.commit({ messages: [message("t1"), message("t2")] });
+        const queued = s.commit({
+          receipts: [
+            receipt("t1", ""),
+            ...devices.map((d) => receipt("t1", d)),
+            receipt("t2", "d0001"),
+            ...devices.slice(0, 3).map((d, i) => receipt("t1", d, { state: "sent", seq: i + 1 })),
+            ...devices.slice(3, 5).map((d, i) => receipt("t1", d, { state: "sent", seq: i + 1, at: 1_700_000_000_001 })),
+          ],
+        });
+        const sent = s.commit({ receipts: devices.map((d, i) => receipt("t1", d, { state: "delivered", seq: i + 1 })) });
+        const all = [...queued, ...sent];
+        expect(all.map((r) => r.device).slice(0, 3)).toEqual(["", "d0000", "d0001"]);
+        expect(all[1 + devices.length]).toEqual({ ...receipt("t2", "d0001"), id: all[1 + devices.length]?.id });
+        expect(all[devices.length + 4]).toEqual({ ...receipt("t1", "d0002", { state: "sent", seq: 3 }), id: all[devices.length + 4]?.id });
+        for (let i = 1; i < all.length; i++) expect(all[i]?.id).toBe((all[i - 1]?.id as number) + 1);
+        expect(s.receiptsAfter(0, 10_000)).toEqual(all);
+        expect(s.receiptsForMessage("t1")).toEqual(all.filter((r) => r.messageId === "t1"));
+        expect(s.receiptsForMessage("t2")).toEqual([all[1 + devices.length]]);
+        // pages of 7 from the start, and pages starting inside and at the edges of a run of one message
+        const paged: typeof all = [];
+        let after = 0;
+        for (let pages = 0; pages <= Math.ceil(all.length / 7); pages++) {
+          const page = s.receiptsAfter(after, 7);
+          expect(page.length).toBeLessThanOrEqual(7);
+          if (page.length === 0) break;
+          paged.push(...page);
+          after = page.at(-1)?.id as number;
+        }
+        expect(paged).toEqual(all);
+        for (const k of [1, 2, 499, 500, 501, 1_000, 1_203, 1_204, 1_205, 1_209, 2_000, all.length - 1]) {
+          expect(s.receiptsAfter(all[k - 1]?.id as number, 3)).toEqual(all.slice(k, k + 3));
+        }
+        expect(s.receiptsAfter(all.at(-1)?.id as number, 3)).toEqual([]);
+        expect(s.prune(1_700_000_000_001)).toBe(0);
+        expect(s.receiptsAfter(0, 10)).toEqual(all.slice(devices.length + 5, devices.length + 7));
+      });
+
       it("applies nothing of a batch with an already stored message id", () => {
         const s = open();
         const before = s.commit({ messages: [message("m1")], receipts: [receipt("m1", "")] });
@@ -453,6 +494,22 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         // receipt ids never repeat, even with every receipt pruned
         const after = s.commit({ receipts: [receipt("x", "")] });
         expect(after[0]?.id).toBeGreaterThan(r[2]?.id as number);
+      });
+
+      it("keeps the receipts of a pruned message its own when a later message is stored", () => {
+        const s = open();
+        const [kept] = s.commit({ messages: [message("a", { expiresAt: 100 })], receipts: [receipt("a", "dev", { at: 1_000 })] });
+        expect(s.prune(500)).toBe(1);
+        const [next] = s.commit({ messages: [message("b", { expiresAt: 100 })], receipts: [receipt("b", "dev", { at: 1_000 })] });
+        expect(s.receiptsForMessage("a")).toEqual([kept]);
+        expect(s.receiptsForMessage("b")).toEqual([next]);
+        // and a receipt written before its message is stored
+        const [early] = s.commit({ receipts: [receipt("c", "dev")] });
+        const [late] = s.commit({ messages: [message("c")], receipts: [receipt("c", "dev", { state: "sent", seq: 1 })] });
+        expect(s.receiptsForMessage("c")).toEqual([early, late]);
+        expect(s.prune(2_000)).toBe(1);
+        expect(s.receiptsForMessage("b")).toEqual([]);
+        expect(s.receiptsForMessage("c")).toEqual([early, late]);
       });
 
       it("stores settings", () => {

@@ -78,7 +78,7 @@ describe("sqlite store", () => {
     s.commit({ messages: [message("m1")] });
     expect(pragma(path, "journal_mode")).toBe("wal");
     expect(pragma(path, "user_version")).toBe(SQLITE_SCHEMA_VERSION);
-    expect(SQLITE_SCHEMA_VERSION).toBe(1);
+    expect(SQLITE_SCHEMA_VERSION).toBe(2);
     expect(existsSync(`${path}-wal`)).toBe(true);
     s.close();
   });
@@ -162,6 +162,31 @@ describe("sqlite store", () => {
     expect(openError(() => b.commit({ messages: [message("m1")] })).code).toBe("duplicate_message");
     a.close();
     b.close();
+  });
+
+  it("records a fan-out's receipts in bulk: a few rows, not one per recipient, and refuses a damaged row", () => {
+    const path = freshPath();
+    const s = openSqliteStore(path);
+    const devices = Array.from({ length: 1_000 }, (_, i) => `device-${i}`);
+    const stored = s.commit({
+      messages: [message("fan")],
+      deliveries: devices.map((d, i) => delivery(d, "fan", i)),
+      receipts: devices.map((d) => receipt("fan", d)),
+    });
+    s.commit({ receipts: [receipt("fan", "device-7", { state: "sent", seq: 1 })] });
+    const db = new DatabaseSync(path);
+    try {
+      expect(Number(db.prepare("SELECT count(*) AS n FROM receipts").get()?.["n"])).toBe(3);
+      expect(s.receiptsAfter(0, 2_000)).toHaveLength(1_001);
+      expect(s.receiptsForMessage("fan").slice(0, 1_000)).toEqual(stored);
+      db.exec(`UPDATE receipts SET devices = '[["device-0", 1]]' WHERE count > 1`);
+    } finally {
+      db.close();
+    }
+    const e = openError(() => s.receiptsAfter(0, 10));
+    expect(e.code).toBe("store_corrupt");
+    expect(e.message).toContain("devices");
+    s.close();
   });
 
   it("commits a topic fan-out of 10 000 deliveries and receipts well under a second", () => {
