@@ -9,7 +9,8 @@ import type { Store } from "./types.ts";
 
 export type * from "./types.ts";
 export { StoreError, type StoreErrorCode } from "./errors.ts";
-export { createMemoryStore } from "./memory-store.ts";
+export { createMemoryStore, openMemoryStore } from "./memory-store.ts";
+export { inlineStore } from "./inline-store.ts";
 export { openSqliteStore, SQLITE_SCHEMA_VERSION, type SqliteStoreOptions } from "./sqlite-store.ts";
 
 export type StoreOptions =
