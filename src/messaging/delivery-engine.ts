@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import type { Clock } from "../util/clock.ts";
 import { Scheduler } from "../util/scheduler.ts";
-import type { MessageRecord, Receipt, ReceiptInput, ReceiptState, Store } from "../store/types.ts";
+import type { DeliveryState, MessageRecord, Receipt, ReceiptInput, ReceiptState, Store } from "../store/types.ts";
 import {
   DeviceRegistry,
   issueSessionToken,
@@ -140,6 +140,18 @@ interface PendingPublish {
 
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 
+/** A flushed turn waiting for its commit (and those of the turns before it). */
+interface FlushedTurn {
+  readonly batch: BatchBuilder;
+  readonly publishes: readonly PendingPublish[];
+  readonly outbox: ReadonlyMap<LinkState, readonly Uint8Array[]>;
+  readonly after: readonly (() => void)[];
+}
+
+function duplicateMessage(id: string): MessagingError {
+  return new MessagingError("duplicate_message", `a message with id ${JSON.stringify(id)} was already published`);
+}
+
 
 /**
  * The server side of delivery, sans-I/O: per-device queues and sequence
@@ -191,6 +203,20 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   private afterFlush: (() => void)[] = [];
   private flushRequested = false;
   private asyncOps = 0;
+  /** flushed turns not yet released (their commit, or an earlier turn's, is in flight) */
+  private turnsInFlight = 0;
+  /** the release of the last flushed turn: a turn is released after the one flushed before it */
+  private released: Promise<void> = Promise.resolve();
+  /** duplicate-id guard: ids queued in this turn's batch or in a commit not yet durable */
+  private readonly idsNotDurable = new Set<string>();
+  /** duplicate-id guard: ids durable while an existence check issued before their commit was unanswered */
+  private readonly idsRecentlyDurable = new Set<string>();
+  /** ids made durable by each commit, with the last existence check issued before that commit */
+  private readonly durableLog: { readonly ids: readonly string[]; readonly lastCheck: number }[] = [];
+  /** existence checks issued (numbered from 1) */
+  private checksIssued = 0;
+  /** existence checks whose publishes have not finished queueing, in the order issued */
+  private readonly checksOpen = new Set<number>();
   private nextOrder = 1;
   private jwksJson: string;
   private stopped: Error | undefined;
@@ -215,14 +241,14 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   }
 
   /** Builds the engine from the store's delivery state and the registry. */
-  static open(deps: DeliveryEngineDeps): DeliveryEngine {
+  static async open(deps: DeliveryEngineDeps): Promise<DeliveryEngine> {
+    const state = await deps.store.loadDeliveryState();
     const engine = new DeliveryEngine(deps);
-    engine.load();
+    engine.load(state);
     return engine;
   }
 
-  private load(): void {
-    const state = this.store.loadDeliveryState();
+  private load(state: DeliveryState): void {
     const now = this.clock.now();
     for (const c of state.counters) {
       const q = this.queue(c.device);
@@ -802,19 +828,65 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
         return this.publishError(e);
       }
     });
-    const signed = await Promise.allSettled(prepared.map((p) => (p instanceof MessagingError ? undefined : this.sign(p))));
+    // ids the publisher chose may be taken: one existence check for the whole batch, while it is signed
+    const chosen = prepared.flatMap((p) => (p instanceof MessagingError || p.req.id === undefined ? [] : [p.fields.messageId]));
+    const check = chosen.length === 0 ? undefined : this.checkIds(chosen);
+    const [signed, stored] = await Promise.all([
+      Promise.allSettled(prepared.map((p) => (p instanceof MessagingError ? undefined : this.sign(p)))),
+      check === undefined ? undefined : check.answer.then(
+        (ids) => ids,
+        (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
+      ),
+    ]);
     // from here on synchronous: every request is queued in this turn
-    const queued = prepared.map((p, i): Promise<PublishResult> => {
-      if (p instanceof MessagingError) return Promise.reject(p);
-      const s = signed[i] as PromiseSettledResult<string | undefined>;
-      try {
-        if (s.status === "rejected") throw s.reason;
-        return this.queuePublish(p, s.value as string);
-      } catch (e) {
-        return Promise.reject(this.publishError(e));
-      }
-    });
-    return Promise.allSettled(queued);
+    try {
+      const queued = prepared.map((p, i): Promise<PublishResult> => {
+        if (p instanceof MessagingError) return Promise.reject(p);
+        const s = signed[i] as PromiseSettledResult<string | undefined>;
+        try {
+          if (s.status === "rejected") throw s.reason;
+          if (p.req.id !== undefined) {
+            if (stored instanceof Error) throw stored;
+            if (stored?.has(p.fields.messageId) === true) throw duplicateMessage(p.fields.messageId);
+          }
+          return this.queuePublish(p, s.value as string);
+        } catch (e) {
+          return Promise.reject(this.publishError(e));
+        }
+      });
+      return await Promise.allSettled(queued);
+    } finally {
+      if (check !== undefined) this.checkDone(check.seq);
+    }
+  }
+
+  /**
+   * Asks the store which of `ids` are stored messages. The answer can be
+   * stale by the time the publish queues (a commit holding one of the ids
+   * may have become durable meanwhile): the ids of such commits stay in the
+   * guard (idsRecentlyDurable) until every check issued before that commit
+   * is done (checkDone), so queuePublish still finds them.
+   */
+  private checkIds(ids: readonly string[]): { readonly seq: number; readonly answer: Promise<Set<string>> } {
+    const seq = ++this.checksIssued;
+    this.checksOpen.add(seq);
+    this.asyncOps++;
+    const answer = this.store.existingMessageIds(ids).finally(() => this.asyncOps--);
+    return { seq, answer };
+  }
+
+  /** A check's publishes are queued (or failed): durable ids no earlier open check could miss leave the guard. */
+  private checkDone(seq: number): void {
+    this.checksOpen.delete(seq);
+    this.pruneDurableGuard();
+  }
+
+  private pruneDurableGuard(): void {
+    const oldestOpen = this.checksOpen.values().next().value ?? Infinity;
+    while (this.durableLog.length > 0 && (this.durableLog[0] as { lastCheck: number }).lastCheck < oldestOpen) {
+      const { ids } = this.durableLog.shift() as { ids: readonly string[] };
+      for (const id of ids) this.idsRecentlyDurable.delete(id);
+    }
   }
 
   private async sign(p: PreparedPublish): Promise<string> {
@@ -891,9 +963,8 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     checkMessageRecord(record);
     // from here on synchronous: no other turn interleaves
     this.checkRunning();
-    if (req.id !== undefined && (this.store.getMessage(id) !== undefined || this.batch.hasMessage(id))) {
-      throw new MessagingError("duplicate_message", `a message with id ${JSON.stringify(id)} was already published`);
-    }
+    // the store was asked before (publishMany); these are the ids it may not have shown yet
+    if (this.idsNotDurable.has(id) || this.idsRecentlyDurable.has(id)) throw duplicateMessage(id);
     if (device !== "") this.checkDirectTarget(device);
     const recipients = device !== "" ? [device] : this.subscribersOf(topic);
     const accepted: DeviceQueue<LinkState>[] = [];
@@ -922,6 +993,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       );
     }
     this.batch.addMessage(record);
+    this.idsNotDurable.add(id);
     for (const q of accepted) {
       if (collapseKey !== "") {
         const old = q.pendingWithCollapseKey(collapseKey);
@@ -1004,11 +1076,6 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     };
     const running = this.uplinkInProgress.get(id);
     if (running !== undefined) return; // its PublishAck follows
-    if (this.store.getMessage(id) !== undefined) {
-      // a repeat of a publish already done: answer again, publish nothing
-      this.send(ls, { kind: "publishAck", publishAck: { requestId: p.requestId, messageId: id } });
-      return;
-    }
     // the limit the Welcome announced (docs/protocol.md section 7): a larger payload is refused even
     // when this particular Push would still fit, so a device never depends on more than it was told
     const limit = this.uplinkPayloadLimit(dev.id);
@@ -1031,7 +1098,12 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       id,
     });
     this.uplinkInProgress.set(id, done);
-    done.then(answer, answer).finally(() => this.uplinkInProgress.delete(id));
+    // a repeat of a publish already done (the id is stored): answered again, nothing published
+    const repeat = (e: Error): PublishResult | Error =>
+      e instanceof MessagingError && e.code === "duplicate_message"
+        ? { messageId: id, createdAt: 0, expiresAt: 0, recipients: 0, rejected: [] }
+        : e;
+    done.then(answer, (e: Error) => answer(repeat(e))).finally(() => this.uplinkInProgress.delete(id));
   }
 
   // ---------------------------------------------------------------- topics
@@ -1197,54 +1269,130 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   }
 
   /**
-   * Commits the turn's batch, then sends its records and answers its
-   * publishers. Every record of the batch was checked as it joined (see
-   * BatchBuilder), so a failed commit is a failure of the store itself (I/O
-   * error, disk full): it stops the engine (event "fatal"), since in-memory
-   * state is then ahead of the store and only a restart from the store is
-   * consistent.
+   * Hands the turn's batch to the store, and once it is durable sends the
+   * turn's records, runs its after-flush actions, answers its publishers and
+   * emits its receipts ("releases" the turn). The engine does not wait: the
+   * next turn builds its batch while this commit is in flight (the store may
+   * group the commits). Turns are released in the order they were flushed,
+   * a turn without changes too when an earlier commit is still in flight.
+   *
+   * Every record of the batch was checked as it joined (see BatchBuilder), so
+   * a failed commit is a failure of the store itself (I/O error, disk full):
+   * it stops the engine (event "fatal"), since in-memory state is then ahead
+   * of the store and only a restart from the store is consistent. That turn's
+   * publishes and those of every later turn are rejected and none of their
+   * records is sent (the store refuses their commits anyway).
    */
   flush(): void {
     this.flushRequested = false;
-    if (this.stopped) return;
+    if (this.stopped) {
+      this.rejectUnflushed(this.stopped);
+      return;
+    }
     if (this.deferredPumps.size > 0) this.pumpDeferred();
     this.pumpedThisTurn = 0; // what this flush sends is the turn's budget
-    const batch = this.batch;
-    const publishes = this.publishes;
-    const outbox = this.outbox;
-    const after = this.afterFlush;
+    const turn: FlushedTurn = {
+      batch: this.batch,
+      publishes: this.publishes,
+      outbox: this.outbox,
+      after: this.afterFlush,
+    };
     this.batch = new BatchBuilder();
     this.publishes = [];
     this.outbox = new Map();
     this.afterFlush = [];
-    let receipts: Receipt[] = [];
-    if (!batch.empty) {
-      try {
-        receipts = this.store.commit(batch.build());
-      } catch (e) {
-        const error = e instanceof Error ? e : new Error(String(e));
-        this.stopped = error;
-        const failure = new MessagingError("internal", `the store refused a commit: ${error.message}`, { cause: error });
-        for (const p of publishes) p.reject(failure);
-        this.emit("fatal", error);
-        return;
-      }
+    if (turn.batch.empty && this.turnsInFlight === 0) {
+      this.release(turn, []);
+      return;
     }
-    for (const [ls, records] of outbox) {
+    const ids = turn.batch.messageIdList();
+    const lastCheck = this.checksIssued;
+    const commit = turn.batch.empty ? Promise.resolve<Receipt[]>([]) : this.commit(turn.batch);
+    // settled now (no unhandled rejection while an earlier turn is still in flight), used in order below
+    const outcome = commit.then(
+      (receipts) => ({ receipts }),
+      (e: unknown) => ({ error: e instanceof Error ? e : new Error(String(e)) }),
+    );
+    this.turnsInFlight++;
+    this.asyncOps++;
+    this.released = this.released
+      .then(() => outcome)
+      .then((o) => {
+        this.turnsInFlight--;
+        this.asyncOps--;
+        if ("error" in o) this.fail(turn, o.error);
+        else if (this.stopped) this.rejectTurn(turn, this.stopped);
+        else {
+          this.durable(ids, lastCheck);
+          this.release(turn, o.receipts);
+        }
+      });
+  }
+
+  /** The store's commit; a store that throws instead of rejecting fails the same way. */
+  private commit(batch: BatchBuilder): Promise<Receipt[]> {
+    try {
+      return this.store.commit(batch.build());
+    } catch (e) {
+      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+    }
+  }
+
+  /** Resolves once every turn flushed so far is released (or failed). */
+  drained(): Promise<void> {
+    return this.released;
+  }
+
+  /** The turn's commit is durable: its ids leave the not-durable guard (see checkIds for why some stay a while). */
+  private durable(ids: readonly string[], lastCheck: number): void {
+    if (ids.length === 0) return;
+    for (const id of ids) this.idsNotDurable.delete(id);
+    const oldestOpen = this.checksOpen.values().next().value ?? Infinity;
+    if (oldestOpen > lastCheck) return;
+    for (const id of ids) this.idsRecentlyDurable.add(id);
+    this.durableLog.push({ ids, lastCheck });
+  }
+
+  private release(turn: FlushedTurn, receipts: readonly Receipt[]): void {
+    for (const [ls, records] of turn.outbox) {
       if (!ls.closed && records.length > 0) this.isolatedLink(ls, () => ls.link.send(records));
     }
-    for (const fn of after) {
+    for (const fn of turn.after) {
       try {
         fn();
       } catch (e) {
         this.reportFailure("device", "", e);
       }
     }
-    for (const p of publishes) {
+    for (const p of turn.publishes) {
       this.observer.published(p.result.recipients);
       p.resolve(p.result);
     }
     for (const r of receipts) this.notify("receipt", r);
+  }
+
+  /** The commit of `turn` failed: the engine stops; nothing of the turn leaves. */
+  private fail(turn: FlushedTurn, error: Error): void {
+    const first = this.stopped === undefined;
+    this.stopped ??= error;
+    this.rejectTurn(turn, error);
+    this.rejectUnflushed(error);
+    if (first) this.emit("fatal", error);
+  }
+
+  private rejectTurn(turn: FlushedTurn, error: Error): void {
+    const failure = new MessagingError("internal", `the store refused a commit: ${error.message}`, { cause: error });
+    for (const p of turn.publishes) p.reject(failure);
+  }
+
+  /** After a store failure: the publishes queued since the last flush are rejected too. */
+  private rejectUnflushed(error: Error): void {
+    const publishes = this.publishes;
+    this.publishes = [];
+    this.batch = new BatchBuilder();
+    this.outbox = new Map();
+    this.afterFlush = [];
+    this.rejectTurn({ batch: this.batch, publishes, outbox: this.outbox, after: [] }, error);
   }
 
   /**
@@ -1265,7 +1413,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
 
   // ---------------------------------------------------------------- queries
 
-  /** Hellos and publishes waiting for a signature (asynchronous crypto). */
+  /** Hellos and publishes waiting for a signature (asynchronous crypto) or the store, and turns waiting for their commit. */
   get pendingAsync(): number {
     return this.asyncOps;
   }
@@ -1296,11 +1444,11 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     return n;
   }
 
-  /** The message and its receipts, from the store. */
-  messageStatus(id: string): { message: MessageRecord; receipts: Receipt[] } | undefined {
-    const message = this.store.getMessage(id);
+  /** The message and its receipts, from the store (what is durable). */
+  async messageStatus(id: string): Promise<{ message: MessageRecord; receipts: Receipt[] } | undefined> {
+    const [message, receipts] = await Promise.all([this.store.getMessage(id), this.store.receiptsForMessage(id)]);
     if (message === undefined) return undefined;
-    return { message, receipts: this.store.receiptsForMessage(id) };
+    return { message, receipts };
   }
 
   /** Call after rotating the content-signing keys, so Welcome carries the new JWKS. */
@@ -1308,12 +1456,13 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     this.jwksJson = JSON.stringify(this.contentKeys.jwks());
   }
 
-  /** Stops taking publishes and Hellos, says Bye to every session and flushes. */
-  shutdown(): void {
+  /** Stops taking publishes and Hellos, says Bye to every session, flushes, and resolves once every turn is released. */
+  async shutdown(): Promise<void> {
     this.closing = true;
     for (const ls of this.links.values()) this.bye(ls, ErrorCode.SHUTTING_DOWN, "the server is shutting down");
     this.flush();
     this.unsubscribeRegistry();
+    await this.released;
   }
 
   // ---------------------------------------------------------------- helpers

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { SignJWT } from "jose";
-import { createMemoryStore } from "../../src/store/index.ts";
+import { openMemoryStore } from "../../src/store/index.ts";
 import { issuePublisherToken, issueSessionToken, KeyRing } from "../../src/auth/index.ts";
 import { ErrorCode } from "../../src/wire/index.ts";
 import { captureServerReceives, captureServerSends, connected, publishTo, pushes, untilDelivered } from "./helpers.ts";
@@ -109,7 +109,7 @@ describe("Hello.received_seq", () => {
     expect(d.errors.at(-1)).toMatchObject({ code: ErrorCode.SEQ_AHEAD });
     expect(d.errors.at(-1)?.message).toContain("Hello.received_seq 5 is above the last seq this server sent device dev (0)");
     expect(w.engine.deviceStatus("dev")).toMatchObject({ online: false, lastSeq: 0, ackedSeq: 0 });
-    expect(w.store.loadDeliveryState().counters).toEqual([]);
+    expect((await w.store.loadDeliveryState()).counters).toEqual([]);
   });
 
   it("a device whose saved mark is ahead of the server (the server lost seqs) resets to 0 and gets what the server sends next", async () => {
@@ -136,7 +136,7 @@ describe("Hello.received_seq", () => {
       [3, "after"],
     ]);
     await drained(w, "dev");
-    expect(w.store.loadDeliveryState().counters).toEqual([{ device: "dev", lastSeq: 3, ackedSeq: 3 }]);
+    expect((await w.store.loadDeliveryState()).counters).toEqual([{ device: "dev", lastSeq: 3, ackedSeq: 3 }]);
   });
 });
 
@@ -162,7 +162,7 @@ describe("refused session tokens", () => {
       name: "forged (signed by another key ring)",
       code: ErrorCode.TOKEN_INVALID,
       token: async (w) => {
-        const other = await KeyRing.open(createMemoryStore(), "session", { now: T0 });
+        const other = await KeyRing.open(openMemoryStore(), "session", { now: T0 });
         const t = await issueSessionToken(other, { deviceId: "dev", identity: "psk:id-dev", sessionId: "s-1", now: w.clock.now(), ttlSeconds: 3600 });
         return t.token;
       },
@@ -313,7 +313,7 @@ describe("revocation", () => {
     await connected(w, d);
     await connected(w, other);
     const sent = captureServerSends(w);
-    w.registry.revoke("dev");
+    await w.registry.revoke("dev");
     await w.run(1000);
     const bye = sent.find((c) => c.device === "dev" && c.frame.kind === "bye");
     expect(bye?.frame.kind === "bye" && bye.frame.bye.reason?.code).toBe(ErrorCode.DEVICE_REVOKED);
@@ -324,7 +324,7 @@ describe("revocation", () => {
 
     const refused = publishTo(w, "dev", "x", { id: "to-revoked" });
     await expect(refused).rejects.toMatchObject({ name: "MessagingError", code: "device_revoked" });
-    expect(w.store.getMessage("to-revoked")).toBeUndefined();
+    expect((await w.store.getMessage("to-revoked"))).toBeUndefined();
     // topic publishes leave it out
     const r = await w.publish({ target: { topic: "news" }, payload: new TextEncoder().encode("n"), publisher: "test" });
     expect(r.recipients).toBe(1);

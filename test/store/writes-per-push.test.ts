@@ -7,7 +7,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { StatementSync, type SQLInputValue } from "node:sqlite";
-import { openSqliteStore } from "../../src/store/index.ts";
+import { inlineStore, openSqliteStore } from "../../src/store/index.ts";
 import { World, type SimDevice } from "../messaging/world.ts";
 import { connected, enc, publishTo, untilDelivered } from "../messaging/helpers.ts";
 
@@ -42,7 +42,7 @@ async function measured(fn: () => Promise<void>): Promise<Tally> {
 }
 
 async function world(devices: number): Promise<{ w: World; ds: SimDevice[] }> {
-  const w = await World.create({ store: openSqliteStore(":memory:") });
+  const w = await World.create({ store: inlineStore(openSqliteStore(":memory:")) });
   const ds: SimDevice[] = [];
   for (let i = 0; i < devices; i++) ds.push(w.addDevice(`dev-${i}`, ["news"]));
   for (const d of ds) await connected(w, d);
