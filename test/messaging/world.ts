@@ -8,7 +8,7 @@
 import { ManualClock } from "../../src/util/clock.ts";
 import { openMemoryStore } from "../../src/store/index.ts";
 import type { Receipt, Store } from "../../src/store/types.ts";
-import { DeviceRegistry, KeyRing } from "../../src/auth/index.ts";
+import { DeviceRegistry, KeyRing, type ContentSigner } from "../../src/auth/index.ts";
 import { createPushVerifier } from "../../src/messaging/push-verifier.ts";
 import {
   DeliveryEngine,
@@ -273,6 +273,8 @@ export interface WorldOptions {
   store?: Store;
   /** the engine's metrics sink (default none) */
   observer?: DeliveryObserver;
+  /** makes the content signatures (default: the engine's, on the main thread) */
+  contentSigner?: (keys: KeyRing) => ContentSigner;
 }
 
 export class World {
@@ -303,6 +305,7 @@ export class World {
   private restarting: Promise<void> = Promise.resolve();
   private readonly engineOptions: Partial<DeliveryOptions>;
   private readonly observer: DeliveryObserver | undefined;
+  private readonly contentSigner: WorldOptions["contentSigner"];
 
   private constructor(o: WorldOptions) {
     this.net = o.net ?? PERFECT;
@@ -311,6 +314,7 @@ export class World {
     this.store = o.store ?? openMemoryStore();
     this.engineOptions = o.options ?? {};
     this.observer = o.observer;
+    this.contentSigner = o.contentSigner;
   }
 
   static async create(o: WorldOptions = {}): Promise<World> {
@@ -337,6 +341,7 @@ export class World {
       random: prng(this.eventSeq + 7),
       options: this.engineOptions,
       ...(this.observer === undefined ? {} : { observer: this.observer }),
+      ...(this.contentSigner === undefined ? {} : { contentSigner: this.contentSigner(this.contentKeys) }),
     });
     this.engine.on("receipt", (r) => this.receipts.push(r));
     this.engine.on("presence", (p) => this.presence.push(p));
