@@ -285,3 +285,108 @@ describe.each(STORES)("with %s", (_name, makeStore) => {
     });
   });
 });
+
+describe("DeviceRegistry over an asynchronous store", () => {
+  /** the memory store, with every call counted and putDevice/deleteDevice able to fail or wait */
+  interface Controlled {
+    store: Store;
+    calls: string[];
+    fail: Error | undefined;
+    /** putDevice and deleteDevice wait for it */
+    hold: Promise<void> | undefined;
+    /** listDevices answers only when it resolves, with what was stored when it was called */
+    holdList: Promise<void> | undefined;
+  }
+  function controlled(): Controlled {
+    const inner = openMemoryStore();
+    const c: Controlled = { store: inner, calls: [], fail: undefined, hold: undefined, holdList: undefined };
+    let chain: Promise<unknown> = Promise.resolve();
+    c.store = new Proxy(inner, {
+      get(target, prop) {
+        const value = Reflect.get(target, prop) as unknown;
+        if (typeof value !== "function") return value;
+        return (...args: unknown[]) => {
+          c.calls.push(String(prop));
+          // one call after the other, answered in call order (as the Store contract says)
+          const run = chain.then(async () => {
+            if (prop === "putDevice" || prop === "deleteDevice") {
+              if (c.hold !== undefined) await c.hold;
+              if (c.fail !== undefined) throw c.fail;
+            }
+            const result = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+            if (prop === "listDevices" && c.holdList !== undefined) await c.holdList;
+            return result;
+          });
+          chain = run.catch(() => undefined);
+          return run;
+        };
+      },
+    });
+    return c;
+  }
+
+  it("answers the DTLS hooks and lookups from memory: no store call after open", async () => {
+    const c = controlled();
+    const registry = await DeviceRegistry.open(c.store, new ManualClock(1));
+    await registry.add({ id: "d", psk: { identity: "d-psk", key: KEY }, certIdentity: "d-cert" });
+    c.calls.length = 0;
+    expect(registry.pskKey("d-psk")).toEqual(KEY);
+    expect(registry.authorizeCertificate("d-cert")).toBeUndefined();
+    expect(registry.deviceForSession("d-psk", false)?.id).toBe("d");
+    expect(registry.get("d")?.id).toBe("d");
+    expect(registry.list().map((d) => d.id)).toEqual(["d"]);
+    expect(c.calls).toEqual([]);
+  });
+
+  it("applies a change at once and resolves when it is durable; a change the store refuses is taken back", async () => {
+    const c = controlled();
+    const registry = await DeviceRegistry.open(c.store, new ManualClock(1));
+    const events: [string, boolean | undefined][] = [];
+    registry.onChange((id, r) => events.push([id, r?.revoked]));
+    let open!: () => void;
+    c.hold = new Promise<void>((r) => (open = r));
+    let done = false;
+    const adding = registry.add({ id: "d", psk: { identity: "d-psk", key: KEY } }).then(() => (done = true));
+    // visible (and refused as a duplicate) before it is durable
+    expect(registry.pskKey("d-psk")).toEqual(KEY);
+    expect(await codeOf(registry.add({ id: "d", certIdentity: "other" }))).toBe("device_exists");
+    expect(done).toBe(false);
+    open();
+    await adding;
+    expect((await c.store.getDevice("d"))?.id).toBe("d");
+
+    c.hold = undefined;
+    c.fail = new Error("disk full");
+    await expect(registry.revoke("d")).rejects.toThrow("disk full");
+    expect(registry.get("d")?.revoked).toBe(false);
+    expect(registry.pskKey("d-psk")).toEqual(KEY);
+    await expect(registry.remove("d")).rejects.toThrow("disk full");
+    expect(registry.get("d")).toBeDefined();
+    // the listeners heard each change, then the record restored
+    expect(events).toEqual([
+      ["d", false],
+      ["d", true],
+      ["d", false],
+      ["d", undefined],
+      ["d", false],
+    ]);
+  });
+
+  it("reload leaves alone a device changed while the store was listing (its own write is the newer)", async () => {
+    const c = controlled();
+    const registry = await DeviceRegistry.open(c.store, new ManualClock(1));
+    await registry.add({ id: "kept", certIdentity: "kept" });
+    let open!: () => void;
+    c.holdList = new Promise<void>((r) => (open = r));
+    // the listing is called first (it will not show what follows), then a device is added and one revoked
+    const reloading = registry.reload();
+    const adding = registry.add({ id: "mine", certIdentity: "mine" });
+    const revoking = registry.revoke("kept");
+    open();
+    expect(await reloading).toEqual({ changed: [], removed: [] });
+    await Promise.all([adding, revoking]);
+    expect(registry.get("mine")).toBeDefined();
+    expect(registry.get("kept")?.revoked).toBe(true);
+    expect(await registry.reload()).toEqual({ changed: [], removed: [] });
+  });
+});
