@@ -839,8 +839,9 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       ),
     ]);
     // from here on synchronous: every request is queued in this turn
+    let queued: Promise<PublishResult>[];
     try {
-      const queued = prepared.map((p, i): Promise<PublishResult> => {
+      queued = prepared.map((p, i): Promise<PublishResult> => {
         if (p instanceof MessagingError) return Promise.reject(p);
         const s = signed[i] as PromiseSettledResult<string | undefined>;
         try {
@@ -854,10 +855,10 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
           return Promise.reject(this.publishError(e));
         }
       });
-      return await Promise.allSettled(queued);
     } finally {
       if (check !== undefined) this.checkDone(check.seq);
     }
+    return Promise.allSettled(queued);
   }
 
   /**
