@@ -1327,7 +1327,9 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
           this.durable(ids, lastCheck);
           this.release(turn, o.receipts);
         }
-      });
+      })
+      // release isolates each send, action and listener; should anything still throw, the turns after go on
+      .catch((e: unknown) => this.reportFailure("device", "", e));
   }
 
   /** The store's commit; a store that throws instead of rejecting fails the same way. */
