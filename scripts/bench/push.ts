@@ -13,7 +13,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openSqliteStore } from "../../src/store/index.ts";
+import { openStore } from "../../src/store/index.ts";
 import { startPushServer } from "../../src/daemon/push-server.ts";
 import { connect, type DtlspushClient } from "../../src/client/index.ts";
 
@@ -29,13 +29,13 @@ function percentile(sorted: number[], p: number): number {
 }
 
 const dir = mkdtempSync(join(tmpdir(), "dtlspush-bench-"));
-const store = openSqliteStore(join(dir, "bench.db"));
+const store = await openStore({ kind: "sqlite", path: join(dir, "bench.db") });
 const server = await startPushServer({ store, dtls: { host: "127.0.0.1", port: 0 }, delivery: { maxQueue: 100_000 } });
 const clients: DtlspushClient[] = [];
 try {
   const port = server.address().port;
   const ids = Array.from({ length: DEVICES }, (_, i) => `bench-${i}`);
-  for (const id of ids) server.registry.upsert({ id, psk: { identity: id, key: enc(`bench-key-${id}`) } });
+  for (const id of ids) await server.registry.upsert({ id, psk: { identity: id, key: enc(`bench-key-${id}`) } });
   for (const id of ids) clients.push(await connect({ host: "127.0.0.1", port, psk: { identity: id, key: enc(`bench-key-${id}`) } }));
   let received = 0;
   for (const c of clients) c.on("message", () => received++);
@@ -83,6 +83,6 @@ try {
 } finally {
   await Promise.all(clients.map((c) => c.close()));
   await server.close();
-  store.close();
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 }

@@ -22,7 +22,7 @@ import { fork, type ChildProcess } from "node:child_process";
 import { parseArgs } from "node:util";
 import { connect, type DtlspushClient } from "../../src/client/index.ts";
 import { startPushServer } from "../../src/daemon/push-server.ts";
-import { createMemoryStore } from "../../src/store/index.ts";
+import { openMemoryStore } from "../../src/store/index.ts";
 import { nextMessage as next, settledMemory, type MemorySample, type ToServer } from "./child-server.ts";
 
 type Sample = MemorySample;
@@ -46,13 +46,13 @@ async function sample(): Promise<Sample> {
 
 async function serverMain(n: number): Promise<void> {
   const send = (m: FromServer): void => void process.send?.(m);
-  const server = await startPushServer({ store: createMemoryStore(), dtls: { host: "127.0.0.1", port: 0, maxHandshakes: 10_000, maxSessions: n + 100 } });
+  const server = await startPushServer({ store: openMemoryStore(), dtls: { host: "127.0.0.1", port: 0, maxHandshakes: 10_000, maxSessions: n + 100 } });
   const report = async (label: string): Promise<void> => {
     const s = await sample();
     send({ kind: "sample", label, sample: s, sessions: server.dtls.sessions(), online: server.engine.onlineCount() });
   };
   await report("started");
-  for (let i = 0; i < n; i++) server.registry.add({ id: identity(i), psk: { identity: identity(i), key: pskOf(i) } });
+  for (let i = 0; i < n; i++) await server.registry.add({ id: identity(i), psk: { identity: identity(i), key: pskOf(i) } });
   await report("registered");
   process.on("disconnect", () => process.exit(0)); // the parent is gone
   process.on("message", (m: ToServer) => {

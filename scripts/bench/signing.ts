@@ -16,7 +16,7 @@ import { availableParallelism } from "node:os";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { KeyRing, mainThreadSigner, SigningPool, type ContentSigner, type SignedFields } from "../../src/auth/index.ts";
 import { startPushServer } from "../../src/daemon/push-server.ts";
-import { createMemoryStore } from "../../src/store/index.ts";
+import { openMemoryStore } from "../../src/store/index.ts";
 
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(name);
@@ -88,9 +88,9 @@ async function signOnly(signer: ContentSigner): Promise<Figures> {
 }
 
 async function publishes(workers: number): Promise<Figures> {
-  const server = await startPushServer({ store: createMemoryStore(), dtls: { host: "127.0.0.1", port: 0 }, signingWorkers: workers, delivery: { maxQueue: 100_000 } });
+  const server = await startPushServer({ store: openMemoryStore(), dtls: { host: "127.0.0.1", port: 0 }, signingWorkers: workers, delivery: { maxQueue: 100_000 } });
   try {
-    for (let d = 0; d < DEVICES; d++) server.registry.upsert({ id: `dev-${d}`, psk: { identity: `dev-${d}`, key: new TextEncoder().encode(`bench-key-${d}`) } });
+    for (let d = 0; d < DEVICES; d++) await server.registry.upsert({ id: `dev-${d}`, psk: { identity: `dev-${d}`, key: new TextEncoder().encode(`bench-key-${d}`) } });
     const op = (i: number): Promise<unknown> => server.publish({ target: { device: `dev-${i % DEVICES}` }, payload, publisher: "bench" });
     await burst(op); // warm-up
     return await burst(op);
@@ -100,7 +100,7 @@ async function publishes(workers: number): Promise<Figures> {
 }
 
 const storage = new Map<string, string>();
-const ring = await KeyRing.open({ getSetting: (k) => storage.get(k), putSetting: (k, v) => void storage.set(k, v) }, "content");
+const ring = await KeyRing.open({ getSetting: (k) => Promise.resolve(storage.get(k)), putSetting: (k, v) => Promise.resolve(void storage.set(k, v)) }, "content");
 const pool = await SigningPool.start(ring, WORKERS);
 const rows: [string, Figures, Figures][] = [];
 try {

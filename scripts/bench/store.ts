@@ -30,7 +30,7 @@ import { join } from "node:path";
 import { randomId } from "../../src/dtls/crypto.ts";
 import { DatabaseSync } from "node:sqlite";
 import { openSqliteStore } from "../../src/store/index.ts";
-import type { DeliveryRecord, MessageRecord, ReceiptInput, Store } from "../../src/store/index.ts";
+import type { DeliveryRecord, MessageRecord, ReceiptInput, SyncStore } from "../../src/store/index.ts";
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(name);
@@ -106,7 +106,7 @@ interface Push {
  * publish, send and ack commits until MAX_PUSHES or SECONDS; CPU per push by phase.
  */
 function drive(perRound: number, makeRound: (round: number, now: number) => Push[]): Figures {
-  const store: Store = openSqliteStore(freshPath(), { synchronous: SYNC });
+  const store: SyncStore = openSqliteStore(freshPath(), { synchronous: SYNC });
   const cpu = { publish: 0, send: 0, ack: 0 };
   let count = 0;
   const deadline = performance.now() + SECONDS * 1000;

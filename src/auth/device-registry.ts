@@ -1,3 +1,5 @@
+import { StoreError } from "../store/errors.ts";
+import { compareText } from "../store/memory-store.ts";
 import type { DeviceRecord, Store } from "../store/types.ts";
 import { AuthError } from "./errors.ts";
 import { checkDeviceId, checkTopic } from "./names.ts";
@@ -30,44 +32,66 @@ const utf8 = new TextEncoder();
  * The device registry over the store: validates devices, keeps PSK and
  * certificate identities unique, answers the DTLS server's hooks (psk.lookup,
  * authorizeClient) and tells listeners about every change.
+ *
+ * Reads come from an in-memory copy of the registry (loaded by `open`, kept
+ * current by this registry's own changes and by `reload`), so a handshake's
+ * PSK lookup or a Hello never waits on the store. A change is checked against
+ * that copy, applied to it at once (a concurrent change sees it), handed to
+ * the store and told to the listeners in the same turn (so the delivery
+ * engine's view never differs from the copy); its promise resolves once the
+ * store has it durably. A write the store refuses is taken back from the copy
+ * (the listeners are told of the record restored) and rejects.
  */
 export class DeviceRegistry {
   private readonly store: Store;
   private readonly clock: { now(): number };
   private listeners: DeviceChangeListener[] = [];
-  /** id -> updatedAt of every device as this registry last saw it (reload() compares against it) */
-  private readonly seen = new Map<string, number>();
+  /** id -> record: every registered device as this registry knows it */
+  private readonly byId = new Map<string, DeviceRecord>();
+  private readonly byPsk = new Map<string, string>();
+  private readonly byCert = new Map<string, string>();
+  /** id -> writes of this registry not yet durable (reload leaves those devices alone) */
+  private readonly writing = new Map<string, number>();
 
-  /** `clock.now()` gives ms since the epoch (for createdAt/updatedAt). */
-  constructor(store: Store, clock: { now(): number }) {
+  private constructor(store: Store, clock: { now(): number }) {
     this.store = store;
     this.clock = clock;
-    for (const d of store.listDevices()) this.seen.set(d.id, d.updatedAt);
+  }
+
+  /** Loads the registry from the store. `clock.now()` gives ms since the epoch (for createdAt/updatedAt). */
+  static async open(store: Store, clock: { now(): number }): Promise<DeviceRegistry> {
+    const registry = new DeviceRegistry(store, clock);
+    for (const d of await store.listDevices()) registry.cache(d.id, d);
+    return registry;
   }
 
   /**
    * Re-reads every device from the store, for changes another process made
    * (e.g. `dtlspush device add` while the daemon was unreachable), and tells
    * the listeners about each device added, changed or removed since this
-   * registry last saw it. Returns their ids.
+   * registry last saw it. Resolves to their ids. A device this registry is
+   * writing itself is left as it is (its own write is the newer one).
    */
-  reload(): { changed: string[]; removed: string[] } {
+  async reload(): Promise<{ changed: string[]; removed: string[] }> {
+    const stored = await this.store.listDevices();
     const changed: string[] = [];
     const removed: string[] = [];
     const present = new Set<string>();
-    for (const d of this.store.listDevices()) {
+    for (const d of stored) {
       present.add(d.id);
-      if (this.seen.get(d.id) !== d.updatedAt) {
-        changed.push(d.id);
-        this.emit(d.id, d);
-      }
+      if (this.writing.has(d.id) || this.byId.get(d.id)?.updatedAt === d.updatedAt) continue;
+      changed.push(d.id);
+      this.cache(d.id, d);
     }
-    for (const id of [...this.seen.keys()]) {
-      if (!present.has(id)) {
-        removed.push(id);
-        this.emit(id, undefined);
-      }
+    for (const id of [...this.byId.keys()]) {
+      if (present.has(id) || this.writing.has(id)) continue;
+      removed.push(id);
+      this.cache(id, undefined);
     }
+    let first: { error: unknown } | undefined;
+    for (const id of changed) first ??= this.emitCaught(id, this.byId.get(id));
+    for (const id of removed) first ??= this.emitCaught(id, undefined);
+    if (first !== undefined) throw first.error;
     return { changed, removed };
   }
 
@@ -77,13 +101,12 @@ export class DeviceRegistry {
    * PSK identity outside 1..128 bytes of UTF-8, or a PSK or certificate identity
    * another device has; bad_topic for a bad topic.
    */
-  add(input: DeviceInput): DeviceRecord {
+  async add(input: DeviceInput): Promise<DeviceRecord> {
     const id = checkDeviceId(input.id);
-    if (this.store.getDevice(id) !== undefined) throw new AuthError("device_exists", `Device ${id} is already registered.`);
+    if (this.byId.has(id)) throw new AuthError("device_exists", `Device ${id} is already registered.`);
     const now = this.clock.now();
     const record = this.build(id, input, { revoked: false, createdAt: now, updatedAt: now });
-    this.store.putDevice(record);
-    this.emit(id, record);
+    await this.put(record);
     return record;
   }
 
@@ -93,7 +116,7 @@ export class DeviceRegistry {
    * `topics: []` clears the topics. To drop a credential, `upsert` the device
    * with the credentials it keeps.
    */
-  update(id: string, changes: Partial<Omit<DeviceInput, "id">> & { revoked?: boolean }): DeviceRecord {
+  async update(id: string, changes: Partial<Omit<DeviceInput, "id">> & { revoked?: boolean }): Promise<DeviceRecord> {
     const current = this.existing(id);
     const merged: DeviceInput = {
       id,
@@ -104,8 +127,7 @@ export class DeviceRegistry {
     const revoked = changes.revoked ?? current.revoked;
     if (typeof revoked !== "boolean") throw new AuthError("bad_device", `The revoked flag of device ${id} must be true or false.`);
     const record = this.build(id, merged, { revoked, createdAt: current.createdAt, updatedAt: this.clock.now() });
-    this.store.putDevice(record);
-    this.emit(id, record);
+    await this.put(record);
     return record;
   }
 
@@ -114,52 +136,57 @@ export class DeviceRegistry {
    * one with exactly those of `input` (absent topics = none); createdAt and the
    * revoked flag are kept.
    */
-  upsert(input: DeviceInput): DeviceRecord {
+  async upsert(input: DeviceInput): Promise<DeviceRecord> {
     const id = checkDeviceId(input.id);
-    const current = this.store.getDevice(id);
+    const current = this.byId.get(id);
     if (current === undefined) return this.add(input);
     const record = this.build(id, input, { revoked: current.revoked, createdAt: current.createdAt, updatedAt: this.clock.now() });
-    this.store.putDevice(record);
-    this.emit(id, record);
+    await this.put(record);
     return record;
   }
 
   /** Marks the device revoked (device_unknown if there is none); revoking a revoked device changes nothing. */
-  revoke(id: string): DeviceRecord {
+  async revoke(id: string): Promise<DeviceRecord> {
     const current = this.existing(id);
     if (current.revoked) return current;
     const record: DeviceRecord = { ...current, revoked: true, updatedAt: this.clock.now() };
-    this.store.putDevice(record);
-    this.emit(id, record);
+    await this.put(record);
     return record;
   }
 
   /** Deletes the device (its deliveries and subscriptions go with it); false when there was none. */
-  remove(id: string): boolean {
-    const removed = this.store.deleteDevice(id);
-    if (removed) this.emit(id, undefined);
-    return removed;
+  async remove(id: string): Promise<boolean> {
+    const previous = typeof id === "string" ? this.byId.get(id) : undefined;
+    this.cache(id, undefined);
+    const written = this.write(id, previous, () => this.store.deleteDevice(id));
+    const told = previous === undefined ? undefined : this.emitCaught(id, undefined);
+    const removed = await written;
+    // a device only the store had (another process added it): the listeners hear of it now
+    const late = previous === undefined && removed ? this.emitCaught(id, undefined) : undefined;
+    const failed = told ?? late;
+    if (failed !== undefined) throw failed.error;
+    return removed || previous !== undefined;
   }
 
   get(id: string): DeviceRecord | undefined {
-    return this.store.getDevice(id);
+    return this.byId.get(id);
   }
 
   /** All devices, ordered by id. */
   list(): DeviceRecord[] {
-    return this.store.listDevices();
+    return [...this.byId.values()].sort((a, b) => compareText(a.id, b.id));
   }
 
   /** For the DTLS server's psk.lookup: a copy of the key of the enabled device with that PSK identity, else undefined. */
   pskKey(identity: string): Uint8Array | undefined {
-    const device = this.store.findDeviceByPskIdentity(identity);
+    const device = this.byPskIdentity(identity);
     if (device === undefined || device.revoked || device.psk === undefined || device.psk.identity !== identity) return undefined;
     return new Uint8Array(device.psk.key);
   }
 
   /** For the DTLS server's authorizeClient: undefined accepts; unknown identities are access_denied, revoked devices certificate_revoked. */
   authorizeCertificate(identity: string): CertificateRefusal | undefined {
-    const device = this.store.findDeviceByCertIdentity(identity);
+    const device = this.byCertIdentity(identity);
     if (device === undefined) {
       return { code: "access_denied", message: `No device is registered for certificate identity ${JSON.stringify(identity)}.` };
     }
@@ -169,7 +196,7 @@ export class DeviceRegistry {
 
   /** The enabled device a DTLS session belongs to. viaCertificate: the session was authenticated by a client certificate. */
   deviceForSession(identity: string, viaCertificate: boolean): DeviceRecord | undefined {
-    const device = viaCertificate ? this.store.findDeviceByCertIdentity(identity) : this.store.findDeviceByPskIdentity(identity);
+    const device = viaCertificate ? this.byCertIdentity(identity) : this.byPskIdentity(identity);
     return device === undefined || device.revoked ? undefined : device;
   }
 
@@ -194,7 +221,7 @@ export class DeviceRegistry {
   }
 
   private existing(id: string): DeviceRecord {
-    const current = typeof id === "string" ? this.store.getDevice(id) : undefined;
+    const current = typeof id === "string" ? this.byId.get(id) : undefined;
     if (current === undefined) throw new AuthError("device_unknown", `No device ${JSON.stringify(id)} is registered.`);
     return current;
   }
@@ -206,13 +233,13 @@ export class DeviceRegistry {
       throw new AuthError("bad_device", `Device ${id} needs a PSK or a certificate identity.`);
     }
     if (psk !== undefined) {
-      const other = this.store.findDeviceByPskIdentity(psk.identity);
+      const other = this.byPskIdentity(psk.identity);
       if (other !== undefined && other.id !== id) {
         throw new AuthError("bad_device", `PSK identity ${JSON.stringify(psk.identity)} is already used by device ${other.id}.`);
       }
     }
     if (certIdentity !== undefined) {
-      const other = this.store.findDeviceByCertIdentity(certIdentity);
+      const other = this.byCertIdentity(certIdentity);
       if (other !== undefined && other.id !== id) {
         throw new AuthError("bad_device", `Certificate identity ${JSON.stringify(certIdentity)} is already used by device ${other.id}.`);
       }
@@ -221,9 +248,72 @@ export class DeviceRegistry {
     return { id, psk, certIdentity, revoked: state.revoked, topics, createdAt: state.createdAt, updatedAt: state.updatedAt };
   }
 
+  private byPskIdentity(identity: string): DeviceRecord | undefined {
+    const id = this.byPsk.get(identity);
+    return id === undefined ? undefined : this.byId.get(id);
+  }
+
+  private byCertIdentity(identity: string): DeviceRecord | undefined {
+    const id = this.byCert.get(identity);
+    return id === undefined ? undefined : this.byId.get(id);
+  }
+
+  /** Sets (or, with undefined, drops) the cached record of `id` and its identities. */
+  private cache(id: string, record: DeviceRecord | undefined): void {
+    const old = this.byId.get(id);
+    if (old !== undefined) {
+      if (old.psk !== undefined && this.byPsk.get(old.psk.identity) === id) this.byPsk.delete(old.psk.identity);
+      if (old.certIdentity !== undefined && this.byCert.get(old.certIdentity) === id) this.byCert.delete(old.certIdentity);
+    }
+    if (record === undefined) {
+      this.byId.delete(id);
+      return;
+    }
+    this.byId.set(id, record);
+    if (record.psk !== undefined) this.byPsk.set(record.psk.identity, id);
+    if (record.certIdentity !== undefined) this.byCert.set(record.certIdentity, id);
+  }
+
+  /**
+   * Caches `record`, hands it to the store and tells the listeners, all now;
+   * resolves once it is durable. A listener that threw is rethrown then.
+   */
+  private async put(record: DeviceRecord): Promise<void> {
+    const previous = this.byId.get(record.id);
+    this.cache(record.id, record);
+    const written = this.write(record.id, previous, () => this.store.putDevice(record));
+    const told = this.emitCaught(record.id, record);
+    await written;
+    if (told !== undefined) throw told.error;
+  }
+
+  /**
+   * Runs the store write of a change already applied to the cache (`fn` is
+   * called at once). If the store refuses it, the cache gets `previous` back
+   * and the listeners hear of it (unless a later change of the device
+   * replaced ours meanwhile), and the write rejects; a PSK or certificate
+   * identity that another process registered meanwhile is AuthError bad_device.
+   */
+  private async write<T>(id: string, previous: DeviceRecord | undefined, fn: () => Promise<T>): Promise<T> {
+    const mine = this.byId.get(id);
+    this.writing.set(id, (this.writing.get(id) ?? 0) + 1);
+    try {
+      return await fn();
+    } catch (e) {
+      if (this.byId.get(id) === mine) {
+        this.cache(id, previous);
+        this.emitCaught(id, previous);
+      }
+      if (e instanceof StoreError && e.code === "identity_in_use") throw new AuthError("bad_device", e.message, { cause: e });
+      throw e;
+    } finally {
+      const n = (this.writing.get(id) ?? 1) - 1;
+      if (n === 0) this.writing.delete(id);
+      else this.writing.set(id, n);
+    }
+  }
+
   private emit(id: string, record: DeviceRecord | undefined): void {
-    if (record === undefined) this.seen.delete(id);
-    else this.seen.set(id, record.updatedAt);
     let first: { error: unknown } | undefined;
     for (const listener of this.listeners) {
       try {
@@ -233,6 +323,16 @@ export class DeviceRegistry {
       }
     }
     if (first !== undefined) throw first.error;
+  }
+
+  /** emit, returning (not throwing) the first listener error */
+  private emitCaught(id: string, record: DeviceRecord | undefined): { error: unknown } | undefined {
+    try {
+      this.emit(id, record);
+      return undefined;
+    } catch (error) {
+      return { error };
+    }
   }
 }
 

@@ -9,10 +9,10 @@ export const SIGNING_ALGS: readonly SigningAlg[] = ["EdDSA", "ES256"];
 /** A JSON Web Key (RFC 7517) as jose types it. */
 export type JsonWebKey = JWK;
 
-/** Where a ring keeps its key material; the Store satisfies it. */
+/** Where a ring keeps its key material; the Store satisfies it (putSetting resolves when durable). */
 export interface KeyStorage {
-  getSetting(key: string): string | undefined;
-  putSetting(key: string, value: string): void;
+  getSetting(key: string): Promise<string | undefined>;
+  putSetting(key: string, value: string): Promise<void>;
 }
 
 /** A key ready to sign with (the ring's current key). */
@@ -109,11 +109,11 @@ export class KeyRing {
     const now = options.now ?? 0;
     checkTime(now, "now");
     const settingsKey = `keys.${name}`;
-    const stored = storage.getSetting(settingsKey);
+    const stored = await storage.getSetting(settingsKey);
     if (stored === undefined) {
       const first = await newKey(options.alg ?? "EdDSA", now);
       const ring = new KeyRing(storage, name, [first], first);
-      ring.persist();
+      await ring.persist();
       return ring;
     }
     const { keys, current } = await loadRing(settingsKey, stored);
@@ -148,7 +148,7 @@ export class KeyRing {
     this.keys = [...this.keys.filter((k) => k.kid !== key.kid), key];
     this.current = key;
     try {
-      this.persist();
+      await this.persist();
     } catch (e) {
       this.keys = previous.keys;
       this.current = previous.current;
@@ -157,15 +157,15 @@ export class KeyRing {
     return key.kid;
   }
 
-  /** Drops the keys (never the current one) created before `before`; persists; returns the dropped kids. */
-  retire(before: number): string[] {
+  /** Drops the keys (never the current one) created before `before`; persists; resolves to the dropped kids. */
+  async retire(before: number): Promise<string[]> {
     checkTime(before, "before");
     const dropped = this.keys.filter((k) => k !== this.current && k.createdAt < before);
     if (dropped.length === 0) return [];
     const previous = this.keys;
     this.keys = this.keys.filter((k) => !dropped.includes(k));
     try {
-      this.persist();
+      await this.persist();
     } catch (e) {
       this.keys = previous;
       throw e;
@@ -202,13 +202,13 @@ export class KeyRing {
     return [...new Set(this.keys.map((k) => k.alg))];
   }
 
-  private persist(): void {
+  private async persist(): Promise<void> {
     const data: PersistedRing = {
       version: 1,
       current: this.current.kid,
       keys: this.keys.map((k) => ({ kid: k.kid, alg: k.alg, createdAt: k.createdAt, jwk: k.privateJwk })),
     };
-    this.storage.putSetting(`keys.${this.name}`, JSON.stringify(data));
+    await this.storage.putSetting(`keys.${this.name}`, JSON.stringify(data));
   }
 }
 

@@ -254,7 +254,7 @@ export class DaemonAccess {
     }
     const opened = await this.open();
     const { DeviceRegistry } = await import("../auth/device-registry.ts");
-    return { dir: config.dataDir, store: opened.store, registry: new DeviceRegistry(opened.store, { now: () => Date.now() }) };
+    return { dir: config.dataDir, store: opened.store, registry: await DeviceRegistry.open(opened.store, { now: () => Date.now() }) };
   }
 
   /** True when the data directory exists. */
@@ -307,10 +307,10 @@ export class DaemonAccess {
     );
   }
 
-  close(): void {
+  async close(): Promise<void> {
     const opened = this.opened;
     this.opened = undefined;
-    opened?.close();
+    await opened?.close();
   }
 }
 
@@ -361,6 +361,6 @@ export async function withDaemonAccess(
     io.stderr.write(`${line}\n`);
     return 1;
   } finally {
-    access.close();
+    await access.close();
   }
 }

@@ -163,9 +163,9 @@ function expectItem(body: unknown): DeviceItem {
 }
 
 /** Queue depth per device from the stored deliveries (what the daemon would report after a restart). */
-function storedQueueDepths(store: Store): Map<string, number> {
+async function storedQueueDepths(store: Store): Promise<Map<string, number>> {
   const depths = new Map<string, number>();
-  for (const d of store.loadDeliveryState().deliveries) {
+  for (const d of (await store.loadDeliveryState()).deliveries) {
     if (!d.tombstone) depths.set(d.device, (depths.get(d.device) ?? 0) + 1);
   }
   return depths;
@@ -193,7 +193,7 @@ async function runAdd(argv: readonly string[], io: CliIo): Promise<number> {
         const res = await apiRequest(url, { method: "PUT", path: devicePath(config.id), token, body: deviceAddBody(config) });
         return { created: res.status === 201, item: expectItem(res.body) };
       },
-      ({ registry }) => {
+      async ({ registry }) => {
         const existing = registry.get(config.id);
         const psk =
           config.psk === undefined
@@ -201,8 +201,8 @@ async function runAdd(argv: readonly string[], io: CliIo): Promise<number> {
             : { identity: config.psk.identity ?? existing?.psk?.identity ?? config.id, key: Uint8Array.from(Buffer.from(config.psk.keyHex, "hex")) };
         const record =
           existing === undefined
-            ? registry.add({ id: config.id, psk, certIdentity: config.certIdentity, topics: config.topics })
-            : registry.update(config.id, {
+            ? await registry.add({ id: config.id, psk, certIdentity: config.certIdentity, topics: config.topics })
+            : await registry.update(config.id, {
                 ...(psk !== undefined ? { psk } : {}),
                 ...(config.certIdentity !== undefined ? { certIdentity: config.certIdentity } : {}),
                 ...(config.topics !== undefined ? { topics: config.topics } : {}),
@@ -261,8 +261,8 @@ async function runList(argv: readonly string[], io: CliIo): Promise<number> {
         if (!Array.isArray(devices)) throw new CliError("the API answered without a device list");
         return devices.map(expectItem);
       },
-      ({ registry, store }) => {
-        const depths = storedQueueDepths(store);
+      async ({ registry, store }) => {
+        const depths = await storedQueueDepths(store);
         return registry.list().map((r) => deviceItemFromRecord(r, depths.get(r.id) ?? 0));
       },
       false,
@@ -309,7 +309,7 @@ async function runRevoke(argv: readonly string[], io: CliIo): Promise<number> {
         const res = await apiRequest(url, { method: "PUT", path: devicePath(config.id), token, body: { revoked: true } });
         return expectItem(res.body);
       },
-      ({ registry }) => deviceItemFromRecord(registry.revoke(config.id), null),
+      async ({ registry }) => deviceItemFromRecord(await registry.revoke(config.id), null),
       false,
     );
     wroteLocally(io, command, local);
@@ -347,8 +347,8 @@ async function runRemove(argv: readonly string[], io: CliIo): Promise<number> {
       async (url, token) => {
         await apiRequest(url, { method: "DELETE", path: devicePath(config.id), token });
       },
-      ({ registry }) => {
-        if (!registry.remove(config.id)) throw new AuthError("device_unknown", `No device ${JSON.stringify(config.id)} is registered.`);
+      async ({ registry }) => {
+        if (!(await registry.remove(config.id))) throw new AuthError("device_unknown", `No device ${JSON.stringify(config.id)} is registered.`);
       },
       false,
     );

@@ -81,7 +81,7 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
       io.stdout.write(`${token}\n`);
     }
   } finally {
-    access.close();
+    await access.close();
   }
   return 0;
 }

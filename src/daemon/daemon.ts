@@ -105,13 +105,21 @@ async function assemble(
   );
   cleanup.push(() => http.close());
 
+  let pruning = false;
   const prune = (): void => {
-    try {
-      const removed = store.prune(Date.now() - config.store.receiptRetentionSeconds * 1000);
-      if (removed > 0) logger.info({ removed }, "pruned expired messages and old receipts");
-    } catch (e) {
-      logger.error({ err: e }, "store prune failed");
-    }
+    if (pruning) return; // one at a time: a slow store does not pile them up
+    pruning = true;
+    store
+      .prune(Date.now() - config.store.receiptRetentionSeconds * 1000)
+      .then(
+        (removed) => {
+          if (removed > 0) logger.info({ removed }, "pruned expired messages and old receipts");
+        },
+        (e: unknown) => logger.error({ err: e }, "store prune failed"),
+      )
+      .finally(() => {
+        pruning = false;
+      });
   };
   const pruneTimer = setInterval(prune, config.store.pruneIntervalSeconds * 1000);
   pruneTimer.unref();
@@ -132,7 +140,7 @@ async function assemble(
         ...(fresh.clientCa === undefined ? {} : { clientCa: fresh.clientCa }),
         clientAuth: fresh.clientCa === undefined ? "none" : config.dtls.clientAuth,
       });
-      const { changed, removed } = push.registry.reload();
+      const { changed, removed } = await push.registry.reload();
       logger.info({ devicesChanged: changed.length, devicesRemoved: removed.length }, "reloaded certificates and device registry");
       return { devicesChanged: changed.length, devicesRemoved: removed.length };
     },
@@ -161,7 +169,7 @@ async function assemble(
     const finished = await Promise.race([work, timedOut]);
     clearTimeout(timer);
     if (!finished) logger.warn({ boundMs: bound }, "drain did not finish in time; closing the store anyway");
-    data.close();
+    await data.close();
     logger.info({ clean: finished }, "stopped");
     return finished;
   }
@@ -213,17 +221,13 @@ function logEngineFailures(push: PushServer, logger: Logger): () => void {
   return () => push.engine.off("failure", onFailure);
 }
 
-/** The store with every commit timed for the store_commit metric. */
+/** The store with every commit timed (from the call until it is durable) for the store_commit metric. */
 function timedStore(store: Store, observer: DeliveryObserver): Store {
   const commit = store.commit.bind(store);
   return Object.assign(Object.create(store) as Store, {
-    commit(batch: Parameters<Store["commit"]>[0]): Receipt[] {
+    commit(batch: Parameters<Store["commit"]>[0]): Promise<Receipt[]> {
       const t0 = performance.now();
-      try {
-        return commit(batch);
-      } finally {
-        observer.storeCommit(performance.now() - t0);
-      }
+      return commit(batch).finally(() => observer.storeCommit(performance.now() - t0));
     },
   });
 }

@@ -18,8 +18,8 @@ export interface DataDir {
   readonly sessionKeys: KeyRing;
   /** signs publisher (API) tokens */
   readonly publisherKeys: KeyRing;
-  /** Closes the store. */
-  close(): void;
+  /** Closes the store (after every operation called before). */
+  close(): Promise<void>;
 }
 
 export const DATA_DIR_MODE = 0o700;
@@ -32,7 +32,7 @@ export const DATA_DIR_MODE = 0o700;
  */
 export async function openDataDir(c: DaemonConfig, options: { now?: number } = {}): Promise<DataDir> {
   if (c.store.kind === "sqlite") await prepareDataDir(c);
-  const store = openStore(toStoreOptions(c));
+  const store = await openStore(toStoreOptions(c));
   try {
     const now = options.now ?? Date.now();
     const contentKeys = await KeyRing.open(store, "content", { now });
@@ -44,14 +44,14 @@ export async function openDataDir(c: DaemonConfig, options: { now?: number } = {
       contentKeys,
       sessionKeys,
       publisherKeys,
-      close(): void {
+      async close(): Promise<void> {
         if (closed) return;
         closed = true;
-        store.close();
+        await store.close();
       },
     };
   } catch (e) {
-    store.close();
+    await store.close();
     throw e;
   }
 }

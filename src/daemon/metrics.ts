@@ -210,7 +210,7 @@ export function createMetrics(): DaemonMetrics {
     buckets: PUSH_TO_ACK_BUCKETS,
     registers,
   });
-  const storeCommit = new Histogram({ name: "dtlspush_store_commit_seconds", help: "Wall time of store commits", buckets: COMMIT_BUCKETS, registers });
+  const storeCommit = new Histogram({ name: "dtlspush_store_commit_seconds", help: "Wall time of store commits, from the call until durable (with the wait behind commits in flight before it)", buckets: COMMIT_BUCKETS, registers });
   const framesRefused = new Counter({
     name: "dtlspush_device_frames_refused_total",
     help: "Frames (or fields of frames) from devices refused: answered with an Error, nothing stored; by cause",

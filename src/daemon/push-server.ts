@@ -54,7 +54,7 @@ const SENDS_PER_TURN_PER_SOCKET = 32;
 export async function startPushServer(o: PushServerOptions): Promise<PushServer> {
   const clock = o.clock ?? wallClock;
   const { store } = o;
-  const registry = new DeviceRegistry(store, clock);
+  const registry = await DeviceRegistry.open(store, clock);
   const now = clock.now();
   const contentKeys = await KeyRing.open(store, "content", { now });
   const sessionKeys = await KeyRing.open(store, "session", { now });
@@ -89,7 +89,7 @@ async function serve(
     engine.flush();
     timer.arm();
   });
-  const engine: DeliveryEngine = DeliveryEngine.open({
+  const engine: DeliveryEngine = await DeliveryEngine.open({
     store,
     registry,
     contentKeys,
@@ -141,12 +141,13 @@ async function serve(
     publish: (req) => engine.publish(req),
     async close(): Promise<void> {
       if (closed) return;
-      engine.shutdown();
-      pacer.drain(); // the Byes go out before close_notify
       closed = true;
+      await engine.shutdown(); // the Byes are released once the last commit is durable
+      pacer.drain(); // the Byes go out before close_notify
       timer.stop();
       await dtls.close();
       engine.flush();
+      await engine.drained();
       await signing?.close(); // after the last publish: those still waiting for a signature fail (the engine is closed)
     },
   };

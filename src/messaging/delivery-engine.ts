@@ -1,6 +1,6 @@
 import { EventEmitter } from "node:events";
 import { Scheduler } from "../util/scheduler.ts";
-import type { MessageRecord, Receipt } from "../store/types.ts";
+import type { DeliveryState, MessageRecord, Receipt } from "../store/types.ts";
 import { mainThreadSigner } from "../auth/index.ts";
 import { ErrorCode } from "../wire/index.ts";
 import { randomId } from "../dtls/crypto.ts";
@@ -13,6 +13,7 @@ import type {
 } from "./delivery-types.ts";
 import { loadSent, pendingEntry } from "./device-queue.ts";
 import { EngineTurn } from "./engine-turn.ts";
+import { IdGuard } from "./id-guard.ts";
 import { DeviceTable, deviceOf, type EngineEnv, type EngineParts, type TimerKey } from "./engine-parts.ts";
 import { guardedObserver, NO_OBSERVER, type EngineFailure } from "./observer.ts";
 import { resolveDeliveryOptions, type DeliveryOptions } from "./options.ts";
@@ -73,6 +74,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       newId: deps.newId ?? randomId,
       timers: new Scheduler<TimerKey>(),
       devices: new DeviceTable(this.options.rtt),
+      ids: new IdGuard(),
       notify: (event, arg) => this.notify(event, arg),
       reportFailure: (cause, device, error) => this.reportFailure(cause, device, error),
       fatal: (error) => this.emit("fatal", error),
@@ -91,15 +93,15 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   }
 
   /** Builds the engine from the store's delivery state and the registry. */
-  static open(deps: DeliveryEngineDeps): DeliveryEngine {
+  static async open(deps: DeliveryEngineDeps): Promise<DeliveryEngine> {
+    const state = await deps.store.loadDeliveryState();
     const engine = new DeliveryEngine(deps);
-    engine.load();
+    engine.load(state);
     return engine;
   }
 
-  private load(): void {
-    const { store, clock, devices, timers, registry } = this.env;
-    const state = store.loadDeliveryState();
+  private load(state: DeliveryState): void {
+    const { clock, devices, timers, registry } = this.env;
     const now = clock.now();
     for (const c of state.counters) {
       const q = devices.queue(c.device);
@@ -210,16 +212,24 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     this.turn.wake();
   }
 
-  /** Commits the turn's batch, then sends its records and answers its publishers (EngineTurn.flush). */
+  /**
+   * Hands the turn's batch to the store; once it is durable the turn's
+   * records go out and its publishers are answered (EngineTurn.flush).
+   */
   flush(): void {
     this.turn.flush();
   }
 
+  /** Resolves once every turn flushed so far is released (or failed). */
+  drained(): Promise<void> {
+    return this.turn.drained();
+  }
+
   // ---------------------------------------------------------------- queries
 
-  /** Hellos and publishes waiting for a signature (asynchronous crypto). */
+  /** Hellos and publishes waiting for a signature (asynchronous crypto) or the store, and turns waiting for their commit. */
   get pendingAsync(): number {
-    return this.sessions.pendingHellos + this.publishing.pendingSignatures;
+    return this.sessions.pendingHellos + this.publishing.pendingAsync + this.turn.pendingCommits;
   }
 
   deviceStatus(id: string): DeviceStatus {
@@ -248,11 +258,11 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     return n;
   }
 
-  /** The message and its receipts, from the store. */
-  messageStatus(id: string): { message: MessageRecord; receipts: Receipt[] } | undefined {
-    const message = this.env.store.getMessage(id);
+  /** The message and its receipts, from the store (what is durable). */
+  async messageStatus(id: string): Promise<{ message: MessageRecord; receipts: Receipt[] } | undefined> {
+    const [message, receipts] = await Promise.all([this.env.store.getMessage(id), this.env.store.receiptsForMessage(id)]);
     if (message === undefined) return undefined;
-    return { message, receipts: this.env.store.receiptsForMessage(id) };
+    return { message, receipts };
   }
 
   /** Call after rotating the content-signing keys, so Welcome carries the new JWKS. */
@@ -260,12 +270,13 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     this.sessions.keysChanged();
   }
 
-  /** Stops taking publishes and Hellos, says Bye to every session and flushes. */
-  shutdown(): void {
+  /** Stops taking publishes and Hellos, says Bye to every session, flushes, and resolves once every turn is released. */
+  async shutdown(): Promise<void> {
     this.turn.closing = true;
     this.sessions.byeAll(ErrorCode.SHUTTING_DOWN, "the server is shutting down");
     this.flush();
     this.unsubscribeRegistry();
+    await this.turn.drained();
   }
 
   // ---------------------------------------------------------------- events

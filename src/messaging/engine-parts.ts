@@ -8,6 +8,7 @@ import type { EngineEvents, PublishResult } from "./delivery-types.ts";
 import type { BoundLink, LinkState } from "./link-state.ts";
 import type { DeliveryObserver, EngineFailure, FrameRefusal } from "./observer.ts";
 import type { DeliveryOptions } from "./options.ts";
+import type { IdGuard } from "./id-guard.ts";
 import type { BatchBuilder } from "./write-batch.ts";
 
 /*
@@ -37,6 +38,8 @@ export interface EngineEnv {
   readonly timers: Scheduler<TimerKey>;
   /** every device the engine knows, by id */
   readonly devices: DeviceTable;
+  /** message ids queued or recently durable, which the store's answers may not show yet */
+  readonly ids: IdGuard;
   /** emits to each listener on its own: one that throws fails neither the others nor the engine */
   notify<K extends "receipt" | "presence">(event: K, arg: EngineEvents[K][0]): void;
   /** counts and reports a failure the engine isolated; never throws */

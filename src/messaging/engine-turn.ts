@@ -6,6 +6,14 @@ import { MessagingError } from "./errors.ts";
 import type { LinkState } from "./link-state.ts";
 import { BatchBuilder } from "./write-batch.ts";
 
+/** A flushed turn waiting for its commit (and those of the turns before it). */
+interface FlushedTurn {
+  readonly batch: BatchBuilder;
+  readonly publishes: readonly PendingPublish[];
+  readonly outbox: ReadonlyMap<LinkState, readonly Uint8Array[]>;
+  readonly after: readonly (() => void)[];
+}
+
 interface PendingPublish {
   readonly result: PublishResult;
   readonly resolve: (r: PublishResult) => void;
@@ -15,8 +23,8 @@ interface PendingPublish {
 /**
  * One event-loop turn of the engine: the changes every part makes go into
  * one batch, the records for sessions into the outbox, the publishes wait for
- * their answer; `flush()` commits the batch *before* any record of the turn
- * is sent or any publisher is answered. Also the turn's budget of devices
+ * their answer; `flush()` hands the batch to the store, and only once it is
+ * durable are the turn's records sent and its publishers answered. Also the turn's budget of devices
  * whose pushes start (pumpPerTurn) and the devices waiting for a later turn.
  */
 export class EngineTurn implements TurnPart {
@@ -33,6 +41,10 @@ export class EngineTurn implements TurnPart {
   private afterFlushList: (() => void)[] = [];
   private flushRequested = false;
   private stoppedBy: Error | undefined;
+  /** flushed turns not yet released */
+  private turnsInFlight = 0;
+  /** the release of the last flushed turn: a turn is released after the one flushed before it */
+  private released: Promise<void> = Promise.resolve();
   closing = false;
 
   constructor(env: EngineEnv, parts: EngineParts, requestFlush: () => void) {
@@ -109,54 +121,125 @@ export class EngineTurn implements TurnPart {
   }
 
   /**
-   * Commits the turn's batch, then sends its records and answers its
-   * publishers. Every record of the batch was checked as it joined (see
-   * BatchBuilder), so a failed commit is a failure of the store itself (I/O
-   * error, disk full): it stops the engine (event "fatal"), since in-memory
-   * state is then ahead of the store and only a restart from the store is
-   * consistent.
+   * Hands the turn's batch to the store, and once it is durable sends the
+   * turn's records, runs its after-flush actions, answers its publishers and
+   * emits its receipts ("releases" the turn). The engine does not wait: the
+   * next turn builds its batch while this commit is in flight (the store may
+   * group the commits). Turns are released in the order they were flushed,
+   * a turn without changes too when an earlier commit is still in flight.
+   *
+   * Every record of the batch was checked as it joined (see BatchBuilder), so
+   * a failed commit is a failure of the store itself (I/O error, disk full):
+   * it stops the engine (event "fatal"), since in-memory state is then ahead
+   * of the store and only a restart from the store is consistent. That turn's
+   * publishes and those of every later turn are rejected and none of their
+   * records is sent (the store refuses their commits anyway).
    */
   flush(): void {
     this.flushRequested = false;
-    if (this.stoppedBy) return;
+    if (this.stoppedBy) {
+      this.rejectUnflushed(this.stoppedBy);
+      return;
+    }
     if (this.deferredPumps.size > 0) this.pumpDeferred();
     this.pumpedThisTurn = 0; // what this flush sends is the turn's budget
-    const batch = this.batchBuilder;
-    const publishes = this.publishes;
-    const outbox = this.outbox;
-    const after = this.afterFlushList;
+    const turn: FlushedTurn = {
+      batch: this.batchBuilder,
+      publishes: this.publishes,
+      outbox: this.outbox,
+      after: this.afterFlushList,
+    };
     this.batchBuilder = new BatchBuilder();
     this.publishes = [];
     this.outbox = new Map();
     this.afterFlushList = [];
-    let receipts: Receipt[] = [];
-    if (!batch.empty) {
-      try {
-        receipts = this.env.store.commit(batch.build());
-      } catch (e) {
-        const error = e instanceof Error ? e : new Error(String(e));
-        this.stoppedBy = error;
-        const failure = new MessagingError("internal", `the store refused a commit: ${error.message}`, { cause: error });
-        for (const p of publishes) p.reject(failure);
-        this.env.fatal(error);
-        return;
-      }
+    if (turn.batch.empty && this.turnsInFlight === 0) {
+      this.release(turn, []);
+      return;
     }
-    for (const [ls, records] of outbox) {
+    const ids = turn.batch.messageIdList();
+    const lastCheck = this.env.ids.lastCheck;
+    const commit = turn.batch.empty ? Promise.resolve<Receipt[]>([]) : this.commit(turn.batch);
+    // settled now (no unhandled rejection while an earlier turn is still in flight), used in order below
+    const outcome = commit.then(
+      (receipts) => ({ receipts }),
+      (e: unknown) => ({ error: e instanceof Error ? e : new Error(String(e)) }),
+    );
+    this.turnsInFlight++;
+    this.released = this.released
+      .then(() => outcome)
+      .then((o) => {
+        this.turnsInFlight--;
+        if ("error" in o) this.fail(turn, o.error);
+        else if (this.stoppedBy) this.rejectTurn(turn, this.stoppedBy);
+        else {
+          this.env.ids.durable(ids, lastCheck);
+          this.release(turn, o.receipts);
+        }
+      })
+      // release isolates each send, action and listener; should anything still throw, the turns after go on
+      .catch((e: unknown) => this.env.reportFailure("device", "", e));
+  }
+
+  /** Turns flushed but not released yet (their commit, or an earlier turn's, is in flight). */
+  get pendingCommits(): number {
+    return this.turnsInFlight;
+  }
+
+  /** Resolves once every turn flushed so far is released (or failed). */
+  drained(): Promise<void> {
+    return this.released;
+  }
+
+  /** The store's commit; a store that throws instead of rejecting fails the same way. */
+  private commit(batch: BatchBuilder): Promise<Receipt[]> {
+    try {
+      return this.env.store.commit(batch.build());
+    } catch (e) {
+      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+    }
+  }
+
+  private release(turn: FlushedTurn, receipts: readonly Receipt[]): void {
+    for (const [ls, records] of turn.outbox) {
       if (ls.phase !== "closed" && records.length > 0) this.parts.sessions.isolatedLink(ls, () => ls.link.send(records));
     }
-    for (const fn of after) {
+    for (const fn of turn.after) {
       try {
         fn();
       } catch (e) {
         this.env.reportFailure("device", "", e);
       }
     }
-    for (const p of publishes) {
+    for (const p of turn.publishes) {
       this.env.observer.published(p.result.recipients);
       p.resolve(p.result);
     }
     for (const r of receipts) this.env.notify("receipt", r);
+  }
+
+  /** The commit of `turn` failed: the engine stops; nothing of the turn leaves. */
+  private fail(turn: FlushedTurn, error: Error): void {
+    const first = this.stoppedBy === undefined;
+    this.stoppedBy ??= error;
+    this.rejectTurn(turn, error);
+    this.rejectUnflushed(error);
+    if (first) this.env.fatal(error);
+  }
+
+  private rejectTurn(turn: Pick<FlushedTurn, "publishes">, error: Error): void {
+    const failure = new MessagingError("internal", `the store refused a commit: ${error.message}`, { cause: error });
+    for (const p of turn.publishes) p.reject(failure);
+  }
+
+  /** After a store failure: the publishes queued since the last flush are rejected too. */
+  private rejectUnflushed(error: Error): void {
+    const publishes = this.publishes;
+    this.publishes = [];
+    this.batchBuilder = new BatchBuilder();
+    this.outbox = new Map();
+    this.afterFlushList = [];
+    this.rejectTurn({ publishes }, error);
   }
 
   /**

@@ -11,6 +11,10 @@ import type { LinkState } from "./link-state.ts";
 import { checkPublishRequest, pushTooLarge, type PublishRequest } from "./publish-request.ts";
 import { wireErrorCode } from "./wire-errors.ts";
 
+function duplicateMessage(id: string): MessagingError {
+  return new MessagingError("duplicate_message", `a message with id ${JSON.stringify(id)} was already published`);
+}
+
 /** A publish that passed its checks, with the fields its content signature covers. */
 interface PreparedPublish {
   readonly req: PublishRequest;
@@ -33,6 +37,8 @@ export class Publishing implements PublishingPart {
   private readonly uplinkInProgress = new Map<string, Promise<PublishResult>>();
   /** signatures being made */
   private signing = 0;
+  /** existence checks of publishers' ids waiting for the store */
+  private checking = 0;
   private nextOrder = 1;
 
   constructor(env: EngineEnv, parts: EngineParts, keys: { readonly contentKeys: KeyRing; readonly contentSigner: ContentSigner }) {
@@ -42,9 +48,9 @@ export class Publishing implements PublishingPart {
     this.contentSigner = keys.contentSigner;
   }
 
-  /** Publishes waiting for a signature (asynchronous crypto). */
-  get pendingSignatures(): number {
-    return this.signing;
+  /** Publishes waiting for a signature (asynchronous crypto) or for the store's answer on their ids. */
+  get pendingAsync(): number {
+    return this.signing + this.checking;
   }
 
   /** A stored entry has this order: later ones get higher ones. */
@@ -68,19 +74,51 @@ export class Publishing implements PublishingPart {
         return this.publishError(e);
       }
     });
-    const signed = await Promise.allSettled(prepared.map((p) => (p instanceof MessagingError ? undefined : this.sign(p))));
+    // ids the publisher chose may be taken: one existence check for the whole batch, while it is signed
+    const chosen = prepared.flatMap((p) => (p instanceof MessagingError || p.req.id === undefined ? [] : [p.fields.messageId]));
+    const check = chosen.length === 0 ? undefined : this.checkIds(chosen);
+    const [signed, stored] = await Promise.all([
+      Promise.allSettled(prepared.map((p) => (p instanceof MessagingError ? undefined : this.sign(p)))),
+      check === undefined
+        ? undefined
+        : check.answer.then(
+            (ids) => ids,
+            (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
+          ),
+    ]);
     // from here on synchronous: every request is queued in this turn
-    const queued = prepared.map((p, i): Promise<PublishResult> => {
-      if (p instanceof MessagingError) return Promise.reject(p);
-      const s = signed[i] as PromiseSettledResult<string | undefined>;
-      try {
-        if (s.status === "rejected") throw s.reason;
-        return this.queuePublish(p, s.value as string);
-      } catch (e) {
-        return Promise.reject(this.publishError(e));
-      }
-    });
+    let queued: Promise<PublishResult>[];
+    try {
+      queued = prepared.map((p, i): Promise<PublishResult> => {
+        if (p instanceof MessagingError) return Promise.reject(p);
+        const s = signed[i] as PromiseSettledResult<string | undefined>;
+        try {
+          if (s.status === "rejected") throw s.reason;
+          if (p.req.id !== undefined) {
+            if (stored instanceof Error) throw stored;
+            if (stored?.has(p.fields.messageId) === true) throw duplicateMessage(p.fields.messageId);
+          }
+          return this.queuePublish(p, s.value as string);
+        } catch (e) {
+          return Promise.reject(this.publishError(e));
+        }
+      });
+    } finally {
+      if (check !== undefined) this.env.ids.checkDone(check.seq);
+    }
     return Promise.allSettled(queued);
+  }
+
+  /**
+   * Asks the store which of `ids` are stored messages. The answer can be
+   * stale by the time the publish queues; the IdGuard (id-guard.ts) covers
+   * what it may miss.
+   */
+  private checkIds(ids: readonly string[]): { readonly seq: number; readonly answer: Promise<Set<string>> } {
+    const seq = this.env.ids.checkIssued();
+    this.checking++;
+    const answer = this.env.store.existingMessageIds(ids).finally(() => this.checking--);
+    return { seq, answer };
   }
 
   private async sign(p: PreparedPublish): Promise<string> {
@@ -158,9 +196,8 @@ export class Publishing implements PublishingPart {
     checkMessageRecord(record);
     // from here on synchronous: no other turn interleaves
     this.checkRunning();
-    if (req.id !== undefined && (this.env.store.getMessage(id) !== undefined || turn.batch.hasMessage(id))) {
-      throw new MessagingError("duplicate_message", `a message with id ${JSON.stringify(id)} was already published`);
-    }
+    // the store was asked before (publishMany); these are the ids it may not have shown yet
+    if (this.env.ids.has(id)) throw duplicateMessage(id);
     if (device !== "") this.checkDirectTarget(device);
     const recipients = device !== "" ? [device] : topics.subscribersOf(topic);
     const accepted: Device[] = [];
@@ -186,6 +223,7 @@ export class Publishing implements PublishingPart {
       throw new MessagingError("queue_full", `device ${device} has ${o.maxQueue} messages queued (the limit); nothing was published`);
     }
     turn.batch.addMessage(record);
+    this.env.ids.queued(id);
     for (const q of accepted) {
       if (collapseKey !== "") {
         const old = q.pendingWithCollapseKey(collapseKey);
@@ -261,11 +299,6 @@ export class Publishing implements PublishingPart {
     };
     const running = this.uplinkInProgress.get(id);
     if (running !== undefined) return; // its PublishAck follows
-    if (this.env.store.getMessage(id) !== undefined) {
-      // a repeat of a publish already done: answer again, publish nothing
-      turn.send(ls, { kind: "publishAck", publishAck: { requestId: p.requestId, messageId: id } });
-      return;
-    }
     // the limit the Welcome announced (docs/protocol.md section 7): a larger payload is refused even
     // when this particular Push would still fit, so a device never depends on more than it was told
     const limit = this.uplinkPayloadLimit(dev.id);
@@ -288,7 +321,12 @@ export class Publishing implements PublishingPart {
       id,
     });
     this.uplinkInProgress.set(id, done);
-    done.then(answer, answer).finally(() => this.uplinkInProgress.delete(id));
+    // a repeat of a publish already done (the id is stored): answered again, nothing published
+    const repeat = (e: Error): PublishResult | Error =>
+      e instanceof MessagingError && e.code === "duplicate_message"
+        ? { messageId: id, createdAt: 0, expiresAt: 0, recipients: 0, rejected: [] }
+        : e;
+    done.then(answer, (e: Error) => answer(repeat(e))).finally(() => this.uplinkInProgress.delete(id));
   }
 
   /**

@@ -44,6 +44,11 @@ export class BatchBuilder {
     return this.messageIds.has(id);
   }
 
+  /** ids of the messages in the batch */
+  messageIdList(): string[] {
+    return [...this.messageIds];
+  }
+
   addDelivery(d: DeliveryRecord): void {
     checkDeliveryRecord(d);
     this.deliveryList.push(d);

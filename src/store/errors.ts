@@ -11,6 +11,8 @@ import { DtlspushError } from "../util/errors.ts";
  * - identity_in_use: a PSK or certificate identity already belongs to another device
  * - duplicate_message: a committed message id is already stored (or repeated in the batch)
  * - commit_failed: any other reason a batch was refused or failed; nothing of it was applied
+ * - store_failed: a commit was refused because an earlier one failed (the store keeps a prefix of
+ *   the batches; restart the daemon to continue from what is stored)
  * - write_failed / read_failed: the database failed outside commit (I/O error, disk full, ...)
  */
 export type StoreErrorCode =
@@ -22,6 +24,7 @@ export type StoreErrorCode =
   | "identity_in_use"
   | "duplicate_message"
   | "commit_failed"
+  | "store_failed"
   | "write_failed"
   | "read_failed";
 

@@ -1,15 +1,18 @@
 /**
- * The store layer: the Store interface (types.ts) and its two implementations,
- * SQLite (durable, the default) and memory (tests, throw-away runs).
+ * The store layer: the asynchronous Store the daemon uses and the
+ * synchronous SyncStore connection (types.ts); SQLite (durable, the default)
+ * and memory (tests, throw-away runs).
  */
 import { StoreError } from "./errors.ts";
-import { createMemoryStore } from "./memory-store.ts";
+import { inlineStore } from "./inline-store.ts";
+import { openMemoryStore } from "./memory-store.ts";
 import { openSqliteStore } from "./sqlite-store.ts";
 import type { Store } from "./types.ts";
 
 export type * from "./types.ts";
 export { StoreError, type StoreErrorCode } from "./errors.ts";
-export { createMemoryStore } from "./memory-store.ts";
+export { createMemoryStore, openMemoryStore } from "./memory-store.ts";
+export { inlineStore } from "./inline-store.ts";
 export { openSqliteStore, SQLITE_SCHEMA_VERSION, type SqliteStoreOptions } from "./sqlite-store.ts";
 
 export type StoreOptions =
@@ -17,12 +20,12 @@ export type StoreOptions =
   | { readonly kind: "sqlite"; readonly path: string; readonly synchronous?: "normal" | "full" | undefined };
 
 /** Opens the store the options name (see openSqliteStore for the SQLite errors). */
-export function openStore(options: StoreOptions): Store {
+export async function openStore(options: StoreOptions): Promise<Store> {
   switch (options.kind) {
     case "memory":
-      return createMemoryStore();
+      return openMemoryStore();
     case "sqlite":
-      return openSqliteStore(options.path, { synchronous: options.synchronous });
+      return inlineStore(openSqliteStore(options.path, { synchronous: options.synchronous }));
   }
   // Options can come from a configuration file: say what was wrong rather than return undefined.
   throw new StoreError("store_open_failed", `Unknown store kind ${JSON.stringify((options as { kind?: unknown }).kind)}; use "sqlite" or "memory".`);

@@ -1,5 +1,6 @@
 import { copyBytes } from "../util/bytes.ts";
 import { StoreError } from "./errors.ts";
+import { inlineStore } from "./inline-store.ts";
 import type {
   DeliveryRecord,
   DeliveryState,
@@ -8,6 +9,7 @@ import type {
   MessageRecord,
   Receipt,
   Store,
+  SyncStore,
   Subscription,
   WriteBatch,
 } from "./types.ts";
@@ -20,8 +22,13 @@ import { checkBatch, checkDevice, checkSetting, receiptRecord } from "./validate
  * prune), the same orderings (strings by code point, as SQLite compares UTF-8),
  * and records copied on the way in and out, so no caller shares memory with it.
  */
-export function createMemoryStore(): Store {
+export function createMemoryStore(): SyncStore {
   return new MemoryStore();
+}
+
+/** A fresh in-memory `Store` (the memory SyncStore, inline). */
+export function openMemoryStore(): Store {
+  return inlineStore(new MemoryStore());
 }
 
 /** Code-point order, which is SQLite's BINARY order of the same strings in UTF-8. */
@@ -70,7 +77,7 @@ function copyReceipt(r: Receipt): Receipt {
   return receiptRecord(r, r.id);
 }
 
-class MemoryStore implements Store {
+class MemoryStore implements SyncStore {
   readonly kind = "memory";
   private closed = false;
   private readonly devices = new Map<string, DeviceRecord>();
@@ -252,6 +259,13 @@ class MemoryStore implements Store {
     this.open();
     const m = this.messages.get(id);
     return m === undefined ? undefined : copyMessage(m);
+  }
+
+  existingMessageIds(ids: readonly string[]): Set<string> {
+    this.open();
+    const found = new Set<string>();
+    for (const id of ids) if (this.messages.has(id)) found.add(id);
+    return found;
   }
 
   receiptsForMessage(messageId: string): Receipt[] {

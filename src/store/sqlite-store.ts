@@ -29,7 +29,7 @@ import type {
   Receipt,
   ReceiptInput,
   ReceiptState,
-  Store,
+  SyncStore,
   Subscription,
   WriteBatch,
 } from "./types.ts";
@@ -232,7 +232,7 @@ const SQLITE_CONSTRAINT_FOREIGNKEY = 787;
  * Opens (creating if needed, with its parent directory) the SQLite store at
  * `path`. Throws StoreError "store_open_failed" or "store_version" naming the path.
  */
-export function openSqliteStore(path: string, options: SqliteStoreOptions = {}): Store {
+export function openSqliteStore(path: string, options: SqliteStoreOptions = {}): SyncStore {
   const synchronous = options.synchronous ?? "normal";
   if (synchronous !== "normal" && synchronous !== "full") {
     throw new StoreError("store_open_failed", `Cannot open store ${path}: synchronous must be "normal" or "full", got ${String(synchronous)}.`);
@@ -362,7 +362,7 @@ function sameRow(a: ReceiptInput, b: ReceiptInput): boolean {
   return a.messageId === b.messageId && a.state === b.state && a.at === b.at && a.reason === b.reason && a.topic === b.topic;
 }
 
-class SqliteStore implements Store {
+class SqliteStore implements SyncStore {
   readonly kind = "sqlite";
   private readonly db: DatabaseSync;
   private readonly path: string;
@@ -720,6 +720,14 @@ class SqliteStore implements Store {
     return this.read("a message", () => {
       const row = this.s.getMessage.get(id);
       return row === undefined ? undefined : this.message(row);
+    });
+  }
+
+  existingMessageIds(ids: readonly string[]): Set<string> {
+    return this.read("message ids", () => {
+      const found = new Set<string>();
+      for (const id of ids) if (this.s.messageExists.get(id) !== undefined) found.add(id);
+      return found;
     });
   }
 

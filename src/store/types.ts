@@ -1,15 +1,18 @@
 /**
- * The storage interface of dtlspush: the device registry, the delivery journal
- * (messages, per-device deliveries and counters), receipts, subscriptions and
- * small settings (signing keys). Two implementations: SQLite (default, durable)
- * and memory (tests).
+ * The storage interfaces of dtlspush: the device registry, the delivery
+ * journal (messages, per-device deliveries and counters), receipts,
+ * subscriptions and small settings (signing keys).
  *
- * The delivery engine keeps its live state in memory and writes every change
- * through `commit`, one atomic batch per event-loop turn; `loadDeliveryState`
- * reads it all back at start-up. The interface is synchronous on purpose:
- * node:sqlite is synchronous, and a commit that has returned is durable
- * (it survives a kill -9 of the process), so the engine may then acknowledge
- * the publisher and let the datagrams go.
+ * - `Store` is what the daemon uses: asynchronous and batch-shaped. The
+ *   delivery engine keeps its live state in memory and hands every change of
+ *   an event-loop turn to `commit` as one batch; the promise settles when the
+ *   batch is durable, and only then does the engine answer publishers and let
+ *   that turn's datagrams go. The network loop never waits on a statement.
+ *   Implementations: SQLite in a worker thread (group commit), memory (an
+ *   inline `SyncStore`); a networked store implements it with pipelined round
+ *   trips.
+ * - `SyncStore` is one synchronous connection: SQLite (node:sqlite, run on the
+ *   store's worker thread and by offline CLI commands) or memory (tests).
  */
 
 /** A registered device. A device has a PSK, a certificate identity, or both. */
@@ -122,7 +125,12 @@ export interface DeliveryState {
   readonly subscriptions: readonly Subscription[];
 }
 
-export interface Store {
+/**
+ * One synchronous connection to the data: every call is done when it returns
+ * (a returned commit is durable). Used on the store's own thread (SQLite
+ * worker), by offline CLI commands, and in memory under `inlineStore`.
+ */
+export interface SyncStore {
   /** "sqlite" or "memory" */
   readonly kind: string;
 
@@ -142,6 +150,8 @@ export interface Store {
   commit(batch: WriteBatch): Receipt[];
   loadDeliveryState(): DeliveryState;
   getMessage(id: string): MessageRecord | undefined;
+  /** which of `ids` are stored messages */
+  existingMessageIds(ids: readonly string[]): Set<string>;
   /** receipts of one message, by id ascending */
   receiptsForMessage(messageId: string): Receipt[];
   /** receipts with id > afterId, ascending, at most limit */
@@ -154,4 +164,54 @@ export interface Store {
   putSetting(key: string, value: string): void;
 
   close(): void;
+}
+
+/**
+ * The store as the daemon uses it: every operation completes asynchronously.
+ *
+ * Order: operations take effect in the order they are called, and their
+ * promises settle in that order; a read sees every write called before it.
+ * Atomicity: each `commit` batch is applied whole or not at all. An
+ * implementation may apply several batches in one transaction (group commit),
+ * but a batch that fails never takes another batch's changes with it.
+ * Prefix: once a commit has failed, every later commit is refused (StoreError
+ * "store_failed") without applying anything, so the stored journal is always
+ * the result of a prefix of the batches committed: what a restart reads back
+ * never holds a batch whose predecessor is missing.
+ */
+export interface Store {
+  /** "sqlite" or "memory" */
+  readonly kind: string;
+
+  // --- device registry
+  /** insert or replace; StoreError identity_in_use when another device has its PSK or certificate identity */
+  putDevice(device: DeviceRecord): Promise<void>;
+  getDevice(id: string): Promise<DeviceRecord | undefined>;
+  findDeviceByPskIdentity(identity: string): Promise<DeviceRecord | undefined>;
+  findDeviceByCertIdentity(identity: string): Promise<DeviceRecord | undefined>;
+  /** ordered by id */
+  listDevices(): Promise<DeviceRecord[]>;
+  /** removes the device, its deliveries and subscriptions (keeps its counters); false when absent */
+  deleteDevice(id: string): Promise<boolean>;
+
+  // --- delivery journal
+  /** atomic: all of the batch or nothing; settles when durable, with the stored receipts (ids assigned), in input order */
+  commit(batch: WriteBatch): Promise<Receipt[]>;
+  loadDeliveryState(): Promise<DeliveryState>;
+  getMessage(id: string): Promise<MessageRecord | undefined>;
+  /** which of `ids` are stored messages (one round trip for a batch of publishes) */
+  existingMessageIds(ids: readonly string[]): Promise<Set<string>>;
+  /** receipts of one message, by id ascending */
+  receiptsForMessage(messageId: string): Promise<Receipt[]>;
+  /** receipts with id > afterId, ascending, at most limit */
+  receiptsAfter(afterId: number, limit: number): Promise<Receipt[]>;
+  /** deletes messages no delivery references whose expiresAt < before, and receipts with at < before; resolves to messages deleted */
+  prune(before: number): Promise<number>;
+
+  // --- small settings (e.g. serialized signing keys)
+  getSetting(key: string): Promise<string | undefined>;
+  putSetting(key: string, value: string): Promise<void>;
+
+  /** waits for every operation called before, then closes; later calls fail with store_closed */
+  close(): Promise<void>;
 }

@@ -82,7 +82,7 @@ describe("content signatures", () => {
 
   it("known answer: the RFC 8037 key signs the known-answer content to the independently computed JWS", async () => {
     const storage = new MapStorage();
-    storage.putSetting("keys.kat", JSON.stringify({ version: 1, current: RFC8037_KID, keys: [{ kid: RFC8037_KID, alg: "EdDSA", createdAt: 0, jwk: RFC8037 }] }));
+    await storage.putSetting("keys.kat", JSON.stringify({ version: 1, current: RFC8037_KID, keys: [{ kid: RFC8037_KID, alg: "EdDSA", createdAt: 0, jwk: RFC8037 }] }));
     const kat = await KeyRing.open(storage, "kat");
     expect(await signContent(kat, FIELDS)).toBe(KNOWN_SIGNATURE);
     // and node's Ed25519 agrees on the signature bytes
@@ -168,7 +168,7 @@ describe("content signatures", () => {
     expect(both.kids).toHaveLength(2);
     await expect(both.verify(FIELDS, old)).resolves.toBeUndefined();
     await expect(both.verify(FIELDS, fresh)).resolves.toBeUndefined();
-    r.retire(150);
+    await r.retire(150);
     const after = createContentVerifier(r.jwks());
     expect((await errorOf(after.verify(FIELDS, old))).code).toBe("unknown_key");
     await expect(after.verify(FIELDS, fresh)).resolves.toBeUndefined();

@@ -8,12 +8,13 @@ import { issueSessionToken } from "../../src/auth/session-tokens.ts";
 class MapStorage implements KeyStorage {
   readonly map = new Map<string, string>();
   writes = 0;
-  getSetting(key: string): string | undefined {
-    return this.map.get(key);
+  getSetting(key: string): Promise<string | undefined> {
+    return Promise.resolve(this.map.get(key));
   }
-  putSetting(key: string, value: string): void {
+  putSetting(key: string, value: string): Promise<void> {
     this.writes++;
     this.map.set(key, value);
+    return Promise.resolve();
   }
 }
 
@@ -87,7 +88,7 @@ describe("KeyRing", () => {
 
   it("loads a persisted RFC 8037 key and names it by the thumbprint the RFC gives", async () => {
     const storage = new MapStorage();
-    storage.putSetting(
+    await storage.putSetting(
       "keys.rfc",
       JSON.stringify({
         version: 1,
@@ -120,11 +121,11 @@ describe("KeyRing", () => {
     const k1 = ring.currentKid;
     const k2 = await ring.rotate(200);
     const k3 = await ring.rotate(300);
-    expect(ring.retire(50)).toEqual([]);
-    expect(ring.retire(250)).toEqual([k1, k2]);
+    expect(await ring.retire(50)).toEqual([]);
+    expect(await ring.retire(250)).toEqual([k1, k2]);
     expect(ring.kids()).toEqual([k3]);
     expect(ring.verificationKey(k1)).toBeUndefined();
-    expect(ring.retire(10_000)).toEqual([]); // the current key stays
+    expect(await ring.retire(10_000)).toEqual([]); // the current key stays
     expect(ring.kids()).toEqual([k3]);
     const again = await KeyRing.open(storage, "r");
     expect(again.kids()).toEqual([k3]);
@@ -167,7 +168,7 @@ describe("KeyRing", () => {
     ];
     for (const text of cases) {
       const storage = new MapStorage();
-      storage.putSetting("keys.bad", text);
+      await storage.putSetting("keys.bad", text);
       await rejectsWith(KeyRing.open(storage, "bad"), "key_ring_invalid");
     }
   });
@@ -190,9 +191,7 @@ describe("KeyRing", () => {
     const storage = new MapStorage();
     const ring = await KeyRing.open(storage, "x");
     const before = ring.currentKid;
-    storage.putSetting = () => {
-      throw new Error("disk full");
-    };
+    storage.putSetting = () => Promise.reject(new Error("disk full"));
     await expect(ring.rotate(5)).rejects.toThrow("disk full");
     expect(ring.currentKid).toBe(before);
     expect(ring.kids()).toEqual([before]);

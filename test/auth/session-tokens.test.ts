@@ -158,7 +158,7 @@ describe("session tokens", () => {
     await expect(verifySessionToken(r, old.token, expected)).resolves.toMatchObject({ sessionId: "a" });
     // a ring reopened from the same storage verifies it too
     await expect(verifySessionToken(await KeyRing.open(storage, "rot"), old.token, expected)).resolves.toBeDefined();
-    r.retire(1500);
+    await r.retire(1500);
     expect(await refusal(verifySessionToken(r, old.token, expected))).toMatch(/^token_invalid: .*not in key ring rot/);
     await expect(verifySessionToken(r, fresh.token, expected)).resolves.toMatchObject({ sessionId: "b" });
   });

@@ -9,7 +9,7 @@ import { connect, type DtlspushClient, type ReceivedMessage } from "../../src/cl
 import { createMetrics } from "../../src/daemon/metrics.ts";
 import { startPushServer, type PushServer } from "../../src/daemon/push-server.ts";
 import { MessagingError } from "../../src/messaging/errors.ts";
-import { createMemoryStore } from "../../src/store/index.ts";
+import { openMemoryStore } from "../../src/store/index.ts";
 import { MapStorage } from "./map-storage.ts";
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -98,7 +98,7 @@ describe("SigningPool", () => {
       await verifier.verify(fields(i), s);
     }
     // retiring the old key changes nothing for signing
-    ring.retire(1500);
+    await ring.retire(1500);
     expect(kidOf(await p.sign(fields(1)))).toBe(newKid);
   });
 
@@ -165,11 +165,11 @@ describe("SigningPool", () => {
 
 describe("push server with a signing pool", () => {
   async function serverWithDevice(): Promise<{ s: PushServer; got: ReceivedMessage[] }> {
-    const s = await startPushServer({ store: createMemoryStore(), dtls: { host: "127.0.0.1", port: 0 }, signingWorkers: 2 });
+    const s = await startPushServer({ store: openMemoryStore(), dtls: { host: "127.0.0.1", port: 0 }, signingWorkers: 2 });
     servers.push(s);
     const key = enc("0123456789abcdef");
-    s.registry.add({ id: "d1", psk: { identity: "d1", key }, topics: ["room/1"] });
-    s.registry.add({ id: "d2", psk: { identity: "d2", key }, topics: ["room/1"] });
+    await s.registry.add({ id: "d1", psk: { identity: "d1", key }, topics: ["room/1"] });
+    await s.registry.add({ id: "d2", psk: { identity: "d2", key }, topics: ["room/1"] });
     const c = await connect({ host: "127.0.0.1", port: s.address().port, psk: { identity: "d1", key } });
     clients.push(c);
     const got: ReceivedMessage[] = [];
@@ -196,15 +196,15 @@ describe("push server with a signing pool", () => {
     await waitFor(() => got.length === 2); // the SDK hands over only pushes whose signature verified
     expect(got.map((m) => m.id)).toEqual([r1.messageId, r2.messageId]);
     const oldKid = s.contentKeys.currentKid;
-    const stored1 = s.engine.messageStatus(r1.messageId)?.message.signature ?? "";
+    const stored1 = (await s.engine.messageStatus(r1.messageId))?.message.signature ?? "";
     expect(kidOf(stored1)).toBe(oldKid);
 
     const newKid = await s.contentKeys.rotate(Date.now());
     s.engine.keysChanged();
     const r3 = await s.publish({ target: { device: "d1" }, payload: enc("three"), publisher: "t" });
-    const stored3 = s.engine.messageStatus(r3.messageId)?.message.signature ?? "";
+    const stored3 = (await s.engine.messageStatus(r3.messageId))?.message.signature ?? "";
     expect(kidOf(stored3)).toBe(newKid);
-    const m = s.engine.messageStatus(r3.messageId)?.message;
+    const m = (await s.engine.messageStatus(r3.messageId))?.message;
     if (m === undefined) throw new Error("message 3 not stored");
     const { id: messageId, topic, device, contentType, publisher, collapseKey, payload, createdAt, expiresAt, priority } = m;
     const signed = { messageId, topic, device, contentType, publisher, collapseKey, payload, createdAt, expiresAt, priority };
@@ -226,7 +226,7 @@ describe("push server with a signing pool", () => {
     );
     expect(e).toBeInstanceOf(MessagingError);
     expect((e as MessagingError).code).toBe("internal");
-    expect(s.engine.messageStatus("lost-1")).toBeUndefined();
+    expect((await s.engine.messageStatus("lost-1"))).toBeUndefined();
     expect(s.engine.deviceStatus("d1").queueDepth).toBe(0);
     const ok = await s.publish({ id: "kept-1", target: { device: "d1" }, payload: enc("kept"), publisher: "t" });
     await waitFor(() => got.length === 1);

@@ -133,7 +133,7 @@ describe("dtlspush bench against a running daemon", () => {
     const kept = benchDevices(d);
     expect(kept).toHaveLength(6);
     expect(d.daemon.push.registry.get("bench-0")?.topics).toEqual(["bench-fanout"]);
-    for (const id of kept) d.daemon.push.registry.remove(id);
+    for (const id of kept) await d.daemon.push.registry.remove(id);
   });
 
   it("--source-addresses: the devices send from 127.0.0.1 .. 127.0.0.N, round-robin", async () => {

@@ -111,7 +111,7 @@ export async function startDaemon(dataDir = join(tempDir(), "data"), dtls: Parti
       closed = true;
       await http.close();
       await server.close();
-      data.close();
+      await data.close();
     },
   };
 }

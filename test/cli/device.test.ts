@@ -305,7 +305,7 @@ describe("dtlspush device (end to end)", () => {
   it("falls back to the local store when the daemon is not running, and the daemon sees the change when it starts", async () => {
     daemon = await startDaemon();
     const dataDir = daemon.dataDir;
-    daemon.server.registry.add({ id: "old", psk: { identity: "old", key: new Uint8Array([1]) } });
+    await daemon.server.registry.add({ id: "old", psk: { identity: "old", key: new Uint8Array([1]) } });
     await daemon.close();
     daemon = undefined;
     const api = await refusedApiUrl();
@@ -354,9 +354,9 @@ describe("dtlspush device (end to end)", () => {
     const config = await loadConfig({ env: {}, flags: { dataDir }, cwd: root });
     const data = await openDataDir(config);
     try {
-      expect(data.store.getDevice("first")?.psk?.identity).toBe("first");
+      expect((await data.store.getDevice("first"))?.psk?.identity).toBe("first");
     } finally {
-      data.close();
+      await data.close();
     }
   });
 

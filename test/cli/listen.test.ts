@@ -163,7 +163,7 @@ describe("dtlspush listen (end to end)", () => {
   it("--json prints one object a line", async () => {
     daemon = await startDaemon();
     const d = daemon;
-    d.server.registry.add({ id: "d1", psk: { identity: "psk-d1", key: Buffer.from(KEY, "hex") } });
+    await d.server.registry.add({ id: "d1", psk: { identity: "psk-d1", key: Buffer.from(KEY, "hex") } });
     const l = listen(["--server", d.dtls, "--device", "d1", "--psk", KEY, "--psk-identity", "psk-d1", "--count", "1", "--json"]);
     await waitUntil(() => l.io.err().includes("connected"));
     const sent = await runCommand(["send", "--device", "d1", "--data", "{\"on\":true}", "--content-type", "application/json", "--json", "--api", d.api, "--data-dir", d.dataDir]);
@@ -184,7 +184,7 @@ describe("dtlspush listen (end to end)", () => {
   it("--timeout exits 2 when not done; SIGINT closes cleanly with 0", async () => {
     daemon = await startDaemon();
     const d = daemon;
-    d.server.registry.add({ id: "d1", psk: { identity: "d1", key: Buffer.from(KEY, "hex") } });
+    await d.server.registry.add({ id: "d1", psk: { identity: "d1", key: Buffer.from(KEY, "hex") } });
     const timed = listen(["--server", d.dtls, "--device", "d1", "--psk", KEY, "--count", "2", "--timeout", "1"]);
     expect(await timed.done).toBe(2);
     expect(timed.io.err()).toMatch(/\ndtlspush: error: timed out after 1 s \(0 of 2 received\)\n$/);
@@ -205,7 +205,7 @@ describe("dtlspush listen (end to end)", () => {
     const root = tempDir();
     dirs.push(root);
     const state = join(root, "state.json");
-    d.server.registry.add({ id: "d1", psk: { identity: "d1", key: Buffer.from(KEY, "hex") } });
+    await d.server.registry.add({ id: "d1", psk: { identity: "d1", key: Buffer.from(KEY, "hex") } });
     for (const p of ["one", "two", "three"]) await d.server.publish({ target: { device: "d1" }, payload: new TextEncoder().encode(p), publisher: "t" });
     const first = listen(["--server", d.dtls, "--device", "d1", "--psk", KEY, "--state", state, "--count", "2"]);
     expect(await first.done).toBe(0);
@@ -220,7 +220,7 @@ describe("dtlspush listen (end to end)", () => {
   it("refusals are one line and exit 1: wrong key, unknown device, another device's identity, revoked while listening", async () => {
     daemon = await startDaemon();
     const d = daemon;
-    d.server.registry.add({ id: "d1", psk: { identity: "d1", key: Buffer.from(KEY, "hex") } });
+    await d.server.registry.add({ id: "d1", psk: { identity: "d1", key: Buffer.from(KEY, "hex") } });
 
     const wrongKey = await runCommand(["listen", "--server", d.dtls, "--device", "d1", "--psk", "ffff"]);
     expect(wrongKey.code).toBe(1);
@@ -261,7 +261,7 @@ describe("dtlspush listen (end to end)", () => {
       clientCa: readFileSync(join(certs, "ca.pem")),
     });
     const d = daemon;
-    d.server.registry.add({ id: "cam-1", certIdentity: "cam-1" });
+    await d.server.registry.add({ id: "cam-1", certIdentity: "cam-1" });
     const l = listen(["--server", d.dtls, "--device", "cam-1", "--cert", join(certs, "device-cam-1.pem"), "--key", join(certs, "device-cam-1.key"), "--count", "1"]);
     await waitUntil(() => l.io.err().includes("connected"));
     await d.server.publish({ target: { device: "cam-1" }, payload: new TextEncoder().encode("snap"), publisher: "t" });

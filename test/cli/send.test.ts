@@ -79,8 +79,8 @@ describe("dtlspush send (end to end)", () => {
   async function withDevices(): Promise<{ d: TestDaemon; at: string[] }> {
     daemon = await startDaemon();
     const key = new Uint8Array(16);
-    daemon.server.registry.add({ id: "d1", psk: { identity: "d1", key }, topics: ["site/a"] });
-    daemon.server.registry.add({ id: "d2", psk: { identity: "d2", key }, topics: ["site/a"] });
+    await daemon.server.registry.add({ id: "d1", psk: { identity: "d1", key }, topics: ["site/a"] });
+    await daemon.server.registry.add({ id: "d2", psk: { identity: "d2", key }, topics: ["site/a"] });
     return { d: daemon, at: ["--api", daemon.api, "--data-dir", daemon.dataDir] };
   }
 
@@ -91,7 +91,7 @@ describe("dtlspush send (end to end)", () => {
     expect(r.stderr).toBe("");
     expect(r.stdout).toMatch(/^\S+\n$/);
     const id = r.stdout.trim();
-    const m = d.data.store.getMessage(id);
+    const m = (await d.data.store.getMessage(id));
     expect(m).toMatchObject({ device: "d1", topic: "", contentType: "text/plain", priority: 7, collapseKey: "ck", publisher: "dtlspush-cli" });
     expect(Buffer.from(m?.payload ?? []).toString("utf8")).toBe("héllo");
     expect((m?.expiresAt ?? 0) - (m?.createdAt ?? 0)).toBe(600_000);
@@ -115,11 +115,11 @@ describe("dtlspush send (end to end)", () => {
     writeFileSync(file, Buffer.from([0, 1, 2, 255]));
     const fromFile = await runCommand(["send", "--device", "d1", "--file", file, ...at]);
     expect(fromFile.code).toBe(0);
-    expect([...(d.data.store.getMessage(fromFile.stdout.trim())?.payload ?? [])]).toEqual([0, 1, 2, 255]);
+    expect([...((await d.data.store.getMessage(fromFile.stdout.trim()))?.payload ?? [])]).toEqual([0, 1, 2, 255]);
     const fromStdin = await runCommand(["send", "--device", "d1", "--file", "-", ...at], "line one\nline two\n");
-    expect(Buffer.from(d.data.store.getMessage(fromStdin.stdout.trim())?.payload ?? []).toString()).toBe("line one\nline two\n");
+    expect(Buffer.from((await d.data.store.getMessage(fromStdin.stdout.trim()))?.payload ?? []).toString()).toBe("line one\nline two\n");
     const fromB64 = await runCommand(["send", "--device", "d1", "--data-base64", "3q2+7w==", ...at]);
-    expect(Buffer.from(d.data.store.getMessage(fromB64.stdout.trim())?.payload ?? []).toString("hex")).toBe("deadbeef");
+    expect(Buffer.from((await d.data.store.getMessage(fromB64.stdout.trim()))?.payload ?? []).toString("hex")).toBe("deadbeef");
     const missing = await runCommand(["send", "--device", "d1", "--file", join(root, "nope"), ...at]);
     expect(missing).toMatchObject({ code: 1, stdout: "" });
     expect(missing.stderr).toMatch(/^dtlspush: error: --file .*nope: cannot read the file: /);
@@ -140,7 +140,7 @@ describe("dtlspush send (end to end)", () => {
     expect(big.code).toBe(1);
     expect(big.stderr).toMatch(/^dtlspush send: [^\n]+ \(payload_too_large\)\n$/);
 
-    d.server.registry.revoke("d2");
+    await d.server.registry.revoke("d2");
     const revoked = await runCommand(["send", "--device", "d2", "--data", "x", ...at]);
     expect(revoked.stderr).toMatch(/^dtlspush send: [^\n]+ \(device_revoked\)\n$/);
 
@@ -176,9 +176,9 @@ describe("dtlspush send (end to end)", () => {
     expect(out[2]).toMatch(/^4 error device_unknown: /);
     expect(out[3]).toMatch(/^5 [0-9a-f-]{36}$/);
     expect(r.stderr).toBe("dtlspush send: 1 of 4 messages were refused\n");
-    expect(d.data.store.getMessage("f-1")?.publisher).toBe("dtlspush-cli");
-    expect([...(d.data.store.getMessage("f-2")?.payload ?? [])]).toEqual([0, 255]);
-    expect(Buffer.from(d.data.store.getMessage(out[3]?.split(" ")[1] ?? "")?.payload ?? []).toString()).toBe("three");
+    expect((await d.data.store.getMessage("f-1"))?.publisher).toBe("dtlspush-cli");
+    expect([...((await d.data.store.getMessage("f-2"))?.payload ?? [])]).toEqual([0, 255]);
+    expect(Buffer.from((await d.data.store.getMessage(out[3]?.split(" ")[1] ?? ""))?.payload ?? []).toString()).toBe("three");
 
     // the same file again: what has an id is a duplicate now
     const again = await runCommand(["send", "--batch", file, "--json", ...at]);
@@ -201,15 +201,15 @@ describe("dtlspush send (end to end)", () => {
     const out = r.stdout.trimEnd().split("\n");
     expect(out).toHaveLength(1500);
     expect(out[1499]).toBe("1500 in-1499");
-    expect(d.data.store.getMessage("in-0")).toBeDefined();
-    expect(d.data.store.getMessage("in-1499")).toBeDefined();
+    expect((await d.data.store.getMessage("in-0"))).toBeDefined();
+    expect((await d.data.store.getMessage("in-1499"))).toBeDefined();
   });
 
   it("an invalid line stops it before anything is sent, naming the line", async () => {
     const { d, at } = await withDevices();
     const r = await runCommand(["send", "--batch", "-", ...at], '{"device":"d1","payload":"ok","id":"bad-1"}\n{"device":"d1",\n');
     expect(r).toEqual({ code: 1, stdout: "", stderr: expect.stringMatching(/^dtlspush: error: --batch -: line 2 is not valid JSON \(/) });
-    expect(d.data.store.getMessage("bad-1")).toBeUndefined();
+    expect((await d.data.store.getMessage("bad-1"))).toBeUndefined();
     const missing = await runCommand(["send", "--batch", "/nonexistent/m.ndjson", ...at]);
     expect(missing.stderr).toMatch(/^dtlspush: error: --batch \/nonexistent\/m.ndjson: cannot read the file: /);
   });

@@ -70,7 +70,7 @@ describe("dtlspush token issue (end to end)", () => {
 
   it("a publish token is refused on device routes (403 insufficient_scope) and accepted for publishing", async () => {
     daemon = await startDaemon();
-    daemon.server.registry.add({ id: "d1", psk: { identity: "d1", key: new Uint8Array(16) } });
+    await daemon.server.registry.add({ id: "d1", psk: { identity: "d1", key: new Uint8Array(16) } });
     const r = await runCommand(["token", "issue", "--scope", "publish", "--subject", "tester", "--data-dir", daemon.dataDir, "--json"]);
     expect(r.code).toBe(0);
     const out = JSON.parse(r.stdout) as { token: string; expiresAt: string; scopes: string[]; subject: string };

@@ -12,7 +12,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { join } from "node:path";
 import { connect, fileStateStore, type ConnectOptions, type DtlspushClient, type ReceivedMessage } from "../../src/client/index.ts";
 import { startPushServer, type PushServer } from "../../src/daemon/push-server.ts";
-import { createMemoryStore } from "../../src/store/index.ts";
+import { openMemoryStore } from "../../src/store/index.ts";
 import { UdpProxy } from "../dtls/udp-proxy.ts";
 import { until } from "./daemon-process.ts";
 
@@ -36,9 +36,9 @@ interface Counts {
 
 /** A server, a relay that counts datagrams each way, and device d1 connected through it with `ackOptions`. */
 async function setUp(extra: Partial<ConnectOptions> = {}) {
-  const server = await startPushServer({ store: createMemoryStore(), dtls: { host: "127.0.0.1", port: 0 } });
+  const server = await startPushServer({ store: openMemoryStore(), dtls: { host: "127.0.0.1", port: 0 } });
   servers.push(server);
-  server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+  await server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
   const counts: Counts = { toServer: 0, toDevice: 0 };
   const proxy = await UdpProxy.start(server.address().port, {
     toServer: (d) => {

@@ -55,7 +55,7 @@ export async function adminToken(dataDir: string): Promise<string> {
   try {
     return (await issuePublisherToken(data.publisherKeys, { subject: "test", scopes: ["admin"], now: Date.now(), ttlSeconds: 600 })).token;
   } finally {
-    data.close();
+    await data.close();
   }
 }
 

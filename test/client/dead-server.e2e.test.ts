@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { connect, LIVENESS_DEFAULTS, memoryStateStore, type DtlspushClient, type ReceivedMessage } from "../../src/client/index.ts";
 import { startPushServer, type PushServer } from "../../src/daemon/push-server.ts";
-import { createMemoryStore } from "../../src/store/index.ts";
+import { openMemoryStore } from "../../src/store/index.ts";
 import { adminToken, api, cleanUpDaemons, serve as serveIn, tempDir, until, type Daemon } from "./daemon-process.ts";
 
 const KEY_HEX = "000102030405060708090a0b0c0d0e0f";
@@ -110,10 +110,10 @@ describe("the SDK notices a restarted (dead) server by its probes", () => {
 
   it("a live server that answers the probes is never taken for dead", async () => {
     // probes every 200 ms of silence, dead after 2 x 100 ms unanswered: only answered Pings keep this session
-    const server = await startPushServer({ store: createMemoryStore(), dtls: { host: "127.0.0.1", port: 0 } });
+    const server = await startPushServer({ store: openMemoryStore(), dtls: { host: "127.0.0.1", port: 0 } });
     servers.push(server);
     const key = Buffer.from(KEY_HEX, "hex");
-    server.registry.add({ id: "d1", psk: { identity: "d1", key } });
+    await server.registry.add({ id: "d1", psk: { identity: "d1", key } });
     const client = await connect({
       host: "127.0.0.1",
       port: server.address().port,

@@ -10,7 +10,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { connect, memoryStateStore, type DtlspushClient, type ReceivedMessage } from "../../src/client/index.ts";
 import { startPushServer, type PushServer } from "../../src/daemon/push-server.ts";
-import { createMemoryStore, type Store } from "../../src/store/index.ts";
+import { openMemoryStore, type Store } from "../../src/store/index.ts";
 
 const KEY = new TextEncoder().encode("0123456789abcdef");
 const clients: DtlspushClient[] = [];
@@ -24,7 +24,7 @@ afterEach(async () => {
 async function start(store: Store, port = 0): Promise<PushServer> {
   const s = await startPushServer({ store, dtls: { host: "127.0.0.1", port } });
   servers.push(s);
-  if (port === 0) s.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+  if (port === 0) await s.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
   return s;
 }
 
@@ -39,7 +39,7 @@ async function until(cond: () => boolean, what: () => string, ms = 10_000): Prom
 describe("manual ack across a reconnect", () => {
   for (const when of ["after", "before"] as const) {
     it(`a message held by the application is handed over once; its ack ${when === "after" ? "on the new session" : "between the sessions"} counts`, async () => {
-      const store = createMemoryStore();
+      const store = openMemoryStore();
       const first = await start(store);
       const port = first.address().port;
       const state = memoryStateStore();

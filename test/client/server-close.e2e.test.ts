@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { connect, type DtlspushClient, type ReceivedMessage } from "../../src/client/index.ts";
 import { startPushServer, type PushServer } from "../../src/daemon/push-server.ts";
-import { createMemoryStore } from "../../src/store/index.ts";
+import { openMemoryStore } from "../../src/store/index.ts";
 import { until } from "./daemon-process.ts";
 
 const KEY = Buffer.from("000102030405060708090a0b0c0d0e0f", "hex");
@@ -19,9 +19,9 @@ afterEach(async () => {
 });
 
 async function setUp(ackMode: "auto" | "manual") {
-  const server = await startPushServer({ store: createMemoryStore(), dtls: { host: "127.0.0.1", port: 0 } });
+  const server = await startPushServer({ store: openMemoryStore(), dtls: { host: "127.0.0.1", port: 0 } });
   servers.push(server);
-  server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+  await server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
   const client = await connect({
     host: "127.0.0.1",
     port: server.address().port,

@@ -31,13 +31,13 @@ describe("openDataDir", () => {
     // Three distinct rings.
     expect(new Set(kids.flat()).size).toBe(3);
     expect([one.contentKeys.name, one.sessionKeys.name, one.publisherKeys.name]).toEqual(["content", "session", "publisher"]);
-    one.close();
-    one.close();
+    await one.close();
+    await one.close();
 
     const two = await openDataDir(config);
     expect([two.contentKeys.kids(), two.sessionKeys.kids(), two.publisherKeys.kids()]).toEqual(kids);
     expect(two.publisherKeys.currentKid).toBe(kids[2]?.[0]);
-    two.close();
+    await two.close();
   });
 
   it("keeps an existing directory's mode", async () => {
@@ -46,7 +46,7 @@ describe("openDataDir", () => {
     chmodSync(dir, 0o750);
     const data = await openDataDir(await loadConfig({ env: { DTLSPUSH_DATA_DIR: dir }, cwd: work }));
     expect(statSync(dir).mode & 0o777).toBe(0o750);
-    data.close();
+    await data.close();
   });
 
   it("with a memory store: no directory", async () => {
@@ -54,7 +54,7 @@ describe("openDataDir", () => {
     const data = await openDataDir(config);
     expect(data.store.kind).toBe("memory");
     expect(existsSync(join(work, "never"))).toBe(false);
-    data.close();
+    await data.close();
   });
 
   it("a data_dir that is a file is an error naming the setting", async () => {

@@ -59,7 +59,7 @@ async function startDaemon(dir: string): Promise<Daemon> {
   const m = await waitFor(out.stderr, child, /DTLS \(UDP\)\s+127\.0\.0\.1:(\d+)[\s\S]*HTTP API\s+(http:\/\/127\.0\.0\.1:\d+)/, 15_000);
   const data = await openDataDir(await loadConfig({ flags: { dataDir }, env: {} }));
   const { token } = await issuePublisherToken(data.publisherKeys, { subject: "attack-test", scopes: ["admin"], now: Date.now(), ttlSeconds: 600 });
-  data.close();
+  await data.close();
   return { child, out, dtlsPort: Number(m[1]), api: m[2] as string, token };
 }
 
@@ -141,8 +141,8 @@ describe("a registered device that claims received_seq 2^53-1 (issue 11, defect 
     d.child.kill("SIGTERM");
     expect((await d.out.done).code).toBe(0);
     const data = await openDataDir(await loadConfig({ flags: { dataDir: join(dir, "data") }, env: {} }));
-    data.store.commit({ counters: [{ device: "liar", lastSeq: MAX, ackedSeq: MAX }] });
-    data.close();
+    await data.store.commit({ counters: [{ device: "liar", lastSeq: MAX, ackedSeq: MAX }] });
+    await data.close();
     d = await startDaemon(dir);
     const other2 = await honest(d, "other");
     for (let round = 0; round < 2; round++) {

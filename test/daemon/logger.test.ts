@@ -5,7 +5,7 @@ import { connect } from "../../src/client/index.ts";
 import { createLogger, logDaemonEvents } from "../../src/daemon/logger.ts";
 import { startPushServer, type PushServer } from "../../src/daemon/push-server.ts";
 import { connect as dtlsConnect, DtlsError } from "../../src/dtls/index.ts";
-import { createMemoryStore } from "../../src/store/index.ts";
+import { openMemoryStore } from "../../src/store/index.ts";
 
 /** A destination that keeps what was written. */
 function sink() {
@@ -140,10 +140,10 @@ describe("logDaemonEvents", () => {
 
     it("logs presence at info and a failed PSK handshake at debug, without the key", async () => {
       const out = sink();
-      s = await startPushServer({ store: createMemoryStore(), dtls: { host: "127.0.0.1", port: 0 } });
+      s = await startPushServer({ store: openMemoryStore(), dtls: { host: "127.0.0.1", port: 0 } });
       logDaemonEvents(s, createLogger({ level: "debug", destination: out.stream }));
       const key = Buffer.from(PSK_HEX, "hex");
-      s.registry.add({ id: "sensor-1", psk: { identity: "sensor-1", key } });
+      await s.registry.add({ id: "sensor-1", psk: { identity: "sensor-1", key } });
       const port = s.address().port;
       const c = await connect({ host: "127.0.0.1", port, psk: { identity: "sensor-1", key } });
       await waitFor(() => out.lines().some((l) => l.event === "presence"));

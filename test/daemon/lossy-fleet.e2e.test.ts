@@ -4,7 +4,7 @@
  * application exactly once, in order. Real sockets, the real server and SDK.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { createMemoryStore } from "../../src/store/index.ts";
+import { openMemoryStore } from "../../src/store/index.ts";
 import { startPushServer, type PushServer } from "../../src/daemon/push-server.ts";
 import { connect, type DtlspushClient } from "../../src/client/index.ts";
 import { startLossyProxy } from "../support/lossy-udp-proxy.ts";
@@ -28,7 +28,7 @@ afterEach(async () => {
 describe("a lossy fleet", () => {
   it(`${DEVICES} devices x ${MESSAGES} messages through 30% loss, duplication and reordering: exactly once, in order`, async () => {
     const started = Date.now();
-    const s = (server = await startPushServer({ store: createMemoryStore(), dtls: { host: "127.0.0.1", port: 0 } }));
+    const s = (server = await startPushServer({ store: openMemoryStore(), dtls: { host: "127.0.0.1", port: 0 } }));
     const p = (proxy = await startLossyProxy({
       target: { host: "127.0.0.1", port: s.address().port },
       drop: Number(process.env.FLEET_DROP ?? 0.3),
@@ -47,7 +47,7 @@ describe("a lossy fleet", () => {
     let publishStart = 0;
     const received = new Map<string, { seq: number; text: string }[]>();
     const ids = Array.from({ length: DEVICES }, (_, i) => `dev-${i}`);
-    for (const id of ids) s.registry.add({ id, psk: { identity: id, key: enc(`key-of-${id}-0123456789`) } });
+    for (const id of ids) await s.registry.add({ id, psk: { identity: id, key: enc(`key-of-${id}-0123456789`) } });
     await Promise.all(
       ids.map(async (id) => {
         const got: { seq: number; text: string }[] = [];

@@ -5,7 +5,7 @@ import { connect, memoryStateStore, type DtlspushClient } from "../../src/client
 import { createMetrics } from "../../src/daemon/metrics.ts";
 import { startPushServer, type PushServer } from "../../src/daemon/push-server.ts";
 import { connect as dtlsConnect, DtlsError, type ServerStats } from "../../src/dtls/index.ts";
-import { createMemoryStore } from "../../src/store/index.ts";
+import { openMemoryStore } from "../../src/store/index.ts";
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const KEY = enc("0123456789abcdef");
@@ -197,10 +197,10 @@ describe("metrics read from the server at scrape time", () => {
 describe("metrics of a real push server", () => {
   async function setup() {
     const metrics = createMetrics();
-    const s = await startPushServer({ store: createMemoryStore(), dtls: { host: "127.0.0.1", port: 0 }, observer: metrics.observer });
+    const s = await startPushServer({ store: openMemoryStore(), dtls: { host: "127.0.0.1", port: 0 }, observer: metrics.observer });
     servers.push(s);
     metrics.attach(s);
-    s.registry.add({ id: "sensor-1", psk: { identity: "sensor-1", key: KEY } });
+    await s.registry.add({ id: "sensor-1", psk: { identity: "sensor-1", key: KEY } });
     return { s, metrics };
   }
 

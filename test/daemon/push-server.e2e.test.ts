@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { createMemoryStore } from "../../src/store/index.ts";
+import { openMemoryStore } from "../../src/store/index.ts";
 import { startPushServer, type PushServer } from "../../src/daemon/push-server.ts";
 import { connect, memoryStateStore, type DtlspushClient, type ReceivedMessage, type TransportName } from "../../src/client/index.ts";
 
@@ -13,7 +13,7 @@ afterEach(async () => {
 });
 
 async function server(): Promise<PushServer> {
-  const s = await startPushServer({ store: createMemoryStore(), dtls: { host: "127.0.0.1", port: 0 } });
+  const s = await startPushServer({ store: openMemoryStore(), dtls: { host: "127.0.0.1", port: 0 } });
   servers.push(s);
   return s;
 }
@@ -32,7 +32,7 @@ describe("push server and device SDK over loopback UDP", () => {
     it(`a signed push reaches a device over the ${transport} transport`, async () => {
       const s = await server();
       const key = enc("0123456789abcdef");
-      s.registry.add({ id: "sensor-1", psk: { identity: "sensor-1", key } });
+      await s.registry.add({ id: "sensor-1", psk: { identity: "sensor-1", key } });
       const c = await connect({ host: "127.0.0.1", port: s.address().port, psk: { identity: "sensor-1", key }, transport });
       clients.push(c);
       expect(c.deviceId).toBe("sensor-1");
@@ -50,7 +50,7 @@ describe("push server and device SDK over loopback UDP", () => {
   it("a device offline gets its queue when it comes back, and resumes by token", async () => {
     const s = await server();
     const key = enc("0123456789abcdef");
-    s.registry.add({ id: "d1", psk: { identity: "d1", key } });
+    await s.registry.add({ id: "d1", psk: { identity: "d1", key } });
     const state = memoryStateStore();
     const opts = { host: "127.0.0.1", port: s.address().port, psk: { identity: "d1", key }, stateStore: state };
     const c1 = await connect(opts);
@@ -75,8 +75,8 @@ describe("push server and device SDK over loopback UDP", () => {
   it("uplink publish and subscribe between two devices", async () => {
     const s = await server();
     const key = enc("0123456789abcdef");
-    s.registry.add({ id: "a", psk: { identity: "a", key } });
-    s.registry.add({ id: "b", psk: { identity: "b", key } });
+    await s.registry.add({ id: "a", psk: { identity: "a", key } });
+    await s.registry.add({ id: "b", psk: { identity: "b", key } });
     const port = s.address().port;
     const a = await connect({ host: "127.0.0.1", port, psk: { identity: "a", key } });
     const b = await connect({ host: "127.0.0.1", port, psk: { identity: "b", key } });

@@ -59,7 +59,7 @@ async function serve(dir: string, extra: readonly string[] = []): Promise<Runnin
   const config = await loadConfig({ flags: { dataDir: join(dir, "data") }, env: {} });
   const data = await openDataDir(config);
   const { token } = await issuePublisherToken(data.publisherKeys, { subject: "test", scopes: ["admin"], now: Date.now(), ttlSeconds: 600 });
-  data.close();
+  await data.close();
   return { child, out, dtlsPort: Number(m[1]), api: m[2] as string, dir, token };
 }
 
@@ -247,8 +247,8 @@ describe("dtlspush serve: lifecycle", () => {
     // a device registered behind the daemon's back (as `device add` does when the API is unreachable)
     const config = await loadConfig({ flags: { dataDir: join(dir, "data") }, env: {} });
     const data = await openDataDir(config);
-    new DeviceRegistry(data.store, { now: () => Date.now() }).add({ id: "d2", psk: { identity: "d2", key: KEY } });
-    data.close();
+    await (await DeviceRegistry.open(data.store, { now: () => Date.now() })).add({ id: "d2", psk: { identity: "d2", key: KEY } });
+    await data.close();
     expect((await api(r, "POST", "/v1/devices/d2/messages", { payload: "x" })).status).toBe(404);
 
     r.child.kill("SIGHUP");

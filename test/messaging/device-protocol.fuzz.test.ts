@@ -75,8 +75,8 @@ async function start(): Promise<void> {
   h = await startHarness();
   port = h.server.address().port;
   h.server.engine.on("fatal", (e: Error) => fatal.push(e));
-  h.server.registry.add({ id: HONEST, psk: { identity: HONEST, key: KEY } });
-  h.server.registry.add({ id: EVIL, psk: { identity: EVIL, key: KEY } });
+  await h.server.registry.add({ id: HONEST, psk: { identity: HONEST, key: KEY } });
+  await h.server.registry.add({ id: EVIL, psk: { identity: EVIL, key: KEY } });
   honest = await h.device(HONEST, KEY);
 }
 

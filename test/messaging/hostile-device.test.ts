@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { NO_OBSERVER, type DeliveryObserver, type EngineFailure, type FrameRefusal } from "../../src/messaging/observer.ts";
-import { createMemoryStore } from "../../src/store/index.ts";
+import { openMemoryStore } from "../../src/store/index.ts";
 import type { MessageRecord } from "../../src/store/types.ts";
 import { encodeFrame, ErrorCode, type FrameInit } from "../../src/wire/index.ts";
 import { answered, captureServerSends, connected, enc, publishTo, receiptTrail, untilDelivered, type Captured } from "./helpers.ts";
@@ -87,7 +87,7 @@ describe("Hello.received_seq is a claim", () => {
       [2, "m2"],
     ]);
     expect(receiptTrail(w, m2.messageId)).toEqual(["queued@0", "sent@2", "delivered@2"]);
-    expect(w.store.loadDeliveryState().counters.find((k) => k.device === "bad")).toEqual({ device: "bad", lastSeq: 2, ackedSeq: 2 });
+    expect((await w.store.loadDeliveryState()).counters.find((k) => k.device === "bad")).toEqual({ device: "bad", lastSeq: 2, ackedSeq: 2 });
     expect(c.refused).toEqual(["hello_seq_ahead", "hello_seq_ahead", "hello_seq_ahead"]);
     expect(c.failures).toEqual([]);
     expect(fatal).toEqual([]);
@@ -223,7 +223,7 @@ describe("uplink Publish, Subscribe and Ping values", () => {
     const refused = sent.find((s) => s.frame.kind === "publishAck")?.frame;
     expect(refused).toMatchObject({ publishAck: { requestId: 1, error: { code: ErrorCode.PAYLOAD_TOO_LARGE } } });
     expect(refused?.kind === "publishAck" && refused.publishAck.error?.message).toContain(`the limit is ${limit}`);
-    expect(w.store.getMessage("up:pub:1")).toBeUndefined();
+    expect((await w.store.getMessage("up:pub:1"))).toBeUndefined();
     sent = await raw(w, pub, { kind: "publish", publish: { requestId: 2, topic: "t", payload: new Uint8Array(limit) } });
     expect(sent.find((s) => s.frame.kind === "publishAck")?.frame).toMatchObject({ publishAck: { requestId: 2, messageId: "up:pub:2" } });
     await untilDelivered(w, sub, 1);
@@ -259,7 +259,7 @@ describe("uplink Publish, Subscribe and Ping values", () => {
       const sent = await raw(w, d, frame);
       expect(sent.find((s) => s.frame.kind === "subscribed")?.frame).toMatchObject({ subscribed: { topics: [], error: { code: ErrorCode.TOO_MANY_TOPICS } } });
     }
-    expect(w.store.loadDeliveryState().subscriptions).toEqual([]);
+    expect((await w.store.loadDeliveryState()).subscriptions).toEqual([]);
     expect(c.refused).toEqual(["subscribe_too_long", "subscribe_too_long"]);
     const ok = await answered(w, d.session!.subscribe(["a"], true, w.clock.now()));
     expect(ok).toEqual(["a"]);
@@ -297,8 +297,8 @@ function storedMessage(id: string, over: Partial<MessageRecord> = {}): MessageRe
 
 describe("store state left by an earlier version", () => {
   it("counters at 2^53-1 (a Hello that was trusted): no throw at load or reconnect; its publishes are refused, others go on", async () => {
-    const store = createMemoryStore();
-    store.commit({
+    const store = openMemoryStore();
+    await store.commit({
       messages: [storedMessage("old-1")],
       deliveries: [{ device: "bad", messageId: "old-1", order: 1, seq: 0, tombstone: false }],
       counters: [{ device: "bad", lastSeq: MAX, ackedSeq: MAX }],
@@ -309,7 +309,7 @@ describe("store state left by an earlier version", () => {
     const good = w.addDevice("good", ["t"]);
     for (let run = 0; run < 2; run++) {
       if (run === 1) {
-        w.restartEngine();
+        await w.restartEngine();
         w.engine.on("fatal", (e) => fatal.push(e));
       }
       bad.hwm = 0;
@@ -330,8 +330,8 @@ describe("store state left by an earlier version", () => {
   });
 
   it("a stored message that cannot become a Push (priority above 2^32) is rejected as unsendable; the next one arrives", async () => {
-    const store = createMemoryStore();
-    store.commit({
+    const store = openMemoryStore();
+    await store.commit({
       messages: [storedMessage("broken", { device: "dev", priority: 2 ** 40 }), storedMessage("fine", { device: "dev" })],
       deliveries: [
         { device: "dev", messageId: "broken", order: 1, seq: 0, tombstone: false },

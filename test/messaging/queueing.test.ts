@@ -26,7 +26,7 @@ describe("expiry of queued messages", () => {
     expect(w.receiptsOf(m2.messageId)[1]?.at).toBe(m2.expiresAt);
     expect(w.engine.deviceStatus("dev")).toMatchObject({ queueDepth: 0, lastSeq: 1 });
     // also in the store: a restarted daemon would not send it either
-    expect(w.store.loadDeliveryState().deliveries).toEqual([]);
+    expect((await w.store.loadDeliveryState()).deliveries).toEqual([]);
     const m3 = await publishTo(w, "dev", "m3");
     await connected(w, d);
     await untilDelivered(w, d, 2);
@@ -75,10 +75,10 @@ describe("queue limit", () => {
     const refused = publishTo(w, "dev", "m4", { id: "m4" });
     await expect(refused).rejects.toBeInstanceOf(MessagingError);
     await expect(refused).rejects.toMatchObject({ code: "queue_full" });
-    expect(w.store.getMessage("m4")).toBeUndefined();
+    expect((await w.store.getMessage("m4"))).toBeUndefined();
     expect(w.receiptsOf("m4")).toEqual([]);
     expect(w.engine.deviceStatus("dev").queueDepth).toBe(3);
-    expect(w.store.loadDeliveryState().deliveries).toHaveLength(3);
+    expect((await w.store.loadDeliveryState()).deliveries).toHaveLength(3);
     await connected(w, d);
     await untilDelivered(w, d, 3);
     await w.run(2000);
@@ -100,7 +100,7 @@ describe("queue limit", () => {
     expect(r.rejected).toEqual([{ device: "a", reason: "queue_full" }]);
     expect(receiptTrail(w, r.messageId, "a")).toEqual(["rejected/queue_full@0"]);
     expect(receiptTrail(w, r.messageId, "b")).toEqual(["queued@0"]);
-    expect(w.store.getMessage(r.messageId)).toBeDefined();
+    expect((await w.store.getMessage(r.messageId))).toBeDefined();
     await connected(w, a);
     await connected(w, b);
     await untilDelivered(w, a, 2);
@@ -186,7 +186,7 @@ describe("collapse keys", () => {
     for (const m of [u, other]) expect(receiptTrail(w, m.messageId).at(-1)).toMatch(/^delivered@/);
     expect(receiptTrail(w, k3.messageId)).toEqual(["queued@0", "sent@3", "delivered@3"]);
     // the collapsed ones are gone from the store's journal too
-    expect(w.store.loadDeliveryState().deliveries).toEqual([]);
+    expect((await w.store.loadDeliveryState()).deliveries).toEqual([]);
   });
 
   it("does not replace a message already sent", async () => {
@@ -260,13 +260,18 @@ describe("a big topic fan-out", () => {
     const devices = Array.from({ length: 23 }, (_, i) => w.addDevice(`d${i}`, ["t"]));
     for (const d of devices) await connected(w, d);
     const sent = captureServerSends(w);
+    // pushes each turn sent: a turn's records leave together, once its commit is durable
     const perFlush: number[] = [];
     const engine = w.engine;
     const flush = engine.flush.bind(engine);
+    let counted = 0;
     engine.flush = () => {
-      const before = pushes(sent).length;
       flush();
-      perFlush.push(pushes(sent).length - before);
+      void engine.drained().then(() => {
+        const n = pushes(sent).length;
+        perFlush.push(n - counted);
+        counted = n;
+      });
     };
     const r = await w.publish({ target: { topic: "t" }, payload: enc("all"), publisher: "test" });
     expect(r.recipients).toBe(23);

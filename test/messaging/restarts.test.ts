@@ -54,7 +54,7 @@ describe("daemon restarts (kill -9: the unflushed batch is lost)", () => {
         if (i % 15 === 7) {
           w.after(3 + (i % 4), () => {
             restarts++;
-            w.restartEngine();
+            void w.restartEngine();
           });
         }
       });
@@ -112,7 +112,7 @@ describe("daemon restarts (kill -9: the unflushed batch is lost)", () => {
     await w.publish({ target: { topic: "own/topic" }, payload: enc("m3"), publisher: "test" });
     const before = w.engine.deviceStatus("dev");
     expect(before).toMatchObject({ lastSeq: 1, ackedSeq: 1, queueDepth: 2 });
-    w.restartEngine();
+    await w.restartEngine();
     expect(w.engine.deviceStatus("dev")).toMatchObject({ lastSeq: 1, ackedSeq: 1, queueDepth: 2 });
     expect(w.engine.subscribersOf("own/topic")).toEqual(["dev"]);
     await connected(w, d);

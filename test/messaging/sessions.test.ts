@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { SignJWT } from "jose";
-import { createMemoryStore } from "../../src/store/index.ts";
+import { openMemoryStore } from "../../src/store/index.ts";
 import { DeviceRegistry, issuePublisherToken, issueSessionToken, KeyRing } from "../../src/auth/index.ts";
 import { DeliveryEngine } from "../../src/messaging/delivery-engine.ts";
 import { ManualClock } from "../../src/util/clock.ts";
@@ -111,7 +111,7 @@ describe("Hello.received_seq", () => {
     expect(d.errors.at(-1)).toMatchObject({ code: ErrorCode.SEQ_AHEAD });
     expect(d.errors.at(-1)?.message).toContain("Hello.received_seq 5 is above the last seq this server sent device dev (0)");
     expect(w.engine.deviceStatus("dev")).toMatchObject({ online: false, lastSeq: 0, ackedSeq: 0 });
-    expect(w.store.loadDeliveryState().counters).toEqual([]);
+    expect((await w.store.loadDeliveryState()).counters).toEqual([]);
   });
 
   it("a device whose saved mark is ahead of the server (the server lost seqs) resets to 0 and gets what the server sends next", async () => {
@@ -138,7 +138,7 @@ describe("Hello.received_seq", () => {
       [3, "after"],
     ]);
     await drained(w, "dev");
-    expect(w.store.loadDeliveryState().counters).toEqual([{ device: "dev", lastSeq: 3, ackedSeq: 3 }]);
+    expect((await w.store.loadDeliveryState()).counters).toEqual([{ device: "dev", lastSeq: 3, ackedSeq: 3 }]);
   });
 });
 
@@ -164,7 +164,7 @@ describe("refused session tokens", () => {
       name: "forged (signed by another key ring)",
       code: ErrorCode.TOKEN_INVALID,
       token: async (w) => {
-        const other = await KeyRing.open(createMemoryStore(), "session", { now: T0 });
+        const other = await KeyRing.open(openMemoryStore(), "session", { now: T0 });
         const t = await issueSessionToken(other, { deviceId: "dev", identity: "psk:id-dev", sessionId: "s-1", now: w.clock.now(), ttlSeconds: 3600 });
         return t.token;
       },
@@ -315,7 +315,7 @@ describe("revocation", () => {
     await connected(w, d);
     await connected(w, other);
     const sent = captureServerSends(w);
-    w.registry.revoke("dev");
+    await w.registry.revoke("dev");
     await w.run(1000);
     const bye = sent.find((c) => c.device === "dev" && c.frame.kind === "bye");
     expect(bye?.frame.kind === "bye" && bye.frame.bye.reason?.code).toBe(ErrorCode.DEVICE_REVOKED);
@@ -326,7 +326,7 @@ describe("revocation", () => {
 
     const refused = publishTo(w, "dev", "x", { id: "to-revoked" });
     await expect(refused).rejects.toMatchObject({ name: "MessagingError", code: "device_revoked" });
-    expect(w.store.getMessage("to-revoked")).toBeUndefined();
+    expect((await w.store.getMessage("to-revoked"))).toBeUndefined();
     // topic publishes leave it out
     const r = await w.publish({ target: { topic: "news" }, payload: new TextEncoder().encode("n"), publisher: "test" });
     expect(r.recipients).toBe(1);
@@ -370,11 +370,11 @@ describe("a session told Bye", () => {
   }
 
   it("is not bound again by a Hello it sends before it is closed: the session that replaced it stays", async () => {
-    const store = createMemoryStore();
+    const store = openMemoryStore();
     const clock = new ManualClock(T0);
-    const registry = new DeviceRegistry(store, clock);
-    registry.add({ id: "dev", psk: { identity: "id-dev", key: new TextEncoder().encode("key-dev") } });
-    const engine = DeliveryEngine.open({
+    const registry = await DeviceRegistry.open(store, clock);
+    await registry.add({ id: "dev", psk: { identity: "id-dev", key: new TextEncoder().encode("key-dev") } });
+    const engine = await DeliveryEngine.open({
       store,
       registry,
       contentKeys: await KeyRing.open(store, "content", { now: T0 }),
@@ -387,6 +387,7 @@ describe("a session told Bye", () => {
     engine.receive(a, hello);
     await hellosDone(engine);
     engine.flush();
+    await engine.drained();
     expect(a.frames.map((f) => f.kind)).toEqual(["welcome"]);
 
     // a second session of the device takes over: the first is told Bye, closed at the end of the turn
@@ -399,6 +400,7 @@ describe("a session told Bye", () => {
     await hellosDone(engine);
     engine.flush();
     engine.flush();
+    await engine.drained();
 
     expect(a.closed).toBe(true);
     const byeA = a.frames.find((f) => f.kind === "bye");

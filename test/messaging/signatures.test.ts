@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { KeyRing, signContent } from "../../src/auth/index.ts";
-import { createMemoryStore } from "../../src/store/index.ts";
+import { openMemoryStore } from "../../src/store/index.ts";
 import type { Push } from "../../src/wire/index.ts";
 import { captureServerReceives, connected, enc, publishTo, receiptTrail, untilDelivered } from "./helpers.ts";
 import { T0, World } from "./world.ts";
@@ -58,7 +58,7 @@ const cases: Case[] = [
   {
     name: "signed over the very same content by a key the device does not know (unknown kid)",
     attacker: async (w) => {
-      const other = await KeyRing.open(createMemoryStore(), "content", { now: T0 });
+      const other = await KeyRing.open(openMemoryStore(), "content", { now: T0 });
       expect(other.currentKid).not.toBe(w.contentKeys.currentKid);
       return signedByUnknownKey(w, other);
     },
@@ -129,7 +129,7 @@ describe("content key rotation", () => {
     const d = w.addDevice("dev");
     await connected(w, d);
     const welcomes = d.welcomes.length;
-    d.tamper = await signedByUnknownKey(w, await KeyRing.open(createMemoryStore(), "content", { now: T0 }));
+    d.tamper = await signedByUnknownKey(w, await KeyRing.open(openMemoryStore(), "content", { now: T0 }));
     await publishTo(w, "dev", "m1", { id: "m1" });
     await publishTo(w, "dev", "m2", { id: "m2" });
     await publishTo(w, "dev", "m3", { id: "m3" });

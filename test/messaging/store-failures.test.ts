@@ -1,12 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { createMemoryStore } from "../../src/store/index.ts";
+import { openMemoryStore } from "../../src/store/index.ts";
 import type { Store, WriteBatch } from "../../src/store/types.ts";
 import { captureServerSends, connected, publishTo, pushes, receiptTrail, untilDelivered } from "./helpers.ts";
 import { World } from "./world.ts";
 
 /** A memory store whose commit fails once when `failWhen` matches the batch. */
 function failingStore(): { store: Store; failWhen: ((b: WriteBatch) => boolean) | undefined; failures: number } {
-  const inner = createMemoryStore();
+  const inner = openMemoryStore();
   const control = { store: inner, failWhen: undefined as ((b: WriteBatch) => boolean) | undefined, failures: 0 };
   control.store = new Proxy(inner, {
     get(target, prop, receiver) {
@@ -15,7 +15,7 @@ function failingStore(): { store: Store; failWhen: ((b: WriteBatch) => boolean) 
           if (control.failWhen?.(batch) === true) {
             control.failWhen = undefined;
             control.failures++;
-            throw new Error("disk full");
+            return Promise.reject(new Error("disk full"));
           }
           return target.commit(batch);
         };
@@ -52,7 +52,7 @@ describe("a commit that fails", () => {
     expect(d.delivered).toHaveLength(1);
     await expect(publishTo(w, "dev", "refused")).rejects.toMatchObject({ code: "internal" });
 
-    w.restartEngine();
+    await w.restartEngine();
     // a message of higher priority now comes first: it must get seq 2, and the device must take it
     const m3 = await publishTo(w, "dev", "m3", { priority: 9 });
     await untilDelivered(w, d, 3);
@@ -75,8 +75,8 @@ describe("a commit that fails", () => {
     control.failWhen = (b) => (b.messages ?? []).length > 0;
     await expect(publishTo(w, "dev", "lost", { id: "lost" })).rejects.toMatchObject({ name: "MessagingError", code: "internal" });
     expect(control.failures).toBe(1);
-    w.restartEngine();
-    expect(w.store.getMessage("lost")).toBeUndefined();
+    await w.restartEngine();
+    expect((await w.store.getMessage("lost"))).toBeUndefined();
     expect(w.engine.deviceStatus("dev").queueDepth).toBe(0);
     expect(w.receiptsOf("lost")).toEqual([]);
   });

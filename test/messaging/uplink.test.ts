@@ -60,7 +60,7 @@ describe("uplink Publish", () => {
     }
     expect(pub.delivered).toEqual([]);
     // one message, one queued receipt per subscriber
-    expect(w.store.getMessage(id)).toMatchObject({ id, topic: "chat", publisher: "device:pub" });
+    expect((await w.store.getMessage(id))).toMatchObject({ id, topic: "chat", publisher: "device:pub" });
     expect(w.receiptsOf(id).filter((r) => r.state === "queued").map((r) => r.device)).toEqual(["b", "c"]);
   });
 

@@ -6,9 +6,9 @@
  * the loop waits for it without moving the clock.
  */
 import { ManualClock } from "../../src/util/clock.ts";
-import { createMemoryStore } from "../../src/store/index.ts";
+import { openMemoryStore } from "../../src/store/index.ts";
 import type { Receipt, Store } from "../../src/store/types.ts";
-import { DeviceRegistry, KeyRing } from "../../src/auth/index.ts";
+import { DeviceRegistry, KeyRing, type ContentSigner } from "../../src/auth/index.ts";
 import { createPushVerifier } from "../../src/messaging/push-verifier.ts";
 import {
   DeliveryEngine,
@@ -273,6 +273,8 @@ export interface WorldOptions {
   store?: Store;
   /** the engine's metrics sink (default none) */
   observer?: DeliveryObserver;
+  /** makes the content signatures (default: the engine's, on the main thread) */
+  contentSigner?: (keys: KeyRing) => ContentSigner;
 }
 
 export class World {
@@ -299,31 +301,35 @@ export class World {
   private readonly queue: Timed[] = [];
   private eventSeq = 0;
   private flushWanted = false;
+  /** a restart loading the store */
+  private restarting: Promise<void> = Promise.resolve();
   private readonly engineOptions: Partial<DeliveryOptions>;
   private readonly observer: DeliveryObserver | undefined;
+  private readonly contentSigner: WorldOptions["contentSigner"];
 
   private constructor(o: WorldOptions) {
     this.net = o.net ?? PERFECT;
     this.seed = o.seed ?? 1;
     this.random = prng(this.seed);
-    this.store = o.store ?? createMemoryStore();
+    this.store = o.store ?? openMemoryStore();
     this.engineOptions = o.options ?? {};
     this.observer = o.observer;
+    this.contentSigner = o.contentSigner;
   }
 
   static async create(o: WorldOptions = {}): Promise<World> {
     const w = new World(o);
-    w.registry = new DeviceRegistry(w.store, w.clock);
+    w.registry = await DeviceRegistry.open(w.store, w.clock);
     w.contentKeys = await KeyRing.open(w.store, "content", { now: T0 });
     w.sessionKeys = await KeyRing.open(w.store, "session", { now: T0 });
-    w.startEngine();
+    await w.startEngine();
     return w;
   }
 
   /** (Re)creates the engine from the store, as a restarted daemon does. */
-  startEngine(): void {
+  async startEngine(): Promise<void> {
     this.engine?.removeAllListeners();
-    this.engine = DeliveryEngine.open({
+    this.engine = await DeliveryEngine.open({
       store: this.store,
       registry: this.registry,
       contentKeys: this.contentKeys,
@@ -335,13 +341,18 @@ export class World {
       random: prng(this.eventSeq + 7),
       options: this.engineOptions,
       ...(this.observer === undefined ? {} : { observer: this.observer }),
+      ...(this.contentSigner === undefined ? {} : { contentSigner: this.contentSigner(this.contentKeys) }),
     });
     this.engine.on("receipt", (r) => this.receipts.push(r));
     this.engine.on("presence", (p) => this.presence.push(p));
   }
 
-  /** The daemon dies: sessions vanish without a word; a new engine starts from the store. */
-  restartEngine(): void {
+  /**
+   * The daemon dies: sessions vanish without a word; a new engine starts from
+   * the store (loading it is asynchronous: the world's loop waits for it, so a
+   * timed event may call this without awaiting).
+   */
+  restartEngine(): Promise<void> {
     const old = this.engine;
     for (const d of this.devices.values()) {
       if (d.link !== undefined) {
@@ -350,13 +361,16 @@ export class World {
       }
     }
     old.removeAllListeners();
-    // the old engine's unflushed batch is lost, as in a kill -9
-    this.startEngine();
+    // the old engine's unflushed batch is lost, as in a kill -9 (and so are the
+    // releases of its commits still in flight: what it sent is what it sent)
+    this.restarting = this.startEngine();
+    return this.restarting;
   }
 
+  /** Registers a device (in the registry's cache at once; its store write completes in the background). */
   addDevice(id: string, topics: string[] = []): SimDevice {
     const identity = `id-${id}`;
-    this.registry.add({ id, psk: { identity, key: new TextEncoder().encode(`key-${id}`) }, topics });
+    void this.registry.add({ id, psk: { identity, key: new TextEncoder().encode(`key-${id}`) }, topics });
     const d = new SimDevice(this, id, identity);
     this.devices.set(id, d);
     return d;
@@ -412,6 +426,7 @@ export class World {
     // of it still runs, so the order in which it finishes does not change
     // what is sent: a seed then always gives the same run
     const giveUp = Date.now() + 10_000;
+    await this.restarting;
     for (;;) {
       await new Promise<void>((r) => setImmediate(r));
       if (Date.now() > giveUp) throw new Error("the simulated world did not settle within 10 s of real time");
@@ -459,6 +474,7 @@ export class World {
       const now = Math.max(this.clock.now(), next);
       this.clock.set(now);
       while (this.queue.length > 0 && (this.queue[0] as Timed).at <= now) (this.queue.shift() as Timed).run();
+      await this.restarting;
       if (engineAt !== undefined && engineAt <= now) this.engine.onTimer(now);
       for (const d of this.devices.values()) {
         const t = d.session?.nextDeadline();

@@ -1,10 +1,10 @@
 /**
- * The Store contract, run against every implementation (memory-store.test.ts,
+ * The SyncStore contract, run against every implementation (memory-store.test.ts,
  * sqlite-store.test.ts): the same calls must give the same results and errors.
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { StoreError } from "../../src/store/index.ts";
-import type { DeliveryRecord, DeviceRecord, MessageRecord, ReceiptInput, Store, WriteBatch } from "../../src/store/index.ts";
+import type { DeliveryRecord, DeviceRecord, MessageRecord, ReceiptInput, SyncStore as Store, WriteBatch } from "../../src/store/index.ts";
 
 export interface StoreFactory {
   /** A new, empty store. */

@@ -5,9 +5,9 @@ import { describeStoreContract, message } from "./contract.ts";
 describeStoreContract("memory", { open: () => createMemoryStore() });
 
 describe("memory store", () => {
-  it("is of kind memory, also through openStore", () => {
+  it("is of kind memory, also through openStore", async () => {
     expect(createMemoryStore().kind).toBe("memory");
-    expect(openStore({ kind: "memory" }).kind).toBe("memory");
+    expect((await openStore({ kind: "memory" })).kind).toBe("memory");
   });
 
   it("keeps separate stores separate", () => {

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { openSqliteStore, openStore, SQLITE_SCHEMA_VERSION, StoreError } from "../../src/store/index.ts";
-import type { Store } from "../../src/store/index.ts";
+import type { SyncStore as Store } from "../../src/store/index.ts";
 import { delivery, describeStoreContract, device, message, receipt } from "./contract.ts";
 
 // node:sqlite is in Node.js 22.13+; say so plainly when these tests run on an older one.
@@ -144,11 +144,11 @@ describe("sqlite store", () => {
     expect(e.code).toBe("store_open_failed");
   });
 
-  it("is opened by openStore", () => {
-    const s = openStore({ kind: "sqlite", path: freshPath(), synchronous: "full" });
+  it("is opened by openStore", async () => {
+    const s = await openStore({ kind: "sqlite", path: freshPath(), synchronous: "full" });
     expect(s.kind).toBe("sqlite");
-    s.close();
-    expect(openError(() => openStore({ kind: "redis" } as unknown as { kind: "memory" })).code).toBe("store_open_failed");
+    await s.close();
+    await expect(openStore({ kind: "redis" } as unknown as { kind: "memory" })).rejects.toMatchObject({ code: "store_open_failed" });
   });
 
   it("lets two stores on one file see each other's commits", () => {

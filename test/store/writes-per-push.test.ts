@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync, StatementSync, type SQLInputValue } from "node:sqlite";
-import { openSqliteStore } from "../../src/store/index.ts";
+import { inlineStore, openSqliteStore } from "../../src/store/index.ts";
 import { World, type SimDevice } from "../messaging/world.ts";
 import { connected, enc, publishTo, untilDelivered } from "../messaging/helpers.ts";
 
@@ -45,7 +45,7 @@ async function measured(fn: () => Promise<void>): Promise<Tally> {
 }
 
 async function world(devices: number): Promise<{ w: World; ds: SimDevice[] }> {
-  const w = await World.create({ store: openSqliteStore(":memory:") });
+  const w = await World.create({ store: inlineStore(openSqliteStore(":memory:")) });
   const ds: SimDevice[] = [];
   for (let i = 0; i < devices; i++) ds.push(w.addDevice(`dev-${i}`, ["news"]));
   for (const d of ds) await connected(w, d);

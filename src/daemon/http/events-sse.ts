@@ -98,9 +98,13 @@ class Stream {
  *
  * Replay reads `store.receiptsAfter` page by page; live receipts arriving
  * meanwhile are held and sent after the last page, minus those the replay
- * already covered (ids are increasing, and the engine emits a receipt in the
- * same turn it commits it, so the final page and the held events meet with
- * no gap and no duplicate).
+ * already covered. Ids are increasing, the store answers a read after every
+ * commit called before it, and the engine emits a commit's receipts once it
+ * is durable: a commit called before the last page's read is in that page
+ * (its receipts, if emitted while the read was in flight, are held and
+ * dropped as covered), one called after it is emitted after it (held, then
+ * sent), so the final page and the held events meet with no gap and no
+ * duplicate.
  */
 export class EventHub {
   private readonly store: Pick<Store, "receiptsAfter">;
@@ -206,7 +210,7 @@ export class EventHub {
     try {
       for (;;) {
         if (s.ended) return;
-        const page = this.store.receiptsAfter(s.lastId, this.pageSize);
+        const page = await this.store.receiptsAfter(s.lastId, this.pageSize);
         for (const r of page) {
           s.lastId = r.id;
           if (matchesReceipt(s.filter, r)) s.write(receiptText(r));

@@ -95,11 +95,11 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: RouteContext): v
         topics: body.topics,
       };
       if (current === undefined) {
-        let record = registry.add({ id, ...changes });
-        if (body.revoked === true) record = registry.revoke(id);
+        let record = await registry.add({ id, ...changes });
+        if (body.revoked === true) record = await registry.revoke(id);
         return reply.code(201).send(view(record));
       }
-      const record = registry.update(id, { ...changes, revoked: body.revoked });
+      const record = await registry.update(id, { ...changes, revoked: body.revoked });
       return reply.code(200).send(view(record));
     },
   );
@@ -121,8 +121,8 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: RouteContext): v
       const { id } = request.params as { id: string };
       existing(id);
       // revoking first ends the session (Bye device_revoked) before the queue goes
-      registry.revoke(id);
-      registry.remove(id);
+      await registry.revoke(id);
+      await registry.remove(id);
       return reply.code(204).send();
     },
   );

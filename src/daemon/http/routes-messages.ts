@@ -129,7 +129,7 @@ export function registerMessageRoutes(app: FastifyInstance, ctx: RouteContext): 
     },
     async (request) => {
       const { id } = request.params as { id: string };
-      const status = ctx.server.engine.messageStatus(id);
+      const status = await ctx.server.engine.messageStatus(id);
       if (status === undefined) throw new HttpError("message_unknown", `No message ${JSON.stringify(id)} is stored.`);
       return messageStatusView(status.message, status.receipts);
     },

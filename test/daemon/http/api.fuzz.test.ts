@@ -72,7 +72,7 @@ const DEVICE = "dev-ok";
 beforeAll(async () => {
   h = await startHarness();
   port = h.api.address().port;
-  h.server.registry.add({ id: DEVICE, psk: { identity: DEVICE, key: KEY } });
+  await h.server.registry.add({ id: DEVICE, psk: { identity: DEVICE, key: KEY } });
 });
 
 afterAll(async () => {

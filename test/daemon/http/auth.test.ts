@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { issuePublisherToken, KeyRing } from "../../../src/auth/index.ts";
-import { createMemoryStore } from "../../../src/store/index.ts";
+import { openMemoryStore } from "../../../src/store/index.ts";
 import { harnessPerTest, KEY } from "./harness.ts";
 
 const harness = harnessPerTest();
@@ -13,7 +13,7 @@ async function refusal(res: Response): Promise<{ status: number; code: string; w
 describe("publisher tokens on the HTTP API", () => {
   it("refuses missing, malformed, foreign, expired and under-scoped tokens with exact codes", async () => {
     const h = await harness();
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
     const publish = (headers: Record<string, string>): Promise<Response> =>
       h.call("POST", "/v1/devices/d1/messages", { body: { payload: "x" }, headers });
 
@@ -26,7 +26,7 @@ describe("publisher tokens on the HTTP API", () => {
     });
 
     // signed by another ring (another daemon's keys)
-    const other = await KeyRing.open(createMemoryStore(), "publisher", { now: Date.now() });
+    const other = await KeyRing.open(openMemoryStore(), "publisher", { now: Date.now() });
     const foreign = (await issuePublisherToken(other, { subject: "x", scopes: ["admin"], now: Date.now(), ttlSeconds: 60 })).token;
     expect(await refusal(await publish({ authorization: `Bearer ${foreign}` }))).toMatchObject({ status: 401, code: "token_invalid" });
 
@@ -61,7 +61,7 @@ describe("publisher tokens on the HTTP API", () => {
     const token = await h.token(["admin"], { ttlSeconds: 3600 });
     expect((await h.call("GET", "/v1/devices", { token })).status).toBe(200);
     await h.server.publisherKeys.rotate(Date.now());
-    h.server.publisherKeys.retire(Date.now() + 1);
+    await h.server.publisherKeys.retire(Date.now() + 1);
     expect((await h.call("GET", "/v1/devices", { token })).status).toBe(200); // remembered
     h.offset = 61_000;
     expect(await refusal(await h.call("GET", "/v1/devices", { token }))).toMatchObject({ status: 401, code: "token_invalid" });
@@ -84,7 +84,7 @@ describe("publisher tokens on the HTTP API", () => {
 describe("rate limit", () => {
   it("counts per token, then per IP without a valid token, and answers 429 rate_limited with Retry-After", async () => {
     const h = await harness({ limits: { rateLimitPerMinute: 3 } });
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
     const a = await h.token(["publish"], { subject: "a" });
     const b = await h.token(["publish"], { subject: "b" });
     const status = async (token: string | undefined, path = "/v1/devices/d1/messages"): Promise<Response> =>

@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { API_AUDIENCE } from "../../../src/auth/index.ts";
 import { signToken } from "../../../src/auth/tokens.ts";
 import { createMetrics } from "../../../src/daemon/metrics.ts";
-import { createMemoryStore } from "../../../src/store/index.ts";
+import { openMemoryStore } from "../../../src/store/index.ts";
 import type { Store } from "../../../src/store/types.ts";
 import { expectError, harnessPerTest, KEY, waitFor, type ErrorJson, type Harness } from "./harness.ts";
 
@@ -32,7 +32,7 @@ async function batch(h: Harness, messages: unknown, token: string | undefined = 
 
 /** A memory store whose commits are counted and can be made to fail. */
 function countingStore(): { store: Store; commits: () => number; failCommits: (on: boolean) => void } {
-  const inner = createMemoryStore();
+  const inner = openMemoryStore();
   let commits = 0;
   let failing = false;
   const store = new Proxy(inner, {
@@ -40,7 +40,7 @@ function countingStore(): { store: Store; commits: () => number; failCommits: (o
       if (key === "commit") {
         return (batch: Parameters<Store["commit"]>[0]) => {
           commits++;
-          if (failing) throw new Error("disk I/O error (injected)");
+          if (failing) return Promise.reject(new Error("disk I/O error (injected)"));
           return target.commit(batch);
         };
       }
@@ -54,10 +54,10 @@ function countingStore(): { store: Store; commits: () => number; failCommits: (o
 describe("POST /v1/messages (batch publish)", () => {
   it("publishes every good entry and answers each bad one with the error a single publish gets", async () => {
     const h = await harness();
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
-    h.server.registry.add({ id: "d2", psk: { identity: "d2", key: KEY }, topics: ["room/1"] });
-    h.server.registry.add({ id: "gone", psk: { identity: "gone", key: KEY } });
-    h.server.registry.revoke("gone");
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+    await h.server.registry.add({ id: "d2", psk: { identity: "d2", key: KEY }, topics: ["room/1"] });
+    await h.server.registry.add({ id: "gone", psk: { identity: "gone", key: KEY } });
+    await h.server.registry.revoke("gone");
     const d1 = await h.device("d1", KEY);
     const good = [
       { device: "d1", payload: "one", id: "b-1", ttlSeconds: 60, priority: 7, contentType: "text/plain" },
@@ -101,23 +101,23 @@ describe("POST /v1/messages (batch publish)", () => {
     expect(rTopic).toMatchObject({ id: "b-2", recipients: 1 });
     expect(rLast?.id).toMatch(/^[0-9a-f-]{36}$/);
     // durable when answered; the publisher is the token's subject
-    expect(h.store.getMessage("b-1")?.publisher).toBe("backend");
-    expect(h.store.getMessage("b-2")?.topic).toBe("room/1");
-    expect(h.store.getMessage(rLast?.id ?? "")).toBeDefined();
+    expect((await h.store.getMessage("b-1"))?.publisher).toBe("backend");
+    expect((await h.store.getMessage("b-2"))?.topic).toBe("room/1");
+    expect((await h.store.getMessage(rLast?.id ?? ""))).toBeDefined();
     await waitFor(() => d1.received.length === 2, 10_000, "the two pushes to d1");
     expect(d1.received.map((m) => m.text()).sort()).toEqual(["one", "two"]);
   });
 
   it("takes 1000 entries, refuses 1001 and bodies that are not a batch", async () => {
     const h = await harness();
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
     const entry = (i: number): object => ({ device: "d1", payload: `m${i}`, id: `n-${i}` });
     const full = await batch(h, Array.from({ length: 1000 }, (_, i) => entry(i)));
     expect(full.filter((r) => r.id !== undefined)).toHaveLength(1000);
     expect(full[999]?.id).toBe("n-999");
     const tooMany = await h.call("POST", "/v1/messages", { token: h.publisher, body: { messages: Array.from({ length: 1001 }, (_, i) => entry(2000 + i)) } });
     expect((await expectError(tooMany, 400, "bad_request")).error.message).toBe("body.messages must NOT have more than 1000 items.");
-    expect(h.store.getMessage("n-2000")).toBeUndefined();
+    expect((await h.store.getMessage("n-2000"))).toBeUndefined();
     for (const body of [[], {}, { messages: [] }, { messages: {} }, { messages: [entry(1)], more: 1 }, "[1]", "null"]) {
       await expectError(await h.call("POST", "/v1/messages", { token: h.publisher, body: typeof body === "string" ? body : body }), 400, "bad_request");
     }
@@ -125,7 +125,7 @@ describe("POST /v1/messages (batch publish)", () => {
 
   it("has a body limit of its own: above the API's, below it a 413", async () => {
     const h = await harness({ limits: { bodyLimitBytes: 2048, batchBodyLimitBytes: 20_000 } });
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
     // 10 KB: over the other routes' limit, within the batch limit
     const ok = await batch(h, Array.from({ length: 20 }, (_, i) => ({ device: "d1", payload: "x".repeat(500), id: `ok-${i}` })));
     expect(ok.every((r) => r.id !== undefined)).toBe(true);
@@ -133,19 +133,19 @@ describe("POST /v1/messages (batch publish)", () => {
     expect((await expectError(single, 413, "body_too_large")).error.message).toMatch(/2048 bytes/);
     const big = await h.call("POST", "/v1/messages", { token: h.publisher, body: { messages: Array.from({ length: 50 }, (_, i) => ({ device: "d1", payload: "x".repeat(500), id: `big-${i}` })) } });
     expect((await expectError(big, 413, "body_too_large")).error.message).toMatch(/20000 bytes/);
-    expect(h.store.getMessage("big-0")).toBeUndefined();
+    expect((await h.store.getMessage("big-0"))).toBeUndefined();
   });
 
   it("needs a token with the publish scope and counts as one request against the rate limit", async () => {
     const h = await harness({ limits: { rateLimitPerMinute: 3 } });
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
     const messages = [{ device: "d1", payload: "x", id: "auth-1" }];
     await expectError(await h.call("POST", "/v1/messages", { body: { messages } }), 401, "token_missing");
     await expectError(await h.call("POST", "/v1/messages", { token: `${h.publisher}x`, body: { messages } }), 401, "token_invalid");
     // a validly signed API token without a scope this daemon knows
     const { token } = await signToken(h.server.publisherKeys, { sub: "x", scope: "metrics", jti: randomBytes(8).toString("hex") }, API_AUDIENCE, Date.now(), 60);
     await expectError(await h.call("POST", "/v1/messages", { token, body: { messages } }), 403, "insufficient_scope");
-    expect(h.store.getMessage("auth-1")).toBeUndefined();
+    expect((await h.store.getMessage("auth-1"))).toBeUndefined();
     // 3 requests a minute: three batches of 5 pass (15 messages), the fourth request is refused
     for (let r = 0; r < 3; r++) {
       const results = await batch(h, Array.from({ length: 5 }, (_, i) => ({ device: "d1", payload: "x", id: `rl-${r}-${i}` })));
@@ -156,7 +156,7 @@ describe("POST /v1/messages (batch publish)", () => {
 
   it("a batch retried whole publishes no entry with an id twice; an id repeated in a batch is a duplicate", async () => {
     const h = await harness();
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
     const messages = [
       { device: "d1", payload: "a", id: "r-1" },
       { device: "nobody", payload: "b", id: "r-2" },
@@ -164,7 +164,7 @@ describe("POST /v1/messages (batch publish)", () => {
     ];
     const first = await batch(h, messages);
     expect(first.map((r) => r.id ?? r.error?.code)).toEqual(["r-1", "device_unknown", "r-3"]);
-    h.server.registry.add({ id: "nobody", psk: { identity: "nobody", key: KEY } });
+    await h.server.registry.add({ id: "nobody", psk: { identity: "nobody", key: KEY } });
     // the retry: what was stored is a duplicate, what was not is published now
     const retry = await batch(h, messages);
     expect(retry.map((r) => r.id ?? r.error?.code)).toEqual(["duplicate_message", "r-2", "duplicate_message"]);
@@ -178,8 +178,8 @@ describe("POST /v1/messages (batch publish)", () => {
     ]);
     expect(repeated.map((r) => r.id ?? r.error?.code)).toEqual(["device_unknown", "duplicate_message", "s-2", "duplicate_message"]);
     expect(repeated[3]?.error?.message).toMatch(/earlier entry of this batch/);
-    expect(h.store.getMessage("s-1")).toBeUndefined();
-    expect(h.store.getMessage("s-2")?.payload).toEqual(new TextEncoder().encode("3"));
+    expect((await h.store.getMessage("s-1"))).toBeUndefined();
+    expect((await h.store.getMessage("s-2"))?.payload).toEqual(new TextEncoder().encode("3"));
     expect(h.server.engine.deviceStatus("d1").queueDepth).toBe(3);
   });
 
@@ -190,7 +190,7 @@ describe("POST /v1/messages (batch publish)", () => {
     const s = countingStore();
     const counted = new Map<string, number>();
     const h = await harness({ store: s.store, signingWorkers, observer: { httpError: () => undefined, batchEntries: (result, n) => void counted.set(result, (counted.get(result) ?? 0) + n) } });
-    for (let i = 0; i < 20; i++) h.server.registry.add({ id: `d${i}`, psk: { identity: `d${i}`, key: KEY }, topics: ["all"] });
+    for (let i = 0; i < 20; i++) await h.server.registry.add({ id: `d${i}`, psk: { identity: `d${i}`, key: KEY }, topics: ["all"] });
     const entries = (tag: string): object[] => [
       ...Array.from({ length: 200 }, (_, i) => ({ device: `d${i % 20}`, payload: `${tag}${i}`, id: `${tag}-${i}` })),
       { topic: "all", payload: "to all", id: `${tag}-topic` },
@@ -208,15 +208,15 @@ describe("POST /v1/messages (batch publish)", () => {
     await expectError(failed, 500, "internal");
     // nothing of the failed batch is stored; the earlier batch is
     s.failCommits(false);
-    for (const id of ["b-0", "b-199", "b-topic"]) expect(h.store.getMessage(id)).toBeUndefined();
-    for (const id of ["a-0", "a-199", "a-topic"]) expect(h.store.getMessage(id)).toBeDefined();
+    for (const id of ["b-0", "b-199", "b-topic"]) expect((await h.store.getMessage(id))).toBeUndefined();
+    for (const id of ["a-0", "a-199", "a-topic"]) expect((await h.store.getMessage(id))).toBeDefined();
     expect(counted.get("internal")).toBe(201);
   });
 
   it("the daemon's metrics count the entries by result", async () => {
     const m = createMetrics();
     const h = await harness({ observer: m.http });
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
     await batch(h, [{ device: "d1", payload: "a" }, { device: "nobody", payload: "b" }, { device: "d1", payload: "c" }, { device: "d1" }]);
     const text = await m.text();
     expect(text).toMatch(/^dtlspush_http_batch_entries_total\{result="published"\} 2$/m);

@@ -118,7 +118,7 @@ describe("device registry over HTTP", () => {
     const dev = await json<DeviceJson>(await h.call("GET", "/v1/devices/d1", { token: h.admin }), 200);
     expect(dev).toMatchObject({ online: false, queueDepth: 3 });
     expect((await h.call("DELETE", "/v1/devices/d1", { token: h.admin })).status).toBe(204);
-    await waitFor(() => h.store.receiptsForMessage(ids[0] as string).some((r) => r.state === "rejected"), 5_000, "the rejected receipt");
+    await waitFor(async () => (await h.store.receiptsForMessage(ids[0] as string)).some((r) => r.state === "rejected"), 5_000, "the rejected receipt");
     const st = await json<{ receipts: { state: string; reason: string | null }[] }>(await h.call("GET", `/v1/messages/${ids[0]}`, { token: h.publisher }), 200);
     expect(st.receipts.at(-1)).toMatchObject({ state: "rejected", reason: "device_removed" });
   });

@@ -12,11 +12,11 @@ class FakeStore {
   readonly rows: Receipt[] = [];
   reads = 0;
   onRead: ((n: number) => void) | undefined;
-  receiptsAfter(after: number, limit: number): Receipt[] {
+  receiptsAfter(after: number, limit: number): Promise<Receipt[]> {
     const page = this.rows.filter((r) => r.id > after).slice(0, limit);
     this.reads++;
     this.onRead?.(this.reads);
-    return page;
+    return Promise.resolve(page);
   }
 }
 

@@ -29,7 +29,7 @@ const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 describe("GET /v1/events", () => {
   it("streams live receipts; a reconnect with Last-Event-ID gets exactly the missed ones in order, then live, no duplicates", async () => {
     const h = await harness();
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
     const dev = await h.device("d1", KEY);
 
     const first = await events(h);
@@ -53,7 +53,7 @@ describe("GET /v1/events", () => {
     const missed = [await publish(h, "devices/d1", "two"), await publish(h, "devices/d1", "three")];
     await waitFor(() => dev.received.length === 3, 10_000, "the pushes");
     await waitFor(() => h.server.engine.deviceStatus("d1").queueDepth === 0, 10_000, "the acks");
-    const stored = h.store.receiptsAfter(Number(lastId), 1000);
+    const stored = (await h.store.receiptsAfter(Number(lastId), 1000));
     expect(stored.length).toBe(6);
 
     const resumed = await events(h, { lastEventId: lastId });
@@ -78,7 +78,7 @@ describe("GET /v1/events", () => {
 
   it("replays a backlog longer than one page (?lastEventId=0) while live receipts arrive: no gap, no duplicate", async () => {
     const h = await harness({ delivery: { maxQueue: 10_000 } });
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
     const n = 1200;
     const extra = 200;
     for (let i = 0; i < n; i++) await h.server.publish({ target: { device: "d1" }, payload: enc(`m${i}`), publisher: "t" });
@@ -94,15 +94,15 @@ describe("GET /v1/events", () => {
     await r.waitFor(n + extra, "receipt");
     await new Promise((res) => setTimeout(res, 100));
     const got = receipts(r.events);
-    expect(got.map((x) => x.eventId)).toEqual(h.store.receiptsAfter(0, 10_000).map((x) => x.id));
+    expect(got.map((x) => x.eventId)).toEqual((await h.store.receiptsAfter(0, 10_000)).map((x) => x.id));
     expect(got.at(-1)?.messageId).toBe(`live-${extra - 1}`);
   });
 
   it("filters by device, topic and message (repeatable or comma-separated); presence follows the device filter", async () => {
     const h = await harness();
-    h.server.registry.add({ id: "a", psk: { identity: "a", key: KEY }, topics: ["t"] });
-    h.server.registry.add({ id: "b", psk: { identity: "b", key: KEY } });
-    h.server.registry.add({ id: "c", psk: { identity: "c", key: KEY } });
+    await h.server.registry.add({ id: "a", psk: { identity: "a", key: KEY }, topics: ["t"] });
+    await h.server.registry.add({ id: "b", psk: { identity: "b", key: KEY } });
+    await h.server.registry.add({ id: "c", psk: { identity: "c", key: KEY } });
     const byDevice = await events(h, { query: "device=a" });
     const byTwo = await events(h, { query: "device=a&device=b" });
     const byComma = await events(h, { query: "device=a,c" });

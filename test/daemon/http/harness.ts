@@ -3,7 +3,7 @@
  * port 0, publisher tokens, an SSE reader and SDK devices for the HTTP tests.
  */
 import { afterEach, expect } from "vitest";
-import { createMemoryStore } from "../../../src/store/index.ts";
+import { openMemoryStore } from "../../../src/store/index.ts";
 import type { Store } from "../../../src/store/types.ts";
 import { startPushServer, type PushServer } from "../../../src/daemon/push-server.ts";
 import { startHttpApi, type HttpApi, type HttpApiDeps } from "../../../src/daemon/http/index.ts";
@@ -50,7 +50,7 @@ export async function startHarness(
     signingWorkers?: number;
   } = {},
 ): Promise<Harness> {
-  const store = o.store ?? createMemoryStore();
+  const store = o.store ?? openMemoryStore();
   const server = await startPushServer({
     store,
     dtls: { host: "127.0.0.1", port: 0 },
@@ -112,9 +112,9 @@ export async function startHarness(
   return h;
 }
 
-export async function waitFor(cond: () => boolean, ms = 10_000, what = "condition"): Promise<void> {
+export async function waitFor(cond: () => boolean | Promise<boolean>, ms = 10_000, what = "condition"): Promise<void> {
   const end = Date.now() + ms;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }

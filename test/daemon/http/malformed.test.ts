@@ -42,7 +42,7 @@ async function harness(o: Parameters<typeof startHarness>[0] = {}): Promise<{ h:
     observer: { httpError: (code, status) => void counted.set(`${status} ${code}`, (counted.get(`${status} ${code}`) ?? 0) + 1) },
   });
   harnesses.push(h);
-  h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+  await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
   return { h, counted };
 }
 
@@ -164,18 +164,18 @@ describe("text payloads must be UTF-8", () => {
         expect(JSON.parse(r.body).error.message).toContain(`body.${field} holds an unpaired surrogate`);
       }
     }
-    expect(h.store.getMessage("bad-utf8")).toBeUndefined();
+    expect((await h.store.getMessage("bad-utf8"))).toBeUndefined();
     const pairBody = '{"payload":"\\ud83d\\ude00","id":"pair-utf8"}';
     const pair = await rawRequest(
       port,
       `POST /v1/devices/d1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${h.publisher}\r\nContent-Type: application/json\r\nContent-Length: ${pairBody.length}\r\n\r\n${pairBody}`,
     );
     expect(pair.status).toBe(202);
-    expect(new TextDecoder().decode(h.store.getMessage("pair-utf8")?.payload)).toBe("\u{1F600}");
+    expect(new TextDecoder().decode((await h.store.getMessage("pair-utf8"))?.payload)).toBe("\u{1F600}");
     // valid UTF-8 (and a U+FFFD sent on purpose) is published as sent
     const text = "ok ü € 𝄞 \ufffd end";
     const res = await h.call("POST", "/v1/devices/d1/messages", { token: h.publisher, body: { payload: text, id: "good-utf8" } });
     expect(res.status).toBe(202);
-    expect(new TextDecoder().decode(h.store.getMessage("good-utf8")?.payload)).toBe(text);
+    expect(new TextDecoder().decode((await h.store.getMessage("good-utf8"))?.payload)).toBe(text);
   });
 });

@@ -6,7 +6,7 @@ const harness = harnessPerTest();
 describe("publishing over HTTP", () => {
   it("POST /v1/devices/{id}/messages answers 202 once stored and the device receives it", async () => {
     const h = await harness();
-    h.server.registry.add({ id: "sensor-1", psk: { identity: "sensor-1", key: KEY } });
+    await h.server.registry.add({ id: "sensor-1", psk: { identity: "sensor-1", key: KEY } });
     const d = await h.device("sensor-1", KEY);
     const res = await h.call("POST", "/v1/devices/sensor-1/messages", {
       token: h.publisher,
@@ -19,7 +19,7 @@ describe("publishing over HTTP", () => {
     expect(body.rejected).toEqual([]);
     expect(Date.parse(body.expiresAt) - Date.parse(body.createdAt)).toBe(60_000);
     // durable before the answer
-    expect(h.store.getMessage("m-1")?.publisher).toBe("backend");
+    expect((await h.store.getMessage("m-1"))?.publisher).toBe("backend");
     await waitFor(() => d.received.length === 1, 10_000, "the push");
     const m = d.received[0];
     expect(m?.text()).toBe("hello device");
@@ -31,9 +31,9 @@ describe("publishing over HTTP", () => {
 
   it("POST /v1/topics/{topic}/messages reaches assigned devices; binary payloads go as base64", async () => {
     const h = await harness();
-    h.server.registry.add({ id: "a", psk: { identity: "a", key: KEY }, topics: ["room/1"] });
-    h.server.registry.add({ id: "b", psk: { identity: "b", key: KEY }, topics: ["room/1"] });
-    h.server.registry.add({ id: "c", psk: { identity: "c", key: KEY }, topics: ["room/2"] });
+    await h.server.registry.add({ id: "a", psk: { identity: "a", key: KEY }, topics: ["room/1"] });
+    await h.server.registry.add({ id: "b", psk: { identity: "b", key: KEY }, topics: ["room/1"] });
+    await h.server.registry.add({ id: "c", psk: { identity: "c", key: KEY }, topics: ["room/2"] });
     const a = await h.device("a", KEY);
     const b = await h.device("b", KEY);
     const c = await h.device("c", KEY);
@@ -49,7 +49,7 @@ describe("publishing over HTTP", () => {
 
   it("GET /v1/messages/{id} shows the message and its receipts after delivery", async () => {
     const h = await harness();
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
     const d = await h.device("d1", KEY);
     const res = await h.call("POST", "/v1/devices/d1/messages", { token: h.publisher, body: { payload: "x", collapseKey: "k" } });
     const { id } = (await res.json()) as { id: string };
@@ -71,9 +71,9 @@ describe("publishing over HTTP", () => {
 
   it("maps engine refusals: device_unknown 404, device_revoked 409, duplicate_message 409, payload_too_large 413, queue_full 429", async () => {
     const h = await harness({ delivery: { maxQueue: 1, maxPayload: 16 } });
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
-    h.server.registry.add({ id: "gone", psk: { identity: "gone", key: KEY } });
-    h.server.registry.revoke("gone");
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+    await h.server.registry.add({ id: "gone", psk: { identity: "gone", key: KEY } });
+    await h.server.registry.revoke("gone");
     const post = (device: string, body: unknown): Promise<Response> => h.call("POST", `/v1/devices/${device}/messages`, { token: h.publisher, body });
     await expectError(await post("ghost", { payload: "x" }), 404, "device_unknown");
     await expectError(await post("gone", { payload: "x" }), 409, "device_revoked");
@@ -82,7 +82,7 @@ describe("publishing over HTTP", () => {
     await expectError(await post("d1", { payload: "again", id: "dup" }), 409, "duplicate_message");
     await expectError(await post("d1", { payload: "second" }), 429, "queue_full");
     // a topic publish is accepted and lists the full queue as rejected
-    h.server.registry.update("d1", { topics: ["t"] });
+    await h.server.registry.update("d1", { topics: ["t"] });
     const res = await h.call("POST", "/v1/topics/t/messages", { token: h.publisher, body: { payload: "y" } });
     expect(res.status).toBe(202);
     expect(await res.json()).toMatchObject({ recipients: 0, rejected: [{ device: "d1", reason: "queue_full" }] });
@@ -90,7 +90,7 @@ describe("publishing over HTTP", () => {
 
   it("refuses bad requests with 400 bad_request naming the field", async () => {
     const h = await harness({ delivery: { maxTtlSeconds: 3600, defaultTtlSeconds: 600 } });
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
     const post = (body: unknown, path = "/v1/devices/d1/messages"): Promise<Response> => h.call("POST", path, { token: h.publisher, body });
     expect((await expectError(await post({}), 400, "bad_request")).error.message).toMatch(/payload/);
     expect((await expectError(await post({ payload: "a", payloadBase64: "YQ==" }), 400, "bad_request")).error.message).toMatch(/exactly one/);
@@ -108,7 +108,7 @@ describe("publishing over HTTP", () => {
 
   it("refuses a body over the limit with 413 body_too_large", async () => {
     const h = await harness({ limits: { bodyLimitBytes: 200 } });
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
     const small = await h.call("POST", "/v1/devices/d1/messages", { token: h.publisher, body: { payload: "ok" } });
     expect(small.status).toBe(202);
     const big = await h.call("POST", "/v1/devices/d1/messages", { token: h.publisher, body: { payload: "x".repeat(300) } });

@@ -32,7 +32,7 @@ describe("long names in paths", () => {
   it("a message published with a 150- or 200-character id can be read back by that id (percent-encoded too)", async () => {
     const h = await startHarness();
     harnesses.push(h);
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: Buffer.from(KEY_HEX, "hex") } });
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: Buffer.from(KEY_HEX, "hex") } });
     for (const length of [150, 200]) {
       const id = name(length, "._:@~-");
       expect(id).toHaveLength(length);
@@ -51,7 +51,7 @@ describe("long names in paths", () => {
   it("a 201-character message id is the documented 400, in the body and in the path", async () => {
     const h = await startHarness();
     harnesses.push(h);
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: Buffer.from(KEY_HEX, "hex") } });
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: Buffer.from(KEY_HEX, "hex") } });
     const id = name(201, "._-");
     await expectError(await h.call("POST", "/v1/devices/d1/messages", { token: h.publisher, body: { payload: "x", id } }), 400, "bad_request");
     await expectError(await h.call("GET", `/v1/messages/${id}`, { token: h.publisher }), 400, "bad_request");
@@ -81,7 +81,7 @@ describe("long names in paths", () => {
     harnesses.push(h);
     const topic = name(128, "/._-");
     expect(topic).toHaveLength(128);
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: Buffer.from(KEY_HEX, "hex") }, topics: [topic] });
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: Buffer.from(KEY_HEX, "hex") }, topics: [topic] });
     const res = await h.call("POST", `/v1/topics/${encodeURIComponent(topic)}/messages`, { token: h.publisher, body: { payload: "x" } });
     expect(res.status).toBe(202);
     expect(((await res.json()) as { recipients: number }).recipients).toBe(1);

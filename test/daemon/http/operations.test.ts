@@ -10,7 +10,7 @@ const OPENAPI_FILE = new URL("../../../docs/openapi.json", import.meta.url);
 describe("operations endpoints", () => {
   it("GET /healthz reports sessions and online devices, and 503 draining once shutdown began", async () => {
     const h = await harness();
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
     await h.device("d1", KEY);
     await waitFor(() => h.server.engine.onlineCount() === 1, 10_000, "the device");
     const ok = await h.call("GET", "/healthz");
@@ -64,7 +64,7 @@ describe("logging", () => {
     const lines: string[] = [];
     const logger = pino({ level: "trace" }, { write: (s: string) => void lines.push(s) });
     const h = await harness({ logger });
-    h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
+    await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
     const secret = "very-secret-payload-text";
     expect((await h.call("POST", "/v1/devices/d1/messages", { token: h.publisher, body: { payload: secret } })).status).toBe(202);
     expect((await h.call("POST", "/v1/devices/ghost/messages", { token: h.publisher, body: { payloadBase64: Buffer.from(secret).toString("base64") } })).status).toBe(404);
