@@ -12,6 +12,7 @@ export { StoreError, type StoreErrorCode } from "./errors.ts";
 export { createMemoryStore, openMemoryStore } from "./memory-store.ts";
 export { inlineStore } from "./inline-store.ts";
 export { openSqliteStore, SQLITE_SCHEMA_VERSION, type SqliteStoreOptions } from "./sqlite-store.ts";
+export { openWorkerStore, type WorkerStore, type WorkerStoreStats } from "./worker-store.ts";
 
 export type StoreOptions =
   | { readonly kind: "memory" }

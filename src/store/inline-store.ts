@@ -1,4 +1,4 @@
-import { StoreError } from "./errors.ts";
+import { refusedAfterFailure } from "./errors.ts";
 import type { Store, SyncStore } from "./types.ts";
 
 /**
@@ -29,9 +29,7 @@ export function inlineStore(sync: SyncStore): Store {
     commit: (batch) =>
       run(() => {
         if (failed !== undefined) {
-          throw new StoreError("store_failed", `an earlier commit failed (${failed.message}); nothing more is committed until a restart`, {
-            cause: failed,
-          });
+          throw refusedAfterFailure(failed);
         }
         try {
           return sync.commit(batch);
