@@ -11,6 +11,7 @@ import type { Store, SyncStore } from "./types.ts";
  */
 export function inlineStore(sync: SyncStore): Store {
   let failed: Error | undefined;
+  let closed = false;
   const run = <T>(fn: () => T): Promise<T> => {
     try {
       return Promise.resolve(fn());
@@ -28,7 +29,7 @@ export function inlineStore(sync: SyncStore): Store {
     deleteDevice: (id) => run(() => sync.deleteDevice(id)),
     commit: (batch) =>
       run(() => {
-        if (failed !== undefined) {
+        if (failed !== undefined && !closed) {
           throw refusedAfterFailure(failed);
         }
         try {
@@ -46,7 +47,11 @@ export function inlineStore(sync: SyncStore): Store {
     prune: (before) => run(() => sync.prune(before)),
     getSetting: (key) => run(() => sync.getSetting(key)),
     putSetting: (key, value) => run(() => sync.putSetting(key, value)),
-    close: () => run(() => sync.close()),
+    close: () =>
+      run(() => {
+        closed = true;
+        sync.close();
+      }),
   };
 }
 

@@ -103,11 +103,14 @@ class StoreThread {
 
   receive(request: WorkerRequest): void {
     this.queue.push(request);
-    if (!this.drainQueued) {
-      this.drainQueued = true;
-      // After the port has handed over everything that arrived meanwhile.
-      setImmediate(() => this.drain());
-    }
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.drainQueued) return;
+    this.drainQueued = true;
+    // In the check phase: after the port has handed over everything that arrived meanwhile.
+    setImmediate(() => this.drain());
   }
 
   private drain(): void {
@@ -119,6 +122,12 @@ class StoreThread {
       if (request.op !== "commit") {
         this.run(request);
         i++;
+        if (request.op === "hold") {
+          // what waits joins what arrived during the hold, in a later drain
+          this.queue.unshift(...queue.slice(i));
+          this.schedule();
+          return;
+        }
         continue;
       }
       const group: { id: number; batch: WriteBatch }[] = [];
