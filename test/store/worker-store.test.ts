@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
 import { createMemoryStore, inlineStore, openSqliteStore, openWorkerStore, StoreError } from "../../src/store/index.ts";
-import type { Store, WorkerStore } from "../../src/store/index.ts";
+import type { Store, WorkerStore, WriteBatch } from "../../src/store/index.ts";
 import { delivery, device, message, receipt } from "./contract.ts";
 import { describeAsyncStoreContract, pushBatch, rejection } from "./store-contract.ts";
 
@@ -147,6 +147,19 @@ describe("worker store: group commit", () => {
     release();
     await Promise.all(commits);
     expect(s.stats).toEqual({ commits: 300, transactions: 2, largestGroup: 256 });
+    await s.close();
+  });
+
+  it("bounds a group by rows: a batch that would take a group past 50,000 rows starts the next one", async () => {
+    const s = await openWorkerStore(freshPath());
+    // removals of absent rows: cheap statements, counted as rows all the same
+    const rows = (k: number, from: number): WriteBatch => ({ unsubscribe: Array.from({ length: k }, (_, i) => ({ device: "d", topic: `t-${from + i}` })) });
+    const release = s.hold();
+    const commits = [s.commit(rows(30_000, 0)), s.commit(rows(10_000, 1e6)), s.commit(rows(10_001, 2e6)), s.commit(rows(1, 3e6))];
+    release();
+    await Promise.all(commits);
+    // 30,000 + 10,000 fit; 10,001 more would make 50,001: it and the next batch form a second group
+    expect(s.stats).toEqual({ commits: 4, transactions: 2, largestGroup: 2 });
     await s.close();
   });
 
