@@ -41,16 +41,6 @@ async function outcome(p: Promise<unknown>, path: string): Promise<string> {
   }
 }
 
-function openError(fn: () => unknown): StoreError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(StoreError);
-    return e as StoreError;
-  }
-  throw new Error("expected a StoreError, nothing was thrown");
-}
-
 describe("worker store: errors cross the thread unchanged", () => {
   it("answers every failing call with the StoreError the SQLite store throws inline: same class, code and message", async () => {
     const script = async (s: Store, path: string): Promise<string[]> => {
@@ -106,7 +96,7 @@ describe("worker store: errors cross the thread unchanged", () => {
       [newer, "store_version"],
       [underFile, "store_open_failed"],
     ] as const) {
-      const inline = openError(() => openSqliteStore(path));
+      const inline = await rejection(Promise.resolve().then(() => openSqliteStore(path)));
       const viaWorker = await rejection(openWorkerStore(path));
       expect(viaWorker.code).toBe(code);
       expect(viaWorker.code).toBe(inline.code);
