@@ -73,7 +73,7 @@ export type WorkerReply =
   /** the answers of one group commit (one transaction), in order */
   | { readonly type: "group"; readonly results: readonly CommitResult[] };
 
-export function toWireError(e: unknown): WireError {
+function toWireError(e: unknown): WireError {
   if (e instanceof StoreError) return { code: e.code, message: e.message };
   return { code: undefined, message: e instanceof Error ? e.message : String(e) };
 }

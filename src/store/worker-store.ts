@@ -140,11 +140,15 @@ class WorkerSqliteStore implements WorkerStore {
     this.worker = worker;
     this.path = path;
     worker.on("message", (reply: WorkerReply) => this.onReply(reply));
-    worker.on("error", (e: Error) => this.fail(`threw an uncaught error: ${e.message}`, e));
+    // An uncaught error ends the thread: fail at its exit, which comes after every answer it
+    // posted before (the error itself travels on another channel and may overtake them).
+    let uncaught: Error | undefined;
+    worker.on("error", (e: Error) => (uncaught ??= e));
     worker.on("messageerror", (e: Error) => this.fail(`sent an answer that cannot be read: ${e.message}`, e));
     this.exited = new Promise((resolve) =>
       worker.once("exit", (code: number) => {
-        this.fail(`exited with code ${code}`);
+        if (uncaught !== undefined) this.fail(`threw an uncaught error: ${uncaught.message}`, uncaught);
+        else this.fail(`exited with code ${code}`);
         resolve();
       }),
     );
