@@ -127,6 +127,15 @@ export function describeAsyncStoreContract(name: string, factory: AsyncStoreFact
       expect(await s.getMessage("m1")).toBeUndefined();
     });
 
+    it("stores the bytes of a payload given as a view into a larger buffer, and keeps its own copy", async () => {
+      const s = await open();
+      const backing = Buffer.from([10, 11, 12, 13, 14, 15]);
+      const committed = s.commit({ messages: [message("m1", { payload: backing.subarray(2, 4) })] });
+      backing[2] = 99;
+      await committed;
+      expect(await s.getMessage("m1")).toEqual(message("m1", { payload: new Uint8Array([12, 13]) }));
+    });
+
     it("refuses a malformed batch with commit_failed", async () => {
       const s = await open();
       const e = await rejection(s.commit({ messages: [message("m1")], deliveries: [delivery("dev", "m1", 1, { seq: Number.NaN })] }));

@@ -106,6 +106,20 @@ describe("worker store: errors cross the thread unchanged", () => {
   });
 });
 
+describe("worker store: a batch that cannot be sent", () => {
+  it("refuses a batch structured clone cannot copy with commit_failed, then every later commit (prefix rule)", async () => {
+    const s = await openWorkerStore(freshPath());
+    await s.commit(pushBatch(1));
+    const bad = { ...pushBatch(2), extra: () => 0 } as unknown as WriteBatch;
+    const e = await rejection(s.commit(bad));
+    expect(e.code).toBe("commit_failed");
+    expect(e.message).toContain("Cannot send the batch");
+    expect((await rejection(s.commit(pushBatch(3)))).code).toBe("store_failed");
+    expect(await s.existingMessageIds(["m-1", "m-2", "m-3"])).toEqual(new Set(["m-1"]));
+    await s.close();
+  });
+});
+
 describe("worker store: group commit", () => {
   it("applies commits that queue up while the thread is busy in one transaction, each with its own receipts", async () => {
     const path = freshPath();
