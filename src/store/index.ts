@@ -11,7 +11,7 @@ export type * from "./types.ts";
 export { StoreError, type StoreErrorCode } from "./errors.ts";
 export { createMemoryStore, openMemoryStore } from "./memory-store.ts";
 export { inlineStore } from "./inline-store.ts";
-export { openSqliteStore, SQLITE_SCHEMA_VERSION, type SqliteStoreOptions } from "./sqlite-store.ts";
+export { openSqliteStore, SQLITE_SCHEMA_VERSION, type CommitOutcome, type SqliteStoreOptions, type SqliteSyncStore } from "./sqlite-store.ts";
 export { openWorkerStore, type WorkerStore, type WorkerStoreStats } from "./worker-store.ts";
 
 export type StoreOptions =
