@@ -26,7 +26,6 @@ let n = 0;
 const freshPath = (): string => join(dir, `store-${++n}`, "push.db");
 
 describeAsyncStoreContract("worker (SQLite on a thread)", { open: () => openWorkerStore(freshPath()) });
-describeAsyncStoreContract("worker, synchronous full", { open: () => openWorkerStore(freshPath(), { synchronous: "full" }) });
 describeAsyncStoreContract("inline sqlite", { open: () => Promise.resolve(inlineStore(openSqliteStore(freshPath()))) });
 describeAsyncStoreContract("inline memory", { open: () => Promise.resolve(inlineStore(createMemoryStore())) });
 
