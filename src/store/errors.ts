@@ -40,3 +40,8 @@ export class StoreError extends DtlspushError {
 export function describeError(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
+
+/** The refusal of a commit after an earlier one failed (the Store's prefix rule). */
+export function refusedAfterFailure(cause: Error): StoreError {
+  return new StoreError("store_failed", `an earlier commit failed (${cause.message}); nothing more is committed until a restart`, { cause });
+}

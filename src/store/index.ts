@@ -4,28 +4,32 @@
  * and memory (tests, throw-away runs).
  */
 import { StoreError } from "./errors.ts";
-import { inlineStore } from "./inline-store.ts";
 import { openMemoryStore } from "./memory-store.ts";
-import { openSqliteStore } from "./sqlite-store.ts";
+import { openWorkerStore } from "./worker-store.ts";
 import type { Store } from "./types.ts";
 
 export type * from "./types.ts";
 export { StoreError, type StoreErrorCode } from "./errors.ts";
 export { createMemoryStore, openMemoryStore } from "./memory-store.ts";
 export { inlineStore } from "./inline-store.ts";
-export { openSqliteStore, SQLITE_SCHEMA_VERSION, type SqliteStoreOptions } from "./sqlite-store.ts";
+export { openSqliteStore, SQLITE_SCHEMA_VERSION, type CommitOutcome, type SqliteStoreOptions, type SqliteSyncStore } from "./sqlite-store.ts";
+export { openWorkerStore, type WorkerStore, type WorkerStoreStats } from "./worker-store.ts";
 
 export type StoreOptions =
   | { readonly kind: "memory" }
   | { readonly kind: "sqlite"; readonly path: string; readonly synchronous?: "normal" | "full" | undefined };
 
-/** Opens the store the options name (see openSqliteStore for the SQLite errors). */
+/**
+ * Opens the store the options name: SQLite runs on a worker thread of its own
+ * (worker-store.ts: group commit, the event loop never waits on a statement);
+ * memory is inline. The SQLite errors are openSqliteStore's.
+ */
 export async function openStore(options: StoreOptions): Promise<Store> {
   switch (options.kind) {
     case "memory":
       return openMemoryStore();
     case "sqlite":
-      return inlineStore(openSqliteStore(options.path, { synchronous: options.synchronous }));
+      return openWorkerStore(options.path, { synchronous: options.synchronous });
   }
   // Options can come from a configuration file: say what was wrong rather than return undefined.
   throw new StoreError("store_open_failed", `Unknown store kind ${JSON.stringify((options as { kind?: unknown }).kind)}; use "sqlite" or "memory".`);

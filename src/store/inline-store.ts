@@ -1,4 +1,4 @@
-import { StoreError } from "./errors.ts";
+import { refusedAfterFailure } from "./errors.ts";
 import type { Store, SyncStore } from "./types.ts";
 
 /**
@@ -11,6 +11,7 @@ import type { Store, SyncStore } from "./types.ts";
  */
 export function inlineStore(sync: SyncStore): Store {
   let failed: Error | undefined;
+  let closed = false;
   const run = <T>(fn: () => T): Promise<T> => {
     try {
       return Promise.resolve(fn());
@@ -28,10 +29,8 @@ export function inlineStore(sync: SyncStore): Store {
     deleteDevice: (id) => run(() => sync.deleteDevice(id)),
     commit: (batch) =>
       run(() => {
-        if (failed !== undefined) {
-          throw new StoreError("store_failed", `an earlier commit failed (${failed.message}); nothing more is committed until a restart`, {
-            cause: failed,
-          });
+        if (failed !== undefined && !closed) {
+          throw refusedAfterFailure(failed);
         }
         try {
           return sync.commit(batch);
@@ -48,7 +47,11 @@ export function inlineStore(sync: SyncStore): Store {
     prune: (before) => run(() => sync.prune(before)),
     getSetting: (key) => run(() => sync.getSetting(key)),
     putSetting: (key, value) => run(() => sync.putSetting(key, value)),
-    close: () => run(() => sync.close()),
+    close: () =>
+      run(() => {
+        closed = true;
+        sync.close();
+      }),
   };
 }
 

@@ -1,8 +1,9 @@
 /**
  * The durable Store on SQLite (node:sqlite, synchronous).
  *
- * Durability: the database runs in WAL journal mode and every `commit` is one
- * transaction (BEGIN IMMEDIATE ... COMMIT). When `commit` returns, the
+ * Durability: the database runs in WAL journal mode and every `commit` (or
+ * `commitGroup` of several batches, each in its own savepoint) is one
+ * transaction (BEGIN IMMEDIATE ... COMMIT). When it returns, the
  * transaction is in the WAL file:
  * - synchronous "normal" (the default): a returned commit survives a crash or
  *   kill -9 of the process (the data is in the operating system's cache); a power
@@ -19,7 +20,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import type { DatabaseSync, SQLInputValue, SQLOutputValue, StatementResultingChanges, StatementSync } from "node:sqlite";
-import { StoreError, describeError, type StoreErrorCode } from "./errors.ts";
+import { StoreError, describeError, refusedAfterFailure, type StoreErrorCode } from "./errors.ts";
 import type {
   DeliveryRecord,
   DeliveryState,
@@ -34,6 +35,14 @@ import type {
   WriteBatch,
 } from "./types.ts";
 import { checkBatch, checkDevice, checkSetting, RECEIPT_STATES, receiptRecord } from "./validate.ts";
+
+/** A batch's outcome in a group commit: its stored receipts, or why nothing of it was applied. */
+export type CommitOutcome = { readonly ok: true; readonly receipts: Receipt[] } | { readonly ok: false; readonly error: StoreError };
+
+/** The SQLite SyncStore, with group commit (what its worker thread uses). */
+export interface SqliteSyncStore extends SyncStore {
+  commitGroup(batches: readonly WriteBatch[]): CommitOutcome[];
+}
 
 export interface SqliteStoreOptions {
   /** "normal" (default): commits survive kill -9; "full": commits also survive power loss. */
@@ -232,7 +241,7 @@ const SQLITE_CONSTRAINT_FOREIGNKEY = 787;
  * Opens (creating if needed, with its parent directory) the SQLite store at
  * `path`. Throws StoreError "store_open_failed" or "store_version" naming the path.
  */
-export function openSqliteStore(path: string, options: SqliteStoreOptions = {}): SyncStore {
+export function openSqliteStore(path: string, options: SqliteStoreOptions = {}): SqliteSyncStore {
   const synchronous = options.synchronous ?? "normal";
   if (synchronous !== "normal" && synchronous !== "full") {
     throw new StoreError("store_open_failed", `Cannot open store ${path}: synchronous must be "normal" or "full", got ${String(synchronous)}.`);
@@ -362,11 +371,13 @@ function sameRow(a: ReceiptInput, b: ReceiptInput): boolean {
   return a.messageId === b.messageId && a.state === b.state && a.at === b.at && a.reason === b.reason && a.topic === b.topic;
 }
 
-class SqliteStore implements SyncStore {
+class SqliteStore implements SqliteSyncStore {
   readonly kind = "sqlite";
   private readonly db: DatabaseSync;
   private readonly path: string;
   private closed = false;
+  /** SAVEPOINT / RELEASE / ROLLBACK TO of commitGroup, prepared when first needed */
+  private savepoint: Record<"begin" | "release" | "rollback", StatementSync> | undefined;
   /** multi-row statements, by shape and row count, prepared when first needed */
   private readonly bulkStatements = new Map<BulkShape, StatementSync[]>();
   private readonly s: Record<
@@ -598,10 +609,89 @@ class SqliteStore implements SyncStore {
   // --- delivery journal
 
   commit(batch: WriteBatch): Receipt[] {
+    const outcome = this.commitGroup([batch])[0] as CommitOutcome;
+    if (!outcome.ok) throw outcome.error;
+    return outcome.receipts;
+  }
+
+  /**
+   * Group commit: applies `batches` in order in ONE transaction, each inside
+   * its own savepoint. A batch that fails (a StoreError, or any database error
+   * as commit_failed) is rolled back alone; the batches before it are
+   * committed, and every batch after it is refused with store_failed without
+   * being applied, so the file holds a prefix of the batches. When the
+   * transaction itself cannot begin or commit, every batch fails with that error.
+   */
+  commitGroup(batches: readonly WriteBatch[]): CommitOutcome[] {
     this.open();
+    const outcomes: CommitOutcome[] = [];
+    try {
+      this.s.begin.run();
+    } catch (e) {
+      const error = this.commitError(e);
+      return batches.map(() => ({ ok: false, error }));
+    }
+    let failed: StoreError | undefined;
+    for (const batch of batches) {
+      if (failed !== undefined) {
+        outcomes.push({ ok: false, error: refusedAfterFailure(failed) });
+        continue;
+      }
+      try {
+        outcomes.push({ ok: true, receipts: this.applyBatch(batch) });
+      } catch (e) {
+        failed = this.commitError(e);
+        outcomes.push({ ok: false, error: failed });
+        // Some errors (disk full, I/O) make SQLite roll back the whole transaction: then nothing of the group is stored.
+        if (!this.db.isTransaction) return this.allFailed(outcomes, batches.length, failed);
+      }
+    }
+    try {
+      this.s.commit.run();
+    } catch (e) {
+      if (this.db.isTransaction) this.s.rollback.run();
+      return this.allFailed(outcomes, batches.length, this.commitError(e));
+    }
+    return outcomes;
+  }
+
+  /** The outcomes of a group whose transaction was lost: `error` for the batches that had been applied and those not reached. */
+  private allFailed(outcomes: CommitOutcome[], total: number, error: StoreError): CommitOutcome[] {
+    const all: CommitOutcome[] = outcomes.map((o) => (o.ok ? { ok: false, error } : o));
+    while (all.length < total) all.push({ ok: false, error: refusedAfterFailure(error) });
+    return all;
+  }
+
+  private commitError(e: unknown): StoreError {
+    return e instanceof StoreError ? e : new StoreError("commit_failed", `Commit failed on store ${this.path}: ${describeError(e)}.`, { cause: e });
+  }
+
+  /** Runs `fn` inside a savepoint of the open transaction: a failure rolls back what `fn` wrote, and only that. */
+  private inSavepoint<T>(fn: () => T): T {
+    const sp = (this.savepoint ??= {
+      begin: this.db.prepare("SAVEPOINT batch"),
+      release: this.db.prepare("RELEASE batch"),
+      rollback: this.db.prepare("ROLLBACK TO batch"),
+    });
+    sp.begin.run();
+    try {
+      const result = fn();
+      sp.release.run();
+      return result;
+    } catch (e) {
+      if (this.db.isTransaction) {
+        sp.rollback.run();
+        sp.release.run();
+      }
+      throw e;
+    }
+  }
+
+  /** One batch's rows, inside commitGroup's transaction; returns its stored receipts. */
+  private applyBatch(batch: WriteBatch): Receipt[] {
     checkBatch(batch);
     const s = this.s;
-    return this.transaction("commit_failed", "Commit", () => {
+    return this.inSavepoint(() => {
       for (const m of batch.messages ?? []) {
         try {
           s.insertMessage.run(
