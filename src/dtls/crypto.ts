@@ -580,3 +580,37 @@ function jwsKeyMembers(jwk: JwkKeyMembers, alg: JwsAlg, isPrivate: boolean): { k
     ...(isPrivate ? { d: d as string } : {}),
   };
 }
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+let lastIdMs = 0;
+let idCounter = 0;
+
+/**
+ * A time-ordered (version 7, RFC 9562) UUID: 48 bits of Unix milliseconds,
+ * a 12-bit counter that keeps ids of one millisecond in order (method 1 of
+ * RFC 9562 §6.2), and 62 random bits. For message ids: a store's unique index
+ * over them then grows at its end instead of at a random page per insert.
+ * The clock going back does not reorder ids: the last time is kept until the
+ * clock passes it.
+ */
+export function timeOrderedId(now: number = Date.now()): string {
+  let ms = Math.max(Math.floor(now), lastIdMs);
+  if (ms === lastIdMs) {
+    idCounter++;
+    if (idCounter > 0xfff) {
+      ms++; // 4096 ids in one millisecond: borrow the next one
+      idCounter = 0;
+    }
+  } else idCounter = 0;
+  lastIdMs = ms;
+  const r = randomBytes(8);
+  const hi = Math.floor(ms / 0x10000); // top 32 bits of the 48-bit time
+  const lo = ms % 0x10000;
+  const t = (hi >>> 0).toString(16).padStart(8, "0");
+  const h = HEX;
+  return (
+    `${t}-${lo.toString(16).padStart(4, "0")}-${(0x7000 | idCounter).toString(16)}-` +
+    `${h[0x80 | ((r[0] as number) & 0x3f)]}${h[r[1] as number]}-` +
+    `${h[r[2] as number]}${h[r[3] as number]}${h[r[4] as number]}${h[r[5] as number]}${h[r[6] as number]}${h[r[7] as number]}`
+  );
+}

@@ -3,7 +3,7 @@ import { Scheduler } from "../util/scheduler.ts";
 import type { DeliveryState, MessageRecord, Receipt } from "../store/types.ts";
 import { mainThreadSigner } from "../auth/index.ts";
 import { ErrorCode } from "../wire/index.ts";
-import { randomId } from "../dtls/crypto.ts";
+import { timeOrderedId } from "../dtls/crypto.ts";
 import type {
   DeliveryEngineDeps,
   DeviceStatus,
@@ -71,7 +71,8 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       clock: deps.clock,
       random: deps.random ?? Math.random,
       observer,
-      newId: deps.newId ?? randomId,
+      // time-ordered: the store's index of message ids then grows at its end (docs/store.md)
+      newId: deps.newId ?? (() => timeOrderedId(deps.clock.now())),
       timers: new Scheduler<TimerKey>(),
       devices: new DeviceTable(this.options.rtt),
       ids: new IdGuard(),

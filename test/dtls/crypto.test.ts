@@ -10,8 +10,7 @@ import {
   runningHash,
   secretKey,
   type AeadName,
-  type HashName,
-} from "../../src/dtls/crypto.ts";
+  type HashName, timeOrderedId } from "../../src/dtls/crypto.ts";
 import { finishedVerifyData, keyBlock, masterSecret, pskPremasterSecret, Transcript } from "../../src/dtls/key-schedule.ts";
 import { SUITE_NAMES, suiteByName } from "../../src/dtls/suites.ts";
 import { concatBytes } from "../../src/util/bytes.ts";
@@ -460,5 +459,27 @@ describe("key schedule", () => {
       r.update(h("64"));
       expect(hex(r.digest())).toBe(hex(hash(alg, [h("61626364")])));
     }
+  });
+});
+
+describe("timeOrderedId", () => {
+  const V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+  it("is a version 7 UUID carrying the time in its first 48 bits", () => {
+    const now = Date.UTC(2026, 11, 6, 7, 30);
+    const id = timeOrderedId(now);
+    expect(id).toMatch(V7);
+    expect(Number.parseInt(id.slice(0, 8) + id.slice(9, 13), 16)).toBe(now);
+  });
+
+  it("sorts in the order made, within one millisecond and when the clock goes back", () => {
+    const t = Date.UTC(2027, 0, 1);
+    const ids: string[] = [];
+    for (let i = 0; i < 5000; i++) ids.push(timeOrderedId(t)); // more than the 4096 of one millisecond's counter
+    for (let i = 0; i < 10; i++) ids.push(timeOrderedId(t - 1000)); // the clock went back
+    ids.push(timeOrderedId(t + 5000));
+    for (const id of ids) expect(id).toMatch(V7);
+    expect([...ids].sort()).toEqual(ids);
+    expect(new Set(ids).size).toBe(ids.length);
   });
 });
