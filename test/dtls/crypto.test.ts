@@ -10,7 +10,9 @@ import {
   runningHash,
   secretKey,
   type AeadName,
-  type HashName, timeOrderedId } from "../../src/dtls/crypto.ts";
+  type HashName,
+  timeOrderedId,
+} from "../../src/dtls/crypto.ts";
 import { finishedVerifyData, keyBlock, masterSecret, pskPremasterSecret, Transcript } from "../../src/dtls/key-schedule.ts";
 import { SUITE_NAMES, suiteByName } from "../../src/dtls/suites.ts";
 import { concatBytes } from "../../src/util/bytes.ts";
