@@ -65,6 +65,7 @@ async function assemble(
   const startedAt = Date.now();
   const metrics = createMetrics();
   const store = timedStore(data.store, metrics.observer);
+  metrics.attachStore(data.store);
   const push = await bind("dtls.listen", config, () =>
     startPushServer({
       store,

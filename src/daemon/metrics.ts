@@ -10,6 +10,7 @@ import type { ServerStats } from "../dtls/index.ts";
 import type { SigningPoolStats } from "../auth/index.ts";
 import { ENGINE_FAILURES, FRAME_REFUSALS, type DeliveryObserver } from "../messaging/observer.ts";
 import type { BatchObserver, HttpObserver } from "./http/index.ts";
+import type { Store, WorkerStore, WorkerStoreStats } from "../store/index.ts";
 import type { PushServer } from "./push-server.ts";
 
 export interface DaemonMetrics {
@@ -19,6 +20,8 @@ export interface DaemonMetrics {
   readonly http: HttpObserver & BatchObserver;
   /** the server whose DTLS stats, sessions, devices online and queue depth are read at scrape time (the last one attached) */
   attach(server: PushServer): void;
+  /** reads the store's grouping stats at scrape time (a worker store has them; others are left out) */
+  attachStore(store: Store): void;
   /** the Content-Type of `text()` */
   readonly contentType: string;
   /** the exposition text (Prometheus text format 0.0.4) */
@@ -167,6 +170,35 @@ export function createMetrics(): DaemonMetrics {
     },
   });
 
+  let storeStats: Readonly<WorkerStoreStats> | undefined;
+  /** A counter read from the store's grouping stats when scraped (absent for a store without them: memory). */
+  const storeCounter = (name: string, help: string, read: (s: Readonly<WorkerStoreStats>) => number): void => {
+    new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        if (storeStats === undefined) return;
+        this.reset();
+        this.inc(read(storeStats));
+      },
+    });
+  };
+  storeCounter("dtlspush_store_commits_total", "Batches committed by the store thread (one per engine turn with changes)", (s) => s.commits);
+  storeCounter(
+    "dtlspush_store_transactions_total",
+    "SQLite transactions of the store thread: group commits (commits / transactions = batches per group)",
+    (s) => s.transactions,
+  );
+  new Gauge({
+    name: "dtlspush_store_largest_group",
+    help: "The most batches one store transaction has held since start (group commit)",
+    registers,
+    collect() {
+      if (storeStats !== undefined) this.set(storeStats.largestGroup);
+    },
+  });
+
   /** A counter read from the content-signing pool's stats when scraped (absent while the main thread signs). */
   const signingCounter = (name: string, help: string, read: (s: Readonly<SigningPoolStats>) => number): void => {
     new Counter({
@@ -268,6 +300,10 @@ export function createMetrics(): DaemonMetrics {
     },
     attach(s: PushServer): void {
       server = s;
+    },
+    attachStore(store: Store): void {
+      const stats = (store as Partial<WorkerStore>).stats;
+      storeStats = stats !== undefined && typeof stats.commits === "number" ? stats : undefined;
     },
     contentType: registry.contentType,
     text: () => registry.metrics(),

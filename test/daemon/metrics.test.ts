@@ -5,7 +5,11 @@ import { connect, memoryStateStore, type DtlspushClient } from "../../src/client
 import { createMetrics } from "../../src/daemon/metrics.ts";
 import { startPushServer, type PushServer } from "../../src/daemon/push-server.ts";
 import { connect as dtlsConnect, DtlsError, type ServerStats } from "../../src/dtls/index.ts";
-import { openMemoryStore } from "../../src/store/index.ts";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { openMemoryStore, openWorkerStore } from "../../src/store/index.ts";
+import { loopBatch } from "../store/fixtures/loop-batch.ts";
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const KEY = enc("0123456789abcdef");
@@ -191,6 +195,32 @@ describe("metrics read from the server at scrape time", () => {
     Object.assign(s.engine, { queueDepthTotal: () => 42 });
     m.attach(s);
     expect(sample(await m.text(), "dtlspush_queue_depth")).toBe(42);
+  });
+});
+
+describe("store metrics", () => {
+  it("counts a worker store's commits and group transactions; a store without such stats shows 0", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dtlspush-metrics-store-"));
+    const store = await openWorkerStore(join(dir, "s.db"));
+    try {
+      const m = createMetrics();
+      m.attachStore(store);
+      // 20 commits handed over at once: the store thread groups them
+      await Promise.all(Array.from({ length: 20 }, (_, i) => store.commit(loopBatch(i + 1))));
+      const t = await m.text();
+      expect(sample(t, "dtlspush_store_commits_total")).toBe(20);
+      const transactions = sample(t, "dtlspush_store_transactions_total");
+      expect(transactions).toBeGreaterThanOrEqual(1);
+      expect(transactions).toBeLessThan(20);
+      expect(sample(t, "dtlspush_store_largest_group")).toBeGreaterThan(1);
+
+      const inline = createMetrics();
+      inline.attachStore(openMemoryStore());
+      expect(sample(await inline.text(), "dtlspush_store_commits_total")).toBe(0);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
