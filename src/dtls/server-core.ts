@@ -244,11 +244,12 @@ export function sourceHost(address: string): string {
  */
 export const HANDSHAKE_STATE_BYTES = 6 * 1024;
 
-/** A source's handshakes in progress and established sessions. */
-interface HostCount {
-  handshakes: number;
-  sessions: number;
-}
+/**
+ * A source's handshakes in progress and established sessions are one number
+ * in `hosts`, sessions * HOST_SESSION + handshakes: no object per source (a
+ * device behind its own address would cost one each, some 40 bytes).
+ */
+const HOST_SESSION = 2 ** 26;
 
 export class ServerCore {
   /** Replaced (never mutated) by updateCredentials: connections keep the one they started with. */
@@ -259,8 +260,8 @@ export class ServerCore {
   private readonly sessions = new Map<string, ServerSession>();
   private readonly scheduler = new Scheduler<ServerSession>(SLOT_INDEX);
   private handshaking = 0;
-  /** Per source: handshakes and sessions (an entry only while it has any). */
-  private readonly hosts = new Map<string, HostCount>();
+  /** Per source: sessions * HOST_SESSION + handshakes (an entry only while it has any). */
+  private readonly hosts = new Map<string, number>();
   private readonly memory: MemoryBudget;
   /** false once stopAccepting() was called: ClientHellos from new peers are dropped */
   private accepting = true;
@@ -390,9 +391,9 @@ export class ServerCore {
     const c = this.config;
     const replacesHandshake = existing !== undefined && existing.connection.connectionInfo === undefined;
     const replaced = existing === undefined ? 0 : 1;
-    const h = this.hosts.get(host);
-    const hostHandshakes = (h?.handshakes ?? 0) - (replacesHandshake ? 1 : 0);
-    const hostConnections = (h?.handshakes ?? 0) + (h?.sessions ?? 0) - replaced;
+    const h = this.hosts.get(host) ?? 0;
+    const hostHandshakes = (h % HOST_SESSION) - (replacesHandshake ? 1 : 0);
+    const hostConnections = (h % HOST_SESSION) + Math.floor(h / HOST_SESSION) - replaced;
     const maxPerHost = c.maxHandshakesPerHost ?? DEFAULT_SERVER_LIMITS.maxHandshakesPerHost;
     const maxSessionsPerHost = c.maxSessionsPerHost ?? DEFAULT_SERVER_LIMITS.maxSessionsPerHost;
     const handshaking = this.handshaking - (replacesHandshake ? 1 : 0);
@@ -434,7 +435,7 @@ export class ServerCore {
     this.sessions.set(key, session);
     this.handshaking++;
     this.memory.charge(HANDSHAKE_STATE_BYTES);
-    this.hostCount(host).handshakes++;
+    this.countHost(host, 1, 0);
     this.stats.handshakesStarted++;
     try {
       connection.attach(new ServerHandshake(connection, this.auth, hello, fragment.messageSeq, fragment.body, now));
@@ -452,8 +453,8 @@ export class ServerCore {
 
   /** @internal */
   sessionEstablished(session: ServerSession, info: ConnectionInfo): void {
-    this.handshakeOver(session);
-    this.hostCount(session.host).sessions++;
+    this.handshakeOver();
+    this.countHost(session.host, -1, 1);
     this.stats.handshakesCompleted++;
     increment(this.stats.handshakesBySuite, info.suite);
     this.handler.established(session);
@@ -464,39 +465,29 @@ export class ServerCore {
     if (this.sessions.get(session.key) === session) this.sessions.delete(session.key);
     this.scheduler.cancel(session);
     if (session.connection.connectionInfo === undefined) {
-      this.handshakeOver(session);
-      this.releaseHost(session.host);
+      this.handshakeOver();
+      this.countHost(session.host, -1, 0);
       this.stats.handshakesFailed++;
       this.failed(session.peer, error ?? new DtlsError("closed", "peer closed during the handshake"));
     } else {
-      const h = this.hostCount(session.host);
-      h.sessions--;
-      this.releaseHost(session.host);
+      this.countHost(session.host, 0, -1);
       const listener = session.listener;
       session.listener = undefined;
       listener?.ended(error);
     }
   }
 
-  /** A handshake ended (established or not): its slot and its share of the memory budget are free. */
-  private handshakeOver(session: ServerSession): void {
+  /** A handshake ended (established or not): its slot and its share of the memory budget are free (the caller counts its source). */
+  private handshakeOver(): void {
     this.handshaking--;
     this.memory.release(HANDSHAKE_STATE_BYTES);
-    this.hostCount(session.host).handshakes--;
   }
 
-  private hostCount(host: string): HostCount {
-    let h = this.hosts.get(host);
-    if (h === undefined) {
-      h = { handshakes: 0, sessions: 0 };
-      this.hosts.set(host, h);
-    }
-    return h;
-  }
-
-  private releaseHost(host: string): void {
-    const h = this.hosts.get(host);
-    if (h !== undefined && h.handshakes === 0 && h.sessions === 0) this.hosts.delete(host);
+  /** Adds to a source's handshakes and sessions; a source with neither leaves the map. */
+  private countHost(host: string, handshakes: number, sessions: number): void {
+    const v = (this.hosts.get(host) ?? 0) + handshakes + sessions * HOST_SESSION;
+    if (v === 0) this.hosts.delete(host);
+    else this.hosts.set(host, v);
   }
 
   /** Sources with handshakes or sessions (for inspection). */
