@@ -422,7 +422,8 @@ export class ServerCore {
 
   private startHandshake(peer: Peer, key: string, host: string, record: RawRecord, fragment: HandshakeFragment, hello: ClientHello, now: number): void {
     const deadlineMs = this.config.handshakeTimeoutMs ?? DEFAULT_SERVER_LIMITS.handshakeTimeoutMs;
-    key = keptPeerKey(peer); // the same string, flat: the sessions map and the session keep it
+    const flat = keptPeerKey(peer);
+    if (flat === key) key = flat; // the same string, flat: the sessions map and the session keep it (a caller's own key stays as it is)
     const session = new ServerSession(this, peer, key, hello.random, this.config, now, {
       // Continue above the ClientHello's record number so ServerHello never reuses the HVR's.
       firstWriteSeq: record.seq,
