@@ -23,6 +23,7 @@
  * not always the resident size.
  */
 import { fork, type ChildProcess } from "node:child_process";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { writeHeapSnapshot } from "node:v8";
 import { parseArgs } from "node:util";
@@ -87,6 +88,7 @@ async function main(): Promise<void> {
   const n = Number(values.sessions);
   if (!Number.isInteger(n) || n < 1) throw new Error(`--sessions must be a positive integer, not ${values.sessions}`);
   if (values.server) return serverMain(n, values.snapshot);
+  if (values.snapshot !== undefined) mkdirSync(values.snapshot, { recursive: true });
   const concurrency = Math.max(1, Number(values.concurrency));
   const holdMs = Number(values.hold) * 1000;
 
