@@ -28,10 +28,10 @@ export interface CloseReason {
 }
 
 /**
- * What `setReceiver` hands a connection's records and its end to, in place of
- * the "data" and "close" events: the methods of one object (a class instance
- * whose methods live on its prototype), so a server holding many sessions
- * pays no listener closures and no event table per session.
+ * What `setReceiver` hands a connection's records and its end to: the methods
+ * of one object (a class instance whose methods live on its prototype), so a
+ * server holding many sessions pays no listener closures and no event table
+ * per session. Listeners, if any, still get the events after it.
  */
 export interface ConnectionReceiver {
   /** One application record, in bytes of its own (the connection does not reuse them). */
@@ -52,8 +52,8 @@ interface Events {
 /**
  * An established DTLS association as applications see it (both roles).
  * Events: "data" (one per application record), "close" (once), "error"
- * (a failure; "close" follows). `setReceiver` replaces "data" and "close"
- * with the methods of one object.
+ * (a failure; "close" follows). `setReceiver` hands records and the end
+ * to the methods of one object first.
  */
 export class DtlsConnection extends EventEmitter<Events> {
   private readonly core: Connection;
@@ -84,9 +84,9 @@ export class DtlsConnection extends EventEmitter<Events> {
 
   /**
    * From now on records go to `receiver.data` and the end to
-   * `receiver.closed` instead of the "data" and "close" events ("error" is
-   * still emitted to its listeners). For servers holding many sessions: one
-   * object per session instead of listener closures.
+   * `receiver.closed`, each before the "data" and "close" events (emitted
+   * as before to the listeners there are, if any). For servers holding many
+   * sessions: one object per session instead of listener closures.
    */
   setReceiver(receiver: ConnectionReceiver): void {
     this.receiver = receiver;
@@ -120,16 +120,18 @@ export class DtlsConnection extends EventEmitter<Events> {
   /** @internal one record from the peer */
   deliver(data: Uint8Array): void {
     const receiver = this.receiver;
-    if (receiver !== undefined) receiver.data(data);
-    else this.emit("data", Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+    if (receiver !== undefined) {
+      receiver.data(data);
+      if (this.listenerCount("data") === 0) return;
+    }
+    this.emit("data", Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
   }
 
   /** @internal the connection is over */
   ended(error: DtlsError | undefined): void {
     if (error !== undefined && error.code !== "closed" && this.listenerCount("error") > 0) this.emit("error", error);
     const reason = error === undefined ? CLOSED : { code: error.code, message: error.message };
-    const receiver = this.receiver;
-    if (receiver !== undefined) receiver.closed(reason);
-    else this.emit("close", reason);
+    this.receiver?.closed(reason);
+    this.emit("close", reason);
   }
 }

@@ -37,8 +37,8 @@ describe("UDP endpoint on 127.0.0.1", () => {
     c.close();
   });
 
-  it("setReceiver: records and the end go to one object's methods instead of the events; error listeners still hear failures", async () => {
-    const s = await server({ idleTimeoutMs: 300 }); // its "data" listener echoes: it must hear nothing once a receiver is set
+  it("setReceiver: records and the end go to one object's methods first, then to the listeners there are", async () => {
+    const s = await server({ idleTimeoutMs: 300 }); // its "data" listener echoes
     const records: string[] = [];
     const ends: CloseReason[] = [];
     const receiver: ConnectionReceiver = {
@@ -69,8 +69,8 @@ describe("UDP endpoint on 127.0.0.1", () => {
     expect(ends[0]).toEqual({ code: "closed", message: "closed" });
     await until(() => ends.length === 2, 3000); // c2 says nothing: the server ends it after 300 ms
     expect(ends[1]?.code).toBe("idle_timeout");
-    expect(events).toEqual(["error:idle_timeout"]); // the error listener heard it; "close" went to the receiver
-    expect(echoed).toBe(0);
+    expect(events).toEqual(["close", "error:idle_timeout", "close"]); // the listeners heard it all too
+    expect(echoed).toBe(2);
     c2.close();
   });
 
