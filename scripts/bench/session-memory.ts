@@ -10,7 +10,11 @@
  * over IPC; the figures per session are the growth from "registered" to
  * "sessions open", divided by the sessions the daemon holds.
  *
- *   node scripts/bench/session-memory.ts [--sessions N] [--concurrency C] [--hold S] [--json]
+ *   node scripts/bench/session-memory.ts [--sessions N] [--concurrency C] [--hold S] [--json] [--snapshot DIR]
+ *
+ * --snapshot DIR also writes V8 heap snapshots of the server at "registered"
+ * and "sessions" (registered.heapsnapshot, sessions.heapsnapshot); compare
+ * them with scripts/bench/heap-diff.ts to see what each session holds.
  *
  * The heap figure is the one to compare. Resident memory grows by more than
  * the sessions hold: V8 keeps the young generation and the old-space pages it
@@ -19,6 +23,9 @@
  * not always the resident size.
  */
 import { fork, type ChildProcess } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { writeHeapSnapshot } from "node:v8";
 import { parseArgs } from "node:util";
 import { connect, type DtlspushClient } from "../../src/client/index.ts";
 import { startPushServer } from "../../src/daemon/push-server.ts";
@@ -44,11 +51,12 @@ async function sample(): Promise<Sample> {
   return { heapUsed: m.heapUsed, rss: m.rss, arrayBuffers: m.arrayBuffers, external: m.external, heapTotal: m.heapTotal };
 }
 
-async function serverMain(n: number): Promise<void> {
+async function serverMain(n: number, snapshotDir: string | undefined): Promise<void> {
   const send = (m: FromServer): void => void process.send?.(m);
   const server = await startPushServer({ store: openMemoryStore(), dtls: { host: "127.0.0.1", port: 0, maxHandshakes: 10_000, maxSessions: n + 100 } });
   const report = async (label: string): Promise<void> => {
     const s = await sample();
+    if (snapshotDir !== undefined && label !== "started") writeHeapSnapshot(join(snapshotDir, `${label}.heapsnapshot`));
     send({ kind: "sample", label, sample: s, sessions: server.dtls.sessions(), online: server.engine.onlineCount() });
   };
   await report("started");
@@ -74,15 +82,18 @@ async function main(): Promise<void> {
       concurrency: { type: "string", default: "50" },
       hold: { type: "string", default: "2" },
       json: { type: "boolean", default: false },
+      snapshot: { type: "string" },
     },
   });
   const n = Number(values.sessions);
   if (!Number.isInteger(n) || n < 1) throw new Error(`--sessions must be a positive integer, not ${values.sessions}`);
-  if (values.server) return serverMain(n);
+  if (values.server) return serverMain(n, values.snapshot);
+  if (values.snapshot !== undefined) mkdirSync(values.snapshot, { recursive: true });
   const concurrency = Math.max(1, Number(values.concurrency));
   const holdMs = Number(values.hold) * 1000;
 
-  const child = fork(import.meta.filename, ["--server", "--sessions", String(n)], {
+  const snapshotArgs = values.snapshot === undefined ? [] : ["--snapshot", values.snapshot];
+  const child = fork(import.meta.filename, ["--server", "--sessions", String(n), ...snapshotArgs], {
     execArgv: [...process.execArgv.filter((a) => a !== "--expose-gc"), "--expose-gc"],
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });

@@ -16,7 +16,7 @@ import type { RecordProtection } from "./record-protection.ts";
 import { packDatagrams, RecordWriter } from "./record-writer.ts";
 import { UNLIMITED, type MemoryBudget } from "./memory-budget.ts";
 import { Reassembler, type HandshakeMessage } from "./reassembly.ts";
-import { ReplayWindow } from "./replay-window.ts";
+import { replayAccept, replayCheck, type WindowState } from "./replay-window.ts";
 
 export type FlightItem =
   | { readonly kind: "handshake"; readonly epoch: 0 | 1; readonly msgType: number; readonly messageSeq: number; readonly body: Uint8Array }
@@ -81,26 +81,39 @@ class HandshakeState {
   rto: number;
   retransmits = 0;
   lastTransmitAt = -Infinity;
+  /** Where early records' bytes are counted (the reassembler counts its own there too). */
+  readonly budget: MemoryBudget;
+  /** The handshake must be over by then (cleared once established). */
+  deadline: number | undefined;
 
-  constructor(firstMessageSeq: number, rto: number, budget: MemoryBudget) {
+  constructor(firstMessageSeq: number, rto: number, budget: MemoryBudget, deadline: number | undefined) {
     this.reassembler = new Reassembler(firstMessageSeq, 8, 0x20000, budget);
     this.rto = rto;
+    this.budget = budget;
+    this.deadline = deadline;
   }
 }
 
-export class Connection {
+export class Connection implements WindowState {
   readonly role: "client" | "server";
   readonly config: ConnectionConfig;
   private readonly handler: ConnectionHandler;
   private readonly alerts: AlertCounters | undefined;
-  private readonly budget: MemoryBudget;
-  private handshakeDeadline: number | undefined;
   private stateValue: ConnectionState = "handshaking";
   private info: ConnectionInfo | undefined;
 
   private readonly writer: RecordWriter;
   private readProtection: RecordProtection | undefined;
-  private readonly replay = new ReplayWindow();
+  /** @internal the epoch-1 replay window (replay-window.ts), its fields here: no object of its own per session */
+  replayMax = -1;
+  /** @internal */
+  replay0 = 0;
+  /** @internal */
+  replay1 = 0;
+  /** @internal */
+  replay2 = 0;
+  /** @internal */
+  replay3 = 0;
   /** Undefined once the handshake is over and our last flight needs no more retransmitting. */
   private hs: HandshakeState | undefined;
   /** The peer's next handshake message_seq once established (older ones are its retransmissions). */
@@ -121,9 +134,8 @@ export class Connection {
     this.handler = handler;
     this.alerts = opts.alerts;
     this.writer = new RecordWriter(opts.firstWriteSeq ?? 0);
-    this.budget = opts.budget ?? UNLIMITED();
-    this.handshakeDeadline = opts.handshakeDeadline;
-    this.hs = new HandshakeState(opts.firstMessageSeq ?? 0, config.retransmit.initialMs, this.budget);
+    // what only the handshake uses lives in its state, not in every session's connection
+    this.hs = new HandshakeState(opts.firstMessageSeq ?? 0, config.retransmit.initialMs, opts.budget ?? UNLIMITED(), opts.handshakeDeadline);
     this.lastActivity = now;
     this.idleCheckAt = config.idleTimeoutMs > 0 ? now + config.idleTimeoutMs : undefined;
   }
@@ -153,7 +165,7 @@ export class Connection {
 
   /** When `timeout` wants to be called next, or undefined. */
   nextTimeout(): number | undefined {
-    return earliest(earliest(this.hs?.retransmitAt, this.idleCheckAt), this.handshakeDeadline);
+    return earliest(earliest(this.hs?.retransmitAt, this.idleCheckAt), this.hs?.deadline);
   }
 
   // ---- input ------------------------------------------------------------
@@ -181,7 +193,7 @@ export class Connection {
         }
         return;
       }
-      if (!this.replay.check(rec.seq)) {
+      if (!replayCheck(this, rec.seq)) {
         this.handler.recordDropped?.("replayed");
         return;
       }
@@ -196,7 +208,7 @@ export class Connection {
         }
         return;
       }
-      this.replay.accept(rec.seq);
+      replayAccept(this, rec.seq);
       plaintext = opened;
       this.lastActivity = now;
     } else {
@@ -311,7 +323,8 @@ export class Connection {
 
   timeout(now: number): void {
     if (this.stateValue === "closed") return;
-    if (this.handshakeDeadline !== undefined && now >= this.handshakeDeadline && this.stateValue === "handshaking") {
+    const deadline = this.hs?.deadline;
+    if (deadline !== undefined && now >= deadline && this.stateValue === "handshaking") {
       this.finish(new DtlsError("handshake_timeout", "the handshake did not finish in time"));
       return;
     }
@@ -393,10 +406,10 @@ export class Connection {
   establish(info: ConnectionInfo, now: number): void {
     this.stateValue = "established";
     this.info = info;
-    this.handshakeDeadline = undefined;
     const hs = this.hs;
     const early = hs?.earlyData ?? NO_DATA;
     if (hs !== undefined) {
+      hs.deadline = undefined;
       this.peerMessageSeq = hs.reassembler.nextSeq;
       this.dropBuffers(hs);
       if (this.role === "client") {
@@ -472,14 +485,14 @@ export class Connection {
 
   /** Early records within MAX_EARLY_BYTES and the budget are kept; others are dropped. */
   private keepEarly(hs: HandshakeState, n: number): boolean {
-    if (hs.earlyBytes + n > MAX_EARLY_BYTES || !this.budget.take(n)) return false;
+    if (hs.earlyBytes + n > MAX_EARLY_BYTES || !hs.budget.take(n)) return false;
     hs.earlyBytes += n;
     return true;
   }
 
   private giveBackEarly(hs: HandshakeState, n: number): void {
     hs.earlyBytes -= n;
-    this.budget.release(n);
+    hs.budget.release(n);
   }
 
   /** Everything the peer's input left buffered goes, and its bytes back to the budget. */
@@ -495,7 +508,6 @@ export class Connection {
     this.stateValue = "closed";
     if (this.hs !== undefined) this.dropBuffers(this.hs);
     this.hs = undefined;
-    this.handshakeDeadline = undefined;
     this.idleCheckAt = undefined;
     this.handler.closed(error);
   }

@@ -116,12 +116,85 @@ export function prf(alg: HashName, secret: Uint8Array | SecretKey, label: string
 }
 
 /**
- * An AEAD bound to one key. `seal` returns `reserve` bytes left for the caller
- * to fill (a record header), then ciphertext, then tag, in one fresh buffer;
- * `open` returns the plaintext, or null when authentication fails (callers
- * drop silently). Pass Buffers for nonce and AAD where possible: node:crypto
- * takes a slower path for other views.
+ * An AEAD key, loaded once (a KeyObject, opaque outside this module). The
+ * record layer keeps one per direction of every session and calls aeadSeal /
+ * aeadOpen with it: no object around the key, nothing per session but the key.
  */
+export type AeadKey = KeyObject & { readonly __aeadKey: never };
+
+export function aeadKey(bytes: Uint8Array): AeadKey {
+  return createSecretKey(bytes) as AeadKey;
+}
+
+/** The tag length of an AEAD, bytes. */
+export function aeadTagLength(name: AeadName): 8 | 16 {
+  return name === "aes-128-ccm8" ? 8 : 16;
+}
+
+/**
+ * Seals `plaintext` under `key` and `nonce`, authenticating `aad`: `reserve`
+ * bytes left for the caller to fill (a record header), then ciphertext, then
+ * tag, in one fresh buffer. Pass Buffers for nonce and AAD where possible:
+ * node:crypto takes a slower path for other views.
+ */
+export function aeadSeal(name: AeadName, key: AeadKey, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, reserve = 0): Uint8Array {
+  switch (name) {
+    case "aes-128-ccm":
+    case "aes-128-ccm8": {
+      const c = createCipheriv("aes-128-ccm", key, nonce, name === "aes-128-ccm8" ? CCM_8 : CCM_16);
+      c.setAAD(aad, { plaintextLength: plaintext.length });
+      const body = c.update(plaintext);
+      c.final();
+      return assemble(reserve, body, c.getAuthTag());
+    }
+    default: {
+      // ChaCha20-Poly1305 has the GCM call shape at run time and a 16-byte tag by default.
+      const c = createCipheriv(name as "aes-128-gcm", key, nonce);
+      c.setAAD(aad);
+      const body = c.update(plaintext);
+      c.final();
+      return assemble(reserve, body, c.getAuthTag());
+    }
+  }
+}
+
+/** The plaintext of `sealed` (ciphertext then tag), or null when it does not authenticate (callers drop silently). */
+export function aeadOpen(name: AeadName, key: AeadKey, nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Uint8Array | null {
+  const tagLength = aeadTagLength(name);
+  if (sealed.length < tagLength) return null;
+  const ct = sealed.subarray(0, sealed.length - tagLength);
+  const tag = sealed.subarray(sealed.length - tagLength);
+  switch (name) {
+    case "aes-128-ccm":
+    case "aes-128-ccm8": {
+      const d = createDecipheriv("aes-128-ccm", key, nonce, name === "aes-128-ccm8" ? CCM_8 : CCM_16);
+      d.setAuthTag(tag);
+      d.setAAD(aad, { plaintextLength: ct.length });
+      // CCM authenticates inside update(): a bad tag makes update throw.
+      try {
+        const body = d.update(ct);
+        d.final();
+        return body;
+      } catch {
+        return null;
+      }
+    }
+    default: {
+      const d = createDecipheriv(name as "aes-128-gcm", key, nonce);
+      d.setAuthTag(tag);
+      d.setAAD(aad);
+      const body = d.update(ct);
+      try {
+        d.final();
+      } catch {
+        return null;
+      }
+      return body;
+    }
+  }
+}
+
+/** An AEAD bound to one key (seal and open as aeadSeal / aeadOpen). */
 export interface Aead {
   readonly tagLength: number;
   seal(nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, reserve?: number): Uint8Array;
@@ -129,17 +202,12 @@ export interface Aead {
 }
 
 export function createAead(name: AeadName, key: Uint8Array): Aead {
-  const ko = createSecretKey(key);
-  switch (name) {
-    case "aes-128-gcm":
-    case "aes-256-gcm":
-    case "chacha20-poly1305":
-      return new StreamAead(name, ko);
-    case "aes-128-ccm":
-      return new CcmAead(ko, CCM_16);
-    case "aes-128-ccm8":
-      return new CcmAead(ko, CCM_8);
-  }
+  const k = aeadKey(key);
+  return {
+    tagLength: aeadTagLength(name),
+    seal: (nonce, aad, plaintext, reserve) => aeadSeal(name, k, nonce, aad, plaintext, reserve),
+    open: (nonce, aad, sealed) => aeadOpen(name, k, nonce, aad, sealed),
+  };
 }
 
 function assemble(reserve: number, body: Buffer, tag: Buffer): Buffer {
@@ -150,81 +218,8 @@ function assemble(reserve: number, body: Buffer, tag: Buffer): Buffer {
   return out;
 }
 
-// The AEADs are classes, not closures: every session holds two, so their
-// methods live once on the prototype instead of once per key.
-class StreamAead implements Aead {
-  readonly tagLength = 16;
-  // ChaCha20-Poly1305 has the GCM call shape at run time and a 16-byte tag by default.
-  private readonly cipher: "aes-128-gcm";
-  private readonly key: KeyObject;
-
-  constructor(cipher: "aes-128-gcm" | "aes-256-gcm" | "chacha20-poly1305", key: KeyObject) {
-    this.cipher = cipher as "aes-128-gcm";
-    this.key = key;
-  }
-
-  seal(nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, reserve = 0): Uint8Array {
-    const c = createCipheriv(this.cipher, this.key, nonce);
-    c.setAAD(aad);
-    const body = c.update(plaintext);
-    c.final();
-    return assemble(reserve, body, c.getAuthTag());
-  }
-
-  open(nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Uint8Array | null {
-    if (sealed.length < 16) return null;
-    const d = createDecipheriv(this.cipher, this.key, nonce);
-    d.setAuthTag(sealed.subarray(sealed.length - 16));
-    d.setAAD(aad);
-    const body = d.update(sealed.subarray(0, sealed.length - 16));
-    try {
-      d.final();
-    } catch {
-      return null;
-    }
-    return body;
-  }
-}
-
 const CCM_8 = { authTagLength: 8 } as const;
 const CCM_16 = { authTagLength: 16 } as const;
-
-class CcmAead implements Aead {
-  readonly tagLength: 8 | 16;
-  private readonly key: KeyObject;
-  private readonly opts: typeof CCM_8 | typeof CCM_16;
-
-  constructor(key: KeyObject, opts: typeof CCM_8 | typeof CCM_16) {
-    this.key = key;
-    this.opts = opts;
-    this.tagLength = opts.authTagLength;
-  }
-
-  seal(nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, reserve = 0): Uint8Array {
-    const c = createCipheriv("aes-128-ccm", this.key, nonce, this.opts);
-    c.setAAD(aad, { plaintextLength: plaintext.length });
-    const body = c.update(plaintext);
-    c.final();
-    return assemble(reserve, body, c.getAuthTag());
-  }
-
-  open(nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Uint8Array | null {
-    const tagLength = this.tagLength;
-    if (sealed.length < tagLength) return null;
-    const ct = sealed.subarray(0, sealed.length - tagLength);
-    const d = createDecipheriv("aes-128-ccm", this.key, nonce, this.opts);
-    d.setAuthTag(sealed.subarray(sealed.length - tagLength));
-    d.setAAD(aad, { plaintextLength: ct.length });
-    // CCM authenticates inside update(): a bad tag makes update throw.
-    try {
-      const body = d.update(ct);
-      d.final();
-      return body;
-    } catch {
-      return null;
-    }
-  }
-}
 
 /** Groups for ephemeral ECDH (RFC 8422 / RFC 7748). */
 export type EcdhGroup = "x25519" | "secp256r1" | "secp384r1" | "secp521r1";

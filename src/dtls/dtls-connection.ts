@@ -27,6 +27,22 @@ export interface CloseReason {
   readonly message: string;
 }
 
+/**
+ * What `setReceiver` hands a connection's records and its end to: the methods
+ * of one object (a class instance whose methods live on its prototype), so a
+ * server holding many sessions pays no listener closures and no event table
+ * per session. Listeners, if any, still get the events after it.
+ */
+export interface ConnectionReceiver {
+  /** One application record, in bytes of its own (the connection does not reuse them). */
+  data(record: Uint8Array): void;
+  /** The connection ended (once): "closed" for an orderly close, else the error's code and message. */
+  closed(reason: CloseReason): void;
+}
+
+/** The reason of an orderly close (one object for all). */
+const CLOSED: CloseReason = Object.freeze({ code: "closed", message: "closed" });
+
 interface Events {
   data: [data: Buffer];
   close: [reason: CloseReason];
@@ -36,27 +52,44 @@ interface Events {
 /**
  * An established DTLS association as applications see it (both roles).
  * Events: "data" (one per application record), "close" (once), "error"
- * (a failure; "close" follows).
+ * (a failure; "close" follows). `setReceiver` hands records and the end
+ * to the methods of one object first.
  */
 export class DtlsConnection extends EventEmitter<Events> {
   private readonly core: Connection;
+  /** The peer's address and port: a server passes its session object (which has both), not a copy. */
   private readonly peer: PeerAddress;
-  /** The core's own info object (shared, not copied: a server holds many idle connections). */
-  private readonly coreInfo: ConnectionInfo;
   private readonly afterSend: () => void;
+  private receiver: ConnectionReceiver | undefined;
 
-  /** @internal created by the endpoint. */
-  constructor(core: Connection, peer: PeerAddress, info: ConnectionInfo, afterSend: () => void) {
+  /** @internal created by the endpoint, once `core` is established. */
+  constructor(core: Connection, peer: PeerAddress, afterSend: () => void) {
     super();
+    // EventEmitter starts every instance with an empty listener table, a
+    // null-prototype object V8 keeps in dictionary mode: some 200 bytes per
+    // connection, most of what an idle server session would pay for events it
+    // never gets. EventEmitter makes that table on the first listener when
+    // there is none (every method accepts _events undefined), so an
+    // application that listens pays it then and one using setReceiver never.
+    (this as unknown as { _events: object | undefined })._events = undefined;
     this.core = core;
     this.peer = peer;
-    this.coreInfo = info;
     this.afterSend = afterSend;
   }
 
   /** Who the peer is and what was negotiated (a new object on each read: keep it if you read it often). */
   get info(): DtlsConnectionInfo {
-    return { peer: this.peer, ...this.coreInfo };
+    return { peer: { address: this.peer.address, port: this.peer.port }, ...(this.core.connectionInfo as ConnectionInfo) };
+  }
+
+  /**
+   * From now on records go to `receiver.data` and the end to
+   * `receiver.closed`, each before the "data" and "close" events (emitted
+   * as before to the listeners there are, if any). For servers holding many
+   * sessions: one object per session instead of listener closures.
+   */
+  setReceiver(receiver: ConnectionReceiver): void {
+    this.receiver = receiver;
   }
 
   get closed(): boolean {
@@ -84,14 +117,21 @@ export class DtlsConnection extends EventEmitter<Events> {
     this.afterSend();
   }
 
-  /** @internal */
+  /** @internal one record from the peer */
   deliver(data: Uint8Array): void {
+    const receiver = this.receiver;
+    if (receiver !== undefined) {
+      receiver.data(data);
+      if (this.listenerCount("data") === 0) return;
+    }
     this.emit("data", Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
   }
 
-  /** @internal */
+  /** @internal the connection is over */
   ended(error: DtlsError | undefined): void {
     if (error !== undefined && error.code !== "closed" && this.listenerCount("error") > 0) this.emit("error", error);
-    this.emit("close", error === undefined ? { code: "closed", message: "closed" } : { code: error.code, message: error.message });
+    const reason = error === undefined ? CLOSED : { code: error.code, message: error.message };
+    this.receiver?.closed(reason);
+    this.emit("close", reason);
   }
 }

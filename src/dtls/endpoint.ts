@@ -18,7 +18,7 @@ import { DtlsError } from "./errors.ts";
 import { applyCredentialUpdate, clientConfig, serverCoreConfig, type ConnectOptions, type CredentialUpdate, type ListenOptions } from "./endpoint-config.ts";
 import { ClientHandshake } from "./handshake-client.ts";
 import { DEFAULT_HELLO_VERIFY_RATE, DEFAULT_HELLO_VERIFY_RATE_PER_PREFIX, HelloLimiter, type ClientHelloDropCause } from "./hello-limiter.ts";
-import { peerKey, ServerCore, type Peer, type ServerCoreConfig, type ServerStats, type SessionListener } from "./server-core.ts";
+import { peerKey, ServerCore, type Peer, type ServerCoreConfig, type ServerStats } from "./server-core.ts";
 
 export type { CertificateKeyPair, ConnectOptions, CredentialUpdate, ListenOptions } from "./endpoint-config.ts";
 
@@ -30,20 +30,6 @@ interface ServerEvents {
 
 function socketType(host: string): "udp4" | "udp6" {
   return isIP(host) === 6 ? "udp6" : "udp4";
-}
-
-/** Hands a server session's data and end to its DtlsConnection (a class, so a session costs no closures). */
-class SessionEvents implements SessionListener {
-  private readonly conn: DtlsConnection;
-  constructor(conn: DtlsConnection) {
-    this.conn = conn;
-  }
-  data(plaintext: Uint8Array): void {
-    this.conn.deliver(plaintext);
-  }
-  closed(error: DtlsError | undefined): void {
-    this.conn.ended(error);
-  }
 }
 
 /** How long close() waits for the last close_notify datagrams to leave. */
@@ -115,8 +101,9 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
         send: (peer, d, key) => (isHelloVerifyRequest(d) ? this.transmit(peer, [d]) : this.outbox.push(key, peer, d)),
         admitHelloVerify: (peer, key, now) => this.admitHelloVerify(peer, key, now),
         established: (session) => {
-          const conn = new DtlsConnection(session.connection, session.peer, session.info, this.armTimer);
-          session.listener = new SessionEvents(conn);
+          // the session is the peer address (its fields) and the connection its listener: nothing in between
+          const conn = new DtlsConnection(session.connection, session, this.armTimer);
+          session.listener = conn;
           this.emit("session", conn);
         },
         handshakeFailed: (peer, error) => this.emit("handshakeError", { peer, error }),
@@ -408,9 +395,9 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
       config,
       {
         sendDatagram: (d) => outbox.push("", peer, d),
-        established: (info) => {
+        established: () => {
           clearTimeout(deadline);
-          conn = new DtlsConnection(core, peer, info, () => timer.arm());
+          conn = new DtlsConnection(core, peer, () => timer.arm());
           settled = true;
           resolve(conn);
         },

@@ -45,7 +45,7 @@ import {
   type ClientHello,
 } from "./messages.ts";
 import { chooseServerParameters, VERIFIABLE_SCHEMES } from "./negotiation.ts";
-import type { ClientAuthMode, ClientVerdict, ServerCredential, ServerPskConfig } from "./options.ts";
+import type { ClientAuthMode, ClientVerdict, ConnectionInfo, ServerCredential, ServerPskConfig } from "./options.ts";
 import type { HandshakeMessage } from "./reassembly.ts";
 import { RecordProtection } from "./record-protection.ts";
 import { usesPsk, type CipherSuite } from "./suites.ts";
@@ -307,16 +307,11 @@ export class ServerHandshake implements HandshakeDriver {
       now,
       false,
     );
-    this.host.establish(
-      {
-        identity: s.identity,
-        suite: s.suite.name,
-        extendedMasterSecret: s.ems,
-        group: s.group,
-        peerCertificate: s.peer === undefined ? undefined : { subject: s.peer.subject, fingerprint256: s.peer.fingerprint256 },
-      },
-      now,
-    );
+    // kept for the session's life: the optional fields only when they have a value (8 bytes each otherwise)
+    const info: { -readonly [K in keyof ConnectionInfo]: ConnectionInfo[K] } = { identity: s.identity, suite: s.suite.name, extendedMasterSecret: s.ems };
+    if (s.group !== undefined) info.group = s.group;
+    if (s.peer !== undefined) info.peerCertificate = { subject: s.peer.subject, fingerprint256: s.peer.fingerprint256 };
+    this.host.establish(info, now);
   }
 }
 

@@ -1,4 +1,4 @@
-import { createAead, type Aead } from "./crypto.ts";
+import { aeadKey, aeadOpen, aeadSeal, type AeadKey } from "./crypto.ts";
 import { RECORD_HEADER_LENGTH } from "./constants.ts";
 import type { RawRecord } from "./record.ts";
 import { writeRecordHeader, writeSeq48 } from "./record.ts";
@@ -32,24 +32,33 @@ function putWord(out: Uint8Array, at: number, v: number): void {
  * AAD (RFC 5246 6.2.3.3 with the DTLS sequence): epoch||seq, type, version, plaintext length.
  *
  * Every session holds two of these, so the fixed IV is kept as three int32
- * fields (GCM/CCM use the first) rather than a byte array of its own.
+ * fields (GCM/CCM use the first) rather than a byte array of its own, and the
+ * key is held as it is (no AEAD object around it).
  */
 export class RecordProtection {
-  private readonly aead: Aead;
+  /** The suite (shared by every session that negotiated it): its AEAD, explicit nonce and tag lengths. */
+  private readonly suite: CipherSuite;
+  private readonly key: AeadKey;
   private readonly iv0: number;
   private readonly iv1: number;
   private readonly iv2: number;
-  /** 8 (GCM/CCM) or 0 (ChaCha20-Poly1305, whose nonce is the IV XOR epoch||seq). */
-  private readonly explicitLength: number;
-  readonly overhead: number;
 
   constructor(suite: CipherSuite, key: Uint8Array, iv: Uint8Array) {
-    this.aead = createAead(suite.aead, key);
+    this.suite = suite;
+    this.key = aeadKey(key);
     this.iv0 = word(iv, 0);
     this.iv1 = iv.length > 4 ? word(iv, 4) : 0;
     this.iv2 = iv.length > 8 ? word(iv, 8) : 0;
-    this.explicitLength = suite.recordIvLength;
-    this.overhead = suite.recordIvLength + suite.tagLength;
+  }
+
+  /** 8 (GCM/CCM) or 0 (ChaCha20-Poly1305, whose nonce is the IV XOR epoch||seq). */
+  private get explicitLength(): number {
+    return this.suite.recordIvLength;
+  }
+
+  /** Bytes a record body grows by: explicit nonce and tag. */
+  get overhead(): number {
+    return this.suite.recordIvLength + this.suite.tagLength;
   }
 
   /** The nonce for epoch||seq; `explicit` (GCM/CCM, when opening) is where the record body carries its explicit part. */
@@ -85,7 +94,7 @@ export class RecordProtection {
   seal(type: number, version: number, epoch: number, seq: number, plaintext: Uint8Array): Uint8Array {
     this.setNonce(epoch, seq, undefined);
     RecordProtection.setAad(type, version, epoch, seq, plaintext.length);
-    const out = this.aead.seal(nonce, aad, plaintext, RECORD_HEADER_LENGTH + this.explicitLength);
+    const out = aeadSeal(this.suite.aead, this.key, nonce, aad, plaintext, RECORD_HEADER_LENGTH + this.explicitLength);
     writeRecordHeader(out, 0, type, version, epoch, seq, out.length - RECORD_HEADER_LENGTH);
     if (this.explicitLength > 0) {
       // the explicit nonce is epoch || seq, as in the header
@@ -102,6 +111,6 @@ export class RecordProtection {
     if (body.length < this.overhead) return null;
     this.setNonce(rec.epoch, rec.seq, this.explicitLength > 0 ? body : undefined);
     RecordProtection.setAad(rec.type, rec.version, rec.epoch, rec.seq, body.length - this.overhead);
-    return this.aead.open(nonce, aad, this.explicitLength > 0 ? body.subarray(this.explicitLength) : body);
+    return aeadOpen(this.suite.aead, this.key, nonce, aad, this.explicitLength > 0 ? body.subarray(this.explicitLength) : body);
   }
 }

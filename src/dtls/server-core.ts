@@ -4,7 +4,7 @@
  * connection only for a ClientHello with a valid cookie (and within the caps),
  * and drives every connection's timers from one scheduler.
  */
-import { Scheduler } from "../util/scheduler.ts";
+import { Scheduler, SLOT_INDEX, type HeapSlotted } from "../util/scheduler.ts";
 import { ContentType, HandshakeType, ProtocolVersion } from "./constants.ts";
 import { Connection, increment, type ConnectionOptions } from "./connection.ts";
 import { CookieJar } from "./cookie.ts";
@@ -61,40 +61,66 @@ export interface ServerCoreConfig extends ConnectionConfig {
   readonly cookieRotateMs?: number;
 }
 
-/** What the layer above attaches to an established session. */
+/** What the layer above attaches to an established session (the endpoint's DtlsConnection). */
 export interface SessionListener {
-  data(plaintext: Uint8Array): void;
-  closed(error: DtlsError | undefined): void;
+  /** One application record from the peer. */
+  deliver(plaintext: Uint8Array): void;
+  /** The session is over: error undefined for an orderly close. */
+  ended(error: DtlsError | undefined): void;
 }
 
 /**
- * One peer's connection as the server holds it. It is its connection's
- * handler itself (methods on the prototype, forwarding to the core), so a
- * session costs no closures.
+ * One peer's connection as the server holds it: its own connection's
+ * handler (methods on the prototype, forwarding to the core), and the peer
+ * address itself (address and port are fields, no object of their own), so
+ * a session costs no closures and nothing it does not use.
  */
-export class ServerSession implements ConnectionHandler {
-  readonly peer: Peer;
+export class ServerSession implements ConnectionHandler, Peer, HeapSlotted {
+  readonly address: string;
+  readonly port: number;
   readonly key: string;
-  /** The peer's source (sourceHost): what the per-host caps count. */
-  readonly host: string;
   readonly connection: Connection;
-  /** The ClientHello random that started it, as a latin1 string (a repeat of that ClientHello is no new handshake). */
-  readonly clientRandom: string;
+  /**
+   * The ClientHello random that started it, hashed to two 30-bit integers
+   * (small integers to V8): a repeat of that ClientHello is no new handshake,
+   * any other random is (a collision is a 2^-60 chance). The random itself (a
+   * 32-character string) would cost some 40 bytes more per session.
+   */
+  private readonly random0: number;
+  private readonly random1: number;
   listener: SessionListener | undefined;
+  /** @internal its position in the core's scheduler (-1: none), so the scheduler needs no map entry per session */
+  heapSlot = -1;
   private readonly core: ServerCore;
 
   /** @internal created by the ServerCore. */
-  constructor(core: ServerCore, peer: Peer, key: string, host: string, clientRandom: Uint8Array, config: ConnectionConfig, now: number, opts: ConnectionOptions) {
+  constructor(core: ServerCore, peer: Peer, key: string, clientRandom: Uint8Array, config: ConnectionConfig, now: number, opts: ConnectionOptions) {
     this.core = core;
-    this.peer = peer;
+    this.address = peer.address;
+    this.port = peer.port;
     this.key = key;
-    this.host = host;
-    this.clientRandom = randomKey(clientRandom);
+    this.random0 = randomHash(clientRandom, FNV_OFFSET);
+    this.random1 = randomHash(clientRandom, FNV_OFFSET_2);
     this.connection = new Connection("server", config, this, now, opts);
+  }
+
+  /** The peer's source (sourceHost): what the per-host caps count (worked out on each read: the IPv4 address itself, else a new string). */
+  get host(): string {
+    return sourceHost(this.address);
+  }
+
+  /** The peer's address and port (a new object on each read). */
+  get peer(): Peer {
+    return { address: this.address, port: this.port };
   }
 
   get info(): ConnectionInfo {
     return this.connection.connectionInfo as ConnectionInfo;
+  }
+
+  /** Whether a ClientHello with this random is the one that started the session (a retransmission), not a new one. */
+  startedBy(clientRandom: Uint8Array): boolean {
+    return randomHash(clientRandom, FNV_OFFSET) === this.random0 && randomHash(clientRandom, FNV_OFFSET_2) === this.random1;
   }
 
   /** @internal ConnectionHandler */
@@ -109,7 +135,7 @@ export class ServerSession implements ConnectionHandler {
 
   /** @internal ConnectionHandler */
   data(plaintext: Uint8Array): void {
-    this.listener?.data(plaintext);
+    this.listener?.deliver(plaintext);
   }
 
   /** @internal ConnectionHandler */
@@ -123,9 +149,15 @@ export class ServerSession implements ConnectionHandler {
   }
 }
 
-/** A ClientHello random as a compact string key (32 one-byte characters). */
-function randomKey(random: Uint8Array): string {
-  return Buffer.from(random.buffer, random.byteOffset, random.byteLength).toString("latin1");
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_OFFSET_2 = 0x050c5d1f;
+const FNV_PRIME = 0x01000193;
+
+/** A 30-bit FNV-1a hash of a ClientHello random (a small integer on every V8: no heap number). */
+function randomHash(random: Uint8Array, offset: number): number {
+  let h = offset;
+  for (let i = 0; i < random.length; i++) h = Math.imul(h ^ (random[i] as number), FNV_PRIME);
+  return h & 0x3fffffff;
 }
 
 export interface ServerCoreHandler {
@@ -178,6 +210,15 @@ export function peerKey(peer: Peer): string {
 }
 
 /**
+ * peerKey as a flat string, for keys a session keeps: a template literal
+ * makes a rope (a cons string of some 32 bytes, pointing at its flattened
+ * copy once a Map hashed it), join makes the flat string alone.
+ */
+function keptPeerKey(peer: Peer): string {
+  return [peer.address, peer.port].join("|");
+}
+
+/**
  * What the per-host caps count a peer as: its IPv4 address (also when
  * IPv4-mapped), or the /64 prefix of its IPv6 address (one subscriber's
  * network: a host has the whole /64 to pick addresses from).
@@ -203,11 +244,12 @@ export function sourceHost(address: string): string {
  */
 export const HANDSHAKE_STATE_BYTES = 6 * 1024;
 
-/** A source's handshakes in progress and established sessions. */
-interface HostCount {
-  handshakes: number;
-  sessions: number;
-}
+/**
+ * A source's handshakes in progress and established sessions are one number
+ * in `hosts`, sessions * HOST_SESSION + handshakes: no object per source (a
+ * device behind its own address would cost one each, some 40 bytes).
+ */
+const HOST_SESSION = 2 ** 26;
 
 export class ServerCore {
   /** Replaced (never mutated) by updateCredentials: connections keep the one they started with. */
@@ -216,10 +258,10 @@ export class ServerCore {
   private readonly handler: ServerCoreHandler;
   private readonly cookies: CookieJar;
   private readonly sessions = new Map<string, ServerSession>();
-  private readonly scheduler = new Scheduler<ServerSession>();
+  private readonly scheduler = new Scheduler<ServerSession>(SLOT_INDEX);
   private handshaking = 0;
-  /** Per source: handshakes and sessions (an entry only while it has any). */
-  private readonly hosts = new Map<string, HostCount>();
+  /** Per source: sessions * HOST_SESSION + handshakes (an entry only while it has any). */
+  private readonly hosts = new Map<string, number>();
   private readonly memory: MemoryBudget;
   /** false once stopAccepting() was called: ClientHellos from new peers are dropped */
   private accepting = true;
@@ -312,7 +354,7 @@ export class ServerCore {
 
   private isNewClientHello(s: ServerSession, datagram: Uint8Array): boolean {
     const first = firstClientHello(datagram);
-    return first !== undefined && randomKey(first.hello.random) !== s.clientRandom;
+    return first !== undefined && !s.startedBy(first.hello.random);
   }
 
   private receiveFromStranger(peer: Peer, key: string, datagram: Uint8Array, now: number, existing: ServerSession | undefined): void {
@@ -349,9 +391,9 @@ export class ServerCore {
     const c = this.config;
     const replacesHandshake = existing !== undefined && existing.connection.connectionInfo === undefined;
     const replaced = existing === undefined ? 0 : 1;
-    const h = this.hosts.get(host);
-    const hostHandshakes = (h?.handshakes ?? 0) - (replacesHandshake ? 1 : 0);
-    const hostConnections = (h?.handshakes ?? 0) + (h?.sessions ?? 0) - replaced;
+    const h = this.hosts.get(host) ?? 0;
+    const hostHandshakes = (h % HOST_SESSION) - (replacesHandshake ? 1 : 0);
+    const hostConnections = (h % HOST_SESSION) + Math.floor(h / HOST_SESSION) - replaced;
     const maxPerHost = c.maxHandshakesPerHost ?? DEFAULT_SERVER_LIMITS.maxHandshakesPerHost;
     const maxSessionsPerHost = c.maxSessionsPerHost ?? DEFAULT_SERVER_LIMITS.maxSessionsPerHost;
     const handshaking = this.handshaking - (replacesHandshake ? 1 : 0);
@@ -380,7 +422,9 @@ export class ServerCore {
 
   private startHandshake(peer: Peer, key: string, host: string, record: RawRecord, fragment: HandshakeFragment, hello: ClientHello, now: number): void {
     const deadlineMs = this.config.handshakeTimeoutMs ?? DEFAULT_SERVER_LIMITS.handshakeTimeoutMs;
-    const session = new ServerSession(this, peer, key, host, hello.random, this.config, now, {
+    const flat = keptPeerKey(peer);
+    if (flat === key) key = flat; // the same string, flat: the sessions map and the session keep it (a caller's own key stays as it is)
+    const session = new ServerSession(this, peer, key, hello.random, this.config, now, {
       // Continue above the ClientHello's record number so ServerHello never reuses the HVR's.
       firstWriteSeq: record.seq,
       firstMessageSeq: fragment.messageSeq + 1,
@@ -392,7 +436,7 @@ export class ServerCore {
     this.sessions.set(key, session);
     this.handshaking++;
     this.memory.charge(HANDSHAKE_STATE_BYTES);
-    this.hostCount(host).handshakes++;
+    this.countHost(host, 1, 0);
     this.stats.handshakesStarted++;
     try {
       connection.attach(new ServerHandshake(connection, this.auth, hello, fragment.messageSeq, fragment.body, now));
@@ -405,13 +449,13 @@ export class ServerCore {
 
   /** @internal a session's datagram out */
   sendTo(session: ServerSession, datagram: Uint8Array): void {
-    this.handler.send(session.peer, datagram, session.key);
+    this.handler.send(session, datagram, session.key);
   }
 
   /** @internal */
   sessionEstablished(session: ServerSession, info: ConnectionInfo): void {
-    this.handshakeOver(session);
-    this.hostCount(session.host).sessions++;
+    this.handshakeOver();
+    this.countHost(session.host, -1, 1);
     this.stats.handshakesCompleted++;
     increment(this.stats.handshakesBySuite, info.suite);
     this.handler.established(session);
@@ -422,39 +466,29 @@ export class ServerCore {
     if (this.sessions.get(session.key) === session) this.sessions.delete(session.key);
     this.scheduler.cancel(session);
     if (session.connection.connectionInfo === undefined) {
-      this.handshakeOver(session);
-      this.releaseHost(session.host);
+      this.handshakeOver();
+      this.countHost(session.host, -1, 0);
       this.stats.handshakesFailed++;
       this.failed(session.peer, error ?? new DtlsError("closed", "peer closed during the handshake"));
     } else {
-      const h = this.hostCount(session.host);
-      h.sessions--;
-      this.releaseHost(session.host);
+      this.countHost(session.host, 0, -1);
       const listener = session.listener;
       session.listener = undefined;
-      listener?.closed(error);
+      listener?.ended(error);
     }
   }
 
-  /** A handshake ended (established or not): its slot and its share of the memory budget are free. */
-  private handshakeOver(session: ServerSession): void {
+  /** A handshake ended (established or not): its slot and its share of the memory budget are free (the caller counts its source). */
+  private handshakeOver(): void {
     this.handshaking--;
     this.memory.release(HANDSHAKE_STATE_BYTES);
-    this.hostCount(session.host).handshakes--;
   }
 
-  private hostCount(host: string): HostCount {
-    let h = this.hosts.get(host);
-    if (h === undefined) {
-      h = { handshakes: 0, sessions: 0 };
-      this.hosts.set(host, h);
-    }
-    return h;
-  }
-
-  private releaseHost(host: string): void {
-    const h = this.hosts.get(host);
-    if (h !== undefined && h.handshakes === 0 && h.sessions === 0) this.hosts.delete(host);
+  /** Adds to a source's handshakes and sessions; a source with neither leaves the map. */
+  private countHost(host: string, handshakes: number, sessions: number): void {
+    const v = (this.hosts.get(host) ?? 0) + handshakes + sessions * HOST_SESSION;
+    if (v === 0) this.hosts.delete(host);
+    else this.hosts.set(host, v);
   }
 
   /** Sources with handshakes or sessions (for inspection). */

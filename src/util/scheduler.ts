@@ -5,11 +5,38 @@
  * from the heap, so the scheduler never keeps what its owner let go of.
  * The owner arms a single real timer for `next()` and calls `due(now)`.
  */
+/** Where a scheduler keeps each scheduled key's position in its heap: a Map by default. */
+export interface HeapIndex<K> {
+  get(key: K): number | undefined;
+  set(key: K, position: number): unknown;
+  delete(key: K): unknown;
+}
+
+/** A key that keeps its own heap position (-1 when not scheduled), for SLOT_INDEX. */
+export interface HeapSlotted {
+  heapSlot: number;
+}
+
+/**
+ * A HeapIndex in the keys themselves (their `heapSlot` field): no Map entry
+ * (some 40-50 bytes) per scheduled key, for schedulers of many long-lived keys.
+ * A key belongs to one such scheduler at a time.
+ */
+export const SLOT_INDEX: HeapIndex<HeapSlotted> = {
+  get: (key) => (key.heapSlot < 0 ? undefined : key.heapSlot),
+  set: (key, position) => (key.heapSlot = position),
+  delete: (key) => (key.heapSlot = -1),
+};
+
 export class Scheduler<K> {
   private readonly heapAt: number[] = [];
   private readonly heapKey: K[] = [];
   /** Each scheduled key's position in the heap. */
-  private readonly index = new Map<K, number>();
+  private readonly index: HeapIndex<K>;
+
+  constructor(index: HeapIndex<K> = new Map<K, number>()) {
+    this.index = index;
+  }
 
   /** Number of keys with a deadline. */
   get size(): number {

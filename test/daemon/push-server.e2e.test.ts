@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { openMemoryStore } from "../../src/store/index.ts";
 import { startPushServer, type PushServer } from "../../src/daemon/push-server.ts";
 import { connect, memoryStateStore, type DtlspushClient, type ReceivedMessage, type TransportName } from "../../src/client/index.ts";
+import type { DtlsConnection } from "../../src/dtls/index.ts";
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const servers: PushServer[] = [];
@@ -90,5 +91,28 @@ describe("push server and device SDK over loopback UDP", () => {
     expect(got[0]?.id).toBe(id);
     expect(got[0]?.publisher).toBe("device:a");
     expect(got[0]?.topic).toBe("room/1");
+  });
+
+  it("wires a session to the engine without listeners on its connection: records, presence and the end still arrive", async () => {
+    const s = await server();
+    const key = enc("0123456789abcdef");
+    s.registry.add({ id: "quiet-1", psk: { identity: "quiet-1", key } });
+    const conns: DtlsConnection[] = [];
+    s.dtls.on("session", (conn) => conns.push(conn)); // after the push server's own handler
+    const presence: { online: boolean; peer: string }[] = [];
+    s.engine.on("presence", (e) => presence.push({ online: e.online, peer: e.peer }));
+    const c = await connect({ host: "127.0.0.1", port: s.address().port, psk: { identity: "quiet-1", key }, reconnect: false });
+    // an idle session costs no per-session closures: the push server listens to nothing on the connection
+    expect(conns).toHaveLength(1);
+    expect(conns[0]?.eventNames()).toEqual([]);
+    const got: string[] = [];
+    c.on("message", (m) => got.push(m.text()));
+    await s.publish({ target: { device: "quiet-1" }, payload: enc("still delivered"), publisher: "t" });
+    await waitFor(() => got.length === 1 && s.engine.deviceStatus("quiet-1").ackedSeq === 1);
+    const local = conns[0]?.info.peer;
+    expect(presence[0]).toEqual({ online: true, peer: `${local?.address}:${local?.port}` });
+    await c.close();
+    await waitFor(() => s.engine.onlineCount() === 0);
+    expect(presence.map((p) => p.online)).toEqual([true, false]);
   });
 });

@@ -1,6 +1,6 @@
 import { createSocket } from "node:dgram";
 import { describe, expect, it } from "vitest";
-import { connect, DtlsError, listen, type DtlsConnection, type DtlsServer } from "../../src/dtls/index.ts";
+import { connect, DtlsError, listen, type CloseReason, type ConnectionReceiver, type DtlsConnection, type DtlsServer } from "../../src/dtls/index.ts";
 import { echoServers, KEY, nextData } from "./echo-server.ts";
 
 const server = echoServers();
@@ -35,6 +35,56 @@ describe("UDP endpoint on 127.0.0.1", () => {
     expect(sc.info).toMatchObject({ identity: "dev", suite: "TLS_PSK_WITH_CHACHA20_POLY1305_SHA256", peer: { address: "127.0.0.1" } });
     expect(sc.info.peer.port).toBeGreaterThan(0);
     c.close();
+  });
+
+  it("setReceiver: records and the end go to one object's methods first, then to the listeners there are", async () => {
+    const s = await server({ idleTimeoutMs: 300 }); // its "data" listener echoes
+    const records: string[] = [];
+    const ends: CloseReason[] = [];
+    const receiver: ConnectionReceiver = {
+      data: (d) => records.push(Buffer.from(d).toString()),
+      closed: (reason) => ends.push(reason),
+    };
+    const events: string[] = [];
+    const sessions: DtlsConnection[] = [];
+    s.on("session", (conn) => {
+      conn.setReceiver(receiver);
+      conn.on("close", () => events.push("close"));
+      conn.on("error", (e) => events.push(`error:${e.code}`));
+      sessions.push(conn);
+    });
+    // two sessions: one the client closes, one the server closes for idleness
+    const c1 = await connect({ host: "127.0.0.1", port: s.address().port, psk: { identity: "dev", key: KEY } });
+    const c2 = await connect({ host: "127.0.0.1", port: s.address().port, psk: { identity: "dev", key: KEY } });
+    let echoed = 0;
+    c1.on("data", () => echoed++);
+    c1.send(Buffer.from("one"));
+    c1.send(Buffer.from("two"));
+    await until(() => records.length === 2);
+    expect(records).toEqual(["one", "two"]);
+    // the info a server connection reports is a plain address, not the server's session object
+    expect(Object.keys(sessions[0]?.info.peer ?? {})).toEqual(["address", "port"]);
+    c1.close();
+    await until(() => ends.length === 1);
+    expect(ends[0]).toEqual({ code: "closed", message: "closed" });
+    await until(() => ends.length === 2, 3000); // c2 says nothing: the server ends it after 300 ms
+    expect(ends[1]?.code).toBe("idle_timeout");
+    expect(events).toEqual(["close", "error:idle_timeout", "close"]); // the listeners heard it all too
+    expect(echoed).toBe(2);
+    c2.close();
+  });
+
+  it("a server connection without a receiver still emits to listeners added at any time", async () => {
+    const s = await server();
+    const seen = new Promise<DtlsConnection>((r) => s.once("session", r));
+    const c = await connect({ host: "127.0.0.1", port: s.address().port, psk: { identity: "dev", key: KEY } });
+    const sc = await seen;
+    const p = nextData(c);
+    c.send(Buffer.from("x"));
+    expect(await p).toBe("echo:x");
+    const closed = new Promise<CloseReason>((r) => sc.once("close", r));
+    c.close();
+    expect(await closed).toEqual({ code: "closed", message: "closed" });
   });
 
   it("packs several records into one datagram with sendBatch", async () => {
@@ -135,3 +185,11 @@ describe("UDP endpoint on 127.0.0.1", () => {
     c.close();
   });
 });
+
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

@@ -98,8 +98,8 @@ export class Pipe {
         established: (s) => {
           this.serverSession = s;
           s.listener = {
-            data: (d) => this.serverData.push(copyBytes(d)),
-            closed: (e) => {
+            deliver: (d) => this.serverData.push(copyBytes(d)),
+            ended: (e) => {
               this.serverClosed = e;
             },
           };

@@ -1,11 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { ContentType, ExtensionType, HandshakeType, ProtocolVersion } from "../../src/dtls/constants.ts";
 import { COOKIE_LENGTH } from "../../src/dtls/cookie.ts";
+import { Connection } from "../../src/dtls/connection.ts";
+import { ClientHandshake } from "../../src/dtls/handshake-client.ts";
 import { encodeHandshake, parseHandshakeFragments } from "../../src/dtls/handshake-codec.ts";
 import { decodeHelloVerifyRequest, decodeServerHello, encodeClientHello, EMPTY, type ClientHello, type Extension } from "../../src/dtls/messages.ts";
 import { encodePlainRecord, parseRecords } from "../../src/dtls/record.ts";
 import { HANDSHAKE_STATE_BYTES, ServerCore, sourceHost, type Peer } from "../../src/dtls/server-core.ts";
-import { CLIENT_PEER, Pipe, PSK_ID, PSK_KEY, serverConfig } from "./harness.ts";
+import { CLIENT_PEER, connectionConfig, Pipe, PSK_ID, PSK_KEY, serverConfig } from "./harness.ts";
 
 function hello(over: Partial<ClientHello> = {}): ClientHello {
   return {
@@ -381,5 +383,40 @@ describe("caps", () => {
     expect(sourceHost("2001:db8::1")).toBe("2001:db8:0:0::/64");
     expect(sourceHost("fe80::1%eth0")).toBe("fe80:0:0:0::/64");
     expect(sourceHost("::1")).toBe("0:0:0:0::/64");
+  });
+});
+
+describe("demultiplexing keys", () => {
+  it("keeps the caller's own key for a session (not one made from the address), and counts the source once per session", () => {
+    let toServer: Uint8Array[] = [];
+    let toClient: Uint8Array[] = [];
+    let established = 0;
+    const failures: string[] = [];
+    const server = new ServerCore(
+      serverConfig({ maxHandshakesPerHost: 2 }),
+      { send: (_p, d) => toClient.push(d), established: () => established++, handshakeFailed: (_p, e) => failures.push(e.code) },
+      0,
+    );
+    // four clients from one address, each under a key of the caller's own: a third handshake at once would be refused
+    for (let i = 0; i < 4; i++) {
+      const peer = { address: "127.0.0.1", port: 2000 + i };
+      const key = `device-${i}`;
+      const client = new Connection("client", connectionConfig(), { sendDatagram: (d) => toServer.push(d), established: () => undefined, data: () => undefined, closed: () => undefined }, 0);
+      client.attach(new ClientHandshake(client, { psk: { identity: PSK_ID, key: PSK_KEY }, verifyServer: undefined }, 0));
+      for (let round = 0; round < 20 && (toServer.length > 0 || toClient.length > 0); round++) {
+        const ins = toServer;
+        toServer = [];
+        for (const d of ins) server.receive(peer, d, 0, key);
+        const outs = toClient;
+        toClient = [];
+        for (const d of outs) client.receive(d, 0);
+      }
+      expect(client.state).toBe("established");
+      expect(server.hasSession(key)).toBe(true);
+    }
+    expect(failures).toEqual([]);
+    expect(established).toBe(4);
+    expect(server.establishedCount).toBe(4);
+    expect(server.hostCountSize).toBe(1);
   });
 });

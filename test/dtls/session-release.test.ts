@@ -33,7 +33,7 @@ function churn() {
       send: (peer, data) => queue.push({ toServer: false, peer, data: copyBytes(data) }),
       established: (s) => {
         refs.push(new WeakRef(s), new WeakRef(s.connection));
-        const listener = { data: (d: Uint8Array) => s.connection.send(d), closed: () => undefined };
+        const listener = { deliver: (d: Uint8Array) => s.connection.send(d), ended: () => undefined };
         refs.push(new WeakRef(listener));
         s.listener = listener;
       },

@@ -54,13 +54,13 @@ export class DtlsNet {
         send: (peer, d) => this.enqueue(peerKey(peer), "server", d),
         established: (s) => {
           s.listener = {
-            data: (d) => {
+            deliver: (d) => {
               const out = new Uint8Array(ECHO.length + d.length);
               out.set(ECHO);
               out.set(d, ECHO.length);
               s.connection.send(out);
             },
-            closed: () => undefined,
+            ended: () => undefined,
           };
         },
         handshakeFailed: (peer, e) => this.failures.push({ peer: peerKey(peer), code: e.code }),
