@@ -36,12 +36,17 @@ function asWireError(cause: unknown, what: string): WireError {
  * The result owns its memory (no view of a shared buffer).
  */
 export function encodeFrame(frame: FrameInit): Uint8Array {
+  return encodeOwned("Frame could not be encoded", (w) => encodeFrameBody(frame, w));
+}
+
+/** What `write` writes, in memory of its own; a failure is a WireError starting with `what`. */
+function encodeOwned(what: string, write: (w: Writer) => void): Uint8Array {
   const w = resetWriter();
   try {
-    encodeFrameBody(frame, w);
+    write(w);
   } catch (cause) {
     releaseWriter(w);
-    throw asWireError(cause, "Frame could not be encoded");
+    throw asWireError(cause, what);
   }
   // An ArrayBuffer of its own costs about half of this function's time; a
   // slab shared between results would be cheaper, but callers keep frames for
@@ -121,17 +126,7 @@ export function pushOverhead(push: Partial<Push>): number {
  * is encoded once. Throws WireError like encodeFrame.
  */
 export function encodePushBody(push: Omit<PushInit, "seq"> & { readonly seq?: undefined }): Uint8Array {
-  const w = resetWriter();
-  try {
-    encodePush(push, w);
-  } catch (cause) {
-    releaseWriter(w);
-    throw asWireError(cause, "Push could not be encoded");
-  }
-  const out = new Uint8Array(w.pos);
-  out.set(w.buf.subarray(0, w.pos));
-  releaseWriter(w);
-  return out;
+  return encodeOwned("Push could not be encoded", (w) => encodePush(push, w));
 }
 
 const FRAME_PUSH_TAG = FrameFields.push * 8 + 2;
