@@ -2,7 +2,7 @@ import type { Clock } from "../util/clock.ts";
 import type { Scheduler } from "../util/scheduler.ts";
 import type { MessageRecord, ReceiptState, Store } from "../store/types.ts";
 import type { DeviceRegistry } from "../auth/index.ts";
-import type { Ack, FrameInit, Push } from "../wire/index.ts";
+import { encodePushBody, pushFrame, type Ack, type FrameInit } from "../wire/index.ts";
 import { DeviceQueue, type Entry, type PendingEntry } from "./device-queue.ts";
 import type { EngineEvents, PublishResult } from "./delivery-types.ts";
 import type { BoundLink, LinkState } from "./link-state.ts";
@@ -184,20 +184,39 @@ export function deviceOf(e: Entry): Device {
   return e.queue as Device;
 }
 
-/** The Push of a message with this seq. */
-export function pushFields(m: MessageRecord, seq: number): Partial<Push> {
-  return {
-    seq,
-    messageId: m.id,
-    topic: m.topic,
-    device: m.device,
-    payload: m.payload,
-    contentType: m.contentType,
-    createdAt: m.createdAt,
-    expiresAt: m.expiresAt,
-    priority: m.priority,
-    collapseKey: m.collapseKey,
-    publisher: m.publisher,
-    signature: m.signature,
-  };
+/**
+ * Each message's Push encoded once without its seq (encodePushBody): a topic
+ * message to many devices, or a message sent again under a new seq, is not
+ * encoded again; per seq only the Frame's first bytes are written (pushFrame).
+ */
+const pushBodies = new WeakMap<MessageRecord, Uint8Array>();
+
+/** The message's Push without its seq, encoded at the first call (throws WireError when it cannot be). */
+export function pushBodyOf(m: MessageRecord): Uint8Array {
+  let body = pushBodies.get(m);
+  if (body === undefined) {
+    body = encodePushBody({
+      messageId: m.id,
+      topic: m.topic,
+      device: m.device,
+      payload: m.payload,
+      contentType: m.contentType,
+      createdAt: m.createdAt,
+      expiresAt: m.expiresAt,
+      priority: m.priority,
+      collapseKey: m.collapseKey,
+      publisher: m.publisher,
+      signature: m.signature,
+    });
+    pushBodies.set(m, body);
+  }
+  return body;
+}
+
+/** The Frame of the message's Push with this seq: what encodeFrame gives for the whole Push, encoded once per message. */
+export function pushFrameOf(m: MessageRecord, seq: number): Uint8Array {
+  const frame = pushFrame(pushBodyOf(m), seq);
+  // a message to one device gets one seq, and its entry keeps the frame for retransmissions
+  if (m.device !== "") pushBodies.delete(m);
+  return frame;
 }

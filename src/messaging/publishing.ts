@@ -1,11 +1,11 @@
 import { contentSignatureLength, type ContentSigner, type KeyRing, type SignedFields } from "../auth/index.ts";
 import type { MessageRecord } from "../store/types.ts";
-import { pushOverhead, WireError } from "../wire/index.ts";
+import { pushFrameSize, pushOverhead, WireError } from "../wire/index.ts";
 import { StoreError } from "../store/errors.ts";
 import { checkMessageRecord } from "../store/validate.ts";
 import type { PublishResult } from "./delivery-types.ts";
 import { pendingEntry } from "./device-queue.ts";
-import { MAX_SAFE, pushFields, type Device, type EngineEnv, type EngineParts, type PublishingPart, type UplinkPublish } from "./engine-parts.ts";
+import { MAX_SAFE, pushBodyOf, type Device, type EngineEnv, type EngineParts, type PublishingPart, type UplinkPublish } from "./engine-parts.ts";
 import { MessagingError } from "./errors.ts";
 import type { LinkState } from "./link-state.ts";
 import { checkPublishRequest, pushTooLarge, type PublishRequest } from "./publish-request.ts";
@@ -190,7 +190,7 @@ export class Publishing implements PublishingPart {
       signature,
     };
     // the largest Push this message can become must fit in one record
-    const size = pushOverhead(pushFields(record, MAX_SAFE)) + payload.byteLength;
+    const size = pushFrameSize(pushBodyOf(record).length, MAX_SAFE);
     if (size > o.maxRecordPayload) throw pushTooLarge(size, payload.byteLength, o);
     // a record the store would refuse fails this publish now, before it changes anything
     checkMessageRecord(record);

@@ -1,4 +1,4 @@
-import { encodeFrame, ErrorCode, type Ack, type Push, type SeqRange } from "../wire/index.ts";
+import { encodeFrame, ErrorCode, type Ack, type SeqRange } from "../wire/index.ts";
 import {
   assignSeq,
   toTombstone,
@@ -7,7 +7,7 @@ import {
   type SentEntry,
   type TombstoneEntry,
 } from "./device-queue.ts";
-import { deviceOf, MAX_SAFE, pushFields, type Device, type EngineEnv, type EngineParts, type WindowPart } from "./engine-parts.ts";
+import { deviceOf, MAX_SAFE, pushFrameOf, type Device, type EngineEnv, type EngineParts, type WindowPart } from "./engine-parts.ts";
 import { MessagingError } from "./errors.ts";
 import type { LinkState } from "./link-state.ts";
 import type { FrameRefusal } from "./observer.ts";
@@ -182,7 +182,7 @@ export class SendWindow implements WindowPart {
       const seq = dev.lastSeq + 1;
       let frame: Uint8Array;
       try {
-        frame = encodeFrame({ kind: "push", push: pushFields(p.message, seq) });
+        frame = pushFrameOf(p.message, seq);
       } catch (error) {
         dev.forget(p);
         this.unsendablePending(p, now, error);
@@ -212,11 +212,11 @@ export class SendWindow implements WindowPart {
     let e = entry;
     if (e.frame === undefined) {
       try {
-        e.frame = encodeFrame({ kind: "push", push: pushOf(e) });
+        e.frame = frameOf(e);
       } catch (error) {
         // a message loaded from the store that cannot become a Push: its seq is resolved by a tombstone
         e = this.unsendableSent(e, now, error);
-        e.frame = encodeFrame({ kind: "push", push: pushOf(e) });
+        e.frame = frameOf(e);
       }
     }
     e.transmissions++;
@@ -336,7 +336,7 @@ export class SendWindow implements WindowPart {
   }
 }
 
-function pushOf(e: SentEntry): Partial<Push> {
-  if (e.state === "tombstone") return { seq: e.seq, messageId: e.message.id, expired: true };
-  return pushFields(e.message, e.seq);
+function frameOf(e: SentEntry): Uint8Array {
+  if (e.state === "tombstone") return encodeFrame({ kind: "push", push: { seq: e.seq, messageId: e.message.id, expired: true } });
+  return pushFrameOf(e.message, e.seq);
 }

@@ -47,6 +47,13 @@ export interface SqliteSyncStore extends SyncStore {
 export interface SqliteStoreOptions {
   /** "normal" (default): commits survive kill -9; "full": commits also survive power loss. */
   readonly synchronous?: "normal" | "full" | undefined;
+  /**
+   * WAL pages after which a commit checkpoints the WAL into the database
+   * itself (SQLite's wal_autocheckpoint; default 1000). The worker store
+   * checkpoints on a thread of its own and sets this higher, as a safety net
+   * only: a checkpoint inside a commit holds up every commit behind it.
+   */
+  readonly walAutocheckpointPages?: number | undefined;
 }
 
 /** The schema version this code writes and reads. */
@@ -266,6 +273,11 @@ export function openSqliteStore(path: string, options: SqliteStoreOptions = {}):
     db.exec("PRAGMA journal_mode = WAL");
     db.exec(`PRAGMA synchronous = ${synchronous === "full" ? "FULL" : "NORMAL"}`);
     db.exec("PRAGMA foreign_keys = ON");
+    const pages = options.walAutocheckpointPages;
+    if (pages !== undefined) {
+      if (!Number.isSafeInteger(pages) || pages < 0) throw new StoreError("store_open_failed", `Cannot open store ${path}: walAutocheckpointPages must be a whole number >= 0, got ${pages}.`);
+      db.exec(`PRAGMA wal_autocheckpoint = ${pages}`);
+    }
     migrate(db, path);
     return new SqliteStore(db, path);
   } catch (e) {

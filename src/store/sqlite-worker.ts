@@ -15,7 +15,8 @@
  * Prefix rule: after a commit failed, every later commit is refused
  * (store_failed) without touching the file; reads and other writes go on.
  */
-import { parentPort, workerData } from "node:worker_threads";
+import { parentPort, Worker, workerData } from "node:worker_threads";
+import { COMMITS, CONTROL_SLOTS, STOP, STOPPED, type CheckpointerData } from "./checkpoint-worker.ts";
 import { StoreError, refusedAfterFailure, type StoreErrorCode } from "./errors.ts";
 import { openSqliteStore, type SqliteSyncStore } from "./sqlite-store.ts";
 import type { SyncStore, WriteBatch } from "./types.ts";
@@ -24,6 +25,18 @@ import type { SyncStore, WriteBatch } from "./types.ts";
 export const MAX_GROUP_BATCHES = 256;
 /** ... and at most this many rows (a larger batch is committed alone). */
 export const MAX_GROUP_ROWS = 50_000;
+
+/**
+ * The WAL is checkpointed on a thread of its own (checkpoint-worker.ts); a
+ * commit checkpoints only when the WAL has this many pages (about 40 MB),
+ * should that thread fail or fall behind.
+ */
+export const WRITER_AUTOCHECKPOINT_PAGES = 10_000;
+
+/** How long closing waits for the checkpointer to close its connection. */
+const CHECKPOINTER_STOP_MS = 5_000;
+
+const CHECKPOINTER_URL = new URL(import.meta.url.endsWith(".ts") ? "./checkpoint-worker.ts" : "./checkpoint-worker.js", import.meta.url);
 
 /** A "hold" (test hook) ends after this long even when not released. */
 const HOLD_LIMIT_MS = 10_000;
@@ -94,11 +107,14 @@ class StoreThread {
   /** the first commit that failed: every later commit is refused */
   private failed: StoreError | undefined;
   private readonly onClose: () => void;
+  /** shared with the checkpointer: commits counted, stop handshake (see checkpoint-worker.ts) */
+  private readonly control: Int32Array | undefined;
 
-  constructor(store: SqliteSyncStore, post: (reply: WorkerReply) => void, onClose: () => void) {
+  constructor(store: SqliteSyncStore, post: (reply: WorkerReply) => void, onClose: () => void, control?: Int32Array) {
     this.store = store;
     this.post = post;
     this.onClose = onClose;
+    this.control = control;
   }
 
   receive(request: WorkerRequest): void {
@@ -159,6 +175,7 @@ class StoreThread {
       const error = e instanceof StoreError ? e : new StoreError("commit_failed", e instanceof Error ? e.message : String(e), { cause: e });
       outcomes = group.map(() => ({ ok: false as const, error }));
     }
+    if (this.control !== undefined) Atomics.add(this.control, COMMITS, 1);
     const results = outcomes.map((outcome, j): CommitResult => {
       const id = (group[j] as { id: number }).id;
       if (!outcome.ok) {
@@ -170,6 +187,15 @@ class StoreThread {
       return receipts.every((r, k) => r.id === first + k) ? { id, first, count: receipts.length } : { id, ids: receipts.map((r) => r.id) };
     });
     this.post({ type: "group", results });
+  }
+
+  /** Ends the checkpointer's connection first, so that closing the store's (the last one) checkpoints the WAL. */
+  private stopCheckpointer(): void {
+    const control = this.control;
+    if (control === undefined) return;
+    Atomics.store(control, STOP, 1);
+    Atomics.notify(control, STOP);
+    Atomics.wait(control, STOPPED, 0, CHECKPOINTER_STOP_MS);
   }
 
   private run(request: Exclude<WorkerRequest, { op: "commit" }>): void {
@@ -188,6 +214,7 @@ class StoreThread {
         return;
       }
       case "close":
+        this.stopCheckpointer();
         try {
           this.store.close();
         } catch (e) {
@@ -214,14 +241,35 @@ if (parentPort !== null) {
   const post = (reply: WorkerReply): void => port.postMessage(reply);
   let store: SqliteSyncStore | undefined;
   try {
-    store = openSqliteStore(options.path, { synchronous: options.synchronous });
+    store = openSqliteStore(options.path, { synchronous: options.synchronous, walAutocheckpointPages: WRITER_AUTOCHECKPOINT_PAGES });
   } catch (e) {
     post({ type: "open_failed", error: toWireError(e) });
     port.close();
   }
   if (store !== undefined) {
-    const thread = new StoreThread(store, post, () => port.close());
+    const thread = new StoreThread(store, post, () => port.close(), startCheckpointer(options.path));
     port.on("message", (request: WorkerRequest) => thread.receive(request));
     post({ type: "opened" });
   }
 }
+
+/**
+ * Starts the WAL checkpointer for the file at `path` (not for ":memory:"). It
+ * never keeps the thread alive, and when it cannot start or fails, the
+ * writer's autocheckpoint does its work.
+ */
+function startCheckpointer(path: string): Int32Array | undefined {
+  if (path === ":memory:") return undefined;
+  const control = new Int32Array(new SharedArrayBuffer(CONTROL_SLOTS * Int32Array.BYTES_PER_ELEMENT));
+  const data: CheckpointerData = { path, control };
+  try {
+    const w = new Worker(CHECKPOINTER_URL, { workerData: data });
+    w.on("error", () => Atomics.store(control, STOPPED, 1));
+    w.on("exit", () => Atomics.store(control, STOPPED, 1));
+    w.unref();
+  } catch {
+    return undefined;
+  }
+  return control;
+}
+

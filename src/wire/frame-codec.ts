@@ -5,7 +5,7 @@
 import { Reader, Writer } from "protobufjs/minimal.js";
 import { WireError } from "./errors.ts";
 import { encodeFrameBody, decodeFrameBody, encodePush, FrameFields } from "./generated/frame.ts";
-import type { FrameBody, FrameInit, Push, UnknownFrameBody } from "./generated/frame.ts";
+import type { FrameBody, FrameInit, Push, PushInit, UnknownFrameBody } from "./generated/frame.ts";
 import { varintSize } from "./scalars.ts";
 
 /** A writer reused across calls (encoding is synchronous); replaced when a large frame grew it. */
@@ -36,12 +36,17 @@ function asWireError(cause: unknown, what: string): WireError {
  * The result owns its memory (no view of a shared buffer).
  */
 export function encodeFrame(frame: FrameInit): Uint8Array {
+  return encodeOwned("Frame could not be encoded", (w) => encodeFrameBody(frame, w));
+}
+
+/** What `write` writes, in memory of its own; a failure is a WireError starting with `what`. */
+function encodeOwned(what: string, write: (w: Writer) => void): Uint8Array {
   const w = resetWriter();
   try {
-    encodeFrameBody(frame, w);
+    write(w);
   } catch (cause) {
     releaseWriter(w);
-    throw asWireError(cause, "Frame could not be encoded");
+    throw asWireError(cause, what);
   }
   // An ArrayBuffer of its own costs about half of this function's time; a
   // slab shared between results would be cheaper, but callers keep frames for
@@ -112,4 +117,51 @@ export function pushOverhead(push: Partial<Push>): number {
   const p = payload.length;
   const body = p === 0 ? rest : rest + payloadTag + varintSize(p) + p;
   return frameTag + varintSize(body) + body - p;
+}
+
+/**
+ * A Push encoded once, without its seq (every field but `seq`, in field
+ * order): `pushFrame` makes the Frame for any seq from it by writing only the
+ * few bytes in front. A message sent to many devices, or under several seqs,
+ * is encoded once. Throws WireError like encodeFrame.
+ */
+export function encodePushBody(push: Omit<PushInit, "seq"> & { readonly seq?: undefined }): Uint8Array {
+  return encodeOwned("Push could not be encoded", (w) => encodePush(push, w));
+}
+
+const FRAME_PUSH_TAG = FrameFields.push * 8 + 2;
+const PUSH_SEQ_TAG = 1 * 8 + 0; // Push.seq = 1, varint
+
+/** Bytes of the Frame pushFrame(body, seq) makes. */
+export function pushFrameSize(bodyLength: number, seq: number): number {
+  const inner = 1 + varintSize(seq) + bodyLength;
+  return varintSize(FRAME_PUSH_TAG) + varintSize(inner) + inner;
+}
+
+/**
+ * The Frame of the Push `body` (from encodePushBody) with this seq (a positive
+ * safe integer): the same bytes encodeFrame gives for the whole Push, as the
+ * generated encoder writes seq first. The result owns its memory.
+ */
+export function pushFrame(body: Uint8Array, seq: number): Uint8Array {
+  if (!Number.isSafeInteger(seq) || seq < 1) throw new WireError(`Frame could not be encoded: Push.seq must be a positive safe integer, got ${seq}.`);
+  const inner = 1 + varintSize(seq) + body.length;
+  const out = new Uint8Array(varintSize(FRAME_PUSH_TAG) + varintSize(inner) + inner);
+  let pos = writeVarint(out, 0, FRAME_PUSH_TAG);
+  pos = writeVarint(out, pos, inner);
+  out[pos++] = PUSH_SEQ_TAG;
+  pos = writeVarint(out, pos, seq);
+  out.set(body, pos);
+  return out;
+}
+
+/** Writes a varint (a safe non-negative integer) at pos; returns the position after it. */
+function writeVarint(out: Uint8Array, pos: number, value: number): number {
+  let v = value;
+  while (v >= 0x80) {
+    out[pos++] = (v % 0x80) | 0x80;
+    v = Math.floor(v / 0x80);
+  }
+  out[pos++] = v;
+  return pos;
 }

@@ -44,7 +44,7 @@ export type {
 export { ErrorCode, FrameFields } from "./generated/frame.ts";
 export { errorCodeName } from "./error-code.ts";
 export { WireError } from "./errors.ts";
-export { decodeFrame, encodeFrame, pushOverhead } from "./frame-codec.ts";
+export { decodeFrame, encodeFrame, encodePushBody, pushFrame, pushFrameSize, pushOverhead } from "./frame-codec.ts";
 
 /** The kinds of FrameBody ("hello", "push", "publishAck", ...). */
 export type FrameKind = FrameBody["kind"];

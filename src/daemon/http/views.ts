@@ -2,8 +2,24 @@
 import type { DeviceStatus, PresenceEvent, PublishResult } from "../../messaging/delivery-engine.ts";
 import type { DeviceRecord, MessageRecord, Receipt } from "../../store/types.ts";
 
+/**
+ * The last few times formatted: a batch's results repeat the same createdAt
+ * and expiresAt (one clock reading, one TTL) entry after entry, and a Date
+ * plus toISOString costs more than the lookup.
+ */
+const ISO_SLOTS = 4;
+const isoKeys: number[] = new Array<number>(ISO_SLOTS).fill(Number.NaN);
+const isoValues: string[] = new Array<string>(ISO_SLOTS).fill("");
+let isoNext = 0;
+
+/** ms since the epoch as ISO 8601 (toISOString; throws RangeError for an invalid time, as it does). */
 export function iso(ms: number): string {
-  return new Date(ms).toISOString();
+  for (let i = 0; i < ISO_SLOTS; i++) if (isoKeys[i] === ms) return isoValues[i] as string;
+  const text = new Date(ms).toISOString();
+  isoKeys[isoNext] = ms;
+  isoValues[isoNext] = text;
+  isoNext = (isoNext + 1) % ISO_SLOTS;
+  return text;
 }
 
 export interface DeviceView {
