@@ -6,7 +6,7 @@ import { MessagingError } from "./errors.ts";
 import type { LinkState } from "./link-state.ts";
 import { BatchBuilder } from "./write-batch.ts";
 
-/** A flushed turn waiting for its commit (and those of the turns before it). */
+/** The turns handed to the store in one commit, waiting for it. */
 interface FlushedTurn {
   readonly batch: BatchBuilder;
   readonly publishes: readonly PendingPublish[];
@@ -41,10 +41,8 @@ export class EngineTurn implements TurnPart {
   private afterFlushList: (() => void)[] = [];
   private flushRequested = false;
   private stoppedBy: Error | undefined;
-  /** flushed turns not yet released */
-  private turnsInFlight = 0;
-  /** the release of the last flushed turn: a turn is released after the one flushed before it */
-  private released: Promise<void> = Promise.resolve();
+  /** the commit in flight (at most one), settled once its turns are released or failed */
+  private inFlight: Promise<void> | undefined;
   closing = false;
 
   constructor(env: EngineEnv, parts: EngineParts, requestFlush: () => void) {
@@ -121,19 +119,23 @@ export class EngineTurn implements TurnPart {
   }
 
   /**
-   * Hands the turn's batch to the store, and once it is durable sends the
-   * turn's records, runs its after-flush actions, answers its publishers and
-   * emits its receipts ("releases" the turn). The engine does not wait: the
-   * next turn builds its batch while this commit is in flight (the store may
-   * group the commits). Turns are released in the order they were flushed,
-   * a turn without changes too when an earlier commit is still in flight.
+   * Ends the engine's turn. With no commit in flight, the turn's batch goes to
+   * the store, and once it is durable the turn's records are sent, its
+   * after-flush actions run, its publishers are answered and its receipts
+   * emitted ("released"). While a commit is in flight, the turn's changes,
+   * records and answers gather with those of the turns after it and go to the
+   * store as one batch as soon as that commit is durable: one commit in
+   * flight at a time, so under load each commit carries many turns (group
+   * commit on the engine's side: one hand-over to the store thread, one
+   * savepoint, one answer for all of them) and when idle a turn's commit
+   * starts at once. Order is kept: a turn is released after every turn before it.
    *
    * Every record of the batch was checked as it joined (see BatchBuilder), so
    * a failed commit is a failure of the store itself (I/O error, disk full):
    * it stops the engine (event "fatal"), since in-memory state is then ahead
-   * of the store and only a restart from the store is consistent. That turn's
-   * publishes and those of every later turn are rejected and none of their
-   * records is sent (the store refuses their commits anyway).
+   * of the store and only a restart from the store is consistent. That
+   * commit's publishes and every publish gathered after it are rejected and
+   * none of their records is sent.
    */
   flush(): void {
     this.flushRequested = false;
@@ -143,6 +145,17 @@ export class EngineTurn implements TurnPart {
     }
     if (this.deferredPumps.size > 0) this.pumpDeferred();
     this.pumpedThisTurn = 0; // what this flush sends is the turn's budget
+    // a commit in flight: this turn gathers with the next ones (handed over when it is durable)
+    if (this.inFlight === undefined) this.handOver();
+  }
+
+  /** Something waits for the next commit or release. */
+  private get gathered(): boolean {
+    return !this.batchBuilder.empty || this.publishes.length > 0 || this.outbox.size > 0 || this.afterFlushList.length > 0;
+  }
+
+  /** Hands what gathered to the store (nothing is in flight), or releases it at once when it changed nothing. */
+  private handOver(): void {
     const turn: FlushedTurn = {
       batch: this.batchBuilder,
       publishes: this.publishes,
@@ -153,42 +166,45 @@ export class EngineTurn implements TurnPart {
     this.publishes = [];
     this.outbox = new Map();
     this.afterFlushList = [];
-    if (turn.batch.empty && this.turnsInFlight === 0) {
+    if (turn.batch.empty) {
       this.release(turn, []);
       return;
     }
     const ids = turn.batch.messageIdList();
     const lastCheck = this.env.ids.lastCheck;
-    const commit = turn.batch.empty ? Promise.resolve<Receipt[]>([]) : this.commit(turn.batch);
-    // settled now (no unhandled rejection while an earlier turn is still in flight), used in order below
-    const outcome = commit.then(
-      (receipts) => ({ receipts }),
-      (e: unknown) => ({ error: e instanceof Error ? e : new Error(String(e)) }),
-    );
-    this.turnsInFlight++;
-    this.released = this.released
-      .then(() => outcome)
-      .then((o) => {
-        this.turnsInFlight--;
-        if ("error" in o) this.fail(turn, o.error);
-        else if (this.stoppedBy) this.rejectTurn(turn, this.stoppedBy);
-        else {
+    this.inFlight = this.commit(turn.batch)
+      .then(
+        (receipts) => {
+          this.inFlight = undefined;
+          if (this.stoppedBy) {
+            this.rejectTurn(turn, this.stoppedBy);
+            return;
+          }
           this.env.ids.durable(ids, lastCheck);
-          this.release(turn, o.receipts);
-        }
-      })
-      // release isolates each send, action and listener; should anything still throw, the turns after go on
-      .catch((e: unknown) => this.env.reportFailure("device", "", e));
+          this.release(turn, receipts);
+          // what gathered meanwhile goes now (not at the next flush: a driver may be idle)
+          if (this.stoppedBy === undefined && this.gathered) this.handOver();
+        },
+        (e: unknown) => {
+          this.inFlight = undefined;
+          this.fail(turn, e instanceof Error ? e : new Error(String(e)));
+        },
+      )
+      // release isolates each send, action and listener; should anything still throw, the engine goes on
+      .catch((e: unknown) => {
+        this.inFlight = undefined;
+        this.env.reportFailure("device", "", e);
+      });
   }
 
-  /** Turns flushed but not released yet (their commit, or an earlier turn's, is in flight). */
+  /** Commits in flight (0 or 1; what gathers behind it is handed over when it is durable). */
   get pendingCommits(): number {
-    return this.turnsInFlight;
+    return this.inFlight === undefined ? 0 : 1;
   }
 
   /** Resolves once every turn flushed so far is released (or failed). */
-  drained(): Promise<void> {
-    return this.released;
+  async drained(): Promise<void> {
+    while (this.inFlight !== undefined) await this.inFlight;
   }
 
   /** The store's commit; a store that throws instead of rejecting fails the same way. */

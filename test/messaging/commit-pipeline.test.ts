@@ -1,8 +1,9 @@
 /**
  * The engine on an asynchronous store: a turn's records and answers leave only
  * once its commit is durable, turns are released in the order they were
- * flushed, the next turn is built while a commit is in flight, a failed commit
- * fails exactly its turn and stops the engine, and a duplicate message id is
+ * flushed, turns flushed while a commit is in flight gather into the next
+ * commit (one in flight at a time), a failed commit fails exactly its turns
+ * and stops the engine, and a duplicate message id is
  * caught even when the store's "absent" answer is overtaken by a commit.
  *
  * The store is a memory store behind a gate this test controls: operations
@@ -158,52 +159,56 @@ function payloads(sent: readonly Captured[]): string[] {
 }
 
 describe("the engine on an asynchronous store", () => {
-  it("sends a turn's records and answers its publishers only when its commit is durable, builds the next turn meanwhile, and releases turns in order", async () => {
+  it("sends a turn's records and answers its publishers only when its commit is durable; turns flushed meanwhile gather into the next commit, released in order", async () => {
     const { w, g, d, sent } = await setup();
     g.hold();
     const a = await publishTurn(w, "a");
     expect(g.held).toBe(1);
     expect(w.engine.pendingAsync).toBeGreaterThan(0);
-    // the engine went on: a second turn was built and handed to the store while the first is in flight
+    // the engine goes on while a's commit is in flight: two more turns, each with a publish, gather
     const b = await publishTurn(w, "b");
-    expect(g.held).toBe(2);
-    expect(g.committed.map((x) => x.messages?.length)).toEqual(expect.arrayContaining([1, 1]));
-    // a turn with nothing to store (a Pong) waits behind them
+    const c = await publishTurn(w, "c");
+    expect(g.held).toBe(1); // one commit in flight at a time
+    // a turn with nothing to store (a Pong) gathers behind them too
     const link = d.link;
     if (link === undefined) throw new Error("the device is not connected");
     w.engine.receive(link, encodeFrame({ kind: "ping", ping: { time: 7 } }));
     w.engine.flush();
     await turns();
     expect(sent).toEqual([]);
-    expect([a.settled, b.settled]).toEqual([false, false]);
+    expect([a.settled, b.settled, c.settled]).toEqual([false, false, false]);
     expect(await g.inner.getMessage(a.value?.messageId ?? "")).toBeUndefined();
 
     await g.release(1);
     expect(a.settled && a.error === undefined).toBe(true);
-    expect(b.settled).toBe(false);
+    expect([b.settled, c.settled]).toEqual([false, false]);
     expect(payloads(sent)).toEqual(["a"]);
     expect(sent.map((c) => c.frame.kind)).toEqual(["push"]);
     expect(await g.inner.getMessage(a.value?.messageId ?? "")).toBeDefined();
+    // what gathered went to the store as soon as a's commit was durable: one commit for b and c
+    expect(g.held).toBe(1);
+    expect(g.committed.at(-1)?.messages?.map((m) => new TextDecoder().decode(m.payload))).toEqual(["b", "c"]);
 
     await g.release(1);
-    expect(b.settled && b.error === undefined).toBe(true);
-    // b's turn, then the Pong's turn that was flushed after it
-    expect(sent.map((c) => c.frame.kind)).toEqual(["push", "push", "pong"]);
-    expect(payloads(sent)).toEqual(["a", "b"]);
+    expect(b.settled && b.error === undefined && c.settled && c.error === undefined).toBe(true);
+    // b's and c's pushes, then the Pong flushed after them
+    expect(sent.map((c) => c.frame.kind)).toEqual(["push", "push", "push", "pong"]);
+    expect(payloads(sent)).toEqual(["a", "b", "c"]);
     expect(w.engine.pendingAsync).toBe(0);
   });
 
-  it("a failed commit fails exactly its turn: earlier publishes answered and stored, nothing of it stored or sent, later turns refused; fatal once", async () => {
+  it("a failed commit fails exactly its turns: earlier publishes answered and stored, nothing of it stored or sent, later ones refused; fatal once", async () => {
     const { w, g, sent, fatal } = await setup();
     g.hold();
     const a = await publishTurn(w, "a");
     const b = await publishTurn(w, "b");
-    const c = await publishTurn(w, "c");
-    expect(g.held).toBe(3);
-    const [idA, idB, idC] = g.committed.slice(-3).map((x) => x.messages?.[0]?.id ?? "");
-    await g.release(1);
+    expect(g.held).toBe(1);
+    await g.release(1); // a is durable; b goes to the store
+    expect(g.held).toBe(1);
+    const c = await publishTurn(w, "c"); // gathers behind b's commit
+    const [idA, idB] = g.committed.slice(-2).map((x) => x.messages?.[0]?.id ?? "");
     g.failNextCommit();
-    await g.release(2);
+    await g.release(1);
     expect(a.value?.messageId).toBe(idA);
     expect(b.error).toBeInstanceOf(MessagingError);
     expect(b.error).toMatchObject({ code: "internal", cause: { code: "commit_failed" } });
@@ -212,7 +217,8 @@ describe("the engine on an asynchronous store", () => {
     expect(payloads(sent)).toEqual(["a"]);
     expect(await g.inner.getMessage(idA ?? "")).toBeDefined();
     expect(await g.inner.getMessage(idB ?? "")).toBeUndefined();
-    expect(await g.inner.getMessage(idC ?? "")).toBeUndefined();
+    // c never reached the store: the engine stopped when b's commit failed
+    expect(g.committed.some((x) => (x.messages ?? []).some((m) => new TextDecoder().decode(m.payload) === "c"))).toBe(false);
     // the engine has stopped: a new publish is refused at once
     await expect(w.engine.publish({ target: { device: "dev" }, payload: enc("d"), publisher: "test" })).rejects.toMatchObject({ code: "internal" });
   });
