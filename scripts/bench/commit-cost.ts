@@ -2,7 +2,7 @@
  * What a commit costs the MAIN thread: the SQLite store inline (every
  * statement on the caller's thread) versus the worker store (the batch is
  * cloned to the store's thread; the answer builds the receipts). Not a test:
- * run it by hand, `node test/store/bench/commit-cost.ts [--json]`.
+ * run it by hand, `node scripts/bench/commit-cost.ts [--json]`.
  *
  * A batch of N pushes holds what publishing N unicast pushes writes in one
  * turn: N messages (100-byte payload, a detached JWS), N deliveries, N queued
@@ -18,7 +18,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { openSqliteStore, openWorkerStore, type WriteBatch } from "../../../src/store/index.ts";
+import { openSqliteStore, openWorkerStore, type WriteBatch } from "../../src/store/index.ts";
 
 const SIGNATURE = `eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0..${"A".repeat(86)}`;
 const json = process.argv.includes("--json");
