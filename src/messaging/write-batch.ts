@@ -26,7 +26,8 @@ import {
 export class BatchBuilder {
   private readonly messageList: MessageRecord[] = [];
   private readonly messageIds = new Set<string>();
-  private readonly deliveryList: DeliveryRecord[] = [];
+  /** by device and message id: a delivery queued and sent in the same turn is written once, as sent */
+  private readonly deliveryMap = new Map<string, DeliveryRecord>();
   private readonly removals: { device: string; messageId: string }[] = [];
   private readonly counterMap = new Map<string, DeviceCounters>();
   private readonly subscribeList: Subscription[] = [];
@@ -51,7 +52,7 @@ export class BatchBuilder {
 
   addDelivery(d: DeliveryRecord): void {
     checkDeliveryRecord(d);
-    this.deliveryList.push(d);
+    this.deliveryMap.set(`${d.device}\u0000${d.messageId}`, d);
   }
 
   removeDelivery(device: string, messageId: string): void {
@@ -78,7 +79,7 @@ export class BatchBuilder {
   get empty(): boolean {
     return (
       this.messageList.length === 0 &&
-      this.deliveryList.length === 0 &&
+      this.deliveryMap.size === 0 &&
       this.removals.length === 0 &&
       this.counterMap.size === 0 &&
       this.subscribeList.length === 0 &&
@@ -91,7 +92,7 @@ export class BatchBuilder {
   build(): WriteBatch {
     return {
       messages: this.messageList,
-      deliveries: this.deliveryList,
+      deliveries: [...this.deliveryMap.values()],
       removeDeliveries: this.removals,
       counters: [...this.counterMap.values()],
       subscribe: this.subscribeList,
