@@ -170,25 +170,28 @@ export function createMetrics(): DaemonMetrics {
     },
   });
 
-  let storeStats: Readonly<WorkerStoreStats> | undefined;
-  /** A counter read from the store's grouping stats when scraped (absent for a store without them: memory). */
-  const storeCounter = (name: string, help: string, read: (s: Readonly<WorkerStoreStats>) => number): void => {
+  /** A counter set at scrape time from a running total some component keeps (absent while `read` gives undefined). */
+  const totalCounter = (name: string, help: string, read: () => number | undefined): void => {
     new Counter({
       name,
       help,
       registers,
       collect() {
-        if (storeStats === undefined) return;
+        const total = read();
+        if (total === undefined) return;
         this.reset();
-        this.inc(read(storeStats));
+        this.inc(total);
       },
     });
   };
-  storeCounter("dtlspush_store_commits_total", "Batches committed by the store thread (one per engine turn with changes)", (s) => s.commits);
-  storeCounter(
+
+  /** the store's grouping stats (a worker store has them; memory does not) */
+  let storeStats: Readonly<WorkerStoreStats> | undefined;
+  totalCounter("dtlspush_store_commits_total", "Batches committed by the store thread (one per engine turn with changes)", () => storeStats?.commits);
+  totalCounter(
     "dtlspush_store_transactions_total",
     "SQLite transactions of the store thread: group commits (commits / transactions = batches per group)",
-    (s) => s.transactions,
+    () => storeStats?.transactions,
   );
   new Gauge({
     name: "dtlspush_store_largest_group",
@@ -199,27 +202,15 @@ export function createMetrics(): DaemonMetrics {
     },
   });
 
-  /** A counter read from the content-signing pool's stats when scraped (absent while the main thread signs). */
-  const signingCounter = (name: string, help: string, read: (s: Readonly<SigningPoolStats>) => number): void => {
-    new Counter({
-      name,
-      help,
-      registers,
-      collect() {
-        const s = server?.signing?.stats;
-        if (s === undefined) return;
-        this.reset();
-        this.inc(read(s));
-      },
-    });
-  };
-  signingCounter("dtlspush_signing_worker_failures_total", "Content-signing workers that crashed, threw or exited and were replaced", (s) => s.workerFailures);
-  signingCounter(
+  /** the content-signing pool's stats (absent while the main thread signs) */
+  const signing = (): Readonly<SigningPoolStats> | undefined => server?.signing?.stats;
+  totalCounter("dtlspush_signing_worker_failures_total", "Content-signing workers that crashed, threw or exited and were replaced", () => signing()?.workerFailures);
+  totalCounter(
     "dtlspush_signing_failed_total",
     "Publishes that failed (500 internal) because the content-signing worker holding their signature failed",
-    (s) => s.failedByWorkerFailure,
+    () => signing()?.failedByWorkerFailure,
   );
-  signingCounter("dtlspush_signing_worker_signatures_total", "Content signatures made by the signing workers", (s) => s.signed);
+  totalCounter("dtlspush_signing_worker_signatures_total", "Content signatures made by the signing workers", () => signing()?.signed);
   new Gauge({
     name: "dtlspush_signing_workers",
     help: "Content-signing worker threads running (0: the main thread signs)",
