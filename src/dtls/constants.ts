@@ -5,6 +5,8 @@ export const ContentType = {
   alert: 21,
   handshake: 22,
   application_data: 23,
+  /** RFC 9146: a record carrying a connection ID, its real type inside the protected DTLSInnerPlaintext. */
+  tls12_cid: 25,
 } as const;
 
 export const HandshakeType = {
@@ -19,6 +21,8 @@ export const HandshakeType = {
   certificate_verify: 15,
   client_key_exchange: 16,
   finished: 20,
+  /** RFC 5077 3.3 */
+  new_session_ticket: 4,
 } as const;
 
 export const ProtocolVersion = {
@@ -70,6 +74,8 @@ export const ExtensionType = {
   encrypt_then_mac: 22,
   extended_master_secret: 23,
   session_ticket: 35,
+  /** RFC 9146 3 (the code point 54; 53 was the draft's) */
+  connection_id: 54,
   renegotiation_info: 0xff01,
 } as const;
 
