@@ -6,9 +6,12 @@
  */
 import type { DatabaseSync } from "node:sqlite";
 import { StoreError } from "./errors.ts";
+import { rowList, rowsOf } from "./receipt-rows.ts";
+import type { Receipt, ReceiptState } from "./types.ts";
+import { RECEIPT_STATES } from "./validate.ts";
 
 /** The schema version this code writes and reads. */
-export const SQLITE_SCHEMA_VERSION = 2;
+export const SQLITE_SCHEMA_VERSION = 3;
 
 /**
  * The schema as version 1 created it. A new file gets it and then every
@@ -79,27 +82,23 @@ CREATE TABLE settings (
 `;
 
 /**
- * Upgrade steps: UPGRADES[v] takes a file from version v + 1 to v + 2. Each runs
- * in the migration's one transaction, with foreign key enforcement off (a table
- * that others reference is rebuilt), checked with foreign_key_check before COMMIT.
+ * Version 1 -> 2, receipts (kept for files of version 1; tests write version 2 files with it):
+ * - found by message through an increasing integer, not the message id (a
+ *   random text key: every receipt inserted into an index on it dirtied a
+ *   random page of an index as large as the receipts table). Messages get
+ *   `n`, a stable integer key (an INTEGER PRIMARY KEY survives VACUUM); a
+ *   receipt row keeps its message's `n` in `msg`, or NULL when the message is
+ *   not stored (then it is found by message_id in a partial index holding
+ *   only those rows). prune sets `msg` to NULL on the receipts of the
+ *   messages it deletes, so a reused `n` never points at another message's.
+ * - recorded in bulk: one row holds `count` receipts of one message with the
+ *   same state, time, reason and topic (a fan-out's recipients), ids
+ *   id - count + 1 .. id; a row of one receipt has its device and seq in
+ *   `device`/`seq`, a row of several has them in `devices` (JSON
+ *   [[device, seq], ...]). The row's id is its last receipt id, so AUTOINCREMENT
+ *   keeps the highest receipt id ever given, as in version 1.
  */
-const UPGRADES: readonly string[] = [
-  // 1 -> 2, receipts:
-  // - found by message through an increasing integer, not the message id (a
-  //   random text key: every receipt inserted into an index on it dirtied a
-  //   random page of an index as large as the receipts table). Messages get
-  //   `n`, a stable integer key (an INTEGER PRIMARY KEY survives VACUUM); a
-  //   receipt row keeps its message's `n` in `msg`, or NULL when the message is
-  //   not stored (then it is found by message_id in a partial index holding
-  //   only those rows). prune sets `msg` to NULL on the receipts of the
-  //   messages it deletes, so a reused `n` never points at another message's.
-  // - recorded in bulk: one row holds `count` receipts of one message with the
-  //   same state, time, reason and topic (a fan-out's recipients), ids
-  //   id - count + 1 .. id; a row of one receipt has its device and seq in
-  //   `device`/`seq`, a row of several has them in `devices` (JSON
-  //   [[device, seq], ...]). The row's id is its last receipt id, so AUTOINCREMENT
-  //   keeps the highest receipt id ever given, as in version 1.
-  `
+export const UPGRADE_1_TO_2 = `
 CREATE TABLE messages_v2 (
   n INTEGER PRIMARY KEY,
   id TEXT UNIQUE NOT NULL,
@@ -143,8 +142,110 @@ ALTER TABLE receipts_v2 RENAME TO receipts;
 CREATE INDEX receipts_at ON receipts (at);
 CREATE INDEX receipts_msg ON receipts (msg) WHERE msg IS NOT NULL;
 CREATE INDEX receipts_orphan ON receipts (message_id) WHERE msg IS NULL;
-`,
+`;
+
+/**
+ * Upgrade steps: UPGRADES[v] takes a file from version v + 1 to v + 2. Each runs
+ * in the migration's one transaction, with foreign key enforcement off (a table
+ * that others reference is rebuilt), checked with foreign_key_check before COMMIT.
+ */
+const UPGRADES: readonly (string | ((db: DatabaseSync, path: string) => void))[] = [
+  UPGRADE_1_TO_2,
+  // 2 -> 3, receipts in bulk across messages (receipt-rows.ts), no index over receipts:
+  // - a row holds a run of receipts of one commit, any messages, states and devices;
+  //   its id is its highest receipt id (AUTOINCREMENT keeps the highest ever given);
+  // - a message finds its receipts through `messages.receipt_rows`, the ids of the
+  //   rows holding them, appended in the commit that writes them;
+  // - receipts whose message is not stored (written before it, or kept after prune
+  //   deleted it) are found through `receipt_orphans`, by message id;
+  // - prune walks rows in id order (ids increase with time), not an index on `at`.
+  upgradeTo3,
 ];
+
+/** The version 3 receipts tables, created empty. */
+const RECEIPTS_V3 = `
+ALTER TABLE messages ADD COLUMN receipt_rows TEXT NOT NULL DEFAULT '';
+CREATE TABLE receipts_v3 (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  count INTEGER NOT NULL CHECK (count >= 1),
+  at_min INTEGER NOT NULL,
+  at_max INTEGER NOT NULL,
+  messages TEXT NOT NULL,
+  entries TEXT NOT NULL
+) STRICT;
+CREATE TABLE receipt_orphans (
+  message_id TEXT PRIMARY KEY NOT NULL,
+  last_row INTEGER NOT NULL,
+  receipt_rows TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+`;
+
+/**
+ * 2 -> 3: every version 2 row (receipts of one message) becomes one version 3
+ * row with the same id and receipt ids; each stored message gets the ids of
+ * the rows holding its receipts, the others an orphan entry.
+ */
+function upgradeTo3(db: DatabaseSync, path: string): void {
+  db.exec(RECEIPTS_V3);
+  const insert = db.prepare("INSERT INTO receipts_v3 (id, count, at_min, at_max, messages, entries) VALUES (?, ?, ?, ?, ?, ?)");
+  const rowsOfMessage = new Map<string, number[]>();
+  for (const row of db.prepare("SELECT id, count, message_id, state, at, reason, topic, device, seq, devices FROM receipts ORDER BY id").iterate()) {
+    const receipts = v2Receipts(row, path);
+    for (const r of rowsOf(receipts)) {
+      insert.run(r.id, r.count, r.atMin, r.atMax, r.messages, r.entries);
+      const messageId = String(row["message_id"]);
+      const list = rowsOfMessage.get(messageId);
+      if (list === undefined) rowsOfMessage.set(messageId, [r.id]);
+      else list.push(r.id);
+    }
+  }
+  const setRows = db.prepare("UPDATE messages SET receipt_rows = ? WHERE id = ?");
+  const orphan = db.prepare("INSERT INTO receipt_orphans (message_id, last_row, receipt_rows) VALUES (?, ?, ?)");
+  for (const [messageId, rows] of rowsOfMessage) {
+    if (Number(setRows.run(rowList(rows), messageId).changes) === 0) orphan.run(messageId, rows.at(-1) as number, rowList(rows));
+  }
+  db.exec(`
+DELETE FROM sqlite_sequence WHERE name = 'receipts_v3';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'receipts_v3', seq FROM sqlite_sequence WHERE name = 'receipts';
+DROP TABLE receipts;
+ALTER TABLE receipts_v3 RENAME TO receipts;
+`);
+}
+
+/** The receipts of a version 2 row (receipts of one message with one state, time, reason and topic). */
+function v2Receipts(row: Record<string, unknown>, path: string): Receipt[] {
+  const id = row["id"];
+  const count = row["count"];
+  const corrupt = (): never => {
+    throw new StoreError("store_corrupt", `Store ${path}: receipts row ${String(id)} cannot be read; the file was left as it was.`);
+  };
+  const state = String(row["state"]);
+  const at = row["at"];
+  if (typeof id !== "number" || typeof count !== "number" || count < 1 || !RECEIPT_STATES.has(state) || typeof at !== "number" || at < 0) return corrupt();
+  let pairs: unknown = [[row["device"], row["seq"]]];
+  if (count > 1) {
+    try {
+      pairs = JSON.parse(String(row["devices"]));
+    } catch {
+      return corrupt();
+    }
+  }
+  if (!Array.isArray(pairs) || pairs.length !== count) return corrupt();
+  return (pairs as unknown[]).map((p, i) => {
+    const [device, seq] = Array.isArray(p) ? (p as unknown[]) : [];
+    if (typeof device !== "string" || typeof seq !== "number" || seq < 0) return corrupt();
+    return {
+      id: id - count + 1 + i,
+      messageId: String(row["message_id"]),
+      device,
+      state: state as ReceiptState,
+      at,
+      reason: String(row["reason"]),
+      seq,
+      topic: String(row["topic"]),
+    };
+  });
+}
 
 export function userVersion(db: DatabaseSync): number {
   return Number(db.prepare("PRAGMA user_version").get()?.["user_version"] ?? 0);
@@ -182,7 +283,11 @@ export function migrate(db: DatabaseSync, path: string): void {
         db.exec(SCHEMA_V1);
         version = 1;
       }
-      for (; version < SQLITE_SCHEMA_VERSION; version++) db.exec(UPGRADES[version - 1] as string);
+      for (; version < SQLITE_SCHEMA_VERSION; version++) {
+        const step = UPGRADES[version - 1] as (typeof UPGRADES)[number];
+        if (typeof step === "string") db.exec(step);
+        else step(db, path);
+      }
       const broken = db.prepare("PRAGMA foreign_key_check").all();
       if (broken.length > 0) {
         throw new StoreError("store_corrupt", `Store ${path}: ${broken.length} rows break a foreign key after the schema upgrade; the file was left as it was.`);

@@ -30,12 +30,12 @@ import type {
   MessageRecord,
   Receipt,
   ReceiptInput,
-  ReceiptState,
   SyncStore,
   Subscription,
   WriteBatch,
 } from "./types.ts";
-import { checkBatch, checkDevice, checkSetting, RECEIPT_STATES, receiptRecord } from "./validate.ts";
+import { checkBatch, checkDevice, checkSetting, receiptRecord } from "./validate.ts";
+import { decodeRow, encodeRow, parseRowList, rowList, rowsOf, type ReceiptRow } from "./receipt-rows.ts";
 import { checkVersion, migrate } from "./sqlite-schema.ts";
 
 export { SCHEMA_V1, SQLITE_SCHEMA_VERSION } from "./sqlite-schema.ts";
@@ -63,8 +63,8 @@ export interface SqliteStoreOptions {
 /** How long a statement waits for another connection's lock before failing, ms. */
 const BUSY_TIMEOUT_MS = 5_000;
 
-/** At most this many receipts share one row (bounds a row's size: about 30 bytes a receipt). */
-const RECEIPTS_PER_ROW = 500;
+/** Receipts rows prune reads at a time while it walks them in id order. */
+const PRUNE_WALK_ROWS = 256;
 
 /**
  * The journal's row writes are multi-row statements: one statement per kind of
@@ -96,10 +96,20 @@ const BULK = {
     columns: 3,
   },
   insertReceipts: {
-    head: "INSERT INTO receipts (id, count, msg, message_id, state, at, reason, topic, device, seq, devices) VALUES",
+    head: "INSERT INTO receipts (id, count, at_min, at_max, messages, entries) VALUES",
     tail: "",
-    columns: 11,
-    tuple: "(?, ?, (SELECT n FROM messages WHERE id = ?), ?, ?, ?, ?, ?, ?, ?, ?)",
+    columns: 6,
+  },
+  /** appends receipts-row ids to stored messages' lists, by message id */
+  appendReceiptRows: {
+    head: "UPDATE messages SET receipt_rows = receipt_rows || v.column2 FROM (VALUES",
+    tail: ") AS v WHERE messages.id = v.column1",
+    columns: 2,
+  },
+  upsertOrphans: {
+    head: "INSERT INTO receipt_orphans (message_id, last_row, receipt_rows) VALUES",
+    tail: " ON CONFLICT (message_id) DO UPDATE SET last_row = max(last_row, excluded.last_row), receipt_rows = receipt_rows || excluded.receipt_rows",
+    columns: 3,
   },
 } as const satisfies Record<string, BulkShape>;
 
@@ -182,11 +192,14 @@ function errcode(e: unknown): number | undefined {
 
 type Row = Record<string, SQLOutputValue>;
 
-const RECEIPT_COLUMNS = "id, count, message_id, state, at, reason, topic, device, seq, devices";
+const RECEIPT_COLUMNS = "id, count, at_min, at_max, messages, entries";
 
-/** Receipts that one row can hold: consecutive, of one message, with the same state, time, reason and topic. */
-function sameRow(a: ReceiptInput, b: ReceiptInput): boolean {
-  return a.messageId === b.messageId && a.state === b.state && a.at === b.at && a.reason === b.reason && a.topic === b.topic;
+/** A commit's receipts as they will be stored: with ids, in rows, and the rows holding each message's. */
+interface PlannedReceipts {
+  readonly stored: Receipt[];
+  readonly rows: ReceiptRow[];
+  /** message id -> ids of the rows holding its receipts */
+  readonly rowsOfMessage: Map<string, number[]>;
 }
 
 class SqliteStore implements SqliteSyncStore {
@@ -218,7 +231,9 @@ class SqliteStore implements SqliteSyncStore {
     | "insertSubscription"
     | "deleteSubscription"
     | "getMessage"
-    | "receiptsForMessage"
+    | "receiptRow"
+    | "messageReceiptRows"
+    | "orphanReceiptRows"
     | "receiptsAfter"
     | "lastReceiptId"
     | "loadCounters"
@@ -226,8 +241,12 @@ class SqliteStore implements SqliteSyncStore {
     | "loadMessages"
     | "loadSubscriptions"
     | "pruneMessages"
-    | "orphanReceipts"
-    | "pruneReceipts"
+    | "prunedMessageRows"
+    | "pruneWalk"
+    | "deleteReceiptRows"
+    | "rewriteReceiptRow"
+    | "firstReceiptRow"
+    | "pruneOrphans"
     | "getSetting"
     | "putSetting",
     StatementSync
@@ -264,18 +283,16 @@ class SqliteStore implements SqliteSyncStore {
       deleteDeviceDeliveries: p("DELETE FROM deliveries WHERE device = ?"),
       deleteDeviceSubscriptions: p("DELETE FROM subscriptions WHERE device = ?"),
       insertMessage: p(
-        `INSERT INTO messages (id, topic, device, payload, content_type, created_at, expires_at, priority, collapse_key, publisher, signature)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO messages (id, topic, device, payload, content_type, created_at, expires_at, priority, collapse_key, publisher, signature, receipt_rows)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       insertSubscription: p("INSERT INTO subscriptions (device, topic) VALUES (?, ?) ON CONFLICT DO NOTHING"),
       deleteSubscription: p("DELETE FROM subscriptions WHERE device = ? AND topic = ?"),
       getMessage: p("SELECT * FROM messages WHERE id = ?"),
-      // its message's receipts by `msg` (index receipts_msg), and those written while it was not stored (receipts_orphan)
-      receiptsForMessage: p(
-        `SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE msg = (SELECT n FROM messages WHERE id = ?1) AND message_id = ?1
-         UNION ALL SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE msg IS NULL AND message_id = ?1 ORDER BY id`,
-      ),
-      // a row's id is its last receipt's: every row with id > afterId holds at least one receipt wanted
+      receiptRow: p(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE id = ?`),
+      // a message's receipts: the rows its own list names, and those written while it was not stored
+      messageReceiptRows: p("SELECT receipt_rows FROM messages WHERE id = ?"),
+      orphanReceiptRows: p("SELECT receipt_rows FROM receipt_orphans WHERE message_id = ?"),
       receiptsAfter: p(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE id > ? ORDER BY id LIMIT ?`),
       lastReceiptId: p(
         "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'receipts'), 0), coalesce((SELECT max(id) FROM receipts), 0)) AS id",
@@ -289,11 +306,15 @@ class SqliteStore implements SqliteSyncStore {
       pruneMessages: p(
         "DELETE FROM messages WHERE expires_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = messages.id)",
       ),
-      orphanReceipts: p(
-        `UPDATE receipts SET msg = NULL WHERE msg IN
-           (SELECT n FROM messages WHERE expires_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = messages.id))`,
+      prunedMessageRows: p(
+        `SELECT id, receipt_rows FROM messages WHERE expires_at < ? AND receipt_rows != ''
+           AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = messages.id)`,
       ),
-      pruneReceipts: p("DELETE FROM receipts WHERE at < ?"),
+      pruneWalk: p("SELECT id, at_min, at_max FROM receipts WHERE id > ? ORDER BY id LIMIT ?"),
+      deleteReceiptRows: p("DELETE FROM receipts WHERE id > ? AND id <= ?"),
+      rewriteReceiptRow: p("UPDATE receipts SET count = ?, at_min = ?, at_max = ?, messages = ?, entries = ? WHERE id = ?"),
+      firstReceiptRow: p("SELECT min(id) AS id FROM receipts"),
+      pruneOrphans: p("DELETE FROM receipt_orphans WHERE last_row < ?"),
       getSetting: p("SELECT value FROM settings WHERE key = ?"),
       putSetting: p("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"),
     };
@@ -510,7 +531,11 @@ class SqliteStore implements SqliteSyncStore {
     checkBatch(batch);
     const s = this.s;
     return this.inSavepoint(() => {
+      const receipts = this.planReceipts(batch.receipts ?? []);
       for (const m of batch.messages ?? []) {
+        // a message stored now gets the rows of this commit's receipts of it in its insert
+        const rows = receipts.rowsOfMessage.get(m.id);
+        receipts.rowsOfMessage.delete(m.id);
         try {
           s.insertMessage.run(
             m.id,
@@ -524,6 +549,7 @@ class SqliteStore implements SqliteSyncStore {
             m.collapseKey,
             m.publisher,
             m.signature,
+            rows === undefined ? "" : rowList(rows),
           );
         } catch (e) {
           // messages.id is UNIQUE since version 2 (the PRIMARY KEY in version 1)
@@ -554,44 +580,51 @@ class SqliteStore implements SqliteSyncStore {
       this.bulkAll(BULK.upsertCounters, batch.counters ?? [], (c) => [c.device, c.lastSeq, c.ackedSeq]);
       for (const x of batch.subscribe ?? []) s.insertSubscription.run(x.device, x.topic);
       for (const x of batch.unsubscribe ?? []) s.deleteSubscription.run(x.device, x.topic);
-      return this.insertReceipts(batch.receipts ?? []);
+      this.writeReceipts(receipts);
+      return receipts.stored;
     });
   }
 
   /**
-   * Writes receipts in bulk: consecutive ones of one message with the same
-   * state, time, reason and topic (a fan-out's recipients) share a row; ids
-   * follow the highest ever given (read under the write lock), in input order.
+   * A commit's receipts: ids following the highest ever given (read under the
+   * write lock), in input order, in rows of up to RECEIPTS_PER_ROW whatever
+   * messages they concern.
    */
-  private insertReceipts(receipts: readonly ReceiptInput[]): Receipt[] {
-    if (receipts.length === 0) return [];
+  private planReceipts(receipts: readonly ReceiptInput[]): PlannedReceipts {
+    const rowsOfMessage = new Map<string, number[]>();
+    if (receipts.length === 0) return { stored: [], rows: [], rowsOfMessage };
     let id = this.int(this.s.lastReceiptId.get() ?? {}, "id");
-    const stored: Receipt[] = [];
-    const rows: SQLInputValue[][] = [];
-    for (let i = 0; i < receipts.length; ) {
-      const first = receipts[i] as ReceiptInput;
-      let end = i + 1;
-      while (end < receipts.length && end - i < RECEIPTS_PER_ROW && sameRow(first, receipts[end] as ReceiptInput)) end++;
-      const group = receipts.slice(i, end);
-      for (const r of group) stored.push(receiptRecord(r, ++id));
-      const one = group.length === 1;
-      rows.push([
-        id,
-        group.length,
-        first.messageId,
-        first.messageId,
-        first.state,
-        first.at,
-        first.reason,
-        first.topic,
-        one ? first.device : "",
-        one ? first.seq : 0,
-        one ? null : JSON.stringify(group.map((r) => [r.device, r.seq])),
-      ]);
-      i = end;
+    const stored = receipts.map((r) => receiptRecord(r, ++id));
+    const rows = rowsOf(stored);
+    let next = 0;
+    for (const row of rows) {
+      for (const r of stored.slice(next, next + row.count)) {
+        const list = rowsOfMessage.get(r.messageId);
+        if (list === undefined) rowsOfMessage.set(r.messageId, [row.id]);
+        else if (list.at(-1) !== row.id) list.push(row.id);
+      }
+      next += row.count;
     }
-    this.bulkAll(BULK.insertReceipts, rows, (row) => row);
-    return stored;
+    return { stored, rows, rowsOfMessage };
+  }
+
+  /**
+   * Writes a commit's receipts rows and appends their ids to the lists of the
+   * stored messages they concern (the messages of the same batch got theirs at
+   * insert); a message not stored gets an orphan entry, found by message id.
+   */
+  private writeReceipts(planned: PlannedReceipts): void {
+    if (planned.rows.length === 0) return;
+    this.bulkAll(BULK.insertReceipts, planned.rows, (r) => [r.id, r.count, r.atMin, r.atMax, r.messages, r.entries]);
+    const others = [...planned.rowsOfMessage];
+    let updated = 0;
+    for (let i = 0; i < others.length; i += BULK_ROWS) {
+      const chunk = others.slice(i, i + BULK_ROWS);
+      updated += Number(this.bulk(BULK.appendReceiptRows, chunk.flatMap(([id, rows]) => [id, rowList(rows)])).changes);
+    }
+    if (updated === others.length) return;
+    const orphans = others.filter(([id]) => this.s.messageExists.get(id) === undefined);
+    this.bulkAll(BULK.upsertOrphans, orphans, ([id, rows]) => [id, rows.at(-1) as number, rowList(rows)]);
   }
 
   loadDeliveryState(): DeliveryState {
@@ -640,7 +673,22 @@ class SqliteStore implements SqliteSyncStore {
   }
 
   receiptsForMessage(messageId: string): Receipt[] {
-    return this.read("receipts", () => this.s.receiptsForMessage.all(messageId).flatMap((r) => this.receipts(r)));
+    return this.read("receipts", () => {
+      const ids = new Set<number>();
+      const own = this.s.messageReceiptRows.get(messageId);
+      if (own !== undefined) for (const id of this.rowIds(own)) ids.add(id);
+      const orphan = this.s.orphanReceiptRows.get(messageId);
+      if (orphan !== undefined) for (const id of this.rowIds(orphan)) ids.add(id);
+      const out: Receipt[] = [];
+      // rows hold disjoint runs of ids: in row order, the receipts are in id order
+      for (const id of [...ids].sort((a, b) => a - b)) {
+        const row = this.s.receiptRow.get(id);
+        // a row prune deleted stays named in the lists
+        if (row === undefined) continue;
+        for (const r of this.receipts(row)) if (r.messageId === messageId) out.push(r);
+      }
+      return out;
+    });
   }
 
   receiptsAfter(afterId: number, limit: number): Receipt[] {
@@ -651,21 +699,76 @@ class SqliteStore implements SqliteSyncStore {
     const max = Math.min(Math.floor(limit), Number.MAX_SAFE_INTEGER);
     return this.read("receipts", () => {
       const out: Receipt[] = [];
-      for (const row of this.s.receiptsAfter.all(afterId, max)) {
-        for (const r of this.receipts(row)) if (r.id > afterId && out.length < max) out.push(r);
-        if (out.length >= max) break;
+      // A row's id is its highest receipt's when written; prune may have deleted
+      // that receipt and kept lower ones, so a row past afterId can hold none wanted: read on.
+      for (let cursor = afterId; out.length < max; ) {
+        const want = max - out.length;
+        const rows = this.s.receiptsAfter.all(cursor, want);
+        for (const row of rows) {
+          for (const r of this.receipts(row)) if (r.id > afterId && out.length < max) out.push(r);
+          cursor = this.int(row, "id");
+        }
+        if (rows.length < want) break;
       }
       return out;
     });
   }
 
+  /**
+   * Deletes receipts with at < before walking the rows in id order (ids
+   * increase with time): a row all older is deleted, a row partly older
+   * rewritten with the rest, and the walk stops at the first row with no older
+   * receipt. Then the messages: a message deleted whose receipts rows remain
+   * gets an orphan entry (its receipts stay found by message id).
+   */
   prune(before: number): number {
     return this.write("prune", () => {
-      this.s.pruneReceipts.run(before);
-      // the receipts kept of the messages deleted now are found by message id (their `n` may be reused)
-      this.s.orphanReceipts.run(before);
-      return Number(this.s.pruneMessages.run(before).changes);
+      const s = this.s;
+      let cursor = 0;
+      /** the run of whole rows to delete: (from, to] */
+      let from = 0;
+      let to = 0;
+      const flush = (): void => {
+        if (to > from) s.deleteReceiptRows.run(from, to);
+        from = to = cursor;
+      };
+      walk: for (;;) {
+        const rows = s.pruneWalk.all(cursor, PRUNE_WALK_ROWS);
+        for (const row of rows) {
+          const id = this.int(row, "id");
+          if (this.int(row, "at_min") >= before) break walk;
+          if (this.int(row, "at_max") < before) {
+            to = cursor = id;
+            continue;
+          }
+          flush();
+          const whole = s.receiptRow.get(id) as Row;
+          const kept = this.receipts(whole).filter((r) => r.at >= before);
+          const r = encodeRow(kept, id);
+          s.rewriteReceiptRow.run(r.count, r.atMin, r.atMax, r.messages, r.entries, id);
+          from = to = cursor = id;
+        }
+        if (rows.length < PRUNE_WALK_ROWS) break;
+      }
+      flush();
+      // every row below the first one left is gone
+      const first = s.firstReceiptRow.get()?.["id"];
+      const floor = typeof first === "number" ? first : Number.MAX_SAFE_INTEGER;
+      const orphans: [string, number, string][] = [];
+      for (const m of s.prunedMessageRows.all(before)) {
+        const left = this.rowIds(m).filter((id) => id >= floor);
+        if (left.length > 0) orphans.push([this.text(m, "id"), Math.max(...left), rowList(left)]);
+      }
+      this.bulkAll(BULK.upsertOrphans, orphans, (o) => o);
+      s.pruneOrphans.run(floor);
+      return Number(s.pruneMessages.run(before).changes);
     });
+  }
+
+  /** The receipts-row ids of a message's or an orphan entry's list. */
+  private rowIds(row: Row): number[] {
+    const text = this.text(row, "receipt_rows");
+    return parseRowList(text) ?? this.corrupt("receipt_rows", text);
   }
 
   // --- settings
@@ -755,31 +858,14 @@ class SqliteStore implements SqliteSyncStore {
 
   /** The receipts one row holds, by id. */
   private receipts(row: Row): Receipt[] {
-    const last = this.int(row, "id");
-    const count = this.int(row, "count");
-    const state = this.text(row, "state");
-    if (!RECEIPT_STATES.has(state)) this.corrupt("state", state);
-    const common = {
-      messageId: this.text(row, "message_id"),
-      state: state as ReceiptState,
-      at: this.int(row, "at"),
-      reason: this.text(row, "reason"),
-      topic: this.text(row, "topic"),
+    const stored: ReceiptRow = {
+      id: this.int(row, "id"),
+      count: this.int(row, "count"),
+      atMin: this.int(row, "at_min"),
+      atMax: this.int(row, "at_max"),
+      messages: this.text(row, "messages"),
+      entries: this.text(row, "entries"),
     };
-    if (count === 1) return [{ id: last, device: this.text(row, "device"), seq: this.int(row, "seq"), ...common }];
-    let pairs: unknown;
-    try {
-      pairs = JSON.parse(this.text(row, "devices"));
-    } catch (e) {
-      if (e instanceof StoreError) throw e;
-      pairs = undefined;
-    }
-    const ok =
-      Array.isArray(pairs) &&
-      pairs.length === count &&
-      pairs.every((p) => Array.isArray(p) && typeof p[0] === "string" && Number.isSafeInteger(p[1]) && (p[1] as number) >= 0);
-    if (!ok) this.corrupt("devices", row["devices"]);
-    return (pairs as [string, number][]).map(([device, seq], i) => ({ id: last - count + 1 + i, device, seq, ...common }));
+    return decodeRow(stored) ?? this.corrupt("entries", stored.entries);
   }
-
 }

@@ -78,7 +78,7 @@ describe("sqlite store", () => {
     s.commit({ messages: [message("m1")] });
     expect(pragma(path, "journal_mode")).toBe("wal");
     expect(pragma(path, "user_version")).toBe(SQLITE_SCHEMA_VERSION);
-    expect(SQLITE_SCHEMA_VERSION).toBe(2);
+    expect(SQLITE_SCHEMA_VERSION).toBe(3);
     expect(existsSync(`${path}-wal`)).toBe(true);
     s.close();
   });
@@ -179,13 +179,80 @@ describe("sqlite store", () => {
       expect(Number(db.prepare("SELECT count(*) AS n FROM receipts").get()?.["n"])).toBe(3);
       expect(s.receiptsAfter(0, 2_000)).toHaveLength(1_001);
       expect(s.receiptsForMessage("fan").slice(0, 1_000)).toEqual(stored);
-      db.exec(`UPDATE receipts SET devices = '[["device-0", 1]]' WHERE count > 1`);
+      db.exec(`UPDATE receipts SET entries = '[[0, 0, "device-0", 0, 0, "", 1]]' WHERE count > 1`);
     } finally {
       db.close();
     }
     const e = openError(() => s.receiptsAfter(0, 10));
     expect(e.code).toBe("store_corrupt");
-    expect(e.message).toContain("devices");
+    expect(e.message).toContain("entries");
+    s.close();
+  });
+
+  it("writes a commit's receipts of many messages as a handful of rows, each message finding its own without an index", () => {
+    const path = freshPath();
+    const s = openSqliteStore(path);
+    const ids = Array.from({ length: 300 }, (_, i) => `m${i}`);
+    // the engine's publish turn for 300 unicast pushes: each message queued and sent
+    const published = s.commit({
+      messages: ids.map((id) => message(id)),
+      receipts: ids.flatMap((id, i) => [receipt(id, `d${i}`), receipt(id, `d${i}`, { state: "sent", seq: 1 })]),
+    });
+    const acked = s.commit({ receipts: ids.map((id, i) => receipt(id, `d${i}`, { state: "delivered", seq: 1 })) });
+    const rejected = s.commit({ receipts: [receipt("never-stored", "d1", { state: "rejected", reason: "queue_full" })] });
+    const db = new DatabaseSync(path, { readOnly: true });
+    try {
+      // 600 receipts: 2 rows (500 a row); 300: 1 row; then 1
+      expect(db.prepare("SELECT count FROM receipts ORDER BY id").all().map((r) => r["count"])).toEqual([500, 100, 300, 1]);
+      expect(db.prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name LIKE 'receipt%'").all()).toEqual([]);
+      expect(db.prepare("SELECT message_id FROM receipt_orphans").all().map((r) => r["message_id"])).toEqual(["never-stored"]);
+    } finally {
+      db.close();
+    }
+    for (const [i, id] of ids.entries()) {
+      expect(s.receiptsForMessage(id)).toEqual([published[2 * i], published[2 * i + 1], acked[i]]);
+    }
+    expect(s.receiptsForMessage("never-stored")).toEqual(rejected);
+    const all = [...published, ...acked, ...rejected];
+    expect(s.receiptsAfter(0, 10_000)).toEqual(all);
+    for (const k of [1, 499, 500, 501, 600, 601, 899, 900]) expect(s.receiptsAfter(all[k - 1]?.id as number, 2)).toEqual(all.slice(k, k + 2));
+    s.close();
+  });
+
+  it("prunes by walking rows in id order: old rows whole, a row partly old rewritten with its receipts' ids, orphan entries with their rows", () => {
+    const path = freshPath();
+    const s = openSqliteStore(path);
+    const old = s.commit({ receipts: [receipt("gone", "d", { at: 100, state: "rejected" }), receipt("gone", "d", { at: 150, state: "rejected" })] });
+    // a row whose newest receipt (its last id) is old and whose middle one is not
+    const mixed = s.commit({
+      messages: [message("m", { expiresAt: 50 })],
+      receipts: [receipt("m", "d", { at: 100 }), receipt("m", "d", { at: 300, state: "sent", seq: 1 }), receipt("m", "e", { at: 100 })],
+    });
+    const recent = s.commit({ receipts: [receipt("m", "d", { at: 400, state: "delivered", seq: 1 })] });
+    expect(s.prune(200)).toBe(1);
+    const left = [mixed[1], ...recent];
+    expect(s.receiptsAfter(0, 100)).toEqual(left);
+    // resuming from any id gives the next receipt, also past the row whose last receipt is gone
+    expect(s.receiptsAfter(mixed[1]?.id as number, 1)).toEqual(recent);
+    expect(s.receiptsAfter(mixed[0]?.id as number, 1)).toEqual([mixed[1]]);
+    // m was deleted; its receipts left are found by message id
+    expect(s.getMessage("m")).toBeUndefined();
+    expect(s.receiptsForMessage("m")).toEqual(left);
+    expect(s.receiptsForMessage("gone")).toEqual([]);
+    const orphans = (): unknown[] => {
+      const db = new DatabaseSync(path, { readOnly: true });
+      try {
+        return db.prepare("SELECT message_id FROM receipt_orphans ORDER BY message_id").all().map((r) => r["message_id"]);
+      } finally {
+        db.close();
+      }
+    };
+    // the orphan entry of "gone" went with its rows
+    expect(orphans()).toEqual(["m"]);
+    expect(old).toHaveLength(2);
+    expect(s.prune(1_000)).toBe(0);
+    expect(s.receiptsAfter(0, 100)).toEqual([]);
+    expect(orphans()).toEqual([]);
     s.close();
   });
 

@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync, StatementSync, type SQLInputValue } from "node:sqlite";
 import { inlineStore, openSqliteStore } from "../../src/store/index.ts";
+import { delivery, message, receipt } from "./contract.ts";
 import { World, type SimDevice } from "../messaging/world.ts";
 import { connected, enc, publishTo, untilDelivered } from "../messaging/helpers.ts";
 
@@ -92,6 +93,32 @@ describe("writes per push on the SQLite store", () => {
     w.store.close();
   });
 
+  it("unicast pushes, 100 per commit, as the engine's turns write them (publish and send in one commit, the ack in another)", () => {
+    const s = openSqliteStore(":memory:");
+    const N = 100;
+    const ROUNDS = 3;
+    const before = { ...tally };
+    for (let round = 0; round < ROUNDS; round++) {
+      const pushes = Array.from({ length: N }, (_, i) => ({ id: `r${round}-m${i}`, device: `dev-${i}`, seq: round + 1 }));
+      s.commit({
+        messages: pushes.map((p) => message(p.id)),
+        deliveries: pushes.map((p, i) => delivery(p.device, p.id, round * N + i + 1, { seq: p.seq })),
+        receipts: pushes.flatMap((p) => [receipt(p.id, p.device), receipt(p.id, p.device, { state: "sent", seq: p.seq })]),
+      });
+      s.commit({
+        removeDeliveries: pushes.map((p) => ({ device: p.device, messageId: p.id })),
+        counters: pushes.map((p) => ({ device: p.device, lastSeq: p.seq, ackedSeq: p.seq })),
+        receipts: pushes.map((p) => receipt(p.id, p.device, { state: "delivered", seq: p.seq })),
+      });
+    }
+    const perPush = { statements: (tally.statements - before.statements) / (N * ROUNDS), rows: (tally.rows - before.rows) / (N * ROUNDS) };
+    console.log(`unicast, ${N} per commit: ${perPush.statements} statements, ${perPush.rows} rows per push`);
+    expect(s.receiptsAfter(0, 10_000)).toHaveLength(3 * N * ROUNDS);
+    expect(perPush.statements).toBeLessThanOrEqual(UNICAST_100.statements);
+    expect(perPush.rows).toBeLessThanOrEqual(UNICAST_100.rows);
+    s.close();
+  });
+
   it("indexes only what the documented schema indexes (every index is one more b-tree write per row)", () => {
     const dir = mkdtempSync(join(tmpdir(), "dtlspush-writes-"));
     try {
@@ -112,27 +139,36 @@ describe("writes per push on the SQLite store", () => {
 
 /**
  * Bounds from the measured figures (docs/store.md, "Writes per push"). A unicast
- * push to an online device writes 7 rows: the message; its delivery, written
- * once with its seq (queued and sent in the same turn: the turn's batch keeps
- * one row per delivery), deleted at the ack; queued/sent/delivered receipts;
+ * push to an online device, alone in its turns, writes 7 rows in 7 statements:
+ * the message; its delivery, written once with its seq (queued and sent in the
+ * same turn: the turn's batch keeps one row per delivery), deleted at the ack;
  * the counters once, at the ack (the seq on the delivery row keeps it taken
- * until then). When each push has the engine to itself that is 6 statements
- * (the rows of one kind in one turn are one multi-row statement). In a fan-out
- * the inserts and upserts of one turn are one statement per kind whatever the
- * number of recipients; the ack's delivery removal stays one statement per row
- * (cheaper than a multi-row DELETE); the recipients' receipts of one state
- * share a row (up to 500 a row), so a recipient costs its delivery (2 rows, or
- * 3 when its push starts in a later turn than the publish) and counters (1).
+ * until then); one receipts row per commit (schema 3: the receipts of a commit
+ * share rows whatever their messages, so queued and sent are one row), and at
+ * the ack the message's list of receipts rows (the delivered receipt's row id
+ * appended: it is how the message finds its receipts without an index).
+ * Receipts no longer write any index entry (schema 2: 2 a receipts row).
+ * At 100 pushes per commit the receipts rows are amortized: 5.02 rows and 2.05
+ * statements a push (the message and the delivery removal are one statement a
+ * row; the rest one statement per kind and commit).
+ * In a fan-out the inserts and upserts of one turn are one statement per kind
+ * whatever the number of recipients; the ack's delivery removal stays one
+ * statement per row (cheaper than a multi-row DELETE); a recipient costs its
+ * delivery (2 rows, or 3 when its push starts in a later turn than the
+ * publish) and counters (1).
  * Before: 9 statements and 9 rows per unicast push, 8 of each per fan-out
- * recipient; then 6/8 and 1.2/7.0, then 6/8 and 1.2/4.1.
+ * recipient; then 6/8 and 1.2/7.0, then 6/8 and 1.2/4.1, then 6/7 and 1.2/3.3.
  */
-const UNICAST = { statements: 6, rows: 7 };
-const FANOUT = { statements: 1.2, rows: 3.4 };
+const UNICAST = { statements: 7, rows: 7 };
+const UNICAST_100 = { statements: 2.05, rows: 5.02 };
+const FANOUT = { statements: 1.25, rows: 3.4 };
 
 /**
- * The indexes besides the WITHOUT ROWID tables' keys (schema version 2): none keyed by a random value but
+ * The indexes besides the WITHOUT ROWID tables' keys (schema version 3): none keyed by a random value but
  * the message id's own (a random key dirties a random page of a large index
- * per row); receipts are found by message through `msg`, an increasing integer.
+ * per row), and none over receipts: a message keeps the ids of its receipts
+ * rows, prune walks them in id order, and receipt_orphans (receipts of a message
+ * not stored) is a WITHOUT ROWID table keyed by message id, written only for those.
  */
 const INDEXES = [
   "deliveries: (message_id)",
@@ -141,7 +177,4 @@ const INDEXES = [
   "devices: (key or unique)",
   "messages: (expires_at)",
   "messages: (key or unique)",
-  "receipts: (at)",
-  "receipts: (msg) WHERE msg IS NOT NULL",
-  "receipts: (message_id) WHERE msg IS NULL",
 ];
