@@ -179,7 +179,7 @@ describe("sqlite store", () => {
       expect(Number(db.prepare("SELECT count(*) AS n FROM receipts").get()?.["n"])).toBe(3);
       expect(s.receiptsAfter(0, 2_000)).toHaveLength(1_001);
       expect(s.receiptsForMessage("fan").slice(0, 1_000)).toEqual(stored);
-      db.exec(`UPDATE receipts SET entries = '[[0, 0, "device-0", 0, 0, "", 1]]' WHERE count > 1`);
+      db.exec(`UPDATE receipts SET entries = '[[0, 0, 0, 0, "", "device-0", 1]]' WHERE count > 1`);
     } finally {
       db.close();
     }
