@@ -744,8 +744,13 @@ class SqliteStore implements SqliteSyncStore {
           flush();
           const whole = s.receiptRow.get(id) as Row;
           const kept = this.receipts(whole).filter((r) => r.at >= before);
-          const r = encodeRow(kept, id);
-          s.rewriteReceiptRow.run(r.count, r.atMin, r.atMax, r.messages, r.entries, id);
+          if (kept.length === 0) {
+            // at_max said otherwise: the row's times were not its receipts'
+            s.deleteReceiptRows.run(id - 1, id);
+          } else {
+            const r = encodeRow(kept, id);
+            s.rewriteReceiptRow.run(r.count, r.atMin, r.atMax, r.messages, r.entries, id);
+          }
           from = to = cursor = id;
         }
         if (rows.length < PRUNE_WALK_ROWS) break;

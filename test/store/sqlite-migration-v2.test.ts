@@ -10,14 +10,12 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { openSqliteStore, SQLITE_SCHEMA_VERSION, StoreError } from "../../src/store/index.ts";
+import { openSqliteStore, SQLITE_SCHEMA_VERSION } from "../../src/store/index.ts";
 import type { Receipt } from "../../src/store/index.ts";
 import { SCHEMA_V1, UPGRADE_1_TO_2 } from "../../src/store/sqlite-schema.ts";
 import { message, receipt } from "./contract.ts";
 
-const sqlite = process.getBuiltinModule("node:sqlite") as typeof import("node:sqlite") | undefined;
-if (sqlite === undefined) throw new Error(`the SQLite store tests need node:sqlite, which Node.js ${process.version} lacks; run them with the project's Node 24`);
-const { DatabaseSync } = sqlite;
+import { DatabaseSync, expectSameSchemaAsNew, expectUpgradeRefused, userVersion } from "./sqlite-files.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "dtlspush-migration-v2-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -78,27 +76,6 @@ function writeV2(path: string, extra = ""): void {
   db.close();
 }
 
-function schemaOf(path: string): string[] {
-  const db = new DatabaseSync(path, { readOnly: true });
-  try {
-    return db
-      .prepare("SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY name")
-      .all()
-      .map((r) => `${String(r["type"])} ${String(r["name"])} ${String(r["tbl_name"])}: ${String(r["sql"]).replace(/\s+/g, " ")}`);
-  } finally {
-    db.close();
-  }
-}
-
-function userVersion(path: string): number {
-  const db = new DatabaseSync(path, { readOnly: true });
-  try {
-    return Number(db.prepare("PRAGMA user_version").get()?.["user_version"]);
-  } finally {
-    db.close();
-  }
-}
-
 describe("sqlite store: upgrade from schema version 2", () => {
   it("keeps every receipt under its id, each found by its message, and new ids continue above the highest ever given", () => {
     const path = freshPath();
@@ -144,26 +121,12 @@ describe("sqlite store: upgrade from schema version 2", () => {
   it("gives a file upgraded from version 2 the same schema as a new file", () => {
     const upgraded = freshPath();
     writeV2(upgraded);
-    openSqliteStore(upgraded).close();
-    const created = freshPath();
-    openSqliteStore(created).close();
-    expect(schemaOf(upgraded)).toEqual(schemaOf(created));
+    expectSameSchemaAsNew(upgraded, freshPath());
   });
 
   it("leaves a version 2 file as it was when a receipts row cannot be read", () => {
     const path = freshPath();
     writeV2(path, `UPDATE receipts SET devices = '[["dev-a", 0]]' WHERE id = 5;`);
-    const before = schemaOf(path);
-    let error: unknown;
-    try {
-      openSqliteStore(path).close();
-    } catch (e) {
-      error = e;
-    }
-    expect(error).toBeInstanceOf(StoreError);
-    expect((error as StoreError).code).toBe("store_corrupt");
-    expect((error as StoreError).message).toContain(path);
-    expect(userVersion(path)).toBe(2);
-    expect(schemaOf(path)).toEqual(before);
+    expectUpgradeRefused(path, 2);
   });
 });

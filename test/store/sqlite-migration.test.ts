@@ -7,13 +7,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { openSqliteStore, SQLITE_SCHEMA_VERSION, StoreError } from "../../src/store/index.ts";
+import { openSqliteStore, SQLITE_SCHEMA_VERSION } from "../../src/store/index.ts";
 import { SCHEMA_V1 } from "../../src/store/sqlite-store.ts";
 import { delivery, message, receipt } from "./contract.ts";
 
-const sqlite = process.getBuiltinModule("node:sqlite") as typeof import("node:sqlite") | undefined;
-if (sqlite === undefined) throw new Error(`the SQLite store tests need node:sqlite, which Node.js ${process.version} lacks; run them with the project's Node 24`);
-const { DatabaseSync } = sqlite;
+import { DatabaseSync, expectSameSchemaAsNew, expectUpgradeRefused, userVersion } from "./sqlite-files.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "dtlspush-migration-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -57,27 +55,6 @@ function writeV1(path: string, extra = ""): void {
   run("INSERT INTO settings VALUES ('keys.content', '{\"k\":1}')");
   if (extra !== "") db.exec(extra);
   db.close();
-}
-
-function schemaOf(path: string): string[] {
-  const db = new DatabaseSync(path, { readOnly: true });
-  try {
-    return db
-      .prepare("SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY name")
-      .all()
-      .map((r) => `${String(r["type"])} ${String(r["name"])} ${String(r["tbl_name"])}: ${String(r["sql"]).replace(/\s+/g, " ")}`);
-  } finally {
-    db.close();
-  }
-}
-
-function userVersion(path: string): number {
-  const db = new DatabaseSync(path, { readOnly: true });
-  try {
-    return Number(db.prepare("PRAGMA user_version").get()?.["user_version"]);
-  } finally {
-    db.close();
-  }
 }
 
 describe("sqlite store: upgrade from schema version 1", () => {
@@ -153,27 +130,13 @@ describe("sqlite store: upgrade from schema version 1", () => {
   it("gives an upgraded file the same schema as a new file", () => {
     const upgraded = freshPath();
     writeV1(upgraded);
-    openSqliteStore(upgraded).close();
-    const created = freshPath();
-    openSqliteStore(created).close();
-    expect(schemaOf(upgraded)).toEqual(schemaOf(created));
+    expectSameSchemaAsNew(upgraded, freshPath());
   });
 
   it("leaves a version 1 file as it was when the upgrade cannot complete", () => {
     const path = freshPath();
     // a delivery of a message that is not stored (written with foreign keys off): the upgrade refuses the file
     writeV1(path, "PRAGMA foreign_keys = OFF; INSERT INTO deliveries VALUES ('dev-b', 'ghost', 9, 0, 0);");
-    const before = schemaOf(path);
-    let error: unknown;
-    try {
-      openSqliteStore(path).close();
-    } catch (e) {
-      error = e;
-    }
-    expect(error).toBeInstanceOf(StoreError);
-    expect((error as StoreError).code).toBe("store_corrupt");
-    expect((error as StoreError).message).toContain(path);
-    expect(userVersion(path)).toBe(1);
-    expect(schemaOf(path)).toEqual(before);
+    expectUpgradeRefused(path, 1);
   });
 });
