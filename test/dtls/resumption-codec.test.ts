@@ -30,7 +30,7 @@ describe("tickets", () => {
   it("round-trips the whole state; the layout is key name, nonce, ciphertext, tag", () => {
     expect(openTicket(keys, ticket, NOW)).toEqual(state);
     expect(new Uint8Array(ticket.subarray(0, 16))).toEqual(key.name);
-    const psk = { ...state, peer: undefined, group: undefined, identity: "dev", pskDigest: pskDigest(new Uint8Array(16)) };
+    const psk = { ...state, peer: undefined, group: undefined, identity: "dev", pskDigest: new Uint8Array(pskDigest(new Uint8Array(16))) };
     expect(openTicket(keys, sealTicket(key, psk), NOW)).toEqual(psk);
   });
 
