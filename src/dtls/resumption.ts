@@ -204,7 +204,7 @@ export function samePsk(state: ServerSessionState, psk: Uint8Array): boolean {
  * Sessions kept for session-ID resumption, least recently used first out
  * (a Map keeps insertion order; a hit moves the entry to the end). Each is
  * kept encoded (the ticket's state layout, unsealed): one byte array of some
- *  130 bytes instead of an object and its arrays: measured ~816 -> ~340 bytes
+ * 130 bytes instead of an object and its arrays: measured ~816 -> ~340 bytes
  * of heap per entry with its key.
  */
 export class SessionCache {
