@@ -364,33 +364,27 @@ export class Connection implements WindowState {
   // ---- used by the handshake drivers -----------------------------------
 
   /**
-   * Sends a new flight. RFC 6347 4.2.4's state machine lives here, one
-   * connection's view of it:
+   * Sends a new flight. RFC 6347 4.2.4's retransmission state machine, as
+   * this connection runs it (the driver prepares, the connection does the rest):
    *
-   *                  +-----------+
-   *                  | PREPARING |  <- the driver builds a flight
-   *            +---> |           | <--------------------+
-   *            |     +-----------+                      |
-   *            |           | sendFlight()               |
-   *            |           v                            |
-   *            |     +-----------+                      |
-   *            |     |  SENDING  |  transmitFlight()    |
-   *            |     +-----------+                      |
-   *  timeout() |      |         | "last" flight         | the peer's next flight:
-   *  (retrans- |      |         v                       | the driver answers it
-   *   mitAt)   |      |   +-----------+                 |
-   *            |      |   | FINISHED  | -- the peer resends its flight:
-   *            |      |   +-----------+    answerRetransmission() resends ours
-   *            |      | "expects_reply"     (until the peer sends protected data)
-   *            |      v
-   *            |  +-----------+
-   *            +--|  WAITING  |-----------------------------+
-   *               +-----------+  (the peer resends its previous flight:
-   *                              answerRetransmission() resends ours)
+   *   PREPARING --sendFlight()--> SENDING (transmitFlight: fragment, pack, send)
+   *   (the driver)                  |
+   *        ^            "expects_reply"                      "last"
+   *        |                        v                           v
+   *        |   timeout(): resend, WAITING                   FINISHED
+   *        |   rto doubles  <------'  |                         |
+   *        |   (maxRetransmits:       | the peer's next flight  | the peer resends its
+   *        |    "timeout")            | arrives                 | flight: resend ours
+   *        +--------------------------+                         | (answerRetransmission);
+   *              or, its final flight: established              | gone when the peer
+   *                                                             | sends protected data
    *
-   * `role` is the driver's word: "expects_reply" arms the retransmission
-   * timer (WAITING); "last" does not (FINISHED), and the flight is kept after
-   * the handshake to answer the peer's retransmissions.
+   * In WAITING the peer resending its previous flight (it lost ours) makes us
+   * resend at once too (answerRetransmission, at most every initialMs / 2).
+   * `role` is the driver's word: "expects_reply" arms the timer (WAITING);
+   * "last" does not (FINISHED), and that flight is kept after the handshake.
+   * The server sends the last flight of a full handshake, the client that of
+   * an abbreviated one.
    */
   sendFlight(items: readonly FlightItem[], now: number, role: FlightRole): void {
     const hs = this.hs;
