@@ -4,6 +4,7 @@ import type { DtlsError } from "./errors.ts";
 import type { EcdhGroup } from "./crypto.ts";
 import type { ConnectionInfo } from "./options.ts";
 import type { SuiteName } from "./suites.ts";
+import type { SavedSession } from "./resumption-options.ts";
 
 export interface PeerAddress {
   readonly address: string;
@@ -20,6 +21,8 @@ export interface DtlsConnectionInfo {
   readonly group?: EcdhGroup | undefined;
   /** The peer's leaf certificate, when it presented one. */
   readonly peerCertificate?: { readonly subject: string; readonly fingerprint256: string } | undefined;
+  /** The session was resumed (abbreviated handshake): identity and certificate are the original handshake's. */
+  readonly resumed: boolean;
 }
 
 export interface CloseReason {
@@ -40,11 +43,16 @@ export interface ConnectionReceiver {
   closed(reason: CloseReason): void;
 }
 
+/** Client connections' resumable sessions: beside the connection, so a server's sessions pay no field for it. */
+const savedSessions = new WeakMap<DtlsConnection, SavedSession>();
+
 /** The reason of an orderly close (one object for all). */
 const CLOSED: CloseReason = Object.freeze({ code: "closed", message: "closed" });
 
 interface Events {
   data: [data: Buffer];
+  /** A new resumable session (client role), to keep and give to the next connect as `session`. */
+  session: [session: SavedSession];
   close: [reason: CloseReason];
   error: [error: DtlsError];
 }
@@ -80,6 +88,25 @@ export class DtlsConnection extends EventEmitter<Events> {
   /** Who the peer is and what was negotiated (a new object on each read: keep it if you read it often). */
   get info(): DtlsConnectionInfo {
     return { peer: { address: this.peer.address, port: this.peer.port }, ...(this.core.connectionInfo as ConnectionInfo) };
+  }
+
+  /**
+   * The client's resumable session from this connection's handshake (a new
+   * ticket or session ID, or the resumed session), undefined when the server
+   * gave none (and always on the server side). It holds the session's master
+   * secret: keep it as carefully as a private key.
+   */
+  get session(): SavedSession | undefined {
+    return savedSessions.get(this);
+  }
+
+  /**
+   * @internal the client's new session: kept at once, emitted as "session" in
+   * the next turn (after the caller's `await connect()` went on and could listen)
+   */
+  setSession(session: SavedSession): void {
+    savedSessions.set(this, session);
+    setImmediate(() => this.emit("session", session));
   }
 
   /**
