@@ -16,6 +16,7 @@ import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";
 import { concatBytes } from "../util/bytes.ts";
 import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, type Certificate, type EcdhGroup, type SecretKey } from "./crypto.ts";
 import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
+import { acceptedConnectionId, clientConnectionIdExtension } from "./connection-id.ts";
 import { alertError, unexpectedMessage, type DtlsError } from "./errors.ts";
 import { encodeHandshake } from "./handshake-codec.ts";
 import {
@@ -135,6 +136,7 @@ export class ClientHandshake implements HandshakeDriver {
     if (host.config.suites.some((s) => !usesPsk(s))) {
       extensions.push({ type: ExtensionType.signature_algorithms, data: encodeSignatureAlgorithms(OFFERED_SCHEMES) });
     }
+    if (host.config.connectionId !== false) extensions.push(clientConnectionIdExtension());
     const hello: ClientHello = {
       version: ProtocolVersion.DTLS1_2,
       random: randomBytes(32),
@@ -231,6 +233,9 @@ export class ClientHandshake implements HandshakeDriver {
     if (this.host.config.requireExtendedMasterSecret && !ems) {
       throw alertError("handshake_failure", "server does not support extended master secret, which is required");
     }
+    // RFC 9146: the server's answer names the CID our protected records carry from now on
+    const ids = acceptedConnectionId(sh.extensions);
+    if (ids !== undefined) this.host.useConnectionIds(ids);
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     this.state = {
       kind: "await_server_hello_done",

@@ -14,6 +14,7 @@ import { concatBytes, copyBytes } from "../util/bytes.ts";
 import { HandshakeType, ProtocolVersion } from "./constants.ts";
 import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, type Certificate, type EcdhGroup, type EcdhKeyPair, type SecretKey } from "./crypto.ts";
 import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
+import { answerConnectionId, offeredConnectionId } from "./connection-id.ts";
 import { alertError, unexpectedMessage } from "./errors.ts";
 import { encodeHandshake } from "./handshake-codec.ts";
 import {
@@ -103,8 +104,9 @@ export class ServerHandshake implements HandshakeDriver {
   /**
    * Answers the cookie-verified ClientHello with the server's flight at once.
    * Throws DtlsError when nothing can be negotiated (caller fails the connection).
+   * `cid` is the Connection ID we hand out (latin1) if the client offers the extension.
    */
-  constructor(host: Connection, auth: ServerAuth, hello: ClientHello, helloMessageSeq: number, helloBody: Uint8Array, now: number) {
+  constructor(host: Connection, auth: ServerAuth, hello: ClientHello, helloMessageSeq: number, helloBody: Uint8Array, now: number, cid?: string) {
     this.host = host;
     this.psk = auth.psk;
     this.auth = auth;
@@ -116,6 +118,8 @@ export class ServerHandshake implements HandshakeDriver {
       { psk: auth.psk !== undefined, certificates: auth.certificates, legacySha1: auth.legacySha1Signatures },
       host.config.groups,
     );
+    const connectionId = answerConnectionId(choice.extensions, offeredConnectionId(hello.extensions), cid);
+    if (connectionId.ids !== undefined) host.useConnectionIds(connectionId.ids);
     const transcript = new Transcript();
     transcript.add(encodeHandshake(HandshakeType.client_hello, helloMessageSeq, helloBody));
     const serverRandom = randomBytes(32);
@@ -133,7 +137,7 @@ export class ServerHandshake implements HandshakeDriver {
         sessionId: EMPTY,
         cipherSuite: choice.suite.id,
         compressionMethod: 0,
-        extensions: choice.extensions,
+        extensions: connectionId.extensions,
       }),
     );
     const hint = auth.psk?.hint === undefined ? undefined : new TextEncoder().encode(auth.psk.hint);

@@ -1,7 +1,7 @@
 import { aeadKey, aeadOpen, aeadSeal, type AeadKey } from "./crypto.ts";
-import { RECORD_HEADER_LENGTH } from "./constants.ts";
+import { ContentType, RECORD_HEADER_LENGTH } from "./constants.ts";
 import type { RawRecord } from "./record.ts";
-import { writeRecordHeader, writeSeq48 } from "./record.ts";
+import { writeCidRecordHeader, writeRecordHeader, writeSeq48 } from "./record.ts";
 import type { CipherSuite } from "./suites.ts";
 
 // One nonce and one AAD buffer for every RecordProtection of the process, not
@@ -11,6 +11,8 @@ import type { CipherSuite } from "./suites.ts";
 // Uint8Arrays: node:crypto handles them on its fast path.
 const nonce = Buffer.alloc(12);
 const aad = Buffer.alloc(13);
+/** The AAD of tls12_cid records: 23 bytes and a CID of up to 255 (RFC 9146 5.3). */
+const cidAad = Buffer.alloc(23 + 255);
 
 /** Big-endian 32-bit word of bytes[at..at+4) as an int32 (a small integer to V8: no heap box). */
 function word(bytes: Uint8Array, at: number): number {
@@ -88,6 +90,64 @@ export class RecordProtection {
     a[10] = version & 0xff;
     a[11] = length >>> 8;
     a[12] = length & 0xff;
+  }
+
+  /**
+   * The additional data of a tls12_cid record under an AEAD (RFC 9146 5.3):
+   *
+   *   seq_num_placeholder (8 bytes of 0xff) | tls12_cid (25) | cid_length (1) | tls12_cid (25) |
+   *   DTLSCiphertext.version (2) | epoch (2) | sequence_number (6) | cid | length_of_DTLSInnerPlaintext (2)
+   *
+   * `cid` is a latin1 string or the record's bytes. Returns the AAD (a view of the shared buffer).
+   */
+  static cidAdditionalData(version: number, epoch: number, seq: number, cid: string | Uint8Array, innerLength: number): Buffer {
+    const a = cidAad;
+    a.fill(0xff, 0, 8);
+    a[8] = ContentType.tls12_cid;
+    a[9] = cid.length;
+    a[10] = ContentType.tls12_cid;
+    a[11] = version >>> 8;
+    a[12] = version & 0xff;
+    a[13] = epoch >>> 8;
+    a[14] = epoch & 0xff;
+    writeSeq48(a, 15, seq);
+    const n = cid.length;
+    if (typeof cid === "string") for (let i = 0; i < n; i++) a[21 + i] = cid.charCodeAt(i);
+    else a.set(cid, 21);
+    a[21 + n] = innerLength >>> 8;
+    a[22 + n] = innerLength & 0xff;
+    return a.subarray(0, 23 + n);
+  }
+
+  /**
+   * A complete tls12_cid record (RFC 9146 4, 5.3): the content and its real
+   * type (no padding) sealed as a DTLSInnerPlaintext, the peer's CID in the header.
+   */
+  sealCid(realType: number, version: number, epoch: number, seq: number, content: Uint8Array, cid: string): Uint8Array {
+    const inner = new Uint8Array(content.length + 1);
+    inner.set(content);
+    inner[content.length] = realType;
+    this.setNonce(epoch, seq, undefined);
+    const headerLength = RECORD_HEADER_LENGTH + cid.length;
+    const ad = RecordProtection.cidAdditionalData(version, epoch, seq, cid, inner.length);
+    const out = aeadSeal(this.suite.aead, this.key, nonce, ad, inner, headerLength + this.explicitLength);
+    writeCidRecordHeader(out, 0, version, epoch, seq, cid, out.length - headerLength);
+    if (this.explicitLength > 0) {
+      out[headerLength] = epoch >>> 8;
+      out[headerLength + 1] = epoch;
+      writeSeq48(out, headerLength + 2, seq);
+    }
+    return out;
+  }
+
+  /** The DTLSInnerPlaintext of a tls12_cid record (see splitInnerPlaintext), or null when it does not authenticate. */
+  openCid(rec: RawRecord): Uint8Array | null {
+    const body = rec.body;
+    const cid = rec.cid;
+    if (cid === undefined || body.length < this.overhead) return null;
+    this.setNonce(rec.epoch, rec.seq, this.explicitLength > 0 ? body : undefined);
+    const ad = RecordProtection.cidAdditionalData(rec.version, rec.epoch, rec.seq, cid, body.length - this.overhead);
+    return aeadOpen(this.suite.aead, this.key, nonce, ad, this.explicitLength > 0 ? body.subarray(this.explicitLength) : body);
   }
 
   /** A complete protected record. */
