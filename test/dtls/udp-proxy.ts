@@ -84,6 +84,10 @@ export class RebindingProxy {
   private client: { address: string; port: number } | undefined;
   /** Every datagram relayed to the server, in order. */
   readonly toServer: Uint8Array[] = [];
+  /** While true nothing passes either way (the NAT is changing its mapping): what was sent is lost. */
+  hold = false;
+  /** Datagrams from the server lost while holding. */
+  readonly heldToClient: Uint8Array[] = [];
   /** Datagrams that reached a socket after it was rebound from, by its "address:port". */
   readonly lateArrivals = new Map<string, number>();
   private readonly retired: Socket[] = [];
@@ -94,6 +98,7 @@ export class RebindingProxy {
     this.serverPort = serverPort;
     front.on("message", (m, rinfo) => {
       this.client = { address: rinfo.address, port: rinfo.port };
+      if (this.hold) return;
       const d = new Uint8Array(m);
       this.toServer.push(d);
       this.upstream.send(d, this.serverPort, "127.0.0.1");
@@ -143,7 +148,8 @@ export class RebindingProxy {
   private listenUpstream(s: Socket): void {
     s.on("message", (m) => {
       const c = this.client;
-      if (c !== undefined) this.front.send(m, c.port, c.address);
+      if (this.hold) this.heldToClient.push(new Uint8Array(m));
+      else if (c !== undefined) this.front.send(m, c.port, c.address);
     });
   }
 
