@@ -115,7 +115,7 @@ export function createMetrics(): DaemonMetrics {
   );
   statsCounter(
     "dtlspush_dtls_records_dropped_total",
-    'Protected records from peers with a session dropped unread, by cause ("replayed": seen before or too old for the replay window; "unauthenticated": forged or corrupted)',
+    'Protected records from peers with a session dropped unread, by cause ("replayed": seen before or too old for the replay window; "unauthenticated": forged or corrupted; "cid_mismatch" / "cid_missing": a Connection ID where none or another is due, or none where one is; "bad_inner_plaintext": no real content type inside)',
     (s) => s.recordsDropped,
     "cause",
   );
