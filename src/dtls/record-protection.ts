@@ -127,12 +127,40 @@ export class RecordProtection {
     const inner = new Uint8Array(content.length + 1);
     inner.set(content);
     inner[content.length] = realType;
-    this.setNonce(epoch, seq, undefined);
     const headerLength = RECORD_HEADER_LENGTH + cid.length;
-    const ad = RecordProtection.cidAdditionalData(version, epoch, seq, cid, inner.length);
-    const out = aeadSeal(this.suite.aead, this.key, nonce, ad, inner, headerLength + this.explicitLength);
+    const out = this.sealBody(epoch, seq, RecordProtection.cidAdditionalData(version, epoch, seq, cid, inner.length), inner, headerLength);
     writeCidRecordHeader(out, 0, version, epoch, seq, cid, out.length - headerLength);
+    return out;
+  }
+
+  /** The DTLSInnerPlaintext of a tls12_cid record (see splitInnerPlaintext), or null when it does not authenticate. */
+  openCid(rec: RawRecord): Uint8Array | null {
+    const cid = rec.cid;
+    if (cid === undefined || rec.body.length < this.overhead) return null;
+    return this.openBody(rec, RecordProtection.cidAdditionalData(rec.version, rec.epoch, rec.seq, cid, rec.body.length - this.overhead));
+  }
+
+  /** A complete protected record. */
+  seal(type: number, version: number, epoch: number, seq: number, plaintext: Uint8Array): Uint8Array {
+    RecordProtection.setAad(type, version, epoch, seq, plaintext.length);
+    const out = this.sealBody(epoch, seq, aad, plaintext, RECORD_HEADER_LENGTH);
+    writeRecordHeader(out, 0, type, version, epoch, seq, out.length - RECORD_HEADER_LENGTH);
+    return out;
+  }
+
+  /** The plaintext, or null when the record does not authenticate. */
+  open(rec: RawRecord): Uint8Array | null {
+    if (rec.body.length < this.overhead) return null;
+    RecordProtection.setAad(rec.type, rec.version, rec.epoch, rec.seq, rec.body.length - this.overhead);
+    return this.openBody(rec, aad);
+  }
+
+  /** Seals behind `headerLength` bytes left for the caller's header: the explicit nonce (GCM/CCM), ciphertext, tag. */
+  private sealBody(epoch: number, seq: number, ad: Uint8Array, plaintext: Uint8Array, headerLength: number): Uint8Array {
+    this.setNonce(epoch, seq, undefined);
+    const out = aeadSeal(this.suite.aead, this.key, nonce, ad, plaintext, headerLength + this.explicitLength);
     if (this.explicitLength > 0) {
+      // the explicit nonce is epoch || seq, as in the header
       out[headerLength] = epoch >>> 8;
       out[headerLength + 1] = epoch;
       writeSeq48(out, headerLength + 2, seq);
@@ -140,37 +168,9 @@ export class RecordProtection {
     return out;
   }
 
-  /** The DTLSInnerPlaintext of a tls12_cid record (see splitInnerPlaintext), or null when it does not authenticate. */
-  openCid(rec: RawRecord): Uint8Array | null {
+  private openBody(rec: RawRecord, ad: Uint8Array): Uint8Array | null {
     const body = rec.body;
-    const cid = rec.cid;
-    if (cid === undefined || body.length < this.overhead) return null;
     this.setNonce(rec.epoch, rec.seq, this.explicitLength > 0 ? body : undefined);
-    const ad = RecordProtection.cidAdditionalData(rec.version, rec.epoch, rec.seq, cid, body.length - this.overhead);
     return aeadOpen(this.suite.aead, this.key, nonce, ad, this.explicitLength > 0 ? body.subarray(this.explicitLength) : body);
-  }
-
-  /** A complete protected record. */
-  seal(type: number, version: number, epoch: number, seq: number, plaintext: Uint8Array): Uint8Array {
-    this.setNonce(epoch, seq, undefined);
-    RecordProtection.setAad(type, version, epoch, seq, plaintext.length);
-    const out = aeadSeal(this.suite.aead, this.key, nonce, aad, plaintext, RECORD_HEADER_LENGTH + this.explicitLength);
-    writeRecordHeader(out, 0, type, version, epoch, seq, out.length - RECORD_HEADER_LENGTH);
-    if (this.explicitLength > 0) {
-      // the explicit nonce is epoch || seq, as in the header
-      out[RECORD_HEADER_LENGTH] = epoch >>> 8;
-      out[RECORD_HEADER_LENGTH + 1] = epoch;
-      writeSeq48(out, RECORD_HEADER_LENGTH + 2, seq);
-    }
-    return out;
-  }
-
-  /** The plaintext, or null when the record does not authenticate. */
-  open(rec: RawRecord): Uint8Array | null {
-    const body = rec.body;
-    if (body.length < this.overhead) return null;
-    this.setNonce(rec.epoch, rec.seq, this.explicitLength > 0 ? body : undefined);
-    RecordProtection.setAad(rec.type, rec.version, rec.epoch, rec.seq, body.length - this.overhead);
-    return aeadOpen(this.suite.aead, this.key, nonce, aad, this.explicitLength > 0 ? body.subarray(this.explicitLength) : body);
   }
 }
