@@ -5,16 +5,12 @@
  * pushes are in flight. Every push arrives exactly once, in order, and the
  * daemon did one handshake: the session followed the device.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { issuePublisherToken } from "../../src/auth/index.ts";
 import { connect, memoryStateStore, type DtlspushClient, type ReceivedMessage } from "../../src/client/index.ts";
-import { loadConfig, openDataDir } from "../../src/daemon/config/index.ts";
 import { parseRecords } from "../../src/dtls/record.ts";
-import { BIN, collect, waitFor } from "../cli/cli-process.ts";
+import { adminToken, api, cleanUpDaemons, serve, tempDir } from "../client/daemon-process.ts";
 import { RebindingProxy } from "../dtls/udp-proxy.ts";
 
 const KEY_HEX = "000102030405060708090a0b0c0d0e0f";
@@ -22,6 +18,7 @@ const closers: (() => unknown)[] = [];
 
 afterEach(async () => {
   for (const c of closers.splice(0).reverse()) await c();
+  cleanUpDaemons();
 });
 
 async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 20_000): Promise<void> {
@@ -32,48 +29,24 @@ async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 
   }
 }
 
-/** `dtlspush serve` on free ports, heartbeats every second (the device's keep-alive is what tells the daemon it moved). */
-async function serve(): Promise<{ child: ChildProcessWithoutNullStreams; dtlsPort: number; api: string; token: string }> {
-  const dir = mkdtempSync(join(tmpdir(), "dtlspush-rebind-"));
-  closers.push(() => rmSync(dir, { recursive: true, force: true }));
-  writeFileSync(join(dir, "d.toml"), "[delivery]\nheartbeat_seconds = 1\n");
-  const child = spawn(
-    process.execPath,
-    [BIN, "serve", "--config", join(dir, "d.toml"), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data")],
-    { cwd: dir, env: { ...process.env, DTLSPUSH_DEBUG: "" } },
-  );
-  closers.push(() => {
-    child.kill("SIGKILL");
-    return new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(undefined) : child.once("exit", r)));
-  });
-  const out = collect(child);
-  const m = await waitFor(out.stderr, child, /DTLS \(UDP\)\s+127\.0\.0\.1:(\d+)[\s\S]*HTTP API\s+(http:\/\/127\.0\.0\.1:\d+)/, 30_000);
-  const config = await loadConfig({ flags: { dataDir: join(dir, "data") }, env: {} });
-  const data = await openDataDir(config);
-  const { token } = await issuePublisherToken(data.publisherKeys, { subject: "test", scopes: ["admin"], now: Date.now(), ttlSeconds: 600 });
-  await data.close();
-  return { child, dtlsPort: Number(m[1]), api: m[2] as string, token };
-}
-
 describe("a device whose NAT rebinds, against the real daemon", () => {
   it("pushes in flight when the address and port change all arrive exactly once, in order, with no new handshake", async () => {
-    const d = await serve();
-    const call = async (method: string, path: string, body?: unknown): Promise<Response> =>
-      fetch(`${d.api}${path}`, {
-        method,
-        headers: { authorization: `Bearer ${d.token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      });
+    // heartbeats every second: the device's keep-alive is what tells the daemon it moved
+    const dir = tempDir("dtlspush-rebind-");
+    writeFileSync(join(dir, "d.toml"), "[delivery]\nheartbeat_seconds = 1\n");
+    const d = await serve(dir, join(dir, "data"), 0, 0, ["--config", join(dir, "d.toml")]);
+    const token = await adminToken(join(dir, "data"));
     const metric = async (name: string): Promise<number> => {
-      const text = await (await call("GET", "/metrics")).text();
+      const res = await fetch(`http://127.0.0.1:${d.httpPort}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+      const text = await res.text();
       let sum = 0;
       for (const line of text.split("\n")) if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) sum += Number(line.slice(line.lastIndexOf(" ") + 1));
       return sum;
     };
     const push = async (from: number, to: number): Promise<void> => {
-      for (let i = from; i <= to; i++) expect((await call("POST", "/v1/devices/dev-1/messages", { payload: `m${i}` })).status).toBe(202);
+      for (let i = from; i <= to; i++) expect(await api(d, token, "POST", "/v1/devices/dev-1/messages", { payload: `m${i}` })).toBe(202);
     };
-    expect((await call("PUT", "/v1/devices/dev-1", { psk: { keyHex: KEY_HEX } })).status).toBe(201);
+    expect(await api(d, token, "PUT", "/v1/devices/dev-1", { psk: { keyHex: KEY_HEX } })).toBe(201);
 
     const proxy = await RebindingProxy.start(d.dtlsPort);
     closers.push(() => proxy.close());
