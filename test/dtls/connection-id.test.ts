@@ -18,7 +18,9 @@ import { parseRecords, splitInnerPlaintext } from "../../src/dtls/record.ts";
 import { RecordProtection } from "../../src/dtls/record-protection.ts";
 import { suiteByName } from "../../src/dtls/suites.ts";
 import { Connection } from "../../src/dtls/connection.ts";
-import { CLIENT_PEER, connectionConfig, Pipe, suites } from "./harness.ts";
+import { ClientHandshake } from "../../src/dtls/handshake-client.ts";
+import { ServerCore, type Peer } from "../../src/dtls/server-core.ts";
+import { CLIENT_PEER, connectionConfig, Pipe, serverConfig, suites } from "./harness.ts";
 
 const PSK_GCM = suites("TLS_PSK_WITH_AES_128_GCM_SHA256");
 const KEY = Buffer.from("00112233445566778899aabbccddeeff", "hex");
@@ -362,6 +364,68 @@ describe("NAT rebinding by CID (RFC 9146 6), sans-I/O", () => {
     expect(p.server.stats.addressChangesRefused.unauthenticated).toBe(2);
     expect(p.server.stats.recordsDropped.replayed).toBe(1);
     expect(p.server.stats.recordsDropped.unauthenticated).toBe(1);
+    expect(p.server.stats.addressChanges).toBe(0);
+  });
+});
+
+describe("NAT rebinding refusals that need a second session or an ending one", () => {
+  /** One ServerCore and several of our clients, each at its own address; datagrams delivered at once, in order. */
+  function net(peers: readonly Peer[]): { server: ServerCore; clients: Connection[]; toServer: (i: number) => Uint8Array[] } {
+    const outbox: { to: string; d: Uint8Array }[] = [];
+    const server = new ServerCore(serverConfig({ suites: PSK_GCM }), { send: (peer, d) => outbox.push({ to: `${peer.address}|${peer.port}`, d: Uint8Array.from(d) }), established: () => undefined, handshakeFailed: () => undefined }, 0);
+    const sent: Uint8Array[][] = peers.map(() => []);
+    const clients = peers.map(
+      (_, i) =>
+        new Connection("client", connectionConfig({ suites: PSK_GCM }), { sendDatagram: (d) => sent[i]!.push(Uint8Array.from(d)), established: () => undefined, data: () => undefined, closed: () => undefined }, 0),
+    );
+    const pump = (): void => {
+      for (let guard = 0; guard < 100; guard++) {
+        let moved = false;
+        for (const [i, peer] of peers.entries()) {
+          for (const d of sent[i]!.splice(0)) {
+            server.receive(peer, d, 0);
+            moved = true;
+          }
+          for (const o of outbox.splice(0).filter((o) => o.to === `${peer.address}|${peer.port}`)) {
+            clients[i]!.receive(o.d, 0);
+            moved = true;
+          }
+        }
+        if (!moved) return;
+      }
+    };
+    for (const c of clients) c.attach(new ClientHandshake(c, { psk: { identity: "device-1", key: Buffer.from("000102030405060708090a0b0c0d0e0f", "hex") }, verifyServer: undefined }, 0));
+    pump();
+    return { server, clients, toServer: (i) => sent[i]!.splice(0) };
+  }
+
+  it("a session does not take an address another live session holds (address_in_use)", () => {
+    const A = { address: "192.0.2.10", port: 1000 };
+    const B = { address: "192.0.2.11", port: 2000 };
+    const { server, clients, toServer } = net([A, B]);
+    expect(server.establishedCount).toBe(2);
+    const a = server.session(A)!;
+    clients[0]!.send(text("from B's address"));
+    const [d] = toServer(0);
+    server.receive(B, d!, 0);
+    expect(server.stats.addressChangesRefused.address_in_use).toBe(1);
+    expect(server.session(A)).toBe(a);
+    expect(server.session(B)).not.toBe(a);
+  });
+
+  it("a close_notify from a new address closes the session and moves nothing (not_established)", () => {
+    const p = new Pipe({}, { suites: PSK_GCM });
+    p.startClient({ suites: PSK_GCM });
+    expect(p.runUntilEstablished()).toBe(true);
+    let closing: Uint8Array | undefined;
+    p.tamperToServer = (d) => {
+      closing = Uint8Array.from(d);
+      return undefined;
+    };
+    p.client.close();
+    p.server.receive({ address: "198.51.100.1", port: 9 }, closing!, p.now);
+    expect(p.serverSession!.connection.state).toBe("closed");
+    expect(p.server.stats.addressChangesRefused.not_established).toBe(1);
     expect(p.server.stats.addressChanges).toBe(0);
   });
 });
