@@ -66,13 +66,16 @@ export function offeredConnectionId(extensions: readonly Extension[] | undefined
 /**
  * The server's side: the ServerHello extensions with ours appended (our CID),
  * and the CIDs the association uses; `ours` undefined (CID off, or the client
- * did not offer it) leaves the extensions as they are.
+ * did not offer it) leaves the extensions as they are, and the client's
+ * extension is not even read then (a malformed one matters only to a server
+ * that would answer it: decode_error).
  */
 export function answerConnectionId(
   extensions: readonly Extension[] | undefined,
-  clientCid: string | undefined,
+  clientExtensions: readonly Extension[] | undefined,
   ours: string | undefined,
 ): { readonly extensions: readonly Extension[] | undefined; readonly ids: ConnectionIds | undefined } {
+  const clientCid = ours === undefined ? undefined : offeredConnectionId(clientExtensions);
   if (ours === undefined || clientCid === undefined) return { extensions, ids: undefined };
   return {
     extensions: [...(extensions ?? []), { type: ExtensionType.connection_id, data: encodeConnectionId(ours) }],

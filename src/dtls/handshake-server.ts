@@ -14,7 +14,7 @@ import { concatBytes, copyBytes } from "../util/bytes.ts";
 import { HandshakeType, ProtocolVersion } from "./constants.ts";
 import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, type Certificate, type EcdhGroup, type EcdhKeyPair, type SecretKey } from "./crypto.ts";
 import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
-import { answerConnectionId, offeredConnectionId } from "./connection-id.ts";
+import { answerConnectionId } from "./connection-id.ts";
 import { alertError, unexpectedMessage } from "./errors.ts";
 import { encodeHandshake } from "./handshake-codec.ts";
 import {
@@ -118,7 +118,7 @@ export class ServerHandshake implements HandshakeDriver {
       { psk: auth.psk !== undefined, certificates: auth.certificates, legacySha1: auth.legacySha1Signatures },
       host.config.groups,
     );
-    const connectionId = answerConnectionId(choice.extensions, offeredConnectionId(hello.extensions), cid);
+    const connectionId = answerConnectionId(choice.extensions, hello.extensions, cid);
     if (connectionId.ids !== undefined) host.useConnectionIds(connectionId.ids);
     const transcript = new Transcript();
     transcript.add(encodeHandshake(HandshakeType.client_hello, helloMessageSeq, helloBody));
