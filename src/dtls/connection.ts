@@ -571,5 +571,8 @@ function recordBytes(rec: RawRecord): number {
 }
 
 function copyRecord(rec: RawRecord): RawRecord {
-  return { ...rec, header: copyBytes(rec.header), body: copyBytes(rec.body) };
+  const header = copyBytes(rec.header);
+  // a tls12_cid record's CID is a view into its header: into the copy, so nothing points into the datagram
+  const cid = rec.cid === undefined ? undefined : header.subarray(11, 11 + rec.cid.length);
+  return { ...rec, header, body: copyBytes(rec.body), cid };
 }
