@@ -100,6 +100,7 @@ describe("connection_id extension (RFC 9146 3)", () => {
     expect(p.client.writeConnectionId).toBe(cidString(answer.subarray(1)));
     expect(p.client.readConnectionId).toBe("");
     expect(p.serverSession!.connection.readConnectionId).toBe(p.client.writeConnectionId);
+    expect(p.server.sessionByConnectionId(p.client.writeConnectionId)).toBe(p.serverSession);
   });
 });
 
@@ -425,6 +426,8 @@ describe("NAT rebinding refusals that need a second session or an ending one", (
     p.client.close();
     p.server.receive({ address: "198.51.100.1", port: 9 }, closing!, p.now);
     expect(p.serverSession!.connection.state).toBe("closed");
+    // the closed session's CID is free again: the map holds live sessions only
+    expect(p.server.sessionByConnectionId(p.client.writeConnectionId)).toBeUndefined();
     expect(p.server.stats.addressChangesRefused.not_established).toBe(1);
     expect(p.server.stats.addressChanges).toBe(0);
   });
