@@ -14,7 +14,7 @@
  */
 import { Scheduler, SLOT_INDEX, type HeapSlotted } from "../util/scheduler.ts";
 import { ContentType, ExtensionType, HandshakeType, ProtocolVersion, RECORD_HEADER_LENGTH } from "./constants.ts";
-import { cidString, DEFAULT_SERVER_CID_LENGTH, makeServerCid } from "./connection-id.ts";
+import { cidAt, cidString, DEFAULT_SERVER_CID_LENGTH, makeServerCid } from "./connection-id.ts";
 import { Connection, increment, type ConnectionOptions } from "./connection.ts";
 import { CookieJar } from "./cookie.ts";
 import { DtlsError, toDtlsError, type RefusalCode } from "./errors.ts";
@@ -407,8 +407,15 @@ export class ServerCore {
    * newer than any before (RFC 9146 6).
    */
   private receiveWithCid(peer: Peer, datagram: Uint8Array, now: number, key: string): void {
-    const end = RECORD_HEADER_LENGTH - 2 + this.cidLength;
-    const session = datagram.length < end + 2 ? undefined : this.cids.get(cidString(datagram.subarray(RECORD_HEADER_LENGTH - 2, end)));
+    const at = RECORD_HEADER_LENGTH - 2; // the CID follows the sequence number
+    const end = at + this.cidLength;
+    let session: ServerSession | undefined;
+    if (datagram.length >= end + 2) {
+      // the hot path: the session at this address holds the CID (compared in place, no string made)
+      const here = this.sessions.get(key);
+      const hereCid = here === undefined ? "" : here.connection.readConnectionId;
+      session = hereCid !== "" && cidAt(datagram, at, hereCid) ? here : this.cids.get(cidString(datagram.subarray(at, end)));
+    }
     if (session === undefined) {
       this.stats.unknownConnectionIds++;
       this.stats.datagramsDropped++;
