@@ -10,7 +10,10 @@
  * over IPC; the figures per session are the growth from "registered" to
  * "sessions open", divided by the sessions the daemon holds.
  *
- *   node scripts/bench/session-memory.ts [--sessions N] [--concurrency C] [--hold S] [--json] [--snapshot DIR]
+ *   node scripts/bench/session-memory.ts [--sessions N] [--concurrency C] [--hold S] [--json] [--snapshot DIR] [--cid-length L]
+ *
+ * --cid-length L is the server's Connection ID length (default 6, as the
+ * daemon's; 0 turns CID off, to compare).
  *
  * --snapshot DIR also writes V8 heap snapshots of the server at "registered"
  * and "sessions" (registered.heapsnapshot, sessions.heapsnapshot); compare
@@ -51,9 +54,12 @@ async function sample(): Promise<Sample> {
   return { heapUsed: m.heapUsed, rss: m.rss, arrayBuffers: m.arrayBuffers, external: m.external, heapTotal: m.heapTotal };
 }
 
-async function serverMain(n: number, snapshotDir: string | undefined): Promise<void> {
+async function serverMain(n: number, snapshotDir: string | undefined, cidLength: number): Promise<void> {
   const send = (m: FromServer): void => void process.send?.(m);
-  const server = await startPushServer({ store: openMemoryStore(), dtls: { host: "127.0.0.1", port: 0, maxHandshakes: 10_000, maxSessions: n + 100 } });
+  const server = await startPushServer({
+    store: openMemoryStore(),
+    dtls: { host: "127.0.0.1", port: 0, maxHandshakes: 10_000, maxSessions: n + 100, connectionIdLength: cidLength },
+  });
   const report = async (label: string): Promise<void> => {
     const s = await sample();
     if (snapshotDir !== undefined && label !== "started") writeHeapSnapshot(join(snapshotDir, `${label}.heapsnapshot`));
@@ -83,17 +89,19 @@ async function main(): Promise<void> {
       hold: { type: "string", default: "2" },
       json: { type: "boolean", default: false },
       snapshot: { type: "string" },
+      "cid-length": { type: "string", default: "6" },
     },
   });
+  const cidLength = Number(values["cid-length"]);
   const n = Number(values.sessions);
   if (!Number.isInteger(n) || n < 1) throw new Error(`--sessions must be a positive integer, not ${values.sessions}`);
-  if (values.server) return serverMain(n, values.snapshot);
+  if (values.server) return serverMain(n, values.snapshot, cidLength);
   if (values.snapshot !== undefined) mkdirSync(values.snapshot, { recursive: true });
   const concurrency = Math.max(1, Number(values.concurrency));
   const holdMs = Number(values.hold) * 1000;
 
   const snapshotArgs = values.snapshot === undefined ? [] : ["--snapshot", values.snapshot];
-  const child = fork(import.meta.filename, ["--server", "--sessions", String(n), ...snapshotArgs], {
+  const child = fork(import.meta.filename, ["--server", "--sessions", String(n), "--cid-length", String(cidLength), ...snapshotArgs], {
     execArgv: [...process.execArgv.filter((a) => a !== "--expose-gc"), "--expose-gc"],
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });

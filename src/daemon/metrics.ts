@@ -115,9 +115,25 @@ export function createMetrics(): DaemonMetrics {
   );
   statsCounter(
     "dtlspush_dtls_records_dropped_total",
-    'Protected records from peers with a session dropped unread, by cause ("replayed": seen before or too old for the replay window; "unauthenticated": forged or corrupted)',
+    'Protected records from peers with a session dropped unread, by cause ("replayed": seen before or too old for the replay window; "unauthenticated": forged or corrupted; "cid_mismatch" / "cid_missing": a Connection ID where none or another is due, or none where one is; "bad_inner_plaintext": no real content type inside)',
     (s) => s.recordsDropped,
     "cause",
+  );
+  statsCounter(
+    "dtlspush_dtls_address_changes_total",
+    "Sessions moved to a new device address by a newer authenticated record carrying their Connection ID (NAT rebinding, RFC 9146 6)",
+    (s) => s.addressChanges,
+  );
+  statsCounter(
+    "dtlspush_dtls_address_changes_refused_total",
+    'Datagrams carrying a session\'s Connection ID from another address that did not move it, by cause ("unauthenticated": forged, replayed or garbage; "not_newer": authentic but older than the newest record; "not_established"; "address_in_use")',
+    (s) => s.addressChangesRefused,
+    "cause",
+  );
+  statsCounter(
+    "dtlspush_dtls_unknown_connection_ids_total",
+    "Datagrams whose Connection ID names no session (stale after a restart, or made up), dropped",
+    (s) => s.unknownConnectionIds,
   );
   statsCounter(
     "dtlspush_dtls_client_hellos_dropped_total",

@@ -11,7 +11,8 @@ import { AlertDescription, AlertLevel, alertName, ContentType, HANDSHAKE_HEADER_
 import { DtlsError, alertError, receivedAlertError, toDtlsError } from "./errors.ts";
 import { encodeFragment, parseHandshakeFragments } from "./handshake-codec.ts";
 import type { ConnectionConfig, ConnectionHandler, ConnectionInfo } from "./options.ts";
-import { parseRecords, type RawRecord } from "./record.ts";
+import { cidAt, type ConnectionIds } from "./connection-id.ts";
+import { parseRecords, splitInnerPlaintext, type RawRecord } from "./record.ts";
 import type { RecordProtection } from "./record-protection.ts";
 import { packDatagrams, RecordWriter } from "./record-writer.ts";
 import { UNLIMITED, type MemoryBudget } from "./memory-budget.ts";
@@ -130,6 +131,8 @@ export class Connection implements WindowState {
   private hs: HandshakeState | undefined;
   /** The peer's next handshake message_seq once established (older ones are its retransmissions). */
   private peerMessageSeq = 0;
+  /** Our CID (latin1) that the peer's protected records carry (RFC 9146); "" when it sends plain records. */
+  private readCid = "";
 
   private lastActivity: number;
   private idleCheckAt: number | undefined;
@@ -175,6 +178,28 @@ export class Connection implements WindowState {
     return Math.min(MAX_PLAINTEXT, this.config.mtu - this.writer.overhead(1));
   }
 
+  /**
+   * The Connection IDs the hellos negotiated (RFC 9146), before the epoch-1
+   * keys are installed: from then on our protected records carry `write`
+   * (tls12_cid records) when it is not empty, and the peer's must carry `read`
+   * when that is not empty (plain protected records are dropped then, and
+   * tls12_cid records whenever it is empty).
+   */
+  useConnectionIds(ids: ConnectionIds): void {
+    this.readCid = ids.read;
+    this.writer.cid = ids.write;
+  }
+
+  /** Our CID in the peer's records (latin1), "" for none. */
+  get readConnectionId(): string {
+    return this.readCid;
+  }
+
+  /** The peer's CID in our records (latin1), "" for none. */
+  get writeConnectionId(): string {
+    return this.writer.cid;
+  }
+
   /** When `timeout` wants to be called next, or undefined. */
   nextTimeout(): number | undefined {
     return earliest(earliest(this.hs?.retransmitAt, this.idleCheckAt), this.hs?.deadline);
@@ -182,20 +207,24 @@ export class Connection implements WindowState {
 
   // ---- input ------------------------------------------------------------
 
-  receive(datagram: Uint8Array, now: number): void {
-    for (const rec of parseRecords(datagram)) {
-      if (this.stateValue === "closed") return;
-      this.receiveRecord(rec, now);
+  /** Whether a protected record of the datagram authenticated (a server moves a session's address only then, RFC 9146 6). */
+  receive(datagram: Uint8Array, now: number): boolean {
+    let authenticated = false;
+    for (const rec of parseRecords(datagram, this.readCid === "" ? undefined : this.readCid.length)) {
+      if (this.stateValue === "closed") break;
+      if (this.receiveRecord(rec, now)) authenticated = true;
     }
+    return authenticated;
   }
 
-  /** One record already split from a datagram (the server core parses the first one itself). */
-  receiveRecord(rec: RawRecord, now: number): void {
+  /** One record already split from a datagram; true when it was protected and authenticated. */
+  receiveRecord(rec: RawRecord, now: number): boolean {
     let plaintext: Uint8Array;
+    let type = rec.type;
     if (rec.epoch === 0) {
       // Epoch 0 is unauthenticated; handshake de-duplication is by message_seq,
       // so no replay window here (some stacks resend records with the same seq).
-      if (this.stateValue === "established" && rec.type !== ContentType.handshake) return;
+      if (this.stateValue === "established" && rec.type !== ContentType.handshake) return false;
       plaintext = rec.body;
     } else if (rec.epoch === 1) {
       if (this.readProtection === undefined) {
@@ -203,31 +232,48 @@ export class Connection implements WindowState {
         if (hs !== undefined && hs.earlyEpoch1.length < MAX_EARLY_RECORDS && this.keepEarly(hs, recordBytes(rec))) {
           hs.earlyEpoch1 = [...hs.earlyEpoch1, copyRecord(rec)];
         }
-        return;
+        return false;
+      }
+      const withCid = rec.type === ContentType.tls12_cid;
+      // RFC 9146: with our CID negotiated the peer's protected records carry it, without one they carry none
+      if (withCid ? this.readCid === "" || !cidAt(rec.cid as Uint8Array, 0, this.readCid) : this.readCid !== "") {
+        this.handler.recordDropped?.(withCid ? "cid_mismatch" : "cid_missing");
+        return false;
       }
       if (!replayCheck(this, rec.seq)) {
         this.handler.recordDropped?.("replayed");
-        return;
+        return false;
       }
-      const opened = this.readProtection.open(rec);
+      const opened = withCid ? this.readProtection.openCid(rec) : this.readProtection.open(rec);
       if (opened === null) {
         this.handler.recordDropped?.("unauthenticated");
         // Established: drop silently (RFC 6347 4.1.2.7). During the handshake the
         // only protected record is the peer's Finished: failing to open it means
         // the keys differ (a wrong PSK), so say so now instead of timing out.
-        if (this.stateValue === "handshaking" && rec.type === ContentType.handshake) {
+        if (this.stateValue === "handshaking" && (rec.type === ContentType.handshake || withCid)) {
           this.fail(alertError("bad_record_mac", "the peer's Finished does not authenticate: the pre-shared keys differ"));
         }
-        return;
+        return false;
+      }
+      if (withCid) {
+        // DTLSInnerPlaintext: padding stripped; no real type, or a real type of 0, is a decode failure
+        const inner = splitInnerPlaintext(opened);
+        if (inner === undefined || inner.type === 0) {
+          this.handler.recordDropped?.("bad_inner_plaintext");
+          return false;
+        }
+        type = inner.type;
+        plaintext = inner.content;
+      } else {
+        plaintext = opened;
       }
       replayAccept(this, rec.seq);
-      plaintext = opened;
       this.lastActivity = now;
     } else {
-      return;
+      return false;
     }
-    if (plaintext.length > MAX_PLAINTEXT) return;
-    switch (rec.type) {
+    if (plaintext.length > MAX_PLAINTEXT) return false;
+    switch (type) {
       case ContentType.handshake:
         this.onHandshakeRecord(plaintext, rec.epoch, now);
         break;
@@ -243,6 +289,7 @@ export class Connection implements WindowState {
       default:
         break;
     }
+    return rec.epoch !== 0;
   }
 
   private onHandshakeRecord(body: Uint8Array, epoch: number, now: number): void {
@@ -559,5 +606,8 @@ function recordBytes(rec: RawRecord): number {
 }
 
 function copyRecord(rec: RawRecord): RawRecord {
-  return { ...rec, header: copyBytes(rec.header), body: copyBytes(rec.body) };
+  const header = copyBytes(rec.header);
+  // a tls12_cid record's CID is a view into its header: into the copy, so nothing points into the datagram
+  const cid = rec.cid === undefined ? undefined : header.subarray(11, 11 + rec.cid.length);
+  return { ...rec, header, body: copyBytes(rec.body), cid };
 }

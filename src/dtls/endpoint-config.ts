@@ -9,6 +9,7 @@ import { certificateIdentity, normalizeFingerprint, verifyChain, type IdentitySo
 import { loadPrivateKey, parseCertificate, pemCertificates, type Certificate, type EcdhGroup } from "./crypto.ts";
 import { subjectNameDer } from "./der.ts";
 import { alertError, DtlsError } from "./errors.ts";
+import { DEFAULT_SERVER_CID_LENGTH, MAX_CID_LENGTH, MIN_CID_RANDOM_BYTES } from "./connection-id.ts";
 import type { ClientAuth } from "./handshake-client.ts";
 import {
   DEFAULT_MTU,
@@ -113,6 +114,18 @@ export interface ListenOptions {
    * 1 elsewhere (where SO_REUSEPORT does not spread datagrams); 1 to 16.
    */
   sockets?: number;
+  /**
+   * Length of the Connection IDs (RFC 9146) handed to clients that offer the
+   * extension, bytes (default 6; 0 turns CID off). A client with a CID is found
+   * by it wherever its datagrams come from (NAT rebinding).
+   */
+  connectionIdLength?: number;
+  /**
+   * Fixed bytes at the start of every CID this server hands out (a node
+   * prefix, for routing records between processes); default none. At least 4
+   * bytes of connectionIdLength stay random.
+   */
+  connectionIdPrefix?: Uint8Array;
 }
 
 export interface ConnectOptions {
@@ -161,6 +174,8 @@ export interface ConnectOptions {
   idleTimeoutMs?: number;
   retransmit?: Partial<RetransmitPolicy>;
   clock?: Clock;
+  /** Offer the RFC 9146 connection_id extension (asking for no CID of our own; the server's CID then rides in our records). Default true. */
+  connectionId?: boolean;
 }
 
 function checkCount(name: string, value: number | undefined, min: number, def: number): number {
@@ -254,7 +269,25 @@ export function serverCoreConfig(opts: ListenOptions): ServerCoreConfig {
     maxSessionsPerHost: checkCount("maxSessionsPerHost", opts.maxSessionsPerHost, 1, DEFAULT_SERVER_LIMITS.maxSessionsPerHost),
     handshakeTimeoutMs: checkCount("handshakeTimeoutMs", opts.handshakeTimeoutMs, 0, DEFAULT_SERVER_LIMITS.handshakeTimeoutMs),
     handshakeMemoryBytes: checkCount("handshakeMemoryBytes", opts.handshakeMemoryBytes, 0, DEFAULT_SERVER_LIMITS.handshakeMemoryBytes),
+    ...serverConnectionId(opts),
   };
+}
+
+/** The CID settings, checked: a length of 0 (off) or one that leaves MIN_CID_RANDOM_BYTES after the prefix, up to 255. */
+function serverConnectionId(opts: ListenOptions): { connectionIdLength: number; connectionIdPrefix: Uint8Array } {
+  const length = opts.connectionIdLength ?? DEFAULT_SERVER_CID_LENGTH;
+  if (!Number.isInteger(length) || length < 0 || length > MAX_CID_LENGTH) {
+    throw new DtlsError("bad_option", `connectionIdLength must be an integer from 0 to ${MAX_CID_LENGTH}, got ${length}`);
+  }
+  const prefix = opts.connectionIdPrefix ?? new Uint8Array(0);
+  if (!(prefix instanceof Uint8Array)) throw new DtlsError("bad_option", "connectionIdPrefix must be bytes (a Uint8Array)");
+  if (length > 0 && length - prefix.length < MIN_CID_RANDOM_BYTES) {
+    throw new DtlsError(
+      "bad_option",
+      `connectionIdLength ${length} leaves ${length - prefix.length} random bytes after the ${prefix.length}-byte connectionIdPrefix; at least ${MIN_CID_RANDOM_BYTES} are needed`,
+    );
+  }
+  return { connectionIdLength: length, connectionIdPrefix: Uint8Array.from(prefix) };
 }
 
 /** New credentials for a running server (DtlsServer.updateCredentials); an absent field keeps its value. */
@@ -317,6 +350,7 @@ export function clientConfig(opts: ConnectOptions): { config: ConnectionConfig; 
       requireExtendedMasterSecret: opts.requireExtendedMasterSecret ?? false,
       retransmit: { ...DEFAULT_RETRANSMIT, ...opts.retransmit },
       idleTimeoutMs: opts.idleTimeoutMs ?? 0,
+      connectionId: opts.connectionId ?? true,
     },
   };
 }

@@ -12,6 +12,7 @@ import { isIP } from "node:net";
 import { monotonicClock, type Clock } from "../util/clock.ts";
 import { DeadlineTimer, EndOfTurn, TurnOutbox } from "../util/turn.ts";
 import { Connection } from "./connection.ts";
+import { ContentType } from "./constants.ts";
 import { classifyStranger, isHelloVerifyRequest } from "./datagram-class.ts";
 import { DtlsConnection, type PeerAddress } from "./dtls-connection.ts";
 import { DtlsError } from "./errors.ts";
@@ -121,8 +122,9 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
       if (this.closing) return;
       const peer: Peer = { address: rinfo.address, port: rinfo.port };
       const key = peerKey(peer);
-      if (this.core.hasSession(key)) {
-        // a peer with a session (the hot path): served now, before any ClientHello of this turn
+      if (msg[0] === ContentType.tls12_cid || this.core.hasSession(key)) {
+        // a peer with a session (the hot path; a tls12_cid record names its session by CID, whatever
+        // address it comes from): served now, before any ClientHello of this turn
         this.core.receive(peer, msg, this.clock.now(), key);
         this.timer.arm();
       } else {

@@ -28,6 +28,7 @@ import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";
 import { concatBytes } from "../util/bytes.ts";
 import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, secretKeyBytes, type Certificate, type EcdhGroup, type SecretKey } from "./crypto.ts";
 import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
+import { acceptedConnectionId, clientConnectionIdExtension } from "./connection-id.ts";
 import { alertError, unexpectedMessage, type DtlsError } from "./errors.ts";
 import { encodeHandshake } from "./handshake-codec.ts";
 import {
@@ -202,6 +203,7 @@ export class ClientHandshake implements HandshakeDriver {
     const offer = resumption?.offer;
     // RFC 5077 3.4: a session ID of our own with a ticket, so the echo tells us the server resumed
     extensions.push({ type: ExtensionType.session_ticket, data: offer?.ticket ?? EMPTY });
+    if (host.config.connectionId !== false) extensions.push(clientConnectionIdExtension());
     const hello: ClientHello = {
       version: ProtocolVersion.DTLS1_2,
       random: randomBytes(32),
@@ -324,6 +326,9 @@ export class ClientHandshake implements HandshakeDriver {
     if (this.host.config.requireExtendedMasterSecret && !ems) {
       throw alertError("handshake_failure", "server does not support extended master secret, which is required");
     }
+    // RFC 9146: the server's answer names the CID our protected records carry from now on
+    const ids = acceptedConnectionId(sh.extensions);
+    if (ids !== undefined) this.host.useConnectionIds(ids);
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     const offer = this.resumption?.offer;
     // RFC 5246 7.4.1.3: our session ID echoed means the server resumes the session

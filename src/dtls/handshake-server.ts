@@ -39,6 +39,7 @@ import {
   type SecretKey,
 } from "./crypto.ts";
 import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
+import { answerConnectionId } from "./connection-id.ts";
 import { alertError, unexpectedMessage, type DtlsError } from "./errors.ts";
 import { encodeHandshake } from "./handshake-codec.ts";
 import {
@@ -189,7 +190,9 @@ export class ServerHandshake implements HandshakeDriver {
   /**
    * Answers the cookie-verified ClientHello with the server's flight at once
    * (abbreviated when it resumes a session). Throws DtlsError when nothing can
-   * be negotiated (caller fails the connection).
+   * be negotiated (caller fails the connection). `cid` is the Connection ID we
+   * hand out (latin1) if the client offers the extension (full and abbreviated
+   * handshakes alike).
    */
   constructor(
     host: Connection,
@@ -199,18 +202,23 @@ export class ServerHandshake implements HandshakeDriver {
     helloBody: Uint8Array,
     now: number,
     counters: ResumptionCounters,
+    cid?: string,
   ) {
     this.host = host;
     this.psk = auth.psk;
     this.auth = auth;
     this.nextSendSeq = helloMessageSeq;
-    const choice = chooseServerParameters(
+    const offered = chooseServerParameters(
       hello,
       host.config.suites,
       host.config.requireExtendedMasterSecret,
       { psk: auth.psk !== undefined, certificates: auth.certificates, legacySha1: auth.legacySha1Signatures },
       host.config.groups,
     );
+    // RFC 9146: our CID answer goes into the ServerHello of either handshake
+    const connectionId = answerConnectionId(offered.extensions, hello.extensions, cid);
+    if (connectionId.ids !== undefined) host.useConnectionIds(connectionId.ids);
+    const choice: ServerChoice = { ...offered, extensions: connectionId.extensions };
     const transcript = new Transcript();
     transcript.add(encodeHandshake(HandshakeType.client_hello, helloMessageSeq, helloBody));
     const res = auth.resumption;

@@ -39,6 +39,8 @@ export interface ConnectionConfig {
   readonly idleTimeoutMs: number;
   /** ECDHE groups: what a client offers, in a server's preference order. Default x25519, secp256r1, secp384r1; secp521r1 on request. */
   readonly groups?: readonly EcdhGroup[] | undefined;
+  /** A client offers the RFC 9146 connection_id extension (asking for no CID of its own) unless this is false. */
+  readonly connectionId?: boolean | undefined;
 }
 
 /** What an established connection tells the layers above. */
@@ -69,8 +71,14 @@ export interface ConnectionHandler {
   recordDropped?(cause: RecordDropCause): void;
 }
 
-/** Why a protected record from the peer was dropped (RFC 6347 4.1.2.6, 4.1.2.7: silently). */
-export type RecordDropCause = "replayed" | "unauthenticated";
+/**
+ * Why a protected record from the peer was dropped (RFC 6347 4.1.2.6, 4.1.2.7: silently):
+ * "replayed", "unauthenticated" (forged or corrupted), and for Connection IDs
+ * (RFC 9146) "cid_mismatch" (a tls12_cid record without our CID, or when we
+ * gave none), "cid_missing" (a plain protected record where our CID is due),
+ * "bad_inner_plaintext" (authenticated, but no real content type inside).
+ */
+export type RecordDropCause = "replayed" | "unauthenticated" | "cid_mismatch" | "cid_missing" | "bad_inner_plaintext";
 
 /** A certificate chain (leaf first) and the leaf's private key. */
 export interface ServerCredential {

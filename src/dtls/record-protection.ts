@@ -1,7 +1,7 @@
 import { aeadKey, aeadOpen, aeadSeal, type AeadKey } from "./crypto.ts";
-import { RECORD_HEADER_LENGTH } from "./constants.ts";
+import { ContentType, RECORD_HEADER_LENGTH } from "./constants.ts";
 import type { RawRecord } from "./record.ts";
-import { writeRecordHeader, writeSeq48 } from "./record.ts";
+import { writeCidRecordHeader, writeRecordHeader, writeSeq48 } from "./record.ts";
 import type { CipherSuite } from "./suites.ts";
 
 // One nonce and one AAD buffer for every RecordProtection of the process, not
@@ -11,6 +11,8 @@ import type { CipherSuite } from "./suites.ts";
 // Uint8Arrays: node:crypto handles them on its fast path.
 const nonce = Buffer.alloc(12);
 const aad = Buffer.alloc(13);
+/** The AAD of tls12_cid records: 23 bytes and a CID of up to 255 (RFC 9146 5.3). */
+const cidAad = Buffer.alloc(23 + 255);
 
 /** Big-endian 32-bit word of bytes[at..at+4) as an int32 (a small integer to V8: no heap box). */
 function word(bytes: Uint8Array, at: number): number {
@@ -90,27 +92,85 @@ export class RecordProtection {
     a[12] = length & 0xff;
   }
 
+  /**
+   * The additional data of a tls12_cid record under an AEAD (RFC 9146 5.3):
+   *
+   *   seq_num_placeholder (8 bytes of 0xff) | tls12_cid (25) | cid_length (1) | tls12_cid (25) |
+   *   DTLSCiphertext.version (2) | epoch (2) | sequence_number (6) | cid | length_of_DTLSInnerPlaintext (2)
+   *
+   * `cid` is a latin1 string or the record's bytes. Returns the AAD (a view of the shared buffer).
+   */
+  static cidAdditionalData(version: number, epoch: number, seq: number, cid: string | Uint8Array, innerLength: number): Buffer {
+    const a = cidAad;
+    a.fill(0xff, 0, 8);
+    a[8] = ContentType.tls12_cid;
+    a[9] = cid.length;
+    a[10] = ContentType.tls12_cid;
+    a[11] = version >>> 8;
+    a[12] = version & 0xff;
+    a[13] = epoch >>> 8;
+    a[14] = epoch & 0xff;
+    writeSeq48(a, 15, seq);
+    const n = cid.length;
+    if (typeof cid === "string") for (let i = 0; i < n; i++) a[21 + i] = cid.charCodeAt(i);
+    else a.set(cid, 21);
+    a[21 + n] = innerLength >>> 8;
+    a[22 + n] = innerLength & 0xff;
+    return a.subarray(0, 23 + n);
+  }
+
+  /**
+   * A complete tls12_cid record (RFC 9146 4, 5.3): the content and its real
+   * type (no padding) sealed as a DTLSInnerPlaintext, the peer's CID in the header.
+   */
+  sealCid(realType: number, version: number, epoch: number, seq: number, content: Uint8Array, cid: string): Uint8Array {
+    const inner = new Uint8Array(content.length + 1);
+    inner.set(content);
+    inner[content.length] = realType;
+    const headerLength = RECORD_HEADER_LENGTH + cid.length;
+    const out = this.sealBody(epoch, seq, RecordProtection.cidAdditionalData(version, epoch, seq, cid, inner.length), inner, headerLength);
+    writeCidRecordHeader(out, 0, version, epoch, seq, cid, out.length - headerLength);
+    return out;
+  }
+
+  /** The DTLSInnerPlaintext of a tls12_cid record (see splitInnerPlaintext), or null when it does not authenticate. */
+  openCid(rec: RawRecord): Uint8Array | null {
+    const cid = rec.cid;
+    if (cid === undefined || rec.body.length < this.overhead) return null;
+    return this.openBody(rec, RecordProtection.cidAdditionalData(rec.version, rec.epoch, rec.seq, cid, rec.body.length - this.overhead));
+  }
+
   /** A complete protected record. */
   seal(type: number, version: number, epoch: number, seq: number, plaintext: Uint8Array): Uint8Array {
-    this.setNonce(epoch, seq, undefined);
     RecordProtection.setAad(type, version, epoch, seq, plaintext.length);
-    const out = aeadSeal(this.suite.aead, this.key, nonce, aad, plaintext, RECORD_HEADER_LENGTH + this.explicitLength);
+    const out = this.sealBody(epoch, seq, aad, plaintext, RECORD_HEADER_LENGTH);
     writeRecordHeader(out, 0, type, version, epoch, seq, out.length - RECORD_HEADER_LENGTH);
-    if (this.explicitLength > 0) {
-      // the explicit nonce is epoch || seq, as in the header
-      out[RECORD_HEADER_LENGTH] = epoch >>> 8;
-      out[RECORD_HEADER_LENGTH + 1] = epoch;
-      writeSeq48(out, RECORD_HEADER_LENGTH + 2, seq);
-    }
     return out;
   }
 
   /** The plaintext, or null when the record does not authenticate. */
   open(rec: RawRecord): Uint8Array | null {
+    if (rec.body.length < this.overhead) return null;
+    RecordProtection.setAad(rec.type, rec.version, rec.epoch, rec.seq, rec.body.length - this.overhead);
+    return this.openBody(rec, aad);
+  }
+
+  /** Seals behind `headerLength` bytes left for the caller's header: the explicit nonce (GCM/CCM), ciphertext, tag. */
+  private sealBody(epoch: number, seq: number, ad: Uint8Array, plaintext: Uint8Array, headerLength: number): Uint8Array {
+    this.setNonce(epoch, seq, undefined);
+    const out = aeadSeal(this.suite.aead, this.key, nonce, ad, plaintext, headerLength + this.explicitLength);
+    if (this.explicitLength > 0) {
+      // the explicit nonce is epoch || seq, as in the header
+      out[headerLength] = epoch >>> 8;
+      out[headerLength + 1] = epoch;
+      writeSeq48(out, headerLength + 2, seq);
+    }
+    return out;
+  }
+
+  private openBody(rec: RawRecord, ad: Uint8Array): Uint8Array | null {
     const body = rec.body;
-    if (body.length < this.overhead) return null;
     this.setNonce(rec.epoch, rec.seq, this.explicitLength > 0 ? body : undefined);
-    RecordProtection.setAad(rec.type, rec.version, rec.epoch, rec.seq, body.length - this.overhead);
-    return aeadOpen(this.suite.aead, this.key, nonce, aad, this.explicitLength > 0 ? body.subarray(this.explicitLength) : body);
+    return aeadOpen(this.suite.aead, this.key, nonce, ad, this.explicitLength > 0 ? body.subarray(this.explicitLength) : body);
   }
 }

@@ -6,7 +6,8 @@ import type { RecordProtection } from "./record-protection.ts";
 /**
  * The sending half of the record layer: one sequence counter per epoch
  * (starting at 0, +1 per record, RFC 6347 4.1), epoch 0 in the clear, epoch 1
- * under the negotiated AEAD.
+ * under the negotiated AEAD: as a tls12_cid record carrying the peer's CID
+ * (RFC 9146) when the peer asked for a non-empty one.
  */
 export class RecordWriter {
   /** The next sequence numbers of epochs 0 and 1 (two fields, not an array: one writer per session). */
@@ -15,6 +16,8 @@ export class RecordWriter {
   private protection: RecordProtection | undefined;
   /** Epoch used for application data and alerts: 1 once we have sent ChangeCipherSpec. */
   epoch = 0;
+  /** The peer's CID (latin1) that our protected records carry; "" for none (plain records). */
+  cid = "";
 
   constructor(firstEpoch0Seq = 0) {
     this.seq0 = firstEpoch0Seq;
@@ -26,7 +29,9 @@ export class RecordWriter {
 
   /** Record bytes added to a payload in the given epoch. */
   overhead(epoch: number): number {
-    return RECORD_HEADER_LENGTH + (epoch === 0 ? 0 : (this.protection?.overhead ?? 0));
+    if (epoch === 0) return RECORD_HEADER_LENGTH;
+    // a tls12_cid record adds its CID to the header and the real type to the content
+    return RECORD_HEADER_LENGTH + (this.protection?.overhead ?? 0) + (this.cid === "" ? 0 : this.cid.length + 1);
   }
 
   record(type: number, epoch: number, body: Uint8Array): Uint8Array {
@@ -38,6 +43,7 @@ export class RecordWriter {
     }
     this.seq1 = seq + 1;
     if (this.protection === undefined) throw new DtlsError("internal_error", "epoch 1 keys are not installed");
+    if (this.cid !== "") return this.protection.sealCid(type, ProtocolVersion.DTLS1_2, epoch, seq, body, this.cid);
     return this.protection.seal(type, ProtocolVersion.DTLS1_2, epoch, seq, body);
   }
 }

@@ -1,11 +1,20 @@
 /**
- * The server, sans-I/O: demultiplexes datagrams by peer address, answers
+ * The server, sans-I/O: demultiplexes datagrams by Connection ID (RFC 9146:
+ * a datagram that starts with a tls12_cid record) and else by peer address, answers
  * first ClientHellos with a stateless HelloVerifyRequest, creates a
  * connection only for a ClientHello with a valid cookie (and within the caps),
  * and drives every connection's timers from one scheduler.
+ *
+ * NAT rebinding (RFC 9146 6): a session found by its CID moves to the address
+ * a datagram came from only when a record of it authenticated AND is newer
+ * than every record before (its sequence number above the highest received);
+ * a replayed, older or forged record from another address changes nothing.
+ * The session object is the peer address its sends go to, so everything it
+ * sends from then on (application data, retransmissions, alerts) follows.
  */
 import { Scheduler, SLOT_INDEX, type HeapSlotted } from "../util/scheduler.ts";
-import { ContentType, HandshakeType, ProtocolVersion } from "./constants.ts";
+import { ContentType, ExtensionType, HandshakeType, ProtocolVersion, RECORD_HEADER_LENGTH } from "./constants.ts";
+import { cidAt, cidString, DEFAULT_SERVER_CID_LENGTH, makeServerCid } from "./connection-id.ts";
 import { Connection, increment, type ConnectionOptions } from "./connection.ts";
 import { CookieJar } from "./cookie.ts";
 import { DtlsError, toDtlsError, type RefusalCode } from "./errors.ts";
@@ -13,8 +22,8 @@ import { encodeHandshake, parseHandshakeFragments, type HandshakeFragment } from
 import { newClientHelloDropCounts, type ClientHelloDropCause } from "./hello-limiter.ts";
 import { ServerHandshake, type ServerAuth } from "./handshake-server.ts";
 import { MemoryBudget } from "./memory-budget.ts";
-import { decodeClientHello, encodeHelloVerifyRequest, type ClientHello } from "./messages.ts";
-import type { Certificate } from "./crypto.ts";
+import { decodeClientHello, encodeHelloVerifyRequest, findExtension, type ClientHello } from "./messages.ts";
+import { randomBytes, type Certificate } from "./crypto.ts";
 import {
   DEFAULT_SERVER_LIMITS,
   type ClientAuthMode,
@@ -64,6 +73,10 @@ export interface ServerCoreConfig extends ConnectionConfig {
   /** Bytes all handshakes in progress may hold; new handshakes beyond it are refused; default 64 MiB. */
   readonly handshakeMemoryBytes?: number;
   readonly cookieRotateMs?: number;
+  /** Length of the Connection IDs (RFC 9146) handed to clients that offer the extension; 0: CID off. Default 6. */
+  readonly connectionIdLength?: number;
+  /** Fixed bytes at the start of every CID (a node prefix), shorter than connectionIdLength by at least 4. Default none. */
+  readonly connectionIdPrefix?: Uint8Array;
 }
 
 /** What the layer above attaches to an established session (the endpoint's DtlsConnection). */
@@ -81,9 +94,11 @@ export interface SessionListener {
  * a session costs no closures and nothing it does not use.
  */
 export class ServerSession implements ConnectionHandler, Peer, HeapSlotted {
-  readonly address: string;
-  readonly port: number;
-  readonly key: string;
+  /** The peer's address and port: they change when the peer's address moves (RFC 9146 6, ServerCore). */
+  address: string;
+  port: number;
+  /** peerKey of address and port: the session's key in the core's address map. */
+  key: string;
   readonly connection: Connection;
   /**
    * The ClientHello random that started it, hashed to two 30-bit integers
@@ -179,8 +194,20 @@ export interface ServerStats {
   handshakesStarted: number;
   handshakesCompleted: number;
   handshakesFailed: number;
-  /** Datagrams from unknown peers that were not a usable ClientHello. */
+  /** Datagrams from unknown peers that were not a usable ClientHello (unknown CIDs included). */
   datagramsDropped: number;
+  /** Datagrams starting with a tls12_cid record whose CID names no session (also counted in datagramsDropped). */
+  unknownConnectionIds: number;
+  /** Sessions moved to a new peer address (NAT rebinding, RFC 9146 6). */
+  addressChanges: number;
+  /**
+   * Datagrams found by CID from another address that did not move the session, by cause:
+   * "unauthenticated" (no record of it authenticated: forged, replayed or garbage),
+   * "not_newer" (authentic but not newer than the highest record received: reordered or late),
+   * "not_established" (the session's handshake is not over, or it just ended),
+   * "address_in_use" (another session holds that address and port).
+   */
+  addressChangesRefused: Record<AddressChangeRefusal, number>;
   /** ClientHellos from peers without a session dropped before any crypto, by cause (counted by the endpoint). */
   clientHellosDropped: Record<ClientHelloDropCause, number>;
   /** Cookie-valid ClientHellos refused because a cap was reached (all causes; see refusals). */
@@ -212,6 +239,9 @@ export interface ServerStats {
   /** Alerts received from peers (with a session) by description name; unknown descriptions as "alert_<number>". */
   alertsReceived: Record<string, number>;
 }
+
+/** Why a datagram found by CID from another address did not move its session (ServerStats.addressChangesRefused). */
+export type AddressChangeRefusal = "unauthenticated" | "not_newer" | "not_established" | "address_in_use";
 
 /** What `updateCredentials` replaces: the authentication and the suites that follow from it. */
 export type ServerCredentialConfig = Pick<ServerCoreConfig, "suites" | "certificates" | "clientAuth" | "clientCaNames" | "verifyClient" | "reauthorizeClient">;
@@ -269,6 +299,10 @@ export class ServerCore {
   private readonly handler: ServerCoreHandler;
   private readonly cookies: CookieJar;
   private readonly sessions = new Map<string, ServerSession>();
+  /** Sessions (handshaking or established) by the CID we gave them (latin1); a CID is unique among them. */
+  private readonly cids = new Map<string, ServerSession>();
+  private readonly cidLength: number;
+  private readonly cidPrefix: string;
   private readonly scheduler = new Scheduler<ServerSession>(SLOT_INDEX);
   private handshaking = 0;
   /** Per source: sessions * HOST_SESSION + handshakes (an entry only while it has any). */
@@ -284,6 +318,8 @@ export class ServerCore {
     this.handler = handler;
     this.cookies = new CookieJar(now, config.cookieRotateMs);
     this.memory = new MemoryBudget(config.handshakeMemoryBytes ?? DEFAULT_SERVER_LIMITS.handshakeMemoryBytes);
+    this.cidLength = config.connectionIdLength ?? DEFAULT_SERVER_CID_LENGTH;
+    this.cidPrefix = cidString(config.connectionIdPrefix ?? new Uint8Array(0));
     const core = this; // the gauges below read the core's live counts
     this.stats = {
     helloVerifyRequestsSent: 0,
@@ -291,10 +327,13 @@ export class ServerCore {
     handshakesCompleted: 0,
     handshakesFailed: 0,
     datagramsDropped: 0,
+    unknownConnectionIds: 0,
+    addressChanges: 0,
+    addressChangesRefused: { unauthenticated: 0, not_newer: 0, not_established: 0, address_in_use: 0 },
     clientHellosDropped: newClientHelloDropCounts(),
     refusedOverCapacity: 0,
     refusals: { over_capacity: 0, host_handshakes_exceeded: 0, host_sessions_exceeded: 0, handshake_memory_exceeded: 0 },
-    recordsDropped: { replayed: 0, unauthenticated: 0 },
+    recordsDropped: { replayed: 0, unauthenticated: 0, cid_mismatch: 0, cid_missing: 0, bad_inner_plaintext: 0 },
     get handshakesInProgress(): number {
       return core.handshaking;
     },
@@ -354,7 +393,16 @@ export class ServerCore {
     this.accepting = false;
   }
 
+  /** The session holding this CID (latin1), if any. */
+  sessionByConnectionId(cid: string): ServerSession | undefined {
+    return this.cids.get(cid);
+  }
+
   receive(peer: Peer, datagram: Uint8Array, now: number, key = peerKey(peer)): void {
+    if (datagram[0] === ContentType.tls12_cid && this.cidLength > 0) {
+      this.receiveWithCid(peer, datagram, now, key);
+      return;
+    }
     const existing = this.sessions.get(key);
     if (existing !== undefined) {
       // Epoch-1 traffic (the hot path) goes straight through; an epoch-0
@@ -366,6 +414,64 @@ export class ServerCore {
       }
     }
     this.receiveFromStranger(peer, key, datagram, now, existing);
+  }
+
+  /**
+   * A datagram that starts with a tls12_cid record: its session is the one
+   * holding the CID, wherever the datagram comes from. From another address it
+   * moves the session there only when a record of it authenticated and is
+   * newer than any before (RFC 9146 6).
+   */
+  private receiveWithCid(peer: Peer, datagram: Uint8Array, now: number, key: string): void {
+    const at = RECORD_HEADER_LENGTH - 2; // the CID follows the sequence number
+    const end = at + this.cidLength;
+    let session: ServerSession | undefined;
+    if (datagram.length >= end + 2) {
+      // the hot path: the session at this address holds the CID (compared in place, no string made)
+      const here = this.sessions.get(key);
+      const hereCid = here === undefined ? "" : here.connection.readConnectionId;
+      session = hereCid !== "" && cidAt(datagram, at, hereCid) ? here : this.cids.get(cidString(datagram.subarray(at, end)));
+    }
+    if (session === undefined) {
+      this.stats.unknownConnectionIds++;
+      this.stats.datagramsDropped++;
+      return;
+    }
+    const connection = session.connection;
+    if (session.key === key) {
+      connection.receive(datagram, now);
+      this.reschedule(session);
+      return;
+    }
+    const highest = connection.replayMax;
+    const authenticated = connection.receive(datagram, now);
+    this.reschedule(session);
+    let refusal: AddressChangeRefusal | undefined;
+    if (!authenticated) refusal = "unauthenticated";
+    else if (connection.replayMax <= highest) refusal = "not_newer";
+    else if (connection.state !== "established") refusal = "not_established";
+    else if (this.sessions.has(key)) refusal = "address_in_use";
+    if (refusal !== undefined) {
+      this.stats.addressChangesRefused[refusal]++;
+      return;
+    }
+    this.move(session, peer);
+  }
+
+  /** The session's peer is at `peer` from now on: the address map and the per-source counts follow. */
+  private move(session: ServerSession, peer: Peer): void {
+    const oldHost = session.host;
+    if (this.sessions.get(session.key) === session) this.sessions.delete(session.key);
+    session.address = peer.address;
+    session.port = peer.port;
+    session.key = keptPeerKey(peer);
+    this.sessions.set(session.key, session);
+    const newHost = session.host;
+    if (newHost !== oldHost) {
+      this.countHost(oldHost, 0, -1);
+      this.countHost(newHost, 0, 1);
+    }
+    this.stats.addressChanges++;
   }
 
   private isNewClientHello(s: ServerSession, datagram: Uint8Array): boolean {
@@ -396,6 +502,17 @@ export class ServerCore {
     }
     if (existing !== undefined) this.remove(existing, new DtlsError("replaced", "the peer started a new handshake from the same address"));
     this.startHandshake(peer, key, host, record, fragment, hello, now);
+  }
+
+  /** A fresh CID for a client that offers the extension (undefined: CID off, not offered, or no free one found). */
+  private newConnectionId(hello: ClientHello): string | undefined {
+    if (this.cidLength === 0 || findExtension(hello.extensions, ExtensionType.connection_id) === undefined) return undefined;
+    // at least 4 random bytes: a collision with a live session is rare, and a few tries make it vanishing
+    for (let i = 0; i < 8; i++) {
+      const cid = makeServerCid(this.cidPrefix, this.cidLength, randomBytes);
+      if (!this.cids.has(cid)) return cid;
+    }
+    return undefined;
   }
 
   /**
@@ -455,11 +572,13 @@ export class ServerCore {
     this.countHost(host, 1, 0);
     this.stats.handshakesStarted++;
     try {
-      connection.attach(new ServerHandshake(connection, this.auth, hello, fragment.messageSeq, fragment.body, now, this.stats));
+      connection.attach(new ServerHandshake(connection, this.auth, hello, fragment.messageSeq, fragment.body, now, this.stats, this.newConnectionId(hello)));
     } catch (e) {
       connection.fail(toDtlsError(e));
       return;
     }
+    const cid = connection.readConnectionId;
+    if (cid !== "") this.cids.set(cid, session);
     this.reschedule(session);
   }
 
@@ -481,6 +600,8 @@ export class ServerCore {
   /** @internal */
   sessionClosed(session: ServerSession, error: DtlsError | undefined): void {
     if (this.sessions.get(session.key) === session) this.sessions.delete(session.key);
+    const cid = session.connection.readConnectionId;
+    if (cid !== "" && this.cids.get(cid) === session) this.cids.delete(cid);
     this.scheduler.cancel(session);
     if (session.connection.connectionInfo === undefined) {
       this.handshakeOver();

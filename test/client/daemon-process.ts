@@ -35,9 +35,9 @@ export function cleanUpDaemons(): void {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 }
 
-/** `dtlspush serve` with the default heartbeat (30 s) on the given ports (0: any), its data in `dataDir`, run in `cwd`. */
-export async function serve(cwd: string, dataDir: string, dtlsPort = 0, httpPort = 0): Promise<Daemon> {
-  const argv = [BIN, "serve", "--listen", `127.0.0.1:${dtlsPort}`, "--http", `127.0.0.1:${httpPort}`, "--data-dir", dataDir];
+/** `dtlspush serve` with the default heartbeat (30 s) on the given ports (0: any), its data in `dataDir`, run in `cwd`; `extra` arguments after. */
+export async function serve(cwd: string, dataDir: string, dtlsPort = 0, httpPort = 0, extra: readonly string[] = []): Promise<Daemon> {
+  const argv = [BIN, "serve", "--listen", `127.0.0.1:${dtlsPort}`, "--http", `127.0.0.1:${httpPort}`, "--data-dir", dataDir, ...extra];
   const child = spawn(process.execPath, argv, { cwd, env: { ...process.env, DTLSPUSH_DEBUG: "" } });
   daemons.add(child);
   child.on("exit", () => daemons.delete(child));

@@ -320,7 +320,8 @@ describe("parseRecords on hostile bytes (property)", () => {
   it("concatenated valid DTLS records parse back exactly", () => {
     fc.assert(
       fc.property(
-        fc.array(fc.tuple(u8, fc.constantFrom(0xfefd, 0xfeff), u16, fc.bigInt({ min: 0n, max: 2n ** 48n - 1n }), bytes(0, 80)), {
+        // any type but tls12_cid (25), whose header is longer by a CID (see the Connection ID tests)
+        fc.array(fc.tuple(u8.filter((t) => t !== 25), fc.constantFrom(0xfefd, 0xfeff), u16, fc.bigInt({ min: 0n, max: 2n ** 48n - 1n }), bytes(0, 80)), {
           maxLength: 6,
         }),
         (specs) => {

@@ -36,7 +36,7 @@ describe("server stats: handshakes by suite and failures by code", () => {
     forged[10] = ((forged[10] as number) + 7) & 0xff;
     p.server.receive(CLIENT_PEER, forged, p.now);
     expect(p.serverData).toHaveLength(1);
-    expect(p.server.stats.recordsDropped).toEqual({ replayed: 1, unauthenticated: 1 });
+    expect(p.server.stats.recordsDropped).toEqual({ replayed: 1, unauthenticated: 1, cid_mismatch: 0, cid_missing: 0, bad_inner_plaintext: 0 });
     expect(p.serverSession?.connection.state).toBe("established");
   });
 

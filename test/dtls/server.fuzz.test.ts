@@ -238,7 +238,11 @@ describe("DTLS server under mutated flights", () => {
     let altered = false;
     const { problem, alerts } = attack(w, `${setups[i]!.name}, Finished altered`, (d) => {
       if (altered) return undefined;
-      const fin = recordRanges(d).find(([s]) => d[s] === 22 && (d[s + 3] !== 0 || d[s + 4] !== 0));
+      // a plain epoch-1 record, or (RFC 9146 CID negotiated) the tls12_cid record that ends the flight: its
+      // CID hides its length from recordRanges, which stops there
+      const ranges = recordRanges(d);
+      const cidAt = [...ranges.map(([s]) => s), ranges.at(-1)?.[1] ?? 0].find((s) => d[s] === 25);
+      const fin: [number, number] | undefined = cidAt !== undefined ? [cidAt, d.length] : ranges.find(([s]) => d[s] === 22 && (d[s + 3] !== 0 || d[s + 4] !== 0));
       if (fin === undefined) return undefined;
       altered = true;
       const out = new Uint8Array(d);

@@ -105,6 +105,7 @@ export function toDtlsOptions(c: DaemonConfig, creds: DtlsCredentials): PushServ
     sendBufferBytes: c.dtls.socketBufferBytes,
     helloVerifyRatePerSecond: c.dtls.helloVerifyRatePerSecond,
     helloVerifyRatePerPrefix: c.dtls.helloVerifyRatePerPrefix,
+    connectionIdLength: c.dtls.connectionIdLength,
   };
 }
 

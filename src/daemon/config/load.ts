@@ -9,7 +9,7 @@ import { readFile } from "node:fs/promises";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { parse as parseToml, TomlError } from "smol-toml";
 import type { z } from "zod";
-import type { ClientAuthMode } from "../../dtls/index.ts";
+import { MIN_CID_RANDOM_BYTES, type ClientAuthMode } from "../../dtls/index.ts";
 import type { DeliveryOptions, QueueFullPolicy } from "../../messaging/options.ts";
 import type { StoreOptions } from "../../store/index.ts";
 import { pushOverhead } from "../../wire/index.ts";
@@ -89,6 +89,8 @@ export interface DaemonConfig {
     readonly helloVerifyRatePerSecond: number;
     /** 0 = no limit */
     readonly helloVerifyRatePerPrefix: number;
+    /** RFC 9146 CID length of the server, bytes; 0 = off */
+    readonly connectionIdLength: number;
   };
   readonly http: {
     readonly listen: HostPort;
@@ -245,6 +247,7 @@ export async function loadConfig(o: LoadConfigOptions = {}): Promise<DaemonConfi
       receiveBufferBytes: f.dtls.receive_buffer_bytes,
       helloVerifyRatePerSecond: f.dtls.hello_verify_rate_per_second,
       helloVerifyRatePerPrefix: f.dtls.hello_verify_rate_per_prefix,
+      connectionIdLength: f.dtls.connection_id_length,
     },
     http: {
       listen: hostPort(f.http.listen),
@@ -458,6 +461,11 @@ function crossCheck(f: ConfigFile, label: (name: string) => string): void {
   if (d.certificate !== "" && d.client_ca === "" && d.client_auth !== "none") {
     throw new ConfigError(
       `${label("dtls.client_auth")}: "${d.client_auth}" needs dtls.client_ca (the CA of device certificates) when dtls.certificate is set; set dtls.client_ca, or dtls.client_auth = "none"`,
+    );
+  }
+  if (d.connection_id_length > 0 && d.connection_id_length < MIN_CID_RANDOM_BYTES) {
+    throw new ConfigError(
+      `${label("dtls.connection_id_length")}: ${d.connection_id_length} is too short to be unguessable and unique; use 0 (off) or at least ${MIN_CID_RANDOM_BYTES}`,
     );
   }
   if (d.idle_timeout_seconds <= f.delivery.heartbeat_seconds) {

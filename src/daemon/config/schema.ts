@@ -188,6 +188,12 @@ export const dtlsSection = z
       500,
       "HelloVerifyRequests per second per source network (/24 IPv4, /64 IPv6); first ClientHellos beyond it are dropped. 0: no limit.",
     ),
+    connection_id_length: int(
+      0,
+      255,
+      6,
+      "Length of the Connection IDs (RFC 9146) handed to devices that offer one, bytes: their records then find their session whatever address they come from (NAT rebinding). 0: off; otherwise at least 4.",
+    ),
   })
   .prefault({})
   .describe("The DTLS endpoint devices connect to.");

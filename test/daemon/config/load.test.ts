@@ -82,6 +82,7 @@ describe("defaults", () => {
       receiveBufferBytes: 1024 * 1024,
       helloVerifyRatePerSecond: 5000,
       helloVerifyRatePerPrefix: 500,
+      connectionIdLength: 6,
     });
     expect(c.http).toEqual({
       listen: { host: "127.0.0.1", port: 8080 },
@@ -388,6 +389,13 @@ describe("rules between settings", () => {
     );
     const ok = configFile(`[dtls]\ncertificate = "c.pem"\nkey = "k.pem"\nclient_auth = "none"\n`);
     expect((await loadConfig({ file: ok, env: {} })).dtls.clientAuth).toBe("none");
+  });
+
+  it("a connection ID too short to be unique (0 is off)", async () => {
+    expect(await message({ env: { DTLSPUSH_DTLS_CONNECTION_ID_LENGTH: "3" } })).toBe(
+      "dtls.connection_id_length (from DTLSPUSH_DTLS_CONNECTION_ID_LENGTH): 3 is too short to be unguessable and unique; use 0 (off) or at least 4",
+    );
+    expect((await loadConfig({ env: { DTLSPUSH_DTLS_CONNECTION_ID_LENGTH: "0" }, cwd: work })).dtls.connectionIdLength).toBe(0);
   });
 
   it("idle timeout not above the heartbeat", async () => {
