@@ -77,6 +77,36 @@ describe("NAT rebinding with a Connection ID, real sockets", () => {
     expect([...w.proxy.lateArrivals.values()]).toEqual([0, 0]);
   });
 
+  it("a session resumed with the abbreviated handshake gets a CID too and follows a rebinding", async () => {
+    const server = await listen({ host: "127.0.0.1", port: 0, sockets: 1, psk: { keys: new Map([["dev", KEY]]) } });
+    closers.push(() => server.close());
+    const proxy = await RebindingProxy.start(server.address().port);
+    closers.push(() => proxy.close());
+    const first = await connect({ host: "127.0.0.1", port: proxy.port, psk: PSK });
+    const saved = first.session;
+    expect(saved).toBeDefined();
+    first.close();
+    const seen = new Promise<DtlsConnection>((r) => server.once("session", r));
+    const client = await connect({ host: "127.0.0.1", port: proxy.port, psk: PSK, session: saved });
+    closers.push(() => client.close());
+    const session = await seen;
+    expect(client.info.resumed).toBe(true);
+    const atServer: string[] = [];
+    const atClient: string[] = [];
+    session.on("data", (d) => atServer.push(d.toString()));
+    client.on("data", (d) => atClient.push(Buffer.from(d).toString()));
+    const w: World = { server, proxy, client, session, atServer, atClient };
+    await exchange(w, "a", "b");
+    // the client's records to the server carry the CID (tls12_cid, content type 25)
+    expect(proxy.toServer.some((d) => d[0] === 25)).toBe(true);
+    await proxy.rebind("127.0.0.2");
+    await exchange(w, "c", "d");
+    expect(session.info.peer.address).toBe("127.0.0.2");
+    expect(server.stats.addressChanges).toBe(1);
+    expect(server.stats.handshakesResumed).toBe(1);
+    expect(server.stats.handshakesStarted).toBe(2);
+  });
+
   it("a replayed old record, or a forged one, from a third address does not move the session", async () => {
     const w = await world();
     await exchange(w, "a", "b");
