@@ -22,6 +22,16 @@ export type FlightItem =
   | { readonly kind: "handshake"; readonly epoch: 0 | 1; readonly msgType: number; readonly messageSeq: number; readonly body: Uint8Array }
   | { readonly kind: "ccs" };
 
+/**
+ * What a flight is to the retransmission state machine, as the driver that
+ * sends it says: "expects_reply" is resent until the peer's next flight
+ * arrives; "last" ends our part of the handshake and is resent only when the
+ * peer retransmits its own (it lost ours). Which side sends the last flight
+ * depends on the handshake, not the role: the server in a full handshake,
+ * the client in an abbreviated one.
+ */
+export type FlightRole = "expects_reply" | "last";
+
 /** The role-specific half of the handshake. Throwing a DtlsError fails the connection with its alert. */
 export interface HandshakeDriver {
   onMessage(msg: HandshakeMessage, now: number): void;
@@ -77,6 +87,8 @@ class HandshakeState {
   /** The peer's ChangeCipherSpec arrived: its protected handshake messages (Finished) may be processed. */
   peerChangedCipherSpec = false;
   flight: readonly FlightItem[] = [];
+  /** What our current flight is (see FlightRole). */
+  flightRole: FlightRole = "expects_reply";
   retransmitAt: number | undefined;
   rto: number;
   retransmits = 0;
@@ -351,15 +363,44 @@ export class Connection implements WindowState {
 
   // ---- used by the handshake drivers -----------------------------------
 
-  /** Sends a new flight; `awaitReply` arms the retransmission timer (not for the final flight). */
-  sendFlight(items: readonly FlightItem[], now: number, awaitReply: boolean): void {
+  /**
+   * Sends a new flight. RFC 6347 4.2.4's state machine lives here, one
+   * connection's view of it:
+   *
+   *                  +-----------+
+   *                  | PREPARING |  <- the driver builds a flight
+   *            +---> |           | <--------------------+
+   *            |     +-----------+                      |
+   *            |           | sendFlight()               |
+   *            |           v                            |
+   *            |     +-----------+                      |
+   *            |     |  SENDING  |  transmitFlight()    |
+   *            |     +-----------+                      |
+   *  timeout() |      |         | "last" flight         | the peer's next flight:
+   *  (retrans- |      |         v                       | the driver answers it
+   *   mitAt)   |      |   +-----------+                 |
+   *            |      |   | FINISHED  | -- the peer resends its flight:
+   *            |      |   +-----------+    answerRetransmission() resends ours
+   *            |      | "expects_reply"     (until the peer sends protected data)
+   *            |      v
+   *            |  +-----------+
+   *            +--|  WAITING  |-----------------------------+
+   *               +-----------+  (the peer resends its previous flight:
+   *                              answerRetransmission() resends ours)
+   *
+   * `role` is the driver's word: "expects_reply" arms the retransmission
+   * timer (WAITING); "last" does not (FINISHED), and the flight is kept after
+   * the handshake to answer the peer's retransmissions.
+   */
+  sendFlight(items: readonly FlightItem[], now: number, role: FlightRole): void {
     const hs = this.hs;
     if (hs === undefined) return;
     hs.flight = items;
+    hs.flightRole = role;
     hs.rto = this.config.retransmit.initialMs;
     hs.retransmits = 0;
     this.transmitFlight(hs, now);
-    hs.retransmitAt = awaitReply ? now + hs.rto : undefined;
+    hs.retransmitAt = role === "expects_reply" ? now + hs.rto : undefined;
   }
 
   private transmitFlight(hs: HandshakeState, now: number): void {
@@ -412,8 +453,8 @@ export class Connection implements WindowState {
       hs.deadline = undefined;
       this.peerMessageSeq = hs.reassembler.nextSeq;
       this.dropBuffers(hs);
-      if (this.role === "client") {
-        // nothing of ours is left to resend
+      if (hs.flightRole === "expects_reply") {
+        // the peer's final flight answered ours: nothing of ours is left to resend
         this.hs = undefined;
       } else {
         // Our last flight stays until the peer sends protected data (it then has it); the rest goes now.

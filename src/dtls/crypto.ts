@@ -39,6 +39,11 @@ export function secretKey(bytes: Uint8Array): SecretKey {
   return { key: createSecretKey(bytes) };
 }
 
+/** The bytes of a secret key (a session's master secret, to seal it into a ticket or a saved session). */
+export function secretKeyBytes(k: SecretKey): Uint8Array {
+  return new Uint8Array(k.key.export());
+}
+
 /**
  * CSPRNG output. Small requests (randoms, nonces) are cut from a pooled 4 KiB
  * block filled by one system call, instead of one call each.

@@ -20,6 +20,8 @@ export interface DtlsConnectionInfo {
   readonly group?: EcdhGroup | undefined;
   /** The peer's leaf certificate, when it presented one. */
   readonly peerCertificate?: { readonly subject: string; readonly fingerprint256: string } | undefined;
+  /** The session was resumed (abbreviated handshake): identity and certificate are the original handshake's. */
+  readonly resumed: boolean;
 }
 
 export interface CloseReason {

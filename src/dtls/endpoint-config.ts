@@ -23,6 +23,8 @@ import {
   type ServerCredential,
 } from "./options.ts";
 import type { ServerCoreConfig } from "./server-core.ts";
+import { serverResumption } from "./resumption.ts";
+import type { ServerResumptionOptions } from "./resumption-options.ts";
 import { SUITE_NAMES, suiteByName, usesPsk, type CipherSuite, type SuiteName } from "./suites.ts";
 
 /** A PEM certificate chain (leaf first) and the leaf's PEM private key. */
@@ -68,6 +70,12 @@ export interface ListenOptions {
   groups?: readonly EcdhGroup[];
   mtu?: number;
   requireExtendedMasterSecret?: boolean;
+  /**
+   * Session resumption (RFC 5077 tickets and a session-ID cache), on by
+   * default with in-memory ticket keys; see docs/dtls-engine.md "Resumption".
+   * A resumed session is authorized again (PSK lookup, authorizeClient).
+   */
+  resumption?: ServerResumptionOptions;
   maxHandshakes?: number;
   maxSessions?: number;
   /** Handshakes in progress from one source (IPv4 address, IPv6 /64) at once (default 100); further ClientHellos from it are refused. */
@@ -210,6 +218,10 @@ export function serverCoreConfig(opts: ListenOptions): ServerCoreConfig {
     const refusal = authorize?.(identity, { subject: leaf.subject, fingerprint256: leaf.fingerprint256 });
     return refusal === undefined ? { identity } : alertError(refusal.code, refusal.message);
   };
+  const reauthorizeClient = (identity: string, certificate: { readonly subject: string; readonly fingerprint256: string }): DtlsError | undefined => {
+    const refusal = authorize?.(identity, certificate);
+    return refusal === undefined ? undefined : alertError(refusal.code, refusal.message);
+  };
   return {
     suites,
     certificates,
@@ -218,6 +230,8 @@ export function serverCoreConfig(opts: ListenOptions): ServerCoreConfig {
     clientAuth,
     clientCaNames: clientAnchors.map((c) => subjectNameDer(c.der)),
     verifyClient,
+    reauthorizeClient,
+    resumption: serverResumption(opts.resumption),
     mtu: checkMtu(opts.mtu ?? DEFAULT_MTU),
     requireExtendedMasterSecret: opts.requireExtendedMasterSecret ?? false,
     retransmit: { ...DEFAULT_RETRANSMIT, ...opts.retransmit },

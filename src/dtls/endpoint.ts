@@ -252,6 +252,7 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
       clientAuth: config.clientAuth,
       clientCaNames: config.clientCaNames,
       verifyClient: config.verifyClient,
+      reauthorizeClient: config.reauthorizeClient,
     });
     this.options = options;
   }

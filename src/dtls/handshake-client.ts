@@ -152,7 +152,7 @@ export class ClientHandshake implements HandshakeDriver {
     const messageSeq = this.nextSendSeq++;
     const transcript = new Transcript();
     transcript.add(encodeHandshake(HandshakeType.client_hello, messageSeq, body));
-    this.host.sendFlight([{ kind: "handshake", epoch: 0, msgType: HandshakeType.client_hello, messageSeq, body }], now, true);
+    this.host.sendFlight([{ kind: "handshake", epoch: 0, msgType: HandshakeType.client_hello, messageSeq, body }], now, "expects_reply");
     return { hello, transcript };
   }
 
@@ -353,7 +353,7 @@ export class ClientHandshake implements HandshakeDriver {
       { kind: "ccs" },
       { kind: "handshake", epoch: 1, msgType: HandshakeType.finished, messageSeq: finSeq, body: verify },
     );
-    this.host.sendFlight(flight, now, true);
+    this.host.sendFlight(flight, now, "expects_reply");
   }
 
   private onFinished(s: Extract<ClientState, { kind: "await_finished" }>, msg: HandshakeMessage, now: number): void {
@@ -364,6 +364,7 @@ export class ClientHandshake implements HandshakeDriver {
         identity: this.identityName,
         suite: s.suite.name,
         extendedMasterSecret: s.ems,
+        resumed: false,
         group: s.group,
         peerCertificate: s.certificate === undefined ? undefined : { subject: s.certificate.subject, fingerprint256: s.certificate.fingerprint256 },
       },

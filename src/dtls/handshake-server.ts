@@ -1,20 +1,45 @@
 /**
- * Server side of the PSK handshake (RFC 6347 4.2.1, RFC 4279), from the
- * ClientHello that carried a valid cookie:
+ * Server side of the handshake (RFC 6347 4.2.1; RFC 4279 / 5489 PSK and
+ * ECDHE_PSK, RFC 8422 ECDHE_ECDSA / ECDHE_RSA with optional client
+ * certificates), from the ClientHello that carried a valid cookie.
+ *
+ * Full handshake:
  *
  *   ClientHello(cookie)  -->
- *                        <--  ServerHello, [ServerKeyExchange(hint)], ServerHelloDone
- *   ClientKeyExchange, ChangeCipherSpec, Finished  -->
- *                        <--  ChangeCipherSpec, Finished
+ *                        <--  ServerHello, [Certificate, ServerKeyExchange, [CertificateRequest]]
+ *                             or [ServerKeyExchange(hint / ECDHE_PSK)], ServerHelloDone
+ *   [Certificate], ClientKeyExchange, [CertificateVerify], ChangeCipherSpec, Finished  -->
+ *                        <--  [NewSessionTicket], ChangeCipherSpec, Finished
  *
- * The states are types: keys and the master secret exist only in the state
- * after the ClientKeyExchange.
+ * Abbreviated handshake (RFC 5246 7.3, RFC 5077 3.1/3.2), when the hello's
+ * SessionTicket extension opens or its session_id is in the cache, and the
+ * session may still be resumed (resumption.ts):
+ *
+ *   ClientHello(cookie, ticket or session_id)  -->
+ *                        <--  ServerHello(session_id echoed), [NewSessionTicket], ChangeCipherSpec, Finished
+ *   ChangeCipherSpec, Finished  -->
+ *
+ * Here our flight is the one that awaits an answer (retransmitted until the
+ * client's Finished arrives); in the full handshake it is the client's.
+ *
+ * The states are types: keys and the master secret exist only in the states
+ * after the key exchange (or after the session was found).
  */
-import { concatBytes, copyBytes } from "../util/bytes.ts";
-import { HandshakeType, ProtocolVersion } from "./constants.ts";
-import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, type Certificate, type EcdhGroup, type EcdhKeyPair, type SecretKey } from "./crypto.ts";
+import { bytesEqual, concatBytes, copyBytes } from "../util/bytes.ts";
+import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";
+import {
+  generateEcdh,
+  parseCertificate,
+  randomBytes,
+  schemeKeyType,
+  secretKeyBytes,
+  type Certificate,
+  type EcdhGroup,
+  type EcdhKeyPair,
+  type SecretKey,
+} from "./crypto.ts";
 import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
-import { alertError, unexpectedMessage } from "./errors.ts";
+import { alertError, unexpectedMessage, type DtlsError } from "./errors.ts";
 import { encodeHandshake } from "./handshake-codec.ts";
 import {
   ecdhePskPremasterSecret,
@@ -39,27 +64,50 @@ import {
   decodeFinished,
   decodePskIdentity,
   encodeEcdhePskServerParams,
+  encodeNewSessionTicket,
   encodePskIdentity,
   encodeServerHello,
+  EC_POINT_FORMATS_UNCOMPRESSED,
   EMPTY,
+  findExtension,
   type ClientHello,
+  type Extension,
 } from "./messages.ts";
-import { chooseServerParameters, VERIFIABLE_SCHEMES } from "./negotiation.ts";
+import { chooseServerParameters, VERIFIABLE_SCHEMES, type ServerChoice } from "./negotiation.ts";
 import type { ClientAuthMode, ClientVerdict, ConnectionInfo, ServerCredential, ServerPskConfig } from "./options.ts";
 import type { HandshakeMessage } from "./reassembly.ts";
 import { RecordProtection } from "./record-protection.ts";
-import { usesPsk, type CipherSuite } from "./suites.ts";
+import {
+  openTicket,
+  pskDigest,
+  samePsk,
+  sealTicket,
+  type PeerCertificateInfo,
+  type ResumptionRefusal,
+  type ServerResumption,
+  type ServerSessionState,
+} from "./resumption.ts";
+import type { TicketKey } from "./resumption-options.ts";
+import { usesEcdhe, usesPsk, type CipherSuite } from "./suites.ts";
 
 interface Negotiated {
   readonly suite: CipherSuite;
-  /** Our ephemeral ECDH key, for ECDHE_PSK suites. */
+  /** Our ephemeral ECDH key, for ECDHE suites. */
   readonly ecdh: EcdhKeyPair | undefined;
   readonly ems: boolean;
   readonly group: EcdhGroup | undefined;
   readonly clientRandom: Uint8Array;
   readonly serverRandom: Uint8Array;
   readonly transcript: Transcript;
+  /** What the session will be resumable by: a ticket sealed with this key (the client offered the extension), else the cached session ID. */
+  readonly resumable: Resumable;
 }
+
+/** How a full handshake's session is made resumable (once it is established). */
+type Resumable =
+  | { readonly kind: "none" }
+  | { readonly kind: "ticket"; readonly key: TicketKey }
+  | { readonly kind: "session_id"; readonly id: Uint8Array };
 
 /** The client's certificate as far as it got: not asked for, asked for, or received (with its identity). */
 type ClientCertificate =
@@ -75,7 +123,22 @@ type ServerState =
       readonly client: Extract<ClientCertificate, { kind: "received" }>;
       readonly master: SecretKey;
     } & Negotiated)
-  | ({ readonly kind: "await_finished"; readonly identity: string; readonly peer: Certificate | undefined; readonly master: SecretKey } & Negotiated)
+  | ({
+      readonly kind: "await_finished";
+      readonly identity: string;
+      readonly peer: Certificate | undefined;
+      readonly master: SecretKey;
+      /** SHA-256 of the PSK for PSK suites (goes into the ticket), else empty. */
+      readonly pskDigest: Uint8Array;
+    } & Negotiated)
+  | {
+      /** Abbreviated handshake: our CCS and Finished are out, the client's Finished is next. */
+      readonly kind: "await_resumed_finished";
+      readonly suite: CipherSuite;
+      readonly master: SecretKey;
+      readonly transcript: Transcript;
+      readonly info: ConnectionInfo;
+    }
   | { readonly kind: "done" };
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -91,6 +154,24 @@ export interface ServerAuth {
   readonly clientCaNames: readonly Uint8Array[];
   /** Verifies a client chain and names the device; required when clientAuth is not "none". */
   readonly verifyClient: ((chain: readonly Certificate[]) => ClientVerdict) | undefined;
+  /** Asked again when a session with a client certificate is resumed: an error refuses the resumption. */
+  readonly reauthorizeClient: ((identity: string, certificate: PeerCertificateInfo) => DtlsError | undefined) | undefined;
+  /** Tickets, the session-ID cache and their limits; undefined: every handshake is full. */
+  readonly resumption: ServerResumption | undefined;
+}
+
+/** Where resumption refusals are counted (the server's stats). */
+export interface ResumptionCounters {
+  readonly resumptionsRefused: Record<ResumptionRefusal, number>;
+}
+
+/** A session a ClientHello may resume, and how it was found. */
+interface Resumption {
+  readonly state: ServerSessionState;
+  /** The session's suite (configured here and offered by the client). */
+  readonly suite: CipherSuite;
+  /** Renew the ticket (sealed with a key that is no longer current, or past half its lifetime); false for session IDs. */
+  readonly renewWith: TicketKey | undefined;
 }
 
 export class ServerHandshake implements HandshakeDriver {
@@ -101,10 +182,19 @@ export class ServerHandshake implements HandshakeDriver {
   private nextSendSeq: number;
 
   /**
-   * Answers the cookie-verified ClientHello with the server's flight at once.
-   * Throws DtlsError when nothing can be negotiated (caller fails the connection).
+   * Answers the cookie-verified ClientHello with the server's flight at once
+   * (abbreviated when it resumes a session). Throws DtlsError when nothing can
+   * be negotiated (caller fails the connection).
    */
-  constructor(host: Connection, auth: ServerAuth, hello: ClientHello, helloMessageSeq: number, helloBody: Uint8Array, now: number) {
+  constructor(
+    host: Connection,
+    auth: ServerAuth,
+    hello: ClientHello,
+    helloMessageSeq: number,
+    helloBody: Uint8Array,
+    now: number,
+    counters: ResumptionCounters,
+  ) {
     this.host = host;
     this.psk = auth.psk;
     this.auth = auth;
@@ -118,6 +208,13 @@ export class ServerHandshake implements HandshakeDriver {
     );
     const transcript = new Transcript();
     transcript.add(encodeHandshake(HandshakeType.client_hello, helloMessageSeq, helloBody));
+    const res = auth.resumption;
+    const wallNow = res?.wallClock() ?? 0;
+    const found = res === undefined ? undefined : this.findSession(res, hello, choice.extendedMasterSecret, wallNow, counters);
+    if (res !== undefined && found !== undefined) {
+      this.state = this.resume(res, found, hello, choice, transcript, wallNow, now);
+      return;
+    }
     const serverRandom = randomBytes(32);
     const flight: FlightItem[] = [];
     const add = (msgType: number, body: Uint8Array): void => {
@@ -125,15 +222,19 @@ export class ServerHandshake implements HandshakeDriver {
       flight.push({ kind: "handshake", epoch: 0, msgType, messageSeq, body });
       transcript.add(encodeHandshake(msgType, messageSeq, body));
     };
+    // RFC 5077 3.2: a ticket when the client offered the extension, announced by an empty one in the ServerHello
+    const ticketKey = res !== undefined && findExtension(hello.extensions, ExtensionType.session_ticket) !== undefined ? res.ticketKeys.current(wallNow) : undefined;
+    const resumable: Resumable =
+      ticketKey !== undefined ? { kind: "ticket", key: ticketKey } : res?.cache !== undefined ? { kind: "session_id", id: randomBytes(32) } : { kind: "none" };
     add(
       HandshakeType.server_hello,
       encodeServerHello({
         version: ProtocolVersion.DTLS1_2,
         random: serverRandom,
-        sessionId: EMPTY,
+        sessionId: resumable.kind === "session_id" ? resumable.id : EMPTY,
         cipherSuite: choice.suite.id,
         compressionMethod: 0,
-        extensions: choice.extensions,
+        extensions: ticketKey === undefined ? choice.extensions : [...(choice.extensions ?? []), EMPTY_SESSION_TICKET],
       }),
     );
     const hint = auth.psk?.hint === undefined ? undefined : new TextEncoder().encode(auth.psk.hint);
@@ -175,8 +276,127 @@ export class ServerHandshake implements HandshakeDriver {
       clientRandom: copyBytes(hello.random),
       serverRandom,
       transcript,
+      resumable,
     };
-    host.sendFlight(flight, now, true);
+    host.sendFlight(flight, now, "expects_reply");
+  }
+
+  /**
+   * The session the hello's ticket (first) or session ID names, if it may be
+   * resumed now; every refusal is counted and means a full handshake.
+   */
+  private findSession(
+    res: ServerResumption,
+    hello: ClientHello,
+    ems: boolean,
+    wallNow: number,
+    counters: ResumptionCounters,
+  ): Resumption | undefined {
+    const ticket = findExtension(hello.extensions, ExtensionType.session_ticket)?.data;
+    let state: ServerSessionState | ResumptionRefusal;
+    let fromCache = false;
+    if (ticket !== undefined && ticket.length > 0) {
+      state = openTicket(res.ticketKeys, ticket, wallNow);
+    } else if (hello.sessionId.length > 0 && res.cache !== undefined) {
+      state = res.cache.get(hello.sessionId) ?? "unknown_session_id";
+      fromCache = true;
+    } else {
+      return undefined;
+    }
+    if (typeof state !== "string") {
+      const suite = this.refusal(res, state, hello, ems, wallNow);
+      if (typeof suite !== "string") {
+        let renewWith: TicketKey | undefined;
+        if (ticket !== undefined && !fromCache) {
+          const current = res.ticketKeys.current(wallNow);
+          // renewed when its key is no longer the one sealing, or past half its life (the session's age stays)
+          const stale = current !== undefined && (!bytesEqual(current.name, ticket.subarray(0, current.name.length)) || wallNow - state.issuedAt > res.ticketLifetimeMs / 2);
+          renewWith = stale ? current : undefined;
+        }
+        return { state, suite, renewWith };
+      }
+      if (fromCache) res.cache?.delete(hello.sessionId);
+      state = suite;
+    }
+    counters.resumptionsRefused[state]++;
+    return undefined;
+  }
+
+  /** The session's suite if this hello may resume it now, else why not (limits, suite, EMS, authorization again). */
+  private refusal(res: ServerResumption, s: ServerSessionState, hello: ClientHello, ems: boolean, wallNow: number): CipherSuite | ResumptionRefusal {
+    if (wallNow - s.issuedAt > res.ticketLifetimeMs || wallNow < s.issuedAt - 60_000) return "ticket_expired";
+    if (wallNow - s.createdAt > res.maxSessionAgeMs) return "session_too_old";
+    const suite = this.host.config.suites.find((c) => c.id === s.suite);
+    if (suite === undefined || !hello.cipherSuites.includes(s.suite)) return "suite_not_offered";
+    // RFC 7627 5.3: a session with EMS resumes only with EMS offered, one without never when it is
+    if (s.ems !== ems) return "ems_mismatch";
+    if (usesPsk(suite)) {
+      const key = this.psk?.lookup(s.identity);
+      if (key === undefined) return "psk_unknown";
+      return samePsk(s, key) ? suite : "psk_changed";
+    }
+    if (s.peer !== undefined) {
+      if (this.auth.clientAuth === "none") return "client_refused";
+      return this.auth.reauthorizeClient?.(s.identity, s.peer) === undefined ? suite : "client_refused";
+    }
+    return this.auth.clientAuth === "require" ? "client_refused" : suite;
+  }
+
+  /** The abbreviated handshake's flight: ServerHello, [NewSessionTicket], ChangeCipherSpec, Finished. */
+  private resume(
+    res: ServerResumption,
+    found: Resumption,
+    hello: ClientHello,
+    choice: ServerChoice,
+    transcript: Transcript,
+    wallNow: number,
+    now: number,
+  ): ServerState {
+    const { state: s, suite } = found;
+    const serverRandom = randomBytes(32);
+    const flight: FlightItem[] = [];
+    const add = (msgType: number, body: Uint8Array, epoch: 0 | 1): void => {
+      const messageSeq = this.nextSendSeq++;
+      flight.push({ kind: "handshake", epoch, msgType, messageSeq, body });
+      transcript.add(encodeHandshake(msgType, messageSeq, body));
+    };
+    add(
+      HandshakeType.server_hello,
+      encodeServerHello({
+        version: ProtocolVersion.DTLS1_2,
+        random: serverRandom,
+        sessionId: hello.sessionId,
+        cipherSuite: suite.id,
+        compressionMethod: 0,
+        extensions: resumedExtensions(choice, hello, suite, found.renewWith !== undefined),
+      }),
+      0,
+    );
+    if (found.renewWith !== undefined) {
+      add(HandshakeType.new_session_ticket, this.newTicket(res, found.renewWith, { ...s, issuedAt: wallNow }), 0);
+    }
+    const master = secretKey(s.master);
+    const keys = keyBlock(suite, master, hello.random, serverRandom);
+    const verify = finishedVerifyData(suite.prfHash, master, "server finished", transcript.hash(suite.prfHash));
+    flight.push({ kind: "ccs" });
+    add(HandshakeType.finished, verify, 1);
+    const info: { -readonly [K in keyof ConnectionInfo]: ConnectionInfo[K] } = { identity: s.identity, suite: suite.name, extendedMasterSecret: s.ems, resumed: true };
+    if (s.group !== undefined) info.group = s.group;
+    if (s.peer !== undefined) info.peerCertificate = s.peer;
+    const state: ServerState = { kind: "await_resumed_finished", suite, master, transcript, info };
+    this.state = state;
+    this.host.installKeys(
+      new RecordProtection(suite, keys.clientKey, keys.clientIv),
+      new RecordProtection(suite, keys.serverKey, keys.serverIv),
+      now,
+    );
+    // ours is the flight that awaits an answer here: resent until the client's Finished comes
+    this.host.sendFlight(flight, now, "expects_reply");
+    return this.state;
+  }
+
+  private newTicket(res: ServerResumption, key: TicketKey, state: ServerSessionState): Uint8Array {
+    return encodeNewSessionTicket({ lifetimeHint: Math.floor(res.ticketLifetimeMs / 1000), ticket: sealTicket(key, state) });
   }
 
   onMessage(msg: HandshakeMessage, now: number): void {
@@ -200,6 +420,13 @@ export class ServerHandshake implements HandshakeDriver {
         if (msg.epoch !== 1) throw alertError("unexpected_message", "Finished arrived unprotected");
         this.onFinished(s, msg, now);
         return;
+      case "await_resumed_finished":
+        if (msg.msgType !== HandshakeType.finished) throw unexpectedMessage(msg.msgType, "Finished");
+        if (msg.epoch !== 1) throw alertError("unexpected_message", "Finished arrived unprotected");
+        verifyPeerFinished(s.suite.prfHash, s.master, "client finished", s.transcript, decodeFinished(msg.body));
+        this.state = { kind: "done" };
+        this.host.establish(s.info, now);
+        return;
       case "done":
         return;
     }
@@ -208,9 +435,10 @@ export class ServerHandshake implements HandshakeDriver {
   private onClientKeyExchange(s: Extract<ServerState, { kind: "await_client_key_exchange" }>, msg: HandshakeMessage, now: number): void {
     if (!usesPsk(s.suite)) {
       // Certificate suite, no client certificate: the client is anonymous here.
-      const z = (s.ecdh as EcdhKeyPair).derive(decodeEcdhPublic(msg.body));
+      if (s.ecdh === undefined) throw alertError("internal_error", "a certificate suite without our ECDH key");
+      const z = s.ecdh.derive(decodeEcdhPublic(msg.body));
       if (z === null) throw alertError("illegal_parameter", "the client's ECDH public key is invalid");
-      this.deriveKeys(s, msg, "", z, now);
+      this.deriveKeys(s, msg, "", z, EMPTY, now);
       return;
     }
     let raw: Uint8Array;
@@ -233,7 +461,7 @@ export class ServerHandshake implements HandshakeDriver {
     }
     const key = this.psk?.lookup(identity);
     if (key === undefined) throw alertError("unknown_psk_identity", `unknown PSK identity ${JSON.stringify(identity)}`);
-    this.deriveKeys(s, msg, identity, premasterOf(key), now);
+    this.deriveKeys(s, msg, identity, premasterOf(key), s.resumable.kind === "none" ? EMPTY : pskDigest(key), now);
   }
 
   /** The client's Certificate: empty (allowed unless required) or a chain the policy accepts. */
@@ -250,7 +478,9 @@ export class ServerHandshake implements HandshakeDriver {
       } catch (e) {
         throw alertError("bad_certificate", `the client's certificate does not parse: ${(e as Error).message}`);
       }
-      const verdict = (this.auth.verifyClient as NonNullable<ServerAuth["verifyClient"]>)(chain);
+      const verifyClient = this.auth.verifyClient;
+      if (verifyClient === undefined) throw alertError("internal_error", "a client certificate was asked for and nothing verifies it");
+      const verdict = verifyClient(chain);
       if (verdict instanceof Error) throw verdict;
       client = { kind: "received", leaf: chain[0] as Certificate, identity: verdict.identity };
     }
@@ -269,7 +499,7 @@ export class ServerHandshake implements HandshakeDriver {
       throw alertError("decrypt_error", "the client's CertificateVerify signature does not verify");
     }
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
-    this.state = { ...s, kind: "await_finished", identity: s.client.identity, peer: leaf };
+    this.state = { ...s, kind: "await_finished", identity: s.client.identity, peer: leaf, pskDigest: EMPTY };
   }
 
   private deriveKeys(
@@ -277,6 +507,7 @@ export class ServerHandshake implements HandshakeDriver {
     msg: HandshakeMessage,
     identity: string,
     premaster: Uint8Array,
+    digest: Uint8Array,
     now: number,
   ): void {
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
@@ -287,7 +518,7 @@ export class ServerHandshake implements HandshakeDriver {
     if (s.client.kind === "received") {
       this.state = { ...s, kind: "await_certificate_verify", ecdh: undefined, client: s.client, master };
     } else {
-      this.state = { ...s, kind: "await_finished", ecdh: undefined, identity, peer: undefined, master };
+      this.state = { ...s, kind: "await_finished", ecdh: undefined, identity, peer: undefined, master, pskDigest: digest };
     }
     this.host.installKeys(
       new RecordProtection(s.suite, keys.clientKey, keys.clientIv),
@@ -300,19 +531,57 @@ export class ServerHandshake implements HandshakeDriver {
     const hashAlg = s.suite.prfHash;
     verifyPeerFinished(hashAlg, s.master, "client finished", s.transcript, decodeFinished(msg.body));
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
-    const verify = finishedVerifyData(hashAlg, s.master, "server finished", s.transcript.hash(hashAlg));
-    this.state = { kind: "done" };
-    this.host.sendFlight(
-      [{ kind: "ccs" }, { kind: "handshake", epoch: 1, msgType: HandshakeType.finished, messageSeq: this.nextSendSeq++, body: verify }],
-      now,
-      false,
-    );
     // kept for the session's life: the optional fields only when they have a value (8 bytes each otherwise)
-    const info: { -readonly [K in keyof ConnectionInfo]: ConnectionInfo[K] } = { identity: s.identity, suite: s.suite.name, extendedMasterSecret: s.ems };
+    const info: { -readonly [K in keyof ConnectionInfo]: ConnectionInfo[K] } = { identity: s.identity, suite: s.suite.name, extendedMasterSecret: s.ems, resumed: false };
     if (s.group !== undefined) info.group = s.group;
     if (s.peer !== undefined) info.peerCertificate = { subject: s.peer.subject, fingerprint256: s.peer.fingerprint256 };
+    const flight: FlightItem[] = [];
+    const res = this.auth.resumption;
+    if (res !== undefined && s.resumable.kind !== "none") {
+      const wallNow = res.wallClock();
+      const state: ServerSessionState = {
+        suite: s.suite.id,
+        master: secretKeyBytes(s.master),
+        ems: s.ems,
+        group: s.group,
+        identity: s.identity,
+        peer: info.peerCertificate,
+        createdAt: wallNow,
+        issuedAt: wallNow,
+        pskDigest: s.pskDigest,
+      };
+      if (s.resumable.kind === "ticket") {
+        // RFC 5077 3.3: the NewSessionTicket before our ChangeCipherSpec, in the Finished's transcript
+        const body = this.newTicket(res, s.resumable.key, state);
+        const messageSeq = this.nextSendSeq++;
+        flight.push({ kind: "handshake", epoch: 0, msgType: HandshakeType.new_session_ticket, messageSeq, body });
+        s.transcript.add(encodeHandshake(HandshakeType.new_session_ticket, messageSeq, body));
+      } else {
+        res.cache?.set(s.resumable.id, state);
+      }
+    }
+    const verify = finishedVerifyData(hashAlg, s.master, "server finished", s.transcript.hash(hashAlg));
+    this.state = { kind: "done" };
+    flight.push({ kind: "ccs" }, { kind: "handshake", epoch: 1, msgType: HandshakeType.finished, messageSeq: this.nextSendSeq++, body: verify });
+    // our last flight: kept to answer the client's retransmissions until it sends protected data
+    this.host.sendFlight(flight, now, "last");
     this.host.establish(info, now);
   }
 }
 
+const EMPTY_SESSION_TICKET: Extension = { type: ExtensionType.session_ticket, data: EMPTY };
 
+/**
+ * The ServerHello extensions of an abbreviated handshake: the full
+ * handshake's echoes (EMS, renegotiation_info, and what else the client
+ * offered), ec_point_formats only if the resumed suite is an ECDHE one, and
+ * an empty SessionTicket when a renewed ticket follows.
+ */
+function resumedExtensions(choice: ServerChoice, hello: ClientHello, suite: CipherSuite, renew: boolean): Extension[] | undefined {
+  const out = (choice.extensions ?? []).filter((e) => e.type !== ExtensionType.ec_point_formats);
+  if (usesEcdhe(suite) && findExtension(hello.extensions, ExtensionType.ec_point_formats) !== undefined) {
+    out.push({ type: ExtensionType.ec_point_formats, data: EC_POINT_FORMATS_UNCOMPRESSED });
+  }
+  if (renew) out.push(EMPTY_SESSION_TICKET);
+  return out.length > 0 ? out : undefined;
+}

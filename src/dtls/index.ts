@@ -7,3 +7,6 @@ export { DEFAULT_MTU, MIN_MTU, DEFAULT_RETRANSMIT, type RetransmitPolicy, type C
 export type { EcdhGroup } from "./crypto.ts";
 export type { IdentitySource } from "./cert-verify.ts";
 export type { ServerStats } from "./server-core.ts";
+export type { SavedSession, ServerResumptionOptions, TicketKey, TicketKeySource } from "./resumption-options.ts";
+export { RESUMPTION_REFUSALS, newResumptionRefusalCounts, DEFAULT_RESUMPTION, type ResumptionRefusal } from "./resumption.ts";
+export { RotatingTicketKeys } from "./ticket-keys.ts";

@@ -1,6 +1,6 @@
 /**
- * Codecs of the handshake message bodies the PSK engine speaks
- * (RFC 5246 7.4, RFC 6347 4.2.1/4.3.2, RFC 4279 2). Every decoder consumes its
+ * Codecs of the handshake message bodies the engine speaks (RFC 5246 7.4,
+ * RFC 6347 4.2.1/4.3.2, RFC 4279 2, RFC 8422 5, RFC 5077 3.3). Every decoder consumes its
  * input exactly or throws DecodeError.
  */
 import { ByteReader, ByteWriter } from "../util/bytes.ts";
@@ -352,4 +352,23 @@ export function decodeCertificateVerify(body: Uint8Array): CertificateVerify {
   const signature = r.vec16("signature", 1);
   r.expectEnd("CertificateVerify");
   return { scheme, signature };
+}
+
+/** RFC 5077 3.3: struct { uint32 ticket_lifetime_hint; opaque ticket<0..2^16-1>; } NewSessionTicket; */
+export interface NewSessionTicket {
+  /** seconds; 0: unspecified */
+  readonly lifetimeHint: number;
+  readonly ticket: Uint8Array;
+}
+
+export function encodeNewSessionTicket(t: NewSessionTicket): Uint8Array {
+  return new ByteWriter(6 + t.ticket.length).u32(t.lifetimeHint).vec16(t.ticket).finish();
+}
+
+export function decodeNewSessionTicket(body: Uint8Array): NewSessionTicket {
+  const r = new ByteReader(body);
+  const lifetimeHint = r.u32("ticket_lifetime_hint");
+  const ticket = r.vec16("ticket");
+  r.expectEnd("NewSessionTicket");
+  return { lifetimeHint, ticket };
 }

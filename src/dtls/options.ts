@@ -51,6 +51,11 @@ export interface ConnectionInfo {
   readonly group?: EcdhGroup | undefined;
   /** The peer's certificate (leaf), when it presented one. */
   readonly peerCertificate?: { readonly subject: string; readonly fingerprint256: string } | undefined;
+  /**
+   * An abbreviated handshake resumed an earlier session: identity, group and
+   * peer certificate are the original full handshake's.
+   */
+  readonly resumed: boolean;
 }
 
 /** Where a sans-I/O connection puts what it produces. */

@@ -27,6 +27,7 @@ import {
   type ServerPskConfig,
 } from "./options.ts";
 import { encodePlainRecord, parseRecords, type RawRecord } from "./record.ts";
+import { newResumptionRefusalCounts, type PeerCertificateInfo, type ResumptionRefusal, type ServerResumption } from "./resumption.ts";
 
 export interface Peer {
   readonly address: string;
@@ -46,6 +47,10 @@ export interface ServerCoreConfig extends ConnectionConfig {
   readonly clientCaNames?: readonly Uint8Array[];
   /** Judges a client chain and names the device (needed unless clientAuth is "none"). */
   readonly verifyClient?: (chain: readonly Certificate[]) => ClientVerdict;
+  /** Asked again when a session with a client certificate is resumed (the listen option authorizeClient): an error refuses the resumption. */
+  readonly reauthorizeClient?: (identity: string, certificate: PeerCertificateInfo) => DtlsError | undefined;
+  /** Session resumption (tickets, session-ID cache); undefined: off. */
+  readonly resumption?: ServerResumption | undefined;
   /** Handshakes in progress at once; further ClientHellos are dropped. */
   readonly maxHandshakes: number;
   /** Connections (handshaking + established) at once. */
@@ -192,6 +197,12 @@ export interface ServerStats {
   readonly handshakesInProgress: number;
   /** Bytes the handshakes in progress hold now, counted against handshakeMemoryBytes. */
   readonly handshakeMemoryBytes: number;
+  /** Completed handshakes that resumed a session (abbreviated handshakes; also counted in handshakesCompleted). */
+  handshakesResumed: number;
+  /** Tickets and session IDs that did not resume their session (a full handshake followed), by cause. */
+  resumptionsRefused: Record<ResumptionRefusal, number>;
+  /** Sessions in the session-ID cache now. */
+  readonly sessionCacheSize: number;
   /** Completed handshakes by suite name. */
   handshakesBySuite: Record<string, number>;
   /** Failed handshakes by DtlsError code, refusals over capacity ("over_capacity") included. */
@@ -203,7 +214,7 @@ export interface ServerStats {
 }
 
 /** What `updateCredentials` replaces: the authentication and the suites that follow from it. */
-export type ServerCredentialConfig = Pick<ServerCoreConfig, "suites" | "certificates" | "clientAuth" | "clientCaNames" | "verifyClient">;
+export type ServerCredentialConfig = Pick<ServerCoreConfig, "suites" | "certificates" | "clientAuth" | "clientCaNames" | "verifyClient" | "reauthorizeClient">;
 
 export function peerKey(peer: Peer): string {
   return `${peer.address}|${peer.port}`;
@@ -289,6 +300,11 @@ export class ServerCore {
     },
     get handshakeMemoryBytes(): number {
       return core.memory.used;
+    },
+    handshakesResumed: 0,
+    resumptionsRefused: newResumptionRefusalCounts(),
+    get sessionCacheSize(): number {
+      return core.config.resumption?.cache?.size ?? 0;
     },
     handshakesBySuite: {},
     handshakeFailures: {},
@@ -439,7 +455,7 @@ export class ServerCore {
     this.countHost(host, 1, 0);
     this.stats.handshakesStarted++;
     try {
-      connection.attach(new ServerHandshake(connection, this.auth, hello, fragment.messageSeq, fragment.body, now));
+      connection.attach(new ServerHandshake(connection, this.auth, hello, fragment.messageSeq, fragment.body, now, this.stats));
     } catch (e) {
       connection.fail(toDtlsError(e));
       return;
@@ -457,6 +473,7 @@ export class ServerCore {
     this.handshakeOver();
     this.countHost(session.host, -1, 1);
     this.stats.handshakesCompleted++;
+    if (info.resumed) this.stats.handshakesResumed++;
     increment(this.stats.handshakesBySuite, info.suite);
     this.handler.established(session);
   }
@@ -539,6 +556,8 @@ function serverAuth(config: ServerCoreConfig): ServerAuth {
     clientAuth: config.clientAuth ?? "none",
     clientCaNames: config.clientCaNames ?? [],
     verifyClient: config.verifyClient,
+    reauthorizeClient: config.reauthorizeClient,
+    resumption: config.resumption,
   };
   if (auth.clientAuth !== "none" && auth.verifyClient === undefined) {
     throw new DtlsError("bad_option", "client certificates are asked for but nothing verifies them (verifyClient)");

@@ -1,0 +1,87 @@
+/**
+ * Interop of session resumption (RFC 5246 7.3 abbreviated handshake, RFC 5077
+ * tickets, session IDs) with real peers:
+ * - our server against `openssl s_client -dtls1_2 -sess_out / -sess_in` (ticket,
+ *   and -no_ticket for session-ID resumption) and `gnutls-cli --resume`;
+ * - our client against `openssl s_server -dtls1_2` and `gnutls-serv`.
+ * A resumption shows on both sides: the peer prints it ("Reused, TLSv1.2",
+ * "This is a resumed session"), our side says `resumed: true` and counts it.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { listen, type DtlsConnection, type DtlsServer } from "../../src/dtls/index.ts";
+import { killAllPeers, peerAvailable, startGnutlsClient, startOpensslClient, type PskCreds } from "./peers.ts";
+
+const OPENSSL = peerAvailable("openssl");
+const GNUTLS = peerAvailable("gnutls");
+const T = 20_000;
+const WAIT = 8_000;
+
+const psk: PskCreds = { identity: "resume-device", key: randomBytes(16) };
+const dir = mkdtempSync(join(tmpdir(), "dtlspush-resume-"));
+
+let servers: DtlsServer[] = [];
+afterEach(async () => {
+  await killAllPeers();
+  await Promise.all(servers.map((s) => s.close()));
+  servers = [];
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A PSK server on 127.0.0.1 (resumption on by default) that records its sessions. */
+async function pskServer(): Promise<{ server: DtlsServer; port: number; sessions: DtlsConnection[] }> {
+  const server = await listen({ host: "127.0.0.1", port: 0, sockets: 1, psk: { keys: new Map([[psk.identity, psk.key]]) } });
+  servers.push(server);
+  const sessions: DtlsConnection[] = [];
+  server.on("session", (c) => sessions.push(c));
+  return { server, port: server.address().port, sessions };
+}
+
+describe.skipIf(!OPENSSL)("our server, openssl s_client -sess_out / -sess_in", () => {
+  for (const mode of ["ticket", "session ID"] as const) {
+    it(
+      `resumes by ${mode}: openssl prints "Reused", our session says resumed with the same identity`,
+      async () => {
+        const { server, port, sessions } = await pskServer();
+        const file = join(dir, `openssl-${mode === "ticket" ? "ticket" : "id"}.pem`);
+        const noTicket = mode === "ticket" ? [] : ["-no_ticket"];
+        const first = startOpensslClient({ port, psk, extraArgs: [...noTicket, "-sess_out", file] });
+        await first.waitFor(/New, TLSv1\.2, Cipher is/, WAIT);
+        if (mode === "ticket") await first.waitFor(/TLS session ticket lifetime hint: 86400/, WAIT);
+        first.endInput();
+        await first.waitExit(WAIT);
+        const second = startOpensslClient({ port, psk, extraArgs: [...noTicket, "-sess_in", file] });
+        await second.waitFor(/Reused, TLSv1\.2, Cipher is/, WAIT);
+        second.endInput();
+        await second.waitExit(WAIT);
+        expect(sessions.map((s) => s.info.resumed)).toEqual([false, true]);
+        expect(sessions[1]?.info.identity).toBe(psk.identity);
+        expect(sessions[1]?.info.suite).toBe(sessions[0]?.info.suite);
+        expect(server.stats.handshakesResumed).toBe(1);
+      },
+      T,
+    );
+  }
+});
+
+describe.skipIf(!GNUTLS)("our server, gnutls-cli --resume", () => {
+  for (const mode of ["ticket", "session ID"] as const) {
+    it(
+      `resumes by ${mode}: gnutls says "This is a resumed session"`,
+      async () => {
+        const { server, port, sessions } = await pskServer();
+        const priority = `NORMAL:-VERS-ALL:+VERS-DTLS1.2:+PSK${mode === "ticket" ? "" : ":%NO_TICKETS"}`;
+        const cli = startGnutlsClient({ port, psk, priority, extraArgs: ["--resume"] });
+        await cli.waitFor(/\*\*\* This is a resumed session/, WAIT);
+        cli.endInput();
+        await cli.waitExit(WAIT);
+        expect(sessions.map((s) => s.info.resumed)).toEqual([false, true]);
+        expect(server.stats.handshakesResumed).toBe(1);
+      },
+      T,
+    );
+  }
+});
