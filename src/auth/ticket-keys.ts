@@ -17,6 +17,7 @@
  * secrets of those sessions.
  */
 import { randomBytes } from "../dtls/crypto.ts";
+import { bytesEqual } from "../util/bytes.ts";
 import type { TicketKey, TicketKeySource } from "../dtls/resumption-options.ts";
 import { AuthError } from "./errors.ts";
 import type { KeyStorage } from "./key-ring.ts";
@@ -117,7 +118,7 @@ export class TicketKeyRing implements TicketKeySource {
 
   /** TicketKeySource: the key named `name` while the tickets it sealed are accepted. */
   byName(name: Uint8Array, wallNow: number): TicketKey | undefined {
-    for (const k of this.held) if (wallNow < k.retiresAt && compareBytes(k.name, name) === 0) return k;
+    for (const k of this.held) if (wallNow < k.retiresAt && bytesEqual(k.name, name)) return k;
     return undefined;
   }
 

@@ -105,6 +105,13 @@ export function toDtlsOptions(c: DaemonConfig, creds: DtlsCredentials): PushServ
     sendBufferBytes: c.dtls.socketBufferBytes,
     helloVerifyRatePerSecond: c.dtls.helloVerifyRatePerSecond,
     helloVerifyRatePerPrefix: c.dtls.helloVerifyRatePerPrefix,
+    resumption: {
+      enabled: c.dtls.resumption,
+      ticketLifetimeMs: c.dtls.ticketLifetimeSeconds * 1000,
+      maxSessionAgeMs: c.dtls.maxSessionAgeSeconds * 1000,
+      sessionCacheSize: c.dtls.sessionCacheSize,
+      ticketKeyRotationMs: c.dtls.ticketKeyRotationSeconds * 1000,
+    },
   };
 }
 

@@ -89,6 +89,12 @@ export interface DaemonConfig {
     readonly helloVerifyRatePerSecond: number;
     /** 0 = no limit */
     readonly helloVerifyRatePerPrefix: number;
+    readonly resumption: boolean;
+    readonly ticketLifetimeSeconds: number;
+    readonly maxSessionAgeSeconds: number;
+    readonly sessionCacheSize: number;
+    /** "auto" in the file: the ticket lifetime */
+    readonly ticketKeyRotationSeconds: number;
   };
   readonly http: {
     readonly listen: HostPort;
@@ -245,6 +251,11 @@ export async function loadConfig(o: LoadConfigOptions = {}): Promise<DaemonConfi
       receiveBufferBytes: f.dtls.receive_buffer_bytes,
       helloVerifyRatePerSecond: f.dtls.hello_verify_rate_per_second,
       helloVerifyRatePerPrefix: f.dtls.hello_verify_rate_per_prefix,
+      resumption: f.dtls.resumption,
+      ticketLifetimeSeconds: f.dtls.ticket_lifetime_seconds,
+      maxSessionAgeSeconds: f.dtls.max_session_age_seconds,
+      sessionCacheSize: f.dtls.session_cache_size,
+      ticketKeyRotationSeconds: f.dtls.ticket_key_rotation_seconds === "auto" ? f.dtls.ticket_lifetime_seconds : f.dtls.ticket_key_rotation_seconds,
     },
     http: {
       listen: hostPort(f.http.listen),
