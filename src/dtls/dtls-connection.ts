@@ -4,6 +4,7 @@ import type { DtlsError } from "./errors.ts";
 import type { EcdhGroup } from "./crypto.ts";
 import type { ConnectionInfo } from "./options.ts";
 import type { SuiteName } from "./suites.ts";
+import type { SavedSession } from "./resumption-options.ts";
 
 export interface PeerAddress {
   readonly address: string;
@@ -47,6 +48,8 @@ const CLOSED: CloseReason = Object.freeze({ code: "closed", message: "closed" })
 
 interface Events {
   data: [data: Buffer];
+  /** A new resumable session (client role), to keep and give to the next connect as `session`. */
+  session: [session: SavedSession];
   close: [reason: CloseReason];
   error: [error: DtlsError];
 }
@@ -63,6 +66,7 @@ export class DtlsConnection extends EventEmitter<Events> {
   private readonly peer: PeerAddress;
   private readonly afterSend: () => void;
   private receiver: ConnectionReceiver | undefined;
+  private savedSession: SavedSession | undefined;
 
   /** @internal created by the endpoint, once `core` is established. */
   constructor(core: Connection, peer: PeerAddress, afterSend: () => void) {
@@ -82,6 +86,25 @@ export class DtlsConnection extends EventEmitter<Events> {
   /** Who the peer is and what was negotiated (a new object on each read: keep it if you read it often). */
   get info(): DtlsConnectionInfo {
     return { peer: { address: this.peer.address, port: this.peer.port }, ...(this.core.connectionInfo as ConnectionInfo) };
+  }
+
+  /**
+   * The client's resumable session from this connection's handshake (a new
+   * ticket or session ID, or the resumed session), undefined when the server
+   * gave none (and always on the server side). It holds the session's master
+   * secret: keep it as carefully as a private key.
+   */
+  get session(): SavedSession | undefined {
+    return this.savedSession;
+  }
+
+  /**
+   * @internal the client's new session: kept at once, emitted as "session" in
+   * the next turn (after the caller's `await connect()` went on and could listen)
+   */
+  setSession(session: SavedSession): void {
+    this.savedSession = session;
+    setImmediate(() => this.emit("session", session));
   }
 
   /**

@@ -24,7 +24,8 @@ import {
 } from "./options.ts";
 import type { ServerCoreConfig } from "./server-core.ts";
 import { serverResumption } from "./resumption.ts";
-import type { ServerResumptionOptions } from "./resumption-options.ts";
+import type { SavedSession, ServerResumptionOptions } from "./resumption-options.ts";
+import { decodeSavedSession, type ClientSessionState } from "./saved-session.ts";
 import { SUITE_NAMES, suiteByName, usesPsk, type CipherSuite, type SuiteName } from "./suites.ts";
 
 /** A PEM certificate chain (leaf first) and the leaf's PEM private key. */
@@ -145,6 +146,16 @@ export interface ConnectOptions {
   groups?: readonly EcdhGroup[];
   mtu?: number;
   requireExtendedMasterSecret?: boolean;
+  /**
+   * A session saved from an earlier connection to the same host and port
+   * (DtlsConnection.session, or its "session" event): its ticket and/or
+   * session ID are offered and, if the server agrees, the handshake is the
+   * abbreviated one (info.resumed). Not offered when it was made with another
+   * server, PSK identity or pinned fingerprint, its suite is not among ours,
+   * its ticket expired, or the bytes are not a saved session; a server that
+   * answers with a full handshake is fine (the new session replaces it).
+   */
+  session?: SavedSession;
   /** Whole-handshake limit; the connect promise rejects with code "timeout". */
   timeoutMs?: number;
   idleTimeoutMs?: number;
@@ -308,6 +319,31 @@ export function clientConfig(opts: ConnectOptions): { config: ConnectionConfig; 
       idleTimeoutMs: opts.idleTimeoutMs ?? 0,
     },
   };
+}
+
+/** What a saved session is bound to: the server as connect was given it. */
+export function sessionServer(opts: ConnectOptions): string {
+  return `${opts.host}:${opts.port}`;
+}
+
+/**
+ * The saved session of `opts.session` if it may be offered on this
+ * connection: same server, same PSK identity (or a certificate session with
+ * server trust configured, and the pinned fingerprint if one is), a suite we
+ * offer, EMS if we require it, a ticket within its lifetime. Otherwise
+ * undefined (a full handshake).
+ */
+export function sessionToOffer(opts: ConnectOptions, config: ConnectionConfig, auth: ClientAuth, wallNow: number): ClientSessionState | undefined {
+  if (opts.session === undefined) return undefined;
+  const s = decodeSavedSession(opts.session);
+  if (s === undefined || s.server !== sessionServer(opts)) return undefined;
+  const suite = config.suites.find((c) => c.id === s.suite);
+  if (suite === undefined || (config.requireExtendedMasterSecret && !s.ems)) return undefined;
+  if (s.lifetimeMs > 0 && wallNow - s.issuedAt > s.lifetimeMs) return undefined;
+  if (usesPsk(suite)) return auth.psk !== undefined && auth.psk.identity === s.identity ? s : undefined;
+  if (auth.verifyServer === undefined || s.peer === undefined) return undefined;
+  if (opts.fingerprint !== undefined && normalizeFingerprint(opts.fingerprint) !== s.peer.fingerprint256) return undefined;
+  return s;
 }
 
 function clientAuth(opts: ConnectOptions): ClientAuth {

@@ -15,9 +15,10 @@ import { Connection } from "./connection.ts";
 import { classifyStranger, isHelloVerifyRequest } from "./datagram-class.ts";
 import { DtlsConnection, type PeerAddress } from "./dtls-connection.ts";
 import { DtlsError } from "./errors.ts";
-import { applyCredentialUpdate, clientConfig, serverCoreConfig, type ConnectOptions, type CredentialUpdate, type ListenOptions } from "./endpoint-config.ts";
+import { applyCredentialUpdate, clientConfig, serverCoreConfig, sessionServer, sessionToOffer, type ConnectOptions, type CredentialUpdate, type ListenOptions } from "./endpoint-config.ts";
 import { ClientHandshake } from "./handshake-client.ts";
 import { DEFAULT_HELLO_VERIFY_RATE, DEFAULT_HELLO_VERIFY_RATE_PER_PREFIX, HelloLimiter, type ClientHelloDropCause } from "./hello-limiter.ts";
+import type { SavedSession } from "./resumption-options.ts";
 import { peerKey, ServerCore, type Peer, type ServerCoreConfig, type ServerStats } from "./server-core.ts";
 
 export type { CertificateKeyPair, ConnectOptions, CredentialUpdate, ListenOptions } from "./endpoint-config.ts";
@@ -359,6 +360,7 @@ export async function listen(opts: ListenOptions): Promise<DtlsServer> {
 export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
   const clock = opts.clock ?? monotonicClock;
   const { config, auth } = clientConfig(opts);
+  const offer = sessionToOffer(opts, config, auth, Date.now());
   const mtu = config.mtu;
   const { localAddress, localPort } = opts;
   const localFamily = localAddress === undefined ? 0 : isIP(localAddress);
@@ -379,6 +381,8 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
   return new Promise<DtlsConnection>((resolve, reject) => {
     let conn: DtlsConnection | undefined;
     let settled = false;
+    /** the handshake's new session, until the connection exists */
+    let session: SavedSession | undefined;
     const outbox = new TurnOutbox(mtu, (_dest, parts) => socket.send(parts));
     const finish = (error: DtlsError | undefined): void => {
       timer.stop();
@@ -399,6 +403,7 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
         established: () => {
           clearTimeout(deadline);
           conn = new DtlsConnection(core, peer, () => timer.arm());
+          if (session !== undefined) conn.setSession(session);
           settled = true;
           resolve(conn);
         },
@@ -434,7 +439,16 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
       if (settled || core.state === "closed") return; // timed out while binding: the socket is closed
       socket.connect(opts.port, opts.host, () => {
         try {
-          core.attach(new ClientHandshake(core, auth, clock.now()));
+          core.attach(
+            new ClientHandshake(core, auth, clock.now(), {
+              offer,
+              server: sessionServer(opts),
+              wallClock: Date.now,
+              onSession: (s) => {
+                session = s;
+              },
+            }),
+          );
         } catch (e) {
           core.fail(e instanceof DtlsError ? e : new DtlsError("internal_error", String(e)));
         }

@@ -1,20 +1,32 @@
 /**
- * Client side of the PSK handshake (RFC 6347 4.2.1, RFC 4279):
+ * Client side of the handshake (RFC 6347 4.2.1; PSK, ECDHE_PSK and the
+ * certificate suites, with a client certificate when the server asks):
  *
  *   ClientHello                        -->
  *                                      <--  HelloVerifyRequest (optional)
  *   ClientHello(cookie)                -->
- *                                      <--  ServerHello, [ServerKeyExchange], ServerHelloDone
- *   ClientKeyExchange, CCS, Finished   -->
- *                                      <--  CCS, Finished
+ *                                      <--  ServerHello, [Certificate], [ServerKeyExchange],
+ *                                           [CertificateRequest], ServerHelloDone
+ *   [Certificate], ClientKeyExchange, [CertificateVerify], CCS, Finished  -->
+ *                                      <--  [NewSessionTicket], CCS, Finished
  *
- * We always offer extended_master_secret and renegotiation_info. Keys exist
- * only in the state after ServerHelloDone.
+ * With a saved session (ClientResumption) the ClientHello offers its ticket
+ * and/or session ID; a server that resumes it answers with the abbreviated
+ * handshake (RFC 5246 7.3, RFC 5077 3.1), and then our flight is the last:
+ *
+ *                                      <--  ServerHello(our session_id), [NewSessionTicket], CCS, Finished
+ *   CCS, Finished                      -->
+ *
+ * A server that answers with a full handshake instead is fine: the new
+ * session replaces the saved one. We always offer extended_master_secret,
+ * renegotiation_info and a SessionTicket extension (empty without a ticket,
+ * so servers issue one). Keys exist only in the states after the key exchange
+ * (or after the ServerHello that resumed).
  */
-import { copyBytes } from "../util/bytes.ts";
+import { bytesEqual, copyBytes } from "../util/bytes.ts";
 import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";
 import { concatBytes } from "../util/bytes.ts";
-import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, type Certificate, type EcdhGroup, type SecretKey } from "./crypto.ts";
+import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, secretKeyBytes, type Certificate, type EcdhGroup, type SecretKey } from "./crypto.ts";
 import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
 import { alertError, unexpectedMessage, type DtlsError } from "./errors.ts";
 import { encodeHandshake } from "./handshake-codec.ts";
@@ -43,6 +55,7 @@ import {
   decodeEmpty,
   decodeFinished,
   decodeHelloVerifyRequest,
+  decodeNewSessionTicket,
   decodePskIdentity,
   decodeRenegotiationInfo,
   decodeServerHello,
@@ -58,7 +71,9 @@ import {
 } from "./messages.ts";
 import { candidateSchemes, DEFAULT_GROUPS, groupById, groupsByName, VERIFIABLE_SCHEMES as OFFERED_SCHEMES } from "./negotiation.ts";
 import type { ClientCredential } from "./options.ts";
-import type { ClientPskConfig } from "./options.ts";
+import type { ClientPskConfig, ConnectionInfo } from "./options.ts";
+import type { SavedSession } from "./resumption-options.ts";
+import { encodeSavedSession, type ClientSessionState } from "./saved-session.ts";
 import type { HandshakeMessage } from "./reassembly.ts";
 import { RecordProtection } from "./record-protection.ts";
 import { usesPsk, type CipherSuite } from "./suites.ts";
@@ -66,6 +81,24 @@ import { usesPsk, type CipherSuite } from "./suites.ts";
 interface Hello {
   readonly hello: ClientHello;
   readonly transcript: Transcript;
+}
+
+/** A client's resumption: the session to offer (already checked to fit this server and our configuration), and where new ones go. */
+export interface ClientResumption {
+  readonly offer: ClientSessionState | undefined;
+  /** "host:port" the new sessions are bound to. */
+  readonly server: string;
+  readonly wallClock: () => number;
+  /** A new resumable session (once per handshake, before it is established). */
+  readonly onSession: (session: SavedSession) => void;
+}
+
+/** What an abbreviated handshake carries from the ServerHello to its end. */
+interface Resumed {
+  readonly suite: CipherSuite;
+  readonly master: SecretKey;
+  readonly transcript: Transcript;
+  readonly session: ClientSessionState;
 }
 
 interface Negotiated {
@@ -99,15 +132,26 @@ export interface ClientAuth {
 }
 
 
+/** After our key exchange flight: the session as far as it is known. */
+interface Keyed extends Negotiated {
+  readonly master: SecretKey;
+  readonly certificate: Certificate | undefined;
+  readonly group: EcdhGroup | undefined;
+  readonly sessionId: Uint8Array;
+  /** The server's new ticket (NewSessionTicket before its Finished), if any. */
+  readonly ticket: { readonly ticket: Uint8Array; readonly lifetimeMs: number } | undefined;
+}
+
 type ClientState =
   | ({ readonly kind: "await_server_hello"; readonly cookieRounds: number } & Hello)
-  | ({ readonly kind: "await_server_hello_done" } & ServerFlight & Negotiated)
-  | ({
-      readonly kind: "await_finished";
-      readonly master: SecretKey;
-      readonly certificate: Certificate | undefined;
-      readonly group: EcdhGroup | undefined;
-    } & Negotiated)
+  | ({ readonly kind: "await_server_hello_done"; readonly sessionId: Uint8Array; readonly ticketAnnounced: boolean } & ServerFlight & Negotiated)
+  /** Full handshake: the server announced a ticket (empty SessionTicket in its ServerHello); the NewSessionTicket is next. */
+  | ({ readonly kind: "await_new_session_ticket" } & Keyed)
+  | ({ readonly kind: "await_finished" } & Keyed)
+  /** Abbreviated handshake with a renewed ticket: the NewSessionTicket is next. */
+  | ({ readonly kind: "await_resumed_ticket" } & Resumed)
+  /** Abbreviated handshake: the server's Finished is next (after its CCS). */
+  | ({ readonly kind: "await_resumed_finished" } & Resumed)
   | { readonly kind: "done" };
 
 /** A server that keeps sending HelloVerifyRequests is refused after this many. */
@@ -120,10 +164,12 @@ export class ClientHandshake implements HandshakeDriver {
   private nextSendSeq = 0;
   /** Our PSK identity once sent; "" for certificate suites (no client certificate yet). */
   private identityName = "";
+  private readonly resumption: ClientResumption | undefined;
 
-  constructor(host: Connection, auth: ClientAuth, now: number) {
+  constructor(host: Connection, auth: ClientAuth, now: number, resumption?: ClientResumption) {
     this.host = host;
     this.auth = auth;
+    this.resumption = resumption;
     const extensions: Extension[] = [
       { type: ExtensionType.extended_master_secret, data: EMPTY },
       { type: ExtensionType.renegotiation_info, data: EMPTY_RENEGOTIATION_INFO },
@@ -135,10 +181,13 @@ export class ClientHandshake implements HandshakeDriver {
     if (host.config.suites.some((s) => !usesPsk(s))) {
       extensions.push({ type: ExtensionType.signature_algorithms, data: encodeSignatureAlgorithms(OFFERED_SCHEMES) });
     }
+    const offer = resumption?.offer;
+    // RFC 5077 3.4: a session ID of our own with a ticket, so the echo tells us the server resumed
+    extensions.push({ type: ExtensionType.session_ticket, data: offer?.ticket ?? EMPTY });
     const hello: ClientHello = {
       version: ProtocolVersion.DTLS1_2,
       random: randomBytes(32),
-      sessionId: EMPTY,
+      sessionId: offer === undefined ? EMPTY : offer.sessionId.length > 0 ? offer.sessionId : randomBytes(32),
       cookie: EMPTY,
       cipherSuites: host.config.suites.map((s) => s.id),
       compressionMethods: new Uint8Array([0]),
@@ -161,7 +210,7 @@ export class ClientHandshake implements HandshakeDriver {
     switch (s.kind) {
       case "await_server_hello":
         if (msg.msgType === HandshakeType.hello_verify_request) return this.onHelloVerifyRequest(s, msg, now);
-        if (msg.msgType === HandshakeType.server_hello) return this.onServerHello(s, msg);
+        if (msg.msgType === HandshakeType.server_hello) return this.onServerHello(s, msg, now);
         throw unexpectedMessage(msg.msgType, "ServerHello or HelloVerifyRequest");
       case "await_server_hello_done": {
         const certSuite = !usesPsk(s.suite);
@@ -187,10 +236,25 @@ export class ClientHandshake implements HandshakeDriver {
         if (msg.msgType === HandshakeType.server_hello_done) return this.onServerHelloDone(s, msg, now);
         throw unexpectedMessage(msg.msgType, certSuite ? "Certificate, ServerKeyExchange, CertificateRequest or ServerHelloDone" : "ServerKeyExchange or ServerHelloDone");
       }
+      case "await_new_session_ticket":
+        if (msg.msgType !== HandshakeType.new_session_ticket) throw unexpectedMessage(msg.msgType, "NewSessionTicket");
+        this.state = { ...s, kind: "await_finished", ticket: this.onNewSessionTicket(s.transcript, msg) };
+        return;
       case "await_finished":
         if (msg.msgType !== HandshakeType.finished) throw unexpectedMessage(msg.msgType, "Finished");
         if (msg.epoch !== 1) throw alertError("unexpected_message", "Finished arrived unprotected");
         return this.onFinished(s, msg, now);
+      case "await_resumed_ticket": {
+        if (msg.msgType !== HandshakeType.new_session_ticket) throw unexpectedMessage(msg.msgType, "NewSessionTicket");
+        const t = this.onNewSessionTicket(s.transcript, msg);
+        const session = t === undefined ? s.session : { ...s.session, ticket: t.ticket, lifetimeMs: t.lifetimeMs, issuedAt: this.wallNow() };
+        this.state = { ...s, kind: "await_resumed_finished", session };
+        return;
+      }
+      case "await_resumed_finished":
+        if (msg.msgType !== HandshakeType.finished) throw unexpectedMessage(msg.msgType, "Finished");
+        if (msg.epoch !== 1) throw alertError("unexpected_message", "Finished arrived unprotected");
+        return this.onResumedFinished(s, msg, now);
       case "done":
         return;
     }
@@ -204,7 +268,7 @@ export class ClientHandshake implements HandshakeDriver {
     this.state = { kind: "await_server_hello", cookieRounds: s.cookieRounds + 1, ...this.sendHello(hello, now) };
   }
 
-  private onServerHello(s: Extract<ClientState, { kind: "await_server_hello" }>, msg: HandshakeMessage): void {
+  private onServerHello(s: Extract<ClientState, { kind: "await_server_hello" }>, msg: HandshakeMessage, now: number): void {
     const sh = decodeServerHello(msg.body);
     if (sh.version !== ProtocolVersion.DTLS1_2) {
       throw alertError("protocol_version", `server chose version 0x${sh.version.toString(16)}, DTLS 1.2 is required`);
@@ -213,6 +277,7 @@ export class ClientHandshake implements HandshakeDriver {
     if (suite === undefined) throw alertError("illegal_parameter", `server chose cipher suite 0x${sh.cipherSuite.toString(16)} we did not offer`);
     if (sh.compressionMethod !== 0) throw alertError("illegal_parameter", "server chose a compression method");
     let ems = false;
+    let ticketAnnounced = false;
     // RFC 5246 7.4.1.4: the server may answer any extension we offered (e.g. ec_point_formats echoed
     // with a plain PSK suite, as wolfSSL does), and only those.
     const offered = new Set((s.hello.extensions ?? []).map((e) => e.type));
@@ -226,14 +291,33 @@ export class ClientHandshake implements HandshakeDriver {
         if (suite.keyExchange !== "psk" && !formats.includes(0)) throw alertError("illegal_parameter", "server does not accept uncompressed points");
       } else if (e.type === ExtensionType.renegotiation_info) {
         if (decodeRenegotiationInfo(e.data).length !== 0) throw alertError("handshake_failure", "renegotiation_info must be empty");
+      } else if (e.type === ExtensionType.session_ticket) {
+        if (e.data.length !== 0) throw alertError("decode_error", "the server's SessionTicket extension must be empty");
+        ticketAnnounced = true;
       }
     }
     if (this.host.config.requireExtendedMasterSecret && !ems) {
       throw alertError("handshake_failure", "server does not support extended master secret, which is required");
     }
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    const offer = this.resumption?.offer;
+    // RFC 5246 7.4.1.3: our session ID echoed means the server resumes the session
+    if (offer !== undefined && sh.sessionId.length > 0 && bytesEqual(sh.sessionId, s.hello.sessionId)) {
+      if (suite.id !== offer.suite) throw alertError("illegal_parameter", "the server resumed our session with another cipher suite");
+      // RFC 7627 5.3: the client aborts when the resumed session's EMS use and the ServerHello's differ
+      if (ems !== offer.ems) throw alertError("handshake_failure", "the server resumed our session with extended master secret use that differs from the session's");
+      const master = secretKey(offer.master);
+      const keys = keyBlock(suite, master, s.hello.random, sh.random);
+      const resumed: Resumed = { suite, master, transcript: s.transcript, session: { ...offer, sessionId: copyBytes(sh.sessionId) } };
+      // state first: installing the read keys may replay an early Finished into onMessage
+      this.state = ticketAnnounced ? { kind: "await_resumed_ticket", ...resumed } : { kind: "await_resumed_finished", ...resumed };
+      this.host.installKeys(new RecordProtection(suite, keys.serverKey, keys.serverIv), new RecordProtection(suite, keys.clientKey, keys.clientIv), now);
+      return;
+    }
     this.state = {
       kind: "await_server_hello_done",
+      sessionId: copyBytes(sh.sessionId),
+      ticketAnnounced,
       suite,
       ems,
       clientRandom: s.hello.random,
@@ -343,7 +427,8 @@ export class ClientHandshake implements HandshakeDriver {
     const verify = finishedVerifyData(hashAlg, master, "client finished", s.transcript.hash(hashAlg));
     const finSeq = this.nextSendSeq++;
     s.transcript.add(encodeHandshake(HandshakeType.finished, finSeq, verify));
-    this.state = { ...s, kind: "await_finished", master, certificate: s.certificate, group: ecdh?.group };
+    const keyed: Keyed = { ...s, master, certificate: s.certificate, group: ecdh?.group, ticket: undefined };
+    this.state = s.ticketAnnounced ? { ...keyed, kind: "await_new_session_ticket" } : { ...keyed, kind: "await_finished" };
     this.host.installKeys(
       new RecordProtection(s.suite, keys.serverKey, keys.serverIv),
       new RecordProtection(s.suite, keys.clientKey, keys.clientIv),
@@ -359,17 +444,60 @@ export class ClientHandshake implements HandshakeDriver {
   private onFinished(s: Extract<ClientState, { kind: "await_finished" }>, msg: HandshakeMessage, now: number): void {
     verifyPeerFinished(s.suite.prfHash, s.master, "server finished", s.transcript, decodeFinished(msg.body));
     this.state = { kind: "done" };
-    this.host.establish(
-      {
-        identity: this.identityName,
-        suite: s.suite.name,
-        extendedMasterSecret: s.ems,
-        resumed: false,
-        group: s.group,
-        peerCertificate: s.certificate === undefined ? undefined : { subject: s.certificate.subject, fingerprint256: s.certificate.fingerprint256 },
-      },
-      now,
-    );
+    const peerCertificate = s.certificate === undefined ? undefined : { subject: s.certificate.subject, fingerprint256: s.certificate.fingerprint256 };
+    const r = this.resumption;
+    if (r !== undefined && (s.ticket !== undefined || s.sessionId.length > 0)) {
+      const wallNow = r.wallClock();
+      r.onSession(
+        encodeSavedSession({
+          server: r.server,
+          suite: s.suite.id,
+          master: secretKeyBytes(s.master),
+          ems: s.ems,
+          group: s.group,
+          identity: this.identityName,
+          peer: peerCertificate,
+          createdAt: wallNow,
+          ticket: s.ticket?.ticket ?? EMPTY,
+          sessionId: s.sessionId,
+          issuedAt: wallNow,
+          lifetimeMs: s.ticket?.lifetimeMs ?? 0,
+        }),
+      );
+    }
+    this.host.establish({ identity: this.identityName, suite: s.suite.name, extendedMasterSecret: s.ems, resumed: false, group: s.group, peerCertificate }, now);
+  }
+
+  /** A NewSessionTicket (RFC 5077 3.3), in the transcript; an empty ticket means none. */
+  private onNewSessionTicket(transcript: Transcript, msg: HandshakeMessage): { ticket: Uint8Array; lifetimeMs: number } | undefined {
+    const nst = decodeNewSessionTicket(msg.body);
+    transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    return nst.ticket.length === 0 ? undefined : { ticket: copyBytes(nst.ticket), lifetimeMs: nst.lifetimeHint * 1000 };
+  }
+
+  /** The server's Finished of an abbreviated handshake: then our CCS and Finished, the handshake's last flight. */
+  private onResumedFinished(s: Extract<ClientState, { kind: "await_resumed_finished" }>, msg: HandshakeMessage, now: number): void {
+    const hashAlg = s.suite.prfHash;
+    verifyPeerFinished(hashAlg, s.master, "server finished", s.transcript, decodeFinished(msg.body));
+    s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    const verify = finishedVerifyData(hashAlg, s.master, "client finished", s.transcript.hash(hashAlg));
+    this.state = { kind: "done" };
+    // ours is the last flight here: kept to answer the server's retransmitted Finished
+    this.host.sendFlight([{ kind: "ccs" }, { kind: "handshake", epoch: 1, msgType: HandshakeType.finished, messageSeq: this.nextSendSeq++, body: verify }], now, "last");
+    this.resumption?.onSession(encodeSavedSession(s.session));
+    const info: ConnectionInfo = {
+      identity: s.session.identity,
+      suite: s.suite.name,
+      extendedMasterSecret: s.session.ems,
+      resumed: true,
+      group: s.session.group,
+      peerCertificate: s.session.peer,
+    };
+    this.host.establish(info, now);
+  }
+
+  private wallNow(): number {
+    return this.resumption?.wallClock() ?? 0;
   }
 }
 

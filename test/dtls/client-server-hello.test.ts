@@ -90,7 +90,7 @@ describe("ServerHello extensions (our client, crafted server)", () => {
   });
 
   it("refuses an extension it did not offer with unsupported_extension (110)", async () => {
-    const srv = await craftedServer(() => [{ type: ExtensionType.session_ticket, data: EMPTY }]);
+    const srv = await craftedServer(() => [{ type: ExtensionType.encrypt_then_mac, data: EMPTY }]);
     const c = client(srv.port);
     const a = await srv.answer;
     expect(a.alerts).toEqual([[2, AlertDescription.unsupported_extension]]);

@@ -6,7 +6,8 @@
 import { copyBytes } from "../../src/util/bytes.ts";
 import { Connection } from "../../src/dtls/connection.ts";
 import type { DtlsError } from "../../src/dtls/errors.ts";
-import { ClientHandshake, type ClientAuth } from "../../src/dtls/handshake-client.ts";
+import { ClientHandshake, type ClientAuth, type ClientResumption } from "../../src/dtls/handshake-client.ts";
+import type { SavedSession } from "../../src/dtls/resumption-options.ts";
 import { DEFAULT_RETRANSMIT, type ClientPskConfig, type ConnectionConfig, type ConnectionInfo } from "../../src/dtls/options.ts";
 import { ServerCore, type Peer, type ServerCoreConfig, type ServerSession } from "../../src/dtls/server-core.ts";
 import { suiteByName, SUITE_NAMES, type SuiteName } from "../../src/dtls/suites.ts";
@@ -84,6 +85,10 @@ export class Pipe {
   readonly sentByServer: Uint8Array[] = [];
   /** Hook to replace or drop client->server datagrams (return undefined to drop). */
   tamperToServer: ((d: Uint8Array) => Uint8Array | undefined) | undefined;
+  /** Hook to replace or drop server->client datagrams (return undefined to drop). */
+  tamperToClient: ((d: Uint8Array) => Uint8Array | undefined) | undefined;
+  /** The client's newest resumable session (when started with `resumption`). */
+  clientSession: SavedSession | undefined;
 
   constructor(cond: NetworkConditions = {}, server: Partial<ServerCoreConfig> = {}) {
     this.cond = { loss: 0, duplicate: 0, reorder: 0, jitterMs: 50, seed: 1, ...cond };
@@ -115,6 +120,7 @@ export class Pipe {
     psk: ClientPskConfig | undefined = { identity: PSK_ID, key: PSK_KEY },
     verifyServer?: ClientAuth["verifyServer"],
     certificate?: ClientAuth["certificate"],
+    resumption?: Omit<ClientResumption, "onSession">,
   ): void {
     this.client = new Connection(
       "client",
@@ -131,7 +137,16 @@ export class Pipe {
       },
       this.now,
     );
-    this.client.attach(new ClientHandshake(this.client, { psk, verifyServer, certificate }, this.now));
+    const r: ClientResumption | undefined =
+      resumption === undefined
+        ? undefined
+        : {
+            ...resumption,
+            onSession: (saved) => {
+              this.clientSession = saved;
+            },
+          };
+    this.client.attach(new ClientHandshake(this.client, { psk, verifyServer, certificate }, this.now, r));
   }
 
   enqueue(to: "client" | "server", d: Uint8Array): void {
@@ -144,6 +159,11 @@ export class Pipe {
       }
     } else {
       this.datagrams.toClient++;
+      if (this.tamperToClient) {
+        const t = this.tamperToClient(d);
+        if (t === undefined) return;
+        d = t;
+      }
     }
     if (this.rand() < this.cond.loss) return;
     const copies = this.rand() < this.cond.duplicate ? 2 : 1;

@@ -12,8 +12,18 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { listen, type DtlsConnection, type DtlsServer } from "../../src/dtls/index.ts";
-import { killAllPeers, peerAvailable, startGnutlsClient, startOpensslClient, type PskCreds } from "./peers.ts";
+import { connect, listen, type DtlsConnection, type DtlsServer, type SavedSession } from "../../src/dtls/index.ts";
+import {
+  gnutlsPskPriority,
+  killAllPeers,
+  opensslCipherList,
+  peerAvailable,
+  startGnutlsClient,
+  startGnutlsServer,
+  startOpensslClient,
+  startOpensslServer,
+  type PskCreds,
+} from "./peers.ts";
 
 const OPENSSL = peerAvailable("openssl");
 const GNUTLS = peerAvailable("gnutls");
@@ -80,6 +90,55 @@ describe.skipIf(!GNUTLS)("our server, gnutls-cli --resume", () => {
         await cli.waitExit(WAIT);
         expect(sessions.map((s) => s.info.resumed)).toEqual([false, true]);
         expect(server.stats.handshakesResumed).toBe(1);
+      },
+      T,
+    );
+  }
+});
+
+/** Two connects to a peer server on `port`, the second with the first's session; their `resumed` flags. */
+async function connectTwice(port: number, o: { echo: boolean }): Promise<boolean[]> {
+  const resumed: boolean[] = [];
+  let session: SavedSession | undefined;
+  for (let i = 0; i < 2; i++) {
+    const c = await connect({ host: "127.0.0.1", port, psk: { identity: psk.identity, key: psk.key }, suites: ["TLS_PSK_WITH_AES_128_GCM_SHA256"], session, timeoutMs: WAIT });
+    resumed.push(c.info.resumed);
+    session = c.session;
+    expect(session).toBeDefined();
+    if (o.echo) {
+      const echoed = new Promise<string>((resolve) => c.once("data", (d) => resolve(d.toString())));
+      c.send(Buffer.from(`hello ${i}`));
+      expect(await echoed).toBe(`hello ${i}`);
+    }
+    c.close();
+  }
+  return resumed;
+}
+
+describe.skipIf(!OPENSSL)("our client, openssl s_server -dtls1_2", () => {
+  for (const mode of ["ticket", "session ID"] as const) {
+    it(
+      `resumes by ${mode} on the second connect; openssl counts a reuse`,
+      async () => {
+        const extraArgs = mode === "ticket" ? [] : ["-no_ticket"];
+        const { proc, port } = await startOpensslServer({ psk, cipher: opensslCipherList(["TLS_PSK_WITH_AES_128_GCM_SHA256"]), extraArgs });
+        expect(await connectTwice(port, { echo: false })).toEqual([false, true]);
+        // s_server prints this after a handshake that resumed (ticket or session ID alike)
+        await proc.waitFor(/Reused session-id/, WAIT);
+      },
+      T,
+    );
+  }
+});
+
+describe.skipIf(!GNUTLS)("our client, gnutls-serv", () => {
+  for (const mode of ["ticket", "session ID"] as const) {
+    it(
+      `resumes by ${mode} on the second connect, and data flows`,
+      async () => {
+        const priority = gnutlsPskPriority(["TLS_PSK_WITH_AES_128_GCM_SHA256"]) + (mode === "ticket" ? "" : ":%NO_TICKETS");
+        const { port } = await startGnutlsServer({ psk, priority });
+        expect(await connectTwice(port, { echo: true })).toEqual([false, true]);
       },
       T,
     );
