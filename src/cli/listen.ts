@@ -58,7 +58,11 @@ const OPTIONS: OptionSpecs = {
   state: {
     type: "string",
     value: "FILE",
-    description: "Keep the device state (last message processed, session token) in\nthis JSON file, so a restart neither repeats nor skips messages",
+    description:
+      "Keep the device state (last message processed, session token, DTLS\n" +
+      "session) in this JSON file (mode 0600: it holds the session's master\n" +
+      "secret), so a restart neither repeats nor skips messages and resumes\n" +
+      "the DTLS session with an abbreviated handshake",
   },
   json: {
     type: "boolean",

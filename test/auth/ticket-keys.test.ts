@@ -2,6 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { TICKET_KEYS_SETTING, TicketKeyRing } from "../../src/auth/ticket-keys.ts";
 import { AuthError } from "../../src/auth/errors.ts";
+import { connect, listen, type DtlsConnection } from "../../src/dtls/index.ts";
 import { MapStorage } from "./map-storage.ts";
 
 const H = 3_600_000;
@@ -93,5 +94,55 @@ describe("TicketKeyRing", () => {
     expect(e).toBeInstanceOf(AuthError);
     expect((e as AuthError).code).toBe("key_ring_invalid");
     expect(storage.map.get(TICKET_KEYS_SETTING)).toContain("AAAA");
+  });
+});
+
+describe("TicketKeyRing as a real DTLS server's ticket keys", () => {
+  const PSK = new Uint8Array(16).fill(7);
+
+  it("a ticket sealed with a key that retired is refused: a full handshake instead, which works", async () => {
+    let now = T0;
+    const storage = new MapStorage();
+    const ring = await TicketKeyRing.open(storage, { rotationMs: H, ticketLifetimeMs: H, wallClock: () => now });
+    // the engine would accept the ticket for 10 h: only the key's retirement can refuse it
+    const server = await listen({
+      host: "127.0.0.1",
+      port: 0,
+      psk: { lookup: (id) => (id === "dev" ? PSK : undefined) },
+      // no session-ID cache: only the ticket can resume
+      resumption: { ticketKeys: ring, ticketLifetimeMs: 10 * H, maxSessionAgeMs: 10 * H, sessionCacheSize: 0, wallClock: () => now },
+    });
+    server.on("session", (c: DtlsConnection) => c.on("error", () => undefined));
+    const port = server.address().port;
+    const open = async (session?: Uint8Array): Promise<DtlsConnection> => {
+      const c = await connect({ host: "127.0.0.1", port, psk: { identity: "dev", key: PSK }, ...(session === undefined ? {} : { session }) });
+      c.on("error", () => undefined);
+      return c;
+    };
+    try {
+      const full = await open();
+      const session = full.session;
+      full.close();
+      expect(session).toBeDefined();
+      const sealedWith = ring.current(now);
+      if (sealedWith === undefined || session === undefined) throw new Error("no key or no session");
+
+      now += 30 * 60_000; // the key still opens its tickets
+      const resumed = await open(session);
+      expect(resumed.info.resumed).toBe(true);
+      resumed.close();
+
+      while (now < sealedWith.retiresAt) {
+        now += ring.maintenanceIntervalMs;
+        await ring.maintain();
+      }
+      expect(ring.byName(sealedWith.name, now)).toBeUndefined();
+      const refused = await open(session);
+      expect(refused.info.resumed).toBe(false);
+      expect(refused.info.identity).toBe("dev");
+      refused.close();
+    } finally {
+      await server.close();
+    }
   });
 });
