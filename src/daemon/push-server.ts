@@ -108,6 +108,7 @@ async function openTicketKeys(store: Store, r: PushResumptionOptions | undefined
 
 /** Rotates the ticket keys from a timer (through the store); returns the stop function. */
 function rotateTicketKeys(ring: TicketKeyRing, stats: TicketKeyStats, onError: ((error: unknown) => void) | undefined): () => void {
+  let stopped = false;
   const timer = setInterval(() => {
     ring.maintain().then(
       (m) => {
@@ -115,13 +116,17 @@ function rotateTicketKeys(ring: TicketKeyRing, stats: TicketKeyStats, onError: (
         stats.retired += m.retired;
       },
       (e: unknown) => {
+        if (stopped) return; // a run the closing store cut short
         stats.failures++;
         onError?.(e);
       },
     );
   }, ring.maintenanceIntervalMs);
   timer.unref();
-  return () => clearInterval(timer);
+  return () => {
+    stopped = true;
+    clearInterval(timer);
+  };
 }
 
 async function serve(
