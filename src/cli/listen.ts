@@ -307,7 +307,7 @@ export function connectHint(e: unknown, config: Pick<ListenConfig, "psk">): stri
 
 function formatConnectedLine(c: DtlspushClient, where: string, transport: TransportName): string {
   const topics = c.topics.length === 0 ? "" : ` topics=${c.topics.join(",")}`;
-  return `connected device=${c.deviceId} server=${where} transport=${transport}${topics}`;
+  return `connected device=${c.deviceId} server=${where} transport=${transport}${c.resumed ? " resumed" : ""}${topics}`;
 }
 
 export const listenCommand: LeafCommand = {
