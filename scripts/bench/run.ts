@@ -3,7 +3,8 @@
  * it prints numbers and ratios, never fails on a threshold. Every loop is
  * bounded in count and time; all traffic stays on 127.0.0.1.
  *
- *  1. Server CPU per PSK handshake, in process (sans-I/O, no sockets).
+ *  1. Server CPU per PSK handshake, in process (sans-I/O, no sockets); 1c. full vs
+ *     resumed (abbreviated) handshakes: server CPU and bytes on the wire.
  *  2. Server CPU per PSK handshake over loopback UDP (server in its own process).
  *  3. Application records echoed per second per server core over UDP, against a
  *     plain UDP echo server measured the same way (the ratio is the DTLS cost).
@@ -14,7 +15,10 @@ import { createCipheriv, createDecipheriv, createHmac, createSecretKey } from "n
 import { createSocket } from "node:dgram";
 import { createInterface } from "node:readline";
 import { Connection } from "../../src/dtls/connection.ts";
-import { ClientHandshake } from "../../src/dtls/handshake-client.ts";
+import { ClientHandshake, type ClientResumption } from "../../src/dtls/handshake-client.ts";
+import { serverResumption } from "../../src/dtls/resumption.ts";
+import type { SavedSession, TicketKeySource } from "../../src/dtls/resumption-options.ts";
+import { decodeSavedSession } from "../../src/dtls/saved-session.ts";
 import { connect, type DtlsConnection } from "../../src/dtls/index.ts";
 import { verifyChain } from "../../src/dtls/cert-verify.ts";
 import { loadPrivateKey, parseCertificate, pemCertificates, type Certificate, type EcdhGroup } from "../../src/dtls/crypto.ts";
@@ -38,9 +42,15 @@ interface HandshakeSetup {
   groups?: EcdhGroup[];
   /** A server certificate (for certificate suites); the client pins its fingerprint. */
   certificate?: { credential: ServerCredential; fingerprint: string };
+  /** Server resumption on (tickets, or session IDs only); off when absent. */
+  resumption?: "ticket" | "session_id";
+  /** Every measured handshake resumes the session of one full handshake made first (unmeasured). */
+  resume?: boolean;
 }
 
-function inProcessHandshakes(setup: HandshakeSetup, n: number): { serverUs: number; clientUs: number } {
+const NO_TICKETS: TicketKeySource = { current: () => undefined, byName: () => undefined };
+
+function inProcessHandshakes(setup: HandshakeSetup, n: number): { serverUs: number; clientUs: number; bytes: number } {
   const config = {
     suites: [suiteByName(setup.suite)],
     groups: setup.groups,
@@ -60,36 +70,69 @@ function inProcessHandshakes(setup: HandshakeSetup, n: number): { serverUs: numb
       certificates: cert ? [cert.credential] : [],
       maxHandshakes: n + 10,
       maxSessions: n + 10,
+      resumption: setup.resumption === undefined ? undefined : serverResumption(setup.resumption === "ticket" ? {} : { ticketKeys: NO_TICKETS }),
     },
     { send: (_p, d) => toClient.push(d), established: () => established++, handshakeFailed: (_p, e) => { throw e; } },
     0,
   );
+  let saved: SavedSession | undefined;
+  const resumption = (): ClientResumption => ({
+    offer: setup.resume && saved !== undefined ? decodeSavedSession(saved) : undefined,
+    server: "bench",
+    wallClock: Date.now,
+    onSession: (s) => {
+      saved ??= s;
+    },
+  });
   const auth = cert
     ? { psk: undefined, verifyServer: (chain: readonly Certificate[]) => verifyChain(chain, { anchors: [], fingerprint: cert.fingerprint }, new Date()) }
     : { psk: { identity: "bench-1", key: KEY }, verifyServer: undefined };
-  let serverNs = 0n;
-  let clientNs = 0n;
-  for (let i = 0; i < n; i++) {
+  // this thread's CPU time, not the wall clock: other load on the machine (or a preempted slice) adds nothing
+  let serverUs = 0;
+  let clientUs = 0;
+  let bytes = 0;
+  const rounds = setup.resume ? n + 1 : n;
+  for (let i = 0; i < rounds; i++) {
+    if (setup.resume && i === 1) {
+      // the first (full) handshake only made the session to resume: not measured
+      if (saved === undefined) throw new Error("the full handshake gave no session to resume");
+      serverUs = 0;
+      clientUs = 0;
+      bytes = 0;
+      established = 0;
+    }
     const peer = { address: "127.0.0.1", port: 1024 + (i % 60000), key: `c${i}` };
-    const t0 = process.hrtime.bigint();
+    const t0 = process.threadCpuUsage();
     const client = new Connection("client", config, { sendDatagram: (d) => toServer.push(d), established: () => {}, data: () => {}, closed: () => {} }, 0);
-    client.attach(new ClientHandshake(client, auth, 0));
-    clientNs += process.hrtime.bigint() - t0;
+    client.attach(new ClientHandshake(client, auth, 0, resumption()));
+    clientUs += cpuSince(t0);
     while (toServer.length > 0 || toClient.length > 0) {
       const ins = toServer;
       toServer = [];
-      const s0 = process.hrtime.bigint();
-      for (const d of ins) server.receive(peer, d, 0, peer.key);
-      serverNs += process.hrtime.bigint() - s0;
+      const s0 = process.threadCpuUsage();
+      for (const d of ins) {
+        bytes += d.length;
+        server.receive(peer, d, 0, peer.key);
+      }
+      serverUs += cpuSince(s0);
       const outs = toClient;
       toClient = [];
-      const c0 = process.hrtime.bigint();
-      for (const d of outs) client.receive(d, 0);
-      clientNs += process.hrtime.bigint() - c0;
+      const c0 = process.threadCpuUsage();
+      for (const d of outs) {
+        bytes += d.length;
+        client.receive(d, 0);
+      }
+      clientUs += cpuSince(c0);
     }
   }
   if (established !== n) throw new Error(`only ${established}/${n} handshakes completed`);
-  return { serverUs: Number(serverNs) / 1000 / n, clientUs: Number(clientNs) / 1000 / n };
+  return { serverUs: serverUs / n, clientUs: clientUs / n, bytes: bytes / n };
+}
+
+/** Microseconds of this thread's CPU (user + system) since `start` (process.threadCpuUsage, ~0.4 us per call). */
+function cpuSince(start: NodeJS.CpuUsage): number {
+  const d = process.threadCpuUsage(start);
+  return d.user + d.system;
 }
 
 // ---- child server helpers ---------------------------------------------------
@@ -319,6 +362,40 @@ for (const groups of [["x25519", "secp256r1"], ["secp256r1"]] as EcdhGroup[][]) 
   const r = inProcessHandshakes(setup, quick ? 200 : 1500);
   report(`ECDHE_ECDSA handshake server CPU, in process, ${groups[0]}`, r.serverUs, "us");
   report(`ECDHE_ECDSA handshake client CPU (incl. verifying), ${groups[0]}`, r.clientUs, "us");
+}
+if (!json) console.log("\n1c. Full vs resumed handshakes, in process (server resumption on: a full handshake issues a ticket or caches a session ID)");
+{
+  const psk: SuiteName = "TLS_PSK_WITH_AES_128_GCM_SHA256";
+  const ecdsa: HandshakeSetup = { suite: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", groups: ["x25519", "secp256r1"], certificate };
+  const m = quick ? 300 : 1000;
+  const cases: { label: string; setup: HandshakeSetup; count: number }[] = [
+    { label: `full ${psk}`, setup: { suite: psk, resumption: "ticket" }, count: m },
+    { label: "full ECDHE_ECDSA x25519", setup: { ...ecdsa, resumption: "ticket" }, count: quick ? 100 : 400 },
+    { label: `resumed ${psk}, ticket`, setup: { suite: psk, resumption: "ticket", resume: true }, count: m },
+    { label: `resumed ${psk}, session ID`, setup: { suite: psk, resumption: "session_id", resume: true }, count: m },
+    { label: "resumed ECDHE_ECDSA, ticket", setup: { ...ecdsa, resumption: "ticket", resume: true }, count: m },
+  ];
+  for (const c of cases) inProcessHandshakes(c.setup, 100); // warm-up
+  // interleaved rounds, the best of each: other load on the machine only ever adds time
+  const best = cases.map(() => ({ serverUs: Infinity, bytes: 0 }));
+  for (let round = 0; round < 5; round++) {
+    cases.forEach((c, i) => {
+      const r = inProcessHandshakes(c.setup, c.count);
+      const b = best[i] as { serverUs: number; bytes: number };
+      b.serverUs = Math.min(b.serverUs, r.serverUs);
+      b.bytes = r.bytes;
+    });
+  }
+  cases.forEach((c, i) => {
+    report(`${c.label}: server CPU (best of 5)`, best[i]?.serverUs ?? NaN, "us");
+    report(`${c.label}: bytes on the wire (both ways)`, best[i]?.bytes ?? NaN, "B");
+  });
+  const [fullPsk, fullEcdsa, resumedPsk, resumedId, resumedEcdsa] = best as [typeof best[0], typeof best[0], typeof best[0], typeof best[0], typeof best[0]];
+  report("resumed (ticket) / full PSK, server CPU (target <= 0.33)", resumedPsk.serverUs / fullPsk.serverUs, "x");
+  report("resumed (session ID) / full PSK, server CPU", resumedId.serverUs / fullPsk.serverUs, "x");
+  report("resumed ECDHE_ECDSA / full ECDHE_ECDSA, server CPU (target <= 0.1)", resumedEcdsa.serverUs / fullEcdsa.serverUs, "x");
+  report("resumed / full PSK, bytes on the wire", resumedPsk.bytes / fullPsk.bytes, "x");
+  report("resumed / full ECDHE_ECDSA, bytes on the wire", resumedEcdsa.bytes / fullEcdsa.bytes, "x");
 }
 if (!json) console.log("\n2. PSK handshake over loopback UDP (server process CPU / handshakes)");
 const hs = await udpHandshakes("TLS_PSK_WITH_AES_128_CCM_8", quick ? 300 : 2000, 8);

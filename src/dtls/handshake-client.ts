@@ -109,17 +109,24 @@ interface Negotiated {
   readonly transcript: Transcript;
 }
 
-/** What the ServerKeyExchange gave: the hint, and for ECDHE suites the shared secret and our public key. */
-interface ServerKeyExchange {
-  readonly hint: Uint8Array;
-  readonly ecdh: { readonly z: Uint8Array; readonly publicKey: Uint8Array; readonly group: EcdhGroup } | undefined;
+/** Our ECDH share and the shared secret, once the server's ECDHE parameters came. */
+interface EcdhShared {
+  readonly z: Uint8Array;
+  readonly publicKey: Uint8Array;
+  readonly group: EcdhGroup;
 }
 
-/** The server's second flight as it arrives (RFC 5246 7.3 order). */
-interface ServerFlight {
-  readonly certificate: Certificate | undefined;
-  readonly ske: ServerKeyExchange | undefined;
-  readonly certificateRequest: CertificateRequest | undefined;
+/** What the server's second flight gave, by key exchange: the ECDHE share wherever the suite has one. */
+type ServerKeys =
+  | { readonly kind: "psk" }
+  | { readonly kind: "ecdhe_psk"; readonly ecdh: EcdhShared }
+  | { readonly kind: "certificate"; readonly certificate: Certificate; readonly ecdh: EcdhShared; readonly request: CertificateRequest | undefined };
+
+/** After a ServerHello that did not resume: what the full handshake goes on with. */
+interface AfterHello extends Negotiated {
+  readonly sessionId: Uint8Array;
+  /** The server announced a ticket (an empty SessionTicket in its ServerHello): a NewSessionTicket comes before its Finished. */
+  readonly ticketAnnounced: boolean;
 }
 
 /** What the client authenticates with and how it judges the server. */
@@ -144,7 +151,18 @@ interface Keyed extends Negotiated {
 
 type ClientState =
   | ({ readonly kind: "await_server_hello"; readonly cookieRounds: number } & Hello)
-  | ({ readonly kind: "await_server_hello_done"; readonly sessionId: Uint8Array; readonly ticketAnnounced: boolean } & ServerFlight & Negotiated)
+  /** Certificate suites: the server's Certificate is next. */
+  | ({ readonly kind: "await_certificate" } & AfterHello)
+  /** ECDHE_PSK, or a certificate suite after the Certificate: the ServerKeyExchange (ECDH parameters) is next. */
+  | ({
+      readonly kind: "await_server_key_exchange";
+      readonly from: { readonly kind: "ecdhe_psk" } | { readonly kind: "certificate"; readonly certificate: Certificate };
+    } & AfterHello)
+  /** Plain PSK: a ServerKeyExchange with the identity hint, or the ServerHelloDone. */
+  | ({ readonly kind: "await_psk_hint_or_done" } & AfterHello)
+  /** Certificate suites after the ServerKeyExchange: a CertificateRequest, or the ServerHelloDone. */
+  | ({ readonly kind: "await_certificate_request_or_done"; readonly certificate: Certificate; readonly ecdh: EcdhShared } & AfterHello)
+  | ({ readonly kind: "await_server_hello_done"; readonly keys: ServerKeys } & AfterHello)
   /** Full handshake: the server announced a ticket (empty SessionTicket in its ServerHello); the NewSessionTicket is next. */
   | ({ readonly kind: "await_new_session_ticket" } & Keyed)
   | ({ readonly kind: "await_finished" } & Keyed)
@@ -212,30 +230,37 @@ export class ClientHandshake implements HandshakeDriver {
         if (msg.msgType === HandshakeType.hello_verify_request) return this.onHelloVerifyRequest(s, msg, now);
         if (msg.msgType === HandshakeType.server_hello) return this.onServerHello(s, msg, now);
         throw unexpectedMessage(msg.msgType, "ServerHello or HelloVerifyRequest");
-      case "await_server_hello_done": {
-        const certSuite = !usesPsk(s.suite);
-        const add = (): void => s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
-        if (msg.msgType === HandshakeType.certificate && certSuite && s.certificate === undefined && s.ske === undefined) {
-          const certificate = this.onCertificate(msg.body);
-          add();
-          this.state = { ...s, certificate };
-          return;
+      case "await_certificate":
+        if (msg.msgType !== HandshakeType.certificate) throw unexpectedMessage(msg.msgType, "Certificate");
+        return this.next(s, msg, { ...s, kind: "await_server_key_exchange", from: { kind: "certificate", certificate: this.onCertificate(msg.body) } });
+      case "await_server_key_exchange": {
+        if (msg.msgType !== HandshakeType.server_key_exchange) throw unexpectedMessage(msg.msgType, "ServerKeyExchange");
+        if (s.from.kind === "ecdhe_psk") {
+          const params = decodeEcdhePskServerParams(msg.body);
+          const ecdh = this.ecdhShare(params.group, params.publicKey);
+          return this.next(s, msg, { ...s, kind: "await_server_hello_done", keys: { kind: "ecdhe_psk", ecdh } });
         }
-        if (msg.msgType === HandshakeType.server_key_exchange && s.ske === undefined && (!certSuite || s.certificate !== undefined)) {
-          const ske = this.onServerKeyExchange(s, msg.body);
-          add();
-          this.state = { ...s, ske };
-          return;
-        }
-        if (msg.msgType === HandshakeType.certificate_request && certSuite && s.certificateRequest === undefined && s.ske !== undefined) {
-          const certificateRequest = decodeCertificateRequest(msg.body);
-          add();
-          this.state = { ...s, certificateRequest };
-          return;
-        }
-        if (msg.msgType === HandshakeType.server_hello_done) return this.onServerHelloDone(s, msg, now);
-        throw unexpectedMessage(msg.msgType, certSuite ? "Certificate, ServerKeyExchange, CertificateRequest or ServerHelloDone" : "ServerKeyExchange or ServerHelloDone");
+        const certificate = s.from.certificate;
+        return this.next(s, msg, { ...s, kind: "await_certificate_request_or_done", certificate, ecdh: this.signedShare(s, certificate, msg.body) });
       }
+      case "await_psk_hint_or_done":
+        if (msg.msgType === HandshakeType.server_key_exchange) {
+          decodePskIdentity(msg.body, "psk_identity_hint");
+          return this.next(s, msg, { ...s, kind: "await_server_hello_done", keys: { kind: "psk" } });
+        }
+        if (msg.msgType !== HandshakeType.server_hello_done) throw unexpectedMessage(msg.msgType, "ServerKeyExchange or ServerHelloDone");
+        return this.onServerHelloDone({ ...s, kind: "await_server_hello_done", keys: { kind: "psk" } }, msg, now);
+      case "await_certificate_request_or_done": {
+        const keys: ServerKeys = { kind: "certificate", certificate: s.certificate, ecdh: s.ecdh, request: undefined };
+        if (msg.msgType === HandshakeType.certificate_request) {
+          return this.next(s, msg, { ...s, kind: "await_server_hello_done", keys: { ...keys, request: decodeCertificateRequest(msg.body) } });
+        }
+        if (msg.msgType !== HandshakeType.server_hello_done) throw unexpectedMessage(msg.msgType, "CertificateRequest or ServerHelloDone");
+        return this.onServerHelloDone({ ...s, kind: "await_server_hello_done", keys }, msg, now);
+      }
+      case "await_server_hello_done":
+        if (msg.msgType !== HandshakeType.server_hello_done) throw unexpectedMessage(msg.msgType, "ServerHelloDone");
+        return this.onServerHelloDone(s, msg, now);
       case "await_new_session_ticket":
         if (msg.msgType !== HandshakeType.new_session_ticket) throw unexpectedMessage(msg.msgType, "NewSessionTicket");
         this.state = { ...s, kind: "await_finished", ticket: this.onNewSessionTicket(s.transcript, msg) };
@@ -314,8 +339,7 @@ export class ClientHandshake implements HandshakeDriver {
       this.host.installKeys(new RecordProtection(suite, keys.serverKey, keys.serverIv), new RecordProtection(suite, keys.clientKey, keys.clientIv), now);
       return;
     }
-    this.state = {
-      kind: "await_server_hello_done",
+    const next: AfterHello = {
       sessionId: copyBytes(sh.sessionId),
       ticketAnnounced,
       suite,
@@ -323,10 +347,16 @@ export class ClientHandshake implements HandshakeDriver {
       clientRandom: s.hello.random,
       serverRandom: copyBytes(sh.random),
       transcript: s.transcript,
-      certificate: undefined,
-      ske: undefined,
-      certificateRequest: undefined,
     };
+    if (suite.keyExchange === "psk") this.state = { ...next, kind: "await_psk_hint_or_done" };
+    else if (suite.keyExchange === "ecdhe_psk") this.state = { ...next, kind: "await_server_key_exchange", from: { kind: "ecdhe_psk" } };
+    else this.state = { ...next, kind: "await_certificate" };
+  }
+
+  /** A message of the server's second flight taken: into the transcript, and the state it leads to. */
+  private next(from: AfterHello, msg: HandshakeMessage, to: ClientState): void {
+    from.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
+    this.state = to;
   }
 
   /** The server's chain: parsed, fitting the suite, and accepted by the configured trust. */
@@ -340,53 +370,47 @@ export class ClientHandshake implements HandshakeDriver {
     }
     const verify = this.auth.verifyServer;
     if (verify === undefined) throw alertError("handshake_failure", "no way to verify a server certificate is configured");
+    const leaf = chain[0];
+    if (leaf === undefined) throw alertError("bad_certificate", "the server sent an empty certificate list");
     const error = verify(chain);
     if (error !== undefined) throw error;
-    return chain[0] as Certificate;
+    return leaf;
   }
 
-  private onServerKeyExchange(s: Extract<ClientState, { kind: "await_server_hello_done" }>, body: Uint8Array): ServerKeyExchange {
-    const suite = s.suite;
-    if (suite.keyExchange === "psk") return { hint: decodePskIdentity(body, "psk_identity_hint"), ecdh: undefined };
-    let hint: Uint8Array = EMPTY;
-    let group: number;
-    let peerPublic: Uint8Array;
-    if (suite.keyExchange === "ecdhe_psk") {
-      const params = decodeEcdhePskServerParams(body);
-      ({ hint, group, publicKey: peerPublic } = params);
-    } else {
-      // ECDHE_ECDSA / ECDHE_RSA: the parameters must carry a valid signature by the certificate's key.
-      const params = decodeSignedEcdhParams(body);
-      const cert = s.certificate as Certificate;
-      const keyType = schemeKeyType(params.scheme);
-      if (!OFFERED_SCHEMES.includes(params.scheme) || keyType !== cert.keyType) {
-        throw alertError("illegal_parameter", `server signed with scheme 0x${params.scheme.toString(16)}, which we did not offer or which does not fit its ${cert.keyType} key`);
-      }
-      if ((suite.keyExchange === "ecdhe_rsa") !== (cert.keyType === "rsa")) {
-        throw alertError("bad_certificate", `a ${cert.keyType} certificate cannot serve ${suite.name}`);
-      }
-      const signed = concatBytes([s.clientRandom, s.serverRandom, params.paramsBytes]);
-      if (!cert.verifySignature(params.scheme, signed, params.signature)) {
-        throw alertError("decrypt_error", "the ServerKeyExchange signature does not verify with the server certificate's key");
-      }
-      ({ group, publicKey: peerPublic } = params);
+  /** ECDHE_ECDSA / ECDHE_RSA: the parameters must carry a valid signature by the certificate's key (RFC 8422 5.4). */
+  private signedShare(s: AfterHello, cert: Certificate, body: Uint8Array): EcdhShared {
+    const params = decodeSignedEcdhParams(body);
+    const keyType = schemeKeyType(params.scheme);
+    if (!OFFERED_SCHEMES.includes(params.scheme) || keyType !== cert.keyType) {
+      throw alertError("illegal_parameter", `server signed with scheme 0x${params.scheme.toString(16)}, which we did not offer or which does not fit its ${cert.keyType} key`);
     }
+    if ((s.suite.keyExchange === "ecdhe_rsa") !== (cert.keyType === "rsa")) {
+      throw alertError("bad_certificate", `a ${cert.keyType} certificate cannot serve ${s.suite.name}`);
+    }
+    const signed = concatBytes([s.clientRandom, s.serverRandom, params.paramsBytes]);
+    if (!cert.verifySignature(params.scheme, signed, params.signature)) {
+      throw alertError("decrypt_error", "the ServerKeyExchange signature does not verify with the server certificate's key");
+    }
+    return this.ecdhShare(params.group, params.publicKey);
+  }
+
+  /** Our ECDH key on the server's group, and the shared secret with its public key. */
+  private ecdhShare(group: number, peerPublic: Uint8Array): EcdhShared {
     const groupName = groupById(group);
     if (groupName === undefined) throw alertError("illegal_parameter", `server chose group ${group} we did not offer`);
     const ours = generateEcdh(groupName);
     const z = ours.derive(peerPublic);
     if (z === null) throw alertError("illegal_parameter", "the server's ECDH public key is invalid");
-    return { hint, ecdh: { z, publicKey: ours.publicKey, group: groupName } };
+    return { z, publicKey: ours.publicKey, group: groupName };
   }
 
   private onServerHelloDone(s: Extract<ClientState, { kind: "await_server_hello_done" }>, msg: HandshakeMessage, now: number): void {
     decodeEmpty(msg.body, "ServerHelloDone");
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     const hashAlg = s.suite.prfHash;
-    const ecdh = s.ske?.ecdh;
-    if (s.suite.keyExchange !== "psk" && ecdh === undefined) {
-      throw alertError("unexpected_message", "ServerHelloDone without the ECDHE ServerKeyExchange");
-    }
+    const kx = s.keys;
+    const ecdh = kx.kind === "psk" ? undefined : kx.ecdh;
+    const request = kx.kind === "certificate" ? kx.request : undefined;
     const flight: FlightItem[] = [];
     const addToFlight = (msgType: number, body: Uint8Array): number => {
       const messageSeq = this.nextSendSeq++;
@@ -395,23 +419,22 @@ export class ClientHandshake implements HandshakeDriver {
       return messageSeq;
     };
     // Asked for a certificate: ours if it fits the request, else an empty list (RFC 5246 7.4.6).
-    const ours = s.certificateRequest === undefined ? undefined : pickClientCredential(this.auth.certificate, s.certificateRequest);
-    if (s.certificateRequest !== undefined) addToFlight(HandshakeType.certificate, encodeCertificateList(ours?.credential.chain.map((c) => c.der) ?? []));
+    const ours = request === undefined ? undefined : pickClientCredential(this.auth.certificate, request);
+    if (request !== undefined) addToFlight(HandshakeType.certificate, encodeCertificateList(ours?.credential.chain.map((c) => c.der) ?? []));
     const ckeSeq = this.nextSendSeq++;
     let cke: Uint8Array;
     let premaster: Uint8Array;
     let identityName = "";
-    if (usesPsk(s.suite)) {
+    if (kx.kind === "certificate") {
+      cke = encodeEcdhPublic(kx.ecdh.publicKey);
+      premaster = kx.ecdh.z;
+    } else {
       const psk = this.auth.psk;
       if (psk === undefined) throw alertError("internal_error", "a PSK suite was negotiated without a PSK");
       identityName = psk.identity;
       const identity = new TextEncoder().encode(psk.identity);
-      cke = ecdh ? encodeEcdhePskClientKeyExchange({ identity, publicKey: ecdh.publicKey }) : encodePskIdentity(identity);
-      premaster = ecdh ? ecdhePskPremasterSecret(ecdh.z, psk.key) : pskPremasterSecret(psk.key);
-    } else {
-      const e = ecdh as NonNullable<typeof ecdh>;
-      cke = encodeEcdhPublic(e.publicKey);
-      premaster = e.z;
+      cke = kx.kind === "ecdhe_psk" ? encodeEcdhePskClientKeyExchange({ identity, publicKey: kx.ecdh.publicKey }) : encodePskIdentity(identity);
+      premaster = kx.kind === "ecdhe_psk" ? ecdhePskPremasterSecret(kx.ecdh.z, psk.key) : pskPremasterSecret(psk.key);
     }
     this.identityName = identityName;
     s.transcript.add(encodeHandshake(HandshakeType.client_key_exchange, ckeSeq, cke));
@@ -427,7 +450,18 @@ export class ClientHandshake implements HandshakeDriver {
     const verify = finishedVerifyData(hashAlg, master, "client finished", s.transcript.hash(hashAlg));
     const finSeq = this.nextSendSeq++;
     s.transcript.add(encodeHandshake(HandshakeType.finished, finSeq, verify));
-    const keyed: Keyed = { ...s, master, certificate: s.certificate, group: ecdh?.group, ticket: undefined };
+    const keyed: Keyed = {
+      suite: s.suite,
+      ems: s.ems,
+      clientRandom: s.clientRandom,
+      serverRandom: s.serverRandom,
+      transcript: s.transcript,
+      sessionId: s.sessionId,
+      master,
+      certificate: kx.kind === "certificate" ? kx.certificate : undefined,
+      group: ecdh?.group,
+      ticket: undefined,
+    };
     this.state = s.ticketAnnounced ? { ...keyed, kind: "await_new_session_ticket" } : { ...keyed, kind: "await_finished" };
     this.host.installKeys(
       new RecordProtection(s.suite, keys.serverKey, keys.serverIv),

@@ -109,14 +109,15 @@ type Resumable =
   | { readonly kind: "ticket"; readonly key: TicketKey }
   | { readonly kind: "session_id"; readonly id: Uint8Array };
 
-/** The client's certificate as far as it got: not asked for, asked for, or received (with its identity). */
+/** The client's certificate: not asked for, an empty list, or received (with its identity). */
 type ClientCertificate =
   | { readonly kind: "none" }
-  | { readonly kind: "requested" }
   | { readonly kind: "empty" }
   | { readonly kind: "received"; readonly leaf: Certificate; readonly identity: string };
 
 type ServerState =
+  /** We sent a CertificateRequest: the client's Certificate (possibly empty) is next. */
+  | ({ readonly kind: "await_client_certificate" } & Negotiated)
   | ({ readonly kind: "await_client_key_exchange"; readonly client: ClientCertificate } & Negotiated)
   | ({
       readonly kind: "await_certificate_verify";
@@ -266,9 +267,7 @@ export class ServerHandshake implements HandshakeDriver {
       add(HandshakeType.server_key_exchange, encodePskIdentity(hint));
     }
     add(HandshakeType.server_hello_done, EMPTY);
-    this.state = {
-      kind: "await_client_key_exchange",
-      client: { kind: choice.credential !== undefined && auth.clientAuth !== "none" ? "requested" : "none" },
+    const negotiated: Negotiated = {
       suite: choice.suite,
       ecdh,
       group: choice.group?.name,
@@ -278,6 +277,10 @@ export class ServerHandshake implements HandshakeDriver {
       transcript,
       resumable,
     };
+    this.state =
+      choice.credential !== undefined && auth.clientAuth !== "none"
+        ? { ...negotiated, kind: "await_client_certificate" }
+        : { ...negotiated, kind: "await_client_key_exchange", client: { kind: "none" } };
     host.sendFlight(flight, now, "expects_reply");
   }
 
@@ -402,12 +405,11 @@ export class ServerHandshake implements HandshakeDriver {
   onMessage(msg: HandshakeMessage, now: number): void {
     const s = this.state;
     switch (s.kind) {
+      case "await_client_certificate":
+        if (msg.msgType !== HandshakeType.certificate) throw unexpectedMessage(msg.msgType, "Certificate (we asked for one)");
+        this.onClientCertificate(s, msg);
+        return;
       case "await_client_key_exchange":
-        if (s.client.kind === "requested") {
-          if (msg.msgType !== HandshakeType.certificate) throw unexpectedMessage(msg.msgType, "Certificate (we asked for one)");
-          this.onClientCertificate(s, msg);
-          return;
-        }
         if (msg.msgType !== HandshakeType.client_key_exchange) throw unexpectedMessage(msg.msgType, "ClientKeyExchange");
         this.onClientKeyExchange(s, msg, now);
         return;
@@ -465,7 +467,7 @@ export class ServerHandshake implements HandshakeDriver {
   }
 
   /** The client's Certificate: empty (allowed unless required) or a chain the policy accepts. */
-  private onClientCertificate(s: Extract<ServerState, { kind: "await_client_key_exchange" }>, msg: HandshakeMessage): void {
+  private onClientCertificate(s: Extract<ServerState, { kind: "await_client_certificate" }>, msg: HandshakeMessage): void {
     const ders = decodeCertificateList(msg.body);
     let client: ClientCertificate;
     if (ders.length === 0) {
@@ -482,10 +484,12 @@ export class ServerHandshake implements HandshakeDriver {
       if (verifyClient === undefined) throw alertError("internal_error", "a client certificate was asked for and nothing verifies it");
       const verdict = verifyClient(chain);
       if (verdict instanceof Error) throw verdict;
-      client = { kind: "received", leaf: chain[0] as Certificate, identity: verdict.identity };
+      const leaf = chain[0];
+      if (leaf === undefined) throw alertError("internal_error", "a non-empty certificate list without a leaf");
+      client = { kind: "received", leaf, identity: verdict.identity };
     }
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
-    this.state = { ...s, client };
+    this.state = { ...s, kind: "await_client_key_exchange", client };
   }
 
   /** CertificateVerify: the client proves it holds its certificate's key (RFC 5246 7.4.8). */

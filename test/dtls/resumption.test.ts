@@ -9,6 +9,7 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { connect, listen, type ConnectOptions, type DtlsConnection, type DtlsServer, type ListenOptions, type SavedSession } from "../../src/dtls/index.ts";
 import { decodeSavedSession, encodeSavedSession } from "../../src/dtls/saved-session.ts";
 import type { TicketKeySource } from "../../src/dtls/resumption-options.ts";
+import { RotatingTicketKeys } from "../../src/dtls/ticket-keys.ts";
 import { createCertificateAuthority, issueDeviceCertificate, type IssuedCertificate } from "../../src/pki/index.ts";
 import { makeTestPki, type TestPki } from "./test-certs.ts";
 
@@ -103,6 +104,62 @@ describe("PSK resumption", () => {
   it("garbage in ConnectOptions.session is not offered: a full handshake", async () => {
     const { port } = await server({ psk: { keys } });
     expect((await roundTrip({ host: "127.0.0.1", port, psk, session: new Uint8Array([1, 2, 3]) })).info.resumed).toBe(false);
+  });
+});
+
+describe("ticket renewal and key rotation", () => {
+  const psk = { identity: "dev", key: KEY };
+  const keys = new Map([["dev", KEY]]);
+
+  it("a ticket past half its lifetime resumes and is renewed (NewSessionTicket in the abbreviated handshake); the session's age is kept", async () => {
+    const w = wall();
+    const { s, port } = await server({ psk: { keys }, resumption: { ticketLifetimeMs: 60_000, maxSessionAgeMs: 100_000, wallClock: w.clock } });
+    const first = await roundTrip({ host: "127.0.0.1", port, psk });
+    w.now += 31_000;
+    const second = await roundTrip({ host: "127.0.0.1", port, psk, session: first.session });
+    expect(second.info.resumed).toBe(true);
+    const a = decodeSavedSession(first.session as SavedSession);
+    const b = decodeSavedSession(second.session as SavedSession);
+    expect(b?.ticket).not.toEqual(a?.ticket);
+    expect(b?.createdAt).toBe(a?.createdAt);
+    // the renewed ticket lives on past the first one's lifetime...
+    w.now += 40_000;
+    const third = await roundTrip({ host: "127.0.0.1", port, psk, session: second.session });
+    expect(third.info.resumed).toBe(true);
+    // ...but not past the session's maximum age, counted from the full handshake
+    w.now += 30_000;
+    expect((await roundTrip({ host: "127.0.0.1", port, psk, session: third.session })).info.resumed).toBe(false);
+    expect(s.stats.resumptionsRefused.session_too_old).toBe(1);
+  });
+
+  it("after the key rotates, a ticket of the previous key still resumes and comes back sealed with the new key", async () => {
+    const w = wall();
+    const { port } = await server({ psk: { keys }, resumption: { ticketLifetimeMs: 60_000, wallClock: w.clock } });
+    const first = await roundTrip({ host: "127.0.0.1", port, psk });
+    w.now += 50_000;
+    // a full handshake after the key's notAfter: the source makes a new key
+    w.now += 11_000;
+    const other = await roundTrip({ host: "127.0.0.1", port, psk: { identity: "dev", key: KEY } });
+    const newKeyName = decodeSavedSession(other.session as SavedSession)?.ticket.subarray(0, 16);
+    w.now -= 2_000; // the first ticket back within its lifetime (59 s old)
+    const second = await roundTrip({ host: "127.0.0.1", port, psk, session: first.session });
+    expect(second.info.resumed).toBe(true);
+    const renewed = decodeSavedSession(second.session as SavedSession)?.ticket.subarray(0, 16);
+    expect(renewed).toEqual(newKeyName);
+    expect(renewed).not.toEqual(decodeSavedSession(first.session as SavedSession)?.ticket.subarray(0, 16));
+  });
+
+  it("RotatingTicketKeys: one key until its notAfter, the previous one opens tickets until it retires", () => {
+    const keysSource = new RotatingTicketKeys(1000);
+    const k1 = keysSource.current(0);
+    expect(keysSource.current(999)).toBe(k1);
+    const k2 = keysSource.current(1000);
+    expect(k2).not.toBe(k1);
+    expect(k2?.name).not.toEqual(k1?.name);
+    expect(keysSource.byName(k1?.name ?? new Uint8Array(16), 1999)).toBe(k1);
+    expect(keysSource.byName(k1?.name ?? new Uint8Array(16), 2000)).toBeUndefined();
+    expect(keysSource.byName(k2?.name ?? new Uint8Array(16), 2000)).toBe(k2);
+    expect(keysSource.byName(new Uint8Array(16), 0)).toBeUndefined();
   });
 });
 
