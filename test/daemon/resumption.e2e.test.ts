@@ -195,14 +195,21 @@ describe("a device the registry no longer accepts cannot resume", () => {
       ca: readFileSync(join(dir, "certs", "ca.pem")),
       timeoutMs: 5000,
     };
-    const full = await openTransport("dtlspush", options);
+    // through the SDK: the resumed session keeps its certificate identity, so the daemon knows the device
+    const state = memoryStateStore();
+    const full = await connect({ ...options, stateStore: state });
     expect(full.resumed).toBe(false);
-    const session = full.session;
     await full.close();
-    if (session === undefined) throw new Error("no session to resume");
-    const resumed = await openTransport("dtlspush", { ...options, session });
+    const resumed = await connect({ ...options, stateStore: state });
+    clients.push(resumed);
     expect(resumed.resumed).toBe(true);
+    expect(resumed.deviceId).toBe("cam-1");
+    const got: string[] = [];
+    resumed.on("message", (m) => got.push(m.id));
+    expect(await api(daemon, token, "POST", "/v1/devices/cam-1/messages", { id: "c1", payload: "to the camera" })).toBe(202);
+    await until(() => got.length === 1, 10_000, () => "the push to the resumed certificate session");
     await resumed.close();
+    const session = new Uint8Array(Buffer.from(state.state?.dtlsSession ?? "", "base64"));
 
     expect(await api(daemon, token, "PUT", "/v1/devices/cam-1", { revoked: true })).toBe(200);
     const e = await openTransport("dtlspush", { ...options, session }).then(
