@@ -43,6 +43,9 @@ export interface ConnectionReceiver {
   closed(reason: CloseReason): void;
 }
 
+/** Client connections' resumable sessions: beside the connection, so a server's sessions pay no field for it. */
+const savedSessions = new WeakMap<DtlsConnection, SavedSession>();
+
 /** The reason of an orderly close (one object for all). */
 const CLOSED: CloseReason = Object.freeze({ code: "closed", message: "closed" });
 
@@ -66,7 +69,6 @@ export class DtlsConnection extends EventEmitter<Events> {
   private readonly peer: PeerAddress;
   private readonly afterSend: () => void;
   private receiver: ConnectionReceiver | undefined;
-  private savedSession: SavedSession | undefined;
 
   /** @internal created by the endpoint, once `core` is established. */
   constructor(core: Connection, peer: PeerAddress, afterSend: () => void) {
@@ -95,7 +97,7 @@ export class DtlsConnection extends EventEmitter<Events> {
    * secret: keep it as carefully as a private key.
    */
   get session(): SavedSession | undefined {
-    return this.savedSession;
+    return savedSessions.get(this);
   }
 
   /**
@@ -103,7 +105,7 @@ export class DtlsConnection extends EventEmitter<Events> {
    * the next turn (after the caller's `await connect()` went on and could listen)
    */
   setSession(session: SavedSession): void {
-    this.savedSession = session;
+    savedSessions.set(this, session);
     setImmediate(() => this.emit("session", session));
   }
 

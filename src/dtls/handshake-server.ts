@@ -90,10 +90,14 @@ import {
 import type { TicketKey } from "./resumption-options.ts";
 import { usesEcdhe, usesPsk, type CipherSuite } from "./suites.ts";
 
+/** How the premaster secret comes about: our ephemeral ECDH key wherever the suite has one. */
+type KeyExchange =
+  | { readonly kind: "psk" }
+  | { readonly kind: "ecdhe_psk"; readonly ecdh: EcdhKeyPair }
+  | { readonly kind: "certificate"; readonly ecdh: EcdhKeyPair };
+
 interface Negotiated {
   readonly suite: CipherSuite;
-  /** Our ephemeral ECDH key, for ECDHE suites. */
-  readonly ecdh: EcdhKeyPair | undefined;
   readonly ems: boolean;
   readonly group: EcdhGroup | undefined;
   readonly clientRandom: Uint8Array;
@@ -117,8 +121,8 @@ type ClientCertificate =
 
 type ServerState =
   /** We sent a CertificateRequest: the client's Certificate (possibly empty) is next. */
-  | ({ readonly kind: "await_client_certificate" } & Negotiated)
-  | ({ readonly kind: "await_client_key_exchange"; readonly client: ClientCertificate } & Negotiated)
+  | ({ readonly kind: "await_client_certificate"; readonly kx: Extract<KeyExchange, { kind: "certificate" }> } & Negotiated)
+  | ({ readonly kind: "await_client_key_exchange"; readonly kx: KeyExchange; readonly client: ClientCertificate } & Negotiated)
   | ({
       readonly kind: "await_certificate_verify";
       readonly client: Extract<ClientCertificate, { kind: "received" }>;
@@ -239,11 +243,12 @@ export class ServerHandshake implements HandshakeDriver {
       }),
     );
     const hint = auth.psk?.hint === undefined ? undefined : new TextEncoder().encode(auth.psk.hint);
-    let ecdh: EcdhKeyPair | undefined;
+    let kx: KeyExchange = { kind: "psk" };
     if (choice.credential !== undefined && choice.group !== undefined && choice.signatureScheme !== undefined) {
       // ECDHE_ECDSA / ECDHE_RSA: our chain, then the ECDH parameters signed with its key (RFC 8422 5.4).
       add(HandshakeType.certificate, encodeCertificateList(choice.credential.chain.map((c) => c.der)));
-      ecdh = generateEcdh(choice.group.name);
+      const ecdh = generateEcdh(choice.group.name);
+      kx = { kind: "certificate", ecdh };
       const params = encodeEcdhParams({ group: choice.group.id, publicKey: ecdh.publicKey });
       const signature = choice.credential.signer.sign(choice.signatureScheme, concatBytes([hello.random, serverRandom, params]));
       add(HandshakeType.server_key_exchange, encodeSignedEcdhParams(params, choice.signatureScheme, signature));
@@ -258,7 +263,8 @@ export class ServerHandshake implements HandshakeDriver {
         );
       }
     } else if (choice.group !== undefined) {
-      ecdh = generateEcdh(choice.group.name);
+      const ecdh = generateEcdh(choice.group.name);
+      kx = { kind: "ecdhe_psk", ecdh };
       add(
         HandshakeType.server_key_exchange,
         encodeEcdhePskServerParams({ hint: hint ?? EMPTY, group: choice.group.id, publicKey: ecdh.publicKey }),
@@ -269,7 +275,6 @@ export class ServerHandshake implements HandshakeDriver {
     add(HandshakeType.server_hello_done, EMPTY);
     const negotiated: Negotiated = {
       suite: choice.suite,
-      ecdh,
       group: choice.group?.name,
       ems: choice.extendedMasterSecret,
       clientRandom: copyBytes(hello.random),
@@ -278,9 +283,9 @@ export class ServerHandshake implements HandshakeDriver {
       resumable,
     };
     this.state =
-      choice.credential !== undefined && auth.clientAuth !== "none"
-        ? { ...negotiated, kind: "await_client_certificate" }
-        : { ...negotiated, kind: "await_client_key_exchange", client: { kind: "none" } };
+      kx.kind === "certificate" && auth.clientAuth !== "none"
+        ? { ...negotiated, kind: "await_client_certificate", kx }
+        : { ...negotiated, kind: "await_client_key_exchange", kx, client: { kind: "none" } };
     host.sendFlight(flight, now, "expects_reply");
   }
 
@@ -435,19 +440,19 @@ export class ServerHandshake implements HandshakeDriver {
   }
 
   private onClientKeyExchange(s: Extract<ServerState, { kind: "await_client_key_exchange" }>, msg: HandshakeMessage, now: number): void {
-    if (!usesPsk(s.suite)) {
-      // Certificate suite, no client certificate: the client is anonymous here.
-      if (s.ecdh === undefined) throw alertError("internal_error", "a certificate suite without our ECDH key");
-      const z = s.ecdh.derive(decodeEcdhPublic(msg.body));
+    const kx = s.kx;
+    if (kx.kind === "certificate") {
+      // Certificate suite: the client is named by its certificate (or anonymous), not here.
+      const z = kx.ecdh.derive(decodeEcdhPublic(msg.body));
       if (z === null) throw alertError("illegal_parameter", "the client's ECDH public key is invalid");
       this.deriveKeys(s, msg, "", z, EMPTY, now);
       return;
     }
     let raw: Uint8Array;
     let premasterOf: (psk: Uint8Array) => Uint8Array;
-    if (s.ecdh !== undefined) {
+    if (kx.kind === "ecdhe_psk") {
       const cke = decodeEcdhePskClientKeyExchange(msg.body);
-      const z = s.ecdh.derive(cke.publicKey);
+      const z = kx.ecdh.derive(cke.publicKey);
       if (z === null) throw alertError("illegal_parameter", "the client's ECDH public key is invalid");
       raw = cke.identity;
       premasterOf = (psk) => ecdhePskPremasterSecret(z, psk);
@@ -518,11 +523,12 @@ export class ServerHandshake implements HandshakeDriver {
     const hashAlg = s.suite.prfHash;
     const master = secretKey(masterSecret(hashAlg, premaster, s.clientRandom, s.serverRandom, s.ems ? s.transcript.hash(hashAlg) : undefined));
     const keys = keyBlock(s.suite, master, s.clientRandom, s.serverRandom);
-    // State first: installing the read keys may replay an early Finished into onMessage.
-    if (s.client.kind === "received") {
-      this.state = { ...s, kind: "await_certificate_verify", ecdh: undefined, client: s.client, master };
+    // State first: installing the read keys may replay an early Finished into onMessage. Our ECDH key goes here.
+    const { kx: _spent, client, ...negotiated } = s;
+    if (client.kind === "received") {
+      this.state = { ...negotiated, kind: "await_certificate_verify", client, master };
     } else {
-      this.state = { ...s, kind: "await_finished", ecdh: undefined, identity, peer: undefined, master, pskDigest: digest };
+      this.state = { ...negotiated, kind: "await_finished", identity, peer: undefined, master, pskDigest: digest };
     }
     this.host.installKeys(
       new RecordProtection(s.suite, keys.clientKey, keys.clientIv),

@@ -9,7 +9,7 @@
  *
  * It holds the master secret: whoever has it can resume the session.
  */
-import { ByteReader, ByteWriter } from "../util/bytes.ts";
+import { ByteReader, ByteWriter, copyBytes } from "../util/bytes.ts";
 import { readSessionCore, writeSessionCore, type SessionCore } from "./resumption.ts";
 import type { SavedSession } from "./resumption-options.ts";
 
@@ -45,8 +45,8 @@ export function decodeSavedSession(b: Uint8Array): ClientSessionState | undefine
     if (r.u8("version") !== VERSION) return undefined;
     const server = utf8.decode(r.vec8("server"));
     const core = readSessionCore(r);
-    const ticket = r.vec16("ticket");
-    const sessionId = r.vec8("session_id", 0, 32);
+    const ticket = copyBytes(r.vec16("ticket"));
+    const sessionId = copyBytes(r.vec8("session_id", 0, 32));
     const issuedAt = r.u48("issued");
     const lifetimeMs = r.u48("lifetime");
     r.expectEnd("saved session");

@@ -171,7 +171,7 @@ describe("refusals fall back to a full handshake, counted by cause", () => {
     between: (saved: SavedSession) => SavedSession | void,
     cause: string,
     second: Partial<ConnectOptions> = {},
-  ): Promise<DtlsServer> {
+  ): Promise<{ s: DtlsServer; port: number; again: DtlsConnection }> {
     const { s, port, sessions } = await server(opts);
     const saved = (await roundTrip({ host: "127.0.0.1", port, psk })).session as SavedSession;
     const offered = between(saved) ?? saved;
@@ -182,14 +182,16 @@ describe("refusals fall back to a full handshake, counted by cause", () => {
     expect(s.stats.resumptionsRefused).toMatchObject({ [cause]: 1 });
     expect(Object.values(s.stats.resumptionsRefused).reduce((a, b) => a + b, 0)).toBe(1);
     expect(s.stats.handshakesFailed).toBe(0);
-    return s;
+    return { s, port, again };
   }
 
-  it("a ticket sealed with a retired key (after two key lifetimes)", async () => {
+  it("a ticket sealed with a retired key (after two key lifetimes); the full handshake's new session replaces it and resumes", async () => {
     const w = wall();
-    await refusal({ psk: { keys: new Map([["dev", KEY]]) }, resumption: { ticketLifetimeMs: 60_000, wallClock: w.clock } }, () => {
+    const { s, port, again } = await refusal({ psk: { keys: new Map([["dev", KEY]]) }, resumption: { ticketLifetimeMs: 60_000, wallClock: w.clock } }, () => {
       w.now += 121_000;
     }, "unknown_key");
+    expect((await roundTrip({ host: "127.0.0.1", port, psk, session: again.session })).info.resumed).toBe(true);
+    expect(s.stats.handshakesResumed).toBe(1);
   });
 
   it("a ticket older than ticketLifetimeMs (its key not yet retired)", async () => {

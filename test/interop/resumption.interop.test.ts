@@ -8,15 +8,17 @@
  * "This is a resumed session"), our side says `resumed: true` and counts it.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { createCertificateAuthority, issueDeviceCertificate, issueServerCertificate } from "../../src/pki/index.ts";
 import { connect, listen, type DtlsConnection, type DtlsServer, type SavedSession } from "../../src/dtls/index.ts";
 import {
   gnutlsPskPriority,
   killAllPeers,
   opensslCipherList,
+  spawnPeer,
   peerAvailable,
   startGnutlsClient,
   startGnutlsServer,
@@ -71,6 +73,68 @@ describe.skipIf(!OPENSSL)("our server, openssl s_client -sess_out / -sess_in", (
         expect(sessions[1]?.info.identity).toBe(psk.identity);
         expect(sessions[1]?.info.suite).toBe(sessions[0]?.info.suite);
         expect(server.stats.handshakesResumed).toBe(1);
+      },
+      T,
+    );
+  }
+});
+
+describe.skipIf(!OPENSSL)("our server with mutual certificates (ECDHE_ECDSA), openssl s_client -cert -sess_out / -sess_in", () => {
+  const files: Record<string, string> = {};
+  let caPem = "";
+  let deviceCaPem = "";
+  let serverPem = { cert: "", key: "" };
+  beforeAll(async () => {
+    const { ca } = await createCertificateAuthority();
+    const { ca: deviceCa } = await createCertificateAuthority({ commonName: "device CA" });
+    const server = await issueServerCertificate(ca, { kind: "p256" });
+    const device = await issueDeviceCertificate(deviceCa, { id: "sensor-9" });
+    caPem = ca.certPem;
+    deviceCaPem = deviceCa.certPem;
+    serverPem = { cert: server.chainPem, key: server.keyPem };
+    for (const [name, text] of Object.entries({ ca: caPem, cert: device.chainPem, key: device.keyPem })) {
+      files[name] = join(dir, `mutual-${name}.pem`);
+      writeFileSync(files[name], text, { mode: 0o600 });
+    }
+  }, 60_000);
+
+  for (const mode of ["ticket", "session ID"] as const) {
+    it(
+      `resumes by ${mode}: "Reused", the device identity and certificate kept, authorizeClient asked again`,
+      async () => {
+        const asked: string[] = [];
+        const server = await listen({
+          host: "127.0.0.1",
+          port: 0,
+          sockets: 1,
+          certificates: [serverPem],
+          clientAuth: "require",
+          clientCa: deviceCaPem,
+          authorizeClient: (identity) => {
+            asked.push(identity);
+            return undefined;
+          },
+        });
+        servers.push(server);
+        const sessions: DtlsConnection[] = [];
+        server.on("session", (c) => sessions.push(c));
+        const port = server.address().port;
+        const file = join(dir, `openssl-mutual-${mode === "ticket" ? "ticket" : "id"}.pem`);
+        const noTicket = mode === "ticket" ? [] : ["-no_ticket"];
+        const base = ["s_client", "-dtls1_2", "-connect", `127.0.0.1:${port}`, "-CAfile", files.ca ?? "", "-verify_return_error"];
+        const creds = ["-cert", files.cert ?? "", "-key", files.key ?? "", "-nocommands", "-noservername", ...noTicket];
+        const first = spawnPeer("openssl", [...base, ...creds, "-sess_out", file]);
+        await first.waitFor(/New, TLSv1\.2, Cipher is ECDHE-ECDSA/, WAIT);
+        first.endInput();
+        await first.waitExit(WAIT);
+        const second = spawnPeer("openssl", [...base, ...creds, "-sess_in", file]);
+        await second.waitFor(/Reused, TLSv1\.2, Cipher is ECDHE-ECDSA/, WAIT);
+        second.endInput();
+        await second.waitExit(WAIT);
+        expect(sessions.map((c) => c.info.resumed)).toEqual([false, true]);
+        expect(sessions[1]?.info.identity).toBe("sensor-9");
+        expect(sessions[1]?.info.peerCertificate).toEqual(sessions[0]?.info.peerCertificate);
+        expect(asked).toEqual(["sensor-9", "sensor-9"]); // the full handshake's verdict, then the resumption's
       },
       T,
     );
