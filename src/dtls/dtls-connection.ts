@@ -46,6 +46,9 @@ export interface ConnectionReceiver {
 /** Client connections' resumable sessions: beside the connection, so a server's sessions pay no field for it. */
 const savedSessions = new WeakMap<DtlsConnection, SavedSession>();
 
+/** Server sessions taken over from a snapshot: what the layers above attached to them when they were saved. */
+const restoredAttachments = new WeakMap<DtlsConnection, Uint8Array>();
+
 /** The reason of an orderly close (one object for all). */
 const CLOSED: CloseReason = Object.freeze({ code: "closed", message: "closed" });
 
@@ -107,6 +110,20 @@ export class DtlsConnection extends EventEmitter<Events> {
   setSession(session: SavedSession): void {
     savedSessions.set(this, session);
     setImmediate(() => this.emit("session", session));
+  }
+
+  /**
+   * Set when the server took this session over from a snapshot of an earlier
+   * process (DtlsServer.restoreSessions) instead of a handshake: the bytes the
+   * layers above attached when it was saved (DtlsServer.exportSessions).
+   */
+  get restored(): Uint8Array | undefined {
+    return restoredAttachments.get(this);
+  }
+
+  /** @internal the endpoint marks a restored session before emitting it */
+  markRestored(attachment: Uint8Array): void {
+    restoredAttachments.set(this, attachment);
   }
 
   /**
