@@ -9,6 +9,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { ServerStats } from "../dtls/index.ts";
 import type { SigningPoolStats } from "../auth/index.ts";
 import { ENGINE_FAILURES, FRAME_REFUSALS, type DeliveryObserver } from "../messaging/observer.ts";
+import { LINK_RESTORE_OUTCOMES } from "../messaging/link-snapshot.ts";
 import type { BatchObserver, HttpObserver } from "./http/index.ts";
 import type { Store, WorkerStore, WorkerStoreStats } from "../store/index.ts";
 import type { PushServer } from "./push-server.ts";
@@ -265,6 +266,13 @@ export function createMetrics(): DaemonMetrics {
   // every cause is exported from the start (at 0), so an alert rule can be written before the first attack
   for (const cause of FRAME_REFUSALS) framesRefused.inc({ cause }, 0);
   for (const cause of ENGINE_FAILURES) engineFailures.inc({ cause }, 0);
+  const linksRestored = new Counter({
+    name: "dtlspush_restored_sessions_links_total",
+    help: "Device sessions carried over a daemon restart as the delivery engine took them: bound again without Hello, unbound, or ended with Bye (device_unknown, device_revoked, damaged)",
+    labelNames: ["outcome"],
+    registers,
+  });
+  for (const outcome of LINK_RESTORE_OUTCOMES) linksRestored.inc({ outcome }, 0);
 
   const httpErrors = new Counter({
     name: "dtlspush_http_errors_total",
@@ -297,6 +305,7 @@ export function createMetrics(): DaemonMetrics {
     published: () => published.inc(),
     frameRefused: (cause) => framesRefused.inc({ cause }),
     engineFailure: (cause) => engineFailures.inc({ cause }),
+    linkRestored: (outcome) => linksRestored.inc({ outcome }),
   };
 
   return {
