@@ -17,3 +17,4 @@ export {
 export { SigningPool, type SigningPoolStats, type SigningKeySource } from "./signing-pool.ts";
 export { DEVICE_ID_PATTERN, TOPIC_PATTERN, checkDeviceId, checkTopic } from "./names.ts";
 export { DeviceRegistry, type DeviceInput, type DeviceChangeListener, type CertificateRefusal } from "./device-registry.ts";
+export { TicketKeyRing, TICKET_KEYS_SETTING, type TicketKeyRingOptions, type TicketKeyMaintenance } from "./ticket-keys.ts";

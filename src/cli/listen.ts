@@ -58,7 +58,11 @@ const OPTIONS: OptionSpecs = {
   state: {
     type: "string",
     value: "FILE",
-    description: "Keep the device state (last message processed, session token) in\nthis JSON file, so a restart neither repeats nor skips messages",
+    description:
+      "Keep the device state (last message processed, session token, DTLS\n" +
+      "session) in this JSON file (mode 0600: it holds the session's master\n" +
+      "secret), so a restart neither repeats nor skips messages and resumes\n" +
+      "the DTLS session with an abbreviated handshake",
   },
   json: {
     type: "boolean",
@@ -303,7 +307,7 @@ export function connectHint(e: unknown, config: Pick<ListenConfig, "psk">): stri
 
 function formatConnectedLine(c: DtlspushClient, where: string, transport: TransportName): string {
   const topics = c.topics.length === 0 ? "" : ` topics=${c.topics.join(",")}`;
-  return `connected device=${c.deviceId} server=${where} transport=${transport}${topics}`;
+  return `connected device=${c.deviceId} server=${where} transport=${transport}${c.resumed ? " resumed" : ""}${topics}`;
 }
 
 export const listenCommand: LeafCommand = {

@@ -134,6 +134,8 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
   private failSession: { session: DeviceSession; fail: (error: Error) => void } | undefined;
   /** high-water mark resets so far: an ack of a message handed out before a reset must not raise the new mark */
   private resets = 0;
+  /** the DTLS session offered on the next connect (persisted with the state); replaced by each new one */
+  private dtlsSession: Uint8Array | undefined;
 
   /** use `connect` */
   constructor(options: ConnectOptions, stateStore: ClientStateStore, state: ClientState) {
@@ -141,6 +143,7 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     this.options = options;
     this.stateStore = stateStore;
     this.state = state;
+    this.dtlsSession = state.dtlsSession === undefined ? undefined : new Uint8Array(Buffer.from(state.dtlsSession, "base64"));
     if (options.liveness !== false) {
       const checked = checkLivenessOptions(options.liveness ?? {});
       if (typeof checked === "string") throw new ClientError("bad_option", checked);
@@ -176,13 +179,29 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     return this.state.hwm;
   }
 
+  /** The DTLS session of the latest connection was resumed (an abbreviated handshake). */
+  get resumed(): boolean {
+    return this.transport?.resumed === true;
+  }
+
   /** Opens one session; resolves at its Welcome, rejects when the transport or the server refuses. */
   async open(): Promise<Welcome> {
-    const transport = await openTransport(this.options.transport ?? "dtlspush", this.options);
+    const offered = this.dtlsSession;
+    const transport = await openTransport(this.options.transport ?? "dtlspush", {
+      ...this.options,
+      ...(offered === undefined ? {} : { session: offered }),
+    });
     if (this.closed) {
       await transport.close();
       throw new ClientError("closed", "the client was closed");
     }
+    // a full handshake (the offer refused, or none made) brought a new session: it replaces the old one
+    this.dtlsSession = transport.session ?? (transport.resumed === true ? offered : undefined);
+    transport.onSession?.((s) => {
+      if (this.transport !== transport) return;
+      this.dtlsSession = s;
+      this.saveState();
+    });
     const session = new DeviceSession({
       hwm: this.state.hwm,
       sessionToken: this.state.sessionToken,
@@ -335,7 +354,7 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     this.resets++;
     this.handedOut = undefined;
     this.parked = undefined;
-    const next: ClientState = { hwm: 0, sessionToken: session.sessionToken, nextRequestId: session.nextRequestId };
+    const next: ClientState = { hwm: 0, sessionToken: session.sessionToken, nextRequestId: session.nextRequestId, ...this.savedDtlsSession() };
     this.state = next;
     this.saving = this.saving
       .then(() => this.stateStore.save(next))
@@ -371,6 +390,7 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
       hwm: Math.max(this.state.hwm, session.receiver.hwm, processed),
       sessionToken: session.sessionToken,
       nextRequestId: session.nextRequestId,
+      ...this.savedDtlsSession(),
     };
     this.state = next;
     this.saving = this.saving
@@ -381,6 +401,11 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
           if (this.listenerCount("error") > 0) this.emit("error", new ClientError("state_save_failed", `cannot save the device state: ${(e as Error).message}`, { cause: e }));
         },
       );
+  }
+
+  /** The DTLS session as ClientState keeps it (base64), or nothing. */
+  private savedDtlsSession(): { dtlsSession?: string } {
+    return this.dtlsSession === undefined ? {} : { dtlsSession: Buffer.from(this.dtlsSession).toString("base64") };
   }
 
   private queueFlush(): void {

@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from "node:fs";
 import { dirname } from "node:path";
 import { DtlspushError } from "../util/errors.ts";
 
@@ -6,12 +6,19 @@ import { DtlspushError } from "../util/errors.ts";
  * What a device persists between runs so it never processes a message twice:
  * the high-water mark (highest seq processed in order), the session token to
  * resume with, and the next uplink request id (so a repeated Publish is
- * recognised as a repeat, never as new).
+ * recognised as a repeat, never as new); and the DTLS session, so that a
+ * reconnect, even after a restart of the device, is an abbreviated handshake.
  */
 export interface ClientState {
   readonly hwm: number;
   readonly sessionToken: string;
   readonly nextRequestId: number;
+  /**
+   * The DTLS session to resume (the transport's saved session, base64), absent
+   * when none. It holds the session's master secret: whoever reads it can
+   * resume the session as this device until its ticket expires.
+   */
+  readonly dtlsSession?: string | undefined;
 }
 
 /** Pluggable persistence of ClientState; `save` must be durable when it resolves. */
@@ -34,7 +41,12 @@ export function memoryStateStore(initial?: ClientState): ClientStateStore & { re
   };
 }
 
-/** A JSON file, replaced atomically (write to a temporary file, fsync, rename). */
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** Mode of the state file: it holds the DTLS session's master secret. */
+export const STATE_FILE_MODE = 0o600;
+
+/** A JSON file of mode 0600, replaced atomically (write to a temporary file, fsync, rename). */
 export function fileStateStore(path: string): ClientStateStore {
   return {
     load(): ClientState | undefined {
@@ -61,12 +73,17 @@ export function fileStateStore(path: string): ClientStateStore {
       ) {
         throw new DtlspushError("state_unreadable", `the device state file ${path} lacks hwm, sessionToken or nextRequestId`);
       }
-      return { hwm: o.hwm as number, sessionToken: o.sessionToken, nextRequestId: o.nextRequestId as number };
+      if (o.dtlsSession !== undefined && (typeof o.dtlsSession !== "string" || !BASE64.test(o.dtlsSession))) {
+        throw new DtlspushError("state_unreadable", `the device state file ${path} holds a dtlsSession that is not base64`);
+      }
+      const state = { hwm: o.hwm as number, sessionToken: o.sessionToken, nextRequestId: o.nextRequestId as number };
+      return o.dtlsSession === undefined || o.dtlsSession === "" ? state : { ...state, dtlsSession: o.dtlsSession };
     },
     save(state: ClientState): void {
       mkdirSync(dirname(path), { recursive: true });
       const tmp = `${path}.tmp`;
-      writeFileSync(tmp, JSON.stringify(state));
+      writeFileSync(tmp, JSON.stringify(state), { mode: STATE_FILE_MODE });
+      chmodSync(tmp, STATE_FILE_MODE); // a temporary file left by a crash keeps its old mode otherwise
       const fd = openSync(tmp, "r");
       try {
         fsyncSync(fd);

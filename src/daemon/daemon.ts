@@ -73,6 +73,7 @@ async function assemble(
       delivery: toDeliveryOptions(config),
       observer: metrics.observer,
       signingWorkers: signingWorkers(config),
+      onTicketKeyError: (e) => logger.error({ err: e }, "DTLS ticket key rotation failed (the store refused it); retried at the next interval"),
     }),
   );
   cleanup.push(() => push.close());

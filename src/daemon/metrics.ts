@@ -90,9 +90,21 @@ export function createMetrics(): DaemonMetrics {
     (s) => s.refusals,
     "cause",
   );
+  statsCounter(
+    "dtlspush_dtls_handshakes_resumed_total",
+    "DTLS handshakes that resumed a session (abbreviated: a session ticket or a cached session ID); also counted in dtlspush_handshakes_total",
+    (s) => s.handshakesResumed,
+  );
+  statsCounter(
+    "dtlspush_dtls_resumptions_refused_total",
+    "Session tickets and session IDs offered that did not resume their session (a full handshake followed), by cause: unknown_key (its ticket key retired or is not ours), bad_ticket (forged, tampered), ticket_expired (dtls.ticket_lifetime_seconds), session_too_old (dtls.max_session_age_seconds), suite_not_offered, ems_mismatch, psk_unknown (the device was revoked or removed), psk_changed, client_refused (its certificate is refused now), unknown_session_id",
+    (s) => s.resumptionsRefused,
+    "cause",
+  );
   for (const [name, key, help] of [
     ["dtlspush_dtls_handshakes_in_progress", "handshakesInProgress", "DTLS handshakes in progress (after a valid cookie)"],
     ["dtlspush_dtls_handshake_memory_bytes", "handshakeMemoryBytes", "Bytes the DTLS handshakes in progress hold, counted against dtls.handshake_memory_bytes"],
+    ["dtlspush_dtls_session_cache_size", "sessionCacheSize", "Sessions in the DTLS session-ID cache (at most dtls.session_cache_size)"],
   ] as const) {
     new Gauge({
       name,
@@ -216,6 +228,21 @@ export function createMetrics(): DaemonMetrics {
     registers,
     collect() {
       if (storeStats !== undefined) this.set(storeStats.largestGroup);
+    },
+  });
+
+  // DTLS session-ticket keys in the store (absent with dtls.resumption off)
+  totalCounter(
+    "dtlspush_dtls_ticket_key_rotation_failures_total",
+    "Ticket key rotations the store refused (retried at the next interval; the keys held go on sealing until their notAfter, then no tickets are issued)",
+    () => (server?.ticketKeys === undefined ? undefined : server.ticketKeyStats.failures),
+  );
+  new Gauge({
+    name: "dtlspush_dtls_ticket_keys",
+    help: "Session-ticket keys held (the one sealing, the next, and retired ones still opening tickets)",
+    registers,
+    collect() {
+      if (server?.ticketKeys !== undefined) this.set(server.ticketKeys.keys().length);
     },
   });
 

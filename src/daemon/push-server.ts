@@ -1,6 +1,7 @@
-import { DEFAULT_SERVER_SOCKETS, listen, type ConnectionReceiver, type DtlsConnection, type DtlsServer, type ListenOptions } from "../dtls/index.ts";
+import { DEFAULT_RESUMPTION, DEFAULT_SERVER_SOCKETS, listen, type ConnectionReceiver, type DtlsConnection, type DtlsServer, type ListenOptions } from "../dtls/index.ts";
+import type { ServerResumptionOptions } from "../dtls/resumption-options.ts";
 import type { Store } from "../store/types.ts";
-import { DeviceRegistry, KeyRing, SigningPool } from "../auth/index.ts";
+import { DeviceRegistry, KeyRing, SigningPool, TicketKeyRing } from "../auth/index.ts";
 import { DeliveryEngine, type PublishRequest, type PublishResult, type SessionLink } from "../messaging/delivery-engine.ts";
 import type { DeliveryOptions } from "../messaging/options.ts";
 import type { DeliveryObserver } from "../messaging/observer.ts";
@@ -14,8 +15,8 @@ import { DeadlineTimer, EndOfTurn, TurnPacer } from "../util/turn.ts";
  */
 export interface PushServerOptions {
   readonly store: Store;
-  /** where and how to listen; psk lookup and client authorization come from the registry */
-  readonly dtls: Omit<ListenOptions, "psk" | "authorizeClient"> & { readonly psk?: boolean };
+  /** where and how to listen; psk lookup and client authorization come from the registry, ticket keys from the store */
+  readonly dtls: Omit<ListenOptions, "psk" | "authorizeClient" | "resumption"> & { readonly psk?: boolean; readonly resumption?: PushResumptionOptions };
   readonly delivery?: Partial<DeliveryOptions>;
   /** metrics sink of the delivery engine */
   readonly observer?: DeliveryObserver;
@@ -23,6 +24,28 @@ export interface PushServerOptions {
   readonly clock?: Clock;
   /** worker threads that make the content signatures; 0 (default) signs on the main thread */
   readonly signingWorkers?: number;
+  /** a ticket key rotation that failed (the store refused it); it is retried at the next interval */
+  readonly onTicketKeyError?: (error: unknown) => void;
+}
+
+/**
+ * Session resumption as the push server runs it: the engine's settings, the
+ * ticket keys kept in the store (a TicketKeyRing, rotated by this server's
+ * timer) instead of a source of one's own.
+ */
+export interface PushResumptionOptions extends Omit<ServerResumptionOptions, "ticketKeys"> {
+  /** How long one ticket key seals new tickets; default the ticket lifetime. */
+  readonly ticketKeyRotationMs?: number;
+}
+
+/** What the ticket keys did since start (for metrics). */
+export interface TicketKeyStats {
+  /** keys generated and stored */
+  added: number;
+  /** retired keys deleted */
+  retired: number;
+  /** rotations the store refused (retried at the next interval) */
+  failures: number;
 }
 
 export interface PushServer {
@@ -37,6 +60,9 @@ export interface PushServer {
   readonly publisherKeys: KeyRing;
   /** the worker pool that makes content signatures; undefined when they are made on the main thread */
   readonly signing: SigningPool | undefined;
+  /** the session-ticket keys (in the store); undefined with resumption off */
+  readonly ticketKeys: TicketKeyRing | undefined;
+  readonly ticketKeyStats: Readonly<TicketKeyStats>;
   address(): { address: string; port: number; family: string };
   publish(req: PublishRequest): Promise<PublishResult>;
   /** Bye to every device, close_notify, final commit, socket closed, signing workers ended. */
@@ -59,20 +85,55 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
   const contentKeys = await KeyRing.open(store, "content", { now });
   const sessionKeys = await KeyRing.open(store, "session", { now });
   const publisherKeys = await KeyRing.open(store, "publisher", { now });
+  const ticketKeys = await openTicketKeys(store, o.dtls.resumption);
   const signing = (o.signingWorkers ?? 0) > 0 ? await SigningPool.start(contentKeys, o.signingWorkers ?? 0) : undefined;
   try {
-    return await serve(o, { clock, registry, contentKeys, sessionKeys, publisherKeys, signing });
+    return await serve(o, { clock, registry, contentKeys, sessionKeys, publisherKeys, signing, ticketKeys });
   } catch (e) {
     await signing?.close();
     throw e;
   }
 }
 
+/** The ticket keys in the store, unless resumption is off. */
+async function openTicketKeys(store: Store, r: PushResumptionOptions | undefined): Promise<TicketKeyRing | undefined> {
+  if (r?.enabled === false) return undefined;
+  const ticketLifetimeMs = r?.ticketLifetimeMs ?? DEFAULT_RESUMPTION.ticketLifetimeMs;
+  return TicketKeyRing.open(store, {
+    rotationMs: r?.ticketKeyRotationMs ?? ticketLifetimeMs,
+    ticketLifetimeMs,
+    ...(r?.wallClock === undefined ? {} : { wallClock: r.wallClock }),
+  });
+}
+
+/** Rotates the ticket keys from a timer (through the store); returns the stop function. */
+function rotateTicketKeys(ring: TicketKeyRing, stats: TicketKeyStats, onError: ((error: unknown) => void) | undefined): () => void {
+  let stopped = false;
+  const timer = setInterval(() => {
+    ring.maintain().then(
+      (m) => {
+        stats.added += m.added;
+        stats.retired += m.retired;
+      },
+      (e: unknown) => {
+        if (stopped) return; // a run the closing store cut short
+        stats.failures++;
+        onError?.(e);
+      },
+    );
+  }, ring.maintenanceIntervalMs);
+  timer.unref();
+  return () => {
+    stopped = true;
+    clearInterval(timer);
+  };
+}
+
 async function serve(
   o: PushServerOptions,
-  keys: Pick<PushServer, "registry" | "contentKeys" | "sessionKeys" | "publisherKeys" | "signing"> & { readonly clock: Clock },
+  keys: Pick<PushServer, "registry" | "contentKeys" | "sessionKeys" | "publisherKeys" | "signing" | "ticketKeys"> & { readonly clock: Clock },
 ): Promise<PushServer> {
-  const { clock, registry, contentKeys, sessionKeys, publisherKeys, signing } = keys;
+  const { clock, registry, contentKeys, sessionKeys, publisherKeys, signing, ticketKeys } = keys;
   const { store } = o;
 
   // what leaves per turn matches what the loop can read back per turn (see SENDS_PER_TURN_PER_SOCKET)
@@ -101,12 +162,17 @@ async function serve(
     requestFlush: () => endOfTurn.request(),
   });
 
-  const { psk: usePsk = true, ...listenOptions } = o.dtls;
+  const { psk: usePsk = true, resumption, ...listenOptions } = o.dtls;
+  const { ticketKeyRotationMs: _rotation, ...engineResumption } = resumption ?? {};
   const dtls = await listen({
     ...listenOptions,
     ...(usePsk ? { psk: { lookup: (identity: string) => registry.pskKey(identity) } } : {}),
+    // a resumed session is authorized again through these same hooks: a revoked or removed device cannot resume
     authorizeClient: (identity: string) => registry.authorizeCertificate(identity),
+    resumption: ticketKeys === undefined ? { ...engineResumption, enabled: false } : { ...engineResumption, ticketKeys },
   });
+  const ticketKeyStats: TicketKeyStats = { added: 0, retired: 0, failures: 0 };
+  const stopRotation = ticketKeys === undefined ? () => undefined : rotateTicketKeys(ticketKeys, ticketKeyStats, o.onTicketKeyError);
   const pacer = new TurnPacer<DtlsConnection>(perTurn, {
     send: (conn, records) => {
       if (!conn.closed) conn.sendBatch(records);
@@ -176,11 +242,14 @@ async function serve(
     sessionKeys,
     publisherKeys,
     signing,
+    ticketKeys,
+    ticketKeyStats,
     address: () => dtls.address(),
     publish: (req) => engine.publish(req),
     async close(): Promise<void> {
       if (closed) return;
       closed = true;
+      stopRotation();
       await engine.shutdown(); // the Byes are released once the last commit is durable
       pacer.drain(); // the Byes go out before close_notify
       timer.stop();

@@ -211,9 +211,13 @@ describe("dtlspush listen (end to end)", () => {
     expect(await first.done).toBe(0);
     expect(first.io.out()).toBe("one\ntwo\n");
     expect(JSON.parse(readFileSync(state, "utf8"))).toMatchObject({ hwm: 2 });
+    expect(first.io.err()).toBe(`connected device=d1 server=${d.dtls} transport=dtlspush\n`);
     const second = listen(["--server", d.dtls, "--device", "d1", "--psk", KEY, "--state", state, "--count", "1"]);
     expect(await second.done).toBe(0);
     expect(second.io.out()).toBe("three\n");
+    // the DTLS session kept in the state file: the second run's handshake is an abbreviated one
+    expect(second.io.err()).toBe(`connected device=d1 server=${d.dtls} transport=dtlspush resumed\n`);
+    expect(d.server.dtls.stats.handshakesResumed).toBe(1);
     await waitUntil(() => d.server.engine.deviceStatus("d1").ackedSeq === 3);
   });
 

@@ -57,6 +57,8 @@ interface SimDevice {
   deadline: number;
   /** closing on purpose: the end is not a loss */
   closing: boolean;
+  /** handshake churn: the session of its last handshake, offered by the next one with resume */
+  saved: Uint8Array | undefined;
   seen: Set<string> | undefined;
 }
 
@@ -81,7 +83,7 @@ export class DeviceFleet {
   constructor(identities: readonly DeviceIdentity[], o: DeviceFleetOptions) {
     this.o = o;
     this.verify = o.verify ? createPushVerifier() : acceptAll;
-    this.devices = identities.map((identity) => ({ identity, conn: undefined, session: undefined, deadline: 0, closing: false, seen: undefined }));
+    this.devices = identities.map((identity) => ({ identity, conn: undefined, session: undefined, deadline: 0, closing: false, saved: undefined, seen: undefined }));
     this.ticker = setInterval(() => this.tick(), TICK_MS);
   }
 
@@ -126,15 +128,17 @@ export class DeviceFleet {
   /**
    * Handshake churn: each lane takes its own devices in turn, connects (DTLS
    * only) and closes at once, until `durationMs` passed or `max` handshakes
-   * were done. No device has two connections at a time.
+   * were done. No device has two connections at a time. Each device keeps the
+   * session of its last handshake; with `resume` it offers it.
    */
   async churn(
     concurrency: number,
     durationMs: number,
     max: number | undefined,
+    resume: boolean,
     progress: (ok: number, failed: number) => void,
-  ): Promise<{ ok: number; failed: number; errors: string[]; handshakeMs: number[] }> {
-    const result = { ok: 0, failed: 0, errors: [] as string[], handshakeMs: [] as number[] };
+  ): Promise<{ ok: number; failed: number; errors: string[]; handshakeMs: number[]; resumed: number }> {
+    const result = { ok: 0, failed: 0, errors: [] as string[], handshakeMs: [] as number[], resumed: 0 };
     const end = performance.now() + durationMs;
     const lanes = Math.max(1, Math.min(concurrency, this.devices.length));
     let started = 0;
@@ -144,9 +148,12 @@ export class DeviceFleet {
         started++;
         const t0 = performance.now();
         try {
-          const conn = await connect(this.connectOptions(d));
+          const offered = resume ? d.saved : undefined;
+          const conn = await connect(offered === undefined ? this.connectOptions(d) : { ...this.connectOptions(d), session: offered });
           result.handshakeMs.push(performance.now() - t0);
           result.ok++;
+          if (conn.info.resumed) result.resumed++;
+          d.saved = conn.session ?? offered;
           conn.on("error", () => undefined);
           conn.close();
         } catch (e) {

@@ -51,6 +51,8 @@ export interface CommandResult {
   failed: number;
   errors: string[];
   handshakeMs: number[];
+  /** churn: handshakes the server resumed */
+  resumed: number;
 }
 
 interface Worker {
@@ -312,13 +314,14 @@ export class Fleet {
     const waits = this.workers.map((w) => this.next(w, "done"));
     for (const w of this.workers) this.sendTo(w, make(w));
     const done = (await Promise.all(waits)) as WorkerDone[];
-    const r: CommandResult = { ok: 0, failed: 0, errors: [], handshakeMs: [] };
+    const r: CommandResult = { ok: 0, failed: 0, errors: [], handshakeMs: [], resumed: 0 };
     done.forEach((d, i) => {
       const w = this.workers[i] as Worker;
       w.ok = d.ok;
       w.failed = d.failed;
       r.ok += d.ok;
       r.failed += d.failed;
+      r.resumed += d.resumed;
       for (const e of d.errors) if (r.errors.length < 5) r.errors.push(e);
       for (const v of d.handshakeMs) r.handshakeMs.push(v);
     });
@@ -331,8 +334,8 @@ export class Fleet {
     return this.command(() => ({ t: "connect", concurrency: per }));
   }
 
-  /** Handshake churn for `durationMs` (or until `max` handshakes in all). */
-  churn(concurrency: number, durationMs: number, max: number | undefined): Promise<CommandResult> {
+  /** Handshake churn for `durationMs` (or until `max` handshakes in all); with `resume` each device offers its last session. */
+  churn(concurrency: number, durationMs: number, max: number | undefined, resume = false): Promise<CommandResult> {
     const n = this.workers.length;
     const per = Math.max(1, Math.ceil(concurrency / n));
     return this.command((w) => ({
@@ -340,6 +343,7 @@ export class Fleet {
       concurrency: per,
       durationMs,
       maxHandshakes: max === undefined ? undefined : Math.floor(max / n) + (w.index < max % n ? 1 : 0),
+      resume,
     }));
   }
 

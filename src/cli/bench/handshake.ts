@@ -2,7 +2,9 @@
  * `bench handshake`: devices connect (DTLS handshake only) and close again,
  * over and over, a bounded number at a time, for the duration (or count).
  * Figures: handshakes/s, handshake time, and the daemon's CPU per handshake
- * from its metrics.
+ * from its metrics. With --resume a second phase as long follows in which
+ * each device offers the session of its previous handshake: the daemon's CPU
+ * per resumed handshake beside the full one of the same run.
  */
 import type { RunContext } from "./context.ts";
 import { DEFAULT_CONCURRENCY } from "./options.ts";
@@ -29,24 +31,37 @@ export interface HandshakeResult {
   readonly workersCpuCores: number | null;
   /** one handshake as a device sees it, ms */
   readonly handshakeMs: ReturnType<typeof roundedDistribution>;
+  /** --resume: the second phase, resumed handshakes (the fields above are the full ones of the first) */
+  readonly resumed?: ResumedPhase;
 }
 
-export async function runHandshake(ctx: RunContext): Promise<HandshakeResult> {
+/** `bench handshake --resume`: the phase of resumed handshakes. */
+export interface ResumedPhase extends Omit<HandshakeResult, "resumed"> {
+  /** handshakes the devices saw resumed (the others were full: the daemon refused the session) */
+  readonly resumedByDevices: number;
+  /** the daemon's dtlspush_dtls_handshakes_resumed_total increase */
+  readonly daemonResumed: number;
+  /** daemon CPU per resumed handshake / per full handshake of the first phase */
+  readonly cpuRatio: number | null;
+}
+
+/** One phase of churn: the devices' and the daemon's figures. */
+async function churnPhase(ctx: RunContext, concurrency: number, resume: boolean): Promise<HandshakeResult & { resumedByDevices: number; daemonResumed: number }> {
   const c = ctx.config;
-  const concurrency = Math.min(c.concurrency ?? DEFAULT_CONCURRENCY.handshakes, ctx.ids.length);
   const w0 = await ctx.fleet.flush();
   const m0 = await ctx.target.snapshot();
   const t0 = performance.now();
   let last = 0;
+  const phase = resume ? "handshake (resumed)" : "handshake";
   ctx.progress.start((s) => {
     const p = ctx.fleet.progress();
-    const line = `handshake: ${s.toFixed(1)} s, ${groupDigits(p.ok - last)} handshakes/s${p.failed > 0 ? `, ${groupDigits(p.failed)} failed` : ""}`;
+    const line = `${phase}: ${s.toFixed(1)} s, ${groupDigits(p.ok - last)} handshakes/s${p.failed > 0 ? `, ${groupDigits(p.failed)} failed` : ""}`;
     last = p.ok;
     return line;
   });
   let r;
   try {
-    r = await ctx.fleet.churn(concurrency, c.durationSeconds * 1000, c.count);
+    r = await ctx.fleet.churn(concurrency, c.durationSeconds * 1000, c.count, resume);
   } finally {
     ctx.progress.stop();
   }
@@ -69,5 +84,18 @@ export async function runHandshake(ctx: RunContext): Promise<HandshakeResult> {
     daemonCpuCores: round(cpu / seconds),
     workersCpuCores: round((w1.cpuSeconds - w0.cpuSeconds) / seconds),
     handshakeMs: roundedDistribution(distribution(r.handshakeMs)),
+    resumedByDevices: r.resumed,
+    daemonResumed: m1.handshakesResumed - m0.handshakesResumed,
   };
+}
+
+export async function runHandshake(ctx: RunContext): Promise<HandshakeResult> {
+  const concurrency = Math.min(ctx.config.concurrency ?? DEFAULT_CONCURRENCY.handshakes, ctx.ids.length);
+  const { resumedByDevices: _r, daemonResumed: _d, ...full } = await churnPhase(ctx, concurrency, false);
+  if (!ctx.config.resume) return full;
+  // every device handshook at least once above (given the duration), so each has a session to offer
+  const resumed = await churnPhase(ctx, concurrency, true);
+  const a = resumed.daemonCpuPerHandshakeMicros;
+  const b = full.daemonCpuPerHandshakeMicros;
+  return { ...full, resumed: { ...resumed, cpuRatio: a === null || b === null || b === 0 ? null : round(a / b, 3) } };
 }

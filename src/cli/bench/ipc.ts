@@ -61,6 +61,8 @@ export interface ChurnCommand {
   readonly durationMs: number;
   /** stop after this many handshakes in this worker (undefined: duration only) */
   readonly maxHandshakes: number | undefined;
+  /** each device offers the session of its previous handshake (resumption) */
+  readonly resume: boolean;
 }
 
 /** Sends the stats gathered so far at once, then "flushed". */
@@ -123,6 +125,8 @@ export interface WorkerDone {
   readonly errors: readonly string[];
   /** time of each successful handshake (connect: until the Welcome), ms */
   readonly handshakeMs: Float64Array;
+  /** churn: handshakes the server resumed (abbreviated) */
+  readonly resumed: number;
 }
 
 /** What the devices saw since the previous stats message. */

@@ -85,6 +85,12 @@ ${DEFAULT_WINDOW_PER_DEVICE} per device, at most ${DEFAULT_WINDOW})`,
 a request (${BATCH_RANGE.min}-${BATCH_RANGE.max}; --concurrency then counts requests)`,
   },
   verify: { type: "boolean", description: "Devices verify push signatures (default off: the device's cost)" },
+  resume: {
+    type: "boolean",
+    description: `handshake: after the --duration of full handshakes, as long again of
+resumed ones (each device offers the session of its last handshake);
+prints the daemon's CPU per handshake of both`,
+  },
   cert: {
     type: "boolean",
     description: `Devices authenticate with X.509 certificates instead of PSKs: each
@@ -130,6 +136,8 @@ export interface BenchConfig {
   /** push: messages per batch request (POST /v1/messages); undefined: one request per message */
   readonly batch: number | undefined;
   readonly verify: boolean;
+  /** handshake: a second phase of resumed handshakes */
+  readonly resume: boolean;
   /** --cert: devices use certificates (key curve, and --ca-dir if given); undefined: PSKs */
   readonly cert: BenchCertOptions | undefined;
   readonly inProcess: boolean;
@@ -198,6 +206,8 @@ export function parseBenchArgs(argv: readonly string[], env: Env = {}): BenchCon
   if (rateText !== undefined && mode !== "push") throw new UsageError("--rate: only for push");
   const windowValue = int("window", WINDOW_RANGE);
   if (windowValue !== undefined && mode !== "push") throw new UsageError("--window: only for push");
+  const resume = booleanOption(values, "resume");
+  if (resume && mode !== "handshake") throw new UsageError("--resume: only for handshake");
   const batch = int("batch", BATCH_RANGE);
   if (batch !== undefined && mode !== "push") throw new UsageError("--batch: only for push");
   const workers = int("workers", WORKERS_RANGE);
@@ -235,6 +245,7 @@ export function parseBenchArgs(argv: readonly string[], env: Env = {}): BenchCon
     window: windowValue,
     batch,
     verify: booleanOption(values, "verify"),
+    resume,
     cert: parseCert(values),
     inProcess,
     store: storeText === "memory" ? "memory" : "sqlite",
@@ -270,5 +281,5 @@ export function globalTimeoutSeconds(c: BenchConfig): number {
   if (c.timeoutSeconds !== undefined) return c.timeoutSeconds;
   const perDevice = c.devices * (3 * MS_PER_DEVICE_STEP + (c.cert !== undefined ? CERT_MS_PER_DEVICE : 0));
   const fanout = c.mode === "fanout" ? (c.count ?? 1) * 2 * fanoutRoundMs(c.devices) : 0;
-  return Math.ceil(60 + c.durationSeconds * 2 + (perDevice + fanout) / 1000);
+  return Math.ceil(60 + c.durationSeconds * (c.resume ? 4 : 2) + (perDevice + fanout) / 1000);
 }

@@ -50,6 +50,8 @@ export interface DaemonSnapshot {
   readonly heapUsedBytes: number;
   readonly handshakesOk: number;
   readonly handshakesFailed: number;
+  /** completed handshakes that were resumptions (abbreviated) */
+  readonly handshakesResumed: number;
   /** completed handshakes by cipher suite */
   readonly handshakesBySuite: Readonly<Record<string, number>>;
   readonly pushesSent: number;
@@ -102,6 +104,7 @@ export function snapshotOf(text: string, at: number): DaemonSnapshot {
     heapUsedBytes: v("nodejs_heap_size_used_bytes"),
     handshakesOk: ok,
     handshakesFailed: handshakes - ok,
+    handshakesResumed: v("dtlspush_dtls_handshakes_resumed_total"),
     handshakesBySuite: bySuite(s),
     pushesSent: v("dtlspush_pushes_sent_total"),
     pushesAcked: v("dtlspush_pushes_acked_total"),

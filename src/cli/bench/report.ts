@@ -1,6 +1,6 @@
 /** The results of a bench run: the JSON document and the table printed for humans. */
 import type { FanoutResult } from "./fanout.ts";
-import type { HandshakeResult } from "./handshake.ts";
+import type { HandshakeResult, ResumedPhase } from "./handshake.ts";
 import type { BenchMode } from "./options.ts";
 import type { LoopDelay } from "./loop-delay.ts";
 import type { PushResult } from "./push.ts";
@@ -87,6 +87,7 @@ function loadRows(r: BenchReport): Row[] {
       ["daemon CPU per handshake", us(h.daemonCpuPerHandshakeMicros)],
       ["daemon CPU", cores(h.daemonCpuCores)],
       ["device workers CPU", cores(h.workersCpuCores)],
+      ...resumedRows(h.resumed, h.daemonCpuPerHandshakeMicros),
     ];
   }
   if (r.push !== undefined) {
@@ -145,6 +146,18 @@ function loadRows(r: BenchReport): Row[] {
     return rows;
   }
   return [];
+}
+
+/** `bench handshake --resume`: the resumed phase beside the full one. */
+function resumedRows(r: ResumedPhase | undefined, fullMicros: number | null): Row[] {
+  if (r === undefined) return [];
+  return [
+    ["resumed handshakes", `${n(r.handshakes)} in ${r.seconds.toFixed(1)} s (${n(r.failures)} failed; resumed: ${n(r.resumedByDevices)} by the devices, ${n(r.daemonResumed)} by the daemon)`],
+    ["resumed handshakes/s", n(r.handshakesPerSecond)],
+    ["resumed handshake time p50 / p99 / p99.9", `${ms(r.handshakeMs.p50)} / ${ms(r.handshakeMs.p99)} / ${ms(r.handshakeMs.p999)}`],
+    ["daemon CPU per handshake, resumed / full", `${us(r.daemonCpuPerHandshakeMicros)} / ${us(fullMicros)}${r.cpuRatio === null ? "" : ` (ratio ${r.cpuRatio.toFixed(3)})`}`],
+    ["daemon CPU (resumed phase)", cores(r.daemonCpuCores)],
+  ];
 }
 
 function loopDelay(d: LoopDelay | null): string {

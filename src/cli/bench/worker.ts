@@ -101,13 +101,13 @@ function handle(m: ParentMessage): void {
     case "connect":
       busy = busy.then(async () => {
         const r = await (fleet as DeviceFleet).connectAll(m.concurrency, progressReporter());
-        send({ t: "done", ok: r.ok, failed: r.failed, errors: r.errors, handshakeMs: Float64Array.from(r.handshakeMs) });
+        send({ t: "done", ok: r.ok, failed: r.failed, errors: r.errors, handshakeMs: Float64Array.from(r.handshakeMs), resumed: 0 });
       });
       break;
     case "churn":
       busy = busy.then(async () => {
-        const r = await (fleet as DeviceFleet).churn(m.concurrency, m.durationMs, m.maxHandshakes, progressReporter());
-        send({ t: "done", ok: r.ok, failed: r.failed, errors: r.errors, handshakeMs: Float64Array.from(r.handshakeMs) });
+        const r = await (fleet as DeviceFleet).churn(m.concurrency, m.durationMs, m.maxHandshakes, m.resume, progressReporter());
+        send({ t: "done", ok: r.ok, failed: r.failed, errors: r.errors, handshakeMs: Float64Array.from(r.handshakeMs), resumed: r.resumed });
       });
       break;
     case "flush":

@@ -31,6 +31,12 @@ export interface TransportOptions {
   timeoutMs?: number;
   /** Largest UDP payload to send, default 1200. */
   mtu?: number;
+  /**
+   * A DTLS session saved from an earlier session (`Transport.session`), to
+   * resume with an abbreviated handshake; a server that refuses it makes a
+   * full handshake. The dtlspush transport only; the others ignore it.
+   */
+  session?: Uint8Array;
 }
 
 export interface Transport {
@@ -39,6 +45,12 @@ export interface Transport {
   readonly maxRecordPayload: number;
   /** A short description for logs, e.g. "dtlspush TLS_PSK_WITH_AES_128_CCM_8 to 127.0.0.1:5684". */
   readonly description: string;
+  /** The session was resumed (abbreviated handshake); the dtlspush transport only. */
+  readonly resumed?: boolean;
+  /** The DTLS session to save for the next connection (holds its master secret); the dtlspush transport only. */
+  readonly session?: Uint8Array | undefined;
+  /** Called when the server hands a new session to save (a new ticket); the dtlspush transport only. */
+  onSession?(handler: (session: Uint8Array) => void): void;
   /** Sends each element as one DTLS record; several may share a datagram when the transport can. */
   send(records: readonly Uint8Array[]): void;
   /** One call per received record (the Uint8Array is the caller's to keep). */
@@ -139,6 +151,7 @@ export function checkOptions(o: TransportOptions): CheckedOptions {
   if (opts.servername !== undefined && (typeof opts.servername !== "string" || opts.servername.length === 0)) {
     throw bad("servername must be a non-empty string");
   }
+  if (opts.session !== undefined && !isBytes(opts.session)) throw bad("session must be bytes (a saved DTLS session)");
   if (opts.psk === undefined && opts.ca === undefined && opts.fingerprint === undefined) {
     throw bad("give psk, or ca or fingerprint to authenticate the server");
   }

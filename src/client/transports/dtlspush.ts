@@ -8,11 +8,13 @@ import { asError, endpointName, TransportBase, TransportError, type CheckedOptio
 
 class DtlspushTransport extends TransportBase {
   private readonly conn: DtlsConnection;
+  private sessionHandler: ((session: Uint8Array) => void) | undefined;
 
   constructor(conn: DtlsConnection, where: string) {
-    super("dtlspush", conn.maxDatagramPayload, `dtlspush ${conn.info.suite} to ${where}`);
+    super("dtlspush", conn.maxDatagramPayload, `dtlspush ${conn.info.suite}${conn.info.resumed ? " (resumed)" : ""} to ${where}`);
     this.conn = conn;
     let failure: DtlsError | undefined;
+    conn.on("session", (session) => this.sessionHandler?.(session));
     conn.on("data", (d) => this.received(d));
     conn.on("error", (e) => {
       failure = e;
@@ -21,6 +23,18 @@ class DtlspushTransport extends TransportBase {
       if (reason.code === "closed") this.ended(undefined);
       else this.ended(new TransportError("connection_lost", `the DTLS session with ${where} ended: ${reason.message}`, { cause: failure }));
     });
+  }
+
+  get resumed(): boolean {
+    return this.conn.info.resumed;
+  }
+
+  get session(): Uint8Array | undefined {
+    return this.conn.session;
+  }
+
+  onSession(handler: (session: Uint8Array) => void): void {
+    this.sessionHandler = handler;
   }
 
   protected transmit(records: readonly Uint8Array[]): void {
@@ -65,6 +79,7 @@ export async function openDtlspushTransport(o: CheckedOptions): Promise<Transpor
       key: o.key,
       mtu: o.mtu,
       timeoutMs: o.timeoutMs,
+      ...(o.session === undefined ? {} : { session: o.session }),
     });
   } catch (e) {
     throw connectError(e, where);

@@ -106,6 +106,13 @@ export function toDtlsOptions(c: DaemonConfig, creds: DtlsCredentials): PushServ
     helloVerifyRatePerSecond: c.dtls.helloVerifyRatePerSecond,
     helloVerifyRatePerPrefix: c.dtls.helloVerifyRatePerPrefix,
     connectionIdLength: c.dtls.connectionIdLength,
+    resumption: {
+      enabled: c.dtls.resumption,
+      ticketLifetimeMs: c.dtls.ticketLifetimeSeconds * 1000,
+      maxSessionAgeMs: c.dtls.maxSessionAgeSeconds * 1000,
+      sessionCacheSize: c.dtls.sessionCacheSize,
+      ticketKeyRotationMs: c.dtls.ticketKeyRotationSeconds * 1000,
+    },
   };
 }
 

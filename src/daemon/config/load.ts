@@ -91,6 +91,12 @@ export interface DaemonConfig {
     readonly helloVerifyRatePerPrefix: number;
     /** RFC 9146 CID length of the server, bytes; 0 = off */
     readonly connectionIdLength: number;
+    readonly resumption: boolean;
+    readonly ticketLifetimeSeconds: number;
+    readonly maxSessionAgeSeconds: number;
+    readonly sessionCacheSize: number;
+    /** "auto" in the file: the ticket lifetime */
+    readonly ticketKeyRotationSeconds: number;
   };
   readonly http: {
     readonly listen: HostPort;
@@ -248,6 +254,11 @@ export async function loadConfig(o: LoadConfigOptions = {}): Promise<DaemonConfi
       helloVerifyRatePerSecond: f.dtls.hello_verify_rate_per_second,
       helloVerifyRatePerPrefix: f.dtls.hello_verify_rate_per_prefix,
       connectionIdLength: f.dtls.connection_id_length,
+      resumption: f.dtls.resumption,
+      ticketLifetimeSeconds: f.dtls.ticket_lifetime_seconds,
+      maxSessionAgeSeconds: f.dtls.max_session_age_seconds,
+      sessionCacheSize: f.dtls.session_cache_size,
+      ticketKeyRotationSeconds: f.dtls.ticket_key_rotation_seconds === "auto" ? f.dtls.ticket_lifetime_seconds : f.dtls.ticket_key_rotation_seconds,
     },
     http: {
       listen: hostPort(f.http.listen),

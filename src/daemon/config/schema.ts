@@ -194,6 +194,15 @@ export const dtlsSection = z
       6,
       "Length of the Connection IDs (RFC 9146) handed to devices that offer one, bytes: their records then find their session whatever address they come from (NAT rebinding). 0: off; otherwise at least 4.",
     ),
+    resumption: bool(true, "Session resumption (abbreviated handshakes): session tickets sealed under keys kept in the store, and a session-ID cache."),
+    ticket_lifetime_seconds: int(60, 7 * DAY, DAY, "A session ticket is accepted this long after it was issued, seconds."),
+    max_session_age_seconds: int(60, 365 * DAY, 7 * DAY, "No resumption this long after the session's full handshake, however fresh its ticket, seconds."),
+    session_cache_size: int(0, 10_000_000, 10_000, "Sessions kept for session-ID resumption (least recently used go first); 0: tickets only."),
+    ticket_key_rotation_seconds: intOrAuto(
+      60,
+      7 * DAY,
+      "How long one ticket key seals new tickets before the next one takes over, seconds; a key is deleted a ticket lifetime after. \"auto\": ticket_lifetime_seconds.",
+    ),
   })
   .prefault({})
   .describe("The DTLS endpoint devices connect to.");

@@ -47,6 +47,7 @@ nodejs_heap_size_used_bytes 52428800
 dtlspush_handshakes_total{result="ok",suite="TLS_PSK_WITH_AES_128_CCM_8"} 40
 dtlspush_handshakes_total{result="ok",suite="TLS_ECDHE_PSK_WITH_AES_128_GCM_SHA256"} 2
 dtlspush_handshakes_total{result="bad_record_mac",suite=""} 3
+dtlspush_dtls_handshakes_resumed_total 30
 dtlspush_pushes_acked_total 1000
 dtlspush_pushes_sent_total 1010
 dtlspush_pushes_retransmitted_total 7
@@ -73,6 +74,7 @@ describe("/metrics parsing", () => {
       heapUsedBytes: 52428800,
       handshakesOk: 42,
       handshakesFailed: 3,
+      handshakesResumed: 30,
       handshakesBySuite: { TLS_PSK_WITH_AES_128_CCM_8: 40, TLS_ECDHE_PSK_WITH_AES_128_GCM_SHA256: 2 },
       pushesSent: 1010,
       pushesAcked: 1000,

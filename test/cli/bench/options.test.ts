@@ -58,6 +58,14 @@ describe("parseBenchArgs", () => {
     expect(globalTimeoutSeconds(c)).toBe(30);
   });
 
+  it("--resume: handshake only, a second phase as long (the run's bound grows with it)", () => {
+    expect(parseBenchArgs(["handshake"]).resume).toBe(false);
+    const c = parseBenchArgs(["handshake", "--resume", "--duration", "10"]);
+    expect(c.resume).toBe(true);
+    expect(globalTimeoutSeconds(c) - globalTimeoutSeconds(parseBenchArgs(["handshake", "--duration", "10"]))).toBe(20);
+    expect(() => parseBenchArgs(["push", "--resume"])).toThrow("--resume: only for handshake");
+  });
+
   it("--in-process takes --store and ignores DTLSPUSH_API/DTLSPUSH_TOKEN", () => {
     const c = parseBenchArgs(["push", "--in-process", "--store", "memory"], { DTLSPUSH_API: "http://10.0.0.1:1", DTLSPUSH_TOKEN: "X" });
     expect(c).toMatchObject({ inProcess: true, store: "memory", api: { api: undefined, token: undefined } });

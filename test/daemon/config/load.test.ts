@@ -83,6 +83,11 @@ describe("defaults", () => {
       helloVerifyRatePerSecond: 5000,
       helloVerifyRatePerPrefix: 500,
       connectionIdLength: 6,
+      resumption: true,
+      ticketLifetimeSeconds: 86_400,
+      maxSessionAgeSeconds: 604_800,
+      sessionCacheSize: 10_000,
+      ticketKeyRotationSeconds: 86_400,
     });
     expect(c.http).toEqual({
       listen: { host: "127.0.0.1", port: 8080 },
@@ -450,6 +455,15 @@ describe("parseHostPort", () => {
     expect(parseHostPort("[fe80::1]:65535")).toEqual({ host: "fe80::1", port: 65_535 });
     expect(parseHostPort("push.example.com:8080")).toEqual({ host: "push.example.com", port: 8080 });
     expect(typeof parseHostPort("push.example.com:")).toBe("string");
+  });
+});
+
+describe("dtls.ticket_key_rotation_seconds", () => {
+  it('is "auto" by default: the ticket lifetime', async () => {
+    const c = await loadConfig({ env: { DTLSPUSH_DTLS_TICKET_LIFETIME_SECONDS: "3600" }, cwd: work });
+    expect(c.dtls.ticketKeyRotationSeconds).toBe(3600);
+    const d = await loadConfig({ env: { DTLSPUSH_DTLS_TICKET_LIFETIME_SECONDS: "3600", DTLSPUSH_DTLS_TICKET_KEY_ROTATION_SECONDS: "600" }, cwd: work });
+    expect(d.dtls.ticketKeyRotationSeconds).toBe(600);
   });
 });
 

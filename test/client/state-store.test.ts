@@ -1,0 +1,58 @@
+/** fileStateStore: the DTLS session kept with the device state, in a file only its owner reads. */
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { fileStateStore, STATE_FILE_MODE } from "../../src/client/state-store.ts";
+import { DtlspushError } from "../../src/util/errors.ts";
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function file(): string {
+  const dir = mkdtempSync(join(tmpdir(), "dtlspush-state-"));
+  dirs.push(dir);
+  return join(dir, "sub", "state.json");
+}
+
+describe("fileStateStore", () => {
+  it("keeps the DTLS session and writes the file with mode 0600, even over a temporary file left by a crash", () => {
+    const path = file();
+    const store = fileStateStore(path);
+    store.save({ hwm: 1, sessionToken: "t", nextRequestId: 5 });
+    // a crash left a world-readable temporary file behind
+    writeFileSync(`${path}.tmp`, "{}");
+    chmodSync(`${path}.tmp`, 0o644);
+    const session = Buffer.from("ticket and master secret").toString("base64");
+    store.save({ hwm: 2, sessionToken: "t", nextRequestId: 6, dtlsSession: session });
+    expect(statSync(path).mode & 0o777).toBe(STATE_FILE_MODE);
+    expect(fileStateStore(path).load()).toEqual({ hwm: 2, sessionToken: "t", nextRequestId: 6, dtlsSession: session });
+  });
+
+  it("reads a file written before it held a DTLS session", () => {
+    const path = file();
+    fileStateStore(path).save({ hwm: 3, sessionToken: "", nextRequestId: 1 });
+    expect(JSON.parse(readFileSync(path, "utf8"))).not.toHaveProperty("dtlsSession");
+    expect(fileStateStore(path).load()).toEqual({ hwm: 3, sessionToken: "", nextRequestId: 1 });
+  });
+
+  it("refuses a dtlsSession that is not base64 text (state_unreadable)", () => {
+    const path = file();
+    fileStateStore(path).save({ hwm: 0, sessionToken: "", nextRequestId: 1 });
+    for (const bad of [42, "not base64!", { a: 1 }]) {
+      writeFileSync(path, JSON.stringify({ hwm: 0, sessionToken: "", nextRequestId: 1, dtlsSession: bad }));
+      const e = (() => {
+        try {
+          fileStateStore(path).load();
+          return undefined;
+        } catch (x) {
+          return x;
+        }
+      })();
+      expect(e, JSON.stringify(bad)).toBeInstanceOf(DtlspushError);
+      expect((e as DtlspushError).code).toBe("state_unreadable");
+    }
+  });
+});
