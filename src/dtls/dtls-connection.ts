@@ -136,6 +136,11 @@ export class DtlsConnection extends EventEmitter<Events> {
     this.receiver = receiver;
   }
 
+  /** The object `setReceiver` gave, if any (e.g. to find the layer above's state of this session). */
+  get currentReceiver(): ConnectionReceiver | undefined {
+    return this.receiver;
+  }
+
   get closed(): boolean {
     return this.core.state === "closed";
   }

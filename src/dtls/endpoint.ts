@@ -347,6 +347,13 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
   }
 }
 
+/** Socket errors that only relay an ICMP error for a datagram sent (on a connected UDP socket). */
+const UNREACHABLE = new Set(["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN"]);
+
+function isUnreachable(e: Error): boolean {
+  return UNREACHABLE.has(String((e as { code?: unknown }).code));
+}
+
 /** Server send buffers asked for by default (the kernel may grant less). */
 export const DEFAULT_SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
 /**
@@ -494,6 +501,11 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
       if (binding) {
         const where = `${localAddress ?? "the wildcard address"} port ${localPort ?? 0}`;
         core.fail(new DtlsError("connect_failed", `cannot bind the client socket to ${where}: ${e.message}`, undefined, { cause: e }));
+      } else if (core.state === "established" && isUnreachable(e)) {
+        // An ICMP "port unreachable" (or host/network unreachable) for a record we sent: unauthenticated, and
+        // what a server restarting on its port answers for a moment. The session goes on; a peer that is
+        // really gone shows as silence (the application's liveness checks and the idle timeout).
+        return;
       } else {
         core.fail(new DtlsError("socket_error", e.message));
       }

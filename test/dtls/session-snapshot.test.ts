@@ -4,6 +4,7 @@
  * sockets: the client notices nothing (no handshake), data flows both ways,
  * the replay window came along, and what does not fit is refused and counted.
  */
+import { createSocket } from "node:dgram";
 import { afterEach, describe, expect, it } from "vitest";
 import { connect, listen, type DtlsConnection, type DtlsServer } from "../../src/dtls/index.ts";
 import { decodeSessionSnapshot, encodeSessionSnapshot, RESTORE_SEQUENCE_MARGIN } from "../../src/dtls/session-snapshot.ts";
@@ -27,6 +28,25 @@ async function until(cond: () => boolean, what: string, ms = 3000): Promise<void
 
 function server(port = 0, suites?: ("TLS_PSK_WITH_AES_128_CCM_8" | "TLS_PSK_WITH_AES_128_GCM_SHA256")[]): Promise<DtlsServer> {
   return listen({ host: "127.0.0.1", port, sockets: 1, psk: { keys: new Map([["dev", KEY]]) }, ...(suites === undefined ? {} : { suites }) });
+}
+
+/** Resolves once a datagram to the port came back refused (ICMP port unreachable) on a socket of our own, after the turn's sends left. */
+async function refusedAt(port: number): Promise<void> {
+  await new Promise((r) => setTimeout(r, 0));
+  const probe = createSocket("udp4");
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("no ICMP error from the closed port")), 2000);
+      probe.on("error", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      probe.connect(port, "127.0.0.1", () => probe.send(Buffer.from("x")));
+    });
+    await new Promise((r) => setImmediate(r));
+  } finally {
+    probe.close();
+  }
 }
 
 interface Device {
@@ -64,6 +84,11 @@ describe("session snapshots through real sockets", () => {
     const port = a.address().port;
     const withCid = await device(a, true);
     const plain = await device(a, false);
+    // a client straight at the server's port (no proxy between): the kernel answers its records with ICMP port unreachable while nobody listens
+    const directSeen = new Promise<DtlsConnection>((r) => a.once("session", r));
+    const direct = await connect({ host: "127.0.0.1", port, psk: PSK, connectionId: false });
+    closers.push(() => direct.close());
+    const directAtA = await directSeen;
     const atA = new Map<DtlsConnection, string[]>();
     for (const s of [withCid.session, plain.session]) {
       const got: string[] = [];
@@ -76,19 +101,21 @@ describe("session snapshots through real sockets", () => {
     withCid.session.send(Buffer.from("down-a"));
     await until(() => withCid.d.got.includes("down-a"), "A's record at the client");
 
-    const snaps = a.exportSessions((c) => Buffer.from(c === withCid.session ? "cid" : "plain"));
-    expect(snaps).toHaveLength(2);
-    expect(a.stats.sessionsExported).toBe(2);
+    const snaps = a.exportSessions((c) => Buffer.from(c === withCid.session ? "cid" : c === directAtA ? "direct" : "plain"));
+    expect(snaps).toHaveLength(3);
+    expect(a.stats.sessionsExported).toBe(3);
     expect(() => withCid.session.send(Buffer.from("late"))).toThrow(/closed/); // retired: nothing more is sealed
     await a.close({ notify: false });
+    direct.send(Buffer.from("while-down")); // lost, and an ICMP error comes back: no reason to end the session
+    await refusedAt(port); // the direct client's socket has had its ICMP error by now
 
     const b = await server(port);
     closers.push(() => b.close());
     const atB = collect(b);
     const result = b.restoreSessions(snaps);
-    expect(result).toEqual({ restored: 2, refused: {} });
-    expect(b.stats.sessionsRestored).toBe(2);
-    expect(b.sessions()).toBe(2);
+    expect(result).toEqual({ restored: 3, refused: {} });
+    expect(b.stats.sessionsRestored).toBe(3);
+    expect(b.sessions()).toBe(3);
     const byTag = new Map([...atB.keys()].map((c) => [Buffer.from(c.restored ?? []).toString(), c]));
     const cidAtB = byTag.get("cid") as DtlsConnection;
     const plainAtB = byTag.get("plain") as DtlsConnection;
@@ -101,6 +128,10 @@ describe("session snapshots through real sockets", () => {
     cidAtB.send(Buffer.from("down-b1"));
     plainAtB.send(Buffer.from("down-b2"));
     await until(() => withCid.d.got.includes("down-b1") && plain.d.got.includes("down-b2"), "B's records at the clients");
+    const directAtB = byTag.get("direct") as DtlsConnection;
+    direct.send(Buffer.from("after-3"));
+    await until(() => atB.get(directAtB)?.includes("after-3") === true, "the direct client's record at B");
+    expect(direct.closed).toBe(false);
     expect(b.stats.handshakesStarted).toBe(0);
     expect(b.stats.helloVerifyRequestsSent).toBe(0);
 
