@@ -12,13 +12,16 @@
  * arriving at a device and to all of them, the saved file's size per session
  * and the save and load times (the daemon's log lines).
  *
- *   node scripts/bench/restart.ts [--devices N] [--cert] [--json]
+ *   node scripts/bench/restart.ts [--devices N] [--cert] [--no-keep] [--json]
+ *
+ * --no-keep: the baseline, dtls.keep_sessions_on_restart = false (devices get
+ * Bye on the stop, reconnect and resume their sessions).
  *
  * Not a test: prints figures, never fails on a threshold. Bounded in count and
  * time (N <= 5000, every wait bounded); traffic stays on 127.0.0.1.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -37,6 +40,8 @@ const arg = (name: string): string | undefined => {
 const DEVICES = Math.min(5000, Math.max(1, Number(arg("--devices") ?? 1000)));
 const CERT = argv.includes("--cert");
 const JSON_OUT = argv.includes("--json");
+/** the baseline: dtls.keep_sessions_on_restart = false (Bye on stop; devices reconnect and resume) */
+const NO_KEEP = argv.includes("--no-keep");
 const KEY_HEX = "000102030405060708090a0b0c0d0e0f";
 const KEY = Buffer.from(KEY_HEX, "hex");
 const WAIT_MS = 120_000;
@@ -130,6 +135,7 @@ const data = join(dir, "data");
 const clients: DtlspushClient[] = [];
 const daemons: Daemon[] = [];
 try {
+  if (NO_KEEP) writeFileSync(join(dir, "dtlspush.toml"), "[dtls]\nkeep_sessions_on_restart = false\n");
   const first = await serve(dir, data);
   daemons.push(first);
   const tokenData = await openDataDir(await loadConfig({ flags: { dataDir: data }, env: {} }));
@@ -189,6 +195,7 @@ try {
   const figures = {
     devices: DEVICES,
     credential: CERT ? "certificate" : "psk",
+    sessionsKept: !NO_KEEP,
     sessionsSaved: saved?.["sessions"],
     snapshotBytes: saved?.["bytes"],
     bytesPerSession: saved?.["bytesPerSession"],
@@ -196,6 +203,7 @@ try {
     loadMs: loaded?.["loadMs"],
     sessionsRestored: await metric(second, token, "dtlspush_dtls_sessions_restored_total"),
     handshakesAfterRestart: await metric(second, token, "dtlspush_handshakes_total"),
+    resumedAfterRestart: await metric(second, token, "dtlspush_dtls_handshakes_resumed_total"),
     devicesThatNoticed: disconnects,
     daemonUpMs: Math.round(upMs),
     spawnToFirstPushMs: Math.round(firstArrival - second.spawnedAt),
@@ -203,7 +211,7 @@ try {
   };
   if (JSON_OUT) process.stdout.write(`${JSON.stringify(figures)}\n`);
   else {
-    process.stdout.write(`daemon restart with ${DEVICES} ${figures.credential} devices (SIGTERM, sessions kept)\n`);
+    process.stdout.write(`daemon restart with ${DEVICES} ${figures.credential} devices (SIGTERM, sessions ${NO_KEEP ? "not kept" : "kept"})\n`);
     for (const [k, v] of Object.entries(figures)) process.stdout.write(`  ${k.padEnd(24)} ${String(v)}\n`);
   }
 } finally {
