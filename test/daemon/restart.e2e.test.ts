@@ -130,18 +130,20 @@ describe("a daemon restart with the sessions kept", () => {
     expect(await metric(again, token, "dtlspush_restored_sessions_links_total", 'outcome="bound"')).toBe(3);
   });
 
-  it("a device revoked while the daemon was down is not restored; the saved file is never loaded twice", { timeout: 40_000 }, async () => {
+  it("a device revoked or removed while the daemon was down is not restored; the saved file is never loaded twice", { timeout: 40_000 }, async () => {
     const { dir, data, daemon, token } = await setUp("dtlspush-restart-revoke-");
-    for (const id of ["keep", "gone"]) expect(await api(daemon, token, "PUT", `/v1/devices/${id}`, { psk: { keyHex: KEY_HEX } })).toBe(201);
+    for (const id of ["keep", "gone", "removed"]) expect(await api(daemon, token, "PUT", `/v1/devices/${id}`, { psk: { keyHex: KEY_HEX } })).toBe(201);
     const keep = await device(psk(daemon.dtlsPort, "keep"));
     const gone = await device(psk(daemon.dtlsPort, "gone", { reconnect: false }));
+    const removed = await device(psk(daemon.dtlsPort, "removed", { reconnect: false }));
     await stop(daemon);
-    const revoked = await run(["device", "revoke", "gone", "--data-dir", data]);
-    expect(revoked.code).toBe(0);
+    expect((await run(["device", "revoke", "gone", "--data-dir", data])).code).toBe(0);
+    expect((await run(["device", "remove", "removed", "--data-dir", data])).code).toBe(0);
 
     const again = await serveIn(dir, data, daemon.dtlsPort);
-    await until(() => gone.events.includes("disconnected"), 10_000, () => "the revoked device told Bye");
+    await until(() => gone.events.includes("disconnected") && removed.events.includes("disconnected"), 10_000, () => "the revoked and removed devices told Bye");
     expect(await metric(again, token, "dtlspush_restored_sessions_links_total", 'outcome="device_revoked"')).toBe(1);
+    expect(await metric(again, token, "dtlspush_restored_sessions_links_total", 'outcome="device_unknown"')).toBe(1);
     expect(await metric(again, token, "dtlspush_restored_sessions_links_total", 'outcome="bound"')).toBe(1);
     await push(again, token, "keep", "k1");
     await until(() => keep.got.length === 1, 10_000, () => "the push to the kept device");
