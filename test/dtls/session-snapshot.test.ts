@@ -79,7 +79,7 @@ function collect(s: DtlsServer): Map<DtlsConnection, string[]> {
 }
 
 describe("session snapshots through real sockets", () => {
-  it("a new server on the same port takes over CID and plain sessions: no handshake, data both ways, old records stay replays", async () => {
+  it("a new server on the same port takes over CID and plain sessions: no handshake (a CID one from a new address too), data both ways, old records stay replays", async () => {
     const a = await server();
     const port = a.address().port;
     const withCid = await device(a, true);
@@ -122,6 +122,8 @@ describe("session snapshots through real sockets", () => {
     expect(cidAtB.info.identity).toBe("dev");
     expect(plainAtB.info.peer).toEqual(plain.session.info.peer);
 
+    // the CID device's NAT gave it a new address and port while the server restarted: its session follows it
+    await withCid.d.proxy.rebind("127.0.0.2");
     withCid.d.client.send(Buffer.from("after-1"));
     plain.d.client.send(Buffer.from("after-2"));
     await until(() => atB.get(cidAtB)?.includes("after-1") === true && atB.get(plainAtB)?.includes("after-2") === true, "the clients' records at B");
@@ -132,6 +134,8 @@ describe("session snapshots through real sockets", () => {
     direct.send(Buffer.from("after-3"));
     await until(() => atB.get(directAtB)?.includes("after-3") === true, "the direct client's record at B");
     expect(direct.closed).toBe(false);
+    expect(cidAtB.info.peer.address).toBe("127.0.0.2");
+    expect(b.stats.addressChanges).toBe(1);
     expect(b.stats.handshakesStarted).toBe(0);
     expect(b.stats.helloVerifyRequestsSent).toBe(0);
 
