@@ -9,7 +9,7 @@
  * old, sealed with another key or damaged is refused and counted, and the
  * devices recover by resumption with nothing lost.
  */
-import { copyFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { connect, memoryStateStore, type ConnectOptions, type DtlspushClient, type LivenessOptions } from "../../src/client/index.ts";
@@ -57,7 +57,7 @@ async function device(options: ConnectOptions): Promise<Dev> {
   const events: string[] = [];
   client.on("message", (m) => got.push(m.id));
   client.on("connected", () => events.push("connected"));
-  client.on("disconnected", (e) => events.push(`disconnected${process.env["RESTART_DEBUG"] ? `: ${String(e)}` : ""}`));
+  client.on("disconnected", (e) => events.push(`disconnected: ${String(e)}`));
   client.on("error", () => undefined);
   return { client, got, events };
 }
@@ -141,7 +141,7 @@ describe("a daemon restart with the sessions kept", () => {
     expect((await run(["device", "remove", "removed", "--data-dir", data])).code).toBe(0);
 
     const again = await serveIn(dir, data, daemon.dtlsPort);
-    await until(() => gone.events.includes("disconnected") && removed.events.includes("disconnected"), 10_000, () => "the revoked and removed devices told Bye");
+    await until(() => gone.events.some((e) => e.startsWith("disconnected")) && removed.events.some((e) => e.startsWith("disconnected")), 10_000, () => "the revoked and removed devices told Bye");
     expect(await metric(again, token, "dtlspush_restored_sessions_links_total", 'outcome="device_revoked"')).toBe(1);
     expect(await metric(again, token, "dtlspush_restored_sessions_links_total", 'outcome="device_unknown"')).toBe(1);
     expect(await metric(again, token, "dtlspush_restored_sessions_links_total", 'outcome="bound"')).toBe(1);
@@ -167,8 +167,7 @@ describe("a daemon restart with the sessions kept", () => {
     // another data directory (another key) given this one's file
     const other = tempDir("dtlspush-restart-other-");
     const otherData = join(other, "data");
-    const first = await serveIn(other, otherData);
-    await stop(first, "SIGKILL");
+    mkdirSync(otherData, { mode: 0o700 });
     copyFileSync(join(data, SNAPSHOT), join(otherData, SNAPSHOT));
     const foreign = await serveIn(other, otherData);
     const foreignToken = await adminToken(otherData);
