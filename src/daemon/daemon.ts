@@ -13,6 +13,7 @@ import { startHttpApi, type HttpApi } from "./http/index.ts";
 import { createLogger, logDaemonEvents, type Logger } from "./logger.ts";
 import { createMetrics, type DaemonMetrics } from "./metrics.ts";
 import { startPushServer, type PushServer } from "./push-server.ts";
+import { openSnapshot, sealSnapshot, snapshotKey, takeSnapshotFile, writeSnapshotFile } from "./session-snapshot-file.ts";
 import type { DeliveryObserver } from "../messaging/observer.ts";
 import type { EngineFailureEvent } from "../messaging/delivery-engine.ts";
 
@@ -66,9 +67,12 @@ async function assemble(
   const metrics = createMetrics();
   const store = timedStore(data.store, metrics.observer);
   metrics.attachStore(data.store);
+  const keepSessions = config.dtls.keepSessionsOnRestart && config.store.kind === "sqlite";
+  const saved = config.store.kind === "sqlite" ? await takeSavedSessions(config, logger, metrics) : undefined;
   const push = await bind("dtls.listen", config, () =>
     startPushServer({
       store,
+      ...(saved === undefined ? {} : { restoreSessions: saved }),
       dtls: toDtlsOptions(config, credentials),
       delivery: toDeliveryOptions(config),
       observer: metrics.observer,
@@ -78,6 +82,12 @@ async function assemble(
   );
   cleanup.push(() => push.close());
   metrics.attach(push);
+  if (saved !== undefined) logger.info({ event: "sessions_restored", ...push.restored }, "took over the sessions saved by the previous stop: no handshake for them");
+  // a store that failed stops the engine: its sessions are not worth keeping then
+  let storeFailed = false;
+  push.engine.once("fatal", () => {
+    storeFailed = true;
+  });
   const unlogEvents = logDaemonEvents(push, logger);
   const unlogFailures = logEngineFailures(push, logger);
   const unlog = (): void => {
@@ -164,7 +174,8 @@ async function assemble(
       http.draining();
       push.dtls.stopAccepting();
       await http.close(); // requests in progress (a publish waiting for its commit) are answered first
-      await push.close(); // Bye, close_notify, the final commit; then the content-signing workers end
+      if (keepSessions && !storeFailed) await saveSessions(config, push, logger);
+      else await push.close(); // Bye, close_notify, the final commit; then the content-signing workers end
       unlog();
       return true;
     })();
@@ -177,6 +188,64 @@ async function assemble(
   }
 
   return daemon;
+}
+
+/**
+ * The sessions the previous orderly stop saved, if any: the file is read and
+ * deleted for good first (it is single-use: see session-snapshot-file.ts),
+ * then opened; refused (one log line, counted) when too old, sealed with
+ * another key, of another version or damaged. With keep_sessions_on_restart
+ * off a file is deleted unread.
+ */
+async function takeSavedSessions(config: DaemonConfig, logger: Logger, metrics: DaemonMetrics): Promise<Uint8Array[] | undefined> {
+  const t0 = performance.now();
+  const file = await takeSnapshotFile(config.dataDir);
+  if (file === undefined) return undefined;
+  if (!config.dtls.keepSessionsOnRestart) {
+    metrics.snapshotRefused("disabled");
+    logger.warn({ event: "session_snapshot_refused", cause: "disabled" }, "deleted the saved sessions unread: dtls.keep_sessions_on_restart is off");
+    return undefined;
+  }
+  const opened = openSnapshot(await snapshotKey(config.dataDir), file, Date.now(), config.dtls.sessionSnapshotMaxAgeSeconds * 1000);
+  if (opened.kind !== "loaded") {
+    if (opened.kind === "refused") {
+      metrics.snapshotRefused(opened.cause);
+      logger.warn(
+        { event: "session_snapshot_refused", cause: opened.cause },
+        `refused the saved sessions (${opened.detail}); starting without them: devices resume or handshake`,
+      );
+    }
+    return undefined;
+  }
+  logger.info(
+    { event: "session_snapshot_loaded", sessions: opened.sessions.length, bytes: opened.bytes, ageMs: Date.now() - opened.writtenAt, loadMs: Math.round((performance.now() - t0) * 10) / 10 },
+    "loaded the sessions saved by the previous stop (the file is deleted)",
+  );
+  return opened.sessions;
+}
+
+/** The orderly stop that keeps the sessions: no Bye, no close_notify; the final commit, then the sessions sealed into the data directory. */
+async function saveSessions(config: DaemonConfig, push: PushServer, logger: Logger): Promise<void> {
+  const t0 = performance.now();
+  const sessions = await push.suspend();
+  const sealed = sealSnapshot(await snapshotKey(config.dataDir), sessions, Date.now());
+  try {
+    await writeSnapshotFile(config.dataDir, sealed);
+  } catch (e) {
+    // the sessions are retired already: the devices resume or handshake after the restart
+    logger.error({ err: e, sessions: sessions.length }, "could not save the sessions; devices will resume or handshake after the restart");
+    return;
+  }
+  logger.info(
+    {
+      event: "sessions_saved",
+      sessions: sessions.length,
+      bytes: sealed.length,
+      bytesPerSession: sessions.length === 0 ? 0 : Math.round(sealed.length / sessions.length),
+      saveMs: Math.round((performance.now() - t0) * 10) / 10,
+    },
+    "saved the established sessions for the next start (dtls.keep_sessions_on_restart)",
+  );
 }
 
 /** Runs a bind step; "address in use" and "cannot assign address" become ConfigErrors naming the setting. */

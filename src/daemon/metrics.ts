@@ -9,6 +9,8 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { ServerStats } from "../dtls/index.ts";
 import type { SigningPoolStats } from "../auth/index.ts";
 import { ENGINE_FAILURES, FRAME_REFUSALS, type DeliveryObserver } from "../messaging/observer.ts";
+import { LINK_RESTORE_OUTCOMES } from "../messaging/link-snapshot.ts";
+import { SNAPSHOT_REFUSALS, type SnapshotRefusal } from "./session-snapshot-file.ts";
 import type { BatchObserver, HttpObserver } from "./http/index.ts";
 import type { Store, WorkerStore, WorkerStoreStats } from "../store/index.ts";
 import type { PushServer } from "./push-server.ts";
@@ -22,6 +24,8 @@ export interface DaemonMetrics {
   attach(server: PushServer): void;
   /** reads the store's grouping stats at scrape time (a worker store has them; others are left out) */
   attachStore(store: Store): void;
+  /** a saved-sessions file was refused at start (or deleted unread: "disabled") */
+  snapshotRefused(cause: SnapshotRefusal | "disabled"): void;
   /** the Content-Type of `text()` */
   readonly contentType: string;
   /** the exposition text (Prometheus text format 0.0.4) */
@@ -99,6 +103,22 @@ export function createMetrics(): DaemonMetrics {
     "Session tickets and session IDs offered that did not resume their session (a full handshake followed), by cause: unknown_key (its ticket key retired or is not ours), bad_ticket (forged, tampered), ticket_expired (dtls.ticket_lifetime_seconds), session_too_old (dtls.max_session_age_seconds), suite_not_offered, ems_mismatch, psk_unknown (the device was revoked or removed), psk_changed, client_refused (its certificate is refused now), unknown_session_id",
     (s) => s.resumptionsRefused,
     "cause",
+  );
+  statsCounter(
+    "dtlspush_dtls_sessions_restored_total",
+    "DTLS sessions taken over at start from the sessions saved by the previous orderly stop (dtls.keep_sessions_on_restart): no handshake",
+    (s) => s.sessionsRestored,
+  );
+  statsCounter(
+    "dtlspush_dtls_sessions_restore_refused_total",
+    "Saved DTLS sessions not taken over at start, by cause: not_server, suite_not_configured (dtls.suites changed), cid_length (dtls.connection_id_length changed), cid_in_use, address_in_use, over_capacity (dtls.max_sessions), host_sessions_exceeded (dtls.max_sessions_per_host), damaged",
+    (s) => s.restoresRefused,
+    "cause",
+  );
+  statsCounter(
+    "dtlspush_dtls_sessions_saved_total",
+    "DTLS sessions saved by this process's orderly stop (read it in the stop's log line: the process exits right after)",
+    (s) => s.sessionsExported,
   );
   for (const [name, key, help] of [
     ["dtlspush_dtls_handshakes_in_progress", "handshakesInProgress", "DTLS handshakes in progress (after a valid cookie)"],
@@ -292,6 +312,20 @@ export function createMetrics(): DaemonMetrics {
   // every cause is exported from the start (at 0), so an alert rule can be written before the first attack
   for (const cause of FRAME_REFUSALS) framesRefused.inc({ cause }, 0);
   for (const cause of ENGINE_FAILURES) engineFailures.inc({ cause }, 0);
+  const snapshotsRefused = new Counter({
+    name: "dtlspush_session_snapshots_refused_total",
+    help: "Saved-sessions files refused at start (the daemon started without them; devices resume or handshake), by cause: too_old (dtls.session_snapshot_max_age_seconds), other_key (sealed with another data directory's key), other_version, damaged, disabled (dtls.keep_sessions_on_restart is off: deleted unread)",
+    labelNames: ["cause"],
+    registers,
+  });
+  for (const cause of [...SNAPSHOT_REFUSALS, "disabled"]) snapshotsRefused.inc({ cause }, 0);
+  const linksRestored = new Counter({
+    name: "dtlspush_restored_sessions_links_total",
+    help: "Device sessions carried over a daemon restart as the delivery engine took them: bound again without Hello, unbound, or ended with Bye (device_unknown, device_revoked, damaged)",
+    labelNames: ["outcome"],
+    registers,
+  });
+  for (const outcome of LINK_RESTORE_OUTCOMES) linksRestored.inc({ outcome }, 0);
 
   const httpErrors = new Counter({
     name: "dtlspush_http_errors_total",
@@ -324,10 +358,12 @@ export function createMetrics(): DaemonMetrics {
     published: () => published.inc(),
     frameRefused: (cause) => framesRefused.inc({ cause }),
     engineFailure: (cause) => engineFailures.inc({ cause }),
+    linkRestored: (outcome) => linksRestored.inc({ outcome }),
   };
 
   return {
     observer,
+    snapshotRefused: (cause) => snapshotsRefused.inc({ cause }),
     http: {
       httpError: (code, status) => httpErrors.inc({ code, status: String(status) }),
       batchEntries: (result, n) => batchEntries.inc({ result }, n),

@@ -24,6 +24,12 @@ export interface PushServerOptions {
   readonly clock?: Clock;
   /** worker threads that make the content signatures; 0 (default) signs on the main thread */
   readonly signingWorkers?: number;
+  /**
+   * Sessions saved by an earlier process (PushServer.suspend), taken over
+   * right after the endpoint listens, before it reads a datagram. The caller
+   * must have deleted them durably first (never restore the same bytes twice).
+   */
+  readonly restoreSessions?: readonly Uint8Array[];
   /** a ticket key rotation that failed (the store refused it); it is retried at the next interval */
   readonly onTicketKeyError?: (error: unknown) => void;
 }
@@ -67,6 +73,16 @@ export interface PushServer {
   publish(req: PublishRequest): Promise<PublishResult>;
   /** Bye to every device, close_notify, final commit, socket closed, signing workers ended. */
   close(): Promise<void>;
+  /**
+   * The orderly stop that keeps the sessions (a restart the devices do not
+   * notice): no Bye and no close_notify; the final commit, what it released
+   * sent, then every established session exported (its DTLS state and its
+   * engine link) and retired, the socket closed, signing workers ended.
+   * Returns the sessions' snapshots (they hold session keys: seal them).
+   */
+  suspend(): Promise<Uint8Array[]>;
+  /** What `restoreSessions` gave: sessions taken over, and refused by cause. */
+  readonly restored: { readonly restored: number; readonly refused: Readonly<Record<string, number>> };
 }
 
 const wallClock: Clock = { now: () => Date.now() };
@@ -229,9 +245,13 @@ async function serve(
   }
   dtls.on("session", (conn: DtlsConnection) => {
     const link = new DeviceLink(conn);
-    engine.attach(link);
     conn.setReceiver(link); // no "error" listener: a connection emits "error" only to listeners it has
+    const saved = conn.restored;
+    if (saved === undefined) engine.attach(link);
+    else engine.attachRestored(link, saved); // carried over a restart: bound again without Hello
   });
+  // before the first datagram is read (that is in a later turn): a restored device's records find their session
+  const restored = o.restoreSessions === undefined || o.restoreSessions.length === 0 ? { restored: 0, refused: {} } : dtls.restoreSessions(o.restoreSessions);
   dtls.on("error", () => undefined);
 
   return {
@@ -258,5 +278,22 @@ async function serve(
       await engine.drained();
       await signing?.close(); // after the last publish: those still waiting for a signature fail (the engine is closed)
     },
+    async suspend(): Promise<Uint8Array[]> {
+      if (closed) return [];
+      closed = true;
+      stopRotation();
+      timer.stop();
+      await engine.suspend(); // the last commit is durable; what it released is in the pacer
+      pacer.drain(); // sealed and sent now: nothing is sealed after the snapshot
+      const snapshots = dtls.exportSessions((conn) => {
+        const link = conn.currentReceiver;
+        return link instanceof DeviceLink ? engine.exportLink(link) : undefined;
+      });
+      await dtls.close({ notify: false });
+      await engine.drained();
+      await signing?.close();
+      return snapshots;
+    },
+    restored,
   };
 }

@@ -13,11 +13,13 @@ import { encodeFragment, parseHandshakeFragments } from "./handshake-codec.ts";
 import type { ConnectionConfig, ConnectionHandler, ConnectionInfo } from "./options.ts";
 import { cidAt, type ConnectionIds } from "./connection-id.ts";
 import { parseRecords, splitInnerPlaintext, type RawRecord } from "./record.ts";
-import type { RecordProtection } from "./record-protection.ts";
+import { RecordProtection } from "./record-protection.ts";
 import { packDatagrams, RecordWriter } from "./record-writer.ts";
+import { suiteById } from "./suites.ts";
 import { UNLIMITED, type MemoryBudget } from "./memory-budget.ts";
 import { Reassembler, type HandshakeMessage } from "./reassembly.ts";
 import { replayAccept, replayCheck, type WindowState } from "./replay-window.ts";
+import type { ConnectionSnapshot } from "./session-snapshot.ts";
 
 export type FlightItem =
   | { readonly kind: "handshake"; readonly epoch: 0 | 1; readonly msgType: number; readonly messageSeq: number; readonly body: Uint8Array }
@@ -203,6 +205,79 @@ export class Connection implements WindowState {
   /** When `timeout` wants to be called next, or undefined. */
   nextTimeout(): number | undefined {
     return earliest(earliest(this.hs?.retransmitAt, this.idleCheckAt), this.hs?.deadline);
+  }
+
+  // ---- snapshots (carrying an established session over a restart) -------
+
+  /**
+   * What the session is, to be restored by `Connection.restore` in another
+   * process (session-snapshot.ts): undefined unless established with its
+   * epoch-1 keys. The caller must not let this connection send afterwards
+   * (`retire`): a record sealed after the snapshot would share its nonce with
+   * one of the restored session's.
+   */
+  snapshot(): ConnectionSnapshot | undefined {
+    const read = this.readProtection;
+    const write = this.writer.installed;
+    const info = this.info;
+    if (this.stateValue !== "established" || read === undefined || write === undefined || info === undefined || this.writer.epoch !== 1) return undefined;
+    const r = read.exportKeys();
+    const w = write.exportKeys();
+    const suite = suiteById(read.suiteId);
+    if (suite === undefined) return undefined;
+    return {
+      suite,
+      readKey: r.key,
+      readIv: r.iv,
+      writeKey: w.key,
+      writeIv: w.iv,
+      nextWriteSeq: this.writer.nextSeq,
+      replayMax: this.replayMax,
+      replayWords: [this.replay0, this.replay1, this.replay2, this.replay3],
+      readCid: this.readCid,
+      writeCid: this.writer.cid,
+      peerMessageSeq: this.peerMessageSeq,
+      info,
+    };
+  }
+
+  /**
+   * The connection is over without a word to anyone (its snapshot was taken):
+   * nothing is sent, the handler hears nothing, `send` throws "closed".
+   */
+  retire(): void {
+    if (this.hs !== undefined) this.dropBuffers(this.hs);
+    this.hs = undefined;
+    this.stateValue = "closed";
+    this.idleCheckAt = undefined;
+  }
+
+  /**
+   * An established connection from a snapshot: the same keys, CIDs, replay
+   * window and ConnectionInfo, records numbered from the saved write sequence
+   * number plus `seqMargin`, the idle timeout counted from `now`. The handler
+   * is not told `established` (the caller knows).
+   */
+  static restore(
+    role: "client" | "server",
+    config: ConnectionConfig,
+    handler: ConnectionHandler,
+    now: number,
+    snap: ConnectionSnapshot,
+    seqMargin: number,
+    opts: Pick<ConnectionOptions, "alerts"> = {},
+  ): Connection {
+    const c = new Connection(role, config, handler, now, opts);
+    c.hs = undefined;
+    c.stateValue = "established";
+    c.info = snap.info;
+    c.readProtection = new RecordProtection(snap.suite, snap.readKey, snap.readIv);
+    c.writer.restore(new RecordProtection(snap.suite, snap.writeKey, snap.writeIv), snap.nextWriteSeq + seqMargin);
+    c.replayMax = snap.replayMax;
+    [c.replay0, c.replay1, c.replay2, c.replay3] = snap.replayWords;
+    c.peerMessageSeq = snap.peerMessageSeq;
+    c.useConnectionIds({ read: snap.readCid, write: snap.writeCid });
+    return c;
   }
 
   // ---- input ------------------------------------------------------------

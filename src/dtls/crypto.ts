@@ -131,6 +131,11 @@ export function aeadKey(bytes: Uint8Array): AeadKey {
   return createSecretKey(bytes) as AeadKey;
 }
 
+/** The raw bytes of an AEAD key (for a session snapshot: handle as the secret it is). */
+export function aeadKeyBytes(key: AeadKey): Uint8Array {
+  return new Uint8Array(key.export());
+}
+
 /** The tag length of an AEAD, bytes. */
 export function aeadTagLength(name: AeadName): 8 | 16 {
   return name === "aes-128-ccm8" ? 8 : 16;

@@ -46,6 +46,9 @@ export interface ConnectionReceiver {
 /** Client connections' resumable sessions: beside the connection, so a server's sessions pay no field for it. */
 const savedSessions = new WeakMap<DtlsConnection, SavedSession>();
 
+/** Server sessions taken over from a snapshot: what the layers above attached to them when they were saved. */
+const restoredAttachments = new WeakMap<DtlsConnection, Uint8Array>();
+
 /** The reason of an orderly close (one object for all). */
 const CLOSED: CloseReason = Object.freeze({ code: "closed", message: "closed" });
 
@@ -110,6 +113,20 @@ export class DtlsConnection extends EventEmitter<Events> {
   }
 
   /**
+   * Set when the server took this session over from a snapshot of an earlier
+   * process (DtlsServer.restoreSessions) instead of a handshake: the bytes the
+   * layers above attached when it was saved (DtlsServer.exportSessions).
+   */
+  get restored(): Uint8Array | undefined {
+    return restoredAttachments.get(this);
+  }
+
+  /** @internal the endpoint marks a restored session before emitting it */
+  markRestored(attachment: Uint8Array): void {
+    restoredAttachments.set(this, attachment);
+  }
+
+  /**
    * From now on records go to `receiver.data` and the end to
    * `receiver.closed`, each before the "data" and "close" events (emitted
    * as before to the listeners there are, if any). For servers holding many
@@ -117,6 +134,11 @@ export class DtlsConnection extends EventEmitter<Events> {
    */
   setReceiver(receiver: ConnectionReceiver): void {
     this.receiver = receiver;
+  }
+
+  /** The object `setReceiver` gave, if any (e.g. to find the layer above's state of this session). */
+  get currentReceiver(): ConnectionReceiver | undefined {
+    return this.receiver;
   }
 
   get closed(): boolean {

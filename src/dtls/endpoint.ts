@@ -20,7 +20,8 @@ import { applyCredentialUpdate, clientConfig, serverCoreConfig, sessionServer, s
 import { ClientHandshake } from "./handshake-client.ts";
 import { DEFAULT_HELLO_VERIFY_RATE, DEFAULT_HELLO_VERIFY_RATE_PER_PREFIX, HelloLimiter, type ClientHelloDropCause } from "./hello-limiter.ts";
 import type { SavedSession } from "./resumption-options.ts";
-import { peerKey, ServerCore, type Peer, type ServerCoreConfig, type ServerStats } from "./server-core.ts";
+import { peerKey, ServerCore, type Peer, type RestoreRefusal, type ServerCoreConfig, type ServerStats } from "./server-core.ts";
+import { decodeSessionSnapshot } from "./session-snapshot.ts";
 
 export type { CertificateKeyPair, ConnectOptions, CredentialUpdate, ListenOptions } from "./endpoint-config.ts";
 
@@ -102,10 +103,11 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
         // a HelloVerifyRequest goes alone: a stateless reply is never coalesced with anything (clients hang on two in one datagram)
         send: (peer, d, key) => (isHelloVerifyRequest(d) ? this.transmit(peer, [d]) : this.outbox.push(key, peer, d)),
         admitHelloVerify: (peer, key, now) => this.admitHelloVerify(peer, key, now),
-        established: (session) => {
+        established: (session, restored) => {
           // the session is the peer address (its fields) and the connection its listener: nothing in between
           const conn = new DtlsConnection(session.connection, session, this.armTimer);
           session.listener = conn;
+          if (restored !== undefined) conn.markRestored(restored);
           this.emit("session", conn);
         },
         handshakeFailed: (peer, error) => this.emit("handshakeError", { peer, error }),
@@ -265,8 +267,68 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
     this.core.stopAccepting();
   }
 
-  /** close_notify to every peer, then the socket closes (after those datagrams left, within 1 s). */
-  async close(): Promise<void> {
+  /**
+   * Restart without the peers noticing, first half: stops reading and the
+   * timers, sends what this turn queued, then returns every established
+   * session as a snapshot (session-snapshot.ts) carrying what `attach` gives
+   * for its connection (undefined: not saved). The sessions are retired at
+   * once (they can send nothing more: a record sealed after its snapshot would
+   * reuse a nonce once restored). Then `close({ notify: false })`.
+   */
+  exportSessions(attach: (conn: DtlsConnection) => Uint8Array | undefined): Uint8Array[] {
+    this.closing = true;
+    this.timer.stop();
+    this.waiting.clear();
+    this.outbox.flush();
+    return this.core.exportSessions((session) => {
+      const conn = session.listener;
+      return conn instanceof DtlsConnection ? attach(conn) : undefined;
+    });
+  }
+
+  /**
+   * Second half, in the new process: takes over each snapshot's session (no
+   * handshake; emitted as "session" with `conn.restored` set, in order).
+   * Listen for "session" first. A snapshot that does not decode or fit is
+   * refused and counted (stats.restoresRefused; "damaged" here). The caller
+   * must have made sure these bytes are never restored again (a second
+   * restore would reuse nonces): delete them durably before calling this.
+   */
+  restoreSessions(snapshots: readonly Uint8Array[]): { restored: number; refused: Partial<Record<RestoreRefusal, number>> } {
+    const now = this.clock.now();
+    let restored = 0;
+    const refused: Partial<Record<RestoreRefusal, number>> = {};
+    for (const bytes of snapshots) {
+      let r: ReturnType<ServerCore["adoptSession"]>;
+      try {
+        r = this.core.adoptSession(decodeSessionSnapshot(bytes), now);
+      } catch {
+        this.core.stats.restoresRefused.damaged++;
+        r = "damaged";
+      }
+      if (typeof r === "string") refused[r] = (refused[r] ?? 0) + 1;
+      else restored++;
+    }
+    this.timer.arm();
+    return { restored, refused };
+  }
+
+  /**
+   * close_notify to every peer, then the socket closes (after those datagrams
+   * left, within 1 s). `notify: false` (after exportSessions): nothing more is
+   * sent, the sockets just close.
+   */
+  async close(o: { readonly notify?: boolean } = {}): Promise<void> {
+    if (o.notify === false) {
+      this.closing = true;
+      this.timer.stop();
+      await Promise.all(this.sockets.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+      return;
+    }
+    await this.closeNotifying();
+  }
+
+  private async closeNotifying(): Promise<void> {
     if (this.closing) return;
     this.timer.stop();
     const drained = new Promise<void>((resolve) => {
@@ -283,6 +345,13 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
     if (this.pendingSends > 0) await drained;
     await Promise.all(this.sockets.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
   }
+}
+
+/** Socket errors that only relay an ICMP error for a datagram sent (on a connected UDP socket). */
+const UNREACHABLE = new Set(["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN"]);
+
+function isUnreachable(e: Error): boolean {
+  return UNREACHABLE.has(String((e as { code?: unknown }).code));
 }
 
 /** Server send buffers asked for by default (the kernel may grant less). */
@@ -432,6 +501,11 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
       if (binding) {
         const where = `${localAddress ?? "the wildcard address"} port ${localPort ?? 0}`;
         core.fail(new DtlsError("connect_failed", `cannot bind the client socket to ${where}: ${e.message}`, undefined, { cause: e }));
+      } else if (core.state === "established" && isUnreachable(e)) {
+        // An ICMP "port unreachable" (or host/network unreachable) for a record we sent: unauthenticated, and
+        // what a server restarting on its port answers for a moment. The session goes on; a peer that is
+        // really gone shows as silence (the application's liveness checks and the idle timeout).
+        return;
       } else {
         core.fail(new DtlsError("socket_error", e.message));
       }

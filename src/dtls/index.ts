@@ -6,7 +6,9 @@ export { SUITE_NAMES, parseSuiteList, isSuiteName, type SuiteName } from "./suit
 export { DEFAULT_MTU, MIN_MTU, DEFAULT_RETRANSMIT, type RetransmitPolicy, type ClientAuthMode } from "./options.ts";
 export type { EcdhGroup } from "./crypto.ts";
 export type { IdentitySource } from "./cert-verify.ts";
-export type { ServerStats, AddressChangeRefusal } from "./server-core.ts";
+export type { ServerStats, AddressChangeRefusal, RestoreRefusal } from "./server-core.ts";
+export { RESTORE_REFUSALS, newRestoreRefusalCounts } from "./server-core.ts";
+export { SNAPSHOT_VERSION, RESTORE_SEQUENCE_MARGIN } from "./session-snapshot.ts";
 export { DEFAULT_SERVER_CID_LENGTH, MIN_CID_RANDOM_BYTES } from "./connection-id.ts";
 export type { SavedSession, ServerResumptionOptions, TicketKey, TicketKeySource } from "./resumption-options.ts";
 export { RESUMPTION_REFUSALS, newResumptionRefusalCounts, DEFAULT_RESUMPTION, type ResumptionRefusal } from "./resumption.ts";

@@ -1,4 +1,4 @@
-import { aeadKey, aeadOpen, aeadSeal, type AeadKey } from "./crypto.ts";
+import { aeadKey, aeadKeyBytes, aeadOpen, aeadSeal, type AeadKey } from "./crypto.ts";
 import { ContentType, RECORD_HEADER_LENGTH } from "./constants.ts";
 import type { RawRecord } from "./record.ts";
 import { writeCidRecordHeader, writeRecordHeader, writeSeq48 } from "./record.ts";
@@ -51,6 +51,20 @@ export class RecordProtection {
     this.iv0 = word(iv, 0);
     this.iv1 = iv.length > 4 ? word(iv, 4) : 0;
     this.iv2 = iv.length > 8 ? word(iv, 8) : 0;
+  }
+
+  /** The suite's IANA number. */
+  get suiteId(): number {
+    return this.suite.id;
+  }
+
+  /** The key and the fixed IV as bytes (a session snapshot); `new RecordProtection(suite, key, iv)` makes the same protection again. */
+  exportKeys(): { readonly key: Uint8Array; readonly iv: Uint8Array } {
+    const iv = new Uint8Array(12);
+    putWord(iv, 0, this.iv0);
+    putWord(iv, 4, this.iv1);
+    putWord(iv, 8, this.iv2);
+    return { key: aeadKeyBytes(this.key), iv: iv.subarray(0, this.suite.fixedIvLength) };
   }
 
   /** 8 (GCM/CCM) or 0 (ChaCha20-Poly1305, whose nonce is the IV XOR epoch||seq). */

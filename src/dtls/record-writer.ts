@@ -27,6 +27,23 @@ export class RecordWriter {
     this.protection = protection;
   }
 
+  /** The epoch-1 protection, once installed (a session snapshot exports its keys). */
+  get installed(): RecordProtection | undefined {
+    return this.protection;
+  }
+
+  /** The sequence number the next epoch-1 record gets. */
+  get nextSeq(): number {
+    return this.seq1;
+  }
+
+  /** A restored session: epoch 1 under `protection`, its records numbered from `seq` on (never below a number used before). */
+  restore(protection: RecordProtection, seq: number): void {
+    this.protection = protection;
+    this.epoch = 1;
+    this.seq1 = seq;
+  }
+
   /** Record bytes added to a payload in the given epoch. */
   overhead(epoch: number): number {
     if (epoch === 0) return RECORD_HEADER_LENGTH;

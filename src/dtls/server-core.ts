@@ -37,6 +37,7 @@ import {
 } from "./options.ts";
 import { encodePlainRecord, parseRecords, type RawRecord } from "./record.ts";
 import { newResumptionRefusalCounts, type PeerCertificateInfo, type ResumptionRefusal, type ServerResumption } from "./resumption.ts";
+import { encodeSessionSnapshot, RESTORE_SEQUENCE_MARGIN, type SessionSnapshot } from "./session-snapshot.ts";
 
 export interface Peer {
   readonly address: string;
@@ -113,15 +114,27 @@ export class ServerSession implements ConnectionHandler, Peer, HeapSlotted {
   heapSlot = -1;
   private readonly core: ServerCore;
 
-  /** @internal created by the ServerCore. */
-  constructor(core: ServerCore, peer: Peer, key: string, clientRandom: Uint8Array, config: ConnectionConfig, now: number, opts: ConnectionOptions) {
+  /** @internal created by the ServerCore: a new handshake, or (`restored`) an established session from a snapshot. */
+  constructor(
+    core: ServerCore,
+    peer: Peer,
+    key: string,
+    clientRandom: Uint8Array,
+    config: ConnectionConfig,
+    now: number,
+    opts: ConnectionOptions,
+    restored?: SessionSnapshot,
+  ) {
     this.core = core;
     this.address = peer.address;
     this.port = peer.port;
     this.key = key;
     this.random0 = randomHash(clientRandom, FNV_OFFSET);
     this.random1 = randomHash(clientRandom, FNV_OFFSET_2);
-    this.connection = new Connection("server", config, this, now, opts);
+    this.connection =
+      restored === undefined
+        ? new Connection("server", config, this, now, opts)
+        : Connection.restore("server", config, this, now, restored, RESTORE_SEQUENCE_MARGIN, opts);
   }
 
   /** The peer's source (sourceHost): what the per-host caps count (worked out on each read: the IPv4 address itself, else a new string). */
@@ -183,7 +196,8 @@ function randomHash(random: Uint8Array, offset: number): number {
 export interface ServerCoreHandler {
   /** `key` is the peer's demultiplexing key (peerKey(peer)), for batching by peer. */
   send(peer: Peer, datagram: Uint8Array, key: string): void;
-  established(session: ServerSession): void;
+  /** A handshake ended established, or (`restored`: the layers' attachment) a session was adopted from a snapshot. */
+  established(session: ServerSession, restored?: Uint8Array): void;
   handshakeFailed(peer: Peer, error: DtlsError): void;
   /** Asked before a HelloVerifyRequest is built (rate limits); false drops the ClientHello. Absent: always answered. */
   admitHelloVerify?(peer: Peer, key: string, now: number): boolean;
@@ -230,6 +244,12 @@ export interface ServerStats {
   resumptionsRefused: Record<ResumptionRefusal, number>;
   /** Sessions in the session-ID cache now. */
   readonly sessionCacheSize: number;
+  /** Sessions taken over from a snapshot of an earlier process (adoptSession), no handshake. */
+  sessionsRestored: number;
+  /** Sessions of a snapshot not taken over, by cause (see RestoreRefusal). */
+  restoresRefused: Record<RestoreRefusal, number>;
+  /** Sessions exported into a snapshot (exportSessions) and retired. */
+  sessionsExported: number;
   /** Completed handshakes by suite name. */
   handshakesBySuite: Record<string, number>;
   /** Failed handshakes by DtlsError code, refusals over capacity ("over_capacity") included. */
@@ -238,6 +258,41 @@ export interface ServerStats {
   alertsSent: Record<string, number>;
   /** Alerts received from peers (with a session) by description name; unknown descriptions as "alert_<number>". */
   alertsReceived: Record<string, number>;
+}
+
+/**
+ * Why a snapshot's session was not taken over (ServerStats.restoresRefused):
+ * "not_server" (a client's snapshot), "suite_not_configured" (its cipher suite
+ * is no longer configured), "cid_length" (its CID has another length than the
+ * server's CIDs now), "cid_in_use" / "address_in_use" (a session here already
+ * holds its CID or its address and port), "over_capacity" (maxSessions),
+ * "host_sessions_exceeded" (maxSessionsPerHost), "damaged" (the bytes do not
+ * decode: another version, an unknown suite, truncated). (What the layers above
+ * refuse, such as a device revoked meanwhile, they count themselves.)
+ */
+export type RestoreRefusal =
+  | "not_server"
+  | "suite_not_configured"
+  | "cid_length"
+  | "cid_in_use"
+  | "address_in_use"
+  | "over_capacity"
+  | "host_sessions_exceeded"
+  | "damaged";
+
+export const RESTORE_REFUSALS: readonly RestoreRefusal[] = [
+  "not_server",
+  "suite_not_configured",
+  "cid_length",
+  "cid_in_use",
+  "address_in_use",
+  "over_capacity",
+  "host_sessions_exceeded",
+  "damaged",
+];
+
+export function newRestoreRefusalCounts(): Record<RestoreRefusal, number> {
+  return Object.fromEntries(RESTORE_REFUSALS.map((r) => [r, 0])) as Record<RestoreRefusal, number>;
 }
 
 /** Why a datagram found by CID from another address did not move its session (ServerStats.addressChangesRefused). */
@@ -345,6 +400,9 @@ export class ServerCore {
     get sessionCacheSize(): number {
       return core.config.resumption?.cache?.size ?? 0;
     },
+    sessionsRestored: 0,
+    restoresRefused: newRestoreRefusalCounts(),
+    sessionsExported: 0,
     handshakesBySuite: {},
     handshakeFailures: {},
     alertsSent: {},
@@ -599,10 +657,7 @@ export class ServerCore {
 
   /** @internal */
   sessionClosed(session: ServerSession, error: DtlsError | undefined): void {
-    if (this.sessions.get(session.key) === session) this.sessions.delete(session.key);
-    const cid = session.connection.readConnectionId;
-    if (cid !== "" && this.cids.get(cid) === session) this.cids.delete(cid);
-    this.scheduler.cancel(session);
+    this.forget(session);
     if (session.connection.connectionInfo === undefined) {
       this.handshakeOver();
       this.countHost(session.host, -1, 0);
@@ -657,6 +712,81 @@ export class ServerCore {
       s.connection.timeout(now);
       this.reschedule(s);
     }
+  }
+
+  /**
+   * Every established session as a snapshot (session-snapshot.ts) with what
+   * `attach` gives for it (the layers above; undefined: that session is not
+   * saved), then retired: from here on it sends nothing (a record sealed after
+   * its snapshot would reuse a nonce once it is restored), its listener hears
+   * nothing, and it is gone from the core. Handshakes in progress are not
+   * saved (their peers retransmit into the next process and start over).
+   * Call with reading stopped (the daemon's orderly stop).
+   */
+  exportSessions(attach: (session: ServerSession) => Uint8Array | undefined): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    for (const session of [...this.sessions.values()]) {
+      const connection = session.connection;
+      if (connection.state !== "established") continue;
+      const snap = connection.snapshot();
+      const attachment = snap === undefined ? undefined : attach(session);
+      if (snap !== undefined && attachment !== undefined) {
+        out.push(encodeSessionSnapshot({ ...snap, role: "server", address: session.address, port: session.port, attachment }));
+        this.stats.sessionsExported++;
+      }
+      connection.retire();
+      session.listener = undefined;
+      this.forget(session);
+      this.countHost(session.host, 0, -1);
+    }
+    return out;
+  }
+
+  /**
+   * Takes over an established session of an earlier process (its snapshot,
+   * decoded): registered by address and CID, counted in the source's and the
+   * global caps, scheduled for its idle timeout, and handed to the handler as
+   * `established(session, attachment)`. Refused (counted, nothing kept) when
+   * it does not fit this server now; the peer then finds no session and
+   * starts over (a resumption or a full handshake).
+   */
+  adoptSession(snap: SessionSnapshot, now: number): ServerSession | RestoreRefusal {
+    const refusal = this.adoptRefusal(snap);
+    if (refusal !== undefined) {
+      this.stats.restoresRefused[refusal]++;
+      return refusal;
+    }
+    const peer: Peer = { address: snap.address, port: snap.port };
+    const key = keptPeerKey(peer);
+    const session = new ServerSession(this, peer, key, new Uint8Array(0), this.config, now, { alerts: this.stats }, snap);
+    this.sessions.set(key, session);
+    if (snap.readCid !== "") this.cids.set(snap.readCid, session);
+    this.countHost(session.host, 0, 1);
+    this.stats.sessionsRestored++;
+    this.reschedule(session);
+    this.handler.established(session, snap.attachment);
+    return session;
+  }
+
+  private adoptRefusal(snap: SessionSnapshot): RestoreRefusal | undefined {
+    const c = this.config;
+    if (snap.role !== "server") return "not_server";
+    if (!c.suites.some((s) => s.id === snap.suite.id)) return "suite_not_configured";
+    if (snap.readCid !== "" && snap.readCid.length !== this.cidLength) return "cid_length";
+    if (snap.readCid !== "" && this.cids.has(snap.readCid)) return "cid_in_use";
+    if (this.sessions.has(peerKey(snap))) return "address_in_use";
+    if (this.sessions.size >= c.maxSessions) return "over_capacity";
+    const h = this.hosts.get(sourceHost(snap.address)) ?? 0;
+    if ((h % HOST_SESSION) + Math.floor(h / HOST_SESSION) >= (c.maxSessionsPerHost ?? DEFAULT_SERVER_LIMITS.maxSessionsPerHost)) return "host_sessions_exceeded";
+    return undefined;
+  }
+
+  /** The session leaves the maps and the scheduler. */
+  private forget(session: ServerSession): void {
+    if (this.sessions.get(session.key) === session) this.sessions.delete(session.key);
+    const cid = session.connection.readConnectionId;
+    if (cid !== "" && this.cids.get(cid) === session) this.cids.delete(cid);
+    this.scheduler.cancel(session);
   }
 
   /** close_notify to every peer; the core stays usable (new peers may arrive). */

@@ -21,9 +21,11 @@ import type { PublishRequest } from "./publish-request.ts";
 import { Publishing } from "./publishing.ts";
 import { SendWindow } from "./send-window.ts";
 import { Sessions } from "./sessions.ts";
+import type { LinkRestoreOutcome } from "./link-snapshot.ts";
 import { Topics } from "./topics.ts";
 
 export type { PublishRequest, PublishTarget } from "./publish-request.ts";
+export { LINK_RESTORE_OUTCOMES, type LinkRestoreOutcome } from "./link-snapshot.ts";
 export type {
   DeliveryEngineDeps,
   DeviceStatus,
@@ -140,6 +142,16 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   /** A DTLS session was established. */
   attach(link: SessionLink): void {
     this.sessions.attach(link);
+  }
+
+  /** A DTLS session carried over a daemon restart (`saved`: what exportLink gave): attached and bound again without Hello when its device is still valid. */
+  attachRestored(link: SessionLink, saved: Uint8Array): LinkRestoreOutcome {
+    return this.sessions.attachRestored(link, saved);
+  }
+
+  /** What the session is to the engine, saved with its DTLS snapshot on a restart (undefined: not worth saving; it is not restored). */
+  exportLink(link: SessionLink): Uint8Array | undefined {
+    return this.sessions.exportLink(link);
   }
 
   /** The DTLS session ended (or the driver gave up on it). */
@@ -275,6 +287,19 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   async shutdown(): Promise<void> {
     this.turn.closing = true;
     this.sessions.byeAll(ErrorCode.SHUTTING_DOWN, "the server is shutting down");
+    this.flush();
+    this.unsubscribeRegistry();
+    await this.turn.drained();
+  }
+
+  /**
+   * Stops taking publishes and Hellos like `shutdown`, but tells no session
+   * Bye: the final commit, and resolves once every turn is released (what
+   * they queued is then handed to the sessions). For a restart that keeps
+   * the sessions (exportLink).
+   */
+  async suspend(): Promise<void> {
+    this.turn.closing = true;
     this.flush();
     this.unsubscribeRegistry();
     await this.turn.drained();

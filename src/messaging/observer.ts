@@ -5,6 +5,7 @@
  * engine. They should never throw; the engine wraps the observer so that one
  * that does cannot fail a device, a publish or a commit (the call is dropped).
  */
+import type { LinkRestoreOutcome } from "./link-snapshot.ts";
 export interface DeliveryObserver {
   /** a Push went out for the first time (seq assigned) */
   pushSent(): void;
@@ -26,6 +27,8 @@ export interface DeliveryObserver {
   frameRefused(cause: FrameRefusal): void;
   /** an operation failed unexpectedly and only its device, publish or listener was failed (the engine went on) */
   engineFailure(cause: EngineFailure): void;
+  /** A session carried over a daemon restart was attached (bound again, or ended with Bye): by outcome. */
+  linkRestored(outcome: LinkRestoreOutcome): void;
 }
 
 /**
@@ -93,6 +96,7 @@ export const NO_OBSERVER: DeliveryObserver = {
   published: () => undefined,
   frameRefused: () => undefined,
   engineFailure: () => undefined,
+  linkRestored: () => undefined,
 };
 
 /** The observer with every call guarded: one that throws loses that call, never the caller's operation. */
@@ -117,5 +121,6 @@ export function guardedObserver(o: DeliveryObserver): DeliveryObserver {
     published: guard(o.published),
     frameRefused: guard(o.frameRefused),
     engineFailure: guard(o.engineFailure),
+    linkRestored: guard(o.linkRestored),
   };
 }

@@ -4,6 +4,7 @@ import type { SessionLink } from "./delivery-types.ts";
 import type { Device, EngineEnv, EngineParts, SessionsPart } from "./engine-parts.ts";
 import { bindLink, isOpen, moveLink, newLink, type BoundLink, type LinkState } from "./link-state.ts";
 import type { FrameRefusal } from "./observer.ts";
+import { decodeLinkSnapshot, encodeLinkSnapshot, type LinkRestoreOutcome } from "./link-snapshot.ts";
 import { wireErrorCode } from "./wire-errors.ts";
 
 /**
@@ -46,6 +47,60 @@ export class Sessions implements SessionsPart {
     this.links.set(link, ls);
     this.env.timers.schedule(ls, now + this.heartbeatTimeout());
     this.parts.turn.wake();
+  }
+
+  /**
+   * What the session is to the engine, for a daemon restart (link-snapshot.ts):
+   * its session id and bound device. Undefined for a session told Bye or
+   * closed, or with a Hello being verified (it says Hello again after the
+   * restart: its Welcome never left).
+   */
+  exportLink(link: SessionLink): Uint8Array | undefined {
+    const ls = this.links.get(link);
+    if (ls === undefined || !isOpen(ls) || this.hellos.has(ls)) return undefined;
+    return encodeLinkSnapshot({ sessionId: ls.sessionId, deviceId: ls.phase === "bound" ? ls.device.id : "" });
+  }
+
+  /**
+   * A session carried over a daemon restart: attached with its session id,
+   * and bound again to its device without Hello/Welcome when that device is
+   * still registered, enabled and the session's identity still names it
+   * (else Bye, and the device reconnects). Whatever the device had in flight
+   * is sent again (it de-duplicates by seq), then its queue goes on.
+   */
+  attachRestored(link: SessionLink, saved: Uint8Array): LinkRestoreOutcome {
+    const snap = decodeLinkSnapshot(saved);
+    const now = this.env.clock.now();
+    const ls = newLink(link, snap?.sessionId ?? this.env.newId(), now);
+    this.links.set(link, ls);
+    this.env.timers.schedule(ls, now + this.heartbeatTimeout());
+    this.parts.turn.wake();
+    const outcome = this.rebind(ls, snap?.deviceId, now);
+    this.env.observer.linkRestored(outcome);
+    return outcome;
+  }
+
+  private rebind(ls: LinkState, deviceId: string | undefined, now: number): LinkRestoreOutcome {
+    if (deviceId === undefined) {
+      this.bye(ls, ErrorCode.INTERNAL, "this session could not be restored after the server's restart; reconnect");
+      return "damaged";
+    }
+    if (deviceId === "") return "unbound";
+    const { registry } = this.env;
+    const current = registry.get(deviceId);
+    if (current?.revoked === true) {
+      this.bye(ls, ErrorCode.DEVICE_REVOKED, `device ${deviceId} is revoked`);
+      return "device_revoked";
+    }
+    if (current === undefined || registry.deviceForSession(ls.link.identity, ls.link.viaCertificate)?.id !== deviceId) {
+      this.bye(ls, ErrorCode.DEVICE_UNKNOWN, `no enabled device has the identity ${JSON.stringify(ls.link.identity)}`);
+      return "device_unknown";
+    }
+    const dev = this.env.devices.queue(deviceId);
+    this.bind(ls, dev, now);
+    this.parts.window.resendAll(dev, now);
+    this.parts.window.pump(dev, now);
+    return "bound";
   }
 
   detach(link: SessionLink): void {

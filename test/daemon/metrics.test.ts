@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { connect, memoryStateStore, type DtlspushClient } from "../../src/client/index.ts";
 import { createMetrics } from "../../src/daemon/metrics.ts";
 import { startPushServer, type PushServer } from "../../src/daemon/push-server.ts";
-import { connect as dtlsConnect, DtlsError, newResumptionRefusalCounts, type ServerStats } from "../../src/dtls/index.ts";
+import { connect as dtlsConnect, DtlsError, newResumptionRefusalCounts, newRestoreRefusalCounts, type ServerStats } from "../../src/dtls/index.ts";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -56,6 +56,9 @@ function emptyStats(): ServerStats {
     handshakesResumed: 0,
     resumptionsRefused: newResumptionRefusalCounts(),
     sessionCacheSize: 0,
+    sessionsRestored: 0,
+    restoresRefused: newRestoreRefusalCounts(),
+    sessionsExported: 0,
     handshakesBySuite: {},
     handshakeFailures: {},
     alertsSent: {},

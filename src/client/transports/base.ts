@@ -37,6 +37,8 @@ export interface TransportOptions {
    * full handshake. The dtlspush transport only; the others ignore it.
    */
   session?: Uint8Array;
+  /** Offer a DTLS Connection ID (RFC 9146): the session survives NAT rebinding. Default true; the dtlspush transport only. */
+  connectionId?: boolean;
 }
 
 export interface Transport {
@@ -152,6 +154,7 @@ export function checkOptions(o: TransportOptions): CheckedOptions {
     throw bad("servername must be a non-empty string");
   }
   if (opts.session !== undefined && !isBytes(opts.session)) throw bad("session must be bytes (a saved DTLS session)");
+  if (opts.connectionId !== undefined && typeof opts.connectionId !== "boolean") throw bad("connectionId must be true or false");
   if (opts.psk === undefined && opts.ca === undefined && opts.fingerprint === undefined) {
     throw bad("give psk, or ca or fingerprint to authenticate the server");
   }

@@ -80,6 +80,7 @@ export async function openDtlspushTransport(o: CheckedOptions): Promise<Transpor
       mtu: o.mtu,
       timeoutMs: o.timeoutMs,
       ...(o.session === undefined ? {} : { session: o.session }),
+      ...(o.connectionId === undefined ? {} : { connectionId: o.connectionId }),
     });
   } catch (e) {
     throw connectError(e, where);

@@ -97,6 +97,9 @@ export interface DaemonConfig {
     readonly sessionCacheSize: number;
     /** "auto" in the file: the ticket lifetime */
     readonly ticketKeyRotationSeconds: number;
+    /** save the established sessions on an orderly stop, take them over on start (sqlite stores only) */
+    readonly keepSessionsOnRestart: boolean;
+    readonly sessionSnapshotMaxAgeSeconds: number;
   };
   readonly http: {
     readonly listen: HostPort;
@@ -259,6 +262,8 @@ export async function loadConfig(o: LoadConfigOptions = {}): Promise<DaemonConfi
       maxSessionAgeSeconds: f.dtls.max_session_age_seconds,
       sessionCacheSize: f.dtls.session_cache_size,
       ticketKeyRotationSeconds: f.dtls.ticket_key_rotation_seconds === "auto" ? f.dtls.ticket_lifetime_seconds : f.dtls.ticket_key_rotation_seconds,
+      keepSessionsOnRestart: f.dtls.keep_sessions_on_restart,
+      sessionSnapshotMaxAgeSeconds: f.dtls.session_snapshot_max_age_seconds,
     },
     http: {
       listen: hostPort(f.http.listen),

@@ -198,6 +198,16 @@ export const dtlsSection = z
     ticket_lifetime_seconds: int(60, 7 * DAY, DAY, "A session ticket is accepted this long after it was issued, seconds."),
     max_session_age_seconds: int(60, 365 * DAY, 7 * DAY, "No resumption this long after the session's full handshake, however fresh its ticket, seconds."),
     session_cache_size: int(0, 10_000_000, 10_000, "Sessions kept for session-ID resumption (least recently used go first); 0: tickets only."),
+    keep_sessions_on_restart: bool(
+      true,
+      "On an orderly stop (SIGTERM, SIGINT) the established sessions are saved (sealed, in the data directory) and taken over on the next start: devices carry on with no handshake. Only with store.kind sqlite.",
+    ),
+    session_snapshot_max_age_seconds: int(
+      1,
+      DAY,
+      600,
+      "A saved-sessions file older than this is refused at start (devices then resume or handshake), seconds.",
+    ),
     ticket_key_rotation_seconds: intOrAuto(
       60,
       7 * DAY,

@@ -88,6 +88,8 @@ describe("defaults", () => {
       maxSessionAgeSeconds: 604_800,
       sessionCacheSize: 10_000,
       ticketKeyRotationSeconds: 86_400,
+      keepSessionsOnRestart: true,
+      sessionSnapshotMaxAgeSeconds: 600,
     });
     expect(c.http).toEqual({
       listen: { host: "127.0.0.1", port: 8080 },
