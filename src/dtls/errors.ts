@@ -1,5 +1,5 @@
 import { DecodeError, DtlspushError } from "../util/errors.ts";
-import { AlertDescription, alertName, type AlertName } from "./constants.ts";
+import { AlertDescription, alertName, handshakeName, type AlertName } from "./constants.ts";
 
 /** Codes of errors that end a connection with a fatal alert: the alert's name. */
 export type AlertErrorCode = Exclude<AlertName, "close_notify" | "user_canceled" | "no_renegotiation">;
@@ -123,9 +123,14 @@ export function receivedAlertError(level: number, description: number): DtlsErro
   );
 }
 
-/** The error for a handshake message that arrived where another was due. */
+/** The error for a handshake message that arrived where another was due: `wanted` names what the state expects. */
 export function unexpectedMessage(msgType: number, wanted: string): DtlsError {
-  return alertError("unexpected_message", `expected ${wanted}, got handshake message type ${msgType}`);
+  return alertError("unexpected_message", `expected ${wanted}, got ${handshakeName(msgType)}`);
+}
+
+/** The message of anything thrown (an Error's message, else the value as a string). */
+export function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }
 
 /**
@@ -137,5 +142,5 @@ export function unexpectedMessage(msgType: number, wanted: string): DtlsError {
 export function toDtlsError(e: unknown): DtlsError {
   if (e instanceof DtlsError) return e;
   if (e instanceof DecodeError || e instanceof RangeError) return alertError("decode_error", e.message);
-  return alertError("internal_error", e instanceof Error ? e.message : String(e));
+  return alertError("internal_error", errorMessage(e));
 }

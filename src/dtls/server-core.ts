@@ -572,7 +572,7 @@ export class ServerCore {
     this.countHost(host, 1, 0);
     this.stats.handshakesStarted++;
     try {
-      connection.attach(new ServerHandshake(connection, this.auth, hello, fragment.messageSeq, fragment.body, now, this.stats, this.newConnectionId(hello)));
+      connection.attach(new ServerHandshake(connection.config, this.auth, hello, fragment.messageSeq, fragment.body, now, this.stats, this.newConnectionId(hello)));
     } catch (e) {
       connection.fail(toDtlsError(e));
       return;
