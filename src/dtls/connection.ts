@@ -1,10 +1,14 @@
 /**
  * One DTLS association, sans-I/O: datagrams in (`receive`), timers in
  * (`timeout`), datagrams and events out through a ConnectionHandler. The
- * role-specific handshake (server or client driver) plugs in as a
- * HandshakeDriver; everything shared lives here: record protection and replay
- * windows, flights with fragmentation and retransmission (RFC 6347 4.2.4),
- * reassembly, alerts, close_notify, application data.
+ * role-specific handshake (server or client driver, full or abbreviated)
+ * plugs in as a HandshakeDriver, which takes the peer's messages and returns
+ * steps (a flight, keys, Connection IDs, a new session, "established") that
+ * this connection applies in one place (applyStep). Everything shared lives
+ * here: record protection (plain and tls12_cid records, RFC 9146) and the
+ * replay window, flights with fragmentation and the retransmission state
+ * machine (RFC 6347 4.2.4, drawn at sendFlight), reassembly, records that
+ * come before their keys, alerts, close_notify, application data.
  */
 import { copyBytes } from "../util/bytes.ts";
 import { AlertDescription, AlertLevel, alertName, ContentType, HANDSHAKE_HEADER_LENGTH, HandshakeType, MAX_PLAINTEXT } from "./constants.ts";
@@ -222,6 +226,13 @@ export class Connection implements WindowState {
   /** Set once established. */
   get connectionInfo(): ConnectionInfo | undefined {
     return this.info;
+  }
+
+  /** What was negotiated, once established (also after a close); throws "not_established" before. */
+  get establishedInfo(): ConnectionInfo {
+    const info = this.info;
+    if (info === undefined) throw new DtlsError("not_established", "the handshake is not over: nothing was negotiated yet");
+    return info;
   }
 
   /** The handshake's reassembler while the handshake runs (for inspection: its memory is bounded); undefined after. */

@@ -1,4 +1,9 @@
-/** Wire constants of DTLS 1.2 (RFC 6347, RFC 5246) used by the engine. */
+/**
+ * Wire constants of DTLS 1.2 used by the engine: record content types
+ * (RFC 6347, RFC 9146's tls12_cid), handshake message types (RFC 5246, RFC
+ * 6347, RFC 5077's NewSessionTicket) and their names, versions, alerts,
+ * extension numbers (RFC 8422, 5246, 7627, 5746, 5077, 9146).
+ */
 
 export const ContentType = {
   change_cipher_spec: 20,

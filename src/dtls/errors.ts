@@ -1,3 +1,8 @@
+/**
+ * The engine's errors: DtlsError with a stable code (the fatal alert's name,
+ * a refusal of a new handshake, or a local condition), the alert each code
+ * sends, and the errors of received alerts and unexpected handshake messages.
+ */
 import { DecodeError, DtlspushError } from "../util/errors.ts";
 import { AlertDescription, alertName, handshakeName, type AlertName } from "./constants.ts";
 
@@ -105,6 +110,14 @@ export class DtlsError extends DtlspushError {
     super(code, message, options);
     this.name = "DtlsError";
     this.alert = code === "alert_received" || code === "closed" ? peerAlert : alertFor(code);
+  }
+}
+
+/** A new handshake refused by the server's caps (no alert: the ClientHello is dropped). */
+export class RefusalError extends DtlsError {
+  declare readonly code: RefusalCode;
+  constructor(code: RefusalCode, message: string) {
+    super(code, message);
   }
 }
 

@@ -20,8 +20,20 @@
  * A server that answers with a full handshake instead is fine: the new
  * session replaces the saved one. We always offer extended_master_secret,
  * renegotiation_info and a SessionTicket extension (empty without a ticket,
- * so servers issue one). Keys exist only in the states after the key exchange
- * (or after the ServerHello that resumed).
+ * so servers issue one).
+ *
+ * The states are types, one per message we wait for: the server's
+ * Certificate, its ServerKeyExchange (signed ECDH parameters, or ECDHE_PSK
+ * parameters), a PSK hint or the ServerHelloDone, a CertificateRequest or the
+ * ServerHelloDone, the ServerHelloDone, NewSessionTicket and Finished of
+ * either handshake. The ECDH share exists only in the states of suites that
+ * have one, keys only after the key exchange (or the ServerHello that
+ * resumed).
+ *
+ * The driver holds no connection: `start` gives the ClientHello and
+ * `onMessage` takes the server's messages, each returning a step (our
+ * flight, the keys, the CIDs, the new session, "established") that the
+ * connection applies (connection.ts, HandshakeStep).
  */
 import { bytesEqual, copyBytes } from "../util/bytes.ts";
 import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";

@@ -22,8 +22,18 @@
  * Here our flight is the one that awaits an answer (retransmitted until the
  * client's Finished arrives); in the full handshake it is the client's.
  *
- * The states are types: keys and the master secret exist only in the states
- * after the key exchange (or after the session was found).
+ * The states are types, one per message the server waits for (the client's
+ * Certificate when we asked for one, ClientKeyExchange, CertificateVerify
+ * when the client sent a certificate, Finished, or the resumed Finished): our
+ * ECDH key only in the states of suites that have one, keys and the master
+ * secret only after the key exchange (or after the session was found).
+ *
+ * The driver holds no connection: `start` answers the ClientHello and
+ * `onMessage` takes the client's messages, each returning a step (our
+ * flight, the keys, the CIDs, "established") that the connection applies
+ * (connection.ts, HandshakeStep). The next state is set before the step is
+ * returned, so a Finished that came early and is read once the keys are in
+ * finds the driver ready for it.
  */
 import { bytesEqual, concatBytes, copyBytes } from "../util/bytes.ts";
 import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";
