@@ -18,7 +18,7 @@
 import { ByteReader, ByteWriter } from "../util/bytes.ts";
 import { DecodeError } from "../util/errors.ts";
 import { ExtensionType } from "./constants.ts";
-import { alertError } from "./errors.ts";
+import { alertError, errorMessage } from "./errors.ts";
 import { findExtension, type Extension } from "./messages.ts";
 
 /** The CIDs of one association, as latin1 strings (one char per byte). */
@@ -48,7 +48,7 @@ export function decodeConnectionId(data: Uint8Array): string {
     if (r.remaining() !== 0) throw new DecodeError("trailing bytes after the connection_id");
     return cidString(cid);
   } catch (e) {
-    throw alertError("decode_error", `connection_id extension: ${(e as Error).message}`);
+    throw alertError("decode_error", `connection_id extension: ${errorMessage(e)}`);
   }
 }
 

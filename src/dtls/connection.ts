@@ -1,10 +1,14 @@
 /**
  * One DTLS association, sans-I/O: datagrams in (`receive`), timers in
  * (`timeout`), datagrams and events out through a ConnectionHandler. The
- * role-specific handshake (server or client driver) plugs in as a
- * HandshakeDriver; everything shared lives here: record protection and replay
- * windows, flights with fragmentation and retransmission (RFC 6347 4.2.4),
- * reassembly, alerts, close_notify, application data.
+ * role-specific handshake (server or client driver, full or abbreviated)
+ * plugs in as a HandshakeDriver, which takes the peer's messages and returns
+ * steps (a flight, keys, Connection IDs, a new session, "established") that
+ * this connection applies in one place (applyStep). Everything shared lives
+ * here: record protection (plain and tls12_cid records, RFC 9146) and the
+ * replay window, flights with fragmentation and the retransmission state
+ * machine (RFC 6347 4.2.4, drawn at sendFlight), reassembly, records that
+ * come before their keys, alerts, close_notify, application data.
  */
 import { copyBytes } from "../util/bytes.ts";
 import { AlertDescription, AlertLevel, alertName, ContentType, HANDSHAKE_HEADER_LENGTH, HandshakeType, MAX_PLAINTEXT } from "./constants.ts";
@@ -17,6 +21,7 @@ import { RecordProtection } from "./record-protection.ts";
 import { packDatagrams, RecordWriter } from "./record-writer.ts";
 import { suiteById } from "./suites.ts";
 import { UNLIMITED, type MemoryBudget } from "./memory-budget.ts";
+import type { SavedSession } from "./resumption-options.ts";
 import { Reassembler, type HandshakeMessage } from "./reassembly.ts";
 import { replayAccept, replayCheck, type WindowState } from "./replay-window.ts";
 import type { ConnectionSnapshot } from "./session-snapshot.ts";
@@ -35,9 +40,55 @@ export type FlightItem =
  */
 export type FlightRole = "expects_reply" | "last";
 
-/** The role-specific half of the handshake. Throwing a DtlsError fails the connection with its alert. */
+/** A flight the driver wants sent, and what it is to the retransmission state machine. */
+export interface Flight {
+  readonly items: readonly FlightItem[];
+  readonly role: FlightRole;
+}
+
+/**
+ * What a driver's step asks of the connection. Every field is optional; the
+ * connection applies them in this order (applyStep):
+ *
+ *  1. `connectionIds`: the CIDs the hellos negotiated (RFC 9146), before any
+ *     protected record is read or written;
+ *  2. `keys`: the epoch-1 record protections, installed (the write side is
+ *     used from our ChangeCipherSpec on, which the flight below carries);
+ *  3. `flight`: sent, and the retransmission timer armed or not (its role);
+ *  4. `session`: a new resumable session, handed to the driver's `onSession`
+ *     before `established` (the layer above keeps it with the connection);
+ *  5. `established`: the handshake is over, with this info;
+ *  6. last, when `keys` came: epoch-1 records that arrived before the keys are
+ *     read now, which may run the driver again (an early Finished) with the
+ *     step already applied and the driver already in its next state.
+ */
+export interface HandshakeStep {
+  readonly connectionIds?: ConnectionIds | undefined;
+  readonly keys?: { readonly read: RecordProtection; readonly write: RecordProtection } | undefined;
+  readonly flight?: Flight | undefined;
+  readonly session?: SavedSession | undefined;
+  readonly established?: ConnectionInfo | undefined;
+}
+
+/** A step that asks for nothing (a message taken, the next one awaited). */
+export const NO_STEP: HandshakeStep = Object.freeze({});
+
+/**
+ * The role-specific half of the handshake (handshake-server.ts,
+ * handshake-client.ts), sans-I/O and without a reference to the connection:
+ * it takes the peer's messages and returns steps, which the connection
+ * applies (attach, drainHandshake). Throwing a DtlsError fails the connection
+ * with its alert.
+ */
 export interface HandshakeDriver {
-  onMessage(msg: HandshakeMessage, now: number): void;
+  /** When the driver was made: its first step (start) is applied at this time. */
+  readonly startedAt: number;
+  /** The first step: the client's ClientHello; the server's answer to the cookie-checked ClientHello. */
+  start(): HandshakeStep;
+  /** The peer's next handshake message, in order (epoch 1 only after the peer's ChangeCipherSpec). */
+  onMessage(msg: HandshakeMessage): HandshakeStep;
+  /** Where the steps' new resumable sessions go (a client's saved session); undefined: nowhere. */
+  readonly onSession?: ((session: SavedSession) => void) | undefined;
 }
 
 export type ConnectionState = "handshaking" | "established" | "closed";
@@ -157,8 +208,17 @@ export class Connection implements WindowState {
     this.idleCheckAt = config.idleTimeoutMs > 0 ? now + config.idleTimeoutMs : undefined;
   }
 
+  /**
+   * Starts the handshake with its driver: the driver's first step is applied
+   * at once (at driver.startedAt). A DtlsError thrown by the driver's start
+   * (nothing could be negotiated) comes out of here, nothing applied; the
+   * caller fails the connection with it.
+   */
   attach(driver: HandshakeDriver): void {
-    if (this.hs !== undefined) this.hs.driver = driver;
+    const hs = this.hs;
+    if (hs === undefined || this.stateValue !== "handshaking") return;
+    hs.driver = driver;
+    this.applyStep(driver, driver.start(), driver.startedAt);
   }
 
   get state(): ConnectionState {
@@ -168,6 +228,13 @@ export class Connection implements WindowState {
   /** Set once established. */
   get connectionInfo(): ConnectionInfo | undefined {
     return this.info;
+  }
+
+  /** What was negotiated, once established (also after a close); throws "not_established" before. */
+  get establishedInfo(): ConnectionInfo {
+    const info = this.info;
+    if (info === undefined) throw new DtlsError("not_established", "the handshake is not over: nothing was negotiated yet");
+    return info;
   }
 
   /** The handshake's reassembler while the handshake runs (for inspection: its memory is bounded); undefined after. */
@@ -311,7 +378,7 @@ export class Connection implements WindowState {
       }
       const withCid = rec.type === ContentType.tls12_cid;
       // RFC 9146: with our CID negotiated the peer's protected records carry it, without one they carry none
-      if (withCid ? this.readCid === "" || !cidAt(rec.cid as Uint8Array, 0, this.readCid) : this.readCid !== "") {
+      if (withCid ? this.readCid === "" || rec.cid === undefined || !cidAt(rec.cid, 0, this.readCid) : this.readCid !== "") {
         this.handler.recordDropped?.(withCid ? "cid_mismatch" : "cid_missing");
         return false;
       }
@@ -412,15 +479,34 @@ export class Connection implements WindowState {
       // RFC 5246 7.1 / RFC 6347 4.1: a protected Finished counts only after the peer's ChangeCipherSpec.
       // Without it the message waits (a lost CCS comes again with the peer's retransmitted flight).
       if (epoch === undefined || (epoch !== 0 && !hs.peerChangedCipherSpec)) return;
+      const driver = hs.driver;
+      if (driver === undefined) return;
       const msg = hs.reassembler.pop();
       if (msg === undefined) return;
+      let step: HandshakeStep;
       try {
-        (hs.driver as HandshakeDriver).onMessage(msg, now);
+        step = driver.onMessage(msg);
       } catch (e) {
         this.fail(toDtlsError(e));
         return;
       }
+      if (step !== NO_STEP) this.applyStep(driver, step, now);
     }
+  }
+
+  /** A driver's step, applied in the order HandshakeStep gives (the one place the handshake changes the connection). */
+  private applyStep(driver: HandshakeDriver, step: HandshakeStep, now: number): void {
+    if (step.connectionIds !== undefined) this.useConnectionIds(step.connectionIds);
+    const keys = step.keys;
+    if (keys !== undefined) {
+      this.readProtection = keys.read;
+      this.writer.install(keys.write);
+    }
+    const hs = this.hs;
+    if (step.flight !== undefined && hs !== undefined) this.sendFlight(hs, step.flight, now);
+    if (step.session !== undefined) driver.onSession?.(step.session);
+    if (step.established !== undefined) this.establish(step.established, now);
+    if (keys !== undefined) this.readEarlyRecords(now);
   }
 
   /** The peer resent its previous flight: ours was lost, resend it (at most every initialMs/2). */
@@ -483,35 +569,61 @@ export class Connection implements WindowState {
     }
   }
 
-  // ---- used by the handshake drivers -----------------------------------
+  // ---- what the drivers' steps do --------------------------------------
 
   /**
-   * Sends a new flight. RFC 6347 4.2.4's retransmission state machine, as
-   * this connection runs it (the driver prepares, the connection does the rest):
+   * Sends a new flight (a step's). RFC 6347 4.2.4's retransmission state
+   * machine, as this connection runs it (the driver prepares, the connection
+   * does the rest):
    *
    *   PREPARING --sendFlight()--> SENDING (transmitFlight: fragment, pack, send)
-   *   (the driver)                  |
-   *        ^            "expects_reply"                      "last"
-   *        |                        v                           v
+   *   (the driver's               |
+   *    step)        "expects_reply"                         "last"
+   *        ^                      v                            v
    *        |   timeout(): resend, WAITING                   FINISHED
    *        |   rto doubles  <------'  |                         |
    *        |   (maxRetransmits:       | the peer's next flight  | the peer resends its
    *        |    "timeout")            | arrives                 | flight: resend ours
    *        +--------------------------+                         | (answerRetransmission);
-   *              or, its final flight: established              | gone when the peer
-   *                                                             | sends protected data
+   *           or, the peer's flight was the last: FINISHED,     | gone when the peer
+   *           established, nothing of ours kept                 | sends protected data
    *
    * In WAITING the peer resending its previous flight (it lost ours) makes us
    * resend at once too (answerRetransmission, at most every initialMs / 2).
    * `role` is the driver's word: "expects_reply" arms the timer (WAITING);
    * "last" does not (FINISHED), and that flight is kept after the handshake.
-   * The server sends the last flight of a full handshake, the client that of
-   * an abbreviated one.
+   *
+   * The flights of each handshake and where each side is (C client, S
+   * server). The HelloVerifyRequest exchange has no state machine on the
+   * server: ServerCore answers the first ClientHello statelessly, and the
+   * server's Connection (in PREPARING) is made only for the ClientHello
+   * with a valid cookie; the client resends its ClientHello from WAITING
+   * until an answer comes.
+   *
+   *   Full handshake
+   *   1 C ClientHello                         C PREPARING > SENDING > WAITING
+   *   2 S HelloVerifyRequest                  (stateless)  C: > PREPARING
+   *   3 C ClientHello(cookie)                 C PREPARING > SENDING > WAITING
+   *   4 S ServerHello ... ServerHelloDone     S PREPARING > SENDING > WAITING   C: > PREPARING
+   *   5 C [Certificate] ClientKeyExchange     C PREPARING > SENDING > WAITING   S: > PREPARING
+   *       [CertificateVerify] CCS Finished
+   *   6 S [NewSessionTicket] CCS Finished     S PREPARING > SENDING > FINISHED ("last", kept)
+   *                                           C: > FINISHED (established; its flight 5 dropped)
+   *
+   *   Abbreviated handshake (resumption)
+   *   1-3 as above, the ClientHellos offering the ticket or session ID
+   *   4 S ServerHello [NewSessionTicket]      S PREPARING > SENDING > WAITING   C: > PREPARING
+   *       CCS Finished
+   *   5 C CCS Finished                        C PREPARING > SENDING > FINISHED ("last", kept)
+   *                                           S: > FINISHED (established; its flight 4 dropped)
+   *
+   * So the server sends the last flight of a full handshake, the client that
+   * of an abbreviated one; the side in FINISHED with a kept flight resends it
+   * when the peer's previous flight comes again (its Finished was lost).
    */
-  sendFlight(items: readonly FlightItem[], now: number, role: FlightRole): void {
-    const hs = this.hs;
-    if (hs === undefined) return;
-    hs.flight = items;
+  private sendFlight(hs: HandshakeState, flight: Flight, now: number): void {
+    const role = flight.role;
+    hs.flight = flight.items;
     hs.flightRole = role;
     hs.rto = this.config.retransmit.initialMs;
     hs.retransmits = 0;
@@ -543,10 +655,19 @@ export class Connection implements WindowState {
     if (hs.retransmitAt !== undefined) hs.retransmitAt = now + hs.rto;
   }
 
-  /** Installs epoch 1 keys: read side at once (early records replay), write side at our ChangeCipherSpec. */
+  /**
+   * Installs epoch 1 keys: read side at once (early records replay), write
+   * side at our ChangeCipherSpec. What a step's `keys` does; public for tests
+   * that set up a connection's record layer without a handshake.
+   */
   installKeys(read: RecordProtection, write: RecordProtection, now: number): void {
     this.readProtection = read;
     this.writer.install(write);
+    this.readEarlyRecords(now);
+  }
+
+  /** Epoch-1 records that came before the read keys, read now that they are here. */
+  private readEarlyRecords(now: number): void {
     const hs = this.hs;
     if (hs === undefined) return;
     const early = hs.earlyEpoch1;
@@ -560,6 +681,7 @@ export class Connection implements WindowState {
     }
   }
 
+  /** The handshake is over: what a step's `established` does; public for tests that set up a connection without a handshake. */
   establish(info: ConnectionInfo, now: number): void {
     this.stateValue = "established";
     this.info = info;

@@ -1,4 +1,9 @@
-/** Wire constants of DTLS 1.2 (RFC 6347, RFC 5246) used by the engine. */
+/**
+ * Wire constants of DTLS 1.2 used by the engine: record content types
+ * (RFC 6347, RFC 9146's tls12_cid), handshake message types (RFC 5246, RFC
+ * 6347, RFC 5077's NewSessionTicket) and their names, versions, alerts,
+ * extension numbers (RFC 8422, 5246, 7627, 5746, 5077, 9146).
+ */
 
 export const ContentType = {
   change_cipher_spec: 20,
@@ -24,6 +29,29 @@ export const HandshakeType = {
   /** RFC 5077 3.3 */
   new_session_ticket: 4,
 } as const;
+
+/** The RFC's names of the handshake messages (for errors): every HandshakeType has one. */
+const HANDSHAKE_NAMES: Record<(typeof HandshakeType)[keyof typeof HandshakeType], string> = {
+  [HandshakeType.hello_request]: "HelloRequest",
+  [HandshakeType.client_hello]: "ClientHello",
+  [HandshakeType.server_hello]: "ServerHello",
+  [HandshakeType.hello_verify_request]: "HelloVerifyRequest",
+  [HandshakeType.certificate]: "Certificate",
+  [HandshakeType.server_key_exchange]: "ServerKeyExchange",
+  [HandshakeType.certificate_request]: "CertificateRequest",
+  [HandshakeType.server_hello_done]: "ServerHelloDone",
+  [HandshakeType.certificate_verify]: "CertificateVerify",
+  [HandshakeType.client_key_exchange]: "ClientKeyExchange",
+  [HandshakeType.finished]: "Finished",
+  [HandshakeType.new_session_ticket]: "NewSessionTicket",
+};
+const handshakeNames: Readonly<Partial<Record<number, string>>> = HANDSHAKE_NAMES;
+
+/** A handshake message type as the RFC names it, e.g. "ServerHelloDone (14)"; an unknown one by its number. */
+export function handshakeName(msgType: number): string {
+  const name = handshakeNames[msgType];
+  return name === undefined ? `handshake message type ${msgType}` : `${name} (${msgType})`;
+}
 
 export const ProtocolVersion = {
   DTLS1_0: 0xfeff,

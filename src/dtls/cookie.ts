@@ -1,3 +1,9 @@
+/**
+ * Stateless HelloVerifyRequest cookies (RFC 6347 4.2.1): an HMAC-SHA256 over
+ * the client's address and port and the ClientHello's fields, cut to
+ * COOKIE_LENGTH bytes, under a secret that rotates (the previous secret still
+ * verifies). Nothing is stored per client before its cookie checks out.
+ */
 import { ByteWriter } from "../util/bytes.ts";
 import { constantTimeEqual, hmac, randomBytes, secretKey, type SecretKey } from "./crypto.ts";
 import type { ClientHello } from "./messages.ts";

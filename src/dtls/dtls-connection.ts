@@ -1,8 +1,13 @@
+/**
+ * The public face of one established association (`connect`'s result, a
+ * server's "session" event): send and receive application data, close, the
+ * negotiated info and the peer, the client's resumable session. It wraps the
+ * sans-I/O Connection; the endpoint feeds it.
+ */
 import { EventEmitter } from "node:events";
 import type { Connection } from "./connection.ts";
 import type { DtlsError } from "./errors.ts";
 import type { EcdhGroup } from "./crypto.ts";
-import type { ConnectionInfo } from "./options.ts";
 import type { SuiteName } from "./suites.ts";
 import type { SavedSession } from "./resumption-options.ts";
 
@@ -90,7 +95,7 @@ export class DtlsConnection extends EventEmitter<Events> {
 
   /** Who the peer is and what was negotiated (a new object on each read: keep it if you read it often). */
   get info(): DtlsConnectionInfo {
-    return { peer: { address: this.peer.address, port: this.peer.port }, ...(this.core.connectionInfo as ConnectionInfo) };
+    return { peer: { address: this.peer.address, port: this.peer.port }, ...this.core.establishedInfo };
   }
 
   /**

@@ -8,7 +8,7 @@ import type { Clock } from "../util/clock.ts";
 import { certificateIdentity, normalizeFingerprint, verifyChain, type IdentitySource, type TrustOptions } from "./cert-verify.ts";
 import { loadPrivateKey, parseCertificate, pemCertificates, type Certificate, type EcdhGroup } from "./crypto.ts";
 import { subjectNameDer } from "./der.ts";
-import { alertError, DtlsError } from "./errors.ts";
+import { alertError, DtlsError, errorMessage } from "./errors.ts";
 import { DEFAULT_SERVER_CID_LENGTH, MAX_CID_LENGTH, MIN_CID_RANDOM_BYTES } from "./connection-id.ts";
 import type { ClientAuth } from "./handshake-client.ts";
 import {
@@ -202,10 +202,12 @@ function loadCredentials(pairs: readonly CertificateKeyPair[]): ServerCredential
       chain = ders.map(parseCertificate);
       signer = loadPrivateKey(pair.key);
     } catch (e) {
-      throw new DtlsError("bad_option", `certificates[${i}]: ${(e as Error).message}`);
+      throw new DtlsError("bad_option", `certificates[${i}]: ${errorMessage(e)}`);
     }
-    if (!(chain[0] as Certificate).matchesPrivateKey(pair.key)) {
-      throw new DtlsError("bad_option", `certificates[${i}]: the private key does not belong to the certificate ${(chain[0] as Certificate).subject}`);
+    const leaf = chain[0];
+    if (leaf === undefined) throw new DtlsError("bad_option", `certificates[${i}].cert holds no PEM certificate`);
+    if (!leaf.matchesPrivateKey(pair.key)) {
+      throw new DtlsError("bad_option", `certificates[${i}]: the private key does not belong to the certificate ${leaf.subject}`);
     }
     return { chain, signer };
   });
@@ -236,7 +238,8 @@ export function serverCoreConfig(opts: ListenOptions): ServerCoreConfig {
   const verifyClient = (chain: readonly Certificate[]): ClientVerdict => {
     const bad = verifyChain(chain, { anchors: clientAnchors }, new Date(), "client");
     if (bad !== undefined) return bad;
-    const leaf = chain[0] as Certificate;
+    const leaf = chain[0];
+    if (leaf === undefined) return alertError("bad_certificate", "the client sent no certificate to verify");
     const identity = certificateIdentity(leaf, source);
     if (identity === undefined || identity === "") {
       return alertError("bad_certificate", `client certificate ${leaf.subject} has no ${source === "cn" ? "subject CN" : "SAN URI"} to name the device`);
@@ -325,7 +328,7 @@ function pemAnchors(pem: string | Uint8Array, what: string): Certificate[] {
   try {
     anchors = pemCertificates(text).map(parseCertificate);
   } catch (e) {
-    throw new DtlsError("bad_option", `${what}: ${(e as Error).message}`);
+    throw new DtlsError("bad_option", `${what}: ${errorMessage(e)}`);
   }
   if (anchors.length === 0) throw new DtlsError("bad_option", `${what} holds no PEM certificate`);
   return anchors;

@@ -1,5 +1,10 @@
+/**
+ * The engine's errors: DtlsError with a stable code (the fatal alert's name,
+ * a refusal of a new handshake, or a local condition), the alert each code
+ * sends, and the errors of received alerts and unexpected handshake messages.
+ */
 import { DecodeError, DtlspushError } from "../util/errors.ts";
-import { AlertDescription, alertName, type AlertName } from "./constants.ts";
+import { AlertDescription, alertName, handshakeName, type AlertName } from "./constants.ts";
 
 /** Codes of errors that end a connection with a fatal alert: the alert's name. */
 export type AlertErrorCode = Exclude<AlertName, "close_notify" | "user_canceled" | "no_renegotiation">;
@@ -108,6 +113,14 @@ export class DtlsError extends DtlspushError {
   }
 }
 
+/** A new handshake refused by the server's caps (no alert: the ClientHello is dropped). */
+export class RefusalError extends DtlsError {
+  declare readonly code: RefusalCode;
+  constructor(code: RefusalCode, message: string) {
+    super(code, message);
+  }
+}
+
 /** An error that maps to a fatal alert; its code is the alert's name. */
 export function alertError(alert: AlertErrorCode, message: string): DtlsError {
   return new DtlsError(alert, message);
@@ -123,9 +136,14 @@ export function receivedAlertError(level: number, description: number): DtlsErro
   );
 }
 
-/** The error for a handshake message that arrived where another was due. */
+/** The error for a handshake message that arrived where another was due: `wanted` names what the state expects. */
 export function unexpectedMessage(msgType: number, wanted: string): DtlsError {
-  return alertError("unexpected_message", `expected ${wanted}, got handshake message type ${msgType}`);
+  return alertError("unexpected_message", `expected ${wanted}, got ${handshakeName(msgType)}`);
+}
+
+/** The message of anything thrown (an Error's message, else the value as a string). */
+export function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }
 
 /**
@@ -137,5 +155,5 @@ export function unexpectedMessage(msgType: number, wanted: string): DtlsError {
 export function toDtlsError(e: unknown): DtlsError {
   if (e instanceof DtlsError) return e;
   if (e instanceof DecodeError || e instanceof RangeError) return alertError("decode_error", e.message);
-  return alertError("internal_error", e instanceof Error ? e.message : String(e));
+  return alertError("internal_error", errorMessage(e));
 }

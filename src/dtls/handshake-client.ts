@@ -20,16 +20,28 @@
  * A server that answers with a full handshake instead is fine: the new
  * session replaces the saved one. We always offer extended_master_secret,
  * renegotiation_info and a SessionTicket extension (empty without a ticket,
- * so servers issue one). Keys exist only in the states after the key exchange
- * (or after the ServerHello that resumed).
+ * so servers issue one).
+ *
+ * The states are types, one per message we wait for: the server's
+ * Certificate, its ServerKeyExchange (signed ECDH parameters, or ECDHE_PSK
+ * parameters), a PSK hint or the ServerHelloDone, a CertificateRequest or the
+ * ServerHelloDone, the ServerHelloDone, NewSessionTicket and Finished of
+ * either handshake. The ECDH share exists only in the states of suites that
+ * have one, keys only after the key exchange (or the ServerHello that
+ * resumed).
+ *
+ * The driver holds no connection: `start` gives the ClientHello and
+ * `onMessage` takes the server's messages, each returning a step (our
+ * flight, the keys, the CIDs, the new session, "established") that the
+ * connection applies (connection.ts, HandshakeStep).
  */
 import { bytesEqual, copyBytes } from "../util/bytes.ts";
 import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";
 import { concatBytes } from "../util/bytes.ts";
 import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, secretKeyBytes, type Certificate, type EcdhGroup, type SecretKey } from "./crypto.ts";
-import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
+import { NO_STEP, type Connection, type FlightItem, type HandshakeDriver, type HandshakeStep } from "./connection.ts";
 import { acceptedConnectionId, clientConnectionIdExtension } from "./connection-id.ts";
-import { alertError, unexpectedMessage, type DtlsError } from "./errors.ts";
+import { alertError, errorMessage, unexpectedMessage, type DtlsError } from "./errors.ts";
 import { encodeHandshake } from "./handshake-codec.ts";
 import {
   ecdhePskPremasterSecret,
@@ -72,7 +84,7 @@ import {
 } from "./messages.ts";
 import { candidateSchemes, DEFAULT_GROUPS, groupById, groupsByName, VERIFIABLE_SCHEMES as OFFERED_SCHEMES } from "./negotiation.ts";
 import type { ClientCredential } from "./options.ts";
-import type { ClientPskConfig, ConnectionInfo } from "./options.ts";
+import type { ClientPskConfig, ConnectionConfig, ConnectionInfo } from "./options.ts";
 import type { SavedSession } from "./resumption-options.ts";
 import { encodeSavedSession, type ClientSessionState } from "./saved-session.ts";
 import type { HandshakeMessage } from "./reassembly.ts";
@@ -121,7 +133,13 @@ interface EcdhShared {
 type ServerKeys =
   | { readonly kind: "psk" }
   | { readonly kind: "ecdhe_psk"; readonly ecdh: EcdhShared }
-  | { readonly kind: "certificate"; readonly certificate: Certificate; readonly ecdh: EcdhShared; readonly request: CertificateRequest | undefined };
+  | {
+      readonly kind: "certificate";
+      readonly certificate: Certificate;
+      readonly ecdh: EcdhShared;
+      /** The server's CertificateRequest (we send our Certificate, possibly empty), or undefined. */
+      readonly request: CertificateRequest | undefined;
+    };
 
 /** After a ServerHello that did not resume: what the full handshake goes on with. */
 interface AfterHello extends Negotiated {
@@ -151,18 +169,20 @@ interface Keyed extends Negotiated {
 }
 
 type ClientState =
+  /** Made, not started: the ClientHello is ready to go (start sends it). */
+  | { readonly kind: "start"; readonly hello: ClientHello }
   | ({ readonly kind: "await_server_hello"; readonly cookieRounds: number } & Hello)
   /** Certificate suites: the server's Certificate is next. */
   | ({ readonly kind: "await_certificate" } & AfterHello)
-  /** ECDHE_PSK, or a certificate suite after the Certificate: the ServerKeyExchange (ECDH parameters) is next. */
-  | ({
-      readonly kind: "await_server_key_exchange";
-      readonly from: { readonly kind: "ecdhe_psk" } | { readonly kind: "certificate"; readonly certificate: Certificate };
-    } & AfterHello)
+  /** Certificate suites after the Certificate: the ServerKeyExchange with the ECDH parameters signed by its key is next. */
+  | ({ readonly kind: "await_server_key_exchange"; readonly certificate: Certificate } & AfterHello)
+  /** ECDHE_PSK: the ServerKeyExchange with the hint and the ECDH parameters is next. */
+  | ({ readonly kind: "await_ecdhe_psk_server_key_exchange" } & AfterHello)
   /** Plain PSK: a ServerKeyExchange with the identity hint, or the ServerHelloDone. */
   | ({ readonly kind: "await_psk_hint_or_done" } & AfterHello)
   /** Certificate suites after the ServerKeyExchange: a CertificateRequest, or the ServerHelloDone. */
   | ({ readonly kind: "await_certificate_request_or_done"; readonly certificate: Certificate; readonly ecdh: EcdhShared } & AfterHello)
+  /** The rest of the server's second flight came (by key exchange): the ServerHelloDone is next. */
   | ({ readonly kind: "await_server_hello_done"; readonly keys: ServerKeys } & AfterHello)
   /** Full handshake: the server announced a ticket (empty SessionTicket in its ServerHello); the NewSessionTicket is next. */
   | ({ readonly kind: "await_new_session_ticket" } & Keyed)
@@ -173,134 +193,160 @@ type ClientState =
   | ({ readonly kind: "await_resumed_finished" } & Resumed)
   | { readonly kind: "done" };
 
+const DONE: ClientState = { kind: "done" };
+const PSK_KEYS: ServerKeys = { kind: "psk" };
+
 /** A server that keeps sending HelloVerifyRequests is refused after this many. */
 const MAX_COOKIE_ROUNDS = 4;
 
 export class ClientHandshake implements HandshakeDriver {
-  private readonly host: Connection;
+  readonly startedAt: number;
+  private readonly config: ConnectionConfig;
   private readonly auth: ClientAuth;
   private state: ClientState;
   private nextSendSeq = 0;
   /** Our PSK identity once sent; "" for certificate suites (no client certificate yet). */
   private identityName = "";
   private readonly resumption: ClientResumption | undefined;
+  readonly onSession: ((session: SavedSession) => void) | undefined;
 
-  constructor(host: Connection, auth: ClientAuth, now: number, resumption?: ClientResumption) {
-    this.host = host;
+  /**
+   * A driver for the connection `host` (only its configuration is read), to
+   * send its ClientHello at `now` when the connection starts it; with a
+   * saved session to offer, and where new ones go, in `resumption`.
+   */
+  constructor(host: Pick<Connection, "config">, auth: ClientAuth, now: number, resumption?: ClientResumption) {
+    this.startedAt = now;
+    const config = host.config;
+    this.config = config;
     this.auth = auth;
     this.resumption = resumption;
+    this.onSession = resumption?.onSession;
     const extensions: Extension[] = [
       { type: ExtensionType.extended_master_secret, data: EMPTY },
       { type: ExtensionType.renegotiation_info, data: EMPTY_RENEGOTIATION_INFO },
     ];
-    if (host.config.suites.some((s) => s.keyExchange !== "psk")) {
-      extensions.push({ type: ExtensionType.supported_groups, data: encodeSupportedGroups(groupsByName(host.config.groups ?? DEFAULT_GROUPS).map((g) => g.id)) });
+    if (config.suites.some((s) => s.keyExchange !== "psk")) {
+      extensions.push({ type: ExtensionType.supported_groups, data: encodeSupportedGroups(groupsByName(config.groups ?? DEFAULT_GROUPS).map((g) => g.id)) });
       extensions.push({ type: ExtensionType.ec_point_formats, data: EC_POINT_FORMATS_UNCOMPRESSED });
     }
-    if (host.config.suites.some((s) => !usesPsk(s))) {
+    if (config.suites.some((s) => !usesPsk(s))) {
       extensions.push({ type: ExtensionType.signature_algorithms, data: encodeSignatureAlgorithms(OFFERED_SCHEMES) });
     }
     const offer = resumption?.offer;
     // RFC 5077 3.4: a session ID of our own with a ticket, so the echo tells us the server resumed
     extensions.push({ type: ExtensionType.session_ticket, data: offer?.ticket ?? EMPTY });
-    if (host.config.connectionId !== false) extensions.push(clientConnectionIdExtension());
+    if (config.connectionId !== false) extensions.push(clientConnectionIdExtension());
     const hello: ClientHello = {
       version: ProtocolVersion.DTLS1_2,
       random: randomBytes(32),
       sessionId: offer === undefined ? EMPTY : offer.sessionId.length > 0 ? offer.sessionId : randomBytes(32),
       cookie: EMPTY,
-      cipherSuites: host.config.suites.map((s) => s.id),
+      cipherSuites: config.suites.map((s) => s.id),
       compressionMethods: new Uint8Array([0]),
       extensions,
     };
-    this.state = { kind: "await_server_hello", cookieRounds: 0, ...this.sendHello(hello, now) };
+    this.state = { kind: "start", hello };
   }
 
-  private sendHello(hello: ClientHello, now: number): Hello {
+  /** Our first ClientHello. */
+  start(): HandshakeStep {
+    const s = this.state;
+    if (s.kind !== "start") throw alertError("internal_error", "the client handshake was started twice");
+    const { step, transcript } = this.sendHello(s.hello);
+    this.state = { kind: "await_server_hello", cookieRounds: 0, hello: s.hello, transcript };
+    return step;
+  }
+
+  /** A ClientHello as our flight; its transcript starts with it. */
+  private sendHello(hello: ClientHello): { step: HandshakeStep; transcript: Transcript } {
     const body = encodeClientHello(hello);
     const messageSeq = this.nextSendSeq++;
     const transcript = new Transcript();
     transcript.add(encodeHandshake(HandshakeType.client_hello, messageSeq, body));
-    this.host.sendFlight([{ kind: "handshake", epoch: 0, msgType: HandshakeType.client_hello, messageSeq, body }], now, "expects_reply");
-    return { hello, transcript };
+    const items: FlightItem[] = [{ kind: "handshake", epoch: 0, msgType: HandshakeType.client_hello, messageSeq, body }];
+    return { step: { flight: { items, role: "expects_reply" } }, transcript };
   }
 
-  onMessage(msg: HandshakeMessage, now: number): void {
+  onMessage(msg: HandshakeMessage): HandshakeStep {
     const s = this.state;
     switch (s.kind) {
+      case "start":
+        throw alertError("internal_error", "a handshake message reached a client handshake that was not started");
       case "await_server_hello":
-        if (msg.msgType === HandshakeType.hello_verify_request) return this.onHelloVerifyRequest(s, msg, now);
-        if (msg.msgType === HandshakeType.server_hello) return this.onServerHello(s, msg, now);
+        if (msg.msgType === HandshakeType.hello_verify_request) return this.onHelloVerifyRequest(s, msg);
+        if (msg.msgType === HandshakeType.server_hello) return this.onServerHello(s, msg);
         throw unexpectedMessage(msg.msgType, "ServerHello or HelloVerifyRequest");
       case "await_certificate":
         if (msg.msgType !== HandshakeType.certificate) throw unexpectedMessage(msg.msgType, "Certificate");
-        return this.next(s, msg, { ...s, kind: "await_server_key_exchange", from: { kind: "certificate", certificate: this.onCertificate(msg.body) } });
-      case "await_server_key_exchange": {
+        return this.next(s, msg, { ...s, kind: "await_server_key_exchange", certificate: this.onCertificate(msg.body) });
+      case "await_server_key_exchange":
         if (msg.msgType !== HandshakeType.server_key_exchange) throw unexpectedMessage(msg.msgType, "ServerKeyExchange");
-        if (s.from.kind === "ecdhe_psk") {
-          const params = decodeEcdhePskServerParams(msg.body);
-          const ecdh = this.ecdhShare(params.group, params.publicKey);
-          return this.next(s, msg, { ...s, kind: "await_server_hello_done", keys: { kind: "ecdhe_psk", ecdh } });
-        }
-        const certificate = s.from.certificate;
-        return this.next(s, msg, { ...s, kind: "await_certificate_request_or_done", certificate, ecdh: this.signedShare(s, certificate, msg.body) });
+        return this.next(s, msg, { ...s, kind: "await_certificate_request_or_done", ecdh: this.signedShare(s, s.certificate, msg.body) });
+      case "await_ecdhe_psk_server_key_exchange": {
+        if (msg.msgType !== HandshakeType.server_key_exchange) throw unexpectedMessage(msg.msgType, "ServerKeyExchange");
+        const params = decodeEcdhePskServerParams(msg.body);
+        return this.next(s, msg, { ...s, kind: "await_server_hello_done", keys: { kind: "ecdhe_psk", ecdh: this.ecdhShare(params.group, params.publicKey) } });
       }
       case "await_psk_hint_or_done":
         if (msg.msgType === HandshakeType.server_key_exchange) {
           decodePskIdentity(msg.body, "psk_identity_hint");
-          return this.next(s, msg, { ...s, kind: "await_server_hello_done", keys: { kind: "psk" } });
+          return this.next(s, msg, { ...s, kind: "await_server_hello_done", keys: PSK_KEYS });
         }
         if (msg.msgType !== HandshakeType.server_hello_done) throw unexpectedMessage(msg.msgType, "ServerKeyExchange or ServerHelloDone");
-        return this.onServerHelloDone({ ...s, kind: "await_server_hello_done", keys: { kind: "psk" } }, msg, now);
+        return this.onServerHelloDone({ ...s, kind: "await_server_hello_done", keys: PSK_KEYS }, msg);
       case "await_certificate_request_or_done": {
-        const keys: ServerKeys = { kind: "certificate", certificate: s.certificate, ecdh: s.ecdh, request: undefined };
+        const { certificate, ecdh, ...afterHello } = s;
         if (msg.msgType === HandshakeType.certificate_request) {
-          return this.next(s, msg, { ...s, kind: "await_server_hello_done", keys: { ...keys, request: decodeCertificateRequest(msg.body) } });
+          const request = decodeCertificateRequest(msg.body);
+          return this.next(s, msg, { ...afterHello, kind: "await_server_hello_done", keys: { kind: "certificate", certificate, ecdh, request } });
         }
         if (msg.msgType !== HandshakeType.server_hello_done) throw unexpectedMessage(msg.msgType, "CertificateRequest or ServerHelloDone");
-        return this.onServerHelloDone({ ...s, kind: "await_server_hello_done", keys }, msg, now);
+        return this.onServerHelloDone({ ...afterHello, kind: "await_server_hello_done", keys: { kind: "certificate", certificate, ecdh, request: undefined } }, msg);
       }
       case "await_server_hello_done":
         if (msg.msgType !== HandshakeType.server_hello_done) throw unexpectedMessage(msg.msgType, "ServerHelloDone");
-        return this.onServerHelloDone(s, msg, now);
+        return this.onServerHelloDone(s, msg);
       case "await_new_session_ticket":
         if (msg.msgType !== HandshakeType.new_session_ticket) throw unexpectedMessage(msg.msgType, "NewSessionTicket");
         this.state = { ...s, kind: "await_finished", ticket: this.onNewSessionTicket(s.transcript, msg) };
-        return;
+        return NO_STEP;
       case "await_finished":
         if (msg.msgType !== HandshakeType.finished) throw unexpectedMessage(msg.msgType, "Finished");
         if (msg.epoch !== 1) throw alertError("unexpected_message", "Finished arrived unprotected");
-        return this.onFinished(s, msg, now);
+        return this.onFinished(s, msg);
       case "await_resumed_ticket": {
         if (msg.msgType !== HandshakeType.new_session_ticket) throw unexpectedMessage(msg.msgType, "NewSessionTicket");
         const t = this.onNewSessionTicket(s.transcript, msg);
         const session = t === undefined ? s.session : { ...s.session, ticket: t.ticket, lifetimeMs: t.lifetimeMs, issuedAt: this.wallNow() };
         this.state = { ...s, kind: "await_resumed_finished", session };
-        return;
+        return NO_STEP;
       }
       case "await_resumed_finished":
         if (msg.msgType !== HandshakeType.finished) throw unexpectedMessage(msg.msgType, "Finished");
         if (msg.epoch !== 1) throw alertError("unexpected_message", "Finished arrived unprotected");
-        return this.onResumedFinished(s, msg, now);
+        return this.onResumedFinished(s, msg);
       case "done":
-        return;
+        return NO_STEP;
     }
   }
 
-  private onHelloVerifyRequest(s: Extract<ClientState, { kind: "await_server_hello" }>, msg: HandshakeMessage, now: number): void {
+  private onHelloVerifyRequest(s: Extract<ClientState, { kind: "await_server_hello" }>, msg: HandshakeMessage): HandshakeStep {
     const hvr = decodeHelloVerifyRequest(msg.body);
     if (s.cookieRounds >= MAX_COOKIE_ROUNDS) throw alertError("handshake_failure", "server keeps sending HelloVerifyRequest");
     const hello = { ...s.hello, cookie: copyBytes(hvr.cookie) };
     // RFC 6347 4.2.1: the first ClientHello and the HelloVerifyRequest stay out of the transcript.
-    this.state = { kind: "await_server_hello", cookieRounds: s.cookieRounds + 1, ...this.sendHello(hello, now) };
+    const { step, transcript } = this.sendHello(hello);
+    this.state = { kind: "await_server_hello", cookieRounds: s.cookieRounds + 1, hello, transcript };
+    return step;
   }
 
-  private onServerHello(s: Extract<ClientState, { kind: "await_server_hello" }>, msg: HandshakeMessage, now: number): void {
+  private onServerHello(s: Extract<ClientState, { kind: "await_server_hello" }>, msg: HandshakeMessage): HandshakeStep {
     const sh = decodeServerHello(msg.body);
     if (sh.version !== ProtocolVersion.DTLS1_2) {
       throw alertError("protocol_version", `server chose version 0x${sh.version.toString(16)}, DTLS 1.2 is required`);
     }
-    const suite = this.host.config.suites.find((c) => c.id === sh.cipherSuite);
+    const suite = this.config.suites.find((c) => c.id === sh.cipherSuite);
     if (suite === undefined) throw alertError("illegal_parameter", `server chose cipher suite 0x${sh.cipherSuite.toString(16)} we did not offer`);
     if (sh.compressionMethod !== 0) throw alertError("illegal_parameter", "server chose a compression method");
     let ems = false;
@@ -323,12 +369,11 @@ export class ClientHandshake implements HandshakeDriver {
         ticketAnnounced = true;
       }
     }
-    if (this.host.config.requireExtendedMasterSecret && !ems) {
+    if (this.config.requireExtendedMasterSecret && !ems) {
       throw alertError("handshake_failure", "server does not support extended master secret, which is required");
     }
     // RFC 9146: the server's answer names the CID our protected records carry from now on
-    const ids = acceptedConnectionId(sh.extensions);
-    if (ids !== undefined) this.host.useConnectionIds(ids);
+    const connectionIds = acceptedConnectionId(sh.extensions);
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     const offer = this.resumption?.offer;
     // RFC 5246 7.4.1.3: our session ID echoed means the server resumes the session
@@ -339,10 +384,9 @@ export class ClientHandshake implements HandshakeDriver {
       const master = secretKey(offer.master);
       const keys = keyBlock(suite, master, s.hello.random, sh.random);
       const resumed: Resumed = { suite, master, transcript: s.transcript, session: { ...offer, sessionId: copyBytes(sh.sessionId) } };
-      // state first: installing the read keys may replay an early Finished into onMessage
+      // state first: the connection installs the read keys last, which may replay an early Finished into onMessage
       this.state = ticketAnnounced ? { kind: "await_resumed_ticket", ...resumed } : { kind: "await_resumed_finished", ...resumed };
-      this.host.installKeys(new RecordProtection(suite, keys.serverKey, keys.serverIv), new RecordProtection(suite, keys.clientKey, keys.clientIv), now);
-      return;
+      return { connectionIds, keys: { read: new RecordProtection(suite, keys.serverKey, keys.serverIv), write: new RecordProtection(suite, keys.clientKey, keys.clientIv) } };
     }
     const next: AfterHello = {
       sessionId: copyBytes(sh.sessionId),
@@ -354,14 +398,16 @@ export class ClientHandshake implements HandshakeDriver {
       transcript: s.transcript,
     };
     if (suite.keyExchange === "psk") this.state = { ...next, kind: "await_psk_hint_or_done" };
-    else if (suite.keyExchange === "ecdhe_psk") this.state = { ...next, kind: "await_server_key_exchange", from: { kind: "ecdhe_psk" } };
+    else if (suite.keyExchange === "ecdhe_psk") this.state = { ...next, kind: "await_ecdhe_psk_server_key_exchange" };
     else this.state = { ...next, kind: "await_certificate" };
+    return connectionIds === undefined ? NO_STEP : { connectionIds };
   }
 
   /** A message of the server's second flight taken: into the transcript, and the state it leads to. */
-  private next(from: AfterHello, msg: HandshakeMessage, to: ClientState): void {
+  private next(from: AfterHello, msg: HandshakeMessage, to: ClientState): HandshakeStep {
     from.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     this.state = to;
+    return NO_STEP;
   }
 
   /** The server's chain: parsed, fitting the suite, and accepted by the configured trust. */
@@ -371,7 +417,7 @@ export class ClientHandshake implements HandshakeDriver {
     try {
       chain = ders.map(parseCertificate);
     } catch (e) {
-      throw alertError("bad_certificate", `the server's certificate does not parse: ${(e as Error).message}`);
+      throw alertError("bad_certificate", `the server's certificate does not parse: ${errorMessage(e)}`);
     }
     const verify = this.auth.verifyServer;
     if (verify === undefined) throw alertError("handshake_failure", "no way to verify a server certificate is configured");
@@ -409,7 +455,12 @@ export class ClientHandshake implements HandshakeDriver {
     return { z, publicKey: ours.publicKey, group: groupName };
   }
 
-  private onServerHelloDone(s: Extract<ClientState, { kind: "await_server_hello_done" }>, msg: HandshakeMessage, now: number): void {
+  /**
+   * The server's flight is complete: our [Certificate], ClientKeyExchange,
+   * [CertificateVerify], ChangeCipherSpec and Finished, with the keys our
+   * Finished is protected with.
+   */
+  private onServerHelloDone(s: Extract<ClientState, { kind: "await_server_hello_done" }>, msg: HandshakeMessage): HandshakeStep {
     decodeEmpty(msg.body, "ServerHelloDone");
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     const hashAlg = s.suite.prfHash;
@@ -468,27 +519,26 @@ export class ClientHandshake implements HandshakeDriver {
       ticket: undefined,
     };
     this.state = s.ticketAnnounced ? { ...keyed, kind: "await_new_session_ticket" } : { ...keyed, kind: "await_finished" };
-    this.host.installKeys(
-      new RecordProtection(s.suite, keys.serverKey, keys.serverIv),
-      new RecordProtection(s.suite, keys.clientKey, keys.clientIv),
-      now,
-    );
     flight.push(
       { kind: "ccs" },
       { kind: "handshake", epoch: 1, msgType: HandshakeType.finished, messageSeq: finSeq, body: verify },
     );
-    this.host.sendFlight(flight, now, "expects_reply");
+    return {
+      keys: { read: new RecordProtection(s.suite, keys.serverKey, keys.serverIv), write: new RecordProtection(s.suite, keys.clientKey, keys.clientIv) },
+      flight: { items: flight, role: "expects_reply" },
+    };
   }
 
-  private onFinished(s: Extract<ClientState, { kind: "await_finished" }>, msg: HandshakeMessage, now: number): void {
+  /** The server's Finished of a full handshake: established, with the new session if the server gave one. */
+  private onFinished(s: Extract<ClientState, { kind: "await_finished" }>, msg: HandshakeMessage): HandshakeStep {
     verifyPeerFinished(s.suite.prfHash, s.master, "server finished", s.transcript, decodeFinished(msg.body));
-    this.state = { kind: "done" };
+    this.state = DONE;
     const peerCertificate = s.certificate === undefined ? undefined : { subject: s.certificate.subject, fingerprint256: s.certificate.fingerprint256 };
     const r = this.resumption;
+    let session: SavedSession | undefined;
     if (r !== undefined && (s.ticket !== undefined || s.sessionId.length > 0)) {
       const wallNow = r.wallClock();
-      r.onSession(
-        encodeSavedSession({
+      session = encodeSavedSession({
           server: r.server,
           suite: s.suite.id,
           master: secretKeyBytes(s.master),
@@ -501,10 +551,9 @@ export class ClientHandshake implements HandshakeDriver {
           sessionId: s.sessionId,
           issuedAt: wallNow,
           lifetimeMs: s.ticket?.lifetimeMs ?? 0,
-        }),
-      );
+        });
     }
-    this.host.establish({ identity: this.identityName, suite: s.suite.name, extendedMasterSecret: s.ems, resumed: false, group: s.group, peerCertificate }, now);
+    return { session, established: { identity: this.identityName, suite: s.suite.name, extendedMasterSecret: s.ems, resumed: false, group: s.group, peerCertificate } };
   }
 
   /** A NewSessionTicket (RFC 5077 3.3), in the transcript; an empty ticket means none. */
@@ -515,16 +564,15 @@ export class ClientHandshake implements HandshakeDriver {
   }
 
   /** The server's Finished of an abbreviated handshake: then our CCS and Finished, the handshake's last flight. */
-  private onResumedFinished(s: Extract<ClientState, { kind: "await_resumed_finished" }>, msg: HandshakeMessage, now: number): void {
+  private onResumedFinished(s: Extract<ClientState, { kind: "await_resumed_finished" }>, msg: HandshakeMessage): HandshakeStep {
     const hashAlg = s.suite.prfHash;
     verifyPeerFinished(hashAlg, s.master, "server finished", s.transcript, decodeFinished(msg.body));
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     const verify = finishedVerifyData(hashAlg, s.master, "client finished", s.transcript.hash(hashAlg));
-    this.state = { kind: "done" };
+    this.state = DONE;
     // ours is the last flight here: kept to answer the server's retransmitted Finished
-    this.host.sendFlight([{ kind: "ccs" }, { kind: "handshake", epoch: 1, msgType: HandshakeType.finished, messageSeq: this.nextSendSeq++, body: verify }], now, "last");
-    this.resumption?.onSession(encodeSavedSession(s.session));
-    const info: ConnectionInfo = {
+    const items: FlightItem[] = [{ kind: "ccs" }, { kind: "handshake", epoch: 1, msgType: HandshakeType.finished, messageSeq: this.nextSendSeq++, body: verify }];
+    const established: ConnectionInfo = {
       identity: s.session.identity,
       suite: s.suite.name,
       extendedMasterSecret: s.session.ems,
@@ -532,7 +580,7 @@ export class ClientHandshake implements HandshakeDriver {
       group: s.session.group,
       peerCertificate: s.session.peer,
     };
-    this.host.establish(info, now);
+    return { flight: { items, role: "last" }, session: this.resumption === undefined ? undefined : encodeSavedSession(s.session), established };
   }
 
   private wallNow(): number {

@@ -1,3 +1,8 @@
+/**
+ * Handshake message framing (RFC 6347 4.2.2): the 12-byte header with
+ * message_seq and fragment offset/length, fragments parsed from a record and
+ * written for one, and a whole message encoded as the transcript hashes it.
+ */
 import { ByteReader } from "../util/bytes.ts";
 import { DecodeError } from "../util/errors.ts";
 import { HANDSHAKE_HEADER_LENGTH } from "./constants.ts";

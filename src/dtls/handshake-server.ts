@@ -22,8 +22,18 @@
  * Here our flight is the one that awaits an answer (retransmitted until the
  * client's Finished arrives); in the full handshake it is the client's.
  *
- * The states are types: keys and the master secret exist only in the states
- * after the key exchange (or after the session was found).
+ * The states are types, one per message the server waits for (the client's
+ * Certificate when we asked for one, ClientKeyExchange, CertificateVerify
+ * when the client sent a certificate, Finished, or the resumed Finished): our
+ * ECDH key only in the states of suites that have one, keys and the master
+ * secret only after the key exchange (or after the session was found).
+ *
+ * The driver holds no connection: `start` answers the ClientHello and
+ * `onMessage` takes the client's messages, each returning a step (our
+ * flight, the keys, the CIDs, "established") that the connection applies
+ * (connection.ts, HandshakeStep). The next state is set before the step is
+ * returned, so a Finished that came early and is read once the keys are in
+ * finds the driver ready for it.
  */
 import { bytesEqual, concatBytes, copyBytes } from "../util/bytes.ts";
 import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";
@@ -38,7 +48,7 @@ import {
   type EcdhKeyPair,
   type SecretKey,
 } from "./crypto.ts";
-import type { Connection, FlightItem, HandshakeDriver } from "./connection.ts";
+import { NO_STEP, type FlightItem, type HandshakeDriver, type HandshakeStep } from "./connection.ts";
 import { answerConnectionId } from "./connection-id.ts";
 import { alertError, unexpectedMessage, type DtlsError } from "./errors.ts";
 import { encodeHandshake } from "./handshake-codec.ts";
@@ -75,7 +85,7 @@ import {
   type Extension,
 } from "./messages.ts";
 import { chooseServerParameters, VERIFIABLE_SCHEMES, type ServerChoice } from "./negotiation.ts";
-import type { ClientAuthMode, ClientVerdict, ConnectionInfo, ServerCredential, ServerPskConfig } from "./options.ts";
+import type { ClientAuthMode, ClientVerdict, ConnectionConfig, ConnectionInfo, ServerCredential, ServerPskConfig } from "./options.ts";
 import type { HandshakeMessage } from "./reassembly.ts";
 import { RecordProtection } from "./record-protection.ts";
 import {
@@ -91,11 +101,14 @@ import {
 import type { TicketKey } from "./resumption-options.ts";
 import { usesEcdhe, usesPsk, type CipherSuite } from "./suites.ts";
 
+/** A certificate suite's key exchange: our ephemeral ECDH key (signed in the ServerKeyExchange). */
+interface CertificateKeyExchange {
+  readonly kind: "certificate";
+  readonly ecdh: EcdhKeyPair;
+}
+
 /** How the premaster secret comes about: our ephemeral ECDH key wherever the suite has one. */
-type KeyExchange =
-  | { readonly kind: "psk" }
-  | { readonly kind: "ecdhe_psk"; readonly ecdh: EcdhKeyPair }
-  | { readonly kind: "certificate"; readonly ecdh: EcdhKeyPair };
+type KeyExchange = { readonly kind: "psk" } | { readonly kind: "ecdhe_psk"; readonly ecdh: EcdhKeyPair } | CertificateKeyExchange;
 
 interface Negotiated {
   readonly suite: CipherSuite;
@@ -121,8 +134,17 @@ type ClientCertificate =
   | { readonly kind: "received"; readonly leaf: Certificate; readonly identity: string };
 
 type ServerState =
+  /** Made, not started: the cookie-checked ClientHello (message_seq, body) is still to be answered. */
+  | {
+      readonly kind: "start";
+      readonly hello: ClientHello;
+      readonly helloMessageSeq: number;
+      readonly helloBody: Uint8Array;
+      readonly counters: ResumptionCounters;
+      readonly cid: string | undefined;
+    }
   /** We sent a CertificateRequest: the client's Certificate (possibly empty) is next. */
-  | ({ readonly kind: "await_client_certificate"; readonly kx: Extract<KeyExchange, { kind: "certificate" }> } & Negotiated)
+  | ({ readonly kind: "await_client_certificate"; readonly kx: CertificateKeyExchange } & Negotiated)
   | ({ readonly kind: "await_client_key_exchange"; readonly kx: KeyExchange; readonly client: ClientCertificate } & Negotiated)
   | ({
       readonly kind: "await_certificate_verify";
@@ -181,21 +203,22 @@ interface Resumption {
 }
 
 export class ServerHandshake implements HandshakeDriver {
-  private readonly host: Connection;
+  readonly startedAt: number;
+  private readonly config: ConnectionConfig;
   private readonly psk: ServerPskConfig | undefined;
   private readonly auth: ServerAuth;
   private state: ServerState;
   private nextSendSeq: number;
 
   /**
-   * Answers the cookie-verified ClientHello with the server's flight at once
-   * (abbreviated when it resumes a session). Throws DtlsError when nothing can
-   * be negotiated (caller fails the connection). `cid` is the Connection ID we
-   * hand out (latin1) if the client offers the extension (full and abbreviated
-   * handshakes alike).
+   * A driver for the cookie-verified ClientHello (`helloMessageSeq`,
+   * `helloBody`), to answer at `now` when the connection starts it. `cid` is
+   * the Connection ID we hand out (latin1) if the client offers the extension
+   * (full and abbreviated handshakes alike); resumption refusals are counted
+   * in `counters`.
    */
   constructor(
-    host: Connection,
+    config: ConnectionConfig,
     auth: ServerAuth,
     hello: ClientHello,
     helloMessageSeq: number,
@@ -204,30 +227,42 @@ export class ServerHandshake implements HandshakeDriver {
     counters: ResumptionCounters,
     cid?: string,
   ) {
-    this.host = host;
+    this.startedAt = now;
+    this.config = config;
     this.psk = auth.psk;
     this.auth = auth;
     this.nextSendSeq = helloMessageSeq;
+    this.state = { kind: "start", hello, helloMessageSeq, helloBody, counters, cid };
+  }
+
+  /**
+   * The answer to the ClientHello: the server's flight (abbreviated when it
+   * resumes a session), the CIDs, and for a resumption the keys. Throws
+   * DtlsError when nothing can be negotiated (the connection fails with it).
+   */
+  start(): HandshakeStep {
+    const s = this.state;
+    if (s.kind !== "start") throw alertError("internal_error", "the server handshake was started twice");
+    const { hello, helloMessageSeq, helloBody, counters } = s;
+    const config = this.config;
+    const auth = this.auth;
     const offered = chooseServerParameters(
       hello,
-      host.config.suites,
-      host.config.requireExtendedMasterSecret,
+      config.suites,
+      config.requireExtendedMasterSecret,
       { psk: auth.psk !== undefined, certificates: auth.certificates, legacySha1: auth.legacySha1Signatures },
-      host.config.groups,
+      config.groups,
     );
     // RFC 9146: our CID answer goes into the ServerHello of either handshake
-    const connectionId = answerConnectionId(offered.extensions, hello.extensions, cid);
-    if (connectionId.ids !== undefined) host.useConnectionIds(connectionId.ids);
+    const connectionId = answerConnectionId(offered.extensions, hello.extensions, s.cid);
+    const connectionIds = connectionId.ids;
     const choice: ServerChoice = { ...offered, extensions: connectionId.extensions };
     const transcript = new Transcript();
     transcript.add(encodeHandshake(HandshakeType.client_hello, helloMessageSeq, helloBody));
     const res = auth.resumption;
     const wallNow = res?.wallClock() ?? 0;
     const found = res === undefined ? undefined : this.findSession(res, hello, choice.extendedMasterSecret, wallNow, counters);
-    if (res !== undefined && found !== undefined) {
-      this.state = this.resume(res, found, hello, choice, transcript, wallNow, now);
-      return;
-    }
+    if (res !== undefined && found !== undefined) return { ...this.resume(res, found, hello, choice, transcript, wallNow), connectionIds };
     const serverRandom = randomBytes(32);
     const flight: FlightItem[] = [];
     const add = (msgType: number, body: Uint8Array): void => {
@@ -250,37 +285,6 @@ export class ServerHandshake implements HandshakeDriver {
         extensions: ticketKey === undefined ? choice.extensions : [...(choice.extensions ?? []), EMPTY_SESSION_TICKET],
       }),
     );
-    const hint = auth.psk?.hint === undefined ? undefined : new TextEncoder().encode(auth.psk.hint);
-    let kx: KeyExchange = { kind: "psk" };
-    if (choice.credential !== undefined && choice.group !== undefined && choice.signatureScheme !== undefined) {
-      // ECDHE_ECDSA / ECDHE_RSA: our chain, then the ECDH parameters signed with its key (RFC 8422 5.4).
-      add(HandshakeType.certificate, encodeCertificateList(choice.credential.chain.map((c) => c.der)));
-      const ecdh = generateEcdh(choice.group.name);
-      kx = { kind: "certificate", ecdh };
-      const params = encodeEcdhParams({ group: choice.group.id, publicKey: ecdh.publicKey });
-      const signature = choice.credential.signer.sign(choice.signatureScheme, concatBytes([hello.random, serverRandom, params]));
-      add(HandshakeType.server_key_exchange, encodeSignedEcdhParams(params, choice.signatureScheme, signature));
-      if (auth.clientAuth !== "none") {
-        add(
-          HandshakeType.certificate_request,
-          encodeCertificateRequest({
-            certificateTypes: new Uint8Array([ClientCertificateType.ecdsa_sign, ClientCertificateType.rsa_sign]),
-            signatureAlgorithms: VERIFIABLE_SCHEMES,
-            authorities: auth.clientCaNames,
-          }),
-        );
-      }
-    } else if (choice.group !== undefined) {
-      const ecdh = generateEcdh(choice.group.name);
-      kx = { kind: "ecdhe_psk", ecdh };
-      add(
-        HandshakeType.server_key_exchange,
-        encodeEcdhePskServerParams({ hint: hint ?? EMPTY, group: choice.group.id, publicKey: ecdh.publicKey }),
-      );
-    } else if (hint !== undefined) {
-      add(HandshakeType.server_key_exchange, encodePskIdentity(hint));
-    }
-    add(HandshakeType.server_hello_done, EMPTY);
     const negotiated: Negotiated = {
       suite: choice.suite,
       group: choice.group?.name,
@@ -290,11 +294,41 @@ export class ServerHandshake implements HandshakeDriver {
       transcript,
       resumable,
     };
-    this.state =
-      kx.kind === "certificate" && auth.clientAuth !== "none"
-        ? { ...negotiated, kind: "await_client_certificate", kx }
-        : { ...negotiated, kind: "await_client_key_exchange", kx, client: { kind: "none" } };
-    host.sendFlight(flight, now, "expects_reply");
+    const hint = auth.psk?.hint === undefined ? undefined : new TextEncoder().encode(auth.psk.hint);
+    if (choice.credential !== undefined && choice.group !== undefined && choice.signatureScheme !== undefined) {
+      // ECDHE_ECDSA / ECDHE_RSA: our chain, then the ECDH parameters signed with its key (RFC 8422 5.4).
+      add(HandshakeType.certificate, encodeCertificateList(choice.credential.chain.map((c) => c.der)));
+      const ecdh = generateEcdh(choice.group.name);
+      const params = encodeEcdhParams({ group: choice.group.id, publicKey: ecdh.publicKey });
+      const signature = choice.credential.signer.sign(choice.signatureScheme, concatBytes([hello.random, serverRandom, params]));
+      add(HandshakeType.server_key_exchange, encodeSignedEcdhParams(params, choice.signatureScheme, signature));
+      const kx: CertificateKeyExchange = { kind: "certificate", ecdh };
+      if (auth.clientAuth !== "none") {
+        add(
+          HandshakeType.certificate_request,
+          encodeCertificateRequest({
+            certificateTypes: new Uint8Array([ClientCertificateType.ecdsa_sign, ClientCertificateType.rsa_sign]),
+            signatureAlgorithms: VERIFIABLE_SCHEMES,
+            authorities: auth.clientCaNames,
+          }),
+        );
+        this.state = { ...negotiated, kind: "await_client_certificate", kx };
+      } else {
+        this.state = { ...negotiated, kind: "await_client_key_exchange", kx, client: NO_CLIENT_CERTIFICATE };
+      }
+    } else if (choice.group !== undefined) {
+      const ecdh = generateEcdh(choice.group.name);
+      add(
+        HandshakeType.server_key_exchange,
+        encodeEcdhePskServerParams({ hint: hint ?? EMPTY, group: choice.group.id, publicKey: ecdh.publicKey }),
+      );
+      this.state = { ...negotiated, kind: "await_client_key_exchange", kx: { kind: "ecdhe_psk", ecdh }, client: NO_CLIENT_CERTIFICATE };
+    } else {
+      if (hint !== undefined) add(HandshakeType.server_key_exchange, encodePskIdentity(hint));
+      this.state = { ...negotiated, kind: "await_client_key_exchange", kx: PSK_KEY_EXCHANGE, client: NO_CLIENT_CERTIFICATE };
+    }
+    add(HandshakeType.server_hello_done, EMPTY);
+    return { connectionIds, flight: { items: flight, role: "expects_reply" } };
   }
 
   /**
@@ -342,7 +376,7 @@ export class ServerHandshake implements HandshakeDriver {
   private refusal(res: ServerResumption, s: ServerSessionState, hello: ClientHello, ems: boolean, wallNow: number): CipherSuite | ResumptionRefusal {
     if (wallNow - s.issuedAt > res.ticketLifetimeMs || wallNow < s.issuedAt - 60_000) return "ticket_expired";
     if (wallNow - s.createdAt > res.maxSessionAgeMs) return "session_too_old";
-    const suite = this.host.config.suites.find((c) => c.id === s.suite);
+    const suite = this.config.suites.find((c) => c.id === s.suite);
     if (suite === undefined || !hello.cipherSuites.includes(s.suite)) return "suite_not_offered";
     // RFC 7627 5.3: a session with EMS resumes only with EMS offered, one without never when it is
     if (s.ems !== ems) return "ems_mismatch";
@@ -358,16 +392,13 @@ export class ServerHandshake implements HandshakeDriver {
     return this.auth.clientAuth === "require" ? "client_refused" : suite;
   }
 
-  /** The abbreviated handshake's flight: ServerHello, [NewSessionTicket], ChangeCipherSpec, Finished. */
-  private resume(
-    res: ServerResumption,
-    found: Resumption,
-    hello: ClientHello,
-    choice: ServerChoice,
-    transcript: Transcript,
-    wallNow: number,
-    now: number,
-  ): ServerState {
+  /**
+   * The abbreviated handshake's flight: ServerHello, [NewSessionTicket],
+   * ChangeCipherSpec, Finished, with the keys it needs (our Finished is
+   * protected). Ours is the flight that awaits an answer here: resent until
+   * the client's Finished comes.
+   */
+  private resume(res: ServerResumption, found: Resumption, hello: ClientHello, choice: ServerChoice, transcript: Transcript, wallNow: number): HandshakeStep {
     const { state: s, suite } = found;
     const serverRandom = randomBytes(32);
     const flight: FlightItem[] = [];
@@ -399,62 +430,56 @@ export class ServerHandshake implements HandshakeDriver {
     const info: { -readonly [K in keyof ConnectionInfo]: ConnectionInfo[K] } = { identity: s.identity, suite: suite.name, extendedMasterSecret: s.ems, resumed: true };
     if (s.group !== undefined) info.group = s.group;
     if (s.peer !== undefined) info.peerCertificate = s.peer;
-    const state: ServerState = { kind: "await_resumed_finished", suite, master, transcript, info };
-    this.state = state;
-    this.host.installKeys(
-      new RecordProtection(suite, keys.clientKey, keys.clientIv),
-      new RecordProtection(suite, keys.serverKey, keys.serverIv),
-      now,
-    );
-    // ours is the flight that awaits an answer here: resent until the client's Finished comes
-    this.host.sendFlight(flight, now, "expects_reply");
-    return this.state;
+    this.state = { kind: "await_resumed_finished", suite, master, transcript, info };
+    return {
+      keys: { read: new RecordProtection(suite, keys.clientKey, keys.clientIv), write: new RecordProtection(suite, keys.serverKey, keys.serverIv) },
+      flight: { items: flight, role: "expects_reply" },
+    };
   }
 
   private newTicket(res: ServerResumption, key: TicketKey, state: ServerSessionState): Uint8Array {
     return encodeNewSessionTicket({ lifetimeHint: Math.floor(res.ticketLifetimeMs / 1000), ticket: sealTicket(key, state) });
   }
 
-  onMessage(msg: HandshakeMessage, now: number): void {
+  onMessage(msg: HandshakeMessage): HandshakeStep {
     const s = this.state;
     switch (s.kind) {
+      case "start":
+        throw alertError("internal_error", "a handshake message reached a server handshake that was not started");
       case "await_client_certificate":
         if (msg.msgType !== HandshakeType.certificate) throw unexpectedMessage(msg.msgType, "Certificate (we asked for one)");
-        this.onClientCertificate(s, msg);
-        return;
+        this.state = { ...s, kind: "await_client_key_exchange", client: this.onClientCertificate(s, msg) };
+        return NO_STEP;
       case "await_client_key_exchange":
         if (msg.msgType !== HandshakeType.client_key_exchange) throw unexpectedMessage(msg.msgType, "ClientKeyExchange");
-        this.onClientKeyExchange(s, msg, now);
-        return;
+        return this.onClientKeyExchange(s, msg);
       case "await_certificate_verify":
         if (msg.msgType !== HandshakeType.certificate_verify) throw unexpectedMessage(msg.msgType, "CertificateVerify");
         this.onCertificateVerify(s, msg);
-        return;
+        return NO_STEP;
       case "await_finished":
         if (msg.msgType !== HandshakeType.finished) throw unexpectedMessage(msg.msgType, "Finished");
         if (msg.epoch !== 1) throw alertError("unexpected_message", "Finished arrived unprotected");
-        this.onFinished(s, msg, now);
-        return;
+        return this.onFinished(s, msg);
       case "await_resumed_finished":
         if (msg.msgType !== HandshakeType.finished) throw unexpectedMessage(msg.msgType, "Finished");
         if (msg.epoch !== 1) throw alertError("unexpected_message", "Finished arrived unprotected");
         verifyPeerFinished(s.suite.prfHash, s.master, "client finished", s.transcript, decodeFinished(msg.body));
-        this.state = { kind: "done" };
-        this.host.establish(s.info, now);
-        return;
+        this.state = DONE;
+        return { established: s.info };
       case "done":
-        return;
+        return NO_STEP;
     }
   }
 
-  private onClientKeyExchange(s: Extract<ServerState, { kind: "await_client_key_exchange" }>, msg: HandshakeMessage, now: number): void {
+  /** The client's ClientKeyExchange: the premaster secret by key exchange, the PSK identity for PSK suites; then the keys. */
+  private onClientKeyExchange(s: Extract<ServerState, { kind: "await_client_key_exchange" }>, msg: HandshakeMessage): HandshakeStep {
     const kx = s.kx;
     if (kx.kind === "certificate") {
       // Certificate suite: the client is named by its certificate (or anonymous), not here.
       const z = kx.ecdh.derive(decodeEcdhPublic(msg.body));
       if (z === null) throw alertError("illegal_parameter", "the client's ECDH public key is invalid");
-      this.deriveKeys(s, msg, "", z, EMPTY, now);
-      return;
+      return this.deriveKeys(s, msg, "", z, EMPTY);
     }
     let raw: Uint8Array;
     let premasterOf: (psk: Uint8Array) => Uint8Array;
@@ -476,22 +501,22 @@ export class ServerHandshake implements HandshakeDriver {
     }
     const key = this.psk?.lookup(identity);
     if (key === undefined) throw alertError("unknown_psk_identity", `unknown PSK identity ${JSON.stringify(identity)}`);
-    this.deriveKeys(s, msg, identity, premasterOf(key), s.resumable.kind === "none" ? EMPTY : pskDigest(key), now);
+    return this.deriveKeys(s, msg, identity, premasterOf(key), s.resumable.kind === "none" ? EMPTY : pskDigest(key));
   }
 
-  /** The client's Certificate: empty (allowed unless required) or a chain the policy accepts. */
-  private onClientCertificate(s: Extract<ServerState, { kind: "await_client_certificate" }>, msg: HandshakeMessage): void {
+  /** The client's Certificate: empty (allowed unless required) or a chain the policy accepts; into the transcript. */
+  private onClientCertificate(s: Extract<ServerState, { kind: "await_client_certificate" }>, msg: HandshakeMessage): ClientCertificate {
     const ders = decodeCertificateList(msg.body);
     let client: ClientCertificate;
     if (ders.length === 0) {
       if (this.auth.clientAuth === "require") throw alertError("handshake_failure", "a client certificate is required and the client sent none");
-      client = { kind: "empty" };
+      client = EMPTY_CLIENT_CERTIFICATE;
     } else {
       let chain: Certificate[];
       try {
         chain = ders.map(parseCertificate);
       } catch (e) {
-        throw alertError("bad_certificate", `the client's certificate does not parse: ${(e as Error).message}`);
+        throw alertError("bad_certificate", `the client's certificate does not parse: ${errorMessage(e)}`);
       }
       const verifyClient = this.auth.verifyClient;
       if (verifyClient === undefined) throw alertError("internal_error", "a client certificate was asked for and nothing verifies it");
@@ -502,7 +527,7 @@ export class ServerHandshake implements HandshakeDriver {
       client = { kind: "received", leaf, identity: verdict.identity };
     }
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
-    this.state = { ...s, kind: "await_client_key_exchange", client };
+    return client;
   }
 
   /** CertificateVerify: the client proves it holds its certificate's key (RFC 5246 7.4.8). */
@@ -516,36 +541,38 @@ export class ServerHandshake implements HandshakeDriver {
       throw alertError("decrypt_error", "the client's CertificateVerify signature does not verify");
     }
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
-    this.state = { ...s, kind: "await_finished", identity: s.client.identity, peer: leaf, pskDigest: EMPTY };
+    const { client: _verified, ...rest } = s;
+    this.state = { ...rest, kind: "await_finished", identity: s.client.identity, peer: leaf, pskDigest: EMPTY };
   }
 
+  /**
+   * The master secret and the epoch-1 keys, once the ClientKeyExchange is in
+   * the transcript. The next state is set before the step goes back: the
+   * connection installs the read keys last, which may replay an early
+   * Finished into onMessage. Our ECDH key is left behind here.
+   */
   private deriveKeys(
     s: Extract<ServerState, { kind: "await_client_key_exchange" }>,
     msg: HandshakeMessage,
     identity: string,
     premaster: Uint8Array,
     digest: Uint8Array,
-    now: number,
-  ): void {
+  ): HandshakeStep {
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     const hashAlg = s.suite.prfHash;
     const master = secretKey(masterSecret(hashAlg, premaster, s.clientRandom, s.serverRandom, s.ems ? s.transcript.hash(hashAlg) : undefined));
     const keys = keyBlock(s.suite, master, s.clientRandom, s.serverRandom);
-    // State first: installing the read keys may replay an early Finished into onMessage. Our ECDH key goes here.
     const { kx: _spent, client, ...negotiated } = s;
     if (client.kind === "received") {
       this.state = { ...negotiated, kind: "await_certificate_verify", client, master };
     } else {
       this.state = { ...negotiated, kind: "await_finished", identity, peer: undefined, master, pskDigest: digest };
     }
-    this.host.installKeys(
-      new RecordProtection(s.suite, keys.clientKey, keys.clientIv),
-      new RecordProtection(s.suite, keys.serverKey, keys.serverIv),
-      now,
-    );
+    return { keys: { read: new RecordProtection(s.suite, keys.clientKey, keys.clientIv), write: new RecordProtection(s.suite, keys.serverKey, keys.serverIv) } };
   }
 
-  private onFinished(s: Extract<ServerState, { kind: "await_finished" }>, msg: HandshakeMessage, now: number): void {
+  /** The client's Finished: then our [NewSessionTicket], ChangeCipherSpec and Finished, the handshake's last flight. */
+  private onFinished(s: Extract<ServerState, { kind: "await_finished" }>, msg: HandshakeMessage): HandshakeStep {
     const hashAlg = s.suite.prfHash;
     verifyPeerFinished(hashAlg, s.master, "client finished", s.transcript, decodeFinished(msg.body));
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
@@ -579,12 +606,20 @@ export class ServerHandshake implements HandshakeDriver {
       }
     }
     const verify = finishedVerifyData(hashAlg, s.master, "server finished", s.transcript.hash(hashAlg));
-    this.state = { kind: "done" };
+    this.state = DONE;
     flight.push({ kind: "ccs" }, { kind: "handshake", epoch: 1, msgType: HandshakeType.finished, messageSeq: this.nextSendSeq++, body: verify });
     // our last flight: kept to answer the client's retransmissions until it sends protected data
-    this.host.sendFlight(flight, now, "last");
-    this.host.establish(info, now);
+    return { flight: { items: flight, role: "last" }, established: info };
   }
+}
+
+const DONE: ServerState = { kind: "done" };
+const PSK_KEY_EXCHANGE: KeyExchange = { kind: "psk" };
+const NO_CLIENT_CERTIFICATE: ClientCertificate = { kind: "none" };
+const EMPTY_CLIENT_CERTIFICATE: ClientCertificate = { kind: "empty" };
+
+function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }
 
 const EMPTY_SESSION_TICKET: Extension = { type: ExtensionType.session_ticket, data: EMPTY };

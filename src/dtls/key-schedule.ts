@@ -1,7 +1,11 @@
 /**
- * TLS 1.2 key schedule for the PSK suites: premaster (RFC 4279 2), master
- * secret with or without extended master secret (RFC 7627 4), key block
- * (RFC 5246 6.3) and Finished (RFC 5246 7.4.9).
+ * TLS 1.2 key schedule for every suite of the engine: the premaster secret of
+ * the PSK (RFC 4279 2) and ECDHE_PSK (RFC 5489 2) suites (the certificate
+ * suites' premaster is the ECDH shared secret itself, RFC 8422 5.10), the
+ * master secret with or without extended master secret (RFC 7627 4), the key
+ * block (RFC 5246 6.3), Finished (RFC 5246 7.4.9) and the transcript they
+ * hash. An abbreviated handshake takes the session's master secret and makes
+ * a new key block and Finished from it.
  */
 import { concatBytes } from "../util/bytes.ts";
 import { constantTimeEqual, prf, runningHash, secretKey, type HashName, type RunningHash, type SecretKey } from "./crypto.ts";

@@ -1,6 +1,9 @@
 /**
- * What a server decides from a ClientHello: version, suite, extended master
- * secret, secure renegotiation. Pure; throws DtlsError with the alert to send.
+ * What a server decides from a ClientHello: version, suite (PSK, ECDHE_PSK or
+ * a certificate suite), ECDHE group, certificate chain and signature scheme,
+ * extended master secret, secure renegotiation, and the extensions its
+ * ServerHello answers with; the groups and signature schemes both roles offer
+ * and accept. Pure; throws DtlsError with the alert to send.
  */
 import { ExtensionType, NamedGroup, ProtocolVersion, TLS_EMPTY_RENEGOTIATION_INFO_SCSV } from "./constants.ts";
 import { SignatureScheme, type EcdhGroup } from "./crypto.ts";

@@ -1,3 +1,9 @@
+/**
+ * What the sans-I/O cores are configured with (PSK and certificate
+ * credentials, retransmission, MTU, suites, groups, Connection IDs, server
+ * limits), what a connection reports as negotiated (ConnectionInfo), and what
+ * it hands its host (ConnectionHandler).
+ */
 import type { Certificate, EcdhGroup, Signer } from "./crypto.ts";
 import type { DtlsError } from "./errors.ts";
 import type { CipherSuite, SuiteName } from "./suites.ts";

@@ -1,3 +1,9 @@
+/**
+ * Handshake reassembly (RFC 6347 4.2.2/4.2.3): fragments in any order and
+ * overlap become whole messages, handed out in message_seq order; older
+ * messages (the peer's retransmissions) are told apart; a window of messages
+ * ahead and the bytes held are bounded (and counted in a memory budget).
+ */
 import type { HandshakeFragment } from "./handshake-codec.ts";
 import { UNLIMITED, type MemoryBudget } from "./memory-budget.ts";
 

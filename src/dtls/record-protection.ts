@@ -1,3 +1,9 @@
+/**
+ * Record protection of one direction of epoch 1: AEAD seal and open with the
+ * DTLS nonce and additional data (RFC 5246 6.2.3.3 / RFC 6347 4.1.2.1), for
+ * plain records and for tls12_cid records (RFC 9146 5.3's additional data and
+ * the DTLSInnerPlaintext).
+ */
 import { aeadKey, aeadKeyBytes, aeadOpen, aeadSeal, type AeadKey } from "./crypto.ts";
 import { ContentType, RECORD_HEADER_LENGTH } from "./constants.ts";
 import type { RawRecord } from "./record.ts";

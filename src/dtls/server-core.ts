@@ -17,7 +17,7 @@ import { ContentType, ExtensionType, HandshakeType, ProtocolVersion, RECORD_HEAD
 import { cidAt, cidString, DEFAULT_SERVER_CID_LENGTH, makeServerCid } from "./connection-id.ts";
 import { Connection, increment, type ConnectionOptions } from "./connection.ts";
 import { CookieJar } from "./cookie.ts";
-import { DtlsError, toDtlsError, type RefusalCode } from "./errors.ts";
+import { DtlsError, RefusalError, toDtlsError, type RefusalCode } from "./errors.ts";
 import { encodeHandshake, parseHandshakeFragments, type HandshakeFragment } from "./handshake-codec.ts";
 import { newClientHelloDropCounts, type ClientHelloDropCause } from "./hello-limiter.ts";
 import { ServerHandshake, type ServerAuth } from "./handshake-server.ts";
@@ -148,7 +148,7 @@ export class ServerSession implements ConnectionHandler, Peer, HeapSlotted {
   }
 
   get info(): ConnectionInfo {
-    return this.connection.connectionInfo as ConnectionInfo;
+    return this.connection.establishedInfo;
   }
 
   /** Whether a ClientHello with this random is the one that started the session (a retransmission), not a new one. */
@@ -578,7 +578,7 @@ export class ServerCore {
    * it cannot: the global caps, the source's caps, the handshake memory budget.
    * A connection it replaces (same address and port) frees its own place.
    */
-  private refusal(host: string, existing: ServerSession | undefined): (DtlsError & { readonly code: RefusalCode }) | undefined {
+  private refusal(host: string, existing: ServerSession | undefined): RefusalError | undefined {
     const c = this.config;
     const replacesHandshake = existing !== undefined && existing.connection.connectionInfo === undefined;
     const replaced = existing === undefined ? 0 : 1;
@@ -630,7 +630,7 @@ export class ServerCore {
     this.countHost(host, 1, 0);
     this.stats.handshakesStarted++;
     try {
-      connection.attach(new ServerHandshake(connection, this.auth, hello, fragment.messageSeq, fragment.body, now, this.stats, this.newConnectionId(hello)));
+      connection.attach(new ServerHandshake(connection.config, this.auth, hello, fragment.messageSeq, fragment.body, now, this.stats, this.newConnectionId(hello)));
     } catch (e) {
       connection.fail(toDtlsError(e));
       return;
@@ -795,8 +795,8 @@ export class ServerCore {
   }
 }
 
-function refused(code: RefusalCode, message: string): DtlsError & { readonly code: RefusalCode } {
-  return new DtlsError(code, message) as DtlsError & { readonly code: RefusalCode };
+function refused(code: RefusalCode, message: string): RefusalError {
+  return new RefusalError(code, message);
 }
 
 function serverAuth(config: ServerCoreConfig): ServerAuth {

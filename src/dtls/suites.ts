@@ -1,3 +1,8 @@
+/**
+ * The cipher suite table (PSK, ECDHE_PSK, ECDHE_ECDSA, ECDHE_RSA, all AEAD)
+ * with what each means to the record layer and the key schedule, the default
+ * preference order, and lookups by id and name.
+ */
 import type { AeadName, HashName } from "./crypto.ts";
 import { DtlsError } from "./errors.ts";
 
