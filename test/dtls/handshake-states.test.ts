@@ -16,12 +16,13 @@ import { ServerHandshake, type ServerAuth } from "../../src/dtls/handshake-serve
 import { decodeClientHello, EMPTY } from "../../src/dtls/messages.ts";
 import type { ConnectionConfig } from "../../src/dtls/options.ts";
 import type { HandshakeMessage } from "../../src/dtls/reassembly.ts";
-import { parseRecords } from "../../src/dtls/record.ts";
+import { parseRecords, type RawRecord } from "../../src/dtls/record.ts";
 import { newResumptionRefusalCounts, serverResumption } from "../../src/dtls/resumption.ts";
 import type { SavedSession } from "../../src/dtls/resumption-options.ts";
 import { decodeSavedSession } from "../../src/dtls/saved-session.ts";
 import { createCertificateAuthority, issueDeviceCertificate, type IssuedCertificate } from "../../src/pki/index.ts";
 import { connectionConfig, Pipe, PSK_ID, PSK_KEY, suites } from "./harness.ts";
+import { concatBytes } from "../../src/util/bytes.ts";
 import { credential, makeTestPki, type TestPki } from "./test-certs.ts";
 
 let pki: TestPki;
@@ -368,5 +369,48 @@ describe("through the connections and the server core: the alert goes out", () =
     expect(p.clientClosed?.code).toBe("unexpected_message");
     expect(p.clientClosed?.message).toBe("expected ServerKeyExchange or ServerHelloDone, got CertificateRequest (13)");
     expect(p.server.stats.alertsReceived.unexpected_message).toBe(1);
+  });
+});
+
+describe("a Finished that comes before the keys is read once the step installs them (no retransmission)", () => {
+  /** A datagram with a protected record whose epoch-0 handshake records are moved behind the rest (CCS and Finished first). */
+  let reordered = 0;
+  const finishedFirst = (d: Uint8Array): Uint8Array => {
+    const records = parseRecords(d);
+    const moved = records.some((r) => r.epoch === 1);
+    if (moved) reordered++;
+    if (!moved) return d;
+    const late = (r: RawRecord): boolean => r.epoch === 0 && r.type === 22;
+    const order = [...records.filter((r) => !late(r)), ...records.filter(late)];
+    return concatBytes(order.flatMap((r) => [r.header, r.body]));
+  };
+
+  it("server, full handshake: the client's CCS and Finished before its ClientKeyExchange", () => {
+    const p = new Pipe();
+    p.tamperToServer = finishedFirst;
+    // no CID: the client's Finished goes as a plain protected record, which finishedFirst can move
+    p.startClient({ suites: PSK, connectionId: false });
+    expect(p.runUntilEstablished()).toBe(true);
+    expect(p.now).toBeLessThan(1000); // no retransmission was needed
+    expect(p.datagrams.toServer).toBe(3); // ClientHello, ClientHello(cookie), the client's second flight once
+    expect(reordered).toBe(1);
+  });
+
+  it("client, abbreviated handshake: the server's CCS and Finished before its ServerHello", () => {
+    const res = serverResumption({});
+    const first = new Pipe({}, { resumption: res });
+    first.startClient({ suites: PSK }, undefined, undefined, undefined, { offer: undefined, server: "test:1", wallClock: Date.now });
+    expect(first.runUntilEstablished()).toBe(true);
+    const saved = first.clientSession;
+    if (saved === undefined) throw new Error("no session saved");
+    const p = new Pipe({}, { resumption: res });
+    reordered = 0;
+    p.tamperToClient = finishedFirst;
+    p.startClient({ suites: PSK }, undefined, undefined, undefined, { offer: decodeSavedSession(saved), server: "test:1", wallClock: Date.now });
+    expect(p.runUntilEstablished()).toBe(true);
+    expect(p.clientInfo?.resumed).toBe(true);
+    expect(p.now).toBeLessThan(1000);
+    expect(p.datagrams.toClient).toBe(2); // HelloVerifyRequest, the server's flight once
+    expect(reordered).toBe(1);
   });
 });
