@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// Makes sure the native DTLS interop peers are installed before `npm test`:
+// Makes sure the native test peers are installed before `npm test`:
 //   openssl      (openssl s_server / s_client)
 //   gnutls-bin   (gnutls-serv / gnutls-cli)
+//   redis-server (the Redis store and cluster tests start their own, on a free port)
 // When something is missing and we are on Debian/Ubuntu as root (or with
 // passwordless sudo), installs it with apt-get, non-interactively. Otherwise
 // prints one loud warning naming the interop tests that will be skipped, and
@@ -14,6 +15,7 @@ import { delimiter, join } from "node:path";
 const PEERS = [
   { pkg: "openssl", bins: ["openssl"], tests: "openssl s_client/s_server" },
   { pkg: "gnutls-bin", bins: ["gnutls-cli", "gnutls-serv"], tests: "gnutls-cli/gnutls-serv" },
+  { pkg: "redis-server", bins: ["redis-server"], tests: "redis-server (the Redis store)" },
 ];
 
 function onPath(bin) {
@@ -40,7 +42,7 @@ function warn(missing, why) {
   const bar = "!".repeat(78);
   console.warn(
     `\n${bar}\n` +
-      `WARNING: DTLS interop peers missing (${bins}). The interop tests against ` +
+      `WARNING: test peers missing (${bins}). The interop tests against ` +
       `${tests} will be SKIPPED, because they could not be installed: ${why}. ` +
       `To run them, install the packages yourself (Debian/Ubuntu: ` +
       `'sudo apt-get install --no-install-recommends ${pkgs}') and run npm test again.` +
@@ -92,7 +94,7 @@ function main() {
     prefix.length > 0 ? run(prefix[0], [...prefix.slice(1), "apt-get", ...args], timeoutMs) : run("apt-get", args, timeoutMs);
 
   const pkgs = missing.map((p) => p.pkg);
-  console.log(`ensure-peers: installing ${pkgs.join(" ")} with apt-get (interop test peers)...`);
+  console.log(`ensure-peers: installing ${pkgs.join(" ")} with apt-get (test peers)...`);
   const lock = ["-o", "DPkg::Lock::Timeout=120"];
   const update = apt(["-q", ...lock, "update"], 300_000);
   if (!update.ok) {
