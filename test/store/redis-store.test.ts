@@ -257,3 +257,52 @@ describeRedis("redis store: opening", () => {
     }
   });
 });
+
+describeRedis("redis store: memory in Redis", () => {
+  it("costs under 3 KB per queued message and 1 KB per registered device (figures in docs/store.md)", async () => {
+    const own = await RedisServer.start();
+    try {
+      const s = await openRedisStore({ url: own.url, keyPrefix: "dtlspush:" });
+      const { createClient } = await import("redis");
+      const c = createClient({ url: own.url });
+      c.on("error", () => undefined);
+      await c.connect();
+      const used = async (): Promise<number> => Number(/used_memory:(\d+)/.exec(await c.info("memory"))?.[1]);
+      const N = 2_000;
+      const signature = `eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0..${"A".repeat(86)}`;
+      // N direct messages of 100 bytes, each queued for its own device, with its "queued" receipt
+      const before = await used();
+      const commits: Promise<unknown>[] = [];
+      for (let i = 0; i < N; i++) {
+        const id = `01J${String(i).padStart(23, "0")}`;
+        const dev = `device-${String(i).padStart(6, "0")}`;
+        commits.push(
+          s.commit({
+            messages: [message(id, { topic: "", device: dev, payload: new Uint8Array(100).fill(7), signature })],
+            deliveries: [{ device: dev, messageId: id, order: i + 1, seq: 0, tombstone: false }],
+            receipts: [{ messageId: id, device: dev, state: "queued", at: 1_700_000_000_000 + i, reason: "", seq: 0, topic: "" }],
+          }),
+        );
+      }
+      await Promise.all(commits);
+      const perMessage = ((await used()) - before) / N;
+      // N devices with a PSK, their counters and one subscription each
+      const mid = await used();
+      const registry: Promise<unknown>[] = [];
+      for (let i = 0; i < N; i++) {
+        const id = `sensor-${String(i).padStart(6, "0")}`;
+        registry.push(s.putDevice({ id, psk: { identity: `psk-${id}`, key: new Uint8Array(32).fill(1) }, revoked: false, topics: ["fleet"], createdAt: 1_700_000_000_000, updatedAt: 1_700_000_000_000 }));
+        registry.push(s.commit({ counters: [{ device: id, lastSeq: 12, ackedSeq: 12 }], subscribe: [{ device: id, topic: "alerts" }] }));
+      }
+      await Promise.all(registry);
+      const perDevice = ((await used()) - mid) / N;
+      console.log(`redis store memory: ${perMessage.toFixed(0)} bytes per queued message (100-byte payload, one delivery, one receipt), ${perDevice.toFixed(0)} bytes per device (PSK, counters, one subscription)`);
+      expect(perMessage).toBeLessThan(3_000);
+      expect(perDevice).toBeLessThan(1_000);
+      await c.close();
+      await s.close();
+    } finally {
+      await own.stop();
+    }
+  }, 20_000);
+});
