@@ -8,6 +8,7 @@ import {
   EXISTING_SCRIPT,
   FIND_DEVICE_SCRIPT,
   LOAD_STATE_SCRIPT,
+  MESSAGE_RECEIPTS_SCRIPT,
   PRUNE_SCRIPT,
   PUT_DEVICE_SCRIPT,
 } from "./redis-scripts.ts";
@@ -84,6 +85,7 @@ const SCRIPTS = {
   deleteDevice: DELETE_DEVICE_SCRIPT,
   loadState: LOAD_STATE_SCRIPT,
   existing: EXISTING_SCRIPT,
+  messageReceipts: MESSAGE_RECEIPTS_SCRIPT,
   prune: PRUNE_SCRIPT,
 } as const;
 type ScriptName = keyof typeof SCRIPTS;
@@ -413,7 +415,7 @@ export class RedisStore implements Store {
   }
 
   receiptsForMessage(messageId: string): Promise<Receipt[]> {
-    return this.call(["ZRANGE", this.key(`rm:${messageId}`), "0", "-1"], (r) => (r as string[]).map(decodeReceipt));
+    return this.script("messageReceipts", [messageId], (r) => (r as string[]).map(decodeReceipt));
   }
 
   receiptsAfter(afterId: number, limit: number): Promise<Receipt[]> {
