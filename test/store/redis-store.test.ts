@@ -335,3 +335,66 @@ describeRedis("redis store: memory in Redis", () => {
     }
   }, 20_000);
 });
+
+describeRedis("redis store: round trips per push through the delivery engine", () => {
+  it("a unicast push and a fan-out recipient, publish to ack: commands, server reads and bytes (figures in docs/store.md)", async () => {
+    const { World } = await import("../messaging/world.ts");
+    const { connected, enc, publishTo, untilDelivered } = await import("../messaging/helpers.ts");
+    const { createClient } = await import("redis");
+    const c = createClient({ url: server().url });
+    await c.connect();
+    const stats = async (): Promise<{ calls: number; reads: number; bytesIn: number; bytesOut: number }> => {
+      const info = await c.info("all");
+      const num = (re: RegExp): number => Number(re.exec(info)?.[1] ?? 0);
+      return {
+        calls: num(/cmdstat_evalsha:calls=(\d+)/) + num(/cmdstat_hget:calls=(\d+)/) + num(/cmdstat_zrange:calls=(\d+)/) + num(/cmdstat_hset:calls=(\d+)/),
+        reads: num(/total_reads_processed:(\d+)/),
+        bytesIn: num(/total_net_input_bytes:(\d+)/),
+        bytesOut: num(/total_net_output_bytes:(\d+)/),
+      };
+    };
+    const measure = async (fn: () => Promise<void>, per: number): Promise<{ reads: number; text: string }> => {
+      const a = await stats();
+      await fn();
+      const b = await stats();
+      // less the INFO itself (one read, one command not counted above)
+      const reads = (b.reads - a.reads - 1) / per;
+      return {
+        reads,
+        text: `${((b.calls - a.calls) / per).toFixed(2)} commands, ${reads.toFixed(2)} server reads, ${((b.bytesIn - a.bytesIn) / per).toFixed(0)} bytes in, ${((b.bytesOut - a.bytesOut) / per).toFixed(0)} bytes out`,
+      };
+    };
+
+    const store = await openRedisStore({ url: server().url, keyPrefix: freshPrefix() });
+    const w = await World.create({ store });
+    const N = 20;
+    const ds = Array.from({ length: N }, (_, i) => w.addDevice(`dev-${i}`, ["news"]));
+    for (const d of ds) await connected(w, d);
+    await w.run(1_000);
+    const d0 = ds[0] as (typeof ds)[number];
+    const PUSHES = 10;
+    const unicast = await measure(async () => {
+      for (let i = 1; i <= PUSHES; i++) {
+        await publishTo(w, d0.id, `m${i}`);
+        await untilDelivered(w, d0, i);
+        await w.run(200, () => w.engine.deviceStatus(d0.id).queueDepth === 0);
+        expect(w.engine.deviceStatus(d0.id).queueDepth).toBe(0);
+      }
+    }, PUSHES);
+    const fanout = await measure(async () => {
+      for (let i = 1; i <= 3; i++) {
+        await w.publish({ target: { topic: "news" }, payload: enc(`t${i}`), publisher: "test" });
+        for (const d of ds) await untilDelivered(w, d, d === d0 ? PUSHES + i : i);
+        await w.run(200, () => ds.every((d) => w.engine.deviceStatus(d.id).queueDepth === 0));
+        for (const d of ds) expect(w.engine.deviceStatus(d.id).queueDepth).toBe(0);
+      }
+    }, 3 * N);
+    console.log(`redis store per unicast push: ${unicast.text}`);
+    console.log(`redis store per fan-out recipient (${N} devices): ${fanout.text}`);
+    // a push alone in its turns: the publish (its id check and commit) and the ack's commit; a fan-out shares them
+    expect(unicast.reads).toBeLessThanOrEqual(3);
+    expect(fanout.reads).toBeLessThanOrEqual(0.5);
+    await store.close();
+    await c.close();
+  }, 20_000);
+});
