@@ -398,3 +398,35 @@ describeRedis("redis store: round trips per push through the delivery engine", (
     await c.close();
   }, 20_000);
 });
+
+describeRedis("redis store: error replies", () => {
+  it("a commit Redis refuses (out of memory) fails with store_failed and so does every later one; reads go on", async () => {
+    const own = await RedisServer.start();
+    const { createClient } = await import("redis");
+    const c = createClient({ url: own.url });
+    c.on("error", () => undefined);
+    await c.connect();
+    try {
+      const s = await openRedisStore({ url: own.url, keyPrefix: "e:" });
+      await s.commit(pushBatch(1));
+      await c.configSet("maxmemory", "1");
+      const refused = await Promise.allSettled([2, 3, 4].map((k) => s.commit(pushBatch(k))));
+      await c.configSet("maxmemory", "0");
+      for (const o of refused) {
+        expect((o as PromiseRejectedResult).reason).toMatchObject({ code: "store_failed" });
+        expect(((o as PromiseRejectedResult).reason as StoreError).message).toContain("OOM");
+      }
+      expect((await rejection(s.commit(pushBatch(5)))).code).toBe("store_failed");
+      expect(await storedPrefix(s, 5)).toBe(1);
+      // a read Redis answers with an error rejects that read only
+      await c.set("e:set", "not a hash");
+      expect((await rejection(s.getSetting("k"))).code).toBe("read_failed");
+      expect((await rejection(s.putSetting("k", "v"))).code).toBe("write_failed");
+      expect((await s.getMessage("m-1"))?.id).toBe("m-1");
+      await s.close();
+    } finally {
+      await c.close();
+      await own.stop();
+    }
+  });
+});
