@@ -1,9 +1,11 @@
 /** The daemon's configuration: file + environment + flags, credentials, data directory. */
 export { ConfigError } from "./errors.ts";
+export { RedisUrl, redactRedisUrl, REDACTED_PASSWORD } from "./redis-url.ts";
 export {
   CLIENT_AUTH_MODES,
   configSchema,
   LOG_LEVELS,
+  NODE_ID_PATTERN,
   parseHostPort,
   QUEUE_FULL_POLICIES,
   SECTIONS,
@@ -19,6 +21,8 @@ export {
   loadConfig,
   maxRecordPayload,
   settingLabel,
+  storeBackend,
+  storeDescription,
   toDeliveryOptions,
   signingWorkers,
   toStoreOptions,
