@@ -32,4 +32,4 @@ export {
   type LoadConfigOptions,
 } from "./load.ts";
 export { DEV_SERVER_CERT, loadCredentials, toDtlsOptions, type DtlsCredentials } from "./credentials.ts";
-export { openDataDir, DATA_DIR_MODE, type DataDir } from "../data-dir.ts";
+export { openDataDir, nodeIdFor, DATA_DIR_MODE, NODE_ID_FILE, type DataDir } from "../data-dir.ts";
