@@ -14,6 +14,7 @@ import { SNAPSHOT_REFUSALS, type SnapshotRefusal } from "./session-snapshot-file
 import type { BatchObserver, HttpObserver } from "./http/index.ts";
 import type { Store, WorkerStore, WorkerStoreStats } from "../store/index.ts";
 import type { PushServer } from "./push-server.ts";
+import type { RedisHealth } from "./redis-health.ts";
 
 export interface DaemonMetrics {
   /** give it to the delivery engine */
@@ -26,6 +27,10 @@ export interface DaemonMetrics {
   attachStore(store: Store): void;
   /** a saved-sessions file was refused at start (or deleted unread: "disabled") */
   snapshotRefused(cause: SnapshotRefusal | "disabled"): void;
+  /** a check of Redis's reachability (cluster.redis_url): dtlspush_redis_up, _ping_seconds, _ping_failures_total */
+  redisChecked(h: RedisHealth): void;
+  /** this process is the cluster node `node`: dtlspush_cluster_node_info{node} 1 */
+  clusterNode(node: string): void;
   /** the Content-Type of `text()` */
   readonly contentType: string;
   /** the exposition text (Prometheus text format 0.0.4) */
@@ -342,6 +347,17 @@ export function createMetrics(): DaemonMetrics {
   });
   batchEntries.inc({ result: "published" }, 0);
 
+  // Redis (only with cluster.redis_url): exported from the first check on
+  const redisUp = new Gauge({ name: "dtlspush_redis_up", help: "1 when the last PING of Redis (every second, own connection) was answered within 1 s, else 0", registers });
+  const redisPing = new Histogram({
+    name: "dtlspush_redis_ping_seconds",
+    help: "Round trip of the reachability PINGs to Redis (its latency as this node sees it)",
+    buckets: COMMIT_BUCKETS,
+    registers,
+  });
+  const redisPingFailures = new Counter({ name: "dtlspush_redis_ping_failures_total", help: "Reachability PINGs to Redis not answered within 1 s (Redis down, unreachable or stalled)", registers });
+  const clusterNode = new Gauge({ name: "dtlspush_cluster_node_info", help: "This process's cluster node id (cluster.node_id or the one kept in data_dir), as a label; value 1", labelNames: ["node"], registers });
+
   collectDefaultMetrics({ register: registry });
 
   const observer: DeliveryObserver = {
@@ -367,6 +383,14 @@ export function createMetrics(): DaemonMetrics {
     http: {
       httpError: (code, status) => httpErrors.inc({ code, status: String(status) }),
       batchEntries: (result, n) => batchEntries.inc({ result }, n),
+    },
+    redisChecked(h: RedisHealth): void {
+      redisUp.set(h.reachable ? 1 : 0);
+      if (h.reachable && h.latencyMs !== undefined) observeMs(redisPing, h.latencyMs);
+      if (!h.reachable) redisPingFailures.inc();
+    },
+    clusterNode(node: string): void {
+      clusterNode.set({ node }, 1);
     },
     attach(s: PushServer): void {
       server = s;
