@@ -1,0 +1,507 @@
+import { createClient } from "redis";
+import { describeError, refusedAfterFailure, StoreError } from "./errors.ts";
+import { compareText } from "./memory-store.ts";
+import { DEFAULT_REDIS_KEY_PREFIX, type RedisStoreOptions } from "./redis-options.ts";
+import {
+  COMMIT_SCRIPT,
+  DELETE_DEVICE_SCRIPT,
+  EXISTING_SCRIPT,
+  FIND_DEVICE_SCRIPT,
+  LOAD_STATE_SCRIPT,
+  PRUNE_SCRIPT,
+  PUT_DEVICE_SCRIPT,
+} from "./redis-scripts.ts";
+import type {
+  DeliveryRecord,
+  DeliveryState,
+  DeviceCounters,
+  DeviceRecord,
+  MessageRecord,
+  Receipt,
+  ReceiptInput,
+  ReceiptState,
+  Store,
+  Subscription,
+  WriteBatch,
+} from "./types.ts";
+import { checkBatch, checkDevice, checkSetting } from "./validate.ts";
+
+/**
+ * The Store on Redis (the cluster's shared state). One connection; every call
+ * is one command or one Lua script sent at once, so calls take effect in call
+ * order and calls made in one event-loop turn leave in one write (node-redis
+ * pipelines them): N commits back to back cost one round trip, not N.
+ *
+ * Each commit is one script that validates the whole batch before writing, so
+ * a refused batch changes nothing. The prefix rule holds across the pipeline
+ * with a fence: the store's own counter (`P fence:<n>`) that each commit
+ * script checks against the number of commits before it and advances; a
+ * script sent after one that failed (or was lost with the connection) finds
+ * the fence behind and refuses itself.
+ *
+ * A lost connection or any Redis error fails the store: the call it hit and
+ * every later call reject with store_failed (the daemon exits and a restart
+ * reads back what Redis holds, a prefix of the batches).
+ */
+export async function openRedisStore(options: RedisStoreOptions): Promise<Store> {
+  const prefix = options.keyPrefix ?? DEFAULT_REDIS_KEY_PREFIX;
+  const timeoutMs = options.connectTimeoutMs ?? 5_000;
+  const where = redactUrl(options.url);
+  const fail = (cause: unknown): StoreError =>
+    new StoreError("store_open_failed", `Cannot open the Redis store at ${where}: ${redactText(describeError(cause), options.url)}`);
+  let client: RedisClient;
+  try {
+    client = createClient({ url: options.url, disableOfflineQueue: true, socket: { connectTimeout: timeoutMs, reconnectStrategy: false } });
+  } catch (e) {
+    throw fail(e);
+  }
+  let lastError: unknown;
+  client.on("error", (e: unknown) => (lastError = e));
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    });
+    await Promise.race([client.connect(), timeout]);
+    const shas = await Promise.race([loadScripts(client), timeout]);
+    const instance = String(await Promise.race([client.incr(`${prefix}instances`), timeout]));
+    await Promise.race([client.set(`${prefix}fence:${instance}`, "0"), timeout]);
+    return new RedisStore(client, prefix, instance, shas, where);
+  } catch (e) {
+    client.destroy();
+    throw fail(lastError ?? e);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+type RedisClient = ReturnType<typeof createClient>;
+
+const SCRIPTS = {
+  commit: COMMIT_SCRIPT,
+  putDevice: PUT_DEVICE_SCRIPT,
+  findDevice: FIND_DEVICE_SCRIPT,
+  deleteDevice: DELETE_DEVICE_SCRIPT,
+  loadState: LOAD_STATE_SCRIPT,
+  existing: EXISTING_SCRIPT,
+  prune: PRUNE_SCRIPT,
+} as const;
+type ScriptName = keyof typeof SCRIPTS;
+
+async function loadScripts(client: RedisClient): Promise<Record<ScriptName, string>> {
+  const names = Object.keys(SCRIPTS) as ScriptName[];
+  const shas = await Promise.all(names.map((n) => client.scriptLoad(SCRIPTS[n])));
+  return Object.fromEntries(names.map((n, i) => [n, shas[i]])) as Record<ScriptName, string>;
+}
+
+/** The URL without its password (user name kept), for messages. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password !== "") u.password = "***";
+    return u.toString();
+  } catch {
+    return "(an unparsable Redis URL)";
+  }
+}
+
+/** `text` with the URL's password (raw and decoded) replaced, in case a cause repeats it. */
+function redactText(text: string, url: string): string {
+  let password = "";
+  try {
+    password = new URL(url).password;
+  } catch {
+    return text.replaceAll(url, "(the Redis URL)");
+  }
+  if (password === "") return text;
+  return text.replaceAll(password, "***").replaceAll(decodeURIComponent(password), "***");
+}
+
+// --- encodings
+
+function encodeDevice(d: DeviceRecord): string {
+  return JSON.stringify({
+    id: d.id,
+    ...(d.psk !== undefined ? { psk: { identity: d.psk.identity, key: Buffer.from(d.psk.key.buffer, d.psk.key.byteOffset, d.psk.key.byteLength).toString("base64") } } : {}),
+    ...(d.certIdentity !== undefined ? { certIdentity: d.certIdentity } : {}),
+    revoked: d.revoked,
+    topics: d.topics,
+    createdAt: d.createdAt,
+    updatedAt: d.updatedAt,
+  });
+}
+
+function decodeDevice(s: string): DeviceRecord {
+  const j = JSON.parse(s) as {
+    id: string;
+    psk?: { identity: string; key: string };
+    certIdentity?: string;
+    revoked: boolean;
+    topics: string[];
+    createdAt: number;
+    updatedAt: number;
+  };
+  return {
+    id: j.id,
+    ...(j.psk !== undefined ? { psk: { identity: j.psk.identity, key: new Uint8Array(Buffer.from(j.psk.key, "base64")) } } : {}),
+    ...(j.certIdentity !== undefined ? { certIdentity: j.certIdentity } : {}),
+    revoked: j.revoked,
+    topics: j.topics,
+    createdAt: j.createdAt,
+    updatedAt: j.updatedAt,
+  };
+}
+
+type MessageRow = [string, string, string, string, number, number, number, string, string, string];
+
+function encodeMessage(m: MessageRecord): string {
+  const payload = Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength).toString("base64");
+  return JSON.stringify([m.topic, m.device, payload, m.contentType, m.createdAt, m.expiresAt, m.priority, m.collapseKey, m.publisher, m.signature]);
+}
+
+function decodeMessage(id: string, s: string): MessageRecord {
+  const [topic, device, payload, contentType, createdAt, expiresAt, priority, collapseKey, publisher, signature] = JSON.parse(s) as MessageRow;
+  return { id, topic, device, payload: new Uint8Array(Buffer.from(payload, "base64")), contentType, createdAt, expiresAt, priority, collapseKey, publisher, signature };
+}
+
+function encodeReceipt(r: ReceiptInput): string {
+  return JSON.stringify([r.messageId, r.device, r.state, r.at, r.reason, r.seq, r.topic]);
+}
+
+/** A stored member "id:json". */
+function decodeReceipt(member: string): Receipt {
+  const colon = member.indexOf(":");
+  const [messageId, device, state, at, reason, seq, topic] = JSON.parse(member.slice(colon + 1)) as [string, string, ReceiptState, number, string, number, string];
+  return { id: Number(member.slice(0, colon)), messageId, device, state, at, reason, seq, topic };
+}
+
+function decodeDelivery(device: string, messageId: string, v: string): DeliveryRecord {
+  const [order, seq, tomb] = v.split(":");
+  return { device, messageId, order: Number(order), seq: Number(seq), tombstone: tomb === "1" };
+}
+
+function decodeCounters(device: string, v: string): DeviceCounters {
+  const [lastSeq, ackedSeq] = v.split(":");
+  return { device, lastSeq: Number(lastSeq), ackedSeq: Number(ackedSeq) };
+}
+
+/** The commit script's arguments for `batch` (checked). */
+function commitArgs(prefix: string, instance: string, fence: number, batch: WriteBatch): string[] {
+  const a: string[] = [prefix, instance, String(fence)];
+  const ms = batch.messages ?? [];
+  a.push(String(ms.length));
+  for (const m of ms) a.push(m.id, encodeMessage(m), String(m.expiresAt));
+  const ds = batch.deliveries ?? [];
+  a.push(String(ds.length));
+  for (const d of ds) a.push(d.device, d.messageId, `${d.order}:${d.seq}:${d.tombstone ? 1 : 0}`);
+  const rm = batch.removeDeliveries ?? [];
+  a.push(String(rm.length));
+  for (const k of rm) a.push(k.device, k.messageId);
+  const cs = batch.counters ?? [];
+  a.push(String(cs.length));
+  for (const c of cs) a.push(c.device, `${c.lastSeq}:${c.ackedSeq}`);
+  for (const list of [batch.subscribe ?? [], batch.unsubscribe ?? []]) {
+    a.push(String(list.length));
+    for (const s of list) a.push(s.device, s.topic);
+  }
+  const rs = batch.receipts ?? [];
+  a.push(String(rs.length));
+  for (const r of rs) a.push(r.messageId, String(r.at), encodeReceipt(r));
+  return a;
+}
+
+function pairs(flat: readonly string[]): [string, string][] {
+  const out: [string, string][] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i] as string, flat[i + 1] as string]);
+  return out;
+}
+
+/** What the commit script answers. */
+type CommitReply = [0, number] | [1, string] | [2, string, string] | [3, string];
+
+export interface RedisStoreStats {
+  /** commands and scripts sent */
+  commands: number;
+  /** commits the server applied */
+  commits: number;
+}
+
+export class RedisStore implements Store {
+  readonly kind = "redis";
+  readonly stats: RedisStoreStats = { commands: 0, commits: 0 };
+  private readonly client: RedisClient;
+  private readonly prefix: string;
+  private readonly instance: string;
+  private readonly shas: Record<ScriptName, string>;
+  private readonly where: string;
+  /** commits sent so far: the fence value the next commit expects */
+  private sent = 0;
+  /** the first commit failure (the prefix rule) */
+  private commitFailure: Error | undefined;
+  /** the connection failure: every call is refused */
+  private broken: StoreError | undefined;
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  /** settles after every call made so far (calls settle in call order) */
+  private tail: Promise<unknown> = Promise.resolve();
+
+  constructor(client: RedisClient, prefix: string, instance: string, shas: Record<ScriptName, string>, where: string) {
+    this.client = client;
+    this.prefix = prefix;
+    this.instance = instance;
+    this.shas = shas;
+    this.where = where;
+    client.on("error", (e: unknown) => this.breakWith(e));
+    client.on("end", () => {
+      if (!this.closed) this.breakWith(new Error("the connection closed"));
+    });
+  }
+
+  private breakWith(e: unknown): void {
+    if (this.broken !== undefined || this.closed) return;
+    this.broken = new StoreError("store_failed", `The Redis store at ${this.where} failed: ${describeError(e)}; nothing more is stored until a restart.`, {
+      cause: e,
+    });
+    this.commitFailure ??= this.broken;
+  }
+
+  /**
+   * Sends `args` now (so it takes effect in call order) and settles after
+   * every earlier call. `then` maps the reply; a Redis error fails the store.
+   */
+  private call<T>(args: readonly string[], then: (reply: unknown) => T): Promise<T> {
+    let p: Promise<T>;
+    if (this.closed) p = Promise.reject(new StoreError("store_closed", "The Redis store is closed."));
+    else if (this.broken !== undefined) p = Promise.reject(this.broken);
+    else {
+      this.stats.commands++;
+      p = this.client.sendCommand([...args]).then(then, (e: unknown) => {
+        this.breakWith(e);
+        throw this.broken ?? new StoreError("store_failed", describeError(e));
+      });
+    }
+    return this.settleInOrder(p);
+  }
+
+  private settleInOrder<T>(p: Promise<T>): Promise<T> {
+    // `p` may reject before the calls ahead of it settle: handled through `settled`
+    p.catch(() => undefined);
+    const settled = this.tail.then(
+      () => p,
+      () => p,
+    );
+    this.tail = settled.catch(() => undefined);
+    return settled;
+  }
+
+  private script<T>(name: ScriptName, args: readonly string[], then: (reply: unknown) => T): Promise<T> {
+    return this.call(["EVALSHA", this.shas[name], "0", this.prefix, ...args], then);
+  }
+
+  private key(name: string): string {
+    return this.prefix + name;
+  }
+
+  // --- device registry
+
+  putDevice(device: DeviceRecord): Promise<void> {
+    try {
+      if (!this.closed) checkDevice(device);
+    } catch (e) {
+      return this.settleInOrder(Promise.reject(e as Error));
+    }
+    const args = [device.id, encodeDevice(device), device.psk?.identity ?? "", device.certIdentity ?? ""];
+    return this.script("putDevice", args, (reply) => {
+      const r = reply as [0] | [1, "psk" | "cert", string];
+      if (r[0] === 0) return;
+      const what = r[1] === "psk" ? `PSK identity ${JSON.stringify(device.psk?.identity)}` : `Certificate identity ${JSON.stringify(device.certIdentity)}`;
+      throw new StoreError("identity_in_use", `${what} of device ${JSON.stringify(device.id)} is already used by device ${JSON.stringify(r[2])}.`);
+    });
+  }
+
+  getDevice(id: string): Promise<DeviceRecord | undefined> {
+    return this.call(["HGET", this.key("dev"), id], (r) => (r === null ? undefined : decodeDevice(r as string)));
+  }
+
+  findDeviceByPskIdentity(identity: string): Promise<DeviceRecord | undefined> {
+    return this.script("findDevice", ["psk", identity], (r) => (r === null ? undefined : decodeDevice(r as string)));
+  }
+
+  findDeviceByCertIdentity(identity: string): Promise<DeviceRecord | undefined> {
+    return this.script("findDevice", ["cert", identity], (r) => (r === null ? undefined : decodeDevice(r as string)));
+  }
+
+  listDevices(): Promise<DeviceRecord[]> {
+    return this.call(["HVALS", this.key("dev")], (r) => (r as string[]).map(decodeDevice).sort((a, b) => compareText(a.id, b.id)));
+  }
+
+  deleteDevice(id: string): Promise<boolean> {
+    return this.script("deleteDevice", [id], (r) => r === 1);
+  }
+
+  // --- delivery journal
+
+  commit(batch: WriteBatch): Promise<Receipt[]> {
+    if (this.closed) return this.call([], () => []);
+    if (this.commitFailure !== undefined) return this.settleInOrder(Promise.reject(refusedAfterFailure(this.commitFailure)));
+    let args: string[];
+    try {
+      checkBatch(batch);
+      args = commitArgs(this.prefix, this.instance, this.sent, batch);
+    } catch (e) {
+      this.commitFailure = e as Error;
+      return this.settleInOrder(Promise.reject(e as Error));
+    }
+    this.sent++;
+    const receipts = batch.receipts ?? [];
+    const copies = receipts.map((r) => ({ messageId: r.messageId, device: r.device, state: r.state, at: r.at, reason: r.reason, seq: r.seq, topic: r.topic }));
+    return this.call(["EVALSHA", this.shas.commit, "0", ...args], (reply) => {
+      const r = reply as CommitReply;
+      switch (r[0]) {
+        case 0:
+          this.stats.commits++;
+          return copies.map((c, i) => ({ id: r[1] + i, ...c }));
+        case 1:
+          throw this.failCommit(new StoreError("duplicate_message", `Message id ${JSON.stringify(r[1])} is already stored; nothing of the batch was applied.`));
+        case 2:
+          throw this.failCommit(
+            new StoreError(
+              "commit_failed",
+              `Delivery to device ${JSON.stringify(r[1])} references message ${JSON.stringify(r[2])}, which is not stored; nothing of the batch was applied.`,
+            ),
+          );
+        case 3:
+          throw refusedAfterFailure(this.commitFailure ?? new Error(`the commit fence of this store is at ${r[1]}, an earlier commit was lost`));
+      }
+    });
+  }
+
+  private failCommit(e: StoreError): StoreError {
+    this.commitFailure ??= e;
+    return e;
+  }
+
+  loadDeliveryState(): Promise<DeliveryState> {
+    return this.script("loadState", [], (reply) => {
+      const [ctr, queues, ids, msgs, subs] = reply as [string[], [string, string[]][], string[], string[], [string, string[]][]];
+      const counters = pairs(ctr)
+        .map(([d, v]) => decodeCounters(d, v))
+        .sort((a, b) => compareText(a.device, b.device));
+      const deliveries: DeliveryRecord[] = [];
+      for (const [device, flat] of queues.sort((a, b) => compareText(a[0], b[0]))) {
+        const queue = pairs(flat).map(([mid, v]) => decodeDelivery(device, mid, v));
+        queue.sort((a, b) => a.order - b.order || compareText(a.messageId, b.messageId));
+        deliveries.push(...queue);
+      }
+      const messages = ids
+        .map((id, i) => decodeMessage(id, msgs[i] as string))
+        .sort((a, b) => compareText(a.id, b.id));
+      const subscriptions: Subscription[] = [];
+      for (const [device, topics] of subs.sort((a, b) => compareText(a[0], b[0]))) {
+        for (const topic of topics.sort(compareText)) subscriptions.push({ device, topic });
+      }
+      return { counters, deliveries, messages, subscriptions };
+    });
+  }
+
+  getMessage(id: string): Promise<MessageRecord | undefined> {
+    return this.call(["HGET", this.key("msg"), id], (r) => (r === null ? undefined : decodeMessage(id, r as string)));
+  }
+
+  existingMessageIds(ids: readonly string[]): Promise<Set<string>> {
+    return this.script("existing", ids, (r) => new Set(ids.filter((_, i) => (r as number[])[i] === 1)));
+  }
+
+  receiptsForMessage(messageId: string): Promise<Receipt[]> {
+    return this.call(["ZRANGE", this.key(`rm:${messageId}`), "0", "-1"], (r) => (r as string[]).map(decodeReceipt));
+  }
+
+  receiptsAfter(afterId: number, limit: number): Promise<Receipt[]> {
+    const n = Math.floor(limit);
+    if (!(n > 0)) return this.call(["PING"], () => []);
+    const from = Number.isFinite(afterId) ? `(${Math.floor(afterId)}` : afterId > 0 ? "+inf" : "-inf";
+    return this.call(["ZRANGE", this.key("r"), from, "+inf", "BYSCORE", "LIMIT", "0", String(n)], (r) => (r as string[]).map(decodeReceipt));
+  }
+
+  prune(before: number): Promise<number> {
+    return this.script("prune", [String(before)], (r) => r as number);
+  }
+
+  // --- settings
+
+  getSetting(key: string): Promise<string | undefined> {
+    return this.call(["HGET", this.key("set"), key], (r) => (r === null ? undefined : (r as string)));
+  }
+
+  putSetting(key: string, value: string): Promise<void> {
+    try {
+      if (!this.closed) checkSetting(key, value);
+    } catch (e) {
+      return this.settleInOrder(Promise.reject(e as Error));
+    }
+    return this.call(["HSET", this.key("set"), key, value], () => undefined);
+  }
+
+  /** CONFIG GET of the persistence settings, described (readRedisPersistence). */
+  persistence(): Promise<RedisPersistence> {
+    return this.call(["CONFIG", "GET", "appendonly", "appendfsync", "save"], (reply) => {
+      const flat = Array.isArray(reply) ? (reply as string[]) : Object.entries(reply as Record<string, string>).flat();
+      const config = new Map(pairs(flat));
+      return describePersistence(config.get("appendonly") === "yes", config.get("appendfsync") ?? "", config.get("save") ?? "");
+    });
+  }
+
+  close(): Promise<void> {
+    if (this.closing !== undefined) return this.closing;
+    const fence = this.broken === undefined ? this.call(["DEL", this.key(`fence:${this.instance}`)], () => undefined).catch(() => undefined) : undefined;
+    this.closed = true;
+    const last = this.tail;
+    this.closing = (async () => {
+      await fence;
+      await last;
+      try {
+        if (this.client.isOpen) await this.client.close();
+      } catch {
+        this.client.destroy();
+      }
+    })();
+    return this.closing;
+  }
+}
+
+
+/** What a 202 means with the persistence a Redis server reports (CONFIG GET). */
+export interface RedisPersistence {
+  readonly appendonly: boolean;
+  readonly appendfsync: string;
+  /** the RDB snapshot rule ("" = no snapshots) */
+  readonly save: string;
+  /** "durable", "second", "os", "snapshot" or "none" */
+  readonly level: "durable" | "second" | "os" | "snapshot" | "none";
+  /** one line for the daemon's log */
+  readonly summary: string;
+}
+
+/** Reads the server's persistence settings and says what an acknowledged commit (a 202) survives. */
+export async function readRedisPersistence(store: Store): Promise<RedisPersistence> {
+  if (!(store instanceof RedisStore)) throw new StoreError("read_failed", "readRedisPersistence needs a Redis store.");
+  return store.persistence();
+}
+
+
+export function describePersistence(appendonly: boolean, appendfsync: string, save: string): RedisPersistence {
+  const base = { appendonly, appendfsync, save };
+  if (appendonly && appendfsync === "always") {
+    return { ...base, level: "durable", summary: "Redis persistence: appendonly yes, appendfsync always: a 202 is on Redis's disk (fsynced) and survives a crash of Redis or its machine." };
+  }
+  if (appendonly && appendfsync === "everysec") {
+    return { ...base, level: "second", summary: "Redis persistence: appendonly yes, appendfsync everysec: a 202 survives a Redis crash; a power loss of its machine can lose about the last second of 202s." };
+  }
+  if (appendonly) {
+    return { ...base, level: "os", summary: `Redis persistence: appendonly yes, appendfsync ${appendfsync}: a 202 survives a Redis crash, but the OS decides when it reaches the disk; a power loss can lose about 30 s of 202s.` };
+  }
+  if (save.trim() !== "") {
+    return { ...base, level: "snapshot", summary: `Redis persistence: RDB snapshots only (save "${save}"): a Redis crash loses every 202 since the last snapshot. Set appendonly yes.` };
+  }
+  return { ...base, level: "none", summary: "Redis persistence: NONE (appendonly no, no snapshots): a Redis restart loses every queued message. Set appendonly yes and appendfsync always." };
+}
