@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { KeyRing } from "../auth/index.ts";
 import { randomBytes } from "../dtls/crypto.ts";
 import { openStore, type Store } from "../store/index.ts";
-import { toStoreOptions, settingLabel, type DaemonConfig } from "./config/load.ts";
+import { storeBackend, toStoreOptions, settingLabel, type DaemonConfig } from "./config/load.ts";
 import { ConfigError, shortReason } from "./config/errors.ts";
 import { NODE_ID_PATTERN } from "./config/schema.ts";
 
@@ -32,10 +32,14 @@ export const DATA_DIR_MODE = 0o700;
  * directory, opens the store and the key rings "content", "session" and
  * "publisher" (a first key is generated and stored on first use). With
  * store.kind "memory" the directory is not touched.
+ *
+ * The one place that decides which store: Redis (cluster.redis_url, its
+ * keys under cluster.key_prefix; the directory then keeps only the node id
+ * and the development certificates) or the store of [store].
  */
 export async function openDataDir(c: DaemonConfig, options: { now?: number } = {}): Promise<DataDir> {
-  if (c.store.kind === "sqlite") await prepareDataDir(c);
-  const store = await openStore(toStoreOptions(c));
+  if (storeBackend(c) !== "memory") await prepareDataDir(c);
+  const store = await openConfiguredStore(c);
   try {
     const now = options.now ?? Date.now();
     const contentKeys = await KeyRing.open(store, "content", { now });
@@ -57,6 +61,14 @@ export async function openDataDir(c: DaemonConfig, options: { now?: number } = {
     await store.close();
     throw e;
   }
+}
+
+async function openConfiguredStore(c: DaemonConfig): Promise<Store> {
+  const url = c.cluster.redisUrl;
+  if (url === undefined) return openStore(toStoreOptions(c));
+  // loaded only with Redis: the embedded stores never load the Redis client
+  const { openRedisStore } = await import("../store/redis-store.ts");
+  return openRedisStore({ url: url.reveal(), keyPrefix: c.cluster.keyPrefix, connectTimeoutMs: c.cluster.connectTimeoutSeconds * 1000 });
 }
 
 async function prepareDataDir(c: DaemonConfig): Promise<void> {

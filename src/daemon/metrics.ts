@@ -13,6 +13,7 @@ import { LINK_RESTORE_OUTCOMES } from "../messaging/link-snapshot.ts";
 import { SNAPSHOT_REFUSALS, type SnapshotRefusal } from "./session-snapshot-file.ts";
 import type { BatchObserver, HttpObserver } from "./http/index.ts";
 import type { Store, WorkerStore, WorkerStoreStats } from "../store/index.ts";
+import type { RedisStoreStats } from "../store/redis-store.ts";
 import type { PushServer } from "./push-server.ts";
 import type { RedisHealth } from "./redis-health.ts";
 
@@ -240,7 +241,13 @@ export function createMetrics(): DaemonMetrics {
 
   /** the store's grouping stats (a worker store has them; memory does not) */
   let storeStats: Readonly<WorkerStoreStats> | undefined;
-  totalCounter("dtlspush_store_commits_total", "Batches committed by the store thread (one per engine turn with changes)", () => storeStats?.commits);
+  let redisStats: Readonly<RedisStoreStats> | undefined;
+  totalCounter("dtlspush_store_commits_total", "Batches committed by the store (one per engine turn with changes)", () => storeStats?.commits ?? redisStats?.commits);
+  totalCounter(
+    "dtlspush_redis_commands_total",
+    "Commands and scripts the Redis store sent (pipelined: several leave in one write; with dtlspush_store_commits_total, the commands per commit)",
+    () => redisStats?.commands,
+  );
   totalCounter(
     "dtlspush_store_transactions_total",
     "SQLite transactions of the store thread: group commits (commits / transactions = batches per group)",
@@ -397,7 +404,10 @@ export function createMetrics(): DaemonMetrics {
     },
     attachStore(store: Store): void {
       const stats = (store as Partial<WorkerStore>).stats;
-      storeStats = stats !== undefined && typeof stats.commits === "number" ? stats : undefined;
+      // a worker store's grouping stats; a Redis store's have commits and commands, no transactions
+      storeStats = stats !== undefined && typeof stats.commits === "number" && typeof stats.transactions === "number" ? stats : undefined;
+      const redis = (store as { stats?: Partial<RedisStoreStats> }).stats;
+      redisStats = store.kind === "redis" && typeof redis?.commands === "number" && typeof redis.commits === "number" ? (redis as RedisStoreStats) : undefined;
     },
     contentType: registry.contentType,
     text: () => registry.metrics(),

@@ -1,8 +1,8 @@
 /**
  * The daemon's own view of the Redis it shares its state through: a small
  * connection of its own (never the store's, so a check never waits behind
- * commits) that PINGs it at a fixed interval for /healthz and the metrics,
- * and reads its persistence settings once at start.
+ * commits) that PINGs it at a fixed interval for /healthz and the metrics.
+ * (Its persistence is read through the store: readRedisPersistence.)
  */
 import { createClient } from "redis";
 import type { RedisUrl } from "./config/redis-url.ts";
@@ -19,22 +19,10 @@ export interface RedisHealth {
   readonly error: string | undefined;
 }
 
-/** Redis's persistence as CONFIG GET reports it. */
-export interface RedisPersistence {
-  /** "yes" | "no" */
-  readonly appendonly: string;
-  /** "always" | "everysec" | "no" */
-  readonly appendfsync: string;
-  /** RDB save points ("3600 1 300 100"), "" when none */
-  readonly save: string;
-}
-
 export interface RedisProbe {
   current(): RedisHealth;
   /** checks now (also what the interval runs); resolves with the outcome, never rejects */
   check(): Promise<RedisHealth>;
-  /** CONFIG GET appendonly / appendfsync / save; rejects when Redis refuses CONFIG (a managed Redis may) */
-  persistence(): Promise<RedisPersistence>;
   close(): Promise<void>;
 }
 
@@ -104,10 +92,6 @@ export async function startRedisProbe(url: RedisUrl, o: RedisProbeOptions = {}):
   return {
     current: () => health,
     check,
-    async persistence() {
-      const c = await withTimeout(client.configGet(["appendonly", "appendfsync", "save"]), 5000, "CONFIG GET timed out");
-      return { appendonly: c["appendonly"] ?? "", appendfsync: c["appendfsync"] ?? "", save: c["save"] ?? "" };
-    },
     async close() {
       clearInterval(timer);
       client.destroy();
@@ -127,30 +111,4 @@ async function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promi
   } finally {
     clearTimeout(timer);
   }
-}
-
-/** What a 202 means with this persistence (one phrase for logs and docs/cluster.md). */
-export function persistenceMeaning(p: RedisPersistence): { level: "none" | "weak" | "strong"; text: string } {
-  const aof = p.appendonly === "yes";
-  const rdb = p.save.trim() !== "";
-  if (!aof && !rdb) {
-    return { level: "none", text: "Redis has no persistence (appendonly no, no save points): a Redis restart loses everything, messages answered 202 included" };
-  }
-  if (!aof) {
-    return {
-      level: "weak",
-      text: `Redis keeps only RDB snapshots (save "${p.save}"): a 202 survives a Redis restart only once the next snapshot is written; a crash loses what came after the last one. Set appendonly yes, appendfsync always`,
-    };
-  }
-  if (p.appendfsync === "always") return { level: "strong", text: "appendfsync always: a 202 is on Redis's disk" };
-  if (p.appendfsync === "everysec") {
-    return {
-      level: "weak",
-      text: "appendfsync everysec: a 202 is written to Redis's append-only file but synced to disk only once a second; a power loss or kernel crash of the Redis host can lose the last second of 202'd messages (a crash of redis-server alone loses nothing). Set appendfsync always for a 202 that survives both",
-    };
-  }
-  return {
-    level: "weak",
-    text: `appendfsync ${p.appendfsync}: a 202 is written to Redis's append-only file and synced when the kernel decides (often ~30 s later); a power loss or kernel crash of the Redis host can lose that much. Set appendfsync always`,
-  };
 }
