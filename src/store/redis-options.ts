@@ -8,7 +8,7 @@ export interface RedisStoreOptions {
   readonly url: string;
   /** Prefix of every key the store writes, so several deployments share one Redis; default "dtlspush:". */
   readonly keyPrefix?: string;
-  /** How long opening waits for Redis before failing with StoreError "store_unavailable", ms; default 5000. */
+  /** How long opening waits for Redis before failing with StoreError "store_open_failed", ms; default 5000. */
   readonly connectTimeoutMs?: number;
 }
 

@@ -13,8 +13,8 @@
  *   P sub:<device>   set   topics the device subscribed to
  *   P subdevs        set   devices with subscriptions
  *   P r              zset  "id:receiptJSON", score id (receiptsAfter)
- *   P rm:<message>   zset  the same members for one message (receiptsForMessage)
- *   P rat            zset  the same members, score `at` (prune)
+ *   P rm:<message>   zset  receipt ids of one message, score id (receiptsForMessage)
+ *   P rat            zset  receipt ids, score `at` (prune)
  *   P rseq           string last receipt id given (INCRBY: never reused)
  *   P set            hash  settings
  *   P instances      string number of stores ever opened (names the fence)
@@ -98,10 +98,9 @@ local first = redis.call('INCRBY', P .. 'rseq', n) - n + 1
 for j = 0, n - 1 do
   local b = i + 3 * j
   local id = string.format('%d', first + j)
-  local member = id .. ':' .. ARGV[b + 2]
-  redis.call('ZADD', P .. 'r', id, member)
-  redis.call('ZADD', P .. 'rm:' .. ARGV[b], id, member)
-  redis.call('ZADD', P .. 'rat', ARGV[b + 1], member)
+  redis.call('ZADD', P .. 'r', id, id .. ':' .. ARGV[b + 2])
+  redis.call('ZADD', P .. 'rm:' .. ARGV[b], id, id)
+  redis.call('ZADD', P .. 'rat', ARGV[b + 1], id)
 end
 return {0, first}
 `;
@@ -214,11 +213,24 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'exp', '-inf', '(' .. befor
     deleted = deleted + 1
   end
 end
-for _, member in ipairs(redis.call('ZRANGEBYSCORE', P .. 'rat', '-inf', '(' .. before)) do
-  local body = string.sub(member, string.find(member, ':', 1, true) + 1)
-  redis.call('ZREM', P .. 'r', member)
-  redis.call('ZREM', P .. 'rm:' .. cjson.decode(body)[1], member)
-  redis.call('ZREM', P .. 'rat', member)
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'rat', '-inf', '(' .. before)) do
+  local member = redis.call('ZRANGE', P .. 'r', id, id, 'BYSCORE')[1]
+  if member then
+    local body = string.sub(member, string.find(member, ':', 1, true) + 1)
+    redis.call('ZREM', P .. 'rm:' .. cjson.decode(body)[1], id)
+    redis.call('ZREM', P .. 'r', member)
+  end
+  redis.call('ZREM', P .. 'rat', id)
 end
 return deleted
+`;
+
+/** receiptsForMessage: ARGV = P, message id. Returns the "id:json" members, by id. */
+export const MESSAGE_RECEIPTS_SCRIPT = `#!lua flags=no-writes
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', ARGV[1] .. 'rm:' .. ARGV[2], 0, -1)) do
+  local member = redis.call('ZRANGE', ARGV[1] .. 'r', id, id, 'BYSCORE')[1]
+  if member then out[#out + 1] = member end
+end
+return out
 `;

@@ -1,4 +1,4 @@
-import { createClient } from "redis";
+import { createClient, ErrorReply } from "redis";
 import { describeError, refusedAfterFailure, StoreError } from "./errors.ts";
 import { compareText } from "./memory-store.ts";
 import { DEFAULT_REDIS_KEY_PREFIX, type RedisStoreOptions } from "./redis-options.ts";
@@ -8,6 +8,7 @@ import {
   EXISTING_SCRIPT,
   FIND_DEVICE_SCRIPT,
   LOAD_STATE_SCRIPT,
+  MESSAGE_RECEIPTS_SCRIPT,
   PRUNE_SCRIPT,
   PUT_DEVICE_SCRIPT,
 } from "./redis-scripts.ts";
@@ -84,6 +85,7 @@ const SCRIPTS = {
   deleteDevice: DELETE_DEVICE_SCRIPT,
   loadState: LOAD_STATE_SCRIPT,
   existing: EXISTING_SCRIPT,
+  messageReceipts: MESSAGE_RECEIPTS_SCRIPT,
   prune: PRUNE_SCRIPT,
 } as const;
 type ScriptName = keyof typeof SCRIPTS;
@@ -216,6 +218,9 @@ function pairs(flat: readonly string[]): [string, string][] {
   return out;
 }
 
+/** What a call does, for the error it rejects with when Redis answers an error. */
+type CallKind = "read" | "write" | "commit";
+
 /** What the commit script answers. */
 type CommitReply = [0, number] | [1, string] | [2, string, string] | [3, string];
 
@@ -267,20 +272,41 @@ export class RedisStore implements Store {
 
   /**
    * Sends `args` now (so it takes effect in call order) and settles after
-   * every earlier call. `then` maps the reply; a Redis error fails the store.
+   * every earlier call. `then` maps the reply. An error reply of Redis
+   * rejects the call (read_failed, write_failed; a commit: store_failed and
+   * the prefix rule); a lost connection fails the store.
    */
-  private call<T>(args: readonly string[], then: (reply: unknown) => T): Promise<T> {
+  private call<T>(args: readonly string[], then: (reply: unknown) => T, kind: CallKind = "read"): Promise<T> {
     let p: Promise<T>;
     if (this.closed) p = Promise.reject(new StoreError("store_closed", "The Redis store is closed."));
     else if (this.broken !== undefined) p = Promise.reject(this.broken);
     else {
       this.stats.commands++;
-      p = this.client.sendCommand([...args]).then(then, (e: unknown) => {
-        this.breakWith(e);
-        throw this.broken ?? new StoreError("store_failed", describeError(e));
-      });
+      p = this.client.sendCommand([...args]).then(
+        (reply) => {
+          try {
+            return then(reply);
+          } catch (e) {
+            if (e instanceof StoreError) throw e;
+            throw new StoreError("store_corrupt", `A value under ${JSON.stringify(this.prefix)} does not have the shape this version writes: ${describeError(e)}`);
+          }
+        },
+        (e: unknown) => {
+          throw this.failure(e, kind);
+        },
+      );
     }
     return this.settleInOrder(p);
+  }
+
+  private failure(e: unknown, kind: CallKind): StoreError {
+    if (e instanceof ErrorReply) {
+      const answer = `Redis answered ${JSON.stringify(e.message)}`;
+      if (kind === "commit") return this.failCommit(new StoreError("store_failed", `${answer} to a commit; nothing more is committed until a restart.`, { cause: e }));
+      return new StoreError(kind === "read" ? "read_failed" : "write_failed", answer, { cause: e });
+    }
+    this.breakWith(e);
+    return this.broken ?? new StoreError("store_failed", describeError(e));
   }
 
   private settleInOrder<T>(p: Promise<T>): Promise<T> {
@@ -294,8 +320,8 @@ export class RedisStore implements Store {
     return settled;
   }
 
-  private script<T>(name: ScriptName, args: readonly string[], then: (reply: unknown) => T): Promise<T> {
-    return this.call(["EVALSHA", this.shas[name], "0", this.prefix, ...args], then);
+  private script<T>(name: ScriptName, args: readonly string[], then: (reply: unknown) => T, kind: CallKind = "read"): Promise<T> {
+    return this.call(["EVALSHA", this.shas[name], "0", this.prefix, ...args], then, kind);
   }
 
   private key(name: string): string {
@@ -316,7 +342,7 @@ export class RedisStore implements Store {
       if (r[0] === 0) return;
       const what = r[1] === "psk" ? `PSK identity ${JSON.stringify(device.psk?.identity)}` : `Certificate identity ${JSON.stringify(device.certIdentity)}`;
       throw new StoreError("identity_in_use", `${what} of device ${JSON.stringify(device.id)} is already used by device ${JSON.stringify(r[2])}.`);
-    });
+    }, "write");
   }
 
   getDevice(id: string): Promise<DeviceRecord | undefined> {
@@ -336,7 +362,7 @@ export class RedisStore implements Store {
   }
 
   deleteDevice(id: string): Promise<boolean> {
-    return this.script("deleteDevice", [id], (r) => r === 1);
+    return this.script("deleteDevice", [id], (r) => r === 1, "write");
   }
 
   // --- delivery journal
@@ -373,7 +399,7 @@ export class RedisStore implements Store {
         case 3:
           throw refusedAfterFailure(this.commitFailure ?? new Error(`the commit fence of this store is at ${r[1]}, an earlier commit was lost`));
       }
-    });
+    }, "commit");
   }
 
   private failCommit(e: StoreError): StoreError {
@@ -413,7 +439,7 @@ export class RedisStore implements Store {
   }
 
   receiptsForMessage(messageId: string): Promise<Receipt[]> {
-    return this.call(["ZRANGE", this.key(`rm:${messageId}`), "0", "-1"], (r) => (r as string[]).map(decodeReceipt));
+    return this.script("messageReceipts", [messageId], (r) => (r as string[]).map(decodeReceipt));
   }
 
   receiptsAfter(afterId: number, limit: number): Promise<Receipt[]> {
@@ -424,7 +450,7 @@ export class RedisStore implements Store {
   }
 
   prune(before: number): Promise<number> {
-    return this.script("prune", [String(before)], (r) => r as number);
+    return this.script("prune", [String(before)], (r) => r as number, "write");
   }
 
   // --- settings
@@ -439,7 +465,7 @@ export class RedisStore implements Store {
     } catch (e) {
       return this.settleInOrder(Promise.reject(e as Error));
     }
-    return this.call(["HSET", this.key("set"), key, value], () => undefined);
+    return this.call(["HSET", this.key("set"), key, value], () => undefined, "write");
   }
 
   /** CONFIG GET of the persistence settings, described (readRedisPersistence). */
@@ -453,7 +479,7 @@ export class RedisStore implements Store {
 
   close(): Promise<void> {
     if (this.closing !== undefined) return this.closing;
-    const fence = this.broken === undefined ? this.call(["DEL", this.key(`fence:${this.instance}`)], () => undefined).catch(() => undefined) : undefined;
+    const fence = this.broken === undefined ? this.call(["DEL", this.key(`fence:${this.instance}`)], () => undefined, "write").catch(() => undefined) : undefined;
     this.closed = true;
     const last = this.tail;
     this.closing = (async () => {

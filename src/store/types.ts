@@ -9,8 +9,8 @@
  *   batch is durable, and only then does the engine answer publishers and let
  *   that turn's datagrams go. The network loop never waits on a statement.
  *   Implementations: SQLite in a worker thread (group commit), memory (an
- *   inline `SyncStore`); a networked store implements it with pipelined round
- *   trips.
+ *   inline `SyncStore`), Redis (redis-store.ts: one Lua script per commit,
+ *   pipelined round trips).
  * - `SyncStore` is one synchronous connection: SQLite (node:sqlite, run on the
  *   store's worker thread and by offline CLI commands) or memory (tests).
  */
@@ -131,7 +131,7 @@ export interface DeliveryState {
  * worker), by offline CLI commands, and in memory under `inlineStore`.
  */
 export interface SyncStore {
-  /** "sqlite" or "memory" */
+  /** "sqlite", "memory" or "redis" */
   readonly kind: string;
 
   // --- device registry
@@ -180,7 +180,7 @@ export interface SyncStore {
  * never holds a batch whose predecessor is missing.
  */
 export interface Store {
-  /** "sqlite" or "memory" */
+  /** "sqlite", "memory" or "redis" */
   readonly kind: string;
 
   // --- device registry
