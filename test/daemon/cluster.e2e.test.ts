@@ -40,8 +40,8 @@ function tmp(): string {
   return d;
 }
 
-async function redis(o: { appendonly?: boolean } = {}): Promise<RedisServer> {
-  const r = await RedisServer.start({ password: PASSWORD, ...(o.appendonly === undefined ? {} : { appendonly: o.appendonly }) });
+async function redis(o: { appendonly?: boolean; appendfsync?: "always" | "everysec" | "no" } = {}): Promise<RedisServer> {
+  const r = await RedisServer.start({ password: PASSWORD, ...o });
   redises.push(r);
   return r;
 }
@@ -191,6 +191,16 @@ describeRedis("dtlspush serve on Redis (cluster.redis_url)", () => {
     expect(warning).toContain("RUNNING WITHOUT PERSISTENCE");
     noPassword(refused.stderr, refused.stdout, d.stdout(), d.stderr());
   }, 60_000);
+
+  it("appendfsync everysec: starts, with a warning saying what a 202 then means", async () => {
+    const r = await redis({ appendfsync: "everysec" });
+    const dir = tmp();
+    const d = await serve(dir, { DTLSPUSH_CLUSTER_REDIS_URL: r.url });
+    await until(() => d.stdout().includes('"event":"redis_persistence_weak"'), 5_000, "the warning");
+    const warning = JSON.parse(d.stdout().split("\n").find((l) => l.includes('"event":"redis_persistence_weak"')) ?? "{}") as Record<string, unknown>;
+    expect(warning).toMatchObject({ level: "warn", appendonly: true, appendfsync: "everysec", persistence: "second" });
+    expect(String(warning["msg"])).toMatch(/appendfsync is not "always", so a 202 is not on Redis's disk when it is answered: .*power loss/);
+  }, 30_000);
 
   it("/healthz answers 503 store_unreachable once redis-server is stopped, and the metrics say so", async () => {
     const r = await redis();
