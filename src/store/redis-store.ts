@@ -116,7 +116,13 @@ function redactText(text: string, url: string): string {
     return text.replaceAll(url, "(the Redis URL)");
   }
   if (password === "") return text;
-  return text.replaceAll(password, "***").replaceAll(decodeURIComponent(password), "***");
+  let decoded = password;
+  try {
+    decoded = decodeURIComponent(password);
+  } catch {
+    // a malformed escape: the raw form is all a message could repeat
+  }
+  return text.replaceAll(password, "***").replaceAll(decoded, "***");
 }
 
 // --- encodings

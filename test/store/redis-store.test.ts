@@ -10,9 +10,11 @@ import { createServer, type Server, type Socket } from "node:net";
 import { StoreError } from "../../src/store/index.ts";
 import type { Store } from "../../src/store/index.ts";
 import { openRedisStore, readRedisPersistence } from "../../src/store/redis-store.ts";
+import { World } from "../messaging/world.ts";
+import { connected, enc, publishTo, untilDelivered } from "../messaging/helpers.ts";
 import { message } from "./contract.ts";
 import { describeAsyncStoreContract, pushBatch, rejection } from "./store-contract.ts";
-import { describeRedis, redisMissing, RedisServer } from "../support/redis-server.ts";
+import { describeRedis, freePort, redisMissing, RedisServer } from "../support/redis-server.ts";
 
 let redis: RedisServer | undefined;
 let n = 0;
@@ -64,9 +66,7 @@ describeRedis("redis store: keys", () => {
     await a.close();
     await b.close();
     const probe = await openRedisStore({ url: server().url, keyPrefix: "probe:" });
-    const { createClient } = await import("redis");
-    const c = createClient({ url: server().url });
-    await c.connect();
+    const c = await server().client();
     const keys = await c.keys("*");
     await c.close();
     await probe.close();
@@ -91,9 +91,7 @@ describeRedis("redis store: nothing left behind", () => {
     expect(await s.deleteDevice("dev-a")).toBe(true);
     expect(await s.deleteDevice("dev-b")).toBe(false);
     expect(await s.prune(Number.MAX_SAFE_INTEGER)).toBe(1);
-    const { createClient } = await import("redis");
-    const c = createClient({ url: server().url });
-    await c.connect();
+    const c = await server().client();
     const keys = (await c.keys(`${prefix}*`)).map((k) => k.slice(prefix.length)).sort();
     await s.close();
     const afterClose = (await c.keys(`${prefix}*`)).map((k) => k.slice(prefix.length)).sort();
@@ -106,9 +104,7 @@ describeRedis("redis store: nothing left behind", () => {
 describeRedis("redis store: pipelining", () => {
   it("commits 200 batches called back to back in a handful of server reads, each with its receipts", async () => {
     const s = await openRedisStore({ url: server().url, keyPrefix: freshPrefix() });
-    const { createClient } = await import("redis");
-    const c = createClient({ url: server().url });
-    await c.connect();
+    const c = await server().client();
     const stats = async (): Promise<Map<string, number>> =>
       new Map(
         (await c.info("stats"))
@@ -252,13 +248,7 @@ describeRedis("redis store: opening", () => {
   });
 
   it("fails with store_open_failed, naming the URL without its password, within connectTimeoutMs", async () => {
-    const closedPort = await new Promise<number>((resolve) => {
-      const t = createServer();
-      t.listen(0, "127.0.0.1", () => {
-        const port = (t.address() as { port: number }).port;
-        t.close(() => resolve(port));
-      });
-    });
+    const closedPort = await freePort();
     for (const port of [closedPort, silentPort]) {
       const started = Date.now();
       const e = await rejection(openRedisStore({ url: `redis://admin:s3cret-pw@127.0.0.1:${port}`, connectTimeoutMs: 500 }));
@@ -292,10 +282,7 @@ describeRedis("redis store: memory in Redis", () => {
     const own = await RedisServer.start();
     try {
       const s = await openRedisStore({ url: own.url, keyPrefix: "dtlspush:" });
-      const { createClient } = await import("redis");
-      const c = createClient({ url: own.url });
-      c.on("error", () => undefined);
-      await c.connect();
+      const c = await own.client();
       const used = async (): Promise<number> => Number(/used_memory:(\d+)/.exec(await c.info("memory"))?.[1]);
       const N = 2_000;
       const signature = `eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0..${"A".repeat(86)}`;
@@ -338,11 +325,7 @@ describeRedis("redis store: memory in Redis", () => {
 
 describeRedis("redis store: round trips per push through the delivery engine", () => {
   it("a unicast push and a fan-out recipient, publish to ack: commands, server reads and bytes (figures in docs/store.md)", async () => {
-    const { World } = await import("../messaging/world.ts");
-    const { connected, enc, publishTo, untilDelivered } = await import("../messaging/helpers.ts");
-    const { createClient } = await import("redis");
-    const c = createClient({ url: server().url });
-    await c.connect();
+    const c = await server().client();
     const stats = async (): Promise<{ calls: number; reads: number; bytesIn: number; bytesOut: number }> => {
       const info = await c.info("all");
       const num = (re: RegExp): number => Number(re.exec(info)?.[1] ?? 0);
@@ -402,10 +385,7 @@ describeRedis("redis store: round trips per push through the delivery engine", (
 describeRedis("redis store: error replies", () => {
   it("a commit Redis refuses (out of memory) fails with store_failed and so does every later one; reads go on", async () => {
     const own = await RedisServer.start();
-    const { createClient } = await import("redis");
-    const c = createClient({ url: own.url });
-    c.on("error", () => undefined);
-    await c.connect();
+    const c = await own.client();
     try {
       const s = await openRedisStore({ url: own.url, keyPrefix: "e:" });
       await s.commit(pushBatch(1));

@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createClient } from "redis";
 import { describe } from "vitest";
 
 const found = spawnSync("redis-server", ["--version"], { encoding: "utf8" });
@@ -36,7 +37,8 @@ export interface RedisServerOptions {
 const STOP_BOUND_MS = 5_000;
 const START_BOUND_MS = 10_000;
 
-async function freePort(): Promise<number> {
+/** A 127.0.0.1 TCP port free a moment ago (nothing listens on it). */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once("error", reject);
@@ -147,6 +149,14 @@ export class RedisServer {
   async restart(): Promise<void> {
     await this.shutdown();
     await this.launch();
+  }
+
+  /** A connected client of its own (to look at keys, INFO, CONFIG); close it after use. */
+  async client() {
+    const c = createClient({ url: this.url });
+    c.on("error", () => undefined); // a test that stops the server sees it in its own assertions
+    await c.connect();
+    return c;
   }
 
   /** Stops it and removes its directory. */
