@@ -9,13 +9,12 @@
  */
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, expect, it } from "vitest";
 import { connect, memoryStateStore, type DtlspushClient, type ReceivedMessage } from "../../src/client/index.ts";
 import { BIN, waitFor } from "../cli/cli-process.ts";
-import { describeRedis, RedisServer } from "../support/redis-server.ts";
+import { describeRedis, freePort, RedisServer } from "../support/redis-server.ts";
 
 const KEY_HEX = "000102030405060708090a0b0c0d0e0f";
 const PASSWORD = "pw-Zx81-cluster";
@@ -96,14 +95,6 @@ async function serve(dir: string, env: Record<string, string>): Promise<Served> 
   return { ...p, dtlsPort: Number(m[1]), api: m[2] as string };
 }
 
-async function refusedPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
-}
-
 async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
   const end = Date.now() + ms;
   while (!(await cond())) {
@@ -122,7 +113,7 @@ describeRedis("dtlspush serve on Redis (cluster.redis_url)", () => {
     const env = { DTLSPUSH_CLUSTER_REDIS_URL: r.url, DTLSPUSH_CLUSTER_KEY_PREFIX: "e2e:" };
     // the CLI on "another machine": its own data directory, the daemon's API not reachable, so it writes into Redis directly
     const cliDir = tmp();
-    const refused = `http://127.0.0.1:${await refusedPort()}`;
+    const refused = `http://127.0.0.1:${await freePort()}`;
     const added = await command(["device", "add", "sensor-1", "--psk", KEY_HEX, "--api", refused, "--data-dir", join(cliDir, "data")], cliDir, env);
     expect(added.stderr).toBe(`dtlspush device add: daemon not reachable at ${refused}; wrote to Redis redis://:***@127.0.0.1:${r.port} directly; a running daemon picks it up on SIGHUP\n`);
     expect(added.code).toBe(0);
@@ -158,7 +149,7 @@ describeRedis("dtlspush serve on Redis (cluster.redis_url)", () => {
   }, 60_000);
 
   it("unreachable Redis at start: one line (URL without password, cause) and exit 1 within the bound", async () => {
-    const port = await refusedPort();
+    const port = await freePort();
     const dir = tmp();
     const res = await command(
       ["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data")],
