@@ -69,6 +69,7 @@ export async function startRedisProbe(url: RedisUrl, o: RedisProbeOptions = {}):
 
   let health: RedisHealth = { reachable: true, latencyMs: undefined, checkedAt: now(), error: undefined };
   let inFlight: Promise<RedisHealth> | undefined;
+  let closed = false;
   const check = (): Promise<RedisHealth> => {
     inFlight ??= (async () => {
       const t0 = performance.now();
@@ -79,7 +80,8 @@ export async function startRedisProbe(url: RedisUrl, o: RedisProbeOptions = {}):
         const why = e instanceof Error ? e.message : String(e);
         health = { reachable: false, latencyMs: undefined, checkedAt: now(), error: lastError !== undefined && !client.isReady ? lastError : why };
       }
-      o.onCheck?.(health);
+      // a check cut short by close() is not news
+      if (!closed) o.onCheck?.(health);
       inFlight = undefined;
       return health;
     })();
@@ -93,6 +95,7 @@ export async function startRedisProbe(url: RedisUrl, o: RedisProbeOptions = {}):
     current: () => health,
     check,
     async close() {
+      closed = true;
       clearInterval(timer);
       client.destroy();
     },
