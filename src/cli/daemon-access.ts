@@ -198,7 +198,8 @@ export class DaemonAccess {
   /** Mints a short-lived token from the local data directory's publisher keys. */
   async mint(scopes: Scope[], ttlSeconds = MINTED_TOKEN_TTL_SECONDS, subject = MINTED_TOKEN_SUBJECT): Promise<{ token: string; expiresAt: number }> {
     const config = await this.loadConfig();
-    if (config.store.kind !== "sqlite") {
+    const { storeBackend } = await loadDaemonModule(() => import("../daemon/config/index.ts"));
+    if (storeBackend(config) === "memory") {
       throw new CliError(`cannot issue tokens with store.kind = "${config.store.kind}": the daemon's keys live only in its memory (use a sqlite store)`);
     }
     const opened = await this.open();
@@ -249,12 +250,15 @@ export class DaemonAccess {
    */
   async localStore(url: URL): Promise<LocalStore> {
     const config = await this.loadConfig();
-    if (config.store.kind !== "sqlite") {
+    const { storeBackend, storeDescription } = await loadDaemonModule(() => import("../daemon/config/index.ts"));
+    if (storeBackend(config) === "memory") {
       throw new CliError(`daemon not reachable at ${formatApiUrl(url)}, and its store is in memory (store.kind = "${config.store.kind}"): nothing to write to`);
     }
     const opened = await this.open();
     const { DeviceRegistry } = await import("../auth/device-registry.ts");
-    return { dir: config.dataDir, store: opened.store, registry: await DeviceRegistry.open(opened.store, { now: () => Date.now() }) };
+    // with Redis the commands write the cluster's store, not the directory
+    const dir = storeBackend(config) === "redis" ? storeDescription(config) : config.dataDir;
+    return { dir, store: opened.store, registry: await DeviceRegistry.open(opened.store, { now: () => Date.now() }) };
   }
 
   /** True when the data directory exists. */

@@ -2,7 +2,7 @@
 import { existsSync } from "node:fs";
 import { expectPositionals, parseCommandLine, stringOption, type OptionSpecs } from "./args.ts";
 import { PROGRAM, formatHelp, type CliIo, type LeafCommand } from "./command.ts";
-import { loadConfig, type DaemonConfig } from "../daemon/config/index.ts";
+import { loadConfig, storeBackend, storeDescription, type DaemonConfig } from "../daemon/config/index.ts";
 import { startDaemon, type Daemon } from "../daemon/daemon.ts";
 
 const COMMAND = `${PROGRAM} serve`;
@@ -52,9 +52,10 @@ export function banner(d: Daemon): string {
     `  DTLS (UDP)      ${host(dtls.address)}:${dtls.port}${c.dtls.psk ? "  PSK and certificates" : "  certificates"}`,
     `  HTTP API        ${api}  (OpenAPI: ${api}/openapi.json)`,
     `  configuration   ${c.file ?? "built-in defaults (no file)"}`,
-    `  data            ${c.store.kind === "sqlite" ? c.store.path : "in memory (lost on exit)"}`,
+    `  data            ${storeBackend(c) === "memory" ? "in memory (lost on exit)" : storeDescription(c)}`,
     `  certificate     ${c.dtls.certificate ?? `${c.dtls.certsDir} (development)`}`,
   ];
+  if (d.cluster !== undefined) lines.push(`  cluster node    ${d.cluster.nodeId} (key prefix ${c.cluster.keyPrefix})`);
   if (d.generated.length > 0) lines.push(`  generated       ${d.generated.length} development certificate files in ${c.dtls.certsDir}`);
   const defaultApi = http.host === "127.0.0.1" && http.port === 8080;
   const apiFlag = defaultApi ? "" : ` --api ${api}`;
@@ -87,7 +88,7 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
   const daemon = await startDaemon(config);
   io.stderr.write(banner(daemon));
   daemon.logger.info(
-    { dtls: daemon.push.address(), http: daemon.http.address(), config: config.file ?? null, dataDir: config.dataDir },
+    { dtls: daemon.push.address(), http: daemon.http.address(), config: config.file ?? null, dataDir: config.dataDir, store: storeDescription(config) },
     "dtlspush started",
   );
 
@@ -113,12 +114,13 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
     daemon.push.engine.once("fatal", (e: Error) => {
       if (stopping) return;
       stopping = true;
-      const store = config.store.kind === "sqlite" ? config.store.path : "in memory";
+      const store = storeDescription(config);
       daemon.logger.fatal({ err: e, store }, "the store failed: the delivery engine stopped; exiting with status 1");
+      const check = storeBackend(config) === "redis" ? "Check Redis (reachable, memory, persistence)" : "Check the disk (space, permissions, I/O errors)";
       io.stderr.write(
         `${PROGRAM}: the store (${store}) failed: ${e.message}\n` +
           "  The delivery engine stopped so that nothing unrecorded is sent; exiting with status 1.\n" +
-          "  Check the disk (space, permissions, I/O errors), then start the daemon again: it resumes from the store.\n",
+          `  ${check}, then start the daemon again: it resumes from the store.\n`,
       );
       void daemon.stop().then(() => {
         offStop();

@@ -6,13 +6,25 @@
  * reload of certificates and the device registry).
  */
 import type { Receipt, Store } from "../store/types.ts";
-import { loadCredentials, settingLabel, signingWorkers, toDeliveryOptions, toDtlsOptions, type DaemonConfig, type DtlsCredentials } from "./config/index.ts";
+import {
+  loadCredentials,
+  settingLabel,
+  signingWorkers,
+  storeBackend,
+  toDeliveryOptions,
+  toDtlsOptions,
+  type DaemonConfig,
+  type DtlsCredentials,
+} from "./config/index.ts";
+import type { RedisUrl } from "./config/redis-url.ts";
 import { ConfigError } from "./config/errors.ts";
-import { openDataDir, type DataDir } from "./data-dir.ts";
+import { nodeIdFor, openDataDir, type DataDir } from "./data-dir.ts";
 import { startHttpApi, type HttpApi } from "./http/index.ts";
 import { createLogger, logDaemonEvents, type Logger } from "./logger.ts";
 import { createMetrics, type DaemonMetrics } from "./metrics.ts";
 import { startPushServer, type PushServer } from "./push-server.ts";
+import { startRedisProbe, type RedisHealth, type RedisProbe } from "./redis-health.ts";
+import { readRedisPersistence } from "../store/redis-store.ts";
 import { openSnapshot, sealSnapshot, snapshotKey, takeSnapshotFile, writeSnapshotFile } from "./session-snapshot-file.ts";
 import type { DeliveryObserver } from "../messaging/observer.ts";
 import type { EngineFailureEvent } from "../messaging/delivery-engine.ts";
@@ -24,6 +36,8 @@ export interface Daemon {
   readonly metrics: DaemonMetrics;
   readonly logger: Logger;
   readonly store: Store;
+  /** with cluster.redis_url: this node's id (in every log line as `node`) and the Redis reachability checks */
+  readonly cluster: { readonly nodeId: string; readonly redis: RedisProbe } | undefined;
   /** the development certificate files this start created (first run) */
   readonly generated: readonly string[];
   /** Re-reads the certificate files and the device registry; sessions stay up. Throws (and changes nothing) when the new files are bad. */
@@ -44,12 +58,32 @@ export interface StartDaemonOptions {
 
 /** Starts everything; a problem with the configuration, the files or the ports is a ConfigError naming the setting. */
 export async function startDaemon(config: DaemonConfig, o: StartDaemonOptions = {}): Promise<Daemon> {
-  const logger = o.logger ?? createLogger({ level: config.log.level });
+  let logger = o.logger ?? createLogger({ level: config.log.level });
   const credentials = await loadCredentials(config);
-  const data = await openDataDir(config);
-  const cleanup: (() => Promise<void> | void)[] = [() => data.close()];
+  const metrics = createMetrics();
+  const cleanup: (() => Promise<void> | void)[] = [];
+  let cluster: Daemon["cluster"];
   try {
-    return await assemble(config, logger, credentials, data, cleanup);
+    const url = config.cluster.redisUrl;
+    if (url !== undefined) {
+      const nodeId = await nodeIdFor(config);
+      logger = logger.child({ node: nodeId });
+      metrics.clusterNode(nodeId);
+      // Redis is checked on a connection of the daemon's own before the store opens: one line when unreachable
+      const redis = await connectRedis(config, url, logger, metrics.redisChecked);
+      cleanup.push(() => redis.close());
+      cluster = { nodeId, redis };
+    }
+  } catch (e) {
+    for (const fn of cleanup.reverse()) await fn();
+    throw e;
+  }
+  try {
+    const data = await openDataDir(config);
+    cleanup.push(() => data.close());
+    if (config.cluster.redisUrl !== undefined) await checkPersistence(config, config.cluster.redisUrl, data.store, logger);
+    if (cluster !== undefined) logger.info({ event: "cluster_node", redis: String(config.cluster.redisUrl), keyPrefix: config.cluster.keyPrefix }, "cluster node: state in Redis");
+    return await assemble(config, logger, metrics, credentials, data, cluster, cleanup);
   } catch (e) {
     for (const fn of cleanup.reverse()) await fn();
     throw e;
@@ -59,16 +93,18 @@ export async function startDaemon(config: DaemonConfig, o: StartDaemonOptions = 
 async function assemble(
   config: DaemonConfig,
   logger: Logger,
+  metrics: DaemonMetrics,
   credentials: DtlsCredentials,
   data: DataDir,
+  cluster: Daemon["cluster"],
   cleanup: (() => Promise<void> | void)[],
 ): Promise<Daemon> {
   const startedAt = Date.now();
-  const metrics = createMetrics();
   const store = timedStore(data.store, metrics.observer);
   metrics.attachStore(data.store);
-  const keepSessions = config.dtls.keepSessionsOnRestart && config.store.kind === "sqlite";
-  const saved = config.store.kind === "sqlite" ? await takeSavedSessions(config, logger, metrics) : undefined;
+  const embeddedFile = storeBackend(config) === "sqlite";
+  const keepSessions = config.dtls.keepSessionsOnRestart && embeddedFile;
+  const saved = embeddedFile ? await takeSavedSessions(config, logger, metrics) : undefined;
   const push = await bind("dtls.listen", config, () =>
     startPushServer({
       store,
@@ -104,6 +140,7 @@ async function assemble(
         metrics,
         observer: metrics.http,
         startedAt,
+        ...(cluster === undefined ? {} : { storeHealth: () => ({ kind: "redis" as const, ...cluster.redis.current() }) }),
         limits: {
           bodyLimitBytes: config.http.bodyLimitBytes,
           batchBodyLimitBytes: config.http.batchBodyLimitBytes,
@@ -144,6 +181,7 @@ async function assemble(
     metrics,
     logger,
     store,
+    cluster,
     generated: credentials.generated,
     async reload() {
       const fresh = await loadCredentials(config);
@@ -183,6 +221,7 @@ async function assemble(
     clearTimeout(timer);
     if (!finished) logger.warn({ boundMs: bound }, "drain did not finish in time; closing the store anyway");
     await data.close();
+    await cluster?.redis.close();
     logger.info({ clean: finished }, "stopped");
     return finished;
   }
@@ -246,6 +285,86 @@ async function saveSessions(config: DaemonConfig, push: PushServer, logger: Logg
     },
     "saved the established sessions for the next start (dtls.keep_sessions_on_restart)",
   );
+}
+
+/**
+ * Connects the daemon's own Redis connection (bounded by cluster.connect_timeout_seconds): unreachable is
+ * one ConfigError naming the setting, the URL without its password, and the cause. Later checks feed the
+ * metrics, and a change of reachability is logged once.
+ */
+async function connectRedis(config: DaemonConfig, url: RedisUrl, logger: Logger, onCheck: (h: RedisHealth) => void): Promise<RedisProbe> {
+  const timeoutMs = config.cluster.connectTimeoutSeconds * 1000;
+  let reachable = true;
+  try {
+    return await startRedisProbe(url, {
+      connectTimeoutMs: timeoutMs,
+      onCheck(h) {
+        onCheck(h);
+        if (h.reachable === reachable) return;
+        reachable = h.reachable;
+        if (h.reachable) logger.info({ event: "redis_reachable", latencyMs: h.latencyMs }, `Redis ${url.redacted} answers again`);
+        else logger.error({ event: "redis_unreachable", cause: h.error }, `Redis ${url.redacted} does not answer: ${h.error ?? "no answer"}; /healthz answers 503`);
+      },
+    });
+  } catch (e) {
+    const cause = connectFailure(e, url);
+    throw new ConfigError(`${settingLabel(config, "cluster.redis_url")}: cannot reach Redis at ${url.redacted} (within ${config.cluster.connectTimeoutSeconds} s): ${cause}`, { cause: e });
+  }
+}
+
+/** System errors of a connection, in words (the CLI reads an E... code in a message as the whole story). */
+const CONNECT_ERRORS: Readonly<Record<string, string>> = {
+  ECONNREFUSED: "connection refused",
+  ECONNRESET: "connection reset",
+  ETIMEDOUT: "timed out",
+  EHOSTUNREACH: "host unreachable",
+  ENETUNREACH: "network unreachable",
+  ENOTFOUND: "host name not found",
+  EAI_AGAIN: "host name lookup failed",
+};
+
+function connectFailure(e: unknown, url: RedisUrl): string {
+  const code = (e as { code?: unknown }).code;
+  const known = typeof code === "string" ? CONNECT_ERRORS[code] : undefined;
+  if (known !== undefined) return `${known} (${url.address})`;
+  const message = e instanceof Error ? e.message : String(e);
+  // "connect ECONNREFUSED 127.0.0.1:6379" (node-redis keeps the code only in the text)
+  const m = /^connect (E[A-Z_]{3,}) (\S+)$/.exec(message);
+  if (m !== null) return `${CONNECT_ERRORS[m[1] ?? ""] ?? (m[1] ?? "").toLowerCase()} (${m[2] ?? url.address})`;
+  return message.replace(/\b(E[A-Z_]{3,})\b/g, (token) => CONNECT_ERRORS[token] ?? token.toLowerCase());
+}
+
+/**
+ * Reads Redis's persistence: none at all is refused (a Redis restart would lose every 202) unless
+ * cluster.allow_no_persistence, then warned about at every start; weaker than appendfsync always is
+ * warned about, saying what a 202 then means (docs/cluster.md).
+ */
+async function checkPersistence(config: DaemonConfig, url: RedisUrl, store: Store, logger: Logger): Promise<void> {
+  let p;
+  try {
+    p = await readRedisPersistence(store);
+  } catch (e) {
+    logger.warn(
+      { event: "redis_persistence_unknown", err: e },
+      `could not read the persistence settings of Redis ${url.redacted} (CONFIG GET refused: a managed Redis may): make sure it runs with appendonly yes and appendfsync always, or a 202 may not survive a Redis restart`,
+    );
+    return;
+  }
+  // "persistence", not "level": pino's field
+  const fields = { appendonly: p.appendonly, appendfsync: p.appendfsync, save: p.save, persistence: p.level };
+  if (p.level === "none") {
+    if (!config.cluster.allowNoPersistence) {
+      throw new ConfigError(
+        `${settingLabel(config, "cluster.allow_no_persistence")}: Redis ${url.redacted} has no persistence (appendonly no, no save points): a Redis restart would lose every message answered 202; ` +
+          "turn on appendonly yes with appendfsync always, or set cluster.allow_no_persistence = true to run anyway",
+      );
+    }
+    logger.warn({ event: "redis_no_persistence", ...fields }, `RUNNING WITHOUT PERSISTENCE (cluster.allow_no_persistence = true): ${p.summary}`);
+  } else if (p.level !== "durable") {
+    logger.warn({ event: "redis_persistence_weak", ...fields }, `appendfsync is not "always", so a 202 is not on Redis's disk when it is answered: ${p.summary} (docs/cluster.md)`);
+  } else {
+    logger.info({ event: "redis_persistence", ...fields }, p.summary);
+  }
 }
 
 /** Runs a bind step; "address in use" and "cannot assign address" become ConfigErrors naming the setting. */

@@ -13,7 +13,9 @@ import { LINK_RESTORE_OUTCOMES } from "../messaging/link-snapshot.ts";
 import { SNAPSHOT_REFUSALS, type SnapshotRefusal } from "./session-snapshot-file.ts";
 import type { BatchObserver, HttpObserver } from "./http/index.ts";
 import type { Store, WorkerStore, WorkerStoreStats } from "../store/index.ts";
+import type { RedisStoreStats } from "../store/redis-store.ts";
 import type { PushServer } from "./push-server.ts";
+import type { RedisHealth } from "./redis-health.ts";
 
 export interface DaemonMetrics {
   /** give it to the delivery engine */
@@ -26,6 +28,10 @@ export interface DaemonMetrics {
   attachStore(store: Store): void;
   /** a saved-sessions file was refused at start (or deleted unread: "disabled") */
   snapshotRefused(cause: SnapshotRefusal | "disabled"): void;
+  /** a check of Redis's reachability (cluster.redis_url): dtlspush_redis_up, _ping_seconds, _ping_failures_total */
+  redisChecked(h: RedisHealth): void;
+  /** this process is the cluster node `node`: dtlspush_cluster_node_info{node} 1 */
+  clusterNode(node: string): void;
   /** the Content-Type of `text()` */
   readonly contentType: string;
   /** the exposition text (Prometheus text format 0.0.4) */
@@ -235,7 +241,13 @@ export function createMetrics(): DaemonMetrics {
 
   /** the store's grouping stats (a worker store has them; memory does not) */
   let storeStats: Readonly<WorkerStoreStats> | undefined;
-  totalCounter("dtlspush_store_commits_total", "Batches committed by the store thread (one per engine turn with changes)", () => storeStats?.commits);
+  let redisStats: Readonly<RedisStoreStats> | undefined;
+  totalCounter("dtlspush_store_commits_total", "Batches committed by the store (one per engine turn with changes)", () => storeStats?.commits ?? redisStats?.commits);
+  totalCounter(
+    "dtlspush_redis_commands_total",
+    "Commands and scripts the Redis store sent (pipelined: several leave in one write; with dtlspush_store_commits_total, the commands per commit)",
+    () => redisStats?.commands,
+  );
   totalCounter(
     "dtlspush_store_transactions_total",
     "SQLite transactions of the store thread: group commits (commits / transactions = batches per group)",
@@ -342,6 +354,17 @@ export function createMetrics(): DaemonMetrics {
   });
   batchEntries.inc({ result: "published" }, 0);
 
+  // Redis (only with cluster.redis_url): exported from the first check on
+  const redisUp = new Gauge({ name: "dtlspush_redis_up", help: "1 when the last PING of Redis (every second, own connection) was answered within 1 s, else 0", registers });
+  const redisPing = new Histogram({
+    name: "dtlspush_redis_ping_seconds",
+    help: "Round trip of the reachability PINGs to Redis (its latency as this node sees it)",
+    buckets: COMMIT_BUCKETS,
+    registers,
+  });
+  const redisPingFailures = new Counter({ name: "dtlspush_redis_ping_failures_total", help: "Reachability PINGs to Redis not answered within 1 s (Redis down, unreachable or stalled)", registers });
+  const clusterNode = new Gauge({ name: "dtlspush_cluster_node_info", help: "This process's cluster node id (cluster.node_id or the one kept in data_dir), as a label; value 1", labelNames: ["node"], registers });
+
   collectDefaultMetrics({ register: registry });
 
   const observer: DeliveryObserver = {
@@ -368,12 +391,23 @@ export function createMetrics(): DaemonMetrics {
       httpError: (code, status) => httpErrors.inc({ code, status: String(status) }),
       batchEntries: (result, n) => batchEntries.inc({ result }, n),
     },
+    redisChecked(h: RedisHealth): void {
+      redisUp.set(h.reachable ? 1 : 0);
+      if (h.reachable && h.latencyMs !== undefined) observeMs(redisPing, h.latencyMs);
+      if (!h.reachable) redisPingFailures.inc();
+    },
+    clusterNode(node: string): void {
+      clusterNode.set({ node }, 1);
+    },
     attach(s: PushServer): void {
       server = s;
     },
     attachStore(store: Store): void {
       const stats = (store as Partial<WorkerStore>).stats;
-      storeStats = stats !== undefined && typeof stats.commits === "number" ? stats : undefined;
+      // a worker store's grouping stats; a Redis store's have commits and commands, no transactions
+      storeStats = stats !== undefined && typeof stats.commits === "number" && typeof stats.transactions === "number" ? stats : undefined;
+      const redis = (store as { stats?: Partial<RedisStoreStats> }).stats;
+      redisStats = store.kind === "redis" && typeof redis?.commands === "number" && typeof redis.commits === "number" ? (redis as RedisStoreStats) : undefined;
     },
     contentType: registry.contentType,
     text: () => registry.metrics(),

@@ -1,9 +1,9 @@
 /** openDataDir: the data directory, the store and the three key rings. */
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync, chmodSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ConfigError, loadConfig, openDataDir } from "../../src/daemon/config/index.ts";
+import { ConfigError, loadConfig, NODE_ID_FILE, nodeIdFor, openDataDir } from "../../src/daemon/config/index.ts";
 
 let work: string;
 
@@ -76,5 +76,46 @@ describe("openDataDir", () => {
     chmodSync(dir, 0o500);
     const config = await loadConfig({ env: { DTLSPUSH_DATA_DIR: dir }, cwd: work });
     await expect(openDataDir(config)).rejects.toThrow(`data_dir (from DTLSPUSH_DATA_DIR): ${dir} is not writable: permission denied`);
+  });
+});
+
+describe("nodeIdFor (cluster.node_id, else kept in the data directory)", () => {
+  const clusterEnv = (dir: string, extra: Record<string, string> = {}): Record<string, string> => ({
+    DTLSPUSH_DATA_DIR: dir,
+    DTLSPUSH_CLUSTER_REDIS_URL: "redis://127.0.0.1:1",
+    ...extra,
+  });
+
+  it("is generated once per data directory: the same across restarts, different between directories", async () => {
+    const a = await loadConfig({ env: clusterEnv("node/a"), cwd: work });
+    const b = await loadConfig({ env: clusterEnv("node/b"), cwd: work });
+    const first = await nodeIdFor(a);
+    expect(first).toMatch(/^n-[0-9a-f]{12}$/);
+    expect(readFileSync(join(a.dataDir, NODE_ID_FILE), "utf8")).toBe(`${first}\n`);
+    expect(statSync(join(a.dataDir, NODE_ID_FILE)).mode & 0o777).toBe(0o600);
+    // a restart: a fresh configuration load of the same directory
+    expect(await nodeIdFor(await loadConfig({ env: clusterEnv("node/a"), cwd: work }))).toBe(first);
+    const other = await nodeIdFor(b);
+    expect(other).toMatch(/^n-[0-9a-f]{12}$/);
+    expect(other).not.toBe(first);
+  });
+
+  it("two starts racing on a new directory agree", async () => {
+    const c = await loadConfig({ env: clusterEnv("node/race"), cwd: work });
+    const ids = await Promise.all([nodeIdFor(c), nodeIdFor(c), nodeIdFor(c)]);
+    expect(new Set(ids).size).toBe(1);
+  });
+
+  it("cluster.node_id wins and writes nothing", async () => {
+    const c = await loadConfig({ env: clusterEnv("node/named", { DTLSPUSH_CLUSTER_NODE_ID: "edge-1" }), cwd: work });
+    expect(await nodeIdFor(c)).toBe("edge-1");
+    expect(existsSync(join(c.dataDir, NODE_ID_FILE))).toBe(false);
+  });
+
+  it("a damaged node-id file is an error naming it", async () => {
+    const c = await loadConfig({ env: clusterEnv("node/damaged"), cwd: work });
+    mkdirSync(c.dataDir, { recursive: true });
+    writeFileSync(join(c.dataDir, NODE_ID_FILE), "not a node id!\n");
+    await expect(nodeIdFor(c)).rejects.toThrow(new RegExp(`${join(c.dataDir, NODE_ID_FILE)} does not hold a node id`));
   });
 });

@@ -1,9 +1,11 @@
 /** The daemon's configuration: file + environment + flags, credentials, data directory. */
 export { ConfigError } from "./errors.ts";
+export { RedisUrl, redactRedisUrl, REDACTED_PASSWORD } from "./redis-url.ts";
 export {
   CLIENT_AUTH_MODES,
   configSchema,
   LOG_LEVELS,
+  NODE_ID_PATTERN,
   parseHostPort,
   QUEUE_FULL_POLICIES,
   SECTIONS,
@@ -19,6 +21,8 @@ export {
   loadConfig,
   maxRecordPayload,
   settingLabel,
+  storeBackend,
+  storeDescription,
   toDeliveryOptions,
   signingWorkers,
   toStoreOptions,
@@ -28,4 +32,4 @@ export {
   type LoadConfigOptions,
 } from "./load.ts";
 export { DEV_SERVER_CERT, loadCredentials, toDtlsOptions, type DtlsCredentials } from "./credentials.ts";
-export { openDataDir, DATA_DIR_MODE, type DataDir } from "../data-dir.ts";
+export { openDataDir, nodeIdFor, DATA_DIR_MODE, NODE_ID_FILE, type DataDir } from "../data-dir.ts";

@@ -14,6 +14,7 @@ import type { DeliveryOptions, QueueFullPolicy } from "../../messaging/options.t
 import type { StoreOptions } from "../../store/index.ts";
 import { pushOverhead } from "../../wire/index.ts";
 import { ConfigError, shortReason } from "./errors.ts";
+import { RedisUrl, redactRedisUrl } from "./redis-url.ts";
 import {
   configSchema,
   ENV_PREFIX,
@@ -136,6 +137,16 @@ export interface DaemonConfig {
   /** content-signing worker threads: a number (0: the main thread signs) or "auto" (cores - 1, at least 1) */
   readonly signing: { readonly workers: number | "auto" };
   readonly shutdown: { readonly drainTimeoutSeconds: number };
+  /** [cluster]: undefined redisUrl = no cluster (the store of [store]) */
+  readonly cluster: {
+    /** printed forms never hold the password; reveal() only for the client */
+    readonly redisUrl: RedisUrl | undefined;
+    /** as configured; undefined: the one kept in data_dir (see nodeIdFor in data-dir.ts) */
+    readonly nodeId: string | undefined;
+    readonly keyPrefix: string;
+    readonly connectTimeoutSeconds: number;
+    readonly allowNoPersistence: boolean;
+  };
   /**
    * Where each setting came from, by its name in the file ("dtls.listen"):
    * "in dtlspush.toml", "from DTLSPUSH_DTLS_LISTEN", "from --listen" or "default".
@@ -296,6 +307,13 @@ export async function loadConfig(o: LoadConfigOptions = {}): Promise<DaemonConfi
     log: { level: f.log.level },
     signing: { workers: f.signing.workers },
     shutdown: { drainTimeoutSeconds: f.shutdown.drain_timeout_seconds },
+    cluster: {
+      redisUrl: f.cluster.redis_url === "" ? undefined : new RedisUrl(f.cluster.redis_url),
+      nodeId: f.cluster.node_id === "" ? undefined : f.cluster.node_id,
+      keyPrefix: f.cluster.key_prefix,
+      connectTimeoutSeconds: f.cluster.connect_timeout_seconds,
+      allowNoPersistence: f.cluster.allow_no_persistence,
+    },
     sources: sourceLabels,
   };
 }
@@ -329,7 +347,18 @@ export function toDeliveryOptions(c: DaemonConfig): Partial<DeliveryOptions> {
   };
 }
 
-/** What openStore takes. */
+/** Where the daemon's state lives: Redis when cluster.redis_url is set, else store.kind. */
+export function storeBackend(c: DaemonConfig): "sqlite" | "memory" | "redis" {
+  return c.cluster.redisUrl !== undefined ? "redis" : c.store.kind;
+}
+
+/** The store in a few words for messages: the SQLite file, "in memory", or the Redis URL (password redacted). */
+export function storeDescription(c: DaemonConfig): string {
+  const backend = storeBackend(c);
+  return backend === "redis" ? `Redis ${String(c.cluster.redisUrl)}` : backend === "sqlite" ? c.store.path : "in memory";
+}
+
+/** What openStore takes (the embedded stores; Redis is opened by the data directory). */
 export function toStoreOptions(c: DaemonConfig): StoreOptions {
   return c.store.kind === "memory" ? { kind: "memory" } : { kind: "sqlite", path: c.store.path, synchronous: c.store.synchronous };
 }
@@ -461,7 +490,9 @@ function issueError(issues: readonly z.core.$ZodIssue[], sources: ReadonlyMap<st
     return new ConfigError(`unknown setting ${key} (${sources.get(name)?.label ?? "in the configuration"})`);
   }
   const source = sources.get(name);
-  const got = source === undefined ? "" : `, got ${shown(source.raw)}`;
+  const secret = SETTINGS_BY_NAME.get(name)?.secret === true;
+  // a secret setting's message says what it got itself, redacted (redis-url's superRefine)
+  const got = source === undefined || (secret && issue.code === "custom") ? "" : `, got ${secret ? shownSecret(source.raw) : shown(source.raw)}`;
   return new ConfigError(`${name === "" ? "the configuration" : name} (${source?.label ?? "default"}): ${issue.message}${got}`);
 }
 
@@ -497,11 +528,21 @@ function crossCheck(f: ConfigFile, label: (name: string) => string): void {
         `so at most ${payloadLimit} bytes of payload fit; lower it or raise dtls.mtu`,
     );
   }
+  if (f.cluster.redis_url !== "" && f.store.kind === "memory") {
+    throw new ConfigError(
+      `${label("store.kind")}: "memory" cannot go with cluster.redis_url: with Redis the state lives in Redis; remove one of them`,
+    );
+  }
   if (f.delivery.default_ttl_seconds > f.delivery.max_ttl_seconds) {
     throw new ConfigError(
       `${label("delivery.default_ttl_seconds")}: ${f.delivery.default_ttl_seconds} is more than delivery.max_ttl_seconds (${f.delivery.max_ttl_seconds})`,
     );
   }
+}
+
+/** A secret setting's value for "got ...": a URL with its password redacted, anything else by its type only. */
+function shownSecret(v: unknown): string {
+  return typeof v === "string" ? JSON.stringify(redactRedisUrl(v)) : isTable(v) ? "a table" : Array.isArray(v) ? "an array" : typeof v;
 }
 
 /** A value as the user wrote it, for "got ..." */

@@ -6,9 +6,10 @@
  */
 import { z } from "zod";
 import { MIN_MTU } from "../../dtls/index.ts";
+import { redisUrlProblem, redactRedisUrl } from "./redis-url.ts";
 
 /** How a setting's value is written, for the environment overrides and the docs. */
-export type SettingKind = "integer" | "integer-or-auto" | "boolean" | "enum" | "host-port" | "path" | "optional-path";
+export type SettingKind = "integer" | "integer-or-auto" | "boolean" | "enum" | "host-port" | "path" | "optional-path" | "redis-url" | "text";
 
 /** One setting of the file, as the docs and the overrides see it. */
 export interface SettingInfo {
@@ -28,6 +29,8 @@ export interface SettingInfo {
   readonly values?: readonly string[];
   readonly min?: number;
   readonly max?: number;
+  /** its value may hold a secret (a password in a URL): messages show it redacted */
+  readonly secret?: boolean;
 }
 
 export const ENV_PREFIX = "DTLSPUSH_";
@@ -102,6 +105,28 @@ function optionalPath(description: string) {
   const expected = "expected a path (or \"\")";
   const schema = z.string({ error: expected }).max(4096, { error: expected }).default("").describe(description);
   return register(schema, { kind: "optional-path", expected, default: "", description });
+}
+
+/** A Redis URL, or "" for none; the message of a bad one shows it with its password redacted. */
+function redisUrl(description: string) {
+  const expected = "expected a redis:// or rediss:// URL (or \"\")";
+  const schema = z
+    .string({ error: expected })
+    .max(4096, { error: expected })
+    .superRefine((value, ctx) => {
+      if (value === "") return;
+      const problem = redisUrlProblem(value);
+      if (problem !== undefined) ctx.addIssue({ code: "custom", message: `${problem}, got ${JSON.stringify(redactRedisUrl(value))}` });
+    })
+    .default("")
+    .describe(description);
+  return register(schema, { kind: "redis-url", expected, default: "", description, secret: true });
+}
+
+/** Text matching a pattern (the expectation says which). */
+function text(pattern: RegExp, expected: string, def: string, description: string) {
+  const schema = z.string({ error: expected }).regex(pattern, { error: expected }).default(def).describe(description);
+  return register(schema, { kind: "text", expected, default: def, description });
 }
 
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
@@ -302,6 +327,35 @@ export const signingSection = z
   .prefault({})
   .describe("Content signatures.");
 
+/** A node id: what the cluster's logs and presence name a node by. */
+export const NODE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+export const clusterSection = z
+  .strictObject({
+    redis_url: redisUrl(
+      "Redis the nodes share their state through: redis://[user:password@]host[:port][/db], rediss:// for TLS. \"\": no cluster, the embedded SQLite store.",
+    ),
+    node_id: text(
+      /^(?:|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$/,
+      "expected 1 to 64 letters, digits, '.', '_' or '-' starting with a letter or digit (or \"\")",
+      "",
+      "This node's name in the cluster (logs, presence). \"\": one generated on first start and kept in data_dir (file node-id).",
+    ),
+    key_prefix: text(
+      /^[\x21-\x7e]{1,64}$/,
+      "expected 1 to 64 printable ASCII characters without spaces",
+      "dtlspush:",
+      "Prefix of every Redis key the daemon writes, so several deployments share one Redis.",
+    ),
+    connect_timeout_seconds: int(1, 300, 5, "How long a start (and a CLI command) waits for Redis before giving up with one line, seconds."),
+    allow_no_persistence: bool(
+      false,
+      "Start even when Redis has no persistence at all (appendonly no and no save points): a Redis restart then loses everything, 202'd messages included. A warning is logged at every start.",
+    ),
+  })
+  .prefault({})
+  .describe("Several nodes sharing their state through Redis.");
+
 export const configSchema = z.strictObject({
   data_dir: path("data", "Directory of the store and the signing keys; created (mode 0700) when missing."),
   dtls: dtlsSection,
@@ -311,13 +365,14 @@ export const configSchema = z.strictObject({
   log: logSection,
   signing: signingSection,
   shutdown: shutdownSection,
+  cluster: clusterSection,
 });
 
 /** The file with every default applied (snake_case, paths as written). */
 export type ConfigFile = z.output<typeof configSchema>;
 
 /** The tables of the file, in order. */
-export const SECTIONS = ["dtls", "http", "store", "delivery", "log", "signing", "shutdown"] as const;
+export const SECTIONS = ["dtls", "http", "store", "delivery", "log", "signing", "shutdown", "cluster"] as const;
 export type SectionName = (typeof SECTIONS)[number];
 
 function infoFor(schema: z.ZodType, name: string): Info {

@@ -131,6 +131,7 @@ export async function createHttpApi(deps: HttpApiDeps): Promise<FastifyInstance>
     registerPublicRoutes(app, ctx, {
       startedAt,
       isDraining: () => state.draining,
+      storeHealth: deps.storeHealth,
       metrics: deps.metrics,
       publicMetrics: deps.limits?.publicMetrics ?? false,
       errors,

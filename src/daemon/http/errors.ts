@@ -36,6 +36,7 @@ export const HTTP_STATUS = {
   headers_too_large: 431,
   internal: 500,
   shutting_down: 503,
+  store_unavailable: 503,
 } as const satisfies Record<string, number>;
 
 /** The stable codes of the API's error answers. */

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import type { RouteContext } from "./context.ts";
+import type { StoreHealth } from "./types.ts";
 import { errorBody, HttpError, type ErrorSender } from "./errors.ts";
 import { AUTH_ERRORS, BEARER_SECURITY, ERROR_FIELDS, errorResponses } from "./schemas.ts";
 
@@ -10,12 +11,32 @@ export function registerPublicRoutes(
   o: {
     startedAt: number;
     isDraining: () => boolean;
+    storeHealth?: (() => StoreHealth) | undefined;
     metrics?: { readonly contentType: string; text(): Promise<string> } | undefined;
     publicMetrics: boolean;
     errors: ErrorSender;
   },
 ): void {
   const { server } = ctx;
+  const storeSchema = {
+    type: "object",
+    description: "The shared store (only with cluster.redis_url): Redis as this node's own PING, every second, sees it.",
+    required: ["kind", "reachable", "checkedAt"],
+    properties: {
+      kind: { type: "string", enum: ["redis"] },
+      reachable: { type: "boolean" },
+      latencyMs: { type: "number", description: "Round trip of the last PING, ms." },
+      checkedAt: { type: "string", format: "date-time" },
+      error: { type: "string", description: "Why Redis is unreachable." },
+    },
+  };
+  const storeView = (h: StoreHealth): Record<string, unknown> => ({
+    kind: h.kind,
+    reachable: h.reachable,
+    ...(h.latencyMs === undefined ? {} : { latencyMs: Math.round(h.latencyMs * 100) / 100 }),
+    checkedAt: new Date(h.checkedAt).toISOString(),
+    ...(h.error === undefined ? {} : { error: h.error }),
+  });
 
   app.get(
     "/healthz",
@@ -34,14 +55,17 @@ export function registerPublicRoutes(
               sessions: { type: "integer", description: "Established DTLS sessions." },
               devicesOnline: { type: "integer", description: "Devices with a session bound to them." },
               uptimeSeconds: { type: "integer" },
+              store: storeSchema,
             },
           },
           503: {
-            description: "Shutting down: take the instance out of rotation. Also carries the error of every error answer (shutting_down).",
+            description:
+              "Shutting down (draining, shutting_down), or the shared store is unreachable (store_unreachable, store_unavailable: publishes cannot be stored): take the instance out of rotation.",
             type: "object",
             required: ["status", "error"],
             properties: {
-              status: { type: "string", enum: ["draining"] },
+              status: { type: "string", enum: ["draining", "store_unreachable"] },
+              store: storeSchema,
               error: ERROR_FIELDS,
             },
           },
@@ -55,11 +79,18 @@ export function registerPublicRoutes(
         o.errors.count(e.code);
         return reply.code(503).send({ status: "draining", ...errorBody(e) });
       }
+      const store = o.storeHealth?.();
+      if (store !== undefined && !store.reachable) {
+        const e = new HttpError("store_unavailable", `The shared store (Redis) is unreachable: ${store.error ?? "no answer"}.`);
+        o.errors.count(e.code);
+        return reply.code(503).send({ status: "store_unreachable", store: storeView(store), ...errorBody(e) });
+      }
       return {
         status: "ok",
         sessions: server.dtls.sessions(),
         devicesOnline: server.engine.onlineCount(),
         uptimeSeconds: Math.max(0, Math.floor((ctx.clock.now() - o.startedAt) / 1000)),
+        ...(store === undefined ? {} : { store: storeView(store) }),
       };
     },
   );

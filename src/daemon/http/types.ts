@@ -29,8 +29,25 @@ export interface HttpApiDeps {
     /** GET /metrics without a token; default false (admin scope) */
     readonly publicMetrics?: boolean;
   };
+  /**
+   * The shared store's reachability (a Redis store: the daemon's own PING), for /healthz: unreachable
+   * answers 503 store_unavailable. Absent with an embedded store.
+   */
+  readonly storeHealth?: () => StoreHealth;
   /** ms since the epoch the daemon started (healthz uptime); default when the API was created */
   readonly startedAt?: number;
+}
+
+/** What /healthz says of a shared store. */
+export interface StoreHealth {
+  readonly kind: "redis";
+  readonly reachable: boolean;
+  /** the last check's round trip, ms */
+  readonly latencyMs: number | undefined;
+  /** ms since the epoch of the last check */
+  readonly checkedAt: number;
+  /** why it is unreachable, in a few words */
+  readonly error: string | undefined;
 }
 
 /** A listening HTTP API. */

@@ -212,22 +212,25 @@ level = "warn"
       else if (s.kind === "boolean") env[s.env] = String(!s.default);
       else if (s.kind === "enum") env[s.env] = s.values?.find((v) => v !== s.default) ?? "";
       else if (s.kind === "host-port") env[s.env] = "127.0.0.2:1";
+      else if (s.kind === "redis-url") env[s.env] = "redis://127.0.0.2:1";
+      else if (s.kind === "text") env[s.env] = "x1";
       else env[s.env] = `/p/${s.key}`;
     }
     // Keep the rules between settings satisfied.
     env["DTLSPUSH_DTLS_IDLE_TIMEOUT_SECONDS"] = "60";
     env["DTLSPUSH_DTLS_MTU"] = "1200";
+    env["DTLSPUSH_STORE_KIND"] = "sqlite"; // "memory" cannot go with cluster.redis_url
     const c = await loadConfig({ env, cwd: work });
     for (const s of SETTINGS) expect(c.sources[s.name], s.name).toBe(`from ${s.env}`);
     expect(c.delivery.window).toBe(1);
     expect(c.signing.workers).toBe(0);
     expect(c.http.rateLimitPerMinute).toBe(0);
     expect(c.http.publicMetrics).toBe(true);
-    expect(c.store.kind).toBe("memory");
     expect(c.store.path).toBe("/p/path");
     expect(c.dtls.certificate).toBe("/p/certificate");
     expect(c.dtls.clientCa).toBe("/p/client_ca");
-    expect(toStoreOptions(c)).toEqual({ kind: "memory" });
+    expect(String(c.cluster.redisUrl)).toBe("redis://127.0.0.2:1");
+    expect(c.cluster.nodeId).toBe("x1");
   });
 
   it("ignores the CLI's variables and DTLSPUSH_ variables that are not settings", async () => {

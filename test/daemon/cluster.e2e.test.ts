@@ -1,0 +1,219 @@
+/**
+ * `dtlspush serve` on Redis ([cluster] redis_url) as real processes against a
+ * real redis-server on a free port (bin/dtlspush.js runs dist/: `npm run
+ * build` first): the whole path on the Redis store (a device added by the CLI
+ * into Redis, a push published over the API with a token minted from the keys
+ * in Redis, received and acked), the one-line error when Redis is unreachable
+ * at start, the persistence rule, and /healthz when Redis goes away. The
+ * password in the URL appears in no output.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, expect, it } from "vitest";
+import { connect, memoryStateStore, type DtlspushClient, type ReceivedMessage } from "../../src/client/index.ts";
+import { BIN, waitFor } from "../cli/cli-process.ts";
+import { describeRedis, freePort, RedisServer } from "../support/redis-server.ts";
+
+const KEY_HEX = "000102030405060708090a0b0c0d0e0f";
+const PASSWORD = "pw-Zx81-cluster";
+const START_BOUND_MS = 20_000;
+
+const dirs: string[] = [];
+const redises: RedisServer[] = [];
+const children = new Set<ChildProcessWithoutNullStreams>();
+const clients: DtlspushClient[] = [];
+
+afterEach(async () => {
+  for (const c of clients.splice(0)) await c.close();
+  for (const c of children) c.kill("SIGKILL");
+  children.clear();
+  for (const r of redises.splice(0)) await r.stop();
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function tmp(): string {
+  const d = mkdtempSync(join(tmpdir(), "dtlspush-cluster-"));
+  dirs.push(d);
+  return d;
+}
+
+async function redis(o: { appendonly?: boolean; appendfsync?: "always" | "everysec" | "no" } = {}): Promise<RedisServer> {
+  const r = await RedisServer.start({ password: PASSWORD, ...o });
+  redises.push(r);
+  return r;
+}
+
+interface Proc {
+  readonly child: ChildProcessWithoutNullStreams;
+  stdout(): string;
+  stderr(): string;
+  readonly exit: Promise<{ code: number | null; ms: number }>;
+}
+
+/** bin/dtlspush.js with `args`, in `cwd`, with the cluster's environment. */
+function dtlspush(args: readonly string[], cwd: string, env: Record<string, string>): Proc {
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, DTLSPUSH_DEBUG: "", ...env } });
+  children.add(child);
+  let stdout = "";
+  let stderr = "";
+  child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
+  child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
+  const exit = new Promise<{ code: number | null; ms: number }>((resolve) =>
+    child.on("close", (code) => {
+      children.delete(child);
+      resolve({ code, ms: performance.now() - t0 });
+    }),
+  );
+  return { child, stdout: () => stdout, stderr: () => stderr, exit };
+}
+
+/** A finished command: its code and output. */
+async function command(args: readonly string[], cwd: string, env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+  const p = dtlspush(args, cwd, env);
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${args.join(" ")} did not exit in time\n${p.stderr()}`)), START_BOUND_MS)));
+  try {
+    const { code, ms } = await Promise.race([p.exit, bound]);
+    return { code, stdout: p.stdout(), stderr: p.stderr(), ms };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+interface Served extends Proc {
+  readonly dtlsPort: number;
+  readonly api: string;
+}
+
+/** `dtlspush serve` on free ports, data in `dir`/data; resolves once it prints its banner. */
+async function serve(dir: string, env: Record<string, string>): Promise<Served> {
+  const p = dtlspush(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data")], dir, env);
+  const m = await waitFor(p.stderr, p.child, /DTLS \(UDP\)\s+127\.0\.0\.1:(\d+)[\s\S]*HTTP API\s+(http:\/\/127\.0\.0\.1:\d+)/, START_BOUND_MS);
+  return { ...p, dtlsPort: Number(m[1]), api: m[2] as string };
+}
+
+async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function noPassword(...texts: string[]): void {
+  for (const t of texts) expect(t).not.toContain(PASSWORD);
+}
+
+describeRedis("dtlspush serve on Redis (cluster.redis_url)", () => {
+  it("the whole path on the Redis store: device added by the CLI into Redis, push published over the API, received by the device", async () => {
+    const r = await redis();
+    const env = { DTLSPUSH_CLUSTER_REDIS_URL: r.url, DTLSPUSH_CLUSTER_KEY_PREFIX: "e2e:" };
+    // the CLI on "another machine": its own data directory, the daemon's API not reachable, so it writes into Redis directly
+    const cliDir = tmp();
+    const refused = `http://127.0.0.1:${await freePort()}`;
+    const added = await command(["device", "add", "sensor-1", "--psk", KEY_HEX, "--api", refused, "--data-dir", join(cliDir, "data")], cliDir, env);
+    expect(added.stderr).toBe(`dtlspush device add: daemon not reachable at ${refused}; wrote to Redis redis://:***@127.0.0.1:${r.port} directly; a running daemon picks it up on SIGHUP\n`);
+    expect(added.code).toBe(0);
+    expect(added.stdout).toContain("sensor-1");
+
+    const dir = tmp();
+    const d = await serve(dir, env);
+    const nodeId = readFileSync(join(dir, "data", "node-id"), "utf8").trim();
+    expect(nodeId).toMatch(/^n-[0-9a-f]{12}$/);
+    expect(d.stderr()).toContain(`Redis redis://:***@127.0.0.1:${r.port}`);
+    expect(d.stderr()).toContain(`cluster node    ${nodeId}`);
+    await until(() => d.stdout().includes('"event":"cluster_node"'), 5_000, "the cluster_node log line");
+    // every log line carries the node id
+    for (const line of d.stdout().trim().split("\n")) expect(JSON.parse(line), line).toMatchObject({ node: nodeId });
+
+    const health = (await (await fetch(`${d.api}/healthz`)).json()) as { status: string; store: { kind: string; reachable: boolean } };
+    expect(health).toMatchObject({ status: "ok", store: { kind: "redis", reachable: true } });
+
+    const got: ReceivedMessage[] = [];
+    const client = await connect({ host: "127.0.0.1", port: d.dtlsPort, psk: { identity: "sensor-1", key: Buffer.from(KEY_HEX, "hex") }, stateStore: memoryStateStore() });
+    clients.push(client);
+    client.on("message", (m) => got.push(m));
+    // the publisher token is minted by the CLI from the publisher keys in Redis (another data directory than the daemon's)
+    const sent = await command(["send", "--device", "sensor-1", "--data", "over redis", "--api", d.api, "--data-dir", join(cliDir, "data")], cliDir, env);
+    expect(sent.stderr).toBe("");
+    expect(sent.code).toBe(0);
+    await until(() => got.length > 0, 10_000, "the push");
+    expect(Buffer.from(got[0]?.payload ?? []).toString()).toBe("over redis");
+    noPassword(added.stdout, added.stderr, sent.stdout, sent.stderr, d.stdout(), d.stderr());
+
+    d.child.kill("SIGTERM");
+    expect((await d.exit).code).toBe(0);
+  }, 60_000);
+
+  it("unreachable Redis at start: one line (URL without password, cause) and exit 1 within the bound", async () => {
+    const port = await freePort();
+    const dir = tmp();
+    const res = await command(
+      ["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data")],
+      dir,
+      { DTLSPUSH_CLUSTER_REDIS_URL: `redis://admin:${PASSWORD}@127.0.0.1:${port}/0`, DTLSPUSH_CLUSTER_CONNECT_TIMEOUT_SECONDS: "2" },
+    );
+    expect(res.code).toBe(1);
+    expect(res.ms).toBeLessThan(10_000);
+    const lines = res.stderr.trim().split("\n");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toBe(
+      `dtlspush: error: cluster.redis_url (from DTLSPUSH_CLUSTER_REDIS_URL): cannot reach Redis at redis://admin:***@127.0.0.1:${port}/0 (within 2 s): connection refused (127.0.0.1:${port}) (config_invalid)`,
+    );
+    noPassword(res.stdout, res.stderr);
+  }, 30_000);
+
+  it("Redis without persistence is refused; with allow_no_persistence it starts and warns", async () => {
+    const r = await redis({ appendonly: false });
+    const dir = tmp();
+    const env = { DTLSPUSH_CLUSTER_REDIS_URL: r.url };
+    const refused = await command(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data")], dir, env);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^dtlspush: error: cluster\.allow_no_persistence \(default\): Redis redis:\/\/:\*\*\*@127\.0\.0\.1:\d+ has no persistence/);
+    expect(refused.stderr.trim().split("\n")).toHaveLength(1);
+
+    const d = await serve(dir, { ...env, DTLSPUSH_CLUSTER_ALLOW_NO_PERSISTENCE: "true" });
+    await until(() => d.stdout().includes('"event":"redis_no_persistence"'), 5_000, "the warning");
+    const warning = d.stdout().split("\n").find((l) => l.includes('"event":"redis_no_persistence"')) ?? "";
+    expect(JSON.parse(warning)).toMatchObject({ level: "warn", appendonly: false, save: "", persistence: "none" });
+    expect(warning).toContain("RUNNING WITHOUT PERSISTENCE");
+    noPassword(refused.stderr, refused.stdout, d.stdout(), d.stderr());
+  }, 60_000);
+
+  it("appendfsync everysec: starts, with a warning saying what a 202 then means", async () => {
+    const r = await redis({ appendfsync: "everysec" });
+    const dir = tmp();
+    const d = await serve(dir, { DTLSPUSH_CLUSTER_REDIS_URL: r.url });
+    await until(() => d.stdout().includes('"event":"redis_persistence_weak"'), 5_000, "the warning");
+    const warning = JSON.parse(d.stdout().split("\n").find((l) => l.includes('"event":"redis_persistence_weak"')) ?? "{}") as Record<string, unknown>;
+    expect(warning).toMatchObject({ level: "warn", appendonly: true, appendfsync: "everysec", persistence: "second" });
+    expect(String(warning["msg"])).toMatch(/appendfsync is not "always", so a 202 is not on Redis's disk when it is answered: .*power loss/);
+  }, 30_000);
+
+  it("/healthz answers 503 store_unreachable once redis-server is stopped, and the metrics say so", async () => {
+    const r = await redis();
+    const dir = tmp();
+    const d = await serve(dir, { DTLSPUSH_CLUSTER_REDIS_URL: r.url, DTLSPUSH_HTTP_PUBLIC_METRICS: "true" });
+    expect((await fetch(`${d.api}/healthz`)).status).toBe(200);
+    await r.shutdown();
+    let body: { status?: string; store?: { reachable?: boolean; error?: string }; error?: { code?: string } } = {};
+    await until(
+      async () => {
+        const res = await fetch(`${d.api}/healthz`);
+        body = (await res.json()) as typeof body;
+        return res.status === 503;
+      },
+      5_000,
+      "/healthz 503",
+    );
+    expect(body).toMatchObject({ status: "store_unreachable", store: { reachable: false }, error: { code: "store_unavailable" } });
+    const metrics = await (await fetch(`${d.api}/metrics`)).text();
+    expect(metrics).toMatch(/^dtlspush_redis_up 0$/m);
+    expect(metrics).toMatch(/^dtlspush_redis_ping_failures_total [1-9]/m);
+    await until(() => d.stdout().includes('"event":"redis_unreachable"'), 5_000, "the redis_unreachable log line");
+    noPassword(d.stdout(), d.stderr(), JSON.stringify(body));
+  }, 60_000);
+});
