@@ -41,7 +41,14 @@ export const EXIT_TIMEOUT = 2;
 const TERMINAL_CODES = new Set(["device_revoked", "device_unknown", "session_replaced"]);
 
 const OPTIONS: OptionSpecs = {
-  server: { type: "string", value: "HOST:PORT", description: "The daemon's DTLS address, e.g. 127.0.0.1:5684. Required" },
+  server: {
+    type: "string",
+    multiple: true,
+    value: "HOST:PORT",
+    description:
+      "The daemon's DTLS address, e.g. 127.0.0.1:5684. Required. Repeat for the\n" +
+      "nodes of a cluster: tried in order, a lost session fails over to the next",
+  },
   device: { type: "string", value: "ID", description: "The device id the server knows this device by. Required" },
   psk: { type: "string", value: "HEX", description: "The device's pre-shared key, 2-128 hex digits" },
   "psk-identity": { type: "string", value: "NAME", description: "PSK identity to send (default: the device id)" },
@@ -86,7 +93,10 @@ const OPTIONS: OptionSpecs = {
 };
 
 export interface ListenConfig {
+  /** the first of `servers` */
   readonly server: HostPort;
+  /** every --server, in order */
+  readonly servers: readonly HostPort[];
   readonly device: string;
   readonly psk: { readonly identity: string; readonly key: Uint8Array } | undefined;
   /** `--cert`/`--key` files (read by run). */
@@ -105,9 +115,9 @@ export interface ListenConfig {
 export function parseListenArgs(argv: readonly string[]): ListenConfig {
   const { values, positionals } = parseCommandLine(argv, OPTIONS, COMMAND);
   expectPositionals(positionals, [], COMMAND);
-  const serverText = stringOption(values, "server");
-  if (serverText === undefined) throw new UsageError(`missing --server HOST:PORT (see '${COMMAND} --help')`);
-  const server = parseHostPort(serverText, "--server");
+  const servers = stringListOption(values, "server").map((t) => parseHostPort(t, "--server"));
+  const server = servers[0];
+  if (server === undefined) throw new UsageError(`missing --server HOST:PORT (see '${COMMAND} --help')`);
   const deviceText = stringOption(values, "device");
   if (deviceText === undefined) throw new UsageError(`missing --device ID (see '${COMMAND} --help')`);
   const device = parseDeviceId(deviceText);
@@ -148,6 +158,7 @@ export function parseListenArgs(argv: readonly string[]): ListenConfig {
   }
   return {
     server,
+    servers,
     device,
     psk,
     certificate,
@@ -193,7 +204,8 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
   const config = parseListenArgs(argv);
   const credentials = await readCredentials(config);
   const sdk = await import("../client/index.ts");
-  const where = formatHostPort(config.server.host, config.server.port);
+  const where = config.servers.map((s) => formatHostPort(s.host, s.port)).join(", ");
+  const current = (c: DtlspushClient): string => formatHostPort(c.server.host, c.server.port);
   const stateStore = config.stateFile === undefined ? sdk.memoryStateStore() : sdk.fileStateStore(config.stateFile);
   const timeoutMs = config.timeoutSeconds === undefined ? undefined : config.timeoutSeconds * 1000;
 
@@ -248,8 +260,7 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
 
     sdk
       .connect({
-        host: config.server.host,
-        port: config.server.port,
+        ...(config.servers.length === 1 ? { host: config.server.host, port: config.server.port } : { servers: config.servers }),
         ...credentials,
         transport: config.transport,
         stateStore,
@@ -265,13 +276,13 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
           }
           client = c;
           if (c.deviceId !== config.device) {
-            finish(1, `the server at ${where} knows this device as ${JSON.stringify(c.deviceId)}, not ${JSON.stringify(config.device)}`);
+            finish(1, `the server at ${current(c)} knows this device as ${JSON.stringify(c.deviceId)}, not ${JSON.stringify(config.device)}`);
             return;
           }
-          io.stderr.write(`${formatConnectedLine(c, where, config.transport)}\n`);
+          io.stderr.write(`${formatConnectedLine(c, current(c), config.transport)}\n`);
           c.on("message", onMessage);
           c.on("connected", () => {
-            if (!finished) io.stderr.write(`${formatConnectedLine(c, where, config.transport)}\n`);
+            if (!finished) io.stderr.write(`${formatConnectedLine(c, current(c), config.transport)}\n`);
           });
           c.on("disconnected", (e) => {
             // a terminal refusal follows as "error" in the same turn; only a session that will come back is reported here
@@ -285,7 +296,7 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
           c.on("error", (e) => {
             if (finished) return;
             const code = errorCode(e);
-            if (code !== undefined && TERMINAL_CODES.has(code)) finish(1, `${where} ended the session: ${describeDtlsError(e)}`);
+            if (code !== undefined && TERMINAL_CODES.has(code)) finish(1, `${current(c)} ended the session: ${describeDtlsError(e)}`);
             else io.stderr.write(`${COMMAND}: ${describeDtlsError(e)}\n`);
           });
         },
@@ -327,7 +338,9 @@ export const listenCommand: LeafCommand = {
         "acknowledges it after printing. A payload is printed as text when it is valid\n" +
         "UTF-8 without line breaks or other control characters, else as 'base64:'\n" +
         "followed by its base64; with --json as one object a line. Lost sessions are\n" +
-        "resumed by themselves.\n" +
+        "resumed by themselves. With several --server, each is tried in order at the\n" +
+        "start, and a lost session moves to the next one (wrapping around) after the\n" +
+        "reconnect backoff; the connected line names the server in use.\n" +
         `Exits 0 after --count messages or on SIGINT/SIGTERM (closing the session), ${EXIT_TIMEOUT}\n` +
         "when --timeout expires first, and 1 when the server refuses the device\n" +
         "(unknown, revoked, wrong key: the handshake fails) or cannot be reached.",
@@ -335,6 +348,7 @@ export const listenCommand: LeafCommand = {
       examples: [
         `${COMMAND} --server 127.0.0.1:5684 --device sensor-1 --psk 00112233445566778899aabbccddeeff`,
         `${COMMAND} --server 127.0.0.1:5684 --device sensor-1 --psk 0011… --count 1 --timeout 30 --json`,
+        `${COMMAND} --server 10.0.0.1:5684 --server 10.0.0.2:5684 --device sensor-1 --psk 0011…`,
         `${COMMAND} --server localhost:5684 --device sensor-2 --cert certs/device-sensor-2.pem --key certs/device-sensor-2.key`,
       ],
     }),

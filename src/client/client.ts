@@ -2,13 +2,29 @@ import { EventEmitter } from "node:events";
 import { ackOptionsProblem, DeviceSession } from "../messaging/device-session.ts";
 import { MessagingError } from "../messaging/errors.ts";
 import { createPushVerifier } from "../messaging/push-verifier.ts";
+import { decodeSavedSession } from "../dtls/saved-session.ts";
 import { DtlspushError } from "../util/errors.ts";
 import { decodeFrame, encodeFrame, ErrorCode, errorCodeName, type FrameBody, type Push, type Welcome, type WireErrorBody } from "../wire/index.ts";
 import { checkLivenessOptions, LivenessMonitor, type AnyFrame, type LivenessOptions } from "./liveness.ts";
 import { memoryStateStore, type ClientState, type ClientStateStore } from "./state-store.ts";
 import { openTransport, type Transport, type TransportName, type TransportOptions } from "./transport.ts";
 
-export interface ConnectOptions extends TransportOptions {
+/** One server of `ConnectOptions.servers`. */
+export interface ServerAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface ConnectOptions extends Omit<TransportOptions, "host" | "port"> {
+  /** the server (with `port`); or give `servers` instead */
+  readonly host?: string;
+  readonly port?: number;
+  /**
+   * several servers (nodes of one cluster), tried in this order: `connect` tries each once until one
+   * answers; a later failure (unreachable, the session lost) moves to the next one, wrapping around,
+   * each attempt after the reconnect backoff. Either `host`/`port` or `servers`, not both.
+   */
+  readonly servers?: readonly ServerAddress[];
   /** default "dtlspush" (our own DTLS client) */
   readonly transport?: TransportName;
   /** persistence of hwm/token/request ids; default in memory */
@@ -136,6 +152,13 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
   private resets = 0;
   /** the DTLS session offered on the next connect (persisted with the state); replaced by each new one */
   private dtlsSession: Uint8Array | undefined;
+  /** the servers in order, and the one the current (or next) attempt goes to */
+  private readonly servers: readonly ServerAddress[];
+  private serverIndex = 0;
+  /** DTLS sessions of the other servers ("host:port" -> session): failing over keeps them */
+  private readonly otherDtlsSessions = new Map<string, Uint8Array>();
+  /** `connect` is making the first session: it tries the servers itself, no background reconnect */
+  private connecting = true;
 
   /** use `connect` */
   constructor(options: ConnectOptions, stateStore: ClientStateStore, state: ClientState) {
@@ -143,7 +166,10 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     this.options = options;
     this.stateStore = stateStore;
     this.state = state;
-    this.dtlsSession = state.dtlsSession === undefined ? undefined : new Uint8Array(Buffer.from(state.dtlsSession, "base64"));
+    this.servers = serverList(options);
+    const saved = state.dtlsSession === undefined ? undefined : new Uint8Array(Buffer.from(state.dtlsSession, "base64"));
+    for (const [key, text] of Object.entries(state.dtlsSessions ?? {})) this.otherDtlsSessions.set(key, new Uint8Array(Buffer.from(text, "base64")));
+    this.takeDtlsSessionFor(this.servers[0] as ServerAddress, saved);
     if (options.liveness !== false) {
       const checked = checkLivenessOptions(options.liveness ?? {});
       if (typeof checked === "string") throw new ClientError("bad_option", checked);
@@ -174,6 +200,11 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     return this.session?.welcomed !== undefined && this.transport !== undefined;
   }
 
+  /** The server of the current session (or of the next attempt when there is none). */
+  get server(): ServerAddress {
+    return this.servers[this.serverIndex] as ServerAddress;
+  }
+
   /** The highest seq processed and persisted. */
   get highWaterMark(): number {
     return this.state.hwm;
@@ -186,9 +217,14 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
 
   /** Opens one session; resolves at its Welcome, rejects when the transport or the server refuses. */
   async open(): Promise<Welcome> {
+    const server = this.servers[this.serverIndex] as ServerAddress;
+    this.takeDtlsSessionFor(server, this.dtlsSession);
     const offered = this.dtlsSession;
+    const { servers: _servers, ...options } = this.options;
     const transport = await openTransport(this.options.transport ?? "dtlspush", {
-      ...this.options,
+      ...options,
+      host: server.host,
+      port: server.port,
       ...(offered === undefined ? {} : { session: offered }),
     });
     if (this.closed) {
@@ -403,9 +439,55 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
       );
   }
 
-  /** The DTLS session as ClientState keeps it (base64), or nothing. */
-  private savedDtlsSession(): { dtlsSession?: string } {
-    return this.dtlsSession === undefined ? {} : { dtlsSession: Buffer.from(this.dtlsSession).toString("base64") };
+  /** The DTLS sessions as ClientState keeps them (base64): the current server's, and the others' when there are. */
+  private savedDtlsSession(): { dtlsSession?: string; dtlsSessions?: Record<string, string> } {
+    const current = this.dtlsSession === undefined ? {} : { dtlsSession: Buffer.from(this.dtlsSession).toString("base64") };
+    if (this.otherDtlsSessions.size === 0) return current;
+    const others: Record<string, string> = {};
+    for (const [key, s] of this.otherDtlsSessions) others[key] = Buffer.from(s).toString("base64");
+    return { ...current, dtlsSessions: others };
+  }
+
+  /**
+   * Makes `server`'s DTLS session the one offered next: `current` (the session held so far) is kept
+   * for the server it was made with, unless that is `server`; sessions of servers not configured go.
+   */
+  private takeDtlsSessionFor(server: ServerAddress, current: Uint8Array | undefined): void {
+    const key = serverKey(server);
+    if (current !== undefined) {
+      const madeWith = decodeSavedSession(current)?.server ?? key;
+      if (madeWith !== key) this.otherDtlsSessions.set(madeWith, current);
+      else this.otherDtlsSessions.delete(key);
+      this.dtlsSession = madeWith === key ? current : undefined;
+    } else {
+      this.dtlsSession = undefined;
+    }
+    const mine = this.otherDtlsSessions.get(key);
+    if (mine !== undefined) {
+      this.dtlsSession = mine;
+      this.otherDtlsSessions.delete(key);
+    }
+    const known = new Set(this.servers.map(serverKey));
+    for (const k of [...this.otherDtlsSessions.keys()]) if (!known.has(k)) this.otherDtlsSessions.delete(k);
+  }
+
+  /** `connect`: the first session, trying each server once in order; rejects with the last failure. */
+  async openFirst(): Promise<Welcome> {
+    let failure: unknown;
+    try {
+      for (let i = 0; i < this.servers.length; i++) {
+        if (this.closed) break;
+        this.serverIndex = i;
+        try {
+          return await this.open();
+        } catch (e) {
+          failure = e;
+        }
+      }
+      throw failure ?? new ClientError("closed", "the client was closed");
+    } finally {
+      this.connecting = false;
+    }
   }
 
   private queueFlush(): void {
@@ -504,7 +586,9 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
   }
 
   private scheduleReconnect(): void {
-    if (this.closed || this.options.reconnect === false) return;
+    if (this.closed || this.connecting || this.options.reconnect === false) return;
+    // failover: every failed attempt or lost session moves on to the next server (wrapping around)
+    this.serverIndex = (this.serverIndex + 1) % this.servers.length;
     const r = this.options.reconnect ?? {};
     const base = r.initialDelayMs ?? 500;
     const max = r.maxDelayMs ?? 30_000;
@@ -591,6 +675,23 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
   }
 }
 
+const serverKey = (s: ServerAddress): string => `${s.host}:${s.port}`;
+
+/** The servers of the options, in order: `servers`, or the one `host`/`port`. */
+function serverList(options: ConnectOptions): readonly ServerAddress[] {
+  if (options.servers !== undefined) {
+    if (options.host !== undefined || options.port !== undefined) throw new ClientError("bad_option", "give either host/port or servers, not both");
+    if (!Array.isArray(options.servers) || options.servers.length === 0) throw new ClientError("bad_option", "servers: give at least one {host, port}");
+    for (const s of options.servers) {
+      if (typeof s?.host !== "string" || s.host === "" || !Number.isInteger(s.port) || s.port < 1 || s.port > 65535) {
+        throw new ClientError("bad_option", `servers: ${JSON.stringify(s)} is not {host, port} with a port in 1..65535`);
+      }
+    }
+    return [...options.servers];
+  }
+  return [{ host: options.host as string, port: options.port as number }];
+}
+
 /** A frame, or undefined when the bytes do not decode (still a sign of life when they came from the server). */
 function decodeQuietly(record: Uint8Array): AnyFrame | undefined {
   try {
@@ -623,7 +724,7 @@ export async function connect(options: ConnectOptions): Promise<DtlspushClient> 
   // one (the server treats a repeated request id as a repeat of that publish)
   const client = new DtlspushClient(options, store, loaded ?? { hwm: 0, sessionToken: "", nextRequestId: Date.now() * 1000 });
   try {
-    await client.open();
+    await client.openFirst();
   } catch (e) {
     await client.close(); // the caller never gets this client: it must not reconnect in the background
     throw e;

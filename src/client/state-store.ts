@@ -19,6 +19,12 @@ export interface ClientState {
    * resume the session as this device until its ticket expires.
    */
   readonly dtlsSession?: string | undefined;
+  /**
+   * With several servers (`ConnectOptions.servers`): the DTLS sessions of the
+   * servers other than the latest one, by "host:port" (base64), so that failing
+   * over and back resumes with each. Same secrecy as `dtlsSession`.
+   */
+  readonly dtlsSessions?: Readonly<Record<string, string>> | undefined;
 }
 
 /** Pluggable persistence of ClientState; `save` must be durable when it resolves. */
@@ -76,8 +82,16 @@ export function fileStateStore(path: string): ClientStateStore {
       if (o.dtlsSession !== undefined && (typeof o.dtlsSession !== "string" || !BASE64.test(o.dtlsSession))) {
         throw new DtlspushError("state_unreadable", `the device state file ${path} holds a dtlsSession that is not base64`);
       }
+      const others = o.dtlsSessions;
+      if (
+        others !== undefined &&
+        (others === null || typeof others !== "object" || Array.isArray(others) || !Object.values(others).every((v) => typeof v === "string" && BASE64.test(v)))
+      ) {
+        throw new DtlspushError("state_unreadable", `the device state file ${path} holds dtlsSessions that are not base64 texts by server`);
+      }
       const state = { hwm: o.hwm as number, sessionToken: o.sessionToken, nextRequestId: o.nextRequestId as number };
-      return o.dtlsSession === undefined || o.dtlsSession === "" ? state : { ...state, dtlsSession: o.dtlsSession };
+      const withSession = o.dtlsSession === undefined || o.dtlsSession === "" ? state : { ...state, dtlsSession: o.dtlsSession };
+      return others === undefined || Object.keys(others).length === 0 ? withSession : { ...withSession, dtlsSessions: { ...others } };
     },
     save(state: ClientState): void {
       mkdirSync(dirname(path), { recursive: true });

@@ -41,6 +41,17 @@ describe("parseListenArgs", () => {
     expect(cert).toMatchObject({ server: { host: "::1", port: 1 }, psk: undefined, certificate: { cert: "c.pem", key: "c.key" }, caFile: "ca.pem" });
   });
 
+  it("takes --server more than once, in order", () => {
+    expect(parseListenArgs([...base, "--psk", "0102"]).servers).toEqual([{ host: "127.0.0.1", port: 5684 }]);
+    const c = parseListenArgs(["--server", "10.0.0.1:1", "--server", "[::1]:2", "--device", "d1", "--psk", "0102"]);
+    expect(c.servers).toEqual([
+      { host: "10.0.0.1", port: 1 },
+      { host: "::1", port: 2 },
+    ]);
+    expect(c.server).toEqual({ host: "10.0.0.1", port: 1 });
+    expect(() => parseListenArgs(["--server", "10.0.0.1:1", "--server", "x", "--device", "d1", "--psk", "0102"])).toThrow("--server: expected HOST:PORT, got 'x'");
+  });
+
   it.each([
     [["--device", "d1", "--psk", "01"], "missing --server HOST:PORT (see 'dtlspush listen --help')"],
     [["--server", "h:1", "--psk", "01"], "missing --device ID (see 'dtlspush listen --help')"],
@@ -179,6 +190,20 @@ describe("dtlspush listen (end to end)", () => {
       payload: '{"on":true}',
       createdAt: answer.createdAt,
     });
+  });
+
+  it("--server A --server B: A down at the start, prints the messages of B", async () => {
+    const gone = await startDaemon(); // its port, closed: nothing answers there (ICMP port unreachable)
+    await gone.close();
+    daemon = await startDaemon();
+    const d = daemon;
+    await d.server.registry.add({ id: "d1", psk: { identity: "d1", key: Buffer.from(KEY, "hex") } });
+    const l = listen(["--server", gone.dtls, "--server", d.dtls, "--device", "d1", "--psk", KEY, "--count", "1", "--timeout", "20"]);
+    await waitUntil(() => l.io.err().includes("connected"));
+    expect(l.io.err()).toBe(`connected device=d1 server=${d.dtls} transport=dtlspush\n`);
+    expect((await runCommand(["send", "--device", "d1", "--data", "from B", "--api", d.api, "--data-dir", d.dataDir])).code).toBe(0);
+    expect(await l.done).toBe(0);
+    expect(l.io.out()).toBe("from B\n");
   });
 
   it("--timeout exits 2 when not done; SIGINT closes cleanly with 0", async () => {

@@ -38,6 +38,17 @@ describe("fileStateStore", () => {
     expect(fileStateStore(path).load()).toEqual({ hwm: 3, sessionToken: "", nextRequestId: 1 });
   });
 
+  it("keeps the DTLS sessions of the other servers, and refuses ones that are not base64 texts by server", () => {
+    const path = file();
+    const others = { "10.0.0.2:5684": Buffer.from("B's session").toString("base64") };
+    fileStateStore(path).save({ hwm: 1, sessionToken: "t", nextRequestId: 2, dtlsSession: "QQ==", dtlsSessions: others });
+    expect(fileStateStore(path).load()).toEqual({ hwm: 1, sessionToken: "t", nextRequestId: 2, dtlsSession: "QQ==", dtlsSessions: others });
+    for (const bad of [42, ["QQ=="], { "h:1": "not base64!" }, { "h:1": 7 }, null]) {
+      writeFileSync(path, JSON.stringify({ hwm: 0, sessionToken: "", nextRequestId: 1, dtlsSessions: bad }));
+      expect(() => fileStateStore(path).load(), JSON.stringify(bad)).toThrow(/dtlsSessions/);
+    }
+  });
+
   it("refuses a dtlsSession that is not base64 text (state_unreadable)", () => {
     const path = file();
     fileStateStore(path).save({ hwm: 0, sessionToken: "", nextRequestId: 1 });
