@@ -7,6 +7,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { connect, listen, type DtlsConnection, type DtlsServer } from "../../src/dtls/index.ts";
 import { RebindingProxy } from "./udp-proxy.ts";
+import { until } from "../support/until.ts";
 
 const KEY = Buffer.from("00112233445566778899aabbccddeeff", "hex");
 const PSK = { identity: "dev", key: KEY };
@@ -15,15 +16,6 @@ const closers: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of closers.splice(0).reverse()) await c();
 });
-
-/** Waits (bounded) until `cond` holds. */
-async function until(cond: () => boolean, what: string, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 interface World {
   server: DtlsServer;

@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { connect, listen, type DtlsConnection, type DtlsServer } from "../../src/dtls/index.ts";
 import { decodeSessionSnapshot, encodeSessionSnapshot, RESTORE_SEQUENCE_MARGIN } from "../../src/dtls/session-snapshot.ts";
 import { RebindingProxy } from "./udp-proxy.ts";
+import { until } from "../support/until.ts";
 
 const KEY = Buffer.from("00112233445566778899aabbccddeeff", "hex");
 const PSK = { identity: "dev", key: KEY };
@@ -17,14 +18,6 @@ const closers: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of closers.splice(0).reverse()) await c();
 });
-
-async function until(cond: () => boolean, what: string, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 function server(port = 0, suites?: ("TLS_PSK_WITH_AES_128_CCM_8" | "TLS_PSK_WITH_AES_128_GCM_SHA256")[]): Promise<DtlsServer> {
   return listen({ host: "127.0.0.1", port, sockets: 1, psk: { keys: new Map([["dev", KEY]]) }, ...(suites === undefined ? {} : { suites }) });
