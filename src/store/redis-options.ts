@@ -13,3 +13,29 @@ export interface RedisStoreOptions {
 }
 
 export const DEFAULT_REDIS_KEY_PREFIX = "dtlspush:";
+
+/** What replaces the password in every printed form of a Redis URL. */
+export const REDACTED_PASSWORD = "***";
+
+/**
+ * The URL with its password replaced by `***` (the user name stays: it is
+ * not a secret and says which ACL user connects). Text that is not a URL has
+ * everything before its last "@" replaced, so a password never shows however
+ * the URL is malformed.
+ */
+export function redactRedisUrl(text: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(text);
+  } catch {
+    url = undefined;
+  }
+  if (url !== undefined && url.host !== "") {
+    if (url.password !== "") url.password = REDACTED_PASSWORD;
+    return url.href;
+  }
+  const at = text.lastIndexOf("@");
+  if (at === -1) return text;
+  const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.exec(text)?.[0] ?? "";
+  return `${scheme}${REDACTED_PASSWORD}${text.slice(at)}`;
+}

@@ -1,7 +1,7 @@
 import { createClient, ErrorReply } from "redis";
 import { describeError, refusedAfterFailure, StoreError } from "./errors.ts";
 import { compareText } from "./memory-store.ts";
-import { DEFAULT_REDIS_KEY_PREFIX, type RedisStoreOptions } from "./redis-options.ts";
+import { DEFAULT_REDIS_KEY_PREFIX, redactRedisUrl, type RedisStoreOptions } from "./redis-options.ts";
 import {
   COMMIT_SCRIPT,
   DELETE_DEVICE_SCRIPT,
@@ -47,7 +47,7 @@ import { checkBatch, checkDevice, checkSetting } from "./validate.ts";
 export async function openRedisStore(options: RedisStoreOptions): Promise<Store> {
   const prefix = options.keyPrefix ?? DEFAULT_REDIS_KEY_PREFIX;
   const timeoutMs = options.connectTimeoutMs ?? 5_000;
-  const where = redactUrl(options.url);
+  const where = redactRedisUrl(options.url);
   const fail = (cause: unknown): StoreError =>
     new StoreError("store_open_failed", `Cannot open the Redis store at ${where}: ${redactText(describeError(cause), options.url)}`);
   let client: RedisClient;
@@ -94,17 +94,6 @@ async function loadScripts(client: RedisClient): Promise<Record<ScriptName, stri
   const names = Object.keys(SCRIPTS) as ScriptName[];
   const shas = await Promise.all(names.map((n) => client.scriptLoad(SCRIPTS[n])));
   return Object.fromEntries(names.map((n, i) => [n, shas[i]])) as Record<ScriptName, string>;
-}
-
-/** The URL without its password (user name kept), for messages. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password !== "") u.password = "***";
-    return u.toString();
-  } catch {
-    return "(an unparsable Redis URL)";
-  }
 }
 
 /** `text` with the URL's password (raw and decoded) replaced, in case a cause repeats it. */

@@ -5,32 +5,9 @@
  * client connects with.
  */
 import { inspect } from "node:util";
+import { redactRedisUrl } from "../../store/redis-options.ts";
 
-/** What replaces the password in every printed form of the URL. */
-export const REDACTED_PASSWORD = "***";
-
-/**
- * The URL with its password replaced by `***` (the user name stays: it is
- * not a secret and says which ACL user connects). Text that is not a URL has
- * everything before its last "@" replaced, so a password never shows however
- * the URL is malformed.
- */
-export function redactRedisUrl(text: string): string {
-  let url: URL | undefined;
-  try {
-    url = new URL(text);
-  } catch {
-    url = undefined;
-  }
-  if (url !== undefined && url.host !== "") {
-    if (url.password !== "") url.password = REDACTED_PASSWORD;
-    return url.href;
-  }
-  const at = text.lastIndexOf("@");
-  if (at === -1) return text;
-  const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.exec(text)?.[0] ?? "";
-  return `${scheme}${REDACTED_PASSWORD}${text.slice(at)}`;
-}
+export { REDACTED_PASSWORD, redactRedisUrl } from "../../store/redis-options.ts";
 
 /** Why the text is not a usable Redis URL (one phrase for "cluster.redis_url (...): <phrase>, got ..."), or undefined when it is. */
 export function redisUrlProblem(text: string): string | undefined {
