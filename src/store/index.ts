@@ -9,6 +9,8 @@ import { openWorkerStore } from "./worker-store.ts";
 import type { Store } from "./types.ts";
 
 export type * from "./types.ts";
+export type * from "./cluster-types.ts";
+export { clusterOf } from "./cluster-types.ts";
 export { StoreError, type StoreErrorCode } from "./errors.ts";
 export { createMemoryStore, openMemoryStore } from "./memory-store.ts";
 export { inlineStore } from "./inline-store.ts";

@@ -14,7 +14,6 @@
  * - `SyncStore` is one synchronous connection: SQLite (node:sqlite, run on the
  *   store's worker thread and by offline CLI commands) or memory (tests).
  */
-
 /** A registered device. A device has a PSK, a certificate identity, or both. */
 export interface DeviceRecord {
   readonly id: string;
@@ -100,6 +99,12 @@ export interface Subscription {
   readonly topic: string;
 }
 
+/** A holder's fence for one device (shared stores, cluster-types.ts): its writes apply only while `epoch` is the device's current hold. */
+export interface HoldFence {
+  readonly device: string;
+  readonly epoch: number;
+}
+
 /** Everything one engine turn changed; applied atomically by `commit`, in the order of the fields below. */
 export interface WriteBatch {
   /** inserted; an id already stored is an error (StoreError code "duplicate_message") and nothing of the batch is applied */
@@ -113,6 +118,14 @@ export interface WriteBatch {
   readonly subscribe?: readonly Subscription[];
   readonly unsubscribe?: readonly Subscription[];
   readonly receipts?: readonly ReceiptInput[];
+  /**
+   * Shared stores only (cluster-types.ts): the holder's epoch of each device
+   * whose counters, deliveries with a seq, tombstones or removals are in the
+   * batch. Those writes of a device whose current hold is another are
+   * skipped; the rest of the batch is applied. Stores that are not shared
+   * ignore it.
+   */
+  readonly fence?: readonly HoldFence[];
 }
 
 /** What the engine needs at start-up. */
