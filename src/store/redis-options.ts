@@ -10,6 +10,12 @@ export interface RedisStoreOptions {
   readonly keyPrefix?: string;
   /** How long opening waits for Redis before failing with StoreError "store_open_failed", ms; default 5000. */
   readonly connectTimeoutMs?: number;
+  /**
+   * How long this store instance counts as alive without refreshing its
+   * liveness key (`holders` reports "" for the holds of an instance that is
+   * not), ms; refreshed every third of it; default 5000.
+   */
+  readonly livenessMs?: number;
 }
 
 export const DEFAULT_REDIS_KEY_PREFIX = "dtlspush:";

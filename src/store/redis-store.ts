@@ -2,15 +2,22 @@ import { createClient, ErrorReply } from "redis";
 import { describeError, refusedAfterFailure, StoreError } from "./errors.ts";
 import { compareText } from "./memory-store.ts";
 import { DEFAULT_REDIS_KEY_PREFIX, redactRedisUrl, type RedisStoreOptions } from "./redis-options.ts";
+import type { ClusterEvent, ClusterStore, DeviceHold, StoredQueue, SubscriptionChange } from "./cluster-types.ts";
 import {
+  CLAIM_SCRIPT,
   COMMIT_SCRIPT,
   DELETE_DEVICE_SCRIPT,
   EXISTING_SCRIPT,
   FIND_DEVICE_SCRIPT,
+  HOLDERS_SCRIPT,
   LOAD_STATE_SCRIPT,
   MESSAGE_RECEIPTS_SCRIPT,
   PRUNE_SCRIPT,
   PUT_DEVICE_SCRIPT,
+  QUEUE_DEPTHS_SCRIPT,
+  READ_QUEUE_SCRIPT,
+  RELEASE_SCRIPT,
+  SUBSCRIPTIONS_SCRIPT,
 } from "./redis-scripts.ts";
 import type {
   DeliveryRecord,
@@ -43,8 +50,13 @@ import { checkBatch, checkDevice, checkSetting } from "./validate.ts";
  * A lost connection or any Redis error fails the store: the call it hit and
  * every later call reject with store_failed (the daemon exits and a restart
  * reads back what Redis holds, a prefix of the batches).
+ *
+ * It is also the cluster side of the store (cluster-types.ts): holds with
+ * epochs, fenced commits, and the events of the other nodes, PUBLISHed by the
+ * scripts (atomic with their writes) and received on a second connection
+ * that is subscribed before this resolves.
  */
-export async function openRedisStore(options: RedisStoreOptions): Promise<Store> {
+export async function openRedisStore(options: RedisStoreOptions): Promise<Store & ClusterStore> {
   const prefix = options.keyPrefix ?? DEFAULT_REDIS_KEY_PREFIX;
   const timeoutMs = options.connectTimeoutMs ?? 5_000;
   const where = redactRedisUrl(options.url);
@@ -59,6 +71,7 @@ export async function openRedisStore(options: RedisStoreOptions): Promise<Store>
   let lastError: unknown;
   client.on("error", (e: unknown) => (lastError = e));
   let timer: NodeJS.Timeout | undefined;
+  let subscriber: RedisClient | undefined;
   try {
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
@@ -67,8 +80,17 @@ export async function openRedisStore(options: RedisStoreOptions): Promise<Store>
     const shas = await Promise.race([loadScripts(client), timeout]);
     const instance = String(await Promise.race([client.incr(`${prefix}instances`), timeout]));
     await Promise.race([client.set(`${prefix}fence:${instance}`, "0"), timeout]);
-    return new RedisStore(client, prefix, instance, shas, where);
+    const livenessMs = Math.max(100, Math.floor(options.livenessMs ?? DEFAULT_LIVENESS_MS));
+    await Promise.race([client.set(`${prefix}alive:${instance}`, "1", { PX: livenessMs }), timeout]);
+    // named, so an operator tells the event connections apart in CLIENT LIST
+    const name = `dtlspush-events-${prefix}${instance}`.replace(/[^!-~]/g, "_");
+    const sub = client.duplicate({ name, socket: { connectTimeout: timeoutMs, reconnectStrategy: subscriberBackoff } });
+    subscriber = sub;
+    const store = new RedisStore(client, sub, prefix, instance, shas, where, livenessMs);
+    await Promise.race([store.subscribe(), timeout]);
+    return store;
   } catch (e) {
+    subscriber?.destroy();
     client.destroy();
     throw fail(lastError ?? e);
   } finally {
@@ -77,6 +99,14 @@ export async function openRedisStore(options: RedisStoreOptions): Promise<Store>
 }
 
 type RedisClient = ReturnType<typeof createClient>;
+
+/** How long an instance's liveness key lives without a refresh (refreshed every third of it). */
+export const DEFAULT_LIVENESS_MS = 5_000;
+
+/** The event connection's reconnect delay: 50 ms doubling to 2 s, forever (until close). */
+function subscriberBackoff(retries: number): number {
+  return Math.min(50 * 2 ** Math.min(retries, 6), 2_000);
+}
 
 const SCRIPTS = {
   commit: COMMIT_SCRIPT,
@@ -87,6 +117,12 @@ const SCRIPTS = {
   existing: EXISTING_SCRIPT,
   messageReceipts: MESSAGE_RECEIPTS_SCRIPT,
   prune: PRUNE_SCRIPT,
+  claim: CLAIM_SCRIPT,
+  release: RELEASE_SCRIPT,
+  readQueue: READ_QUEUE_SCRIPT,
+  holders: HOLDERS_SCRIPT,
+  queueDepths: QUEUE_DEPTHS_SCRIPT,
+  subscriptions: SUBSCRIPTIONS_SCRIPT,
 } as const;
 type ScriptName = keyof typeof SCRIPTS;
 
@@ -185,6 +221,9 @@ function decodeCounters(device: string, v: string): DeviceCounters {
 /** The commit script's arguments for `batch` (checked). */
 function commitArgs(prefix: string, instance: string, fence: number, batch: WriteBatch): string[] {
   const a: string[] = [prefix, instance, String(fence)];
+  const fs = batch.fence ?? [];
+  a.push(String(fs.length));
+  for (const f of fs) a.push(f.device, String(f.epoch));
   const ms = batch.messages ?? [];
   a.push(String(ms.length));
   for (const m of ms) a.push(m.id, encodeMessage(m), String(m.expiresAt));
@@ -226,12 +265,83 @@ export interface RedisStoreStats {
   commits: number;
 }
 
-export class RedisStore implements Store {
+/** A queue as the scripts answer it: the flat hash and the JSON of each message (same order). */
+function decodeQueue(device: string, flat: readonly string[], msgs: readonly string[]): StoredQueue {
+  const rows = pairs(flat);
+  const deliveries = rows.map(([mid, v]) => decodeDelivery(device, mid, v));
+  deliveries.sort((a, b) => a.order - b.order || compareText(a.messageId, b.messageId));
+  // a queue holds a message once (its hash is keyed by message id)
+  const messages = rows.map(([mid], i) => decodeMessage(mid, msgs[i] as string)).sort((a, b) => compareText(a.id, b.id));
+  return { deliveries, messages };
+}
+
+/** The events of one message published by the scripts (redis-scripts.ts), with its sender; undefined when malformed. */
+function decodeEvents(text: string): { from: string; events: ClusterEvent[] } | undefined {
+  let j: unknown;
+  try {
+    j = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(j) || typeof j[0] !== "string") return undefined;
+  const from = j[0];
+  const str = (v: unknown): v is string => typeof v === "string";
+  const num = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+  switch (j[1]) {
+    case "q":
+      // an empty Lua table encodes as {}: never published, but read as no devices
+      return Array.isArray(j[2]) && j[2].every(str) ? { from, events: [{ kind: "queued", devices: j[2] }] } : undefined;
+    case "t":
+      return str(j[2]) && num(j[3]) ? { from, events: [{ kind: "taken", device: j[2], epoch: j[3] }] } : undefined;
+    case "g":
+      return str(j[2]) ? { from, events: [{ kind: "registry", device: j[2] }] } : undefined;
+    case "c": {
+      const changes = decodeChanges(j[3] ?? []);
+      if (!num(j[2]) || changes === undefined) return undefined;
+      const events: ClusterEvent[] = [];
+      if (changes.length > 0) events.push({ kind: "subscriptions", changes });
+      if (j[2] > 0) events.push({ kind: "receipts", lastId: j[2] });
+      return { from, events };
+    }
+  }
+  return undefined;
+}
+
+/** Which channel each event kind travels on: the instance's own, or the one every node hears. */
+const CHANNEL_OF: Record<ClusterEvent["kind"], "own" | "shared" | "none"> = {
+  queued: "own",
+  taken: "own",
+  subscriptions: "shared",
+  receipts: "shared",
+  registry: "shared",
+  resync: "none",
+};
+
+/** The subscription changes of a "c" event ([device, topic, 1|0, ...]). */
+function decodeChanges(flat: unknown): SubscriptionChange[] | undefined {
+  if (!Array.isArray(flat) || flat.length % 3 !== 0) return undefined;
+  const out: SubscriptionChange[] = [];
+  for (let i = 0; i < flat.length; i += 3) {
+    const [device, topic, on] = [flat[i], flat[i + 1], flat[i + 2]];
+    if (typeof device !== "string" || typeof topic !== "string" || (on !== 0 && on !== 1)) return undefined;
+    out.push({ device, topic, subscribed: on === 1 });
+  }
+  return out;
+}
+
+export class RedisStore implements Store, ClusterStore {
   readonly kind = "redis";
   readonly stats: RedisStoreStats = { commands: 0, commits: 0 };
   private readonly client: RedisClient;
+  /** the event connection (SUBSCRIBE only) */
+  private readonly subscriber: RedisClient;
   private readonly prefix: string;
-  private readonly instance: string;
+  readonly instance: string;
+  private readonly livenessMs: number;
+  private livenessTimer: NodeJS.Timeout | undefined;
+  private readonly listeners = new Set<(event: ClusterEvent) => void>();
+  /** the event connection was ready once: its next "ready" is a reconnect (resync) */
+  private subscribed = false;
   private readonly shas: Record<ScriptName, string>;
   private readonly where: string;
   /** commits sent so far: the fence value the next commit expects */
@@ -245,8 +355,10 @@ export class RedisStore implements Store {
   /** settles after every call made so far (calls settle in call order) */
   private tail: Promise<unknown> = Promise.resolve();
 
-  constructor(client: RedisClient, prefix: string, instance: string, shas: Record<ScriptName, string>, where: string) {
+  constructor(client: RedisClient, subscriber: RedisClient, prefix: string, instance: string, shas: Record<ScriptName, string>, where: string, livenessMs: number) {
     this.client = client;
+    this.subscriber = subscriber;
+    this.livenessMs = livenessMs;
     this.prefix = prefix;
     this.instance = instance;
     this.shas = shas;
@@ -255,6 +367,51 @@ export class RedisStore implements Store {
     client.on("end", () => {
       if (!this.closed) this.breakWith(new Error("the connection closed"));
     });
+    // the event connection reconnects by itself; its errors are its reconnects
+    subscriber.on("error", () => undefined);
+    subscriber.on("ready", () => {
+      if (this.subscribed && !this.closed) this.emit({ kind: "resync" });
+    });
+  }
+
+  /** Connects the event connection, subscribes to both channels, and starts the liveness refresh. */
+  async subscribe(): Promise<void> {
+    await this.subscriber.connect();
+    await this.subscriber.subscribe([this.key("ev"), this.key(`ev:${this.instance}`)], (message, channel) => this.received(message, channel));
+    this.subscribed = true;
+    const every = Math.max(50, Math.floor(this.livenessMs / 3));
+    this.livenessTimer = setInterval(() => this.refreshLiveness(), every);
+    this.livenessTimer.unref();
+  }
+
+  private refreshLiveness(): void {
+    if (this.closed || this.broken !== undefined) return;
+    this.stats.commands++;
+    this.client.sendCommand(["SET", this.key(`alive:${this.instance}`), "1", "PX", String(this.livenessMs)]).catch(() => undefined);
+  }
+
+  private received(message: string, channel: string): void {
+    const decoded = decodeEvents(message);
+    // a node's own commits are no news to it
+    if (decoded === undefined || decoded.from === this.instance) return;
+    const on = channel === this.key("ev") ? "shared" : "own";
+    for (const event of decoded.events) if (CHANNEL_OF[event.kind] === on) this.emit(event);
+  }
+
+  private emit(event: ClusterEvent): void {
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(event);
+      } catch {
+        // a throwing listener fails nobody
+      }
+    }
+  }
+
+  onClusterEvent(listener: (event: ClusterEvent) => void): () => void {
+    const own = (event: ClusterEvent): void => listener(event);
+    this.listeners.add(own);
+    return () => this.listeners.delete(own);
   }
 
   private breakWith(e: unknown): void {
@@ -331,7 +488,7 @@ export class RedisStore implements Store {
     } catch (e) {
       return this.settleInOrder(Promise.reject(e as Error));
     }
-    const args = [device.id, encodeDevice(device), device.psk?.identity ?? "", device.certIdentity ?? ""];
+    const args = [device.id, encodeDevice(device), device.psk?.identity ?? "", device.certIdentity ?? "", this.instance];
     return this.script("putDevice", args, (reply) => {
       const r = reply as [0] | [1, "psk" | "cert", string];
       if (r[0] === 0) return;
@@ -357,7 +514,7 @@ export class RedisStore implements Store {
   }
 
   deleteDevice(id: string): Promise<boolean> {
-    return this.script("deleteDevice", [id], (r) => r === 1, "write");
+    return this.script("deleteDevice", [id, this.instance], (r) => r === 1, "write");
   }
 
   // --- delivery journal
@@ -400,6 +557,45 @@ export class RedisStore implements Store {
   private failCommit(e: StoreError): StoreError {
     this.commitFailure ??= e;
     return e;
+  }
+
+  // --- cluster (cluster-types.ts)
+
+  claimDevice(device: string): Promise<DeviceHold> {
+    return this.script("claim", [this.instance, device], (reply) => {
+      const [epoch, previous, ctr, flat, msgs] = reply as [number, string, string, string[], string[]];
+      const counters = ctr === "" ? undefined : decodeCounters(device, ctr);
+      return { device, epoch, counters, ...decodeQueue(device, flat, msgs), previous };
+    }, "write");
+  }
+
+  releaseDevice(device: string, epoch: number): Promise<void> {
+    return this.script("release", [this.instance, device, String(epoch)], () => undefined, "write");
+  }
+
+  readQueue(device: string): Promise<StoredQueue> {
+    return this.script("readQueue", [device], (reply) => {
+      const [flat, msgs] = reply as [string[], string[]];
+      return decodeQueue(device, flat, msgs);
+    });
+  }
+
+  holders(devices: readonly string[]): Promise<Map<string, string>> {
+    return this.script("holders", devices, (r) => new Map(devices.map((d, i) => [d, (r as string[])[i] ?? ""])));
+  }
+
+  loadSubscriptions(): Promise<Subscription[]> {
+    return this.script("subscriptions", [], (reply) => {
+      const out: Subscription[] = [];
+      for (const [device, topics] of (reply as [string, string[]][]).sort((a, b) => compareText(a[0], b[0]))) {
+        for (const topic of topics.sort(compareText)) out.push({ device, topic });
+      }
+      return out;
+    });
+  }
+
+  queueDepths(devices: readonly string[]): Promise<Map<string, number>> {
+    return this.script("queueDepths", devices, (r) => new Map(devices.map((d, i) => [d, (r as number[])[i] ?? 0])));
   }
 
   loadDeliveryState(): Promise<DeliveryState> {
@@ -474,12 +670,22 @@ export class RedisStore implements Store {
 
   close(): Promise<void> {
     if (this.closing !== undefined) return this.closing;
-    const fence = this.broken === undefined ? this.call(["DEL", this.key(`fence:${this.instance}`)], () => undefined, "write").catch(() => undefined) : undefined;
+    clearInterval(this.livenessTimer);
+    const fence =
+      this.broken === undefined
+        ? this.call(["DEL", this.key(`fence:${this.instance}`), this.key(`alive:${this.instance}`)], () => undefined, "write").catch(() => undefined)
+        : undefined;
     this.closed = true;
+    this.listeners.clear();
     const last = this.tail;
     this.closing = (async () => {
       await fence;
       await last;
+      try {
+        if (this.subscriber.isOpen) await this.subscriber.close();
+      } catch {
+        this.subscriber.destroy();
+      }
       try {
         if (this.client.isOpen) await this.client.close();
       } catch {
