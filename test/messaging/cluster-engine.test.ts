@@ -1,0 +1,228 @@
+/**
+ * The delivery engine in cluster mode: three engines ("nodes") on one shared
+ * memory store (memory-cluster.ts), devices on the simulated network of
+ * world.ts. Holds, routing of publishes to the holder, moves between nodes
+ * with loss, fencing of a node that lost a device, limits and expiry applied
+ * at claim.
+ */
+import { describe, expect, it } from "vitest";
+import { MessagingError } from "../../src/messaging/errors.ts";
+import { NO_OBSERVER, type HoldEvent } from "../../src/messaging/observer.ts";
+import { clusterOf, type ClusterStore, type Store, type WriteBatch } from "../../src/store/index.ts";
+import { ErrorCode } from "../../src/wire/index.ts";
+import { captureServerSends, enc, receiptTrail, untilDelivered } from "./helpers.ts";
+import { World, type ClusterNode, type SimDevice } from "./world.ts";
+
+async function welcomed(w: World, d: SimDevice, n = 1): Promise<void> {
+  await w.run(60_000, () => d.welcomes.length >= n);
+  expect(d.welcomes.length).toBeGreaterThanOrEqual(n);
+}
+
+const direct = (device: string, text: string, extra: object = {}) => ({ target: { device }, payload: enc(text), publisher: "test", ...extra });
+
+/** A node store whose commits can be held back (they reach the shared store when `open` is called). */
+function gated(base: Store & ClusterStore): { store: Store & ClusterStore; close(): void; open(): void; readonly waiting: number } {
+  let closed = false;
+  let waiting: (() => void)[] = [];
+  const store: Store & ClusterStore = {
+    ...base,
+    commit: (batch: WriteBatch) => (closed ? new Promise<void>((r) => waiting.push(r)).then(() => base.commit(batch)) : base.commit(batch)),
+  };
+  return {
+    store,
+    close: () => {
+      closed = true;
+    },
+    open: () => {
+      closed = false;
+      const run = waiting;
+      waiting = [];
+      for (const r of run) r();
+    },
+    get waiting() {
+      return waiting.length;
+    },
+  };
+}
+
+describe("delivery engine on a shared store (cluster mode)", () => {
+  it("a publish on node A to a device held by node B is delivered once, by B", async () => {
+    const w = await World.create({ nodes: 3 });
+    const d = w.addDevice("d1");
+    d.connect({ node: 1 });
+    await welcomed(w, d);
+    expect(w.engineAt(1).heldDevices()).toEqual(["d1"]);
+    expect(w.engineAt(0).heldDevices()).toEqual([]);
+    const r = await w.publish(direct("d1", "hello from A"), 0);
+    expect(r.recipients).toBe(1);
+    await untilDelivered(w, d, 1, 10_000);
+    await w.run(5_000);
+    expect(d.payloads()).toEqual(["hello from A"]);
+    expect(d.delivered[0]?.seq).toBe(1);
+    // A never loaded the device's queue; B delivered and acked it (nothing stored any more)
+    expect(w.engineAt(0).heldDevices()).toEqual([]);
+    expect(receiptTrail(w, r.messageId)).toEqual(["queued@0", "sent@1", "delivered@1"]);
+    expect(w.cluster?.data.loadDeliveryState().deliveries).toEqual([]);
+  });
+
+  it("a topic publish reaches subscribers on every node once, and an offline one at its Hello on any node", async () => {
+    const w = await World.create({ nodes: 3 });
+    const online = [w.addDevice("a", ["news"]), w.addDevice("b", ["news"]), w.addDevice("c", ["news"])];
+    const offline = w.addDevice("e", ["news"]);
+    w.addDevice("x", ["sport"]);
+    for (const [i, d] of online.entries()) d.connect({ node: i });
+    for (const d of online) await welcomed(w, d);
+    // one device subscribes itself on node 2: the other nodes learn it (event "subscriptions")
+    const self = w.addDevice("s");
+    self.connect({ node: 2 });
+    await welcomed(w, self);
+    void self.session?.subscribe(["news"], true, w.clock.now());
+    await w.run(2_000);
+    expect(w.engineAt(0).subscribersOf("news")).toEqual(["a", "b", "c", "e", "s"]);
+    const r = await w.publish({ target: { topic: "news" }, payload: enc("n1"), publisher: "test" }, 1);
+    expect(r.recipients).toBe(5);
+    for (const d of [...online, self]) await untilDelivered(w, d, 1, 10_000);
+    await w.run(5_000);
+    for (const d of [...online, self]) expect(d.payloads()).toEqual(["n1"]);
+    expect(offline.delivered).toEqual([]);
+    offline.connect({ node: 2 });
+    await untilDelivered(w, offline, 1, 10_000);
+    await w.run(5_000);
+    expect(offline.payloads()).toEqual(["n1"]);
+    expect(w.cluster?.data.loadDeliveryState().deliveries).toEqual([]);
+  });
+
+  it("a device moving from B to C mid-stream over a lossy path gets everything once, in order; B's late commits are fenced", async () => {
+    const holds: HoldEvent[] = [];
+    let gate: ReturnType<typeof gated> | undefined;
+    const w = await World.create({
+      nodes: 3,
+      seed: 7,
+      net: { loss: 0.3, duplicate: 0.05, reorder: 0.1, latency: [5, 40] },
+      observer: { ...NO_OBSERVER, holdEvent: (e) => holds.push(e) },
+      wrapNodeStore: (i, store) => {
+        if (i !== 1) return store;
+        gate = gated(store);
+        return gate.store;
+      },
+    });
+    const d = w.addDevice("d1");
+    d.autoReconnect = false;
+    d.connect({ node: 1 });
+    await welcomed(w, d);
+    const total = 30;
+    for (let i = 0; i < total; i++) w.after(i * 40, () => void w.engineAt(0).publish(direct("d1", `m${i}`)));
+    await w.run(60_000, () => d.delivered.length >= 6);
+    // B's commits stop reaching the store: what it does from now on is late
+    gate?.close();
+    (w.nodes[1] as ClusterNode).frozen = true;
+    await w.run(400);
+    expect(gate?.waiting).toBeGreaterThan(0);
+    // the device's path to B dies silently; it says Hello to C, which claims it
+    const onB = d.link;
+    if (onB !== undefined) onB.closed = true;
+    d.link = undefined;
+    d.connect({ node: 2 });
+    await untilDelivered(w, d, total);
+    await w.run(5_000);
+    expect(w.engineAt(1).heldDevices()).toEqual([]);
+    expect(w.engineAt(2).heldDevices()).toEqual(["d1"]);
+    expect(holds).toContain("taken");
+    // B's late batches reach the store now: nothing of them may change C's device
+    (w.nodes[1] as ClusterNode).frozen = false;
+    gate?.open();
+    await w.run(1_000);
+    expect(d.payloads()).toEqual(Array.from({ length: total }, (_, i) => `m${i}`));
+    const seqs = d.delivered.map((x) => x.seq);
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+    expect(new Set(seqs).size).toBe(total);
+    const status = w.engineAt(2).deviceStatus("d1");
+    const stored = w.cluster?.data.loadDeliveryState();
+    expect(stored?.counters.find((c) => c.device === "d1")).toEqual({ device: "d1", lastSeq: status.lastSeq, ackedSeq: status.ackedSeq });
+    expect(status.ackedSeq).toBe(d.hwm);
+    expect(stored?.deliveries.filter((x) => x.device === "d1")).toEqual([]);
+    // and C goes on delivering after B's late commits
+    await w.publish(direct("d1", "after"), 1);
+    await untilDelivered(w, d, total + 1, 30_000);
+    expect(d.payloads().at(-1)).toBe("after");
+    expect(d.delivered.at(-1)?.seq).toBe(status.lastSeq + 1);
+  });
+
+  it("a device taken by another node loses its session on the old node with Bye SESSION_REPLACED", async () => {
+    const holds: HoldEvent[] = [];
+    const w = await World.create({ nodes: 2, observer: { ...NO_OBSERVER, holdEvent: (e) => holds.push(e) } });
+    const sent = captureServerSends(w);
+    const d = w.addDevice("d1");
+    d.autoReconnect = false;
+    d.connect({ node: 0 });
+    await welcomed(w, d);
+    const onA = d.link?.peer;
+    // the device leaves its session on A without a word (A still holds it) and says Hello to B
+    d.link = undefined;
+    d.connect({ node: 1 });
+    await welcomed(w, d, 2);
+    await w.run(1_000);
+    expect(w.engineAt(0).heldDevices()).toEqual([]);
+    expect(w.engineAt(1).heldDevices()).toEqual(["d1"]);
+    expect(holds.filter((e) => e === "taken")).toHaveLength(1);
+    const byes = sent.filter((c) => c.peer === onA && c.frame.kind === "bye");
+    expect(byes.map((c) => (c.frame.kind === "bye" ? c.frame.bye.reason?.code : undefined))).toEqual([ErrorCode.SESSION_REPLACED]);
+  });
+
+  it("a direct publish to a full offline queue is refused queue_full on every node", async () => {
+    const w = await World.create({ nodes: 3, options: { maxQueue: 3 } });
+    const d = w.addDevice("d1");
+    d.connect({ node: 1 });
+    await welcomed(w, d);
+    d.disconnect(); // B releases the device after its commit: held by nobody
+    await w.run(1_000);
+    expect((await clusterOf(w.store)?.holders(["d1"]))?.get("d1")).toBe("");
+    for (let i = 0; i < 3; i++) {
+      // 1 ms apart: FIFO across nodes follows the clock (order numbers are ms * 1000 and up)
+      w.clock.set(w.clock.now() + 1);
+      await w.publish(direct("d1", `q${i}`), i);
+    }
+    for (const node of [0, 1, 2]) {
+      await expect(w.publish(direct("d1", "one too many"), node)).rejects.toMatchObject({ code: "queue_full" });
+    }
+    expect(w.cluster?.data.loadDeliveryState().deliveries.length).toBe(3);
+    d.connect({ node: 2 });
+    await untilDelivered(w, d, 3, 10_000);
+    expect(d.payloads()).toEqual(["q0", "q1", "q2"]);
+  });
+
+  it("expiry, collapse keys and the cap are applied at the claim of a queue nobody held", async () => {
+    const w = await World.create({ nodes: 2, options: { maxQueue: 3 } });
+    const d = w.addDevice("d1", ["t"]);
+    await w.run(100);
+    // 1 ms apart: the nodes' order numbers follow the clock
+    const at = async (node: number, req: Parameters<World["publish"]>[0]) => {
+      w.clock.set(w.clock.now() + 1);
+      return w.publish(req, node);
+    };
+    const topic = (text: string) => ({ target: { topic: "t" }, payload: enc(text), publisher: "test" });
+    const short = await at(0, direct("d1", "short", { ttlSeconds: 10 }));
+    const old = await at(1, direct("d1", "old", { collapseKey: "k" }));
+    await at(0, direct("d1", "new", { collapseKey: "k" }));
+    // a topic fan-out is not checked against the stored depth: the claim applies the cap
+    const t1 = await at(1, topic("t1"));
+    await at(0, topic("t2"));
+    const t3 = await at(1, topic("t3"));
+    expect(w.cluster?.data.loadDeliveryState().deliveries.length).toBe(6);
+    w.clock.set(w.clock.now() + 20_000);
+    d.connect({ node: 1 });
+    await untilDelivered(w, d, 3, 10_000);
+    await w.run(5_000);
+    expect(d.payloads()).toEqual(["new", "t1", "t2"]);
+    expect(receiptTrail(w, short.messageId)).toEqual(["queued@0", "expired/ttl@0"]);
+    expect(receiptTrail(w, old.messageId)).toEqual(["queued@0", "expired/collapsed@0"]);
+    expect(receiptTrail(w, t1.messageId)).toEqual(["queued@0", "sent@2", "delivered@2"]);
+    expect(receiptTrail(w, t3.messageId)).toEqual(["queued@0", "rejected/queue_full@0"]);
+    expect(w.cluster?.data.loadDeliveryState().deliveries).toEqual([]);
+  });
+
+  it("is a MessagingError for an unknown device on any node", async () => {
+    const w = await World.create({ nodes: 2 });
+    await expect(w.publish(direct("nobody", "x"), 1)).rejects.toBeInstanceOf(MessagingError);
+  });
+});
