@@ -68,6 +68,8 @@ export class Holds implements HoldsPart {
   private readonly gone = new Map<string, Map<string, number>>();
   /** devices whose queue is being read again; true: read once more when done */
   private readonly merging = new Map<string, boolean>();
+  /** devices being claimed -> the newest epoch another node was told to have taken them at meanwhile */
+  private readonly takenWhileClaiming = new Map<string, number>();
   private readonly unsubscribe: () => void;
 
   constructor(env: EngineEnv, parts: EngineParts, hooks: HoldsHooks) {
@@ -104,7 +106,10 @@ export class Holds implements HoldsPart {
       running = cluster
         .claimDevice(device)
         .then((hold) => this.load(hold))
-        .finally(() => this.claims.delete(device));
+        .finally(() => {
+          this.claims.delete(device);
+          this.takenWhileClaiming.delete(device);
+        });
       this.claims.set(device, running);
     }
     return running;
@@ -135,6 +140,12 @@ export class Holds implements HoldsPart {
   /** The claim's answer: the stored queue goes into memory, then what could not be applied while nobody held it. */
   private load(hold: DeviceHold): void {
     if (this.parts.turn.stopped !== undefined) return;
+    // another node claimed it after this claim (its event came before our answer): not ours
+    const later = this.takenWhileClaiming.get(hold.device);
+    if (later !== undefined && later >= hold.epoch) {
+      this.env.observer.holdEvent?.("taken");
+      return;
+    }
     const { devices, clock } = this.env;
     const now = clock.now();
     const dev = devices.queue(hold.device);
@@ -255,6 +266,10 @@ export class Holds implements HoldsPart {
   /** Another node claimed a device: dropped at once (its session moved), nothing more written for it. */
   private taken(device: string, epoch: number): void {
     const ours = this.epochs.get(device);
+    if (ours === undefined && this.claims.has(device)) {
+      this.takenWhileClaiming.set(device, Math.max(epoch, this.takenWhileClaiming.get(device) ?? 0));
+      return;
+    }
     // the event names the new claim's epoch (or the one it ended): a claim of ours after it stays
     if (ours === undefined || ours > epoch) return;
     this.epochs.delete(device);
@@ -284,6 +299,27 @@ export class Holds implements HoldsPart {
     dev.ackedSeq = 0;
   }
 
+  /**
+   * After events may have been missed: a device another node claimed meanwhile
+   * (its "taken" was lost) is dropped as on "taken"; every other held device's
+   * queue is read again.
+   */
+  private checkHolds(): void {
+    const cluster = this.env.cluster;
+    if (cluster === undefined || this.epochs.size === 0) return;
+    const asked = new Map(this.epochs);
+    cluster
+      .holders([...asked.keys()])
+      .then((holders) => {
+        for (const [device, epoch] of asked) {
+          if (this.epochs.get(device) !== epoch) continue;
+          if (holders.get(device) === cluster.instance) this.merge(device);
+          else this.taken(device, epoch);
+        }
+      })
+      .catch((e: unknown) => this.env.reportFailure("device", "", e));
+  }
+
   private event(e: ClusterEvent): void {
     if (this.parts.turn.stopped !== undefined) return;
     try {
@@ -302,7 +338,7 @@ export class Holds implements HoldsPart {
           return;
         case "resync":
           this.hooks.reloadSubscriptions().catch((err: unknown) => this.env.reportFailure("device", "", err));
-          for (const d of this.epochs.keys()) this.merge(d);
+          this.checkHolds();
           return;
         case "receipts":
           return; // the daemon's receipt streams read these

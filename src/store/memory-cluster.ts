@@ -19,6 +19,10 @@ export interface MemoryCluster {
   readonly data: SyncStore;
   /** the instance holding each device now, with its epoch (tests) */
   holdOf(device: string): { readonly instance: string; readonly epoch: number } | undefined;
+  /** while `lost`, the node's events are dropped (its event connection is down: tests) */
+  loseEvents(instance: string, lost: boolean): void;
+  /** tells every node "resync" (its event connection is back) */
+  resync(): void;
 }
 
 interface Hold {
@@ -30,6 +34,7 @@ interface NodeState {
   readonly instance: string;
   readonly listeners: Set<(event: ClusterEvent) => void>;
   closed: boolean;
+  deaf: boolean;
 }
 
 export function createMemoryCluster(): MemoryCluster {
@@ -51,12 +56,16 @@ class SharedData {
         const h = this.holds.get(device);
         return h === undefined || h.instance === "" ? undefined : { instance: h.instance, epoch: h.epoch };
       },
+      loseEvents: (instance, lost) => {
+        for (const n of this.nodes) if (n.instance === instance) n.deaf = lost;
+      },
+      resync: () => this.tell(() => true, { kind: "resync" }),
     };
   }
 
   /** Tells every node `to` accepts (each listener on its own), after the caller's stack. */
   private tell(to: (n: NodeState) => boolean, event: ClusterEvent): void {
-    const targets = this.nodes.filter((n) => !n.closed && to(n));
+    const targets = this.nodes.filter((n) => !n.closed && !n.deaf && to(n));
     if (targets.length === 0) return;
     queueMicrotask(() => {
       for (const n of targets) {
@@ -74,7 +83,7 @@ class SharedData {
 
   private node(name: string | undefined): Store & ClusterStore {
     const instance = `${name ?? "node"}#${++this.instances}`;
-    const state: NodeState = { instance, listeners: new Set(), closed: false };
+    const state: NodeState = { instance, listeners: new Set(), closed: false, deaf: false };
     this.nodes.push(state);
     const others = (n: NodeState): boolean => n !== state;
     const data = this.data;

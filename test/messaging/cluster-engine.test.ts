@@ -148,23 +148,71 @@ describe("delivery engine on a shared store (cluster mode)", () => {
     expect(d.delivered.at(-1)?.seq).toBe(status.lastSeq + 1);
   });
 
-  it("a device taken by another node loses its session on the old node with Bye SESSION_REPLACED", async () => {
+  it("a device taken by another node loses its session on the old node: Bye SESSION_REPLACED, and not one push more", async () => {
     const holds: HoldEvent[] = [];
-    const w = await World.create({ nodes: 2, observer: { ...NO_OBSERVER, holdEvent: (e) => holds.push(e) } });
+    let gate: ReturnType<typeof gated> | undefined;
+    const w = await World.create({
+      nodes: 3,
+      observer: { ...NO_OBSERVER, holdEvent: (e) => holds.push(e) },
+      wrapNodeStore: (i, store) => (i === 1 ? (gate = gated(store)).store : store),
+    });
     const sent = captureServerSends(w);
     const d = w.addDevice("d1");
     d.autoReconnect = false;
-    d.connect({ node: 0 });
+    d.connect({ node: 1 });
     await welcomed(w, d);
+    const onB = d.link?.peer;
+    // B queues and sends a push whose commit is held back: the push waits for it
+    gate?.close();
+    (w.nodes[1] as ClusterNode).frozen = true;
+    void w.engineAt(1).publish(direct("d1", "late"));
+    await w.run(100);
+    expect(gate?.waiting).toBe(1);
+    // the device leaves its session on B without a word (B still holds it) and says Hello to C
+    d.link = undefined;
+    d.connect({ node: 2 });
+    await welcomed(w, d, 2);
+    await w.run(100);
+    expect(w.engineAt(1).heldDevices()).toEqual([]);
+    expect(holds.filter((e) => e === "taken")).toHaveLength(1);
+    // B's commit completes (fenced): its push is not sent on the old session, only the Bye
+    (w.nodes[1] as ClusterNode).frozen = false;
+    gate?.open();
+    await w.run(2_000);
+    const toB = sent.filter((c) => c.peer === onB && c.at > 0 && c.frame.kind !== "welcome");
+    expect(toB.map((c) => (c.frame.kind === "bye" ? `bye:${c.frame.bye.reason?.code}` : c.frame.kind))).toEqual([`bye:${ErrorCode.SESSION_REPLACED}`]);
+    // C delivers the message (its delivery was queued, unsent, whoever held the device)
+    await untilDelivered(w, d, 1, 10_000);
+    expect(d.payloads()).toEqual(["late"]);
+    expect(d.delivered[0]?.seq).toBe(1);
+  });
+
+  it("after missed events (resync) a node drops the devices another node took and reads its subscriptions again", async () => {
+    const w = await World.create({ nodes: 2 });
+    const sent = captureServerSends(w);
+    const d = w.addDevice("d1");
+    const s = w.addDevice("s");
+    d.autoReconnect = false;
+    d.connect({ node: 0 });
+    s.connect({ node: 1 });
+    await welcomed(w, d);
+    await welcomed(w, s);
+    const a = clusterOf(w.store)?.instance ?? "";
+    // node A's event connection is down: it hears neither the claim nor the subscription
+    w.cluster?.loseEvents(a, true);
     const onA = d.link?.peer;
-    // the device leaves its session on A without a word (A still holds it) and says Hello to B
     d.link = undefined;
     d.connect({ node: 1 });
     await welcomed(w, d, 2);
+    void s.session?.subscribe(["news"], true, w.clock.now());
+    await w.run(2_000);
+    expect(w.engineAt(0).heldDevices()).toEqual(["d1"]);
+    expect(w.engineAt(0).subscribersOf("news")).toEqual([]);
+    w.cluster?.loseEvents(a, false);
+    w.cluster?.resync();
     await w.run(1_000);
     expect(w.engineAt(0).heldDevices()).toEqual([]);
-    expect(w.engineAt(1).heldDevices()).toEqual(["d1"]);
-    expect(holds.filter((e) => e === "taken")).toHaveLength(1);
+    expect(w.engineAt(0).subscribersOf("news")).toEqual(["s"]);
     const byes = sent.filter((c) => c.peer === onA && c.frame.kind === "bye");
     expect(byes.map((c) => (c.frame.kind === "bye" ? c.frame.bye.reason?.code : undefined))).toEqual([ErrorCode.SESSION_REPLACED]);
   });
