@@ -269,6 +269,50 @@ describe("delivery engine on a shared store (cluster mode)", () => {
     expect(w.cluster?.data.loadDeliveryState().deliveries).toEqual([]);
   });
 
+  it("a registry change on one node reaches the engine holding the device on another (revocation ends its session)", async () => {
+    const w = await World.create({ nodes: 2 });
+    const d = w.addDevice("d1");
+    d.autoReconnect = false;
+    // the device was added through node 0's registry: node 1 learns it from the event "registry"
+    d.connect({ node: 1 });
+    await welcomed(w, d);
+    await w.registry.revoke("d1");
+    await w.run(2_000);
+    expect(d.byes.map((b) => b?.code)).toEqual([ErrorCode.DEVICE_REVOKED]);
+    expect(w.nodes[1]?.registry.get("d1")?.revoked).toBe(true);
+    await expect(w.publish(direct("d1", "x"), 1)).rejects.toMatchObject({ code: "device_revoked" });
+  });
+
+  it("a device that leaves one node and says Hello to another at once continues there (the release and the claim are ordered)", async () => {
+    const w = await World.create({ nodes: 3 });
+    const d = w.addDevice("d1");
+    d.autoReconnect = false;
+    d.connect({ node: 1 });
+    await welcomed(w, d);
+    await w.publish(direct("d1", "one"), 0);
+    await untilDelivered(w, d, 1, 10_000);
+    // closed on B and opened on C in the same turn: B releases after its commit, C claims
+    d.connect({ node: 2 });
+    await welcomed(w, d, 2);
+    await w.publish(direct("d1", "two"), 1);
+    await untilDelivered(w, d, 2, 10_000);
+    await w.run(2_000);
+    expect(d.delivered.map((x) => [x.seq, x.payload])).toEqual([
+      [1, "one"],
+      [2, "two"],
+    ]);
+    expect(w.engineAt(1).heldDevices()).toEqual([]);
+    expect(w.engineAt(2).heldDevices()).toEqual(["d1"]);
+    expect(w.cluster?.holdOf("d1")?.instance).toBe(clusterOf(w.nodes[2]?.store as object)?.instance);
+    // and back to B at once
+    d.connect({ node: 1 });
+    await welcomed(w, d, 3);
+    await w.publish(direct("d1", "three"), 2);
+    await untilDelivered(w, d, 3, 10_000);
+    expect(d.delivered.at(-1)).toMatchObject({ seq: 3, payload: "three" });
+    expect(w.engineAt(2).heldDevices()).toEqual([]);
+  });
+
   it("is a MessagingError for an unknown device on any node", async () => {
     const w = await World.create({ nodes: 2 });
     await expect(w.publish(direct("nobody", "x"), 1)).rejects.toBeInstanceOf(MessagingError);
