@@ -68,6 +68,8 @@ export class Holds implements HoldsPart {
   private readonly gone = new Map<string, Map<string, number>>();
   /** devices whose queue is being read again; true: read once more when done */
   private readonly merging = new Map<string, boolean>();
+  /** devices being claimed whose queue is read again once loaded (deliveries the claim's read may have missed) */
+  private readonly afterClaim = new Set<string>();
   /** devices being claimed -> the newest epoch another node was told to have taken them at meanwhile */
   private readonly takenWhileClaiming = new Map<string, number>();
   private readonly unsubscribe: () => void;
@@ -109,10 +111,16 @@ export class Holds implements HoldsPart {
         .finally(() => {
           this.claims.delete(device);
           this.takenWhileClaiming.delete(device);
+          this.afterClaim.delete(device);
         });
       this.claims.set(device, running);
     }
     return running;
+  }
+
+  queuedUnheld(device: string): void {
+    // the store tells nobody of this node's own inserts: a claim of ours in progress may not have read it
+    if (this.claims.has(device)) this.parts.turn.afterFlush(() => this.merge(device));
   }
 
   removed(device: string, messageId: string): void {
@@ -162,6 +170,7 @@ export class Holds implements HoldsPart {
     this.env.observer.holdEvent?.("claimed");
     this.settle(dev, now);
     this.parts.turn.wake();
+    if (this.afterClaim.delete(hold.device)) this.merge(hold.device);
   }
 
   /**
@@ -212,7 +221,12 @@ export class Holds implements HoldsPart {
   /** Another node queued deliveries for devices this node holds: read them, add what is new, push. */
   private merge(device: string): void {
     const cluster = this.env.cluster;
-    if (cluster === undefined || !this.epochs.has(device)) return;
+    if (cluster === undefined) return;
+    if (!this.epochs.has(device)) {
+      // being claimed: the claim's read may be older than what was queued (its answer comes first, then a read)
+      if (this.claims.has(device)) this.afterClaim.add(device);
+      return;
+    }
     if (this.merging.has(device)) {
       this.merging.set(device, true);
       return;

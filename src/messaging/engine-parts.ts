@@ -161,6 +161,8 @@ export interface HoldsPart {
   offline(dev: Device): void;
   /** a delivery leaves the device's queue in this turn's batch */
   removed(device: string, messageId: string): void;
+  /** this turn queues a delivery (unsent) for a device not held here */
+  queuedUnheld(device: string): void;
 }
 
 export interface EngineParts {

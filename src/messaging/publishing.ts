@@ -275,6 +275,7 @@ export class Publishing implements PublishingPart {
     }
     for (const r of elsewhere) {
       turn.batch.addDelivery({ device: r, messageId: id, order: this.takeOrder(now), seq: 0, tombstone: false });
+      holds.queuedUnheld(r);
       turn.receipt(record, r, "queued", now, "", 0);
     }
     for (const r of rejected) turn.receipt(record, r.device, "rejected", now, r.reason, 0);

@@ -313,6 +313,34 @@ describe("delivery engine on a shared store (cluster mode)", () => {
     expect(w.engineAt(2).heldDevices()).toEqual([]);
   });
 
+  it("a publish on the node whose claim of the device is in progress reaches the device (the claim read the queue before it)", async () => {
+    let release: (() => void) | undefined;
+    const w = await World.create({
+      nodes: 2,
+      wrapNodeStore: (_i, store) => ({
+        ...store,
+        // the claim takes effect at once; its answer waits for the test
+        claimDevice: (device: string) => {
+          const answer = store.claimDevice(device);
+          return new Promise<void>((r) => (release = r)).then(() => answer);
+        },
+      }),
+    });
+    const d = w.addDevice("d1");
+    await w.run(100);
+    (w.nodes[1] as ClusterNode).frozen = true;
+    d.connect({ node: 1 });
+    await w.run(50);
+    expect(release).toBeDefined();
+    expect(w.cluster?.holdOf("d1")?.instance).toBe(clusterOf(w.nodes[1]?.store as object)?.instance);
+    const r = await w.publish(direct("d1", "during the claim"), 1);
+    expect(r.recipients).toBe(1);
+    (w.nodes[1] as ClusterNode).frozen = false;
+    release?.();
+    await untilDelivered(w, d, 1, 10_000);
+    expect(d.payloads()).toEqual(["during the claim"]);
+  });
+
   it("is a MessagingError for an unknown device on any node", async () => {
     const w = await World.create({ nodes: 2 });
     await expect(w.publish(direct("nobody", "x"), 1)).rejects.toBeInstanceOf(MessagingError);
