@@ -3,6 +3,9 @@ import type { DeliveryRecord, DeviceCounters, MessageRecord } from "../store/typ
 import { loadSent, pendingEntry, type PendingEntry } from "./device-queue.ts";
 import type { Device, EngineEnv, EngineParts, HoldsPart } from "./engine-parts.ts";
 
+/** Removals remembered per device beyond which those every read now sees are forgotten. */
+const GONE_PRUNE_AT = 32;
+
 /** What the holds need of the engine's other parts beyond EngineParts. */
 export interface HoldsHooks {
   /** a stored order number: later ones are higher (Publishing.loadedOrder) */
@@ -68,6 +71,8 @@ export class Holds implements HoldsPart {
   private readonly gone = new Map<string, Map<string, number>>();
   /** devices whose queue is being read again; true: read once more when done */
   private readonly merging = new Map<string, boolean>();
+  /** devices whose queue is being read again -> batches handed to the store when the read was issued */
+  private readonly mergeIssued = new Map<string, number>();
   /** devices being claimed whose queue is read again once loaded (deliveries the claim's read may have missed) */
   private readonly afterClaim = new Set<string>();
   /** devices being claimed -> the newest epoch another node was told to have taken them at meanwhile */
@@ -128,6 +133,12 @@ export class Holds implements HoldsPart {
     let ids = this.gone.get(device);
     if (ids === undefined) this.gone.set(device, (ids = new Map()));
     ids.set(messageId, this.parts.turn.issued);
+    // a removal in a batch already handed to the store is seen by every read issued from now on:
+    // only a read in progress may still need it (a device acked for hours keeps no list of its acks)
+    if (ids.size > GONE_PRUNE_AT) {
+      const seen = this.mergeIssued.get(device) ?? this.parts.turn.issued;
+      for (const [id, batch] of ids) if (batch < seen) ids.delete(id);
+    }
   }
 
   offline(dev: Device): void {
@@ -234,6 +245,7 @@ export class Holds implements HoldsPart {
     this.merging.set(device, false);
     const epoch = this.epochs.get(device);
     const issued = this.parts.turn.issued;
+    this.mergeIssued.set(device, issued);
     cluster
       .readQueue(device)
       .then((q) => {
@@ -243,6 +255,7 @@ export class Holds implements HoldsPart {
       .finally(() => {
         const again = this.merging.get(device) === true;
         this.merging.delete(device);
+        this.mergeIssued.delete(device);
         if (again) this.merge(device);
       });
   }
