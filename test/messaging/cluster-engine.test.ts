@@ -18,6 +18,15 @@ async function welcomed(w: World, d: SimDevice, n = 1): Promise<void> {
   expect(d.welcomes.length).toBeGreaterThanOrEqual(n);
 }
 
+/** A registered device (no automatic reconnection: the test moves it) with a Welcome from `node`. */
+async function deviceOn(w: World, id: string, node: number): Promise<SimDevice> {
+  const d = w.addDevice(id);
+  d.autoReconnect = false;
+  d.connect({ node });
+  await welcomed(w, d);
+  return d;
+}
+
 const direct = (device: string, text: string, extra: object = {}) => ({ target: { device }, payload: enc(text), publisher: "test", ...extra });
 
 /** A node store whose commits can be held back (they reach the shared store when `open` is called). */
@@ -106,10 +115,7 @@ describe("delivery engine on a shared store (cluster mode)", () => {
         return gate.store;
       },
     });
-    const d = w.addDevice("d1");
-    d.autoReconnect = false;
-    d.connect({ node: 1 });
-    await welcomed(w, d);
+    const d = await deviceOn(w, "d1", 1);
     const total = 30;
     for (let i = 0; i < total; i++) w.after(i * 40, () => void w.engineAt(0).publish(direct("d1", `m${i}`)));
     await w.run(60_000, () => d.delivered.length >= 6);
@@ -157,10 +163,7 @@ describe("delivery engine on a shared store (cluster mode)", () => {
       wrapNodeStore: (i, store) => (i === 1 ? (gate = gated(store)).store : store),
     });
     const sent = captureServerSends(w);
-    const d = w.addDevice("d1");
-    d.autoReconnect = false;
-    d.connect({ node: 1 });
-    await welcomed(w, d);
+    const d = await deviceOn(w, "d1", 1);
     const onB = d.link?.peer;
     // B queues and sends a push whose commit is held back: the push waits for it
     gate?.close();
@@ -271,11 +274,8 @@ describe("delivery engine on a shared store (cluster mode)", () => {
 
   it("a registry change on one node reaches the engine holding the device on another (revocation ends its session)", async () => {
     const w = await World.create({ nodes: 2 });
-    const d = w.addDevice("d1");
-    d.autoReconnect = false;
-    // the device was added through node 0's registry: node 1 learns it from the event "registry"
-    d.connect({ node: 1 });
-    await welcomed(w, d);
+    // the device is added through node 0's registry: node 1 learns it from the event "registry"
+    const d = await deviceOn(w, "d1", 1);
     await w.registry.revoke("d1");
     await w.run(2_000);
     expect(d.byes.map((b) => b?.code)).toEqual([ErrorCode.DEVICE_REVOKED]);
@@ -285,10 +285,7 @@ describe("delivery engine on a shared store (cluster mode)", () => {
 
   it("a device that leaves one node and says Hello to another at once continues there (the release and the claim are ordered)", async () => {
     const w = await World.create({ nodes: 3 });
-    const d = w.addDevice("d1");
-    d.autoReconnect = false;
-    d.connect({ node: 1 });
-    await welcomed(w, d);
+    const d = await deviceOn(w, "d1", 1);
     await w.publish(direct("d1", "one"), 0);
     await untilDelivered(w, d, 1, 10_000);
     // closed on B and opened on C in the same turn: B releases after its commit, C claims

@@ -3,7 +3,9 @@
  * registry and key rings, and devices running DeviceSession, joined by an
  * in-memory network with seeded loss, duplication, reordering and latency,
  * all on a fake clock. Asynchronous work (signatures, tokens) runs for real;
- * the loop waits for it without moving the clock.
+ * the loop waits for it without moving the clock. With `nodes`, several
+ * engines share one memory cluster (memory-cluster.ts) and the same network
+ * and clock; a device's session goes to the node it connects to.
  */
 import { ManualClock } from "../../src/util/clock.ts";
 import { clusterOf, createMemoryCluster, openMemoryStore, type ClusterStore, type MemoryCluster } from "../../src/store/index.ts";
