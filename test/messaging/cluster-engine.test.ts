@@ -190,31 +190,30 @@ describe("delivery engine on a shared store (cluster mode)", () => {
     expect(d.delivered[0]?.seq).toBe(1);
   });
 
-  it("after missed events (resync) a node drops the devices another node took and reads its subscriptions again", async () => {
+  it("after missed events (resync) a node drops the devices another node took, reads the queues of the others and its subscriptions again", async () => {
     const w = await World.create({ nodes: 2 });
     const sent = captureServerSends(w);
-    const d = w.addDevice("d1");
-    const s = w.addDevice("s");
-    d.autoReconnect = false;
-    d.connect({ node: 0 });
-    s.connect({ node: 1 });
-    await welcomed(w, d);
-    await welcomed(w, s);
+    const d = await deviceOn(w, "d1", 0);
+    const stay = await deviceOn(w, "d2", 0);
+    const s = await deviceOn(w, "s", 1);
     const a = clusterOf(w.store)?.instance ?? "";
-    // node A's event connection is down: it hears neither the claim nor the subscription
+    // node A's event connection is down: it hears neither the claim, nor the publish, nor the subscription
     w.cluster?.loseEvents(a, true);
     const onA = d.link?.peer;
     d.link = undefined;
     d.connect({ node: 1 });
     await welcomed(w, d, 2);
     void s.session?.subscribe(["news"], true, w.clock.now());
+    await w.publish(direct("d2", "missed"), 1);
     await w.run(2_000);
-    expect(w.engineAt(0).heldDevices()).toEqual(["d1"]);
+    expect(stay.delivered).toEqual([]);
+    expect(w.engineAt(0).heldDevices()).toEqual(["d1", "d2"]);
     expect(w.engineAt(0).subscribersOf("news")).toEqual([]);
     w.cluster?.loseEvents(a, false);
     w.cluster?.resync();
-    await w.run(1_000);
-    expect(w.engineAt(0).heldDevices()).toEqual([]);
+    await untilDelivered(w, stay, 1, 10_000);
+    expect(stay.payloads()).toEqual(["missed"]);
+    expect(w.engineAt(0).heldDevices()).toEqual(["d2"]);
     expect(w.engineAt(0).subscribersOf("news")).toEqual(["s"]);
     const byes = sent.filter((c) => c.peer === onA && c.frame.kind === "bye");
     expect(byes.map((c) => (c.frame.kind === "bye" ? c.frame.bye.reason?.code : undefined))).toEqual([ErrorCode.SESSION_REPLACED]);
