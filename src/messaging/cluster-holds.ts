@@ -170,16 +170,22 @@ export class Holds implements HoldsPart {
     const dev = devices.queue(hold.device);
     this.clear(dev);
     this.epochs.set(hold.device, hold.epoch);
-    if (hold.counters !== undefined) loadCounters(dev, hold.counters);
-    const messages = new Map(hold.messages.map((m) => [m.id, m]));
-    for (const d of [...hold.deliveries].sort(loadOrder)) {
-      const message = messages.get(d.messageId);
-      if (message === undefined || d.device !== hold.device) continue;
-      this.hooks.loadedOrder(d.order);
-      addStoredDelivery(this.env, dev, d, message, now);
+    try {
+      if (hold.counters !== undefined) loadCounters(dev, hold.counters);
+      const messages = new Map(hold.messages.map((m) => [m.id, m]));
+      for (const d of [...hold.deliveries].sort(loadOrder)) {
+        const message = messages.get(d.messageId);
+        if (message === undefined || d.device !== hold.device) continue;
+        this.hooks.loadedOrder(d.order);
+        addStoredDelivery(this.env, dev, d, message, now);
+      }
+      this.env.observer.holdEvent?.("claimed");
+      this.settle(dev, now);
+    } catch (e) {
+      // a queue that could not be loaded is not held half-loaded: given up (the Hello fails with it)
+      this.offline(dev);
+      throw e;
     }
-    this.env.observer.holdEvent?.("claimed");
-    this.settle(dev, now);
     this.parts.turn.wake();
     if (this.afterClaim.delete(hold.device)) this.merge(hold.device);
   }

@@ -306,7 +306,11 @@ export class Sessions implements SessionsPart {
     const { holds, turn } = this.parts;
     if (holds.held(device)) return true;
     await holds.claim(device);
-    return isOpen(ls) && turn.stopped === undefined && holds.held(device);
+    if (isOpen(ls) && turn.stopped === undefined) return holds.held(device);
+    // the session ended during the claim: the hold is given up again unless another session binds the device
+    const dev = this.env.devices.get(device);
+    if (dev !== undefined && dev.link === undefined) holds.offline(dev);
+    return false;
   }
 
   /** The device's session moved to another node (its hold was taken): Bye, and nothing not yet sent goes to it. */

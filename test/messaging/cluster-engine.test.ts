@@ -54,6 +54,28 @@ function gated(base: Store & ClusterStore): { store: Store & ClusterStore; close
   };
 }
 
+/** A world of two nodes whose node 1 answers claims only when the test says (the claim itself takes effect at once). */
+async function slowClaims(): Promise<{ w: World; answer(): void }> {
+  let release: (() => void) | undefined;
+  const w = await World.create({
+    nodes: 2,
+    wrapNodeStore: (_i, store) => ({
+      ...store,
+      claimDevice: (device: string) => {
+        const answer = store.claimDevice(device);
+        return new Promise<void>((r) => (release = r)).then(() => answer);
+      },
+    }),
+  });
+  return {
+    w,
+    answer: () => {
+      expect(release).toBeDefined();
+      release?.();
+    },
+  };
+}
+
 describe("delivery engine on a shared store (cluster mode)", () => {
   it("a publish on node A to a device held by node B is delivered once, by B", async () => {
     const w = await World.create({ nodes: 3 });
@@ -310,31 +332,35 @@ describe("delivery engine on a shared store (cluster mode)", () => {
   });
 
   it("a publish on the node whose claim of the device is in progress reaches the device (the claim read the queue before it)", async () => {
-    let release: (() => void) | undefined;
-    const w = await World.create({
-      nodes: 2,
-      wrapNodeStore: (_i, store) => ({
-        ...store,
-        // the claim takes effect at once; its answer waits for the test
-        claimDevice: (device: string) => {
-          const answer = store.claimDevice(device);
-          return new Promise<void>((r) => (release = r)).then(() => answer);
-        },
-      }),
-    });
+    const { w, answer } = await slowClaims();
     const d = w.addDevice("d1");
     await w.run(100);
     (w.nodes[1] as ClusterNode).frozen = true;
     d.connect({ node: 1 });
     await w.run(50);
-    expect(release).toBeDefined();
     expect(w.cluster?.holdOf("d1")?.instance).toBe(clusterOf(w.nodes[1]?.store as object)?.instance);
     const r = await w.publish(direct("d1", "during the claim"), 1);
     expect(r.recipients).toBe(1);
     (w.nodes[1] as ClusterNode).frozen = false;
-    release?.();
+    answer();
     await untilDelivered(w, d, 1, 10_000);
     expect(d.payloads()).toEqual(["during the claim"]);
+  });
+
+  it("a claim whose session ended before its answer is given up again", async () => {
+    const { w, answer } = await slowClaims();
+    const d = w.addDevice("d1");
+    d.autoReconnect = false;
+    await w.run(100);
+    (w.nodes[1] as ClusterNode).frozen = true;
+    d.connect({ node: 1 });
+    await w.run(50);
+    d.disconnect();
+    (w.nodes[1] as ClusterNode).frozen = false;
+    answer();
+    await w.run(1_000);
+    expect(w.engineAt(1).heldDevices()).toEqual([]);
+    expect(w.cluster?.holdOf("d1")).toBeUndefined();
   });
 
   it("is a MessagingError for an unknown device on any node", async () => {
