@@ -78,7 +78,7 @@ export class Publishing implements PublishingPart {
     const chosen = prepared.flatMap((p) => (p instanceof MessagingError || p.req.id === undefined ? [] : [p.fields.messageId]));
     const check = chosen.length === 0 ? undefined : this.checkIds(chosen);
     const [signed, stored] = await Promise.all([
-      Promise.allSettled(prepared.map((p) => (p instanceof MessagingError ? undefined : this.sign(p)))),
+      Promise.allSettled(prepared.map((p) => (p instanceof MessagingError ? Promise.resolve(undefined) : this.sign(p)))),
       check === undefined
         ? undefined
         : check.answer.then(
