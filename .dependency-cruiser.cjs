@@ -1,5 +1,5 @@
 /**
- * Layering of DESIGN.md, enforced on every `npm test`:
+ * The layering of the README ("Layout"), enforced by `npm run lint` on every `npm test`:
  *   bin -> cli -> daemon -> client -> messaging -> auth -> store -> wire -> pki -> dtls -> util
  * A layer may import only layers below it; node:crypto only in src/dtls/crypto.ts,
  * node:dgram only in src/dtls/endpoint.ts.

@@ -244,6 +244,8 @@ function parseArgsMessage(e: unknown): string {
       if (arg !== undefined) return `unexpected argument '${arg}'`;
       break;
     }
+    default:
+      break;
   }
   return lowerFirst(firstLine(message));
 }

@@ -6,10 +6,9 @@
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { formatHostPort } from "./args.ts";
-import { formatApiUrl } from "./api-client.ts";
+import { formatApiUrl, formatCommandFailure } from "./api-client.ts";
 import type { CliIo, LeafCommand } from "./command.ts";
 import { formatHelp } from "./command.ts";
-import { formatCommandFailure } from "./api-client.ts";
 import { CliError } from "./errors.ts";
 import { resolveBenchCa, type BenchCa } from "./bench/ca.ts";
 import { Progress, type RunContext } from "./bench/context.ts";

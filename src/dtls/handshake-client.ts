@@ -35,9 +35,8 @@
  * flight, the keys, the CIDs, the new session, "established") that the
  * connection applies (connection.ts, HandshakeStep).
  */
-import { bytesEqual, copyBytes } from "../util/bytes.ts";
+import { bytesEqual, concatBytes, copyBytes } from "../util/bytes.ts";
 import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";
-import { concatBytes } from "../util/bytes.ts";
 import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, secretKeyBytes, type Certificate, type EcdhGroup, type SecretKey } from "./crypto.ts";
 import { NO_STEP, type Connection, type FlightItem, type HandshakeDriver, type HandshakeStep } from "./connection.ts";
 import { acceptedConnectionId, clientConnectionIdExtension } from "./connection-id.ts";
@@ -83,8 +82,7 @@ import {
   type Extension,
 } from "./messages.ts";
 import { candidateSchemes, DEFAULT_GROUPS, groupById, groupsByName, VERIFIABLE_SCHEMES as OFFERED_SCHEMES } from "./negotiation.ts";
-import type { ClientCredential } from "./options.ts";
-import type { ClientPskConfig, ConnectionConfig, ConnectionInfo } from "./options.ts";
+import type { ClientCredential, ClientPskConfig, ConnectionConfig, ConnectionInfo } from "./options.ts";
 import type { SavedSession } from "./resumption-options.ts";
 import { encodeSavedSession, type ClientSessionState } from "./saved-session.ts";
 import type { HandshakeMessage } from "./reassembly.ts";

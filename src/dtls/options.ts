@@ -32,7 +32,7 @@ export interface RetransmitPolicy {
 
 export const DEFAULT_RETRANSMIT: RetransmitPolicy = { initialMs: 1000, maxMs: 60_000, maxRetransmits: 6 };
 
-/** Largest UDP payload we send by default (DESIGN.md: 1200 bytes). */
+/** Largest UDP payload we send by default (docs/dtls-engine.md, "Flights": 1200 bytes). */
 export const DEFAULT_MTU = 1200;
 export const MIN_MTU = 100;
 

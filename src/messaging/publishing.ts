@@ -86,7 +86,7 @@ export class Publishing implements PublishingPart {
         (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
       );
     const [signed, stored, depth] = await Promise.all([
-      Promise.allSettled(prepared.map((p) => (p instanceof MessagingError ? undefined : this.sign(p)))),
+      Promise.allSettled(prepared.map((p) => (p instanceof MessagingError ? Promise.resolve(undefined) : this.sign(p)))),
       caught(check?.answer),
       caught(depths),
     ]);

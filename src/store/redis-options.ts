@@ -1,6 +1,6 @@
 /**
- * What a Redis-backed Store (the cluster's shared state, issue "cluster on
- * Redis") is opened with. Without these settings the daemon keeps its
+ * What a Redis-backed Store (the shared state of a cluster of daemons) is
+ * opened with. Without these settings the daemon keeps its
  * embedded SQLite store.
  */
 export interface RedisStoreOptions {

@@ -2,10 +2,9 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { UsageError } from "../../src/cli/errors.ts";
+import { CliError, UsageError } from "../../src/cli/errors.ts";
 import { parseSendArgs, parseSendCommand, sendBody, sendPath } from "../../src/cli/send.ts";
 import { batchChunks, parseBatchLines } from "../../src/cli/send-batch.ts";
-import { CliError } from "../../src/cli/errors.ts";
 import { clearDtlspushEnv, refusedApiUrl, removeDir, runCommand, startDaemon, tempDir, type TestDaemon } from "./daemon-harness.ts";
 
 describe("parseSendArgs", () => {

@@ -1,5 +1,5 @@
 /**
- * Issue 11, defect 1, against the real daemon (`dtlspush serve` as a process,
+ * A device claiming received_seq 2^53-1, against the real daemon (`dtlspush serve` as a process,
  * bin/dtlspush.js over dist/: run `npm run build` first). A registered device
  * speaking the protocol by hand over a real DTLS session says Hello with
  * received_seq 2^53-1; before the fix the engine stored it, the next publish
@@ -109,7 +109,7 @@ async function alive(d: Daemon): Promise<void> {
   expect((await fetch(`${d.api}/healthz`)).status).toBe(200);
 }
 
-describe("a registered device that claims received_seq 2^53-1 (issue 11, defect 1)", () => {
+describe("a registered device that claims received_seq 2^53-1", () => {
   it("cannot stop the daemon: refused with SEQ_AHEAD, its publish answered 202 and delivered, others keep receiving, a restart stays up", async () => {
     const dir = mkdtempSync(join(tmpdir(), "dtlspush-hostile-"));
     dirs.push(dir);

@@ -96,7 +96,7 @@ describe("push server and device SDK over loopback UDP", () => {
   it("wires a session to the engine without listeners on its connection: records, presence and the end still arrive", async () => {
     const s = await server();
     const key = enc("0123456789abcdef");
-    s.registry.add({ id: "quiet-1", psk: { identity: "quiet-1", key } });
+    await s.registry.add({ id: "quiet-1", psk: { identity: "quiet-1", key } });
     const conns: DtlsConnection[] = [];
     s.dtls.on("session", (conn) => conns.push(conn)); // after the push server's own handler
     const presence: { online: boolean; peer: string }[] = [];

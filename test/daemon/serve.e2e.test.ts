@@ -237,7 +237,7 @@ describe("dtlspush serve: lifecycle", () => {
     const fingerprint = async (ca: string): Promise<string | undefined> => {
       const conn = await dtlsConnect({ host: "127.0.0.1", port: r.dtlsPort, ca: readFileSync(ca), servername: "localhost", timeoutMs: 5000 });
       const fp = conn.info.peerCertificate?.fingerprint256;
-      await conn.close();
+      conn.close();
       return fp;
     };
     const before = await fingerprint(join(a, "ca.pem"));

@@ -1,5 +1,5 @@
 /**
- * One host holding handshakes open (issue: cookie exchange from many ports,
+ * One host holding handshakes open (the attack: cookie exchange from many ports,
  * never a flight 3) against the real endpoint on 127.0.0.1: it gets its own
  * cap and no more, a device from another address handshakes at once, the
  * slots come back at the handshake deadline, and what a held handshake pins

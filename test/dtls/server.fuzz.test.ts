@@ -142,7 +142,7 @@ describe("DTLS server under mutated flights", () => {
     );
   });
 
-  it.each([0, 1, 2, 3])("setup %i: flight 3 without its ChangeCipherSpec does not complete the handshake (defect 7)", (i) => {
+  it.each([0, 1, 2, 3])("setup %i: flight 3 without its ChangeCipherSpec does not complete the handshake", (i) => {
     const setup = setups[i]!;
     const w = world(setup);
     // the CCS record (content type 20) is cut out of whichever datagram carries it, once
@@ -166,8 +166,8 @@ describe("DTLS server under mutated flights", () => {
     expect(stateAfter, `${setup.name}: the server's state right after a flight 3 without ChangeCipherSpec`).not.toBe("established");
   });
 
-  // docs/dtls-engine.md: malformed handshake messages are refused with decode_error (defect 6: internal_error
-  // today). A ClientHello whose extensions block does not parse is dropped before any state (no alert is due);
+  // docs/dtls-engine.md: malformed handshake messages are refused with decode_error (an earlier engine
+  // answered internal_error). A ClientHello whose extensions block does not parse is dropped before any state (no alert is due);
   // one that parses but holds an extension whose own content is malformed reaches the handshake and must get
   // decode_error (or be ignored, for an extension the server does not use).
   it.each([0, 1, 2, 3])("setup %i: every extension of a ClientHello with its cookie, its content malformed: decode_error or ignored", (setupIndex) => {

@@ -217,7 +217,7 @@ async function hostileHello(bytes: Uint8Array, label: string): Promise<void> {
   const codes = errorsIn(dev.received);
   expect(codes.filter((c) => !DOCUMENTED_ANSWERS.has(c)), `${label}: undocumented or INTERNAL answer: ${JSON.stringify(dev.received)}`).toEqual([]);
   if (d === "undecodable") expect(codes, `${label}: an undecodable Hello must get BAD_FRAME`).toContain(ErrorCode.BAD_FRAME);
-  // judged last: the publish and the honest device first show whether the claim hurts the daemon (defect 1)
+  // judged last: the publish and the honest device first show whether the claim hurts the daemon (a stored seq claim once stopped it)
   const claim = claimsNotStored(before);
   await publishToEvil(label);
   if (dev.received.some((f) => f.kind === "welcome")) {

@@ -60,7 +60,7 @@ function errorsIn(sent: readonly Captured[]): { code: number; message: string }[
 }
 
 describe("Hello.received_seq is a claim", () => {
-  it("2^53-1 on a running session (the crash of issue 11): refused, not stored; the next publishes to it and to others go through", async () => {
+  it("2^53-1 on a running session (once a crash loop of the daemon): refused, not stored; the next publishes to it and to others go through", async () => {
     const c = counting();
     const { w, fatal } = await world({ observer: c.observer });
     const bad = w.addDevice("bad");

@@ -75,7 +75,7 @@ describe("daemon restarts (kill -9: the unflushed batch is lost)", () => {
       // the first Ack (of m1) is processed, then the daemon dies in the same turn
       if (armed && r[0] === 0x22) {
         armed = false;
-        w.after(0, () => w.restartEngine());
+        w.after(0, () => void w.restartEngine()); // the world's loop awaits the restart
       }
     };
     const m1 = await publishTo(w, "dev", "m1");
@@ -139,7 +139,7 @@ describe("device crashes (only hwm and token survive)", () => {
             w.after(200, () => d.connect());
           });
         }
-        if (i % 20 === 11) w.after(7, () => w.restartEngine());
+        if (i % 20 === 11) w.after(7, () => void w.restartEngine()); // the world's loop awaits the restart
       });
       expect(crashes).toBe(10);
       await finish(w, devices, expected);

@@ -72,7 +72,7 @@ describe("writes per push on the SQLite store", () => {
     console.log(`unicast: ${perPush.statements} statements, ${perPush.rows} rows per push`);
     expect(perPush.statements).toBeLessThanOrEqual(UNICAST.statements);
     expect(perPush.rows).toBeLessThanOrEqual(UNICAST.rows);
-    w.store.close();
+    await w.store.close();
   });
 
   it("a topic fan-out, per recipient, publish to ack", async () => {
@@ -90,7 +90,7 @@ describe("writes per push on the SQLite store", () => {
     console.log(`fan-out: ${perRecipient.statements} statements, ${perRecipient.rows} rows per recipient`);
     expect(perRecipient.statements).toBeLessThanOrEqual(FANOUT.statements);
     expect(perRecipient.rows).toBeLessThanOrEqual(FANOUT.rows);
-    w.store.close();
+    await w.store.close();
   });
 
   it("unicast pushes, 100 per commit, as the engine's turns write them (publish and send in one commit, the ack in another)", () => {

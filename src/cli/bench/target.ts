@@ -160,7 +160,7 @@ export async function apiTarget(o: {
       },
     };
   } finally {
-    access.close();
+    await access.close();
   }
 }
 

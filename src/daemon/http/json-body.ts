@@ -20,6 +20,6 @@ export function installJsonParser(app: FastifyInstance): void {
       done(new HttpError("bad_request", "The request body is not valid UTF-8; JSON text (and a text payload) must be UTF-8: send binary payloads as payloadBase64."), undefined);
       return;
     }
-    parseJson(request, text, done);
+    void parseJson(request, text, done); // fastify's default parser answers through done; its type also allows the promise form
   });
 }

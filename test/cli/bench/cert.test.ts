@@ -72,7 +72,7 @@ describe("dtlspush bench --cert against a running daemon", () => {
     const kept = d.daemon.push.registry.get("bench-2");
     expect(kept?.certIdentity).toBe("bench-2");
     expect(kept?.psk).toBeUndefined();
-    for (const id of benchDevices(d)) d.daemon.push.registry.remove(id);
+    for (const id of benchDevices(d)) await d.daemon.push.registry.remove(id);
   });
 
   it("a directory without the CA: one line saying what is missing and what to do, nothing registered", async () => {

@@ -218,7 +218,7 @@ describe("HTTP API under malformed requests", () => {
     );
   });
 
-  it("valid ids over 100 characters are read, not refused (defect 4)", async () => {
+  it("valid ids over 100 characters are read, not refused", async () => {
     await fuzzAssert(
       fc.asyncProperty(fc.boolean(), idOf(101, 128), idOf(101, 200), async (device, devId, msgId) => {
         const path = device ? `/v1/devices/${devId}` : `/v1/messages/${msgId}`;
@@ -230,7 +230,7 @@ describe("HTTP API under malformed requests", () => {
       }),
       fcShared(20, 2),
     );
-    // the issue's reproduction: a 150-character message id is accepted, so its status must be readable
+    // the reported case: a 150-character message id is accepted, so its status must be readable
     const id = `m${"x".repeat(149)}`;
     const pub = await h.call("POST", `/v1/devices/${DEVICE}/messages`, { token: h.publisher, body: { payload: "x", id } });
     expect(pub.status).toBe(202);
@@ -254,7 +254,7 @@ describe("HTTP API under malformed requests", () => {
     );
   });
 
-  it("invalid UTF-8 in a string field of the body is refused with 400 (defect 9)", async () => {
+  it("invalid UTF-8 in a string field of the body is refused with 400", async () => {
     await fuzzAssert(
       fc.asyncProperty(invalidUtf8Body, async (b) => {
         await attack(rawRequest("POST", publishPath, { authorization: `Bearer ${h.publisher}`, "content-type": "application/json" }, b), true);
