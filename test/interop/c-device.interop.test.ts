@@ -4,7 +4,8 @@
  *
  * - 100 pushes through a lossy UDP path (20% loss each way, duplication,
  *   reordering), the device SIGKILLed midway and started again on its state
- *   file: every payload printed exactly once, in order, each after its
+ *   file, then the path cut until the device gives the session up and
+ *   reconnects: every payload printed exactly once, in order, each after its
  *   signature checked;
  * - a push whose payload a relay holding the device's PSK changed on the way
  *   is refused (not printed) and the daemon records it as rejected;
@@ -31,6 +32,8 @@ const EXAMPLE = join(ROOT, "examples", "c-device");
 const DEVICE_BIN = join(EXAMPLE, "dtlspush-device");
 const PACKAGES = ["libmbedtls-dev", "nanopb", "libnanopb-dev", "libsodium-dev", "pkg-config", "make", "gcc"];
 const KEY_HEX = "c0ffee00112233445566778899aabbcc";
+/** The daemon's heartbeat interval: the device notices a dead path after 3 of them. */
+const HEARTBEAT_S = 1;
 
 /** Builds the example; a reason to skip when its packages are not installed, undefined when built. */
 function buildExample(): { skip?: string; error?: string } {
@@ -54,8 +57,8 @@ interface Proc {
 
 const procs = new Set<ChildProcessWithoutNullStreams>();
 
-function spawnProc(command: string, args: readonly string[], limitMs: number, cwd = ROOT): Proc {
-  const child = spawn(command, [...args], { cwd, env: { ...process.env, DTLSPUSH_DEBUG: "" } });
+function spawnProc(command: string, args: readonly string[], limitMs: number, cwd = ROOT, env: Record<string, string> = {}): Proc {
+  const child = spawn(command, [...args], { cwd, env: { ...process.env, DTLSPUSH_DEBUG: "", ...env } });
   procs.add(child);
   let stdout = "";
   let stderr = "";
@@ -97,7 +100,9 @@ function tmp(prefix: string): string {
 async function serve(): Promise<Daemon> {
   const dir = tmp("dtlspush-cdevice-");
   // cwd: the development certificates go to dir/certs
-  const proc = spawnProc(process.execPath, [BIN, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data"), "--log-level", "warn"], 600_000, dir);
+  const proc = spawnProc(process.execPath, [BIN, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data"), "--log-level", "warn"], 600_000, dir, {
+    DTLSPUSH_DELIVERY_HEARTBEAT_SECONDS: String(HEARTBEAT_S),
+  });
   const m = await waitFor(proc.stderr, proc.child, /DTLS \(UDP\)\s+127\.0\.0\.1:(\d+)[\s\S]*HTTP API\s+(http:\/\/127\.0\.0\.1:\d+)/, 30_000);
   const data = await openDataDir(await loadConfig({ flags: { dataDir: join(dir, "data") }, env: {} }));
   const { token } = await issuePublisherToken(data.publisherKeys, { subject: "c-device-test", scopes: ["admin", "publish"], now: Date.now(), ttlSeconds: 600 });
@@ -161,7 +166,7 @@ afterAll(async () => {
 });
 
 describe.skipIf(BUILD.skip !== undefined)("the C device (mbedTLS, nanopb, libsodium) against the daemon", () => {
-  it("100 pushes through 20% loss, duplication and reordering, killed and restarted midway: each printed once, in order, verified", async () => {
+  it("100 pushes through 20% loss, duplication and reordering, killed and restarted, then the path cut: each printed once, in order, verified", async () => {
     const d = daemon as Daemon;
     expect((await api("PUT", "/v1/devices/c1", { psk: { keyHex: KEY_HEX } })).status).toBe(201);
     const proxy: LossyProxy = await startLossyProxy({
@@ -203,10 +208,16 @@ describe.skipIf(BUILD.skip !== undefined)("the C device (mbedTLS, nanopb, libsod
     expect(killedAt).toBeLessThan(100);
 
     const second = device(argv(100 - killedAt));
+    // then the path dies: the device hears nothing for 3 heartbeats, gives the session up,
+    // and reconnects (with backoff) once the path is back, resuming with its token
+    await until(() => killedAt + lines(second.stdout()).length >= 70, 40_000, `70 payloads\n${second.stderr()}`);
+    proxy.setDrop(1);
+    await until(() => /nothing heard for \d+ ms: reconnecting/.test(second.stderr()), 4 * HEARTBEAT_S * 1000 + 2000, `the device to give the dead session up\n${second.stderr()}`);
+    proxy.setDrop(0.2);
     const r2 = await second.done;
     const elapsed = Date.now() - started;
     expect(r2.code, r2.stderr).toBe(0);
-    expect(r2.stderr).toMatch(/welcome device=c1 resumed=1 /); // resumed with the saved token
+    expect(r2.stderr.match(/welcome device=c1 resumed=1 /g)?.length).toBeGreaterThanOrEqual(2); // after the restart and after the reconnect
     const got = [...lines(r1.stdout), ...lines(r2.stdout)];
     expect(got).toEqual(expected);
     expect(r1.stderr + r2.stderr).not.toMatch(/refused push/);
@@ -221,7 +232,7 @@ describe.skipIf(BUILD.skip !== undefined)("the C device (mbedTLS, nanopb, libsod
     const stats = /stats printed=(\d+) received=(\d+) duplicates=(\d+) refused=(\d+)/.exec(r2.stderr);
     console.log(
       `c-device lossy run: pushes ${got.length}/100, printed twice ${got.length - new Set(got).size}, in order ${String(got.every((g, i) => g === expected[i]))}, ` +
-        `verified ${got.length} (refused 0), killed after ${killedAt} and resumed; second run received ${stats?.[2] ?? "?"} pushes of which ${stats?.[3] ?? "?"} duplicates dropped; ` +
+        `verified ${got.length} (refused 0), killed after ${killedAt} and resumed, path cut after 70 and reconnected; second run received ${stats?.[2] ?? "?"} pushes of which ${stats?.[3] ?? "?"} duplicates dropped; ` +
         `proxy ${JSON.stringify(proxy.stats)}; ${elapsed} ms`,
     );
   }, 90_000);
