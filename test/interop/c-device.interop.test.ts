@@ -26,6 +26,7 @@ import { issuePublisherToken } from "../../src/auth/index.ts";
 import { loadConfig, openDataDir } from "../../src/daemon/config/index.ts";
 import { connect as dtlsConnect, listen as dtlsListen, type DtlsConnection, type DtlsServer } from "../../src/dtls/index.ts";
 import { BIN, ROOT, run, waitFor } from "../cli/cli-process.ts";
+import { apiCall } from "../support/daemon-api.ts";
 import { startLossyProxy, type LossyProxy } from "../support/lossy-udp-proxy.ts";
 
 const EXAMPLE = join(ROOT, "examples", "c-device");
@@ -110,16 +111,8 @@ async function serve(): Promise<Daemon> {
   return { proc, dtlsPort: Number(m[1]), api: m[2] as string, dir, token };
 }
 
-async function api(method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-  const d = daemon as Daemon;
-  const res = await fetch(`${d.api}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${d.token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  return { status: res.status, json: text === "" ? {} : (JSON.parse(text) as Record<string, unknown>) };
-}
+const api = (method: string, path: string, body?: unknown): ReturnType<typeof apiCall> =>
+  apiCall((daemon as Daemon).api, (daemon as Daemon).token, method, path, body);
 
 async function publish(device: string, payload: string, id: string): Promise<void> {
   const r = await api("POST", `/v1/devices/${device}/messages`, { payload, id });
