@@ -9,8 +9,9 @@
  *   signature checked;
  * - a push whose payload a relay holding the device's PSK changed on the way
  *   is refused (not printed) and the daemon records it as rejected;
+ * - an idle session stays up on the device's heartbeats;
  * - the certificate variant (ECDHE-ECDSA, device certificate, CA check)
- *   connects and receives;
+ *   connects and receives, and refuses a server certificate from another CA;
  * - bad arguments are a usage error (exit 2).
  *
  * The test builds the example itself (`make -C examples/c-device`); it skips,
@@ -277,6 +278,20 @@ describe.skipIf(BUILD.skip !== undefined)("the C device (mbedTLS, nanopb, libsod
     await until(rejected, 10_000, "the daemon to record t1-2 as rejected");
     expect(JSON.stringify((await api("GET", "/v1/messages/t1-2")).json)).toMatch(/"state":"rejected","at":"[^"]+","reason":"device_refused"/);
     console.log(`c-device tampered push: pushes 3, printed 2, refused 1 (seq 2, signature does not verify), records tampered ${tampered}`);
+  });
+
+  it("keeps an idle session alive with heartbeats at the Welcome interval", async () => {
+    expect((await api("PUT", "/v1/devices/h1", { psk: { keyHex: KEY_HEX } })).status).toBe(201);
+    const dev = device(["--server", `127.0.0.1:${(daemon as Daemon).dtlsPort}`, "--device", "h1", "--psk", KEY_HEX, "--count", "1"]);
+    await waitFor(dev.stderr, dev.child, /welcome device=h1 .*heartbeat=1000ms/, 10_000);
+    // idle for 5 intervals: the daemon closes a session silent for 3.5 of them
+    await new Promise((r) => setTimeout(r, 5 * HEARTBEAT_S * 1000));
+    await publish("h1", "after the idle time", "h1-1");
+    const r = await dev.done;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe("after the idle time\n");
+    expect(r.stderr.match(/connected suite=/g)).toHaveLength(1); // one session all along
+    expect(r.stderr).not.toMatch(/reconnecting|closed the session|said Bye/);
   });
 
   it("connects with a device certificate (ECDHE-ECDSA, CA checked) and receives", async () => {
