@@ -244,12 +244,15 @@ static enum outcome deliver(void) {
             refuse(p->seq, "expired");
         } else {
             enum verdict v = jws_verify_push(p, &why);
-            if (v == SIG_UNKNOWN_KID && s.kid_refresh != p->seq) {
-                /* maybe a key rotated in after our Welcome: hold it, refresh the JWKS, check again */
-                say("push seq=%llu: unknown kid, refreshing the key set", (unsigned long long)p->seq);
-                s.kid_refresh = p->seq;
-                send_hello();
-                return GO_ON; /* wait for the Welcome */
+            if (v == SIG_UNKNOWN_KID && (s.kid_refresh != p->seq || s.hello_pending)) {
+                /* maybe a key rotated in after our Welcome: hold it (no ack), refresh the
+                 * JWKS with a Hello, check it again when the Welcome has come */
+                if (s.kid_refresh != p->seq) {
+                    say("push seq=%llu: unknown kid, refreshing the key set", (unsigned long long)p->seq);
+                    s.kid_refresh = p->seq;
+                    send_hello();
+                }
+                return GO_ON;
             }
             if (v != SIG_OK) {
                 refuse(p->seq, why);
