@@ -8,7 +8,9 @@
  *   reconnects: every payload printed exactly once, in order, each after its
  *   signature checked;
  * - a push whose payload a relay holding the device's PSK changed on the way
- *   is refused (not printed) and the daemon records it as rejected;
+ *   is refused (not printed) and the daemon records it as rejected; a push
+ *   signed by a key missing from the Welcome's JWKS makes the device refresh
+ *   it with a Hello, and is refused only when the new JWKS lacks it too;
  * - an idle session stays up on the device's heartbeats;
  * - the certificate variant (ECDHE-ECDSA, device certificate, CA check)
  *   connects and receives, and refuses a server certificate from another CA;
@@ -231,14 +233,13 @@ describe.skipIf(BUILD.skip !== undefined)("the C device (mbedTLS, nanopb, libsod
     );
   }, 90_000);
 
-  it("refuses a push whose payload was changed on the way: not printed, acked as rejected", async () => {
-    const d = daemon as Daemon;
-    expect((await api("PUT", "/v1/devices/t1", { psk: { keyHex: KEY_HEX } })).status).toBe(201);
+  /**
+   * A relay holding the device's PSK: a DTLS server to the device and a DTLS client to the
+   * daemon, passing records both ways; `rewrite` may change each record from the daemon.
+   */
+  async function relayFor(id: string, rewrite: (record: Buffer) => Buffer): Promise<number> {
     const key = Buffer.from(KEY_HEX, "hex");
-    // a relay holding the device's PSK: DTLS server to the device, DTLS client to the daemon,
-    // records passed as they are, except the payload "tamper 2" rewritten to "tamper X"
-    let tampered = 0;
-    const relay: DtlsServer = await dtlsListen({ host: "127.0.0.1", port: 0, psk: { keys: new Map([["t1", key]]) } });
+    const relay: DtlsServer = await dtlsListen({ host: "127.0.0.1", port: 0, psk: { keys: new Map([[id, key]]) } });
     const upstreams: DtlsConnection[] = [];
     closers.push(async () => {
       for (const u of upstreams) if (!u.closed) u.close();
@@ -249,17 +250,11 @@ describe.skipIf(BUILD.skip !== undefined)("the C device (mbedTLS, nanopb, libsod
       let up: DtlsConnection | undefined;
       down.on("data", (b: Buffer) => (up === undefined ? pending.push(b) : up.send(b)));
       down.on("close", () => up?.close());
-      void dtlsConnect({ host: "127.0.0.1", port: d.dtlsPort, psk: { identity: "t1", key }, suites: ["TLS_PSK_WITH_AES_128_CCM_8"] }).then((u) => {
+      void dtlsConnect({ host: "127.0.0.1", port: (daemon as Daemon).dtlsPort, psk: { identity: id, key }, suites: ["TLS_PSK_WITH_AES_128_CCM_8"] }).then((u) => {
         up = u;
         upstreams.push(u);
         u.on("data", (b: Buffer) => {
-          const at = b.indexOf("tamper 2");
-          if (at >= 0) {
-            b = Buffer.from(b);
-            b.write("tamper X", at);
-            tampered++;
-          }
-          if (!down.closed) down.send(b);
+          if (!down.closed) down.send(rewrite(b));
         });
         u.on("close", () => {
           if (!down.closed) down.close();
@@ -267,9 +262,29 @@ describe.skipIf(BUILD.skip !== undefined)("the C device (mbedTLS, nanopb, libsod
         for (const p of pending.splice(0)) u.send(p);
       });
     });
+    return relay.address().port;
+  }
+
+  /** `record` with the ASCII text `from` replaced by `to` (same length), or the record itself. */
+  function replaced(record: Buffer, from: string, to: string): Buffer | undefined {
+    const at = record.indexOf(from);
+    if (at < 0) return undefined;
+    const copy = Buffer.from(record);
+    copy.write(to, at);
+    return copy;
+  }
+
+  it("refuses a push whose payload was changed on the way: not printed, acked as rejected", async () => {
+    expect((await api("PUT", "/v1/devices/t1", { psk: { keyHex: KEY_HEX } })).status).toBe(201);
+    let tampered = 0;
+    const port = await relayFor("t1", (b) => {
+      const changed = replaced(b, "tamper 2", "tamper X");
+      if (changed === undefined) return b;
+      tampered++;
+      return changed;
+    });
     for (const k of [1, 2, 3]) await publish("t1", `tamper ${k}`, `t1-${k}`);
-    const dev = device(["--server", `127.0.0.1:${relay.address().port}`, "--device", "t1", "--psk", KEY_HEX, "--count", "2"]);
-    const r = await dev.done;
+    const r = await device(["--server", `127.0.0.1:${port}`, "--device", "t1", "--psk", KEY_HEX, "--count", "2"]).done;
     expect(r.code, r.stderr).toBe(0);
     expect(tampered).toBeGreaterThan(0);
     expect(r.stdout).toBe("tamper 1\ntamper 3\n");
@@ -278,6 +293,37 @@ describe.skipIf(BUILD.skip !== undefined)("the C device (mbedTLS, nanopb, libsod
     await until(rejected, 10_000, "the daemon to record t1-2 as rejected");
     expect(JSON.stringify((await api("GET", "/v1/messages/t1-2")).json)).toMatch(/"state":"rejected","at":"[^"]+","reason":"device_refused"/);
     console.log(`c-device tampered push: pushes 3, printed 2, refused 1 (seq 2, signature does not verify), records tampered ${tampered}`);
+  });
+
+  it("meeting an unknown kid, refreshes the JWKS with a Hello and checks again; refuses when the new JWKS lacks it too", async () => {
+    // the kid in Welcome.jwks (plain JSON there; elsewhere it is inside base64url) made unknown
+    const hideKid = (b: Buffer): Buffer | undefined => replaced(b, '"kid":"', '"kid":"~');
+    for (const [id, welcomesHidden] of [["k1", 1], ["k2", Infinity]] as const) {
+      expect((await api("PUT", `/v1/devices/${id}`, { psk: { keyHex: KEY_HEX } })).status).toBe(201);
+      let hidden = 0;
+      const port = await relayFor(id, (b) => {
+        if (hidden >= welcomesHidden) return b;
+        const changed = hideKid(b);
+        if (changed === undefined) return b;
+        hidden++;
+        return changed;
+      });
+      await publish(id, `${id} signed`, `${id}-1`);
+      await publish(id, `${id} second`, `${id}-2`);
+      const dev = device(["--server", `127.0.0.1:${port}`, "--device", id, "--psk", KEY_HEX, "--count", welcomesHidden === 1 ? "2" : "1"]);
+      if (welcomesHidden === 1) {
+        const r = await dev.done;
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stderr).toMatch(/push seq=1: unknown kid, refreshing the key set/);
+        expect(r.stdout).toBe(`${id} signed\n${id} second\n`);
+        expect(hidden).toBe(1);
+      } else {
+        await waitFor(dev.stderr, dev.child, /refused push seq=2: unknown kid/, 15_000);
+        expect(dev.stderr()).toMatch(/push seq=1: unknown kid, refreshing the key set[\s\S]*refused push seq=1: unknown kid/);
+        expect(dev.stdout()).toBe("");
+        dev.child.kill("SIGKILL");
+      }
+    }
   });
 
   it("keeps an idle session alive with heartbeats at the Welcome interval", async () => {
