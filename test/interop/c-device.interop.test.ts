@@ -11,6 +11,7 @@
  *   is refused (not printed) and the daemon records it as rejected; a push
  *   signed by a key missing from the Welcome's JWKS makes the device refresh
  *   it with a Hello, and is refused only when the new JWKS lacks it too;
+ * - ES256 content signatures (a daemon whose content key is P-256) verify too;
  * - an idle session stays up on the device's heartbeats;
  * - the certificate variant (ECDHE-ECDSA, device certificate, CA check)
  *   connects and receives, and refuses a server certificate from another CA;
@@ -25,7 +26,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { issuePublisherToken } from "../../src/auth/index.ts";
+import { issuePublisherToken, KeyRing } from "../../src/auth/index.ts";
 import { loadConfig, openDataDir } from "../../src/daemon/config/index.ts";
 import { connect as dtlsConnect, listen as dtlsListen, type DtlsConnection, type DtlsServer } from "../../src/dtls/index.ts";
 import { BIN, ROOT, run, waitFor } from "../cli/cli-process.ts";
@@ -101,8 +102,16 @@ function tmp(prefix: string): string {
   return d;
 }
 
-async function serve(): Promise<Daemon> {
+/** `dtlspush serve` on free ports in a new directory; `contentAlg` makes its content key ring sign with that alg. */
+async function serve(contentAlg?: "ES256"): Promise<Daemon> {
   const dir = tmp("dtlspush-cdevice-");
+  if (contentAlg !== undefined) {
+    // the daemon keeps the current key of a stored ring: create the ring with a key of this alg first
+    const data = await openDataDir(await loadConfig({ flags: { dataDir: join(dir, "data") }, env: {} }));
+    const ring = await KeyRing.open(data.store, "content", { alg: contentAlg });
+    expect(ring.alg).toBe(contentAlg);
+    await data.close();
+  }
   // cwd: the development certificates go to dir/certs
   const proc = spawnProc(process.execPath, [BIN, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data"), "--log-level", "warn"], 600_000, dir, {
     DTLSPUSH_DELIVERY_HEARTBEAT_SECONDS: String(HEARTBEAT_S),
@@ -117,8 +126,8 @@ async function serve(): Promise<Daemon> {
 const api = (method: string, path: string, body?: unknown): ReturnType<typeof apiCall> =>
   apiCall((daemon as Daemon).api, (daemon as Daemon).token, method, path, body);
 
-async function publish(device: string, payload: string, id: string): Promise<void> {
-  const r = await api("POST", `/v1/devices/${device}/messages`, { payload, id });
+async function publish(device: string, payload: string, id: string, to = daemon as Daemon): Promise<void> {
+  const r = await apiCall(to.api, to.token, "POST", `/v1/devices/${device}/messages`, { payload, id });
   expect(r.status, JSON.stringify(r.json)).toBe(202);
 }
 
@@ -324,6 +333,21 @@ describe.skipIf(BUILD.skip !== undefined)("the C device (mbedTLS, nanopb, libsod
         dev.child.kill("SIGKILL");
       }
     }
+  });
+
+  it("verifies ES256 (P-256) content signatures too", async () => {
+    const es = await serve("ES256");
+    closers.push(async () => {
+      es.proc.child.kill("SIGTERM");
+      await es.proc.done.catch(() => undefined);
+    });
+    expect((await apiCall(es.api, es.token, "PUT", "/v1/devices/e1", { psk: { keyHex: KEY_HEX } })).status).toBe(201);
+    for (const k of [1, 2]) await publish("e1", `es256 ${k}`, `e1-${k}`, es);
+    const r = await device(["--server", `127.0.0.1:${es.dtlsPort}`, "--device", "e1", "--psk", KEY_HEX, "--count", "2"]).done;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe("es256 1\nes256 2\n");
+    expect(r.stderr).not.toMatch(/refused push/);
+    expect(r.stderr).toMatch(/keys=2 /); // the Ed25519 key made first and the P-256 one rotated in
   });
 
   it("keeps an idle session alive with heartbeats at the Welcome interval", async () => {
