@@ -189,7 +189,11 @@ describe.skipIf(BUILD.skip !== undefined)("the C device (mbedTLS, nanopb, libsod
     const started = Date.now();
 
     const first = device(argv(100));
-    for (const [i, payload] of expected.entries()) await publish("c1", payload, `c1-${i + 1}`);
+    // 1..80 now, 81..100 once the path is back (so the device cannot be done before the cut)
+    const publishRange = async (from: number, to: number): Promise<void> => {
+      for (let k = from; k <= to; k++) await publish("c1", expected[k - 1] as string, `c1-${k}`);
+    };
+    await publishRange(1, 80);
     await until(() => lines(first.stdout()).length >= 40, 40_000, `40 payloads from the first run\n${first.stderr()}`);
     // SIGKILL at a moment where the output and the state file agree: a crash between the
     // output and the state write would print that one message again (the application and
@@ -219,6 +223,7 @@ describe.skipIf(BUILD.skip !== undefined)("the C device (mbedTLS, nanopb, libsod
     proxy.setDrop(1);
     await until(() => /nothing heard for \d+ ms: reconnecting/.test(second.stderr()), 4 * HEARTBEAT_S * 1000 + 2000, `the device to give the dead session up\n${second.stderr()}`);
     proxy.setDrop(0.2);
+    await publishRange(81, 100);
     const r2 = await second.done;
     const elapsed = Date.now() - started;
     expect(r2.code, r2.stderr).toBe(0);
