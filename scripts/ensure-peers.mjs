@@ -3,6 +3,8 @@
 //   openssl      (openssl s_server / s_client)
 //   gnutls-bin   (gnutls-serv / gnutls-cli)
 //   redis-server (the Redis store and cluster tests start their own, on a free port)
+//   libmbedtls-dev nanopb libnanopb-dev libsodium-dev pkg-config make gcc
+//                (the device in C, examples/c-device, built by its interop test)
 // When something is missing and we are on Debian/Ubuntu as root (or with
 // passwordless sudo), installs it with apt-get, non-interactively. Otherwise
 // prints one loud warning naming the interop tests that will be skipped, and
@@ -16,6 +18,14 @@ const PEERS = [
   { pkg: "openssl", bins: ["openssl"], tests: "openssl s_client/s_server" },
   { pkg: "gnutls-bin", bins: ["gnutls-cli", "gnutls-serv"], tests: "gnutls-cli/gnutls-serv" },
   { pkg: "redis-server", bins: ["redis-server"], tests: "redis-server (the Redis store)" },
+  // the C device: headers and libraries are files, not commands
+  { pkg: "libmbedtls-dev", bins: [], files: ["/usr/include/mbedtls/ssl.h"], tests: "the C device (examples/c-device)" },
+  { pkg: "nanopb", bins: ["nanopb_generator.py", "protoc"], tests: "the C device (examples/c-device)" },
+  { pkg: "libnanopb-dev", bins: [], files: ["/usr/include/pb_decode.h"], tests: "the C device (examples/c-device)" },
+  { pkg: "libsodium-dev", bins: [], files: ["/usr/include/sodium.h"], tests: "the C device (examples/c-device)" },
+  { pkg: "pkg-config", bins: ["pkg-config"], tests: "the C device (examples/c-device)" },
+  { pkg: "make", bins: ["make"], tests: "the C device (examples/c-device)" },
+  { pkg: "gcc", bins: ["cc"], tests: "the C device (examples/c-device)" },
 ];
 
 function onPath(bin) {
@@ -32,13 +42,13 @@ function onPath(bin) {
 }
 
 function missingPeers() {
-  return PEERS.filter((p) => p.bins.some((b) => !onPath(b)));
+  return PEERS.filter((p) => p.bins.some((b) => !onPath(b)) || (p.files ?? []).some((f) => !existsSync(f)));
 }
 
 function warn(missing, why) {
-  const bins = missing.flatMap((p) => p.bins).join(", ");
+  const bins = missing.flatMap((p) => [...p.bins, ...(p.files ?? [])]).join(", ");
   const pkgs = missing.map((p) => p.pkg).join(" ");
-  const tests = missing.map((p) => p.tests).join(" and ");
+  const tests = [...new Set(missing.map((p) => p.tests))].join(" and ");
   const bar = "!".repeat(78);
   console.warn(
     `\n${bar}\n` +
@@ -111,7 +121,7 @@ function main() {
   }
   const still = missingPeers();
   if (still.length > 0) {
-    warn(still, "apt-get install succeeded but the binaries are still not on PATH");
+    warn(still, "apt-get install succeeded but the binaries or headers are still missing");
     return;
   }
   console.log(`ensure-peers: installed ${pkgs.join(" ")}.`);
