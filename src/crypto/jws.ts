@@ -71,37 +71,22 @@ export function jwsGenerateJwk(alg: JwsAlg): PrivateJwk {
  * members are not those of its private key.
  */
 export function jwsPrivateKeyFromJwk(jwk: JwkKeyMembers, alg: JwsAlg): JwsPrivateKey {
-  const members = jwsKeyMembers(jwk, alg, true);
-  let key: KeyObject;
-  try {
-    key = createPrivateKey({ key: members, format: "jwk" });
-  } catch (e) {
-    throw new TypeError(`The JWK is not a usable ${alg} private key.`, { cause: e });
-  }
+  const { key, members } = importJwk(jwk, alg, true);
   // Node derives an Ed25519 public key from d alone and ignores x: check it, so the kid (from x) names this key.
   const publicKey = createPublicKey(key);
   const derived = publicKey.export({ format: "jwk" });
   if (derived.x !== members.x || derived.y !== members.y) throw new TypeError(`The JWK's public members are not those of its ${alg} private key.`);
-  const options = alg === "EdDSA" ? key : { key, dsaEncoding: "ieee-p1363" as const };
-  const hashName = alg === "EdDSA" ? null : "sha256";
+  const { hashName, options } = nodeArguments(key, alg);
   return { alg, key, publicKey: publicKeyOf(publicKey, alg), sign: (data) => nodeSign(hashName, data, options) };
 }
 
 /** The public key of the public members of a JWK of an `alg` key (see jwsPrivateKeyFromJwk); throws a TypeError when they are not a key of that type. */
 export function jwsPublicKeyFromJwk(jwk: JwkKeyMembers, alg: JwsAlg): JwsPublicKey {
-  const members = jwsKeyMembers(jwk, alg, false);
-  let key: KeyObject;
-  try {
-    key = createPublicKey({ key: members, format: "jwk" });
-  } catch (e) {
-    throw new TypeError(`The JWK is not a usable ${alg} public key.`, { cause: e });
-  }
-  return publicKeyOf(key, alg);
+  return publicKeyOf(importJwk(jwk, alg, false).key, alg);
 }
 
 function publicKeyOf(key: KeyObject, alg: JwsAlg): JwsPublicKey {
-  const hashName = alg === "EdDSA" ? null : "sha256";
-  const options = alg === "EdDSA" ? key : { key, dsaEncoding: "ieee-p1363" as const };
+  const { hashName, options } = nodeArguments(key, alg);
   return {
     alg,
     key,
@@ -114,6 +99,21 @@ function publicKeyOf(key: KeyObject, alg: JwsAlg): JwsPublicKey {
       }
     },
   };
+}
+
+/** The key of a JWK's members (private: with d), or a TypeError saying it is not a usable key of `alg`. */
+function importJwk(jwk: JwkKeyMembers, alg: JwsAlg, isPrivate: boolean): { key: KeyObject; members: ReturnType<typeof jwsKeyMembers> } {
+  const members = jwsKeyMembers(jwk, alg, isPrivate);
+  try {
+    return { key: isPrivate ? createPrivateKey({ key: members, format: "jwk" }) : createPublicKey({ key: members, format: "jwk" }), members };
+  } catch (e) {
+    throw new TypeError(`The JWK is not a usable ${alg} ${isPrivate ? "private" : "public"} key.`, { cause: e });
+  }
+}
+
+/** The digest and key arguments of node:crypto sign/verify for `alg` (ES256: raw r||s, as JWS wants). */
+function nodeArguments(key: KeyObject, alg: JwsAlg): { hashName: "sha256" | null; options: KeyObject | { key: KeyObject; dsaEncoding: "ieee-p1363" } } {
+  return alg === "EdDSA" ? { hashName: null, options: key } : { hashName: "sha256", options: { key, dsaEncoding: "ieee-p1363" } };
 }
 
 /** The members node:crypto imports, checked against `alg`; `private` requires (and keeps) d. */
