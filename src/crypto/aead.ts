@@ -6,19 +6,23 @@ import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } fro
 export type AeadName = "aes-128-gcm" | "aes-256-gcm" | "aes-128-ccm" | "aes-128-ccm8" | "chacha20-poly1305";
 
 /**
- * An AEAD key, loaded once (a KeyObject, opaque outside this folder). The
+ * An AEAD key, loaded once (opaque; a KeyObject in this implementation). The
  * record layer keeps one per direction of every session and calls aeadSeal /
  * aeadOpen with it: no object around the key, nothing per session but the key.
  */
-export type AeadKey = KeyObject & { readonly __aeadKey: never };
+export interface AeadKey {
+  readonly __aeadKey: never;
+}
 
 export function aeadKey(bytes: Uint8Array): AeadKey {
-  return createSecretKey(bytes) as AeadKey;
+  return createSecretKey(bytes) as unknown as AeadKey;
 }
+
+const keyObject = (k: AeadKey): KeyObject => k as unknown as KeyObject;
 
 /** The raw bytes of an AEAD key (for a session snapshot: handle as the secret it is). */
 export function aeadKeyBytes(key: AeadKey): Uint8Array {
-  return new Uint8Array(key.export());
+  return new Uint8Array(keyObject(key).export());
 }
 
 /** The tag length of an AEAD, bytes. */
@@ -36,7 +40,7 @@ export function aeadSeal(name: AeadName, key: AeadKey, nonce: Uint8Array, aad: U
   switch (name) {
     case "aes-128-ccm":
     case "aes-128-ccm8": {
-      const c = createCipheriv("aes-128-ccm", key, nonce, name === "aes-128-ccm8" ? CCM_8 : CCM_16);
+      const c = createCipheriv("aes-128-ccm", keyObject(key), nonce, name === "aes-128-ccm8" ? CCM_8 : CCM_16);
       c.setAAD(aad, { plaintextLength: plaintext.length });
       const body = c.update(plaintext);
       c.final();
@@ -44,7 +48,7 @@ export function aeadSeal(name: AeadName, key: AeadKey, nonce: Uint8Array, aad: U
     }
     default: {
       // ChaCha20-Poly1305 has the GCM call shape at run time and a 16-byte tag by default.
-      const c = createCipheriv(name as "aes-128-gcm", key, nonce);
+      const c = createCipheriv(name as "aes-128-gcm", keyObject(key), nonce);
       c.setAAD(aad);
       const body = c.update(plaintext);
       c.final();
@@ -62,7 +66,7 @@ export function aeadOpen(name: AeadName, key: AeadKey, nonce: Uint8Array, aad: U
   switch (name) {
     case "aes-128-ccm":
     case "aes-128-ccm8": {
-      const d = createDecipheriv("aes-128-ccm", key, nonce, name === "aes-128-ccm8" ? CCM_8 : CCM_16);
+      const d = createDecipheriv("aes-128-ccm", keyObject(key), nonce, name === "aes-128-ccm8" ? CCM_8 : CCM_16);
       d.setAuthTag(tag);
       d.setAAD(aad, { plaintextLength: ct.length });
       // CCM authenticates inside update(): a bad tag makes update throw.
@@ -75,7 +79,7 @@ export function aeadOpen(name: AeadName, key: AeadKey, nonce: Uint8Array, aad: U
       }
     }
     default: {
-      const d = createDecipheriv(name as "aes-128-gcm", key, nonce);
+      const d = createDecipheriv(name as "aes-128-gcm", keyObject(key), nonce);
       d.setAuthTag(tag);
       d.setAAD(aad);
       const body = d.update(ct);

@@ -9,18 +9,20 @@ import { createHash, createHmac, createSecretKey, timingSafeEqual, type KeyObjec
 
 export type HashName = "sha256" | "sha384";
 
-/** An opaque reusable MAC/PRF key. */
+/** An opaque reusable MAC/PRF key, loaded once (a KeyObject in this implementation). */
 export interface SecretKey {
-  readonly key: KeyObject;
+  readonly __secretKey: never;
 }
 
 export function secretKey(bytes: Uint8Array): SecretKey {
-  return { key: createSecretKey(bytes) };
+  return createSecretKey(bytes) as unknown as SecretKey;
 }
+
+const keyObject = (k: SecretKey): KeyObject => k as unknown as KeyObject;
 
 /** The bytes of a secret key (a session's master secret, to seal it into a ticket or a saved session). */
 export function secretKeyBytes(k: SecretKey): Uint8Array {
-  return new Uint8Array(k.key.export());
+  return new Uint8Array(keyObject(k).export());
 }
 
 export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
@@ -50,14 +52,14 @@ export function runningHash(alg: HashName): RunningHash {
 }
 
 export function hmac(alg: HashName, key: SecretKey, parts: readonly Uint8Array[]): Uint8Array {
-  const h = createHmac(alg, key.key);
+  const h = createHmac(alg, keyObject(key));
   for (const p of parts) h.update(p);
   return h.digest();
 }
 
 /** TLS 1.2 PRF (RFC 5246 section 5): P_hash(secret, label || seed). */
 export function prf(alg: HashName, secret: Uint8Array | SecretKey, label: string, seed: Uint8Array, length: number): Uint8Array {
-  const key = secret instanceof Uint8Array ? secretKey(secret) : secret;
+  const key = keyObject(secret instanceof Uint8Array ? secretKey(secret) : secret);
   const labelSeed = new Uint8Array(label.length + seed.length);
   for (let i = 0; i < label.length; i++) labelSeed[i] = label.charCodeAt(i);
   labelSeed.set(seed, label.length);
@@ -65,8 +67,8 @@ export function prf(alg: HashName, secret: Uint8Array | SecretKey, label: string
   let a: Uint8Array = labelSeed; // A(0)
   let off = 0;
   while (off < length) {
-    a = createHmac(alg, key.key).update(a).digest();
-    const block = createHmac(alg, key.key).update(a).update(labelSeed).digest();
+    a = createHmac(alg, key).update(a).digest();
+    const block = createHmac(alg, key).update(a).update(labelSeed).digest();
     const n = Math.min(block.length, length - off);
     out.set(block.subarray(0, n), off);
     off += n;
