@@ -1,7 +1,8 @@
 /**
  * AEAD (AES-GCM, AES-CCM, AES-CCM_8, ChaCha20-Poly1305) with keys loaded once.
  */
-import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from "node:crypto";
+import { createCipheriv, createDecipheriv } from "node:crypto";
+import { keyObjectOf, loadSecretKey, secretKeyBytesOf } from "./secret-keys.ts";
 
 export type AeadName = "aes-128-gcm" | "aes-256-gcm" | "aes-128-ccm" | "aes-128-ccm8" | "chacha20-poly1305";
 
@@ -15,14 +16,12 @@ export interface AeadKey {
 }
 
 export function aeadKey(bytes: Uint8Array): AeadKey {
-  return createSecretKey(bytes) as unknown as AeadKey;
+  return loadSecretKey<AeadKey>(bytes);
 }
-
-const keyObject = (k: AeadKey): KeyObject => k as unknown as KeyObject;
 
 /** The raw bytes of an AEAD key (for a session snapshot: handle as the secret it is). */
 export function aeadKeyBytes(key: AeadKey): Uint8Array {
-  return new Uint8Array(keyObject(key).export());
+  return secretKeyBytesOf(key);
 }
 
 /** The tag length of an AEAD, bytes. */
@@ -40,7 +39,7 @@ export function aeadSeal(name: AeadName, key: AeadKey, nonce: Uint8Array, aad: U
   switch (name) {
     case "aes-128-ccm":
     case "aes-128-ccm8": {
-      const c = createCipheriv("aes-128-ccm", keyObject(key), nonce, name === "aes-128-ccm8" ? CCM_8 : CCM_16);
+      const c = createCipheriv("aes-128-ccm", keyObjectOf(key), nonce, name === "aes-128-ccm8" ? CCM_8 : CCM_16);
       c.setAAD(aad, { plaintextLength: plaintext.length });
       const body = c.update(plaintext);
       c.final();
@@ -48,7 +47,7 @@ export function aeadSeal(name: AeadName, key: AeadKey, nonce: Uint8Array, aad: U
     }
     default: {
       // ChaCha20-Poly1305 has the GCM call shape at run time and a 16-byte tag by default.
-      const c = createCipheriv(name as "aes-128-gcm", keyObject(key), nonce);
+      const c = createCipheriv(name as "aes-128-gcm", keyObjectOf(key), nonce);
       c.setAAD(aad);
       const body = c.update(plaintext);
       c.final();
@@ -66,7 +65,7 @@ export function aeadOpen(name: AeadName, key: AeadKey, nonce: Uint8Array, aad: U
   switch (name) {
     case "aes-128-ccm":
     case "aes-128-ccm8": {
-      const d = createDecipheriv("aes-128-ccm", keyObject(key), nonce, name === "aes-128-ccm8" ? CCM_8 : CCM_16);
+      const d = createDecipheriv("aes-128-ccm", keyObjectOf(key), nonce, name === "aes-128-ccm8" ? CCM_8 : CCM_16);
       d.setAuthTag(tag);
       d.setAAD(aad, { plaintextLength: ct.length });
       // CCM authenticates inside update(): a bad tag makes update throw.
@@ -79,7 +78,7 @@ export function aeadOpen(name: AeadName, key: AeadKey, nonce: Uint8Array, aad: U
       }
     }
     default: {
-      const d = createDecipheriv(name as "aes-128-gcm", keyObject(key), nonce);
+      const d = createDecipheriv(name as "aes-128-gcm", keyObjectOf(key), nonce);
       d.setAuthTag(tag);
       d.setAAD(aad);
       const body = d.update(ct);

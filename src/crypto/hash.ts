@@ -5,7 +5,8 @@
  * every MAC/PRF key becomes a KeyObject once (per epoch, per PSK, per cookie
  * secret) and is reused for every record.
  */
-import { createHash, createHmac, createSecretKey, timingSafeEqual, type KeyObject } from "node:crypto";
+import { createHash, createHmac, timingSafeEqual } from "node:crypto";
+import { keyObjectOf, loadSecretKey, secretKeyBytesOf } from "./secret-keys.ts";
 
 export type HashName = "sha256" | "sha384";
 
@@ -15,14 +16,12 @@ export interface SecretKey {
 }
 
 export function secretKey(bytes: Uint8Array): SecretKey {
-  return createSecretKey(bytes) as unknown as SecretKey;
+  return loadSecretKey<SecretKey>(bytes);
 }
-
-const keyObject = (k: SecretKey): KeyObject => k as unknown as KeyObject;
 
 /** The bytes of a secret key (a session's master secret, to seal it into a ticket or a saved session). */
 export function secretKeyBytes(k: SecretKey): Uint8Array {
-  return new Uint8Array(keyObject(k).export());
+  return secretKeyBytesOf(k);
 }
 
 export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
@@ -52,14 +51,14 @@ export function runningHash(alg: HashName): RunningHash {
 }
 
 export function hmac(alg: HashName, key: SecretKey, parts: readonly Uint8Array[]): Uint8Array {
-  const h = createHmac(alg, keyObject(key));
+  const h = createHmac(alg, keyObjectOf(key));
   for (const p of parts) h.update(p);
   return h.digest();
 }
 
 /** TLS 1.2 PRF (RFC 5246 section 5): P_hash(secret, label || seed). */
 export function prf(alg: HashName, secret: Uint8Array | SecretKey, label: string, seed: Uint8Array, length: number): Uint8Array {
-  const key = keyObject(secret instanceof Uint8Array ? secretKey(secret) : secret);
+  const key = keyObjectOf(secret instanceof Uint8Array ? secretKey(secret) : secret);
   const labelSeed = new Uint8Array(label.length + seed.length);
   for (let i = 0; i < label.length; i++) labelSeed[i] = label.charCodeAt(i);
   labelSeed.set(seed, label.length);
