@@ -21,7 +21,7 @@ import type { SavedSession, TicketKeySource } from "../../src/dtls/resumption-op
 import { decodeSavedSession } from "../../src/dtls/saved-session.ts";
 import { connect, type DtlsConnection } from "../../src/dtls/index.ts";
 import { verifyChain } from "../../src/dtls/cert-verify.ts";
-import { loadPrivateKey, parseCertificate, pemCertificates, type Certificate, type EcdhGroup } from "../../src/dtls/crypto.ts";
+import { loadPrivateKey, parseCertificate, pemCertificates, type Certificate, type EcdhGroup } from "../../src/crypto/index.ts";
 import { DEFAULT_RETRANSMIT, type ServerCredential } from "../../src/dtls/options.ts";
 import { createCertificateAuthority, issueServerCertificate } from "../../src/pki/index.ts";
 import { ServerCore } from "../../src/dtls/server-core.ts";

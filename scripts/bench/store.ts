@@ -27,7 +27,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { randomId } from "../../src/dtls/crypto.ts";
+import { randomId } from "../../src/crypto/index.ts";
 import { DatabaseSync } from "node:sqlite";
 import { openSqliteStore } from "../../src/store/index.ts";
 import type { DeliveryRecord, MessageRecord, ReceiptInput, SyncStore } from "../../src/store/index.ts";

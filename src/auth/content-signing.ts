@@ -1,5 +1,5 @@
 import { base64url } from "jose";
-import { jwsVerifierFromJwk, type JwsSigner, type JwsVerifier } from "../dtls/crypto.ts";
+import { defaultCrypto, type CryptoProvider, type JwsSigner, type JwsVerifier } from "../crypto/index.ts";
 import { AuthError } from "./errors.ts";
 import type { JsonWebKey, KeyRing, SigningAlg } from "./key-ring.ts";
 import { signedContent, type SignedFields } from "./signed-content.ts";
@@ -70,10 +70,11 @@ interface VerifierKey {
  * EdDSA (Ed25519) or ES256 (P-256) signing keys, or have no kid, are skipped;
  * a signature naming their kid is then unknown_key. A JWKS that is not JSON,
  * has no `keys` array or holds no usable key at all throws AuthError
- * unknown_key here, at creation. Only the public members of a key are used.
- * The check is synchronous; the promise is kept for callers.
+ * unknown_key here, at creation. Only the public members of a key are used;
+ * keys are imported by `provider` (default: the Node provider). The check is
+ * synchronous; the promise is kept for callers.
  */
-export function createContentVerifier(jwks: string | { keys: JsonWebKey[] }): ContentVerifier {
+export function createContentVerifier(jwks: string | { keys: JsonWebKey[] }, provider: CryptoProvider = defaultCrypto): ContentVerifier {
   const keys = parseJwks(jwks);
   return {
     kids: [...keys.keys()],
@@ -82,7 +83,7 @@ export function createContentVerifier(jwks: string | { keys: JsonWebKey[] }): Co
       const entry = keys.get(kid);
       if (entry === undefined) throw new AuthError("unknown_key", `The content signature is by key ${kid}, which is not in the JWKS.`);
       if (entry.alg !== alg) throw new AuthError("signature_invalid", `The content signature says alg ${alg} but key ${kid} is ${entry.alg}.`);
-      entry.key ??= importVerifierKey(entry, kid);
+      entry.key ??= importVerifierKey(provider, entry, kid);
       if (entry.key instanceof AuthError) throw entry.key;
       const bytes = decodeSignature(sig);
       if (bytes === undefined || !entry.key.verify(signingInput(header, fields), bytes)) {
@@ -92,9 +93,9 @@ export function createContentVerifier(jwks: string | { keys: JsonWebKey[] }): Co
   };
 }
 
-function importVerifierKey(entry: VerifierKey, kid: string): JwsVerifier | AuthError {
+function importVerifierKey(provider: CryptoProvider, entry: VerifierKey, kid: string): JwsVerifier | AuthError {
   try {
-    return jwsVerifierFromJwk(entry.jwk, entry.alg);
+    return provider.jws.publicKeyFromJwk(entry.jwk, entry.alg);
   } catch (e) {
     return new AuthError("unknown_key", `Key ${kid} of the JWKS cannot be imported.`, { cause: e });
   }

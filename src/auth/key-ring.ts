@@ -1,5 +1,5 @@
-import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from "jose";
-import { jwsSignerFromJwk, jwsVerifierFromJwk, type JwsSigner, type JwsVerifier } from "../dtls/crypto.ts";
+import { calculateJwkThumbprint, type JWK } from "jose";
+import { defaultCrypto, type CryptoProvider, type JwsPrivateKey, type JwsSigner, type JwsVerifier, type KeyHandle } from "../crypto/index.ts";
 import { AuthError } from "./errors.ts";
 
 /** The JWS algorithms dtlspush signs with: Ed25519 (default) or ECDSA P-256 with SHA-256. */
@@ -19,9 +19,9 @@ export interface KeyStorage {
 export interface SigningKey {
   readonly kid: string;
   readonly alg: SigningAlg;
-  /** for jose (async, WebCrypto) */
-  readonly key: CryptoKey;
-  /** the same key for synchronous signing: JWS signature bytes of a JWS signing input */
+  /** the private key, for jose (JWTs) */
+  readonly key: KeyHandle;
+  /** the same key object for synchronous signing: JWS signature bytes of a JWS signing input */
   readonly signer: JwsSigner;
 }
 
@@ -37,9 +37,9 @@ export interface SigningKeyMaterial {
 export interface VerificationKey {
   readonly kid: string;
   readonly alg: SigningAlg;
-  /** for jose (async, WebCrypto) */
-  readonly key: CryptoKey;
-  /** the same key for synchronous checks of JWS signature bytes */
+  /** the public key, for jose (JWTs) */
+  readonly key: KeyHandle;
+  /** the same key object for synchronous checks of JWS signature bytes */
   readonly verifier: JwsVerifier;
 }
 
@@ -52,11 +52,8 @@ interface RingKey {
   readonly privateJwk: JWK;
   /** public JWKS entry: kty, crv, x, y, kid, alg, use */
   readonly publicJwk: JWK;
-  readonly privateKey: CryptoKey;
-  readonly publicKey: CryptoKey;
-  /** the same private and public key as node:crypto KeyObjects: synchronous signing and verifying */
-  readonly signer: JwsSigner;
-  readonly verifier: JwsVerifier;
+  /** the key, imported once: it signs (and its public key verifies) tokens through jose and content synchronously */
+  readonly privateKey: JwsPrivateKey;
 }
 
 /** The persisted form, JSON under settings key `keys.<name>`. */
@@ -74,8 +71,9 @@ const PRIVATE_MEMBERS = ["kty", "crv", "x", "y", "d"] as const;
  * A named set of signing keys: one current key that signs, older keys that
  * still verify until retired. Each key's id is the RFC 7638 thumbprint of its
  * public JWK. Key material is persisted as JSON (private JWKs, creation time,
- * alg) through KeyStorage; the keys (CryptoKeys for jose, a synchronous
- * signer and verifier) are imported once per key and reused.
+ * alg) through KeyStorage; each key is imported once (through the crypto
+ * provider) into one key object that signs tokens (jose) and content
+ * (synchronously), and whose public key verifies both.
  *
  * Distinct purposes (session tokens, publisher tokens, content signatures)
  * should use distinct rings; the caller decides.
@@ -83,11 +81,13 @@ const PRIVATE_MEMBERS = ["kty", "crv", "x", "y", "d"] as const;
 export class KeyRing {
   readonly name: string;
   private readonly storage: KeyStorage;
+  private readonly provider: CryptoProvider;
   private keys: readonly RingKey[];
   private current: RingKey;
 
-  private constructor(storage: KeyStorage, name: string, keys: readonly RingKey[], current: RingKey) {
+  private constructor(storage: KeyStorage, provider: CryptoProvider, name: string, keys: readonly RingKey[], current: RingKey) {
     this.storage = storage;
+    this.provider = provider;
     this.name = name;
     this.keys = keys;
     this.current = current;
@@ -99,25 +99,27 @@ export class KeyRing {
    * default 0) and persists it. When a stored ring's current key has another
    * alg than `options.alg`, a key of the requested alg is rotated in (the old
    * keys keep verifying until retired). A stored ring that cannot be read back
-   * is AuthError key_ring_invalid.
+   * is AuthError key_ring_invalid. Keys are made and imported by
+   * `options.crypto` (default: the Node provider).
    */
-  static async open(storage: KeyStorage, name: string, options: { alg?: SigningAlg; now?: number } = {}): Promise<KeyRing> {
+  static async open(storage: KeyStorage, name: string, options: { alg?: SigningAlg; now?: number; crypto?: CryptoProvider } = {}): Promise<KeyRing> {
     if (!NAME_PATTERN.test(name)) throw new RangeError(`Key ring name ${JSON.stringify(name)} must be 1..64 letters, digits, ".", "_" or "-".`);
     if (options.alg !== undefined && !SIGNING_ALGS.includes(options.alg)) {
       throw new RangeError(`Signing alg ${JSON.stringify(options.alg)} is not supported (EdDSA or ES256).`);
     }
     const now = options.now ?? 0;
+    const provider = options.crypto ?? defaultCrypto;
     checkTime(now, "now");
     const settingsKey = `keys.${name}`;
     const stored = await storage.getSetting(settingsKey);
     if (stored === undefined) {
-      const first = await newKey(options.alg ?? "EdDSA", now);
-      const ring = new KeyRing(storage, name, [first], first);
+      const first = await newKey(provider, options.alg ?? "EdDSA", now);
+      const ring = new KeyRing(storage, provider, name, [first], first);
       await ring.persist();
       return ring;
     }
-    const { keys, current } = await loadRing(settingsKey, stored);
-    const ring = new KeyRing(storage, name, keys, current);
+    const { keys, current } = await loadRing(provider, settingsKey, stored);
+    const ring = new KeyRing(storage, provider, name, keys, current);
     if (options.alg !== undefined && options.alg !== current.alg) await ring.rotate(now, options.alg);
     return ring;
   }
@@ -143,7 +145,7 @@ export class KeyRing {
   async rotate(now: number, alg: SigningAlg = this.current.alg): Promise<string> {
     checkTime(now, "now");
     if (!SIGNING_ALGS.includes(alg)) throw new RangeError(`Signing alg ${JSON.stringify(alg)} is not supported (EdDSA or ES256).`);
-    const key = await newKey(alg, now);
+    const key = await newKey(this.provider, alg, now);
     const previous = { keys: this.keys, current: this.current };
     this.keys = [...this.keys.filter((k) => k.kid !== key.kid), key];
     this.current = key;
@@ -180,7 +182,8 @@ export class KeyRing {
 
   /** The current key, for signing. */
   signingKey(): SigningKey {
-    return { kid: this.current.kid, alg: this.current.alg, key: this.current.privateKey, signer: this.current.signer };
+    const { kid, alg, privateKey } = this.current;
+    return { kid, alg, key: privateKey.key, signer: privateKey };
   }
 
   /**
@@ -194,7 +197,7 @@ export class KeyRing {
   /** The key with that kid, for verifying; undefined when it is not (or no longer) in the ring. */
   verificationKey(kid: string): VerificationKey | undefined {
     const k = this.keys.find((x) => x.kid === kid);
-    return k === undefined ? undefined : { kid: k.kid, alg: k.alg, key: k.publicKey, verifier: k.verifier };
+    return k === undefined ? undefined : { kid: k.kid, alg: k.alg, key: k.privateKey.publicKey.key, verifier: k.privateKey.publicKey };
   }
 
   /** The algs of the keys in the ring (an allowlist for verification). */
@@ -216,40 +219,24 @@ function checkTime(t: number, what: string): void {
   if (!Number.isSafeInteger(t) || t < 0) throw new RangeError(`${what} must be a non-negative integer of ms since the epoch, not ${t}.`);
 }
 
-async function newKey(alg: SigningAlg, createdAt: number): Promise<RingKey> {
-  const pair = await generateKeyPair(alg, { extractable: true });
-  const jwk = await exportJWK(pair.privateKey);
-  return importRingKey(alg, createdAt, pick(jwk, PRIVATE_MEMBERS));
+async function newKey(provider: CryptoProvider, alg: SigningAlg, createdAt: number): Promise<RingKey> {
+  return importRingKey(provider, alg, createdAt, pick({ ...provider.jws.generateJwk(alg) }, PRIVATE_MEMBERS));
 }
 
 /**
- * Imports one key from its private JWK: non-extractable private and public
- * CryptoKeys, the synchronous signer and verifier, kid = thumbprint. Throws
- * when the JWK's public members are not those of its private key.
+ * Imports one key from its private JWK, once: the key object (signs tokens and
+ * content; its public key verifies them), kid = thumbprint. Throws when the
+ * JWK is not a private key of `alg` or its public members are not those of its
+ * private key.
  */
-async function importRingKey(alg: SigningAlg, createdAt: number, privateJwk: JWK): Promise<RingKey> {
-  if (typeof privateJwk.d !== "string") throw new TypeError("The JWK holds no private key (no d member).");
+async function importRingKey(provider: CryptoProvider, alg: SigningAlg, createdAt: number, privateJwk: JWK): Promise<RingKey> {
+  const privateKey = provider.jws.privateKeyFromJwk(privateJwk, alg);
   const publicPart = pick(privateJwk, PUBLIC_MEMBERS);
-  const privateKey = await importJWK(privateJwk, alg, { extractable: false });
-  const publicKey = await importJWK(publicPart, alg);
-  const signer = jwsSignerFromJwk(privateJwk, alg);
-  const verifier = jwsVerifierFromJwk(publicPart, alg);
-  if (!isCryptoKey(privateKey) || !isCryptoKey(publicKey)) throw new TypeError(`JWK of kty ${String(privateJwk.kty)} is not an asymmetric key.`);
   const kid = await calculateJwkThumbprint(publicPart, "sha256");
-  return {
-    kid,
-    alg,
-    createdAt,
-    privateJwk,
-    publicJwk: { ...publicPart, kid, alg, use: "sig" },
-    privateKey,
-    publicKey,
-    signer,
-    verifier,
-  };
+  return { kid, alg, createdAt, privateJwk, publicJwk: { ...publicPart, kid, alg, use: "sig" }, privateKey };
 }
 
-async function loadRing(settingsKey: string, text: string): Promise<{ keys: RingKey[]; current: RingKey }> {
+async function loadRing(provider: CryptoProvider, settingsKey: string, text: string): Promise<{ keys: RingKey[]; current: RingKey }> {
   const bad = (problem: string, cause?: unknown): AuthError =>
     new AuthError("key_ring_invalid", `The key ring stored under ${settingsKey} ${problem}.`, cause === undefined ? undefined : { cause });
   let data: unknown;
@@ -270,7 +257,7 @@ async function loadRing(settingsKey: string, text: string): Promise<{ keys: Ring
     }
     let key: RingKey;
     try {
-      key = await importRingKey(alg as SigningAlg, createdAt as number, pick(jwk as JWK, PRIVATE_MEMBERS));
+      key = await importRingKey(provider, alg as SigningAlg, createdAt as number, pick(jwk as JWK, PRIVATE_MEMBERS));
     } catch (e) {
       throw bad(`has a key ${kid} that cannot be imported`, e);
     }
@@ -294,8 +281,4 @@ function pick(jwk: JWK, members: readonly string[]): JWK {
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function isCryptoKey(k: CryptoKey | Uint8Array): k is CryptoKey {
-  return !(k instanceof Uint8Array);
 }

@@ -1,5 +1,5 @@
 import { base64url } from "jose";
-import { randomBytes } from "../dtls/crypto.ts";
+import { randomBytes } from "../crypto/index.ts";
 import { AuthError } from "./errors.ts";
 import type { KeyRing } from "./key-ring.ts";
 import { API_AUDIENCE, signToken, verifyToken } from "./tokens.ts";

@@ -10,7 +10,7 @@
  * with its own error; the others are signed.
  */
 import { parentPort } from "node:worker_threads";
-import { jwsSignerFromJwk, type JwsSigner } from "../dtls/crypto.ts";
+import { defaultCrypto, type JwsSigner } from "../crypto/index.ts";
 import { signContentWith } from "./content-signing.ts";
 import type { SigningKeyMaterial } from "./key-ring.ts";
 import type { SignedFields } from "./signed-content.ts";
@@ -33,7 +33,7 @@ if (parentPort !== null) {
   const port = parentPort;
   let key: { kid: string; alg: SigningKeyMaterial["alg"]; signer: JwsSigner } | undefined;
   port.on("message", (batch: SignBatch) => {
-    if (batch.key !== undefined) key = { kid: batch.key.kid, alg: batch.key.alg, signer: jwsSignerFromJwk(batch.key.jwk, batch.key.alg) };
+    if (batch.key !== undefined) key = { kid: batch.key.kid, alg: batch.key.alg, signer: defaultCrypto.jws.privateKeyFromJwk(batch.key.jwk, batch.key.alg) };
     const k = key;
     if (k === undefined) throw new Error("the signing worker got a batch before any key");
     const results = batch.items.map((fields) => {

@@ -16,7 +16,7 @@
  * who reads them can open the tickets sealed with them, and so the master
  * secrets of those sessions.
  */
-import { randomBytes } from "../dtls/crypto.ts";
+import { randomBytes } from "../crypto/index.ts";
 import { bytesEqual } from "../util/bytes.ts";
 import type { TicketKey, TicketKeySource } from "../dtls/resumption-options.ts";
 import { AuthError } from "./errors.ts";

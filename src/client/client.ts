@@ -2,6 +2,7 @@ import { EventEmitter } from "node:events";
 import { ackOptionsProblem, DeviceSession } from "../messaging/device-session.ts";
 import { MessagingError } from "../messaging/errors.ts";
 import { createPushVerifier } from "../messaging/push-verifier.ts";
+import type { CryptoProvider } from "../crypto/index.ts";
 import { decodeSavedSession } from "../dtls/saved-session.ts";
 import { DtlspushError } from "../util/errors.ts";
 import { decodeFrame, encodeFrame, ErrorCode, errorCodeName, type FrameBody, type Push, type Welcome, type WireErrorBody } from "../wire/index.ts";
@@ -53,6 +54,8 @@ export interface ConnectOptions extends Omit<TransportOptions, "host" | "port"> 
   readonly ackDelayMs?: number;
   /** ...or as soon as it acknowledges this many more messages, whichever comes first (default 4) */
   readonly ackEvery?: number;
+  /** the crypto provider that checks the pushes' signatures (default: the Node one, src/crypto) */
+  readonly crypto?: CryptoProvider;
 }
 
 /** A verified push, handed to the application once, in seq order. */
@@ -134,7 +137,7 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
   private closed = false;
   private attempt = 0;
   private reconnectTimer: NodeJS.Timeout | undefined;
-  private readonly verifyPush = createPushVerifier();
+  private readonly verifyPush: ReturnType<typeof createPushVerifier>;
   private saving: Promise<void> = Promise.resolve();
   private welcome: Welcome | undefined;
   /** a message that arrived while nobody listened for "message": handed over when a listener comes */
@@ -164,6 +167,7 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
   constructor(options: ConnectOptions, stateStore: ClientStateStore, state: ClientState) {
     super();
     this.options = options;
+    this.verifyPush = createPushVerifier(options.crypto);
     this.stateStore = stateStore;
     this.state = state;
     this.servers = serverList(options);

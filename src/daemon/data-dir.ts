@@ -7,7 +7,7 @@ import { constants } from "node:fs";
 import { access, chmod, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { KeyRing } from "../auth/index.ts";
-import { randomBytes } from "../dtls/crypto.ts";
+import { randomBytes } from "../crypto/index.ts";
 import { openStore, type Store } from "../store/index.ts";
 import { storeBackend, toStoreOptions, settingLabel, type DaemonConfig } from "./config/load.ts";
 import { ConfigError, shortReason } from "./config/errors.ts";

@@ -6,6 +6,7 @@ import { DeliveryEngine, type PublishRequest, type PublishResult, type SessionLi
 import type { DeliveryOptions } from "../messaging/options.ts";
 import type { DeliveryObserver } from "../messaging/observer.ts";
 import type { Clock } from "../util/clock.ts";
+import type { CryptoProvider } from "../crypto/index.ts";
 import { DeadlineTimer, EndOfTurn, TurnPacer } from "../util/turn.ts";
 
 /**
@@ -24,6 +25,8 @@ export interface PushServerOptions {
   readonly clock?: Clock;
   /** worker threads that make the content signatures; 0 (default) signs on the main thread */
   readonly signingWorkers?: number;
+  /** the crypto provider of the key rings and the delivery engine's ids (default: the Node one, src/crypto) */
+  readonly crypto?: CryptoProvider;
   /**
    * Sessions saved by an earlier process (PushServer.suspend), taken over
    * right after the endpoint listens, before it reads a datagram. The caller
@@ -98,9 +101,10 @@ export async function startPushServer(o: PushServerOptions): Promise<PushServer>
   const { store } = o;
   const registry = await DeviceRegistry.open(store, clock);
   const now = clock.now();
-  const contentKeys = await KeyRing.open(store, "content", { now });
-  const sessionKeys = await KeyRing.open(store, "session", { now });
-  const publisherKeys = await KeyRing.open(store, "publisher", { now });
+  const ringOptions = { now, crypto: o.crypto };
+  const contentKeys = await KeyRing.open(store, "content", ringOptions);
+  const sessionKeys = await KeyRing.open(store, "session", ringOptions);
+  const publisherKeys = await KeyRing.open(store, "publisher", ringOptions);
   const ticketKeys = await openTicketKeys(store, o.dtls.resumption);
   const signing = (o.signingWorkers ?? 0) > 0 ? await SigningPool.start(contentKeys, o.signingWorkers ?? 0) : undefined;
   try {
@@ -173,6 +177,7 @@ async function serve(
     ...(signing === undefined ? {} : { contentSigner: signing }),
     sessionKeys,
     clock,
+    crypto: o.crypto,
     options: { pumpPerTurn: perTurn, ...o.delivery },
     ...(o.observer === undefined ? {} : { observer: o.observer }),
     requestFlush: () => endOfTurn.request(),

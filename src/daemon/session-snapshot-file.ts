@@ -20,7 +20,7 @@
  */
 import { open, readFile, rename, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { aeadKey, aeadOpen, aeadSeal, hash, randomBytes } from "../dtls/crypto.ts";
+import { aeadKey, aeadOpen, aeadSeal, hash, randomBytes } from "../crypto/index.ts";
 import { ByteReader, ByteWriter, bytesEqual } from "../util/bytes.ts";
 
 export const SNAPSHOT_FILE = "session-snapshot.bin";

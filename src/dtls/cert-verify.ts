@@ -5,7 +5,7 @@
  * trust anchor, every certificate on it within its validity period, and the
  * leaf must match the expected name. Failures carry the RFC 5246 alert.
  */
-import type { Certificate } from "./crypto.ts";
+import type { Certificate } from "../crypto/index.ts";
 import { alertError, type DtlsError } from "./errors.ts";
 
 export interface TrustOptions {

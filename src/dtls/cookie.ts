@@ -5,7 +5,7 @@
  * verifies). Nothing is stored per client before its cookie checks out.
  */
 import { ByteWriter } from "../util/bytes.ts";
-import { constantTimeEqual, hmac, randomBytes, secretKey, type SecretKey } from "./crypto.ts";
+import { constantTimeEqual, hmac, randomBytes, secretKey, type SecretKey } from "../crypto/index.ts";
 import type { ClientHello } from "./messages.ts";
 
 /** Cookie length: GnuTLS clients abort on cookies over 32 bytes. */

@@ -7,7 +7,7 @@
 import { EventEmitter } from "node:events";
 import type { Connection } from "./connection.ts";
 import type { DtlsError } from "./errors.ts";
-import type { EcdhGroup } from "./crypto.ts";
+import type { EcdhGroup } from "../crypto/index.ts";
 import type { SuiteName } from "./suites.ts";
 import type { SavedSession } from "./resumption-options.ts";
 

@@ -6,8 +6,7 @@
  */
 import type { Clock } from "../util/clock.ts";
 import { certificateIdentity, normalizeFingerprint, verifyChain, type IdentitySource, type TrustOptions } from "./cert-verify.ts";
-import { loadPrivateKey, parseCertificate, pemCertificates, type Certificate, type EcdhGroup } from "./crypto.ts";
-import { subjectNameDer } from "./der.ts";
+import { loadPrivateKey, parseCertificate, pemCertificates, subjectNameDer, type Certificate, type EcdhGroup } from "../crypto/index.ts";
 import { alertError, DtlsError, errorMessage } from "./errors.ts";
 import { DEFAULT_SERVER_CID_LENGTH, MAX_CID_LENGTH, MIN_CID_RANDOM_BYTES } from "./connection-id.ts";
 import type { ClientAuth } from "./handshake-client.ts";

@@ -37,7 +37,7 @@
  */
 import { bytesEqual, concatBytes, copyBytes } from "../util/bytes.ts";
 import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";
-import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, secretKeyBytes, type Certificate, type EcdhGroup, type SecretKey } from "./crypto.ts";
+import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, secretKeyBytes, type Certificate, type EcdhGroup, type SecretKey } from "../crypto/index.ts";
 import { NO_STEP, type Connection, type FlightItem, type HandshakeDriver, type HandshakeStep } from "./connection.ts";
 import { acceptedConnectionId, clientConnectionIdExtension } from "./connection-id.ts";
 import { alertError, errorMessage, unexpectedMessage, type DtlsError } from "./errors.ts";

@@ -47,7 +47,7 @@ import {
   type EcdhGroup,
   type EcdhKeyPair,
   type SecretKey,
-} from "./crypto.ts";
+} from "../crypto/index.ts";
 import { NO_STEP, type FlightItem, type HandshakeDriver, type HandshakeStep } from "./connection.ts";
 import { answerConnectionId } from "./connection-id.ts";
 import { alertError, unexpectedMessage, type DtlsError } from "./errors.ts";

@@ -4,7 +4,7 @@ export { DtlsConnection, type DtlsConnectionInfo, type PeerAddress, type CloseRe
 export { DtlsError, type DtlsErrorCode } from "./errors.ts";
 export { SUITE_NAMES, parseSuiteList, isSuiteName, type SuiteName } from "./suites.ts";
 export { DEFAULT_MTU, MIN_MTU, DEFAULT_RETRANSMIT, type RetransmitPolicy, type ClientAuthMode } from "./options.ts";
-export type { EcdhGroup } from "./crypto.ts";
+export type { EcdhGroup } from "../crypto/index.ts";
 export type { IdentitySource } from "./cert-verify.ts";
 export type { ServerStats, AddressChangeRefusal, RestoreRefusal } from "./server-core.ts";
 export { RESTORE_REFUSALS, newRestoreRefusalCounts } from "./server-core.ts";

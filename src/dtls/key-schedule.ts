@@ -8,7 +8,7 @@
  * a new key block and Finished from it.
  */
 import { concatBytes } from "../util/bytes.ts";
-import { constantTimeEqual, prf, runningHash, secretKey, type HashName, type RunningHash, type SecretKey } from "./crypto.ts";
+import { constantTimeEqual, prf, runningHash, secretKey, type HashName, type RunningHash, type SecretKey } from "../crypto/index.ts";
 import { alertError } from "./errors.ts";
 import type { CipherSuite } from "./suites.ts";
 

@@ -6,7 +6,7 @@
  * and accept. Pure; throws DtlsError with the alert to send.
  */
 import { ExtensionType, NamedGroup, ProtocolVersion, TLS_EMPTY_RENEGOTIATION_INFO_SCSV } from "./constants.ts";
-import { SignatureScheme, type EcdhGroup } from "./crypto.ts";
+import { SignatureScheme, type EcdhGroup } from "../crypto/index.ts";
 import type { ServerCredential } from "./options.ts";
 import { alertError } from "./errors.ts";
 import {

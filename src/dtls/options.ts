@@ -4,7 +4,7 @@
  * limits), what a connection reports as negotiated (ConnectionInfo), and what
  * it hands its host (ConnectionHandler).
  */
-import type { Certificate, EcdhGroup, Signer } from "./crypto.ts";
+import type { Certificate, EcdhGroup, Signer } from "../crypto/index.ts";
 import type { DtlsError } from "./errors.ts";
 import type { CipherSuite, SuiteName } from "./suites.ts";
 

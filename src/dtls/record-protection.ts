@@ -4,7 +4,7 @@
  * plain records and for tls12_cid records (RFC 9146 5.3's additional data and
  * the DTLSInnerPlaintext).
  */
-import { aeadKey, aeadKeyBytes, aeadOpen, aeadSeal, type AeadKey } from "./crypto.ts";
+import { aeadKey, aeadKeyBytes, aeadOpen, aeadSeal, type AeadKey } from "../crypto/index.ts";
 import { ContentType, RECORD_HEADER_LENGTH } from "./constants.ts";
 import type { RawRecord } from "./record.ts";
 import { writeCidRecordHeader, writeRecordHeader, writeSeq48 } from "./record.ts";

@@ -21,7 +21,7 @@
 import { ByteReader, ByteWriter, copyBytes, fromHex, toHex } from "../util/bytes.ts";
 import { DecodeError } from "../util/errors.ts";
 import { DtlsError } from "./errors.ts";
-import { aeadKey, aeadOpen, aeadSeal, constantTimeEqual, hash, randomBytes, type AeadKey, type EcdhGroup } from "./crypto.ts";
+import { aeadKey, aeadOpen, aeadSeal, constantTimeEqual, hash, randomBytes, type AeadKey, type EcdhGroup } from "../crypto/index.ts";
 import { groupById, GROUPS } from "./negotiation.ts";
 import type { ServerResumptionOptions, TicketKey, TicketKeySource } from "./resumption-options.ts";
 import { RotatingTicketKeys } from "./ticket-keys.ts";

@@ -23,7 +23,7 @@ import { newClientHelloDropCounts, type ClientHelloDropCause } from "./hello-lim
 import { ServerHandshake, type ServerAuth } from "./handshake-server.ts";
 import { MemoryBudget } from "./memory-budget.ts";
 import { decodeClientHello, encodeHelloVerifyRequest, findExtension, type ClientHello } from "./messages.ts";
-import { randomBytes, type Certificate } from "./crypto.ts";
+import { randomBytes, type Certificate } from "../crypto/index.ts";
 import {
   DEFAULT_SERVER_LIMITS,
   type ClientAuthMode,

@@ -3,7 +3,7 @@
  * with what each means to the record layer and the key schedule, the default
  * preference order, and lookups by id and name.
  */
-import type { AeadName, HashName } from "./crypto.ts";
+import type { AeadName, HashName } from "../crypto/index.ts";
 import { DtlsError } from "./errors.ts";
 
 /** What a cipher suite means to the record layer and key schedule. */

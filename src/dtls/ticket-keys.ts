@@ -6,7 +6,7 @@
  * store-backed source instead, so they survive restarts).
  */
 import { bytesEqual } from "../util/bytes.ts";
-import { randomBytes } from "./crypto.ts";
+import { randomBytes } from "../crypto/index.ts";
 import type { TicketKey, TicketKeySource } from "./resumption-options.ts";
 
 export class RotatingTicketKeys implements TicketKeySource {

@@ -4,7 +4,7 @@ import type { DeliveryState, MessageRecord, Receipt } from "../store/types.ts";
 import type { ClusterStore } from "../store/cluster-types.ts";
 import { mainThreadSigner } from "../auth/index.ts";
 import { ErrorCode } from "../wire/index.ts";
-import { timeOrderedId } from "../dtls/crypto.ts";
+import { defaultCrypto } from "../crypto/index.ts";
 import type {
   DeliveryEngineDeps,
   DeviceStatus,
@@ -68,6 +68,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     super();
     this.options = resolveDeliveryOptions(deps.options);
     const observer = guardedObserver(deps.observer ?? NO_OBSERVER);
+    const idSource = (deps.crypto ?? defaultCrypto).random;
     this.env = {
       options: this.options,
       store: deps.store,
@@ -77,7 +78,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       random: deps.random ?? Math.random,
       observer,
       // time-ordered: the store's index of message ids then grows at its end (docs/store.md)
-      newId: deps.newId ?? (() => timeOrderedId(deps.clock.now())),
+      newId: deps.newId ?? (() => idSource.timeOrderedId(deps.clock.now())),
       timers: new Scheduler<TimerKey>(),
       devices: new DeviceTable(this.options.rtt),
       ids: new IdGuard(),

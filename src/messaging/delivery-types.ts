@@ -2,6 +2,7 @@ import type { Clock } from "../util/clock.ts";
 import type { Receipt, Store } from "../store/types.ts";
 import type { ClusterStore } from "../store/cluster-types.ts";
 import type { ContentSigner, DeviceRegistry, KeyRing } from "../auth/index.ts";
+import type { CryptoProvider } from "../crypto/index.ts";
 import type { DeliveryObserver, EngineFailure } from "./observer.ts";
 import type { DeliveryOptions } from "./options.ts";
 
@@ -87,6 +88,9 @@ export interface DeliveryEngineDeps {
   readonly random?: () => number;
   /** metrics sink (default: none) */
   readonly observer?: DeliveryObserver;
+  /** message and session ids (default: time-ordered UUIDs from `crypto`) */
   readonly newId?: () => string;
+  /** the crypto provider (default: the Node one) */
+  readonly crypto?: CryptoProvider;
   readonly options?: Partial<DeliveryOptions>;
 }

@@ -8,11 +8,23 @@
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { DtlspushError } from "../util/errors.ts";
-import { exportPrivateKeyPem, generateKeyPair, importPrivateKeyPem, keyAlgorithm, keysMatch, kindOfAlgorithm } from "./keys.ts";
-import type { KeyKind, WebKey } from "./keys.ts";
-import { encodePem, pemBlocks, toHex } from "./pem.ts";
+import {
+  encodePem,
+  exportPrivateKeyPem,
+  generateKeyPair,
+  hash,
+  importPrivateKeyPem,
+  keyAlgorithm,
+  keysMatch,
+  kindOfAlgorithm,
+  pemBlocks,
+  randomBytes,
+  toHex,
+  webCrypto,
+} from "../crypto/index.ts";
+import type { KeyKind, WebKey } from "../crypto/index.ts";
 
-x509.cryptoProvider.set(crypto);
+x509.cryptoProvider.set(webCrypto);
 
 const DAY_MS = 86_400_000;
 /** Leaves start this long before "now", so a peer with a slightly slow clock accepts them. */
@@ -87,7 +99,7 @@ export function deviceUri(id: string): string {
 
 /** SHA-256 fingerprint of DER certificate bytes. */
 export async function fingerprintOf(der: Uint8Array | ArrayBuffer): Promise<Fingerprint> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", der));
+  const digest = hash("sha256", [der instanceof Uint8Array ? der : new Uint8Array(der)]);
   const hex = toHex(digest);
   return { hex, colon: (hex.toUpperCase().match(/../g) ?? []).join(":") };
 }
@@ -101,7 +113,7 @@ export async function certificateFingerprint(pem: string): Promise<Fingerprint> 
 
 /** 16 random bytes, positive and without a leading zero byte (RFC 5280 allows up to 20). */
 export function randomSerialNumber(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  const bytes = randomBytes(16);
   bytes[0] = ((bytes[0] ?? 0) & 0x7f) | 0x40;
   return toHex(bytes);
 }

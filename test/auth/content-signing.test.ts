@@ -5,7 +5,6 @@ import { createContentVerifier, signContent, type ContentVerifier } from "../../
 import { AuthError } from "../../src/auth/errors.ts";
 import { KeyRing } from "../../src/auth/key-ring.ts";
 import { signedContent, type SignedFields } from "../../src/auth/signed-content.ts";
-import { jwsSignerFromJwk, jwsVerifierFromJwk } from "../../src/dtls/crypto.ts";
 import { MapStorage } from "./map-storage.ts";
 
 const FIELDS: SignedFields = {
@@ -252,46 +251,5 @@ describe("content signatures", () => {
     const asBroken = `${base64url.encode(JSON.stringify({ alg: "ES256", kid: "broken" }))}..${signature.split(".")[2]}`;
     for (let i = 0; i < 2; i++) expect((await errorOf(v.verify(FIELDS, asBroken))).code).toBe("unknown_key");
     await expect(v.verify(FIELDS, signature)).resolves.toBeUndefined();
-  });
-});
-
-describe("JWS keys of the crypto provider", () => {
-  const data = new TextEncoder().encode("header.payload");
-
-  it("ES256 signatures are raw r||s (64 bytes) that jose verifies, and jose's verify here", async () => {
-    const pair = await generateKeyPair("ES256", { extractable: true });
-    const jwk = await exportJWK(pair.privateKey);
-    const signer = jwsSignerFromJwk(jwk, "ES256");
-    const verifier = jwsVerifierFromJwk(jwk, "ES256");
-    const header = base64url.encode('{"alg":"ES256"}');
-    const payload = base64url.encode("p");
-    const input = new TextEncoder().encode(`${header}.${payload}`);
-    const sig = signer.sign(input);
-    expect(sig).toHaveLength(64);
-    await expect(flattenedVerify({ protected: header, payload, signature: base64url.encode(sig) }, pair.publicKey, { algorithms: ["ES256"] })).resolves.toBeDefined();
-    const theirs = base64url.decode((await new CompactSign(base64url.decode(payload)).setProtectedHeader({ alg: "ES256" }).sign(pair.privateKey)).split(".")[2]!);
-    expect(verifier.verify(input, theirs)).toBe(true);
-    expect(verifier.verify(data, theirs)).toBe(false);
-  });
-
-  it("verifiers return false, never throw, for signatures of another length", () => {
-    const signer = jwsSignerFromJwk(RFC8037, "EdDSA");
-    const verifier = jwsVerifierFromJwk(RFC8037, "EdDSA");
-    const sig = signer.sign(data);
-    expect(verifier.verify(data, sig)).toBe(true);
-    expect(verifier.verify(data, sig.subarray(0, 63))).toBe(false);
-    expect(verifier.verify(data, new Uint8Array(65))).toBe(false);
-    expect(verifier.verify(data, new Uint8Array(0))).toBe(false);
-  });
-
-  it("refuse a JWK of the wrong type, without d (signer), or whose x is not its private key's", () => {
-    const p256 = { kty: "EC", crv: "P-256", x: "AAAA", y: "AAAA" };
-    expect(() => jwsSignerFromJwk(RFC8037, "ES256")).toThrow(TypeError);
-    expect(() => jwsVerifierFromJwk(p256, "EdDSA")).toThrow(TypeError);
-    expect(() => jwsVerifierFromJwk(p256, "ES256")).toThrow(TypeError); // not a point
-    expect(() => jwsSignerFromJwk({ ...RFC8037, d: undefined }, "EdDSA")).toThrow(/no d member/);
-    const otherX = Buffer.from("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c", "hex").toString("base64url");
-    expect(() => jwsSignerFromJwk({ ...RFC8037, x: otherX }, "EdDSA")).toThrow(/public members/);
-    expect(() => jwsSignerFromJwk(RFC8037, "HS256" as "EdDSA")).toThrow(TypeError);
   });
 });

@@ -1,9 +1,12 @@
-import { createHash } from "node:crypto";
+import { createHash, KeyObject } from "node:crypto";
 import { decodeProtectedHeader } from "jose";
 import { describe, expect, it } from "vitest";
+import { createContentVerifier, signContent } from "../../src/auth/content-signing.ts";
 import { AuthError } from "../../src/auth/errors.ts";
 import { KeyRing, type KeyStorage } from "../../src/auth/key-ring.ts";
 import { issueSessionToken } from "../../src/auth/session-tokens.ts";
+import { SESSION_AUDIENCE, signToken, verifyToken } from "../../src/auth/tokens.ts";
+import { defaultCrypto, type CryptoProvider, type JwsPrivateKey, type JwsPublicKey } from "../../src/crypto/index.ts";
 
 class MapStorage implements KeyStorage {
   readonly map = new Map<string, string>();
@@ -184,6 +187,52 @@ describe("KeyRing", () => {
       const key = ring.verificationKey(kid)!;
       expect(key.verifier.verify(data, sig)).toBe(true);
       expect(key.verifier.verify(new TextEncoder().encode("signing inpuT"), sig)).toBe(false);
+    }
+  });
+
+  it("imports each key once, through the injected provider, into the one key object that signs tokens and content", async () => {
+    const fields = {
+      messageId: "m-1",
+      topic: "",
+      device: "d-1",
+      contentType: "text/plain",
+      publisher: "p",
+      collapseKey: "",
+      payload: new Uint8Array([1, 2, 3]),
+      createdAt: 1_700_000_000_000,
+      expiresAt: 1_700_000_060_000,
+      priority: 5,
+    };
+    for (const alg of ["EdDSA", "ES256"] as const) {
+      const calls = { generated: 0, imported: 0 };
+      const provider: CryptoProvider = {
+        ...defaultCrypto,
+        jws: {
+          ...defaultCrypto.jws,
+          generateJwk: (a) => (calls.generated++, defaultCrypto.jws.generateJwk(a)),
+          privateKeyFromJwk: (jwk, a) => (calls.imported++, defaultCrypto.jws.privateKeyFromJwk(jwk, a)),
+        },
+      };
+      const storage = new MapStorage();
+      const ring = await KeyRing.open(storage, "one", { alg, crypto: provider });
+      expect(calls).toEqual({ generated: 1, imported: 1 });
+      const signing = ring.signingKey();
+      // what jose signs tokens with is the node:crypto key object of the content signer, not a second (WebCrypto) copy
+      expect(signing.key).toBeInstanceOf(KeyObject);
+      expect(signing.key).toBe((signing.signer as JwsPrivateKey).key);
+      const verification = ring.verificationKey(ring.currentKid)!;
+      expect(verification.key).toBeInstanceOf(KeyObject);
+      expect(verification.key).toBe((verification.verifier as JwsPublicKey).key);
+      const now = 1_700_000_000_000;
+      const { token } = await signToken(ring, { sub: "d-1" }, SESSION_AUDIENCE, now, 60);
+      expect((await verifyToken(ring, token, SESSION_AUDIENCE, now, "token")).sub).toBe("d-1");
+      await createContentVerifier(ring.jwks()).verify(fields, await signContent(ring, fields));
+      expect(ring.signingKey().key).toBe(signing.key);
+      expect(calls).toEqual({ generated: 1, imported: 1 });
+      await ring.rotate(now);
+      expect(calls).toEqual({ generated: 2, imported: 2 });
+      await KeyRing.open(storage, "one", { crypto: provider });
+      expect(calls).toEqual({ generated: 2, imported: 4 });
     }
   });
 

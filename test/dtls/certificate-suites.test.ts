@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { verifyChain } from "../../src/dtls/cert-verify.ts";
 import { ContentType, ExtensionType, HandshakeType, ProtocolVersion } from "../../src/dtls/constants.ts";
-import { loadPrivateKey, parseCertificate, pemCertificates, SignatureScheme, type Certificate } from "../../src/dtls/crypto.ts";
+import { loadPrivateKey, parseCertificate, pemCertificates, SignatureScheme, type Certificate } from "../../src/crypto/index.ts";
 import { parseHandshakeFragments } from "../../src/dtls/handshake-codec.ts";
 import { decodeSignedEcdhParams, EMPTY, encodeSupportedGroups, type ClientHello } from "../../src/dtls/messages.ts";
 import { chooseServerParameters } from "../../src/dtls/negotiation.ts";

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ExtensionType, HandshakeType, NamedGroup, ProtocolVersion } from "../../src/dtls/constants.ts";
-import { generateEcdh } from "../../src/dtls/crypto.ts";
+import { generateEcdh } from "../../src/crypto/index.ts";
 import { parseHandshakeFragments } from "../../src/dtls/handshake-codec.ts";
 import {
   decodeEcdhePskServerParams,

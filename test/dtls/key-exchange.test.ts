@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { verifyChain } from "../../src/dtls/cert-verify.ts";
-import { generateEcdh, loadPrivateKey, parseCertificate, pemCertificates, SignatureScheme, type Certificate } from "../../src/dtls/crypto.ts";
+import { generateEcdh, loadPrivateKey, parseCertificate, pemCertificates, SignatureScheme, type Certificate } from "../../src/crypto/index.ts";
 import { createCertificateAuthority, issueServerCertificate } from "../../src/pki/index.ts";
 import { makeTestPki, type TestPki } from "./test-certs.ts";
 

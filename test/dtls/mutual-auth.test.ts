@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { certificateIdentity, verifyChain } from "../../src/dtls/cert-verify.ts";
-import { parseCertificate, pemCertificates, type Certificate } from "../../src/dtls/crypto.ts";
-import { subjectNameDer } from "../../src/dtls/der.ts";
+import { parseCertificate, pemCertificates, type Certificate } from "../../src/crypto/index.ts";
+import { subjectNameDer } from "../../src/crypto/index.ts";
 import { alertError } from "../../src/dtls/errors.ts";
 import type { ClientVerdict } from "../../src/dtls/options.ts";
 import { createCertificateAuthority, issueDeviceCertificate, type IssuedCertificate } from "../../src/pki/index.ts";

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { verifyChain } from "../../src/dtls/cert-verify.ts";
-import { parseCertificate, pemCertificates, type Certificate } from "../../src/dtls/crypto.ts";
+import { parseCertificate, pemCertificates, type Certificate } from "../../src/crypto/index.ts";
 import { ContentType, HandshakeType } from "../../src/dtls/constants.ts";
 import { encodeHandshake } from "../../src/dtls/handshake-codec.ts";
 import { ServerCore } from "../../src/dtls/server-core.ts";

@@ -3,7 +3,7 @@
  * layer: a CA, server certificates (P-256, P-384, RSA-2048) for localhost,
  * 127.0.0.1 and ::1, a second unrelated CA, and an expired server certificate.
  */
-import { loadPrivateKey, parseCertificate, pemCertificates } from "../../src/dtls/crypto.ts";
+import { loadPrivateKey, parseCertificate, pemCertificates } from "../../src/crypto/index.ts";
 import type { ServerCredential } from "../../src/dtls/options.ts";
 import { createCertificateAuthority, issueServerCertificate, type IssuedCertificate } from "../../src/pki/index.ts";
 

@@ -28,7 +28,7 @@ import { isIP } from "node:net";
 import type { Duplex } from "node:stream";
 import { verifyChain, type TrustOptions } from "../../dtls/cert-verify.ts";
 import { alertName } from "../../dtls/constants.ts";
-import { parseCertificate, pemCertificates } from "../../dtls/crypto.ts";
+import { parseCertificate, pemCertificates } from "../../crypto/index.ts";
 import type { DtlsError } from "../../dtls/index.ts";
 import { asError, endpointName, loadOptionalModule, recordPayloadLimit, TransportBase, TransportError, withDeadline, type CheckedOptions, type Transport } from "./base.ts";
 

@@ -4,7 +4,7 @@
  * any socket exists: each problem is a ConfigError naming the setting and the file.
  */
 import { readFile } from "node:fs/promises";
-import { loadPrivateKey, parseCertificate, pemCertificates, type Certificate } from "../../dtls/crypto.ts";
+import { loadPrivateKey, parseCertificate, pemCertificates, type Certificate } from "../../crypto/index.ts";
 import type { PushServerOptions } from "../push-server.ts";
 import { caPaths, DevCertsError, ensureDevCertificates, serverPaths, type PkiModule } from "../dev-certs.ts";
 import { ConfigError, shortReason } from "./errors.ts";

@@ -1,13 +1,19 @@
 /**
- * Key pairs through WebCrypto (`globalThis.crypto.subtle`): generation,
- * PKCS#8 PEM export and import, and the check that a private key belongs to
- * a public key. No `node:crypto` import (see the layering rule).
+ * Key pairs for certificate generation (src/pki), through WebCrypto (the
+ * API @peculiar/x509 is built on): generation, PKCS#8 PEM export and import,
+ * and the check that a private key belongs to a public key.
  */
+import { webcrypto } from "node:crypto";
 import { DtlspushError } from "../util/errors.ts";
 import { encodePem, pemBlocks } from "./pem.ts";
 
+/** The WebCrypto implementation (what @peculiar/x509 is given as its crypto provider). */
+export const webCrypto: webcrypto.Crypto = webcrypto;
+
+const subtle = webCrypto.subtle;
+
 /** A WebCrypto key (the DOM `CryptoKey` type without the DOM lib). */
-export type WebKey = Awaited<ReturnType<typeof crypto.subtle.importKey>>;
+export type WebKey = Awaited<ReturnType<typeof subtle.importKey>>;
 
 export interface WebKeyPair {
   readonly publicKey: WebKey;
@@ -33,7 +39,7 @@ export function keyAlgorithm(kind: KeyKind): { name: string; namedCurve?: string
 
 /** Generates an extractable key pair of `kind`. */
 export async function generateKeyPair(kind: KeyKind): Promise<WebKeyPair> {
-  const pair = (await crypto.subtle.generateKey(keyAlgorithm(kind) as Parameters<typeof crypto.subtle.generateKey>[0], true, [
+  const pair = (await subtle.generateKey(keyAlgorithm(kind) as Parameters<typeof subtle.generateKey>[0], true, [
     "sign",
     "verify",
   ])) as WebKeyPair;
@@ -42,7 +48,7 @@ export async function generateKeyPair(kind: KeyKind): Promise<WebKeyPair> {
 
 /** The private key as PKCS#8 PEM ("-----BEGIN PRIVATE KEY-----"). */
 export async function exportPrivateKeyPem(key: WebKey): Promise<string> {
-  return encodePem("PRIVATE KEY", await crypto.subtle.exportKey("pkcs8", key));
+  return encodePem("PRIVATE KEY", await subtle.exportKey("pkcs8", key));
 }
 
 /** The kind of a WebCrypto key algorithm, or undefined if the generator does not make it. */
@@ -64,7 +70,7 @@ export async function importPrivateKeyPem(pem: string, kind: KeyKind): Promise<W
   const { name, namedCurve, hash } = keyAlgorithm(kind);
   const algorithm = name === "ECDSA" ? { name, namedCurve } : { name, hash };
   try {
-    return await crypto.subtle.importKey("pkcs8", der, algorithm as Parameters<typeof crypto.subtle.importKey>[2], true, ["sign"]);
+    return await subtle.importKey("pkcs8", der, algorithm as Parameters<typeof subtle.importKey>[2], true, ["sign"]);
   } catch (e) {
     throw new DtlspushError("bad_key", `not a valid ${kind} PKCS#8 private key`, { cause: e });
   }
@@ -72,8 +78,8 @@ export async function importPrivateKeyPem(pem: string, kind: KeyKind): Promise<W
 
 /** True when `privateKey` is the private half of `publicKey` (compares the public JWK members). */
 export async function keysMatch(privateKey: WebKey, publicKey: WebKey): Promise<boolean> {
-  const priv = (await crypto.subtle.exportKey("jwk", privateKey)) as Record<string, unknown>;
-  const pub = (await crypto.subtle.exportKey("jwk", publicKey)) as Record<string, unknown>;
+  const priv = (await subtle.exportKey("jwk", privateKey)) as Record<string, unknown>;
+  const pub = (await subtle.exportKey("jwk", publicKey)) as Record<string, unknown>;
   if (priv["kty"] !== pub["kty"]) return false;
   const members = pub["kty"] === "EC" ? ["crv", "x", "y"] : ["n", "e"];
   return members.every((m) => typeof pub[m] === "string" && priv[m] === pub[m]);
