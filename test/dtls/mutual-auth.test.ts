@@ -1,7 +1,6 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { certificateIdentity, verifyChain } from "../../src/dtls/cert-verify.ts";
-import { parseCertificate, pemCertificates, type Certificate } from "../../src/crypto/index.ts";
-import { subjectNameDer } from "../../src/crypto/index.ts";
+import { parseCertificate, pemCertificates, subjectNameDer, type Certificate } from "../../src/crypto/index.ts";
 import { alertError } from "../../src/dtls/errors.ts";
 import type { ClientVerdict } from "../../src/dtls/options.ts";
 import { createCertificateAuthority, issueDeviceCertificate, type IssuedCertificate } from "../../src/pki/index.ts";

@@ -16,8 +16,7 @@
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import { verifyChain } from "../../src/dtls/cert-verify.ts";
-import { parseCertificate, pemCertificates, type Certificate } from "../../src/crypto/index.ts";
-import { subjectNameDer } from "../../src/crypto/index.ts";
+import { parseCertificate, pemCertificates, subjectNameDer, type Certificate } from "../../src/crypto/index.ts";
 import type { ClientAuth } from "../../src/dtls/handshake-client.ts";
 import type { ConnectionConfig } from "../../src/dtls/options.ts";
 import type { ServerCoreConfig } from "../../src/dtls/server-core.ts";
