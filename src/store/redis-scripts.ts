@@ -19,6 +19,9 @@
  *   P set            hash  settings
  *   P instances      string number of stores ever opened (names the fence and the instance)
  *   P fence:<n>      string commits applied by store instance n (the prefix rule)
+ *   P fres:<n>       list  first receipt id (0: none) of instance n's last applied commits, the
+ *                    last one last, trimmed to those whose answer may not have reached it yet
+ *                    (after a lost connection they settle the commits the fence says applied)
  *   P holds          hash  device -> "instance:epoch" (the node holding its session; cluster-types.ts)
  *   P epochs         hash  device -> last epoch given (HINCRBY: increases with every claim)
  *   P alive:<n>      string "1" with a PX expiry, refreshed by instance n while it runs
@@ -32,13 +35,16 @@
  */
 
 /**
- * commit: ARGV = P, instance, expected fence, nFence, (device, epoch)*,
+ * commit: ARGV = P, instance, expected fence, results to keep, nFence, (device, epoch)*,
  *   nMsg, (id, json, expiresAt)*, nDlv, (device, messageId, value)*, nRm, (device, messageId)*,
  *   nCtr, (device, value)*, nSub, (device, topic)*, nUnsub, (device, topic)*, nRcpt, (messageId, at, json)*
  * Returns {0, firstReceiptId} | {1, duplicate id} | {2, device, ghost message id} | {3, fence found}.
  * Validation comes before any write, so a refused batch changes nothing; a
  * script whose fence does not match (an earlier commit of this store failed
- * or was lost) refuses itself.
+ * or was lost) refuses itself. An applied commit appends its first receipt
+ * id to `P fres:<instance>` and trims that list to the last "results to keep"
+ * entries (the commits the store had not had an answer for when it sent this
+ * one, this one included).
  *
  * Holds (cluster-types.ts): a device of the fence list whose hold is not
  * (instance, epoch) is "stale": its counters, its deliveries with a seq or a
@@ -55,7 +61,7 @@ local cur = redis.call('GET', fk) or '0'
 if cur ~= ARGV[3] then return {3, cur} end
 local hk = P .. 'holds'
 local mk = P .. 'msg'
-local i = 4
+local i = 5
 local nf = tonumber(ARGV[i]); i = i + 1
 local stale = {}
 for j = 0, nf - 1 do
@@ -167,6 +173,9 @@ if n > 0 then
     redis.call('ZADD', P .. 'rat', ARGV[b + 1], id)
   end
 end
+local rk = P .. 'fres:' .. me
+redis.call('RPUSH', rk, first)
+redis.call('LTRIM', rk, -tonumber(ARGV[4]), -1)
 for _, who in ipairs(holders) do
   redis.call('PUBLISH', P .. 'ev:' .. who, cjson.encode({me, 'q', told[who]}))
 end
