@@ -259,6 +259,20 @@ if old then return 1 end
 return 0
 `;
 
+/** Lua: `subs`, every self-made subscription as {device, topics}* (prefix in `P`). */
+const READ_SUBSCRIPTIONS = `local subs = {}
+for _, dev in ipairs(redis.call('SMEMBERS', P .. 'subdevs')) do
+  subs[#subs + 1] = {dev, redis.call('SMEMBERS', P .. 'sub:' .. dev)}
+end`;
+
+/** Lua: readQueue(P, device) answers a device's queue (flat hash) and the JSON of each queued message (same order). */
+const READ_QUEUE = `local function readQueue(P, dev)
+  local q = redis.call('HGETALL', P .. 'q:' .. dev)
+  local msgs = {}
+  for k = 1, #q, 2 do msgs[#msgs + 1] = redis.call('HGET', P .. 'msg', q[k]) or '' end
+  return q, msgs
+end`;
+
 /**
  * loadDeliveryState: ARGV = P. Returns {counters (flat hash), queues ({device, flat hash}*),
  * referenced message ids, their JSON (same order), subscriptions ({device, topics}*)}.
@@ -272,10 +286,7 @@ end
 local ids = redis.call('HKEYS', P .. 'ref')
 local msgs = {}
 for k, id in ipairs(ids) do msgs[k] = redis.call('HGET', P .. 'msg', id) or '' end
-local subs = {}
-for _, dev in ipairs(redis.call('SMEMBERS', P .. 'subdevs')) do
-  subs[#subs + 1] = {dev, redis.call('SMEMBERS', P .. 'sub:' .. dev)}
-end
+${READ_SUBSCRIPTIONS}
 return {redis.call('HGETALL', P .. 'ctr'), queues, ids, msgs, subs}
 `;
 
@@ -329,6 +340,7 @@ return out
  * JSON of each queued message (same order as the queue's ids)}.
  */
 export const CLAIM_SCRIPT = `#!lua
+${READ_QUEUE}
 local P, me, dev = ARGV[1], ARGV[2], ARGV[3]
 local hk = P .. 'holds'
 local prev = redis.call('HGET', hk, dev)
@@ -340,9 +352,7 @@ if prev then
   previous = who
   if who ~= me then redis.call('PUBLISH', P .. 'ev:' .. who, cjson.encode({me, 't', dev, tonumber(pe)})) end
 end
-local q = redis.call('HGETALL', P .. 'q:' .. dev)
-local msgs = {}
-for k = 1, #q, 2 do msgs[#msgs + 1] = redis.call('HGET', P .. 'msg', q[k]) or '' end
+local q, msgs = readQueue(P, dev)
 return {e, previous, redis.call('HGET', P .. 'ctr', dev) or '', q, msgs}
 `;
 
@@ -356,11 +366,9 @@ return 1
 
 /** readQueue: ARGV = P, device. Returns {queue (flat hash), JSON of each queued message}. */
 export const READ_QUEUE_SCRIPT = `#!lua flags=no-writes
+${READ_QUEUE}
 local P = ARGV[1]
-local q = redis.call('HGETALL', P .. 'q:' .. ARGV[2])
-local msgs = {}
-for k = 1, #q, 2 do msgs[#msgs + 1] = redis.call('HGET', P .. 'msg', q[k]) or '' end
-return {q, msgs}
+return {readQueue(P, ARGV[2])}
 `;
 
 /** holders: ARGV = P, devices... Returns per device the holding instance, "" when none or not alive. */
@@ -390,9 +398,6 @@ return out
 /** loadSubscriptions: ARGV = P. Returns {device, topics}*. */
 export const SUBSCRIPTIONS_SCRIPT = `#!lua flags=no-writes
 local P = ARGV[1]
-local subs = {}
-for _, dev in ipairs(redis.call('SMEMBERS', P .. 'subdevs')) do
-  subs[#subs + 1] = {dev, redis.call('SMEMBERS', P .. 'sub:' .. dev)}
-end
+${READ_SUBSCRIPTIONS}
 return subs
 `;
