@@ -400,6 +400,8 @@ export class RedisStore implements Store, ClusterStore {
   private waiting: PendingCommit[] = [];
   /** commits known applied: the fence a reconnection must find at least */
   private applied = 0;
+  /** recoveries begun: only the latest one goes on after an await */
+  private recoveries = 0;
   private readonly stateListeners = new Set<(state: RedisStoreState) => void>();
   /** the event connection (SUBSCRIBE only) */
   private readonly subscriber: RedisClient;
@@ -560,11 +562,12 @@ export class RedisStore implements Store, ClusterStore {
    * Redis has none), and sends the rest again, in order, before any new call.
    */
   private async recover(): Promise<void> {
-    const generation = this.generation;
+    const run = ++this.recoveries;
+    const stale = (): boolean => this.broken !== undefined || this.closed || run !== this.recoveries;
     let fence: unknown;
     let results: unknown;
     for (;;) {
-      if (this.broken !== undefined || this.closed || generation !== this.generation) return;
+      if (stale()) return;
       try {
         [fence, results] = await Promise.all([
           this.client.sendCommand(["GET", this.key(`fence:${this.instance}`)]),
@@ -584,11 +587,14 @@ export class RedisStore implements Store, ClusterStore {
         return;
       }
     }
-    if (this.broken !== undefined || this.closed || generation !== this.generation) return;
-    const f = fence === null ? 0 : Number(fence);
+    if (stale()) return;
+    // the fence exists from open to close: missing or behind, Redis lost data this store relies on
+    const f = Number(fence ?? Number.NaN);
     const list = (results as string[]).map(Number);
     if (!Number.isSafeInteger(f) || f < this.applied) {
-      this.breakWith(new Error(`Redis came back without commits it had acknowledged (its fence for this store is at ${String(fence)}, ${this.applied} were applied): its data was lost`));
+      this.breakWith(
+        new Error(`Redis came back without commits it had acknowledged (this store's fence is ${fence === null ? "gone" : `at ${String(fence)}`}, ${this.applied} were applied): its data was lost`),
+      );
       return;
     }
     while (this.waiting[0] !== undefined && this.waiting[0].k < f) {
@@ -951,15 +957,14 @@ export class RedisStore implements Store, ClusterStore {
     this.closing = (async () => {
       await fence;
       await last;
-      try {
-        if (this.subscriber.isOpen) await this.subscriber.close();
-      } catch {
-        this.subscriber.destroy();
-      }
-      try {
-        if (this.client.isOpen) await this.client.close();
-      } catch {
-        this.client.destroy();
+      // a connection that is not ready (reconnecting) has nothing to finish: ended at once
+      for (const connection of [this.subscriber, this.client]) {
+        try {
+          if (connection.isReady) await connection.close();
+          else if (connection.isOpen) connection.destroy();
+        } catch {
+          if (connection.isOpen) connection.destroy();
+        }
       }
     })();
     return this.closing;

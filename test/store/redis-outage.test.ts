@@ -156,6 +156,20 @@ describeRedis("redis store outage: Redis killed and restarted", () => {
     await s.close();
   }, 20_000);
 
+  it("closes at once during an outage: the commits it kept reject with store_unavailable", async () => {
+    const own = await redisServer();
+    const s = (await openRedisStore({ url: own.url, keyPrefix: "o:", outageMaxMs: 30_000 })) as RedisStore;
+    await s.commit(pushBatch(1));
+    await own.kill9();
+    await until(() => !s.available, "the outage");
+    const kept = s.commit(pushBatch(2));
+    const t0 = performance.now();
+    await s.close();
+    expect(performance.now() - t0).toBeLessThan(1_000);
+    expect((await rejection(kept)).code).toBe("store_unavailable");
+    expect((await rejection(s.getSetting("x"))).code).toBe("store_closed");
+  }, 10_000);
+
   it("fails the store when Redis is not back within the outage bound", async () => {
     const own = await redisServer();
     const s = (await openRedisStore({ url: own.url, keyPrefix: "o:", outageMaxMs: 300 })) as RedisStore;
