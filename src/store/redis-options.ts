@@ -16,6 +16,12 @@ export interface RedisStoreOptions {
    * not), ms; refreshed every third of it; default 5000.
    */
   readonly livenessMs?: number;
+  /**
+   * How long Redis may stay unreachable while the store is open before the
+   * store fails (store_failed); until then it is unavailable
+   * (store_unavailable) and reconnects by itself, ms; default 300000.
+   */
+  readonly outageMaxMs?: number;
 }
 
 export const DEFAULT_REDIS_KEY_PREFIX = "dtlspush:";

@@ -19,6 +19,9 @@
  *   P set            hash  settings
  *   P instances      string number of stores ever opened (names the fence and the instance)
  *   P fence:<n>      string commits applied by store instance n (the prefix rule)
+ *   P fres:<n>       list  first receipt id (0: none) of instance n's last applied commits, the
+ *                    last one last, trimmed to those whose answer may not have reached it yet
+ *                    (after a lost connection they settle the commits the fence says applied)
  *   P holds          hash  device -> "instance:epoch" (the node holding its session; cluster-types.ts)
  *   P epochs         hash  device -> last epoch given (HINCRBY: increases with every claim)
  *   P alive:<n>      string "1" with a PX expiry, refreshed by instance n while it runs
@@ -32,13 +35,16 @@
  */
 
 /**
- * commit: ARGV = P, instance, expected fence, nFence, (device, epoch)*,
+ * commit: ARGV = P, instance, expected fence, results to keep, nFence, (device, epoch)*,
  *   nMsg, (id, json, expiresAt)*, nDlv, (device, messageId, value)*, nRm, (device, messageId)*,
  *   nCtr, (device, value)*, nSub, (device, topic)*, nUnsub, (device, topic)*, nRcpt, (messageId, at, json)*
  * Returns {0, firstReceiptId} | {1, duplicate id} | {2, device, ghost message id} | {3, fence found}.
  * Validation comes before any write, so a refused batch changes nothing; a
  * script whose fence does not match (an earlier commit of this store failed
- * or was lost) refuses itself.
+ * or was lost) refuses itself. An applied commit appends its first receipt
+ * id to `P fres:<instance>` and trims that list to the last "results to keep"
+ * entries (the commits the store had not had an answer for when it sent this
+ * one, this one included).
  *
  * Holds (cluster-types.ts): a device of the fence list whose hold is not
  * (instance, epoch) is "stale": its counters, its deliveries with a seq or a
@@ -55,7 +61,7 @@ local cur = redis.call('GET', fk) or '0'
 if cur ~= ARGV[3] then return {3, cur} end
 local hk = P .. 'holds'
 local mk = P .. 'msg'
-local i = 4
+local i = 5
 local nf = tonumber(ARGV[i]); i = i + 1
 local stale = {}
 for j = 0, nf - 1 do
@@ -167,6 +173,9 @@ if n > 0 then
     redis.call('ZADD', P .. 'rat', ARGV[b + 1], id)
   end
 end
+local rk = P .. 'fres:' .. me
+redis.call('RPUSH', rk, first)
+redis.call('LTRIM', rk, -tonumber(ARGV[4]), -1)
 for _, who in ipairs(holders) do
   redis.call('PUBLISH', P .. 'ev:' .. who, cjson.encode({me, 'q', told[who]}))
 end
@@ -250,6 +259,20 @@ if old then return 1 end
 return 0
 `;
 
+/** Lua: `subs`, every self-made subscription as {device, topics}* (prefix in `P`). */
+const READ_SUBSCRIPTIONS = `local subs = {}
+for _, dev in ipairs(redis.call('SMEMBERS', P .. 'subdevs')) do
+  subs[#subs + 1] = {dev, redis.call('SMEMBERS', P .. 'sub:' .. dev)}
+end`;
+
+/** Lua: readQueue(P, device) answers a device's queue (flat hash) and the JSON of each queued message (same order). */
+const READ_QUEUE = `local function readQueue(P, dev)
+  local q = redis.call('HGETALL', P .. 'q:' .. dev)
+  local msgs = {}
+  for k = 1, #q, 2 do msgs[#msgs + 1] = redis.call('HGET', P .. 'msg', q[k]) or '' end
+  return q, msgs
+end`;
+
 /**
  * loadDeliveryState: ARGV = P. Returns {counters (flat hash), queues ({device, flat hash}*),
  * referenced message ids, their JSON (same order), subscriptions ({device, topics}*)}.
@@ -263,10 +286,7 @@ end
 local ids = redis.call('HKEYS', P .. 'ref')
 local msgs = {}
 for k, id in ipairs(ids) do msgs[k] = redis.call('HGET', P .. 'msg', id) or '' end
-local subs = {}
-for _, dev in ipairs(redis.call('SMEMBERS', P .. 'subdevs')) do
-  subs[#subs + 1] = {dev, redis.call('SMEMBERS', P .. 'sub:' .. dev)}
-end
+${READ_SUBSCRIPTIONS}
 return {redis.call('HGETALL', P .. 'ctr'), queues, ids, msgs, subs}
 `;
 
@@ -320,6 +340,7 @@ return out
  * JSON of each queued message (same order as the queue's ids)}.
  */
 export const CLAIM_SCRIPT = `#!lua
+${READ_QUEUE}
 local P, me, dev = ARGV[1], ARGV[2], ARGV[3]
 local hk = P .. 'holds'
 local prev = redis.call('HGET', hk, dev)
@@ -331,9 +352,7 @@ if prev then
   previous = who
   if who ~= me then redis.call('PUBLISH', P .. 'ev:' .. who, cjson.encode({me, 't', dev, tonumber(pe)})) end
 end
-local q = redis.call('HGETALL', P .. 'q:' .. dev)
-local msgs = {}
-for k = 1, #q, 2 do msgs[#msgs + 1] = redis.call('HGET', P .. 'msg', q[k]) or '' end
+local q, msgs = readQueue(P, dev)
 return {e, previous, redis.call('HGET', P .. 'ctr', dev) or '', q, msgs}
 `;
 
@@ -347,11 +366,9 @@ return 1
 
 /** readQueue: ARGV = P, device. Returns {queue (flat hash), JSON of each queued message}. */
 export const READ_QUEUE_SCRIPT = `#!lua flags=no-writes
+${READ_QUEUE}
 local P = ARGV[1]
-local q = redis.call('HGETALL', P .. 'q:' .. ARGV[2])
-local msgs = {}
-for k = 1, #q, 2 do msgs[#msgs + 1] = redis.call('HGET', P .. 'msg', q[k]) or '' end
-return {q, msgs}
+return {readQueue(P, ARGV[2])}
 `;
 
 /** holders: ARGV = P, devices... Returns per device the holding instance, "" when none or not alive. */
@@ -381,9 +398,6 @@ return out
 /** loadSubscriptions: ARGV = P. Returns {device, topics}*. */
 export const SUBSCRIPTIONS_SCRIPT = `#!lua flags=no-writes
 local P = ARGV[1]
-local subs = {}
-for _, dev in ipairs(redis.call('SMEMBERS', P .. 'subdevs')) do
-  subs[#subs + 1] = {dev, redis.call('SMEMBERS', P .. 'sub:' .. dev)}
-end
+${READ_SUBSCRIPTIONS}
 return subs
 `;

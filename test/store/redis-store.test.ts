@@ -96,7 +96,7 @@ describeRedis("redis store: nothing left behind", () => {
     await s.close();
     const afterClose = (await c.keys(`${prefix}*`)).map((k) => k.slice(prefix.length)).sort();
     await c.close();
-    expect(keys).toEqual(["alive:1", "ctr", "fence:1", "instances", "rseq"]);
+    expect(keys).toEqual(["alive:1", "ctr", "fence:1", "fres:1", "instances", "rseq"]);
     expect(afterClose).toEqual(["ctr", "instances", "rseq"]);
   });
 });
@@ -151,10 +151,10 @@ describeRedis("redis store: pipelining", () => {
 });
 
 describeRedis("redis store: persistence", () => {
-  it("keeps every commit that resolved when redis-server is SIGKILLed right after (appendfsync always)", async () => {
+  it("keeps every commit that resolved when redis-server is SIGKILLed right after (appendfsync always; not back within the outage bound)", async () => {
     const own = await RedisServer.start({ appendfsync: "always" });
     try {
-      const s = await openRedisStore({ url: own.url, keyPrefix: "p:" });
+      const s = await openRedisStore({ url: own.url, keyPrefix: "p:", outageMaxMs: 200 });
       expect((await readRedisPersistence(s)).level).toBe("durable");
       const N = 300;
       const resolved: number[] = [];
@@ -181,10 +181,10 @@ describeRedis("redis store: persistence", () => {
     }
   }, 20_000);
 
-  it("Redis stopped while committing: pending commits fail with store_failed, a restart reads back a whole prefix", async () => {
+  it("Redis stopped while committing and not back within the outage bound: pending commits fail with store_failed, a restart reads back a whole prefix", async () => {
     const own = await RedisServer.start({ appendfsync: "everysec" });
     try {
-      const s = await openRedisStore({ url: own.url, keyPrefix: "p:" });
+      const s = await openRedisStore({ url: own.url, keyPrefix: "p:", outageMaxMs: 200 });
       expect((await readRedisPersistence(s)).level).toBe("second");
       // a commit every turn of the event loop until one fails (bounded), Redis shut down meanwhile
       const N = 20_000;

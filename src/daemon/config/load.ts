@@ -145,6 +145,7 @@ export interface DaemonConfig {
     readonly nodeId: string | undefined;
     readonly keyPrefix: string;
     readonly connectTimeoutSeconds: number;
+    readonly outageMaxSeconds: number;
     readonly allowNoPersistence: boolean;
   };
   /**
@@ -312,6 +313,7 @@ export async function loadConfig(o: LoadConfigOptions = {}): Promise<DaemonConfi
       nodeId: f.cluster.node_id === "" ? undefined : f.cluster.node_id,
       keyPrefix: f.cluster.key_prefix,
       connectTimeoutSeconds: f.cluster.connect_timeout_seconds,
+      outageMaxSeconds: f.cluster.outage_max_seconds,
       allowNoPersistence: f.cluster.allow_no_persistence,
     },
     sources: sourceLabels,
