@@ -5,13 +5,12 @@
  * publish does not keep its id from a retry on another node. On the memory
  * cluster and on a real redis-server.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { MessagingError } from "../../src/messaging/errors.ts";
 import type { PublishResult } from "../../src/messaging/delivery-types.ts";
 import type { DeliveryOptions } from "../../src/messaging/options.ts";
-import type { ClusterStore, Store } from "../../src/store/index.ts";
-import { openRedisStore } from "../../src/store/redis-store.ts";
-import { describeRedis, redisMissing, RedisServer } from "../support/redis-server.ts";
+import { describeRedis } from "../support/redis-server.ts";
+import { useRedisNodes } from "../support/redis-nodes.ts";
 import { enc, untilDelivered } from "./helpers.ts";
 import { World } from "./world.ts";
 
@@ -85,29 +84,11 @@ describe("publisher-chosen ids on a shared store (memory cluster)", () => {
   });
 });
 
-let redis: RedisServer | undefined;
-let prefixes = 0;
-const opened: Store[] = [];
-beforeAll(async () => {
-  if (redisMissing === undefined) redis = await RedisServer.start();
-}, 15_000);
-afterEach(async () => {
-  for (const s of opened.splice(0)) await s.close();
-});
-afterAll(async () => {
-  await redis?.stop();
-});
+const redis = useRedisNodes("ids");
 
 /** Two nodes (engines) on one fresh prefix of the Redis server. */
 async function redisWorld(options: Partial<DeliveryOptions> = {}): Promise<World> {
-  const prefix = `ids${++prefixes}:`;
-  const stores: (Store & ClusterStore)[] = [];
-  for (let i = 0; i < 2; i++) {
-    const s = await openRedisStore({ url: (redis as RedisServer).url, keyPrefix: prefix });
-    opened.push(s);
-    stores.push(s);
-  }
-  return World.create({ nodes: 2, sharedStores: stores, options });
+  return World.create({ nodes: 2, sharedStores: await redis.nodes(2), options });
 }
 
 describeRedis("publisher-chosen ids on a shared store (Redis)", () => {

@@ -12,55 +12,29 @@
  * published before it has arrived.
  */
 import { spawn } from "node:child_process";
-import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
-import type { ClusterEvent, ClusterStore } from "../../src/store/cluster-types.ts";
-import type { Store } from "../../src/store/index.ts";
-import { openRedisStore } from "../../src/store/redis-store.ts";
-import { describeRedis, redisMissing, RedisServer } from "../support/redis-server.ts";
+import { expect, it } from "vitest";
+import type { ClusterEvent } from "../../src/store/cluster-types.ts";
+import { describeRedis } from "../support/redis-server.ts";
+import { useRedisNodes, type RedisNode as Node } from "../support/redis-nodes.ts";
 import { until } from "../support/until.ts";
 import { barrier, describeClusterContract, news } from "./cluster-contract.ts";
 
-type Node = Store & ClusterStore;
+const redis = useRedisNodes("c");
+const server = redis.server;
 
-let redis: RedisServer | undefined;
-let n = 0;
-const server = (): RedisServer => redis as RedisServer;
-const opened: Node[] = [];
-
-beforeAll(async () => {
-  if (redisMissing === undefined) redis = await RedisServer.start();
-}, 15_000);
-afterEach(async () => {
-  for (const s of opened.splice(0)) await s.close();
-});
-afterAll(async () => {
-  await redis?.stop();
-});
-
-/** `count` instances on one fresh prefix, each with the events it heard. */
-async function cluster(count: number, prefix = `c${++n}:`): Promise<{ nodes: Node[]; heard: ClusterEvent[][]; prefix: string }> {
-  const nodes: Node[] = [];
-  const heard: ClusterEvent[][] = [];
-  for (let i = 0; i < count; i++) {
-    const s = await openRedisStore({ url: server().url, keyPrefix: prefix });
-    opened.push(s);
+/** `count` instances on one prefix (default a fresh one), each with the events it heard. */
+async function cluster(count: number, prefix = redis.freshPrefix()): Promise<{ nodes: Node[]; heard: ClusterEvent[][]; prefix: string }> {
+  const nodes = await redis.nodes(count, prefix);
+  const heard = nodes.map((s) => {
     const events: ClusterEvent[] = [];
     s.onClusterEvent((e) => events.push(e));
-    nodes.push(s);
-    heard.push(events);
-  }
+    return events;
+  });
   return { nodes, heard, prefix };
 }
 
 describeRedis("redis cluster store", () => {
-  describeClusterContract("redis", {
-    nodes: async (count) => {
-      const prefix = `c${++n}:`;
-      const nodes: Node[] = [];
-      for (let i = 0; i < count; i++) nodes.push(await openRedisStore({ url: server().url, keyPrefix: prefix }));
-      return nodes;
-    },
-  });
+  describeClusterContract("redis", { nodes: (count) => redis.nodes(count) });
 });
 
 describeRedis("redis cluster store: events", () => {
@@ -88,7 +62,7 @@ describeRedis("redis cluster store: events", () => {
 
 describeRedis("redis cluster store: liveness and prefixes", () => {
   it("reports no holder for the devices of an instance that stopped refreshing (killed), and one for a live one", async () => {
-    const prefix = `c${++n}:`;
+    const prefix = redis.freshPrefix();
     const { nodes } = await cluster(1, prefix);
     const [a] = nodes as [Node];
     const script = `
@@ -118,7 +92,6 @@ describeRedis("redis cluster store: liveness and prefixes", () => {
     }
     // an orderly close ends the liveness at once
     await a.close();
-    opened.splice(0);
     const b = (await cluster(1, prefix)).nodes[0] as Node;
     expect((await b.holders(["held-by-a"])).get("held-by-a")).toBe("");
   });
