@@ -151,7 +151,11 @@ class SharedData {
       holders: (devices) =>
         run(() => {
           const out = new Map<string, string>();
-          for (const d of devices) out.set(d, this.holds.get(d)?.instance ?? "");
+          for (const d of devices) {
+            const holder = this.holds.get(d)?.instance ?? "";
+            // a closed node holds nothing (as a Redis instance whose liveness ended)
+            out.set(d, this.nodes.some((n) => n.instance === holder && !n.closed) ? holder : "");
+          }
           return out;
         }),
       loadSubscriptions: () => run((): Subscription[] => [...data.loadDeliveryState().subscriptions]),

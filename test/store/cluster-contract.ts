@@ -92,6 +92,14 @@ export function describeClusterContract(name: string, factory: ClusterFactory): 
         expect(await a.queueDepths(["dev", "other", "never-stored"])).toEqual(new Map([["dev", 2], ["other", 1], ["never-stored", 0]]));
       });
 
+      it("a closed node holds nothing", async () => {
+        const [a, b] = await two();
+        await a.claimDevice("dev");
+        await b.claimDevice("other");
+        await a.close();
+        expect(await b.holders(["dev", "other"])).toEqual(new Map([["dev", ""], ["other", b.instance]]));
+      });
+
       it("tells the previous holder, and only it, that its device was taken, with the new claim's epoch", async () => {
         const { nodes, heard } = await cluster(3);
         const [a, b, c] = nodes as [ClusterNodeStore, ClusterNodeStore, ClusterNodeStore];
