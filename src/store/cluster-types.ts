@@ -80,7 +80,7 @@ export interface SubscriptionChange extends Subscription {
  * node that may have missed events reads it again ("resync").
  */
 export type ClusterEvent =
-  /** deliveries were committed by another node for these devices, which this node holds */
+  /** unsent deliveries (seq 0) were committed by another node for these devices, which this node holds */
   | { readonly kind: "queued"; readonly devices: readonly string[] }
   /** another node claimed a device this node held: `epoch` is the new claim's (this node's hold was older) */
   | { readonly kind: "taken"; readonly device: string; readonly epoch: number }

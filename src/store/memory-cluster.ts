@@ -255,6 +255,8 @@ class SharedData {
     // the holders of other nodes' queued devices, and the others' indexes
     const queuedFor = new Map<string, string[]>();
     for (const d of applied.deliveries ?? []) {
+      // only unsent deliveries are news to a holder (it merges nothing else)
+      if (d.seq !== 0 || d.tombstone) continue;
       const holder = this.holds.get(d.device)?.instance ?? "";
       if (holder === "" || holder === state.instance) continue;
       let list = queuedFor.get(holder);

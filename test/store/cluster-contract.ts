@@ -193,6 +193,8 @@ export function describeClusterContract(name: string, factory: ClusterFactory): 
         });
         // a fenced write of the holder itself with a seq is not news to anyone
         await b.commit({ fence: [{ device: "d1", epoch: 1 }], deliveries: [delivery("d1", "m-1", 1, { seq: 1 })] });
+        // nor is a row with a seq or a tombstone written by another (an unfenced batch: an offline command)
+        await a.commit({ deliveries: [delivery("d2", "m-1", 2, { seq: 5 }), delivery("d3", "m-1", 3, { tombstone: true, seq: 4 })] });
         // a new publish of a node that lost its device is news to the new holder
         await c.claimDevice("d4");
         await a.commit({ fence: [{ device: "d4", epoch: 1 }], messages: [message("m-2")], deliveries: [delivery("d4", "m-2", 9, { seq: 1 })] });
