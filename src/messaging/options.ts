@@ -40,6 +40,13 @@ export interface DeliveryOptions {
    * being retransmitted into a collapse.
    */
   readonly maxInflight: number;
+  /**
+   * On a shared store (cluster): how long a publisher's chosen message id stays
+   * reserved for the node checking its publish, s (default 900). It must outlast
+   * the publish's commit, a store outage included (at least the cluster's
+   * outage limit, 300 s by default); the commit storing the message ends it.
+   */
+  readonly idReservationSeconds: number;
 }
 
 export const DEFAULT_DELIVERY_OPTIONS: DeliveryOptions = {
@@ -58,6 +65,7 @@ export const DEFAULT_DELIVERY_OPTIONS: DeliveryOptions = {
   jitter: 0.2,
   pumpPerTurn: 32,
   maxInflight: 4096,
+  idReservationSeconds: 900,
 };
 
 type Bound = readonly [min: number, max: number, integer: boolean];
@@ -76,6 +84,7 @@ const BOUNDS: Readonly<Record<Exclude<keyof DeliveryOptions, "queueFullPolicy" |
   jitter: [0, 0.5, false],
   pumpPerTurn: [1, 1_000_000, true],
   maxInflight: [1, 100_000_000, true],
+  idReservationSeconds: [10, 7 * 86_400, true],
 };
 
 const RTT_BOUNDS: Readonly<Record<keyof RttOptions, Bound>> = {

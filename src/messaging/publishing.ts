@@ -42,6 +42,8 @@ export class Publishing implements PublishingPart {
   private signing = 0;
   /** existence checks of publishers' ids waiting for the store */
   private checking = 0;
+  /** on a shared store: publisher-chosen ids reserved by checks whose publishes are not queued yet (id -> checks) */
+  private readonly reserving = new Map<string, number>();
   private nextOrder = 1;
 
   constructor(env: EngineEnv, parts: EngineParts, keys: { readonly contentKeys: KeyRing; readonly contentSigner: ContentSigner }) {
@@ -112,7 +114,10 @@ export class Publishing implements PublishingPart {
         }
       });
     } finally {
-      if (check !== undefined) this.env.ids.checkDone(check.seq);
+      if (check !== undefined) {
+        this.env.ids.checkDone(check.seq);
+        this.releaseUnqueued(chosen);
+      }
     }
     return Promise.allSettled(queued);
   }
@@ -120,13 +125,46 @@ export class Publishing implements PublishingPart {
   /**
    * Asks the store which of `ids` are stored messages. The answer can be
    * stale by the time the publish queues; the IdGuard (id-guard.ts) covers
-   * what it may miss.
+   * what it may miss within this node. On a shared store the ids are also
+   * reserved for this node (cluster-types.ts), so the same id published on
+   * another node at the same time is refused there (or here) as a duplicate,
+   * never reaching two commits.
    */
   private checkIds(ids: readonly string[]): { readonly seq: number; readonly answer: Promise<Set<string>> } {
     const seq = this.env.ids.checkIssued();
     this.checking++;
-    const answer = this.env.store.existingMessageIds(ids).finally(() => this.checking--);
+    const cluster = this.env.cluster;
+    let asked: Promise<Set<string>>;
+    if (cluster === undefined) asked = this.env.store.existingMessageIds(ids);
+    else {
+      for (const id of ids) this.reserving.set(id, (this.reserving.get(id) ?? 0) + 1);
+      asked = cluster.reserveMessageIds(ids, this.env.options.idReservationSeconds * 1000);
+    }
+    const answer = asked.finally(() => this.checking--);
     return { seq, answer };
+  }
+
+  /**
+   * After a check's publishes were queued (or failed): the reservations of
+   * ids that are neither queued here nor wanted by another check still open
+   * are ended, so a publisher retrying a refused publish on another node is
+   * not told its id is taken. A queued id keeps its reservation until the
+   * commit storing it (which ends it); a failed release expires on its own.
+   */
+  private releaseUnqueued(ids: readonly string[]): void {
+    const cluster = this.env.cluster;
+    if (cluster === undefined) return;
+    const free = new Set<string>();
+    for (const id of ids) {
+      const left = (this.reserving.get(id) ?? 1) - 1;
+      if (left > 0) {
+        this.reserving.set(id, left);
+        continue;
+      }
+      this.reserving.delete(id);
+      if (!this.env.ids.has(id)) free.add(id);
+    }
+    if (free.size > 0) cluster.releaseMessageIds([...free]).catch(() => undefined);
   }
 
   /** The stored depth of devices this node does not hold (one call for the whole batch). */

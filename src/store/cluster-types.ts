@@ -16,11 +16,26 @@
  *   the device's current hold, and silently skips them otherwise (the rest of
  *   the batch is applied: one node losing a device never fails a shared
  *   batch). So a node that lost a device can never corrupt its queue.
+ *   The one write of such a device that is kept: a delivery of a message new
+ *   in the same batch (published by this node) is inserted as unsent (seq 0,
+ *   no tombstone), unless the device already has a row for it, so a publish
+ *   sent in the turn its node lost the device still reaches the device through
+ *   its new holder. Every other delivery of the device in that batch (with a
+ *   seq or not) is skipped: rows of messages stored before are the holder's
+ *   (one it removed must not come back).
  * - **Enqueue anywhere.** Any node may insert a delivery with seq 0 (a
  *   publish) for any device, held or not, without a fence. When the device
  *   is held by another node, the store tells the holder (event "queued"),
  *   which reads the device's queue (`readQueue`) and adds what it did not
  *   know. A device held by nobody finds its queue when it is next claimed.
+ * - **Message ids.** A publisher may choose a message id; the same id
+ *   published on two nodes at once must not reach two commits (the second
+ *   would fail with duplicate_message). A node reserves the chosen ids when it
+ *   checks a publish (`reserveMessageIds`, one atomic step per batch): an id
+ *   stored or reserved by another instance is refused as a duplicate. A
+ *   reservation lasts `ttlMs` (it must outlast the commit, outages included),
+ *   the commit storing the message ends it, and `releaseMessageIds` ends the
+ *   ones of publishes that were not queued.
  * - **Shared indexes.** Topic subscriptions, registry changes and new
  *   receipts are told to every node (events "subscriptions", "registry",
  *   "receipts"), so each node's topic index, device registry and receipt
@@ -65,9 +80,9 @@ export interface SubscriptionChange extends Subscription {
  * node that may have missed events reads it again ("resync").
  */
 export type ClusterEvent =
-  /** deliveries were committed by another node for these devices, which this node holds */
+  /** unsent deliveries (seq 0) were committed by another node for these devices, which this node holds */
   | { readonly kind: "queued"; readonly devices: readonly string[] }
-  /** another node claimed a device this node held (at `epoch`, or earlier) */
+  /** another node claimed a device this node held: `epoch` is the new claim's (this node's hold was older) */
   | { readonly kind: "taken"; readonly device: string; readonly epoch: number }
   /** another node committed subscription changes */
   | { readonly kind: "subscriptions"; readonly changes: readonly SubscriptionChange[] }
@@ -96,6 +111,14 @@ export interface ClusterStore {
   loadSubscriptions(): Promise<Subscription[]>;
   /** stored deliveries per device, for the given devices (queue depth of devices held elsewhere) */
   queueDepths(devices: readonly string[]): Promise<Map<string, number>>;
+  /**
+   * Reserves message ids for this instance for `ttlMs` (an own reservation is
+   * renewed), in one atomic step; returns the ids that are already stored or
+   * reserved by another instance (those are not reserved).
+   */
+  reserveMessageIds(ids: readonly string[], ttlMs: number): Promise<Set<string>>;
+  /** ends this instance's reservations of `ids` (publishes that were not queued); others' are kept */
+  releaseMessageIds(ids: readonly string[]): Promise<void>;
   /** listens to the other nodes' events; returns the unsubscribe. A throwing listener fails nobody. */
   onClusterEvent(listener: (event: ClusterEvent) => void): () => void;
 }

@@ -45,6 +45,8 @@ class SharedData {
   readonly data = createMemoryStore();
   /** device -> its current hold (instance "" once released) */
   private readonly holds = new Map<string, Hold>();
+  /** message id -> the instance reserving it, until (wall clock, ms) */
+  private readonly reserved = new Map<string, { readonly instance: string; readonly until: number }>();
   private readonly nodes: NodeState[] = [];
   private instances = 0;
 
@@ -149,10 +151,19 @@ class SharedData {
       holders: (devices) =>
         run(() => {
           const out = new Map<string, string>();
-          for (const d of devices) out.set(d, this.holds.get(d)?.instance ?? "");
+          for (const d of devices) {
+            const holder = this.holds.get(d)?.instance ?? "";
+            // a closed node holds nothing (as a Redis instance whose liveness ended)
+            out.set(d, this.nodes.some((n) => n.instance === holder && !n.closed) ? holder : "");
+          }
           return out;
         }),
       loadSubscriptions: () => run((): Subscription[] => [...data.loadDeliveryState().subscriptions]),
+      reserveMessageIds: (ids, ttlMs) => run(() => this.reserve(state, ids, ttlMs)),
+      releaseMessageIds: (ids) =>
+        run(() => {
+          for (const id of ids) if (this.reserved.get(id)?.instance === instance) this.reserved.delete(id);
+        }),
       queueDepths: (devices) =>
         run(() => {
           const counts = this.depths();
@@ -180,6 +191,18 @@ class SharedData {
     const counters = this.data.loadDeliveryState().counters.find((c) => c.device === device);
     const queue = this.queueOf(device);
     return { device, epoch, counters, deliveries: queue.deliveries, messages: queue.messages, previous: before };
+  }
+
+  private reserve(state: NodeState, ids: readonly string[], ttlMs: number): Set<string> {
+    const stored = this.data.existingMessageIds(ids);
+    const now = Date.now();
+    const taken = new Set<string>();
+    for (const id of ids) {
+      const r = this.reserved.get(id);
+      if (stored.has(id) || (r !== undefined && r.instance !== state.instance && r.until > now)) taken.add(id);
+      else this.reserved.set(id, { instance: state.instance, until: now + ttlMs });
+    }
+    return taken;
   }
 
   private queueOf(device: string): StoredQueue {
@@ -227,9 +250,13 @@ class SharedData {
       };
     }
     const receipts = this.data.commit(applied);
+    // a stored message needs no reservation
+    for (const m of applied.messages ?? []) this.reserved.delete(m.id);
     // the holders of other nodes' queued devices, and the others' indexes
     const queuedFor = new Map<string, string[]>();
     for (const d of applied.deliveries ?? []) {
+      // only unsent deliveries are news to a holder (it merges nothing else)
+      if (d.seq !== 0 || d.tombstone) continue;
       const holder = this.holds.get(d.device)?.instance ?? "";
       if (holder === "" || holder === state.instance) continue;
       let list = queuedFor.get(holder);

@@ -25,13 +25,15 @@
  *   P holds          hash  device -> "instance:epoch" (the node holding its session; cluster-types.ts)
  *   P epochs         hash  device -> last epoch given (HINCRBY: increases with every claim)
  *   P alive:<n>      string "1" with a PX expiry, refreshed by instance n while it runs
+ *   P rid:<id>       string instance reserving message id <id> for its publish (PX expiry; the commit
+ *                    storing the message deletes it)
  *   P ev             channel events for every node: "c" (a commit's subscription changes and last
  *                    receipt id), "g" (registry change)
  *   P ev:<n>         channel events for instance n only: "q" (queued for devices it holds), "t" (taken)
  *
  * Events are JSON arrays whose first element is the sending instance:
  *   [from, "c", lastReceiptId or 0]  or  [from, "c", lastReceiptId or 0, [device, topic, 1|0, ...]]
- *   [from, "g", device]   [from, "q", [device, ...]]   [from, "t", device, epoch of the lost hold]
+ *   [from, "g", device]   [from, "q", [device, ...]]   [from, "t", device, epoch of the new claim]
  */
 
 /**
@@ -47,9 +49,11 @@
  * one, this one included).
  *
  * Holds (cluster-types.ts): a device of the fence list whose hold is not
- * (instance, epoch) is "stale": its counters, its deliveries with a seq or a
- * tombstone and its removals are skipped, and its seq-0 deliveries only insert
- * (never replace what the holder wrote); the rest of the batch is applied.
+ * (instance, epoch) is "stale": its counters and removals are skipped, and of
+ * its deliveries only those of a message new in this batch are kept, inserted
+ * as unsent (seq 0, no tombstone) when the device has no row for the message
+ * (never replacing what the holder wrote); the rest of the batch is applied.
+ * Each stored message's id reservation (P rid:<id>) is deleted.
  * New seq-0 deliveries of a device held by another instance are told to that
  * instance ("q", one PUBLISH per holder); the batch's subscription changes and
  * last receipt id to every node ("c", one PUBLISH).
@@ -87,7 +91,7 @@ local di = i
 for j = 0, nd - 1 do
   local b = di + 3 * j
   local mid = ARGV[b + 1]
-  if not (stale[ARGV[b]] and holderOnly(ARGV[b + 2])) and not fresh[mid] and redis.call('HEXISTS', mk, mid) == 0 then
+  if not stale[ARGV[b]] and not fresh[mid] and redis.call('HEXISTS', mk, mid) == 0 then
     return {2, ARGV[b], mid}
   end
 end
@@ -97,6 +101,7 @@ for j = 0, nm - 1 do
   local b = mi + 3 * j
   redis.call('HSET', mk, ARGV[b], ARGV[b + 1])
   redis.call('ZADD', P .. 'exp', ARGV[b + 2], ARGV[b])
+  redis.call('DEL', P .. 'rid:' .. ARGV[b])
 end
 local seen, holders, told = {}, {}, {}
 local function queued(dev)
@@ -118,8 +123,9 @@ for j = 0, nd - 1 do
   local added = 0
   if not stale[dev] then
     added = redis.call('HSET', q, mid, v)
-  elseif not only then
-    added = redis.call('HSETNX', q, mid, v)
+  elseif fresh[mid] then
+    only = false
+    added = redis.call('HSETNX', q, mid, string.match(v, '^(%d+):') .. ':0:0')
   end
   if added == 1 then
     redis.call('HINCRBY', P .. 'ref', mid, 1)
@@ -348,12 +354,44 @@ local e = redis.call('HINCRBY', P .. 'epochs', dev, 1)
 redis.call('HSET', hk, dev, me .. ':' .. string.format('%d', e))
 local previous = ''
 if prev then
-  local who, pe = string.match(prev, '^(.*):(%d+)$')
+  local who = string.match(prev, '^(.*):%d+$')
   previous = who
-  if who ~= me then redis.call('PUBLISH', P .. 'ev:' .. who, cjson.encode({me, 't', dev, tonumber(pe)})) end
+  if who ~= me then redis.call('PUBLISH', P .. 'ev:' .. who, cjson.encode({me, 't', dev, e})) end
 end
 local q, msgs = readQueue(P, dev)
 return {e, previous, redis.call('HGET', P .. 'ctr', dev) or '', q, msgs}
+`;
+
+/**
+ * reserveMessageIds: ARGV = P, instance, ttl ms, ids... Returns 1 per id stored or
+ * reserved by another instance, else 0 (the id is now reserved by this instance
+ * for ttl ms; an own reservation is renewed).
+ */
+export const RESERVE_IDS_SCRIPT = `#!lua
+local P, me, ttl = ARGV[1], ARGV[2], ARGV[3]
+local out = {}
+for k = 4, #ARGV do
+  local id = ARGV[k]
+  local rk = P .. 'rid:' .. id
+  local taken = 0
+  if redis.call('HEXISTS', P .. 'msg', id) == 1 then
+    taken = 1
+  else
+    local who = redis.call('GET', rk)
+    if who and who ~= me then taken = 1 else redis.call('SET', rk, me, 'PX', ttl) end
+  end
+  out[k - 3] = taken
+end
+return out
+`;
+
+/** releaseMessageIds: ARGV = P, instance, ids... Deletes the reservations of these ids that are the instance's. */
+export const RELEASE_IDS_SCRIPT = `#!lua
+for k = 3, #ARGV do
+  local rk = ARGV[1] .. 'rid:' .. ARGV[k]
+  if redis.call('GET', rk) == ARGV[2] then redis.call('DEL', rk) end
+end
+return 0
 `;
 
 /** releaseDevice: ARGV = P, instance, device, epoch. Deletes the hold if it is still (instance, epoch). Returns 1 when it did. */

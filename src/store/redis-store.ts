@@ -16,7 +16,9 @@ import {
   PUT_DEVICE_SCRIPT,
   QUEUE_DEPTHS_SCRIPT,
   READ_QUEUE_SCRIPT,
+  RELEASE_IDS_SCRIPT,
   RELEASE_SCRIPT,
+  RESERVE_IDS_SCRIPT,
   SUBSCRIPTIONS_SCRIPT,
 } from "./redis-scripts.ts";
 import type {
@@ -140,6 +142,8 @@ const SCRIPTS = {
   holders: HOLDERS_SCRIPT,
   queueDepths: QUEUE_DEPTHS_SCRIPT,
   subscriptions: SUBSCRIPTIONS_SCRIPT,
+  reserveIds: RESERVE_IDS_SCRIPT,
+  releaseIds: RELEASE_IDS_SCRIPT,
 } as const;
 type ScriptName = keyof typeof SCRIPTS;
 
@@ -861,6 +865,15 @@ export class RedisStore implements Store, ClusterStore {
 
   queueDepths(devices: readonly string[]): Promise<Map<string, number>> {
     return this.script("queueDepths", devices, (r) => new Map(devices.map((d, i) => [d, (r as number[])[i] ?? 0])));
+  }
+
+  reserveMessageIds(ids: readonly string[], ttlMs: number): Promise<Set<string>> {
+    const ttl = String(Math.max(1, Math.ceil(ttlMs)));
+    return this.script("reserveIds", [this.instance, ttl, ...ids], (r) => new Set(ids.filter((_, i) => (r as number[])[i] === 1)), "write");
+  }
+
+  releaseMessageIds(ids: readonly string[]): Promise<void> {
+    return this.script("releaseIds", [this.instance, ...ids], () => undefined, "write");
   }
 
   loadDeliveryState(): Promise<DeliveryState> {

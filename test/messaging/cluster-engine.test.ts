@@ -1,57 +1,24 @@
 /**
- * The delivery engine in cluster mode: three engines ("nodes") on one shared
+ * The delivery engine in cluster mode: engines ("nodes") on one shared
  * memory store (memory-cluster.ts), devices on the simulated network of
  * world.ts. Holds, routing of publishes to the holder, moves between nodes
  * with loss, fencing of a node that lost a device, limits and expiry applied
- * at claim.
+ * at claim. The scenarios of cluster-scenarios.ts run here on the memory
+ * cluster (and in cluster-redis.test.ts on Redis).
  */
 import { describe, expect, it } from "vitest";
 import { MessagingError } from "../../src/messaging/errors.ts";
-import { NO_OBSERVER, type HoldEvent } from "../../src/messaging/observer.ts";
-import { clusterOf, type ClusterStore, type Store, type WriteBatch } from "../../src/store/index.ts";
+import { clusterOf } from "../../src/store/index.ts";
 import { ErrorCode } from "../../src/wire/index.ts";
 import { captureServerSends, enc, receiptTrail, untilDelivered } from "./helpers.ts";
+import { deviceOn, describeClusterScenarios, direct } from "./cluster-scenarios.ts";
 import { World, type ClusterNode, type SimDevice } from "./world.ts";
+
+describeClusterScenarios("memory cluster", (nodes, o) => World.create({ ...o, nodes }));
 
 async function welcomed(w: World, d: SimDevice, n = 1): Promise<void> {
   await w.run(60_000, () => d.welcomes.length >= n);
   expect(d.welcomes.length).toBeGreaterThanOrEqual(n);
-}
-
-/** A registered device (no automatic reconnection: the test moves it) with a Welcome from `node`. */
-async function deviceOn(w: World, id: string, node: number): Promise<SimDevice> {
-  const d = w.addDevice(id);
-  d.autoReconnect = false;
-  d.connect({ node });
-  await welcomed(w, d);
-  return d;
-}
-
-const direct = (device: string, text: string, extra: object = {}) => ({ target: { device }, payload: enc(text), publisher: "test", ...extra });
-
-/** A node store whose commits can be held back (they reach the shared store when `open` is called). */
-function gated(base: Store & ClusterStore): { store: Store & ClusterStore; close(): void; open(): void; readonly waiting: number } {
-  let closed = false;
-  let waiting: (() => void)[] = [];
-  const store: Store & ClusterStore = {
-    ...base,
-    commit: (batch: WriteBatch) => (closed ? new Promise<void>((r) => waiting.push(r)).then(() => base.commit(batch)) : base.commit(batch)),
-  };
-  return {
-    store,
-    close: () => {
-      closed = true;
-    },
-    open: () => {
-      closed = false;
-      const run = waiting;
-      waiting = [];
-      for (const r of run) r();
-    },
-    get waiting() {
-      return waiting.length;
-    },
-  };
 }
 
 /** A world of two nodes whose node 1 answers claims only when the test says (the claim itself takes effect at once). */
@@ -94,122 +61,6 @@ describe("delivery engine on a shared store (cluster mode)", () => {
     expect(w.engineAt(0).heldDevices()).toEqual([]);
     expect(receiptTrail(w, r.messageId)).toEqual(["queued@0", "sent@1", "delivered@1"]);
     expect(w.cluster?.data.loadDeliveryState().deliveries).toEqual([]);
-  });
-
-  it("a topic publish reaches subscribers on every node once, and an offline one at its Hello on any node", async () => {
-    const w = await World.create({ nodes: 3 });
-    const online = [w.addDevice("a", ["news"]), w.addDevice("b", ["news"]), w.addDevice("c", ["news"])];
-    const offline = w.addDevice("e", ["news"]);
-    w.addDevice("x", ["sport"]);
-    for (const [i, d] of online.entries()) d.connect({ node: i });
-    for (const d of online) await welcomed(w, d);
-    // one device subscribes itself on node 2: the other nodes learn it (event "subscriptions")
-    const self = w.addDevice("s");
-    self.connect({ node: 2 });
-    await welcomed(w, self);
-    void self.session?.subscribe(["news"], true, w.clock.now());
-    await w.run(2_000);
-    expect(w.engineAt(0).subscribersOf("news")).toEqual(["a", "b", "c", "e", "s"]);
-    const r = await w.publish({ target: { topic: "news" }, payload: enc("n1"), publisher: "test" }, 1);
-    expect(r.recipients).toBe(5);
-    for (const d of [...online, self]) await untilDelivered(w, d, 1, 10_000);
-    await w.run(5_000);
-    for (const d of [...online, self]) expect(d.payloads()).toEqual(["n1"]);
-    expect(offline.delivered).toEqual([]);
-    offline.connect({ node: 2 });
-    await untilDelivered(w, offline, 1, 10_000);
-    await w.run(5_000);
-    expect(offline.payloads()).toEqual(["n1"]);
-    expect(w.cluster?.data.loadDeliveryState().deliveries).toEqual([]);
-  });
-
-  it("a device moving from B to C mid-stream over a lossy path gets everything once, in order; B's late commits are fenced", async () => {
-    const holds: HoldEvent[] = [];
-    let gate: ReturnType<typeof gated> | undefined;
-    const w = await World.create({
-      nodes: 3,
-      seed: 7,
-      net: { loss: 0.3, duplicate: 0.05, reorder: 0.1, latency: [5, 40] },
-      observer: { ...NO_OBSERVER, holdEvent: (e) => holds.push(e) },
-      wrapNodeStore: (i, store) => {
-        if (i !== 1) return store;
-        gate = gated(store);
-        return gate.store;
-      },
-    });
-    const d = await deviceOn(w, "d1", 1);
-    const total = 30;
-    for (let i = 0; i < total; i++) w.after(i * 40, () => void w.engineAt(0).publish(direct("d1", `m${i}`)));
-    await w.run(60_000, () => d.delivered.length >= 6);
-    // B's commits stop reaching the store: what it does from now on is late
-    gate?.close();
-    (w.nodes[1] as ClusterNode).frozen = true;
-    await w.run(400);
-    expect(gate?.waiting).toBeGreaterThan(0);
-    // the device's path to B dies silently; it says Hello to C, which claims it
-    const onB = d.link;
-    if (onB !== undefined) onB.closed = true;
-    d.link = undefined;
-    d.connect({ node: 2 });
-    await untilDelivered(w, d, total);
-    await w.run(5_000);
-    expect(w.engineAt(1).heldDevices()).toEqual([]);
-    expect(w.engineAt(2).heldDevices()).toEqual(["d1"]);
-    expect(holds).toContain("taken");
-    // B's late batches reach the store now: nothing of them may change C's device
-    (w.nodes[1] as ClusterNode).frozen = false;
-    gate?.open();
-    await w.run(1_000);
-    expect(d.payloads()).toEqual(Array.from({ length: total }, (_, i) => `m${i}`));
-    const seqs = d.delivered.map((x) => x.seq);
-    expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
-    expect(new Set(seqs).size).toBe(total);
-    const status = w.engineAt(2).deviceStatus("d1");
-    const stored = w.cluster?.data.loadDeliveryState();
-    expect(stored?.counters.find((c) => c.device === "d1")).toEqual({ device: "d1", lastSeq: status.lastSeq, ackedSeq: status.ackedSeq });
-    expect(status.ackedSeq).toBe(d.hwm);
-    expect(stored?.deliveries.filter((x) => x.device === "d1")).toEqual([]);
-    // and C goes on delivering after B's late commits
-    await w.publish(direct("d1", "after"), 1);
-    await untilDelivered(w, d, total + 1, 30_000);
-    expect(d.payloads().at(-1)).toBe("after");
-    expect(d.delivered.at(-1)?.seq).toBe(status.lastSeq + 1);
-  });
-
-  it("a device taken by another node loses its session on the old node: Bye SESSION_REPLACED, and not one push more", async () => {
-    const holds: HoldEvent[] = [];
-    let gate: ReturnType<typeof gated> | undefined;
-    const w = await World.create({
-      nodes: 3,
-      observer: { ...NO_OBSERVER, holdEvent: (e) => holds.push(e) },
-      wrapNodeStore: (i, store) => (i === 1 ? (gate = gated(store)).store : store),
-    });
-    const sent = captureServerSends(w);
-    const d = await deviceOn(w, "d1", 1);
-    const onB = d.link?.peer;
-    // B queues and sends a push whose commit is held back: the push waits for it
-    gate?.close();
-    (w.nodes[1] as ClusterNode).frozen = true;
-    void w.engineAt(1).publish(direct("d1", "late"));
-    await w.run(100);
-    expect(gate?.waiting).toBe(1);
-    // the device leaves its session on B without a word (B still holds it) and says Hello to C
-    d.link = undefined;
-    d.connect({ node: 2 });
-    await welcomed(w, d, 2);
-    await w.run(100);
-    expect(w.engineAt(1).heldDevices()).toEqual([]);
-    expect(holds.filter((e) => e === "taken")).toHaveLength(1);
-    // B's commit completes (fenced): its push is not sent on the old session, only the Bye
-    (w.nodes[1] as ClusterNode).frozen = false;
-    gate?.open();
-    await w.run(2_000);
-    const toB = sent.filter((c) => c.peer === onB && c.at > 0 && c.frame.kind !== "welcome");
-    expect(toB.map((c) => (c.frame.kind === "bye" ? `bye:${c.frame.bye.reason?.code}` : c.frame.kind))).toEqual([`bye:${ErrorCode.SESSION_REPLACED}`]);
-    // C delivers the message (its delivery was queued, unsent, whoever held the device)
-    await untilDelivered(w, d, 1, 10_000);
-    expect(d.payloads()).toEqual(["late"]);
-    expect(d.delivered[0]?.seq).toBe(1);
   });
 
   it("after missed events (resync) a node drops the devices another node took, reads the queues of the others and its subscriptions again", async () => {

@@ -297,6 +297,8 @@ export interface WorldOptions {
    * `store` and `registry`; the others are `nodes[i]`.
    */
   nodes?: number;
+  /** the nodes' stores of a cluster world on another shared store (e.g. Redis), one per node; default a memory cluster */
+  sharedStores?: readonly (Store & ClusterStore)[];
   /** wraps the store of cluster node i (i >= 1) before its engine opens on it (e.g. to hold its commits back) */
   wrapNodeStore?: (i: number, store: Store & ClusterStore) => Store & ClusterStore;
   /** makes the content signatures (default: the engine's, on the main thread) */
@@ -310,8 +312,10 @@ export class World {
   contentKeys!: KeyRing;
   sessionKeys!: KeyRing;
   engine!: DeliveryEngine;
-  /** the shared store of a cluster world */
+  /** the shared store of a cluster world (on a memory cluster) */
   readonly cluster: MemoryCluster | undefined;
+  /** a cluster world (nodes on one shared store) */
+  private readonly shared: boolean;
   /** every node of a cluster world (node 0 is this world's engine, store and registry); empty otherwise */
   readonly nodes: ClusterNode[] = [];
   readonly receipts: Receipt[] = [];
@@ -341,8 +345,9 @@ export class World {
     this.net = o.net ?? PERFECT;
     this.seed = o.seed ?? 1;
     this.random = prng(this.seed);
-    this.cluster = o.nodes === undefined ? undefined : createMemoryCluster();
-    this.store = o.store ?? this.cluster?.node("n0") ?? openMemoryStore();
+    this.shared = o.nodes !== undefined;
+    this.cluster = o.nodes === undefined || o.sharedStores !== undefined ? undefined : createMemoryCluster();
+    this.store = o.store ?? o.sharedStores?.[0] ?? this.cluster?.node("n0") ?? openMemoryStore();
     this.engineOptions = o.options ?? {};
     this.observer = o.observer;
     this.contentSigner = o.contentSigner;
@@ -354,10 +359,10 @@ export class World {
     w.contentKeys = await KeyRing.open(w.store, "content", { now: T0 });
     w.sessionKeys = await KeyRing.open(w.store, "session", { now: T0 });
     await w.startEngine();
-    if (w.cluster !== undefined) {
+    if (w.shared) {
       w.nodes.push({ store: w.store, registry: w.registry, engine: w.engine, flushWanted: false });
       for (let i = 1; i < (o.nodes ?? 1); i++) {
-        const base = w.cluster.node(`n${i}`);
+        const base = o.sharedStores?.[i] ?? (w.cluster as MemoryCluster).node(`n${i}`);
         const store = o.wrapNodeStore?.(i, base) ?? base;
         const registry = await DeviceRegistry.open(store, w.clock);
         const node: ClusterNode = { store, registry, engine: undefined as unknown as DeliveryEngine, flushWanted: false };
@@ -381,7 +386,7 @@ export class World {
   }
 
   private async openEngine(store: Store, registry: DeviceRegistry, requestFlush: () => void): Promise<DeliveryEngine> {
-    const cluster = this.cluster === undefined ? undefined : clusterOf(store);
+    const cluster = this.shared ? clusterOf(store) : undefined;
     const engine = await DeliveryEngine.open({
       store,
       ...(cluster === undefined ? {} : { cluster }),
