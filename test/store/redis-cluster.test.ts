@@ -18,6 +18,7 @@ import { describeRedis } from "../support/redis-server.ts";
 import { useRedisNodes, type RedisNode as Node } from "../support/redis-nodes.ts";
 import { until } from "../support/until.ts";
 import { barrier, describeClusterContract, news } from "./cluster-contract.ts";
+import { delivery, message, receipt } from "./contract.ts";
 
 const redis = useRedisNodes("c");
 const server = redis.server;
