@@ -15,7 +15,7 @@
  *  - a string that is not valid UTF-8 is refused (proto3 requires it);
  *  - unknown fields of every wire type are skipped (forward compatibility), unknown
  *    groups nested deeper than MAX_GROUP_DEPTH are refused.
- * Encoding (checkMessage, over the message the generated encoder will write):
+ * Encoding (checkMessage, over the encoding input before the generated code fills it in):
  *  - uint64: an integer from 0 to 2^53-1; uint32: from 0 to 2^32-1; enum: a 32-bit
  *    integer (the runtime would silently write a rounded or truncated value otherwise);
  *  - string: a well-formed string (no lone surrogate, which would be written as U+FFFD);
@@ -63,7 +63,7 @@ export interface MessageRule {
   readonly list: readonly FieldRule[];
 }
 
-interface FieldDescriptor {
+export interface FieldDescriptor {
   readonly name: string;
   readonly number: number;
   readonly label: number;
@@ -72,13 +72,20 @@ interface FieldDescriptor {
   readonly jsonName: string;
 }
 
-function buildRules(): ReadonlyMap<string, MessageRule> {
-  const file = protoMetadata.fileDescriptor;
+/** The parts of a generated file descriptor the checks read. */
+export interface FileDescriptorLike {
+  readonly name: string;
+  readonly package: string;
+  readonly messageType: readonly { readonly name: string; readonly field: readonly FieldDescriptor[]; readonly nestedType: readonly unknown[] }[];
+}
+
+/** Field tables by full message name (".dtlspush.v1.Push"); throws on a field type the checks do not know. */
+export function buildRules(file: FileDescriptorLike): ReadonlyMap<string, MessageRule> {
   const rules = new Map<string, MessageRule>();
   const pending: [FieldRule & { message: MessageRule | undefined }, string][] = [];
   for (const m of file.messageType) {
     const fields = new Map<number, FieldRule>();
-    for (const f of m.field as readonly FieldDescriptor[]) {
+    for (const f of m.field) {
       const label = `${m.name}.${f.name}`;
       const kind = KIND_OF_TYPE[f.type];
       if (kind === undefined) throw new Error(`src/wire/checks.ts does not know the type (${f.type}) of ${label}; add it before using it.`);
@@ -97,7 +104,7 @@ function buildRules(): ReadonlyMap<string, MessageRule> {
   return rules;
 }
 
-const RULES = buildRules();
+const RULES = buildRules(protoMetadata.fileDescriptor);
 
 /** The rule of a message of the schema by name ("Frame", "Push"). */
 export function messageRule(name: string): MessageRule {
@@ -208,7 +215,7 @@ function checkField(walk: Walk, end: number, field: FieldRule, wireType: number)
   const stop = walk.length(end, field.label);
   if (field.kind === "message") {
     checkMessageBytes(walk, stop, field.message as MessageRule);
-  } else if (field.kind === "string") {
+  } else if (field.kind === "string" && !isAscii(walk.buf, walk.pos, stop)) {
     try {
       strictUtf8.decode(walk.buf.subarray(walk.pos, stop));
     } catch (cause) {
@@ -216,6 +223,11 @@ function checkField(walk: Walk, end: number, field: FieldRule, wireType: number)
     }
   }
   walk.pos = stop;
+}
+
+function isAscii(buf: Uint8Array, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if ((buf[i] as number) > 0x7f) return false;
+  return true;
 }
 
 function checkNumber(walk: Walk, end: number, field: FieldRule): void {
@@ -314,18 +326,23 @@ function checkValue(field: FieldRule, v: unknown): void {
       if (!(v instanceof Uint8Array)) throw new WireError(`${field.label} must be a Uint8Array.`);
       return;
     case "message":
-      if (v === undefined && !field.repeated) return;
       if (v === null || typeof v !== "object") throw new WireError(`${field.label} must be a message object.`);
       checkMessage(field.message as MessageRule, v);
       return;
   }
 }
 
-/** Checks every field of a message (as fromPartial made it: every field present) before it is encoded. */
+/**
+ * Checks an encoding input (a message's Init: every field optional) before the
+ * generated code fills in the defaults (fromPartial, which would turn a wrong
+ * value into a default or fail without naming the field) and encodes it.
+ * An absent (undefined) field is fine; anything else must be of the field's type.
+ */
 export function checkMessage(rule: MessageRule, message: object): void {
   const m = message as Readonly<Record<string, unknown>>;
   for (const field of rule.list) {
     const v = m[field.prop];
+    if (v === undefined) continue;
     if (!field.repeated) {
       checkValue(field, v);
     } else {

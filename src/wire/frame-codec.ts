@@ -4,7 +4,7 @@
  * it and every failure reported as WireError ("bad_frame").
  */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
-import { checkFrameBytes, checkMessage, messageRule } from "./checks.ts";
+import { checkFrameBytes, checkMessage, messageRule, type MessageRule } from "./checks.ts";
 import { WireError } from "./errors.ts";
 import { Frame, Limits, Push } from "./generated/dtlspush/v1/frame.ts";
 import type { FrameBody, FrameInit, FrameKind, PushInit, UnknownFrameBody, Push as PushMessage } from "./types.ts";
@@ -12,12 +12,20 @@ import type { FrameBody, FrameInit, FrameKind, PushInit, UnknownFrameBody, Push 
 const FRAME_RULE = messageRule("Frame");
 const PUSH_RULE = messageRule("Push");
 
+/** The rule of each Frame body by kind ("push" -> Push). */
+const BODY_RULES: ReadonlyMap<string, MessageRule> = new Map(FRAME_RULE.list.map((f) => [f.prop, f.message as MessageRule]));
+
 /** Frame field numbers by body kind (Frame.push = 3, ...). */
 export const FrameFields: Readonly<Record<FrameKind, number>> = Object.fromEntries(
   FRAME_RULE.list.map((f) => [f.prop, f.number]),
 ) as Record<FrameKind, number>;
 
-const KINDS: ReadonlySet<string> = new Set(Object.keys(FrameFields));
+/** A reader whose bytes fields are copies: the generated decoder would return views of the input. */
+class CopyingReader extends BinaryReader {
+  override bytes(): Uint8Array {
+    return new Uint8Array(super.bytes());
+  }
+}
 
 /**
  * A writer reused across calls (encoding is synchronous): a fresh one per call
@@ -48,22 +56,15 @@ function asWireError(cause: unknown, what: string): WireError {
   return new WireError(`${what}: ${detail}.`, { cause });
 }
 
-/** The generated Frame of an encoding input (every field filled in), checked. */
+/** The generated Frame of an encoding input, checked, with every field filled in. */
 function frameOf(init: FrameInit): Frame {
   const kind = (init as { kind: unknown }).kind;
-  if (typeof kind !== "string" || !KINDS.has(kind)) {
-    throw new WireError(`Frame kind ${String(kind)} is not one this version knows.`);
-  }
-  const body = (init as unknown as Record<string, unknown>)[kind];
-  if (body === null || typeof body !== "object") throw new WireError(`Frame.${kind} must be a message object.`);
-  const frame = Frame.fromPartial({ body: { $case: kind, [kind]: body } } as Parameters<typeof Frame.fromPartial>[0]);
-  checkMessage(FRAME_RULE.fields.get(FrameFields[kind as FrameKind])?.message as Parameters<typeof checkMessage>[0], bodyOf(frame));
-  return frame;
-}
-
-function bodyOf(frame: Frame): object {
-  const body = frame.body as Record<string, unknown> & { $case: string };
-  return body[body.$case] as object;
+  const rule = typeof kind === "string" ? BODY_RULES.get(kind) : undefined;
+  if (rule === undefined) throw new WireError(`Frame kind ${String(kind)} is not one this version knows.`);
+  const body = (init as unknown as Record<string, unknown>)[kind as string];
+  if (body === null || typeof body !== "object") throw new WireError(`Frame.${String(kind)} must be a message object.`);
+  checkMessage(rule, body);
+  return Frame.fromPartial({ body: { $case: kind, [kind as string]: body } } as Parameters<typeof Frame.fromPartial>[0]);
 }
 
 /**
@@ -90,13 +91,11 @@ export function encodeFrame(frame: FrameInit): Uint8Array {
  * known messages are skipped. Bytes fields are copies, never views of `bytes`.
  */
 export function decodeFrame(bytes: Uint8Array): FrameBody | UnknownFrameBody {
-  // A copy of our own: the generated decoder returns bytes fields as views of its input.
-  const own = new Uint8Array(bytes);
   let frame: Frame;
   let unknownField: number;
   try {
-    unknownField = checkFrameBytes(own, FRAME_RULE);
-    frame = Frame.decode(new BinaryReader(own));
+    unknownField = checkFrameBytes(bytes, FRAME_RULE);
+    frame = Frame.decode(new CopyingReader(bytes));
   } catch (cause) {
     throw asWireError(cause, "Frame is malformed");
   }
@@ -104,7 +103,7 @@ export function decodeFrame(bytes: Uint8Array): FrameBody | UnknownFrameBody {
   if (body === undefined) {
     if (unknownField !== 0) return { kind: "unknown", field: unknownField };
     throw new WireError(
-      own.length === 0 ? "Frame is empty: it has no body." : "Frame has no body: none of its fields is a Frame body.",
+      bytes.length === 0 ? "Frame is empty: it has no body." : "Frame has no body: none of its fields is a Frame body.",
     );
   }
   if (body.$case === "welcome") {
@@ -117,7 +116,7 @@ export function decodeFrame(bytes: Uint8Array): FrameBody | UnknownFrameBody {
 }
 
 /** Bytes of a varint holding a non-negative safe integer. */
-export function varintSize(v: number): number {
+function varintSize(v: number): number {
   if (v < 0x80) return 1;
   if (v < 0x4000) return 2;
   if (v < 0x20_0000) return 3;
@@ -130,8 +129,8 @@ export function varintSize(v: number): number {
 /** The Push message alone (no Frame around it), checked like encodeFrame checks it. */
 function encodePushMessage(push: PushInit, what: string): Uint8Array {
   try {
+    checkMessage(PUSH_RULE, push);
     const message = Push.fromPartial(push as Parameters<typeof Push.fromPartial>[0]);
-    checkMessage(PUSH_RULE, message);
     return written((w) => Push.encode(message, w));
   } catch (cause) {
     throw asWireError(cause, what);
