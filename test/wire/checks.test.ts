@@ -121,6 +121,12 @@ describe("decoding checks the generated decoder does not make", () => {
     wireErrorOf(() => decodeFrame(Uint8Array.of(0x1a, 0x03, (99 << 3) | 5, 1, 2)));
   });
 
+  it("refuses wire types 6 and 7 and an end-group outside a group, naming them", () => {
+    expect(wireErrorOf(() => decodeFrame(Uint8Array.of(0x1a, 0x02, 0x7e, 0x00))).message).toMatch(/field 15 with invalid wire type 6/);
+    expect(wireErrorOf(() => decodeFrame(Uint8Array.of(0x1a, 0x02, 0x7f, 0x00))).message).toMatch(/field 15 with invalid wire type 7/);
+    expect(wireErrorOf(() => decodeFrame(Uint8Array.of(0x1a, 0x01, 0x0c))).message).toMatch(/field 1 with invalid wire type 4/);
+  });
+
   it("refuses an end-group of another field than the open group", () => {
     const bytes = raw(PUSH, (w) => w.uint32((100 << 3) | 3).uint32((101 << 3) | 4));
     expect(wireErrorOf(() => decodeFrame(bytes)).message).toMatch(/end-group of field 101 without its start/);
@@ -143,6 +149,8 @@ describe("encoding checks the generated encoder does not make", () => {
     ["a uint64 in a repeated field", { kind: "ack", ack: { rejected: [1, 2 ** 53] } }, /Ack\.rejected must be an integer from 0 to 2\^53-1/],
     ["a uint64 in a nested message", { kind: "ack", ack: { ranges: [{ first: 1.5, last: 2 }] } }, /SeqRange\.first must be an integer/],
     ["a fractional uint32", { kind: "push", push: { priority: 0.5 } }, /Push\.priority must be an integer from 0 to 2\^32-1/],
+    ["a uint32 above 2^32-1", { kind: "push", push: { priority: 2 ** 32 } }, /Push\.priority must be an integer from 0 to 2\^32-1/],
+    ["bytes that are not bytes", { kind: "push", push: { payload: "AAEC" } }, /Push\.payload must be a Uint8Array/],
     ["a fractional enum", { kind: "error", error: { code: 1.5 } }, /Error\.code must be a 32-bit integer/],
     ["an enum below -2^31", { kind: "error", error: { code: -(2 ** 31) - 1 } }, /Error\.code must be a 32-bit integer/],
     ["a lone surrogate in a repeated string", { kind: "subscribe", subscribe: { topics: ["ok", "\uDC00"] } }, /Subscribe\.topics is not well-formed/],
