@@ -5,33 +5,16 @@
  * derive from the generator's file descriptor.
  */
 import { readFileSync } from "node:fs";
-import protobuf, { Writer } from "protobufjs";
+import protobuf from "protobufjs";
 import { describe, expect, it } from "vitest";
 import { buildRules, MAX_GROUP_DEPTH, messageRule } from "../../src/wire/checks.ts";
 import { protoMetadata } from "../../src/wire/generated/dtlspush/v1/frame.ts";
-import { decodeFrame, encodeFrame, encodePushBody, pushOverhead, WireError } from "../../src/wire/index.ts";
+import { decodeFrame, encodeFrame, encodePushBody, pushOverhead } from "../../src/wire/index.ts";
 import type { FrameInit } from "../../src/wire/index.ts";
+import { rawFrame, wireErrorOf } from "./helpers.ts";
 
 const PROTO = readFileSync(new URL("../../proto/dtlspush/v1/frame.proto", import.meta.url), "utf8");
 
-function wireErrorOf(f: () => unknown): WireError {
-  try {
-    f();
-  } catch (e) {
-    expect(e).toBeInstanceOf(WireError);
-    return e as WireError;
-  }
-  throw new Error("expected a WireError, nothing was thrown");
-}
-
-/** A Frame whose body (Frame field `field`) is written by `fill`. */
-function raw(field: number, fill: (w: Writer) => void): Uint8Array {
-  const w = Writer.create();
-  w.uint32((field << 3) | 2).fork();
-  fill(w);
-  w.ldelim();
-  return w.finish();
-}
 const ACK = 4;
 const WELCOME = 2;
 const PUSH = 3;
@@ -71,12 +54,12 @@ describe("field tables from the generator's file descriptor", () => {
 
 describe("decoding checks the generated decoder does not make", () => {
   it("refuses a uint64 above 2^53-1 in a packed repeated field and in a nested message", () => {
-    const packed = raw(ACK, (w) => w.uint32((3 << 3) | 2).fork().uint32(1).uint64(2 ** 53).ldelim());
+    const packed = rawFrame(ACK, (w) => w.uint32((3 << 3) | 2).fork().uint32(1).uint64(2 ** 53).ldelim());
     expect(wireErrorOf(() => decodeFrame(packed)).message).toMatch(/Ack\.rejected is above 2\^53-1/);
-    const nested = raw(ACK, (w) => w.uint32((2 << 3) | 2).fork().uint32(8).uint64(2 ** 60).ldelim());
+    const nested = rawFrame(ACK, (w) => w.uint32((2 << 3) | 2).fork().uint32(8).uint64(2 ** 60).ldelim());
     expect(wireErrorOf(() => decodeFrame(nested)).message).toMatch(/SeqRange\.first is above 2\^53-1/);
     // 2^53-1 itself is exact and accepted, packed too
-    const max = raw(ACK, (w) => w.uint32((3 << 3) | 2).fork().uint64(Number.MAX_SAFE_INTEGER).ldelim());
+    const max = rawFrame(ACK, (w) => w.uint32((3 << 3) | 2).fork().uint64(Number.MAX_SAFE_INTEGER).ldelim());
     expect(decodeFrame(max)).toMatchObject({ kind: "ack", ack: { rejected: [Number.MAX_SAFE_INTEGER] } });
   });
 
@@ -87,26 +70,26 @@ describe("decoding checks the generated decoder does not make", () => {
   });
 
   it("refuses a message, a repeated string and a bool field with the wrong wire type", () => {
-    expect(wireErrorOf(() => decodeFrame(raw(WELCOME, (w) => w.uint32(8 << 3).uint32(1)))).message).toMatch(
+    expect(wireErrorOf(() => decodeFrame(rawFrame(WELCOME, (w) => w.uint32(8 << 3).uint32(1)))).message).toMatch(
       /Welcome\.limits arrived with wire type 0, expected 2/,
     );
-    expect(wireErrorOf(() => decodeFrame(raw(WELCOME, (w) => w.uint32((11 << 3) | 5).fixed32(1)))).message).toMatch(
+    expect(wireErrorOf(() => decodeFrame(rawFrame(WELCOME, (w) => w.uint32((11 << 3) | 5).fixed32(1)))).message).toMatch(
       /Welcome\.topics arrived with wire type 5, expected 2/,
     );
-    expect(wireErrorOf(() => decodeFrame(raw(PUSH, (w) => w.uint32((13 << 3) | 2).bytes(Uint8Array.of(1))))).message).toMatch(
+    expect(wireErrorOf(() => decodeFrame(rawFrame(PUSH, (w) => w.uint32((13 << 3) | 2).bytes(Uint8Array.of(1))))).message).toMatch(
       /Push\.expired arrived with wire type 2, expected 0/,
     );
   });
 
   it("refuses invalid UTF-8 in a repeated string and in a nested message's string", () => {
     const bad = Uint8Array.of(0xc3, 0x28);
-    expect(wireErrorOf(() => decodeFrame(raw(WELCOME, (w) => w.uint32((11 << 3) | 2).bytes(bad)))).message).toMatch(
+    expect(wireErrorOf(() => decodeFrame(rawFrame(WELCOME, (w) => w.uint32((11 << 3) | 2).bytes(bad)))).message).toMatch(
       /Welcome\.topics is not valid UTF-8/,
     );
-    const inPublishAck = raw(6, (w) => w.uint32((3 << 3) | 2).fork().uint32((2 << 3) | 2).bytes(bad).ldelim());
+    const inPublishAck = rawFrame(6, (w) => w.uint32((3 << 3) | 2).fork().uint32((2 << 3) | 2).bytes(bad).ldelim());
     expect(wireErrorOf(() => decodeFrame(inPublishAck)).message).toMatch(/Error\.message is not valid UTF-8/);
     // valid multi-byte UTF-8 passes
-    expect(decodeFrame(raw(PUSH, (w) => w.uint32((3 << 3) | 2).string("größe/✓")))).toMatchObject({ push: { topic: "größe/✓" } });
+    expect(decodeFrame(rawFrame(PUSH, (w) => w.uint32((3 << 3) | 2).string("größe/✓")))).toMatchObject({ push: { topic: "größe/✓" } });
   });
 
   it("refuses a tag above 2^32-1 and a varint longer than 10 bytes in an unknown field", () => {
@@ -128,13 +111,13 @@ describe("decoding checks the generated decoder does not make", () => {
   });
 
   it("refuses an end-group of another field than the open group", () => {
-    const bytes = raw(PUSH, (w) => w.uint32((100 << 3) | 3).uint32((101 << 3) | 4));
+    const bytes = rawFrame(PUSH, (w) => w.uint32((100 << 3) | 3).uint32((101 << 3) | 4));
     expect(wireErrorOf(() => decodeFrame(bytes)).message).toMatch(/end-group of field 101 without its start/);
   });
 
   it(`skips unknown groups nested ${MAX_GROUP_DEPTH} deep and refuses one more`, () => {
     const nested = (depth: number): Uint8Array =>
-      raw(PUSH, (w) => {
+      rawFrame(PUSH, (w) => {
         for (let i = 0; i < depth; i++) w.uint32((100 << 3) | 3);
         for (let i = 0; i < depth; i++) w.uint32((100 << 3) | 4);
         w.uint32(8).uint32(7); // seq = 7, after the groups
