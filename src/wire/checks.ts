@@ -59,6 +59,8 @@ export interface FieldRule {
 
 export interface MessageRule {
   readonly name: string;
+  /** a message made of one oneof (Frame): its fields are the bodies; checked one body at a time */
+  readonly envelope: boolean;
   readonly fields: ReadonlyMap<number, FieldRule>;
   readonly list: readonly FieldRule[];
 }
@@ -70,19 +72,31 @@ export interface FieldDescriptor {
   readonly type: number;
   readonly typeName: string;
   readonly jsonName: string;
+  readonly proto3Optional: boolean;
 }
 
 /** The parts of a generated file descriptor the checks read. */
 export interface FileDescriptorLike {
   readonly name: string;
   readonly package: string;
-  readonly messageType: readonly { readonly name: string; readonly field: readonly FieldDescriptor[]; readonly nestedType: readonly unknown[] }[];
+  readonly messageType: readonly {
+    readonly name: string;
+    readonly field: readonly FieldDescriptor[];
+    readonly nestedType: readonly unknown[];
+    readonly oneofDecl: readonly unknown[];
+  }[];
 }
 
-/** Field tables by full message name (".dtlspush.v1.Push"); throws on a field type the checks do not know. */
+/**
+ * Field tables by full message name (".dtlspush.v1.Push"). Throws on what the
+ * checks do not support (and so would let through unchecked): a field type
+ * other than those of KIND_OF_TYPE, nested types (maps among them), proto3
+ * `optional`, and a oneof anywhere but as the whole content of a message that
+ * no other message holds (the Frame envelope).
+ */
 export function buildRules(file: FileDescriptorLike): ReadonlyMap<string, MessageRule> {
   const rules = new Map<string, MessageRule>();
-  const pending: [FieldRule & { message: MessageRule | undefined }, string][] = [];
+  const pending: [FieldRule, string][] = [];
   for (const m of file.messageType) {
     const fields = new Map<number, FieldRule>();
     for (const f of m.field) {
@@ -93,12 +107,18 @@ export function buildRules(file: FileDescriptorLike): ReadonlyMap<string, Messag
       if (kind === "message") pending.push([rule, f.typeName]);
       fields.set(f.number, rule);
     }
-    if (m.nestedType.length > 0) throw new Error(`src/wire/checks.ts does not support the nested types of ${m.name}.`);
-    rules.set(`.${file.package}.${m.name}`, { name: m.name, fields, list: [...fields.values()] });
+    if (m.nestedType.length > 0) throw new Error(`src/wire/checks.ts does not support the nested types (or maps) of ${m.name}.`);
+    if (m.field.some((f) => f.proto3Optional)) throw new Error(`src/wire/checks.ts does not support the optional fields of ${m.name}.`);
+    const envelope = m.oneofDecl.length > 0;
+    if (m.oneofDecl.length > 1 || (envelope && [...fields.values()].some((f) => f.kind !== "message" || f.repeated))) {
+      throw new Error(`src/wire/checks.ts supports a oneof only as the whole content of a message, of message bodies (${m.name}).`);
+    }
+    rules.set(`.${file.package}.${m.name}`, { name: m.name, envelope, fields, list: [...fields.values()] });
   }
   for (const [rule, typeName] of pending) {
     const target = rules.get(typeName);
     if (target === undefined) throw new Error(`${rule.label}: type ${typeName} is not in ${file.name}.`);
+    if (target.envelope) throw new Error(`src/wire/checks.ts supports a oneof only in a message no other holds (${rule.label}).`);
     rule.message = target;
   }
   return rules;

@@ -41,14 +41,45 @@ describe("field tables from the generator's file descriptor", () => {
     }
   });
 
+  interface EditableMessage {
+    name: string;
+    field: Record<string, unknown>[];
+    nestedType: unknown[];
+    oneofDecl: unknown[];
+  }
+  /** The generated file descriptor, copied and changed by `edit`. */
+  const fileWith = (edit: (messages: Map<string, EditableMessage>) => void): Parameters<typeof buildRules>[0] => {
+    const file = structuredClone(protoMetadata.fileDescriptor) as unknown as { messageType: EditableMessage[] };
+    edit(new Map(file.messageType.map((m) => [m.name, m])));
+    return file as unknown as Parameters<typeof buildRules>[0];
+  };
+  type Edit = (messages: Map<string, EditableMessage>) => unknown;
+  const msg = (messages: Map<string, EditableMessage>, name: string): EditableMessage => messages.get(name) as EditableMessage;
+
+  it("build the tables of the real schema", () => {
+    expect(buildRules(protoMetadata.fileDescriptor).size).toBe(protoMetadata.fileDescriptor.messageType.length);
+  });
+
+  it.each([
+    ["a map (a nested type)", ((m) => msg(m, "Push").nestedType.push({ name: "MapEntry" })) as Edit, /nested types/],
+    ["an optional field", ((m) => ((msg(m, "Push").field[0] as { proto3Optional: boolean }).proto3Optional = true)) as Edit, /optional fields/],
+    ["a oneof next to plain fields", ((m) => msg(m, "Push").oneofDecl.push({ name: "o" })) as Edit, /oneof only as the whole content/],
+    ["a second oneof in Frame", ((m) => msg(m, "Frame").oneofDecl.push({ name: "o" })) as Edit, /oneof only as the whole content/],
+    [
+      "the envelope held by another message",
+      ((m) => ((msg(m, "PublishAck").field[2] as { typeName: string }).typeName = ".dtlspush.v1.Frame")) as Edit,
+      /oneof only in a message no other holds/,
+    ],
+  ])("refuse a schema with %s, which the checks would let through unchecked", (_what, edit, message) => {
+    expect(() => buildRules(fileWith(edit))).toThrow(message);
+  });
+
   it.each([
     ["double", 1],
     ["sint64", 18],
     ["fixed32", 7],
   ])("refuse to load a schema with a %s field, which the checks do not know", (_name, type) => {
-    const file = structuredClone(protoMetadata.fileDescriptor) as unknown as Parameters<typeof buildRules>[0];
-    (file.messageType[1]?.field[0] as { type: number }).type = type;
-    expect(() => buildRules(file)).toThrow(/does not know the type/);
+    expect(() => buildRules(fileWith((m) => (msg(m, "Hello").field[0] as { type: number }).type = type))).toThrow(/does not know the type/);
   });
 });
 
