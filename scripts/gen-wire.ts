@@ -26,7 +26,7 @@ export const OUTPUT_DIR = "src/wire/generated";
 /** ts-proto options (see its README); each one chosen for this repository. */
 export const TS_PROTO_OPTIONS: readonly string[] = [
   "esModuleInterop=true", // ESM + esModuleInterop-style default imports
-  "importSuffix=.js", // NodeNext resolution: relative imports carry an extension
+  "importSuffix=.ts", // relative imports (a second .proto file) end in .ts, like the rest of src/ (tsc rewrites them to .js)
   "forceLong=number", // uint64 as number; the generated decoder throws above 2^53-1 (checks.ts refuses it first, with the field named)
   "oneof=unions", // Frame.body as a tagged union { $case: "push"; push: Push }
   "enumsAsLiterals=true", // ErrorCode as a const object: no TypeScript enum (the build allows only erasable syntax)
