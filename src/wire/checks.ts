@@ -79,6 +79,7 @@ export interface FieldDescriptor {
 export interface FileDescriptorLike {
   readonly name: string;
   readonly package: string;
+  readonly syntax: string;
   readonly messageType: readonly {
     readonly name: string;
     readonly field: readonly FieldDescriptor[];
@@ -89,12 +90,14 @@ export interface FileDescriptorLike {
 
 /**
  * Field tables by full message name (".dtlspush.v1.Push"). Throws on what the
- * checks do not support (and so would let through unchecked): a field type
+ * checks do not support (and so would let through unchecked): a schema other
+ * than proto3 (proto2's required fields and defaults), a field type
  * other than those of KIND_OF_TYPE, nested types (maps among them), proto3
  * `optional`, and a oneof anywhere but as the whole content of a message that
  * no other message holds (the Frame envelope).
  */
 export function buildRules(file: FileDescriptorLike): ReadonlyMap<string, MessageRule> {
+  if (file.syntax !== "proto3") throw new Error(`src/wire/checks.ts supports proto3 only; ${file.name} is ${file.syntax || "proto2"}.`);
   const rules = new Map<string, MessageRule>();
   const pending: [FieldRule, string][] = [];
   for (const m of file.messageType) {

@@ -74,6 +74,11 @@ describe("field tables from the generator's file descriptor", () => {
     expect(() => buildRules(fileWith(edit))).toThrow(message);
   });
 
+  it("refuse a proto2 schema", () => {
+    const proto2 = { ...protoMetadata.fileDescriptor, syntax: "" } as unknown as Parameters<typeof buildRules>[0];
+    expect(() => buildRules(proto2)).toThrow(/proto3 only/);
+  });
+
   it.each([
     ["double", 1],
     ["sint64", 18],
