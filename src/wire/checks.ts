@@ -182,8 +182,8 @@ class Walk {
     this.pos += bytes;
   }
 
-  /** Reads a tag; returns [field number, wire type] after checking both. */
-  tag(end: number): [number, number] {
+  /** Reads a tag (field number * 8 + wire type, below 2^32) after checking both parts. */
+  tag(end: number): number {
     const at = this.pos;
     const tag = this.varint(end, "a field tag");
     if (tag > 0xffff_ffff) throw new WireError(`Frame holds a field tag above 2^32-1 at offset ${at}.`);
@@ -193,7 +193,7 @@ class Walk {
     if (wireType === WIRE_EGROUP || wireType > WIRE_I32) {
       throw new WireError(`Frame holds field ${field} with invalid wire type ${wireType}.`);
     }
-    return [field, wireType];
+    return tag;
   }
 }
 
@@ -205,7 +205,9 @@ class Walk {
 function checkMessageBytes(walk: Walk, end: number, rule: MessageRule): number {
   let unknown = 0;
   while (walk.pos < end) {
-    const [number, wireType] = walk.tag(end);
+    const tag = walk.tag(end);
+    const number = tag >>> 3;
+    const wireType = tag & 7;
     const field = rule.fields.get(number);
     if (field === undefined) {
       unknown = number;
@@ -263,7 +265,8 @@ function checkNumber(walk: Walk, end: number, field: FieldRule): void {
 /** Skips a field this version does not know, groups included (iteratively, bounded). */
 function skipUnknown(walk: Walk, end: number, number: number, wireType: number): void {
   const groups: number[] = [];
-  let [n, wt] = [number, wireType];
+  let n = number;
+  let wt = wireType;
   for (;;) {
     const what = `field ${n}`;
     switch (wt) {
@@ -295,7 +298,9 @@ function skipUnknown(walk: Walk, end: number, number: number, wireType: number):
     const tag = walk.varint(end, "a field tag");
     if (tag % 8 !== WIRE_EGROUP) {
       walk.pos = at;
-      [n, wt] = walk.tag(end);
+      const next = walk.tag(end);
+      n = next >>> 3;
+      wt = next & 7;
     } else {
       n = Math.floor(tag / 8);
       wt = WIRE_EGROUP;

@@ -20,10 +20,35 @@ export const FrameFields: Readonly<Record<FrameKind, number>> = Object.fromEntri
   FRAME_RULE.list.map((f) => [f.prop, f.number]),
 ) as Record<FrameKind, number>;
 
-/** A reader whose bytes fields are copies: the generated decoder would return views of the input. */
-class CopyingReader extends BinaryReader {
+/**
+ * The reader the generated decoder gets, over bytes checkFrameBytes accepted:
+ * bytes fields are copies (the runtime returns views of the input), and uint64
+ * values are read straight into numbers (the runtime builds a BigInt, which
+ * the generated code then converts through a string; checks.ts has refused
+ * any value above 2^53-1, so the number is exact).
+ */
+class CheckedReader extends BinaryReader {
+  readonly input: Uint8Array;
+
+  constructor(input: Uint8Array) {
+    super(input);
+    this.input = input;
+  }
+
   override bytes(): Uint8Array {
     return new Uint8Array(super.bytes());
+  }
+
+  override uint64(): string {
+    let value = 0;
+    let scale = 1;
+    for (let i = 0; i < 10 && this.pos < this.len; i++) {
+      const b = this.input[this.pos++] as number;
+      value += (b & 0x7f) * scale;
+      if (b < 0x80) return String(value);
+      scale *= 0x80;
+    }
+    throw new WireError("Frame is malformed: a uint64 the checks let through is not a varint.");
   }
 }
 
@@ -95,7 +120,7 @@ export function decodeFrame(bytes: Uint8Array): FrameBody | UnknownFrameBody {
   let unknownField: number;
   try {
     unknownField = checkFrameBytes(bytes, FRAME_RULE);
-    frame = Frame.decode(new CopyingReader(bytes));
+    frame = Frame.decode(new CheckedReader(bytes));
   } catch (cause) {
     throw asWireError(cause, "Frame is malformed");
   }
