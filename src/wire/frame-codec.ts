@@ -28,7 +28,7 @@ export const FrameFields: Readonly<Record<FrameKind, number>> = Object.fromEntri
  * any value above 2^53-1, so the number is exact).
  */
 class CheckedReader extends BinaryReader {
-  readonly input: Uint8Array;
+  private readonly input: Uint8Array;
 
   constructor(input: Uint8Array) {
     super(input);
