@@ -40,6 +40,14 @@ module.exports = {
       to: { path: "^(node:)?(fs|fs/promises|child_process|process|http|https|net|tls)$", dependencyTypes: ["core"] },
     },
     {
+      name: "wire-generated-only-in-wire",
+      comment: "the generated codec and its protobuf runtime are private to src/wire; the rest of the project uses src/wire/index.ts",
+      severity: "error",
+      from: { path: "^src/", pathNot: "^src/wire/" },
+      // the runtime's "exports" subpaths stay unresolved here, so match the specifier too
+      to: { path: "^src/wire/generated/|^(node_modules/)?@bufbuild/protobuf(/|$)" },
+    },
+    {
       name: "no-circular",
       severity: "error",
       from: {},

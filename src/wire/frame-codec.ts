@@ -1,32 +1,95 @@
 /**
  * One Frame per DTLS record: encodeFrame / decodeFrame over the generated
- * codec, with every failure reported as WireError ("bad_frame").
+ * codec (generated/dtlspush/v1/frame.ts), with the checks of checks.ts around
+ * it and every failure reported as WireError ("bad_frame").
  */
-import { Reader, Writer } from "protobufjs/minimal.js";
+import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import { checkFrameBytes, checkMessage, messageRule, type MessageRule } from "./checks.ts";
 import { WireError } from "./errors.ts";
-import { encodeFrameBody, decodeFrameBody, encodePush, FrameFields } from "./generated/frame.ts";
-import type { FrameBody, FrameInit, Push, PushInit, UnknownFrameBody } from "./generated/frame.ts";
-import { varintSize } from "./scalars.ts";
+import { Frame, Limits, Push } from "./generated/dtlspush/v1/frame.ts";
+import type { FrameBody, FrameInit, FrameKind, PushInit, UnknownFrameBody, Push as PushMessage } from "./types.ts";
 
-/** A writer reused across calls (encoding is synchronous); replaced when a large frame grew it. */
-let shared: Writer = Writer.create();
-const KEEP_WRITER_BYTES = 64 * 1024;
+const FRAME_RULE = messageRule("Frame");
+const PUSH_RULE = messageRule("Push");
 
-function resetWriter(): Writer {
-  const w = shared;
-  w.pos = 0;
-  if (w.states !== null) w.states.length = 0;
-  return w;
+/** The rule of each Frame body by kind ("push" -> Push). */
+const BODY_RULES: ReadonlyMap<string, MessageRule> = new Map(FRAME_RULE.list.map((f) => [f.prop, f.message as MessageRule]));
+
+/** Frame field numbers by body kind (Frame.push = 3, ...). */
+export const FrameFields: Readonly<Record<FrameKind, number>> = Object.fromEntries(
+  FRAME_RULE.list.map((f) => [f.prop, f.number]),
+) as Record<FrameKind, number>;
+
+/**
+ * The reader the generated decoder gets, over bytes checkFrameBytes accepted:
+ * bytes fields are copies (the runtime returns views of the input), and uint64
+ * values are read straight into numbers (the runtime builds a BigInt, which
+ * the generated code then converts through a string; checks.ts has refused
+ * any value above 2^53-1, so the number is exact).
+ */
+class CheckedReader extends BinaryReader {
+  private readonly input: Uint8Array;
+
+  constructor(input: Uint8Array) {
+    super(input);
+    this.input = input;
+  }
+
+  override bytes(): Uint8Array {
+    return new Uint8Array(super.bytes());
+  }
+
+  override uint64(): string {
+    let value = 0;
+    let scale = 1;
+    for (let i = 0; i < 10 && this.pos < this.len; i++) {
+      const b = this.input[this.pos++] as number;
+      value += (b & 0x7f) * scale;
+      if (b < 0x80) return String(value);
+      scale *= 0x80;
+    }
+    throw new WireError("Frame is malformed: a uint64 the checks let through is not a varint.");
+  }
 }
 
-function releaseWriter(w: Writer): void {
-  if (w.buf.length > KEEP_WRITER_BYTES) shared = Writer.create();
+/**
+ * A writer reused across calls (encoding is synchronous): a fresh one per call
+ * would grow a new buffer from 128 bytes every time. finish() copies the bytes
+ * out and resets it; it is replaced after a failed encode (its fork stack may
+ * be left open) and after a large frame grew its buffer.
+ */
+let shared = new BinaryWriter();
+const KEEP_WRITER_BYTES = 64 * 1024;
+
+/** What `write` writes into the shared writer, in memory of its own. */
+function written(write: (w: BinaryWriter) => void): Uint8Array {
+  let out: Uint8Array;
+  try {
+    write(shared);
+    out = shared.finish();
+  } catch (cause) {
+    shared = new BinaryWriter();
+    throw cause;
+  }
+  if (out.length > KEEP_WRITER_BYTES) shared = new BinaryWriter();
+  return out;
 }
 
 function asWireError(cause: unknown, what: string): WireError {
   if (cause instanceof WireError) return cause;
   const detail = cause instanceof Error ? cause.message : String(cause);
   return new WireError(`${what}: ${detail}.`, { cause });
+}
+
+/** The generated Frame of an encoding input, checked, with every field filled in. */
+function frameOf(init: FrameInit): Frame {
+  const kind = (init as { kind: unknown }).kind;
+  const rule = typeof kind === "string" ? BODY_RULES.get(kind) : undefined;
+  if (rule === undefined) throw new WireError(`Frame kind ${String(kind)} is not one this version knows.`);
+  const body = (init as unknown as Record<string, unknown>)[kind as string];
+  if (body === null || typeof body !== "object") throw new WireError(`Frame.${String(kind)} must be a message object.`);
+  checkMessage(rule, body);
+  return Frame.fromPartial({ body: { $case: kind, [kind as string]: body } } as Parameters<typeof Frame.fromPartial>[0]);
 }
 
 /**
@@ -36,25 +99,12 @@ function asWireError(cause: unknown, what: string): WireError {
  * The result owns its memory (no view of a shared buffer).
  */
 export function encodeFrame(frame: FrameInit): Uint8Array {
-  return encodeOwned("Frame could not be encoded", (w) => encodeFrameBody(frame, w));
-}
-
-/** What `write` writes, in memory of its own; a failure is a WireError starting with `what`. */
-function encodeOwned(what: string, write: (w: Writer) => void): Uint8Array {
-  const w = resetWriter();
   try {
-    write(w);
+    const message = frameOf(frame);
+    return written((w) => Frame.encode(message, w));
   } catch (cause) {
-    releaseWriter(w);
-    throw asWireError(cause, what);
+    throw asWireError(cause, "Frame could not be encoded");
   }
-  // An ArrayBuffer of its own costs about half of this function's time; a
-  // slab shared between results would be cheaper, but callers keep frames for
-  // retransmission and one live frame would pin its whole slab.
-  const out = new Uint8Array(w.pos);
-  out.set(w.buf.subarray(0, w.pos));
-  releaseWriter(w);
-  return out;
 }
 
 /**
@@ -66,22 +116,50 @@ function encodeOwned(what: string, write: (w: Writer) => void): Uint8Array {
  * known messages are skipped. Bytes fields are copies, never views of `bytes`.
  */
 export function decodeFrame(bytes: Uint8Array): FrameBody | UnknownFrameBody {
-  // A plain Uint8Array view, so that slicing (in readBytes) copies even when the input is a Buffer.
-  const plain = Object.getPrototypeOf(bytes) === Uint8Array.prototype
-    ? bytes
-    : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let body: FrameBody | UnknownFrameBody | undefined;
+  let frame: Frame;
+  let unknownField: number;
   try {
-    body = decodeFrameBody(new Reader(plain));
+    unknownField = checkFrameBytes(bytes, FRAME_RULE);
+    frame = Frame.decode(new CheckedReader(bytes));
   } catch (cause) {
     throw asWireError(cause, "Frame is malformed");
   }
+  const body = frame.body;
   if (body === undefined) {
+    if (unknownField !== 0) return { kind: "unknown", field: unknownField };
     throw new WireError(
-      plain.length === 0 ? "Frame is empty: it has no body." : "Frame has no body: none of its fields is a Frame body.",
+      bytes.length === 0 ? "Frame is empty: it has no body." : "Frame has no body: none of its fields is a Frame body.",
     );
   }
-  return body;
+  if (body.$case === "welcome") {
+    // Welcome.limits carries nothing when absent: all-default Limits.
+    const welcome = body.welcome;
+    return { kind: "welcome", welcome: { ...welcome, limits: welcome.limits ?? Limits.fromPartial({}) } };
+  }
+  const kind = body.$case;
+  return { kind, [kind]: (body as unknown as Record<string, unknown>)[kind] } as FrameBody;
+}
+
+/** Bytes of a varint holding a non-negative safe integer. */
+function varintSize(v: number): number {
+  if (v < 0x80) return 1;
+  if (v < 0x4000) return 2;
+  if (v < 0x20_0000) return 3;
+  if (v < 0x1000_0000) return 4;
+  let n = 5;
+  for (let x = Math.floor(v / 0x8_0000_0000); x > 0; x = Math.floor(x / 0x80)) n++;
+  return n;
+}
+
+/** The Push message alone (no Frame around it), checked like encodeFrame checks it. */
+function encodePushMessage(push: PushInit, what: string): Uint8Array {
+  try {
+    checkMessage(PUSH_RULE, push);
+    const message = Push.fromPartial(push as Parameters<typeof Push.fromPartial>[0]);
+    return written((w) => Push.encode(message, w));
+  } catch (cause) {
+    throw asWireError(cause, what);
+  }
 }
 
 /** Largest length-prefix a payload and the Push around it are assumed to need when push.payload is absent. */
@@ -97,18 +175,10 @@ const ASSUMED_LENGTH_VARINT = 3; // lengths below 2 MiB; a DTLS record holds at 
  * (it counts the payload's tag and 3-byte length prefixes), which is what a
  * caller needs to derive the largest payload that fits: limit - pushOverhead(fields).
  */
-export function pushOverhead(push: Partial<Push>): number {
+export function pushOverhead(push: Partial<PushMessage>): number {
   const payload = push.payload;
-  const w = resetWriter();
-  let rest: number; // the Push message without its payload field
-  try {
-    encodePush(payload === undefined ? push : { ...push, payload: undefined }, w);
-    rest = w.pos;
-  } catch (cause) {
-    throw asWireError(cause, "Push could not be measured");
-  } finally {
-    releaseWriter(w);
-  }
+  // the Push message without its payload field
+  const rest = encodePushMessage(payload === undefined ? push : { ...push, payload: undefined }, "Push could not be measured").length;
   const frameTag = varintSize(FrameFields.push * 8 + 2);
   const payloadTag = varintSize(5 * 8 + 2); // Push.payload = 5
   if (payload === undefined) {
@@ -126,7 +196,7 @@ export function pushOverhead(push: Partial<Push>): number {
  * is encoded once. Throws WireError like encodeFrame.
  */
 export function encodePushBody(push: Omit<PushInit, "seq"> & { readonly seq?: undefined }): Uint8Array {
-  return encodeOwned("Push could not be encoded", (w) => encodePush(push, w));
+  return encodePushMessage(push, "Push could not be encoded");
 }
 
 const FRAME_PUSH_TAG = FrameFields.push * 8 + 2;

@@ -3,8 +3,6 @@
  * message types, the ErrorCode enum, and the Frame codec. This is the only
  * entry point into src/wire; nothing outside src/wire imports generated/.
  */
-import type { FrameBody } from "./generated/frame.ts";
-
 export type {
   Ack,
   AckInit,
@@ -13,6 +11,7 @@ export type {
   ErrorCodeNumber,
   FrameBody,
   FrameInit,
+  FrameKind,
   Hello,
   HelloInit,
   Limits,
@@ -40,11 +39,8 @@ export type {
   WelcomeInit,
   WireErrorBody,
   WireErrorBodyInit,
-} from "./generated/frame.ts";
-export { ErrorCode, FrameFields } from "./generated/frame.ts";
+} from "./types.ts";
+export { ErrorCode } from "./generated/dtlspush/v1/frame.ts";
 export { errorCodeName } from "./error-code.ts";
 export { WireError } from "./errors.ts";
-export { decodeFrame, encodeFrame, encodePushBody, pushFrame, pushFrameSize, pushOverhead } from "./frame-codec.ts";
-
-/** The kinds of FrameBody ("hello", "push", "publishAck", ...). */
-export type FrameKind = FrameBody["kind"];
+export { decodeFrame, encodeFrame, encodePushBody, FrameFields, pushFrame, pushFrameSize, pushOverhead } from "./frame-codec.ts";

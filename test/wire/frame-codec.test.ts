@@ -4,26 +4,10 @@ import { DtlspushError } from "../../src/util/errors.ts";
 import { decodeFrame, encodeFrame, ErrorCode, errorCodeName, pushOverhead, WireError } from "../../src/wire/index.ts";
 import type { FrameBody, FrameInit, Push } from "../../src/wire/index.ts";
 import { DEFAULTS, FULL, fullOf, hex, MAX_SAFE, unhex } from "./samples.ts";
+import { rawFrame, wireErrorOf } from "./helpers.ts";
 
-/** Runs f and returns the WireError it throws (fails the test otherwise). */
-function wireErrorOf(f: () => unknown): WireError {
-  try {
-    f();
-  } catch (e) {
-    expect(e).toBeInstanceOf(WireError);
-    return e as WireError;
-  }
-  throw new Error("expected a WireError, nothing was thrown");
-}
-
-/** A Frame holding a Push whose body is written by `fill` (raw protobuf, for hand-made inputs). */
-function rawPush(fill: (w: Writer) => void): Uint8Array {
-  const w = Writer.create();
-  w.uint32((3 << 3) | 2).fork();
-  fill(w);
-  w.ldelim();
-  return w.finish();
-}
+/** A Frame holding a Push whose body is written by `fill`. */
+const rawPush = (fill: (w: Writer) => void): Uint8Array => rawFrame(3, fill);
 
 describe("WireError", () => {
   it("is a DtlspushError with the stable code bad_frame", () => {
