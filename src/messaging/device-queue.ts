@@ -96,9 +96,7 @@ export function loadSent(message: MessageRecord, queue: DeviceQueue, order: numb
   const r = new EntryRecord(message, queue, order);
   r.state = tombstone ? "tombstone" : "inflight";
   r.seq = seq;
-  // sent by an earlier process or another node (sentAt is not known here): never an RTT sample
-  // (Karn's rule), or the first ack after a restart or a move would count the time since 1970
-  r.transmissions = 2;
+  r.transmissions = 1;
   return r as unknown as SentEntry;
 }
 
