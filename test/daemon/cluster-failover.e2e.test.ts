@@ -22,6 +22,12 @@ const KILL_AFTER = 20;
 /** probes while idle; patient enough that 30% loss alone does not look like a dead node */
 const LIVENESS = { idleMs: 1000, probes: 6, minRtoMs: 200, maxRtoMs: 400 };
 const RECONNECT = { initialDelayMs: 100, maxDelayMs: 500 };
+/**
+ * Noticing the dead node takes ~2.5 s; the rest is the DTLS handshake with A through 30% loss, whose
+ * flights wait for the handshake's doubling retransmission timer (and an attempt the SDK gives up after
+ * its 10 s timeoutMs starts over): 10-20 s here, most of it on a busy 2-core machine.
+ */
+const FAILOVER_BOUND_MS = 30_000;
 
 /** A path to `n` that drops nothing until `lossy()` (the first connect is to B: `connect` tries each server once). */
 async function pathTo(n: Node, seed: number): Promise<{ host: string; port: number }> {
@@ -35,7 +41,7 @@ const lossy = (): void => {
 };
 
 describeRedis("three nodes on one Redis: failover", () => {
-  it("B killed mid-stream: its device continues on A with everything 202'd, once, in order (30% loss); C's device sees nothing", { timeout: 55_000 }, async () => {
+  it("B killed mid-stream: its device continues on A with everything 202'd, once, in order (30% loss); C's device sees nothing", { timeout: 58_000 }, async () => {
     const c = await startCluster(3);
     const [A, B, C] = c.nodes as [Node, Node, Node];
     await addDevice(c, "mover");
@@ -66,7 +72,7 @@ describeRedis("three nodes on one Redis: failover", () => {
       await push(i);
       await new Promise((r) => setTimeout(r, 20)); // a stream over time, not one burst
     }
-    await until(() => mover.got.length >= MESSAGES, 30_000, () => `mover got ${mover.got.length}/${MESSAGES} (sessions ${mover.ups}): ${JSON.stringify(mover.texts())}`);
+    await until(() => mover.got.length >= MESSAGES, FAILOVER_BOUND_MS + 5000, () => `mover got ${mover.got.length}/${MESSAGES} (sessions ${mover.ups}): ${JSON.stringify(mover.texts())}`);
     const failoverMs = (receivedAt[before] ?? Number.NaN) - killedAt;
     console.log(`failover: kill -9 of the holding node -> first push received again on the next node: ${failoverMs.toFixed(0)} ms (liveness ${JSON.stringify(LIVENESS)}, 30% loss)`);
 
@@ -82,6 +88,6 @@ describeRedis("three nodes on one Redis: failover", () => {
     expect(stay.texts()).toEqual(["stay-1", "stay-2"]);
     expect(stay.downs).toBe(0);
     expect(stay.ups).toBe(1);
-    expect(failoverMs).toBeLessThan(15_000);
+    expect(failoverMs).toBeLessThan(FAILOVER_BOUND_MS);
   });
 });
