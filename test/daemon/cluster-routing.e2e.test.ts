@@ -4,7 +4,8 @@
  * subscribers are spread over A, B and C reaches each once; a publish on C
  * to an offline device is delivered when it comes online on A. The device
  * view on any node says which node holds a device and its stored queue; the
- * cluster metrics count the holds and the live nodes.
+ * cluster metrics count the holds and the live nodes. A device whose new
+ * session lands on C while B lives moves there (B counts it taken).
  */
 import { afterEach, expect, it } from "vitest";
 import { describeRedis } from "../support/redis-server.ts";
@@ -72,5 +73,15 @@ describeRedis("three nodes on one Redis: routing", () => {
     expect(await metric(c, A, "dtlspush_cluster_nodes_alive")).toBe(3);
     // B was told of A's and C's publishes for its device
     expect(await metric(c, B, "dtlspush_cluster_events_total", '{kind="queued"}')).toBeGreaterThanOrEqual(2);
+
+    // the device moves while B lives: its new session on C claims it, B ends the old one (Bye session_replaced)
+    const moved = await device("held-b", [at(C)]);
+    await until(() => hb.downs === 1, 10_000, () => "the old session of held-b ended by B");
+    expect(await metric(c, B, "dtlspush_cluster_holds_total", '{event="taken"}')).toBe(1);
+    expect((await call(c, A, "GET", "/v1/devices/held-b")).json).toMatchObject({ online: true, node: C.instance });
+    await publish(c, A, "held-b", "after-move");
+    await until(() => moved.got.length >= 1, 10_000, () => `held-b on C got ${JSON.stringify(moved.texts())}`);
+    expect(moved.texts()).toEqual(["after-move"]);
+    expect(hb.texts()).toEqual(["a-to-b", "c-to-b", "last"]);
   });
 });
