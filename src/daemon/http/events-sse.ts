@@ -351,6 +351,7 @@ export function registerEventRoutes(app: FastifyInstance, ctx: RouteContext, hub
         description:
           "event: receipt (id: the receipt id, data: {eventId, messageId, device, topic, state, at, reason, seq}) and event: presence (no id, data: {device, online, at}). " +
           "With Last-Event-ID (or lastEventId) the stored receipts after it are replayed first, then live events follow with no gap and no duplicate. " +
+          "On a cluster, receipts of every node (the same ids on every node, so a stream resumes on any node); presence of the sessions on this node. " +
           "A comment line every 15 s keeps the connection alive. A client that does not read (over about 1 MiB unsent) is disconnected and resumes with Last-Event-ID.",
         tags: ["events"],
         security: BEARER_SECURITY,
