@@ -8,6 +8,9 @@
  * session lands on C while B lives moves there (B counts it taken).
  */
 import { afterEach, expect, it } from "vitest";
+
+/** Publishes on two nodes a few ms apart: FIFO across nodes holds to the millisecond of their clocks (delivery.md section 18). */
+const apart = (): Promise<void> => new Promise((r) => setTimeout(r, 5));
 import { describeRedis } from "../support/redis-server.ts";
 import { addDevice, at, call, cleanUpCluster, device, metric, publish, publishTopic, startCluster, until, type Node } from "./cluster-nodes.ts";
 
@@ -35,12 +38,14 @@ describeRedis("three nodes on one Redis: routing", () => {
 
     // direct publish on A, delivered by B; the second one is a fence after which a duplicate of the first would show
     await publish(c, A, "held-b", "a-to-b");
+    await apart();
     await publish(c, C, "held-b", "c-to-b");
     await until(() => hb.got.length >= 2, 10_000, () => `held-b got ${JSON.stringify(hb.texts())}`);
     expect(hb.texts()).toEqual(["a-to-b", "c-to-b"]);
 
     // a topic published on A reaches its subscribers on A, B and C once each
     const t1 = await publishTopic(c, A, "room", "topic-1");
+    await apart();
     const t2 = await publishTopic(c, B, "room", "topic-2");
     expect(t1.recipients).toBe(3);
     expect(t2.recipients).toBe(3);
@@ -56,6 +61,7 @@ describeRedis("three nodes on one Redis: routing", () => {
     expect((await call(c, C, "GET", "/v1/devices/later")).json).toMatchObject({ online: true, node: A.instance });
 
     // one more round everywhere: nothing arrived twice, nobody reconnected
+    await apart();
     await publish(c, B, "held-b", "last");
     await publish(c, B, "later", "last");
     await publishTopic(c, C, "room", "topic-3");
