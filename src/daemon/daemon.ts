@@ -6,6 +6,7 @@
  * reload of certificates and the device registry).
  */
 import type { Receipt, Store } from "../store/types.ts";
+import { clusterOf } from "../store/cluster-types.ts";
 import {
   loadCredentials,
   settingLabel,
@@ -83,7 +84,14 @@ export async function startDaemon(config: DaemonConfig, o: StartDaemonOptions = 
     const data = await openDataDir(config);
     cleanup.push(() => data.close());
     if (config.cluster.redisUrl !== undefined) await checkPersistence(config, config.cluster.redisUrl, data.store, logger);
-    if (cluster !== undefined) logger.info({ event: "cluster_node", redis: String(config.cluster.redisUrl), keyPrefix: config.cluster.keyPrefix }, "cluster node: state in Redis");
+    const instance = clusterOf(data.store)?.instance;
+    if (cluster !== undefined) {
+      metrics.clusterNode(cluster.nodeId, instance);
+      logger.info(
+        { event: "cluster_node", redis: String(config.cluster.redisUrl), keyPrefix: config.cluster.keyPrefix, instance },
+        "cluster node: state in Redis, shared with every node on this key prefix",
+      );
+    }
     return await assemble(config, logger, metrics, credentials, data, cluster, cleanup);
   } catch (e) {
     for (const fn of cleanup.reverse()) await fn();
@@ -106,9 +114,17 @@ async function assemble(
   const embeddedFile = storeBackend(config) === "sqlite";
   const keepSessions = config.dtls.keepSessionsOnRestart && embeddedFile;
   const saved = embeddedFile ? await takeSavedSessions(config, logger, metrics) : undefined;
+  // a shared store: this daemon is one node of several (the store object itself, not the timed wrapper)
+  const shared = clusterOf(data.store);
+  if (shared !== undefined) {
+    const unlisten = shared.onClusterEvent((e) => metrics.clusterEvent(e.kind));
+    cleanup.push(unlisten);
+    if (cluster !== undefined) metrics.attachClusterNodes(() => cluster.redis.aliveInstances(config.cluster.keyPrefix));
+  }
   const push = await bind("dtls.listen", config, () =>
     startPushServer({
       store,
+      ...(shared === undefined ? {} : { cluster: shared }),
       ...(saved === undefined ? {} : { restoreSessions: saved }),
       dtls: toDtlsOptions(config, credentials),
       delivery: toDeliveryOptions(config),
@@ -143,6 +159,7 @@ async function assemble(
         observer: metrics.http,
         startedAt,
         ...(cluster === undefined ? {} : { storeHealth: () => ({ kind: "redis" as const, ...cluster.redis.current() }) }),
+        ...(shared === undefined ? {} : { cluster: shared }),
         limits: {
           bodyLimitBytes: config.http.bodyLimitBytes,
           batchBodyLimitBytes: config.http.batchBodyLimitBytes,

@@ -8,7 +8,8 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ServerStats } from "../dtls/index.ts";
 import type { SigningPoolStats } from "../auth/index.ts";
-import { ENGINE_FAILURES, FRAME_REFUSALS, type DeliveryObserver } from "../messaging/observer.ts";
+import { ENGINE_FAILURES, FRAME_REFUSALS, HOLD_EVENTS, type DeliveryObserver } from "../messaging/observer.ts";
+import type { ClusterEventKind } from "../store/cluster-types.ts";
 import { LINK_RESTORE_OUTCOMES } from "../messaging/link-snapshot.ts";
 import { SNAPSHOT_REFUSALS, type SnapshotRefusal } from "./session-snapshot-file.ts";
 import type { BatchObserver, HttpObserver } from "./http/index.ts";
@@ -30,8 +31,12 @@ export interface DaemonMetrics {
   snapshotRefused(cause: SnapshotRefusal | "disabled"): void;
   /** a check of Redis's reachability (cluster.redis_url): dtlspush_redis_up, _ping_seconds, _ping_failures_total */
   redisChecked(h: RedisHealth): void;
-  /** this process is the cluster node `node`: dtlspush_cluster_node_info{node} 1 */
-  clusterNode(node: string): void;
+  /** this process is the cluster node `node` (store instance `instance`): dtlspush_cluster_node_info{node,instance} 1 */
+  clusterNode(node: string, instance?: string): void;
+  /** an event from the other nodes (the shared store's onClusterEvent): dtlspush_cluster_events_total{kind} */
+  clusterEvent(kind: ClusterEventKind): void;
+  /** reads the live nodes of the cluster at scrape time: dtlspush_cluster_nodes_alive */
+  attachClusterNodes(count: () => Promise<number>): void;
   /** the Content-Type of `text()` */
   readonly contentType: string;
   /** the exposition text (Prometheus text format 0.0.4) */
@@ -44,6 +49,11 @@ const RTT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 const PUSH_TO_ACK_BUCKETS = [...RTT_BUCKETS, 30, 60, 300];
 /** A store commit: tens of µs in memory, ms with fsync. */
 const COMMIT_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
+
+/** Every kind of cluster event (a new kind fails to compile until it is here): the kind label, exported at 0. */
+const CLUSTER_EVENT_KINDS: Readonly<Record<ClusterEventKind, true>> = { queued: true, taken: true, subscriptions: true, registry: true, receipts: true, resync: true };
+/** A scrape waits at most this for the live-node count (the last value is kept otherwise). */
+const NODES_ALIVE_BOUND_MS = 1000;
 
 /** Messages queued or in flight for all devices. */
 function queueDepth(server: PushServer): number {
@@ -385,7 +395,52 @@ export function createMetrics(): DaemonMetrics {
     registers,
   });
   const redisPingFailures = new Counter({ name: "dtlspush_redis_ping_failures_total", help: "Reachability PINGs to Redis not answered within 1 s (Redis down, unreachable or stalled)", registers });
-  const clusterNode = new Gauge({ name: "dtlspush_cluster_node_info", help: "This process's cluster node id (cluster.node_id or the one kept in data_dir), as a label; value 1", labelNames: ["node"], registers });
+  const clusterNode = new Gauge({
+    name: "dtlspush_cluster_node_info",
+    help: "This process's cluster node id (cluster.node_id or the one kept in data_dir) and store instance (what GET /v1/devices shows as node), as labels; value 1",
+    labelNames: ["node", "instance"],
+    registers,
+  });
+  // cluster (a shared store): this node's holds, the other nodes' events, the nodes alive
+  new Gauge({
+    name: "dtlspush_cluster_devices_held",
+    help: "Devices whose session (and live queue) this node holds on the shared store",
+    registers,
+    collect() {
+      if (clustered && server !== undefined) this.set(server.engine.heldDevices().length);
+    },
+  });
+  const holds = new Counter({
+    name: "dtlspush_cluster_holds_total",
+    help: "Device holds on the shared store by event: claimed (a Hello here), released (the session ended here), taken (another node claimed a device this node held: its session moved), merged (another node's deliveries for a held device read in)",
+    labelNames: ["event"],
+    registers,
+  });
+  const clusterEvents = new Counter({
+    name: "dtlspush_cluster_events_total",
+    help: "Events received from the other nodes (Redis pub/sub hints), by kind; resync: the event connection came back and the state was read again",
+    labelNames: ["kind"],
+    registers,
+  });
+  let clusterNodes: (() => Promise<number>) | undefined;
+  let clustered = false;
+  new Gauge({
+    name: "dtlspush_cluster_nodes_alive",
+    help: "Nodes (store instances) alive on the shared store, as its liveness keys say (a killed node drops out within the key's lifetime, 5 s)",
+    registers,
+    async collect() {
+      if (clusterNodes === undefined) return;
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const n = await Promise.race([clusterNodes(), new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), NODES_ALIVE_BOUND_MS)))]);
+        if (n !== undefined) this.set(n);
+      } catch {
+        // Redis unreachable: dtlspush_redis_up says so; the last value stays
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  });
 
   collectDefaultMetrics({ register: registry });
 
@@ -404,6 +459,7 @@ export function createMetrics(): DaemonMetrics {
     frameRefused: (cause) => framesRefused.inc({ cause }),
     engineFailure: (cause) => engineFailures.inc({ cause }),
     linkRestored: (outcome) => linksRestored.inc({ outcome }),
+    holdEvent: (event) => holds.inc({ event }),
   };
 
   return {
@@ -418,8 +474,18 @@ export function createMetrics(): DaemonMetrics {
       if (h.reachable && h.latencyMs !== undefined) observeMs(redisPing, h.latencyMs);
       if (!h.reachable) redisPingFailures.inc();
     },
-    clusterNode(node: string): void {
-      clusterNode.set({ node }, 1);
+    clusterNode(node: string, instance = ""): void {
+      clustered = true;
+      clusterNode.reset();
+      clusterNode.set({ node, instance }, 1);
+      for (const event of HOLD_EVENTS) holds.inc({ event }, 0);
+      for (const kind of Object.keys(CLUSTER_EVENT_KINDS) as ClusterEventKind[]) clusterEvents.inc({ kind }, 0);
+    },
+    clusterEvent(kind: ClusterEventKind): void {
+      clusterEvents.inc({ kind });
+    },
+    attachClusterNodes(count: () => Promise<number>): void {
+      clusterNodes = count;
     },
     attach(s: PushServer): void {
       server = s;

@@ -1,6 +1,7 @@
 import { DEFAULT_RESUMPTION, DEFAULT_SERVER_SOCKETS, listen, type ConnectionReceiver, type DtlsConnection, type DtlsServer, type ListenOptions } from "../dtls/index.ts";
 import type { ServerResumptionOptions } from "../dtls/resumption-options.ts";
 import type { Store } from "../store/types.ts";
+import type { ClusterStore } from "../store/cluster-types.ts";
 import { DeviceRegistry, KeyRing, SigningPool, TicketKeyRing } from "../auth/index.ts";
 import { DeliveryEngine, type PublishRequest, type PublishResult, type SessionLink } from "../messaging/delivery-engine.ts";
 import type { DeliveryOptions } from "../messaging/options.ts";
@@ -16,6 +17,12 @@ import { DeadlineTimer, EndOfTurn, TurnPacer } from "../util/turn.ts";
  */
 export interface PushServerOptions {
   readonly store: Store;
+  /**
+   * The cluster view of a shared store (`clusterOf`, the store object itself
+   * unwrapped): the engine then holds only the devices whose sessions this
+   * node has, and follows the other nodes' events (docs/cluster.md).
+   */
+  readonly cluster?: ClusterStore;
   /** where and how to listen; psk lookup and client authorization come from the registry, ticket keys from the store */
   readonly dtls: Omit<ListenOptions, "psk" | "authorizeClient" | "resumption"> & { readonly psk?: boolean; readonly resumption?: PushResumptionOptions };
   readonly delivery?: Partial<DeliveryOptions>;
@@ -180,6 +187,7 @@ async function serve(
     crypto: o.crypto,
     options: { pumpPerTurn: perTurn, ...o.delivery },
     ...(o.observer === undefined ? {} : { observer: o.observer }),
+    ...(o.cluster === undefined ? {} : { cluster: o.cluster }),
     requestFlush: () => endOfTurn.request(),
   });
 

@@ -21,6 +21,13 @@ export interface RedisHealth {
 
 export interface RedisProbe {
   current(): RedisHealth;
+  /**
+   * Store instances alive under `keyPrefix` (the nodes of the cluster now):
+   * the store counts its instances in `P instances` and each running one
+   * keeps `P alive:<n>` (a few seconds' expiry, refreshed); this asks EXISTS
+   * of the newest MAX_INSTANCES_COUNTED instance numbers, 1000 a command.
+   */
+  aliveInstances(keyPrefix: string): Promise<number>;
   /** checks now (also what the interval runs); resolves with the outcome, never rejects */
   check(): Promise<RedisHealth>;
   close(): Promise<void>;
@@ -37,6 +44,10 @@ export interface RedisProbeOptions {
   readonly onCheck?: (h: RedisHealth) => void;
   readonly now?: () => number;
 }
+
+/** How many of the newest store instances `aliveInstances` looks at (every CLI command that opens the store is one). */
+export const MAX_INSTANCES_COUNTED = 100_000;
+const EXISTS_PER_COMMAND = 1000;
 
 /** Connects (bounded by connectTimeoutMs; rejects when Redis cannot be reached) and starts the checks. */
 export async function startRedisProbe(url: RedisUrl, o: RedisProbeOptions = {}): Promise<RedisProbe> {
@@ -93,6 +104,17 @@ export async function startRedisProbe(url: RedisUrl, o: RedisProbeOptions = {}):
 
   return {
     current: () => health,
+    async aliveInstances(keyPrefix: string): Promise<number> {
+      const newest = Number((await withTimeout(client.get(`${keyPrefix}instances`), timeoutMs, "no answer")) ?? 0);
+      let alive = 0;
+      const oldest = Math.max(1, newest - MAX_INSTANCES_COUNTED + 1);
+      for (let hi = newest; hi >= oldest; hi -= EXISTS_PER_COMMAND) {
+        const keys: string[] = [];
+        for (let n = hi; n > hi - EXISTS_PER_COMMAND && n >= oldest; n--) keys.push(`${keyPrefix}alive:${n}`);
+        alive += await withTimeout(client.exists(keys), timeoutMs, "no answer");
+      }
+      return alive;
+    },
     check,
     async close() {
       closed = true;

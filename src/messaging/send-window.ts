@@ -70,7 +70,7 @@ export class SendWindow implements WindowPart {
         while (i < ranges.length && (ranges[i] as SeqRange).last < e.seq) i++;
         if (i === ranges.length) break;
         if (e.sacked || (ranges[i] as SeqRange).first > e.seq) continue;
-        if (e.transmissions === 1 && e.state === "inflight") this.rttSample(dev, now - e.sentAt);
+        if (e.transmissions === 1 && e.state === "inflight" && e.sentAt > 0) this.rttSample(dev, now - e.sentAt);
         // not retransmitted while sacked, except as the head of the window (see retransmitDue)
         e.sacked = true;
       }
@@ -117,7 +117,9 @@ export class SendWindow implements WindowPart {
     const upto = Math.min(seq, dev.lastSeq);
     for (const e of dev.inflight.values()) {
       if (e.seq > upto) break;
-      if (e.transmissions === 1 && !e.sacked && e.state === "inflight") this.rttSample(dev, now - e.sentAt);
+      // sentAt 0: loaded with its seq (a restart, a device moved from another node), sent at a time this
+      // process does not know: no sample (it would count from 1970 and set the RTO to its maximum)
+      if (e.transmissions === 1 && !e.sacked && e.state === "inflight" && e.sentAt > 0) this.rttSample(dev, now - e.sentAt);
       dev.removeInflight(e);
       if (dev.link !== undefined) this.inflight--;
       timers.cancel(e);

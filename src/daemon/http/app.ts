@@ -98,9 +98,10 @@ export async function createHttpApi(deps: HttpApiDeps): Promise<FastifyInstance>
     limit = app.createRateLimit({ max: perMinute, timeWindow: 60_000, keyGenerator: (request) => guard.rateKey(request) });
   }
   const guard = createGuard({ keys: server.publisherKeys, clock, limit });
-  const ctx: RouteContext = { server, store, guard, clock };
+  const ctx: RouteContext = { server, store, guard, clock, cluster: deps.cluster };
 
-  const hub = new EventHub({ store });
+  const hub = new EventHub({ store, ...(deps.cluster === undefined ? {} : { cluster: deps.cluster }) });
+  await hub.start();
   const state: Controls = { hub, draining: false, closing: false };
   controls.set(app, state);
   app.addHook("onRequest", async (request, reply) => {

@@ -1,4 +1,5 @@
 import type { Store } from "../../store/types.ts";
+import type { ClusterStore } from "../../store/cluster-types.ts";
 import type { PushServer } from "../push-server.ts";
 import type { Guard } from "./auth.ts";
 
@@ -8,4 +9,6 @@ export interface RouteContext {
   readonly store: Store;
   readonly guard: Guard;
   readonly clock: { now(): number };
+  /** the shared store's cluster side; undefined on one node */
+  readonly cluster: ClusterStore | undefined;
 }

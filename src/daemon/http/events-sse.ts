@@ -2,9 +2,11 @@ import type { ServerResponse, OutgoingHttpHeaders } from "node:http";
 import type { FastifyInstance } from "fastify";
 import type { PresenceEvent } from "../../messaging/delivery-engine.ts";
 import type { Receipt, Store } from "../../store/types.ts";
+import type { ClusterStore } from "../../store/cluster-types.ts";
 import type { RouteContext } from "./context.ts";
 import { HttpError } from "./errors.ts";
 import { AUTH_ERRORS, BEARER_SECURITY, errorResponses, eventsHeaders, eventsQuery } from "./schemas.ts";
+import { ReceiptFeed } from "./receipt-feed.ts";
 import { presenceView, receiptEventView } from "./views.ts";
 
 /** Which events a stream wants; an absent set matches everything. */
@@ -24,6 +26,12 @@ export interface EventHubOptions {
   readonly replayPageSize?: number;
   /** live events held for a stream while it replays; more disconnects it; default 10000 */
   readonly maxPendingEvents?: number;
+  /**
+   * A shared store (cluster mode): the live receipts are then read from the
+   * store after every commit of any node (ReceiptFeed), so a stream on this
+   * node sees the receipts of every node; call `start()` before serving.
+   */
+  readonly cluster?: Pick<ClusterStore, "onClusterEvent">;
 }
 
 const DEFAULT_HEARTBEAT_MS = 15_000;
@@ -105,6 +113,16 @@ class Stream {
  * dropped as covered), one called after it is emitted after it (held, then
  * sent), so the final page and the held events meet with no gap and no
  * duplicate.
+ *
+ * On a shared store (cluster mode) the live receipts come from a
+ * ReceiptFeed instead: `receipt` (this node's commits) and the other nodes'
+ * "receipts" events only make the feed read the store on from its position,
+ * and the feed hands each receipt of every node to the streams once, in id
+ * order (receipt-feed.ts says why a read after an event has no gap). The
+ * replay rule above holds the same way: a commit read by the last page is
+ * dropped as covered when the feed brings it, a later one is sent after it.
+ * Presence events stay node-local: a stream sees the devices whose sessions
+ * come and go on the node it is connected to (docs/cluster.md).
  */
 export class EventHub {
   private readonly store: Pick<Store, "receiptsAfter">;
@@ -115,6 +133,8 @@ export class EventHub {
   private readonly streams = new Set<Stream>();
   private timer: NodeJS.Timeout | undefined;
   private isDraining = false;
+  /** cluster mode: the receipts of every node, read from the store */
+  readonly feed: ReceiptFeed | undefined;
 
   constructor(o: EventHubOptions) {
     this.store = o.store;
@@ -122,6 +142,21 @@ export class EventHub {
     this.maxBuffered = o.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED;
     this.pageSize = o.replayPageSize ?? DEFAULT_PAGE;
     this.maxPending = o.maxPendingEvents ?? DEFAULT_MAX_PENDING;
+    this.feed =
+      o.cluster === undefined
+        ? undefined
+        : new ReceiptFeed({
+            store: o.store,
+            onClusterEvent: (listener) => o.cluster?.onClusterEvent(listener) ?? (() => undefined),
+            deliver: (r) => this.live(r),
+            wanted: () => this.streams.size > 0,
+            pageSize: this.pageSize,
+          });
+  }
+
+  /** Cluster mode: listens to the other nodes and finds the newest stored receipt (live streams start after it). */
+  async start(): Promise<void> {
+    await this.feed?.start();
   }
 
   /** Open streams. */
@@ -133,8 +168,14 @@ export class EventHub {
     return this.isDraining;
   }
 
-  /** A receipt the engine committed. */
+  /** A receipt the engine committed (cluster mode: a hint for the feed, which reads it back in id order). */
   receipt(r: Receipt): void {
+    if (this.feed !== undefined) this.feed.signal(r.id);
+    else this.live(r);
+  }
+
+  /** A receipt for the live streams, in id order. */
+  private live(r: Receipt): void {
     let text: string | undefined;
     for (const s of this.streams) {
       if (r.id <= s.lastId || !matchesReceipt(s.filter, r)) continue;
@@ -180,7 +221,7 @@ export class EventHub {
     s.write("retry: 2000\n: connected\n\n");
     if (lastEventId === undefined) {
       // live only: receipts from now on (ids up to the current one are not wanted)
-      s.lastId = 0;
+      s.lastId = this.feed?.position ?? 0;
       return;
     }
     s.replaying = true;
@@ -196,6 +237,7 @@ export class EventHub {
   close(): void {
     this.drain();
     this.stopTimer();
+    this.feed?.close();
   }
 
   private hold(s: Stream, p: Pending): void {
@@ -242,6 +284,8 @@ export class EventHub {
     if (this.timer !== undefined) return;
     this.timer = setInterval(() => {
       for (const s of [...this.streams]) s.write(": heartbeat\n\n");
+      // a lost event delays receipts until the next one: the heartbeat reads on as well
+      this.feed?.poll();
     }, this.heartbeatMs);
     this.timer.unref();
   }
@@ -307,6 +351,7 @@ export function registerEventRoutes(app: FastifyInstance, ctx: RouteContext, hub
         description:
           "event: receipt (id: the receipt id, data: {eventId, messageId, device, topic, state, at, reason, seq}) and event: presence (no id, data: {device, online, at}). " +
           "With Last-Event-ID (or lastEventId) the stored receipts after it are replayed first, then live events follow with no gap and no duplicate. " +
+          "On a cluster, receipts of every node (the same ids on every node, so a stream resumes on any node); presence of the sessions on this node. " +
           "A comment line every 15 s keeps the connection alive. A client that does not read (over about 1 MiB unsent) is disconnected and resumes with Last-Event-ID.",
         tags: ["events"],
         security: BEARER_SECURITY,

@@ -1,6 +1,8 @@
 import type { FastifyInstance } from "fastify";
 import type { DeviceInput } from "../../auth/index.ts";
 import type { DeviceRecord } from "../../store/types.ts";
+import type { ClusterStore } from "../../store/cluster-types.ts";
+import type { DeliveryEngine } from "../../messaging/delivery-engine.ts";
 import { fromHex } from "../../util/bytes.ts";
 import type { RouteContext } from "./context.ts";
 import { HttpError } from "./errors.ts";
@@ -15,11 +17,40 @@ interface PutDeviceBody {
 }
 
 const NO_DEVICE = { 404: "No such device (device_unknown)." };
+/** Devices per holders/queueDepths call of a device listing (one script each on Redis). */
+const STATUS_CHUNK = 1000;
+
+/**
+ * The views of `records`. On one node the engine knows every device. On a
+ * shared store it knows only the devices whose sessions this node holds:
+ * for the others the store says which live node holds them (`holders`, the
+ * node is online there) and how many deliveries are stored for them
+ * (`queueDepths`). `lastSeen` is this node's own sight of the device.
+ */
+export async function deviceViews(engine: DeliveryEngine, cluster: ClusterStore | undefined, records: readonly DeviceRecord[]): Promise<DeviceView[]> {
+  const local = records.map((d) => engine.deviceStatus(d.id));
+  if (cluster === undefined) return records.map((d, i) => deviceView(d, local[i] as (typeof local)[number]));
+  const elsewhere = records.filter((_, i) => !(local[i] as (typeof local)[number]).online).map((d) => d.id);
+  const holders = new Map<string, string>();
+  const depths = new Map<string, number>();
+  for (let i = 0; i < elsewhere.length; i += STATUS_CHUNK) {
+    const chunk = elsewhere.slice(i, i + STATUS_CHUNK);
+    const [h, q] = await Promise.all([cluster.holders(chunk), cluster.queueDepths(chunk)]);
+    for (const [k, v] of h) holders.set(k, v);
+    for (const [k, v] of q) depths.set(k, v);
+  }
+  return records.map((d, i) => {
+    const status = local[i] as (typeof local)[number];
+    if (status.online) return deviceView(d, status, cluster.instance);
+    const holder = holders.get(d.id) ?? "";
+    return deviceView(d, { online: holder !== "", lastSeen: status.lastSeen, queueDepth: depths.get(d.id) ?? 0 }, holder === "" ? null : holder);
+  });
+}
 
 /** GET /v1/devices, GET|PUT|DELETE /v1/devices/{id} (scope admin). */
 export function registerDeviceRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const { registry, engine } = ctx.server;
-  const view = (d: DeviceRecord): DeviceView => deviceView(d, engine.deviceStatus(d.id));
+  const view = async (d: DeviceRecord): Promise<DeviceView> => (await deviceViews(engine, ctx.cluster, [d]))[0] as DeviceView;
   const existing = (id: string): DeviceRecord => {
     const d = registry.get(id);
     if (d === undefined) throw new HttpError("device_unknown", `No device ${JSON.stringify(id)} is registered.`);
@@ -36,7 +67,7 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: RouteContext): v
         security: BEARER_SECURITY,
         response: {
           200: {
-            description: "Devices ordered by id, with presence and queue depth.",
+            description: "Devices ordered by id, with presence and queue depth (on a cluster: as the store says for devices held by other nodes).",
             type: "object",
             required: ["devices"],
             properties: { devices: { type: "array", items: { $ref: "Device#" } } },
@@ -45,7 +76,7 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: RouteContext): v
         },
       },
     },
-    async () => ({ devices: registry.list().map(view) }),
+    async () => ({ devices: await deviceViews(engine, ctx.cluster, registry.list()) }),
   );
 
   app.get(
@@ -97,10 +128,10 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: RouteContext): v
       if (current === undefined) {
         let record = await registry.add({ id, ...changes });
         if (body.revoked === true) record = await registry.revoke(id);
-        return reply.code(201).send(view(record));
+        return reply.code(201).send(await view(record));
       }
       const record = await registry.update(id, { ...changes, revoked: body.revoked });
-      return reply.code(200).send(view(record));
+      return reply.code(200).send(await view(record));
     },
   );
 

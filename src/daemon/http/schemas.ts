@@ -58,6 +58,11 @@ const deviceSchema = {
     online: { type: "boolean", description: "A DTLS session is bound to the device now." },
     lastSeen: { type: ["string", "null"], format: "date-time", description: "Last record from the device since the daemon started; null when none." },
     queueDepth: { type: "integer", description: "Messages queued or in flight." },
+    node: {
+      type: ["string", "null"],
+      description:
+        "On a cluster: the store instance of the node holding the device's session (a live node's; the daemon logs its own as cluster_node.instance); null when offline or on one node.",
+    },
   },
 } as const;
 

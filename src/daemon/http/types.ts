@@ -1,6 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import type { Store } from "../../store/types.ts";
+import type { ClusterStore } from "../../store/cluster-types.ts";
 import type { PushServer } from "../push-server.ts";
 import type { HttpObserver } from "./errors.ts";
 import type { BatchObserver } from "./routes-batch.ts";
@@ -34,6 +35,11 @@ export interface HttpApiDeps {
    * answers 503 store_unavailable. Absent with an embedded store.
    */
   readonly storeHealth?: () => StoreHealth;
+  /**
+   * The shared store's cluster side (cluster mode): receipt streams follow
+   * every node's commits, device views ask which node holds a device.
+   */
+  readonly cluster?: ClusterStore;
   /** ms since the epoch the daemon started (healthz uptime); default when the API was created */
   readonly startedAt?: number;
 }

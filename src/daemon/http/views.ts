@@ -31,10 +31,12 @@ export interface DeviceView {
   online: boolean;
   lastSeen: string | null;
   queueDepth: number;
+  /** cluster: the store instance holding the device's session; null when offline or on one node */
+  node: string | null;
 }
 
-/** A device without its key material. */
-export function deviceView(d: DeviceRecord, status: DeviceStatus): DeviceView {
+/** A device without its key material; `node`: the cluster node holding its session. */
+export function deviceView(d: DeviceRecord, status: Pick<DeviceStatus, "online" | "lastSeen" | "queueDepth">, node: string | null = null): DeviceView {
   return {
     id: d.id,
     revoked: d.revoked,
@@ -44,6 +46,7 @@ export function deviceView(d: DeviceRecord, status: DeviceStatus): DeviceView {
     online: status.online,
     lastSeen: status.lastSeen > 0 ? iso(status.lastSeen) : null,
     queueDepth: status.queueDepth,
+    node,
   };
 }
 

@@ -34,7 +34,7 @@ describe("device registry over HTTP", () => {
     const put = (id: string, body: unknown): Promise<Response> => h.call("PUT", `/v1/devices/${id}`, { token: h.admin, body });
 
     const created = await json<DeviceJson>(await put("d1", { psk: { keyHex: KEY_HEX }, topics: ["room/1"] }), 201);
-    expect(created).toEqual({ id: "d1", revoked: false, psk: { identity: "d1" }, certificate: null, topics: ["room/1"], online: false, lastSeen: null, queueDepth: 0 });
+    expect(created).toEqual({ id: "d1", revoked: false, psk: { identity: "d1" }, certificate: null, topics: ["room/1"], online: false, lastSeen: null, queueDepth: 0, node: null });
     expect([...(h.server.registry.get("d1")?.psk?.key ?? [])]).toEqual([...KEY]);
 
     const cert = await json<DeviceJson>(await put("cam-7", { certificate: { identity: "CN=cam-7" } }), 201);
