@@ -346,6 +346,8 @@ export function toDeliveryOptions(c: DaemonConfig): Partial<DeliveryOptions> {
     sessionTokenTtlSeconds: d.sessionTokenTtlSeconds,
     maxTopics: d.maxTopics,
     maxInflight: d.maxInflight,
+    // a publisher's chosen id stays reserved (cluster) until its commit, which may wait out a whole Redis outage
+    idReservationSeconds: Math.max(900, c.cluster.outageMaxSeconds + 300),
   };
 }
 

@@ -127,10 +127,17 @@ describe("defaults", () => {
 
   it("map to the engine's own defaults", async () => {
     const c = await loadConfig({ env: {}, cwd: work });
-    // idReservationSeconds: not a setting of its own (it must outlast the cluster's outage limit: the daemon is to derive it from that; the engine default, 900 s, applies until then)
-    const { rtt: _rtt, jitter: _jitter, pumpPerTurn: _pumpPerTurn, idReservationSeconds: _idReservationSeconds, ...engineDefaults } = DEFAULT_DELIVERY_OPTIONS;
+    const { rtt: _rtt, jitter: _jitter, pumpPerTurn: _pumpPerTurn, ...engineDefaults } = DEFAULT_DELIVERY_OPTIONS;
     expect(toDeliveryOptions(c)).toEqual(engineDefaults);
     expect(toStoreOptions(c)).toEqual({ kind: "sqlite", path: join(work, "data", "dtlspush.db"), synchronous: "normal" });
+  });
+
+  it("reserve publishers' ids for longer than a Redis outage may hold their commit", async () => {
+    // idReservationSeconds is not a setting of its own: it must outlast cluster.outage_max_seconds
+    const long = await loadConfig({ env: { DTLSPUSH_CLUSTER_OUTAGE_MAX_SECONDS: "3600" }, cwd: work });
+    expect(toDeliveryOptions(long).idReservationSeconds).toBe(3900);
+    const short = await loadConfig({ env: { DTLSPUSH_CLUSTER_OUTAGE_MAX_SECONDS: "60" }, cwd: work });
+    expect(toDeliveryOptions(short).idReservationSeconds).toBe(900);
   });
 
   it("uses process.env and process.cwd() when not given", async () => {
