@@ -6,6 +6,7 @@
  * reload of certificates and the device registry).
  */
 import type { Receipt, Store } from "../store/types.ts";
+import { CidForwarder } from "../dtls/index.ts";
 import {
   loadCredentials,
   settingLabel,
@@ -38,6 +39,8 @@ export interface Daemon {
   readonly store: Store;
   /** with cluster.redis_url: this node's id (in every log line as `node`) and the Redis reachability checks */
   readonly cluster: { readonly nodeId: string; readonly redis: RedisProbe } | undefined;
+  /** under `serve --workers`: this worker's index (its CID prefix byte) and its CID forwarder */
+  readonly worker: { readonly index: number; readonly forwarder: CidForwarder } | undefined;
   /** the development certificate files this start created (first run) */
   readonly generated: readonly string[];
   /** Re-reads the certificate files and the device registry; sessions stay up. Throws (and changes nothing) when the new files are bad. */
@@ -54,6 +57,15 @@ export interface Daemon {
 export interface StartDaemonOptions {
   /** default: JSON lines on standard output at config.log.level */
   readonly logger?: Logger;
+  /**
+   * One worker of `serve --workers` (a supervisor started it): node id
+   * `<node_id>-w<index>`, CIDs prefixed with the index byte, records of
+   * another worker's CIDs forwarded to it (the supervisor announces the
+   * forwarders: worker.forwarder.setPeers), the DTLS and HTTP ports shared
+   * with the other workers ("open": the first worker, which checks they are
+   * free; "join": the ports the others hold).
+   */
+  readonly worker?: { readonly index: number; readonly ports: "open" | "join" };
 }
 
 /** Starts everything; a problem with the configuration, the files or the ports is a ConfigError naming the setting. */
@@ -66,7 +78,8 @@ export async function startDaemon(config: DaemonConfig, o: StartDaemonOptions = 
   try {
     const url = config.cluster.redisUrl;
     if (url !== undefined) {
-      const nodeId = await nodeIdFor(config);
+      const base = await nodeIdFor(config);
+      const nodeId = o.worker === undefined ? base : `${base}-w${o.worker.index}`;
       logger = logger.child({ node: nodeId });
       metrics.clusterNode(nodeId);
       // Redis is checked on a connection of the daemon's own before the store opens: one line when unreachable
@@ -83,7 +96,13 @@ export async function startDaemon(config: DaemonConfig, o: StartDaemonOptions = 
     cleanup.push(() => data.close());
     if (config.cluster.redisUrl !== undefined) await checkPersistence(config, config.cluster.redisUrl, data.store, logger);
     if (cluster !== undefined) logger.info({ event: "cluster_node", redis: String(config.cluster.redisUrl), keyPrefix: config.cluster.keyPrefix }, "cluster node: state in Redis");
-    return await assemble(config, logger, metrics, credentials, data, cluster, cleanup);
+    let worker: Daemon["worker"];
+    if (o.worker !== undefined) {
+      const forwarder = await CidForwarder.open({ prefix: Uint8Array.of(o.worker.index), maxPerSecond: config.cluster.forwardRatePerSecond });
+      cleanup.push(() => forwarder.close());
+      worker = { index: o.worker.index, forwarder };
+    }
+    return await assemble(config, logger, metrics, credentials, data, cluster, cleanup, worker, o.worker?.ports);
   } catch (e) {
     for (const fn of cleanup.reverse()) await fn();
     throw e;
@@ -98,6 +117,8 @@ async function assemble(
   data: DataDir,
   cluster: Daemon["cluster"],
   cleanup: (() => Promise<void> | void)[],
+  worker: Daemon["worker"],
+  portSharing: "open" | "join" | undefined,
 ): Promise<Daemon> {
   const startedAt = Date.now();
   const store = timedStore(data.store, metrics.observer);
@@ -109,7 +130,7 @@ async function assemble(
     startPushServer({
       store,
       ...(saved === undefined ? {} : { restoreSessions: saved }),
-      dtls: toDtlsOptions(config, credentials),
+      dtls: { ...toDtlsOptions(config, credentials), ...(worker === undefined ? {} : { forwarder: worker.forwarder }), ...(portSharing === undefined ? {} : { portSharing }) },
       delivery: toDeliveryOptions(config),
       observer: metrics.observer,
       signingWorkers: signingWorkers(config),
@@ -140,7 +161,7 @@ async function assemble(
         metrics,
         observer: metrics.http,
         startedAt,
-        ...(cluster === undefined ? {} : { storeHealth: () => ({ kind: "redis" as const, ...cluster.redis.current() }) }),
+        ...(cluster === undefined ? {} : { storeHealth: () => ({ kind: "redis" as const, ...cluster.redis.current() }), node: cluster.nodeId }),
         limits: {
           bodyLimitBytes: config.http.bodyLimitBytes,
           batchBodyLimitBytes: config.http.batchBodyLimitBytes,
@@ -149,7 +170,7 @@ async function assemble(
           publicMetrics: config.http.publicMetrics,
         },
       },
-      config.http.listen,
+      { ...config.http.listen, reusePort: portSharing !== undefined },
     ),
   );
   cleanup.push(() => http.close());
@@ -182,6 +203,7 @@ async function assemble(
     logger,
     store,
     cluster,
+    worker,
     generated: credentials.generated,
     async reload() {
       const fresh = await loadCredentials(config);
@@ -222,6 +244,7 @@ async function assemble(
     if (!finished) logger.warn({ boundMs: bound }, "drain did not finish in time; closing the store anyway");
     await data.close();
     await cluster?.redis.close();
+    await worker?.forwarder.close();
     logger.info({ clean: finished }, "stopped");
     return finished;
   }

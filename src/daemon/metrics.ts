@@ -179,6 +179,31 @@ export function createMetrics(): DaemonMetrics {
     (s) => s.clientHellosDropped,
     "cause",
   );
+  new Counter({
+    name: "dtlspush_dtls_forwarded_total",
+    help: 'DTLS records forwarded between the workers of `serve --workers` by their Connection ID\'s worker prefix: "out" sent to the worker holding the session, "in" taken from another worker',
+    labelNames: ["direction"],
+    registers,
+    collect() {
+      const f = server?.dtls.forwardStats;
+      if (f === undefined) return;
+      this.reset();
+      this.inc({ direction: "out" }, f.forwarded);
+      this.inc({ direction: "in" }, f.received);
+    },
+  });
+  new Counter({
+    name: "dtlspush_dtls_forward_dropped_total",
+    help: 'DTLS records not forwarded between workers, by cause: unknown_prefix (no live worker holds the CID\'s prefix: it died, or the CID is made up), rate_limit (over cluster.forward_rate_per_second), bad_forward (a datagram on the forwarding socket not from a worker, or malformed), not_owner (forwarded here for another worker)',
+    labelNames: ["cause"],
+    registers,
+    collect() {
+      const f = server?.dtls.forwardStats;
+      if (f === undefined) return;
+      this.reset();
+      for (const [cause, n] of Object.entries(f.dropped)) this.inc({ cause }, n);
+    },
+  });
   new Gauge({
     name: "dtlspush_sessions",
     help: "Established DTLS sessions",

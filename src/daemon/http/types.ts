@@ -34,6 +34,8 @@ export interface HttpApiDeps {
    * answers 503 store_unavailable. Absent with an embedded store.
    */
   readonly storeHealth?: () => StoreHealth;
+  /** this node's id in a cluster (/healthz says which node, or which worker of `serve --workers`, answered) */
+  readonly node?: string;
   /** ms since the epoch the daemon started (healthz uptime); default when the API was created */
   readonly startedAt?: number;
 }

@@ -39,7 +39,15 @@ const PASSWORD = "s3cr3t-Pa55";
 describe("[cluster] defaults", () => {
   it("no Redis: the store of [store], nothing else changes", async () => {
     const c = await loadConfig({ env: {}, cwd: work });
-    expect(c.cluster).toEqual({ redisUrl: undefined, nodeId: undefined, keyPrefix: "dtlspush:", connectTimeoutSeconds: 5, allowNoPersistence: false });
+    expect(c.cluster).toEqual({
+      redisUrl: undefined,
+      nodeId: undefined,
+      keyPrefix: "dtlspush:",
+      connectTimeoutSeconds: 5,
+      allowNoPersistence: false,
+      workers: "auto",
+      forwardRatePerSecond: 10_000,
+    });
     expect(storeBackend(c)).toBe("sqlite");
   });
 
