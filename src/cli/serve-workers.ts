@@ -224,8 +224,9 @@ export async function superviseWorkers(config: DaemonConfig, count: number, io: 
   // the first start: worker 0 alone, then the others on its ports; a worker that fails to start stops them all
   const first = await new Promise<boolean>((resolve) => {
     let pending = count;
-    const failed = (slot: Slot) => (code: number | null, signal: string | null): void => {
-      say(`worker ${slot.index} could not start (${signal ?? `status ${code ?? "?"}`}); stopping`);
+    const failed = (slot: Slot) => (_code: number | null, signal: string | null): void => {
+      // a worker that refused to start said why on standard error (one line, like a single daemon)
+      if (signal !== null) say(`worker ${slot.index} could not start (signal ${signal}); stopping`);
       stopping = true;
       failedExit = true;
       stopAll("SIGTERM");

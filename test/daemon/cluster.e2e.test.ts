@@ -110,7 +110,8 @@ function noPassword(...texts: string[]): void {
 describeRedis("dtlspush serve on Redis (cluster.redis_url)", () => {
   it("the whole path on the Redis store: device added by the CLI into Redis, push published over the API, received by the device", async () => {
     const r = await redis();
-    const env = { DTLSPUSH_CLUSTER_REDIS_URL: r.url, DTLSPUSH_CLUSTER_KEY_PREFIX: "e2e:" };
+    // one process (cluster.workers defaults to the cores with Redis): the banner and every log line name its node id
+    const env = { DTLSPUSH_CLUSTER_REDIS_URL: r.url, DTLSPUSH_CLUSTER_KEY_PREFIX: "e2e:", DTLSPUSH_CLUSTER_WORKERS: "1" };
     // the CLI on "another machine": its own data directory, the daemon's API not reachable, so it writes into Redis directly
     const cliDir = tmp();
     const refused = `http://127.0.0.1:${await freePort()}`;
