@@ -56,20 +56,26 @@ function tmp(): string {
   return d;
 }
 
-interface Supervisor {
-  readonly child: ChildProcessWithoutNullStreams;
+interface Supervisor extends Proc {
   readonly dtlsPort: number;
   readonly api: string;
-  readonly exit: Promise<number | null>;
-  stdout(): string;
-  stderr(): string;
   /** worker index -> { node, pid } of its latest start */
   workers(): Map<number, { node: string; pid: number }>;
   /** the workers' JSON log lines */
   logs(): Record<string, unknown>[];
 }
 
-function dtlspush(args: readonly string[], cwd: string, env: Record<string, string>): { child: ChildProcessWithoutNullStreams; stdout(): string; stderr(): string; exit: Promise<number | null> } {
+interface Proc {
+  readonly child: ChildProcessWithoutNullStreams;
+  stdout(): string;
+  stderr(): string;
+  /** its exit status once its output ended too (the workers write to the supervisor's pipes: when they are gone as well) */
+  readonly exit: Promise<number | null>;
+  /** the process itself ended */
+  readonly exited: Promise<unknown>;
+}
+
+function dtlspush(args: readonly string[], cwd: string, env: Record<string, string>): Proc {
   const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, DTLSPUSH_DEBUG: "", ...env } });
   children.add(child);
   let stdout = "";
@@ -82,7 +88,8 @@ function dtlspush(args: readonly string[], cwd: string, env: Record<string, stri
       resolve(code);
     }),
   );
-  return { child, stdout: () => stdout, stderr: () => stderr, exit };
+  const exited = new Promise((resolve) => child.on("exit", resolve));
+  return { child, stdout: () => stdout, stderr: () => stderr, exit, exited };
 }
 
 async function serveWorkers(r: RedisServer, dir: string): Promise<Supervisor> {
@@ -306,7 +313,7 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
     const pids = [...s.workers().values()].map((w) => w.pid);
     expect(pids).toHaveLength(2);
     s.child.kill("SIGKILL");
-    await s.exit;
+    await s.exited;
     // gone, or a zombie nobody reaped yet (an orphan's parent may be a container's init)
     const alive = (pid: number): boolean => {
       try {
