@@ -11,7 +11,8 @@
  * robin, and share one UDP handle unless told otherwise). The IPC channel
  * carries control only: a worker says it is ready (its ports and the
  * loopback port of its CID forwarder), the supervisor tells every worker
- * where the others' forwarders are. Datagrams never cross it.
+ * where the others' forwarders are, and relays which devices' registry
+ * entries a worker changed. Datagrams never cross it.
  *
  * The supervisor starts worker 0 first (it checks the ports are free, turns
  * port 0 into a port, and creates what a first start creates in the data
@@ -51,6 +52,18 @@ export interface ReadyMessage {
   readonly forwardPort: number;
 }
 
+/**
+ * Worker -> supervisor -> the other workers: devices whose registry entry
+ * changed (through this worker's API, or found changed by a reload). Each
+ * worker keeps the registry in memory (PSK lookups during handshakes); the
+ * others re-read it from the store, so a device added through any worker can
+ * connect to every worker at once.
+ */
+export interface RegistryMessage {
+  readonly type: "registry";
+  readonly ids: readonly string[];
+}
+
 /** Supervisor -> worker: where every live worker's CID forwarder listens. */
 export interface PeersMessage {
   readonly type: "peers";
@@ -71,10 +84,50 @@ export function workerRole(env: NodeJS.ProcessEnv): { index: number; ports: "ope
 export function attachWorker(daemon: Daemon, stop: () => void): () => void {
   const worker = daemon.worker;
   if (worker === undefined || process.send === undefined) throw new Error("attachWorker: not a worker");
+  const send = process.send.bind(process);
+  const registry = daemon.push.registry;
+  // changes of this turn, told once; a reload's changes are told too (the others' reloads then find
+  // nothing new, so it ends there)
+  let changed = new Set<string>();
+  const offChange = registry.onChange((id) => {
+    if (changed.size === 0) {
+      setImmediate(() => {
+        const ids = [...changed];
+        changed = new Set();
+        if (process.connected) send({ type: "registry", ids } satisfies RegistryMessage);
+      });
+    }
+    changed.add(id);
+  });
+  // one reload at a time; changes told meanwhile make one more
+  let reloading: Promise<void> | undefined;
+  let again = false;
+  const reload = (): void => {
+    if (reloading !== undefined) {
+      again = true;
+      return;
+    }
+    reloading = registry
+      .reload()
+      .then(
+        () => undefined,
+        (e: unknown) => daemon.logger.error({ err: e }, "could not re-read the device registry after another worker changed it"),
+      )
+      .finally(() => {
+        reloading = undefined;
+        if (again) {
+          again = false;
+          reload();
+        }
+      });
+  };
   const onMessage = (m: unknown): void => {
-    const msg = m as Partial<PeersMessage>;
-    if (msg.type !== "peers" || !Array.isArray(msg.peers)) return;
-    worker.forwarder.setPeers(msg.peers.map((p) => ({ prefix: Uint8Array.of(p.index), port: p.port })));
+    const msg = m as Partial<PeersMessage> | Partial<RegistryMessage>;
+    if (msg.type === "peers" && Array.isArray(msg.peers)) {
+      worker.forwarder.setPeers(msg.peers.map((p) => ({ prefix: Uint8Array.of(p.index), port: p.port })));
+    } else if (msg.type === "registry") {
+      reload();
+    }
   };
   const onDisconnect = (): void => {
     daemon.logger.warn({ event: "supervisor_gone" }, "the supervisor is gone (IPC channel closed): stopping");
@@ -92,8 +145,9 @@ export function attachWorker(daemon: Daemon, stop: () => void): () => void {
     http,
     forwardPort: worker.forwarder.port,
   };
-  process.send(ready);
+  send(ready);
   return () => {
+    offChange();
     process.off("message", onMessage);
     process.off("disconnect", onDisconnect);
     // the channel would keep the process alive
@@ -160,7 +214,12 @@ export async function superviseWorkers(config: DaemonConfig, count: number, io: 
     slot.ready = undefined;
     slot.startedAt = Date.now();
     child.on("message", (m: unknown) => {
-      const r = m as Partial<ReadyMessage>;
+      const r = m as Partial<ReadyMessage> | Partial<RegistryMessage>;
+      if (r.type === "registry" && Array.isArray(r.ids)) {
+        const relay: RegistryMessage = { type: "registry", ids: r.ids };
+        for (const s of slots) if (s !== slot && s.ready !== undefined && s.child?.connected === true) s.child.send(relay);
+        return;
+      }
       if (r.type !== "ready" || typeof r.forwardPort !== "number") return;
       slot.ready = r as ReadyMessage;
       say(`worker ${slot.index} started (node ${slot.ready.node}, pid ${child.pid ?? "?"})`);

@@ -1,8 +1,9 @@
 /**
  * `dtlspush serve --workers 2` as real processes (a supervisor and two
  * workers; bin/dtlspush.js runs dist/: `npm run build` first) on a real
- * redis-server: devices spread over both workers (each device's node from the
- * workers' presence log lines); one worker SIGKILLed, its devices resume their
+ * redis-server: devices added through the API of either worker connect to
+ * both, and spread over them (each device's node from the workers' presence
+ * log lines); one worker SIGKILLed, its devices resume their
  * DTLS session (abbreviated handshake, the ticket keys are in Redis) on the
  * other and the supervisor restarts the dead one; a device whose NAT rebinding
  * makes the kernel send its records to the other worker keeps its session on
@@ -139,6 +140,16 @@ async function seed(r: RedisServer, dir: string, ids: readonly string[]): Promis
   }
 }
 
+async function addDevice(s: Supervisor, token: string, id: string): Promise<void> {
+  const res = await fetch(`${s.api}/v1/devices/${id}`, {
+    method: "PUT",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json", connection: "close" },
+    body: JSON.stringify({ psk: { keyHex: KEY_HEX } }),
+  });
+  await res.arrayBuffer();
+  expect(res.status).toBe(201);
+}
+
 /** GET on a connection of its own (the kernel spreads connections over the workers by their source port). */
 function getFresh(url: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -214,8 +225,7 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
     const r = await RedisServer.start();
     redises.push(r);
     const dir = tmp();
-    const all = Array.from({ length: MAX_DEVICES }, (_, i) => `d${i}`);
-    await seed(r, dir, all);
+    const token = await seed(r, dir, []);
     const s = await serveWorkers(r, dir);
     const started = s.workers();
     expect([...started.keys()].sort()).toEqual([0, 1]);
@@ -230,7 +240,9 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
     // each device its own socket (source port): the kernel spreads them over the workers
     while (count(nodeOf(0)) < 2 || count(nodeOf(1)) < 2) {
       expect(ids.length, "devices connected until both workers hold two").toBeLessThan(MAX_DEVICES);
-      const id = all[ids.length] as string;
+      // added through the API of whichever worker the connection reaches: every worker knows it at once
+      const id = `d${ids.length}`;
+      await addDevice(s, token, id);
       ids.push(id);
       await device(s.dtlsPort, id);
       await until(() => onlineNodes(s).has(id), 10_000, () => `${id} online`);
