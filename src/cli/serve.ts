@@ -101,6 +101,10 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
   if (worker === undefined) {
     const count = clusterWorkers(config);
     if (count > 1) {
+      // SO_REUSEPORT spreads datagrams and connections over the processes only there (elsewhere the last bound gets all)
+      if (process.platform !== "linux" && process.platform !== "freebsd") {
+        throw new ConfigError(`${settingLabel(config, "cluster.workers")}: ${count} workers need SO_REUSEPORT load balancing (Linux or FreeBSD); use 1 on ${process.platform}`);
+      }
       const cid = config.dtls.connectionIdLength;
       if (cid > 0 && cid < MIN_CID_RANDOM_BYTES + 1) {
         throw new ConfigError(

@@ -11,7 +11,7 @@
  * port, no new handshake), and the supervisor SIGKILLed, the workers stop; and
  * `--workers 2` without Redis is one line.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import type { ChildProcessWithoutNullStreams } from "node:child_process";
 import { get } from "node:http";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -22,7 +22,8 @@ import { connect, memoryStateStore, type DtlspushClient, type LivenessOptions } 
 import { loadConfig, openDataDir } from "../../src/daemon/config/index.ts";
 import { RebindingProxy } from "../dtls/udp-proxy.ts";
 import { describeRedis, RedisServer } from "../support/redis-server.ts";
-import { BIN, waitFor } from "./cli-process.ts";
+import { spawnDtlspush, type DtlspushProcess } from "../support/dtlspush-process.ts";
+import { waitFor } from "./cli-process.ts";
 
 const KEY_HEX = "000102030405060708090a0b0c0d0e0f";
 const START_BOUND_MS = 30_000;
@@ -66,31 +67,10 @@ interface Supervisor extends Proc {
   logs(): Record<string, unknown>[];
 }
 
-interface Proc {
-  readonly child: ChildProcessWithoutNullStreams;
-  stdout(): string;
-  stderr(): string;
-  /** its exit status once its output ended too (the workers write to the supervisor's pipes: when they are gone as well) */
-  readonly exit: Promise<number | null>;
-  /** the process itself ended */
-  readonly exited: Promise<unknown>;
-}
+type Proc = DtlspushProcess;
 
 function dtlspush(args: readonly string[], cwd: string, env: Record<string, string>): Proc {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, DTLSPUSH_DEBUG: "", ...env } });
-  children.add(child);
-  let stdout = "";
-  let stderr = "";
-  child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
-  child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
-  const exit = new Promise<number | null>((resolve) =>
-    child.on("close", (code) => {
-      children.delete(child);
-      resolve(code);
-    }),
-  );
-  const exited = new Promise((resolve) => child.on("exit", resolve));
-  return { child, stdout: () => stdout, stderr: () => stderr, exit, exited };
+  return spawnDtlspush(args, cwd, env, children);
 }
 
 async function serveWorkers(r: RedisServer, dir: string): Promise<Supervisor> {
@@ -213,7 +193,7 @@ describe("dtlspush serve --workers without Redis", () => {
   it("--workers 2 without cluster.redis_url is refused with one line", async () => {
     const dir = tmp();
     const p = dtlspush(["serve", "--workers", "2", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data")], dir, {});
-    expect(await p.exit).toBe(1);
+    expect((await p.exit).code).toBe(1);
     expect(p.stderr()).toBe(
       "dtlspush: error: cluster.workers (from --workers): 2 worker processes need cluster.redis_url (the embedded SQLite store belongs to one process); set cluster.redis_url or use 1 worker (config_invalid)\n",
     );
@@ -267,7 +247,7 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
     await metricsOfEach(s, [nodeOf(0), nodeOf(1)]);
     // the dead worker's CIDs reached the survivor until its devices resumed: dropped as unknown (its prefix was gone)
     s.child.kill("SIGTERM");
-    expect(await s.exit).toBe(0);
+    expect((await s.exit).code).toBe(0);
     expect(s.stderr()).toMatch(/worker 0 stopped \(status 0\)/);
     expect(s.stderr()).toMatch(/worker 1 stopped \(status 0\)/);
   }, 90_000);

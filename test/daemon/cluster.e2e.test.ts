@@ -7,14 +7,15 @@
  * at start, the persistence rule, and /healthz when Redis goes away. The
  * password in the URL appears in no output.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import type { ChildProcessWithoutNullStreams } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, expect, it } from "vitest";
 import { connect, memoryStateStore, type DtlspushClient, type ReceivedMessage } from "../../src/client/index.ts";
-import { BIN, waitFor } from "../cli/cli-process.ts";
+import { waitFor } from "../cli/cli-process.ts";
 import { describeRedis, freePort, RedisServer } from "../support/redis-server.ts";
+import { spawnDtlspush, type DtlspushProcess } from "../support/dtlspush-process.ts";
 
 const KEY_HEX = "000102030405060708090a0b0c0d0e0f";
 const PASSWORD = "pw-Zx81-cluster";
@@ -45,29 +46,11 @@ async function redis(o: { appendonly?: boolean; appendfsync?: "always" | "everys
   return r;
 }
 
-interface Proc {
-  readonly child: ChildProcessWithoutNullStreams;
-  stdout(): string;
-  stderr(): string;
-  readonly exit: Promise<{ code: number | null; ms: number }>;
-}
+type Proc = DtlspushProcess;
 
 /** bin/dtlspush.js with `args`, in `cwd`, with the cluster's environment. */
 function dtlspush(args: readonly string[], cwd: string, env: Record<string, string>): Proc {
-  const t0 = performance.now();
-  const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, DTLSPUSH_DEBUG: "", ...env } });
-  children.add(child);
-  let stdout = "";
-  let stderr = "";
-  child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
-  child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
-  const exit = new Promise<{ code: number | null; ms: number }>((resolve) =>
-    child.on("close", (code) => {
-      children.delete(child);
-      resolve({ code, ms: performance.now() - t0 });
-    }),
-  );
-  return { child, stdout: () => stdout, stderr: () => stderr, exit };
+  return spawnDtlspush(args, cwd, env, children);
 }
 
 /** A finished command: its code and output. */
