@@ -53,7 +53,7 @@ function int(min: number, max: number, def: number, description: string) {
 function intOrAuto(min: number, max: number, description: string) {
   const expected = `expected "auto" or an integer from ${min} to ${max}`;
   const schema = z
-    .union([z.literal("auto"), z.int().min(min).max(max)], { error: expected })
+    .union([z.literal("auto"), z.int({ error: expected }).min(min, { error: expected }).max(max, { error: expected })], { error: expected })
     .default("auto")
     .describe(description);
   return register(schema, { kind: "integer-or-auto", expected, default: "auto", description, min, max });
