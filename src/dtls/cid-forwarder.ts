@@ -77,6 +77,8 @@ export class CidForwarder {
   readonly prefix: Uint8Array;
   private readonly prefixKey: string;
   private readonly socket: Socket;
+  /** the loopback address the forwarding sockets are bound to */
+  private readonly host: string;
   private readonly clock: Clock;
   private readonly bucket: TokenBucket | undefined;
   /** owners' loopback ports by prefix (latin1) */
@@ -88,6 +90,7 @@ export class CidForwarder {
 
   private constructor(socket: Socket, o: CidForwarderOptions) {
     this.socket = socket;
+    this.host = socket.address().address;
     this.prefix = Uint8Array.from(o.prefix);
     this.prefixKey = latin1(this.prefix);
     this.clock = o.clock ?? monotonicClock;
@@ -150,6 +153,7 @@ export class CidForwarder {
 
   /** Sends a tls12_cid datagram that is not ours to the process owning its prefix, or drops and counts it. */
   forward(datagram: Uint8Array, from: ForwardedPeer): void {
+    if (this.closed) return;
     const port = this.owners.get(latin1(datagram.subarray(CID_OFFSET, CID_OFFSET + this.prefix.length)));
     if (port === undefined) {
       this.stats.dropped.unknown_prefix++;
@@ -160,7 +164,7 @@ export class CidForwarder {
       return;
     }
     const address = Buffer.from(from.address, "latin1");
-    if (this.closed || address.length > MAX_ADDRESS) {
+    if (address.length > MAX_ADDRESS) {
       this.stats.dropped.bad_forward++;
       return;
     }
@@ -171,12 +175,12 @@ export class CidForwarder {
     address.copy(header, 3);
     header.writeUInt16BE(from.port, 3 + address.length);
     this.stats.forwarded++;
-    this.socket.send([header, datagram], port, this.socket.address().address);
+    this.socket.send([header, datagram], port, this.host);
   }
 
   private onMessage(msg: Buffer, rinfo: { address: string; port: number }): void {
     if (this.closed) return;
-    if (!this.ownerPorts.has(rinfo.port) || rinfo.address !== this.socket.address().address) {
+    if (!this.ownerPorts.has(rinfo.port) || rinfo.address !== this.host) {
       this.stats.dropped.bad_forward++;
       return;
     }
