@@ -270,9 +270,12 @@ export async function superviseWorkers(config: DaemonConfig, count: number, io: 
   const exited = new Promise<void>((resolve) => {
     allExited = resolve;
   });
+  // the first start ends early when a signal comes before every worker is ready
+  let firstDone: ((ok: boolean) => void) | undefined;
   const offStop = io.onShutdownSignal((signal) => {
     if (!stopping) log.info({ signal }, "stopping the workers");
     stopping = true;
+    firstDone?.(false);
     stopAll(signal as NodeJS.Signals);
     if (slots.every((s) => s.child === undefined)) allExited?.();
   });
@@ -280,8 +283,10 @@ export async function superviseWorkers(config: DaemonConfig, count: number, io: 
     for (const s of slots) s.child?.kill("SIGHUP");
   });
 
+  let bound: NodeJS.Timeout | undefined;
   // the first start: worker 0 alone, then the others on its ports; a worker that fails to start stops them all
   const first = await new Promise<boolean>((resolve) => {
+    firstDone = resolve;
     let pending = count;
     const failed = (slot: Slot) => (_code: number | null, signal: string | null): void => {
       // a worker that refused to start said why on standard error (one line, like a single daemon)
@@ -291,7 +296,7 @@ export async function superviseWorkers(config: DaemonConfig, count: number, io: 
       stopAll("SIGTERM");
       resolve(false);
     };
-    const bound = setTimeout(() => {
+    bound = setTimeout(() => {
       say(`the workers did not start within ${START_BOUND_MS / 1000} s; stopping`);
       stopping = true;
       failedExit = true;
@@ -308,12 +313,15 @@ export async function superviseWorkers(config: DaemonConfig, count: number, io: 
       slots[0] as Slot,
       (r) => {
         ports = { dtls: r.dtls.port, http: r.http.port };
+        if (stopping) return;
         readyOne();
         for (const s of slots.slice(1)) start(s, readyOne, failed(s));
       },
       failed(slots[0] as Slot),
     );
   });
+  firstDone = undefined;
+  clearTimeout(bound);
   if (first && !stopping) {
     const w0 = slots[0]?.ready as ReadyMessage;
     io.stderr.write(supervisorBanner(config, w0, slots.map((s) => s.ready?.node ?? "?")));
