@@ -33,6 +33,8 @@ import { createLogger } from "../daemon/logger.ts";
 export const WORKER_ENV = "DTLSPUSH_WORKER";
 /** "open" (the first worker: checks the ports are free) or "join" (the ports the other workers hold). */
 export const WORKER_PORTS_ENV = "DTLSPUSH_WORKER_PORTS";
+/** How often the supervisor restarted this worker before (dtlspush_worker_restarts). */
+export const WORKER_RESTARTS_ENV = "DTLSPUSH_WORKER_RESTARTS";
 
 /** First delay before restarting a worker that exited on its own; doubles per quick exit, up to RESTART_MAX_MS. */
 export const RESTART_INITIAL_MS = 500;
@@ -71,10 +73,11 @@ export interface PeersMessage {
 }
 
 /** What this process was started as by a supervisor, or undefined when it is no worker (no IPC channel, or not asked to be one). */
-export function workerRole(env: NodeJS.ProcessEnv): { index: number; ports: "open" | "join" } | undefined {
+export function workerRole(env: NodeJS.ProcessEnv): { index: number; ports: "open" | "join"; restarts: number } | undefined {
   const v = env[WORKER_ENV];
   if (v === undefined || !/^\d{1,2}$/.test(v) || process.send === undefined) return undefined;
-  return { index: Number(v), ports: env[WORKER_PORTS_ENV] === "open" ? "open" : "join" };
+  const restarts = Number(env[WORKER_RESTARTS_ENV] ?? 0);
+  return { index: Number(v), ports: env[WORKER_PORTS_ENV] === "open" ? "open" : "join", restarts: Number.isSafeInteger(restarts) && restarts >= 0 ? restarts : 0 };
 }
 
 /**
@@ -207,7 +210,7 @@ export async function superviseWorkers(config: DaemonConfig, count: number, io: 
       `${host(http.host)}:${ports?.http ?? http.port}`,
     ];
     const child = fork(o.program, args, {
-      env: { ...process.env, [WORKER_ENV]: String(slot.index), [WORKER_PORTS_ENV]: ports === undefined ? "open" : "join" },
+      env: { ...process.env, [WORKER_ENV]: String(slot.index), [WORKER_PORTS_ENV]: ports === undefined ? "open" : "join", [WORKER_RESTARTS_ENV]: String(slot.restarts) },
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
     slot.child = child;

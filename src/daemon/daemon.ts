@@ -65,7 +65,7 @@ export interface StartDaemonOptions {
    * with the other workers ("open": the first worker, which checks they are
    * free; "join": the ports the others hold).
    */
-  readonly worker?: { readonly index: number; readonly ports: "open" | "join" };
+  readonly worker?: { readonly index: number; readonly ports: "open" | "join"; readonly restarts: number };
 }
 
 /** Starts everything; a problem with the configuration, the files or the ports is a ConfigError naming the setting. */
@@ -101,6 +101,7 @@ export async function startDaemon(config: DaemonConfig, o: StartDaemonOptions = 
       const forwarder = await CidForwarder.open({ prefix: Uint8Array.of(o.worker.index), maxPerSecond: config.cluster.forwardRatePerSecond });
       cleanup.push(() => forwarder.close());
       worker = { index: o.worker.index, forwarder };
+      metrics.worker(o.worker.index, o.worker.restarts);
     }
     return await assemble(config, logger, metrics, credentials, data, cluster, cleanup, worker, o.worker?.ports);
   } catch (e) {

@@ -32,6 +32,8 @@ export interface DaemonMetrics {
   redisChecked(h: RedisHealth): void;
   /** this process is the cluster node `node`: dtlspush_cluster_node_info{node} 1 */
   clusterNode(node: string): void;
+  /** under `serve --workers`: this worker's index and how often the supervisor restarted it (it had died) */
+  worker(index: number, restarts: number): void;
   /** the Content-Type of `text()` */
   readonly contentType: string;
   /** the exposition text (Prometheus text format 0.0.4) */
@@ -390,6 +392,13 @@ export function createMetrics(): DaemonMetrics {
   const redisPingFailures = new Counter({ name: "dtlspush_redis_ping_failures_total", help: "Reachability PINGs to Redis not answered within 1 s (Redis down, unreachable or stalled)", registers });
   const clusterNode = new Gauge({ name: "dtlspush_cluster_node_info", help: "This process's cluster node id (cluster.node_id or the one kept in data_dir), as a label; value 1", labelNames: ["node"], registers });
 
+  const workerRestarts = new Gauge({
+    name: "dtlspush_worker_restarts",
+    help: "Under serve --workers: times the supervisor restarted this worker (it died: crash, kill, store failure) before this start; the worker's index as a label",
+    labelNames: ["worker"],
+    registers,
+  });
+
   collectDefaultMetrics({ register: registry });
 
   const observer: DeliveryObserver = {
@@ -420,6 +429,9 @@ export function createMetrics(): DaemonMetrics {
       redisUp.set(h.reachable ? 1 : 0);
       if (h.reachable && h.latencyMs !== undefined) observeMs(redisPing, h.latencyMs);
       if (!h.reachable) redisPingFailures.inc();
+    },
+    worker(index: number, restarts: number): void {
+      workerRestarts.set({ worker: String(index) }, restarts);
     },
     clusterNode(node: string): void {
       clusterNode.set({ node }, 1);

@@ -244,8 +244,9 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
     // the supervisor restarted worker 1 (a new pid, the same node id), and it serves
     await until(() => (s.workers().get(1)?.pid ?? 0) !== started.get(1)?.pid, 20_000, () => `worker 1 restarted: ${s.stderr()}`);
     expect(s.workers().get(1)?.node).toBe(victim);
-    await metricsOfEach(s, [nodeOf(0), nodeOf(1)]);
-    // the dead worker's CIDs reached the survivor until its devices resumed: dropped as unknown (its prefix was gone)
+    const m = await metricsOfEach(s, [nodeOf(0), nodeOf(1)]);
+    expect(metric(m.get(victim) ?? "", "dtlspush_worker_restarts", 'worker="1"')).toBe(1);
+    expect(metric(m.get(nodeOf(0)) ?? "", "dtlspush_worker_restarts", 'worker="0"')).toBe(0);
     s.child.kill("SIGTERM");
     expect((await s.exit).code).toBe(0);
     expect(s.stderr()).toMatch(/worker 0 stopped \(status 0\)/);

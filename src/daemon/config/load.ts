@@ -53,7 +53,7 @@ export const FLAG_SETTINGS: Readonly<Record<keyof ConfigFlags, { readonly settin
 };
 
 /** DTLSPUSH_ variables that are not settings (the CLI's); never reported as unknown. */
-export const ENV_NOT_SETTINGS: readonly string[] = ["DTLSPUSH_TOKEN", "DTLSPUSH_API", "DTLSPUSH_CONFIG", "DTLSPUSH_DEBUG", "DTLSPUSH_WORKER", "DTLSPUSH_WORKER_PORTS"];
+export const ENV_NOT_SETTINGS: readonly string[] = ["DTLSPUSH_TOKEN", "DTLSPUSH_API", "DTLSPUSH_CONFIG", "DTLSPUSH_DEBUG", "DTLSPUSH_WORKER", "DTLSPUSH_WORKER_PORTS", "DTLSPUSH_WORKER_RESTARTS"];
 
 export interface HostPort {
   readonly host: string;
