@@ -25,7 +25,8 @@ import { createLogger, logDaemonEvents, type Logger } from "./logger.ts";
 import { createMetrics, type DaemonMetrics } from "./metrics.ts";
 import { startPushServer, type PushServer } from "./push-server.ts";
 import { startRedisProbe, type RedisHealth, type RedisProbe } from "./redis-health.ts";
-import { readRedisPersistence } from "../store/redis-store.ts";
+import { readRedisPersistence, type RedisStore } from "../store/redis-store.ts";
+import { StoreError } from "../store/errors.ts";
 import { openSnapshot, sealSnapshot, snapshotKey, takeSnapshotFile, writeSnapshotFile } from "./session-snapshot-file.ts";
 import type { DeliveryObserver } from "../messaging/observer.ts";
 import type { EngineFailureEvent } from "../messaging/delivery-engine.ts";
@@ -146,6 +147,7 @@ async function assemble(
   push.engine.once("fatal", () => {
     storeFailed = true;
   });
+  cleanup.push(watchStoreOutages(data.store, push, logger, () => storeFailed));
   const unlogEvents = logDaemonEvents(push, logger);
   const unlogFailures = logEngineFailures(push, logger);
   const unlog = (): void => {
@@ -435,13 +437,53 @@ function logEngineFailures(push: PushServer, logger: Logger): () => void {
   return () => push.engine.off("failure", onFailure);
 }
 
-/** The store with every commit timed (from the call until it is durable) for the store_commit metric. */
+/**
+ * Logs the Redis store's outages (cluster.md "When Redis fails") and, when
+ * one outlasts cluster.outage_max_seconds (the store failed), stops the
+ * daemon as a failed commit does, even if the engine had nothing to commit.
+ */
+function watchStoreOutages(store: Store, push: PushServer, logger: Logger, engineStopped: () => boolean): () => void {
+  const redis = store as Partial<Pick<RedisStore, "onStateChange" | "outageSeconds">>;
+  if (typeof redis.onStateChange !== "function") return () => undefined;
+  const r = redis as Pick<RedisStore, "onStateChange" | "outageSeconds">;
+  let since = 0;
+  return r.onStateChange((state) => {
+    switch (state) {
+      case "unavailable":
+        since = r.outageSeconds();
+        logger.warn(
+          { event: "store_unavailable" },
+          "Redis is unreachable: publishes and API calls answer 503 store_unavailable, devices keep their sessions; reconnecting (cluster.outage_max_seconds bounds the wait)",
+        );
+        return;
+      case "available":
+        logger.info({ event: "store_available", outageSeconds: Number((r.outageSeconds() - since).toFixed(3)) }, "Redis is back: commits under way applied, publishes accepted again");
+        return;
+      case "failed":
+        // the engine stops by itself when a commit of its own was waiting (its event comes first then)
+        setImmediate(() => {
+          if (!engineStopped()) push.engine.emit("fatal", new StoreError("store_failed", "the Redis store failed: Redis was unreachable for longer than cluster.outage_max_seconds (or came back without data it had acknowledged)"));
+        });
+        return;
+    }
+  });
+}
+
+/**
+ * The store with every commit timed (from the call until it is durable) for
+ * the store_commit metric. Every other member is the store's own, called on
+ * the store itself (its state, such as `available`, lives there only).
+ */
 function timedStore(store: Store, observer: DeliveryObserver): Store {
-  const commit = store.commit.bind(store);
-  return Object.assign(Object.create(store) as Store, {
-    commit(batch: Parameters<Store["commit"]>[0]): Promise<Receipt[]> {
-      const t0 = performance.now();
-      return commit(batch).finally(() => observer.storeCommit(performance.now() - t0));
+  const commit = (batch: Parameters<Store["commit"]>[0]): Promise<Receipt[]> => {
+    const t0 = performance.now();
+    return store.commit(batch).finally(() => observer.storeCommit(performance.now() - t0));
+  };
+  return new Proxy(store, {
+    get(target, key) {
+      if (key === "commit") return commit;
+      const value: unknown = Reflect.get(target, key, target);
+      return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
     },
   });
 }

@@ -68,7 +68,12 @@ async function openConfiguredStore(c: DaemonConfig): Promise<Store> {
   if (url === undefined) return openStore(toStoreOptions(c));
   // loaded only with Redis: the embedded stores never load the Redis client
   const { openRedisStore } = await import("../store/redis-store.ts");
-  return openRedisStore({ url: url.reveal(), keyPrefix: c.cluster.keyPrefix, connectTimeoutMs: c.cluster.connectTimeoutSeconds * 1000 });
+  return openRedisStore({
+    url: url.reveal(),
+    keyPrefix: c.cluster.keyPrefix,
+    connectTimeoutMs: c.cluster.connectTimeoutSeconds * 1000,
+    outageMaxMs: c.cluster.outageMaxSeconds * 1000,
+  });
 }
 
 async function prepareDataDir(c: DaemonConfig): Promise<void> {

@@ -13,7 +13,7 @@ import { LINK_RESTORE_OUTCOMES } from "../messaging/link-snapshot.ts";
 import { SNAPSHOT_REFUSALS, type SnapshotRefusal } from "./session-snapshot-file.ts";
 import type { BatchObserver, HttpObserver } from "./http/index.ts";
 import type { Store, WorkerStore, WorkerStoreStats } from "../store/index.ts";
-import type { RedisStoreStats } from "../store/redis-store.ts";
+import type { RedisStore, RedisStoreStats } from "../store/redis-store.ts";
 import type { PushServer } from "./push-server.ts";
 import type { RedisHealth } from "./redis-health.ts";
 
@@ -269,11 +269,33 @@ export function createMetrics(): DaemonMetrics {
   /** the store's grouping stats (a worker store has them; memory does not) */
   let storeStats: Readonly<WorkerStoreStats> | undefined;
   let redisStats: Readonly<RedisStoreStats> | undefined;
+  /** the Redis store's outage mode (cluster.md "When Redis fails") */
+  let redisOutage: Pick<RedisStore, "available" | "outageSeconds"> | undefined;
   totalCounter("dtlspush_store_commits_total", "Batches committed by the store (one per engine turn with changes)", () => storeStats?.commits ?? redisStats?.commits);
   totalCounter(
     "dtlspush_redis_commands_total",
     "Commands and scripts the Redis store sent (pipelined: several leave in one write; with dtlspush_store_commits_total, the commands per commit)",
     () => redisStats?.commands,
+  );
+  new Gauge({
+    name: "dtlspush_store_available",
+    help: "1 while the shared store (Redis) takes calls, 0 while it is unreachable (publishes answer 503 store_unavailable) or failed",
+    registers,
+    collect() {
+      if (redisOutage !== undefined) this.set(redisOutage.available ? 1 : 0);
+    },
+  });
+  totalCounter("dtlspush_store_outages_total", "Times the store's connection to Redis was lost (each an outage until it is back)", () => redisStats?.outages);
+  totalCounter("dtlspush_store_outage_seconds_total", "Seconds the store spent unreachable (Redis away), the current outage included", () => redisOutage?.outageSeconds());
+  totalCounter(
+    "dtlspush_store_commits_replayed_total",
+    "Commits sent to Redis again after a reconnection (their first attempt was not applied; the fence decided)",
+    () => redisStats?.replayed,
+  );
+  totalCounter(
+    "dtlspush_store_unavailable_refusals_total",
+    "Store calls refused at once with store_unavailable while Redis was unreachable (the 503s they became are in dtlspush_http_errors_total)",
+    () => redisStats?.unavailableRefusals,
   );
   totalCounter(
     "dtlspush_store_transactions_total",
@@ -445,6 +467,8 @@ export function createMetrics(): DaemonMetrics {
       storeStats = stats !== undefined && typeof stats.commits === "number" && typeof stats.transactions === "number" ? stats : undefined;
       const redis = (store as { stats?: Partial<RedisStoreStats> }).stats;
       redisStats = store.kind === "redis" && typeof redis?.commands === "number" && typeof redis.commits === "number" ? (redis as RedisStoreStats) : undefined;
+      const outage = store as Partial<Pick<RedisStore, "available" | "outageSeconds">>;
+      redisOutage = store.kind === "redis" && typeof outage.outageSeconds === "function" ? (outage as Pick<RedisStore, "available" | "outageSeconds">) : undefined;
     },
     contentType: registry.contentType,
     text: () => registry.metrics(),

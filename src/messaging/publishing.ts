@@ -15,6 +15,9 @@ function duplicateMessage(id: string): MessagingError {
   return new MessagingError("duplicate_message", `a message with id ${JSON.stringify(id)} was already published`);
 }
 
+/** Why a publish is refused: the engine's reason, or a shared store that is unreachable (store_unavailable). */
+type PublishRefusal = MessagingError | StoreError;
+
 /** A publish that passed its checks, with the fields its content signature covers. */
 interface PreparedPublish {
   readonly req: PublishRequest;
@@ -67,7 +70,7 @@ export class Publishing implements PublishingPart {
 
   /** See DeliveryEngine.publishMany. */
   async publishMany(reqs: readonly PublishRequest[]): Promise<PromiseSettledResult<PublishResult>[]> {
-    const prepared = reqs.map((req): PreparedPublish | MessagingError => {
+    const prepared = reqs.map((req): PreparedPublish | PublishRefusal => {
       try {
         return this.preparePublish(req);
       } catch (e) {
@@ -75,10 +78,10 @@ export class Publishing implements PublishingPart {
       }
     });
     // ids the publisher chose may be taken: one existence check for the whole batch, while it is signed
-    const chosen = prepared.flatMap((p) => (p instanceof MessagingError || p.req.id === undefined ? [] : [p.fields.messageId]));
+    const chosen = prepared.flatMap((p) => (p instanceof Error || p.req.id === undefined ? [] : [p.fields.messageId]));
     const check = chosen.length === 0 ? undefined : this.checkIds(chosen);
     const [signed, stored] = await Promise.all([
-      Promise.allSettled(prepared.map((p) => (p instanceof MessagingError ? undefined : this.sign(p)))),
+      Promise.allSettled(prepared.map((p) => (p instanceof Error ? undefined : this.sign(p)))),
       check === undefined
         ? undefined
         : check.answer.then(
@@ -90,7 +93,7 @@ export class Publishing implements PublishingPart {
     let queued: Promise<PublishResult>[];
     try {
       queued = prepared.map((p, i): Promise<PublishResult> => {
-        if (p instanceof MessagingError) return Promise.reject(p);
+        if (p instanceof Error) return Promise.reject(p);
         const s = signed[i] as PromiseSettledResult<string | undefined>;
         try {
           if (s.status === "rejected") throw s.reason;
@@ -134,10 +137,12 @@ export class Publishing implements PublishingPart {
    * Every publish failure as a MessagingError: the engine's own, a string
    * that cannot be encoded (a lone surrogate) or a record the store would
    * refuse are bad requests; anything else fails only this publish
-   * ("internal", counted and reported as a failure).
+   * ("internal", counted and reported as a failure). A shared store that is
+   * unreachable (store_unavailable) refuses it as it is (HTTP 503).
    */
-  private publishError(e: unknown): MessagingError {
+  private publishError(e: unknown): PublishRefusal {
     if (e instanceof MessagingError) return e;
+    if (e instanceof StoreError && e.code === "store_unavailable") return e;
     if (e instanceof WireError || (e instanceof StoreError && e.code === "commit_failed")) {
       return new MessagingError("bad_request", `the message cannot be stored or sent: ${e.message}`, { cause: e });
     }
@@ -148,6 +153,8 @@ export class Publishing implements PublishingPart {
   /** The checks a publish passes before it is signed, and the fields to sign. */
   private preparePublish(req: PublishRequest): PreparedPublish {
     this.checkRunning();
+    // nothing is queued in memory for a store that cannot take it now (Redis away)
+    if (this.env.store.available === false) throw new StoreError("store_unavailable", "the shared store (Redis) is unreachable; nothing was published");
     const o = this.env.options;
     const payload = req.payload;
     const { ttl, priority, contentType, collapseKey, topic, device } = checkPublishRequest(req, o);

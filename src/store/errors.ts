@@ -13,6 +13,8 @@ import { DtlspushError } from "../util/errors.ts";
  * - commit_failed: any other reason a batch was refused or failed; nothing of it was applied
  * - store_failed: a commit was refused because an earlier one failed (the store keeps a prefix of
  *   the batches; restart the daemon to continue from what is stored)
+ * - store_unavailable: a shared store (Redis) is unreachable for now; the call was not done (try
+ *   again later). Commits already handed to the store are kept and applied once it is back.
  * - write_failed / read_failed: the database failed outside commit (I/O error, disk full, ...)
  */
 export type StoreErrorCode =
@@ -25,6 +27,7 @@ export type StoreErrorCode =
   | "duplicate_message"
   | "commit_failed"
   | "store_failed"
+  | "store_unavailable"
   | "write_failed"
   | "read_failed";
 

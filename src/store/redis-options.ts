@@ -10,6 +10,18 @@ export interface RedisStoreOptions {
   readonly keyPrefix?: string;
   /** How long opening waits for Redis before failing with StoreError "store_open_failed", ms; default 5000. */
   readonly connectTimeoutMs?: number;
+  /**
+   * How long this store instance counts as alive without refreshing its
+   * liveness key (`holders` reports "" for the holds of an instance that is
+   * not), ms; refreshed every third of it; default 5000.
+   */
+  readonly livenessMs?: number;
+  /**
+   * How long Redis may stay unreachable while the store is open before the
+   * store fails (store_failed); until then it is unavailable
+   * (store_unavailable) and reconnects by itself, ms; default 300000.
+   */
+  readonly outageMaxMs?: number;
 }
 
 export const DEFAULT_REDIS_KEY_PREFIX = "dtlspush:";

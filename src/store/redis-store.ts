@@ -2,15 +2,22 @@ import { createClient, ErrorReply } from "redis";
 import { describeError, refusedAfterFailure, StoreError } from "./errors.ts";
 import { compareText } from "./memory-store.ts";
 import { DEFAULT_REDIS_KEY_PREFIX, redactRedisUrl, type RedisStoreOptions } from "./redis-options.ts";
+import type { ClusterEvent, ClusterStore, DeviceHold, StoredQueue, SubscriptionChange } from "./cluster-types.ts";
 import {
+  CLAIM_SCRIPT,
   COMMIT_SCRIPT,
   DELETE_DEVICE_SCRIPT,
   EXISTING_SCRIPT,
   FIND_DEVICE_SCRIPT,
+  HOLDERS_SCRIPT,
   LOAD_STATE_SCRIPT,
   MESSAGE_RECEIPTS_SCRIPT,
   PRUNE_SCRIPT,
   PUT_DEVICE_SCRIPT,
+  QUEUE_DEPTHS_SCRIPT,
+  READ_QUEUE_SCRIPT,
+  RELEASE_SCRIPT,
+  SUBSCRIPTIONS_SCRIPT,
 } from "./redis-scripts.ts";
 import type {
   DeliveryRecord,
@@ -40,25 +47,42 @@ import { checkBatch, checkDevice, checkSetting } from "./validate.ts";
  * script sent after one that failed (or was lost with the connection) finds
  * the fence behind and refuses itself.
  *
- * A lost connection or any Redis error fails the store: the call it hit and
- * every later call reject with store_failed (the daemon exits and a restart
- * reads back what Redis holds, a prefix of the batches).
+ * A lost connection makes the store unavailable, not failed (outage mode):
+ * it reconnects with backoff; meanwhile calls reject at once with
+ * store_unavailable, except commits, which are kept in order and sent again
+ * once Redis is back. Whether a commit whose answer was lost was applied is
+ * told by the fence (applied iff the fence passed its number; its first
+ * receipt id is in `P fres:<n>`), so the re-sent rest applies exactly once,
+ * in order. An outage longer than `outageMaxMs`, or a Redis that comes back
+ * without commits it had acknowledged, fails the store: every call then
+ * rejects with store_failed (the daemon exits; a restart reads back what
+ * Redis holds, a prefix of the batches). An error reply of Redis to a commit
+ * fails the commits too (the prefix rule).
+ *
+ * It is also the cluster side of the store (cluster-types.ts): holds with
+ * epochs, fenced commits, and the events of the other nodes, PUBLISHed by the
+ * scripts (atomic with their writes) and received on a second connection
+ * that is subscribed before this resolves.
  */
-export async function openRedisStore(options: RedisStoreOptions): Promise<Store> {
+export async function openRedisStore(options: RedisStoreOptions): Promise<Store & ClusterStore> {
   const prefix = options.keyPrefix ?? DEFAULT_REDIS_KEY_PREFIX;
   const timeoutMs = options.connectTimeoutMs ?? 5_000;
   const where = redactRedisUrl(options.url);
   const fail = (cause: unknown): StoreError =>
     new StoreError("store_open_failed", `Cannot open the Redis store at ${where}: ${redactText(describeError(cause), options.url)}`);
+  // no reconnect while opening (an unreachable Redis fails the start at once), backoff once open
+  const link = { reconnect: false };
+  const strategy = (retries: number): number | false => (link.reconnect ? reconnectBackoff(retries) : false);
   let client: RedisClient;
   try {
-    client = createClient({ url: options.url, disableOfflineQueue: true, socket: { connectTimeout: timeoutMs, reconnectStrategy: false } });
+    client = createClient({ url: options.url, disableOfflineQueue: true, socket: { connectTimeout: timeoutMs, reconnectStrategy: strategy } });
   } catch (e) {
     throw fail(e);
   }
   let lastError: unknown;
   client.on("error", (e: unknown) => (lastError = e));
   let timer: NodeJS.Timeout | undefined;
+  let subscriber: RedisClient | undefined;
   try {
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
@@ -67,8 +91,20 @@ export async function openRedisStore(options: RedisStoreOptions): Promise<Store>
     const shas = await Promise.race([loadScripts(client), timeout]);
     const instance = String(await Promise.race([client.incr(`${prefix}instances`), timeout]));
     await Promise.race([client.set(`${prefix}fence:${instance}`, "0"), timeout]);
-    return new RedisStore(client, prefix, instance, shas, where);
+    await Promise.race([client.del(`${prefix}fres:${instance}`), timeout]);
+    const livenessMs = Math.max(100, Math.floor(options.livenessMs ?? DEFAULT_LIVENESS_MS));
+    await Promise.race([client.set(`${prefix}alive:${instance}`, "1", { PX: livenessMs }), timeout]);
+    // named, so an operator tells the event connections apart in CLIENT LIST
+    const name = `dtlspush-events-${prefix}${instance}`.replace(/[^!-~]/g, "_");
+    const sub = client.duplicate({ name, socket: { connectTimeout: timeoutMs, reconnectStrategy: strategy } });
+    subscriber = sub;
+    const outageMaxMs = Math.max(0, Math.floor(options.outageMaxMs ?? DEFAULT_OUTAGE_MAX_MS));
+    const store = new RedisStore({ client, subscriber: sub, link, prefix, instance, shas, where, livenessMs, outageMaxMs });
+    await Promise.race([store.subscribe(), timeout]);
+    link.reconnect = true;
+    return store;
   } catch (e) {
+    subscriber?.destroy();
     client.destroy();
     throw fail(lastError ?? e);
   } finally {
@@ -77,6 +113,17 @@ export async function openRedisStore(options: RedisStoreOptions): Promise<Store>
 }
 
 type RedisClient = ReturnType<typeof createClient>;
+
+/** How long an instance's liveness key lives without a refresh (refreshed every third of it). */
+export const DEFAULT_LIVENESS_MS = 5_000;
+
+/** How long Redis may be away before the store fails (outageMaxMs). */
+export const DEFAULT_OUTAGE_MAX_MS = 300_000;
+
+/** The reconnect delay of both connections: 50 ms doubling to 1 s, until the store closes or fails. */
+function reconnectBackoff(retries: number): number {
+  return Math.min(50 * 2 ** Math.min(retries, 5), 1_000);
+}
 
 const SCRIPTS = {
   commit: COMMIT_SCRIPT,
@@ -87,6 +134,12 @@ const SCRIPTS = {
   existing: EXISTING_SCRIPT,
   messageReceipts: MESSAGE_RECEIPTS_SCRIPT,
   prune: PRUNE_SCRIPT,
+  claim: CLAIM_SCRIPT,
+  release: RELEASE_SCRIPT,
+  readQueue: READ_QUEUE_SCRIPT,
+  holders: HOLDERS_SCRIPT,
+  queueDepths: QUEUE_DEPTHS_SCRIPT,
+  subscriptions: SUBSCRIPTIONS_SCRIPT,
 } as const;
 type ScriptName = keyof typeof SCRIPTS;
 
@@ -183,8 +236,11 @@ function decodeCounters(device: string, v: string): DeviceCounters {
 }
 
 /** The commit script's arguments for `batch` (checked). */
-function commitArgs(prefix: string, instance: string, fence: number, batch: WriteBatch): string[] {
-  const a: string[] = [prefix, instance, String(fence)];
+function commitArgs(prefix: string, instance: string, fence: number, keep: number, batch: WriteBatch): string[] {
+  const a: string[] = [prefix, instance, String(fence), String(keep)];
+  const fs = batch.fence ?? [];
+  a.push(String(fs.length));
+  for (const f of fs) a.push(f.device, String(f.epoch));
   const ms = batch.messages ?? [];
   a.push(String(ms.length));
   for (const m of ms) a.push(m.id, encodeMessage(m), String(m.expiresAt));
@@ -214,7 +270,7 @@ function pairs(flat: readonly string[]): [string, string][] {
 }
 
 /** What a call does, for the error it rejects with when Redis answers an error. */
-type CallKind = "read" | "write" | "commit";
+type CallKind = "read" | "write";
 
 /** What the commit script answers. */
 type CommitReply = [0, number] | [1, string] | [2, string, string] | [3, string];
@@ -224,14 +280,138 @@ export interface RedisStoreStats {
   commands: number;
   /** commits the server applied */
   commits: number;
+  /** times the connection to Redis was lost (outages begun) */
+  outages: number;
+  /** commits sent again after a reconnection (the fence decided which had been applied) */
+  replayed: number;
+  /** calls refused at once with store_unavailable while Redis was away */
+  unavailableRefusals: number;
 }
 
-export class RedisStore implements Store {
+/** The store's state towards Redis: "unavailable" during an outage; "failed" is final. */
+export type RedisStoreState = "available" | "unavailable" | "failed";
+
+/** A commit handed to the store and not settled yet. */
+interface PendingCommit {
+  /** its number: the fence value it expects */
+  readonly k: number;
+  readonly args: readonly string[];
+  readonly copies: readonly ReceiptInput[];
+  readonly resolve: (receipts: Receipt[]) => void;
+  readonly reject: (e: Error) => void;
+  /** times sent (a second send is a replay) */
+  sends: number;
+}
+
+interface RedisStoreParts {
+  readonly client: RedisClient;
+  readonly subscriber: RedisClient;
+  /** whether both connections reconnect (read by their reconnect strategy) */
+  readonly link: { reconnect: boolean };
+  readonly prefix: string;
+  readonly instance: string;
+  readonly shas: Record<ScriptName, string>;
+  readonly where: string;
+  readonly livenessMs: number;
+  readonly outageMaxMs: number;
+}
+
+/** A queue as the scripts answer it: the flat hash and the JSON of each message (same order). */
+function decodeQueue(device: string, flat: readonly string[], msgs: readonly string[]): StoredQueue {
+  const rows = pairs(flat);
+  const deliveries = rows.map(([mid, v]) => decodeDelivery(device, mid, v));
+  deliveries.sort((a, b) => a.order - b.order || compareText(a.messageId, b.messageId));
+  // a queue holds a message once (its hash is keyed by message id)
+  const messages = rows.map(([mid], i) => decodeMessage(mid, msgs[i] as string)).sort((a, b) => compareText(a.id, b.id));
+  return { deliveries, messages };
+}
+
+/** The events of one message published by the scripts (redis-scripts.ts), with its sender; undefined when malformed. */
+function decodeEvents(text: string): { from: string; events: ClusterEvent[] } | undefined {
+  let j: unknown;
+  try {
+    j = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(j) || typeof j[0] !== "string") return undefined;
+  const from = j[0];
+  const str = (v: unknown): v is string => typeof v === "string";
+  const num = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+  switch (j[1]) {
+    case "q":
+      // an empty Lua table encodes as {}: never published, but read as no devices
+      return Array.isArray(j[2]) && j[2].every(str) ? { from, events: [{ kind: "queued", devices: j[2] }] } : undefined;
+    case "t":
+      return str(j[2]) && num(j[3]) ? { from, events: [{ kind: "taken", device: j[2], epoch: j[3] }] } : undefined;
+    case "g":
+      return str(j[2]) ? { from, events: [{ kind: "registry", device: j[2] }] } : undefined;
+    case "c": {
+      const changes = decodeChanges(j[3] ?? []);
+      if (!num(j[2]) || changes === undefined) return undefined;
+      const events: ClusterEvent[] = [];
+      if (changes.length > 0) events.push({ kind: "subscriptions", changes });
+      if (j[2] > 0) events.push({ kind: "receipts", lastId: j[2] });
+      return { from, events };
+    }
+  }
+  return undefined;
+}
+
+/** Which channel each event kind travels on: the instance's own, or the one every node hears. */
+const CHANNEL_OF: Record<ClusterEvent["kind"], "own" | "shared" | "none"> = {
+  queued: "own",
+  taken: "own",
+  subscriptions: "shared",
+  receipts: "shared",
+  registry: "shared",
+  resync: "none",
+};
+
+/** The subscription changes of a "c" event ([device, topic, 1|0, ...]). */
+function decodeChanges(flat: unknown): SubscriptionChange[] | undefined {
+  if (!Array.isArray(flat) || flat.length % 3 !== 0) return undefined;
+  const out: SubscriptionChange[] = [];
+  for (let i = 0; i < flat.length; i += 3) {
+    const [device, topic, on] = [flat[i], flat[i + 1], flat[i + 2]];
+    if (typeof device !== "string" || typeof topic !== "string" || (on !== 0 && on !== 1)) return undefined;
+    out.push({ device, topic, subscribed: on === 1 });
+  }
+  return out;
+}
+
+export class RedisStore implements Store, ClusterStore {
   readonly kind = "redis";
-  readonly stats: RedisStoreStats = { commands: 0, commits: 0 };
+  readonly stats: RedisStoreStats = { commands: 0, commits: 0, outages: 0, replayed: 0, unavailableRefusals: 0 };
   private readonly client: RedisClient;
+  private readonly link: { reconnect: boolean };
+  private readonly outageMaxMs: number;
+  /** false from a lost connection until the reconnection has settled the commits in flight */
+  private connected = true;
+  /** the current outage: since when (ms, Date.now), its bound */
+  private outage: { readonly since: number; readonly timer: NodeJS.Timeout } | undefined;
+  /** time spent unavailable in outages that ended, ms */
+  private outageMsDone = 0;
+  /** increased at every lost connection: answers for an older one are ignored */
+  private generation = 0;
+  /** commits sent on the current connection, waiting for their answer, in order */
+  private inFlight: PendingCommit[] = [];
+  /** commits not sent on the current connection (during an outage), in order */
+  private waiting: PendingCommit[] = [];
+  /** commits known applied: the fence a reconnection must find at least */
+  private applied = 0;
+  /** recoveries begun: only the latest one goes on after an await */
+  private recoveries = 0;
+  private readonly stateListeners = new Set<(state: RedisStoreState) => void>();
+  /** the event connection (SUBSCRIBE only) */
+  private readonly subscriber: RedisClient;
   private readonly prefix: string;
-  private readonly instance: string;
+  readonly instance: string;
+  private readonly livenessMs: number;
+  private livenessTimer: NodeJS.Timeout | undefined;
+  private readonly listeners = new Set<(event: ClusterEvent) => void>();
+  /** the event connection was ready once: its next "ready" is a reconnect (resync) */
+  private subscribed = false;
   private readonly shas: Record<ScriptName, string>;
   private readonly where: string;
   /** commits sent so far: the fence value the next commit expects */
@@ -245,37 +425,238 @@ export class RedisStore implements Store {
   /** settles after every call made so far (calls settle in call order) */
   private tail: Promise<unknown> = Promise.resolve();
 
-  constructor(client: RedisClient, prefix: string, instance: string, shas: Record<ScriptName, string>, where: string) {
+  constructor(parts: RedisStoreParts) {
+    const { client, subscriber } = parts;
     this.client = client;
-    this.prefix = prefix;
-    this.instance = instance;
-    this.shas = shas;
-    this.where = where;
-    client.on("error", (e: unknown) => this.breakWith(e));
+    this.subscriber = subscriber;
+    this.link = parts.link;
+    this.livenessMs = parts.livenessMs;
+    this.outageMaxMs = parts.outageMaxMs;
+    this.prefix = parts.prefix;
+    this.instance = parts.instance;
+    this.shas = parts.shas;
+    this.where = parts.where;
+    // an error event without a reply is the connection: node-redis reconnects (outage mode)
+    client.on("error", (e: unknown) => {
+      if (!(e instanceof ErrorReply)) this.connectionLost(e);
+    });
+    client.on("ready", () => {
+      if (this.outage !== undefined) void this.recover();
+    });
     client.on("end", () => {
       if (!this.closed) this.breakWith(new Error("the connection closed"));
     });
+    // the event connection reconnects by itself; its errors are its reconnects
+    subscriber.on("error", () => undefined);
+    subscriber.on("ready", () => {
+      if (this.subscribed && !this.closed) this.emit({ kind: "resync" });
+    });
   }
 
+  /** Connects the event connection, subscribes to both channels, and starts the liveness refresh. */
+  async subscribe(): Promise<void> {
+    await this.subscriber.connect();
+    await this.subscriber.subscribe([this.key("ev"), this.key(`ev:${this.instance}`)], (message, channel) => this.received(message, channel));
+    this.subscribed = true;
+    const every = Math.max(50, Math.floor(this.livenessMs / 3));
+    this.livenessTimer = setInterval(() => this.refreshLiveness(), every);
+    this.livenessTimer.unref();
+  }
+
+  private refreshLiveness(): void {
+    if (!this.available) return;
+    this.stats.commands++;
+    this.client.sendCommand(["SET", this.key(`alive:${this.instance}`), "1", "PX", String(this.livenessMs)]).catch(() => undefined);
+  }
+
+  private received(message: string, channel: string): void {
+    const decoded = decodeEvents(message);
+    // a node's own commits are no news to it
+    if (decoded === undefined || decoded.from === this.instance) return;
+    const on = channel === this.key("ev") ? "shared" : "own";
+    for (const event of decoded.events) if (CHANNEL_OF[event.kind] === on) this.emit(event);
+  }
+
+  private emit(event: ClusterEvent): void {
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(event);
+      } catch {
+        // a throwing listener fails nobody
+      }
+    }
+  }
+
+  onClusterEvent(listener: (event: ClusterEvent) => void): () => void {
+    const own = (event: ClusterEvent): void => listener(event);
+    this.listeners.add(own);
+    return () => this.listeners.delete(own);
+  }
+
+  /** "available", "unavailable" (Redis away: calls refused at once, commits kept) or "failed". */
+  get state(): RedisStoreState {
+    if (this.broken !== undefined) return "failed";
+    return this.connected ? "available" : "unavailable";
+  }
+
+  /** Whether calls are taken now (false during an outage, after a failure and once closed). */
+  get available(): boolean {
+    return !this.closed && this.state === "available";
+  }
+
+  /** Time spent unavailable since open, the current outage included, seconds. */
+  outageSeconds(): number {
+    const current = this.outage === undefined ? 0 : Date.now() - this.outage.since;
+    return (this.outageMsDone + current) / 1000;
+  }
+
+  /** Listens to changes of `state`; returns the unsubscribe. A throwing listener fails nobody. */
+  onStateChange(listener: (state: RedisStoreState) => void): () => void {
+    const own = (state: RedisStoreState): void => listener(state);
+    this.stateListeners.add(own);
+    return () => this.stateListeners.delete(own);
+  }
+
+  private tellState(): void {
+    const state = this.state;
+    for (const listener of [...this.stateListeners]) {
+      try {
+        listener(state);
+      } catch {
+        // a throwing listener fails nobody
+      }
+    }
+  }
+
+  private unavailable(): StoreError {
+    const since = this.outage === undefined ? "" : ` for ${((Date.now() - this.outage.since) / 1000).toFixed(1)} s`;
+    return new StoreError("store_unavailable", `The Redis store at ${this.where} is unreachable${since}; nothing was done: try again later.`);
+  }
+
+  /** The connection is gone: outage mode until `recover` (or the bound fails the store). */
+  private connectionLost(e: unknown): void {
+    if (this.closed || this.broken !== undefined || !this.connected) return;
+    this.connected = false;
+    this.generation++;
+    this.stats.outages++;
+    // what was sent may or may not have been applied: the fence tells once Redis is back
+    this.waiting = [...this.inFlight, ...this.waiting];
+    this.inFlight = [];
+    const seconds = this.outageMaxMs / 1000;
+    const timer = setTimeout(() => this.breakWith(new Error(`Redis was unreachable for ${seconds} s (the outage bound), last: ${describeError(e)}`)), this.outageMaxMs);
+    timer.unref();
+    this.outage = { since: Date.now(), timer };
+    this.tellState();
+  }
+
+  private endOutage(): void {
+    if (this.outage === undefined) return;
+    clearTimeout(this.outage.timer);
+    this.outageMsDone += Date.now() - this.outage.since;
+    this.outage = undefined;
+  }
+
+  /**
+   * Redis answers again: reads the fence and the last commits' results,
+   * settles the commits it says were applied, loads the scripts (a restarted
+   * Redis has none), and sends the rest again, in order, before any new call.
+   */
+  private async recover(): Promise<void> {
+    const run = ++this.recoveries;
+    const stale = (): boolean => this.broken !== undefined || this.closed || run !== this.recoveries;
+    let fence: unknown;
+    let results: unknown;
+    for (;;) {
+      if (stale()) return;
+      try {
+        [fence, results] = await Promise.all([
+          this.client.sendCommand(["GET", this.key(`fence:${this.instance}`)]),
+          this.client.sendCommand(["LRANGE", this.key(`fres:${this.instance}`), "0", "-1"]),
+        ]);
+        const shas = await loadScripts(this.client);
+        if (Object.entries(shas).some(([name, sha]) => this.shas[name as ScriptName] !== sha)) throw new Error("the scripts loaded again have other hashes");
+        break;
+      } catch (e) {
+        // a restarted Redis answers LOADING while it reads its append-only file
+        if (e instanceof ErrorReply && e.message.startsWith("LOADING")) {
+          await new Promise((r) => setTimeout(r, 100));
+          continue;
+        }
+        if (e instanceof ErrorReply || !(e instanceof Error) || e.message.includes("hashes")) this.breakWith(e);
+        // a connection lost again: the next "ready" recovers
+        return;
+      }
+    }
+    if (stale()) return;
+    // the fence exists from open to close: missing or behind, Redis lost data this store relies on
+    const f = Number(fence ?? Number.NaN);
+    const list = (results as string[]).map(Number);
+    if (!Number.isSafeInteger(f) || f < this.applied) {
+      this.breakWith(
+        new Error(`Redis came back without commits it had acknowledged (this store's fence is ${fence === null ? "gone" : `at ${String(fence)}`}, ${this.applied} were applied): its data was lost`),
+      );
+      return;
+    }
+    while (this.waiting[0] !== undefined && this.waiting[0].k < f) {
+      const c = this.waiting.shift() as PendingCommit;
+      const first = list[list.length - (f - c.k)];
+      if (first === undefined) {
+        this.waiting.unshift(c);
+        this.breakWith(new Error(`commit ${c.k} was applied but its result is no longer kept`));
+        return;
+      }
+      this.settleCommit(c, [0, first]);
+    }
+    if (this.waiting[0] !== undefined && this.waiting[0].k !== f) {
+      this.breakWith(new Error(`the fence of this store is at ${f}, but its next commit is ${this.waiting[0].k}`));
+      return;
+    }
+    this.endOutage();
+    this.connected = true;
+    for (const c of this.waiting) if (c.sends > 0) this.stats.replayed++;
+    this.pump();
+    this.refreshLiveness();
+    this.tellState();
+  }
+
+  /** The store fails for good: every pending and later call rejects with store_failed, both connections end. */
   private breakWith(e: unknown): void {
     if (this.broken !== undefined || this.closed) return;
     this.broken = new StoreError("store_failed", `The Redis store at ${this.where} failed: ${describeError(e)}; nothing more is stored until a restart.`, {
       cause: e,
     });
     this.commitFailure ??= this.broken;
+    this.endOutage();
+    this.link.reconnect = false;
+    const pending = [...this.inFlight, ...this.waiting];
+    this.inFlight = [];
+    this.waiting = [];
+    for (const c of pending) c.reject(this.broken);
+    for (const connection of [this.client, this.subscriber]) {
+      try {
+        if (connection.isOpen) connection.destroy();
+      } catch {
+        // already ended
+      }
+    }
+    this.tellState();
   }
 
   /**
    * Sends `args` now (so it takes effect in call order) and settles after
    * every earlier call. `then` maps the reply. An error reply of Redis
-   * rejects the call (read_failed, write_failed; a commit: store_failed and
-   * the prefix rule); a lost connection fails the store.
+   * rejects the call (read_failed, write_failed); a lost connection rejects
+   * it with store_unavailable. During an outage it rejects at once with
+   * store_unavailable (before the calls ahead of it settle).
    */
   private call<T>(args: readonly string[], then: (reply: unknown) => T, kind: CallKind = "read"): Promise<T> {
     let p: Promise<T>;
     if (this.closed) p = Promise.reject(new StoreError("store_closed", "The Redis store is closed."));
     else if (this.broken !== undefined) p = Promise.reject(this.broken);
-    else {
+    else if (!this.connected) {
+      this.stats.unavailableRefusals++;
+      return Promise.reject(this.unavailable());
+    } else {
       this.stats.commands++;
       p = this.client.sendCommand([...args]).then(
         (reply) => {
@@ -297,11 +678,10 @@ export class RedisStore implements Store {
   private failure(e: unknown, kind: CallKind): StoreError {
     if (e instanceof ErrorReply) {
       const answer = `Redis answered ${JSON.stringify(e.message)}`;
-      if (kind === "commit") return this.failCommit(new StoreError("store_failed", `${answer} to a commit; nothing more is committed until a restart.`, { cause: e }));
       return new StoreError(kind === "read" ? "read_failed" : "write_failed", answer, { cause: e });
     }
-    this.breakWith(e);
-    return this.broken ?? new StoreError("store_failed", describeError(e));
+    this.connectionLost(e);
+    return this.broken ?? this.unavailable();
   }
 
   private settleInOrder<T>(p: Promise<T>): Promise<T> {
@@ -331,7 +711,7 @@ export class RedisStore implements Store {
     } catch (e) {
       return this.settleInOrder(Promise.reject(e as Error));
     }
-    const args = [device.id, encodeDevice(device), device.psk?.identity ?? "", device.certIdentity ?? ""];
+    const args = [device.id, encodeDevice(device), device.psk?.identity ?? "", device.certIdentity ?? "", this.instance];
     return this.script("putDevice", args, (reply) => {
       const r = reply as [0] | [1, "psk" | "cert", string];
       if (r[0] === 0) return;
@@ -357,7 +737,7 @@ export class RedisStore implements Store {
   }
 
   deleteDevice(id: string): Promise<boolean> {
-    return this.script("deleteDevice", [id], (r) => r === 1, "write");
+    return this.script("deleteDevice", [id, this.instance], (r) => r === 1, "write");
   }
 
   // --- delivery journal
@@ -368,38 +748,119 @@ export class RedisStore implements Store {
     let args: string[];
     try {
       checkBatch(batch);
-      args = commitArgs(this.prefix, this.instance, this.sent, batch);
+      const unanswered = this.inFlight.length + this.waiting.length;
+      args = commitArgs(this.prefix, this.instance, this.sent, unanswered + 1, batch);
     } catch (e) {
       this.commitFailure = e as Error;
       return this.settleInOrder(Promise.reject(e as Error));
     }
-    this.sent++;
     const receipts = batch.receipts ?? [];
     const copies = receipts.map((r) => ({ messageId: r.messageId, device: r.device, state: r.state, at: r.at, reason: r.reason, seq: r.seq, topic: r.topic }));
-    return this.call(["EVALSHA", this.shas.commit, "0", ...args], (reply) => {
-      const r = reply as CommitReply;
-      switch (r[0]) {
-        case 0:
-          this.stats.commits++;
-          return copies.map((c, i) => ({ id: r[1] + i, ...c }));
-        case 1:
-          throw this.failCommit(new StoreError("duplicate_message", `Message id ${JSON.stringify(r[1])} is already stored; nothing of the batch was applied.`));
-        case 2:
-          throw this.failCommit(
+    const k = this.sent++;
+    const p = new Promise<Receipt[]>((resolve, reject) => {
+      this.waiting.push({ k, args, copies, resolve, reject, sends: 0 });
+    });
+    // kept in order during an outage; sent at once otherwise
+    if (this.connected) this.pump();
+    return this.settleInOrder(p);
+  }
+
+  /** Sends the waiting commits, in order (only while connected: a reconnection sends them once settled). */
+  private pump(): void {
+    while (this.connected && this.waiting.length > 0) {
+      const c = this.waiting.shift() as PendingCommit;
+      this.inFlight.push(c);
+      c.sends++;
+      this.stats.commands++;
+      const generation = this.generation;
+      this.client.sendCommand(["EVALSHA", this.shas.commit, "0", ...c.args]).then(
+        (reply) => {
+          if (generation !== this.generation) return;
+          this.inFlight.splice(this.inFlight.indexOf(c), 1);
+          this.settleCommit(c, reply as unknown as CommitReply);
+        },
+        (e: unknown) => {
+          if (generation !== this.generation) return;
+          if (!(e instanceof ErrorReply)) {
+            // kept: the fence tells after the reconnection whether it was applied
+            this.connectionLost(e);
+            return;
+          }
+          this.inFlight.splice(this.inFlight.indexOf(c), 1);
+          c.reject(this.failCommit(new StoreError("store_failed", `Redis answered ${JSON.stringify(e.message)} to a commit; nothing more is committed until a restart.`, { cause: e })));
+        },
+      );
+    }
+  }
+
+  private settleCommit(c: PendingCommit, r: CommitReply): void {
+    switch (r[0]) {
+      case 0:
+        this.stats.commits++;
+        this.applied = Math.max(this.applied, c.k + 1);
+        c.resolve(c.copies.map((copy, i) => ({ id: r[1] + i, ...copy })));
+        return;
+      case 1:
+        c.reject(this.failCommit(new StoreError("duplicate_message", `Message id ${JSON.stringify(r[1])} is already stored; nothing of the batch was applied.`)));
+        return;
+      case 2:
+        c.reject(
+          this.failCommit(
             new StoreError(
               "commit_failed",
               `Delivery to device ${JSON.stringify(r[1])} references message ${JSON.stringify(r[2])}, which is not stored; nothing of the batch was applied.`,
             ),
-          );
-        case 3:
-          throw refusedAfterFailure(this.commitFailure ?? new Error(`the commit fence of this store is at ${r[1]}, an earlier commit was lost`));
-      }
-    }, "commit");
+          ),
+        );
+        return;
+      case 3:
+        c.reject(refusedAfterFailure(this.commitFailure ?? new Error(`the commit fence of this store is at ${r[1]}, an earlier commit was lost`)));
+        return;
+    }
   }
 
   private failCommit(e: StoreError): StoreError {
     this.commitFailure ??= e;
     return e;
+  }
+
+  // --- cluster (cluster-types.ts)
+
+  claimDevice(device: string): Promise<DeviceHold> {
+    return this.script("claim", [this.instance, device], (reply) => {
+      const [epoch, previous, ctr, flat, msgs] = reply as [number, string, string, string[], string[]];
+      const counters = ctr === "" ? undefined : decodeCounters(device, ctr);
+      return { device, epoch, counters, ...decodeQueue(device, flat, msgs), previous };
+    }, "write");
+  }
+
+  releaseDevice(device: string, epoch: number): Promise<void> {
+    return this.script("release", [this.instance, device, String(epoch)], () => undefined, "write");
+  }
+
+  readQueue(device: string): Promise<StoredQueue> {
+    return this.script("readQueue", [device], (reply) => {
+      const [flat, msgs] = reply as [string[], string[]];
+      return decodeQueue(device, flat, msgs);
+    });
+  }
+
+  holders(devices: readonly string[]): Promise<Map<string, string>> {
+    return this.script("holders", devices, (r) => new Map(devices.map((d, i) => [d, (r as string[])[i] ?? ""])));
+  }
+
+  loadSubscriptions(): Promise<Subscription[]> {
+    return this.script("subscriptions", [], (reply) => {
+      const out: Subscription[] = [];
+      for (const [device, topics] of (reply as [string, string[]][]).sort((a, b) => compareText(a[0], b[0]))) {
+        for (const topic of topics.sort(compareText)) out.push({ device, topic });
+      }
+      return out;
+    });
+  }
+
+  queueDepths(devices: readonly string[]): Promise<Map<string, number>> {
+    return this.script("queueDepths", devices, (r) => new Map(devices.map((d, i) => [d, (r as number[])[i] ?? 0])));
   }
 
   loadDeliveryState(): Promise<DeliveryState> {
@@ -474,16 +935,36 @@ export class RedisStore implements Store {
 
   close(): Promise<void> {
     if (this.closing !== undefined) return this.closing;
-    const fence = this.broken === undefined ? this.call(["DEL", this.key(`fence:${this.instance}`)], () => undefined, "write").catch(() => undefined) : undefined;
+    clearInterval(this.livenessTimer);
+    const fence = this.available
+      ? this.call(["DEL", this.key(`fence:${this.instance}`), this.key(`fres:${this.instance}`), this.key(`alive:${this.instance}`)], () => undefined, "write").catch(
+          () => undefined,
+        )
+      : undefined;
+    if (!this.connected && this.broken === undefined) {
+      // closed during an outage: what is kept is not sent (a restart reads what Redis holds)
+      const kept = [...this.inFlight, ...this.waiting];
+      this.inFlight = [];
+      this.waiting = [];
+      for (const c of kept) c.reject(new StoreError("store_unavailable", `The Redis store at ${this.where} was closed while Redis was unreachable; the commit may not be stored.`));
+      this.endOutage();
+    }
     this.closed = true;
+    this.link.reconnect = false;
+    this.listeners.clear();
+    this.stateListeners.clear();
     const last = this.tail;
     this.closing = (async () => {
       await fence;
       await last;
-      try {
-        if (this.client.isOpen) await this.client.close();
-      } catch {
-        this.client.destroy();
+      // a connection that is not ready (reconnecting) has nothing to finish: ended at once
+      for (const connection of [this.subscriber, this.client]) {
+        try {
+          if (connection.isReady) await connection.close();
+          else if (connection.isOpen) connection.destroy();
+        } catch {
+          if (connection.isOpen) connection.destroy();
+        }
       }
     })();
     return this.closing;

@@ -195,6 +195,12 @@ export interface SyncStore {
 export interface Store {
   /** "sqlite", "memory" or "redis" */
   readonly kind: string;
+  /**
+   * false while a shared store cannot take calls (Redis away: its calls
+   * reject with store_unavailable, commits handed over before are kept);
+   * absent for a store that is always there (SQLite, memory).
+   */
+  readonly available?: boolean;
 
   // --- device registry
   /** insert or replace; StoreError identity_in_use when another device has its PSK or certificate identity */

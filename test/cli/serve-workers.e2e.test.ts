@@ -11,18 +11,16 @@
  * port, no new handshake), and the supervisor SIGKILLed, the workers stop; and
  * `--workers 2` without Redis is one line.
  */
-import type { ChildProcessWithoutNullStreams } from "node:child_process";
 import { get } from "node:http";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { DeviceRegistry, issuePublisherToken } from "../../src/auth/index.ts";
 import { connect, memoryStateStore, type DtlspushClient, type LivenessOptions } from "../../src/client/index.ts";
 import { loadConfig, openDataDir } from "../../src/daemon/config/index.ts";
 import { RebindingProxy } from "../dtls/udp-proxy.ts";
-import { describeRedis, RedisServer } from "../support/redis-server.ts";
-import { spawnDtlspush, type DtlspushProcess } from "../support/dtlspush-process.ts";
+import { ProcessScope, type Proc } from "../support/daemon-process.ts";
+import { describeRedis, type RedisServer } from "../support/redis-server.ts";
 import { waitFor } from "./cli-process.ts";
 
 const KEY_HEX = "000102030405060708090a0b0c0d0e0f";
@@ -37,26 +35,13 @@ const MAX_REBINDS = 40;
 /** scrapes of /metrics (a new connection each, spread by the kernel) at most until every worker answered */
 const MAX_SCRAPES = 60;
 
-const dirs: string[] = [];
-const redises: RedisServer[] = [];
-const children = new Set<ChildProcessWithoutNullStreams>();
-const clients: DtlspushClient[] = [];
+const scope = new ProcessScope();
 const closers: (() => void)[] = [];
-
 afterEach(async () => {
-  for (const c of clients.splice(0)) await c.close();
   for (const c of closers.splice(0)) c();
-  for (const c of children) c.kill("SIGKILL");
-  children.clear();
-  for (const r of redises.splice(0)) await r.stop();
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  await scope.cleanup();
 });
-
-function tmp(): string {
-  const d = mkdtempSync(join(tmpdir(), "dtlspush-workers-"));
-  dirs.push(d);
-  return d;
-}
+const tmp = (): string => scope.tmp();
 
 interface Supervisor extends Proc {
   readonly dtlsPort: number;
@@ -67,10 +52,8 @@ interface Supervisor extends Proc {
   logs(): Record<string, unknown>[];
 }
 
-type Proc = DtlspushProcess;
-
 function dtlspush(args: readonly string[], cwd: string, env: Record<string, string>): Proc {
-  return spawnDtlspush(args, cwd, env, children);
+  return scope.dtlspush(args, cwd, env);
 }
 
 async function serveWorkers(r: RedisServer, dir: string): Promise<Supervisor> {
@@ -185,8 +168,7 @@ async function device(port: number, id: string, o: { host?: string } = {}): Prom
     liveness: LIVENESS,
     reconnect: RECONNECT,
   });
-  clients.push(c);
-  return c;
+  return scope.client(c);
 }
 
 describe("dtlspush serve --workers without Redis", () => {
@@ -202,8 +184,7 @@ describe("dtlspush serve --workers without Redis", () => {
 
 describeRedis("dtlspush serve --workers 2 on Redis", () => {
   it("devices spread over both workers; one worker SIGKILLed: its devices resume on the other, and it is restarted", async () => {
-    const r = await RedisServer.start();
-    redises.push(r);
+    const r = await scope.redis();
     const dir = tmp();
     const token = await seed(r, dir, []);
     const s = await serveWorkers(r, dir);
@@ -216,6 +197,7 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
     expect([nodeOf(0), nodeOf(1)]).toContain(health.node);
 
     const ids: string[] = [];
+    const clients: DtlspushClient[] = [];
     const count = (node: string): number => [...onlineNodes(s).entries()].filter(([d, n]) => ids.includes(d) && n === node).length;
     // each device its own socket (source port): the kernel spreads them over the workers
     while (count(nodeOf(0)) < 2 || count(nodeOf(1)) < 2) {
@@ -224,7 +206,7 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
       const id = `d${ids.length}`;
       await addDevice(s, token, id);
       ids.push(id);
-      await device(s.dtlsPort, id);
+      clients.push(await device(s.dtlsPort, id));
       await until(() => onlineNodes(s).has(id), 10_000, () => `${id} online`);
     }
     const before = onlineNodes(s);
@@ -254,8 +236,7 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
   }, 90_000);
 
   it("a device rebound so that its records reach the other worker keeps its session: forwarded by CID, answered from the shared port", async () => {
-    const r = await RedisServer.start();
-    redises.push(r);
+    const r = await scope.redis();
     const dir = tmp();
     await seed(r, dir, ["nat-1"]);
     const s = await serveWorkers(r, dir);

@@ -7,83 +7,24 @@
  * at start, the persistence rule, and /healthz when Redis goes away. The
  * password in the URL appears in no output.
  */
-import type { ChildProcessWithoutNullStreams } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, expect, it } from "vitest";
-import { connect, memoryStateStore, type DtlspushClient, type ReceivedMessage } from "../../src/client/index.ts";
-import { waitFor } from "../cli/cli-process.ts";
-import { describeRedis, freePort, RedisServer } from "../support/redis-server.ts";
-import { spawnDtlspush, type DtlspushProcess } from "../support/dtlspush-process.ts";
+import { connect, memoryStateStore, type ReceivedMessage } from "../../src/client/index.ts";
+import { ProcessScope, waitUntil as until } from "../support/daemon-process.ts";
+import { describeRedis, freePort, type RedisServer } from "../support/redis-server.ts";
 
 const KEY_HEX = "000102030405060708090a0b0c0d0e0f";
 const PASSWORD = "pw-Zx81-cluster";
-const START_BOUND_MS = 20_000;
 
-const dirs: string[] = [];
-const redises: RedisServer[] = [];
-const children = new Set<ChildProcessWithoutNullStreams>();
-const clients: DtlspushClient[] = [];
+const scope = new ProcessScope();
+afterEach(() => scope.cleanup());
+const tmp = (): string => scope.tmp();
+const command = scope.command.bind(scope);
+const serve = scope.serve.bind(scope);
 
-afterEach(async () => {
-  for (const c of clients.splice(0)) await c.close();
-  for (const c of children) c.kill("SIGKILL");
-  children.clear();
-  for (const r of redises.splice(0)) await r.stop();
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-function tmp(): string {
-  const d = mkdtempSync(join(tmpdir(), "dtlspush-cluster-"));
-  dirs.push(d);
-  return d;
-}
-
-async function redis(o: { appendonly?: boolean; appendfsync?: "always" | "everysec" | "no" } = {}): Promise<RedisServer> {
-  const r = await RedisServer.start({ password: PASSWORD, ...o });
-  redises.push(r);
-  return r;
-}
-
-type Proc = DtlspushProcess;
-
-/** bin/dtlspush.js with `args`, in `cwd`, with the cluster's environment. */
-function dtlspush(args: readonly string[], cwd: string, env: Record<string, string>): Proc {
-  return spawnDtlspush(args, cwd, env, children);
-}
-
-/** A finished command: its code and output. */
-async function command(args: readonly string[], cwd: string, env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
-  const p = dtlspush(args, cwd, env);
-  let timer: NodeJS.Timeout | undefined;
-  const bound = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${args.join(" ")} did not exit in time\n${p.stderr()}`)), START_BOUND_MS)));
-  try {
-    const { code, ms } = await Promise.race([p.exit, bound]);
-    return { code, stdout: p.stdout(), stderr: p.stderr(), ms };
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-interface Served extends Proc {
-  readonly dtlsPort: number;
-  readonly api: string;
-}
-
-/** `dtlspush serve` on free ports, data in `dir`/data; resolves once it prints its banner. */
-async function serve(dir: string, env: Record<string, string>): Promise<Served> {
-  const p = dtlspush(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data")], dir, env);
-  const m = await waitFor(p.stderr, p.child, /DTLS \(UDP\)\s+127\.0\.0\.1:(\d+)[\s\S]*HTTP API\s+(http:\/\/127\.0\.0\.1:\d+)/, START_BOUND_MS);
-  return { ...p, dtlsPort: Number(m[1]), api: m[2] as string };
-}
-
-async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+function redis(o: { appendonly?: boolean; appendfsync?: "always" | "everysec" | "no" } = {}): Promise<RedisServer> {
+  return scope.redis({ password: PASSWORD, ...o });
 }
 
 function noPassword(...texts: string[]): void {
@@ -93,8 +34,7 @@ function noPassword(...texts: string[]): void {
 describeRedis("dtlspush serve on Redis (cluster.redis_url)", () => {
   it("the whole path on the Redis store: device added by the CLI into Redis, push published over the API, received by the device", async () => {
     const r = await redis();
-    // one process (cluster.workers defaults to the cores with Redis): the banner and every log line name its node id
-    const env = { DTLSPUSH_CLUSTER_REDIS_URL: r.url, DTLSPUSH_CLUSTER_KEY_PREFIX: "e2e:", DTLSPUSH_CLUSTER_WORKERS: "1" };
+    const env = { DTLSPUSH_CLUSTER_REDIS_URL: r.url, DTLSPUSH_CLUSTER_KEY_PREFIX: "e2e:" };
     // the CLI on "another machine": its own data directory, the daemon's API not reachable, so it writes into Redis directly
     const cliDir = tmp();
     const refused = `http://127.0.0.1:${await freePort()}`;
@@ -118,7 +58,7 @@ describeRedis("dtlspush serve on Redis (cluster.redis_url)", () => {
 
     const got: ReceivedMessage[] = [];
     const client = await connect({ host: "127.0.0.1", port: d.dtlsPort, psk: { identity: "sensor-1", key: Buffer.from(KEY_HEX, "hex") }, stateStore: memoryStateStore() });
-    clients.push(client);
+    scope.client(client);
     client.on("message", (m) => got.push(m));
     // the publisher token is minted by the CLI from the publisher keys in Redis (another data directory than the daemon's)
     const sent = await command(["send", "--device", "sensor-1", "--data", "over redis", "--api", d.api, "--data-dir", join(cliDir, "data")], cliDir, env);

@@ -149,6 +149,7 @@ export interface DaemonConfig {
     readonly nodeId: string | undefined;
     readonly keyPrefix: string;
     readonly connectTimeoutSeconds: number;
+    readonly outageMaxSeconds: number;
     readonly allowNoPersistence: boolean;
     /** daemon processes on this machine (`serve --workers`): a number, or "auto" (see clusterWorkers) */
     readonly workers: number | "auto";
@@ -320,6 +321,7 @@ export async function loadConfig(o: LoadConfigOptions = {}): Promise<DaemonConfi
       nodeId: f.cluster.node_id === "" ? undefined : f.cluster.node_id,
       keyPrefix: f.cluster.key_prefix,
       connectTimeoutSeconds: f.cluster.connect_timeout_seconds,
+      outageMaxSeconds: f.cluster.outage_max_seconds,
       allowNoPersistence: f.cluster.allow_no_persistence,
       workers: f.cluster.workers,
       forwardRatePerSecond: f.cluster.forward_rate_per_second,

@@ -351,6 +351,12 @@ export const clusterSection = z
       "Prefix of every Redis key the daemon writes, so several deployments share one Redis.",
     ),
     connect_timeout_seconds: int(1, 300, 5, "How long a start (and a CLI command) waits for Redis before giving up with one line, seconds."),
+    outage_max_seconds: int(
+      1,
+      86_400,
+      300,
+      "How long Redis may be unreachable while the daemon runs: meanwhile publishes and API calls answer 503 store_unavailable, devices keep their sessions and the store reconnects by itself; longer, the store fails and the daemon exits (status 1), seconds.",
+    ),
     allow_no_persistence: bool(
       false,
       "Start even when Redis has no persistence at all (appendonly no and no save points): a Redis restart then loses everything, 202'd messages included. A warning is logged at every start.",

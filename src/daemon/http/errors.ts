@@ -3,6 +3,7 @@ import type { Socket } from "node:net";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { AuthError, type AuthErrorCode } from "../../auth/index.ts";
 import { MessagingError, type MessagingErrorCode } from "../../messaging/errors.ts";
+import { StoreError, type StoreErrorCode } from "../../store/errors.ts";
 import { DtlspushError } from "../../util/errors.ts";
 
 /**
@@ -121,6 +122,27 @@ export const AUTH_HTTP_CODE: Readonly<Record<AuthErrorCode, HttpErrorCode>> = {
   device_unknown: "device_unknown",
 };
 
+/**
+ * The answer to each StoreError code that reaches a route. A Record over the
+ * closed union, so a new code without an answer fails to compile. Only an
+ * unreachable shared store is the client's to retry (503); the rest is a
+ * server fault.
+ */
+export const STORE_HTTP_CODE: Readonly<Record<StoreErrorCode, HttpErrorCode>> = {
+  store_unavailable: "store_unavailable",
+  store_closed: "shutting_down",
+  store_open_failed: "internal",
+  store_version: "internal",
+  store_corrupt: "internal",
+  invalid_record: "internal",
+  identity_in_use: "internal",
+  duplicate_message: "internal",
+  commit_failed: "internal",
+  store_failed: "internal",
+  write_failed: "internal",
+  read_failed: "internal",
+};
+
 /** The code of a framework error that carries only a 4xx status (any other 4xx is answered 400 bad_request). */
 export const GENERIC_CODES: Readonly<Record<number, HttpErrorCode>> = {
   400: "bad_request",
@@ -173,6 +195,12 @@ export function toHttpError(e: unknown, bodyLimitBytes: number): HttpError {
   if (e instanceof AuthError) {
     const code = AUTH_HTTP_CODE[e.code];
     if (code === "internal") return new HttpError("internal", INTERNAL_MESSAGE);
+    return new HttpError(code, sentence(e.message));
+  }
+  if (e instanceof StoreError) {
+    const code = STORE_HTTP_CODE[e.code];
+    if (code === "internal") return new HttpError("internal", INTERNAL_MESSAGE);
+    if (code === "store_unavailable") return new HttpError(code, "The shared store (Redis) is unreachable for now; nothing was done. Try again later.", { "retry-after": "1" });
     return new HttpError(code, sentence(e.message));
   }
   const fe = e as Partial<FastifyError> | undefined;

@@ -44,6 +44,7 @@ describe("[cluster] defaults", () => {
       nodeId: undefined,
       keyPrefix: "dtlspush:",
       connectTimeoutSeconds: 5,
+      outageMaxSeconds: 300,
       allowNoPersistence: false,
       workers: "auto",
       forwardRatePerSecond: 10_000,
