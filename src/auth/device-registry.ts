@@ -96,6 +96,23 @@ export class DeviceRegistry {
   }
 
   /**
+   * Re-reads one device from the store (another node of a cluster changed
+   * it) and tells the listeners when it was added, changed or removed since
+   * this registry last saw it. Resolves to whether it changed. A device this
+   * registry is writing itself is left as it is (as in `reload`).
+   */
+  async refresh(id: string): Promise<boolean> {
+    const stored = await this.store.getDevice(id);
+    if (this.writing.has(id)) return false;
+    const known = this.byId.get(id);
+    if (stored === undefined ? known === undefined : known?.updatedAt === stored.updatedAt) return false;
+    this.cache(id, stored);
+    const failed = this.emitCaught(id, stored);
+    if (failed !== undefined) throw failed.error;
+    return true;
+  }
+
+  /**
    * Registers a new device. AuthError device_exists if the id is taken;
    * bad_device for a bad id, no credentials, a PSK key outside 1..64 bytes, a
    * PSK identity outside 1..128 bytes of UTF-8, or a PSK or certificate identity

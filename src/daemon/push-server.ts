@@ -1,6 +1,7 @@
 import { DEFAULT_RESUMPTION, DEFAULT_SERVER_SOCKETS, listen, type ConnectionReceiver, type DtlsConnection, type DtlsServer, type ListenOptions } from "../dtls/index.ts";
 import type { ServerResumptionOptions } from "../dtls/resumption-options.ts";
 import type { Store } from "../store/types.ts";
+import { clusterOf } from "../store/index.ts";
 import { DeviceRegistry, KeyRing, SigningPool, TicketKeyRing } from "../auth/index.ts";
 import { DeliveryEngine, type PublishRequest, type PublishResult, type SessionLink } from "../messaging/delivery-engine.ts";
 import type { DeliveryOptions } from "../messaging/options.ts";
@@ -166,8 +167,11 @@ async function serve(
     engine.flush();
     timer.arm();
   });
+  // a shared store (Redis): this node holds only the devices with a session here, publishes to others go through the store
+  const cluster = clusterOf(store);
   const engine: DeliveryEngine = await DeliveryEngine.open({
     store,
+    ...(cluster === undefined ? {} : { cluster }),
     registry,
     contentKeys,
     ...(signing === undefined ? {} : { contentSigner: signing }),

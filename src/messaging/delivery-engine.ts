@@ -1,6 +1,7 @@
 import { EventEmitter } from "node:events";
 import { Scheduler } from "../util/scheduler.ts";
 import type { DeliveryState, MessageRecord, Receipt } from "../store/types.ts";
+import type { ClusterStore } from "../store/cluster-types.ts";
 import { mainThreadSigner } from "../auth/index.ts";
 import { ErrorCode } from "../wire/index.ts";
 import { timeOrderedId } from "../dtls/crypto.ts";
@@ -11,7 +12,7 @@ import type {
   PublishResult,
   SessionLink,
 } from "./delivery-types.ts";
-import { loadSent, pendingEntry } from "./device-queue.ts";
+import { addStoredDelivery, Holds, loadCounters, loadOrder } from "./cluster-holds.ts";
 import { EngineTurn } from "./engine-turn.ts";
 import { IdGuard } from "./id-guard.ts";
 import { DeviceTable, deviceOf, type EngineEnv, type EngineParts, type TimerKey } from "./engine-parts.ts";
@@ -60,6 +61,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   private readonly window: SendWindow;
   private readonly publishing: Publishing;
   private readonly topics: Topics;
+  private readonly holds: Holds;
   private readonly unsubscribeRegistry: () => void;
 
   private constructor(deps: DeliveryEngineDeps) {
@@ -69,6 +71,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     this.env = {
       options: this.options,
       store: deps.store,
+      cluster: deps.cluster,
       registry: deps.registry,
       clock: deps.clock,
       random: deps.random ?? Math.random,
@@ -92,11 +95,25 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
       contentSigner: deps.contentSigner ?? mainThreadSigner(deps.contentKeys),
     });
     this.topics = parts.topics = new Topics(this.env, parts);
+    this.holds = parts.holds = new Holds(this.env, parts, {
+      loadedOrder: (order) => this.publishing.loadedOrder(order),
+      moved: (dev) => this.sessions.moved(dev),
+      subscriptionChanged: (device, topic, subscribed) => this.topics.subscriptionChanged(device, topic, subscribed),
+      reloadSubscriptions: async () => this.topics.reloadSubscriptions(await (deps.cluster as ClusterStore).loadSubscriptions()),
+      registryChanged: (device) => deps.registry.refresh(device),
+    });
     this.unsubscribeRegistry = deps.registry.onChange((id, record) => this.topics.registryChanged(id, record));
   }
 
   /** Builds the engine from the store's delivery state and the registry. */
   static async open(deps: DeliveryEngineDeps): Promise<DeliveryEngine> {
+    if (deps.cluster !== undefined) {
+      // a shared store: no queue is loaded (each comes with its device's claim), only the topic index
+      const subscriptions = await deps.cluster.loadSubscriptions();
+      const engine = new DeliveryEngine(deps);
+      engine.load({ counters: [], deliveries: [], messages: [], subscriptions });
+      return engine;
+    }
     const state = await deps.store.loadDeliveryState();
     const engine = new DeliveryEngine(deps);
     engine.load(state);
@@ -104,34 +121,18 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
   }
 
   private load(state: DeliveryState): void {
-    const { clock, devices, timers, registry } = this.env;
+    const { clock, devices, registry } = this.env;
     const now = clock.now();
-    for (const c of state.counters) {
-      const q = devices.queue(c.device);
-      // the store holds safe integers; an inconsistent pair (acked above assigned) is read as assigned
-      q.lastSeq = c.lastSeq;
-      q.ackedSeq = Math.min(c.ackedSeq, c.lastSeq);
-    }
+    // the store holds safe integers
+    for (const c of state.counters) loadCounters(devices.queue(c.device), c);
     const messages = new Map(state.messages.map((m) => [m.id, m]));
     // in-flight entries go in by seq (priorities can make seq order differ from enqueue order)
-    const deliveries = [...state.deliveries].sort((a, b) =>
-      a.device < b.device ? -1 : a.device > b.device ? 1 : (a.seq || Infinity) - (b.seq || Infinity) || a.order - b.order,
-    );
+    const deliveries = [...state.deliveries].sort((a, b) => (a.device < b.device ? -1 : a.device > b.device ? 1 : loadOrder(a, b)));
     for (const d of deliveries) {
       const message = messages.get(d.messageId);
       if (message === undefined) continue;
-      const q = devices.queue(d.device);
       this.publishing.loadedOrder(d.order);
-      if (d.seq > 0) {
-        const entry = loadSent(message, q, d.order, d.seq, d.tombstone);
-        if (d.seq > q.lastSeq) q.lastSeq = d.seq; // never reuse a seq the store shows as assigned
-        q.addInflight(entry);
-        if (entry.state !== "tombstone") timers.schedule(entry, Math.max(now, message.expiresAt));
-      } else {
-        const entry = pendingEntry(message, q, d.order);
-        q.addPending(entry);
-        timers.schedule(entry, Math.max(now, message.expiresAt));
-      }
+      addStoredDelivery(this.env, devices.queue(d.device), d, message, now);
     }
     for (const s of state.subscriptions) this.topics.loadSubscription(s.device, s.topic);
     for (const d of registry.list()) this.topics.loadRegistered(d.id, d);
@@ -245,6 +246,11 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     return this.sessions.pendingHellos + this.publishing.pendingAsync + this.turn.pendingCommits;
   }
 
+  /**
+   * The device as this node knows it. On a shared store only a device this
+   * node holds is online here with its queue; for the others ask the store
+   * (`holders`, `queueDepths`), or use `heldDevices`.
+   */
   deviceStatus(id: string): DeviceStatus {
     const q = this.env.devices.get(id);
     return {
@@ -262,6 +268,11 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     let n = 0;
     for (const q of this.env.devices.values()) n += q.depth;
     return n;
+  }
+
+  /** On a shared store: the devices whose queue this node holds (every device it has a session for). */
+  heldDevices(): string[] {
+    return this.holds.heldDevices();
   }
 
   /** Devices online now. */
@@ -290,6 +301,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     this.flush();
     this.unsubscribeRegistry();
     await this.turn.drained();
+    this.holds.close();
   }
 
   /**
@@ -302,6 +314,7 @@ export class DeliveryEngine extends EventEmitter<EngineEvents> {
     this.turn.closing = true;
     this.flush();
     this.unsubscribeRegistry();
+    this.holds.close();
     await this.turn.drained();
   }
 

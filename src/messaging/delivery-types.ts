@@ -1,5 +1,6 @@
 import type { Clock } from "../util/clock.ts";
 import type { Receipt, Store } from "../store/types.ts";
+import type { ClusterStore } from "../store/cluster-types.ts";
 import type { ContentSigner, DeviceRegistry, KeyRing } from "../auth/index.ts";
 import type { DeliveryObserver, EngineFailure } from "./observer.ts";
 import type { DeliveryOptions } from "./options.ts";
@@ -65,6 +66,13 @@ export interface EngineEvents {
 
 export interface DeliveryEngineDeps {
   readonly store: Store;
+  /**
+   * The store's cluster side when it is shared (clusterOf(store): the same
+   * object as `store`): the engine then holds only the queues of devices
+   * with a session on this node (cluster-holds.ts). Absent: one node, every
+   * device held.
+   */
+  readonly cluster?: ClusterStore | undefined;
   readonly registry: DeviceRegistry;
   /** signs publishes; its JWKS goes to devices in Welcome */
   readonly contentKeys: KeyRing;

@@ -1,6 +1,7 @@
 import type { Clock } from "../util/clock.ts";
 import type { Scheduler } from "../util/scheduler.ts";
 import type { MessageRecord, ReceiptState, Store } from "../store/types.ts";
+import type { ClusterStore } from "../store/cluster-types.ts";
 import type { DeviceRegistry } from "../auth/index.ts";
 import { encodePushBody, pushFrame, type Ack, type FrameInit } from "../wire/index.ts";
 import { DeviceQueue, type Entry, type PendingEntry } from "./device-queue.ts";
@@ -29,6 +30,8 @@ export type TimerKey = Entry | Device | LinkState;
 export interface EngineEnv {
   readonly options: DeliveryOptions;
   readonly store: Store;
+  /** the store's cluster side when it is shared (the same object as store) */
+  readonly cluster: ClusterStore | undefined;
   readonly registry: DeviceRegistry;
   readonly clock: Clock;
   readonly random: () => number;
@@ -65,6 +68,10 @@ export interface TurnPart {
   queueRecord(ls: LinkState, record: Uint8Array): void;
   /** drops the records waiting for a session that is gone */
   dropRecords(ls: LinkState): void;
+  /** drops every record not sent yet to the session, also those of the commit in flight (its device moved to another node) */
+  silence(ls: LinkState): void;
+  /** batches handed to the store so far (a read issued now sees the removals of every one of them) */
+  readonly issued: number;
   /** runs fn after this turn's records are sent */
   afterFlush(fn: () => void): void;
   /** resolves with result once this turn's batch is committed */
@@ -105,6 +112,8 @@ export interface WindowPart {
   online(dev: Device): void;
   /** the device went offline */
   offline(dev: Device): void;
+  /** the entry's message expired: an unsent one is removed, one with a seq becomes a tombstone */
+  expire(e: Entry, now: number): void;
   /** removes an entry that never got a seq (already out of the pending list) */
   dropUnsent(e: PendingEntry, now: number, reason: string): void;
 }
@@ -137,8 +146,28 @@ export interface TopicsPart {
   revokedState(device: string): boolean | undefined;
 }
 
+/**
+ * The device holds on a shared store (cluster-holds.ts): which devices' queues
+ * this node keeps in memory. Without a shared store every device is held.
+ */
+export interface HoldsPart {
+  /** the device's queue is in this node's memory */
+  held(device: string): boolean;
+  /** the epoch fencing the device's holder-only writes: 0 when not held; undefined when the store is not shared */
+  fenceOf(device: string): number | undefined;
+  /** takes the device's hold and loads its queue, unless held already (a claim in progress is shared) */
+  claim(device: string): Promise<void>;
+  /** the device went offline: its hold is given up after this turn's commit unless a session binds it again */
+  offline(dev: Device): void;
+  /** a delivery leaves the device's queue in this turn's batch */
+  removed(device: string, messageId: string): void;
+  /** this turn queues a delivery (unsent) for a device not held here */
+  queuedUnheld(device: string): void;
+}
+
 export interface EngineParts {
   readonly turn: TurnPart;
+  readonly holds: HoldsPart;
   readonly sessions: SessionsPart;
   readonly window: WindowPart;
   readonly publishing: PublishingPart;

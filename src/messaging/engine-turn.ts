@@ -4,7 +4,7 @@ import type { PublishResult } from "./delivery-types.ts";
 import type { Device, EngineEnv, EngineParts, TurnPart } from "./engine-parts.ts";
 import { MessagingError } from "./errors.ts";
 import type { LinkState } from "./link-state.ts";
-import { BatchBuilder } from "./write-batch.ts";
+import { BatchBuilder, type BatchHolds } from "./write-batch.ts";
 
 /** The turns handed to the store in one commit, waiting for it. */
 interface FlushedTurn {
@@ -35,7 +35,15 @@ export class EngineTurn implements TurnPart {
   private readonly deferredPumps = new Set<Device>();
   private pumpedThisTurn = 0;
 
-  private batchBuilder = new BatchBuilder();
+  /** the holds on a shared store, asked by every batch (the parts are filled in before any turn runs) */
+  private readonly holds: BatchHolds = {
+    fenceOf: (device) => this.parts.holds.fenceOf(device),
+    removed: (device, messageId) => this.parts.holds.removed(device, messageId),
+  };
+  private batchBuilder = new BatchBuilder(this.holds);
+  /** the turns of the commit in flight */
+  private inFlightTurn: FlushedTurn | undefined;
+  private issuedCount = 0;
   private outbox = new Map<LinkState, Uint8Array[]>();
   private publishes: PendingPublish[] = [];
   private afterFlushList: (() => void)[] = [];
@@ -101,6 +109,15 @@ export class EngineTurn implements TurnPart {
     this.outbox.delete(ls);
   }
 
+  silence(ls: LinkState): void {
+    this.outbox.delete(ls);
+    (this.inFlightTurn?.outbox as Map<LinkState, readonly Uint8Array[]> | undefined)?.delete(ls);
+  }
+
+  get issued(): number {
+    return this.issuedCount;
+  }
+
   afterFlush(fn: () => void): void {
     this.afterFlushList.push(fn);
   }
@@ -162,7 +179,7 @@ export class EngineTurn implements TurnPart {
       outbox: this.outbox,
       after: this.afterFlushList,
     };
-    this.batchBuilder = new BatchBuilder();
+    this.batchBuilder = new BatchBuilder(this.holds);
     this.publishes = [];
     this.outbox = new Map();
     this.afterFlushList = [];
@@ -172,10 +189,13 @@ export class EngineTurn implements TurnPart {
     }
     const ids = turn.batch.messageIdList();
     const lastCheck = this.env.ids.lastCheck;
+    this.inFlightTurn = turn;
+    this.issuedCount++;
     this.inFlight = this.commit(turn.batch)
       .then(
         (receipts) => {
           this.inFlight = undefined;
+          this.inFlightTurn = undefined;
           if (this.stoppedBy) {
             this.rejectTurn(turn, this.stoppedBy);
             return;
@@ -187,6 +207,7 @@ export class EngineTurn implements TurnPart {
         },
         (e: unknown) => {
           this.inFlight = undefined;
+          this.inFlightTurn = undefined;
           this.fail(turn, e instanceof Error ? e : new Error(String(e)));
         },
       )
@@ -252,7 +273,7 @@ export class EngineTurn implements TurnPart {
   private rejectUnflushed(error: Error): void {
     const publishes = this.publishes;
     this.publishes = [];
-    this.batchBuilder = new BatchBuilder();
+    this.batchBuilder = new BatchBuilder(this.holds);
     this.outbox = new Map();
     this.afterFlushList = [];
     this.rejectTurn({ publishes }, error);

@@ -29,7 +29,19 @@ export interface DeliveryObserver {
   engineFailure(cause: EngineFailure): void;
   /** A session carried over a daemon restart was attached (bound again, or ended with Bye): by outcome. */
   linkRestored(outcome: LinkRestoreOutcome): void;
+  /** On a shared store (cluster): a device hold claimed, released, taken by another node, or another node's deliveries merged. Optional. */
+  holdEvent?(event: HoldEvent): void;
 }
+
+/**
+ * What happened to a device hold on a shared store (the `event` label of
+ * dtlspush_cluster_holds_total): `taken` counts sessions moved to another
+ * node (a device flapping between nodes, or a node claiming devices it
+ * should not, shows there).
+ */
+export const HOLD_EVENTS = ["claimed", "released", "taken", "merged"] as const;
+
+export type HoldEvent = (typeof HOLD_EVENTS)[number];
 
 /**
  * Why a device's frame was refused (the `cause` label of
@@ -122,5 +134,6 @@ export function guardedObserver(o: DeliveryObserver): DeliveryObserver {
     frameRefused: guard(o.frameRefused),
     engineFailure: guard(o.engineFailure),
     linkRestored: guard(o.linkRestored),
+    holdEvent: o.holdEvent === undefined ? () => undefined : guard(o.holdEvent),
   };
 }

@@ -80,14 +80,18 @@ export class Publishing implements PublishingPart {
     // ids the publisher chose may be taken: one existence check for the whole batch, while it is signed
     const chosen = prepared.flatMap((p) => (p instanceof Error || p.req.id === undefined ? [] : [p.fields.messageId]));
     const check = chosen.length === 0 ? undefined : this.checkIds(chosen);
-    const [signed, stored] = await Promise.all([
+    // on a shared store, direct publishes to devices held elsewhere (or by nobody) are checked against their stored depth
+    const remote = prepared.flatMap((p) => (p instanceof Error || p.fields.device === "" || this.parts.holds.held(p.fields.device) ? [] : [p.fields.device]));
+    const depths = remote.length === 0 ? undefined : this.storedDepths(remote);
+    const caught = <T>(answer: Promise<T> | undefined): Promise<T | Error | undefined> | undefined =>
+      answer?.then(
+        (v) => v,
+        (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
+      );
+    const [signed, stored, depth] = await Promise.all([
       Promise.allSettled(prepared.map((p) => (p instanceof Error ? undefined : this.sign(p)))),
-      check === undefined
-        ? undefined
-        : check.answer.then(
-            (ids) => ids,
-            (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
-          ),
+      caught(check?.answer),
+      caught(depths),
     ]);
     // from here on synchronous: every request is queued in this turn
     let queued: Promise<PublishResult>[];
@@ -101,7 +105,8 @@ export class Publishing implements PublishingPart {
             if (stored instanceof Error) throw stored;
             if (stored?.has(p.fields.messageId) === true) throw duplicateMessage(p.fields.messageId);
           }
-          return this.queuePublish(p, s.value as string);
+          if (depth instanceof Error) throw depth;
+          return this.queuePublish(p, s.value as string, depth);
         } catch (e) {
           return Promise.reject(this.publishError(e));
         }
@@ -122,6 +127,21 @@ export class Publishing implements PublishingPart {
     this.checking++;
     const answer = this.env.store.existingMessageIds(ids).finally(() => this.checking--);
     return { seq, answer };
+  }
+
+  /** The stored depth of devices this node does not hold (one call for the whole batch). */
+  private storedDepths(devices: readonly string[]): Promise<Map<string, number>> | undefined {
+    const cluster = this.env.cluster;
+    if (cluster === undefined) return undefined;
+    this.checking++;
+    return cluster.queueDepths([...new Set(devices)]).finally(() => this.checking--);
+  }
+
+  /** The next enqueue order: on a shared store comparable across nodes (ms * 1000, above every order seen), so FIFO holds within a priority. */
+  private takeOrder(now: number): number {
+    const order = this.env.cluster === undefined ? this.nextOrder : Math.max(this.nextOrder, now * 1000);
+    this.nextOrder = order + 1;
+    return order;
   }
 
   private async sign(p: PreparedPublish): Promise<string> {
@@ -177,7 +197,7 @@ export class Publishing implements PublishingPart {
   }
 
   /** Queues a signed publish for its recipients (synchronous); resolves once its batch is committed. */
-  private queuePublish(p: PreparedPublish, signature: string): Promise<PublishResult> {
+  private queuePublish(p: PreparedPublish, signature: string, depths: Map<string, number> | undefined): Promise<PublishResult> {
     const o = this.env.options;
     const { turn, window, topics } = this.parts;
     const { req, fields } = p;
@@ -208,8 +228,23 @@ export class Publishing implements PublishingPart {
     if (device !== "") this.checkDirectTarget(device);
     const recipients = device !== "" ? [device] : topics.subscribersOf(topic);
     const accepted: Device[] = [];
+    /** recipients whose queue is not in this node's memory (shared store): their delivery is only written */
+    const elsewhere: string[] = [];
     const rejected: { device: string; reason: string }[] = [];
+    const { holds } = this.parts;
     for (const r of recipients) {
+      if (!holds.held(r)) {
+        // the holder (or the next claim) applies the cap and collapse keys of a topic's recipients;
+        // a direct publish is refused here against the stored depth, as for a device held here
+        const stored = depths?.get(r);
+        if (device !== "" && stored !== undefined && o.queueFullPolicy === "reject" && stored >= o.maxQueue) {
+          rejected.push({ device: r, reason: "queue_full" });
+        } else {
+          if (stored !== undefined) depths?.set(r, stored + 1);
+          elsewhere.push(r);
+        }
+        continue;
+      }
       const q = this.env.devices.queue(r);
       if (q.lastSeq >= MAX_SAFE) {
         rejected.push({ device: r, reason: "sequence_exhausted" });
@@ -226,7 +261,7 @@ export class Publishing implements PublishingPart {
         `device ${device} has used every sequence number (its stored counters are at 2^53-1, left by an earlier version); nothing was published`,
       );
     }
-    if (device !== "" && accepted.length === 0) {
+    if (device !== "" && accepted.length === 0 && elsewhere.length === 0) {
       throw new MessagingError("queue_full", `device ${device} has ${o.maxQueue} messages queued (the limit); nothing was published`);
     }
     turn.batch.addMessage(record);
@@ -239,11 +274,16 @@ export class Publishing implements PublishingPart {
           window.dropUnsent(old, now, "collapsed");
         }
       }
-      const e = pendingEntry(record, q, this.nextOrder++);
+      const e = pendingEntry(record, q, this.takeOrder(now));
       q.addPending(e);
       this.env.timers.schedule(e, record.expiresAt);
       turn.batch.addDelivery({ device: q.id, messageId: id, order: e.order, seq: 0, tombstone: false });
       turn.receipt(record, q.id, "queued", now, "", 0);
+    }
+    for (const r of elsewhere) {
+      turn.batch.addDelivery({ device: r, messageId: id, order: this.takeOrder(now), seq: 0, tombstone: false });
+      holds.queuedUnheld(r);
+      turn.receipt(record, r, "queued", now, "", 0);
     }
     for (const r of rejected) turn.receipt(record, r.device, "rejected", now, r.reason, 0);
     // a big fan-out goes out over several turns (pumpPerTurn devices each), so the devices' acks are
@@ -253,7 +293,7 @@ export class Publishing implements PublishingPart {
       messageId: id,
       createdAt: record.createdAt,
       expiresAt: record.expiresAt,
-      recipients: accepted.length,
+      recipients: accepted.length + elsewhere.length,
       rejected,
     };
     return turn.answerAfterCommit(result);

@@ -96,11 +96,25 @@ export class Sessions implements SessionsPart {
       this.bye(ls, ErrorCode.DEVICE_UNKNOWN, `no enabled device has the identity ${JSON.stringify(ls.link.identity)}`);
       return "device_unknown";
     }
+    if (!this.parts.holds.held(deviceId)) {
+      // a shared store: the device's queue is loaded first (its claim), then the session is bound as below
+      this.held(ls, deviceId).then(
+        (ok) => {
+          if (ok) this.isolatedLink(ls, () => this.rebound(ls, deviceId, this.env.clock.now()));
+        },
+        (e: unknown) => this.failDevice(ls, deviceId, e),
+      );
+      return "bound";
+    }
+    this.rebound(ls, deviceId, now);
+    return "bound";
+  }
+
+  private rebound(ls: LinkState, deviceId: string, now: number): void {
     const dev = this.env.devices.queue(deviceId);
     this.bind(ls, dev, now);
     this.parts.window.resendAll(dev, now);
     this.parts.window.pump(dev, now);
-    return "bound";
   }
 
   detach(link: SessionLink): void {
@@ -205,6 +219,8 @@ export class Sessions implements SessionsPart {
       this.bye(ls, ErrorCode.DEVICE_UNKNOWN, `no enabled device has the identity ${JSON.stringify(link.identity)}`);
       return;
     }
+    // on a shared store the device's queue is loaded here when no session of this node holds it
+    if (!(await this.held(ls, record.id))) return;
     // received_seq is a claim: the store is durable, so a device cannot have seen a seq above the last
     // one this server assigned it. A higher one is a lie or state from another server (or from a store
     // restored from an older copy): refused, never stored (storing it would let one device push the
@@ -247,6 +263,8 @@ export class Sessions implements SessionsPart {
     });
     // a session told Bye meanwhile (replaced, revoked, shutdown) is not bound again
     if (!isOpen(ls) || turn.stopped) return;
+    // the hold may have been given up meanwhile (the device's other session ended): taken again
+    if (!(await this.held(ls, record.id))) return;
     const current = registry.get(record.id);
     if (current === undefined || current.revoked) {
       this.bye(ls, ErrorCode.DEVICE_REVOKED, `device ${record.id} is revoked`);
@@ -283,6 +301,26 @@ export class Sessions implements SessionsPart {
     window.pump(dev, now);
   }
 
+  /** Claims the device's hold when not held (shared stores); false when the session can no longer be served. */
+  private async held(ls: LinkState, device: string): Promise<boolean> {
+    const { holds, turn } = this.parts;
+    if (holds.held(device)) return true;
+    await holds.claim(device);
+    if (isOpen(ls) && turn.stopped === undefined) return holds.held(device);
+    // the session ended during the claim: the hold is given up again unless another session binds the device
+    const dev = this.env.devices.get(device);
+    if (dev !== undefined && dev.link === undefined) holds.offline(dev);
+    return false;
+  }
+
+  /** The device's session moved to another node (its hold was taken): Bye, and nothing not yet sent goes to it. */
+  moved(dev: Device): void {
+    const ls = dev.link;
+    if (ls === undefined) return;
+    this.parts.turn.silence(ls);
+    this.bye(ls, ErrorCode.SESSION_REPLACED, "the device's session moved to another node");
+  }
+
   private bind(ls: LinkState, dev: Device, now: number): BoundLink {
     const old = dev.link;
     if (old !== undefined && old !== ls) {
@@ -305,6 +343,7 @@ export class Sessions implements SessionsPart {
     if (dev === undefined || dev.link !== ls) return;
     dev.link = undefined;
     this.parts.window.offline(dev);
+    this.parts.holds.offline(dev);
     this.env.notify("presence", { device: dev.id, online: false, at: this.env.clock.now(), peer: ls.link.peer });
   }
 

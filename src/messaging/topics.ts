@@ -32,8 +32,28 @@ export class Topics implements TopicsPart {
 
   /** A subscription the store holds (at start). */
   loadSubscription(device: string, topic: string): void {
-    this.env.devices.queue(device).subscribe(topic);
-    this.ownSubscribers.add(topic, device);
+    this.subscriptionChanged(device, topic, true);
+  }
+
+  /** Another node's change of a device's own subscription (shared stores). */
+  subscriptionChanged(device: string, topic: string, subscribed: boolean): void {
+    const q = this.env.devices.queue(device);
+    if (subscribed) {
+      q.subscribe(topic);
+      this.ownSubscribers.add(topic, device);
+    } else {
+      q.unsubscribe(topic);
+      this.ownSubscribers.remove(topic, device);
+    }
+  }
+
+  /** Every device's own subscriptions as the store has them now (shared stores, after events may have been missed). */
+  reloadSubscriptions(subscriptions: readonly { readonly device: string; readonly topic: string }[]): void {
+    const stored = new Set(subscriptions.map((s) => `${s.device}\u0000${s.topic}`));
+    for (const q of this.env.devices.values()) {
+      for (const t of [...q.subscriptions]) if (!stored.has(`${q.id}\u0000${t}`)) this.subscriptionChanged(q.id, t, false);
+    }
+    for (const s of subscriptions) this.subscriptionChanged(s.device, s.topic, true);
   }
 
   /** A registered device (at start). */

@@ -1,6 +1,7 @@
 import type {
   DeliveryRecord,
   DeviceCounters,
+  HoldFence,
   MessageRecord,
   ReceiptInput,
   Subscription,
@@ -24,6 +25,9 @@ import {
  * "commit_failed") to the operation adding it, before it joins the batch.
  */
 export class BatchBuilder {
+  private readonly holds: BatchHolds | undefined;
+  /** device -> the holder's epoch when its first holder-only write joined (shared stores) */
+  private readonly fences = new Map<string, number>();
   private readonly messageList: MessageRecord[] = [];
   private readonly messageIds = new Set<string>();
   /** by device and message id: a delivery queued and sent in the same turn is written once, as sent */
@@ -33,6 +37,18 @@ export class BatchBuilder {
   private readonly subscribeList: Subscription[] = [];
   private readonly unsubscribeList: Subscription[] = [];
   private readonly receiptList: ReceiptInput[] = [];
+
+  /** `holds`: on a shared store, the epochs fencing holder-only writes and the removals told back */
+  constructor(holds?: BatchHolds) {
+    this.holds = holds;
+  }
+
+  /** A holder-only write of the device joins: the batch carries the device's epoch as it is now. */
+  private fence(device: string): void {
+    if (this.holds === undefined || this.fences.has(device)) return;
+    const epoch = this.holds.fenceOf(device);
+    if (epoch !== undefined) this.fences.set(device, epoch);
+  }
 
   addMessage(m: MessageRecord): void {
     checkMessageRecord(m);
@@ -52,17 +68,21 @@ export class BatchBuilder {
 
   addDelivery(d: DeliveryRecord): void {
     checkDeliveryRecord(d);
+    if (d.seq > 0 || d.tombstone) this.fence(d.device);
     this.deliveryMap.set(`${d.device}\u0000${d.messageId}`, d);
   }
 
   removeDelivery(device: string, messageId: string): void {
     const key = { device, messageId };
     checkDeliveryKey(key);
+    this.fence(device);
+    this.holds?.removed(device, messageId);
     this.removals.push(key);
   }
 
   setCounters(k: DeviceCounters): void {
     checkCountersRecord(k);
+    this.fence(k.device);
     this.counterMap.set(k.device, k);
   }
 
@@ -98,6 +118,15 @@ export class BatchBuilder {
       subscribe: this.subscribeList,
       unsubscribe: this.unsubscribeList,
       receipts: this.receiptList,
+      ...(this.fences.size === 0 ? {} : { fence: [...this.fences].map(([device, epoch]): HoldFence => ({ device, epoch })) }),
     };
   }
+}
+
+/** What a batch asks of the engine's holds on a shared store (cluster-holds.ts). */
+export interface BatchHolds {
+  /** the epoch of the device's hold now; 0 when not held (its holder-only writes are then skipped); undefined: not shared */
+  fenceOf(device: string): number | undefined;
+  /** a delivery of the device leaves its queue in this batch */
+  removed(device: string, messageId: string): void;
 }

@@ -36,3 +36,4 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   // Options can come from a configuration file: say what was wrong rather than return undefined.
   throw new StoreError("store_open_failed", `Unknown store kind ${JSON.stringify((options as { kind?: unknown }).kind)}; use "sqlite" or "memory".`);
 }
+export { createMemoryCluster, type MemoryCluster } from "./memory-cluster.ts";

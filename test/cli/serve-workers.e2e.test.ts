@@ -3,9 +3,10 @@
  * workers; bin/dtlspush.js runs dist/: `npm run build` first) on a real
  * redis-server: devices added through the API of either worker connect to
  * both, and spread over them (each device's node from the workers' presence
- * log lines); one worker SIGKILLed, its devices resume their
- * DTLS session (abbreviated handshake, the ticket keys are in Redis) on the
- * other and the supervisor restarts the dead one; a device whose NAT rebinding
+ * log lines) and receive pushes published on either worker; one worker
+ * SIGKILLed, its devices resume their DTLS session (abbreviated handshake,
+ * the ticket keys are in Redis) on the other and receive pushes there, nothing
+ * twice, and the supervisor restarts the dead one; a device whose NAT rebinding
  * makes the kernel send its records to the other worker keeps its session on
  * the first (forwarded by the CID's worker prefix, answered from the shared
  * port, no new handshake), and the supervisor SIGKILLed, the workers stop; and
@@ -113,6 +114,17 @@ async function addDevice(s: Supervisor, token: string, id: string): Promise<void
   expect(res.status).toBe(201);
 }
 
+/** A push to `device` through the API of whichever worker the new connection reaches; 202 expected. */
+async function publish(s: Supervisor, token: string, device: string, text: string): Promise<void> {
+  const res = await fetch(`${s.api}/v1/devices/${device}/messages`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json", connection: "close" },
+    body: JSON.stringify({ id: text, payload: text }),
+  });
+  await res.arrayBuffer();
+  expect(res.status, `publish ${text}`).toBe(202);
+}
+
 /** GET on a connection of its own (the kernel spreads connections over the workers by their source port). */
 function getFresh(url: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -198,6 +210,7 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
 
     const ids: string[] = [];
     const clients: DtlspushClient[] = [];
+    const got: string[] = [];
     const count = (node: string): number => [...onlineNodes(s).entries()].filter(([d, n]) => ids.includes(d) && n === node).length;
     // each device its own socket (source port): the kernel spreads them over the workers
     while (count(nodeOf(0)) < 2 || count(nodeOf(1)) < 2) {
@@ -206,9 +219,14 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
       const id = `d${ids.length}`;
       await addDevice(s, token, id);
       ids.push(id);
-      clients.push(await device(s.dtlsPort, id));
+      const c = await device(s.dtlsPort, id);
+      c.on("message", (m) => got.push(`${id}:${m.text()}`));
+      clients.push(c);
       await until(() => onlineNodes(s).has(id), 10_000, () => `${id} online`);
     }
+    // a push to every device, published on either worker, reaches it on the worker holding it
+    for (const id of ids) await publish(s, token, id, `${id}-1`);
+    await until(() => ids.every((id) => got.includes(`${id}:${id}-1`)), 20_000, () => `the first pushes: ${got.join(" ")}`);
     const before = onlineNodes(s);
     const victim = nodeOf(1);
     const moved = ids.filter((d) => before.get(d) === victim);
@@ -220,6 +238,10 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
     // the killed worker's devices are back, on the other worker, with their DTLS session resumed
     await until(() => moved.every((d) => onlineNodes(s).get(d) === nodeOf(0)), 20_000, () => `${moved.join(", ")} online on ${nodeOf(0)}: ${JSON.stringify([...onlineNodes(s)])}`);
     for (const c of clients.filter((c) => moved.includes(c.deviceId))) expect(c.resumed, `${c.deviceId} resumed`).toBe(true);
+    // and they receive pushes there; nothing twice
+    for (const id of ids) await publish(s, token, id, `${id}-2`);
+    await until(() => ids.every((id) => got.includes(`${id}:${id}-2`)), 20_000, () => `the second pushes: ${got.join(" ")}`);
+    expect([...got].sort()).toEqual(ids.flatMap((id) => [`${id}:${id}-1`, `${id}:${id}-2`]).sort());
     // the other worker's devices saw nothing
     for (const d of stayed) expect(onlineNodes(s).get(d)).toBe(nodeOf(0));
     expect(s.logs().filter((l) => l["event"] === "presence" && stayed.includes(String(l["device"])) && l["online"] === false)).toEqual([]);
@@ -241,6 +263,7 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
     await seed(r, dir, ["nat-1"]);
     const s = await serveWorkers(r, dir);
     const nodes = [...s.workers().values()].map((w) => w.node);
+    const token = await seed(r, dir, []);
     const proxy = await RebindingProxy.start(s.dtlsPort);
     closers.push(() => proxy.close());
     const c = await device(proxy.port, "nat-1");
@@ -264,8 +287,13 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
       expect(await c.subscribe([`t${tries}`])).toContain(`t${tries}`);
       m = await metricsOfEach(s, nodes);
     }
-    // one more round trip over the other worker
+    // one more round trip over the other worker, and a push published on either worker reaches the device
     expect(await c.subscribe(["after"])).toContain("after");
+    const pushed: string[] = [];
+    c.on("message", (msg) => pushed.push(msg.text()));
+    await publish(s, token, "nat-1", "through-the-forwarder");
+    await until(() => pushed.length === 1, 10_000, () => "the push");
+    expect(pushed).toEqual(["through-the-forwarder"]);
     m = await metricsOfEach(s, nodes);
     const ownerText = m.get(owner) ?? "";
     const otherText = m.get(other) ?? "";

@@ -3,10 +3,12 @@
  * registry and key rings, and devices running DeviceSession, joined by an
  * in-memory network with seeded loss, duplication, reordering and latency,
  * all on a fake clock. Asynchronous work (signatures, tokens) runs for real;
- * the loop waits for it without moving the clock.
+ * the loop waits for it without moving the clock. With `nodes`, several
+ * engines share one memory cluster (memory-cluster.ts) and the same network
+ * and clock; a device's session goes to the node it connects to.
  */
 import { ManualClock } from "../../src/util/clock.ts";
-import { openMemoryStore } from "../../src/store/index.ts";
+import { clusterOf, createMemoryCluster, openMemoryStore, type ClusterStore, type MemoryCluster } from "../../src/store/index.ts";
 import type { Receipt, Store } from "../../src/store/types.ts";
 import { DeviceRegistry, KeyRing, type ContentSigner } from "../../src/auth/index.ts";
 import { createPushVerifier } from "../../src/messaging/push-verifier.ts";
@@ -65,6 +67,8 @@ export class SimDevice {
   byes: (WireErrorBody | undefined)[] = [];
   session: DeviceSession | undefined;
   link: SimLink | undefined;
+  /** the node (engine) its next session goes to: 0 is `world.engine`; others exist in a cluster world */
+  node = 0;
   /** drop everything this device would send (a mute device) */
   mute = false;
   /** reconnect (with the token) when the session ends or goes stale, as the SDK does */
@@ -91,10 +95,11 @@ export class SimDevice {
     this.downlinkRandom = world.stream(`down:${id}`);
   }
 
-  /** Opens a new "DTLS session" and sends Hello. */
-  connect(options: { useToken?: boolean; token?: string } = {}): DeviceSession {
+  /** Opens a new "DTLS session" (to `options.node`, else the device's node) and sends Hello. */
+  connect(options: { useToken?: boolean; token?: string; node?: number } = {}): DeviceSession {
     const w = this.world;
     this.disconnect();
+    if (options.node !== undefined) this.node = options.node;
     const link = new SimLink(w, this);
     this.link = link;
     const session = new DeviceSession({
@@ -146,7 +151,7 @@ export class SimDevice {
       this.stales++;
       if (this.autoReconnect) this.connect();
     });
-    w.engine.attach(link);
+    w.engineAt(link.node).attach(link);
     session.start(w.clock.now());
     w.dirty.add(this);
     return session;
@@ -170,7 +175,7 @@ export class SimDevice {
     if (link === undefined) return;
     this.link = undefined;
     link.closed = true;
-    this.world.engine.detach(link);
+    this.world.engineAt(link.node).detach(link);
   }
 
   /** The device process dies: only persisted state survives. */
@@ -199,7 +204,7 @@ export class SimDevice {
       (r) => {
         if (link.closed) return;
         this.world.onServerReceive?.(link, r);
-        this.world.engine.receive(link, r);
+        this.world.engineAt(link.node).receive(link, r);
       },
       this.uplinkRandom,
     );
@@ -222,6 +227,8 @@ export class SimLink implements SessionLink {
   readonly viaCertificate = false;
   readonly peer: string;
   readonly deviceId: string;
+  /** the node whose engine holds this session */
+  readonly node: number;
   closed = false;
   closedByServer = false;
   private readonly world: World;
@@ -232,6 +239,7 @@ export class SimLink implements SessionLink {
     this.device = device;
     this.identity = device.identity;
     this.deviceId = device.id;
+    this.node = device.node;
     this.peer = `sim:${device.id}:${++world.linkCounter}`;
   }
 
@@ -260,10 +268,20 @@ export class SimLink implements SessionLink {
     if (this.closed) return;
     this.closed = true;
     this.closedByServer = true;
-    this.world.after(0, () => this.world.engine.detach(this));
+    this.world.after(0, () => this.world.engineAt(this.node).detach(this));
     // the close_notify may be lost like any datagram: then the device finds out by silence
     this.world.transmit([new Uint8Array(0)], () => this.device.serverClosed(this), this.device.downlinkRandom);
   }
+}
+
+/** One node of a cluster world: its view of the shared store, its registry and its engine. */
+export interface ClusterNode {
+  readonly store: Store;
+  readonly registry: DeviceRegistry;
+  engine: DeliveryEngine;
+  flushWanted: boolean;
+  /** the world does not wait for this node's asynchronous work (a test holds its commits back) */
+  frozen?: boolean;
 }
 
 export interface WorldOptions {
@@ -273,6 +291,14 @@ export interface WorldOptions {
   store?: Store;
   /** the engine's metrics sink (default none) */
   observer?: DeliveryObserver;
+  /**
+   * A cluster of this many nodes (engines) on one shared memory store
+   * (memory-cluster.ts), each with its own registry: node 0 is `engine`,
+   * `store` and `registry`; the others are `nodes[i]`.
+   */
+  nodes?: number;
+  /** wraps the store of cluster node i (i >= 1) before its engine opens on it (e.g. to hold its commits back) */
+  wrapNodeStore?: (i: number, store: Store & ClusterStore) => Store & ClusterStore;
   /** makes the content signatures (default: the engine's, on the main thread) */
   contentSigner?: (keys: KeyRing) => ContentSigner;
 }
@@ -284,6 +310,10 @@ export class World {
   contentKeys!: KeyRing;
   sessionKeys!: KeyRing;
   engine!: DeliveryEngine;
+  /** the shared store of a cluster world */
+  readonly cluster: MemoryCluster | undefined;
+  /** every node of a cluster world (node 0 is this world's engine, store and registry); empty otherwise */
+  readonly nodes: ClusterNode[] = [];
   readonly receipts: Receipt[] = [];
   readonly dirty = new Set<SimDevice>();
   readonly devices = new Map<string, SimDevice>();
@@ -311,7 +341,8 @@ export class World {
     this.net = o.net ?? PERFECT;
     this.seed = o.seed ?? 1;
     this.random = prng(this.seed);
-    this.store = o.store ?? openMemoryStore();
+    this.cluster = o.nodes === undefined ? undefined : createMemoryCluster();
+    this.store = o.store ?? this.cluster?.node("n0") ?? openMemoryStore();
     this.engineOptions = o.options ?? {};
     this.observer = o.observer;
     this.contentSigner = o.contentSigner;
@@ -323,28 +354,58 @@ export class World {
     w.contentKeys = await KeyRing.open(w.store, "content", { now: T0 });
     w.sessionKeys = await KeyRing.open(w.store, "session", { now: T0 });
     await w.startEngine();
+    if (w.cluster !== undefined) {
+      w.nodes.push({ store: w.store, registry: w.registry, engine: w.engine, flushWanted: false });
+      for (let i = 1; i < (o.nodes ?? 1); i++) {
+        const base = w.cluster.node(`n${i}`);
+        const store = o.wrapNodeStore?.(i, base) ?? base;
+        const registry = await DeviceRegistry.open(store, w.clock);
+        const node: ClusterNode = { store, registry, engine: undefined as unknown as DeliveryEngine, flushWanted: false };
+        node.engine = await w.openEngine(store, registry, () => {
+          node.flushWanted = true;
+        });
+        w.nodes.push(node);
+      }
+    }
     return w;
   }
 
-  /** (Re)creates the engine from the store, as a restarted daemon does. */
-  async startEngine(): Promise<void> {
-    this.engine?.removeAllListeners();
-    this.engine = await DeliveryEngine.open({
-      store: this.store,
-      registry: this.registry,
+  /** The engine of node i (0: `engine`). */
+  engineAt(i: number): DeliveryEngine {
+    return i === 0 ? this.engine : (this.nodes[i] as ClusterNode).engine;
+  }
+
+  /** Every engine of the world. */
+  engines(): DeliveryEngine[] {
+    return this.nodes.length === 0 ? [this.engine] : [this.engine, ...this.nodes.slice(1).map((n) => n.engine)];
+  }
+
+  private async openEngine(store: Store, registry: DeviceRegistry, requestFlush: () => void): Promise<DeliveryEngine> {
+    const cluster = this.cluster === undefined ? undefined : clusterOf(store);
+    const engine = await DeliveryEngine.open({
+      store,
+      ...(cluster === undefined ? {} : { cluster }),
+      registry,
       contentKeys: this.contentKeys,
       sessionKeys: this.sessionKeys,
       clock: this.clock,
-      requestFlush: () => {
-        this.flushWanted = true;
-      },
+      requestFlush,
       random: prng(this.eventSeq + 7),
       options: this.engineOptions,
       ...(this.observer === undefined ? {} : { observer: this.observer }),
       ...(this.contentSigner === undefined ? {} : { contentSigner: this.contentSigner(this.contentKeys) }),
     });
-    this.engine.on("receipt", (r) => this.receipts.push(r));
-    this.engine.on("presence", (p) => this.presence.push(p));
+    engine.on("receipt", (r) => this.receipts.push(r));
+    engine.on("presence", (p) => this.presence.push(p));
+    return engine;
+  }
+
+  /** (Re)creates the engine from the store, as a restarted daemon does. */
+  async startEngine(): Promise<void> {
+    this.engine?.removeAllListeners();
+    this.engine = await this.openEngine(this.store, this.registry, () => {
+      this.flushWanted = true;
+    });
   }
 
   /**
@@ -430,10 +491,20 @@ export class World {
     for (;;) {
       await new Promise<void>((r) => setImmediate(r));
       if (Date.now() > giveUp) throw new Error("the simulated world did not settle within 10 s of real time");
-      if (this.engine.pendingAsync > 0 || this.verifying() > 0) continue;
+      if (this.pendingAsync() > 0 || this.verifying() > 0) continue;
       this.pumpAll();
-      if (!this.flushWanted && this.dirty.size === 0 && this.engine.pendingAsync === 0 && this.verifying() === 0) return;
+      if (!this.flushWanted && !this.nodesWantFlush() && this.dirty.size === 0 && this.pendingAsync() === 0 && this.verifying() === 0) return;
     }
+  }
+
+  private pendingAsync(): number {
+    let n = 0;
+    for (const [i, e] of this.engines().entries()) if (this.nodes[i]?.frozen !== true) n += e.pendingAsync;
+    return n;
+  }
+
+  private nodesWantFlush(): boolean {
+    return this.nodes.some((n, i) => i > 0 && n.flushWanted);
   }
 
   private verifying(): number {
@@ -446,10 +517,15 @@ export class World {
         this.flushWanted = false;
         this.engine.flush();
       }
+      for (const [i, n] of this.nodes.entries()) {
+        if (i === 0 || !n.flushWanted) continue;
+        n.flushWanted = false;
+        n.engine.flush();
+      }
       const dirty = [...this.dirty];
       this.dirty.clear();
       for (const d of dirty) d.pump();
-      if (!this.flushWanted && this.dirty.size === 0) return;
+      if (!this.flushWanted && !this.nodesWantFlush() && this.dirty.size === 0) return;
     }
   }
 
@@ -459,7 +535,11 @@ export class World {
     await this.settle();
     for (;;) {
       if (until?.() === true) return;
-      const engineAt = this.engine.nextDeadline();
+      let engineAt: number | undefined;
+      for (const e of this.engines()) {
+        const t = e.nextDeadline();
+        if (t !== undefined && (engineAt === undefined || t < engineAt)) engineAt = t;
+      }
       let deviceAt: number | undefined;
       for (const d of this.devices.values()) {
         const t = d.session?.nextDeadline();
@@ -475,7 +555,12 @@ export class World {
       this.clock.set(now);
       while (this.queue.length > 0 && (this.queue[0] as Timed).at <= now) (this.queue.shift() as Timed).run();
       await this.restarting;
-      if (engineAt !== undefined && engineAt <= now) this.engine.onTimer(now);
+      if (engineAt !== undefined && engineAt <= now) {
+        for (const e of this.engines()) {
+          const t = e.nextDeadline();
+          if (t !== undefined && t <= now) e.onTimer(now);
+        }
+      }
       for (const d of this.devices.values()) {
         const t = d.session?.nextDeadline();
         if (t !== undefined && t <= now) d.session?.onTimer(now);
@@ -485,9 +570,9 @@ export class World {
   }
 
   /** Publishes and lets the world run (without moving the clock) until the publish is durable. */
-  async publish(req: PublishRequest): Promise<PublishResult> {
+  async publish(req: PublishRequest, node = 0): Promise<PublishResult> {
     let done = false;
-    const p = this.engine.publish(req).finally(() => {
+    const p = this.engineAt(node).publish(req).finally(() => {
       done = true;
     });
     p.catch(() => undefined);
