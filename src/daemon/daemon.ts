@@ -5,6 +5,7 @@
  * logs and the periodic store prune, and the lifecycle (drain on stop,
  * reload of certificates and the device registry).
  */
+import { createServer, type AddressInfo } from "node:net";
 import type { Receipt, Store } from "../store/types.ts";
 import { CidForwarder } from "../dtls/index.ts";
 import {
@@ -155,6 +156,9 @@ async function assemble(
     unlogFailures();
   };
   cleanup.push(unlog);
+  // the first worker checks the HTTP port is free before binding it shareable (SO_REUSEPORT would
+  // otherwise join the port of another daemon of the same user), as the DTLS endpoint does
+  const httpListen = portSharing === "open" ? { host: config.http.listen.host, port: await bind("http.listen", config, () => probeTcpPort(config.http.listen)) } : config.http.listen;
   const http = await bind("http.listen", config, () =>
     startHttpApi(
       {
@@ -173,7 +177,7 @@ async function assemble(
           publicMetrics: config.http.publicMetrics,
         },
       },
-      { ...config.http.listen, reusePort: portSharing !== undefined },
+      { ...httpListen, reusePort: portSharing !== undefined },
     ),
   );
   cleanup.push(() => http.close());
@@ -391,6 +395,18 @@ async function checkPersistence(config: DaemonConfig, url: RedisUrl, store: Stor
   } else {
     logger.info({ event: "redis_persistence", ...fields }, p.summary);
   }
+}
+
+/** Listens on host:port without SO_REUSEPORT and closes again: the port (port 0: one the kernel chose) was free. */
+function probeTcpPort(at: { host: string; port: number }): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen({ host: at.host, port: at.port, exclusive: true }, () => {
+      const port = (probe.address() as AddressInfo).port;
+      probe.close(() => resolve(port));
+    });
+  });
 }
 
 /** Runs a bind step; "address in use" and "cannot assign address" become ConfigErrors naming the setting. */

@@ -13,6 +13,7 @@
  * `--workers 2` without Redis is one line.
  */
 import { get } from "node:http";
+import { createServer } from "node:net";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -256,6 +257,20 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
     expect(s.stderr()).toMatch(/worker 0 stopped \(status 0\)/);
     expect(s.stderr()).toMatch(/worker 1 stopped \(status 0\)/);
   }, 90_000);
+
+  it("an HTTP port another process holds with SO_REUSEPORT is refused, not joined", async () => {
+    const r = await scope.redis();
+    const other = createServer();
+    closers.push(() => other.close());
+    await new Promise<void>((resolve) => other.listen({ host: "127.0.0.1", port: 0, reusePort: true } as object, () => resolve()));
+    const port = (other.address() as { port: number }).port;
+    const dir = tmp();
+    const p = dtlspush(["serve", "--workers", "2", "--listen", "127.0.0.1:0", "--http", `127.0.0.1:${port}`, "--data-dir", join(dir, "data")], dir, {
+      DTLSPUSH_CLUSTER_REDIS_URL: r.url,
+    });
+    expect((await p.exit).code).toBe(1);
+    expect(p.stderr()).toBe(`dtlspush: error: http.listen (from --http): TCP 127.0.0.1:${port} is already in use by another process (config_invalid)\n`);
+  }, 30_000);
 
   it("a device rebound so that its records reach the other worker keeps its session: forwarded by CID, answered from the shared port", async () => {
     const r = await scope.redis();
