@@ -314,3 +314,74 @@ describeRedis("redis cluster store: liveness and prefixes", () => {
     expect(news(x.heard[1] as ClusterEvent[])).toEqual([{ kind: "subscriptions", changes: [{ device: "dev", topic: "t", subscribed: true }] }]);
   });
 });
+
+describeRedis("redis cluster store: commands, round trips and bytes of a push across nodes", () => {
+  it("a push published on one node to a device held by another, and a fan-out to 20 devices held by another (figures in docs/store.md)", async () => {
+    const { nodes, heard } = await cluster(2);
+    const [a, b] = nodes as [Node, Node];
+    const c = await server().client();
+    const stats = async (): Promise<{ calls: number; reads: number; bytesIn: number; bytesOut: number; infoBytes: number }> => {
+      const info = await c.info("all");
+      const num = (re: RegExp): number => Number(re.exec(info)?.[1] ?? 0);
+      return {
+        calls: num(/cmdstat_evalsha:calls=(\d+)/),
+        reads: num(/total_reads_processed:(\d+)/),
+        bytesIn: num(/total_net_input_bytes:(\d+)/),
+        bytesOut: num(/total_net_output_bytes:(\d+)/),
+        // the reply to this INFO is counted in the next INFO's bytes out
+        infoBytes: Buffer.byteLength(info) + 16,
+      };
+    };
+    const measure = async (fn: () => Promise<void>, per: number): Promise<{ calls: number; reads: number; text: string }> => {
+      const s0 = await stats();
+      await fn();
+      const s1 = await stats();
+      const calls = (s1.calls - s0.calls) / per;
+      const reads = (s1.reads - s0.reads - 1) / per;
+      return { calls, reads, text: `${calls.toFixed(2)} scripts, ${reads.toFixed(2)} server reads, ${((s1.bytesIn - s0.bytesIn) / per).toFixed(0)} bytes in, ${((s1.bytesOut - s0.bytesOut - s0.infoBytes) / per).toFixed(0)} bytes out` };
+    };
+    const queuedAt = async (devices: readonly string[]): Promise<void> => {
+      await until(() => devices.every((d) => heard[1]?.some((e) => e.kind === "queued" && e.devices.includes(d)) === true), "queued at b");
+      (heard[1] as ClusterEvent[]).length = 0;
+    };
+    const pushBody = (id: string, i: number): { messages: ReturnType<typeof message>[] } => ({ messages: [message(id, { topic: "", device: "dev", payload: new Uint8Array(100).fill(i) })] });
+
+    const held = await b.claimDevice("dev");
+    const fence = [{ device: "dev", epoch: held.epoch }];
+    const PUSHES = 10;
+    // A publishes; B, told, reads the queue, sends (seq i) and takes the ack: the engine's commits of each step
+    const unicast = await measure(async () => {
+      for (let i = 1; i <= PUSHES; i++) {
+        const id = `u-${i}`;
+        await a.commit({ ...pushBody(id, i), deliveries: [delivery("dev", id, i)], receipts: [receipt(id, "dev", { topic: "" })] });
+        await queuedAt(["dev"]);
+        expect((await b.readQueue("dev")).deliveries.map((d) => d.messageId)).toEqual([id]);
+        await b.commit({ fence, deliveries: [delivery("dev", id, i, { seq: i })], counters: [{ device: "dev", lastSeq: i, ackedSeq: i - 1 }], receipts: [receipt(id, "dev", { state: "sent", seq: i, topic: "" })] });
+        await b.commit({ fence, removeDeliveries: [{ device: "dev", messageId: id }], counters: [{ device: "dev", lastSeq: i, ackedSeq: i }], receipts: [receipt(id, "dev", { state: "delivered", seq: i, topic: "" })] });
+      }
+    }, PUSHES);
+
+    const N = 20;
+    const devices = Array.from({ length: N }, (_, i) => `fan-${i}`);
+    const epochs = new Map<string, number>();
+    for (const d of devices) epochs.set(d, (await b.claimDevice(d)).epoch);
+    const fanFence = devices.map((d) => ({ device: d, epoch: epochs.get(d) as number }));
+    const ROUNDS = 3;
+    const fanout = await measure(async () => {
+      for (let r = 1; r <= ROUNDS; r++) {
+        const id = `t-${r}`;
+        await a.commit({ messages: [message(id, { topic: "news", payload: new Uint8Array(100).fill(r) })], deliveries: devices.map((d) => delivery(d, id, 100 + r)), receipts: devices.map((d) => receipt(id, d)) });
+        await queuedAt(devices);
+        await Promise.all(devices.map((d) => b.readQueue(d)));
+        await b.commit({ fence: fanFence, deliveries: devices.map((d) => delivery(d, id, 100 + r, { seq: r })), counters: devices.map((d) => ({ device: d, lastSeq: r, ackedSeq: r - 1 })), receipts: devices.map((d) => receipt(id, d, { state: "sent", seq: r })) });
+        await b.commit({ fence: fanFence, removeDeliveries: devices.map((d) => ({ device: d, messageId: id })), counters: devices.map((d) => ({ device: d, lastSeq: r, ackedSeq: r })), receipts: devices.map((d) => receipt(id, d, { state: "delivered", seq: r })) });
+      }
+    }, ROUNDS * N);
+    await c.close();
+    console.log(`redis cluster store per cross-node unicast push (publish on A, held by B, 100-byte payload): ${unicast.text}`);
+    console.log(`redis cluster store per cross-node fan-out recipient (${N} devices held by B): ${fanout.text}`);
+    // publish, read, send, ack: four scripts; a fan-out shares all but the read of each queue
+    expect(unicast.calls).toBe(4);
+    expect(fanout.calls).toBeLessThanOrEqual(1.2);
+  });
+});
