@@ -30,8 +30,8 @@ const START_BOUND_MS = 30_000;
 /** a killed worker is noticed fast: idleMs + (probes + 1) x RTO */
 const LIVENESS = { idleMs: 500, probes: 1, minRtoMs: 300, maxRtoMs: 300 } satisfies LivenessOptions;
 const RECONNECT = { initialDelayMs: 200, maxDelayMs: 1000 };
-/** devices connected at most until both workers hold two (each lands on either with about even odds) */
-const MAX_DEVICES = 16;
+/** devices connected at most until the workers hold what the test needs (each lands on either with about even odds) */
+const MAX_DEVICES = 24;
 /** source ports tried at most until the kernel sends a rebound device's records to the other worker */
 const MAX_REBINDS = 40;
 /** scrapes of /metrics (a new connection each, spread by the kernel) at most until every worker answered */
@@ -172,10 +172,11 @@ function onlineNodes(s: Supervisor): Map<string, string> {
   return at;
 }
 
-async function device(port: number, id: string, o: { host?: string } = {}): Promise<DtlspushClient> {
+async function device(port: number, id: string, o: { connectionId?: boolean } = {}): Promise<DtlspushClient> {
   const c = await connect({
-    host: o.host ?? "127.0.0.1",
+    host: "127.0.0.1",
     port,
+    ...(o.connectionId === undefined ? {} : { connectionId: o.connectionId }),
     psk: { identity: id, key: Buffer.from(KEY_HEX, "hex") },
     stateStore: memoryStateStore(),
     liveness: LIVENESS,
@@ -214,13 +215,16 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
     const got: string[] = [];
     const count = (node: string): number => [...onlineNodes(s).entries()].filter(([d, n]) => ids.includes(d) && n === node).length;
     // each device its own socket (source port): the kernel spreads them over the workers
-    while (count(nodeOf(0)) < 2 || count(nodeOf(1)) < 2) {
-      expect(ids.length, "devices connected until both workers hold two").toBeLessThan(MAX_DEVICES);
+    // every other device without a Connection ID (found by address only); worker 1, the one killed, must hold both kinds
+    const plain = (d: string): boolean => Number(d.slice(1)) % 2 === 1;
+    const held = (node: string, cid: boolean): number => [...onlineNodes(s).entries()].filter(([d, n]) => ids.includes(d) && n === node && plain(d) !== cid).length;
+    while (count(nodeOf(0)) < 2 || held(nodeOf(1), true) < 1 || held(nodeOf(1), false) < 1) {
+      expect(ids.length, "devices connected until worker 0 holds two, worker 1 one with a CID and one without").toBeLessThan(MAX_DEVICES);
       // added through the API of whichever worker the connection reaches: every worker knows it at once
       const id = `d${ids.length}`;
       await addDevice(s, token, id);
       ids.push(id);
-      const c = await device(s.dtlsPort, id);
+      const c = await device(s.dtlsPort, id, { connectionId: !plain(id) });
       c.on("message", (m) => got.push(`${id}:${m.text()}`));
       clients.push(c);
       await until(() => onlineNodes(s).has(id), 10_000, () => `${id} online`);
