@@ -5,8 +5,9 @@
  * both, and spread over them (each device's node from the workers' presence
  * log lines) and receive pushes published on either worker; one worker
  * SIGKILLed, its devices resume their DTLS session (abbreviated handshake,
- * the ticket keys are in Redis) on the other and receive pushes there, nothing
- * twice, and the supervisor restarts the dead one; a device whose NAT rebinding
+ * the ticket keys are in Redis) on the other worker (or on the restarted one
+ * when the kernel picks it for them) and receive pushes there, nothing twice,
+ * and the supervisor restarts the dead one; a device whose NAT rebinding
  * makes the kernel send its records to the other worker keeps its session on
  * the first (forwarded by the CID's worker prefix, answered from the shared
  * port, no new handshake), and the supervisor SIGKILLed, the workers stop; and
@@ -162,12 +163,18 @@ function metric(text: string, name: string, labels = ""): number {
 
 /** The node each device is online on, from the workers' latest presence lines. */
 function onlineNodes(s: Supervisor): Map<string, string> {
-  const at = new Map<string, string>();
+  return new Map([...onlineAt(s)].map(([d, at]) => [d, at.node]));
+}
+
+/** The node and process each device is online on, from the workers' latest presence lines (each carries its pid). */
+function onlineAt(s: Supervisor): Map<string, { node: string; pid: number }> {
+  const at = new Map<string, { node: string; pid: number }>();
   for (const l of s.logs()) {
     if (l["event"] !== "presence") continue;
     const device = String(l["device"]);
-    if (l["online"] === true) at.set(device, String(l["node"]));
-    else if (at.get(device) === String(l["node"])) at.delete(device);
+    const where = { node: String(l["node"]), pid: Number(l["pid"]) };
+    if (l["online"] === true) at.set(device, where);
+    else if (at.get(device)?.pid === where.pid) at.delete(device);
   }
   return at;
 }
@@ -197,7 +204,7 @@ describe("dtlspush serve --workers without Redis", () => {
 });
 
 describeRedis("dtlspush serve --workers 2 on Redis", () => {
-  it("devices spread over both workers; one worker SIGKILLed: its devices resume on the other, and it is restarted", async () => {
+  it("devices spread over both workers; one worker SIGKILLed: its devices (with and without CID) resume on a live worker and get pushes; it is restarted", async () => {
     const r = await scope.redis();
     const dir = tmp();
     const token = await seed(r, dir, []);
@@ -240,8 +247,14 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
 
     process.kill(started.get(1)?.pid ?? 0, "SIGKILL");
     await until(() => /worker 1 exited \(signal SIGKILL\); restarting it in 0\.5 s \(restart 1\)/.test(s.stderr()), 10_000, () => `the exit line in ${s.stderr()}`);
-    // the killed worker's devices are back, on the other worker, with their DTLS session resumed
-    await until(() => moved.every((d) => onlineNodes(s).get(d) === nodeOf(0)), 20_000, () => `${moved.join(", ")} online on ${nodeOf(0)}: ${JSON.stringify([...onlineNodes(s)])}`);
+    // the killed worker's devices are back, with their DTLS session resumed, on a live worker: the other one, or the
+    // restarted one when the kernel picks it for them once it is back (whichever their reconnection reached first)
+    const killed = started.get(1)?.pid ?? 0;
+    await until(
+      () => moved.every((d) => (onlineAt(s).get(d)?.pid ?? killed) !== killed),
+      20_000,
+      () => `${moved.join(", ")} online again: ${JSON.stringify([...onlineAt(s)])}`,
+    );
     for (const c of clients.filter((c) => moved.includes(c.deviceId))) expect(c.resumed, `${c.deviceId} resumed`).toBe(true);
     // and they receive pushes there; nothing twice
     for (const id of ids) await publish(s, token, id, `${id}-2`);
