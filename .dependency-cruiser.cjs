@@ -3,7 +3,7 @@
  *   bin -> cli -> daemon -> client -> messaging -> auth -> store -> wire -> pki -> dtls -> crypto -> util
  * A layer may import only layers below it; node:crypto only in src/crypto/ (the crypto layer;
  * test/crypto/layering.test.ts also keeps WebCrypto globals out of the rest of src/),
- * node:dgram only in src/dtls/endpoint.ts.
+ * node:dgram only in src/dtls/endpoint.ts and its CID forwarder (src/dtls/cid-forwarder.ts).
  */
 const layers = ["util", "crypto", "dtls", "pki", "wire", "store", "auth", "messaging", "client", "daemon", "cli"];
 
@@ -27,9 +27,9 @@ module.exports = {
     },
     {
       name: "dgram-only-in-endpoint",
-      comment: "only the UDP endpoint imports node:dgram",
+      comment: "only the UDP endpoint and its CID forwarder import node:dgram",
       severity: "error",
-      from: { path: "^src/", pathNot: "^src/dtls/endpoint\\.ts$" },
+      from: { path: "^src/", pathNot: "^src/dtls/(endpoint|cid-forwarder)\\.ts$" },
       to: { path: "^(node:)?dgram$", dependencyTypes: ["core"] },
     },
     {

@@ -5,8 +5,10 @@
  * logs and the periodic store prune, and the lifecycle (drain on stop,
  * reload of certificates and the device registry).
  */
+import { createServer, type AddressInfo } from "node:net";
 import type { Receipt, Store } from "../store/types.ts";
 import { clusterOf } from "../store/cluster-types.ts";
+import { CidForwarder } from "../dtls/index.ts";
 import {
   loadCredentials,
   settingLabel,
@@ -40,6 +42,8 @@ export interface Daemon {
   readonly store: Store;
   /** with cluster.redis_url: this node's id (in every log line as `node`) and the Redis reachability checks */
   readonly cluster: { readonly nodeId: string; readonly redis: RedisProbe } | undefined;
+  /** under `serve --workers`: this worker's index (its CID prefix byte) and its CID forwarder */
+  readonly worker: { readonly index: number; readonly forwarder: CidForwarder } | undefined;
   /** the development certificate files this start created (first run) */
   readonly generated: readonly string[];
   /** Re-reads the certificate files and the device registry; sessions stay up. Throws (and changes nothing) when the new files are bad. */
@@ -56,6 +60,15 @@ export interface Daemon {
 export interface StartDaemonOptions {
   /** default: JSON lines on standard output at config.log.level */
   readonly logger?: Logger;
+  /**
+   * One worker of `serve --workers` (a supervisor started it): node id
+   * `<node_id>-w<index>`, CIDs prefixed with the index byte, records of
+   * another worker's CIDs forwarded to it (the supervisor announces the
+   * forwarders: worker.forwarder.setPeers), the DTLS and HTTP ports shared
+   * with the other workers ("open": the first worker, which checks they are
+   * free; "join": the ports the others hold).
+   */
+  readonly worker?: { readonly index: number; readonly ports: "open" | "join"; readonly restarts: number };
 }
 
 /** Starts everything; a problem with the configuration, the files or the ports is a ConfigError naming the setting. */
@@ -68,7 +81,8 @@ export async function startDaemon(config: DaemonConfig, o: StartDaemonOptions = 
   try {
     const url = config.cluster.redisUrl;
     if (url !== undefined) {
-      const nodeId = await nodeIdFor(config);
+      const base = await nodeIdFor(config);
+      const nodeId = o.worker === undefined ? base : `${base}-w${o.worker.index}`;
       logger = logger.child({ node: nodeId });
       metrics.clusterNode(nodeId);
       // Redis is checked on a connection of the daemon's own before the store opens: one line when unreachable
@@ -92,7 +106,14 @@ export async function startDaemon(config: DaemonConfig, o: StartDaemonOptions = 
         "cluster node: state in Redis, shared with every node on this key prefix",
       );
     }
-    return await assemble(config, logger, metrics, credentials, data, cluster, cleanup);
+    let worker: Daemon["worker"];
+    if (o.worker !== undefined) {
+      const forwarder = await CidForwarder.open({ prefix: Uint8Array.of(o.worker.index), maxPerSecond: config.cluster.forwardRatePerSecond });
+      cleanup.push(() => forwarder.close());
+      worker = { index: o.worker.index, forwarder };
+      metrics.worker(o.worker.index, o.worker.restarts);
+    }
+    return await assemble(config, logger, metrics, credentials, data, cluster, cleanup, worker, o.worker?.ports);
   } catch (e) {
     for (const fn of cleanup.reverse()) await fn();
     throw e;
@@ -107,6 +128,8 @@ async function assemble(
   data: DataDir,
   cluster: Daemon["cluster"],
   cleanup: (() => Promise<void> | void)[],
+  worker: Daemon["worker"],
+  portSharing: "open" | "join" | undefined,
 ): Promise<Daemon> {
   const startedAt = Date.now();
   const store = timedStore(data.store, metrics.observer);
@@ -126,7 +149,7 @@ async function assemble(
       store,
       ...(shared === undefined ? {} : { cluster: shared }),
       ...(saved === undefined ? {} : { restoreSessions: saved }),
-      dtls: toDtlsOptions(config, credentials),
+      dtls: { ...toDtlsOptions(config, credentials), ...(worker === undefined ? {} : { forwarder: worker.forwarder }), ...(portSharing === undefined ? {} : { portSharing }) },
       delivery: toDeliveryOptions(config),
       observer: metrics.observer,
       signingWorkers: signingWorkers(config),
@@ -149,6 +172,9 @@ async function assemble(
     unlogFailures();
   };
   cleanup.push(unlog);
+  // the first worker checks the HTTP port is free before binding it shareable (SO_REUSEPORT would
+  // otherwise join the port of another daemon of the same user), as the DTLS endpoint does
+  const httpListen = portSharing === "open" ? { host: config.http.listen.host, port: await bind("http.listen", config, () => probeTcpPort(config.http.listen)) } : config.http.listen;
   const http = await bind("http.listen", config, () =>
     startHttpApi(
       {
@@ -158,7 +184,7 @@ async function assemble(
         metrics,
         observer: metrics.http,
         startedAt,
-        ...(cluster === undefined ? {} : { storeHealth: () => ({ kind: "redis" as const, ...cluster.redis.current() }) }),
+        ...(cluster === undefined ? {} : { storeHealth: () => ({ kind: "redis" as const, ...cluster.redis.current() }), node: cluster.nodeId }),
         ...(shared === undefined ? {} : { cluster: shared }),
         limits: {
           bodyLimitBytes: config.http.bodyLimitBytes,
@@ -168,7 +194,7 @@ async function assemble(
           publicMetrics: config.http.publicMetrics,
         },
       },
-      config.http.listen,
+      { ...httpListen, reusePort: portSharing !== undefined },
     ),
   );
   cleanup.push(() => http.close());
@@ -201,6 +227,7 @@ async function assemble(
     logger,
     store,
     cluster,
+    worker,
     generated: credentials.generated,
     async reload() {
       const fresh = await loadCredentials(config);
@@ -241,6 +268,7 @@ async function assemble(
     if (!finished) logger.warn({ boundMs: bound }, "drain did not finish in time; closing the store anyway");
     await data.close();
     await cluster?.redis.close();
+    await worker?.forwarder.close();
     logger.info({ clean: finished }, "stopped");
     return finished;
   }
@@ -384,6 +412,18 @@ async function checkPersistence(config: DaemonConfig, url: RedisUrl, store: Stor
   } else {
     logger.info({ event: "redis_persistence", ...fields }, p.summary);
   }
+}
+
+/** Listens on host:port without SO_REUSEPORT and closes again: the port (port 0: one the kernel chose) was free. */
+function probeTcpPort(at: { host: string; port: number }): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen({ host: at.host, port: at.port, exclusive: true }, () => {
+      const port = (probe.address() as AddressInfo).port;
+      probe.close(() => resolve(port));
+    });
+  });
 }
 
 /** Runs a bind step; "address in use" and "cannot assign address" become ConfigErrors naming the setting. */

@@ -37,6 +37,8 @@ export interface DaemonMetrics {
   clusterEvent(kind: ClusterEventKind): void;
   /** reads the live nodes of the cluster at scrape time: dtlspush_cluster_nodes_alive */
   attachClusterNodes(count: () => Promise<number>): void;
+  /** under `serve --workers`: this worker's index and how often the supervisor restarted it (it had died) */
+  worker(index: number, restarts: number): void;
   /** the Content-Type of `text()` */
   readonly contentType: string;
   /** the exposition text (Prometheus text format 0.0.4) */
@@ -189,6 +191,31 @@ export function createMetrics(): DaemonMetrics {
     (s) => s.clientHellosDropped,
     "cause",
   );
+  new Counter({
+    name: "dtlspush_dtls_forwarded_total",
+    help: 'DTLS records forwarded between the workers of `serve --workers` by their Connection ID\'s worker prefix: "out" sent to the worker holding the session, "in" taken from another worker',
+    labelNames: ["direction"],
+    registers,
+    collect() {
+      const f = server?.dtls.forwardStats;
+      if (f === undefined) return;
+      this.reset();
+      this.inc({ direction: "out" }, f.forwarded);
+      this.inc({ direction: "in" }, f.received);
+    },
+  });
+  new Counter({
+    name: "dtlspush_dtls_forward_dropped_total",
+    help: 'DTLS records not forwarded between workers, by cause: unknown_prefix (no live worker holds the CID\'s prefix: it died, or the CID is made up), rate_limit (over cluster.forward_rate_per_second), bad_forward (a datagram on the forwarding socket not from a worker, or malformed), not_owner (forwarded here for another worker)',
+    labelNames: ["cause"],
+    registers,
+    collect() {
+      const f = server?.dtls.forwardStats;
+      if (f === undefined) return;
+      this.reset();
+      for (const [cause, n] of Object.entries(f.dropped)) this.inc({ cause }, n);
+    },
+  });
   new Gauge({
     name: "dtlspush_sessions",
     help: "Established DTLS sessions",
@@ -442,6 +469,13 @@ export function createMetrics(): DaemonMetrics {
     },
   });
 
+  const workerRestarts = new Gauge({
+    name: "dtlspush_worker_restarts",
+    help: "Under serve --workers: times the supervisor restarted this worker (it died: crash, kill, store failure) before this start; the worker's index as a label",
+    labelNames: ["worker"],
+    registers,
+  });
+
   collectDefaultMetrics({ register: registry });
 
   const observer: DeliveryObserver = {
@@ -473,6 +507,9 @@ export function createMetrics(): DaemonMetrics {
       redisUp.set(h.reachable ? 1 : 0);
       if (h.reachable && h.latencyMs !== undefined) observeMs(redisPing, h.latencyMs);
       if (!h.reachable) redisPingFailures.inc();
+    },
+    worker(index: number, restarts: number): void {
+      workerRestarts.set({ worker: String(index) }, restarts);
     },
     clusterNode(node: string, instance = ""): void {
       clustered = true;

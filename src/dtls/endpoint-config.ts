@@ -23,6 +23,7 @@ import {
   type ServerCredential,
 } from "./options.ts";
 import type { ServerCoreConfig } from "./server-core.ts";
+import type { CidForwarder } from "./cid-forwarder.ts";
 import { serverResumption } from "./resumption.ts";
 import type { SavedSession, ServerResumptionOptions } from "./resumption-options.ts";
 import { decodeSavedSession, type ClientSessionState } from "./saved-session.ts";
@@ -125,6 +126,20 @@ export interface ListenOptions {
    * bytes of connectionIdLength stay random.
    */
   connectionIdPrefix?: Uint8Array;
+  /**
+   * Sharing the port with other processes (SO_REUSEPORT, `serve --workers`):
+   * "open" checks the port is free (an exclusive probe) and binds so that
+   * others may join; "join" binds a port those processes hold already (no
+   * probe). Default: not shared (several sockets of this server only).
+   */
+  portSharing?: "open" | "join";
+  /**
+   * Forwards tls12_cid records whose CID prefix is not ours to the process
+   * owning that prefix, and takes the ones forwarded here (cid-forwarder.ts).
+   * Its prefix is the server's connectionIdPrefix (set from it when absent).
+   * The caller closes it after the server.
+   */
+  forwarder?: CidForwarder;
 }
 
 export interface ConnectOptions {

@@ -11,6 +11,7 @@ import { EventEmitter } from "node:events";
 import { isIP } from "node:net";
 import { monotonicClock, type Clock } from "../util/clock.ts";
 import { DeadlineTimer, EndOfTurn, TurnOutbox } from "../util/turn.ts";
+import type { CidForwarder, ForwardedPeer, ForwardStats } from "./cid-forwarder.ts";
 import { Connection } from "./connection.ts";
 import { ContentType } from "./constants.ts";
 import { classifyStranger, isHelloVerifyRequest } from "./datagram-class.ts";
@@ -81,6 +82,7 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
   private readonly verifiedThisTurn = new Set<string>();
   private readonly forgetVerified = new EndOfTurn(() => this.verifiedThisTurn.clear());
   private readonly answerWaiting = new EndOfTurn(() => this.answerHellos());
+  private readonly forwarder: CidForwarder | undefined;
 
   /** @internal use listen(). */
   constructor(sockets: readonly Socket[], config: ServerCoreConfig, clock: Clock, options: ListenOptions) {
@@ -89,6 +91,7 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
     this.socket = sockets[0] as Socket;
     this.clock = clock;
     this.options = options;
+    this.forwarder = options.forwarder;
     this.limiter = new HelloLimiter(
       {
         perSecond: options.helloVerifyRatePerSecond ?? DEFAULT_HELLO_VERIFY_RATE,
@@ -124,7 +127,10 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
       if (this.closing) return;
       const peer: Peer = { address: rinfo.address, port: rinfo.port };
       const key = peerKey(peer);
-      if (msg[0] === ContentType.tls12_cid || this.core.hasSession(key)) {
+      if (msg[0] === ContentType.tls12_cid && this.forwarder !== undefined && !this.forwarder.owns(msg)) {
+        // another process sharing the port holds this CID's session (NAT rebinding moved the peer to us)
+        this.forwarder.forward(msg, peer);
+      } else if (msg[0] === ContentType.tls12_cid || this.core.hasSession(key)) {
         // a peer with a session (the hot path; a tls12_cid record names its session by CID, whatever
         // address it comes from): served now, before any ClientHello of this turn
         this.core.receive(peer, msg, this.clock.now(), key);
@@ -140,6 +146,20 @@ export class DtlsServer extends EventEmitter<ServerEvents> {
       s.on("message", onMessage);
       s.on("error", onError);
     }
+    this.forwarder?.attach((datagram, peer) => this.receiveForwarded(datagram, peer));
+  }
+
+  /** A record another process forwarded (its CID is ours): handled as if it came from `peer`, answered from our socket. */
+  private receiveForwarded(datagram: Uint8Array, from: ForwardedPeer): void {
+    if (this.closing) return;
+    const peer: Peer = { address: from.address, port: from.port };
+    this.core.receive(peer, datagram, this.clock.now(), peerKey(peer));
+    this.timer.arm();
+  }
+
+  /** Records forwarded to and from the other processes sharing the port (undefined: no forwarder). */
+  get forwardStats(): Readonly<ForwardStats> | undefined {
+    return this.forwarder?.stats;
   }
 
   private transmit(peer: Peer, parts: Uint8Array[]): void {
@@ -391,7 +411,8 @@ function closeQuietly(sockets: readonly Socket[]): void {
   }
 }
 
-export async function listen(opts: ListenOptions): Promise<DtlsServer> {
+export async function listen(options: ListenOptions): Promise<DtlsServer> {
+  const opts = withForwarderPrefix(options);
   const host = opts.host ?? "127.0.0.1";
   const config = serverCoreConfig(opts);
   const count = opts.sockets ?? DEFAULT_SERVER_SOCKETS;
@@ -400,14 +421,19 @@ export async function listen(opts: ListenOptions): Promise<DtlsServer> {
   }
   const type = socketType(host);
   let port = opts.port ?? 0;
+  const sharing = opts.portSharing;
+  if (sharing === "join" && port === 0) throw new DtlsError("bad_option", 'portSharing "join" needs the port to join, got port 0');
   const sockets: Socket[] = [];
-  if (count === 1) sockets.push(await bindSocket(type, host, port, false));
+  if (count === 1 && sharing === undefined) sockets.push(await bindSocket(type, host, port, false));
   else {
     // SO_REUSEPORT would let us share the port with a daemon already running as the same user:
-    // an exclusive probe first, so a port in use is refused as it is with one socket
-    const probe = await bindSocket(type, host, port, false);
-    port = probe.address().port;
-    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    // an exclusive probe first, so a port in use is refused as it is with one socket (unless we join
+    // the port our own sibling processes hold)
+    if (sharing !== "join") {
+      const probe = await bindSocket(type, host, port, false);
+      port = probe.address().port;
+      await new Promise<void>((resolve) => probe.close(() => resolve()));
+    }
     try {
       for (let i = 0; i < count; i++) sockets.push(await bindSocket(type, host, port, true));
     } catch (e) {
@@ -426,6 +452,18 @@ export async function listen(opts: ListenOptions): Promise<DtlsServer> {
     }
   }
   return new DtlsServer(sockets, config, opts.clock ?? monotonicClock, opts);
+}
+
+/** The forwarder's prefix is the server's CID prefix: taken from it when absent, refused when different. */
+function withForwarderPrefix(opts: ListenOptions): ListenOptions {
+  const f = opts.forwarder;
+  if (f === undefined) return opts;
+  const own = opts.connectionIdPrefix;
+  if (own === undefined) return { ...opts, connectionIdPrefix: f.prefix };
+  if (own.length !== f.prefix.length || own.some((b, i) => b !== f.prefix[i])) {
+    throw new DtlsError("bad_option", "connectionIdPrefix must be the forwarder's prefix");
+  }
+  return opts;
 }
 
 export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {

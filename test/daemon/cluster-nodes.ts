@@ -63,7 +63,8 @@ function tmp(): string {
 export async function startNode(name: string, env: Record<string, string>): Promise<Node> {
   const dir = tmp();
   const argv = [BIN, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data")];
-  const child = spawn(process.execPath, argv, { cwd: dir, env: { ...process.env, DTLSPUSH_DEBUG: "", ...env } });
+  // one process per node (with Redis, `serve` would start one worker per core)
+  const child = spawn(process.execPath, argv, { cwd: dir, env: { ...process.env, DTLSPUSH_DEBUG: "", DTLSPUSH_CLUSTER_WORKERS: "1", ...env } });
   children.add(child);
   let stdout = "";
   let stderr = "";

@@ -88,6 +88,8 @@ export class RebindingProxy {
   hold = false;
   /** Datagrams from the server lost while holding. */
   readonly heldToClient: Uint8Array[] = [];
+  /** Every "address:port" the server's datagrams came from (one, the server's port, even when several processes share it). */
+  readonly serverSources = new Set<string>();
   /** Datagrams that reached a socket after it was rebound from, by its "address:port". */
   readonly lateArrivals = new Map<string, number>();
   private readonly retired: Socket[] = [];
@@ -146,7 +148,8 @@ export class RebindingProxy {
   }
 
   private listenUpstream(s: Socket): void {
-    s.on("message", (m) => {
+    s.on("message", (m, rinfo) => {
+      this.serverSources.add(`${rinfo.address}:${rinfo.port}`);
       const c = this.client;
       if (this.hold) this.heldToClient.push(new Uint8Array(m));
       else if (c !== undefined) this.front.send(m, c.port, c.address);

@@ -20,6 +20,8 @@ export interface Proc {
   stdout(): string;
   stderr(): string;
   readonly exit: Promise<{ code: number | null; ms: number }>;
+  /** the process itself ended (`exit` waits for its output to end too: children that inherited its pipes, e.g. workers, gone as well) */
+  readonly exited: Promise<unknown>;
 }
 
 export interface Served extends Proc {
@@ -57,7 +59,8 @@ export class ProcessScope {
   /** bin/dtlspush.js with `args`, in `cwd`, with `env` added to this process's environment. */
   dtlspush(args: readonly string[], cwd: string, env: Record<string, string>): Proc {
     const t0 = performance.now();
-    const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, DTLSPUSH_DEBUG: "", ...env } });
+    // one daemon process unless a test asks for workers (cluster.workers defaults to the cores with Redis)
+    const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, DTLSPUSH_DEBUG: "", DTLSPUSH_CLUSTER_WORKERS: "1", ...env } });
     this.children.add(child);
     let stdout = "";
     let stderr = "";
@@ -69,7 +72,8 @@ export class ProcessScope {
         resolve({ code, ms: performance.now() - t0 });
       }),
     );
-    return { child, stdout: () => stdout, stderr: () => stderr, exit };
+    const exited = new Promise((resolve) => child.on("exit", resolve));
+    return { child, stdout: () => stdout, stderr: () => stderr, exit, exited };
   }
 
   /** A finished command: its code and output (rejects after PROCESS_BOUND_MS). */

@@ -18,6 +18,7 @@ import { RedisUrl, redactRedisUrl } from "./redis-url.ts";
 import {
   configSchema,
   ENV_PREFIX,
+  MAX_WORKERS,
   parseHostPort,
   SECTIONS,
   SETTINGS,
@@ -38,6 +39,8 @@ export interface ConfigFlags {
   dataDir?: string;
   /** log.level (`--log-level`) */
   logLevel?: string;
+  /** cluster.workers (`--workers`) */
+  workers?: string;
 }
 
 /** Which setting each flag sets, and how the flag is spelled in messages. */
@@ -46,10 +49,11 @@ export const FLAG_SETTINGS: Readonly<Record<keyof ConfigFlags, { readonly settin
   http: { setting: "http.listen", flag: "--http" },
   dataDir: { setting: "data_dir", flag: "--data-dir" },
   logLevel: { setting: "log.level", flag: "--log-level" },
+  workers: { setting: "cluster.workers", flag: "--workers" },
 };
 
 /** DTLSPUSH_ variables that are not settings (the CLI's); never reported as unknown. */
-export const ENV_NOT_SETTINGS: readonly string[] = ["DTLSPUSH_TOKEN", "DTLSPUSH_API", "DTLSPUSH_CONFIG", "DTLSPUSH_DEBUG"];
+export const ENV_NOT_SETTINGS: readonly string[] = ["DTLSPUSH_TOKEN", "DTLSPUSH_API", "DTLSPUSH_CONFIG", "DTLSPUSH_DEBUG", "DTLSPUSH_WORKER", "DTLSPUSH_WORKER_PORTS", "DTLSPUSH_WORKER_RESTARTS"];
 
 export interface HostPort {
   readonly host: string;
@@ -147,6 +151,10 @@ export interface DaemonConfig {
     readonly connectTimeoutSeconds: number;
     readonly outageMaxSeconds: number;
     readonly allowNoPersistence: boolean;
+    /** daemon processes on this machine (`serve --workers`): a number, or "auto" (see clusterWorkers) */
+    readonly workers: number | "auto";
+    /** records a worker forwards per second at most to the worker holding their CID (0: no limit) */
+    readonly forwardRatePerSecond: number;
   };
   /**
    * Where each setting came from, by its name in the file ("dtls.listen"):
@@ -315,6 +323,8 @@ export async function loadConfig(o: LoadConfigOptions = {}): Promise<DaemonConfi
       connectTimeoutSeconds: f.cluster.connect_timeout_seconds,
       outageMaxSeconds: f.cluster.outage_max_seconds,
       allowNoPersistence: f.cluster.allow_no_persistence,
+      workers: f.cluster.workers,
+      forwardRatePerSecond: f.cluster.forward_rate_per_second,
     },
     sources: sourceLabels,
   };
@@ -323,6 +333,12 @@ export async function loadConfig(o: LoadConfigOptions = {}): Promise<DaemonConfi
 /** "dtls.listen (from --listen)": a setting and where its value came from, for messages. */
 export function settingLabel(c: DaemonConfig, name: string): string {
   return `${name} (${c.sources[name] ?? "default"})`;
+}
+
+/** The daemon processes `serve` runs: cluster.workers, "auto" being the cores with a Redis URL and 1 without. */
+export function clusterWorkers(c: DaemonConfig, cores: number = availableParallelism()): number {
+  if (c.cluster.workers !== "auto") return c.cluster.workers;
+  return c.cluster.redisUrl === undefined ? 1 : Math.min(MAX_WORKERS, Math.max(1, cores));
 }
 
 /** The content-signing worker threads to start: signing.workers, "auto" being the cores less one (at least 1); 0 signs on the main thread. */
@@ -535,6 +551,11 @@ function crossCheck(f: ConfigFile, label: (name: string) => string): void {
   if (f.cluster.redis_url !== "" && f.store.kind === "memory") {
     throw new ConfigError(
       `${label("store.kind")}: "memory" cannot go with cluster.redis_url: with Redis the state lives in Redis; remove one of them`,
+    );
+  }
+  if (f.cluster.workers !== "auto" && f.cluster.workers > 1 && f.cluster.redis_url === "") {
+    throw new ConfigError(
+      `${label("cluster.workers")}: ${f.cluster.workers} worker processes need cluster.redis_url (the embedded SQLite store belongs to one process); set cluster.redis_url or use 1 worker`,
     );
   }
   if (f.delivery.default_ttl_seconds > f.delivery.max_ttl_seconds) {

@@ -53,7 +53,7 @@ function int(min: number, max: number, def: number, description: string) {
 function intOrAuto(min: number, max: number, description: string) {
   const expected = `expected "auto" or an integer from ${min} to ${max}`;
   const schema = z
-    .union([z.literal("auto"), z.int().min(min).max(max)], { error: expected })
+    .union([z.literal("auto"), z.int({ error: expected }).min(min, { error: expected }).max(max, { error: expected })], { error: expected })
     .default("auto")
     .describe(description);
   return register(schema, { kind: "integer-or-auto", expected, default: "auto", description, min, max });
@@ -327,6 +327,9 @@ export const signingSection = z
   .prefault({})
   .describe("Content signatures.");
 
+/** Most worker processes `serve --workers` starts (a CID prefix byte each). */
+export const MAX_WORKERS = 64;
+
 /** A node id: what the cluster's logs and presence name a node by. */
 export const NODE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
@@ -357,6 +360,17 @@ export const clusterSection = z
     allow_no_persistence: bool(
       false,
       "Start even when Redis has no persistence at all (appendonly no and no save points): a Redis restart then loses everything, 202'd messages included. A warning is logged at every start.",
+    ),
+    workers: intOrAuto(
+      1,
+      MAX_WORKERS,
+      "Daemon processes on this machine sharing the DTLS and HTTP ports (SO_REUSEPORT), each a node of the cluster (node_id-w0, -w1, ...), under one supervisor. \"auto\": the CPU cores with redis_url, else 1; more than 1 needs redis_url. 1: one process, no supervisor.",
+    ),
+    forward_rate_per_second: int(
+      0,
+      1_000_000,
+      10_000,
+      "With workers > 1: DTLS records per second one worker forwards at most to the worker holding their Connection ID (a device whose NAT rebinding made the kernel send its datagrams elsewhere); 0: no limit. Beyond it they are dropped and counted.",
     ),
   })
   .prefault({})

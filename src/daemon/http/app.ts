@@ -133,6 +133,7 @@ export async function createHttpApi(deps: HttpApiDeps): Promise<FastifyInstance>
       startedAt,
       isDraining: () => state.draining,
       storeHealth: deps.storeHealth,
+      node: deps.node,
       metrics: deps.metrics,
       publicMetrics: deps.limits?.publicMetrics ?? false,
       errors,
@@ -151,13 +152,14 @@ export async function createHttpApi(deps: HttpApiDeps): Promise<FastifyInstance>
   return app;
 }
 
-/** createHttpApi, listening on `listen` (port 0: any free port). */
-export async function startHttpApi(deps: HttpApiDeps, listen: { host: string; port: number }): Promise<HttpApi> {
+/** createHttpApi, listening on `listen` (port 0: any free port; reusePort: shared with other processes, SO_REUSEPORT). */
+export async function startHttpApi(deps: HttpApiDeps, listen: { host: string; port: number; reusePort?: boolean }): Promise<HttpApi> {
   const app = await createHttpApi(deps);
   const state = controls.get(app);
   if (state === undefined) throw new Error("createHttpApi did not register the app's controls");
   try {
-    await app.listen({ host: listen.host, port: listen.port });
+    // fastify hands its listen options to net.Server.listen, which takes reusePort (Node >= 22.12)
+    await app.listen({ host: listen.host, port: listen.port, ...(listen.reusePort === true ? ({ reusePort: true } as object) : {}) });
   } catch (e) {
     await app.close();
     throw e;

@@ -12,6 +12,7 @@ export function registerPublicRoutes(
     startedAt: number;
     isDraining: () => boolean;
     storeHealth?: (() => StoreHealth) | undefined;
+    node?: string | undefined;
     metrics?: { readonly contentType: string; text(): Promise<string> } | undefined;
     publicMetrics: boolean;
     errors: ErrorSender;
@@ -55,6 +56,7 @@ export function registerPublicRoutes(
               sessions: { type: "integer", description: "Established DTLS sessions." },
               devicesOnline: { type: "integer", description: "Devices with a session bound to them." },
               uptimeSeconds: { type: "integer" },
+              node: { type: "string", description: "The node that answered (cluster.node_id; -w<k> for a worker of serve --workers). Only with cluster.redis_url." },
               store: storeSchema,
             },
           },
@@ -90,6 +92,7 @@ export function registerPublicRoutes(
         sessions: server.dtls.sessions(),
         devicesOnline: server.engine.onlineCount(),
         uptimeSeconds: Math.max(0, Math.floor((ctx.clock.now() - o.startedAt) / 1000)),
+        ...(o.node === undefined ? {} : { node: o.node }),
         ...(store === undefined ? {} : { store: storeView(store) }),
       };
     },

@@ -40,6 +40,8 @@ export interface HttpApiDeps {
    * every node's commits, device views ask which node holds a device.
    */
   readonly cluster?: ClusterStore;
+  /** this node's id in a cluster (/healthz says which node, or which worker of `serve --workers`, answered) */
+  readonly node?: string;
   /** ms since the epoch the daemon started (healthz uptime); default when the API was created */
   readonly startedAt?: number;
 }

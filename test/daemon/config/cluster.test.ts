@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ConfigError, loadConfig, redactRedisUrl, RedisUrl, storeBackend, storeDescription, type LoadConfigOptions } from "../../../src/daemon/config/index.ts";
+import { clusterWorkers, ConfigError, loadConfig, redactRedisUrl, RedisUrl, storeBackend, storeDescription, type LoadConfigOptions } from "../../../src/daemon/config/index.ts";
 
 let work: string;
 let n = 0;
@@ -39,7 +39,16 @@ const PASSWORD = "s3cr3t-Pa55";
 describe("[cluster] defaults", () => {
   it("no Redis: the store of [store], nothing else changes", async () => {
     const c = await loadConfig({ env: {}, cwd: work });
-    expect(c.cluster).toEqual({ redisUrl: undefined, nodeId: undefined, keyPrefix: "dtlspush:", connectTimeoutSeconds: 5, outageMaxSeconds: 300, allowNoPersistence: false });
+    expect(c.cluster).toEqual({
+      redisUrl: undefined,
+      nodeId: undefined,
+      keyPrefix: "dtlspush:",
+      connectTimeoutSeconds: 5,
+      outageMaxSeconds: 300,
+      allowNoPersistence: false,
+      workers: "auto",
+      forwardRatePerSecond: 10_000,
+    });
     expect(storeBackend(c)).toBe("sqlite");
   });
 
@@ -115,6 +124,30 @@ describe("[cluster] redis_url validation", () => {
       /^cluster\.key_prefix \(from DTLSPUSH_CLUSTER_KEY_PREFIX\): expected 1 to 64 printable ASCII/,
     );
     expect(await message({ env: { DTLSPUSH_CLUSTER_KEY_PREFIX: "" } })).toMatch(/^cluster\.key_prefix/);
+  });
+});
+
+describe("[cluster] workers (serve --workers)", () => {
+  const URL = "redis://127.0.0.1:6379";
+  it('"auto": the cores with redis_url, 1 without; a number as given; the flag wins', async () => {
+    expect(clusterWorkers(await loadConfig({ env: {}, cwd: work }), 8)).toBe(1);
+    expect(clusterWorkers(await loadConfig({ env: { DTLSPUSH_CLUSTER_REDIS_URL: URL }, cwd: work }), 8)).toBe(8);
+    expect(clusterWorkers(await loadConfig({ env: { DTLSPUSH_CLUSTER_REDIS_URL: URL, DTLSPUSH_CLUSTER_WORKERS: "3" }, cwd: work }), 8)).toBe(3);
+    const flagged = await loadConfig({ env: { DTLSPUSH_CLUSTER_REDIS_URL: URL, DTLSPUSH_CLUSTER_WORKERS: "3" }, flags: { workers: "1" }, cwd: work });
+    expect(clusterWorkers(flagged, 8)).toBe(1);
+    expect(flagged.sources["cluster.workers"]).toBe("from --workers");
+    // 1 without Redis is today's single process, allowed
+    expect(clusterWorkers(await loadConfig({ env: { DTLSPUSH_CLUSTER_WORKERS: "1" }, cwd: work }), 8)).toBe(1);
+  });
+
+  it("more than 1 without redis_url is one clear line; out of range and words are refused", async () => {
+    expect(await message({ env: { DTLSPUSH_CLUSTER_WORKERS: "2" } })).toBe(
+      "cluster.workers (from DTLSPUSH_CLUSTER_WORKERS): 2 worker processes need cluster.redis_url (the embedded SQLite store belongs to one process); set cluster.redis_url or use 1 worker",
+    );
+    expect(await message({ env: { DTLSPUSH_CLUSTER_REDIS_URL: URL }, flags: { workers: "0" } })).toMatch(/^cluster\.workers \(from --workers\): expected "auto" or an integer from 1 to 64/);
+    expect(await message({ env: { DTLSPUSH_CLUSTER_REDIS_URL: URL }, flags: { workers: "65" } })).toMatch(/^cluster\.workers/);
+    expect(await message({ env: { DTLSPUSH_CLUSTER_REDIS_URL: URL }, flags: { workers: "many" } })).toMatch(/^cluster\.workers/);
+    expect(await message({ env: { DTLSPUSH_CLUSTER_FORWARD_RATE_PER_SECOND: "-1" } })).toMatch(/^cluster\.forward_rate_per_second/);
   });
 });
 
