@@ -111,10 +111,7 @@ function main() {
     warn(missing, `apt-get update failed (${update.why})`);
     return;
   }
-  const install = apt(
-    ["-q", "-y", ...lock, "--no-install-recommends", "install", ...pkgs],
-    600_000,
-  );
+  const install = apt(["-q", "-y", ...lock, "--no-install-recommends", "install", ...pkgs], 600_000);
   if (!install.ok) {
     warn(missing, `apt-get install failed (${install.why})`);
     return;

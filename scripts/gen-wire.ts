@@ -87,6 +87,10 @@ if (import.meta.main) {
     } finally {
       rmSync(staging, { recursive: true, force: true });
     }
-    process.stdout.write(`wrote ${listFiles(repo(OUTPUT_DIR)).map((f) => `${OUTPUT_DIR}/${f}`).join(", ")}\n`);
+    process.stdout.write(
+      `wrote ${listFiles(repo(OUTPUT_DIR))
+        .map((f) => `${OUTPUT_DIR}/${f}`)
+        .join(", ")}\n`,
+    );
   }
 }

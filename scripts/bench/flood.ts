@@ -109,7 +109,9 @@ async function captureClientHello(): Promise<Buffer> {
   const sock = createSocket("udp4");
   await new Promise<void>((r) => sock.bind(0, "127.0.0.1", () => r()));
   const first = new Promise<Buffer>((r) => sock.once("message", (m) => r(m)));
-  const attempt = connect({ host: "127.0.0.1", port: sock.address().port, psk: { identity: "bench", key: KEY }, timeoutMs: 300 }).catch(() => undefined);
+  const attempt = connect({ host: "127.0.0.1", port: sock.address().port, psk: { identity: "bench", key: KEY }, timeoutMs: 300 }).catch(
+    () => undefined,
+  );
   const hello = await first;
   await attempt;
   sock.close();
@@ -123,7 +125,9 @@ function compileGenerator(dir: string): string {
   return binary;
 }
 
-function startServer(setup: ServerSetup): Promise<{ child: ChildProcess; port: number; stats: () => Promise<{ stats: ServerStats; cpuMicros: number }> }> {
+function startServer(
+  setup: ServerSetup,
+): Promise<{ child: ChildProcess; port: number; stats: () => Promise<{ stats: ServerStats; cpuMicros: number }> }> {
   const child = fork(import.meta.filename, ["--serve", JSON.stringify(setup.options)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const stats = (): Promise<{ stats: ServerStats; cpuMicros: number }> =>
     new Promise((resolve) => {
@@ -144,7 +148,14 @@ function startServer(setup: ServerSetup): Promise<{ child: ChildProcess; port: n
   });
 }
 
-function runGenerator(binary: string, helloFile: string, port: number, rate: number, seconds: number, prefixes: number): Promise<{ sent: number; seconds: number; mode: string }> {
+function runGenerator(
+  binary: string,
+  helloFile: string,
+  port: number,
+  rate: number,
+  seconds: number,
+  prefixes: number,
+): Promise<{ sent: number; seconds: number; mode: string }> {
   return new Promise((resolve, reject) => {
     const gen = spawn(binary, [helloFile, String(port), String(rate), String(seconds), String(prefixes)], { stdio: ["ignore", "pipe", "inherit"] });
     let out = "";
@@ -279,7 +290,10 @@ async function main(): Promise<void> {
   const intervalMs = Math.max(1, Number(values["interval-ms"]));
   if (rates.some((r) => !Number.isFinite(r) || r < 0 || r > 10_000_000)) throw new Error("--rates: numbers from 0 (as fast as possible) to 10000000");
   const setups: ServerSetup[] = [
-    { name: "old", options: { helloVerifyRatePerSecond: 0, helloVerifyRatePerPrefix: 0, recvBufferBytes: OLD_BUFFER_BYTES, sendBufferBytes: OLD_BUFFER_BYTES } },
+    {
+      name: "old",
+      options: { helloVerifyRatePerSecond: 0, helloVerifyRatePerPrefix: 0, recvBufferBytes: OLD_BUFFER_BYTES, sendBufferBytes: OLD_BUFFER_BYTES },
+    },
     { name: "new", options: values["recv-buffer"] === undefined ? {} : { recvBufferBytes: Number(values["recv-buffer"]) } },
   ];
   const loadBefore = loadavg();
@@ -302,7 +316,11 @@ async function main(): Promise<void> {
     return;
   }
   console.log(`ClientHello flood vs ${sessions} established sessions (one 16-byte record every ${intervalMs} ms, echoed), ${seconds} s per run`);
-  console.log(`load average before / after: ${loadBefore.map((l) => l.toFixed(2)).join(" ")} / ${loadavg().map((l) => l.toFixed(2)).join(" ")} on ${availableParallelism()} CPUs`);
+  console.log(
+    `load average before / after: ${loadBefore.map((l) => l.toFixed(2)).join(" ")} / ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")} on ${availableParallelism()} CPUs`,
+  );
   console.log(
     "offered/s   setup  generated/s  records  lost   loss%   p50 ms   p99 ms   max ms  kernel drops  HVR/s     CH dropped (global/prefix/dup/turn)  server CPU  new handshake",
   );
@@ -330,7 +348,9 @@ async function main(): Promise<void> {
   if (values.timeline) {
     console.log("per 250 ms of each run: records lost / slowest echo ms");
     for (const r of results) {
-      console.log(`${(r.rate === 0 ? "max" : String(r.rate)).padEnd(10)} ${r.setup.padEnd(5)} ${r.timeline.map((e) => `${e.lost}/${fmt(e.worst, 0)}`).join(" ")}`);
+      console.log(
+        `${(r.rate === 0 ? "max" : String(r.rate)).padEnd(10)} ${r.setup.padEnd(5)} ${r.timeline.map((e) => `${e.lost}/${fmt(e.worst, 0)}`).join(" ")}`,
+      );
     }
   }
   for (const rate of rates) {

@@ -67,7 +67,13 @@ async function serverMain(held: number): Promise<void> {
     }
     void sample().then((s) => {
       const stats = server.stats as { handshakesStarted: number; handshakesCompleted: number; handshakesFailed: number };
-      send({ kind: "sample", label: m.label, sample: s, handshakes: stats.handshakesStarted - stats.handshakesCompleted - stats.handshakesFailed, sessions: server.sessions() });
+      send({
+        kind: "sample",
+        label: m.label,
+        sample: s,
+        handshakes: stats.handshakesStarted - stats.handshakesCompleted - stats.handshakesFailed,
+        sessions: server.sessions(),
+      });
     });
   });
   send({ kind: "ready", port: server.address().port });
@@ -117,14 +123,36 @@ async function holdHandshake(port: number, junk: boolean): Promise<Socket> {
     throw new Error(`no ${what}`);
   };
   const first = hello(EMPTY);
-  const hvr = await exchange(encodePlainRecord(ContentType.handshake, ProtocolVersion.DTLS1_2, 0, 0, encodeHandshake(HandshakeType.client_hello, 0, encodeClientHello(first))), "HelloVerifyRequest");
-  const cookie = decodeHelloVerifyRequest((parseHandshakeFragments((parseRecords(hvr)[0] as { body: Uint8Array }).body)[0] as { body: Uint8Array }).body).cookie;
+  const hvr = await exchange(
+    encodePlainRecord(ContentType.handshake, ProtocolVersion.DTLS1_2, 0, 0, encodeHandshake(HandshakeType.client_hello, 0, encodeClientHello(first))),
+    "HelloVerifyRequest",
+  );
+  const cookie = decodeHelloVerifyRequest(
+    (parseHandshakeFragments((parseRecords(hvr)[0] as { body: Uint8Array }).body)[0] as { body: Uint8Array }).body,
+  ).cookie;
   const second = { ...first, cookie };
-  await exchange(encodePlainRecord(ContentType.handshake, ProtocolVersion.DTLS1_2, 0, 1, encodeHandshake(HandshakeType.client_hello, 1, encodeClientHello(second))), "ServerHello (refused?)");
+  await exchange(
+    encodePlainRecord(
+      ContentType.handshake,
+      ProtocolVersion.DTLS1_2,
+      0,
+      1,
+      encodeHandshake(HandshakeType.client_hello, 1, encodeClientHello(second)),
+    ),
+    "ServerHello (refused?)",
+  );
   if (junk) {
     for (const seq of [2, 3]) {
       const declared = new Uint8Array(0xffff);
-      socket.send(encodePlainRecord(ContentType.handshake, ProtocolVersion.DTLS1_2, 0, seq, encodeFragment(HandshakeType.client_key_exchange, seq, declared, 0, 1)));
+      socket.send(
+        encodePlainRecord(
+          ContentType.handshake,
+          ProtocolVersion.DTLS1_2,
+          0,
+          seq,
+          encodeFragment(HandshakeType.client_key_exchange, seq, declared, 0, 1),
+        ),
+      );
     }
     const body = new Uint8Array(16 * 1024).fill(0x5a);
     for (let i = 0; i < 16; i++) {
@@ -155,7 +183,9 @@ async function held(child: ChildProcess, port: number, n: number, junk: boolean,
   };
   if (json) console.log(JSON.stringify(result));
   else {
-    console.log(`server memory per held handshake (${count} held${junk ? ", each sent 2 fragments declaring 64 KiB and 16 early records of 16 KiB" : ""})`);
+    console.log(
+      `server memory per held handshake (${count} held${junk ? ", each sent 2 fragments declaring 64 KiB and 16 early records of 16 KiB" : ""})`,
+    );
     console.log(`  V8 heap            ${String(result.heapBytesPerHandshake).padStart(10)} bytes`);
     console.log(`  ArrayBuffers       ${String(result.arrayBufferBytesPerHandshake).padStart(10)} bytes`);
     console.log(`  external (all)     ${String(result.externalBytesPerHandshake).padStart(10)} bytes`);
@@ -168,7 +198,13 @@ async function churn(child: ChildProcess, port: number, n: number, concurrency: 
   let next = 0;
   let failed = 0;
   const one = async (i: number): Promise<void> => {
-    const c = await connect({ host: "127.0.0.1", port, localAddress: `127.0.0.${1 + (i % 4)}`, psk: { identity: IDENTITY, key: KEY }, timeoutMs: 10_000 });
+    const c = await connect({
+      host: "127.0.0.1",
+      port,
+      localAddress: `127.0.0.${1 + (i % 4)}`,
+      psk: { identity: IDENTITY, key: KEY },
+      timeoutMs: 10_000,
+    });
     const echoed = new Promise<void>((resolve) => c.once("data", () => resolve()));
     c.send(new Uint8Array([1, 2, 3, 4]));
     await echoed;
@@ -209,10 +245,14 @@ async function churn(child: ChildProcess, port: number, n: number, concurrency: 
   };
   if (json) console.log(JSON.stringify(result));
   else {
-    console.log(`${n} sessions opened and closed (handshake, one record echoed, close_notify), ${failed} failed, ${result.seconds} s after the warm-up`);
+    console.log(
+      `${n} sessions opened and closed (handshake, one record echoed, close_notify), ${failed} failed, ${result.seconds} s after the warm-up`,
+    );
     console.log(`  sessions / handshakes left on the server: ${end.sessions} / ${end.handshakes}`);
     const mb = (b: number): string => `${(b / 1048576).toFixed(1)} MiB`;
-    console.log(`  heap after GC: started ${mb(started.sample.heapUsed)}, after ${warmup} sessions ${mb(warm.sample.heapUsed)}, at the end ${mb(end.sample.heapUsed)}`);
+    console.log(
+      `  heap after GC: started ${mb(started.sample.heapUsed)}, after ${warmup} sessions ${mb(warm.sample.heapUsed)}, at the end ${mb(end.sample.heapUsed)}`,
+    );
     console.log(`  heap growth: ${result.heapGrowthSinceStartPercent} % since start, ${result.heapGrowthSinceWarmupPercent} % since the warm-up`);
     console.log(`  external (Buffers, native): started ${mb(started.sample.external)}, at the end ${mb(end.sample.external)}`);
     console.log(`  V8 heap reserved: started ${mb(started.sample.heapTotal)}, at the end ${mb(end.sample.heapTotal)}`);

@@ -19,7 +19,14 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
 interface Snapshot {
-  readonly snapshot: { readonly meta: { readonly node_fields: string[]; readonly node_types: [string[]]; readonly edge_fields: string[]; readonly edge_types: [string[]] } };
+  readonly snapshot: {
+    readonly meta: {
+      readonly node_fields: string[];
+      readonly node_types: [string[]];
+      readonly edge_fields: string[];
+      readonly edge_types: [string[]];
+    };
+  };
   readonly nodes: number[];
   readonly edges: number[];
   readonly strings: string[];
@@ -115,9 +122,13 @@ function owners(file: string): Map<string, { bytes: number; count: number }> {
   return out;
 }
 
-const { values, positionals } = parseArgs({ allowPositionals: true, options: { per: { type: "string", default: "1" }, top: { type: "string", default: "40" } } });
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { per: { type: "string", default: "1" }, top: { type: "string", default: "40" } },
+});
 const [beforeFile, afterFile] = positionals;
-if (beforeFile === undefined || afterFile === undefined) throw new Error("usage: heap-diff.ts BEFORE.heapsnapshot AFTER.heapsnapshot [--per N] [--top K]");
+if (beforeFile === undefined || afterFile === undefined)
+  throw new Error("usage: heap-diff.ts BEFORE.heapsnapshot AFTER.heapsnapshot [--per N] [--top K]");
 const per = Number(values.per);
 const before = owners(beforeFile);
 const after = owners(afterFile);
@@ -130,6 +141,8 @@ rows.sort((x, y) => y.bytes - x.bytes);
 const total = rows.reduce((t, r) => t + (r.owner === NATIVE ? 0 : r.bytes), 0);
 console.log(`${"owner".padEnd(56)} ${"+bytes".padStart(11)} ${"+count".padStart(8)} ${"per N".padStart(8)}`);
 for (const r of rows.slice(0, Number(values.top))) {
-  console.log(`${r.owner.slice(0, 56).padEnd(56)} ${String(r.bytes).padStart(11)} ${String(r.count).padStart(8)} ${(r.bytes / per).toFixed(1).padStart(8)}`);
+  console.log(
+    `${r.owner.slice(0, 56).padEnd(56)} ${String(r.bytes).padStart(11)} ${String(r.count).padStart(8)} ${(r.bytes / per).toFixed(1).padStart(8)}`,
+  );
 }
 console.log(`${"total (V8 heap)".padEnd(56)} ${String(total).padStart(11)} ${"".padStart(8)} ${(total / per).toFixed(1).padStart(8)}`);

@@ -139,12 +139,19 @@ try {
   const first = await serve(dir, data);
   daemons.push(first);
   const tokenData = await openDataDir(await loadConfig({ flags: { dataDir: data }, env: {} }));
-  const token = (await issuePublisherToken(tokenData.publisherKeys, { subject: "bench", scopes: ["admin"], now: Date.now(), ttlSeconds: 3600 })).token;
+  const token = (await issuePublisherToken(tokenData.publisherKeys, { subject: "bench", scopes: ["admin"], now: Date.now(), ttlSeconds: 3600 }))
+    .token;
   await tokenData.close();
 
   const ids = Array.from({ length: DEVICES }, (_, i) => `dev-${i}`);
   const options: ConnectOptions[] = new Array<ConnectOptions>(DEVICES);
-  const base = { host: "127.0.0.1", port: first.dtlsPort, liveness: { idleMs: 600_000 }, timeoutMs: 30_000, reconnect: { initialDelayMs: 200, maxDelayMs: 2000 } };
+  const base = {
+    host: "127.0.0.1",
+    port: first.dtlsPort,
+    liveness: { idleMs: 600_000 },
+    timeoutMs: 30_000,
+    reconnect: { initialDelayMs: 200, maxDelayMs: 2000 },
+  };
   if (CERT) {
     const ca = await loadCertificateAuthority(readFileSync(join(dir, "certs", "ca.pem"), "utf8"), readFileSync(join(dir, "certs", "ca.key"), "utf8"));
     const trust = readFileSync(join(dir, "certs", "ca.pem"));

@@ -72,7 +72,13 @@ function inProcessHandshakes(setup: HandshakeSetup, n: number): { serverUs: numb
       maxSessions: n + 10,
       resumption: setup.resumption === undefined ? undefined : serverResumption(setup.resumption === "ticket" ? {} : { ticketKeys: NO_TICKETS }),
     },
-    { send: (_p, d) => toClient.push(d), established: () => established++, handshakeFailed: (_p, e) => { throw e; } },
+    {
+      send: (_p, d) => toClient.push(d),
+      established: () => established++,
+      handshakeFailed: (_p, e) => {
+        throw e;
+      },
+    },
     0,
   );
   let saved: SavedSession | undefined;
@@ -85,7 +91,10 @@ function inProcessHandshakes(setup: HandshakeSetup, n: number): { serverUs: numb
     },
   });
   const auth = cert
-    ? { psk: undefined, verifyServer: (chain: readonly Certificate[]) => verifyChain(chain, { anchors: [], fingerprint: cert.fingerprint }, new Date()) }
+    ? {
+        psk: undefined,
+        verifyServer: (chain: readonly Certificate[]) => verifyChain(chain, { anchors: [], fingerprint: cert.fingerprint }, new Date()),
+      }
     : { psk: { identity: "bench-1", key: KEY }, verifyServer: undefined };
   // this thread's CPU time, not the wall clock: other load on the machine (or a preempted slice) adds nothing
   let serverUs = 0;
@@ -103,7 +112,12 @@ function inProcessHandshakes(setup: HandshakeSetup, n: number): { serverUs: numb
     }
     const peer = { address: "127.0.0.1", port: 1024 + (i % 60000), key: `c${i}` };
     const t0 = process.threadCpuUsage();
-    const client = new Connection("client", config, { sendDatagram: (d) => toServer.push(d), established: () => {}, data: () => {}, closed: () => {} }, 0);
+    const client = new Connection(
+      "client",
+      config,
+      { sendDatagram: (d) => toServer.push(d), established: () => {}, data: () => {}, closed: () => {} },
+      0,
+    );
     client.attach(new ClientHandshake(client, auth, 0, resumption()));
     clientUs += cpuSince(t0);
     while (toServer.length > 0 || toClient.length > 0) {
@@ -363,7 +377,8 @@ for (const groups of [["x25519", "secp256r1"], ["secp256r1"]] as EcdhGroup[][]) 
   report(`ECDHE_ECDSA handshake server CPU, in process, ${groups[0]}`, r.serverUs, "us");
   report(`ECDHE_ECDSA handshake client CPU (incl. verifying), ${groups[0]}`, r.clientUs, "us");
 }
-if (!json) console.log("\n1c. Full vs resumed handshakes, in process (server resumption on: a full handshake issues a ticket or caches a session ID)");
+if (!json)
+  console.log("\n1c. Full vs resumed handshakes, in process (server resumption on: a full handshake issues a ticket or caches a session ID)");
 {
   const psk: SuiteName = "TLS_PSK_WITH_AES_128_GCM_SHA256";
   const ecdsa: HandshakeSetup = { suite: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", groups: ["x25519", "secp256r1"], certificate };
@@ -390,7 +405,13 @@ if (!json) console.log("\n1c. Full vs resumed handshakes, in process (server res
     report(`${c.label}: server CPU (best of 5)`, best[i]?.serverUs ?? NaN, "us");
     report(`${c.label}: bytes on the wire (both ways)`, best[i]?.bytes ?? NaN, "B");
   });
-  const [fullPsk, fullEcdsa, resumedPsk, resumedId, resumedEcdsa] = best as [typeof best[0], typeof best[0], typeof best[0], typeof best[0], typeof best[0]];
+  const [fullPsk, fullEcdsa, resumedPsk, resumedId, resumedEcdsa] = best as [
+    (typeof best)[0],
+    (typeof best)[0],
+    (typeof best)[0],
+    (typeof best)[0],
+    (typeof best)[0],
+  ];
   report("resumed (ticket) / full PSK, server CPU (target <= 0.33)", resumedPsk.serverUs / fullPsk.serverUs, "x");
   report("resumed (session ID) / full PSK, server CPU", resumedId.serverUs / fullPsk.serverUs, "x");
   report("resumed ECDHE_ECDSA / full ECDHE_ECDSA, server CPU (target <= 0.1)", resumedEcdsa.serverUs / fullEcdsa.serverUs, "x");

@@ -79,7 +79,18 @@ async function burst(op: (i: number) => Promise<unknown>): Promise<Figures> {
 
 function fields(i: number): SignedFields {
   const now = Date.now();
-  return { messageId: `bench-${i}`, topic: "", device: `dev-${i % DEVICES}`, contentType: "", publisher: "bench", collapseKey: "", payload, createdAt: now, expiresAt: now + 60_000, priority: 5 };
+  return {
+    messageId: `bench-${i}`,
+    topic: "",
+    device: `dev-${i % DEVICES}`,
+    contentType: "",
+    publisher: "bench",
+    collapseKey: "",
+    payload,
+    createdAt: now,
+    expiresAt: now + 60_000,
+    priority: 5,
+  };
 }
 
 async function signOnly(signer: ContentSigner): Promise<Figures> {
@@ -88,9 +99,15 @@ async function signOnly(signer: ContentSigner): Promise<Figures> {
 }
 
 async function publishes(workers: number): Promise<Figures> {
-  const server = await startPushServer({ store: openMemoryStore(), dtls: { host: "127.0.0.1", port: 0 }, signingWorkers: workers, delivery: { maxQueue: 100_000 } });
+  const server = await startPushServer({
+    store: openMemoryStore(),
+    dtls: { host: "127.0.0.1", port: 0 },
+    signingWorkers: workers,
+    delivery: { maxQueue: 100_000 },
+  });
   try {
-    for (let d = 0; d < DEVICES; d++) await server.registry.upsert({ id: `dev-${d}`, psk: { identity: `dev-${d}`, key: new TextEncoder().encode(`bench-key-${d}`) } });
+    for (let d = 0; d < DEVICES; d++)
+      await server.registry.upsert({ id: `dev-${d}`, psk: { identity: `dev-${d}`, key: new TextEncoder().encode(`bench-key-${d}`) } });
     const op = (i: number): Promise<unknown> => server.publish({ target: { device: `dev-${i % DEVICES}` }, payload, publisher: "bench" });
     await burst(op); // warm-up
     return await burst(op);
@@ -100,7 +117,10 @@ async function publishes(workers: number): Promise<Figures> {
 }
 
 const storage = new Map<string, string>();
-const ring = await KeyRing.open({ getSetting: (k) => Promise.resolve(storage.get(k)), putSetting: (k, v) => Promise.resolve(void storage.set(k, v)) }, "content");
+const ring = await KeyRing.open(
+  { getSetting: (k) => Promise.resolve(storage.get(k)), putSetting: (k, v) => Promise.resolve(void storage.set(k, v)) },
+  "content",
+);
 const pool = await SigningPool.start(ring, WORKERS);
 const rows: [string, Figures, Figures][] = [];
 try {
@@ -117,9 +137,19 @@ console.log(
 );
 console.log("what        figure                              main thread     pool   main/pool");
 for (const [what, m, p] of rows) {
-  console.log(`${what.padEnd(11)} main-thread CPU per publish, µs      ${f(m.cpuUs).padStart(11)} ${f(p.cpuUs).padStart(8)}   ${ratio(m.cpuUs, p.cpuUs)}`);
-  console.log(`${"".padEnd(11)} latency p50, ms                     ${f(m.p50Ms, 2).padStart(11)} ${f(p.p50Ms, 2).padStart(8)}   ${ratio(m.p50Ms, p.p50Ms)}`);
-  console.log(`${"".padEnd(11)} latency p99, ms                     ${f(m.p99Ms, 2).padStart(11)} ${f(p.p99Ms, 2).padStart(8)}   ${ratio(m.p99Ms, p.p99Ms)}`);
-  console.log(`${"".padEnd(11)} event-loop delay p99, ms            ${f(m.eldP99Ms, 2).padStart(11)} ${f(p.eldP99Ms, 2).padStart(8)}   ${ratio(m.eldP99Ms, p.eldP99Ms)}`);
-  console.log(`${"".padEnd(11)} burst wall time, ms                 ${f(m.totalMs, 0).padStart(11)} ${f(p.totalMs, 0).padStart(8)}   ${ratio(m.totalMs, p.totalMs)}`);
+  console.log(
+    `${what.padEnd(11)} main-thread CPU per publish, µs      ${f(m.cpuUs).padStart(11)} ${f(p.cpuUs).padStart(8)}   ${ratio(m.cpuUs, p.cpuUs)}`,
+  );
+  console.log(
+    `${"".padEnd(11)} latency p50, ms                     ${f(m.p50Ms, 2).padStart(11)} ${f(p.p50Ms, 2).padStart(8)}   ${ratio(m.p50Ms, p.p50Ms)}`,
+  );
+  console.log(
+    `${"".padEnd(11)} latency p99, ms                     ${f(m.p99Ms, 2).padStart(11)} ${f(p.p99Ms, 2).padStart(8)}   ${ratio(m.p99Ms, p.p99Ms)}`,
+  );
+  console.log(
+    `${"".padEnd(11)} event-loop delay p99, ms            ${f(m.eldP99Ms, 2).padStart(11)} ${f(p.eldP99Ms, 2).padStart(8)}   ${ratio(m.eldP99Ms, p.eldP99Ms)}`,
+  );
+  console.log(
+    `${"".padEnd(11)} burst wall time, ms                 ${f(m.totalMs, 0).padStart(11)} ${f(p.totalMs, 0).padStart(8)}   ${ratio(m.totalMs, p.totalMs)}`,
+  );
 }

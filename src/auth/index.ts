@@ -1,6 +1,15 @@
 /** Auth: signing key rings and JWKS, session and publisher tokens (JWT), content signatures (detached JWS), the device registry. */
 export { AuthError, AUTH_ERROR_CODES, type AuthErrorCode } from "./errors.ts";
-export { KeyRing, SIGNING_ALGS, type SigningAlg, type KeyStorage, type JsonWebKey, type SigningKey, type SigningKeyMaterial, type VerificationKey } from "./key-ring.ts";
+export {
+  KeyRing,
+  SIGNING_ALGS,
+  type SigningAlg,
+  type KeyStorage,
+  type JsonWebKey,
+  type SigningKey,
+  type SigningKeyMaterial,
+  type VerificationKey,
+} from "./key-ring.ts";
 export { TOKEN_ISSUER, SESSION_AUDIENCE, API_AUDIENCE, CLOCK_TOLERANCE_SECONDS } from "./tokens.ts";
 export { issueSessionToken, verifySessionToken, type SessionClaims } from "./session-tokens.ts";
 export { issuePublisherToken, verifyPublisherToken, SCOPES, type Scope, type PublisherClaims } from "./publisher-tokens.ts";

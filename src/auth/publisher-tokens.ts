@@ -61,7 +61,8 @@ export async function verifyPublisherToken(
   const claims = await verifyToken(ring, token, API_AUDIENCE, required.now, "publisher token");
   const { scope, jti } = claims;
   if (typeof jti !== "string") throw new AuthError("token_invalid", "The publisher token lacks a string jti claim.");
-  if (scope !== undefined && typeof scope !== "string") throw new AuthError("token_invalid", "The publisher token has a scope claim that is not a string.");
+  if (scope !== undefined && typeof scope !== "string")
+    throw new AuthError("token_invalid", "The publisher token has a scope claim that is not a string.");
   // Unknown scope values are ignored (a newer issuer may know more).
   const scopes = (scope ?? "").split(" ").filter((s): s is Scope => SCOPES.includes(s as Scope));
   const granted = scopes.includes("admin") || (required.scope === "publish" && scopes.includes("publish"));

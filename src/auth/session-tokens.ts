@@ -54,7 +54,10 @@ export async function verifySessionToken(
     throw new AuthError("token_invalid", "The session token lacks a string sid or identity claim.");
   }
   if (claims.sub !== expected.deviceId) {
-    throw new AuthError("token_identity_mismatch", `The session token belongs to device ${JSON.stringify(claims.sub)}, not ${JSON.stringify(expected.deviceId)}.`);
+    throw new AuthError(
+      "token_identity_mismatch",
+      `The session token belongs to device ${JSON.stringify(claims.sub)}, not ${JSON.stringify(expected.deviceId)}.`,
+    );
   }
   if (identity !== expected.identity) {
     throw new AuthError("token_identity_mismatch", `The session token is bound to another DTLS identity than ${JSON.stringify(expected.identity)}.`);

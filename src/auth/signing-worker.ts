@@ -33,7 +33,8 @@ if (parentPort !== null) {
   const port = parentPort;
   let key: { kid: string; alg: SigningKeyMaterial["alg"]; signer: JwsSigner } | undefined;
   port.on("message", (batch: SignBatch) => {
-    if (batch.key !== undefined) key = { kid: batch.key.kid, alg: batch.key.alg, signer: defaultCrypto.jws.privateKeyFromJwk(batch.key.jwk, batch.key.alg) };
+    if (batch.key !== undefined)
+      key = { kid: batch.key.kid, alg: batch.key.alg, signer: defaultCrypto.jws.privateKeyFromJwk(batch.key.jwk, batch.key.alg) };
     const k = key;
     if (k === undefined) throw new Error("the signing worker got a batch before any key");
     const results = batch.items.map((fields) => {

@@ -205,10 +205,15 @@ function parseStored(text: string | undefined): TicketKey[] {
   } catch (e) {
     throw bad("are not JSON", e);
   }
-  if (typeof data !== "object" || data === null || (data as { version?: unknown }).version !== 1 || !Array.isArray((data as { keys?: unknown }).keys)) {
+  if (
+    typeof data !== "object" ||
+    data === null ||
+    (data as { version?: unknown }).version !== 1 ||
+    !Array.isArray((data as { keys?: unknown }).keys)
+  ) {
     throw bad("are not version 1 ticket keys");
   }
-  return ((data as { keys: unknown[] }).keys).map((entry, i) => {
+  return (data as { keys: unknown[] }).keys.map((entry, i) => {
     const e = entry as Partial<Record<keyof PersistedKey, unknown>> | null;
     const name = typeof e?.name === "string" ? Buffer.from(e.name, "base64url") : undefined;
     const secret = typeof e?.secret === "string" ? Buffer.from(e.secret, "base64url") : undefined;

@@ -255,11 +255,7 @@ function lowerFirst(text: string): string {
 }
 
 /** Expects exactly the named positionals; returns them in order. */
-export function expectPositionals(
-  positionals: readonly string[],
-  names: readonly string[],
-  command: string,
-): string[] {
+export function expectPositionals(positionals: readonly string[], names: readonly string[], command: string): string[] {
   if (positionals.length > names.length) {
     const extra = positionals[names.length] ?? "";
     throw new UsageError(`unexpected argument '${extra}' (see '${command} --help')`);

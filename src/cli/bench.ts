@@ -179,7 +179,15 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
   try {
     target = c.inProcess
       ? await inProcessTarget({ store: c.store, configFile: c.access.configFile, connections })
-      : await apiTarget({ access: c.access, api: c.api, server: c.server, connections, env: process.env, cwd: process.cwd(), wantConfig: c.cert !== undefined && (c.access.explicit || c.cert.caDir === undefined) });
+      : await apiTarget({
+          access: c.access,
+          api: c.api,
+          server: c.server,
+          connections,
+          env: process.env,
+          cwd: process.cwd(),
+          wantConfig: c.cert !== undefined && (c.access.explicit || c.cert.caDir === undefined),
+        });
     const t = target;
     const sources = await sourcePlan(c, t.dtls.host);
     // --cert: the CA, checked against the daemon's configuration before any device is registered
@@ -323,7 +331,13 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
         let removed = 0;
         progress.start((s) => `cleanup: ${s.toFixed(1)} s, ${groupDigits(removed)} of ${groupDigits(registered.length)} devices removed`);
         try {
-          const r = await removeDevices({ http: target.http, indexes: registered, prefix: DEVICE_PREFIX, progress: (k) => (removed = k), stop: () => signals >= 2 });
+          const r = await removeDevices({
+            http: target.http,
+            indexes: registered,
+            prefix: DEVICE_PREFIX,
+            progress: (k) => (removed = k),
+            stop: () => signals >= 2,
+          });
           if (r.failed > 0) io.stderr.write(`${COMMAND}: ${r.failed} bench devices could not be removed\n`);
         } catch (e) {
           io.stderr.write(`${COMMAND}: removing the bench devices failed: ${(e as Error).message}\n`);

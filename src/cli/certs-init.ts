@@ -16,7 +16,11 @@ export const DEFAULT_DAYS = 365;
 
 const OPTIONS: OptionSpecs = {
   dir: { type: "string", value: "DIR", description: `Certificate directory (default: ${DEFAULT_CERTS_DIR})` },
-  days: { type: "string", value: "N", description: `Validity of new server certificates in days\n(${DAYS_RANGE.min}-${DAYS_RANGE.max}; default ${DEFAULT_DAYS})` },
+  days: {
+    type: "string",
+    value: "N",
+    description: `Validity of new server certificates in days\n(${DAYS_RANGE.min}-${DAYS_RANGE.max}; default ${DEFAULT_DAYS})`,
+  },
   force: { type: "boolean", description: "Regenerate everything, even files that are still valid" },
   json: { type: "boolean", description: "Print the files and fingerprints as JSON" },
   help: { type: "boolean", short: "h", description: "Show this help" },

@@ -27,7 +27,6 @@ import { stringOption } from "./args.ts";
 import { PROGRAM } from "./command.ts";
 import { CliError, UsageError, errorCode } from "./errors.ts";
 
-
 export type Env = Readonly<Record<string, string | undefined>>;
 
 /** Lifetime of the admin/publish token minted when no --token is given. */
@@ -60,8 +59,7 @@ export const API_OPTIONS: OptionSpecs = {
     type: "string",
     value: "JWT",
     description:
-      "Publisher token (env DTLSPUSH_TOKEN). Without one, a 5-minute token\n" +
-      "is minted from the local data directory (on the daemon's machine)",
+      "Publisher token (env DTLSPUSH_TOKEN). Without one, a 5-minute token\n" + "is minted from the local data directory (on the daemon's machine)",
   },
 };
 
@@ -200,7 +198,9 @@ export class DaemonAccess {
     const config = await this.loadConfig();
     const { storeBackend } = await loadDaemonModule(() => import("../daemon/config/index.ts"));
     if (storeBackend(config) === "memory") {
-      throw new CliError(`cannot issue tokens with store.kind = "${config.store.kind}": the daemon's keys live only in its memory (use a sqlite store)`);
+      throw new CliError(
+        `cannot issue tokens with store.kind = "${config.store.kind}": the daemon's keys live only in its memory (use a sqlite store)`,
+      );
     }
     const opened = await this.open();
     const { issuePublisherToken } = await import("../auth/publisher-tokens.ts");
@@ -215,9 +215,10 @@ export class DaemonAccess {
   /** The error for a command that needs a token and can neither use one nor mint one. */
   async noTokenError(url: URL): Promise<CliError> {
     const dir = await this.dataDir().catch(() => undefined);
-    const why = !isLoopbackUrl(url) && !this.options.explicit
-      ? `the API at ${formatApiUrl(url)} is not on this machine`
-      : `there is no data directory at ${dir ?? "the configured data_dir"}`;
+    const why =
+      !isLoopbackUrl(url) && !this.options.explicit
+        ? `the API at ${formatApiUrl(url)} is not on this machine`
+        : `there is no data directory at ${dir ?? "the configured data_dir"}`;
     return new CliError(
       `no publisher token: give --token JWT or set DTLSPUSH_TOKEN (mint one with '${PROGRAM} token issue' on the daemon's machine); ` +
         `none could be minted here because ${why}`,
@@ -252,7 +253,9 @@ export class DaemonAccess {
     const config = await this.loadConfig();
     const { storeBackend, storeDescription } = await loadDaemonModule(() => import("../daemon/config/index.ts"));
     if (storeBackend(config) === "memory") {
-      throw new CliError(`daemon not reachable at ${formatApiUrl(url)}, and its store is in memory (store.kind = "${config.store.kind}"): nothing to write to`);
+      throw new CliError(
+        `daemon not reachable at ${formatApiUrl(url)}, and its store is in memory (store.kind = "${config.store.kind}"): nothing to write to`,
+      );
     }
     const opened = await this.open();
     const { DeviceRegistry } = await import("../auth/device-registry.ts");

@@ -40,7 +40,9 @@ export function parseDeviceItem(value: unknown): DeviceItem | undefined {
   const v = value as Record<string, unknown>;
   if (typeof v["id"] !== "string") return undefined;
   const identity = (x: unknown): { identity: string } | null =>
-    typeof x === "object" && x !== null && typeof (x as { identity?: unknown }).identity === "string" ? { identity: (x as { identity: string }).identity } : null;
+    typeof x === "object" && x !== null && typeof (x as { identity?: unknown }).identity === "string"
+      ? { identity: (x as { identity: string }).identity }
+      : null;
   const lastSeen = v["lastSeen"];
   const queueDepth = v["queueDepth"];
   return {
@@ -86,7 +88,16 @@ export function formatDeviceTable(items: readonly DeviceItem[]): string {
     ]),
   ];
   const widths = HEADER.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join("  ").trimEnd()).join("\n") + "\n";
+  return (
+    rows
+      .map((r) =>
+        r
+          .map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i] ?? 0)))
+          .join("  ")
+          .trimEnd(),
+      )
+      .join("\n") + "\n"
+  );
 }
 
 /** One line about a device: `sensor-1 psk-identity=sensor-1 topics=a,b` (`revoked` when it is). */

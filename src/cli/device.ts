@@ -286,7 +286,7 @@ export const deviceListCommand: LeafCommand = {
         "Prints one row per registered device (GET /v1/devices): its id, credentials\n" +
         "(psk, cert or psk+cert), whether it is revoked, whether it is online, when the\n" +
         "server last heard from it and how many messages wait for it. --json prints\n" +
-        "the API's {\"devices\": […]}. When the daemon on this machine is not running,\n" +
+        'the API\'s {"devices": […]}. When the daemon on this machine is not running,\n' +
         "reads its store directly (online and last seen are then unknown).",
       options: COMMON,
       examples: [`${GROUP} list`, `${GROUP} list --json --config dtlspush.toml`],
@@ -326,7 +326,7 @@ export const deviceRevokeCommand: LeafCommand = {
     formatHelp({
       usage: [`${GROUP} revoke ID [options]`],
       description:
-        "Marks device ID revoked (PUT /v1/devices/ID {\"revoked\": true}): the server\n" +
+        'Marks device ID revoked (PUT /v1/devices/ID {"revoked": true}): the server\n' +
         "ends its session, refuses its handshakes and rejects messages for it. The\n" +
         "device stays registered ('device add' with new credentials does not undo a\n" +
         "revocation; 'device remove' deletes it). Works on the local store when the\n" +

@@ -153,8 +153,7 @@ export function parseConnectArgs(argv: readonly string[]): ConnectConfig {
     certificate,
     suites,
     mtu: mtuText === undefined ? undefined : parseInteger(mtuText, "--mtu", MTU_RANGE),
-    timeoutMs:
-      timeoutText === undefined ? DEFAULT_TIMEOUT_MS : parseInteger(timeoutText, "--timeout", { min: 1, max: MS_RANGE.max }),
+    timeoutMs: timeoutText === undefined ? DEFAULT_TIMEOUT_MS : parseInteger(timeoutText, "--timeout", { min: 1, max: MS_RANGE.max }),
     waitMs: waitText === undefined ? DEFAULT_WAIT_MS : parseInteger(waitText, "--wait", MS_RANGE),
   };
 }
@@ -238,7 +237,9 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
     conn.on("close", (reason: { code: string; message: string }) => {
       if (done || closing) return;
       const clean = CLEAN_CLOSE_CODES.has(reason.code);
-      io.stderr.write(clean ? `closed by peer${formatReason(reason)}\n` : `${PROGRAM}: error: connection to ${where} closed${formatReason(reason)}\n`);
+      io.stderr.write(
+        clean ? `closed by peer${formatReason(reason)}\n` : `${PROGRAM}: error: connection to ${where} closed${formatReason(reason)}\n`,
+      );
       finish(clean ? 0 : 1);
     });
 

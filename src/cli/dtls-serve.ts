@@ -25,13 +25,7 @@ import {
   resolveSuites,
 } from "./dtls-engine.ts";
 import { CliError, UsageError, describeError, errorCode } from "./errors.ts";
-import {
-  formatClosed,
-  formatData,
-  formatEstablished,
-  formatHandshakeError,
-  formatSessionError,
-} from "./format.ts";
+import { formatClosed, formatData, formatEstablished, formatHandshakeError, formatSessionError } from "./format.ts";
 
 const COMMAND = `${PROGRAM} dtls serve`;
 /** How long a clean shutdown may take before we give up. */
@@ -76,8 +70,7 @@ const OPTIONS: OptionSpecs = {
     type: "string",
     value: "FILE",
     description:
-      "PEM CA certificate(s) client certificates must lead to (with\n" +
-      "--client-auth request or require); their names are sent to clients",
+      "PEM CA certificate(s) client certificates must lead to (with\n" + "--client-auth request or require); their names are sent to clients",
   },
   "client-identity": {
     type: "string",
@@ -181,7 +174,8 @@ function parseClientAuth(
   const modeText = stringOption(values, "client-auth");
   const clientCaFile = stringOption(values, "ca");
   const sourceText = stringOption(values, "client-identity");
-  const given = modeText !== undefined ? "--client-auth" : clientCaFile !== undefined ? "--ca" : sourceText !== undefined ? "--client-identity" : undefined;
+  const given =
+    modeText !== undefined ? "--client-auth" : clientCaFile !== undefined ? "--ca" : sourceText !== undefined ? "--client-identity" : undefined;
   if (given !== undefined && !haveCertificates) {
     throw new UsageError(`${given}: only with --cert/--key (client certificates are asked for in the certificate suites)`);
   }
@@ -197,7 +191,8 @@ function parseClientAuth(
   }
   if (clientAuth === "none") {
     if (clientCaFile !== undefined) throw new UsageError("--ca: only with --client-auth request or require (client certificates are not asked for)");
-    if (sourceText !== undefined) throw new UsageError("--client-identity: only with --client-auth request or require (client certificates are not asked for)");
+    if (sourceText !== undefined)
+      throw new UsageError("--client-identity: only with --client-auth request or require (client certificates are not asked for)");
   }
   return { clientAuth, clientCaFile, clientIdentity };
 }

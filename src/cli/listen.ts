@@ -81,8 +81,7 @@ const OPTIONS: OptionSpecs = {
     type: "string",
     value: "SECONDS",
     description:
-      "Ping a silent server after this many seconds (default 15); unanswered\n" +
-      "probes mean it lost the session (e.g. restarted): re-handshake",
+      "Ping a silent server after this many seconds (default 15); unanswered\n" + "probes mean it lost the session (e.g. restarted): re-handshake",
   },
   transport: {
     type: "string",

@@ -25,14 +25,19 @@ const OPTIONS: OptionSpecs = {
   batch: {
     type: "string",
     value: "FILE",
-    description: "Send the messages of this NDJSON file ('-': standard input),\none JSON object a line: device or topic, and the fields of\nthe API's publish body (payload or payloadBase64, contentType,\nttlSeconds, priority, collapseKey, id)",
+    description:
+      "Send the messages of this NDJSON file ('-': standard input),\none JSON object a line: device or topic, and the fields of\nthe API's publish body (payload or payloadBase64, contentType,\nttlSeconds, priority, collapseKey, id)",
   },
   device: { type: "string", value: "ID", description: "Send to this device" },
   topic: { type: "string", value: "TOPIC", description: "Send to every device that receives this topic" },
   data: { type: "string", value: "TEXT", description: "The payload: this text (UTF-8)" },
   file: { type: "string", value: "PATH", description: "The payload: the bytes of this file ('-': standard input)" },
   "data-base64": { type: "string", value: "B64", description: "The payload: these base64-encoded bytes" },
-  ttl: { type: "string", value: "SECONDS", description: "Drop the message if not delivered within this time\n(default: the daemon's delivery.default_ttl_seconds)" },
+  ttl: {
+    type: "string",
+    value: "SECONDS",
+    description: "Drop the message if not delivered within this time\n(default: the daemon's delivery.default_ttl_seconds)",
+  },
   priority: { type: "string", value: "N", description: "0-9, higher first (default 0)" },
   "collapse-key": { type: "string", value: "KEY", description: "A newer message with the same key replaces a queued one" },
   "content-type": { type: "string", value: "TYPE", description: "Media type of the payload, e.g. application/json" },

@@ -77,7 +77,11 @@ export function workerRole(env: NodeJS.ProcessEnv): { index: number; ports: "ope
   const v = env[WORKER_ENV];
   if (v === undefined || !/^\d{1,2}$/.test(v) || process.send === undefined) return undefined;
   const restarts = Number(env[WORKER_RESTARTS_ENV] ?? 0);
-  return { index: Number(v), ports: env[WORKER_PORTS_ENV] === "open" ? "open" : "join", restarts: Number.isSafeInteger(restarts) && restarts >= 0 ? restarts : 0 };
+  return {
+    index: Number(v),
+    ports: env[WORKER_PORTS_ENV] === "open" ? "open" : "join",
+    restarts: Number.isSafeInteger(restarts) && restarts >= 0 ? restarts : 0,
+  };
 }
 
 /**
@@ -182,7 +186,15 @@ export async function superviseWorkers(config: DaemonConfig, count: number, io: 
   // created here, before any worker: the workers read the same file (no race on the first start)
   const base = await nodeIdFor(config);
   const log = logger.child({ node: `${base}-supervisor` });
-  const slots: Slot[] = Array.from({ length: count }, (_, index) => ({ index, child: undefined, ready: undefined, startedAt: 0, restarts: 0, quickExits: 0, timer: undefined }));
+  const slots: Slot[] = Array.from({ length: count }, (_, index) => ({
+    index,
+    child: undefined,
+    ready: undefined,
+    startedAt: 0,
+    restarts: 0,
+    quickExits: 0,
+    timer: undefined,
+  }));
   let stopping = false;
   let ports: { dtls: number; http: number } | undefined;
   let allExited: (() => void) | undefined;
@@ -210,7 +222,12 @@ export async function superviseWorkers(config: DaemonConfig, count: number, io: 
       `${host(http.host)}:${ports?.http ?? http.port}`,
     ];
     const child = fork(o.program, args, {
-      env: { ...process.env, [WORKER_ENV]: String(slot.index), [WORKER_PORTS_ENV]: ports === undefined ? "open" : "join", [WORKER_RESTARTS_ENV]: String(slot.restarts) },
+      env: {
+        ...process.env,
+        [WORKER_ENV]: String(slot.index),
+        [WORKER_PORTS_ENV]: ports === undefined ? "open" : "join",
+        [WORKER_RESTARTS_ENV]: String(slot.restarts),
+      },
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
     slot.child = child;
@@ -226,7 +243,10 @@ export async function superviseWorkers(config: DaemonConfig, count: number, io: 
       if (r.type !== "ready" || typeof r.forwardPort !== "number") return;
       slot.ready = r as ReadyMessage;
       say(`worker ${slot.index} started (node ${slot.ready.node}, pid ${child.pid ?? "?"})`);
-      log.info({ event: "worker_started", worker: slot.index, workerNode: slot.ready.node, pid: child.pid, restarts: slot.restarts }, "worker started");
+      log.info(
+        { event: "worker_started", worker: slot.index, workerNode: slot.ready.node, pid: child.pid, restarts: slot.restarts },
+        "worker started",
+      );
       broadcast();
       onReady?.(slot.ready);
     });
@@ -252,7 +272,10 @@ export async function superviseWorkers(config: DaemonConfig, count: number, io: 
       const delay = Math.min(RESTART_MAX_MS, RESTART_INITIAL_MS * 2 ** Math.max(0, slot.quickExits - 1));
       slot.restarts++;
       say(`worker ${slot.index} exited (${how}); restarting it in ${(delay / 1000).toFixed(1)} s (restart ${slot.restarts})`);
-      log.warn({ event: "worker_exited", worker: slot.index, code, signal, ranMs, restarts: slot.restarts, restartInMs: delay }, "worker exited; restarting it");
+      log.warn(
+        { event: "worker_exited", worker: slot.index, code, signal, ranMs, restarts: slot.restarts, restartInMs: delay },
+        "worker exited; restarting it",
+      );
       slot.timer = setTimeout(() => {
         slot.timer = undefined;
         if (!stopping) start(slot);
@@ -291,14 +314,16 @@ export async function superviseWorkers(config: DaemonConfig, count: number, io: 
   const first = await new Promise<boolean>((resolve) => {
     firstDone = resolve;
     let pending = count;
-    const failed = (slot: Slot) => (_code: number | null, signal: string | null): void => {
-      // a worker that refused to start said why on standard error (one line, like a single daemon)
-      if (signal !== null) say(`worker ${slot.index} could not start (signal ${signal}); stopping`);
-      stopping = true;
-      failedExit = true;
-      stopAll("SIGTERM");
-      resolve(false);
-    };
+    const failed =
+      (slot: Slot) =>
+      (_code: number | null, signal: string | null): void => {
+        // a worker that refused to start said why on standard error (one line, like a single daemon)
+        if (signal !== null) say(`worker ${slot.index} could not start (signal ${signal}); stopping`);
+        stopping = true;
+        failedExit = true;
+        stopAll("SIGTERM");
+        resolve(false);
+      };
     bound = setTimeout(() => {
       say(`the workers did not start within ${START_BOUND_MS / 1000} s; stopping`);
       stopping = true;
@@ -327,7 +352,13 @@ export async function superviseWorkers(config: DaemonConfig, count: number, io: 
   clearTimeout(bound);
   if (first && !stopping) {
     const w0 = slots[0]?.ready as ReadyMessage;
-    io.stderr.write(supervisorBanner(config, w0, slots.map((s) => s.ready?.node ?? "?")));
+    io.stderr.write(
+      supervisorBanner(
+        config,
+        w0,
+        slots.map((s) => s.ready?.node ?? "?"),
+      ),
+    );
     log.info({ event: "workers_started", workers: count, dtls: w0.dtls, http: w0.http, store: storeDescription(config) }, "dtlspush started");
   }
   if (slots.some((s) => s.child !== undefined)) await exited;

@@ -24,7 +24,8 @@ const OPTIONS: OptionSpecs = {
   workers: {
     type: "string",
     value: "N",
-    description: "Daemon processes sharing the ports, one node each; overrides cluster.workers\n(default: the CPU cores with cluster.redis_url, else 1; N > 1 needs redis_url)",
+    description:
+      "Daemon processes sharing the ports, one node each; overrides cluster.workers\n(default: the CPU cores with cluster.redis_url, else 1; N > 1 needs redis_url)",
   },
   help: { type: "boolean", short: "h", description: "Show this help" },
 };
@@ -47,7 +48,12 @@ function help(): string {
       "processes (nodes <node_id>-w0 ...) sharing the DTLS and HTTP ports; it passes the\n" +
       "signals on, restarts a worker that dies, and exits when all have stopped.",
     options: OPTIONS,
-    examples: [`${COMMAND}`, `${COMMAND} --config /etc/dtlspush/dtlspush.toml`, `${COMMAND} --config cluster.toml --workers 4`, `DTLSPUSH_HTTP_LISTEN=0.0.0.0:8080 ${COMMAND} --data-dir /var/lib/dtlspush`],
+    examples: [
+      `${COMMAND}`,
+      `${COMMAND} --config /etc/dtlspush/dtlspush.toml`,
+      `${COMMAND} --config cluster.toml --workers 4`,
+      `DTLSPUSH_HTTP_LISTEN=0.0.0.0:8080 ${COMMAND} --data-dir /var/lib/dtlspush`,
+    ],
   });
 }
 
@@ -103,7 +109,9 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
     if (count > 1) {
       // SO_REUSEPORT spreads datagrams and connections over the processes only there (elsewhere the last bound gets all)
       if (process.platform !== "linux" && process.platform !== "freebsd") {
-        throw new ConfigError(`${settingLabel(config, "cluster.workers")}: ${count} workers need SO_REUSEPORT load balancing (Linux or FreeBSD); use 1 on ${process.platform}`);
+        throw new ConfigError(
+          `${settingLabel(config, "cluster.workers")}: ${count} workers need SO_REUSEPORT load balancing (Linux or FreeBSD); use 1 on ${process.platform}`,
+        );
       }
       const cid = config.dtls.connectionIdLength;
       if (cid > 0 && cid < MIN_CID_RANDOM_BYTES + 1) {
@@ -123,7 +131,13 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
   const daemon = await startDaemon(config, worker === undefined ? {} : { worker });
   if (worker === undefined) io.stderr.write(banner(daemon));
   daemon.logger.info(
-    { dtls: daemon.push.address(), http: daemon.http.address(), config: config.file ?? null, dataDir: config.dataDir, store: storeDescription(config) },
+    {
+      dtls: daemon.push.address(),
+      http: daemon.http.address(),
+      config: config.file ?? null,
+      dataDir: config.dataDir,
+      store: storeDescription(config),
+    },
     "dtlspush started",
   );
 
@@ -156,7 +170,8 @@ async function run(argv: readonly string[], io: CliIo): Promise<number> {
       stopping = true;
       const store = storeDescription(config);
       daemon.logger.fatal({ err: e, store }, "the store failed: the delivery engine stopped; exiting with status 1");
-      const check = storeBackend(config) === "redis" ? "Check Redis (reachable, memory, persistence)" : "Check the disk (space, permissions, I/O errors)";
+      const check =
+        storeBackend(config) === "redis" ? "Check Redis (reachable, memory, persistence)" : "Check the disk (space, permissions, I/O errors)";
       io.stderr.write(
         `${PROGRAM}: the store (${store}) failed: ${e.message}\n` +
           "  The delivery engine stopped so that nothing unrecorded is sent; exiting with status 1.\n" +

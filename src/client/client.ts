@@ -438,7 +438,8 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
       .then(
         () => session.persisted(next.hwm, Date.now()),
         (e: unknown) => {
-          if (this.listenerCount("error") > 0) this.emit("error", new ClientError("state_save_failed", `cannot save the device state: ${(e as Error).message}`, { cause: e }));
+          if (this.listenerCount("error") > 0)
+            this.emit("error", new ClientError("state_save_failed", `cannot save the device state: ${(e as Error).message}`, { cause: e }));
         },
       );
   }
@@ -532,13 +533,16 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
     if (at === undefined || this.closed) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      const now = Date.now();
-      this.session?.onTimer(now);
-      this.checkLiveness(now);
-      this.armTimer();
-    }, Math.max(0, at - Date.now()));
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        const now = Date.now();
+        this.session?.onTimer(now);
+        this.checkLiveness(now);
+        this.armTimer();
+      },
+      Math.max(0, at - Date.now()),
+    );
     this.timer.unref();
   }
 
@@ -624,7 +628,10 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     }
     const room = (this.transport?.maxRecordPayload ?? Infinity) - 64 - topic.length - (options.contentType?.length ?? 0);
     if (bytes.byteLength > room) {
-      throw new ClientError("payload_too_large", `the payload is ${bytes.byteLength} bytes; one record of this session carries at most about ${Math.max(0, room)}`);
+      throw new ClientError(
+        "payload_too_large",
+        `the payload is ${bytes.byteLength} bytes; one record of this session carries at most about ${Math.max(0, room)}`,
+      );
     }
     const p = s.publish(topic, bytes, options, Date.now());
     this.saveState(); // the request id counter moved
@@ -685,7 +692,8 @@ const serverKey = (s: ServerAddress): string => `${s.host}:${s.port}`;
 function serverList(options: ConnectOptions): readonly ServerAddress[] {
   if (options.servers !== undefined) {
     if (options.host !== undefined || options.port !== undefined) throw new ClientError("bad_option", "give either host/port or servers, not both");
-    if (!Array.isArray(options.servers) || options.servers.length === 0) throw new ClientError("bad_option", "servers: give at least one {host, port}");
+    if (!Array.isArray(options.servers) || options.servers.length === 0)
+      throw new ClientError("bad_option", "servers: give at least one {host, port}");
     for (const s of options.servers) {
       if (typeof s?.host !== "string" || s.host === "" || !Number.isInteger(s.port) || s.port < 1 || s.port > 65535) {
         throw new ClientError("bad_option", `servers: ${JSON.stringify(s)} is not {host, port} with a port in 1..65535`);

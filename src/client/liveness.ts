@@ -62,10 +62,11 @@ export function checkLivenessOptions(o: LivenessOptions): CheckedLivenessOptions
   const c: CheckedLivenessOptions = { ...LIVENESS_DEFAULTS, ...definedOnly(o) };
   const bad = (name: keyof CheckedLivenessOptions, min: number, max: number): string | undefined => {
     const v = c[name];
-    return Number.isSafeInteger(v) && v >= min && v <= max ? undefined : `liveness.${name} must be a whole number from ${min} to ${max}, got ${String(v)}`;
+    return Number.isSafeInteger(v) && v >= min && v <= max
+      ? undefined
+      : `liveness.${name} must be a whole number from ${min} to ${max}, got ${String(v)}`;
   };
-  const problem =
-    bad("idleMs", 100, 86_400_000) ?? bad("probes", 0, 100) ?? bad("minRtoMs", 10, 600_000) ?? bad("maxRtoMs", 10, 600_000);
+  const problem = bad("idleMs", 100, 86_400_000) ?? bad("probes", 0, 100) ?? bad("minRtoMs", 10, 600_000) ?? bad("maxRtoMs", 10, 600_000);
   if (problem !== undefined) return problem;
   if (c.minRtoMs > c.maxRtoMs) return `liveness.minRtoMs (${c.minRtoMs}) must not exceed liveness.maxRtoMs (${c.maxRtoMs})`;
   return c;

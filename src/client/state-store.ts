@@ -85,7 +85,10 @@ export function fileStateStore(path: string): ClientStateStore {
       const others = o.dtlsSessions;
       if (
         others !== undefined &&
-        (others === null || typeof others !== "object" || Array.isArray(others) || !Object.values(others).every((v) => typeof v === "string" && BASE64.test(v)))
+        (others === null ||
+          typeof others !== "object" ||
+          Array.isArray(others) ||
+          !Object.values(others).every((v) => typeof v === "string" && BASE64.test(v)))
       ) {
         throw new DtlspushError("state_unreadable", `the device state file ${path} holds dtlsSessions that are not base64 texts by server`);
       }

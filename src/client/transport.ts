@@ -14,7 +14,14 @@ import { openDtlspushTransport } from "./transports/dtlspush.ts";
 import { openNodeDtlsClientTransport } from "./transports/node-dtls-client.ts";
 import { openNodertcTransport } from "./transports/nodertc.ts";
 
-export { TRANSPORT_NAMES, TransportError, type Transport, type TransportErrorCode, type TransportName, type TransportOptions } from "./transports/base.ts";
+export {
+  TRANSPORT_NAMES,
+  TransportError,
+  type Transport,
+  type TransportErrorCode,
+  type TransportName,
+  type TransportOptions,
+} from "./transports/base.ts";
 
 /**
  * Opens a DTLS session to the server with the named transport; resolves once

@@ -31,7 +31,7 @@ function readTlv(buf: Uint8Array, at: number): Tlv {
 
 function children(content: Uint8Array): Tlv[] {
   const out: Tlv[] = [];
-  for (let at = 0; at < content.length; ) {
+  for (let at = 0; at < content.length;) {
     const t = readTlv(content, at);
     out.push(t);
     at += t.all.length;

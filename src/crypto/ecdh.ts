@@ -30,8 +30,7 @@ const b64u = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.by
 /** An ephemeral key pair: a fresh one, or (for known-answer tests) one from a raw x25519 private key. */
 export function generateEcdh(group: EcdhGroup, x25519PrivateKey?: Uint8Array): EcdhKeyPair {
   if (group === "x25519") {
-    const { privateKey, publicKey } =
-      x25519PrivateKey === undefined ? generateKeyPairSync("x25519") : x25519FromPrivate(x25519PrivateKey);
+    const { privateKey, publicKey } = x25519PrivateKey === undefined ? generateKeyPairSync("x25519") : x25519FromPrivate(x25519PrivateKey);
     const x = Buffer.from(publicKey.export({ format: "jwk" }).x as string, "base64url");
     return {
       publicKey: x,

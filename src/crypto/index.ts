@@ -12,7 +12,16 @@ export { constantTimeEqual, hash, hmac, prf, runningHash, secretKey, secretKeyBy
 export type { HashName, RunningHash, SecretKey } from "./hash.ts";
 export { jwsGenerateJwk, jwsPrivateKeyFromJwk, jwsPublicKeyFromJwk } from "./jws.ts";
 export type { JwkKeyMembers, JwsAlg, JwsPrivateKey, JwsPublicKey, JwsSigner, JwsVerifier, KeyHandle, PrivateJwk } from "./jws.ts";
-export { KEY_KINDS, exportPrivateKeyPem, generateKeyPair, importPrivateKeyPem, keyAlgorithm, keysMatch, kindOfAlgorithm, webCrypto } from "./key-pairs.ts";
+export {
+  KEY_KINDS,
+  exportPrivateKeyPem,
+  generateKeyPair,
+  importPrivateKeyPem,
+  keyAlgorithm,
+  keysMatch,
+  kindOfAlgorithm,
+  webCrypto,
+} from "./key-pairs.ts";
 export type { KeyKind, WebKey, WebKeyPair } from "./key-pairs.ts";
 export { decodePem, encodePem, pemBlocks, toHex } from "./pem.ts";
 export type { PemBlock } from "./pem.ts";

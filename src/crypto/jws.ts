@@ -112,7 +112,10 @@ function importJwk(jwk: JwkKeyMembers, alg: JwsAlg, isPrivate: boolean): { key: 
 }
 
 /** The digest and key arguments of node:crypto sign/verify for `alg` (ES256: raw r||s, as JWS wants). */
-function nodeArguments(key: KeyObject, alg: JwsAlg): { hashName: "sha256" | null; options: KeyObject | { key: KeyObject; dsaEncoding: "ieee-p1363" } } {
+function nodeArguments(
+  key: KeyObject,
+  alg: JwsAlg,
+): { hashName: "sha256" | null; options: KeyObject | { key: KeyObject; dsaEncoding: "ieee-p1363" } } {
   return alg === "EdDSA" ? { hashName: null, options: key } : { hashName: "sha256", options: { key, dsaEncoding: "ieee-p1363" } };
 }
 
@@ -121,7 +124,8 @@ function jwsKeyMembers(jwk: JwkKeyMembers, alg: JwsAlg, isPrivate: boolean): { k
   const { kty, crv, x, y, d } = jwk;
   const want = alg === "EdDSA" ? { kty: "OKP", crv: "Ed25519" } : alg === "ES256" ? { kty: "EC", crv: "P-256" } : undefined;
   if (want === undefined) throw new TypeError(`JWS alg ${String(alg)} is not supported (EdDSA or ES256).`);
-  if (kty !== want.kty || crv !== want.crv || typeof x !== "string") throw new TypeError(`An ${alg} JWK must have kty ${want.kty}, crv ${want.crv} and x.`);
+  if (kty !== want.kty || crv !== want.crv || typeof x !== "string")
+    throw new TypeError(`An ${alg} JWK must have kty ${want.kty}, crv ${want.crv} and x.`);
   if (alg === "ES256" && typeof y !== "string") throw new TypeError("An ES256 JWK must have y.");
   if (isPrivate && typeof d !== "string") throw new TypeError("The JWK holds no private key (no d member).");
   return {

@@ -26,7 +26,13 @@ export type KeyKind = "p256" | "p384" | "rsa2048";
 export const KEY_KINDS: readonly KeyKind[] = ["p256", "p384", "rsa2048"];
 
 /** WebCrypto algorithm parameters for each kind (signatures use SHA-256). */
-export function keyAlgorithm(kind: KeyKind): { name: string; namedCurve?: string; modulusLength?: number; publicExponent?: Uint8Array; hash?: string } {
+export function keyAlgorithm(kind: KeyKind): {
+  name: string;
+  namedCurve?: string;
+  modulusLength?: number;
+  publicExponent?: Uint8Array;
+  hash?: string;
+} {
   switch (kind) {
     case "p256":
       return { name: "ECDSA", namedCurve: "P-256" };
@@ -39,10 +45,7 @@ export function keyAlgorithm(kind: KeyKind): { name: string; namedCurve?: string
 
 /** Generates an extractable key pair of `kind`. */
 export async function generateKeyPair(kind: KeyKind): Promise<WebKeyPair> {
-  const pair = (await subtle.generateKey(keyAlgorithm(kind) as Parameters<typeof subtle.generateKey>[0], true, [
-    "sign",
-    "verify",
-  ])) as WebKeyPair;
+  const pair = (await subtle.generateKey(keyAlgorithm(kind) as Parameters<typeof subtle.generateKey>[0], true, ["sign", "verify"])) as WebKeyPair;
   return { publicKey: pair.publicKey, privateKey: pair.privateKey };
 }
 

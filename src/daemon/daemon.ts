@@ -149,7 +149,11 @@ async function assemble(
       store,
       ...(shared === undefined ? {} : { cluster: shared }),
       ...(saved === undefined ? {} : { restoreSessions: saved }),
-      dtls: { ...toDtlsOptions(config, credentials), ...(worker === undefined ? {} : { forwarder: worker.forwarder }), ...(portSharing === undefined ? {} : { portSharing }) },
+      dtls: {
+        ...toDtlsOptions(config, credentials),
+        ...(worker === undefined ? {} : { forwarder: worker.forwarder }),
+        ...(portSharing === undefined ? {} : { portSharing }),
+      },
       delivery: toDeliveryOptions(config),
       observer: metrics.observer,
       signingWorkers: signingWorkers(config),
@@ -158,7 +162,8 @@ async function assemble(
   );
   cleanup.push(() => push.close());
   metrics.attach(push);
-  if (saved !== undefined) logger.info({ event: "sessions_restored", ...push.restored }, "took over the sessions saved by the previous stop: no handshake for them");
+  if (saved !== undefined)
+    logger.info({ event: "sessions_restored", ...push.restored }, "took over the sessions saved by the previous stop: no handshake for them");
   // a store that failed stops the engine: its sessions are not worth keeping then
   let storeFailed = false;
   push.engine.once("fatal", () => {
@@ -174,7 +179,10 @@ async function assemble(
   cleanup.push(unlog);
   // the first worker checks the HTTP port is free before binding it shareable (SO_REUSEPORT would
   // otherwise join the port of another daemon of the same user), as the DTLS endpoint does
-  const httpListen = portSharing === "open" ? { host: config.http.listen.host, port: await bind("http.listen", config, () => probeTcpPort(config.http.listen)) } : config.http.listen;
+  const httpListen =
+    portSharing === "open"
+      ? { host: config.http.listen.host, port: await bind("http.listen", config, () => probeTcpPort(config.http.listen)) }
+      : config.http.listen;
   const http = await bind("http.listen", config, () =>
     startHttpApi(
       {
@@ -304,7 +312,13 @@ async function takeSavedSessions(config: DaemonConfig, logger: Logger, metrics: 
     return undefined;
   }
   logger.info(
-    { event: "session_snapshot_loaded", sessions: opened.sessions.length, bytes: opened.bytes, ageMs: Date.now() - opened.writtenAt, loadMs: Math.round((performance.now() - t0) * 10) / 10 },
+    {
+      event: "session_snapshot_loaded",
+      sessions: opened.sessions.length,
+      bytes: opened.bytes,
+      ageMs: Date.now() - opened.writtenAt,
+      loadMs: Math.round((performance.now() - t0) * 10) / 10,
+    },
     "loaded the sessions saved by the previous stop (the file is deleted)",
   );
   return opened.sessions;
@@ -350,12 +364,19 @@ async function connectRedis(config: DaemonConfig, url: RedisUrl, logger: Logger,
         if (h.reachable === reachable) return;
         reachable = h.reachable;
         if (h.reachable) logger.info({ event: "redis_reachable", latencyMs: h.latencyMs }, `Redis ${url.redacted} answers again`);
-        else logger.error({ event: "redis_unreachable", cause: h.error }, `Redis ${url.redacted} does not answer: ${h.error ?? "no answer"}; /healthz answers 503`);
+        else
+          logger.error(
+            { event: "redis_unreachable", cause: h.error },
+            `Redis ${url.redacted} does not answer: ${h.error ?? "no answer"}; /healthz answers 503`,
+          );
       },
     });
   } catch (e) {
     const cause = connectFailure(e, url);
-    throw new ConfigError(`${settingLabel(config, "cluster.redis_url")}: cannot reach Redis at ${url.redacted} (within ${config.cluster.connectTimeoutSeconds} s): ${cause}`, { cause: e });
+    throw new ConfigError(
+      `${settingLabel(config, "cluster.redis_url")}: cannot reach Redis at ${url.redacted} (within ${config.cluster.connectTimeoutSeconds} s): ${cause}`,
+      { cause: e },
+    );
   }
 }
 
@@ -408,7 +429,10 @@ async function checkPersistence(config: DaemonConfig, url: RedisUrl, store: Stor
     }
     logger.warn({ event: "redis_no_persistence", ...fields }, `RUNNING WITHOUT PERSISTENCE (cluster.allow_no_persistence = true): ${p.summary}`);
   } else if (p.level !== "durable") {
-    logger.warn({ event: "redis_persistence_weak", ...fields }, `appendfsync is not "always", so a 202 is not on Redis's disk when it is answered: ${p.summary} (docs/cluster.md)`);
+    logger.warn(
+      { event: "redis_persistence_weak", ...fields },
+      `appendfsync is not "always", so a 202 is not on Redis's disk when it is answered: ${p.summary} (docs/cluster.md)`,
+    );
   } else {
     logger.info({ event: "redis_persistence", ...fields }, p.summary);
   }
@@ -435,7 +459,8 @@ async function bind<T>(setting: "dtls.listen" | "http.listen", config: DaemonCon
     const where = setting === "dtls.listen" ? config.dtls.listen : config.http.listen;
     const addr = `${where.host.includes(":") ? `[${where.host}]` : where.host}:${where.port}`;
     const proto = setting === "dtls.listen" ? "UDP" : "TCP";
-    if (code === "EADDRINUSE") throw new ConfigError(`${settingLabel(config, setting)}: ${proto} ${addr} is already in use by another process`, { cause: e });
+    if (code === "EADDRINUSE")
+      throw new ConfigError(`${settingLabel(config, setting)}: ${proto} ${addr} is already in use by another process`, { cause: e });
     if (code === "EADDRNOTAVAIL") throw new ConfigError(`${settingLabel(config, setting)}: ${addr} is not an address of this machine`, { cause: e });
     if (code === "EACCES") throw new ConfigError(`${settingLabel(config, setting)}: no permission to listen on ${proto} ${addr}`, { cause: e });
     throw e;
@@ -490,12 +515,22 @@ function watchStoreOutages(store: Store, push: PushServer, logger: Logger, engin
         );
         return;
       case "available":
-        logger.info({ event: "store_available", outageSeconds: Number((r.outageSeconds() - since).toFixed(3)) }, "Redis is back: commits under way applied, publishes accepted again");
+        logger.info(
+          { event: "store_available", outageSeconds: Number((r.outageSeconds() - since).toFixed(3)) },
+          "Redis is back: commits under way applied, publishes accepted again",
+        );
         return;
       case "failed":
         // the engine stops by itself when a commit of its own was waiting (its event comes first then)
         setImmediate(() => {
-          if (!engineStopped()) push.engine.emit("fatal", new StoreError("store_failed", "the Redis store failed: Redis was unreachable for longer than cluster.outage_max_seconds (or came back without data it had acknowledged)"));
+          if (!engineStopped())
+            push.engine.emit(
+              "fatal",
+              new StoreError(
+                "store_failed",
+                "the Redis store failed: Redis was unreachable for longer than cluster.outage_max_seconds (or came back without data it had acknowledged)",
+              ),
+            );
         });
         return;
     }

@@ -120,7 +120,8 @@ export async function nodeIdFor(c: DaemonConfig): Promise<string> {
     await writeFile(file, `${fresh}\n`, { flag: "wx", mode: 0o600 });
     return fresh;
   } catch (e) {
-    if ((e as { code?: unknown }).code !== "EEXIST") throw new ConfigError(`${settingLabel(c, "data_dir")}: cannot write ${file}: ${shortReason(e)}`, { cause: e });
+    if ((e as { code?: unknown }).code !== "EEXIST")
+      throw new ConfigError(`${settingLabel(c, "data_dir")}: cannot write ${file}: ${shortReason(e)}`, { cause: e });
   }
   let kept: string;
   try {
@@ -129,7 +130,9 @@ export async function nodeIdFor(c: DaemonConfig): Promise<string> {
     throw new ConfigError(`${settingLabel(c, "data_dir")}: cannot read ${file}: ${shortReason(e)}`, { cause: e });
   }
   if (!NODE_ID_PATTERN.test(kept)) {
-    throw new ConfigError(`${file} does not hold a node id (1 to 64 letters, digits, '.', '_' or '-'); delete it to have a new one generated, or set cluster.node_id`);
+    throw new ConfigError(
+      `${file} does not hold a node id (1 to 64 letters, digits, '.', '_' or '-'); delete it to have a new one generated, or set cluster.node_id`,
+    );
   }
   return kept;
 }

@@ -53,7 +53,14 @@ const PUSH_TO_ACK_BUCKETS = [...RTT_BUCKETS, 30, 60, 300];
 const COMMIT_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
 
 /** Every kind of cluster event (a new kind fails to compile until it is here): the kind label, exported at 0. */
-const CLUSTER_EVENT_KINDS: Readonly<Record<ClusterEventKind, true>> = { queued: true, taken: true, subscriptions: true, registry: true, receipts: true, resync: true };
+const CLUSTER_EVENT_KINDS: Readonly<Record<ClusterEventKind, true>> = {
+  queued: true,
+  taken: true,
+  subscriptions: true,
+  registry: true,
+  receipts: true,
+  resync: true,
+};
 /** A scrape waits at most this for the live-node count (the last value is kept otherwise). */
 const NODES_ALIVE_BOUND_MS = 1000;
 
@@ -87,7 +94,12 @@ export function createMetrics(): DaemonMetrics {
     },
   });
   /** A counter read from the DTLS server's stats when scraped: one number, or numbers by one label. */
-  const statsCounter = (name: string, help: string, read: (s: Readonly<ServerStats>) => number | Readonly<Record<string, number>>, label?: string): void => {
+  const statsCounter = (
+    name: string,
+    help: string,
+    read: (s: Readonly<ServerStats>) => number | Readonly<Record<string, number>>,
+    label?: string,
+  ): void => {
     new Counter({
       name,
       help,
@@ -140,7 +152,11 @@ export function createMetrics(): DaemonMetrics {
   );
   for (const [name, key, help] of [
     ["dtlspush_dtls_handshakes_in_progress", "handshakesInProgress", "DTLS handshakes in progress (after a valid cookie)"],
-    ["dtlspush_dtls_handshake_memory_bytes", "handshakeMemoryBytes", "Bytes the DTLS handshakes in progress hold, counted against dtls.handshake_memory_bytes"],
+    [
+      "dtlspush_dtls_handshake_memory_bytes",
+      "handshakeMemoryBytes",
+      "Bytes the DTLS handshakes in progress hold, counted against dtls.handshake_memory_bytes",
+    ],
     ["dtlspush_dtls_session_cache_size", "sessionCacheSize", "Sessions in the DTLS session-ID cache (at most dtls.session_cache_size)"],
   ] as const) {
     new Gauge({
@@ -206,7 +222,7 @@ export function createMetrics(): DaemonMetrics {
   });
   new Counter({
     name: "dtlspush_dtls_forward_dropped_total",
-    help: 'DTLS records not forwarded between workers, by cause: unknown_prefix (no live worker holds the CID\'s prefix: it died, or the CID is made up), rate_limit (over cluster.forward_rate_per_second), bad_forward (a datagram on the forwarding socket not from a worker, or malformed), not_owner (forwarded here for another worker)',
+    help: "DTLS records not forwarded between workers, by cause: unknown_prefix (no live worker holds the CID's prefix: it died, or the CID is made up), rate_limit (over cluster.forward_rate_per_second), bad_forward (a datagram on the forwarding socket not from a worker, or malformed), not_owner (forwarded here for another worker)",
     labelNames: ["cause"],
     registers,
     collect() {
@@ -281,7 +297,11 @@ export function createMetrics(): DaemonMetrics {
   let redisStats: Readonly<RedisStoreStats> | undefined;
   /** the Redis store's outage mode (cluster.md "When Redis fails") */
   let redisOutage: Pick<RedisStore, "available" | "outageSeconds"> | undefined;
-  totalCounter("dtlspush_store_commits_total", "Batches committed by the store (one per engine turn with changes)", () => storeStats?.commits ?? redisStats?.commits);
+  totalCounter(
+    "dtlspush_store_commits_total",
+    "Batches committed by the store (one per engine turn with changes)",
+    () => storeStats?.commits ?? redisStats?.commits,
+  );
   totalCounter(
     "dtlspush_redis_commands_total",
     "Commands and scripts the Redis store sent (pipelined: several leave in one write; with dtlspush_store_commits_total, the commands per commit)",
@@ -295,8 +315,14 @@ export function createMetrics(): DaemonMetrics {
       if (redisOutage !== undefined) this.set(redisOutage.available ? 1 : 0);
     },
   });
-  totalCounter("dtlspush_store_outages_total", "Times the store's connection to Redis was lost (each an outage until it is back)", () => redisStats?.outages);
-  totalCounter("dtlspush_store_outage_seconds_total", "Seconds the store spent unreachable (Redis away), the current outage included", () => redisOutage?.outageSeconds());
+  totalCounter(
+    "dtlspush_store_outages_total",
+    "Times the store's connection to Redis was lost (each an outage until it is back)",
+    () => redisStats?.outages,
+  );
+  totalCounter("dtlspush_store_outage_seconds_total", "Seconds the store spent unreachable (Redis away), the current outage included", () =>
+    redisOutage?.outageSeconds(),
+  );
   totalCounter(
     "dtlspush_store_commits_replayed_total",
     "Commits sent to Redis again after a reconnection (their first attempt was not applied; the fence decided)",
@@ -338,7 +364,11 @@ export function createMetrics(): DaemonMetrics {
 
   /** the content-signing pool's stats (absent while the main thread signs) */
   const signing = (): Readonly<SigningPoolStats> | undefined => server?.signing?.stats;
-  totalCounter("dtlspush_signing_worker_failures_total", "Content-signing workers that crashed, threw or exited and were replaced", () => signing()?.workerFailures);
+  totalCounter(
+    "dtlspush_signing_worker_failures_total",
+    "Content-signing workers that crashed, threw or exited and were replaced",
+    () => signing()?.workerFailures,
+  );
   totalCounter(
     "dtlspush_signing_failed_total",
     "Publishes that failed (500 internal) because the content-signing worker holding their signature failed",
@@ -355,9 +385,17 @@ export function createMetrics(): DaemonMetrics {
   });
 
   const pushesSent = new Counter({ name: "dtlspush_pushes_sent_total", help: "Pushes sent for the first time", registers });
-  const pushesRetransmitted = new Counter({ name: "dtlspush_pushes_retransmitted_total", help: "Pushes sent again after a retransmission timeout", registers });
+  const pushesRetransmitted = new Counter({
+    name: "dtlspush_pushes_retransmitted_total",
+    help: "Pushes sent again after a retransmission timeout",
+    registers,
+  });
   const pushesAcked = new Counter({ name: "dtlspush_pushes_acked_total", help: "Pushes acknowledged by their device", registers });
-  const pushesExpired = new Counter({ name: "dtlspush_pushes_expired_total", help: "Messages expired or evicted before their device acked them", registers });
+  const pushesExpired = new Counter({
+    name: "dtlspush_pushes_expired_total",
+    help: "Messages expired or evicted before their device acked them",
+    registers,
+  });
   const pushesRejected = new Counter({ name: "dtlspush_pushes_rejected_total", help: "Pushes refused by their device", registers });
   const published = new Counter({ name: "dtlspush_published_total", help: "Messages accepted from publishers (API or device uplink)", registers });
   const rtt = new Histogram({ name: "dtlspush_rtt_seconds", help: "Round-trip time samples of device sessions", buckets: RTT_BUCKETS, registers });
@@ -367,7 +405,12 @@ export function createMetrics(): DaemonMetrics {
     buckets: PUSH_TO_ACK_BUCKETS,
     registers,
   });
-  const storeCommit = new Histogram({ name: "dtlspush_store_commit_seconds", help: "Wall time of store commits, from the call until durable (with the wait behind commits in flight before it)", buckets: COMMIT_BUCKETS, registers });
+  const storeCommit = new Histogram({
+    name: "dtlspush_store_commit_seconds",
+    help: "Wall time of store commits, from the call until durable (with the wait behind commits in flight before it)",
+    buckets: COMMIT_BUCKETS,
+    registers,
+  });
   const framesRefused = new Counter({
     name: "dtlspush_device_frames_refused_total",
     help: "Frames (or fields of frames) from devices refused: answered with an Error, nothing stored; by cause",
@@ -414,14 +457,22 @@ export function createMetrics(): DaemonMetrics {
   batchEntries.inc({ result: "published" }, 0);
 
   // Redis (only with cluster.redis_url): exported from the first check on
-  const redisUp = new Gauge({ name: "dtlspush_redis_up", help: "1 when the last PING of Redis (every second, own connection) was answered within 1 s, else 0", registers });
+  const redisUp = new Gauge({
+    name: "dtlspush_redis_up",
+    help: "1 when the last PING of Redis (every second, own connection) was answered within 1 s, else 0",
+    registers,
+  });
   const redisPing = new Histogram({
     name: "dtlspush_redis_ping_seconds",
     help: "Round trip of the reachability PINGs to Redis (its latency as this node sees it)",
     buckets: COMMIT_BUCKETS,
     registers,
   });
-  const redisPingFailures = new Counter({ name: "dtlspush_redis_ping_failures_total", help: "Reachability PINGs to Redis not answered within 1 s (Redis down, unreachable or stalled)", registers });
+  const redisPingFailures = new Counter({
+    name: "dtlspush_redis_ping_failures_total",
+    help: "Reachability PINGs to Redis not answered within 1 s (Redis down, unreachable or stalled)",
+    registers,
+  });
   const clusterNode = new Gauge({
     name: "dtlspush_cluster_node_info",
     help: "This process's cluster node id (cluster.node_id or the one kept in data_dir) and store instance (what GET /v1/devices shows as node), as labels; value 1",
@@ -459,7 +510,10 @@ export function createMetrics(): DaemonMetrics {
       if (clusterNodes === undefined) return;
       let timer: NodeJS.Timeout | undefined;
       try {
-        const n = await Promise.race([clusterNodes(), new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), NODES_ALIVE_BOUND_MS)))]);
+        const n = await Promise.race([
+          clusterNodes(),
+          new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), NODES_ALIVE_BOUND_MS))),
+        ]);
         if (n !== undefined) this.set(n);
       } catch {
         // Redis unreachable: dtlspush_redis_up says so; the last value stays
@@ -532,9 +586,13 @@ export function createMetrics(): DaemonMetrics {
       // a worker store's grouping stats; a Redis store's have commits and commands, no transactions
       storeStats = stats !== undefined && typeof stats.commits === "number" && typeof stats.transactions === "number" ? stats : undefined;
       const redis = (store as { stats?: Partial<RedisStoreStats> }).stats;
-      redisStats = store.kind === "redis" && typeof redis?.commands === "number" && typeof redis.commits === "number" ? (redis as RedisStoreStats) : undefined;
+      redisStats =
+        store.kind === "redis" && typeof redis?.commands === "number" && typeof redis.commits === "number" ? (redis as RedisStoreStats) : undefined;
       const outage = store as Partial<Pick<RedisStore, "available" | "outageSeconds">>;
-      redisOutage = store.kind === "redis" && typeof outage.outageSeconds === "function" ? (outage as Pick<RedisStore, "available" | "outageSeconds">) : undefined;
+      redisOutage =
+        store.kind === "redis" && typeof outage.outageSeconds === "function"
+          ? (outage as Pick<RedisStore, "available" | "outageSeconds">)
+          : undefined;
     },
     contentType: registry.contentType,
     text: () => registry.metrics(),

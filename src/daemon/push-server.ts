@@ -1,4 +1,12 @@
-import { DEFAULT_RESUMPTION, DEFAULT_SERVER_SOCKETS, listen, type ConnectionReceiver, type DtlsConnection, type DtlsServer, type ListenOptions } from "../dtls/index.ts";
+import {
+  DEFAULT_RESUMPTION,
+  DEFAULT_SERVER_SOCKETS,
+  listen,
+  type ConnectionReceiver,
+  type DtlsConnection,
+  type DtlsServer,
+  type ListenOptions,
+} from "../dtls/index.ts";
 import type { ServerResumptionOptions } from "../dtls/resumption-options.ts";
 import type { Store } from "../store/types.ts";
 import type { ClusterStore } from "../store/cluster-types.ts";
@@ -24,7 +32,10 @@ export interface PushServerOptions {
    */
   readonly cluster?: ClusterStore;
   /** where and how to listen; psk lookup and client authorization come from the registry, ticket keys from the store */
-  readonly dtls: Omit<ListenOptions, "psk" | "authorizeClient" | "resumption"> & { readonly psk?: boolean; readonly resumption?: PushResumptionOptions };
+  readonly dtls: Omit<ListenOptions, "psk" | "authorizeClient" | "resumption"> & {
+    readonly psk?: boolean;
+    readonly resumption?: PushResumptionOptions;
+  };
   readonly delivery?: Partial<DeliveryOptions>;
   /** metrics sink of the delivery engine */
   readonly observer?: DeliveryObserver;
@@ -264,7 +275,8 @@ async function serve(
     else engine.attachRestored(link, saved); // carried over a restart: bound again without Hello
   });
   // before the first datagram is read (that is in a later turn): a restored device's records find their session
-  const restored = o.restoreSessions === undefined || o.restoreSessions.length === 0 ? { restored: 0, refused: {} } : dtls.restoreSessions(o.restoreSessions);
+  const restored =
+    o.restoreSessions === undefined || o.restoreSessions.length === 0 ? { restored: 0, refused: {} } : dtls.restoreSessions(o.restoreSessions);
   dtls.on("error", () => undefined);
 
   return {

@@ -84,7 +84,8 @@ export function openSnapshot(key: Uint8Array, file: Uint8Array, wallNow: number,
   if (!bytesEqual(r.bytes(8), keyId(key))) return refused("other_key", "sealed with another data directory's key");
   const writtenAt = r.u48();
   const age = wallNow - writtenAt;
-  if (age > maxAgeMs || age < -60_000) return refused("too_old", `written ${Math.round(age / 1000)} s ago (session_snapshot_max_age_seconds ${maxAgeMs / 1000})`);
+  if (age > maxAgeMs || age < -60_000)
+    return refused("too_old", `written ${Math.round(age / 1000)} s ago (session_snapshot_max_age_seconds ${maxAgeMs / 1000})`);
   const nonce = r.bytes(12);
   const body = aeadOpen("aes-256-gcm", aeadKey(key), nonce, file.subarray(0, HEADER_LENGTH), file.subarray(HEADER_LENGTH));
   if (body === null) return refused("damaged", "does not authenticate (truncated or tampered)");

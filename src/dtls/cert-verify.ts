@@ -41,15 +41,26 @@ const EKU = { server: "1.3.6.1.5.5.7.3.1", client: "1.3.6.1.5.5.7.3.2", any: "2.
  * fail the handshake with. `role` is the peer's: a leaf with an extended key
  * usage extension must allow serverAuth for a server, clientAuth for a client.
  */
-export function verifyChain(chain: readonly Certificate[], trust: TrustOptions, now: Date, role: "server" | "client" = "server"): DtlsError | undefined {
+export function verifyChain(
+  chain: readonly Certificate[],
+  trust: TrustOptions,
+  now: Date,
+  role: "server" | "client" = "server",
+): DtlsError | undefined {
   const leaf = chain[0];
   if (leaf === undefined) return alertError("bad_certificate", `the ${role} sent no certificate`);
   if (leaf.keyUsage !== undefined && !leaf.keyUsage.digitalSignature) {
-    return alertError("unsupported_certificate", `${role} certificate ${leaf.subject} has a keyUsage without digitalSignature, so it cannot sign the handshake`);
+    return alertError(
+      "unsupported_certificate",
+      `${role} certificate ${leaf.subject} has a keyUsage without digitalSignature, so it cannot sign the handshake`,
+    );
   }
   const eku = leaf.extendedKeyUsage;
   if (eku !== undefined && !eku.includes(EKU[role]) && !eku.includes(EKU.any)) {
-    return alertError("unsupported_certificate", `${role} certificate ${leaf.subject} is not for ${role} authentication (extended key usage ${eku.join(", ")})`);
+    return alertError(
+      "unsupported_certificate",
+      `${role} certificate ${leaf.subject} is not for ${role} authentication (extended key usage ${eku.join(", ")})`,
+    );
   }
   if (trust.fingerprint !== undefined) {
     if (leaf.fingerprint256 !== normalizeFingerprint(trust.fingerprint)) {
@@ -85,7 +96,10 @@ export function verifyChain(chain: readonly Certificate[], trust: TrustOptions, 
   }
   const name = trust.servername;
   if (name !== undefined && !(looksLikeIp(name) ? leaf.checkIP(name) : leaf.checkHost(name))) {
-    return alertError("bad_certificate", `${role} certificate ${leaf.subject} is not issued for ${name} (${leaf.subjectAltName ?? "no subjectAltName"})`);
+    return alertError(
+      "bad_certificate",
+      `${role} certificate ${leaf.subject} is not issued for ${name} (${leaf.subjectAltName ?? "no subjectAltName"})`,
+    );
   }
   return undefined;
 }

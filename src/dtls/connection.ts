@@ -190,13 +190,7 @@ export class Connection implements WindowState {
   private lastActivity: number;
   private idleCheckAt: number | undefined;
 
-  constructor(
-    role: "client" | "server",
-    config: ConnectionConfig,
-    handler: ConnectionHandler,
-    now: number,
-    opts: ConnectionOptions = {},
-  ) {
+  constructor(role: "client" | "server", config: ConnectionConfig, handler: ConnectionHandler, now: number, opts: ConnectionOptions = {}) {
     this.role = role;
     this.config = config;
     this.handler = handler;
@@ -287,7 +281,8 @@ export class Connection implements WindowState {
     const read = this.readProtection;
     const write = this.writer.installed;
     const info = this.info;
-    if (this.stateValue !== "established" || read === undefined || write === undefined || info === undefined || this.writer.epoch !== 1) return undefined;
+    if (this.stateValue !== "established" || read === undefined || write === undefined || info === undefined || this.writer.epoch !== 1)
+      return undefined;
     const r = read.exportKeys();
     const w = write.exportKeys();
     const suite = suiteById(read.suiteId);

@@ -87,9 +87,7 @@ export const AlertDescription = {
 
 export type AlertName = keyof typeof AlertDescription;
 
-const alertNames = new Map<number, AlertName>(
-  (Object.entries(AlertDescription) as [AlertName, number][]).map(([k, v]) => [v, k]),
-);
+const alertNames = new Map<number, AlertName>((Object.entries(AlertDescription) as [AlertName, number][]).map(([k, v]) => [v, k]));
 
 export function alertName(code: number): string {
   return alertNames.get(code) ?? `alert_${code}`;

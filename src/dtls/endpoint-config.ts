@@ -256,7 +256,10 @@ export function serverCoreConfig(opts: ListenOptions): ServerCoreConfig {
     if (leaf === undefined) return alertError("bad_certificate", "the client sent no certificate to verify");
     const identity = certificateIdentity(leaf, source);
     if (identity === undefined || identity === "") {
-      return alertError("bad_certificate", `client certificate ${leaf.subject} has no ${source === "cn" ? "subject CN" : "SAN URI"} to name the device`);
+      return alertError(
+        "bad_certificate",
+        `client certificate ${leaf.subject} has no ${source === "cn" ? "subject CN" : "SAN URI"} to name the device`,
+      );
     }
     const refusal = authorize?.(identity, { subject: leaf.subject, fingerprint256: leaf.fingerprint256 });
     return refusal === undefined ? { identity } : alertError(refusal.code, refusal.message);
@@ -352,9 +355,7 @@ function pemAnchors(pem: string | Uint8Array, what: string): Certificate[] {
 export function clientConfig(opts: ConnectOptions): { config: ConnectionConfig; auth: ClientAuth } {
   const mtu = checkMtu(opts.mtu ?? DEFAULT_MTU);
   const auth = clientAuth(opts);
-  const suites = (opts.suites ?? SUITE_NAMES)
-    .map(suiteByName)
-    .filter((s) => (usesPsk(s) ? auth.psk !== undefined : auth.verifyServer !== undefined));
+  const suites = (opts.suites ?? SUITE_NAMES).map(suiteByName).filter((s) => (usesPsk(s) ? auth.psk !== undefined : auth.verifyServer !== undefined));
   if (suites.length === 0) {
     throw new DtlsError("bad_option", "no usable suite: give psk for the PSK suites, or ca/fingerprint for the certificate suites");
   }

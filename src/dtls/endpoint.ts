@@ -17,7 +17,16 @@ import { ContentType } from "./constants.ts";
 import { classifyStranger, isHelloVerifyRequest } from "./datagram-class.ts";
 import { DtlsConnection, type PeerAddress } from "./dtls-connection.ts";
 import { DtlsError } from "./errors.ts";
-import { applyCredentialUpdate, clientConfig, serverCoreConfig, sessionServer, sessionToOffer, type ConnectOptions, type CredentialUpdate, type ListenOptions } from "./endpoint-config.ts";
+import {
+  applyCredentialUpdate,
+  clientConfig,
+  serverCoreConfig,
+  sessionServer,
+  sessionToOffer,
+  type ConnectOptions,
+  type CredentialUpdate,
+  type ListenOptions,
+} from "./endpoint-config.ts";
 import { ClientHandshake } from "./handshake-client.ts";
 import { DEFAULT_HELLO_VERIFY_RATE, DEFAULT_HELLO_VERIFY_RATE_PER_PREFIX, HelloLimiter, type ClientHelloDropCause } from "./hello-limiter.ts";
 import type { SavedSession } from "./resumption-options.ts";

@@ -37,7 +37,16 @@
  */
 import { bytesEqual, concatBytes, copyBytes } from "../util/bytes.ts";
 import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";
-import { generateEcdh, parseCertificate, randomBytes, schemeKeyType, secretKeyBytes, type Certificate, type EcdhGroup, type SecretKey } from "../crypto/index.ts";
+import {
+  generateEcdh,
+  parseCertificate,
+  randomBytes,
+  schemeKeyType,
+  secretKeyBytes,
+  type Certificate,
+  type EcdhGroup,
+  type SecretKey,
+} from "../crypto/index.ts";
 import { NO_STEP, type Connection, type FlightItem, type HandshakeDriver, type HandshakeStep } from "./connection.ts";
 import { acceptedConnectionId, clientConnectionIdExtension } from "./connection-id.ts";
 import { alertError, errorMessage, unexpectedMessage, type DtlsError } from "./errors.ts";
@@ -155,7 +164,6 @@ export interface ClientAuth {
   readonly verifyServer: ((chain: readonly Certificate[]) => DtlsError | undefined) | undefined;
 }
 
-
 /** After our key exchange flight: the session as far as it is known. */
 interface Keyed extends Negotiated {
   readonly master: SecretKey;
@@ -225,7 +233,10 @@ export class ClientHandshake implements HandshakeDriver {
       { type: ExtensionType.renegotiation_info, data: EMPTY_RENEGOTIATION_INFO },
     ];
     if (config.suites.some((s) => s.keyExchange !== "psk")) {
-      extensions.push({ type: ExtensionType.supported_groups, data: encodeSupportedGroups(groupsByName(config.groups ?? DEFAULT_GROUPS).map((g) => g.id)) });
+      extensions.push({
+        type: ExtensionType.supported_groups,
+        data: encodeSupportedGroups(groupsByName(config.groups ?? DEFAULT_GROUPS).map((g) => g.id)),
+      });
       extensions.push({ type: ExtensionType.ec_point_formats, data: EC_POINT_FORMATS_UNCOMPRESSED });
     }
     if (config.suites.some((s) => !usesPsk(s))) {
@@ -284,7 +295,11 @@ export class ClientHandshake implements HandshakeDriver {
       case "await_ecdhe_psk_server_key_exchange": {
         if (msg.msgType !== HandshakeType.server_key_exchange) throw unexpectedMessage(msg.msgType, "ServerKeyExchange");
         const params = decodeEcdhePskServerParams(msg.body);
-        return this.next(s, msg, { ...s, kind: "await_server_hello_done", keys: { kind: "ecdhe_psk", ecdh: this.ecdhShare(params.group, params.publicKey) } });
+        return this.next(s, msg, {
+          ...s,
+          kind: "await_server_hello_done",
+          keys: { kind: "ecdhe_psk", ecdh: this.ecdhShare(params.group, params.publicKey) },
+        });
       }
       case "await_psk_hint_or_done":
         if (msg.msgType === HandshakeType.server_key_exchange) {
@@ -300,7 +315,10 @@ export class ClientHandshake implements HandshakeDriver {
           return this.next(s, msg, { ...afterHello, kind: "await_server_hello_done", keys: { kind: "certificate", certificate, ecdh, request } });
         }
         if (msg.msgType !== HandshakeType.server_hello_done) throw unexpectedMessage(msg.msgType, "CertificateRequest or ServerHelloDone");
-        return this.onServerHelloDone({ ...afterHello, kind: "await_server_hello_done", keys: { kind: "certificate", certificate, ecdh, request: undefined } }, msg);
+        return this.onServerHelloDone(
+          { ...afterHello, kind: "await_server_hello_done", keys: { kind: "certificate", certificate, ecdh, request: undefined } },
+          msg,
+        );
       }
       case "await_server_hello_done":
         if (msg.msgType !== HandshakeType.server_hello_done) throw unexpectedMessage(msg.msgType, "ServerHelloDone");
@@ -378,13 +396,17 @@ export class ClientHandshake implements HandshakeDriver {
     if (offer !== undefined && sh.sessionId.length > 0 && bytesEqual(sh.sessionId, s.hello.sessionId)) {
       if (suite.id !== offer.suite) throw alertError("illegal_parameter", "the server resumed our session with another cipher suite");
       // RFC 7627 5.3: the client aborts when the resumed session's EMS use and the ServerHello's differ
-      if (ems !== offer.ems) throw alertError("handshake_failure", "the server resumed our session with extended master secret use that differs from the session's");
+      if (ems !== offer.ems)
+        throw alertError("handshake_failure", "the server resumed our session with extended master secret use that differs from the session's");
       const master = secretKey(offer.master);
       const keys = keyBlock(suite, master, s.hello.random, sh.random);
       const resumed: Resumed = { suite, master, transcript: s.transcript, session: { ...offer, sessionId: copyBytes(sh.sessionId) } };
       // state first: the connection installs the read keys last, which may replay an early Finished into onMessage
       this.state = ticketAnnounced ? { kind: "await_resumed_ticket", ...resumed } : { kind: "await_resumed_finished", ...resumed };
-      return { connectionIds, keys: { read: new RecordProtection(suite, keys.serverKey, keys.serverIv), write: new RecordProtection(suite, keys.clientKey, keys.clientIv) } };
+      return {
+        connectionIds,
+        keys: { read: new RecordProtection(suite, keys.serverKey, keys.serverIv), write: new RecordProtection(suite, keys.clientKey, keys.clientIv) },
+      };
     }
     const next: AfterHello = {
       sessionId: copyBytes(sh.sessionId),
@@ -431,7 +453,10 @@ export class ClientHandshake implements HandshakeDriver {
     const params = decodeSignedEcdhParams(body);
     const keyType = schemeKeyType(params.scheme);
     if (!OFFERED_SCHEMES.includes(params.scheme) || keyType !== cert.keyType) {
-      throw alertError("illegal_parameter", `server signed with scheme 0x${params.scheme.toString(16)}, which we did not offer or which does not fit its ${cert.keyType} key`);
+      throw alertError(
+        "illegal_parameter",
+        `server signed with scheme 0x${params.scheme.toString(16)}, which we did not offer or which does not fit its ${cert.keyType} key`,
+      );
     }
     if ((s.suite.keyExchange === "ecdhe_rsa") !== (cert.keyType === "rsa")) {
       throw alertError("bad_certificate", `a ${cert.keyType} certificate cannot serve ${s.suite.name}`);
@@ -517,12 +542,12 @@ export class ClientHandshake implements HandshakeDriver {
       ticket: undefined,
     };
     this.state = s.ticketAnnounced ? { ...keyed, kind: "await_new_session_ticket" } : { ...keyed, kind: "await_finished" };
-    flight.push(
-      { kind: "ccs" },
-      { kind: "handshake", epoch: 1, msgType: HandshakeType.finished, messageSeq: finSeq, body: verify },
-    );
+    flight.push({ kind: "ccs" }, { kind: "handshake", epoch: 1, msgType: HandshakeType.finished, messageSeq: finSeq, body: verify });
     return {
-      keys: { read: new RecordProtection(s.suite, keys.serverKey, keys.serverIv), write: new RecordProtection(s.suite, keys.clientKey, keys.clientIv) },
+      keys: {
+        read: new RecordProtection(s.suite, keys.serverKey, keys.serverIv),
+        write: new RecordProtection(s.suite, keys.clientKey, keys.clientIv),
+      },
       flight: { items: flight, role: "expects_reply" },
     };
   }
@@ -531,27 +556,31 @@ export class ClientHandshake implements HandshakeDriver {
   private onFinished(s: Extract<ClientState, { kind: "await_finished" }>, msg: HandshakeMessage): HandshakeStep {
     verifyPeerFinished(s.suite.prfHash, s.master, "server finished", s.transcript, decodeFinished(msg.body));
     this.state = DONE;
-    const peerCertificate = s.certificate === undefined ? undefined : { subject: s.certificate.subject, fingerprint256: s.certificate.fingerprint256 };
+    const peerCertificate =
+      s.certificate === undefined ? undefined : { subject: s.certificate.subject, fingerprint256: s.certificate.fingerprint256 };
     const r = this.resumption;
     let session: SavedSession | undefined;
     if (r !== undefined && (s.ticket !== undefined || s.sessionId.length > 0)) {
       const wallNow = r.wallClock();
       session = encodeSavedSession({
-          server: r.server,
-          suite: s.suite.id,
-          master: secretKeyBytes(s.master),
-          ems: s.ems,
-          group: s.group,
-          identity: this.identityName,
-          peer: peerCertificate,
-          createdAt: wallNow,
-          ticket: s.ticket?.ticket ?? EMPTY,
-          sessionId: s.sessionId,
-          issuedAt: wallNow,
-          lifetimeMs: s.ticket?.lifetimeMs ?? 0,
-        });
+        server: r.server,
+        suite: s.suite.id,
+        master: secretKeyBytes(s.master),
+        ems: s.ems,
+        group: s.group,
+        identity: this.identityName,
+        peer: peerCertificate,
+        createdAt: wallNow,
+        ticket: s.ticket?.ticket ?? EMPTY,
+        sessionId: s.sessionId,
+        issuedAt: wallNow,
+        lifetimeMs: s.ticket?.lifetimeMs ?? 0,
+      });
     }
-    return { session, established: { identity: this.identityName, suite: s.suite.name, extendedMasterSecret: s.ems, resumed: false, group: s.group, peerCertificate } };
+    return {
+      session,
+      established: { identity: this.identityName, suite: s.suite.name, extendedMasterSecret: s.ems, resumed: false, group: s.group, peerCertificate },
+    };
   }
 
   /** A NewSessionTicket (RFC 5077 3.3), in the transcript; an empty ticket means none. */
@@ -569,7 +598,10 @@ export class ClientHandshake implements HandshakeDriver {
     const verify = finishedVerifyData(hashAlg, s.master, "client finished", s.transcript.hash(hashAlg));
     this.state = DONE;
     // ours is the last flight here: kept to answer the server's retransmitted Finished
-    const items: FlightItem[] = [{ kind: "ccs" }, { kind: "handshake", epoch: 1, msgType: HandshakeType.finished, messageSeq: this.nextSendSeq++, body: verify }];
+    const items: FlightItem[] = [
+      { kind: "ccs" },
+      { kind: "handshake", epoch: 1, msgType: HandshakeType.finished, messageSeq: this.nextSendSeq++, body: verify },
+    ];
     const established: ConnectionInfo = {
       identity: s.session.identity,
       suite: s.suite.name,

@@ -123,15 +123,11 @@ interface Negotiated {
 
 /** How a full handshake's session is made resumable (once it is established). */
 type Resumable =
-  | { readonly kind: "none" }
-  | { readonly kind: "ticket"; readonly key: TicketKey }
-  | { readonly kind: "session_id"; readonly id: Uint8Array };
+  { readonly kind: "none" } | { readonly kind: "ticket"; readonly key: TicketKey } | { readonly kind: "session_id"; readonly id: Uint8Array };
 
 /** The client's certificate: not asked for, an empty list, or received (with its identity). */
 type ClientCertificate =
-  | { readonly kind: "none" }
-  | { readonly kind: "empty" }
-  | { readonly kind: "received"; readonly leaf: Certificate; readonly identity: string };
+  { readonly kind: "none" } | { readonly kind: "empty" } | { readonly kind: "received"; readonly leaf: Certificate; readonly identity: string };
 
 type ServerState =
   /** Made, not started: the cookie-checked ClientHello (message_seq, body) is still to be answered. */
@@ -271,9 +267,14 @@ export class ServerHandshake implements HandshakeDriver {
       transcript.add(encodeHandshake(msgType, messageSeq, body));
     };
     // RFC 5077 3.2: a ticket when the client offered the extension, announced by an empty one in the ServerHello
-    const ticketKey = res !== undefined && findExtension(hello.extensions, ExtensionType.session_ticket) !== undefined ? res.ticketKeys.current(wallNow) : undefined;
+    const ticketKey =
+      res !== undefined && findExtension(hello.extensions, ExtensionType.session_ticket) !== undefined ? res.ticketKeys.current(wallNow) : undefined;
     const resumable: Resumable =
-      ticketKey !== undefined ? { kind: "ticket", key: ticketKey } : res?.cache !== undefined ? { kind: "session_id", id: randomBytes(32) } : { kind: "none" };
+      ticketKey !== undefined
+        ? { kind: "ticket", key: ticketKey }
+        : res?.cache !== undefined
+          ? { kind: "session_id", id: randomBytes(32) }
+          : { kind: "none" };
     add(
       HandshakeType.server_hello,
       encodeServerHello({
@@ -318,10 +319,7 @@ export class ServerHandshake implements HandshakeDriver {
       }
     } else if (choice.group !== undefined) {
       const ecdh = generateEcdh(choice.group.name);
-      add(
-        HandshakeType.server_key_exchange,
-        encodeEcdhePskServerParams({ hint: hint ?? EMPTY, group: choice.group.id, publicKey: ecdh.publicKey }),
-      );
+      add(HandshakeType.server_key_exchange, encodeEcdhePskServerParams({ hint: hint ?? EMPTY, group: choice.group.id, publicKey: ecdh.publicKey }));
       this.state = { ...negotiated, kind: "await_client_key_exchange", kx: { kind: "ecdhe_psk", ecdh }, client: NO_CLIENT_CERTIFICATE };
     } else {
       if (hint !== undefined) add(HandshakeType.server_key_exchange, encodePskIdentity(hint));
@@ -360,7 +358,9 @@ export class ServerHandshake implements HandshakeDriver {
         if (ticket !== undefined && !fromCache) {
           const current = res.ticketKeys.current(wallNow);
           // renewed when its key is no longer the one sealing, or past half its life (the session's age stays)
-          const stale = current !== undefined && (!bytesEqual(current.name, ticket.subarray(0, current.name.length)) || wallNow - state.issuedAt > res.ticketLifetimeMs / 2);
+          const stale =
+            current !== undefined &&
+            (!bytesEqual(current.name, ticket.subarray(0, current.name.length)) || wallNow - state.issuedAt > res.ticketLifetimeMs / 2);
           renewWith = stale ? current : undefined;
         }
         return { state, suite, renewWith };
@@ -398,7 +398,14 @@ export class ServerHandshake implements HandshakeDriver {
    * protected). Ours is the flight that awaits an answer here: resent until
    * the client's Finished comes.
    */
-  private resume(res: ServerResumption, found: Resumption, hello: ClientHello, choice: ServerChoice, transcript: Transcript, wallNow: number): HandshakeStep {
+  private resume(
+    res: ServerResumption,
+    found: Resumption,
+    hello: ClientHello,
+    choice: ServerChoice,
+    transcript: Transcript,
+    wallNow: number,
+  ): HandshakeStep {
     const { state: s, suite } = found;
     const serverRandom = randomBytes(32);
     const flight: FlightItem[] = [];
@@ -427,7 +434,12 @@ export class ServerHandshake implements HandshakeDriver {
     const verify = finishedVerifyData(suite.prfHash, master, "server finished", transcript.hash(suite.prfHash));
     flight.push({ kind: "ccs" });
     add(HandshakeType.finished, verify, 1);
-    const info: { -readonly [K in keyof ConnectionInfo]: ConnectionInfo[K] } = { identity: s.identity, suite: suite.name, extendedMasterSecret: s.ems, resumed: true };
+    const info: { -readonly [K in keyof ConnectionInfo]: ConnectionInfo[K] } = {
+      identity: s.identity,
+      suite: suite.name,
+      extendedMasterSecret: s.ems,
+      resumed: true,
+    };
     if (s.group !== undefined) info.group = s.group;
     if (s.peer !== undefined) info.peerCertificate = s.peer;
     this.state = { kind: "await_resumed_finished", suite, master, transcript, info };
@@ -535,7 +547,10 @@ export class ServerHandshake implements HandshakeDriver {
     const cv = decodeCertificateVerify(msg.body);
     const leaf = s.client.leaf;
     if (!VERIFIABLE_SCHEMES.includes(cv.scheme) || schemeKeyType(cv.scheme) !== leaf.keyType) {
-      throw alertError("illegal_parameter", `CertificateVerify uses scheme 0x${cv.scheme.toString(16)}, which we did not offer or which does not fit a ${leaf.keyType} key`);
+      throw alertError(
+        "illegal_parameter",
+        `CertificateVerify uses scheme 0x${cv.scheme.toString(16)}, which we did not offer or which does not fit a ${leaf.keyType} key`,
+      );
     }
     if (!leaf.verifySignature(cv.scheme, s.transcript.messages(), cv.signature)) {
       throw alertError("decrypt_error", "the client's CertificateVerify signature does not verify");
@@ -568,7 +583,12 @@ export class ServerHandshake implements HandshakeDriver {
     } else {
       this.state = { ...negotiated, kind: "await_finished", identity, peer: undefined, master, pskDigest: digest };
     }
-    return { keys: { read: new RecordProtection(s.suite, keys.clientKey, keys.clientIv), write: new RecordProtection(s.suite, keys.serverKey, keys.serverIv) } };
+    return {
+      keys: {
+        read: new RecordProtection(s.suite, keys.clientKey, keys.clientIv),
+        write: new RecordProtection(s.suite, keys.serverKey, keys.serverIv),
+      },
+    };
   }
 
   /** The client's Finished: then our [NewSessionTicket], ChangeCipherSpec and Finished, the handshake's last flight. */
@@ -577,7 +597,12 @@ export class ServerHandshake implements HandshakeDriver {
     verifyPeerFinished(hashAlg, s.master, "client finished", s.transcript, decodeFinished(msg.body));
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     // kept for the session's life: the optional fields only when they have a value (8 bytes each otherwise)
-    const info: { -readonly [K in keyof ConnectionInfo]: ConnectionInfo[K] } = { identity: s.identity, suite: s.suite.name, extendedMasterSecret: s.ems, resumed: false };
+    const info: { -readonly [K in keyof ConnectionInfo]: ConnectionInfo[K] } = {
+      identity: s.identity,
+      suite: s.suite.name,
+      extendedMasterSecret: s.ems,
+      resumed: false,
+    };
     if (s.group !== undefined) info.group = s.group;
     if (s.peer !== undefined) info.peerCertificate = { subject: s.peer.subject, fingerprint256: s.peer.fingerprint256 };
     const flight: FlightItem[] = [];

@@ -13,4 +13,11 @@ export { DEFAULT_SERVER_CID_LENGTH, MIN_CID_RANDOM_BYTES } from "./connection-id
 export type { SavedSession, ServerResumptionOptions, TicketKey, TicketKeySource } from "./resumption-options.ts";
 export { RESUMPTION_REFUSALS, newResumptionRefusalCounts, DEFAULT_RESUMPTION, type ResumptionRefusal } from "./resumption.ts";
 export { RotatingTicketKeys } from "./ticket-keys.ts";
-export { CidForwarder, DEFAULT_FORWARD_RATE, FORWARD_DROP_CAUSES, type CidForwarderOptions, type ForwardDropCause, type ForwardStats } from "./cid-forwarder.ts";
+export {
+  CidForwarder,
+  DEFAULT_FORWARD_RATE,
+  FORWARD_DROP_CAUSES,
+  type CidForwarderOptions,
+  type ForwardDropCause,
+  type ForwardStats,
+} from "./cid-forwarder.ts";

@@ -69,7 +69,12 @@ export function verifyPeerFinished(
   }
 }
 
-export function finishedVerifyData(alg: HashName, master: SecretKey, label: "client finished" | "server finished", transcriptHash: Uint8Array): Uint8Array {
+export function finishedVerifyData(
+  alg: HashName,
+  master: SecretKey,
+  label: "client finished" | "server finished",
+  transcriptHash: Uint8Array,
+): Uint8Array {
   return prf(alg, master, label, transcriptHash, 12);
 }
 

@@ -74,7 +74,10 @@ export class Reassembler {
     let p = this.pending.get(f.messageSeq);
     if (p !== undefined && (p.msgType !== f.msgType || p.length !== f.length || p.epoch !== epoch)) return "inconsistent";
     if (p === undefined && f.length > this.maxBytes) return "ignored";
-    const gaps = p === undefined ? [[f.fragmentOffset, f.fragmentOffset + f.fragmentLength] as const] : uncovered(p.pieces, f.fragmentOffset, f.fragmentOffset + f.fragmentLength);
+    const gaps =
+      p === undefined
+        ? [[f.fragmentOffset, f.fragmentOffset + f.fragmentLength] as const]
+        : uncovered(p.pieces, f.fragmentOffset, f.fragmentOffset + f.fragmentLength);
     let n = 0;
     for (const [s, e] of gaps) n += e - s;
     if (n > 0 && (this.bytesHeld + n > this.maxBytes || !this.budget.take(n))) return "ignored";

@@ -22,7 +22,7 @@ const cidAad = Buffer.alloc(23 + 255);
 
 /** Big-endian 32-bit word of bytes[at..at+4) as an int32 (a small integer to V8: no heap box). */
 function word(bytes: Uint8Array, at: number): number {
-  return (((bytes[at] ?? 0) << 24) | ((bytes[at + 1] ?? 0) << 16) | ((bytes[at + 2] ?? 0) << 8) | (bytes[at + 3] ?? 0)) | 0;
+  return ((bytes[at] ?? 0) << 24) | ((bytes[at + 1] ?? 0) << 16) | ((bytes[at + 2] ?? 0) << 8) | (bytes[at + 3] ?? 0) | 0;
 }
 
 function putWord(out: Uint8Array, at: number, v: number): void {

@@ -113,7 +113,9 @@ const utf8Encoder = new TextEncoder();
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 export function writeSessionCore(w: ByteWriter, s: SessionCore): void {
-  w.u16(s.suite).vec8(s.master).u8(s.ems ? 1 : 0);
+  w.u16(s.suite)
+    .vec8(s.master)
+    .u8(s.ems ? 1 : 0);
   w.u16(s.group === undefined ? 0 : (GROUPS.find((g) => g.name === s.group)?.id ?? 0));
   w.vec16(utf8Encoder.encode(s.identity));
   if (s.peer === undefined) w.u8(0);

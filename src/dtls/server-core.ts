@@ -271,14 +271,7 @@ export interface ServerStats {
  * refuse, such as a device revoked meanwhile, they count themselves.)
  */
 export type RestoreRefusal =
-  | "not_server"
-  | "suite_not_configured"
-  | "cid_length"
-  | "cid_in_use"
-  | "address_in_use"
-  | "over_capacity"
-  | "host_sessions_exceeded"
-  | "damaged";
+  "not_server" | "suite_not_configured" | "cid_length" | "cid_in_use" | "address_in_use" | "over_capacity" | "host_sessions_exceeded" | "damaged";
 
 export const RESTORE_REFUSALS: readonly RestoreRefusal[] = [
   "not_server",
@@ -299,7 +292,10 @@ export function newRestoreRefusalCounts(): Record<RestoreRefusal, number> {
 export type AddressChangeRefusal = "unauthenticated" | "not_newer" | "not_established" | "address_in_use";
 
 /** What `updateCredentials` replaces: the authentication and the suites that follow from it. */
-export type ServerCredentialConfig = Pick<ServerCoreConfig, "suites" | "certificates" | "clientAuth" | "clientCaNames" | "verifyClient" | "reauthorizeClient">;
+export type ServerCredentialConfig = Pick<
+  ServerCoreConfig,
+  "suites" | "certificates" | "clientAuth" | "clientCaNames" | "verifyClient" | "reauthorizeClient"
+>;
 
 export function peerKey(peer: Peer): string {
   return `${peer.address}|${peer.port}`;
@@ -328,8 +324,14 @@ export function sourceHost(address: string): string {
   const [head = "", tail] = bare.split("::", 2);
   const headGroups = head === "" ? [] : head.split(":");
   const tailGroups = tail === undefined || tail === "" ? [] : tail.split(":");
-  const groups = tail === undefined ? headGroups : [...headGroups, ...Array<string>(Math.max(0, 8 - headGroups.length - tailGroups.length)).fill("0"), ...tailGroups];
-  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, "")).join(":")}::/64`;
+  const groups =
+    tail === undefined
+      ? headGroups
+      : [...headGroups, ...Array<string>(Math.max(0, 8 - headGroups.length - tailGroups.length)).fill("0"), ...tailGroups];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.replace(/^0+(?=.)/, ""))
+    .join(":")}::/64`;
 }
 
 /**
@@ -377,36 +379,36 @@ export class ServerCore {
     this.cidPrefix = cidString(config.connectionIdPrefix ?? new Uint8Array(0));
     const core = this; // the gauges below read the core's live counts
     this.stats = {
-    helloVerifyRequestsSent: 0,
-    handshakesStarted: 0,
-    handshakesCompleted: 0,
-    handshakesFailed: 0,
-    datagramsDropped: 0,
-    unknownConnectionIds: 0,
-    addressChanges: 0,
-    addressChangesRefused: { unauthenticated: 0, not_newer: 0, not_established: 0, address_in_use: 0 },
-    clientHellosDropped: newClientHelloDropCounts(),
-    refusedOverCapacity: 0,
-    refusals: { over_capacity: 0, host_handshakes_exceeded: 0, host_sessions_exceeded: 0, handshake_memory_exceeded: 0 },
-    recordsDropped: { replayed: 0, unauthenticated: 0, cid_mismatch: 0, cid_missing: 0, bad_inner_plaintext: 0 },
-    get handshakesInProgress(): number {
-      return core.handshaking;
-    },
-    get handshakeMemoryBytes(): number {
-      return core.memory.used;
-    },
-    handshakesResumed: 0,
-    resumptionsRefused: newResumptionRefusalCounts(),
-    get sessionCacheSize(): number {
-      return core.config.resumption?.cache?.size ?? 0;
-    },
-    sessionsRestored: 0,
-    restoresRefused: newRestoreRefusalCounts(),
-    sessionsExported: 0,
-    handshakesBySuite: {},
-    handshakeFailures: {},
-    alertsSent: {},
-    alertsReceived: {},
+      helloVerifyRequestsSent: 0,
+      handshakesStarted: 0,
+      handshakesCompleted: 0,
+      handshakesFailed: 0,
+      datagramsDropped: 0,
+      unknownConnectionIds: 0,
+      addressChanges: 0,
+      addressChangesRefused: { unauthenticated: 0, not_newer: 0, not_established: 0, address_in_use: 0 },
+      clientHellosDropped: newClientHelloDropCounts(),
+      refusedOverCapacity: 0,
+      refusals: { over_capacity: 0, host_handshakes_exceeded: 0, host_sessions_exceeded: 0, handshake_memory_exceeded: 0 },
+      recordsDropped: { replayed: 0, unauthenticated: 0, cid_mismatch: 0, cid_missing: 0, bad_inner_plaintext: 0 },
+      get handshakesInProgress(): number {
+        return core.handshaking;
+      },
+      get handshakeMemoryBytes(): number {
+        return core.memory.used;
+      },
+      handshakesResumed: 0,
+      resumptionsRefused: newResumptionRefusalCounts(),
+      get sessionCacheSize(): number {
+        return core.config.resumption?.cache?.size ?? 0;
+      },
+      sessionsRestored: 0,
+      restoresRefused: newRestoreRefusalCounts(),
+      sessionsExported: 0,
+      handshakesBySuite: {},
+      handshakeFailures: {},
+      alertsSent: {},
+      alertsReceived: {},
     };
   }
 
@@ -589,16 +591,28 @@ export class ServerCore {
     const maxSessionsPerHost = c.maxSessionsPerHost ?? DEFAULT_SERVER_LIMITS.maxSessionsPerHost;
     const handshaking = this.handshaking - (replacesHandshake ? 1 : 0);
     if (handshaking >= c.maxHandshakes || this.sessions.size - replaced >= c.maxSessions) {
-      return refused("over_capacity", `${handshaking} handshakes in progress (maxHandshakes ${c.maxHandshakes}), ${this.sessions.size} connections (maxSessions ${c.maxSessions}); ClientHello dropped`);
+      return refused(
+        "over_capacity",
+        `${handshaking} handshakes in progress (maxHandshakes ${c.maxHandshakes}), ${this.sessions.size} connections (maxSessions ${c.maxSessions}); ClientHello dropped`,
+      );
     }
     if (hostHandshakes >= maxPerHost) {
-      return refused("host_handshakes_exceeded", `${host} has ${hostHandshakes} handshakes in progress (maxHandshakesPerHost ${maxPerHost}); ClientHello dropped`);
+      return refused(
+        "host_handshakes_exceeded",
+        `${host} has ${hostHandshakes} handshakes in progress (maxHandshakesPerHost ${maxPerHost}); ClientHello dropped`,
+      );
     }
     if (hostConnections >= maxSessionsPerHost) {
-      return refused("host_sessions_exceeded", `${host} has ${hostConnections} sessions and handshakes (maxSessionsPerHost ${maxSessionsPerHost}); ClientHello dropped`);
+      return refused(
+        "host_sessions_exceeded",
+        `${host} has ${hostConnections} sessions and handshakes (maxSessionsPerHost ${maxSessionsPerHost}); ClientHello dropped`,
+      );
     }
     if (!replacesHandshake && this.memory.used + HANDSHAKE_STATE_BYTES > this.memory.limit) {
-      return refused("handshake_memory_exceeded", `handshakes in progress hold ${this.memory.used} bytes (handshakeMemoryBytes ${this.memory.limit}); ClientHello dropped`);
+      return refused(
+        "handshake_memory_exceeded",
+        `handshakes in progress hold ${this.memory.used} bytes (handshakeMemoryBytes ${this.memory.limit}); ClientHello dropped`,
+      );
     }
     return undefined;
   }
@@ -611,7 +625,15 @@ export class ServerCore {
     this.handler.send(peer, encodePlainRecord(ContentType.handshake, ProtocolVersion.DTLS1_0, 0, record.seq, msg), key);
   }
 
-  private startHandshake(peer: Peer, key: string, host: string, record: RawRecord, fragment: HandshakeFragment, hello: ClientHello, now: number): void {
+  private startHandshake(
+    peer: Peer,
+    key: string,
+    host: string,
+    record: RawRecord,
+    fragment: HandshakeFragment,
+    hello: ClientHello,
+    now: number,
+  ): void {
     const deadlineMs = this.config.handshakeTimeoutMs ?? DEFAULT_SERVER_LIMITS.handshakeTimeoutMs;
     const flat = keptPeerKey(peer);
     if (flat === key) key = flat; // the same string, flat: the sessions map and the session keep it (a caller's own key stays as it is)
@@ -630,7 +652,9 @@ export class ServerCore {
     this.countHost(host, 1, 0);
     this.stats.handshakesStarted++;
     try {
-      connection.attach(new ServerHandshake(connection.config, this.auth, hello, fragment.messageSeq, fragment.body, now, this.stats, this.newConnectionId(hello)));
+      connection.attach(
+        new ServerHandshake(connection.config, this.auth, hello, fragment.messageSeq, fragment.body, now, this.stats, this.newConnectionId(hello)),
+      );
     } catch (e) {
       connection.fail(toDtlsError(e));
       return;
@@ -777,7 +801,8 @@ export class ServerCore {
     if (this.sessions.has(peerKey(snap))) return "address_in_use";
     if (this.sessions.size >= c.maxSessions) return "over_capacity";
     const h = this.hosts.get(sourceHost(snap.address)) ?? 0;
-    if ((h % HOST_SESSION) + Math.floor(h / HOST_SESSION) >= (c.maxSessionsPerHost ?? DEFAULT_SERVER_LIMITS.maxSessionsPerHost)) return "host_sessions_exceeded";
+    if ((h % HOST_SESSION) + Math.floor(h / HOST_SESSION) >= (c.maxSessionsPerHost ?? DEFAULT_SERVER_LIMITS.maxSessionsPerHost))
+      return "host_sessions_exceeded";
     return undefined;
   }
 

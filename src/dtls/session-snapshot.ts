@@ -78,7 +78,9 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 export function encodeSessionSnapshot(s: SessionSnapshot): Uint8Array {
   const w = new ByteWriter(160 + s.attachment.length);
-  w.u8(SNAPSHOT_VERSION).u8(s.role === "server" ? 0 : 1).u16(s.suite.id);
+  w.u8(SNAPSHOT_VERSION)
+    .u8(s.role === "server" ? 0 : 1)
+    .u16(s.suite.id);
   w.vec8(s.readKey).vec8(s.readIv).vec8(s.writeKey).vec8(s.writeIv);
   w.u48(s.nextWriteSeq).u48(s.replayMax + 1);
   for (const word of s.replayWords) w.u32(word >>> 0);

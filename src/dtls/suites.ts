@@ -115,7 +115,10 @@ export function isSuiteName(s: string): s is SuiteName {
 
 /** Parses "NAME,NAME" of IANA suite names; throws DtlsError("bad_suite") naming the unknown one. */
 export function parseSuiteList(csv: string): SuiteName[] {
-  const names = csv.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
+  const names = csv
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
   if (names.length === 0) throw new DtlsError("bad_suite", "empty cipher suite list");
   for (const n of names) {
     if (!isSuiteName(n)) throw new DtlsError("bad_suite", `unknown cipher suite ${n}; supported: ${SUITE_NAMES.join(", ")}`);

@@ -5,13 +5,7 @@ import type { ClusterStore } from "../store/cluster-types.ts";
 import { mainThreadSigner } from "../auth/index.ts";
 import { ErrorCode } from "../wire/index.ts";
 import { defaultCrypto } from "../crypto/index.ts";
-import type {
-  DeliveryEngineDeps,
-  DeviceStatus,
-  EngineEvents,
-  PublishResult,
-  SessionLink,
-} from "./delivery-types.ts";
+import type { DeliveryEngineDeps, DeviceStatus, EngineEvents, PublishResult, SessionLink } from "./delivery-types.ts";
 import { addStoredDelivery, Holds, loadCounters, loadOrder } from "./cluster-holds.ts";
 import { EngineTurn } from "./engine-turn.ts";
 import { IdGuard } from "./id-guard.ts";
@@ -27,14 +21,7 @@ import { Topics } from "./topics.ts";
 
 export type { PublishRequest, PublishTarget } from "./publish-request.ts";
 export { LINK_RESTORE_OUTCOMES, type LinkRestoreOutcome } from "./link-snapshot.ts";
-export type {
-  DeliveryEngineDeps,
-  DeviceStatus,
-  EngineFailureEvent,
-  PresenceEvent,
-  PublishResult,
-  SessionLink,
-} from "./delivery-types.ts";
+export type { DeliveryEngineDeps, DeviceStatus, EngineFailureEvent, PresenceEvent, PublishResult, SessionLink } from "./delivery-types.ts";
 
 /**
  * The server side of delivery, sans-I/O: per-device queues and sequence

@@ -1,14 +1,5 @@
 import { EventEmitter } from "node:events";
-import {
-  decodeFrame,
-  encodeFrame,
-  ErrorCode,
-  errorCodeName,
-  type FrameInit,
-  type Push,
-  type Welcome,
-  type WireErrorBody,
-} from "../wire/index.ts";
+import { decodeFrame, encodeFrame, ErrorCode, errorCodeName, type FrameInit, type Push, type Welcome, type WireErrorBody } from "../wire/index.ts";
 import { DeviceReceiver } from "./device-receiver.ts";
 import { MessagingError } from "./errors.ts";
 import { messagingCodeOfWire } from "./wire-errors.ts";
@@ -84,7 +75,9 @@ export const ACK_DEFAULTS = { ackDelayMs: 5, ackEvery: 4 } as const;
 /** Checks the delayed-ack options: whole numbers in range. Returns the message of the first problem, or undefined. */
 export function ackOptionsProblem(o: { readonly ackDelayMs?: number; readonly ackEvery?: number }): string | undefined {
   const bad = (name: "ackDelayMs" | "ackEvery", v: number | undefined, min: number, max: number): string | undefined =>
-    v === undefined || (Number.isSafeInteger(v) && v >= min && v <= max) ? undefined : `${name} must be a whole number from ${min} to ${max}, got ${String(v)}`;
+    v === undefined || (Number.isSafeInteger(v) && v >= min && v <= max)
+      ? undefined
+      : `${name} must be a whole number from ${min} to ${max}, got ${String(v)}`;
   return bad("ackDelayMs", o.ackDelayMs, 0, 1000) ?? bad("ackEvery", o.ackEvery, 1, 1024);
 }
 

@@ -105,7 +105,10 @@ export function resolveDeliveryOptions(partial: Partial<DeliveryOptions> = {}): 
   const o: DeliveryOptions = { ...DEFAULT_DELIVERY_OPTIONS, ...partial, rtt: { ...DEFAULT_RTT_OPTIONS, ...partial.rtt } };
   const check = (name: string, value: unknown, [min, max, integer]: Bound): void => {
     if (typeof value !== "number" || Number.isNaN(value) || value < min || value > max || (integer && !Number.isInteger(value))) {
-      throw new MessagingError("bad_option", `delivery option ${name} must be ${integer ? "an integer" : "a number"} from ${min} to ${max}, got ${String(value)}`);
+      throw new MessagingError(
+        "bad_option",
+        `delivery option ${name} must be ${integer ? "an integer" : "a number"} from ${min} to ${max}, got ${String(value)}`,
+      );
     }
   };
   for (const [name, bound] of Object.entries(BOUNDS) as [keyof typeof BOUNDS, Bound][]) check(name, o[name], bound);
@@ -116,6 +119,7 @@ export function resolveDeliveryOptions(partial: Partial<DeliveryOptions> = {}): 
   if (o.defaultTtlSeconds > o.maxTtlSeconds) {
     throw new MessagingError("bad_option", `delivery option defaultTtlSeconds (${o.defaultTtlSeconds}) is above maxTtlSeconds (${o.maxTtlSeconds})`);
   }
-  if (o.rtt.minRto > o.rtt.maxRto) throw new MessagingError("bad_option", `delivery option rtt.minRto (${o.rtt.minRto}) is above rtt.maxRto (${o.rtt.maxRto})`);
+  if (o.rtt.minRto > o.rtt.maxRto)
+    throw new MessagingError("bad_option", `delivery option rtt.minRto (${o.rtt.minRto}) is above rtt.maxRto (${o.rtt.maxRto})`);
   return o;
 }

@@ -26,7 +26,10 @@ export function checkPublishRequest(
 ): { ttl: number; priority: number; contentType: string; collapseKey: string; topic: string; device: string } {
   const payload = req.payload;
   if (payload.byteLength > o.maxPayload) {
-    throw new MessagingError("payload_too_large", `payload is ${payload.byteLength} bytes; at most ${o.maxPayload} bytes are accepted (the payload limit)`);
+    throw new MessagingError(
+      "payload_too_large",
+      `payload is ${payload.byteLength} bytes; at most ${o.maxPayload} bytes are accepted (the payload limit)`,
+    );
   }
   const ttl = req.ttlSeconds ?? o.defaultTtlSeconds;
   if (!Number.isInteger(ttl) || ttl < 1 || ttl > o.maxTtlSeconds) {

@@ -83,7 +83,9 @@ export class Publishing implements PublishingPart {
     const chosen = prepared.flatMap((p) => (p instanceof Error || p.req.id === undefined ? [] : [p.fields.messageId]));
     const check = chosen.length === 0 ? undefined : this.checkIds(chosen);
     // on a shared store, direct publishes to devices held elsewhere (or by nobody) are checked against their stored depth
-    const remote = prepared.flatMap((p) => (p instanceof Error || p.fields.device === "" || this.parts.holds.held(p.fields.device) ? [] : [p.fields.device]));
+    const remote = prepared.flatMap((p) =>
+      p instanceof Error || p.fields.device === "" || this.parts.holds.held(p.fields.device) ? [] : [p.fields.device],
+    );
     const depths = remote.length === 0 ? undefined : this.storedDepths(remote);
     const caught = <T>(answer: Promise<T> | undefined): Promise<T | Error | undefined> | undefined =>
       answer?.then(
@@ -212,7 +214,8 @@ export class Publishing implements PublishingPart {
   private preparePublish(req: PublishRequest): PreparedPublish {
     this.checkRunning();
     // nothing is queued in memory for a store that cannot take it now (Redis away)
-    if (this.env.store.available === false) throw new StoreError("store_unavailable", "the shared store (Redis) is unreachable; nothing was published");
+    if (this.env.store.available === false)
+      throw new StoreError("store_unavailable", "the shared store (Redis) is unreachable; nothing was published");
     const o = this.env.options;
     const payload = req.payload;
     const { ttl, priority, contentType, collapseKey, topic, device } = checkPublishRequest(req, o);
@@ -388,12 +391,7 @@ export class Publishing implements PublishingPart {
     // when this particular Push would still fit, so a device never depends on more than it was told
     const limit = this.uplinkPayloadLimit(dev.id);
     if (p.payload.byteLength > limit) {
-      answer(
-        new MessagingError(
-          "payload_too_large",
-          `payload is ${p.payload.byteLength} bytes; the limit is ${limit} (Welcome.limits.max_payload)`,
-        ),
-      );
+      answer(new MessagingError("payload_too_large", `payload is ${p.payload.byteLength} bytes; the limit is ${limit} (Welcome.limits.max_payload)`));
       return;
     }
     const done = this.publish({
@@ -408,9 +406,7 @@ export class Publishing implements PublishingPart {
     this.uplinkInProgress.set(id, done);
     // a repeat of a publish already done (the id is stored): answered again, nothing published
     const repeat = (e: Error): PublishResult | Error =>
-      e instanceof MessagingError && e.code === "duplicate_message"
-        ? { messageId: id, createdAt: 0, expiresAt: 0, recipients: 0, rejected: [] }
-        : e;
+      e instanceof MessagingError && e.code === "duplicate_message" ? { messageId: id, createdAt: 0, expiresAt: 0, recipients: 0, rejected: [] } : e;
     done.then(answer, (e: Error) => answer(repeat(e))).finally(() => this.uplinkInProgress.delete(id));
   }
 

@@ -1,12 +1,5 @@
 import { encodeFrame, ErrorCode, type Ack, type SeqRange } from "../wire/index.ts";
-import {
-  assignSeq,
-  toTombstone,
-  type Entry,
-  type PendingEntry,
-  type SentEntry,
-  type TombstoneEntry,
-} from "./device-queue.ts";
+import { assignSeq, toTombstone, type Entry, type PendingEntry, type SentEntry, type TombstoneEntry } from "./device-queue.ts";
 import { deviceOf, MAX_SAFE, pushFrameOf, type Device, type EngineEnv, type EngineParts, type WindowPart } from "./engine-parts.ts";
 import { MessagingError } from "./errors.ts";
 import type { LinkState } from "./link-state.ts";

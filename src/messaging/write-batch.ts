@@ -1,12 +1,4 @@
-import type {
-  DeliveryRecord,
-  DeviceCounters,
-  HoldFence,
-  MessageRecord,
-  ReceiptInput,
-  Subscription,
-  WriteBatch,
-} from "../store/types.ts";
+import type { DeliveryRecord, DeviceCounters, HoldFence, MessageRecord, ReceiptInput, Subscription, WriteBatch } from "../store/types.ts";
 import {
   checkCountersRecord,
   checkDeliveryKey,

@@ -221,14 +221,22 @@ export async function loadCertificateAuthority(certPem: string, keyPem: string, 
     throw new PkiError("not_a_ca", "the CA certificate may not sign certificates (keyCertSign missing)");
   }
   if (now.getTime() > cert.notAfter.getTime()) throw new PkiError("expired", `the CA certificate expired on ${cert.notAfter.toISOString()}`);
-  if (now.getTime() < cert.notBefore.getTime()) throw new PkiError("expired", `the CA certificate is not valid before ${cert.notBefore.toISOString()}`);
+  if (now.getTime() < cert.notBefore.getTime())
+    throw new PkiError("expired", `the CA certificate is not valid before ${cert.notBefore.toISOString()}`);
   const kind = kindOfCertificate(cert);
   if (kind === undefined || kind === "rsa2048") throw new PkiError("bad_certificate", "the CA key must be ECDSA P-256 or P-384");
   const privateKey = await importPrivateKeyPem(keyPem, kind);
   if (!(await keysMatch(privateKey, await certificatePublicKey(cert, kind)))) {
     throw new PkiError("key_mismatch", "the CA private key does not belong to the CA certificate");
   }
-  return { certPem: encodePem("CERTIFICATE", der), kind, fingerprint: await fingerprintOf(der), notAfter: cert.notAfter, certificate: cert, privateKey };
+  return {
+    certPem: encodePem("CERTIFICATE", der),
+    kind,
+    fingerprint: await fingerprintOf(der),
+    notAfter: cert.notAfter,
+    certificate: cert,
+    privateKey,
+  };
 }
 
 interface LeafParams {
@@ -314,8 +322,7 @@ export async function issueDeviceCertificate(ca: CertificateAuthority, options: 
 }
 
 export type CheckResult =
-  | { readonly ok: true; readonly fingerprint: Fingerprint; readonly notAfter: Date }
-  | { readonly ok: false; readonly reason: string };
+  { readonly ok: true; readonly fingerprint: Fingerprint; readonly notAfter: Date } | { readonly ok: false; readonly reason: string };
 
 export interface CheckOptions {
   readonly kind: KeyKind;
@@ -328,7 +335,12 @@ export interface CheckOptions {
  * `ca`: signed by it, chain ends in it, currently valid, right key kind and
  * usage, and the key belongs to the certificate. Never throws for bad input.
  */
-export async function checkIssuedCertificate(ca: CertificateAuthority, chainPem: string, keyPem: string, options: CheckOptions): Promise<CheckResult> {
+export async function checkIssuedCertificate(
+  ca: CertificateAuthority,
+  chainPem: string,
+  keyPem: string,
+  options: CheckOptions,
+): Promise<CheckResult> {
   const fail = (reason: string): CheckResult => ({ ok: false, reason });
   let ders: Uint8Array[];
   try {

@@ -18,8 +18,7 @@ export { openSqliteStore, SQLITE_SCHEMA_VERSION, type CommitOutcome, type Sqlite
 export { openWorkerStore, type WorkerStore, type WorkerStoreStats } from "./worker-store.ts";
 
 export type StoreOptions =
-  | { readonly kind: "memory" }
-  | { readonly kind: "sqlite"; readonly path: string; readonly synchronous?: "normal" | "full" | undefined };
+  { readonly kind: "memory" } | { readonly kind: "sqlite"; readonly path: string; readonly synchronous?: "normal" | "full" | undefined };
 
 /**
  * Opens the store the options name: SQLite runs on a worker thread of its own

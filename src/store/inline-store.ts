@@ -54,4 +54,3 @@ export function inlineStore(sync: SyncStore): Store {
       }),
   };
 }
-

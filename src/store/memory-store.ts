@@ -243,9 +243,7 @@ class MemoryStore implements SyncStore {
         referenced.add(d.messageId);
       }
     }
-    const messages = [...referenced]
-      .sort(compareText)
-      .map((id) => copyMessage(this.messages.get(id) as MessageRecord));
+    const messages = [...referenced].sort(compareText).map((id) => copyMessage(this.messages.get(id) as MessageRecord));
     const subscriptions: Subscription[] = [];
     for (const device of [...this.subscriptions.keys()].sort(compareText)) {
       for (const topic of [...(this.subscriptions.get(device) as Set<string>)].sort(compareText)) {

@@ -176,7 +176,9 @@ function redactText(text: string, url: string): string {
 function encodeDevice(d: DeviceRecord): string {
   return JSON.stringify({
     id: d.id,
-    ...(d.psk !== undefined ? { psk: { identity: d.psk.identity, key: Buffer.from(d.psk.key.buffer, d.psk.key.byteOffset, d.psk.key.byteLength).toString("base64") } } : {}),
+    ...(d.psk !== undefined
+      ? { psk: { identity: d.psk.identity, key: Buffer.from(d.psk.key.buffer, d.psk.key.byteOffset, d.psk.key.byteLength).toString("base64") } }
+      : {}),
     ...(d.certIdentity !== undefined ? { certIdentity: d.certIdentity } : {}),
     revoked: d.revoked,
     topics: d.topics,
@@ -215,7 +217,19 @@ function encodeMessage(m: MessageRecord): string {
 
 function decodeMessage(id: string, s: string): MessageRecord {
   const [topic, device, payload, contentType, createdAt, expiresAt, priority, collapseKey, publisher, signature] = JSON.parse(s) as MessageRow;
-  return { id, topic, device, payload: new Uint8Array(Buffer.from(payload, "base64")), contentType, createdAt, expiresAt, priority, collapseKey, publisher, signature };
+  return {
+    id,
+    topic,
+    device,
+    payload: new Uint8Array(Buffer.from(payload, "base64")),
+    contentType,
+    createdAt,
+    expiresAt,
+    priority,
+    collapseKey,
+    publisher,
+    signature,
+  };
 }
 
 function encodeReceipt(r: ReceiptInput): string {
@@ -225,7 +239,15 @@ function encodeReceipt(r: ReceiptInput): string {
 /** A stored member "id:json". */
 function decodeReceipt(member: string): Receipt {
   const colon = member.indexOf(":");
-  const [messageId, device, state, at, reason, seq, topic] = JSON.parse(member.slice(colon + 1)) as [string, string, ReceiptState, number, string, number, string];
+  const [messageId, device, state, at, reason, seq, topic] = JSON.parse(member.slice(colon + 1)) as [
+    string,
+    string,
+    ReceiptState,
+    number,
+    string,
+    number,
+    string,
+  ];
   return { id: Number(member.slice(0, colon)), messageId, device, state, at, reason, seq, topic };
 }
 
@@ -547,7 +569,10 @@ export class RedisStore implements Store, ClusterStore {
     this.waiting = [...this.inFlight, ...this.waiting];
     this.inFlight = [];
     const seconds = this.outageMaxMs / 1000;
-    const timer = setTimeout(() => this.breakWith(new Error(`Redis was unreachable for ${seconds} s (the outage bound), last: ${describeError(e)}`)), this.outageMaxMs);
+    const timer = setTimeout(
+      () => this.breakWith(new Error(`Redis was unreachable for ${seconds} s (the outage bound), last: ${describeError(e)}`)),
+      this.outageMaxMs,
+    );
     timer.unref();
     this.outage = { since: Date.now(), timer };
     this.tellState();
@@ -578,7 +603,8 @@ export class RedisStore implements Store, ClusterStore {
           this.client.sendCommand(["LRANGE", this.key(`fres:${this.instance}`), "0", "-1"]),
         ]);
         const shas = await loadScripts(this.client);
-        if (Object.entries(shas).some(([name, sha]) => this.shas[name as ScriptName] !== sha)) throw new Error("the scripts loaded again have other hashes");
+        if (Object.entries(shas).some(([name, sha]) => this.shas[name as ScriptName] !== sha))
+          throw new Error("the scripts loaded again have other hashes");
         break;
       } catch (e) {
         // a restarted Redis answers LOADING while it reads its append-only file
@@ -597,7 +623,9 @@ export class RedisStore implements Store, ClusterStore {
     const list = (results as string[]).map(Number);
     if (!Number.isSafeInteger(f) || f < this.applied) {
       this.breakWith(
-        new Error(`Redis came back without commits it had acknowledged (this store's fence is ${fence === null ? "gone" : `at ${String(fence)}`}, ${this.applied} were applied): its data was lost`),
+        new Error(
+          `Redis came back without commits it had acknowledged (this store's fence is ${fence === null ? "gone" : `at ${String(fence)}`}, ${this.applied} were applied): its data was lost`,
+        ),
       );
       return;
     }
@@ -626,9 +654,13 @@ export class RedisStore implements Store, ClusterStore {
   /** The store fails for good: every pending and later call rejects with store_failed, both connections end. */
   private breakWith(e: unknown): void {
     if (this.broken !== undefined || this.closed) return;
-    this.broken = new StoreError("store_failed", `The Redis store at ${this.where} failed: ${describeError(e)}; nothing more is stored until a restart.`, {
-      cause: e,
-    });
+    this.broken = new StoreError(
+      "store_failed",
+      `The Redis store at ${this.where} failed: ${describeError(e)}; nothing more is stored until a restart.`,
+      {
+        cause: e,
+      },
+    );
     this.commitFailure ??= this.broken;
     this.endOutage();
     this.link.reconnect = false;
@@ -668,7 +700,10 @@ export class RedisStore implements Store, ClusterStore {
             return then(reply);
           } catch (e) {
             if (e instanceof StoreError) throw e;
-            throw new StoreError("store_corrupt", `A value under ${JSON.stringify(this.prefix)} does not have the shape this version writes: ${describeError(e)}`);
+            throw new StoreError(
+              "store_corrupt",
+              `A value under ${JSON.stringify(this.prefix)} does not have the shape this version writes: ${describeError(e)}`,
+            );
           }
         },
         (e: unknown) => {
@@ -716,12 +751,18 @@ export class RedisStore implements Store, ClusterStore {
       return this.settleInOrder(Promise.reject(e as Error));
     }
     const args = [device.id, encodeDevice(device), device.psk?.identity ?? "", device.certIdentity ?? "", this.instance];
-    return this.script("putDevice", args, (reply) => {
-      const r = reply as [0] | [1, "psk" | "cert", string];
-      if (r[0] === 0) return;
-      const what = r[1] === "psk" ? `PSK identity ${JSON.stringify(device.psk?.identity)}` : `Certificate identity ${JSON.stringify(device.certIdentity)}`;
-      throw new StoreError("identity_in_use", `${what} of device ${JSON.stringify(device.id)} is already used by device ${JSON.stringify(r[2])}.`);
-    }, "write");
+    return this.script(
+      "putDevice",
+      args,
+      (reply) => {
+        const r = reply as [0] | [1, "psk" | "cert", string];
+        if (r[0] === 0) return;
+        const what =
+          r[1] === "psk" ? `PSK identity ${JSON.stringify(device.psk?.identity)}` : `Certificate identity ${JSON.stringify(device.certIdentity)}`;
+        throw new StoreError("identity_in_use", `${what} of device ${JSON.stringify(device.id)} is already used by device ${JSON.stringify(r[2])}.`);
+      },
+      "write",
+    );
   }
 
   getDevice(id: string): Promise<DeviceRecord | undefined> {
@@ -759,7 +800,15 @@ export class RedisStore implements Store, ClusterStore {
       return this.settleInOrder(Promise.reject(e as Error));
     }
     const receipts = batch.receipts ?? [];
-    const copies = receipts.map((r) => ({ messageId: r.messageId, device: r.device, state: r.state, at: r.at, reason: r.reason, seq: r.seq, topic: r.topic }));
+    const copies = receipts.map((r) => ({
+      messageId: r.messageId,
+      device: r.device,
+      state: r.state,
+      at: r.at,
+      reason: r.reason,
+      seq: r.seq,
+      topic: r.topic,
+    }));
     const k = this.sent++;
     const p = new Promise<Receipt[]>((resolve, reject) => {
       this.waiting.push({ k, args, copies, resolve, reject, sends: 0 });
@@ -791,7 +840,13 @@ export class RedisStore implements Store, ClusterStore {
             return;
           }
           this.inFlight.splice(this.inFlight.indexOf(c), 1);
-          c.reject(this.failCommit(new StoreError("store_failed", `Redis answered ${JSON.stringify(e.message)} to a commit; nothing more is committed until a restart.`, { cause: e })));
+          c.reject(
+            this.failCommit(
+              new StoreError("store_failed", `Redis answered ${JSON.stringify(e.message)} to a commit; nothing more is committed until a restart.`, {
+                cause: e,
+              }),
+            ),
+          );
         },
       );
     }
@@ -805,7 +860,11 @@ export class RedisStore implements Store, ClusterStore {
         c.resolve(c.copies.map((copy, i) => ({ id: r[1] + i, ...copy })));
         return;
       case 1:
-        c.reject(this.failCommit(new StoreError("duplicate_message", `Message id ${JSON.stringify(r[1])} is already stored; nothing of the batch was applied.`)));
+        c.reject(
+          this.failCommit(
+            new StoreError("duplicate_message", `Message id ${JSON.stringify(r[1])} is already stored; nothing of the batch was applied.`),
+          ),
+        );
         return;
       case 2:
         c.reject(
@@ -831,11 +890,16 @@ export class RedisStore implements Store, ClusterStore {
   // --- cluster (cluster-types.ts)
 
   claimDevice(device: string): Promise<DeviceHold> {
-    return this.script("claim", [this.instance, device], (reply) => {
-      const [epoch, previous, ctr, flat, msgs] = reply as [number, string, string, string[], string[]];
-      const counters = ctr === "" ? undefined : decodeCounters(device, ctr);
-      return { device, epoch, counters, ...decodeQueue(device, flat, msgs), previous };
-    }, "write");
+    return this.script(
+      "claim",
+      [this.instance, device],
+      (reply) => {
+        const [epoch, previous, ctr, flat, msgs] = reply as [number, string, string, string[], string[]];
+        const counters = ctr === "" ? undefined : decodeCounters(device, ctr);
+        return { device, epoch, counters, ...decodeQueue(device, flat, msgs), previous };
+      },
+      "write",
+    );
   }
 
   releaseDevice(device: string, epoch: number): Promise<void> {
@@ -888,9 +952,7 @@ export class RedisStore implements Store, ClusterStore {
         queue.sort((a, b) => a.order - b.order || compareText(a.messageId, b.messageId));
         deliveries.push(...queue);
       }
-      const messages = ids
-        .map((id, i) => decodeMessage(id, msgs[i] as string))
-        .sort((a, b) => compareText(a.id, b.id));
+      const messages = ids.map((id, i) => decodeMessage(id, msgs[i] as string)).sort((a, b) => compareText(a.id, b.id));
       const subscriptions: Subscription[] = [];
       for (const [device, topics] of subs.sort((a, b) => compareText(a[0], b[0]))) {
         for (const topic of topics.sort(compareText)) subscriptions.push({ device, topic });
@@ -950,16 +1012,24 @@ export class RedisStore implements Store, ClusterStore {
     if (this.closing !== undefined) return this.closing;
     clearInterval(this.livenessTimer);
     const fence = this.available
-      ? this.call(["DEL", this.key(`fence:${this.instance}`), this.key(`fres:${this.instance}`), this.key(`alive:${this.instance}`)], () => undefined, "write").catch(
+      ? this.call(
+          ["DEL", this.key(`fence:${this.instance}`), this.key(`fres:${this.instance}`), this.key(`alive:${this.instance}`)],
           () => undefined,
-        )
+          "write",
+        ).catch(() => undefined)
       : undefined;
     if (!this.connected && this.broken === undefined) {
       // closed during an outage: what is kept is not sent (a restart reads what Redis holds)
       const kept = [...this.inFlight, ...this.waiting];
       this.inFlight = [];
       this.waiting = [];
-      for (const c of kept) c.reject(new StoreError("store_unavailable", `The Redis store at ${this.where} was closed while Redis was unreachable; the commit may not be stored.`));
+      for (const c of kept)
+        c.reject(
+          new StoreError(
+            "store_unavailable",
+            `The Redis store at ${this.where} was closed while Redis was unreachable; the commit may not be stored.`,
+          ),
+        );
       this.endOutage();
     }
     this.closed = true;
@@ -984,7 +1054,6 @@ export class RedisStore implements Store, ClusterStore {
   }
 }
 
-
 /** What a 202 means with the persistence a Redis server reports (CONFIG GET). */
 export interface RedisPersistence {
   readonly appendonly: boolean;
@@ -1003,20 +1072,42 @@ export async function readRedisPersistence(store: Store): Promise<RedisPersisten
   return store.persistence();
 }
 
-
 export function describePersistence(appendonly: boolean, appendfsync: string, save: string): RedisPersistence {
   const base = { appendonly, appendfsync, save };
   if (appendonly && appendfsync === "always") {
-    return { ...base, level: "durable", summary: "Redis persistence: appendonly yes, appendfsync always: a 202 is on Redis's disk (fsynced) and survives a crash of Redis or its machine." };
+    return {
+      ...base,
+      level: "durable",
+      summary:
+        "Redis persistence: appendonly yes, appendfsync always: a 202 is on Redis's disk (fsynced) and survives a crash of Redis or its machine.",
+    };
   }
   if (appendonly && appendfsync === "everysec") {
-    return { ...base, level: "second", summary: "Redis persistence: appendonly yes, appendfsync everysec: a 202 survives a Redis crash; a power loss of its machine can lose about the last second of 202s." };
+    return {
+      ...base,
+      level: "second",
+      summary:
+        "Redis persistence: appendonly yes, appendfsync everysec: a 202 survives a Redis crash; a power loss of its machine can lose about the last second of 202s.",
+    };
   }
   if (appendonly) {
-    return { ...base, level: "os", summary: `Redis persistence: appendonly yes, appendfsync ${appendfsync}: a 202 survives a Redis crash, but the OS decides when it reaches the disk; a power loss can lose about 30 s of 202s.` };
+    return {
+      ...base,
+      level: "os",
+      summary: `Redis persistence: appendonly yes, appendfsync ${appendfsync}: a 202 survives a Redis crash, but the OS decides when it reaches the disk; a power loss can lose about 30 s of 202s.`,
+    };
   }
   if (save.trim() !== "") {
-    return { ...base, level: "snapshot", summary: `Redis persistence: RDB snapshots only (save "${save}"): a Redis crash loses every 202 since the last snapshot. Set appendonly yes.` };
+    return {
+      ...base,
+      level: "snapshot",
+      summary: `Redis persistence: RDB snapshots only (save "${save}"): a Redis crash loses every 202 since the last snapshot. Set appendonly yes.`,
+    };
   }
-  return { ...base, level: "none", summary: "Redis persistence: NONE (appendonly no, no snapshots): a Redis restart loses every queued message. Set appendonly yes and appendfsync always." };
+  return {
+    ...base,
+    level: "none",
+    summary:
+      "Redis persistence: NONE (appendonly no, no snapshots): a Redis restart loses every queued message. Set appendonly yes and appendfsync always.",
+  };
 }

@@ -221,7 +221,8 @@ function v2Receipts(row: Record<string, unknown>, path: string): Receipt[] {
   };
   const state = String(row["state"]);
   const at = row["at"];
-  if (typeof id !== "number" || typeof count !== "number" || count < 1 || !RECEIPT_STATES.has(state) || typeof at !== "number" || at < 0) return corrupt();
+  if (typeof id !== "number" || typeof count !== "number" || count < 1 || !RECEIPT_STATES.has(state) || typeof at !== "number" || at < 0)
+    return corrupt();
   let pairs: unknown = [[row["device"], row["seq"]]];
   if (count > 1) {
     try {
@@ -290,7 +291,10 @@ export function migrate(db: DatabaseSync, path: string): void {
       }
       const broken = db.prepare("PRAGMA foreign_key_check").all();
       if (broken.length > 0) {
-        throw new StoreError("store_corrupt", `Store ${path}: ${broken.length} rows break a foreign key after the schema upgrade; the file was left as it was.`);
+        throw new StoreError(
+          "store_corrupt",
+          `Store ${path}: ${broken.length} rows break a foreign key after the schema upgrade; the file was left as it was.`,
+        );
       }
       db.exec(`PRAGMA user_version = ${SQLITE_SCHEMA_VERSION}`);
       db.exec("COMMIT");
@@ -309,4 +313,3 @@ function newerVersion(path: string, version: number): StoreError {
     `Store ${path} has schema version ${version}, newer than the ${SQLITE_SCHEMA_VERSION} this dtlspush supports; upgrade dtlspush or use another file.`,
   );
 }
-

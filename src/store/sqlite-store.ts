@@ -150,7 +150,8 @@ export function openSqliteStore(path: string, options: SqliteStoreOptions = {}):
     db.exec("PRAGMA foreign_keys = ON");
     const pages = options.walAutocheckpointPages;
     if (pages !== undefined) {
-      if (!Number.isSafeInteger(pages) || pages < 0) throw new StoreError("store_open_failed", `Cannot open store ${path}: walAutocheckpointPages must be a whole number >= 0, got ${pages}.`);
+      if (!Number.isSafeInteger(pages) || pages < 0)
+        throw new StoreError("store_open_failed", `Cannot open store ${path}: walAutocheckpointPages must be a whole number >= 0, got ${pages}.`);
       db.exec(`PRAGMA wal_autocheckpoint = ${pages}`);
     }
     migrate(db, path);
@@ -299,13 +300,9 @@ class SqliteStore implements SqliteSyncStore {
       ),
       loadCounters: p("SELECT device, last_seq, acked_seq FROM counters ORDER BY device"),
       loadDeliveries: p("SELECT device, message_id, ord, seq, tombstone FROM deliveries ORDER BY device, ord, message_id"),
-      loadMessages: p(
-        "SELECT * FROM messages AS m WHERE EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id) ORDER BY m.id",
-      ),
+      loadMessages: p("SELECT * FROM messages AS m WHERE EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id) ORDER BY m.id"),
       loadSubscriptions: p("SELECT device, topic FROM subscriptions ORDER BY device, topic"),
-      pruneMessages: p(
-        "DELETE FROM messages WHERE expires_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = messages.id)",
-      ),
+      pruneMessages: p("DELETE FROM messages WHERE expires_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = messages.id)"),
       prunedMessageRows: p(
         `SELECT id, receipt_rows FROM messages WHERE expires_at < ? AND receipt_rows != ''
            AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = messages.id)`,
@@ -351,7 +348,6 @@ class SqliteStore implements SqliteSyncStore {
     }
     return stmt.run(...params);
   }
-
 
   /** `bulk` over `items` in chunks of at most BULK_ROWS rows. */
   private bulkAll<T>(shape: BulkShape, items: readonly T[], row: (item: T) => SQLInputValue[]): void {
@@ -564,7 +560,10 @@ class SqliteStore implements SqliteSyncStore {
       for (let i = 0; i < deliveries.length; i += BULK_ROWS) {
         const chunk = deliveries.slice(i, i + BULK_ROWS);
         try {
-          this.bulk(BULK.upsertDelivery, chunk.flatMap((d) => [d.device, d.messageId, d.order, d.seq, d.tombstone ? 1 : 0]));
+          this.bulk(
+            BULK.upsertDelivery,
+            chunk.flatMap((d) => [d.device, d.messageId, d.order, d.seq, d.tombstone ? 1 : 0]),
+          );
         } catch (e) {
           if (errcode(e) !== SQLITE_CONSTRAINT_FOREIGNKEY) throw e;
           const d = chunk.find((x) => s.messageExists.get(x.messageId) === undefined) ?? (chunk[0] as DeliveryRecord);
@@ -620,7 +619,12 @@ class SqliteStore implements SqliteSyncStore {
     let updated = 0;
     for (let i = 0; i < others.length; i += BULK_ROWS) {
       const chunk = others.slice(i, i + BULK_ROWS);
-      updated += Number(this.bulk(BULK.appendReceiptRows, chunk.flatMap(([id, rows]) => [id, rowList(rows)])).changes);
+      updated += Number(
+        this.bulk(
+          BULK.appendReceiptRows,
+          chunk.flatMap(([id, rows]) => [id, rowList(rows)]),
+        ).changes,
+      );
     }
     if (updated === others.length) return;
     const orphans = others.filter(([id]) => this.s.messageExists.get(id) === undefined);
@@ -701,7 +705,7 @@ class SqliteStore implements SqliteSyncStore {
       const out: Receipt[] = [];
       // A row's id is its highest receipt's when written; prune may have deleted
       // that receipt and kept lower ones, so a row past afterId can hold none wanted: read on.
-      for (let cursor = afterId; out.length < max; ) {
+      for (let cursor = afterId; out.length < max;) {
         const want = max - out.length;
         const rows = this.s.receiptsAfter.all(cursor, want);
         for (const row of rows) {

@@ -272,4 +272,3 @@ function startCheckpointer(path: string): Int32Array | undefined {
   }
   return control;
 }
-

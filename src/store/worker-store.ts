@@ -234,9 +234,13 @@ class WorkerSqliteStore implements WorkerStore {
         this.worker.postMessage(request(id));
       } catch (e) {
         // e.g. a value structured clone cannot copy: the thread never saw it
-        const error = new StoreError(fallback, `Cannot send the ${batch !== undefined ? "batch" : "call"} to store ${this.path}: ${describeError(e)}.`, {
-          cause: e,
-        });
+        const error = new StoreError(
+          fallback,
+          `Cannot send the ${batch !== undefined ? "batch" : "call"} to store ${this.path}: ${describeError(e)}.`,
+          {
+            cause: e,
+          },
+        );
         if (batch !== undefined) this.commitFailed ??= error;
         reject(error);
         return;
@@ -295,7 +299,9 @@ class WorkerSqliteStore implements WorkerStore {
       p.reject(error);
       return;
     }
-    p.resolve("ids" in result ? inputs.map((r, j) => receiptRecord(r, result.ids[j] as number)) : inputs.map((r, j) => receiptRecord(r, result.first + j)));
+    p.resolve(
+      "ids" in result ? inputs.map((r, j) => receiptRecord(r, result.ids[j] as number)) : inputs.map((r, j) => receiptRecord(r, result.first + j)),
+    );
   }
 
   private fail(cause: string, e?: unknown): void {

@@ -66,8 +66,7 @@ export class ByteReader {
     this.need(4, what);
     const b = this.buf;
     const v =
-      (b[this.pos] as number) * 0x100_0000 +
-      (((b[this.pos + 1] as number) << 16) | ((b[this.pos + 2] as number) << 8) | (b[this.pos + 3] as number));
+      (b[this.pos] as number) * 0x100_0000 + (((b[this.pos + 1] as number) << 16) | ((b[this.pos + 2] as number) << 8) | (b[this.pos + 3] as number));
     this.pos += 4;
     return v;
   }

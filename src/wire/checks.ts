@@ -231,7 +231,9 @@ function checkField(walk: Walk, end: number, field: FieldRule, wireType: number)
     return;
   }
   if (wireType !== expected) {
-    throw new WireError(`${field.label} arrived with wire type ${wireType}, expected ${field.repeated && expected === WIRE_VARINT ? WIRE_LEN : expected}.`);
+    throw new WireError(
+      `${field.label} arrived with wire type ${wireType}, expected ${field.repeated && expected === WIRE_VARINT ? WIRE_LEN : expected}.`,
+    );
   }
   if (expected === WIRE_VARINT) {
     checkNumber(walk, end, field);

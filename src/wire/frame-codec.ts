@@ -16,9 +16,10 @@ const PUSH_RULE = messageRule("Push");
 const BODY_RULES: ReadonlyMap<string, MessageRule> = new Map(FRAME_RULE.list.map((f) => [f.prop, f.message as MessageRule]));
 
 /** Frame field numbers by body kind (Frame.push = 3, ...). */
-export const FrameFields: Readonly<Record<FrameKind, number>> = Object.fromEntries(
-  FRAME_RULE.list.map((f) => [f.prop, f.number]),
-) as Record<FrameKind, number>;
+export const FrameFields: Readonly<Record<FrameKind, number>> = Object.fromEntries(FRAME_RULE.list.map((f) => [f.prop, f.number])) as Record<
+  FrameKind,
+  number
+>;
 
 /**
  * The reader the generated decoder gets, over bytes checkFrameBytes accepted:
@@ -127,9 +128,7 @@ export function decodeFrame(bytes: Uint8Array): FrameBody | UnknownFrameBody {
   const body = frame.body;
   if (body === undefined) {
     if (unknownField !== 0) return { kind: "unknown", field: unknownField };
-    throw new WireError(
-      bytes.length === 0 ? "Frame is empty: it has no body." : "Frame has no body: none of its fields is a Frame body.",
-    );
+    throw new WireError(bytes.length === 0 ? "Frame is empty: it has no body." : "Frame has no body: none of its fields is a Frame body.");
   }
   if (body.$case === "welcome") {
     // Welcome.limits carries nothing when absent: all-default Limits.

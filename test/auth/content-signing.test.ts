@@ -81,7 +81,10 @@ describe("content signatures", () => {
 
   it("known answer: the RFC 8037 key signs the known-answer content to the independently computed JWS", async () => {
     const storage = new MapStorage();
-    await storage.putSetting("keys.kat", JSON.stringify({ version: 1, current: RFC8037_KID, keys: [{ kid: RFC8037_KID, alg: "EdDSA", createdAt: 0, jwk: RFC8037 }] }));
+    await storage.putSetting(
+      "keys.kat",
+      JSON.stringify({ version: 1, current: RFC8037_KID, keys: [{ kid: RFC8037_KID, alg: "EdDSA", createdAt: 0, jwk: RFC8037 }] }),
+    );
     const kat = await KeyRing.open(storage, "kat");
     expect(await signContent(kat, FIELDS)).toBe(KNOWN_SIGNATURE);
     // and node's Ed25519 agrees on the signature bytes
@@ -188,8 +191,18 @@ describe("content signatures", () => {
 
   it("a JWKS that is not JSON, has no keys array or no usable key throws unknown_key at creation", () => {
     const rsa = { kty: "RSA", kid: "r", n: "AQAB", e: "AQAB" };
-    for (const bad of ["nope", "{}", '{"keys":{}}', '{"keys":[]}', JSON.stringify({ keys: [rsa] }), JSON.stringify({ keys: [{ ...ring.jwks().keys[0], kid: undefined }] })]) {
-      expect(codeOfSync(() => createContentVerifier(bad)), bad).toBe("unknown_key");
+    for (const bad of [
+      "nope",
+      "{}",
+      '{"keys":{}}',
+      '{"keys":[]}',
+      JSON.stringify({ keys: [rsa] }),
+      JSON.stringify({ keys: [{ ...ring.jwks().keys[0], kid: undefined }] }),
+    ]) {
+      expect(
+        codeOfSync(() => createContentVerifier(bad)),
+        bad,
+      ).toBe("unknown_key");
     }
   });
 
@@ -227,7 +240,9 @@ describe("content signatures", () => {
       await expect(v.verify(FIELDS, `${jh}..${js}`)).resolves.toBeUndefined();
       expect((await errorOf(v.verify({ ...FIELDS, payload: Uint8Array.of(1) }, `${jh}..${js}`))).code).toBe("signature_invalid");
       // same header bytes as jose writes for the ring's key
-      const joseHeader = (await new CompactSign(new Uint8Array(1)).setProtectedHeader({ alg, kid: r.currentKid }).sign(pair.privateKey)).split(".")[0];
+      const joseHeader = (await new CompactSign(new Uint8Array(1)).setProtectedHeader({ alg, kid: r.currentKid }).sign(pair.privateKey)).split(
+        ".",
+      )[0];
       expect(h).toBe(joseHeader);
     }
   });
@@ -239,7 +254,14 @@ describe("content signatures", () => {
     const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     const noncanonical = `${s!.slice(0, -1)}${alphabet[alphabet.indexOf(last) | 1]}`;
     expect(Buffer.from(noncanonical, "base64url")).toEqual(Buffer.from(s!, "base64url"));
-    for (const bad of [noncanonical, `${s}A`, s!.slice(0, -2), `${s!.slice(0, -1)}=`, `${s!.slice(0, 40)}*${s!.slice(41)}`, `${s!.slice(0, 40)} ${s!.slice(41)}`]) {
+    for (const bad of [
+      noncanonical,
+      `${s}A`,
+      s!.slice(0, -2),
+      `${s!.slice(0, -1)}=`,
+      `${s!.slice(0, 40)}*${s!.slice(41)}`,
+      `${s!.slice(0, 40)} ${s!.slice(41)}`,
+    ]) {
       expect((await errorOf(verifier.verify(FIELDS, `${h}..${bad}`))).code, bad).toBe("signature_invalid");
     }
     await expect(verifier.verify(FIELDS, signature)).resolves.toBeUndefined();

@@ -169,7 +169,13 @@ describe.each(STORES)("with %s", (_name, makeStore) => {
 
     it("update changes only what it is given and stamps updatedAt", async () => {
       const r = await registry.update("d", { topics: ["u", "v"] });
-      expect(r).toMatchObject({ psk: { identity: "d-psk" }, certIdentity: "d-cert", topics: ["u", "v"], createdAt: 1_700_000_000_000, updatedAt: 1_700_000_001_000 });
+      expect(r).toMatchObject({
+        psk: { identity: "d-psk" },
+        certIdentity: "d-cert",
+        topics: ["u", "v"],
+        createdAt: 1_700_000_000_000,
+        updatedAt: 1_700_000_001_000,
+      });
       expect(events).toEqual([["d", r]]);
       const newKey = new Uint8Array(32).fill(7);
       expect((await registry.update("d", { psk: { identity: "d-psk2", key: newKey } })).psk).toEqual({ identity: "d-psk2", key: newKey });
@@ -200,7 +206,14 @@ describe.each(STORES)("with %s", (_name, makeStore) => {
     it("upsert replaces credentials and topics, keeping createdAt and the revoked flag", async () => {
       await registry.revoke("d");
       const r = await registry.upsert({ id: "d", certIdentity: "new-cert" });
-      expect(r).toMatchObject({ id: "d", certIdentity: "new-cert", revoked: true, topics: [], createdAt: 1_700_000_000_000, updatedAt: 1_700_000_001_000 });
+      expect(r).toMatchObject({
+        id: "d",
+        certIdentity: "new-cert",
+        revoked: true,
+        topics: [],
+        createdAt: 1_700_000_000_000,
+        updatedAt: 1_700_000_001_000,
+      });
       expect(r.psk).toBeUndefined();
       const added = await registry.upsert({ id: "e", psk: { identity: "e", key: KEY } });
       expect(added).toMatchObject({ id: "e", revoked: false, createdAt: 1_700_000_001_000 });

@@ -31,7 +31,10 @@ describe("device ids", () => {
       ["dév", /contains "é"/],
     ];
     for (const [id, message] of cases) {
-      expect(codeOf(() => checkDeviceId(id)), id).toBe("bad_device");
+      expect(
+        codeOf(() => checkDeviceId(id)),
+        id,
+      ).toBe("bad_device");
       expect(() => checkDeviceId(id)).toThrow(message);
     }
     expect(codeOf(() => checkDeviceId(undefined as unknown as string))).toBe("bad_device");
@@ -60,7 +63,10 @@ describe("topics", () => {
       ["a:b", /contains ":"/],
     ];
     for (const [t, message] of cases) {
-      expect(codeOf(() => checkTopic(t)), t).toBe("bad_topic");
+      expect(
+        codeOf(() => checkTopic(t)),
+        t,
+      ).toBe("bad_topic");
       expect(() => checkTopic(t)).toThrow(message);
     }
   });

@@ -18,14 +18,21 @@ const KNOWN_FIELDS: SignedFields = {
 
 // Computed by hand, field by field (u32 big-endian lengths, u64 times, u32 priority).
 const KNOWN_HEX = [
-  "00000013", "64746c73707573682d636f6e74656e742d7631", // "dtlspush-content-v1"
-  "00000006", "6d73672dc3a9", // message_id "msg-é" (é = c3 a9)
+  "00000013",
+  "64746c73707573682d636f6e74656e742d7631", // "dtlspush-content-v1"
+  "00000006",
+  "6d73672dc3a9", // message_id "msg-é" (é = c3 a9)
   "00000000", // topic ""
-  "00000005", "6465762d31", // device "dev-1"
-  "0000000a", "746578742f706c61696e", // content_type "text/plain"
-  "00000003", "6f7073", // publisher "ops"
-  "00000001", "6b", // collapse_key "k"
-  "00000003", "0001ff", // payload
+  "00000005",
+  "6465762d31", // device "dev-1"
+  "0000000a",
+  "746578742f706c61696e", // content_type "text/plain"
+  "00000003",
+  "6f7073", // publisher "ops"
+  "00000001",
+  "6b", // collapse_key "k"
+  "00000003",
+  "0001ff", // payload
   "0000018bcfe56800", // created_at 1700000000000 = 0x18b_cfe56800
   "0000018bcfe65260", // expires_at 1700000060000 = created_at + 0xea60
   "00000005", // priority

@@ -226,7 +226,7 @@ describe("push server with a signing pool", () => {
     );
     expect(e).toBeInstanceOf(MessagingError);
     expect((e as MessagingError).code).toBe("internal");
-    expect((await s.engine.messageStatus("lost-1"))).toBeUndefined();
+    expect(await s.engine.messageStatus("lost-1")).toBeUndefined();
     expect(s.engine.deviceStatus("d1").queueDepth).toBe(0);
     const ok = await s.publish({ id: "kept-1", target: { device: "d1" }, payload: enc("kept"), publisher: "t" });
     await waitFor(() => got.length === 1);

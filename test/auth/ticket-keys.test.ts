@@ -29,7 +29,12 @@ describe("TicketKeyRing", () => {
     expect(next).toBeDefined();
     expect(b64(next?.name ?? new Uint8Array())).not.toBe(b64(current?.name ?? new Uint8Array()));
     // every key the ring can hand out is in the store already
-    expect(storedNames(storage).sort()).toEqual(ring.keys().map((k) => b64(k.name)).sort());
+    expect(storedNames(storage).sort()).toEqual(
+      ring
+        .keys()
+        .map((k) => b64(k.name))
+        .sort(),
+    );
   });
 
   it("opens the tickets of the keys a previous process stored (a restart)", async () => {
@@ -89,7 +94,10 @@ describe("TicketKeyRing", () => {
 
   it("refuses stored keys it cannot read back, overwriting nothing", async () => {
     const storage = new MapStorage();
-    storage.map.set(TICKET_KEYS_SETTING, JSON.stringify({ version: 1, keys: [{ name: "AAAA", secret: "BBBB", notBefore: 1, notAfter: 2, retiresAt: 3 }] }));
+    storage.map.set(
+      TICKET_KEYS_SETTING,
+      JSON.stringify({ version: 1, keys: [{ name: "AAAA", secret: "BBBB", notBefore: 1, notAfter: 2, retiresAt: 3 }] }),
+    );
     const e = await TicketKeyRing.open(storage, { rotationMs: H, ticketLifetimeMs: H }).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(AuthError);
     expect((e as AuthError).code).toBe("key_ring_invalid");

@@ -159,10 +159,7 @@ describe("parseCommandLine", () => {
     [["--listen"], "option '--listen' needs a value (see 'dtlspush x --help')"],
     [["-p"], "option '--psk' needs a value (see 'dtlspush x --help')"],
     [["--echo=yes"], "option '--echo' does not take a value (see 'dtlspush x --help')"],
-    [
-      ["--listen", "--echo"],
-      "option '--listen' needs a value (to give a value starting with '-', write --listen=VALUE) (see 'dtlspush x --help')",
-    ],
+    [["--listen", "--echo"], "option '--listen' needs a value (to give a value starting with '-', write --listen=VALUE) (see 'dtlspush x --help')"],
   ])("rejects %j", (argv, message) => {
     expect(usageMessage(() => parseCommandLine(argv, specs, cmd))).toBe(message);
   });

@@ -59,7 +59,21 @@ describe("dtlspush bench against a running daemon", () => {
     d.daemon.http.app.server.on("request", onRequest);
     let report: Awaited<ReturnType<typeof bench>>["report"];
     try {
-      ({ report } = await bench(["push", ...d.args, "--devices", "4", "--count", "250", "--duration", "5", "--batch", "20", "--concurrency", "2", "--json"]));
+      ({ report } = await bench([
+        "push",
+        ...d.args,
+        "--devices",
+        "4",
+        "--count",
+        "250",
+        "--duration",
+        "5",
+        "--batch",
+        "20",
+        "--concurrency",
+        "2",
+        "--json",
+      ]));
     } finally {
       d.daemon.http.app.server.off("request", onRequest);
     }
@@ -75,7 +89,22 @@ describe("dtlspush bench against a running daemon", () => {
   });
 
   it("push --rate --count: paced, and stops at the count", async () => {
-    const { report } = await bench(["push", ...d.args, "--devices", "3", "--duration", "5", "--rate", "200", "--count", "50", "--payload", "64", "--verify", "--json"]);
+    const { report } = await bench([
+      "push",
+      ...d.args,
+      "--devices",
+      "3",
+      "--duration",
+      "5",
+      "--rate",
+      "200",
+      "--count",
+      "50",
+      "--payload",
+      "64",
+      "--verify",
+      "--json",
+    ]);
     const p = report.push;
     expect(p).toMatchObject({ published: 50, received: 50, acked: 50, rateTarget: 200, rejected: 0 });
     // 50 publishes at 200/s take about a quarter of a second, not the 5 s duration
@@ -157,7 +186,9 @@ describe("dtlspush bench against a running daemon", () => {
     const io = testIo();
     const code = await runBench(["sessions", ...d.args, "--devices", "2", "--duration", "0.2"], io);
     expect(code).toBe(0);
-    expect(io.out()).toMatch(/^dtlspush bench sessions: 2 devices, 1 worker, API http:\/\/127\.0\.0\.1:\d+, DTLS 127\.0\.0\.1:\d+, psk, payload 100 B\n/);
+    expect(io.out()).toMatch(
+      /^dtlspush bench sessions: 2 devices, 1 worker, API http:\/\/127\.0\.0\.1:\d+, DTLS 127\.0\.0\.1:\d+, psk, payload 100 B\n/,
+    );
     expect(io.out()).toMatch(/idle sessions held\s+2 for 0.2 s/);
     expect(io.out()).toMatch(/resident memory per session/);
   });
@@ -198,16 +229,40 @@ describe("dtlspush bench", () => {
     expect(report.push?.eventLoopDelayMs).toMatchObject({ p50: expect.any(Number), p99: expect.any(Number), max: expect.any(Number) });
   });
 
-  it.runIf(existsSync("/proc/sys/net/ipv4/ip_local_port_range"))("refuses more devices than its source addresses have UDP ports for, before anything starts", async () => {
-    const io = testIo();
-    const code = await runBench(
-      ["sessions", "--devices", "900000", "--workers", "64", "--source-addresses", "2", "--server", "127.0.0.1:5684", "--api", "http://127.0.0.1:1", "--token", "t"],
-      io,
-    );
-    expect(code).toBe(1);
-    expect(io.err()).toMatch(/900 000 devices need 900 000 UDP source ports at once, but 2 source addresses \(127\.0\.0\.1-127\.0\.0\.2\) .* use --source-addresses \d+ or more/);
-    const remote = testIo();
-    expect(await runBench(["sessions", "--devices", "100000", "--workers", "7", "--server", "192.0.2.1:5684", "--api", "http://127.0.0.1:1", "--token", "t"], remote)).toBe(1);
-    expect(remote.err()).toMatch(/the server 192\.0\.2\.1 is not on 127\.0\.0\.0\/8/);
-  });
+  it.runIf(existsSync("/proc/sys/net/ipv4/ip_local_port_range"))(
+    "refuses more devices than its source addresses have UDP ports for, before anything starts",
+    async () => {
+      const io = testIo();
+      const code = await runBench(
+        [
+          "sessions",
+          "--devices",
+          "900000",
+          "--workers",
+          "64",
+          "--source-addresses",
+          "2",
+          "--server",
+          "127.0.0.1:5684",
+          "--api",
+          "http://127.0.0.1:1",
+          "--token",
+          "t",
+        ],
+        io,
+      );
+      expect(code).toBe(1);
+      expect(io.err()).toMatch(
+        /900 000 devices need 900 000 UDP source ports at once, but 2 source addresses \(127\.0\.0\.1-127\.0\.0\.2\) .* use --source-addresses \d+ or more/,
+      );
+      const remote = testIo();
+      expect(
+        await runBench(
+          ["sessions", "--devices", "100000", "--workers", "7", "--server", "192.0.2.1:5684", "--api", "http://127.0.0.1:1", "--token", "t"],
+          remote,
+        ),
+      ).toBe(1);
+      expect(remote.err()).toMatch(/the server 192\.0\.2\.1 is not on 127\.0\.0\.0\/8/);
+    },
+  );
 });

@@ -172,9 +172,16 @@ describe("dtlspush certs (end to end)", () => {
     expect(first.stderr).toBe("");
     expect(first.code).toBe(0);
     expect(actions(first.stdout)).toEqual({ ca: "created", "server-p256": "created", "server-p384": "created", "server-rsa": "created" });
-    expect(readdirSync(dir).sort()).toEqual(
-      ["ca.key", "ca.pem", "server-p256.key", "server-p256.pem", "server-p384.key", "server-p384.pem", "server-rsa.key", "server-rsa.pem"],
-    );
+    expect(readdirSync(dir).sort()).toEqual([
+      "ca.key",
+      "ca.pem",
+      "server-p256.key",
+      "server-p256.pem",
+      "server-p384.key",
+      "server-p384.pem",
+      "server-rsa.key",
+      "server-rsa.pem",
+    ]);
 
     const ca = leafOf(join(dir, "ca.pem"));
     expect(ca.ca).toBe(true);
@@ -188,7 +195,9 @@ describe("dtlspush certs (end to end)", () => {
       expect(readFileSync(join(dir, `${name}.pem`), "utf8").match(/BEGIN CERTIFICATE/g)).toHaveLength(2);
       expect(fingerprints(first.stdout)[name]).toBe(leaf.fingerprint256.replaceAll(":", "").toLowerCase());
       if (HAVE_OPENSSL) {
-        const v = spawnSync("openssl", ["verify", "-purpose", "sslserver", "-CAfile", join(dir, "ca.pem"), join(dir, `${name}.pem`)], { encoding: "utf8" });
+        const v = spawnSync("openssl", ["verify", "-purpose", "sslserver", "-CAfile", join(dir, "ca.pem"), join(dir, `${name}.pem`)], {
+          encoding: "utf8",
+        });
         expect(v.stdout + v.stderr).toMatch(/: OK\n/);
       }
     }
@@ -238,7 +247,13 @@ describe("dtlspush certs (end to end)", () => {
     const dir = join(work, "json");
     const r = await run(["certs", "init", "--dir", dir, "--json"], work);
     expect(r.code).toBe(0);
-    const out = JSON.parse(r.stdout) as { dir: string; certificates: Record<string, { cert: string; key: string; sha256: string; sha256Colon: string; action: string; kind: string; notAfter: string }> };
+    const out = JSON.parse(r.stdout) as {
+      dir: string;
+      certificates: Record<
+        string,
+        { cert: string; key: string; sha256: string; sha256Colon: string; action: string; kind: string; notAfter: string }
+      >;
+    };
     expect(out.dir).toBe(dir);
     expect(Object.keys(out.certificates)).toEqual(["ca", ...SERVER_NAMES]);
     for (const [name, c] of Object.entries(out.certificates)) {
@@ -307,7 +322,9 @@ describe("dtlspush certs (end to end)", () => {
     const r = await run(["certs", "device", "dev-1", "--dir", join(work, "empty")], work);
     expect(r.code).toBe(1);
     expect(r.stdout).toBe("");
-    expect(r.stderr).toBe(`dtlspush: error: no CA in ${join(work, "empty")} (${join(work, "empty", "ca.pem")} is missing); run 'dtlspush certs init' first\n`);
+    expect(r.stderr).toBe(
+      `dtlspush: error: no CA in ${join(work, "empty")} (${join(work, "empty", "ca.pem")} is missing); run 'dtlspush certs init' first\n`,
+    );
     expect(existsSync(join(work, "empty"))).toBe(false);
   });
 

@@ -107,4 +107,3 @@ export function killChildren(): void {
   for (const child of children) child.kill("SIGKILL");
   children.clear();
 }
-

@@ -21,14 +21,20 @@ const KEY = "00112233445566778899aabbccddeeff";
 describe("parseServeArgs", () => {
   it("parses a full command line", () => {
     const config = parseServeArgs([
-      "--listen", "[::1]:0",
-      "--psk", `dev1:${KEY}`,
-      "--psk", "dev2:0102",
+      "--listen",
+      "[::1]:0",
+      "--psk",
+      `dev1:${KEY}`,
+      "--psk",
+      "dev2:0102",
       "--echo",
-      "--suites", "TLS_PSK_WITH_AES_128_CCM_8",
-      "--mtu", "500",
+      "--suites",
+      "TLS_PSK_WITH_AES_128_CCM_8",
+      "--mtu",
+      "500",
       "--require-ems",
-      "--psk-hint", "hello",
+      "--psk-hint",
+      "hello",
     ]);
     expect(config.listen).toEqual({ host: "::1", port: 0 });
     expect(config.psks.map((p) => p.identity)).toEqual(["dev1", "dev2"]);
@@ -54,7 +60,10 @@ describe("parseServeArgs", () => {
       ["--listen", "127.0.0.1:1", "--cert", "a.pem", "--key", "a.key", "--cert", "b.pem"],
       "--cert b.pem has no --key (give --cert FILE --key FILE in pairs)",
     ],
-    [["--listen", "127.0.0.1:1", "--psk", "a:01", "--legacy-sha1-signatures"], "--legacy-sha1-signatures: only with --cert/--key (PSK suites sign nothing)"],
+    [
+      ["--listen", "127.0.0.1:1", "--psk", "a:01", "--legacy-sha1-signatures"],
+      "--legacy-sha1-signatures: only with --cert/--key (PSK suites sign nothing)",
+    ],
     [["--listen", "127.0.0.1:1", "--cert", "a.pem", "--key", "a.key", "--psk-hint", "h"], "--psk-hint: only with --psk"],
     [["--listen", "127.0.0.1:1", "--psk", "a:1"], "--psk a: the key must have an even number of hex digits (got 1)"],
     [["--listen", "127.0.0.1", "--psk", "a:01"], "--listen: expected HOST:PORT, got '127.0.0.1'"],
@@ -69,9 +78,16 @@ describe("parseServeArgs", () => {
 
   it("takes certificate pairs in order, with or without PSKs", () => {
     const certsOnly = parseServeArgs([
-      "--listen", "127.0.0.1:0",
-      "--cert", "p256.pem", "--key", "p256.key",
-      "--cert", "rsa.pem", "--key", "rsa.key",
+      "--listen",
+      "127.0.0.1:0",
+      "--cert",
+      "p256.pem",
+      "--key",
+      "p256.key",
+      "--cert",
+      "rsa.pem",
+      "--key",
+      "rsa.key",
       "--legacy-sha1-signatures",
     ]);
     expect(certsOnly).toMatchObject({
@@ -110,8 +126,14 @@ describe("parseConnectArgs", () => {
     [["127.0.0.1:5684"], "missing --psk ID:HEXKEY, --ca FILE or --fingerprint SHA256HEX (see 'dtlspush dtls connect --help')"],
     [["127.0.0.1:1", "--ca", ""], "--ca: the file name is empty"],
     [["127.0.0.1:1", "--fingerprint", "abcd"], "--fingerprint: a SHA-256 fingerprint has 64 hex digits, got 4"],
-    [["127.0.0.1:1", "--ca", "ca.pem", "--fingerprint", "ab".repeat(32)], "--ca and --fingerprint: give one (with a pinned fingerprint the CA is not used)"],
-    [["127.0.0.1:1", "--fingerprint", "ab".repeat(32), "--servername", "x"], "--servername: the name is not checked with --fingerprint (the pin alone decides)"],
+    [
+      ["127.0.0.1:1", "--ca", "ca.pem", "--fingerprint", "ab".repeat(32)],
+      "--ca and --fingerprint: give one (with a pinned fingerprint the CA is not used)",
+    ],
+    [
+      ["127.0.0.1:1", "--fingerprint", "ab".repeat(32), "--servername", "x"],
+      "--servername: the name is not checked with --fingerprint (the pin alone decides)",
+    ],
     [["127.0.0.1:1", "--psk", "a:01", "--servername", "x"], "--servername: only with --ca (it names what the server certificate must be issued for)"],
     [["127.0.0.1:1", "--ca", "ca.pem", "--servername", "bad name"], "--servername: 'bad name' is not a valid host name or IP address"],
     [["127.0.0.1:0", "--psk", "a:01"], "HOST:PORT: port 0 is out of range (1-65535)"],

@@ -20,7 +20,14 @@ import {
 } from "../../src/cli/api-client.ts";
 import { parseApiOptions } from "../../src/cli/daemon-access.ts";
 import { deviceAddBody, parseDeviceAddArgs, parseDeviceIdArgs, parseDeviceListArgs } from "../../src/cli/device.ts";
-import { credentialsKind, deviceItemFromRecord, formatDeviceTable, formatLastSeen, parseDeviceItem, type DeviceItem } from "../../src/cli/device-format.ts";
+import {
+  credentialsKind,
+  deviceItemFromRecord,
+  formatDeviceTable,
+  formatLastSeen,
+  parseDeviceItem,
+  type DeviceItem,
+} from "../../src/cli/device-format.ts";
 import { UsageError } from "../../src/cli/errors.ts";
 import { loadConfig, openDataDir } from "../../src/daemon/config/index.ts";
 import { clearDtlspushEnv, refusedApiUrl, removeDir, runCommand, startDaemon, tempDir, type TestDaemon } from "./daemon-harness.ts";
@@ -37,7 +44,24 @@ function ownAddress(): string | undefined {
 
 describe("parseDeviceAddArgs", () => {
   it("takes a PSK, topics and the access options", () => {
-    const c = parseDeviceAddArgs(["sensor-1", "--psk", KEY.toUpperCase(), "--topic", "alerts", "--topic", "a/b", "--topic", "alerts", "--api", "http://h:1", "--token", "T", "--data-dir", "d", "--json"]);
+    const c = parseDeviceAddArgs([
+      "sensor-1",
+      "--psk",
+      KEY.toUpperCase(),
+      "--topic",
+      "alerts",
+      "--topic",
+      "a/b",
+      "--topic",
+      "alerts",
+      "--api",
+      "http://h:1",
+      "--token",
+      "T",
+      "--data-dir",
+      "d",
+      "--json",
+    ]);
     expect(c).toMatchObject({
       id: "sensor-1",
       psk: { identity: undefined, keyHex: KEY },
@@ -108,7 +132,7 @@ describe("parseDeviceIdArgs / parseDeviceListArgs", () => {
     expect(fromFlags.api?.href).toBe("http://127.0.0.1:9/");
     expect(fromFlags.token).toBe("flagtoken");
     expect(parseApiOptions({}, { DTLSPUSH_API: "", DTLSPUSH_TOKEN: "" })).toEqual({ api: undefined, token: undefined });
-    expect(() => parseApiOptions({}, { DTLSPUSH_API: "x" })).toThrow('DTLSPUSH_API: expected a URL such as');
+    expect(() => parseApiOptions({}, { DTLSPUSH_API: "x" })).toThrow("DTLSPUSH_API: expected a URL such as");
   });
 });
 
@@ -154,13 +178,15 @@ describe("API client helpers", () => {
   });
 
   it("formats refusals as one line with the code", () => {
-    expect(formatCommandFailure("dtlspush send", new ApiError(404, "device_unknown", "No device \"x\" is registered."))).toBe(
+    expect(formatCommandFailure("dtlspush send", new ApiError(404, "device_unknown", 'No device "x" is registered.'))).toBe(
       'dtlspush send: No device "x" is registered (device_unknown)',
     );
     expect(formatCommandFailure("dtlspush send", new ApiUnreachableError("http://h:1", "ENOTFOUND", "host not found"))).toBe(
       "dtlspush send: cannot reach the API at http://h:1: host not found",
     );
-    expect(formatCommandFailure("dtlspush send", Object.assign(new Error("two\nlines"), { code: "bad_thing" }))).toBe("dtlspush send: two, lines (bad_thing)");
+    expect(formatCommandFailure("dtlspush send", Object.assign(new Error("two\nlines"), { code: "bad_thing" }))).toBe(
+      "dtlspush send: two, lines (bad_thing)",
+    );
     expect(formatCommandFailure("dtlspush send", Object.assign(new Error("x"), { code: "ENOENT" }))).toBeUndefined();
     expect(formatCommandFailure("dtlspush send", new Error("plain"))).toBeUndefined();
   });
@@ -196,15 +222,26 @@ describe("device output", () => {
   });
 
   it("reads API items and builds them from records without the key", () => {
-    expect(parseDeviceItem({ id: "a", psk: { identity: "a" }, certificate: null, topics: ["t", 3], online: true, lastSeen: 5, queueDepth: 1, revoked: false })).toEqual(
-      item({ id: "a", psk: { identity: "a" }, topics: ["t"], online: true, lastSeen: 5, queueDepth: 1 }),
-    );
+    expect(
+      parseDeviceItem({
+        id: "a",
+        psk: { identity: "a" },
+        certificate: null,
+        topics: ["t", 3],
+        online: true,
+        lastSeen: 5,
+        queueDepth: 1,
+        revoked: false,
+      }),
+    ).toEqual(item({ id: "a", psk: { identity: "a" }, topics: ["t"], online: true, lastSeen: 5, queueDepth: 1 }));
     expect(parseDeviceItem({ nope: 1 })).toBeUndefined();
     const fromRecord = deviceItemFromRecord(
       { id: "a", psk: { identity: "pa", key: new Uint8Array([1, 2]) }, certIdentity: "cn", revoked: true, topics: ["x"], createdAt: 1, updatedAt: 2 },
       null,
     );
-    expect(fromRecord).toEqual(item({ id: "a", psk: { identity: "pa" }, certificate: { identity: "cn" }, revoked: true, topics: ["x"], queueDepth: null }));
+    expect(fromRecord).toEqual(
+      item({ id: "a", psk: { identity: "pa" }, certificate: { identity: "cn" }, revoked: true, topics: ["x"], queueDepth: null }),
+    );
     expect(JSON.stringify(fromRecord)).not.toContain("key");
     expect(credentialsKind(item({}))).toBe("none");
     expect(formatLastSeen(0)).toBe("-");
@@ -314,7 +351,9 @@ describe("dtlspush device (end to end)", () => {
     const add = await runCommand(["device", "add", "d2", "--psk", KEY, "--topic", "t1", ...local]);
     expect(add.code).toBe(0);
     expect(add.stdout).toBe("added device d2 psk-identity=d2 topics=t1\n");
-    expect(add.stderr).toBe(`dtlspush device add: daemon not reachable at ${api}; wrote to ${dataDir} directly; a running daemon picks it up on SIGHUP\n`);
+    expect(add.stderr).toBe(
+      `dtlspush device add: daemon not reachable at ${api}; wrote to ${dataDir} directly; a running daemon picks it up on SIGHUP\n`,
+    );
 
     const list = await runCommand(["device", "list", ...local]);
     expect(list.code).toBe(0);

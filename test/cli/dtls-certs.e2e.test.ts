@@ -9,19 +9,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import {
-  BIN,
-  collect,
-  HAVE_ENGINE,
-  HAVE_OPENSSL,
-  killChildren,
-  ROOT,
-  run,
-  start,
-  waitFor,
-  type Result,
-  type Server,
-} from "./cli-process.ts";
+import { BIN, collect, HAVE_ENGINE, HAVE_OPENSSL, killChildren, ROOT, run, start, waitFor, type Result, type Server } from "./cli-process.ts";
 
 afterEach(killChildren);
 
@@ -52,9 +40,17 @@ describe.skipIf(!HAVE_ENGINE)("dtlspush dtls serve/connect with certificates", (
 
   async function startServer(extra: readonly string[] = []): Promise<Server> {
     const child = start(process.execPath, [
-      BIN, "dtls", "serve", "--listen", "127.0.0.1:0",
-      "--cert", join(dir, "server-p256.pem"), "--key", join(dir, "server-p256.key"),
-      "--echo", ...extra,
+      BIN,
+      "dtls",
+      "serve",
+      "--listen",
+      "127.0.0.1:0",
+      "--cert",
+      join(dir, "server-p256.pem"),
+      "--key",
+      join(dir, "server-p256.key"),
+      "--echo",
+      ...extra,
     ]);
     const out = collect(child);
     const m = await waitFor(out.stdout, child, /^listening on 127\.0\.0\.1:(\d+)$/m);
@@ -134,7 +130,9 @@ describe.skipIf(!HAVE_ENGINE)("dtlspush dtls serve/connect with certificates", (
     const r = await run(["dtls", "connect", `127.0.0.1:${server.port}`, "--ca", join(otherDir, "ca.pem")], "x\n");
     expect(r.code).toBe(1);
     expect(r.stdout).toBe("");
-    expect(r.stderr).toMatch(/^dtlspush: error: handshake with 127\.0\.0\.1:\d+ failed: .*(?:does not lead to a trusted CA|was not signed by the configured CA).* \(unknown_ca\)\n$/);
+    expect(r.stderr).toMatch(
+      /^dtlspush: error: handshake with 127\.0\.0\.1:\d+ failed: .*(?:does not lead to a trusted CA|was not signed by the configured CA).* \(unknown_ca\)\n$/,
+    );
     await waitFor(server.out.stdout, server.child, /^handshake-failed peer=127\.0\.0\.1:\d+ code=alert_received alert=48 /m);
     expect((await stop(server)).code).toBe(0);
   });
@@ -194,8 +192,19 @@ describe.skipIf(!HAVE_ENGINE)("dtlspush dtls serve/connect with certificates", (
   });
 
   it.each([
-    [["dtls", "serve", "--help"], [/^ {7}dtlspush dtls serve --listen HOST:PORT --cert FILE --key FILE/m, /--legacy-sha1-signatures/, /@nodertc\/dtls/, /--cert certs\/server-p256\.pem/]],
-    [["dtls", "connect", "--help"], [/--ca FILE/, /--fingerprint SHA256HEX/, /--servername NAME/, /--ca certs\/ca\.pem/]],
+    [
+      ["dtls", "serve", "--help"],
+      [
+        /^ {7}dtlspush dtls serve --listen HOST:PORT --cert FILE --key FILE/m,
+        /--legacy-sha1-signatures/,
+        /@nodertc\/dtls/,
+        /--cert certs\/server-p256\.pem/,
+      ],
+    ],
+    [
+      ["dtls", "connect", "--help"],
+      [/--ca FILE/, /--fingerprint SHA256HEX/, /--servername NAME/, /--ca certs\/ca\.pem/],
+    ],
   ])("%j documents the certificate options", async (args, patterns) => {
     const r = await run(args);
     expect(r.code).toBe(0);
@@ -205,8 +214,15 @@ describe.skipIf(!HAVE_ENGINE)("dtlspush dtls serve/connect with certificates", (
   it.skipIf(!HAVE_OPENSSL)("openssl s_client verifies the server's chain against the CA", async () => {
     const server = await startServer();
     const client = start("openssl", [
-      "s_client", "-dtls1_2", "-connect", `127.0.0.1:${server.port}`,
-      "-CAfile", join(dir, "ca.pem"), "-verify_return_error", "-servername", "localhost",
+      "s_client",
+      "-dtls1_2",
+      "-connect",
+      `127.0.0.1:${server.port}`,
+      "-CAfile",
+      join(dir, "ca.pem"),
+      "-verify_return_error",
+      "-servername",
+      "localhost",
     ]);
     const out = collect(client);
     client.stdin.end("");

@@ -9,19 +9,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import {
-  BIN,
-  collect,
-  HAVE_ENGINE,
-  HAVE_OPENSSL,
-  killChildren,
-  ROOT,
-  run,
-  start,
-  waitFor,
-  type Result,
-  type Server,
-} from "./cli-process.ts";
+import { BIN, collect, HAVE_ENGINE, HAVE_OPENSSL, killChildren, ROOT, run, start, waitFor, type Result, type Server } from "./cli-process.ts";
 
 afterEach(killChildren);
 
@@ -61,9 +49,17 @@ describe.skipIf(!HAVE_ENGINE)("dtlspush dtls serve/connect with client certifica
 
   async function startServer(extra: readonly string[] = ["--client-auth", "require", "--ca", join(dir, "ca.pem")]): Promise<Server> {
     const child = start(process.execPath, [
-      BIN, "dtls", "serve", "--listen", "127.0.0.1:0",
-      "--cert", join(dir, "server-p256.pem"), "--key", join(dir, "server-p256.key"),
-      "--echo", ...extra,
+      BIN,
+      "dtls",
+      "serve",
+      "--listen",
+      "127.0.0.1:0",
+      "--cert",
+      join(dir, "server-p256.pem"),
+      "--key",
+      join(dir, "server-p256.key"),
+      "--echo",
+      ...extra,
     ]);
     const out = collect(child);
     const m = await waitFor(out.stdout, child, /^listening on 127\.0\.0\.1:(\d+)$/m);
@@ -84,14 +80,19 @@ describe.skipIf(!HAVE_ENGINE)("dtlspush dtls serve/connect with client certifica
   it("--client-auth require: the device certificate names the session (identity=CN) and the echo works", async () => {
     const server = await startServer();
     const r = await connect(server.port, withDevice(), "hello\nworld\n");
-    expect(r.stderr).toMatch(/^server-cert subject="CN=localhost, O=dtlspush" sha256=[0-9a-f]{64}\nconnected suite=TLS_ECDHE_ECDSA_WITH_[A-Z0-9_]+ ems=yes peer=127\.0\.0\.1:\d+\n$/);
+    expect(r.stderr).toMatch(
+      /^server-cert subject="CN=localhost, O=dtlspush" sha256=[0-9a-f]{64}\nconnected suite=TLS_ECDHE_ECDSA_WITH_[A-Z0-9_]+ ems=yes peer=127\.0\.0\.1:\d+\n$/,
+    );
     expect(r.code).toBe(0);
     expect(r.stdout).toBe("hello\nworld\n");
 
     await waitFor(server.out.stdout, server.child, /^closed peer=127\.0\.0\.1:\d+ identity=sensor-1 /m);
     const s = await stop(server);
     expect(s.stdout).toMatch(
-      new RegExp(`^established peer=127\\.0\\.0\\.1:\\d+ identity=sensor-1 suite=TLS_ECDHE_ECDSA_WITH_[A-Z0-9_]+ ems=yes peer-subject="CN=sensor-1" peer-sha256=${device.sha256}$`, "m"),
+      new RegExp(
+        `^established peer=127\\.0\\.0\\.1:\\d+ identity=sensor-1 suite=TLS_ECDHE_ECDSA_WITH_[A-Z0-9_]+ ems=yes peer-subject="CN=sensor-1" peer-sha256=${device.sha256}$`,
+        "m",
+      ),
     );
     expect(s.stdout).not.toMatch(/handshake-failed/);
     expect(s.stderr).toBe("");
@@ -104,7 +105,11 @@ describe.skipIf(!HAVE_ENGINE)("dtlspush dtls serve/connect with client certifica
     expect(r.code).toBe(1);
     expect(r.stdout).toBe("");
     expect(r.stderr).toMatch(/^dtlspush: error: handshake with 127\.0\.0\.1:\d+ failed: .*handshake_failure \(40\) \(alert_received\)\n$/);
-    await waitFor(server.out.stdout, server.child, /^handshake-failed peer=127\.0\.0\.1:\d+ code=handshake_failure alert=40 message="a client certificate is required[^"]*"$/m);
+    await waitFor(
+      server.out.stdout,
+      server.child,
+      /^handshake-failed peer=127\.0\.0\.1:\d+ code=handshake_failure alert=40 message="a client certificate is required[^"]*"$/m,
+    );
     const s = await stop(server);
     expect(s.stdout).not.toMatch(/^established /m);
     expect(s.code).toBe(0);
@@ -164,16 +169,34 @@ describe.skipIf(!HAVE_ENGINE)("dtlspush dtls serve/connect with client certifica
   });
 
   it.each([
-    [["--cert", "s.pem", "--key", "s.key", "--client-auth", "request"], "dtlspush: error: --client-auth request: needs --ca FILE (the CAs client certificates must lead to)\n"],
-    [["--cert", "s.pem", "--key", "s.key", "--client-auth", "require"], "dtlspush: error: --client-auth require: needs --ca FILE (the CAs client certificates must lead to)\n"],
-    [["--cert", "s.pem", "--key", "s.key", "--client-auth", "maybe", "--ca", "ca.pem"], "dtlspush: error: --client-auth: 'maybe' is not one of none, request, require\n"],
+    [
+      ["--cert", "s.pem", "--key", "s.key", "--client-auth", "request"],
+      "dtlspush: error: --client-auth request: needs --ca FILE (the CAs client certificates must lead to)\n",
+    ],
+    [
+      ["--cert", "s.pem", "--key", "s.key", "--client-auth", "require"],
+      "dtlspush: error: --client-auth require: needs --ca FILE (the CAs client certificates must lead to)\n",
+    ],
+    [
+      ["--cert", "s.pem", "--key", "s.key", "--client-auth", "maybe", "--ca", "ca.pem"],
+      "dtlspush: error: --client-auth: 'maybe' is not one of none, request, require\n",
+    ],
     [
       ["--cert", "s.pem", "--key", "s.key", "--client-auth", "require", "--ca", "ca.pem", "--client-identity", "email"],
       "dtlspush: error: --client-identity: 'email' is not one of cn, san-uri, fingerprint\n",
     ],
-    [["--psk", "a:01", "--client-auth", "require", "--ca", "ca.pem"], "dtlspush: error: --client-auth: only with --cert/--key (client certificates are asked for in the certificate suites)\n"],
-    [["--psk", "a:01", "--ca", "ca.pem"], "dtlspush: error: --ca: only with --cert/--key (client certificates are asked for in the certificate suites)\n"],
-    [["--cert", "s.pem", "--key", "s.key", "--ca", "ca.pem"], "dtlspush: error: --ca: only with --client-auth request or require (client certificates are not asked for)\n"],
+    [
+      ["--psk", "a:01", "--client-auth", "require", "--ca", "ca.pem"],
+      "dtlspush: error: --client-auth: only with --cert/--key (client certificates are asked for in the certificate suites)\n",
+    ],
+    [
+      ["--psk", "a:01", "--ca", "ca.pem"],
+      "dtlspush: error: --ca: only with --cert/--key (client certificates are asked for in the certificate suites)\n",
+    ],
+    [
+      ["--cert", "s.pem", "--key", "s.key", "--ca", "ca.pem"],
+      "dtlspush: error: --ca: only with --client-auth request or require (client certificates are not asked for)\n",
+    ],
   ])("serve %j is a usage error: exit 2, one line", async (extra, expected) => {
     const r = await run(["dtls", "serve", "--listen", "127.0.0.1:0", ...extra]);
     expect(r.code).toBe(2);
@@ -199,15 +222,35 @@ describe.skipIf(!HAVE_ENGINE)("dtlspush dtls serve/connect with client certifica
     const missing = join(work, "missing.pem");
     const ca = join(dir, "ca.pem");
     const serverCa = await run([
-      "dtls", "serve", "--listen", "127.0.0.1:0", "--cert", join(dir, "server-p256.pem"), "--key", join(dir, "server-p256.key"),
-      "--client-auth", "require", "--ca", missing,
+      "dtls",
+      "serve",
+      "--listen",
+      "127.0.0.1:0",
+      "--cert",
+      join(dir, "server-p256.pem"),
+      "--key",
+      join(dir, "server-p256.key"),
+      "--client-auth",
+      "require",
+      "--ca",
+      missing,
     ]);
     expect(serverCa.code).toBe(1);
     expect(serverCa.stderr).toBe(`dtlspush: error: --ca ${missing}: cannot read the file: no such file\n`);
 
     const serverBadCa = await run([
-      "dtls", "serve", "--listen", "127.0.0.1:0", "--cert", join(dir, "server-p256.pem"), "--key", join(dir, "server-p256.key"),
-      "--client-auth", "require", "--ca", device.key,
+      "dtls",
+      "serve",
+      "--listen",
+      "127.0.0.1:0",
+      "--cert",
+      join(dir, "server-p256.pem"),
+      "--key",
+      join(dir, "server-p256.key"),
+      "--client-auth",
+      "require",
+      "--ca",
+      device.key,
     ]);
     expect(serverBadCa.code).toBe(1);
     expect(serverBadCa.stderr).toBe(`dtlspush: error: --ca ${device.key}: holds no PEM certificate (bad_option)\n`);
@@ -229,8 +272,14 @@ describe.skipIf(!HAVE_ENGINE)("dtlspush dtls serve/connect with client certifica
   });
 
   it.each([
-    [["dtls", "serve", "--help"], [/--client-auth MODE/, /--ca FILE/, /--client-identity SOURCE/, /san-uri/]],
-    [["dtls", "connect", "--help"], [/--cert FILE/, /--key FILE/]],
+    [
+      ["dtls", "serve", "--help"],
+      [/--client-auth MODE/, /--ca FILE/, /--client-identity SOURCE/, /san-uri/],
+    ],
+    [
+      ["dtls", "connect", "--help"],
+      [/--cert FILE/, /--key FILE/],
+    ],
   ])("%j documents the client-certificate options and the mutual-auth example", async (args, patterns) => {
     const r = await run(args);
     expect(r.code).toBe(0);
@@ -243,8 +292,16 @@ describe.skipIf(!HAVE_ENGINE)("dtlspush dtls serve/connect with client certifica
   it.skipIf(!HAVE_OPENSSL)("openssl s_client with the device certificate is accepted and named sensor-1", async () => {
     const server = await startServer();
     const client = start("openssl", [
-      "s_client", "-dtls1_2", "-connect", `127.0.0.1:${server.port}`,
-      "-CAfile", join(dir, "ca.pem"), "-cert", device.cert, "-key", device.key,
+      "s_client",
+      "-dtls1_2",
+      "-connect",
+      `127.0.0.1:${server.port}`,
+      "-CAfile",
+      join(dir, "ca.pem"),
+      "-cert",
+      device.cert,
+      "-key",
+      device.key,
     ]);
     const out = collect(client);
     client.stdin.end("");

@@ -40,9 +40,7 @@ function collect(child: ChildProcessWithoutNullStreams): { stdout: () => string;
   let stderr = "";
   child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
   child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
-  const exited = new Promise<Result>((resolve) =>
-    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr })),
-  );
+  const exited = new Promise<Result>((resolve) => child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr })));
   let done: Promise<Result> | undefined;
   return {
     stdout: () => stdout,
@@ -51,7 +49,11 @@ function collect(child: ChildProcessWithoutNullStreams): { stdout: () => string;
       done ??= new Promise<Result>((resolve, reject) => {
         const timer = setTimeout(() => {
           child.kill("SIGKILL");
-          reject(new Error(`'dtlspush ${child.spawnargs.slice(2).join(" ")}' did not exit within ${EXIT_TIMEOUT_MS} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`));
+          reject(
+            new Error(
+              `'dtlspush ${child.spawnargs.slice(2).join(" ")}' did not exit within ${EXIT_TIMEOUT_MS} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`,
+            ),
+          );
         }, EXIT_TIMEOUT_MS);
         void exited.then((r) => {
           clearTimeout(timer);
@@ -105,7 +107,10 @@ describe("dtlspush CLI (help, version, usage errors)", () => {
   });
 
   it.each([
-    [["dtls", "serve", "--listen", "127.0.0.1:0", "--psk", "dev1:abc"], "dtlspush: error: --psk dev1: the key must have an even number of hex digits (got 3)\n"],
+    [
+      ["dtls", "serve", "--listen", "127.0.0.1:0", "--psk", "dev1:abc"],
+      "dtlspush: error: --psk dev1: the key must have an even number of hex digits (got 3)\n",
+    ],
     [["dtls", "serve", "--bogus"], "dtlspush: error: unknown option '--bogus' (see 'dtlspush dtls serve --help')\n"],
     [["dtls", "connect", "--psk", "a:01"], "dtlspush: error: missing HOST:PORT (see 'dtlspush dtls connect --help')\n"],
     [["frobnicate"], "dtlspush: error: unknown command 'frobnicate' (try 'dtlspush --help')\n"],
@@ -169,10 +174,7 @@ describe.skipIf(!HAVE_ENGINE)("dtlspush dtls serve + connect (needs the DTLS eng
 
   it("negotiates the suite asked for", async () => {
     const server = await startServer(["--echo", "--suites", "TLS_PSK_WITH_AES_128_GCM_SHA256,TLS_PSK_WITH_AES_128_CCM_8"]);
-    const r = await run(
-      ["dtls", "connect", `127.0.0.1:${server.port}`, "--psk", "dev2:0102", "--suites", "TLS_PSK_WITH_AES_128_GCM_SHA256"],
-      "x\n",
-    );
+    const r = await run(["dtls", "connect", `127.0.0.1:${server.port}`, "--psk", "dev2:0102", "--suites", "TLS_PSK_WITH_AES_128_GCM_SHA256"], "x\n");
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/^connected suite=TLS_PSK_WITH_AES_128_GCM_SHA256 /);
     expect(r.stdout).toBe("x\n");

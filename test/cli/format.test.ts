@@ -20,9 +20,7 @@ const info = {
 
 describe("log lines", () => {
   it("established", () => {
-    expect(formatEstablished(info)).toBe(
-      "established peer=127.0.0.1:50000 identity=dev1 suite=TLS_PSK_WITH_AES_128_CCM_8 ems=yes",
-    );
+    expect(formatEstablished(info)).toBe("established peer=127.0.0.1:50000 identity=dev1 suite=TLS_PSK_WITH_AES_128_CCM_8 ems=yes");
     expect(formatEstablished({ ...info, peer: { address: "::1", port: 1 }, identity: "a b", extendedMasterSecret: false })).toBe(
       'established peer=[::1]:1 identity="a b" suite=TLS_PSK_WITH_AES_128_CCM_8 ems=no',
     );
@@ -33,9 +31,7 @@ describe("log lines", () => {
   });
 
   it("closed", () => {
-    expect(formatClosed(info, { code: "close_notify", message: "" })).toBe(
-      "closed peer=127.0.0.1:50000 identity=dev1 reason=close_notify",
-    );
+    expect(formatClosed(info, { code: "close_notify", message: "" })).toBe("closed peer=127.0.0.1:50000 identity=dev1 reason=close_notify");
     expect(formatClosed(info, { code: "timeout", message: "idle for 300 s" })).toBe(
       'closed peer=127.0.0.1:50000 identity=dev1 reason=timeout message="idle for 300 s"',
     );
@@ -45,15 +41,11 @@ describe("log lines", () => {
     expect(formatHandshakeError({ address: "10.0.0.2", port: 7 }, { code: "decrypt_error", alert: 51, message: "bad Finished" })).toBe(
       'handshake-failed peer=10.0.0.2:7 code=decrypt_error alert=51 message="bad Finished"',
     );
-    expect(formatHandshakeError({ address: "10.0.0.2", port: 7 }, { code: "timeout" })).toBe(
-      "handshake-failed peer=10.0.0.2:7 code=timeout",
-    );
+    expect(formatHandshakeError({ address: "10.0.0.2", port: 7 }, { code: "timeout" })).toBe("handshake-failed peer=10.0.0.2:7 code=timeout");
   });
 
   it("data as text or hex", () => {
-    expect(formatData(info, Buffer.from("hi \"there\"\n"))).toBe(
-      'data peer=127.0.0.1:50000 identity=dev1 bytes=11 text="hi \\"there\\"\\n"',
-    );
+    expect(formatData(info, Buffer.from('hi "there"\n'))).toBe('data peer=127.0.0.1:50000 identity=dev1 bytes=11 text="hi \\"there\\"\\n"');
     expect(formatPayload(new Uint8Array([0xff, 0x00]))).toBe("hex=ff00");
     expect(formatPayload(new Uint8Array(0))).toBe('text=""');
     const sub = Buffer.from("xxabc").subarray(2);
@@ -91,6 +83,8 @@ describe("certificates in log lines", () => {
 
   it("server-cert line", () => {
     expect(formatServerCertificate(info)).toBeUndefined();
-    expect(formatServerCertificate({ ...ecdsa, peerCertificate: cert })).toBe(`server-cert subject="CN=localhost, O=dtlspush" sha256=${"ab".repeat(32)}`);
+    expect(formatServerCertificate({ ...ecdsa, peerCertificate: cert })).toBe(
+      `server-cert subject="CN=localhost, O=dtlspush" sha256=${"ab".repeat(32)}`,
+    );
   });
 });

@@ -17,7 +17,24 @@ const base = ["--server", "127.0.0.1:5684", "--device", "d1"];
 
 describe("parseListenArgs", () => {
   it("parses a PSK device with every option", () => {
-    const c = parseListenArgs([...base, "--psk", KEY, "--psk-identity", "id-1", "--state", "s.json", "--json", "--count", "3", "--timeout", "9", "--probe-idle", "2", "--transport", "nodertc"]);
+    const c = parseListenArgs([
+      ...base,
+      "--psk",
+      KEY,
+      "--psk-identity",
+      "id-1",
+      "--state",
+      "s.json",
+      "--json",
+      "--count",
+      "3",
+      "--timeout",
+      "9",
+      "--probe-idle",
+      "2",
+      "--transport",
+      "nodertc",
+    ]);
     expect(c).toMatchObject({
       server: { host: "127.0.0.1", port: 5684 },
       device: "d1",
@@ -36,7 +53,15 @@ describe("parseListenArgs", () => {
 
   it("has defaults; the PSK identity is the device id", () => {
     const c = parseListenArgs([...base, "--psk", "0102"]);
-    expect(c).toMatchObject({ psk: { identity: "d1" }, stateFile: undefined, json: false, count: undefined, timeoutSeconds: undefined, probeIdleSeconds: undefined, transport: "dtlspush" });
+    expect(c).toMatchObject({
+      psk: { identity: "d1" },
+      stateFile: undefined,
+      json: false,
+      count: undefined,
+      timeoutSeconds: undefined,
+      probeIdleSeconds: undefined,
+      transport: "dtlspush",
+    });
     const cert = parseListenArgs(["--server", "[::1]:1", "--device", "d1", "--cert", "c.pem", "--key", "c.key", "--ca", "ca.pem"]);
     expect(cert).toMatchObject({ server: { host: "::1", port: 1 }, psk: undefined, certificate: { cert: "c.pem", key: "c.key" }, caFile: "ca.pem" });
   });
@@ -49,7 +74,9 @@ describe("parseListenArgs", () => {
       { host: "::1", port: 2 },
     ]);
     expect(c.server).toEqual({ host: "10.0.0.1", port: 1 });
-    expect(() => parseListenArgs(["--server", "10.0.0.1:1", "--server", "x", "--device", "d1", "--psk", "0102"])).toThrow("--server: expected HOST:PORT, got 'x'");
+    expect(() => parseListenArgs(["--server", "10.0.0.1:1", "--server", "x", "--device", "d1", "--psk", "0102"])).toThrow(
+      "--server: expected HOST:PORT, got 'x'",
+    );
   });
 
   it.each([
@@ -156,7 +183,11 @@ describe("dtlspush listen (end to end)", () => {
     expect(l.io.err()).toBe(`connected device=sensor-1 server=${d.dtls} transport=dtlspush topics=alerts\n`);
 
     const ids: string[] = [];
-    for (const argv of [["--device", "sensor-1", "--data", "hello device"], ["--topic", "alerts", "--data-base64", "AAH/"], ["--device", "sensor-1", "--data", "a\nb"]]) {
+    for (const argv of [
+      ["--device", "sensor-1", "--data", "hello device"],
+      ["--topic", "alerts", "--data-base64", "AAH/"],
+      ["--device", "sensor-1", "--data", "a\nb"],
+    ]) {
       const sent = await runCommand(["send", ...argv, ...at]);
       expect(sent.code).toBe(0);
       ids.push(sent.stdout.trim());
@@ -177,7 +208,20 @@ describe("dtlspush listen (end to end)", () => {
     await d.server.registry.add({ id: "d1", psk: { identity: "psk-d1", key: Buffer.from(KEY, "hex") } });
     const l = listen(["--server", d.dtls, "--device", "d1", "--psk", KEY, "--psk-identity", "psk-d1", "--count", "1", "--json"]);
     await waitUntil(() => l.io.err().includes("connected"));
-    const sent = await runCommand(["send", "--device", "d1", "--data", "{\"on\":true}", "--content-type", "application/json", "--json", "--api", d.api, "--data-dir", d.dataDir]);
+    const sent = await runCommand([
+      "send",
+      "--device",
+      "d1",
+      "--data",
+      '{"on":true}',
+      "--content-type",
+      "application/json",
+      "--json",
+      "--api",
+      d.api,
+      "--data-dir",
+      d.dataDir,
+    ]);
     const answer = JSON.parse(sent.stdout) as { id: string; createdAt: string };
     expect(await l.done).toBe(0);
     const lines = l.io.out().trimEnd().split("\n");
@@ -231,7 +275,8 @@ describe("dtlspush listen (end to end)", () => {
     dirs.push(root);
     const state = join(root, "state.json");
     await d.server.registry.add({ id: "d1", psk: { identity: "d1", key: Buffer.from(KEY, "hex") } });
-    for (const p of ["one", "two", "three"]) await d.server.publish({ target: { device: "d1" }, payload: new TextEncoder().encode(p), publisher: "t" });
+    for (const p of ["one", "two", "three"])
+      await d.server.publish({ target: { device: "d1" }, payload: new TextEncoder().encode(p), publisher: "t" });
     const first = listen(["--server", d.dtls, "--device", "d1", "--psk", KEY, "--state", state, "--count", "2"]);
     expect(await first.done).toBe(0);
     expect(first.io.out()).toBe("one\ntwo\n");
@@ -254,11 +299,15 @@ describe("dtlspush listen (end to end)", () => {
     const wrongKey = await runCommand(["listen", "--server", d.dtls, "--device", "d1", "--psk", "ffff"]);
     expect(wrongKey.code).toBe(1);
     expect(wrongKey.stdout).toBe("");
-    expect(wrongKey.stderr).toMatch(new RegExp(`^dtlspush: error: cannot connect to ${d.dtls} as d1: [^\\n]+ \\(is the pre-shared key right\\?\\)\\n$`));
+    expect(wrongKey.stderr).toMatch(
+      new RegExp(`^dtlspush: error: cannot connect to ${d.dtls} as d1: [^\\n]+ \\(is the pre-shared key right\\?\\)\\n$`),
+    );
 
     const unknown = await runCommand(["listen", "--server", d.dtls, "--device", "ghost", "--psk", KEY]);
     expect(unknown.code).toBe(1);
-    expect(unknown.stderr).toMatch(/^dtlspush: error: cannot connect to \S+ as ghost: [^\n]+ \(no enabled device has PSK identity "ghost": is it registered, and not revoked\?\)\n$/);
+    expect(unknown.stderr).toMatch(
+      /^dtlspush: error: cannot connect to \S+ as ghost: [^\n]+ \(no enabled device has PSK identity "ghost": is it registered, and not revoked\?\)\n$/,
+    );
 
     const mismatch = await runCommand(["listen", "--server", d.dtls, "--device", "d9", "--psk", KEY, "--psk-identity", "d1"]);
     expect(mismatch).toEqual({ code: 1, stdout: "", stderr: `dtlspush: error: the server at ${d.dtls} knows this device as "d1", not "d9"\n` });
@@ -271,7 +320,9 @@ describe("dtlspush listen (end to end)", () => {
 
     const revoked = await runCommand(["listen", "--server", d.dtls, "--device", "d1", "--psk", KEY]);
     expect(revoked.code).toBe(1);
-    expect(revoked.stderr).toMatch(/^dtlspush: error: cannot connect to \S+ as d1: [^\n]+ \(no enabled device has PSK identity "d1": is it registered, and not revoked\?\)\n$/);
+    expect(revoked.stderr).toMatch(
+      /^dtlspush: error: cannot connect to \S+ as d1: [^\n]+ \(no enabled device has PSK identity "d1": is it registered, and not revoked\?\)\n$/,
+    );
 
     await d.close();
     const down = await runCommand(["listen", "--server", d.dtls, "--device", "d1", "--psk", KEY]);
@@ -291,7 +342,18 @@ describe("dtlspush listen (end to end)", () => {
     });
     const d = daemon;
     await d.server.registry.add({ id: "cam-1", certIdentity: "cam-1" });
-    const l = listen(["--server", d.dtls, "--device", "cam-1", "--cert", join(certs, "device-cam-1.pem"), "--key", join(certs, "device-cam-1.key"), "--count", "1"]);
+    const l = listen([
+      "--server",
+      d.dtls,
+      "--device",
+      "cam-1",
+      "--cert",
+      join(certs, "device-cam-1.pem"),
+      "--key",
+      join(certs, "device-cam-1.key"),
+      "--count",
+      "1",
+    ]);
     await waitUntil(() => l.io.err().includes("connected"));
     await d.server.publish({ target: { device: "cam-1" }, payload: new TextEncoder().encode("snap"), publisher: "t" });
     expect(await l.done).toBe(0);
@@ -299,7 +361,10 @@ describe("dtlspush listen (end to end)", () => {
 
     const { writeFileSync } = await import("node:fs");
     const leafOnly = join(root, "leaf.pem");
-    writeFileSync(leafOnly, (readFileSync(join(certs, "device-cam-1.pem"), "utf8").match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/) ?? [""])[0]);
+    writeFileSync(
+      leafOnly,
+      (readFileSync(join(certs, "device-cam-1.pem"), "utf8").match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/) ?? [""])[0],
+    );
     const noCa = await runCommand(["listen", "--server", d.dtls, "--device", "cam-1", "--cert", leafOnly, "--key", join(certs, "device-cam-1.key")]);
     expect(noCa).toEqual({
       code: 1,

@@ -10,9 +10,25 @@ import { clearDtlspushEnv, refusedApiUrl, removeDir, runCommand, startDaemon, te
 describe("parseSendArgs", () => {
   it("parses a device message with every option", () => {
     const c = parseSendArgs([
-      "--device", "sensor-1", "--data", "hello",
-      "--ttl", "60", "--priority", "9", "--collapse-key", "k", "--content-type", "text/plain", "--id", "m-1",
-      "--api", "http://127.0.0.1:1", "--token", "T", "--json",
+      "--device",
+      "sensor-1",
+      "--data",
+      "hello",
+      "--ttl",
+      "60",
+      "--priority",
+      "9",
+      "--collapse-key",
+      "k",
+      "--content-type",
+      "text/plain",
+      "--id",
+      "m-1",
+      "--api",
+      "http://127.0.0.1:1",
+      "--token",
+      "T",
+      "--json",
     ]);
     expect(c).toMatchObject({
       target: { device: "sensor-1" },
@@ -85,12 +101,27 @@ describe("dtlspush send (end to end)", () => {
 
   it("prints the message id; the message is stored with every option", async () => {
     const { d, at } = await withDevices();
-    const r = await runCommand(["send", "--device", "d1", "--data", "héllo", "--content-type", "text/plain", "--priority", "7", "--collapse-key", "ck", "--ttl", "600", ...at]);
+    const r = await runCommand([
+      "send",
+      "--device",
+      "d1",
+      "--data",
+      "héllo",
+      "--content-type",
+      "text/plain",
+      "--priority",
+      "7",
+      "--collapse-key",
+      "ck",
+      "--ttl",
+      "600",
+      ...at,
+    ]);
     expect(r.code).toBe(0);
     expect(r.stderr).toBe("");
     expect(r.stdout).toMatch(/^\S+\n$/);
     const id = r.stdout.trim();
-    const m = (await d.data.store.getMessage(id));
+    const m = await d.data.store.getMessage(id);
     expect(m).toMatchObject({ device: "d1", topic: "", contentType: "text/plain", priority: 7, collapseKey: "ck", publisher: "dtlspush-cli" });
     expect(Buffer.from(m?.payload ?? []).toString("utf8")).toBe("héllo");
     expect((m?.expiresAt ?? 0) - (m?.createdAt ?? 0)).toBe(600_000);
@@ -164,7 +195,13 @@ describe("dtlspush send (end to end)", () => {
     const file = join(root, "m.ndjson");
     writeFileSync(
       file,
-      ['{"device":"d1","payload":"one","id":"f-1"}', "", '{"topic":"site/a","payloadBase64":"AP8=","id":"f-2"}', '{"device":"nobody","payload":"x"}', '{"device":"d1","payload":"three"}'].join("\n") + "\n",
+      [
+        '{"device":"d1","payload":"one","id":"f-1"}',
+        "",
+        '{"topic":"site/a","payloadBase64":"AP8=","id":"f-2"}',
+        '{"device":"nobody","payload":"x"}',
+        '{"device":"d1","payload":"three"}',
+      ].join("\n") + "\n",
     );
     const r = await runCommand(["send", "--batch", file, ...at]);
     expect(r.code).toBe(1);
@@ -182,7 +219,10 @@ describe("dtlspush send (end to end)", () => {
     // the same file again: what has an id is a duplicate now
     const again = await runCommand(["send", "--batch", file, "--json", ...at]);
     expect(again.code).toBe(1);
-    const json = again.stdout.trimEnd().split("\n").map((l) => JSON.parse(l) as { line: number; id?: string; error?: { code: string } });
+    const json = again.stdout
+      .trimEnd()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { line: number; id?: string; error?: { code: string } });
     expect(json.map((j) => [j.line, j.error?.code ?? "ok"])).toEqual([
       [1, "duplicate_message"],
       [3, "duplicate_message"],
@@ -200,15 +240,15 @@ describe("dtlspush send (end to end)", () => {
     const out = r.stdout.trimEnd().split("\n");
     expect(out).toHaveLength(1500);
     expect(out[1499]).toBe("1500 in-1499");
-    expect((await d.data.store.getMessage("in-0"))).toBeDefined();
-    expect((await d.data.store.getMessage("in-1499"))).toBeDefined();
+    expect(await d.data.store.getMessage("in-0")).toBeDefined();
+    expect(await d.data.store.getMessage("in-1499")).toBeDefined();
   });
 
   it("an invalid line stops it before anything is sent, naming the line", async () => {
     const { d, at } = await withDevices();
     const r = await runCommand(["send", "--batch", "-", ...at], '{"device":"d1","payload":"ok","id":"bad-1"}\n{"device":"d1",\n');
     expect(r).toEqual({ code: 1, stdout: "", stderr: expect.stringMatching(/^dtlspush: error: --batch -: line 2 is not valid JSON \(/) });
-    expect((await d.data.store.getMessage("bad-1"))).toBeUndefined();
+    expect(await d.data.store.getMessage("bad-1")).toBeUndefined();
     const missing = await runCommand(["send", "--batch", "/nonexistent/m.ndjson", ...at]);
     expect(missing.stderr).toMatch(/^dtlspush: error: --batch \/nonexistent\/m.ndjson: cannot read the file: /);
   });
@@ -245,6 +285,15 @@ describe("send --batch: parsing", () => {
     expect(batchChunks(lines).map((c) => c.length)).toEqual([1000, 1000, 500]);
     expect(batchChunks(lines, 1000, 100).map((c) => c.length)).toEqual([...Array.from({ length: 277 }, () => 9), 7]);
     // one entry larger than the byte budget still goes, alone
-    expect(batchChunks([{ line: 1, entry: {}, bytes: 500 }, { line: 2, entry: {}, bytes: 1 }], 1000, 100).map((c) => c.length)).toEqual([1, 1]);
+    expect(
+      batchChunks(
+        [
+          { line: 1, entry: {}, bytes: 500 },
+          { line: 2, entry: {}, bytes: 1 },
+        ],
+        1000,
+        100,
+      ).map((c) => c.length),
+    ).toEqual([1, 1]);
   });
 });

@@ -69,7 +69,8 @@ async function serveWorkers(r: RedisServer, dir: string): Promise<Supervisor> {
     api: m[2] as string,
     workers() {
       const w = new Map<number, { node: string; pid: number }>();
-      for (const x of p.stderr().matchAll(/worker (\d+) started \(node (\S+), pid (\d+)\)/g)) w.set(Number(x[1]), { node: x[2] as string, pid: Number(x[3]) });
+      for (const x of p.stderr().matchAll(/worker (\d+) started \(node (\S+), pid (\d+)\)/g))
+        w.set(Number(x[1]), { node: x[2] as string, pid: Number(x[3]) });
       return w;
     },
     logs() {
@@ -224,7 +225,8 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
     // each device its own socket (source port): the kernel spreads them over the workers
     // every other device without a Connection ID (found by address only); worker 1, the one killed, must hold both kinds
     const plain = (d: string): boolean => Number(d.slice(1)) % 2 === 1;
-    const held = (node: string, cid: boolean): number => [...onlineNodes(s).entries()].filter(([d, n]) => ids.includes(d) && n === node && plain(d) !== cid).length;
+    const held = (node: string, cid: boolean): number =>
+      [...onlineNodes(s).entries()].filter(([d, n]) => ids.includes(d) && n === node && plain(d) !== cid).length;
     while (count(nodeOf(0)) < 2 || held(nodeOf(1), true) < 1 || held(nodeOf(1), false) < 1) {
       expect(ids.length, "devices connected until worker 0 holds two, worker 1 one with a CID and one without").toBeLessThan(MAX_DEVICES);
       // added through the API of whichever worker the connection reaches: every worker knows it at once
@@ -234,11 +236,19 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
       const c = await device(s.dtlsPort, id, { connectionId: !plain(id) });
       c.on("message", (m) => got.push(`${id}:${m.text()}`));
       clients.push(c);
-      await until(() => onlineNodes(s).has(id), 10_000, () => `${id} online`);
+      await until(
+        () => onlineNodes(s).has(id),
+        10_000,
+        () => `${id} online`,
+      );
     }
     // a push to every device, published on either worker, reaches it on the worker holding it
     for (const id of ids) await publish(s, token, id, `${id}-1`);
-    await until(() => ids.every((id) => got.includes(`${id}:${id}-1`)), 20_000, () => `the first pushes: ${got.join(" ")}`);
+    await until(
+      () => ids.every((id) => got.includes(`${id}:${id}-1`)),
+      20_000,
+      () => `the first pushes: ${got.join(" ")}`,
+    );
     const before = onlineNodes(s);
     const victim = nodeOf(1);
     const moved = ids.filter((d) => before.get(d) === victim);
@@ -246,7 +256,11 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
     expect(moved.length).toBeGreaterThanOrEqual(2);
 
     process.kill(started.get(1)?.pid ?? 0, "SIGKILL");
-    await until(() => /worker 1 exited \(signal SIGKILL\); restarting it in 0\.5 s \(restart 1\)/.test(s.stderr()), 10_000, () => `the exit line in ${s.stderr()}`);
+    await until(
+      () => /worker 1 exited \(signal SIGKILL\); restarting it in 0\.5 s \(restart 1\)/.test(s.stderr()),
+      10_000,
+      () => `the exit line in ${s.stderr()}`,
+    );
     // the killed worker's devices are back, with their DTLS session resumed, on a live worker: the other one, or the
     // restarted one when the kernel picks it for them once it is back (whichever their reconnection reached first)
     const killed = started.get(1)?.pid ?? 0;
@@ -258,13 +272,21 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
     for (const c of clients.filter((c) => moved.includes(c.deviceId))) expect(c.resumed, `${c.deviceId} resumed`).toBe(true);
     // and they receive pushes there; nothing twice
     for (const id of ids) await publish(s, token, id, `${id}-2`);
-    await until(() => ids.every((id) => got.includes(`${id}:${id}-2`)), 20_000, () => `the second pushes: ${got.join(" ")}`);
+    await until(
+      () => ids.every((id) => got.includes(`${id}:${id}-2`)),
+      20_000,
+      () => `the second pushes: ${got.join(" ")}`,
+    );
     expect([...got].sort()).toEqual(ids.flatMap((id) => [`${id}:${id}-1`, `${id}:${id}-2`]).sort());
     // the other worker's devices saw nothing
     for (const d of stayed) expect(onlineNodes(s).get(d)).toBe(nodeOf(0));
     expect(s.logs().filter((l) => l["event"] === "presence" && stayed.includes(String(l["device"])) && l["online"] === false)).toEqual([]);
     // the supervisor restarted worker 1 (a new pid, the same node id), and it serves
-    await until(() => (s.workers().get(1)?.pid ?? 0) !== started.get(1)?.pid, 20_000, () => `worker 1 restarted: ${s.stderr()}`);
+    await until(
+      () => (s.workers().get(1)?.pid ?? 0) !== started.get(1)?.pid,
+      20_000,
+      () => `worker 1 restarted: ${s.stderr()}`,
+    );
     expect(s.workers().get(1)?.node).toBe(victim);
     const m = await metricsOfEach(s, [nodeOf(0), nodeOf(1)]);
     expect(metric(m.get(victim) ?? "", "dtlspush_worker_restarts", 'worker="1"')).toBe(1);
@@ -286,7 +308,9 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
       DTLSPUSH_CLUSTER_REDIS_URL: r.url,
     });
     expect((await p.exit).code).toBe(1);
-    expect(p.stderr()).toBe(`dtlspush: error: http.listen (from --http): TCP 127.0.0.1:${port} is already in use by another process (config_invalid)\n`);
+    expect(p.stderr()).toBe(
+      `dtlspush: error: http.listen (from --http): TCP 127.0.0.1:${port} is already in use by another process (config_invalid)\n`,
+    );
   }, 30_000);
 
   it("a device rebound so that its records reach the other worker keeps its session: forwarded by CID, answered from the shared port", async () => {
@@ -301,7 +325,11 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
     const c = await device(proxy.port, "nat-1");
     let disconnects = 0;
     c.on("disconnected", () => disconnects++);
-    await until(() => onlineNodes(s).has("nat-1"), 10_000, () => "nat-1 online");
+    await until(
+      () => onlineNodes(s).has("nat-1"),
+      10_000,
+      () => "nat-1 online",
+    );
     const owner = onlineNodes(s).get("nat-1") as string;
     const other = nodes.find((n) => n !== owner) as string;
     const handshakes = async (): Promise<number> => {
@@ -324,13 +352,19 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
     const pushed: string[] = [];
     c.on("message", (msg) => pushed.push(msg.text()));
     await publish(s, token, "nat-1", "through-the-forwarder");
-    await until(() => pushed.length === 1, 10_000, () => "the push");
+    await until(
+      () => pushed.length === 1,
+      10_000,
+      () => "the push",
+    );
     expect(pushed).toEqual(["through-the-forwarder"]);
     m = await metricsOfEach(s, nodes);
     const ownerText = m.get(owner) ?? "";
     const otherText = m.get(other) ?? "";
     expect(metric(otherText, "dtlspush_dtls_forwarded_total", 'direction="out"')).toBeGreaterThanOrEqual(2);
-    expect(metric(ownerText, "dtlspush_dtls_forwarded_total", 'direction="in"')).toBe(metric(otherText, "dtlspush_dtls_forwarded_total", 'direction="out"'));
+    expect(metric(ownerText, "dtlspush_dtls_forwarded_total", 'direction="in"')).toBe(
+      metric(otherText, "dtlspush_dtls_forwarded_total", 'direction="out"'),
+    );
     expect(metric(ownerText, "dtlspush_dtls_address_changes_total")).toBeGreaterThanOrEqual(1);
     expect(metric(otherText, "dtlspush_dtls_unknown_connection_ids_total")).toBe(0);
     expect(metric(otherText, "dtlspush_dtls_forward_dropped_total")).toBe(0);
@@ -356,6 +390,10 @@ describeRedis("dtlspush serve --workers 2 on Redis", () => {
         return false;
       }
     };
-    await until(() => pids.every((p) => !alive(p)), 15_000, () => `workers ${pids.join(", ")} gone`);
+    await until(
+      () => pids.every((p) => !alive(p)),
+      15_000,
+      () => `workers ${pids.join(", ")} gone`,
+    );
   }, 90_000);
 });

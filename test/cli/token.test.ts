@@ -20,12 +20,30 @@ describe("parseTokenIssueArgs", () => {
   });
 
   it("takes every option; repeated scopes once each", () => {
-    const c = parseTokenIssueArgs(["--scope", "admin", "--scope", "PUBLISH", "--scope", "admin", "--subject", "ci", "--ttl", "60", "--data-dir", "d", "--json"]);
+    const c = parseTokenIssueArgs([
+      "--scope",
+      "admin",
+      "--scope",
+      "PUBLISH",
+      "--scope",
+      "admin",
+      "--subject",
+      "ci",
+      "--ttl",
+      "60",
+      "--data-dir",
+      "d",
+      "--json",
+    ]);
     expect(c).toMatchObject({ scopes: ["admin", "publish"], subject: "ci", ttlSeconds: 60, json: true, access: { dataDir: "d", explicit: true } });
   });
 
   it("reads DTLSPUSH_CONFIG, and --config wins over it", () => {
-    expect(parseTokenIssueArgs(["--scope", "admin"], { DTLSPUSH_CONFIG: "a.toml" }).access).toEqual({ configFile: "a.toml", dataDir: undefined, explicit: true });
+    expect(parseTokenIssueArgs(["--scope", "admin"], { DTLSPUSH_CONFIG: "a.toml" }).access).toEqual({
+      configFile: "a.toml",
+      dataDir: undefined,
+      explicit: true,
+    });
     expect(parseTokenIssueArgs(["--scope", "admin", "--config", "b.toml"], { DTLSPUSH_CONFIG: "a.toml" }).access.configFile).toBe("b.toml");
     expect(parseTokenIssueArgs(["--scope", "admin"], { DTLSPUSH_DATA_DIR: "/x" }).access.explicit).toBe(true);
   });

@@ -64,10 +64,16 @@ async function burst(h: Awaited<ReturnType<typeof setUp>>, n: number, from = 1):
   h.counts.toDevice = 0;
   const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
   await Promise.all(
-    Array.from({ length: n }, (_, i) => h.server.publish({ target: { device: "d1" }, payload: enc(`m${from + i}`), publisher: "t", id: `m${from + i}` })),
+    Array.from({ length: n }, (_, i) =>
+      h.server.publish({ target: { device: "d1" }, payload: enc(`m${from + i}`), publisher: "t", id: `m${from + i}` }),
+    ),
   );
   const last = from + n - 1;
-  await until(() => h.server.engine.deviceStatus("d1").ackedSeq === last, 10_000, () => `acks up to ${last} (at ${h.server.engine.deviceStatus("d1").ackedSeq})`);
+  await until(
+    () => h.server.engine.deviceStatus("d1").ackedSeq === last,
+    10_000,
+    () => `acks up to ${last} (at ${h.server.engine.deviceStatus("d1").ackedSeq})`,
+  );
   return { ...h.counts };
 }
 
@@ -83,7 +89,11 @@ async function stream(h: Awaited<ReturnType<typeof setUp>>, n: number): Promise<
     await delay(1);
   }
   await Promise.all(published);
-  await until(() => h.server.engine.deviceStatus("d1").ackedSeq === n, 10_000, () => `acks up to ${n} (at ${h.server.engine.deviceStatus("d1").ackedSeq})`);
+  await until(
+    () => h.server.engine.deviceStatus("d1").ackedSeq === n,
+    10_000,
+    () => `acks up to ${n} (at ${h.server.engine.deviceStatus("d1").ackedSeq})`,
+  );
   return { ...h.counts };
 }
 
@@ -93,7 +103,9 @@ describe("acks on the wire (real endpoint, counting relay)", () => {
     const n = 32;
     const c = await burst(h, n);
     if (process.env.ACK_BENCH === "1") {
-      console.log(`burst of ${n}: server->device ${c.toDevice} datagrams, device->server ${c.toServer} datagrams (${(c.toServer / n).toFixed(3)} per push)`);
+      console.log(
+        `burst of ${n}: server->device ${c.toDevice} datagrams, device->server ${c.toServer} datagrams (${(c.toServer / n).toFixed(3)} per push)`,
+      );
     }
     expect(h.got.map((m) => m.text())).toEqual(Array.from({ length: n }, (_, i) => `m${i + 1}`));
     expect(c.toDevice).toBeLessThanOrEqual(n / 2);
@@ -120,7 +132,9 @@ describe("acks on the wire (real endpoint, counting relay)", () => {
     ] as const;
     if (process.env.ACK_BENCH === "1") {
       for (const [name, c] of runs) {
-        console.log(`stream of ${n}, ${name}: server->device ${c.toDevice} datagrams, device->server ${c.toServer} (${(c.toServer / n).toFixed(3)} per push)`);
+        console.log(
+          `stream of ${n}, ${name}: server->device ${c.toDevice} datagrams, device->server ${c.toServer} (${(c.toServer / n).toFixed(3)} per push)`,
+        );
       }
     }
     const [, byCount] = runs[2];

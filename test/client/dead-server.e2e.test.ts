@@ -54,59 +54,77 @@ async function setUp(liveness: { idleMs: number }) {
   client.on("connected", () => events.push({ at: Date.now(), what: "connected" }));
   client.on("error", () => undefined); // failed reconnects while the daemon is down are expected
   expect(await api(first, token, "POST", "/v1/devices/d1/messages", { id: "before", payload: "before the kill" })).toBe(202);
-  await until(() => got.length === 1 && state.state?.hwm === 1, 10_000, () => `the first message (got ${got.length})`);
+  await until(
+    () => got.length === 1 && state.state?.hwm === 1,
+    10_000,
+    () => `the first message (got ${got.length})`,
+  );
   return { dir, first, token, state, client, got, events };
 }
 
 describe("the SDK notices a restarted (dead) server by its probes", () => {
-  it("an idle device re-handshakes after kill -9 and a restart, and receives what was published meanwhile exactly once", { timeout: 40_000 }, async () => {
-    const IDLE_MS = 1000;
-    const { dir, first, token, state, client, got, events } = await setUp({ idleMs: IDLE_MS });
-    const killedAt = Date.now();
-    await kill9(first);
-    const second = await serve(dir, first.dtlsPort, first.httpPort);
-    expect(await api(second, token, "POST", "/v1/devices/d1/messages", { id: "after", payload: "after the restart" })).toBe(202);
+  it(
+    "an idle device re-handshakes after kill -9 and a restart, and receives what was published meanwhile exactly once",
+    { timeout: 40_000 },
+    async () => {
+      const IDLE_MS = 1000;
+      const { dir, first, token, state, client, got, events } = await setUp({ idleMs: IDLE_MS });
+      const killedAt = Date.now();
+      await kill9(first);
+      const second = await serve(dir, first.dtlsPort, first.httpPort);
+      expect(await api(second, token, "POST", "/v1/devices/d1/messages", { id: "after", payload: "after the restart" })).toBe(202);
 
-    // documented bound: idleMs + (probes + 1) x RTO after the last record heard; RTO sits at its
-    // 1 s floor on loopback. Slack for the reconnect delay, the handshake and a busy machine.
-    const detectBound = IDLE_MS + (LIVENESS_DEFAULTS.probes + 1) * LIVENESS_DEFAULTS.minRtoMs;
-    await until(
-      () => got.length >= 2,
-      detectBound + 7000,
-      () => `the message published after the restart (events ${JSON.stringify(events.map((e) => `${e.what} +${e.at - killedAt} ms`))})`,
-    );
-    const down = events.find((e) => e.what.startsWith("disconnected"));
-    // unanswered probes; or, when a probe went out while the daemon was down, the port's ICMP refusal
-    expect(["disconnected server_unresponsive", "disconnected connection_lost"]).toContain(down?.what);
-    expect((down?.at ?? Infinity) - killedAt).toBeLessThanOrEqual(detectBound + 1500);
-    expect(client.connected).toBe(true);
+      // documented bound: idleMs + (probes + 1) x RTO after the last record heard; RTO sits at its
+      // 1 s floor on loopback. Slack for the reconnect delay, the handshake and a busy machine.
+      const detectBound = IDLE_MS + (LIVENESS_DEFAULTS.probes + 1) * LIVENESS_DEFAULTS.minRtoMs;
+      await until(
+        () => got.length >= 2,
+        detectBound + 7000,
+        () => `the message published after the restart (events ${JSON.stringify(events.map((e) => `${e.what} +${e.at - killedAt} ms`))})`,
+      );
+      const down = events.find((e) => e.what.startsWith("disconnected"));
+      // unanswered probes; or, when a probe went out while the daemon was down, the port's ICMP refusal
+      expect(["disconnected server_unresponsive", "disconnected connection_lost"]).toContain(down?.what);
+      expect((down?.at ?? Infinity) - killedAt).toBeLessThanOrEqual(detectBound + 1500);
+      expect(client.connected).toBe(true);
 
-    await new Promise((r) => setTimeout(r, 500)); // a duplicate would arrive now, if at all
-    expect(got.map((m) => [m.id, m.seq])).toEqual([
-      ["before", 1],
-      ["after", 2],
-    ]);
-    await until(() => state.state?.hwm === 2, 2000, () => `hwm 2 persisted (is ${state.state?.hwm})`);
-  });
+      await new Promise((r) => setTimeout(r, 500)); // a duplicate would arrive now, if at all
+      expect(got.map((m) => [m.id, m.seq])).toEqual([
+        ["before", 1],
+        ["after", 2],
+      ]);
+      await until(
+        () => state.state?.hwm === 2,
+        2000,
+        () => `hwm 2 persisted (is ${state.state?.hwm})`,
+      );
+    },
+  );
 
-  it("a device's uplink publish unanswered by the restarted server makes it re-handshake; the publish completes once", { timeout: 40_000 }, async () => {
-    // no idle probe in this test's time: only the unanswered Publish can reveal the dead session
-    const { dir, first, token, client, events } = await setUp({ idleMs: 600_000 });
-    await kill9(first);
-    const second = await serve(dir, first.dtlsPort, first.httpPort);
-    const publishedAt = Date.now();
-    let timer: NodeJS.Timeout | undefined;
-    const tooLate = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`the publish was not answered within 12 s (events ${JSON.stringify(events)})`)), 12_000);
-    });
-    const id = await Promise.race([client.publish("t/dead-server", "uplink across a restart"), tooLate]).finally(() => clearTimeout(timer));
-    expect(events.map((e) => e.what)).toEqual(["disconnected server_unresponsive", "connected"]);
-    const down = events[0]?.at ?? Infinity;
-    // (probes + 1) x RTO after the Publish went out unanswered, RTO at its floor on loopback
-    expect(down - publishedAt).toBeLessThanOrEqual((LIVENESS_DEFAULTS.probes + 1) * LIVENESS_DEFAULTS.minRtoMs + 1500);
-    const res = await fetch(`http://127.0.0.1:${second.httpPort}/v1/messages/${encodeURIComponent(id)}`, { headers: { authorization: `Bearer ${token}` } });
-    expect(res.status).toBe(200);
-  });
+  it(
+    "a device's uplink publish unanswered by the restarted server makes it re-handshake; the publish completes once",
+    { timeout: 40_000 },
+    async () => {
+      // no idle probe in this test's time: only the unanswered Publish can reveal the dead session
+      const { dir, first, token, client, events } = await setUp({ idleMs: 600_000 });
+      await kill9(first);
+      const second = await serve(dir, first.dtlsPort, first.httpPort);
+      const publishedAt = Date.now();
+      let timer: NodeJS.Timeout | undefined;
+      const tooLate = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`the publish was not answered within 12 s (events ${JSON.stringify(events)})`)), 12_000);
+      });
+      const id = await Promise.race([client.publish("t/dead-server", "uplink across a restart"), tooLate]).finally(() => clearTimeout(timer));
+      expect(events.map((e) => e.what)).toEqual(["disconnected server_unresponsive", "connected"]);
+      const down = events[0]?.at ?? Infinity;
+      // (probes + 1) x RTO after the Publish went out unanswered, RTO at its floor on loopback
+      expect(down - publishedAt).toBeLessThanOrEqual((LIVENESS_DEFAULTS.probes + 1) * LIVENESS_DEFAULTS.minRtoMs + 1500);
+      const res = await fetch(`http://127.0.0.1:${second.httpPort}/v1/messages/${encodeURIComponent(id)}`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      expect(res.status).toBe(200);
+    },
+  );
 
   it("a live server that answers the probes is never taken for dead", async () => {
     // probes every 200 ms of silence, dead after 2 x 100 ms unanswered: only answered Pings keep this session

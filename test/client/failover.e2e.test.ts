@@ -55,7 +55,11 @@ async function prime(d: Daemon, id: string): Promise<void> {
   try {
     const got: ReceivedMessage[] = [];
     c.on("message", (m) => got.push(m));
-    await until(() => got.length === 1 && c.highWaterMark === got[0]?.seq, 5000, () => `${id} primed`);
+    await until(
+      () => got.length === 1 && c.highWaterMark === got[0]?.seq,
+      5000,
+      () => `${id} primed`,
+    );
     expect(got.map((m) => m.text())).toEqual([id]);
   } finally {
     await c.close();
@@ -94,16 +98,28 @@ describe("the SDK fails over between servers in order", () => {
     client.on("connected", () => connectedTo.push(client.server.port));
     expect(client.server.port).toBe(a.daemon.dtlsPort);
 
-    await until(() => got.length === 1 && client.highWaterMark === 1, 5000, () => `m1 (got ${got.length})`);
+    await until(
+      () => got.length === 1 && client.highWaterMark === 1,
+      5000,
+      () => `m1 (got ${got.length})`,
+    );
 
     let killedAt = Date.now();
     await kill9(a.daemon);
     await publish(b.daemon, b.token, "m2");
-    await until(() => got.length === 2, FAILOVER_BOUND + SLACK, () => `m2 from B (connected to ${JSON.stringify(connectedTo)} ${JSON.stringify(log)} got ${got.map((m) => m.text()).join()})`);
+    await until(
+      () => got.length === 2,
+      FAILOVER_BOUND + SLACK,
+      () => `m2 from B (connected to ${JSON.stringify(connectedTo)} ${JSON.stringify(log)} got ${got.map((m) => m.text()).join()})`,
+    );
     const toB = Date.now() - killedAt;
     expect(client.server.port).toBe(b.daemon.dtlsPort);
     expect(connectedTo).toEqual([b.daemon.dtlsPort]);
-    await until(() => client.highWaterMark === 2, 5000, () => "m2 acked");
+    await until(
+      () => client.highWaterMark === 2,
+      5000,
+      () => "m2 acked",
+    );
 
     const restarted = await serve(a.dir, a.daemon.dtlsPort, a.daemon.httpPort);
     await publish(restarted, a.token, "m2");
@@ -111,7 +127,11 @@ describe("the SDK fails over between servers in order", () => {
     await publish(restarted, a.token, "m3");
     killedAt = Date.now();
     await kill9(b.daemon);
-    await until(() => got.length === 3, FAILOVER_BOUND + SLACK, () => `m3 from A (connected to ${JSON.stringify(connectedTo)} ${JSON.stringify(log)} got ${got.map((m) => m.text()).join()})`);
+    await until(
+      () => got.length === 3,
+      FAILOVER_BOUND + SLACK,
+      () => `m3 from A (connected to ${JSON.stringify(connectedTo)} ${JSON.stringify(log)} got ${got.map((m) => m.text()).join()})`,
+    );
     const toA = Date.now() - killedAt;
     expect(client.server.port).toBe(a.daemon.dtlsPort);
     expect(connectedTo).toEqual([b.daemon.dtlsPort, a.daemon.dtlsPort]);
@@ -123,13 +143,22 @@ describe("the SDK fails over between servers in order", () => {
 
   it("a single host/port works as before, and servers with host/port is refused", async () => {
     const a = await node();
-    const client = await connect({ host: "127.0.0.1", port: a.daemon.dtlsPort, psk: { identity: "d1", key: Buffer.from(KEY_HEX, "hex") }, liveness: LIVENESS });
+    const client = await connect({
+      host: "127.0.0.1",
+      port: a.daemon.dtlsPort,
+      psk: { identity: "d1", key: Buffer.from(KEY_HEX, "hex") },
+      liveness: LIVENESS,
+    });
     clients.push(client);
     expect(client.server).toEqual({ host: "127.0.0.1", port: a.daemon.dtlsPort });
     const got: string[] = [];
     client.on("message", (m) => got.push(m.text()));
     await publish(a.daemon, a.token, "one");
-    await until(() => got.length === 1, 5000, () => "the message");
+    await until(
+      () => got.length === 1,
+      5000,
+      () => "the message",
+    );
     expect(got).toEqual(["one"]);
     await expect(
       connect({ host: "127.0.0.1", port: 1, servers: [{ host: "127.0.0.1", port: 2 }], psk: { identity: "d1", key: Buffer.from(KEY_HEX, "hex") } }),

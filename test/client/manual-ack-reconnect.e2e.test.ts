@@ -65,26 +65,47 @@ describe("manual ack across a reconnect", () => {
         if (m.seq !== 1) m.ack();
       });
       await first.publish({ target: { device: "d1" }, payload: new TextEncoder().encode("one"), publisher: "t" });
-      await until(() => got.length === 1, () => "message 1");
+      await until(
+        () => got.length === 1,
+        () => "message 1",
+      );
 
       // the session ends with message 1 unacked (the server says Bye); a new server takes over the port and store
       servers.splice(servers.indexOf(first), 1);
       await first.close();
       if (when === "before") {
-        await until(() => disconnects === 1, () => "the end of the first session");
+        await until(
+          () => disconnects === 1,
+          () => "the end of the first session",
+        );
         got[0]?.ack(); // its session is gone, the next one not yet there
-        await until(() => state.state?.hwm === 1, () => "hwm 1 persisted");
+        await until(
+          () => state.state?.hwm === 1,
+          () => "hwm 1 persisted",
+        );
       }
       const second = await start(store, port);
-      await until(() => welcomes === 1, () => "the reconnect");
+      await until(
+        () => welcomes === 1,
+        () => "the reconnect",
+      );
       // the new server offers seq 1 again (never acked); let it arrive before the late ack
-      await until(() => second.engine.deviceStatus("d1").lastSeq >= 1, () => "seq 1 sent again");
+      await until(
+        () => second.engine.deviceStatus("d1").lastSeq >= 1,
+        () => "seq 1 sent again",
+      );
       if (when === "after") got[0]?.ack();
-      await until(() => second.engine.deviceStatus("d1").ackedSeq === 1, () => `the ack of seq 1 (acked ${second.engine.deviceStatus("d1").ackedSeq})`);
+      await until(
+        () => second.engine.deviceStatus("d1").ackedSeq === 1,
+        () => `the ack of seq 1 (acked ${second.engine.deviceStatus("d1").ackedSeq})`,
+      );
       expect(state.state?.hwm).toBe(1);
 
       await second.publish({ target: { device: "d1" }, payload: new TextEncoder().encode("two"), publisher: "t" });
-      await until(() => second.engine.deviceStatus("d1").ackedSeq === 2, () => `message 2 (got ${got.map((m) => m.seq).join(",")})`);
+      await until(
+        () => second.engine.deviceStatus("d1").ackedSeq === 2,
+        () => `message 2 (got ${got.map((m) => m.seq).join(",")})`,
+      );
       expect(got.map((m) => [m.seq, m.text()])).toEqual([
         [1, "one"],
         [2, "two"],

@@ -65,10 +65,18 @@ describe("a store restored from an older backup", () => {
     client.on("warning", (w) => warnings.push(w));
     client.on("error", (e) => errors.push(`${(e as { code?: string }).code ?? ""}: ${e.message}`));
     for (const id of ["m1", "m2", "m3"]) expect(await api(second, token, "POST", "/v1/devices/d1/messages", { id, payload: id })).toBe(202);
-    await until(() => got.length === 3 && state.state?.hwm === 3, 10_000, () => `three messages (got ${got.length}, hwm ${state.state?.hwm})`);
+    await until(
+      () => got.length === 3 && state.state?.hwm === 3,
+      10_000,
+      () => `three messages (got ${got.length}, hwm ${state.state?.hwm})`,
+    );
     await stop(second);
     // the drain's Bye reached the device (not only its liveness probes)
-    await until(() => downs.length > 0, 1000, () => "disconnected after SIGTERM");
+    await until(
+      () => downs.length > 0,
+      1000,
+      () => "disconnected after SIGTERM",
+    );
     expect(downs[0]).toBe("shutting_down");
 
     // the operator restores the backup: the server's store knows no seq for d1
@@ -80,7 +88,8 @@ describe("a store restored from an older backup", () => {
     await until(
       () => got.length === 4,
       15_000,
-      () => `the message published after the restore (got ${JSON.stringify(got.map((m) => m.id))}; warnings ${JSON.stringify(warnings)}; errors ${JSON.stringify(errors.slice(-3))})`,
+      () =>
+        `the message published after the restore (got ${JSON.stringify(got.map((m) => m.id))}; warnings ${JSON.stringify(warnings)}; errors ${JSON.stringify(errors.slice(-3))})`,
     );
     // its seq (1) is one the device had seen before the restore: handed over all the same
     expect(got.map((m) => [m.id, m.seq])).toEqual([
@@ -92,7 +101,11 @@ describe("a store restored from an older backup", () => {
     expect(warnings).toEqual([{ code: "seq_reset", message: expect.stringContaining("high-water mark 3"), previousHwm: 3, hwm: 0 }]);
     expect(warnings[0]?.message).toContain("above the last seq this server sent device d1 (0)");
     expect(client.connected).toBe(true);
-    await until(() => state.state?.hwm === 1, 2000, () => `hwm 1 persisted (is ${state.state?.hwm})`);
+    await until(
+      () => state.state?.hwm === 1,
+      2000,
+      () => `hwm 1 persisted (is ${state.state?.hwm})`,
+    );
     // the server saw its message acknowledged
     const res = await fetch(`http://127.0.0.1:${third.httpPort}/v1/messages/after`, { headers: { authorization: `Bearer ${token}` } });
     expect(res.status).toBe(200);

@@ -45,13 +45,26 @@ describe("PushServer.close()", () => {
     it(`says Bye SHUTTING_DOWN to an online device (${ackMode === "manual" ? "holding an unacked push" : "idle"}) that arrives within a second`, async () => {
       const { server, got, ended } = await setUp(ackMode);
       await server.publish({ target: { device: "d1" }, payload: new TextEncoder().encode("held"), publisher: "test" });
-      await until(() => got.length === 1, 5000, () => "the push");
-      if (ackMode === "auto") await until(() => server.engine.deviceStatus("d1").ackedSeq === 1, 5000, () => "the ack");
+      await until(
+        () => got.length === 1,
+        5000,
+        () => "the push",
+      );
+      if (ackMode === "auto")
+        await until(
+          () => server.engine.deviceStatus("d1").ackedSeq === 1,
+          5000,
+          () => "the ack",
+        );
       else expect(server.engine.deviceStatus("d1").ackedSeq).toBe(0);
       const closedAt = Date.now();
       await server.close();
       servers.splice(0);
-      await until(() => ended.length > 0, 1000, () => "disconnected");
+      await until(
+        () => ended.length > 0,
+        1000,
+        () => "disconnected",
+      );
       expect((ended[0]?.at ?? Infinity) - closedAt).toBeLessThan(1000);
       expect((ended[0]?.error as { code?: string } | undefined)?.code).toBe("shutting_down");
       expect(ended[0]?.error?.message).toContain("the server is shutting down");

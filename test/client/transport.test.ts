@@ -279,7 +279,9 @@ describe.each(ALL)("%s transport with a pre-shared key", (name) => {
     "a wrong key: connect_failed, the library's error as cause",
     async () => {
       const srv = await pskServer();
-      const e = await rejection(openTransport(name, { host: "127.0.0.1", port: srv.port, psk: { identity: PSK.identity, key: Buffer.alloc(16, 7) }, timeoutMs: 5_000 }));
+      const e = await rejection(
+        openTransport(name, { host: "127.0.0.1", port: srv.port, psk: { identity: PSK.identity, key: Buffer.alloc(16, 7) }, timeoutMs: 5_000 }),
+      );
       expect(e.code).toBe("connect_failed");
       expect(e.cause).toBeInstanceOf(Error);
       expect(e.message).toContain(`127.0.0.1:${srv.port}`);
@@ -451,11 +453,7 @@ describe.each(ALL)("%s transport and records that do not authenticate", (name) =
 describe("transport selection and options", () => {
   it("node-dtls-client with certificates: transport_unsupported", async () => {
     const port = 5684; // never contacted
-    for (const o of [
-      { ca: pki.caPem },
-      { fingerprint: pki.p384.fingerprint.hex },
-      { psk: PSK, cert: deviceP384.chainPem, key: deviceP384.keyPem },
-    ]) {
+    for (const o of [{ ca: pki.caPem }, { fingerprint: pki.p384.fingerprint.hex }, { psk: PSK, cert: deviceP384.chainPem, key: deviceP384.keyPem }]) {
       const e = await rejection(openTransport("node-dtls-client", { host: "127.0.0.1", port, ...o }));
       expect(e.code).toBe("transport_unsupported");
     }
@@ -495,43 +493,43 @@ describe("transport selection and options", () => {
     expect(e.message).toContain("dtlspush-test-no-such-package");
   });
 
-  it("a host name is resolved (nodertc takes only addresses)", async () => {
-    const srv = await pskServer();
-    for (const name of ALL) {
-      const t = await open(name, { host: "localhost", port: srv.port, psk: PSK });
-      const o = observe(t);
-      t.send([Buffer.from(name)]);
-      await o.waitRecords(1);
-      expect(o.records).toEqual([`<${name}`]);
-      expect(t.description).toContain(`to localhost:${srv.port}`);
-    }
-  }, T);
+  it(
+    "a host name is resolved (nodertc takes only addresses)",
+    async () => {
+      const srv = await pskServer();
+      for (const name of ALL) {
+        const t = await open(name, { host: "localhost", port: srv.port, psk: PSK });
+        const o = observe(t);
+        t.send([Buffer.from(name)]);
+        await o.waitRecords(1);
+        expect(o.records).toEqual([`<${name}`]);
+        expect(t.description).toContain(`to localhost:${srv.port}`);
+      }
+    },
+    T,
+  );
 });
 
 describe("dtlspush transport through a lossy link", () => {
-  it(
-    "handshakes through loss, duplication and reordering; records that survive arrive whole",
-    async () => {
-      const srv = await pskServer();
-      const proxy = await startLossyProxy({ target: { host: "127.0.0.1", port: srv.port }, drop: 0.15, duplicate: 0.05, reorder: 0.1, seed: 11 });
-      proxies.push(proxy);
-      const t = await open("dtlspush", { port: proxy.port, psk: PSK, timeoutMs: 15_000 });
-      const o = observe(t);
-      for (let i = 0; i < 40; i++) {
-        t.send([Buffer.from(`m${i}`)]);
-        await sleep(2);
-      }
-      await sleep(300);
-      const session = srv.sessions[0] as Session;
-      // each record arrives at most once (DTLS replay protection) and unaltered
-      expect(new Set(session.data).size).toBe(session.data.length);
-      expect(session.data.every((d) => /^m\d+$/.test(d))).toBe(true);
-      expect(session.data.length).toBeGreaterThan(10);
-      expect(o.records.every((r) => /^<m\d+$/.test(r))).toBe(true);
-      expect(proxy.stats.forwarded).toBeGreaterThan(0);
-    },
-    30_000,
-  );
+  it("handshakes through loss, duplication and reordering; records that survive arrive whole", async () => {
+    const srv = await pskServer();
+    const proxy = await startLossyProxy({ target: { host: "127.0.0.1", port: srv.port }, drop: 0.15, duplicate: 0.05, reorder: 0.1, seed: 11 });
+    proxies.push(proxy);
+    const t = await open("dtlspush", { port: proxy.port, psk: PSK, timeoutMs: 15_000 });
+    const o = observe(t);
+    for (let i = 0; i < 40; i++) {
+      t.send([Buffer.from(`m${i}`)]);
+      await sleep(2);
+    }
+    await sleep(300);
+    const session = srv.sessions[0] as Session;
+    // each record arrives at most once (DTLS replay protection) and unaltered
+    expect(new Set(session.data).size).toBe(session.data.length);
+    expect(session.data.every((d) => /^m\d+$/.test(d))).toBe(true);
+    expect(session.data.length).toBeGreaterThan(10);
+    expect(o.records.every((r) => /^<m\d+$/.test(r))).toBe(true);
+    expect(proxy.stats.forwarded).toBeGreaterThan(0);
+  }, 30_000);
 });
 
 // ---------------------------------------------------------------------------

@@ -18,8 +18,12 @@ describe("JWS keys", () => {
     const input = new TextEncoder().encode(`${header}.${payload}`);
     const sig = signer.sign(input);
     expect(sig).toHaveLength(64);
-    await expect(flattenedVerify({ protected: header, payload, signature: base64url.encode(sig) }, pair.publicKey, { algorithms: ["ES256"] })).resolves.toBeDefined();
-    const theirs = base64url.decode((await new CompactSign(base64url.decode(payload)).setProtectedHeader({ alg: "ES256" }).sign(pair.privateKey)).split(".")[2]!);
+    await expect(
+      flattenedVerify({ protected: header, payload, signature: base64url.encode(sig) }, pair.publicKey, { algorithms: ["ES256"] }),
+    ).resolves.toBeDefined();
+    const theirs = base64url.decode(
+      (await new CompactSign(base64url.decode(payload)).setProtectedHeader({ alg: "ES256" }).sign(pair.privateKey)).split(".")[2]!,
+    );
     expect(verifier.verify(input, theirs)).toBe(true);
     expect(verifier.verify(data, theirs)).toBe(false);
   });

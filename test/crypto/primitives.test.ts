@@ -102,12 +102,8 @@ describe("TLS 1.2 PRF", () => {
   });
 
   it("the independent reference P_hash reproduces the published vectors (sanity of the reference)", () => {
-    expect(hex(refPrf("sha256", h("9bbe436ba940f017b17652849a71db35"), "test label", h("a0ba9f936cda311827a6f796ffd5198c"), 100))).toBe(
-      SHA256_OUT,
-    );
-    expect(hex(refPrf("sha384", h("b80b733d6ceefcdc71566ea48e5567df"), "test label", h("cd665cf6a8447dd6ff8b27555edb7465"), 148))).toBe(
-      SHA384_OUT,
-    );
+    expect(hex(refPrf("sha256", h("9bbe436ba940f017b17652849a71db35"), "test label", h("a0ba9f936cda311827a6f796ffd5198c"), 100))).toBe(SHA256_OUT);
+    expect(hex(refPrf("sha384", h("b80b733d6ceefcdc71566ea48e5567df"), "test label", h("cd665cf6a8447dd6ff8b27555edb7465"), 148))).toBe(SHA384_OUT);
   });
 
   it("agrees with the reference for every output length 0..130 and both hashes, with raw and SecretKey secrets", () => {
@@ -131,7 +127,9 @@ describe("TLS 1.2 PRF", () => {
     // label||seed is one string: moving a byte between them does not matter (per RFC 5246)
     expect(hex(prf("sha256", s, "ab", h("00"), 32))).toBe(hex(prf("sha256", s, "a", concatBytes([h("62"), h("00")]), 32)));
     // empty secret and empty seed are legal
-    expect(hex(prf("sha256", new Uint8Array(0), "x", new Uint8Array(0), 40))).toBe(hex(refPrf("sha256", new Uint8Array(0), "x", new Uint8Array(0), 40)));
+    expect(hex(prf("sha256", new Uint8Array(0), "x", new Uint8Array(0), 40))).toBe(
+      hex(refPrf("sha256", new Uint8Array(0), "x", new Uint8Array(0), 40)),
+    );
   });
 });
 
@@ -167,10 +165,8 @@ const KATS: readonly Kat[] = [
     key: "feffe9928665731c6d6a8f9467308308",
     nonce: "cafebabefacedbaddecaf888",
     aad: "feedfacedeadbeeffeedfacedeadbeefabaddad2",
-    plaintext:
-      "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
-    ciphertext:
-      "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091",
+    plaintext: "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+    ciphertext: "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091",
     tag: "5bc94fbc3221a5db94fae95ae7121a47",
   },
   {
@@ -179,10 +175,8 @@ const KATS: readonly Kat[] = [
     key: "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
     nonce: "cafebabefacedbaddecaf888",
     aad: "feedfacedeadbeeffeedfacedeadbeefabaddad2",
-    plaintext:
-      "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
-    ciphertext:
-      "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
+    plaintext: "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+    ciphertext: "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
     tag: "76fc6ece0f4e1768cddf8853bb2d551b",
   },
   {

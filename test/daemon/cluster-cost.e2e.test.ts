@@ -12,7 +12,20 @@
  */
 import { afterEach, expect, it } from "vitest";
 import { describeRedis } from "../support/redis-server.ts";
-import { addDevice, at, call, cleanUpCluster, device, publish, publishTopic, startCluster, until, type Cluster, type Device, type Node } from "./cluster-nodes.ts";
+import {
+  addDevice,
+  at,
+  call,
+  cleanUpCluster,
+  device,
+  publish,
+  publishTopic,
+  startCluster,
+  until,
+  type Cluster,
+  type Device,
+  type Node,
+} from "./cluster-nodes.ts";
 
 afterEach(cleanUpCluster);
 
@@ -44,10 +57,24 @@ async function counts(r: RedisClient): Promise<Counts> {
     if (m[1] !== "info") commands += Number(m[2]);
     if (m[1] === "evalsha" || m[1] === "eval") scripts += Number(m[2]);
   }
-  return { commands, scripts, reads: field(stats, "total_reads_processed"), bytesIn: field(stats, "total_net_input_bytes"), bytesOut: field(stats, "total_net_output_bytes"), at: performance.now() };
+  return {
+    commands,
+    scripts,
+    reads: field(stats, "total_reads_processed"),
+    bytesIn: field(stats, "total_net_input_bytes"),
+    bytesOut: field(stats, "total_net_output_bytes"),
+    at: performance.now(),
+  };
 }
 
-const delta = (a: Counts, b: Counts) => ({ commands: b.commands - a.commands, scripts: b.scripts - a.scripts, reads: b.reads - a.reads, bytesIn: b.bytesIn - a.bytesIn, bytesOut: b.bytesOut - a.bytesOut, ms: b.at - a.at });
+const delta = (a: Counts, b: Counts) => ({
+  commands: b.commands - a.commands,
+  scripts: b.scripts - a.scripts,
+  reads: b.reads - a.reads,
+  bytesIn: b.bytesIn - a.bytesIn,
+  bytesOut: b.bytesOut - a.bytesOut,
+  ms: b.at - a.at,
+});
 type Delta = ReturnType<typeof delta>;
 
 /** `d` less the idle background for as long as `d` took; per `n`. */
@@ -56,7 +83,13 @@ function per(d: Delta, idle: Delta, n: number): { commands: number; scripts: num
   // the INFO round trips of the measurement: 2 requests before, 2 after (their reads and input bytes)
   const infoReads = 2;
   const f = (x: number, y: number): number => Math.round(((x - k * y) / n) * 100) / 100;
-  return { commands: f(d.commands, idle.commands), scripts: f(d.scripts, idle.scripts), reads: f(d.reads - infoReads, idle.reads - infoReads), bytesIn: f(d.bytesIn, idle.bytesIn), bytesOut: f(d.bytesOut, idle.bytesOut) };
+  return {
+    commands: f(d.commands, idle.commands),
+    scripts: f(d.scripts, idle.scripts),
+    reads: f(d.reads - infoReads, idle.reads - infoReads),
+    bytesIn: f(d.bytesIn, idle.bytesIn),
+    bytesOut: f(d.bytesOut, idle.bytesOut),
+  };
 }
 
 const queueEmpty = async (c: Cluster, n: Node, id: string): Promise<boolean> => (await call(c, n, "GET", `/v1/devices/${id}`)).json.queueDepth === 0;
@@ -85,9 +118,17 @@ describeRedis("what a push costs Redis on a cluster (real daemons)", () => {
       const u0 = await counts(r);
       for (let i = 0; i < PUSHES; i++) {
         await publish(c, A, "d1", payload);
-        await until(() => d1.got.length > i, 5000, () => `push ${i}`);
+        await until(
+          () => d1.got.length > i,
+          5000,
+          () => `push ${i}`,
+        );
       }
-      await until(() => queueEmpty(c, B, "d1"), 5000, () => "the last ack");
+      await until(
+        () => queueEmpty(c, B, "d1"),
+        5000,
+        () => "the last ack",
+      );
       const unicast = per(delta(u0, await counts(r)), idle, PUSHES);
 
       // fan-out: a topic with subscribers on both nodes, published on A
@@ -95,9 +136,17 @@ describeRedis("what a push costs Redis on a cluster (real daemons)", () => {
       const f0 = await counts(r);
       for (let i = 0; i < TOPIC_PUBS; i++) {
         await publishTopic(c, A, "news", payload);
-        await until(() => subs.every((s) => s.got.length > i), 5000, () => `topic publish ${i}`);
+        await until(
+          () => subs.every((s) => s.got.length > i),
+          5000,
+          () => `topic publish ${i}`,
+        );
       }
-      await until(async () => (await Promise.all(subs.map((_, i) => queueEmpty(c, i % 2 === 0 ? A : B, `s${i}`)))).every(Boolean), 5000, () => "the last acks");
+      await until(
+        async () => (await Promise.all(subs.map((_, i) => queueEmpty(c, i % 2 === 0 ? A : B, `s${i}`)))).every(Boolean),
+        5000,
+        () => "the last acks",
+      );
       const fanout = per(delta(f0, await counts(r)), idle, TOPIC_PUBS * FANOUT);
 
       // memory: N devices registered (PSK, no topics), then one 100-byte message queued for each (offline)

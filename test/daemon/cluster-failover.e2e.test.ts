@@ -41,53 +41,75 @@ const lossy = (): void => {
 };
 
 describeRedis("three nodes on one Redis: failover", () => {
-  it("B killed mid-stream: its device continues on A with everything 202'd, once, in order (30% loss); C's device sees nothing", { timeout: 58_000 }, async () => {
-    const c = await startCluster(3);
-    const [A, B, C] = c.nodes as [Node, Node, Node];
-    await addDevice(c, "mover");
-    await addDevice(c, "stay");
-    const mover = await device("mover", [await pathTo(B, 7), await pathTo(A, 11)], { liveness: LIVENESS, reconnect: RECONNECT, retryMs: 300 });
-    lossy();
-    const stay = await device("stay", [at(C)]);
-    expect((await call(c, A, "GET", "/v1/devices/mover")).json).toMatchObject({ online: true, node: B.instance });
-    await publish(c, A, "stay", "stay-1");
+  it(
+    "B killed mid-stream: its device continues on A with everything 202'd, once, in order (30% loss); C's device sees nothing",
+    { timeout: 58_000 },
+    async () => {
+      const c = await startCluster(3);
+      const [A, B, C] = c.nodes as [Node, Node, Node];
+      await addDevice(c, "mover");
+      await addDevice(c, "stay");
+      const mover = await device("mover", [await pathTo(B, 7), await pathTo(A, 11)], { liveness: LIVENESS, reconnect: RECONNECT, retryMs: 300 });
+      lossy();
+      const stay = await device("stay", [at(C)]);
+      expect((await call(c, A, "GET", "/v1/devices/mover")).json).toMatchObject({ online: true, node: B.instance });
+      await publish(c, A, "stay", "stay-1");
 
-    const sent: string[] = [];
-    const receivedAt: number[] = [];
-    mover.client.on("message", () => receivedAt.push(performance.now()));
-    const survivors = [A, C];
-    const push = async (i: number): Promise<void> => {
-      const text = `m${String(i).padStart(2, "0")}`;
-      await publish(c, survivors[i % 2] as Node, "mover", text);
-      sent.push(text);
-      // a stream over time, not one burst: FIFO across nodes holds to the millisecond of the
-      // publishing nodes' clocks (delivery.md section 18), so two nodes' publishes are a few ms apart
-      await new Promise((r) => setTimeout(r, 10));
-    };
-    for (let i = 0; i < KILL_AFTER; i++) await push(i);
-    await until(() => mover.got.length >= KILL_AFTER / 2, 15_000, () => `mover got ${mover.got.length} before the kill`);
+      const sent: string[] = [];
+      const receivedAt: number[] = [];
+      mover.client.on("message", () => receivedAt.push(performance.now()));
+      const survivors = [A, C];
+      const push = async (i: number): Promise<void> => {
+        const text = `m${String(i).padStart(2, "0")}`;
+        await publish(c, survivors[i % 2] as Node, "mover", text);
+        sent.push(text);
+        // a stream over time, not one burst: FIFO across nodes holds to the millisecond of the
+        // publishing nodes' clocks (delivery.md section 18), so two nodes' publishes are a few ms apart
+        await new Promise((r) => setTimeout(r, 10));
+      };
+      for (let i = 0; i < KILL_AFTER; i++) await push(i);
+      await until(
+        () => mover.got.length >= KILL_AFTER / 2,
+        15_000,
+        () => `mover got ${mover.got.length} before the kill`,
+      );
 
-    const killedAt = performance.now();
-    B.child.kill("SIGKILL");
-    await B.exited;
-    const before = receivedAt.length;
-    for (let i = KILL_AFTER; i < MESSAGES; i++) await push(i);
-    await until(() => mover.got.length >= MESSAGES, FAILOVER_BOUND_MS + 5000, () => `mover got ${mover.got.length}/${MESSAGES} (sessions ${mover.ups}): ${JSON.stringify(mover.texts())}`);
-    const failoverMs = (receivedAt[before] ?? Number.NaN) - killedAt;
-    console.log(`failover: kill -9 of the holding node -> first push received again on the next node: ${failoverMs.toFixed(0)} ms (liveness ${JSON.stringify(LIVENESS)}, 30% loss)`);
+      const killedAt = performance.now();
+      B.child.kill("SIGKILL");
+      await B.exited;
+      const before = receivedAt.length;
+      for (let i = KILL_AFTER; i < MESSAGES; i++) await push(i);
+      await until(
+        () => mover.got.length >= MESSAGES,
+        FAILOVER_BOUND_MS + 5000,
+        () => `mover got ${mover.got.length}/${MESSAGES} (sessions ${mover.ups}): ${JSON.stringify(mover.texts())}`,
+      );
+      const failoverMs = (receivedAt[before] ?? Number.NaN) - killedAt;
+      console.log(
+        `failover: kill -9 of the holding node -> first push received again on the next node: ${failoverMs.toFixed(0)} ms (liveness ${JSON.stringify(LIVENESS)}, 30% loss)`,
+      );
 
-    expect(mover.texts()).toEqual(sent); // every 202, once, in publish order
-    expect(mover.downs).toBeGreaterThanOrEqual(1);
-    expect((await call(c, C, "GET", "/v1/devices/mover")).json).toMatchObject({ online: true, node: A.instance });
-    // the last acks reach A through the lossy path: then nothing is left queued for it, as any node sees
-    await until(async () => (await call(c, C, "GET", "/v1/devices/mover")).json.queueDepth === 0, 10_000, () => "mover's queue acked");
+      expect(mover.texts()).toEqual(sent); // every 202, once, in publish order
+      expect(mover.downs).toBeGreaterThanOrEqual(1);
+      expect((await call(c, C, "GET", "/v1/devices/mover")).json).toMatchObject({ online: true, node: A.instance });
+      // the last acks reach A through the lossy path: then nothing is left queued for it, as any node sees
+      await until(
+        async () => (await call(c, C, "GET", "/v1/devices/mover")).json.queueDepth === 0,
+        10_000,
+        () => "mover's queue acked",
+      );
 
-    // C's device: nothing happened to it; one more message shows nothing arrives twice
-    await publish(c, A, "stay", "stay-2");
-    await until(() => stay.got.length >= 2, 10_000, () => `stay got ${JSON.stringify(stay.texts())}`);
-    expect(stay.texts()).toEqual(["stay-1", "stay-2"]);
-    expect(stay.downs).toBe(0);
-    expect(stay.ups).toBe(1);
-    expect(failoverMs).toBeLessThan(FAILOVER_BOUND_MS);
-  });
+      // C's device: nothing happened to it; one more message shows nothing arrives twice
+      await publish(c, A, "stay", "stay-2");
+      await until(
+        () => stay.got.length >= 2,
+        10_000,
+        () => `stay got ${JSON.stringify(stay.texts())}`,
+      );
+      expect(stay.texts()).toEqual(["stay-1", "stay-2"]);
+      expect(stay.downs).toBe(0);
+      expect(stay.ups).toBe(1);
+      expect(failoverMs).toBeLessThan(FAILOVER_BOUND_MS);
+    },
+  );
 });

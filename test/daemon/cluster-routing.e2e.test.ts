@@ -40,7 +40,11 @@ describeRedis("three nodes on one Redis: routing", () => {
     await publish(c, A, "held-b", "a-to-b");
     await apart();
     await publish(c, C, "held-b", "c-to-b");
-    await until(() => hb.got.length >= 2, 10_000, () => `held-b got ${JSON.stringify(hb.texts())}`);
+    await until(
+      () => hb.got.length >= 2,
+      10_000,
+      () => `held-b got ${JSON.stringify(hb.texts())}`,
+    );
     expect(hb.texts()).toEqual(["a-to-b", "c-to-b"]);
 
     // a topic published on A reaches its subscribers on A, B and C once each
@@ -49,15 +53,27 @@ describeRedis("three nodes on one Redis: routing", () => {
     const t2 = await publishTopic(c, B, "room", "topic-2");
     expect(t1.recipients).toBe(3);
     expect(t2.recipients).toBe(3);
-    for (const [name, d] of [["sub-a", sa], ["sub-b", sb], ["sub-c", sc]] as const) {
-      await until(() => d.got.length >= 2, 10_000, () => `${name} got ${JSON.stringify(d.texts())}`);
+    for (const [name, d] of [
+      ["sub-a", sa],
+      ["sub-b", sb],
+      ["sub-c", sc],
+    ] as const) {
+      await until(
+        () => d.got.length >= 2,
+        10_000,
+        () => `${name} got ${JSON.stringify(d.texts())}`,
+      );
     }
 
     // an offline device: published on C, its queue depth visible from B, delivered when it says Hello on A
     await publish(c, C, "later", "while-offline");
     expect((await call(c, B, "GET", "/v1/devices/later")).json).toMatchObject({ online: false, node: null, queueDepth: 1 });
     const later = await device("later", [at(A)]);
-    await until(() => later.got.length >= 1, 10_000, () => `later got ${JSON.stringify(later.texts())}`);
+    await until(
+      () => later.got.length >= 1,
+      10_000,
+      () => `later got ${JSON.stringify(later.texts())}`,
+    );
     expect((await call(c, C, "GET", "/v1/devices/later")).json).toMatchObject({ online: true, node: A.instance });
 
     // one more round everywhere: nothing arrived twice, nobody reconnected
@@ -65,7 +81,11 @@ describeRedis("three nodes on one Redis: routing", () => {
     await publish(c, B, "held-b", "last");
     await publish(c, B, "later", "last");
     await publishTopic(c, C, "room", "topic-3");
-    await until(() => hb.got.length >= 3 && later.got.length >= 2 && [sa, sb, sc].every((d) => d.got.length >= 3), 10_000, () => "the last round");
+    await until(
+      () => hb.got.length >= 3 && later.got.length >= 2 && [sa, sb, sc].every((d) => d.got.length >= 3),
+      10_000,
+      () => "the last round",
+    );
     expect(hb.texts()).toEqual(["a-to-b", "c-to-b", "last"]);
     expect(later.texts()).toEqual(["while-offline", "last"]);
     for (const d of [sa, sb, sc]) expect(d.texts()).toEqual(["topic-1", "topic-2", "topic-3"]);
@@ -82,11 +102,19 @@ describeRedis("three nodes on one Redis: routing", () => {
 
     // the device moves while B lives: its new session on C claims it, B ends the old one (Bye session_replaced)
     const moved = await device("held-b", [at(C)]);
-    await until(() => hb.downs === 1, 10_000, () => "the old session of held-b ended by B");
+    await until(
+      () => hb.downs === 1,
+      10_000,
+      () => "the old session of held-b ended by B",
+    );
     expect(await metric(c, B, "dtlspush_cluster_holds_total", '{event="taken"}')).toBe(1);
     expect((await call(c, A, "GET", "/v1/devices/held-b")).json).toMatchObject({ online: true, node: C.instance });
     await publish(c, A, "held-b", "after-move");
-    await until(() => moved.got.length >= 1, 10_000, () => `held-b on C got ${JSON.stringify(moved.texts())}`);
+    await until(
+      () => moved.got.length >= 1,
+      10_000,
+      () => `held-b on C got ${JSON.stringify(moved.texts())}`,
+    );
     expect(moved.texts()).toEqual(["after-move"]);
     expect(hb.texts()).toEqual(["a-to-b", "c-to-b", "last"]);
   });

@@ -37,14 +37,22 @@ describeRedis("three nodes on one Redis: receipt streams", () => {
       ids.push(await publish(c, i % 2 === 0 ? A : B, "off", `o${i}`));
       if (i === SWITCH_AFTER) {
         // some receipts read on A, among them receipts B committed
-        await until(() => first.receipts.length >= 20, 10_000, () => `20 receipts on A (${first.receipts.length})`);
+        await until(
+          () => first.receipts.length >= 20,
+          10_000,
+          () => `20 receipts on A (${first.receipts.length})`,
+        );
         first.close();
         lastOnA = (first.receipts.at(-1) as SseReceipt).id;
         resumed = events(c, B, lastOnA);
         await resumed.connected;
       }
     }
-    await until(() => da.got.length >= ROUNDS && db.got.length >= ROUNDS, 15_000, () => `deliveries (${da.got.length}, ${db.got.length})`);
+    await until(
+      () => da.got.length >= ROUNDS && db.got.length >= ROUNDS,
+      15_000,
+      () => `deliveries (${da.got.length}, ${db.got.length})`,
+    );
     const onA = first.receipts.filter((r) => r.id <= lastOnA);
     const second = resumed as ReturnType<typeof events>;
 
@@ -52,8 +60,16 @@ describeRedis("three nodes on one Redis: receipt streams", () => {
     const all = events(c, C, 0);
     // every message has queued; the online ones also sent and delivered: 3 + 3 + 1 per round
     const expected = ROUNDS * 7;
-    await until(() => all.receipts.length >= expected, 15_000, () => `${expected} receipts replayed on C (${all.receipts.length})`);
-    await until(() => second.receipts.at(-1)?.id === all.receipts.at(-1)?.id, 10_000, () => "the resumed stream caught up");
+    await until(
+      () => all.receipts.length >= expected,
+      15_000,
+      () => `${expected} receipts replayed on C (${all.receipts.length})`,
+    );
+    await until(
+      () => second.receipts.at(-1)?.id === all.receipts.at(-1)?.id,
+      10_000,
+      () => "the resumed stream caught up",
+    );
     expect(all.receipts).toHaveLength(expected);
     expect(new Set(all.receipts.map((r) => r.messageId))).toEqual(new Set(ids));
 

@@ -39,7 +39,9 @@ describeRedis("dtlspush serve on Redis (cluster.redis_url)", () => {
     const cliDir = tmp();
     const refused = `http://127.0.0.1:${await freePort()}`;
     const added = await command(["device", "add", "sensor-1", "--psk", KEY_HEX, "--api", refused, "--data-dir", join(cliDir, "data")], cliDir, env);
-    expect(added.stderr).toBe(`dtlspush device add: daemon not reachable at ${refused}; wrote to Redis redis://:***@127.0.0.1:${r.port} directly; a running daemon picks it up on SIGHUP\n`);
+    expect(added.stderr).toBe(
+      `dtlspush device add: daemon not reachable at ${refused}; wrote to Redis redis://:***@127.0.0.1:${r.port} directly; a running daemon picks it up on SIGHUP\n`,
+    );
     expect(added.code).toBe(0);
     expect(added.stdout).toContain("sensor-1");
 
@@ -57,11 +59,20 @@ describeRedis("dtlspush serve on Redis (cluster.redis_url)", () => {
     expect(health).toMatchObject({ status: "ok", store: { kind: "redis", reachable: true } });
 
     const got: ReceivedMessage[] = [];
-    const client = await connect({ host: "127.0.0.1", port: d.dtlsPort, psk: { identity: "sensor-1", key: Buffer.from(KEY_HEX, "hex") }, stateStore: memoryStateStore() });
+    const client = await connect({
+      host: "127.0.0.1",
+      port: d.dtlsPort,
+      psk: { identity: "sensor-1", key: Buffer.from(KEY_HEX, "hex") },
+      stateStore: memoryStateStore(),
+    });
     scope.client(client);
     client.on("message", (m) => got.push(m));
     // the publisher token is minted by the CLI from the publisher keys in Redis (another data directory than the daemon's)
-    const sent = await command(["send", "--device", "sensor-1", "--data", "over redis", "--api", d.api, "--data-dir", join(cliDir, "data")], cliDir, env);
+    const sent = await command(
+      ["send", "--device", "sensor-1", "--data", "over redis", "--api", d.api, "--data-dir", join(cliDir, "data")],
+      cliDir,
+      env,
+    );
     expect(sent.stderr).toBe("");
     expect(sent.code).toBe(0);
     await until(() => got.length > 0, 10_000, "the push");
@@ -75,11 +86,10 @@ describeRedis("dtlspush serve on Redis (cluster.redis_url)", () => {
   it("unreachable Redis at start: one line (URL without password, cause) and exit 1 within the bound", async () => {
     const port = await freePort();
     const dir = tmp();
-    const res = await command(
-      ["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data")],
-      dir,
-      { DTLSPUSH_CLUSTER_REDIS_URL: `redis://admin:${PASSWORD}@127.0.0.1:${port}/0`, DTLSPUSH_CLUSTER_CONNECT_TIMEOUT_SECONDS: "2" },
-    );
+    const res = await command(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data")], dir, {
+      DTLSPUSH_CLUSTER_REDIS_URL: `redis://admin:${PASSWORD}@127.0.0.1:${port}/0`,
+      DTLSPUSH_CLUSTER_CONNECT_TIMEOUT_SECONDS: "2",
+    });
     expect(res.code).toBe(1);
     expect(res.ms).toBeLessThan(10_000);
     const lines = res.stderr.trim().split("\n");
@@ -96,12 +106,18 @@ describeRedis("dtlspush serve on Redis (cluster.redis_url)", () => {
     const env = { DTLSPUSH_CLUSTER_REDIS_URL: r.url };
     const refused = await command(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data")], dir, env);
     expect(refused.code).toBe(1);
-    expect(refused.stderr).toMatch(/^dtlspush: error: cluster\.allow_no_persistence \(default\): Redis redis:\/\/:\*\*\*@127\.0\.0\.1:\d+ has no persistence/);
+    expect(refused.stderr).toMatch(
+      /^dtlspush: error: cluster\.allow_no_persistence \(default\): Redis redis:\/\/:\*\*\*@127\.0\.0\.1:\d+ has no persistence/,
+    );
     expect(refused.stderr.trim().split("\n")).toHaveLength(1);
 
     const d = await serve(dir, { ...env, DTLSPUSH_CLUSTER_ALLOW_NO_PERSISTENCE: "true" });
     await until(() => d.stdout().includes('"event":"redis_no_persistence"'), 5_000, "the warning");
-    const warning = d.stdout().split("\n").find((l) => l.includes('"event":"redis_no_persistence"')) ?? "";
+    const warning =
+      d
+        .stdout()
+        .split("\n")
+        .find((l) => l.includes('"event":"redis_no_persistence"')) ?? "";
     expect(JSON.parse(warning)).toMatchObject({ level: "warn", appendonly: false, save: "", persistence: "none" });
     expect(warning).toContain("RUNNING WITHOUT PERSISTENCE");
     noPassword(refused.stderr, refused.stdout, d.stdout(), d.stderr());
@@ -112,7 +128,12 @@ describeRedis("dtlspush serve on Redis (cluster.redis_url)", () => {
     const dir = tmp();
     const d = await serve(dir, { DTLSPUSH_CLUSTER_REDIS_URL: r.url });
     await until(() => d.stdout().includes('"event":"redis_persistence_weak"'), 5_000, "the warning");
-    const warning = JSON.parse(d.stdout().split("\n").find((l) => l.includes('"event":"redis_persistence_weak"')) ?? "{}") as Record<string, unknown>;
+    const warning = JSON.parse(
+      d
+        .stdout()
+        .split("\n")
+        .find((l) => l.includes('"event":"redis_persistence_weak"')) ?? "{}",
+    ) as Record<string, unknown>;
     expect(warning).toMatchObject({ level: "warn", appendonly: true, appendfsync: "everysec", persistence: "second" });
     expect(String(warning["msg"])).toMatch(/appendfsync is not "always", so a 202 is not on Redis's disk when it is answered: .*power loss/);
   }, 30_000);

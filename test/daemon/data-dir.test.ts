@@ -60,7 +60,9 @@ describe("openDataDir", () => {
   it("a data_dir that is a file is an error naming the setting", async () => {
     writeFileSync(join(work, "plain"), "x");
     const config = await loadConfig({ env: { DTLSPUSH_DATA_DIR: "plain" }, cwd: work });
-    await expect(openDataDir(config)).rejects.toThrow(new ConfigError(`data_dir (from DTLSPUSH_DATA_DIR): ${join(work, "plain")} is not a directory`));
+    await expect(openDataDir(config)).rejects.toThrow(
+      new ConfigError(`data_dir (from DTLSPUSH_DATA_DIR): ${join(work, "plain")} is not a directory`),
+    );
   });
 
   it("a data_dir under a file cannot be created", async () => {

@@ -97,7 +97,11 @@ async function startDaemon(args: FleetDaemonArgs, onLine?: (line: string, d: Dae
   child.stderr.setEncoding("utf8").on("data", (s: string) => (d.stderr += s));
   let exitedEarly = false;
   void exited.then(() => (exitedEarly = true));
-  await waitFor(() => exitedEarly || lines.some((l) => l.startsWith("ready ")), 15_000, () => `"ready"\n${describeDaemon(d)}`);
+  await waitFor(
+    () => exitedEarly || lines.some((l) => l.startsWith("ready ")),
+    15_000,
+    () => `"ready"\n${describeDaemon(d)}`,
+  );
   if (exitedEarly && !lines.some((l) => l.startsWith("ready "))) throw new Error(`the daemon exited before "ready"\n${describeDaemon(d)}`);
   return d;
 }
@@ -189,7 +193,14 @@ describe("the push daemon killed with SIGKILL and started again", () => {
     const DEVICES = 5;
     const MESSAGES = 40;
     const TOTAL = DEVICES * MESSAGES;
-    const args: FleetDaemonArgs = { db: tempDb(), port: await freeUdpPort(), devices: DEVICES, messages: MESSAGES, paceMs: 40, heartbeatMs: HEARTBEAT_MS };
+    const args: FleetDaemonArgs = {
+      db: tempDb(),
+      port: await freeUdpPort(),
+      devices: DEVICES,
+      messages: MESSAGES,
+      paceMs: 40,
+      heartbeatMs: HEARTBEAT_MS,
+    };
 
     // ids each run reported as newly published (a kill may fall between the commit and the line)
     const publishedIds: string[] = [];
@@ -268,14 +279,22 @@ describe("the push daemon killed with SIGKILL and started again", () => {
     const MESSAGES = 3;
     const args: FleetDaemonArgs = { db: tempDb(), port: await freeUdpPort(), devices: 1, messages: MESSAGES, paceMs: 0, heartbeatMs: HEARTBEAT_MS };
     const first = await startDaemon(args);
-    await waitFor(() => first.lines.includes(`all-published ${MESSAGES}`), 10_000, () => describeDaemon(first));
+    await waitFor(
+      () => first.lines.includes(`all-published ${MESSAGES}`),
+      10_000,
+      () => describeDaemon(first),
+    );
     await kill9(first);
 
     const second = await startDaemon(args);
     expect(second.lines[0]).toBe(`resume stored=${MESSAGES}`);
     const got: Got[] = [];
     const { state } = await device(1, args.port, got);
-    await waitFor(() => got.length >= MESSAGES && second.lines.includes("drained"), 10_000, () => `${got.length} received\n${describeDaemon(second)}`);
+    await waitFor(
+      () => got.length >= MESSAGES && second.lines.includes("drained"),
+      10_000,
+      () => `${got.length} received\n${describeDaemon(second)}`,
+    );
     await sleep(200);
     expect(got).toEqual(expected(1, MESSAGES));
     expect(state.state?.hwm).toBe(MESSAGES);
@@ -287,7 +306,6 @@ describe("the push daemon killed with SIGKILL and started again", () => {
     for (const c of clients.splice(0)) await c.close();
     checkStore(args.db, 1, MESSAGES);
   });
-
 });
 
 /**
@@ -303,7 +321,11 @@ describe("the push daemon killed between a device's Hello and its Welcome", () =
     const got: Got[] = [];
     // Hello retransmitted after 3 s: the restarted daemon is up by then, so the repeat reaches it (not a closed port)
     const { client } = await device(1, args.port, got, undefined, { retryMs: 3000 });
-    await waitFor(() => first.lines.includes("drained"), 10_000, () => describeDaemon(first));
+    await waitFor(
+      () => first.lines.includes("drained"),
+      10_000,
+      () => describeDaemon(first),
+    );
     expect(got).toEqual(expected(1, 3));
     const welcomes: number[] = [];
     client.on("connected", () => welcomes.push(Date.now()));
@@ -311,7 +333,11 @@ describe("the push daemon killed between a device's Hello and its Welcome", () =
 
     // the device reconnects: handshake done, Hello taken, the daemon dies before its Welcome
     const dying = await startDaemon({ ...args, dieOnHello: true });
-    await waitFor(() => dying.child.signalCode !== null, 15_000, () => describeDaemon(dying));
+    await waitFor(
+      () => dying.child.signalCode !== null,
+      15_000,
+      () => describeDaemon(dying),
+    );
     expect(welcomes).toEqual([]);
 
     // back at once with three more messages
@@ -319,12 +345,16 @@ describe("the push daemon killed between a device's Hello and its Welcome", () =
     await waitFor(
       () => got.length >= 6,
       25_000,
-      () => `the device's messages 4..6 (${welcomes.length} Welcomes since the kill; client ${client.connected ? "connected" : "not connected"})\n${describeDaemon(back)}`,
+      () =>
+        `the device's messages 4..6 (${welcomes.length} Welcomes since the kill; client ${client.connected ? "connected" : "not connected"})\n${describeDaemon(back)}`,
     );
     expect(got).toEqual(expected(1, 6));
     // one session, kept: no second reconnect left pending that replaces it
     await sleep(2000);
-    expect(back.lines.filter((l) => l === "online dev-1"), describeDaemon(back)).toEqual(["online dev-1"]);
+    expect(
+      back.lines.filter((l) => l === "online dev-1"),
+      describeDaemon(back),
+    ).toEqual(["online dev-1"]);
     expect(client.connected).toBe(true);
   });
 
@@ -332,7 +362,11 @@ describe("the push daemon killed between a device's Hello and its Welcome", () =
     const MESSAGES = 3;
     const args: FleetDaemonArgs = { db: tempDb(), port: await freeUdpPort(), devices: 1, messages: MESSAGES, paceMs: 0, heartbeatMs: HEARTBEAT_MS };
     const dying = await startDaemon({ ...args, dieOnHello: true });
-    await waitFor(() => dying.lines.includes(`all-published ${MESSAGES}`), 10_000, () => describeDaemon(dying));
+    await waitFor(
+      () => dying.lines.includes(`all-published ${MESSAGES}`),
+      10_000,
+      () => describeDaemon(dying),
+    );
     const state = memoryStateStore(); // the device's persisted state, used again by its next attempt
     const options = {
       host: "127.0.0.1",
@@ -347,16 +381,26 @@ describe("the push daemon killed between a device's Hello and its Welcome", () =
 
     const back = await startDaemon(args);
     await sleep(3000); // a client left reconnecting in the background would be online by now
-    expect(back.lines.filter((l) => l.startsWith("online ")), describeDaemon(back)).toEqual([]);
+    expect(
+      back.lines.filter((l) => l.startsWith("online ")),
+      describeDaemon(back),
+    ).toEqual([]);
 
     // the application tries again, with the same persisted state, and gets every message
     const got: Got[] = [];
     const client = await connect(options);
     clients.push(client);
     client.on("message", (m) => got.push({ text: m.text(), seq: m.seq, id: m.id }));
-    await waitFor(() => got.length >= MESSAGES, 10_000, () => `${got.length} received; hwm ${state.state?.hwm}\n${describeDaemon(back)}`);
+    await waitFor(
+      () => got.length >= MESSAGES,
+      10_000,
+      () => `${got.length} received; hwm ${state.state?.hwm}\n${describeDaemon(back)}`,
+    );
     expect(got).toEqual(expected(1, MESSAGES));
     await sleep(1000);
-    expect(back.lines.filter((l) => l === "online dev-1"), describeDaemon(back)).toEqual(["online dev-1"]);
+    expect(
+      back.lines.filter((l) => l === "online dev-1"),
+      describeDaemon(back),
+    ).toEqual(["online dev-1"]);
   });
 });

@@ -38,7 +38,9 @@ describe("a lossy fleet", () => {
       seed: 42,
     }));
     if (process.env.FLEET_DEBUG) {
-      s.dtls.on("session", (conn) => conn.on("close", (r) => console.log("server close", conn.info.identity, r.code, r.message, Date.now() - started)));
+      s.dtls.on("session", (conn) =>
+        conn.on("close", (r) => console.log("server close", conn.info.identity, r.code, r.message, Date.now() - started)),
+      );
       s.engine.on("presence", (p) => console.log("presence", p.device, p.online, p.at - started));
     }
     let handshakeRetries = 0;

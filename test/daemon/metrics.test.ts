@@ -142,7 +142,12 @@ describe("metrics fed by the delivery observer", () => {
     expect(sample(await b.text(), "dtlspush_pushes_sent_total")).toBe(0);
     expect(globalRegistry.getSingleMetric("dtlspush_pushes_sent_total")).toBeUndefined();
     const t = await a.text();
-    for (const name of ["process_cpu_user_seconds_total", "process_resident_memory_bytes", "nodejs_eventloop_lag_seconds", "nodejs_heap_size_used_bytes"]) {
+    for (const name of [
+      "process_cpu_user_seconds_total",
+      "process_resident_memory_bytes",
+      "nodejs_eventloop_lag_seconds",
+      "nodejs_heap_size_used_bytes",
+    ]) {
       expect(t).toContain(`\n${name} `);
     }
     expect(a.contentType).toMatch(/^text\/plain; version=0\.0\.4/);

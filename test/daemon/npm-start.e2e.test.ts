@@ -63,16 +63,20 @@ function udpFree(port: number): Promise<boolean> {
 it("SIGTERM to `npm start` drains and stops the daemon and frees its ports", async () => {
   const dir = mkdtempSync(join(tmpdir(), "dtlspush-npm-start-"));
   dirs.push(dir);
-  const npm = spawn("npm", ["start", "--", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data"), "--log-level", "info"], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      // the repo's Node first, as `npm test` runs
-      PATH: `${join(ROOT, "node_modules", ".bin")}${delimiter}${process.env["PATH"] ?? ""}`,
-      DTLSPUSH_DTLS_CERTS_DIR: join(dir, "certs"),
-      DTLSPUSH_DEBUG: "",
+  const npm = spawn(
+    "npm",
+    ["start", "--", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data"), "--log-level", "info"],
+    {
+      cwd: ROOT,
+      env: {
+        ...process.env,
+        // the repo's Node first, as `npm test` runs
+        PATH: `${join(ROOT, "node_modules", ".bin")}${delimiter}${process.env["PATH"] ?? ""}`,
+        DTLSPUSH_DTLS_CERTS_DIR: join(dir, "certs"),
+        DTLSPUSH_DEBUG: "",
+      },
     },
-  });
+  );
   children.add(npm);
   const out = collect(npm);
   const m = await waitFor(out.stdout, npm, /^(\{.*"msg":"dtlspush started".*\})$/m, 30_000);

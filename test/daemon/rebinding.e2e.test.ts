@@ -40,7 +40,8 @@ describe("a device whose NAT rebinds, against the real daemon", () => {
       const res = await fetch(`http://127.0.0.1:${d.httpPort}/metrics`, { headers: { authorization: `Bearer ${token}` } });
       const text = await res.text();
       let sum = 0;
-      for (const line of text.split("\n")) if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) sum += Number(line.slice(line.lastIndexOf(" ") + 1));
+      for (const line of text.split("\n"))
+        if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) sum += Number(line.slice(line.lastIndexOf(" ") + 1));
       return sum;
     };
     const push = async (from: number, to: number): Promise<void> => {

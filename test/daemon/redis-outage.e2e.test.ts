@@ -23,7 +23,9 @@ afterEach(() => scope.cleanup());
 async function provision(env: Record<string, string>): Promise<string> {
   const cliDir = scope.tmp();
   const refused = `http://127.0.0.1:${await freePort()}`;
-  expect((await scope.command(["device", "add", "sensor-1", "--psk", KEY_HEX, "--api", refused, "--data-dir", join(cliDir, "data")], cliDir, env)).code).toBe(0);
+  expect(
+    (await scope.command(["device", "add", "sensor-1", "--psk", KEY_HEX, "--api", refused, "--data-dir", join(cliDir, "data")], cliDir, env)).code,
+  ).toBe(0);
   const token = (await scope.command(["token", "issue", "--scope", "publish", "--data-dir", join(cliDir, "data")], cliDir, env)).stdout.trim();
   expect(token).not.toBe("");
   return token;
@@ -39,7 +41,12 @@ interface Answer {
 describeRedis("dtlspush serve: Redis outage", () => {
   it("publishes answer 503 while Redis is away and 202 once it is back; the device, same session, gets every 202'd message once and no 503'd one", async () => {
     const r = await scope.redis({ appendfsync: "always" });
-    const env = { DTLSPUSH_CLUSTER_REDIS_URL: r.url, DTLSPUSH_CLUSTER_KEY_PREFIX: "out:", DTLSPUSH_HTTP_PUBLIC_METRICS: "true", DTLSPUSH_CLUSTER_OUTAGE_MAX_SECONDS: "60" };
+    const env = {
+      DTLSPUSH_CLUSTER_REDIS_URL: r.url,
+      DTLSPUSH_CLUSTER_KEY_PREFIX: "out:",
+      DTLSPUSH_HTTP_PUBLIC_METRICS: "true",
+      DTLSPUSH_CLUSTER_OUTAGE_MAX_SECONDS: "60",
+    };
     const token = await provision(env);
     const d = await scope.serve(scope.tmp(), env);
     const api = d.api;
@@ -47,7 +54,14 @@ describeRedis("dtlspush serve: Redis outage", () => {
     const got: ReceivedMessage[] = [];
     let sessions = 0;
     let disconnects = 0;
-    const client = scope.client(await connect({ host: "127.0.0.1", port: d.dtlsPort, psk: { identity: "sensor-1", key: Buffer.from(KEY_HEX, "hex") }, stateStore: memoryStateStore() }));
+    const client = scope.client(
+      await connect({
+        host: "127.0.0.1",
+        port: d.dtlsPort,
+        psk: { identity: "sensor-1", key: Buffer.from(KEY_HEX, "hex") },
+        stateStore: memoryStateStore(),
+      }),
+    );
     sessions++; // the session connect() established
     client.on("connected", () => sessions++);
     client.on("disconnected", () => disconnects++);
@@ -72,7 +86,10 @@ describeRedis("dtlspush serve: Redis outage", () => {
     };
     const handshakes = async (): Promise<string> => {
       const text = await (await fetch(`${api}/metrics`)).text();
-      return text.split("\n").filter((l) => l.startsWith("dtlspush_handshakes_total")).join("\n");
+      return text
+        .split("\n")
+        .filter((l) => l.startsWith("dtlspush_handshakes_total"))
+        .join("\n");
     };
 
     // publishes stream in
@@ -136,7 +153,10 @@ describeRedis("dtlspush serve: Redis outage", () => {
     const d = await scope.serve(scope.tmp(), env);
     await r.kill9();
     await waitUntil(() => d.stdout().includes('"event":"store_unavailable"'), 5_000, "the outage line");
-    const { code, ms } = await Promise.race([d.exit, new Promise<never>((_, reject) => setTimeout(() => reject(new Error("the daemon did not exit")), 15_000))]);
+    const { code, ms } = await Promise.race([
+      d.exit,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error("the daemon did not exit")), 15_000)),
+    ]);
     expect(code).toBe(1);
     expect(d.stderr()).toContain("cluster.outage_max_seconds");
     expect(d.stderr()).toContain("exiting with status 1");

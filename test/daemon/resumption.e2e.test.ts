@@ -61,46 +61,66 @@ function device(port: number, stateStore: ClientStateStore = memoryStateStore(),
 }
 
 describe("a device resumes its DTLS session", () => {
-  it("on reconnect, and after the daemon was killed (-9) and restarted: abbreviated handshakes, pushes continue, nothing lost or repeated", { timeout: 40_000 }, async () => {
-    const { dir, daemon, token } = await setUp();
-    const state = memoryStateStore();
-    const got: ReceivedMessage[] = [];
-    const first = await connect(device(daemon.dtlsPort, state, QUICK));
-    clients.push(first);
-    first.on("message", (m) => got.push(m));
-    first.on("error", () => undefined);
-    expect(first.resumed).toBe(false);
-    await until(() => state.state?.dtlsSession !== undefined, 5000, () => "the DTLS session saved with the device state");
-    expect(await api(daemon, token, "POST", "/v1/devices/d1/messages", { id: "m1", payload: "one" })).toBe(202);
-    await until(() => got.length === 1 && state.state?.hwm === 1, 10_000, () => `m1 (got ${got.length})`);
-    expect(await metric(daemon, token, RESUMED)).toBe(0);
+  it(
+    "on reconnect, and after the daemon was killed (-9) and restarted: abbreviated handshakes, pushes continue, nothing lost or repeated",
+    { timeout: 40_000 },
+    async () => {
+      const { dir, daemon, token } = await setUp();
+      const state = memoryStateStore();
+      const got: ReceivedMessage[] = [];
+      const first = await connect(device(daemon.dtlsPort, state, QUICK));
+      clients.push(first);
+      first.on("message", (m) => got.push(m));
+      first.on("error", () => undefined);
+      expect(first.resumed).toBe(false);
+      await until(
+        () => state.state?.dtlsSession !== undefined,
+        5000,
+        () => "the DTLS session saved with the device state",
+      );
+      expect(await api(daemon, token, "POST", "/v1/devices/d1/messages", { id: "m1", payload: "one" })).toBe(202);
+      await until(
+        () => got.length === 1 && state.state?.hwm === 1,
+        10_000,
+        () => `m1 (got ${got.length})`,
+      );
+      expect(await metric(daemon, token, RESUMED)).toBe(0);
 
-    // a reconnect: the same device state, a new DTLS connection
-    await first.close();
-    const second = await connect(device(daemon.dtlsPort, state, QUICK));
-    clients.push(second);
-    second.on("message", (m) => got.push(m));
-    second.on("error", () => undefined);
-    expect(second.resumed).toBe(true);
-    expect(await metric(daemon, token, RESUMED)).toBe(1);
-    expect(await api(daemon, token, "POST", "/v1/devices/d1/messages", { id: "m2", payload: "two" })).toBe(202);
-    await until(() => got.length === 2 && state.state?.hwm === 2, 10_000, () => `m2 (got ${got.length})`);
+      // a reconnect: the same device state, a new DTLS connection
+      await first.close();
+      const second = await connect(device(daemon.dtlsPort, state, QUICK));
+      clients.push(second);
+      second.on("message", (m) => got.push(m));
+      second.on("error", () => undefined);
+      expect(second.resumed).toBe(true);
+      expect(await metric(daemon, token, RESUMED)).toBe(1);
+      expect(await api(daemon, token, "POST", "/v1/devices/d1/messages", { id: "m2", payload: "two" })).toBe(202);
+      await until(
+        () => got.length === 2 && state.state?.hwm === 2,
+        10_000,
+        () => `m2 (got ${got.length})`,
+      );
 
-    // kill -9: nothing saved but the ticket keys in the store; the SDK notices by its probes and resumes
-    daemon.child.kill("SIGKILL");
-    await daemon.exited;
-    const restarted = await serve(dir, daemon.dtlsPort, daemon.httpPort);
-    expect(await api(restarted, token, "POST", "/v1/devices/d1/messages", { id: "m3", payload: "three" })).toBe(202);
-    await until(() => got.length === 3, 15_000, () => `m3 after the restart (got ${got.map((m) => m.id).join(",")})`);
-    expect(second.resumed).toBe(true);
-    expect(await metric(restarted, token, RESUMED)).toBe(1);
-    await new Promise((r) => setTimeout(r, 300)); // a repeat would arrive now, if at all
-    expect(got.map((m) => [m.id, m.seq])).toEqual([
-      ["m1", 1],
-      ["m2", 2],
-      ["m3", 3],
-    ]);
-  });
+      // kill -9: nothing saved but the ticket keys in the store; the SDK notices by its probes and resumes
+      daemon.child.kill("SIGKILL");
+      await daemon.exited;
+      const restarted = await serve(dir, daemon.dtlsPort, daemon.httpPort);
+      expect(await api(restarted, token, "POST", "/v1/devices/d1/messages", { id: "m3", payload: "three" })).toBe(202);
+      await until(
+        () => got.length === 3,
+        15_000,
+        () => `m3 after the restart (got ${got.map((m) => m.id).join(",")})`,
+      );
+      expect(second.resumed).toBe(true);
+      expect(await metric(restarted, token, RESUMED)).toBe(1);
+      await new Promise((r) => setTimeout(r, 300)); // a repeat would arrive now, if at all
+      expect(got.map((m) => [m.id, m.seq])).toEqual([
+        ["m1", 1],
+        ["m2", 2],
+        ["m3", 3],
+      ]);
+    },
+  );
 
   it("after a restart of the device, from its state file (mode 0600)", { timeout: 30_000 }, async () => {
     const { dir, daemon, token } = await setUp();
@@ -111,7 +131,11 @@ describe("a device resumes its DTLS session", () => {
     before.on("message", (m) => got.push(m.id));
     expect(before.resumed).toBe(false);
     expect(await api(daemon, token, "POST", "/v1/devices/d1/messages", { id: "m1", payload: "one" })).toBe(202);
-    await until(() => got.length === 1, 10_000, () => "m1");
+    await until(
+      () => got.length === 1,
+      10_000,
+      () => "m1",
+    );
     await before.close();
     expect(statSync(file).mode & 0o777).toBe(0o600);
     expect(fileStateStore(file).load()).toMatchObject({ hwm: 1, dtlsSession: expect.any(String) });
@@ -122,7 +146,11 @@ describe("a device resumes its DTLS session", () => {
     expect(after.resumed).toBe(true);
     expect(await metric(daemon, token, RESUMED)).toBe(1);
     expect(await api(daemon, token, "POST", "/v1/devices/d1/messages", { id: "m2", payload: "two" })).toBe(202);
-    await until(() => got.length === 2, 10_000, () => "m2");
+    await until(
+      () => got.length === 2,
+      10_000,
+      () => "m2",
+    );
     expect(got).toEqual(["m1", "m2"]);
   });
 });
@@ -132,7 +160,11 @@ describe("a device the registry no longer accepts cannot resume", () => {
   async function savedSession(port: number): Promise<Uint8Array> {
     const state = memoryStateStore();
     const c = await connect(device(port, state));
-    await until(() => state.state?.dtlsSession !== undefined, 5000, () => "the DTLS session saved");
+    await until(
+      () => state.state?.dtlsSession !== undefined,
+      5000,
+      () => "the DTLS session saved",
+    );
     await c.close();
     return new Uint8Array(Buffer.from(state.state?.dtlsSession ?? "", "base64"));
   }
@@ -207,7 +239,11 @@ describe("a device the registry no longer accepts cannot resume", () => {
     const got: string[] = [];
     resumed.on("message", (m) => got.push(m.id));
     expect(await api(daemon, token, "POST", "/v1/devices/cam-1/messages", { id: "c1", payload: "to the camera" })).toBe(202);
-    await until(() => got.length === 1, 10_000, () => "the push to the resumed certificate session");
+    await until(
+      () => got.length === 1,
+      10_000,
+      () => "the push to the resumed certificate session",
+    );
     await resumed.close();
     const session = new Uint8Array(Buffer.from(state.state?.dtlsSession ?? "", "base64"));
 

@@ -48,10 +48,14 @@ interface Running {
 /** Starts `dtlspush serve` on free ports in `dir` (data/ and certs/ inside), with an admin token minted from its data dir. */
 async function serve(dir: string, extra: readonly string[] = []): Promise<Running> {
   // cwd: relative defaults (certs/) resolve against it, so they stay in the test's directory
-  const child = spawn(process.execPath, [BIN, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data"), ...extra], {
-    cwd: dir,
-    env: { ...process.env, DTLSPUSH_DEBUG: "" },
-  });
+  const child = spawn(
+    process.execPath,
+    [BIN, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data"), ...extra],
+    {
+      cwd: dir,
+      env: { ...process.env, DTLSPUSH_DEBUG: "" },
+    },
+  );
   daemons.add(child);
   child.on("exit", () => daemons.delete(child));
   const out = collect(child);
@@ -79,7 +83,13 @@ async function addDevice(r: Running, id: string): Promise<void> {
 }
 
 async function device(r: Running, id: string, state = memoryStateStore()): Promise<{ client: DtlspushClient; got: ReceivedMessage[] }> {
-  const client = await connect({ host: "127.0.0.1", port: r.dtlsPort, psk: { identity: id, key: KEY }, stateStore: state, reconnect: { initialDelayMs: 100, maxDelayMs: 500 } });
+  const client = await connect({
+    host: "127.0.0.1",
+    port: r.dtlsPort,
+    psk: { identity: id, key: KEY },
+    stateStore: state,
+    reconnect: { initialDelayMs: 100, maxDelayMs: 500 },
+  });
   clients.push(client);
   const got: ReceivedMessage[] = [];
   client.on("message", (m) => got.push(m));
@@ -128,7 +138,10 @@ describe("dtlspush serve: configuration errors stop it with one line naming the 
     {
       name: "an unreadable certificate",
       setup: (dir) => {
-        writeFileSync(join(dir, "c.toml"), `[dtls]\ncertificate = "${join(dir, "missing.pem")}"\nkey = "${join(dir, "missing.key")}"\nclient_auth = "none"\n`);
+        writeFileSync(
+          join(dir, "c.toml"),
+          `[dtls]\ncertificate = "${join(dir, "missing.pem")}"\nkey = "${join(dir, "missing.key")}"\nclient_auth = "none"\n`,
+        );
         return { args: ["--config", join(dir, "c.toml")] };
       },
       message: /dtls\.certificate \(in .*c\.toml\): cannot read .*missing\.pem/,
@@ -152,7 +165,10 @@ describe("dtlspush serve: configuration errors stop it with one line naming the 
     const b = join(dir, "b");
     expect((await run(["certs", "init", "--dir", a])).code).toBe(0);
     expect((await run(["certs", "init", "--dir", b])).code).toBe(0);
-    writeFileSync(join(dir, "c.toml"), `[dtls]\ncertificate = "${join(a, "server-p256.pem")}"\nkey = "${join(b, "server-p256.key")}"\nclient_auth = "none"\n`);
+    writeFileSync(
+      join(dir, "c.toml"),
+      `[dtls]\ncertificate = "${join(a, "server-p256.pem")}"\nkey = "${join(b, "server-p256.key")}"\nclient_auth = "none"\n`,
+    );
     const r = await run(["serve", "--data-dir", join(dir, "data"), "--config", join(dir, "c.toml")]);
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split("\n")).toHaveLength(1);
@@ -256,7 +272,9 @@ describe("dtlspush serve: lifecycle", () => {
     const after = await fingerprint(join(b, "ca.pem"));
     expect(after).toBeDefined();
     expect(after).not.toBe(before);
-    await expect(dtlsConnect({ host: "127.0.0.1", port: r.dtlsPort, ca: readFileSync(join(a, "ca.pem")), servername: "localhost", timeoutMs: 3000 })).rejects.toThrow();
+    await expect(
+      dtlsConnect({ host: "127.0.0.1", port: r.dtlsPort, ca: readFileSync(join(a, "ca.pem")), servername: "localhost", timeoutMs: 3000 }),
+    ).rejects.toThrow();
 
     // the session from before the swap is still up and gets a push
     expect(d1.client.connected).toBe(true);

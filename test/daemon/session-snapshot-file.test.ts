@@ -8,7 +8,14 @@ import { mkdtempSync, rmSync, statSync, writeFileSync, existsSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { openSnapshot, sealSnapshot, snapshotKey, SNAPSHOT_FILE, takeSnapshotFile, writeSnapshotFile } from "../../src/daemon/session-snapshot-file.ts";
+import {
+  openSnapshot,
+  sealSnapshot,
+  snapshotKey,
+  SNAPSHOT_FILE,
+  takeSnapshotFile,
+  writeSnapshotFile,
+} from "../../src/daemon/session-snapshot-file.ts";
 import { decodeLinkSnapshot, encodeLinkSnapshot } from "../../src/messaging/link-snapshot.ts";
 
 const dirs: string[] = [];

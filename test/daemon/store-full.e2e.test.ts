@@ -86,7 +86,9 @@ describe("the store fails (disk full)", () => {
       else refused.push(status);
     }
     await d.exited;
-    console.log(`store full: ${accepted.length} publishes answered 202, then ${refused.length} refused (${[...new Set(refused)].join(", ")}) before the daemon exited`);
+    console.log(
+      `store full: ${accepted.length} publishes answered 202, then ${refused.length} refused (${[...new Set(refused)].join(", ")}) before the daemon exited`,
+    );
     expect(d.child.exitCode).toBe(1);
     expect(stderr).toMatch(/the store \(.*dtlspush\.db\) failed: /);
     // a publish whose commit failed is never 202: it is a 5xx (or the connection closed as the daemon left)

@@ -20,8 +20,10 @@ beforeAll(async () => {
 }, 60_000);
 
 const chain = (pem: string): Certificate[] => pemCertificates(pem).map(parseCertificate);
-const trustCa = (caPem: string, servername = "localhost") => (c: readonly Certificate[]) =>
-  verifyChain(c, { anchors: chain(caPem), servername }, new Date());
+const trustCa =
+  (caPem: string, servername = "localhost") =>
+  (c: readonly Certificate[]) =>
+    verifyChain(c, { anchors: chain(caPem), servername }, new Date());
 
 function certPipe(suiteNames = SUITE_NAMES.filter((n) => !usesPsk(suiteByName(n)))) {
   return new Pipe({}, { psk: undefined, suites: suites(...suiteNames), certificates: [pki.p256, pki.p384, pki.rsa].map(credential) });
@@ -47,14 +49,21 @@ describe("certificate suites over the pipe", () => {
 
   it("completes under 30% loss with fragmentation to an MTU of 300 (certificate chains span datagrams)", () => {
     for (let seed = 1; seed <= 5; seed++) {
-      const p = new Pipe({ loss: 0.3, reorder: 0.2, seed }, {
-        psk: undefined,
-        mtu: 300,
-        suites: suites("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
-        certificates: [credential(pki.rsa)],
-        retransmit: { initialMs: 1000, maxMs: 60_000, maxRetransmits: 12 },
-      });
-      p.startClient({ mtu: 300, suites: suites("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"), retransmit: { initialMs: 1000, maxMs: 60_000, maxRetransmits: 12 } }, undefined, trustCa(pki.caPem));
+      const p = new Pipe(
+        { loss: 0.3, reorder: 0.2, seed },
+        {
+          psk: undefined,
+          mtu: 300,
+          suites: suites("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
+          certificates: [credential(pki.rsa)],
+          retransmit: { initialMs: 1000, maxMs: 60_000, maxRetransmits: 12 },
+        },
+      );
+      p.startClient(
+        { mtu: 300, suites: suites("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"), retransmit: { initialMs: 1000, maxMs: 60_000, maxRetransmits: 12 } },
+        undefined,
+        trustCa(pki.caPem),
+      );
       expect(p.runUntilEstablished(900_000)).toBe(true);
     }
   });
@@ -70,7 +79,12 @@ describe("certificate suites over the pipe", () => {
   const refusals: [string, () => (c: readonly Certificate[]) => ReturnType<typeof verifyChain>, string, number][] = [
     ["a server from another CA: unknown_ca", () => trustCa(pki.otherCaPem), "unknown_ca", 48],
     ["a name the certificate is not for: bad_certificate", () => trustCa(pki.caPem, "device.example"), "bad_certificate", 42],
-    ["a different pinned fingerprint: bad_certificate", () => (c) => verifyChain(c, { anchors: [], fingerprint: "00".repeat(32) }, new Date()), "bad_certificate", 42],
+    [
+      "a different pinned fingerprint: bad_certificate",
+      () => (c) => verifyChain(c, { anchors: [], fingerprint: "00".repeat(32) }, new Date()),
+      "bad_certificate",
+      42,
+    ],
   ];
   for (const [what, verifier, code, alert] of refusals) {
     it(`the client refuses ${what}`, () => {
@@ -113,7 +127,15 @@ describe("certificate suites over the pipe", () => {
 
 describe("certificate choice", () => {
   function hello(extensions: ClientHello["extensions"], ids: number[]): ClientHello {
-    return { version: ProtocolVersion.DTLS1_2, random: new Uint8Array(32), sessionId: EMPTY, cookie: EMPTY, cipherSuites: ids, compressionMethods: new Uint8Array([0]), extensions };
+    return {
+      version: ProtocolVersion.DTLS1_2,
+      random: new Uint8Array(32),
+      sessionId: EMPTY,
+      cookie: EMPTY,
+      cipherSuites: ids,
+      compressionMethods: new Uint8Array([0]),
+      extensions,
+    };
   }
   const groups = (...g: number[]) => ({ type: ExtensionType.supported_groups, data: encodeSupportedGroups(g) });
   const sigalgs = (...a: number[]) => ({ type: ExtensionType.signature_algorithms, data: encodeSupportedGroups(a) });
@@ -173,7 +195,23 @@ describe("Ed25519 certificates (RFC 8422 EdDSA with ECDHE_ECDSA suites)", () => 
     try {
       const r = spawnSync(
         "openssl",
-        ["req", "-x509", "-newkey", "ed25519", "-nodes", "-keyout", "k.pem", "-out", "c.pem", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+        [
+          "req",
+          "-x509",
+          "-newkey",
+          "ed25519",
+          "-nodes",
+          "-keyout",
+          "k.pem",
+          "-out",
+          "c.pem",
+          "-days",
+          "2",
+          "-subj",
+          "/CN=localhost",
+          "-addext",
+          "subjectAltName=DNS:localhost",
+        ],
         { cwd: dir, encoding: "utf8" },
       );
       expect(r.status, r.stderr).toBe(0);

@@ -8,7 +8,14 @@ import { afterEach, describe, expect, it } from "vitest";
 import { connect } from "../../src/dtls/index.ts";
 import { AlertDescription, ContentType, ExtensionType, HandshakeType, ProtocolVersion } from "../../src/dtls/constants.ts";
 import { encodeHandshake, parseHandshakeFragments } from "../../src/dtls/handshake-codec.ts";
-import { decodeClientHello, EC_POINT_FORMATS_UNCOMPRESSED, EMPTY, EMPTY_RENEGOTIATION_INFO, encodeServerHello, type Extension } from "../../src/dtls/messages.ts";
+import {
+  decodeClientHello,
+  EC_POINT_FORMATS_UNCOMPRESSED,
+  EMPTY,
+  EMPTY_RENEGOTIATION_INFO,
+  encodeServerHello,
+  type Extension,
+} from "../../src/dtls/messages.ts";
 import { encodePlainRecord, parseRecords } from "../../src/dtls/record.ts";
 import { concatBytes } from "../../src/util/bytes.ts";
 import { KEY } from "./echo-server.ts";
@@ -54,7 +61,9 @@ async function craftedServer(extensions: (offered: readonly Extension[]) => Exte
         return;
       }
       resolve({
-        handshakeTypes: records.filter((r) => r.type === ContentType.handshake && r.epoch === 0).flatMap((r) => parseHandshakeFragments(r.body).map((f) => f.msgType)),
+        handshakeTypes: records
+          .filter((r) => r.type === ContentType.handshake && r.epoch === 0)
+          .flatMap((r) => parseHandshakeFragments(r.body).map((f) => f.msgType)),
         alerts: records.filter((r) => r.type === ContentType.alert).map((r) => [...r.body]),
       });
     });

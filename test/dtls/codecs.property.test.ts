@@ -207,13 +207,11 @@ describe("decoders on hostile bytes (property)", () => {
 /** A handshake record body: some well-formed fragments, possibly damaged. */
 const fragmentBytes: fc.Arbitrary<Uint8Array> = fc
   .array(
-    fc
-      .tuple(u8, u16, bytes(0, 60), fc.nat(), fc.nat())
-      .map(([type, seq, body, a, b]) => {
-        const off = body.length === 0 ? 0 : a % (body.length + 1);
-        const len = body.length - off === 0 ? 0 : b % (body.length - off + 1);
-        return encodeFragment(type, seq, body, off, len);
-      }),
+    fc.tuple(u8, u16, bytes(0, 60), fc.nat(), fc.nat()).map(([type, seq, body, a, b]) => {
+      const off = body.length === 0 ? 0 : a % (body.length + 1);
+      const len = body.length - off === 0 ? 0 : b % (body.length - off + 1);
+      return encodeFragment(type, seq, body, off, len);
+    }),
     { maxLength: 4 },
   )
   .map(concatBytes);
@@ -247,19 +245,25 @@ describe("parseHandshakeFragments on hostile bytes (property)", () => {
 
   it("well-formed fragment sequences always parse back to what was encoded", () => {
     fc.assert(
-      fc.property(
-        fc.array(fc.tuple(u8, u16, bytes(0, 60), fc.nat(), fc.nat()), { maxLength: 5 }),
-        (specs) => {
-          const want = specs.map(([type, seq, body, a, b]) => {
-            const off = a % (body.length + 1);
-            const len = b % (body.length - off + 1);
-            return { msgType: type, length: body.length, messageSeq: seq, fragmentOffset: off, fragmentLength: len, body: hex(body.subarray(off, off + len)) };
-          });
-          const input = concatBytes(specs.map(([type, seq, body], i) => encodeFragment(type, seq, body, want[i]?.fragmentOffset ?? 0, want[i]?.fragmentLength ?? 0)));
-          const got = parseHandshakeFragments(input).map((f) => ({ ...f, body: hex(f.body) }));
-          expect(got).toEqual(want);
-        },
-      ),
+      fc.property(fc.array(fc.tuple(u8, u16, bytes(0, 60), fc.nat(), fc.nat()), { maxLength: 5 }), (specs) => {
+        const want = specs.map(([type, seq, body, a, b]) => {
+          const off = a % (body.length + 1);
+          const len = b % (body.length - off + 1);
+          return {
+            msgType: type,
+            length: body.length,
+            messageSeq: seq,
+            fragmentOffset: off,
+            fragmentLength: len,
+            body: hex(body.subarray(off, off + len)),
+          };
+        });
+        const input = concatBytes(
+          specs.map(([type, seq, body], i) => encodeFragment(type, seq, body, want[i]?.fragmentOffset ?? 0, want[i]?.fragmentLength ?? 0)),
+        );
+        const got = parseHandshakeFragments(input).map((f) => ({ ...f, body: hex(f.body) }));
+        expect(got).toEqual(want);
+      }),
       FC,
     );
   });
@@ -294,24 +298,29 @@ describe("parseRecords on hostile bytes (property)", () => {
   it("never throws and every record lies inside the input, contiguous from its start", () => {
     withinMs(8000, () =>
       fc.assert(
-        fc.property(fc.oneof({ weight: 1, arbitrary: bytes(0, 200) }, { weight: 3, arbitrary: recordish }), fc.nat({ max: 16 }), fc.nat({ max: 16 }), (raw, pad, tail) => {
-          const backing = new Uint8Array(pad + raw.length + tail).fill(0xfe);
-          backing.set(raw, pad);
-          const input = backing.subarray(pad, pad + raw.length);
-          const recs = parseRecords(input);
-          let off = input.byteOffset;
-          for (const r of recs) {
-            expect(r.header.buffer).toBe(backing.buffer);
-            expect(r.header.byteOffset).toBe(off);
-            expect(r.header.length).toBe(RECORD_HEADER_LENGTH);
-            expect(r.body.byteOffset).toBe(off + RECORD_HEADER_LENGTH);
-            expect(r.body.length).toBeLessThanOrEqual(MAX_RECORD_BODY);
-            expect(r.body.byteOffset + r.body.length).toBeLessThanOrEqual(input.byteOffset + input.length);
-            expect(r.version & 0xff00).toBe(0xfe00);
-            expect(((r.header[11] as number) << 8) | (r.header[12] as number)).toBe(r.body.length);
-            off = r.body.byteOffset + r.body.length;
-          }
-        }),
+        fc.property(
+          fc.oneof({ weight: 1, arbitrary: bytes(0, 200) }, { weight: 3, arbitrary: recordish }),
+          fc.nat({ max: 16 }),
+          fc.nat({ max: 16 }),
+          (raw, pad, tail) => {
+            const backing = new Uint8Array(pad + raw.length + tail).fill(0xfe);
+            backing.set(raw, pad);
+            const input = backing.subarray(pad, pad + raw.length);
+            const recs = parseRecords(input);
+            let off = input.byteOffset;
+            for (const r of recs) {
+              expect(r.header.buffer).toBe(backing.buffer);
+              expect(r.header.byteOffset).toBe(off);
+              expect(r.header.length).toBe(RECORD_HEADER_LENGTH);
+              expect(r.body.byteOffset).toBe(off + RECORD_HEADER_LENGTH);
+              expect(r.body.length).toBeLessThanOrEqual(MAX_RECORD_BODY);
+              expect(r.body.byteOffset + r.body.length).toBeLessThanOrEqual(input.byteOffset + input.length);
+              expect(r.version & 0xff00).toBe(0xfe00);
+              expect(((r.header[11] as number) << 8) | (r.header[12] as number)).toBe(r.body.length);
+              off = r.body.byteOffset + r.body.length;
+            }
+          },
+        ),
         { ...FC, numRuns: 400 },
       ),
     );
@@ -321,9 +330,18 @@ describe("parseRecords on hostile bytes (property)", () => {
     fc.assert(
       fc.property(
         // any type but tls12_cid (25), whose header is longer by a CID (see the Connection ID tests)
-        fc.array(fc.tuple(u8.filter((t) => t !== 25), fc.constantFrom(0xfefd, 0xfeff), u16, fc.bigInt({ min: 0n, max: 2n ** 48n - 1n }), bytes(0, 80)), {
-          maxLength: 6,
-        }),
+        fc.array(
+          fc.tuple(
+            u8.filter((t) => t !== 25),
+            fc.constantFrom(0xfefd, 0xfeff),
+            u16,
+            fc.bigInt({ min: 0n, max: 2n ** 48n - 1n }),
+            bytes(0, 80),
+          ),
+          {
+            maxLength: 6,
+          },
+        ),
         (specs) => {
           const dg = concatBytes(specs.map(([t, v, e, s, b]) => encodePlainRecord(t, v, e, Number(s), b)));
           const got = parseRecords(dg).map((r) => [r.type, r.version, r.epoch, r.seq, hex(r.body)]);
@@ -364,10 +382,10 @@ function fragmentPlan(n: number): fc.Arbitrary<[number, number][]> {
   });
 }
 
-const messages: fc.Arbitrary<Msg[]> = fc.array(
-  fc.record({ msgType: u8, epoch: fc.integer({ min: 0, max: 1 }), body: bytes(0, 200) }),
-  { minLength: 1, maxLength: 4 },
-);
+const messages: fc.Arbitrary<Msg[]> = fc.array(fc.record({ msgType: u8, epoch: fc.integer({ min: 0, max: 1 }), body: bytes(0, 200) }), {
+  minLength: 1,
+  maxLength: 4,
+});
 
 describe("Reassembler (examples)", () => {
   const body = Uint8Array.from({ length: 30 }, (_, i) => i);
@@ -526,55 +544,50 @@ describe("Reassembler (property)", () => {
       { weight: 1, arbitrary: fc.constant({ kind: "pop" as const }) },
     );
     fc.assert(
-      fc.property(
-        fc.integer({ min: 1, max: 8 }),
-        fc.integer({ min: 0, max: 400 }),
-        fc.array(op, { maxLength: 60 }),
-        (maxAhead, maxBytes, ops) => {
-          const r = new Reassembler(10, maxAhead, maxBytes);
-          // model
-          let next = 10;
-          const pending = new Map<number, { len: number; type: number; epoch: number }>();
-          let used = 0;
-          for (const o of ops) {
-            if (o.kind === "pop") {
-              const p = pending.get(next);
-              const got = r.pop();
-              if (p === undefined) {
-                expect(got).toBeUndefined();
-              } else {
-                // every add below is a whole-message fragment, so a pending message is complete
-                expect(got?.messageSeq).toBe(next);
-                expect(got?.body.length).toBe(p.len);
-                pending.delete(next);
-                used -= p.len;
-                next++;
-              }
-              continue;
+      fc.property(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 0, max: 400 }), fc.array(op, { maxLength: 60 }), (maxAhead, maxBytes, ops) => {
+        const r = new Reassembler(10, maxAhead, maxBytes);
+        // model
+        let next = 10;
+        const pending = new Map<number, { len: number; type: number; epoch: number }>();
+        let used = 0;
+        for (const o of ops) {
+          if (o.kind === "pop") {
+            const p = pending.get(next);
+            const got = r.pop();
+            if (p === undefined) {
+              expect(got).toBeUndefined();
+            } else {
+              // every add below is a whole-message fragment, so a pending message is complete
+              expect(got?.messageSeq).toBe(next);
+              expect(got?.body.length).toBe(p.len);
+              pending.delete(next);
+              used -= p.len;
+              next++;
             }
-            const seq = next + o.ahead;
-            if (seq < 0) continue;
-            let want: AddResult;
-            const p = pending.get(seq);
-            if (seq < next) want = "old";
-            else if (seq >= next + maxAhead) want = "ignored";
-            else if (p === undefined) {
-              if (used + o.len > maxBytes) want = "ignored";
-              else {
-                want = "buffered";
-                pending.set(seq, { len: o.len, type: o.type, epoch: o.epoch });
-                used += o.len;
-              }
-            } else if (p.type !== o.type || p.len !== o.len || p.epoch !== o.epoch) want = "inconsistent";
-            else want = "buffered";
-            const body = new Uint8Array(o.len).fill(seq & 0xff);
-            expect(r.add(fragment(o.type, seq, body, 0, o.len), o.epoch)).toBe(want);
-            // memory bound: what the model holds never exceeds the limits
-            expect(used).toBeLessThanOrEqual(maxBytes);
-            for (const s of pending.keys()) expect(s - next).toBeLessThan(maxAhead);
+            continue;
           }
-        },
-      ),
+          const seq = next + o.ahead;
+          if (seq < 0) continue;
+          let want: AddResult;
+          const p = pending.get(seq);
+          if (seq < next) want = "old";
+          else if (seq >= next + maxAhead) want = "ignored";
+          else if (p === undefined) {
+            if (used + o.len > maxBytes) want = "ignored";
+            else {
+              want = "buffered";
+              pending.set(seq, { len: o.len, type: o.type, epoch: o.epoch });
+              used += o.len;
+            }
+          } else if (p.type !== o.type || p.len !== o.len || p.epoch !== o.epoch) want = "inconsistent";
+          else want = "buffered";
+          const body = new Uint8Array(o.len).fill(seq & 0xff);
+          expect(r.add(fragment(o.type, seq, body, 0, o.len), o.epoch)).toBe(want);
+          // memory bound: what the model holds never exceeds the limits
+          expect(used).toBeLessThanOrEqual(maxBytes);
+          for (const s of pending.keys()) expect(s - next).toBeLessThan(maxAhead);
+        }
+      }),
       FC,
     );
   });

@@ -147,12 +147,22 @@ describe("ClientHello codec", () => {
   });
 
   it("rejects duplicate extensions", () => {
-    const enc = encodeClientHello({ ...CH_NO_EXT, extensions: [{ type: 23, data: EMPTY }, { type: 23, data: EMPTY }] });
+    const enc = encodeClientHello({
+      ...CH_NO_EXT,
+      extensions: [
+        { type: 23, data: EMPTY },
+        { type: 23, data: EMPTY },
+      ],
+    });
     expect(() => decodeClientHello(enc)).toThrow(DecodeError);
     expect(() => decodeClientHello(enc)).toThrow(/duplicate extension 23/);
     const enc2 = encodeClientHello({
       ...CH_NO_EXT,
-      extensions: [{ type: 0xff01, data: new Uint8Array([0]) }, { type: 10, data: EMPTY }, { type: 0xff01, data: EMPTY }],
+      extensions: [
+        { type: 0xff01, data: new Uint8Array([0]) },
+        { type: 10, data: EMPTY },
+        { type: 0xff01, data: EMPTY },
+      ],
     });
     expect(() => decodeClientHello(enc2)).toThrow(DecodeError);
   });
@@ -265,9 +275,17 @@ describe("ServerHello codec", () => {
   });
 
   it("rejects duplicate extensions and session_id > 32", () => {
-    expect(() => decodeServerHello(encodeServerHello({ ...SH, extensions: [{ type: 5, data: EMPTY }, { type: 5, data: EMPTY }] }))).toThrow(
-      DecodeError,
-    );
+    expect(() =>
+      decodeServerHello(
+        encodeServerHello({
+          ...SH,
+          extensions: [
+            { type: 5, data: EMPTY },
+            { type: 5, data: EMPTY },
+          ],
+        }),
+      ),
+    ).toThrow(DecodeError);
     expect(decodeServerHello(encodeServerHello({ ...SH, sessionId: seqBytes(32) })).sessionId.length).toBe(32);
     expect(() => decodeServerHello(encodeServerHello({ ...SH, sessionId: seqBytes(33) }))).toThrow(DecodeError);
   });
@@ -436,9 +454,7 @@ describe("handshake fragments", () => {
     expect(() => parseHandshakeFragments(bad)).toThrow(DecodeError);
     // offset == length with a zero-length fragment is fine
     const edge = fromHex("01" + "00000a" + "0000" + "00000a" + "000000");
-    expect(parseHandshakeFragments(edge).map(strip)).toEqual([
-      { msgType: 1, length: 10, messageSeq: 0, fragmentOffset: 10, fragmentLength: 0 },
-    ]);
+    expect(parseHandshakeFragments(edge).map(strip)).toEqual([{ msgType: 1, length: 10, messageSeq: 0, fragmentOffset: 10, fragmentLength: 0 }]);
     // offset + length overflowing 24 bits is still caught
     const big = fromHex("01" + "ffffff" + "0000" + "ffffff" + "000001" + "00");
     expect(() => parseHandshakeFragments(big)).toThrow(DecodeError);

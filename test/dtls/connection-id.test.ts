@@ -246,7 +246,12 @@ describe("our client and server with CIDs (sans-I/O)", () => {
     expect(d[0]).toBe(25);
     // the same record re-framed without its CID: found by address, refused for the missing CID
     const len = (d[17]! << 8) | d[18]!;
-    const asPlain = Buffer.concat([Buffer.from([ContentType.application_data]), d.subarray(1, 11), Buffer.from([len >> 8, len & 0xff]), d.subarray(19)]);
+    const asPlain = Buffer.concat([
+      Buffer.from([ContentType.application_data]),
+      d.subarray(1, 11),
+      Buffer.from([len >> 8, len & 0xff]),
+      d.subarray(19),
+    ]);
     p.server.receive(CLIENT_PEER, asPlain, p.now);
     expect(p.serverData).toHaveLength(0);
     expect(p.server.stats.recordsDropped.cid_missing).toBe(1);
@@ -373,11 +378,24 @@ describe("NAT rebinding refusals that need a second session or an ending one", (
   /** One ServerCore and several of our clients, each at its own address; datagrams delivered at once, in order. */
   function net(peers: readonly Peer[]): { server: ServerCore; clients: Connection[]; toServer: (i: number) => Uint8Array[] } {
     const outbox: { to: string; d: Uint8Array }[] = [];
-    const server = new ServerCore(serverConfig({ suites: PSK_GCM }), { send: (peer, d) => outbox.push({ to: `${peer.address}|${peer.port}`, d: Uint8Array.from(d) }), established: () => undefined, handshakeFailed: () => undefined }, 0);
+    const server = new ServerCore(
+      serverConfig({ suites: PSK_GCM }),
+      {
+        send: (peer, d) => outbox.push({ to: `${peer.address}|${peer.port}`, d: Uint8Array.from(d) }),
+        established: () => undefined,
+        handshakeFailed: () => undefined,
+      },
+      0,
+    );
     const sent: Uint8Array[][] = peers.map(() => []);
     const clients = peers.map(
       (_, i) =>
-        new Connection("client", connectionConfig({ suites: PSK_GCM }), { sendDatagram: (d) => sent[i]!.push(Uint8Array.from(d)), established: () => undefined, data: () => undefined, closed: () => undefined }, 0),
+        new Connection(
+          "client",
+          connectionConfig({ suites: PSK_GCM }),
+          { sendDatagram: (d) => sent[i]!.push(Uint8Array.from(d)), established: () => undefined, data: () => undefined, closed: () => undefined },
+          0,
+        ),
     );
     const pump = (): void => {
       for (let guard = 0; guard < 100; guard++) {
@@ -395,7 +413,14 @@ describe("NAT rebinding refusals that need a second session or an ending one", (
         if (!moved) return;
       }
     };
-    for (const c of clients) c.attach(new ClientHandshake(c, { psk: { identity: "device-1", key: Buffer.from("000102030405060708090a0b0c0d0e0f", "hex") }, verifyServer: undefined }, 0));
+    for (const c of clients)
+      c.attach(
+        new ClientHandshake(
+          c,
+          { psk: { identity: "device-1", key: Buffer.from("000102030405060708090a0b0c0d0e0f", "hex") }, verifyServer: undefined },
+          0,
+        ),
+      );
     pump();
     return { server, clients, toServer: (i) => sent[i]!.splice(0) };
   }

@@ -132,7 +132,15 @@ describe("DtlsServer.updateCredentials", () => {
     const s = await echoServer({ certificates: [{ cert: pki.p256.chainPem, key: pki.p256.keyPem }] });
     const cases: [Parameters<DtlsServer["updateCredentials"]>[0], RegExp][] = [
       // the new chain with a key that is not its own, next to a good pair
-      [{ certificates: [{ cert: pki.foreign.chainPem, key: pki.foreign.keyPem }, { cert: pki.p384.chainPem, key: pki.p256.keyPem }] }, /certificates\[1\].*private key does not belong/],
+      [
+        {
+          certificates: [
+            { cert: pki.foreign.chainPem, key: pki.foreign.keyPem },
+            { cert: pki.p384.chainPem, key: pki.p256.keyPem },
+          ],
+        },
+        /certificates\[1\].*private key does not belong/,
+      ],
       [{ certificates: [{ cert: "not a certificate", key: pki.p256.keyPem }] }, /certificates\[0\]/],
       [{ certificates: [] }, /psk keys or certificates/],
       [{ clientAuth: "require" }, /needs clientCa/],

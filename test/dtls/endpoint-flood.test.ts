@@ -29,7 +29,9 @@ async function bound(address: string): Promise<Socket> {
 async function firstClientHello(): Promise<Buffer> {
   const sink = await bound("127.0.0.1");
   const got = new Promise<Buffer>((r) => sink.once("message", (m) => r(m)));
-  const attempt = connect({ host: "127.0.0.1", port: sink.address().port, psk: { identity: "dev", key: KEY }, timeoutMs: 200 }).catch(() => undefined);
+  const attempt = connect({ host: "127.0.0.1", port: sink.address().port, psk: { identity: "dev", key: KEY }, timeoutMs: 200 }).catch(
+    () => undefined,
+  );
   const hello = await got;
   await attempt;
   return hello;
@@ -122,7 +124,9 @@ describe("ClientHello flood from other addresses", () => {
   it("answers a peer with a handshake in progress at most once per turn too (a restarted client's ClientHello read twice)", async () => {
     const { s, port, hello, peer, got } = await onePeer("127.0.8.1");
     const hvrs = (): { seq: number; records: number }[] =>
-      got.filter((d) => parseRecords(d).some((r) => r.type === 22 && r.body[0] === 3)).map((d) => ({ seq: parseRecords(d)[0]?.seq ?? -1, records: parseRecords(d).length }));
+      got
+        .filter((d) => parseRecords(d).some((r) => r.type === 22 && r.body[0] === 3))
+        .map((d) => ({ seq: parseRecords(d)[0]?.seq ?? -1, records: parseRecords(d).length }));
     // cookie exchange: the server then holds a handshake for this address and port
     peer.send(hello, port, "127.0.0.1");
     await until(() => hvrs().length === 1, "the HelloVerifyRequest");

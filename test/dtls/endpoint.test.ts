@@ -9,9 +9,7 @@ describe("UDP endpoint on 127.0.0.1", () => {
   it("serves many clients on one socket, each with its own session", async () => {
     const s = await server();
     const { port } = s.address();
-    const clients = await Promise.all(
-      Array.from({ length: 20 }, () => connect({ host: "127.0.0.1", port, psk: { identity: "dev", key: KEY } })),
-    );
+    const clients = await Promise.all(Array.from({ length: 20 }, () => connect({ host: "127.0.0.1", port, psk: { identity: "dev", key: KEY } })));
     expect(s.sessions()).toBe(20);
     const answers = await Promise.all(
       clients.map((c, i) => {

@@ -20,7 +20,10 @@ const PSK_AES128_GCM = 0x00a8;
 
 const MALFORMED: { name: string; extensions: Extension[]; suites?: number[] }[] = [
   { name: "supported_groups of odd length", extensions: [{ type: ExtensionType.supported_groups, data: new Uint8Array([0, 3, 0, 29, 0]) }] },
-  { name: "supported_groups with a list longer than its extension", extensions: [{ type: ExtensionType.supported_groups, data: new Uint8Array([0, 40, 0, 29]) }] },
+  {
+    name: "supported_groups with a list longer than its extension",
+    extensions: [{ type: ExtensionType.supported_groups, data: new Uint8Array([0, 40, 0, 29]) }],
+  },
   { name: "signature_algorithms of odd length", extensions: [{ type: ExtensionType.signature_algorithms, data: new Uint8Array([0, 3, 4, 3, 5]) }] },
   { name: "signature_algorithms empty", extensions: [{ type: ExtensionType.signature_algorithms, data: new Uint8Array([]) }] },
   { name: "renegotiation_info with a bad length byte", extensions: [{ type: ExtensionType.renegotiation_info, data: new Uint8Array([5]) }] },

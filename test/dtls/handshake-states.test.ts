@@ -92,12 +92,13 @@ class Talk {
   readonly serverFlight: HandshakeMessage[];
 
   constructor(setup: Setup) {
-    const resumption: ClientResumption | undefined =
-      setup.resumption === undefined ? undefined : { ...setup.resumption, onSession: () => undefined };
+    const resumption: ClientResumption | undefined = setup.resumption === undefined ? undefined : { ...setup.resumption, onSession: () => undefined };
     this.client = new ClientHandshake({ config: setup.config }, setup.client, 0, resumption);
     const hello = messagesOf(this.client.start())[0];
     if (hello === undefined) throw new Error("no ClientHello");
-    this.server = new ServerHandshake(setup.config, setup.server, decodeClientHello(hello.body), hello.messageSeq, hello.body, 0, { resumptionsRefused: newResumptionRefusalCounts() });
+    this.server = new ServerHandshake(setup.config, setup.server, decodeClientHello(hello.body), hello.messageSeq, hello.body, 0, {
+      resumptionsRefused: newResumptionRefusalCounts(),
+    });
     this.serverFlight = messagesOf(this.server.start());
   }
 
@@ -164,7 +165,10 @@ function resumeTalk(setup: Setup, session: SavedSession): Talk {
 describe("client states, each given a message it does not expect", () => {
   it("await_server_hello", () => {
     const t = new Talk(pskSetup(connectionConfig({ suites: PSK })));
-    expectUnexpected(() => t.client.onMessage(wrong(HandshakeType.server_hello_done)), "expected ServerHello or HelloVerifyRequest, got ServerHelloDone (14)");
+    expectUnexpected(
+      () => t.client.onMessage(wrong(HandshakeType.server_hello_done)),
+      "expected ServerHello or HelloVerifyRequest, got ServerHelloDone (14)",
+    );
   });
 
   it("await_certificate (certificate suites)", () => {
@@ -188,17 +192,27 @@ describe("client states, each given a message it does not expect", () => {
   it("await_psk_hint_or_done", () => {
     const t = new Talk(pskSetup(connectionConfig({ suites: PSK })));
     t.clientTakes(HandshakeType.server_hello_done);
-    expectUnexpected(() => t.client.onMessage(wrong(HandshakeType.certificate)), "expected ServerKeyExchange or ServerHelloDone, got Certificate (11)");
+    expectUnexpected(
+      () => t.client.onMessage(wrong(HandshakeType.certificate)),
+      "expected ServerKeyExchange or ServerHelloDone, got Certificate (11)",
+    );
   });
 
   it("await_certificate_request_or_done", () => {
     const t = new Talk(certificateSetup("request"));
     t.clientTakes(HandshakeType.certificate_request);
-    expectUnexpected(() => t.client.onMessage(wrong(HandshakeType.certificate)), "expected CertificateRequest or ServerHelloDone, got Certificate (11)");
+    expectUnexpected(
+      () => t.client.onMessage(wrong(HandshakeType.certificate)),
+      "expected CertificateRequest or ServerHelloDone, got Certificate (11)",
+    );
   });
 
   it("await_server_hello_done: after a PSK hint, after ECDHE_PSK parameters, after a CertificateRequest", () => {
-    for (const setup of [pskSetup(connectionConfig({ suites: PSK }), "hint"), pskSetup(connectionConfig({ suites: ECDHE_PSK })), certificateSetup("request")]) {
+    for (const setup of [
+      pskSetup(connectionConfig({ suites: PSK }), "hint"),
+      pskSetup(connectionConfig({ suites: ECDHE_PSK })),
+      certificateSetup("request"),
+    ]) {
       const t = new Talk(setup);
       t.clientTakes(HandshakeType.server_hello_done);
       expectUnexpected(() => t.client.onMessage(wrong(HandshakeType.server_key_exchange)), "expected ServerHelloDone, got ServerKeyExchange (12)");
@@ -244,7 +258,10 @@ describe("client states, each given a message it does not expect", () => {
     const keys = t.clientTakes(HandshakeType.finished);
     expect(keys.keys).toBeDefined();
     expectUnexpected(() => t.client.onMessage(wrong(HandshakeType.server_hello_done, 1)), "expected Finished, got ServerHelloDone (14)");
-    expectUnexpected(() => resumeTalk(setup, session).client.onMessage(wrong(HandshakeType.certificate, 0)), "expected ServerHello or HelloVerifyRequest, got Certificate (11)");
+    expectUnexpected(
+      () => resumeTalk(setup, session).client.onMessage(wrong(HandshakeType.certificate, 0)),
+      "expected ServerHello or HelloVerifyRequest, got Certificate (11)",
+    );
   });
 
   it("before start, and started twice: internal_error", () => {
@@ -260,11 +277,19 @@ describe("server states, each given a message it does not expect", () => {
   it("await_client_certificate (we asked for one)", () => {
     const t = new Talk(certificateSetup("request"));
     t.serverTakes(HandshakeType.certificate);
-    expectUnexpected(() => t.server.onMessage(wrong(HandshakeType.client_key_exchange)), "expected Certificate (we asked for one), got ClientKeyExchange (16)");
+    expectUnexpected(
+      () => t.server.onMessage(wrong(HandshakeType.client_key_exchange)),
+      "expected Certificate (we asked for one), got ClientKeyExchange (16)",
+    );
   });
 
   it("await_client_key_exchange: PSK, ECDHE_PSK, certificates with and without a client Certificate", () => {
-    for (const setup of [pskSetup(connectionConfig({ suites: PSK })), pskSetup(connectionConfig({ suites: ECDHE_PSK })), certificateSetup(), certificateSetup("request")]) {
+    for (const setup of [
+      pskSetup(connectionConfig({ suites: PSK })),
+      pskSetup(connectionConfig({ suites: ECDHE_PSK })),
+      certificateSetup(),
+      certificateSetup("request"),
+    ]) {
       const t = new Talk(setup);
       t.serverTakes(HandshakeType.client_key_exchange);
       expectUnexpected(() => t.server.onMessage(wrong(HandshakeType.finished, 1)), "expected ClientKeyExchange, got Finished (20)");
@@ -313,7 +338,11 @@ describe("the steps, in the order the connection applies them", () => {
     const clientSecond = t.clientTakes();
     expect(clientSecond.keys).toBeDefined();
     expect(clientSecond.flight?.role).toBe("expects_reply");
-    expect(clientSecond.flight?.items.map((i) => (i.kind === "ccs" ? "ccs" : i.msgType))).toEqual([HandshakeType.client_key_exchange, "ccs", HandshakeType.finished]);
+    expect(clientSecond.flight?.items.map((i) => (i.kind === "ccs" ? "ccs" : i.msgType))).toEqual([
+      HandshakeType.client_key_exchange,
+      "ccs",
+      HandshakeType.finished,
+    ]);
     const msgs = messagesOf(clientSecond);
     expect(t.server.onMessage(msgs[0] as HandshakeMessage).keys).toBeDefined();
     const last = t.server.onMessage(msgs[1] as HandshakeMessage);
@@ -342,13 +371,15 @@ describe("the steps, in the order the connection applies them", () => {
 
 describe("through the connections and the server core: the alert goes out", () => {
   /** Rewrites the message type of the epoch-0 handshake records of type `from` in a datagram to `to`. */
-  const retype = (from: number, to: number) => (d: Uint8Array): Uint8Array => {
-    const copy = new Uint8Array(d);
-    for (const rec of parseRecords(copy)) {
-      if (rec.type === 22 && rec.epoch === 0 && rec.body[0] === from) rec.body[0] = to;
-    }
-    return copy;
-  };
+  const retype =
+    (from: number, to: number) =>
+    (d: Uint8Array): Uint8Array => {
+      const copy = new Uint8Array(d);
+      for (const rec of parseRecords(copy)) {
+        if (rec.type === 22 && rec.epoch === 0 && rec.body[0] === from) rec.body[0] = to;
+      }
+      return copy;
+    };
 
   it("server in await_client_key_exchange given a CertificateVerify: unexpected_message alert, the client hears it", () => {
     const p = new Pipe();

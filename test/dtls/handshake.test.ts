@@ -9,7 +9,14 @@ describe("PSK handshake over an in-memory pipe", () => {
       p.startClient({ suites: suites(name) });
       expect(p.runUntilEstablished()).toBe(true);
       const group = name.startsWith("TLS_ECDHE") ? "x25519" : undefined;
-      expect(p.clientInfo).toEqual({ identity: "device-1", suite: name, extendedMasterSecret: true, resumed: false, group, peerCertificate: undefined });
+      expect(p.clientInfo).toEqual({
+        identity: "device-1",
+        suite: name,
+        extendedMasterSecret: true,
+        resumed: false,
+        group,
+        peerCertificate: undefined,
+      });
       expect(p.serverSession?.info.group).toBe(group);
       expect(p.serverSession?.info.suite).toBe(name);
       p.client.send(new TextEncoder().encode("ping"));

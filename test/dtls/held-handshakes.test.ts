@@ -28,7 +28,8 @@ const DEADLINE_MS = 5000;
  * trip of `probe` after each shows the server has read them).
  */
 async function junk(peer: RawPeer, probe: RawPeer): Promise<void> {
-  for (const seq of [2, 3]) peer.send(fragmentRecord(HandshakeType.client_key_exchange, seq, 0xffff, 0, new Uint8Array([1]), 0, peer.nextRecordSeq()));
+  for (const seq of [2, 3])
+    peer.send(fragmentRecord(HandshakeType.client_key_exchange, seq, 0xffff, 0, new Uint8Array([1]), 0, peer.nextRecordSeq()));
   const body = new Uint8Array(16 * 1024).fill(0x5a);
   for (let i = 0; i < 16; i++) {
     peer.send(encodePlainRecord(ContentType.application_data, ProtocolVersion.DTLS1_2, 1, i, body));

@@ -29,7 +29,11 @@ describe("ECDH known answers", () => {
   });
 
   it("NIST groups: both sides agree, on the x-coordinate of the right size", () => {
-    for (const [group, size] of [["secp256r1", 32], ["secp384r1", 48], ["secp521r1", 66]] as const) {
+    for (const [group, size] of [
+      ["secp256r1", 32],
+      ["secp384r1", 48],
+      ["secp521r1", 66],
+    ] as const) {
       const a = generateEcdh(group);
       const b = generateEcdh(group);
       expect(a.publicKey.length).toBe(1 + 2 * size);
@@ -44,12 +48,26 @@ describe("ECDH known answers", () => {
 describe("handshake signatures", () => {
   const data = new TextEncoder().encode("client_random || server_random || params");
   const cases: [string, () => { pem: string; key: string }, number[]][] = [
-    ["ECDSA P-256", () => ({ pem: pki.p256.certPem, key: pki.p256.keyPem }), [SignatureScheme.ecdsa_secp256r1_sha256, SignatureScheme.ecdsa_secp384r1_sha384, SignatureScheme.ecdsa_sha1]],
-    ["ECDSA P-384", () => ({ pem: pki.p384.certPem, key: pki.p384.keyPem }), [SignatureScheme.ecdsa_secp384r1_sha384, SignatureScheme.ecdsa_secp256r1_sha256]],
+    [
+      "ECDSA P-256",
+      () => ({ pem: pki.p256.certPem, key: pki.p256.keyPem }),
+      [SignatureScheme.ecdsa_secp256r1_sha256, SignatureScheme.ecdsa_secp384r1_sha384, SignatureScheme.ecdsa_sha1],
+    ],
+    [
+      "ECDSA P-384",
+      () => ({ pem: pki.p384.certPem, key: pki.p384.keyPem }),
+      [SignatureScheme.ecdsa_secp384r1_sha384, SignatureScheme.ecdsa_secp256r1_sha256],
+    ],
     [
       "RSA-2048",
       () => ({ pem: pki.rsa.certPem, key: pki.rsa.keyPem }),
-      [SignatureScheme.rsa_pss_rsae_sha256, SignatureScheme.rsa_pss_rsae_sha384, SignatureScheme.rsa_pkcs1_sha256, SignatureScheme.rsa_pkcs1_sha384, SignatureScheme.rsa_pkcs1_sha1],
+      [
+        SignatureScheme.rsa_pss_rsae_sha256,
+        SignatureScheme.rsa_pss_rsae_sha384,
+        SignatureScheme.rsa_pkcs1_sha256,
+        SignatureScheme.rsa_pkcs1_sha384,
+        SignatureScheme.rsa_pkcs1_sha1,
+      ],
     ],
   ];
   for (const [name, material, schemes] of cases) {
@@ -119,14 +137,94 @@ describe("keyUsage", () => {
       };
       const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
       // A proper CA, and a "CA" that may not sign certificates.
-      sh(["req", "-x509", ...ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=ku CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
-      sh(["req", "-x509", ...ec, "-keyout", "weak.key", "-out", "weak.pem", "-days", "2", "-subj", "/CN=weak CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,digitalSignature"]);
+      sh([
+        "req",
+        "-x509",
+        ...ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=ku CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+      ]);
+      sh([
+        "req",
+        "-x509",
+        ...ec,
+        "-keyout",
+        "weak.key",
+        "-out",
+        "weak.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=weak CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,digitalSignature",
+      ]);
       sh(["req", ...ec, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost"]);
       writeFileSync(join(dir, "noSign.ext"), "subjectAltName=DNS:localhost\nkeyUsage=critical,keyAgreement\n");
       writeFileSync(join(dir, "ok.ext"), "subjectAltName=DNS:localhost\nkeyUsage=critical,digitalSignature\n");
-      sh(["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "nosign.pem", "-days", "1", "-extfile", "noSign.ext"]);
-      sh(["x509", "-req", "-in", "leaf.csr", "-CA", "weak.pem", "-CAkey", "weak.key", "-CAcreateserial", "-out", "fromweak.pem", "-days", "1", "-extfile", "ok.ext"]);
-      sh(["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "ok.pem", "-days", "1", "-extfile", "ok.ext"]);
+      sh([
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "nosign.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "noSign.ext",
+      ]);
+      sh([
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "weak.pem",
+        "-CAkey",
+        "weak.key",
+        "-CAcreateserial",
+        "-out",
+        "fromweak.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ok.ext",
+      ]);
+      sh([
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "ok.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ok.ext",
+      ]);
       const read = (f: string): Certificate[] => chain(readFileSync(join(dir, f), "utf8"));
       const trust = (ca: string) => ({ anchors: read(ca), servername: "localhost" });
       expect(verifyChain(read("ok.pem"), trust("ca.pem"), new Date())).toBeUndefined();

@@ -43,7 +43,10 @@ describe("handshake under loss, reordering, duplication and a small MTU", () => 
 
   it("fragments every flight to an MTU of 200 and still completes under loss and reordering", () => {
     for (let seed = 1; seed <= 10; seed++) {
-      const p = new Pipe({ loss: 0.2, reorder: 0.3, duplicate: 0.1, seed }, { mtu: 200, psk: { lookup: () => new Uint8Array(16), hint: "h".repeat(400) } });
+      const p = new Pipe(
+        { loss: 0.2, reorder: 0.3, duplicate: 0.1, seed },
+        { mtu: 200, psk: { lookup: () => new Uint8Array(16), hint: "h".repeat(400) } },
+      );
       let biggest = 0;
       const origEnqueue = p.enqueue.bind(p);
       p.enqueue = (to, d) => {

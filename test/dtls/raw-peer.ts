@@ -26,14 +26,34 @@ export function pskHello(over: Partial<ClientHello> = {}): ClientHello {
 }
 
 export function helloRecord(h: ClientHello, messageSeq: number, recordSeq: number): Uint8Array {
-  return encodePlainRecord(ContentType.handshake, ProtocolVersion.DTLS1_2, 0, recordSeq, encodeHandshake(HandshakeType.client_hello, messageSeq, encodeClientHello(h)));
+  return encodePlainRecord(
+    ContentType.handshake,
+    ProtocolVersion.DTLS1_2,
+    0,
+    recordSeq,
+    encodeHandshake(HandshakeType.client_hello, messageSeq, encodeClientHello(h)),
+  );
 }
 
 /** One record holding a fragment [offset, offset+bytes.length) of a message declared `length` bytes long. */
-export function fragmentRecord(msgType: number, messageSeq: number, length: number, offset: number, bytes: Uint8Array, epoch: number, recordSeq: number): Uint8Array {
+export function fragmentRecord(
+  msgType: number,
+  messageSeq: number,
+  length: number,
+  offset: number,
+  bytes: Uint8Array,
+  epoch: number,
+  recordSeq: number,
+): Uint8Array {
   const full = new Uint8Array(length);
   full.set(bytes, offset);
-  return encodePlainRecord(ContentType.handshake, ProtocolVersion.DTLS1_2, epoch, recordSeq, encodeFragment(msgType, messageSeq, full, offset, bytes.length));
+  return encodePlainRecord(
+    ContentType.handshake,
+    ProtocolVersion.DTLS1_2,
+    epoch,
+    recordSeq,
+    encodeFragment(msgType, messageSeq, full, offset, bytes.length),
+  );
 }
 
 export class RawPeer {

@@ -19,7 +19,16 @@ function only(datagram: Uint8Array): RawRecord {
 }
 
 /** Independent AEAD record sealing with node:crypto, per RFC 5288/6655 (explicit nonce) and RFC 7905 (XOR nonce). */
-function referenceBody(suite: CipherSuite, key: Uint8Array, iv: Uint8Array, type: number, version: number, epoch: number, seq: number, pt: Uint8Array): string {
+function referenceBody(
+  suite: CipherSuite,
+  key: Uint8Array,
+  iv: Uint8Array,
+  type: number,
+  version: number,
+  epoch: number,
+  seq: number,
+  pt: Uint8Array,
+): string {
   const seqNum = Buffer.from(u16be(epoch) + u48be(seq), "hex"); // 8 bytes
   const aad = Buffer.concat([seqNum, Buffer.from([type, version >> 8, version & 0xff, pt.length >> 8, pt.length & 0xff])]);
   let nonce: Buffer;

@@ -50,7 +50,13 @@ describe("tickets", () => {
 });
 
 describe("saved sessions", () => {
-  const saved: ClientSessionState = { ...state, server: "127.0.0.1:5684", ticket: new Uint8Array(150).fill(3), sessionId: new Uint8Array(32).fill(4), lifetimeMs: 86_400_000 };
+  const saved: ClientSessionState = {
+    ...state,
+    server: "127.0.0.1:5684",
+    ticket: new Uint8Array(150).fill(3),
+    sessionId: new Uint8Array(32).fill(4),
+    lifetimeMs: 86_400_000,
+  };
   const bytes = encodeSavedSession(saved);
 
   it("round-trip, version byte first", () => {

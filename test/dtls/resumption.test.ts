@@ -6,7 +6,15 @@
  * session-ID cache keeps its bound; a resumed session has the original identity.
  */
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { connect, listen, type ConnectOptions, type DtlsConnection, type DtlsServer, type ListenOptions, type SavedSession } from "../../src/dtls/index.ts";
+import {
+  connect,
+  listen,
+  type ConnectOptions,
+  type DtlsConnection,
+  type DtlsServer,
+  type ListenOptions,
+  type SavedSession,
+} from "../../src/dtls/index.ts";
 import { decodeSavedSession, encodeSavedSession } from "../../src/dtls/saved-session.ts";
 import type { TicketKeySource } from "../../src/dtls/resumption-options.ts";
 import { RotatingTicketKeys } from "../../src/dtls/ticket-keys.ts";
@@ -90,7 +98,10 @@ describe("PSK resumption", () => {
   });
 
   it("a saved session is not offered to another server, or with another identity", async () => {
-    const both = new Map([["dev", KEY], ["dev2", KEY]]);
+    const both = new Map([
+      ["dev", KEY],
+      ["dev2", KEY],
+    ]);
     const a = await server({ psk: { keys: both } });
     const b = await server({ psk: { keys: both } });
     const saved = (await roundTrip({ host: "127.0.0.1", port: a.port, psk })).session;
@@ -187,18 +198,26 @@ describe("refusals fall back to a full handshake, counted by cause", () => {
 
   it("a ticket sealed with a retired key (after two key lifetimes); the full handshake's new session replaces it and resumes", async () => {
     const w = wall();
-    const { s, port, again } = await refusal({ psk: { keys: new Map([["dev", KEY]]) }, resumption: { ticketLifetimeMs: 60_000, wallClock: w.clock } }, () => {
-      w.now += 121_000;
-    }, "unknown_key");
+    const { s, port, again } = await refusal(
+      { psk: { keys: new Map([["dev", KEY]]) }, resumption: { ticketLifetimeMs: 60_000, wallClock: w.clock } },
+      () => {
+        w.now += 121_000;
+      },
+      "unknown_key",
+    );
     expect((await roundTrip({ host: "127.0.0.1", port, psk, session: again.session })).info.resumed).toBe(true);
     expect(s.stats.handshakesResumed).toBe(1);
   });
 
   it("a ticket older than ticketLifetimeMs (its key not yet retired)", async () => {
     const w = wall();
-    await refusal({ psk: { keys: new Map([["dev", KEY]]) }, resumption: { ticketLifetimeMs: 60_000, wallClock: w.clock } }, () => {
-      w.now += 61_000;
-    }, "ticket_expired");
+    await refusal(
+      { psk: { keys: new Map([["dev", KEY]]) }, resumption: { ticketLifetimeMs: 60_000, wallClock: w.clock } },
+      () => {
+        w.now += 61_000;
+      },
+      "ticket_expired",
+    );
   });
 
   it("a session older than maxSessionAgeMs, however fresh its ticket", async () => {
@@ -213,13 +232,17 @@ describe("refusals fall back to a full handshake, counted by cause", () => {
   });
 
   it("a tampered ticket", async () => {
-    await refusal({ psk: { keys: new Map([["dev", KEY]]) } }, (saved) => {
-      const s = decodeSavedSession(saved);
-      if (s === undefined) throw new Error("saved session does not decode");
-      const ticket = new Uint8Array(s.ticket);
-      ticket[40] = (ticket[40] as number) ^ 1;
-      return encodeSavedSession({ ...s, ticket });
-    }, "bad_ticket");
+    await refusal(
+      { psk: { keys: new Map([["dev", KEY]]) } },
+      (saved) => {
+        const s = decodeSavedSession(saved);
+        if (s === undefined) throw new Error("saved session does not decode");
+        const ticket = new Uint8Array(s.ticket);
+        ticket[40] = (ticket[40] as number) ^ 1;
+        return encodeSavedSession({ ...s, ticket });
+      },
+      "bad_ticket",
+    );
   });
 
   it("the PSK identity removed (its device deleted): a full handshake, which fails", async () => {
@@ -234,9 +257,14 @@ describe("refusals fall back to a full handshake, counted by cause", () => {
 
   it("the identity's PSK changed: a full handshake with the new key", async () => {
     const keys = new Map([["dev", KEY]]);
-    await refusal({ psk: { keys } }, () => {
-      keys.set("dev", OTHER_KEY);
-    }, "psk_changed", { psk: { identity: "dev", key: OTHER_KEY } });
+    await refusal(
+      { psk: { keys } },
+      () => {
+        keys.set("dev", OTHER_KEY);
+      },
+      "psk_changed",
+      { psk: { identity: "dev", key: OTHER_KEY } },
+    );
   });
 
   it("extended master secret: a session without EMS is not resumed by a hello with it (RFC 7627 5.3)", async () => {
@@ -259,7 +287,12 @@ describe("refusals fall back to a full handshake, counted by cause", () => {
     expect(s2.stats.resumptionsRefused.ems_mismatch).toBe(1);
     // and the same ticket with EMS resumes: the refusal was the EMS flag alone
     const good = sealTicket(key, { ...w, issuedAt: Date.now(), pskDigest: pskDigest(KEY) });
-    const ok = await roundTrip({ host: "127.0.0.1", port: port2, psk, session: encodeSavedSession({ ...w, server: `127.0.0.1:${port2}`, ticket: good }) });
+    const ok = await roundTrip({
+      host: "127.0.0.1",
+      port: port2,
+      psk,
+      session: encodeSavedSession({ ...w, server: `127.0.0.1:${port2}`, ticket: good }),
+    });
     expect(ok.info.resumed).toBe(true);
     expect(s.stats.handshakesResumed).toBe(0);
   });
@@ -283,7 +316,13 @@ describe("refusals fall back to a full handshake, counted by cause", () => {
 
 /** A ticket key source the test can reach (one fixed key). */
 function keySource(): TicketKeySource {
-  const key = { name: new Uint8Array(16).fill(7), secret: new Uint8Array(32).fill(9), notBefore: 0, notAfter: Number.MAX_SAFE_INTEGER, retiresAt: Number.MAX_SAFE_INTEGER };
+  const key = {
+    name: new Uint8Array(16).fill(7),
+    secret: new Uint8Array(32).fill(9),
+    notBefore: 0,
+    notAfter: Number.MAX_SAFE_INTEGER,
+    retiresAt: Number.MAX_SAFE_INTEGER,
+  };
   return { current: () => key, byName: (name) => (name.every((b, i) => b === key.name[i]) ? key : undefined) };
 }
 

@@ -31,11 +31,15 @@ function helloDatagram(h: ClientHello, opts: { recordVersion?: number; recordSeq
 function core(over: Parameters<typeof serverConfig>[0] = {}) {
   const sent: { peer: Peer; data: Uint8Array }[] = [];
   const failures: string[] = [];
-  const s = new ServerCore(serverConfig(over), {
-    send: (peer, data) => sent.push({ peer, data }),
-    established: () => {},
-    handshakeFailed: (_p, e) => failures.push(e.code),
-  }, 0);
+  const s = new ServerCore(
+    serverConfig(over),
+    {
+      send: (peer, data) => sent.push({ peer, data }),
+      established: () => {},
+      handshakeFailed: (_p, e) => failures.push(e.code),
+    },
+    0,
+  );
   return { s, sent, failures };
 }
 
@@ -309,7 +313,7 @@ describe("caps", () => {
     expect(s.handshakesInProgress).toBe(2);
     expect(failures).toEqual(["over_capacity"]);
     // Abandoned handshakes reach the handshake deadline (before their retransmissions run out) and free their slots.
-    for (let t = 0; t < 200_000 && s.nextTimeout() !== undefined; ) {
+    for (let t = 0; t < 200_000 && s.nextTimeout() !== undefined;) {
       t = s.nextTimeout()!;
       s.timeout(t);
     }
@@ -366,7 +370,7 @@ describe("caps", () => {
     const c = core({ handshakeTimeoutMs: 4000 });
     cookieRound(c, CLIENT_PEER);
     expect(c.s.nextTimeout()).toBe(1001); // the flight's retransmission first
-    for (let t = 0; t < 10_000 && c.s.handshakesInProgress > 0; ) {
+    for (let t = 0; t < 10_000 && c.s.handshakesInProgress > 0;) {
       t = c.s.nextTimeout()!;
       c.s.timeout(t);
     }
@@ -401,7 +405,12 @@ describe("demultiplexing keys", () => {
     for (let i = 0; i < 4; i++) {
       const peer = { address: "127.0.0.1", port: 2000 + i };
       const key = `device-${i}`;
-      const client = new Connection("client", connectionConfig(), { sendDatagram: (d) => toServer.push(d), established: () => undefined, data: () => undefined, closed: () => undefined }, 0);
+      const client = new Connection(
+        "client",
+        connectionConfig(),
+        { sendDatagram: (d) => toServer.push(d), established: () => undefined, data: () => undefined, closed: () => undefined },
+        0,
+      );
       client.attach(new ClientHandshake(client, { psk: { identity: PSK_ID, key: PSK_KEY }, verifyServer: undefined }, 0));
       for (let round = 0; round < 20 && (toServer.length > 0 || toClient.length > 0); round++) {
         const ins = toServer;

@@ -96,7 +96,11 @@ function attackCase(w: World, label: string, tamper: (d: Uint8Array, n: number) 
 }
 
 /** attackCase, with the alerts the server sent during the attack (by name). */
-function attack(w: World, label: string, tamper: (d: Uint8Array, n: number) => Uint8Array[] | undefined): { problem: string; alerts: Record<string, number> } {
+function attack(
+  w: World,
+  label: string,
+  tamper: (d: Uint8Array, n: number) => Uint8Array[] | undefined,
+): { problem: string; alerts: Record<string, number> } {
   const { net, setup } = w;
   const n = ++w.cases;
   const alertsBefore = { ...net.server.stats.alertsSent };
@@ -134,7 +138,9 @@ describe("DTLS server under mutated flights", () => {
     const w = world(setups[i]!);
     await fuzzAssert(
       fc.property(mutation, (m) => {
-        const problem = attackCase(w, `${w.setup.name}, datagram ${m.stage}, ${m.op} (seed ${fuzzSeed()})`, (d, n) => (n === m.stage ? mutate(d, m) : undefined));
+        const problem = attackCase(w, `${w.setup.name}, datagram ${m.stage}, ${m.op} (seed ${fuzzSeed()})`, (d, n) =>
+          n === m.stage ? mutate(d, m) : undefined,
+        );
         expect(problem, problem).toBe("");
       }),
       fcShared(i === 3 ? 60 : 80, 100 + i),
@@ -169,67 +175,70 @@ describe("DTLS server under mutated flights", () => {
   // answered internal_error). A ClientHello whose extensions block does not parse is dropped before any state (no alert is due);
   // one that parses but holds an extension whose own content is malformed reaches the handshake and must get
   // decode_error (or be ignored, for an extension the server does not use).
-  it.each([0, 1, 2, 3])("setup %i: every extension of a ClientHello with its cookie, its content malformed: decode_error or ignored", (setupIndex) => {
-    const failures: string[] = [];
-    let mutated = 0;
-    // variants: the content's leading length byte(s) claim too much; claim nothing; the content's last byte cut off
-    for (const variant of ["too long", "zero", "short by one"] as const) {
-      for (let index = 0; index < 32; index++) {
-        const w = world(setups[setupIndex]!);
-        let target = "";
-        const { problem, alerts } = attack(w, `extension #${index} ${variant}`, (d, n) => {
-          if (n !== 1) return undefined;
-          const ext = clientHelloExtensions(d, 0);
-          if (ext === undefined) return undefined;
-          let i = 0;
-          for (let at = ext[0]; at + 4 <= ext[1]; at += 4 + ((d[at + 2]! << 8) | d[at + 3]!), i++) {
-            const len = (d[at + 2]! << 8) | d[at + 3]!;
-            if (i !== index) continue;
-            target = `extension type ${(d[at]! << 8) | d[at + 1]!} (${len} bytes), ${variant}`;
-            const out = new Uint8Array(d);
-            if (variant === "too long") {
+  it.each([0, 1, 2, 3])(
+    "setup %i: every extension of a ClientHello with its cookie, its content malformed: decode_error or ignored",
+    (setupIndex) => {
+      const failures: string[] = [];
+      let mutated = 0;
+      // variants: the content's leading length byte(s) claim too much; claim nothing; the content's last byte cut off
+      for (const variant of ["too long", "zero", "short by one"] as const) {
+        for (let index = 0; index < 32; index++) {
+          const w = world(setups[setupIndex]!);
+          let target = "";
+          const { problem, alerts } = attack(w, `extension #${index} ${variant}`, (d, n) => {
+            if (n !== 1) return undefined;
+            const ext = clientHelloExtensions(d, 0);
+            if (ext === undefined) return undefined;
+            let i = 0;
+            for (let at = ext[0]; at + 4 <= ext[1]; at += 4 + ((d[at + 2]! << 8) | d[at + 3]!), i++) {
+              const len = (d[at + 2]! << 8) | d[at + 3]!;
+              if (i !== index) continue;
+              target = `extension type ${(d[at]! << 8) | d[at + 1]!} (${len} bytes), ${variant}`;
+              const out = new Uint8Array(d);
+              if (variant === "too long") {
+                if (len === 0) return undefined;
+                out[at + 4] = 0xff;
+                if (len >= 2) out[at + 5] = 0xff;
+                return [out];
+              }
+              if (variant === "zero") {
+                if (len === 0) return undefined;
+                out[at + 4] = 0;
+                if (len >= 2) out[at + 5] = 0;
+                return [out];
+              }
               if (len === 0) return undefined;
-              out[at + 4] = 0xff;
-              if (len >= 2) out[at + 5] = 0xff;
-              return [out];
+              // drop the content's last byte, and fix the lengths around it so the ClientHello still parses
+              const cut = new Uint8Array([...out.subarray(0, at + 4 + len - 1), ...out.subarray(at + 4 + len)]);
+              const put16 = (p: number, v: number): void => {
+                cut[p] = (v >> 8) & 0xff;
+                cut[p + 1] = v & 0xff;
+              };
+              const put24 = (p: number, v: number): void => {
+                cut[p] = (v >> 16) & 0xff;
+                cut[p + 1] = (v >> 8) & 0xff;
+                cut[p + 2] = v & 0xff;
+              };
+              put16(at + 2, len - 1);
+              put16(ext[0] - 2, ext[1] - ext[0] - 1);
+              const body = ((d[14]! << 16) | (d[15]! << 8) | d[16]!) - 1;
+              put24(14, body); // handshake length
+              put24(22, body); // fragment length
+              put16(11, ((d[11]! << 8) | d[12]!) - 1); // record length
+              return [cut];
             }
-            if (variant === "zero") {
-              if (len === 0) return undefined;
-              out[at + 4] = 0;
-              if (len >= 2) out[at + 5] = 0;
-              return [out];
-            }
-            if (len === 0) return undefined;
-            // drop the content's last byte, and fix the lengths around it so the ClientHello still parses
-            const cut = new Uint8Array([...out.subarray(0, at + 4 + len - 1), ...out.subarray(at + 4 + len)]);
-            const put16 = (p: number, v: number): void => {
-              cut[p] = (v >> 8) & 0xff;
-              cut[p + 1] = v & 0xff;
-            };
-            const put24 = (p: number, v: number): void => {
-              cut[p] = (v >> 16) & 0xff;
-              cut[p + 1] = (v >> 8) & 0xff;
-              cut[p + 2] = v & 0xff;
-            };
-            put16(at + 2, len - 1);
-            put16(ext[0] - 2, ext[1] - ext[0] - 1);
-            const body = ((d[14]! << 16) | (d[15]! << 8) | d[16]!) - 1;
-            put24(14, body); // handshake length
-            put24(22, body); // fragment length
-            put16(11, ((d[11]! << 8) | d[12]!) - 1); // record length
-            return [cut];
-          }
-          return undefined;
-        });
-        if (target === "") continue;
-        mutated++;
-        const wrong = Object.keys(alerts).filter((a) => a !== "decode_error" && a !== "close_notify");
-        if (problem !== "" || wrong.length > 0) failures.push(`${target}: ${problem || `alerts ${JSON.stringify(alerts)}`}`);
+            return undefined;
+          });
+          if (target === "") continue;
+          mutated++;
+          const wrong = Object.keys(alerts).filter((a) => a !== "decode_error" && a !== "close_notify");
+          if (problem !== "" || wrong.length > 0) failures.push(`${target}: ${problem || `alerts ${JSON.stringify(alerts)}`}`);
+        }
       }
-    }
-    expect(mutated, "extensions mutated").toBeGreaterThan(3);
-    expect(failures, `${setups[setupIndex]!.name}:\n${failures.join("\n")}`).toEqual([]);
-  });
+      expect(mutated, "extensions mutated").toBeGreaterThan(3);
+      expect(failures, `${setups[setupIndex]!.name}:\n${failures.join("\n")}`).toEqual([]);
+    },
+  );
 
   // docs/dtls-engine.md: a Finished that does not open fails the handshake at once with bad_record_mac
   it.each([0, 1, 2, 3])("setup %i: a Finished whose protected record was altered gets bad_record_mac", (i) => {
@@ -241,7 +250,8 @@ describe("DTLS server under mutated flights", () => {
       // CID hides its length from recordRanges, which stops there
       const ranges = recordRanges(d);
       const cidAt = [...ranges.map(([s]) => s), ranges.at(-1)?.[1] ?? 0].find((s) => d[s] === 25);
-      const fin: [number, number] | undefined = cidAt !== undefined ? [cidAt, d.length] : ranges.find(([s]) => d[s] === 22 && (d[s + 3] !== 0 || d[s + 4] !== 0));
+      const fin: [number, number] | undefined =
+        cidAt !== undefined ? [cidAt, d.length] : ranges.find(([s]) => d[s] === 22 && (d[s + 3] !== 0 || d[s + 4] !== 0));
       if (fin === undefined) return undefined;
       altered = true;
       const out = new Uint8Array(d);

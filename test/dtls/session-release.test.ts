@@ -100,7 +100,9 @@ describe("closed sessions are released", () => {
     expect(alive).toBe(0);
     expect(c.server.nextTimeout()).toBeUndefined(); // (asked only now: it must not be what lets go of them)
     const end = heapUsed();
-    console.log(`heap+arrayBuffers after GC: ${start} bytes before, ${end} bytes after 2 500 sessions (${(((end - start) / start) * 100).toFixed(1)} %)`);
+    console.log(
+      `heap+arrayBuffers after GC: ${start} bytes before, ${end} bytes after 2 500 sessions (${(((end - start) / start) * 100).toFixed(1)} %)`,
+    );
     expect(end).toBeLessThan(start * 1.1);
   });
 });

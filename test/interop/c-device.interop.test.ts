@@ -42,10 +42,14 @@ const HEARTBEAT_S = 1;
 
 /** Builds the example; a reason to skip when its packages are not installed, undefined when built. */
 function buildExample(): { skip?: string; error?: string } {
-  const missing = PACKAGES.filter((p) => spawnSync("dpkg-query", ["-W", "-f=${Status}", p], { encoding: "utf8" }).stdout?.includes("install ok installed") !== true);
-  if (missing.length > 0) return { skip: `the C device needs the Debian packages ${missing.join(" ")} (npm test installs them with scripts/ensure-peers.mjs when it can)` };
+  const missing = PACKAGES.filter(
+    (p) => spawnSync("dpkg-query", ["-W", "-f=${Status}", p], { encoding: "utf8" }).stdout?.includes("install ok installed") !== true,
+  );
+  if (missing.length > 0)
+    return { skip: `the C device needs the Debian packages ${missing.join(" ")} (npm test installs them with scripts/ensure-peers.mjs when it can)` };
   const r = spawnSync("make", ["-C", EXAMPLE], { encoding: "utf8", timeout: 120_000 });
-  if (r.status !== 0) return { error: `make -C examples/c-device failed (${r.error?.message ?? `exit ${String(r.status)}`}):\n${r.stdout}${r.stderr}` };
+  if (r.status !== 0)
+    return { error: `make -C examples/c-device failed (${r.error?.message ?? `exit ${String(r.status)}`}):\n${r.stdout}${r.stderr}` };
   return {};
 }
 
@@ -113,12 +117,23 @@ async function serve(contentAlg?: "ES256"): Promise<Daemon> {
     await data.close();
   }
   // cwd: the development certificates go to dir/certs
-  const proc = spawnProc(process.execPath, [BIN, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data"), "--log-level", "warn"], 600_000, dir, {
-    DTLSPUSH_DELIVERY_HEARTBEAT_SECONDS: String(HEARTBEAT_S),
-  });
+  const proc = spawnProc(
+    process.execPath,
+    [BIN, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", join(dir, "data"), "--log-level", "warn"],
+    600_000,
+    dir,
+    {
+      DTLSPUSH_DELIVERY_HEARTBEAT_SECONDS: String(HEARTBEAT_S),
+    },
+  );
   const m = await waitFor(proc.stderr, proc.child, /DTLS \(UDP\)\s+127\.0\.0\.1:(\d+)[\s\S]*HTTP API\s+(http:\/\/127\.0\.0\.1:\d+)/, 30_000);
   const data = await openDataDir(await loadConfig({ flags: { dataDir: join(dir, "data") }, env: {} }));
-  const { token } = await issuePublisherToken(data.publisherKeys, { subject: "c-device-test", scopes: ["admin", "publish"], now: Date.now(), ttlSeconds: 600 });
+  const { token } = await issuePublisherToken(data.publisherKeys, {
+    subject: "c-device-test",
+    scopes: ["admin", "publish"],
+    now: Date.now(),
+    ttlSeconds: 600,
+  });
   await data.close();
   return { proc, dtlsPort: Number(m[1]), api: m[2] as string, dir, token };
 }
@@ -184,7 +199,18 @@ describe.skipIf(BUILD.skip !== undefined)("the C device (mbedTLS, nanopb, libsod
     });
     closers.push(() => proxy.close());
     const state = join(tmp("dtlspush-cdevice-state-"), "c1.state");
-    const argv = (count: number): string[] => ["--server", `127.0.0.1:${proxy.port}`, "--device", "c1", "--psk", KEY_HEX, "--state", state, "--count", String(count)];
+    const argv = (count: number): string[] => [
+      "--server",
+      `127.0.0.1:${proxy.port}`,
+      "--device",
+      "c1",
+      "--psk",
+      KEY_HEX,
+      "--state",
+      state,
+      "--count",
+      String(count),
+    ];
     const expected = Array.from({ length: 100 }, (_, i) => `c1 message ${String(i + 1).padStart(3, "0")}`);
     const started = Date.now();
 
@@ -221,7 +247,11 @@ describe.skipIf(BUILD.skip !== undefined)("the C device (mbedTLS, nanopb, libsod
     // and reconnects (with backoff) once the path is back, resuming with its token
     await until(() => killedAt + lines(second.stdout()).length >= 70, 40_000, `70 payloads\n${second.stderr()}`);
     proxy.setDrop(1);
-    await until(() => /nothing heard for \d+ ms: reconnecting/.test(second.stderr()), 4 * HEARTBEAT_S * 1000 + 2000, `the device to give the dead session up\n${second.stderr()}`);
+    await until(
+      () => /nothing heard for \d+ ms: reconnecting/.test(second.stderr()),
+      4 * HEARTBEAT_S * 1000 + 2000,
+      `the device to give the dead session up\n${second.stderr()}`,
+    );
     proxy.setDrop(0.2);
     await publishRange(81, 100);
     const r2 = await second.done;
@@ -269,7 +299,12 @@ describe.skipIf(BUILD.skip !== undefined)("the C device (mbedTLS, nanopb, libsod
       let up: DtlsConnection | undefined;
       down.on("data", (b: Buffer) => (up === undefined ? pending.push(b) : up.send(b)));
       down.on("close", () => up?.close());
-      void dtlsConnect({ host: "127.0.0.1", port: (daemon as Daemon).dtlsPort, psk: { identity: id, key }, suites: ["TLS_PSK_WITH_AES_128_CCM_8"] }).then((u) => {
+      void dtlsConnect({
+        host: "127.0.0.1",
+        port: (daemon as Daemon).dtlsPort,
+        psk: { identity: id, key },
+        suites: ["TLS_PSK_WITH_AES_128_CCM_8"],
+      }).then((u) => {
         up = u;
         upstreams.push(u);
         u.on("data", (b: Buffer) => {
@@ -317,7 +352,10 @@ describe.skipIf(BUILD.skip !== undefined)("the C device (mbedTLS, nanopb, libsod
   it("meeting an unknown kid, refreshes the JWKS with a Hello and checks again; refuses when the new JWKS lacks it too", async () => {
     // the kid in Welcome.jwks (plain JSON there; elsewhere it is inside base64url) made unknown
     const hideKid = (b: Buffer): Buffer | undefined => replaced(b, '"kid":"', '"kid":"~');
-    for (const [id, welcomesHidden] of [["k1", 1], ["k2", Infinity]] as const) {
+    for (const [id, welcomesHidden] of [
+      ["k1", 1],
+      ["k2", Infinity],
+    ] as const) {
       expect((await api("PUT", `/v1/devices/${id}`, { psk: { keyHex: KEY_HEX } })).status).toBe(201);
       let hidden = 0;
       const port = await relayFor(id, (b) => {
@@ -381,7 +419,20 @@ describe.skipIf(BUILD.skip !== undefined)("the C device (mbedTLS, nanopb, libsod
     expect(issued.code, issued.stderr).toBe(0);
     expect((await api("PUT", "/v1/devices/cc1", { certificate: { identity: "cc1" } })).status).toBe(201);
     for (const k of [1, 2, 3]) await publish("cc1", `cert ${k}`, `cc1-${k}`);
-    const args = ["--server", `127.0.0.1:${d.dtlsPort}`, "--device", "cc1", "--cert", join(certs, "device-cc1.pem"), "--key", join(certs, "device-cc1.key"), "--ca", join(certs, "ca.pem"), "--count", "3"];
+    const args = [
+      "--server",
+      `127.0.0.1:${d.dtlsPort}`,
+      "--device",
+      "cc1",
+      "--cert",
+      join(certs, "device-cc1.pem"),
+      "--key",
+      join(certs, "device-cc1.key"),
+      "--ca",
+      join(certs, "ca.pem"),
+      "--count",
+      "3",
+    ];
     const r = await device(args).done;
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/connected suite=TLS-ECDHE-ECDSA-WITH-/);

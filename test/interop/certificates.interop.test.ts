@@ -107,8 +107,19 @@ describe.skipIf(!OPENSSL)("certificates: our server <- openssl s_client (verifyi
     async (suite, opensslName, kind) => {
       const srv = await certServer([suite], [kind]);
       const cli = spawnPeer("openssl", [
-        "s_client", "-dtls1_2", "-connect", `127.0.0.1:${srv.port}`, "-CAfile", caFile, "-verify_return_error",
-        "-verify_ip", "127.0.0.1", "-nocommands", "-noservername", "-cipher", opensslName,
+        "s_client",
+        "-dtls1_2",
+        "-connect",
+        `127.0.0.1:${srv.port}`,
+        "-CAfile",
+        caFile,
+        "-verify_return_error",
+        "-verify_ip",
+        "127.0.0.1",
+        "-nocommands",
+        "-noservername",
+        "-cipher",
+        opensslName,
       ]);
       const session = await srv.session;
       expect(session.info.suite).toBe(suite);
@@ -129,8 +140,19 @@ describe.skipIf(!OPENSSL)("certificates: our server <- openssl s_client (verifyi
     async () => {
       const srv = await certServer(["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"], ["p256", "p384", "rsa2048"]);
       const cli = spawnPeer("openssl", [
-        "s_client", "-dtls1_2", "-connect", `127.0.0.1:${srv.port}`, "-CAfile", caFile, "-verify_return_error",
-        "-nocommands", "-noservername", "-curves", "P-384", "-sigalgs", "ECDSA+SHA384",
+        "s_client",
+        "-dtls1_2",
+        "-connect",
+        `127.0.0.1:${srv.port}`,
+        "-CAfile",
+        caFile,
+        "-verify_return_error",
+        "-nocommands",
+        "-noservername",
+        "-curves",
+        "P-384",
+        "-sigalgs",
+        "ECDSA+SHA384",
       ]);
       await srv.session;
       await cli.waitFor("Peer signing digest: SHA384", WAIT);
@@ -150,7 +172,16 @@ describe.skipIf(!GNUTLS)("certificates: our server <- gnutls-cli (x509)", () => 
     "%s: gnutls-cli verifies our chain, data both ways",
     async (suite, kind) => {
       const srv = await certServer([suite], [kind]);
-      const cli = spawnPeer("gnutls-cli", ["--udp", "--x509cafile", caFile, "-p", String(srv.port), "--priority", "NORMAL:-VERS-ALL:+VERS-DTLS1.2", "127.0.0.1"]);
+      const cli = spawnPeer("gnutls-cli", [
+        "--udp",
+        "--x509cafile",
+        caFile,
+        "-p",
+        String(srv.port),
+        "--priority",
+        "NORMAL:-VERS-ALL:+VERS-DTLS1.2",
+        "127.0.0.1",
+      ]);
       const session = await srv.session;
       expect(session.info.suite).toBe(suite);
       await cli.waitFor("Handshake was completed", WAIT);
@@ -169,10 +200,19 @@ describe("certificates: our server <- @nodertc/dtls (P-384 chain, legacy SHA-1 s
     async () => {
       const strict = await certServer(["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"], ["p256", "p384"]);
       await expect(
-        connectNodertc({ port: strict.port, psk: { identity: "x", key: Buffer.alloc(16) }, cipherSuites: ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"], timeoutMs: 3000 }),
+        connectNodertc({
+          port: strict.port,
+          psk: { identity: "x", key: Buffer.alloc(16) },
+          cipherSuites: ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"],
+          timeoutMs: 3000,
+        }),
       ).rejects.toThrow();
       const srv = await certServer(["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"], ["p256", "p384"], { legacySha1Signatures: true });
-      const c = await connectNodertc({ port: srv.port, psk: { identity: "x", key: Buffer.alloc(16) }, cipherSuites: ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"] });
+      const c = await connectNodertc({
+        port: srv.port,
+        psk: { identity: "x", key: Buffer.alloc(16) },
+        cipherSuites: ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"],
+      });
       const session = await srv.session;
       expect(session.info.suite).toBe("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256");
       c.send("hello-nodertc");
@@ -211,7 +251,16 @@ describe.skipIf(!OPENSSL)("certificates: our client -> openssl s_server", () => 
     "%s: we verify its chain against the CA, data both ways",
     async (suite, kind) => {
       const port = await freeUdpPort();
-      const srv = spawnPeer("openssl", ["s_server", "-dtls1_2", "-accept", `127.0.0.1:${port}`, "-cert", files[kind]!.cert, "-key", files[kind]!.key]);
+      const srv = spawnPeer("openssl", [
+        "s_server",
+        "-dtls1_2",
+        "-accept",
+        `127.0.0.1:${port}`,
+        "-cert",
+        files[kind]!.cert,
+        "-key",
+        files[kind]!.key,
+      ]);
       await srv.waitFor(/^ACCEPT$/m, WAIT);
       const c = await connect({ host: "127.0.0.1", port, ca: caPem, suites: [suite] });
       conns.push(c);
@@ -271,8 +320,19 @@ describe.skipIf(!OPENSSL)("mutual X.509: our server (clientAuth require) <- open
     async (name) => {
       const srv = await certServer([ECDSA], ["p256"], { clientAuth: "require", clientCa: caPem });
       const cli = spawnPeer("openssl", [
-        "s_client", "-dtls1_2", "-connect", `127.0.0.1:${srv.port}`, "-CAfile", caFile, "-verify_return_error",
-        "-cert", files[name]!.cert, "-key", files[name]!.key, "-nocommands", "-noservername",
+        "s_client",
+        "-dtls1_2",
+        "-connect",
+        `127.0.0.1:${srv.port}`,
+        "-CAfile",
+        caFile,
+        "-verify_return_error",
+        "-cert",
+        files[name]!.cert,
+        "-key",
+        files[name]!.key,
+        "-nocommands",
+        "-noservername",
       ]);
       const session = await srv.session;
       expect(session.info.identity).toBe(name === "device-p256" ? "device-1" : "device-2");
@@ -296,7 +356,17 @@ describe.skipIf(!OPENSSL)("mutual X.509: our server (clientAuth require) <- open
       const failures: string[] = [];
       const srv = await certServer([ECDSA], ["p256"], { clientAuth: "require", clientCa: caPem }, failures);
       const args = certArgs.length === 0 ? [] : ["-cert", files[certArgs[1]!]!.cert, "-key", files[certArgs[1]!]!.key];
-      const cli = spawnPeer("openssl", ["s_client", "-dtls1_2", "-connect", `127.0.0.1:${srv.port}`, "-CAfile", caFile, ...args, "-nocommands", "-noservername"]);
+      const cli = spawnPeer("openssl", [
+        "s_client",
+        "-dtls1_2",
+        "-connect",
+        `127.0.0.1:${srv.port}`,
+        "-CAfile",
+        caFile,
+        ...args,
+        "-nocommands",
+        "-noservername",
+      ]);
       const exit = await cli.waitExit(WAIT);
       expect(exit.code).not.toBe(0);
       expect(failures).toEqual([code]);
@@ -311,8 +381,18 @@ describe.skipIf(!GNUTLS)("mutual X.509: our server <- gnutls-cli with a device c
     async () => {
       const srv = await certServer([ECDSA], ["p256"], { clientAuth: "require", clientCa: caPem });
       const cli = spawnPeer("gnutls-cli", [
-        "--udp", "--x509cafile", caFile, "--x509certfile", files["device-p256"]!.cert, "--x509keyfile", files["device-p256"]!.key,
-        "-p", String(srv.port), "--priority", "NORMAL:-VERS-ALL:+VERS-DTLS1.2", "127.0.0.1",
+        "--udp",
+        "--x509cafile",
+        caFile,
+        "--x509certfile",
+        files["device-p256"]!.cert,
+        "--x509keyfile",
+        files["device-p256"]!.key,
+        "-p",
+        String(srv.port),
+        "--priority",
+        "NORMAL:-VERS-ALL:+VERS-DTLS1.2",
+        "127.0.0.1",
       ]);
       const session = await srv.session;
       expect(session.info.identity).toBe("device-1");
@@ -352,20 +432,37 @@ describe.skipIf(!OPENSSL)("mutual X.509: our client -> openssl s_server requirin
     async () => {
       const port = await freeUdpPort();
       const srv = spawnPeer("openssl", [
-        "s_server", "-dtls1_2", "-accept", `127.0.0.1:${port}`, "-cert", files.p256!.cert, "-key", files.p256!.key,
-        "-Verify", "2", "-CAfile", caFile, "-verify_return_error",
+        "s_server",
+        "-dtls1_2",
+        "-accept",
+        `127.0.0.1:${port}`,
+        "-cert",
+        files.p256!.cert,
+        "-key",
+        files.p256!.key,
+        "-Verify",
+        "2",
+        "-CAfile",
+        caFile,
+        "-verify_return_error",
       ]);
       await srv.waitFor(/^ACCEPT$/m, WAIT);
       const c = await connect({
-        host: "127.0.0.1", port, ca: caPem, suites: [ECDSA],
-        cert: files["device-p256"]!.issued.chainPem, key: files["device-p256"]!.issued.keyPem,
+        host: "127.0.0.1",
+        port,
+        ca: caPem,
+        suites: [ECDSA],
+        cert: files["device-p256"]!.issued.chainPem,
+        key: files["device-p256"]!.issued.keyPem,
       });
       conns.push(c);
       await srv.waitFor("CN = device-1", WAIT);
       c.send(Buffer.from("from-device\n"));
       await srv.waitFor("from-device", WAIT);
       c.close();
-      await expect(connect({ host: "127.0.0.1", port, ca: caPem, suites: [ECDSA], timeoutMs: 5000 })).rejects.toMatchObject({ code: "alert_received" });
+      await expect(connect({ host: "127.0.0.1", port, ca: caPem, suites: [ECDSA], timeoutMs: 5000 })).rejects.toMatchObject({
+        code: "alert_received",
+      });
     },
     T,
   );

@@ -353,10 +353,7 @@ export function connectNodertc(o: NodertcOptions): Promise<NodertcClient> {
       client.destroy();
       reject(e);
     };
-    const guard = setTimeout(
-      () => fail(new Error(`@nodertc/dtls: no handshake within ${timeoutMs} ms`)),
-      timeoutMs,
-    );
+    const guard = setTimeout(() => fail(new Error(`@nodertc/dtls: no handshake within ${timeoutMs} ms`)), timeoutMs);
     const onError = (e: Error): void => fail(e);
     socket.once("error", onError);
     socket.once("timeout", () => fail(new Error("@nodertc/dtls: handshake retransmissions exhausted")));

@@ -9,15 +9,7 @@ import { randomBytes } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import { connect, listen, type DtlsConnection, type DtlsServer, type SuiteName } from "../../src/dtls/index.ts";
 import { closeAllClients, connectNodertc, type NodertcSuite } from "./clients.ts";
-import {
-  killAllPeers,
-  peerAvailable,
-  startGnutlsClient,
-  startGnutlsServer,
-  startOpensslClient,
-  startOpensslServer,
-  type PskCreds,
-} from "./peers.ts";
+import { killAllPeers, peerAvailable, startGnutlsClient, startGnutlsServer, startOpensslClient, startOpensslServer, type PskCreds } from "./peers.ts";
 
 const OPENSSL = peerAvailable("openssl");
 const GNUTLS = peerAvailable("gnutls");

@@ -94,9 +94,9 @@ describe.skipIf(!OPENSSL)("harness: openssl s_server as the reference server", (
     const srv = await startOpensslServer({ psk, cipher: "PSK-AES128-GCM-SHA256" });
     const bad: PskCreds = { identity: psk.identity, key: randomBytes(16) };
     await Promise.all([
-      expect(
-        connectNodeDtlsClient({ port: srv.port, psk: bad, ciphers: ["TLS_PSK_WITH_AES_128_GCM_SHA256"], timeoutMs: 1_500 }),
-      ).rejects.toThrow(/timed out|alert/),
+      expect(connectNodeDtlsClient({ port: srv.port, psk: bad, ciphers: ["TLS_PSK_WITH_AES_128_GCM_SHA256"], timeoutMs: 1_500 })).rejects.toThrow(
+        /timed out|alert/,
+      ),
       expect(connectNodertc({ port: srv.port, psk: bad, timeoutMs: 1_500 })).rejects.toThrow(/no handshake|alert code/),
     ]);
   });

@@ -310,10 +310,7 @@ export class PeerProcess {
   waitExit(timeoutMs = 10_000): Promise<ExitInfo> {
     if (this.exit) return Promise.resolve(this.exit);
     return new Promise<ExitInfo>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(this.failure(`did not exit within ${timeoutMs} ms`)),
-        timeoutMs,
-      );
+      const timer = setTimeout(() => reject(this.failure(`did not exit within ${timeoutMs} ms`)), timeoutMs);
       void this.exited.then((e) => {
         clearTimeout(timer);
         resolve(e);
@@ -394,11 +391,7 @@ export async function freeUdpPort(family: "udp4" | "udp6" = "udp4"): Promise<num
   }
 }
 
-async function withPortRetries<T>(
-  start: (port: number) => Promise<T>,
-  family: "udp4" | "udp6" = "udp4",
-  attempts = 3,
-): Promise<T> {
+async function withPortRetries<T>(start: (port: number) => Promise<T>, family: "udp4" | "udp6" = "udp4", attempts = 3): Promise<T> {
   let last: unknown;
   for (let i = 0; i < attempts; i++) {
     const port = await freeUdpPort(family);
@@ -467,31 +460,34 @@ export interface RunningServer {
  */
 export async function startOpensslServer(o: OpensslServerOptions): Promise<RunningServer> {
   const host = o.host ?? "127.0.0.1";
-  return withPortRetries(async (port) => {
-    const args = [
-      "s_server",
-      "-dtls1_2",
-      "-accept",
-      hostPort(host, port),
-      "-nocert",
-      "-psk",
-      o.psk.key.toString("hex"),
-      "-psk_identity",
-      o.psk.identity,
-      "-cipher",
-      o.cipher,
-      ...(o.mtu !== undefined ? ["-mtu", String(o.mtu)] : []),
-      ...(o.extraArgs ?? []),
-    ];
-    const proc = spawnPeer("openssl", args);
-    try {
-      await proc.waitFor(/^ACCEPT$/m, o.readyTimeoutMs ?? 10_000);
-    } catch (e) {
-      await proc.kill();
-      throw e;
-    }
-    return { proc, port };
-  }, host === "::1" ? "udp6" : "udp4");
+  return withPortRetries(
+    async (port) => {
+      const args = [
+        "s_server",
+        "-dtls1_2",
+        "-accept",
+        hostPort(host, port),
+        "-nocert",
+        "-psk",
+        o.psk.key.toString("hex"),
+        "-psk_identity",
+        o.psk.identity,
+        "-cipher",
+        o.cipher,
+        ...(o.mtu !== undefined ? ["-mtu", String(o.mtu)] : []),
+        ...(o.extraArgs ?? []),
+      ];
+      const proc = spawnPeer("openssl", args);
+      try {
+        await proc.waitFor(/^ACCEPT$/m, o.readyTimeoutMs ?? 10_000);
+      } catch (e) {
+        await proc.kill();
+        throw e;
+      }
+      return { proc, port };
+    },
+    host === "::1" ? "udp6" : "udp4",
+  );
 }
 
 export interface OpensslClientOptions {
@@ -539,11 +535,7 @@ export async function opensslClientHandshake(proc: PeerProcess, timeoutMs = 10_0
 }
 
 /** Waits for s_server's "CIPHER is X" (from offset `from`); returns the IANA suite. */
-export async function opensslServerHandshake(
-  proc: PeerProcess,
-  timeoutMs = 10_000,
-  from = 0,
-): Promise<PskSuiteName> {
+export async function opensslServerHandshake(proc: PeerProcess, timeoutMs = 10_000, from = 0): Promise<PskSuiteName> {
   const m = await proc.waitFor(/CIPHER is (\S+)/, timeoutMs, from);
   const suite = suiteFromOpenssl(m[1] ?? "");
   if (!suite) throw proc.failure(`unexpected cipher ${m[1]}`);

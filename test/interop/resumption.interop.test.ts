@@ -165,7 +165,14 @@ async function connectTwice(port: number, o: { echo: boolean }): Promise<boolean
   const resumed: boolean[] = [];
   let session: SavedSession | undefined;
   for (let i = 0; i < 2; i++) {
-    const c = await connect({ host: "127.0.0.1", port, psk: { identity: psk.identity, key: psk.key }, suites: ["TLS_PSK_WITH_AES_128_GCM_SHA256"], session, timeoutMs: WAIT });
+    const c = await connect({
+      host: "127.0.0.1",
+      port,
+      psk: { identity: psk.identity, key: psk.key },
+      suites: ["TLS_PSK_WITH_AES_128_GCM_SHA256"],
+      session,
+      timeoutMs: WAIT,
+    });
     resumed.push(c.info.resumed);
     session = c.session;
     expect(session).toBeDefined();

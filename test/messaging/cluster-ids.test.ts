@@ -14,13 +14,27 @@ import { useRedisNodes } from "../support/redis-nodes.ts";
 import { enc, untilDelivered } from "./helpers.ts";
 import { World } from "./world.ts";
 
-const topic = (text: string, id?: string) => ({ target: { topic: "nobody-listens" }, payload: enc(text), publisher: "test", ...(id === undefined ? {} : { id }) });
+const topic = (text: string, id?: string) => ({
+  target: { topic: "nobody-listens" },
+  payload: enc(text),
+  publisher: "test",
+  ...(id === undefined ? {} : { id }),
+});
 const direct = (device: string, text: string, id?: string) => ({ ...topic(text, id), target: { device } });
 
 /** Runs both publishes at once (neither is awaited before the other is made) until both are answered. */
-async function race(w: World, a: { req: Parameters<World["publish"]>[0]; node: number }, b: { req: Parameters<World["publish"]>[0]; node: number }): Promise<PromiseSettledResult<PublishResult>[]> {
+async function race(
+  w: World,
+  a: { req: Parameters<World["publish"]>[0]; node: number },
+  b: { req: Parameters<World["publish"]>[0]; node: number },
+): Promise<PromiseSettledResult<PublishResult>[]> {
   let done = 0;
-  const all = [a, b].map(({ req, node }) => w.engineAt(node).publish(req).finally(() => done++));
+  const all = [a, b].map(({ req, node }) =>
+    w
+      .engineAt(node)
+      .publish(req)
+      .finally(() => done++),
+  );
   for (const p of all) p.catch(() => undefined);
   for (let i = 0; i < 200 && done < 2; i++) await w.settle();
   return Promise.allSettled(all);
@@ -56,7 +70,11 @@ describe("publisher-chosen ids on a shared store (memory cluster)", () => {
     for (let round = 0; round < 3; round++) {
       const id = `same-${round}`;
       // node 0 holds the device, node 1 writes the delivery for it: either may win
-      const outcomes = await race(w, { req: direct("d1", `from 0 #${round}`, id), node: round % 2 }, { req: direct("d1", `from 1 #${round}`, id), node: 1 - (round % 2) });
+      const outcomes = await race(
+        w,
+        { req: direct("d1", `from 0 #${round}`, id), node: round % 2 },
+        { req: direct("d1", `from 1 #${round}`, id), node: 1 - (round % 2) },
+      );
       const won = oneWinner(outcomes);
       const stored = await w.store.getMessage(id);
       expect(new TextDecoder().decode(stored?.payload)).toBe(won === 0 ? `from 0 #${round}` : `from 1 #${round}`);
@@ -96,7 +114,11 @@ describeRedis("publisher-chosen ids on a shared store (Redis)", () => {
     const w = await redisWorld();
     for (let round = 0; round < 5; round++) {
       const id = `same-${round}`;
-      const outcomes = await race(w, { req: topic(`from 0 #${round}`, id), node: round % 2 }, { req: topic(`from 1 #${round}`, id), node: 1 - (round % 2) });
+      const outcomes = await race(
+        w,
+        { req: topic(`from 0 #${round}`, id), node: round % 2 },
+        { req: topic(`from 1 #${round}`, id), node: 1 - (round % 2) },
+      );
       const won = oneWinner(outcomes);
       for (const node of [0, 1]) {
         const stored = await w.nodes[node]?.store.getMessage(id);

@@ -179,7 +179,9 @@ export function describeClusterScenarios(name: string, open: OpenClusterWorld): 
       await both(w, () => d.delivered.length >= 1, "the late message through C");
       await w.run(2_000);
       const toB = sent.filter((c) => c.peer === onB && c.at > 0 && c.frame.kind !== "welcome");
-      expect(toB.map((c) => (c.frame.kind === "bye" ? `bye:${c.frame.bye.reason?.code}` : c.frame.kind))).toEqual([`bye:${ErrorCode.SESSION_REPLACED}`]);
+      expect(toB.map((c) => (c.frame.kind === "bye" ? `bye:${c.frame.bye.reason?.code}` : c.frame.kind))).toEqual([
+        `bye:${ErrorCode.SESSION_REPLACED}`,
+      ]);
       expect(d.payloads()).toEqual(["late"]);
       expect(d.delivered[0]?.seq).toBe(1);
     });

@@ -134,7 +134,9 @@ function watch<T>(p: Promise<T>): { readonly p: Promise<T>; settled: boolean; er
   return w;
 }
 
-async function setup(o: { contentSigner?: (keys: KeyRing) => ContentSigner } = {}): Promise<{ w: World; g: GatedStore; d: SimDevice; sent: Captured[]; fatal: Error[] }> {
+async function setup(
+  o: { contentSigner?: (keys: KeyRing) => ContentSigner } = {},
+): Promise<{ w: World; g: GatedStore; d: SimDevice; sent: Captured[]; fatal: Error[] }> {
   const g = new GatedStore();
   const w = await World.create({ store: g.store, ...(o.contentSigner === undefined ? {} : { contentSigner: o.contentSigner }) });
   const fatal: Error[] = [];

@@ -42,7 +42,21 @@ const DOCUMENTED_ANSWERS = new Set<number>([
 ]);
 
 // Frame body field numbers (proto/dtlspush/v1/frame.proto)
-const F = { hello: 1, welcome: 2, push: 3, ack: 4, publish: 5, publishAck: 6, subscribe: 7, unsubscribe: 8, subscribed: 9, ping: 10, pong: 11, error: 12, bye: 13 } as const;
+const F = {
+  hello: 1,
+  welcome: 2,
+  push: 3,
+  ack: 4,
+  publish: 5,
+  publishAck: 6,
+  subscribe: 7,
+  unsubscribe: 8,
+  subscribed: 9,
+  ping: 10,
+  pong: 11,
+  error: 12,
+  bye: 13,
+} as const;
 
 const frame = (field: number, body: number[]): Uint8Array => new Uint8Array(pbBytes(field, body));
 
@@ -57,8 +71,16 @@ const NUMERIC_FIELDS: readonly { readonly name: string; readonly hello: boolean;
   { name: "Ack.rejected (packed)", hello: false, make: (v) => frame(F.ack, [...pbUint(1, 0n), ...pbBytes(3, pbVarint(v))]) },
   { name: "Ack.rejected (unpacked)", hello: false, make: (v) => frame(F.ack, pbUint(3, v)) },
   { name: "Publish.request_id", hello: false, make: (v) => frame(F.publish, [...pbUint(1, v), ...pbString(2, "fuzz/t"), ...pbString(3, "p")]) },
-  { name: "Publish.ttl_seconds", hello: false, make: (v) => frame(F.publish, [...pbUint(1, 7n), ...pbString(2, "fuzz/t"), ...pbString(3, "p"), ...pbUint(5, v)]) },
-  { name: "Publish.priority", hello: false, make: (v) => frame(F.publish, [...pbUint(1, 8n), ...pbString(2, "fuzz/t"), ...pbString(3, "p"), ...pbUint(6, v)]) },
+  {
+    name: "Publish.ttl_seconds",
+    hello: false,
+    make: (v) => frame(F.publish, [...pbUint(1, 7n), ...pbString(2, "fuzz/t"), ...pbString(3, "p"), ...pbUint(5, v)]),
+  },
+  {
+    name: "Publish.priority",
+    hello: false,
+    make: (v) => frame(F.publish, [...pbUint(1, 8n), ...pbString(2, "fuzz/t"), ...pbString(3, "p"), ...pbUint(6, v)]),
+  },
   { name: "Subscribe.request_id", hello: false, make: (v) => frame(F.subscribe, [...pbUint(1, v), ...pbString(2, "fuzz/t")]) },
   { name: "Unsubscribe.request_id", hello: false, make: (v) => frame(F.unsubscribe, [...pbUint(1, v), ...pbString(2, "fuzz/t")]) },
   { name: "Ping.time", hello: false, make: (v) => frame(F.ping, pbUint(1, v)) },
@@ -142,18 +164,23 @@ function judgeAnswers(d: Decoded, answers: readonly Received[]): string {
   const bad = codes.filter((c) => !DOCUMENTED_ANSWERS.has(c));
   if (bad.length > 0) return `answered with error code(s) ${bad.join(",")} (INTERNAL=14 is a server fault); answers: ${JSON.stringify(replies)}`;
   if (replies.some((f) => f.kind === "bye")) return `the server ended the session: ${JSON.stringify(replies)}`;
-  if (d === "undecodable") return codes.includes(ErrorCode.BAD_FRAME) ? "" : `an undecodable frame got no BAD_FRAME; answers: ${JSON.stringify(replies)}`;
+  if (d === "undecodable")
+    return codes.includes(ErrorCode.BAD_FRAME) ? "" : `an undecodable frame got no BAD_FRAME; answers: ${JSON.stringify(replies)}`;
   switch (d.kind) {
     case "unknown":
       return codes.length === 0 ? "" : `a frame with an unknown body (field ${d.field}) must be ignored; answers: ${JSON.stringify(replies)}`;
     case "ping":
-      return replies.some((f) => f.kind === "pong" && f.pong.time === d.ping.time) ? "" : `Ping ${d.ping.time} got no Pong; answers: ${JSON.stringify(replies)}`;
+      return replies.some((f) => f.kind === "pong" && f.pong.time === d.ping.time)
+        ? ""
+        : `Ping ${d.ping.time} got no Pong; answers: ${JSON.stringify(replies)}`;
     case "publish":
       return ""; // answered after the store commit, so after the Pong: see hostileFrame
     case "subscribe":
     case "unsubscribe": {
       const id = d.kind === "subscribe" ? d.subscribe.requestId : d.unsubscribe.requestId;
-      return replies.some((f) => (f.kind === "subscribed" && f.subscribed.requestId === id) || f.kind === "error") ? "" : `${d.kind} ${id} got no Subscribed or Error; answers: ${JSON.stringify(replies)}`;
+      return replies.some((f) => (f.kind === "subscribed" && f.subscribed.requestId === id) || f.kind === "error")
+        ? ""
+        : `${d.kind} ${id} got no Subscribed or Error; answers: ${JSON.stringify(replies)}`;
     }
     case "welcome":
     case "push":
@@ -196,14 +223,20 @@ async function publishToEvil(label: string): Promise<string> {
 
 /** The engine lives and a second, honest device still receives a publish and acknowledges it. */
 async function honestStillServed(label: string): Promise<void> {
-  expect(fatal.map((e) => e.message), `${label}: the delivery engine stopped (fatal)`).toEqual([]);
+  expect(
+    fatal.map((e) => e.message),
+    `${label}: the delivery engine stopped (fatal)`,
+  ).toEqual([]);
   const id = `honest-${++published}`;
   const r = await h.call("POST", `/v1/devices/${HONEST}/messages`, { token: h.publisher, body: { payload: "hello", id } });
   expect(r.status, `${label}: HTTP publish to the honest device: ${await r.clone().text()}`).toBe(202);
   await waitFor(() => honest.received.some((m) => m.id === id), 5_000, `${label}: the honest device to receive ${id}`);
   const seq = honest.received.find((m) => m.id === id)!.seq;
   await waitFor(() => h.server.engine.deviceStatus(HONEST).ackedSeq >= seq, 5_000, `${label}: the honest device's ack of ${id}`);
-  expect(fatal.map((e) => e.message), `${label}: the delivery engine stopped (fatal)`).toEqual([]);
+  expect(
+    fatal.map((e) => e.message),
+    `${label}: the delivery engine stopped (fatal)`,
+  ).toEqual([]);
 }
 
 /** A hostile Hello as the first frame of a fresh session, then a publish to that device. */
@@ -215,7 +248,10 @@ async function hostileHello(bytes: Uint8Array, label: string): Promise<void> {
   const d = decodeLocally(bytes);
   expect(answered, `${label}: a Hello must be answered (Welcome or Error); got ${JSON.stringify(dev.received)}`).toBe(true);
   const codes = errorsIn(dev.received);
-  expect(codes.filter((c) => !DOCUMENTED_ANSWERS.has(c)), `${label}: undocumented or INTERNAL answer: ${JSON.stringify(dev.received)}`).toEqual([]);
+  expect(
+    codes.filter((c) => !DOCUMENTED_ANSWERS.has(c)),
+    `${label}: undocumented or INTERNAL answer: ${JSON.stringify(dev.received)}`,
+  ).toEqual([]);
   if (d === "undecodable") expect(codes, `${label}: an undecodable Hello must get BAD_FRAME`).toContain(ErrorCode.BAD_FRAME);
   // judged last: the publish and the honest device first show whether the claim hurts the daemon (a stored seq claim once stopped it)
   const claim = claimsNotStored(before);
@@ -224,7 +260,10 @@ async function hostileHello(bytes: Uint8Array, label: string): Promise<void> {
     // its queue is sent oldest first: some push must come, with a seq the server assigned
     const got = await dev.until(() => dev.received.some((f) => f.kind === "push"), 3_000);
     const push = dev.received.find((f): f is Extract<Received, { kind: "push" }> => f.kind === "push");
-    expect(got, `${label}: the welcomed hostile device got no push after a publish to it${fatal.length > 0 ? ` (engine stopped: ${fatal[0]!.message})` : ""}`).toBe(true);
+    expect(
+      got,
+      `${label}: the welcomed hostile device got no push after a publish to it${fatal.length > 0 ? ` (engine stopped: ${fatal[0]!.message})` : ""}`,
+    ).toBe(true);
     const seq = push!.push.seq;
     expect(Number.isSafeInteger(seq) && seq > 0 && seq <= h.server.engine.deviceStatus(EVIL).lastSeq, `${label}: push seq ${seq}`).toBe(true);
   }
@@ -247,16 +286,26 @@ async function hostileFrame(bytes: Uint8Array, label: string): Promise<void> {
   const answers = await dev.barrier(from);
   const endsSession = d !== "undecodable" && d.kind === "bye";
   if (!endsSession) {
-    expect(answers, `${label}: no Pong after the frame (session ${dev.closed ? "closed" : "silent"}); got ${JSON.stringify(dev.received.slice(from))}`).toBeDefined();
+    expect(
+      answers,
+      `${label}: no Pong after the frame (session ${dev.closed ? "closed" : "silent"}); got ${JSON.stringify(dev.received.slice(from))}`,
+    ).toBeDefined();
     const problem = judgeAnswers(d, answers!);
     expect(problem, `${label}: ${problem}`).toBe("");
     if (d !== "undecodable" && d.kind === "publish") {
       const id = d.publish.requestId;
-      const answered = (f: Received): boolean => (f.kind === "publishAck" && f.publishAck.requestId === id) || (f.kind === "error" && f.error.requestId === id);
+      const answered = (f: Received): boolean =>
+        (f.kind === "publishAck" && f.publishAck.requestId === id) || (f.kind === "error" && f.error.requestId === id);
       const got = await dev.until(() => dev.received.slice(from).some(answered), 3_000);
-      expect(got, `${label}: Publish ${id} got no PublishAck or Error; got ${JSON.stringify(dev.received.slice(from).filter((f) => f.kind !== "push"))}`).toBe(true);
+      expect(
+        got,
+        `${label}: Publish ${id} got no PublishAck or Error; got ${JSON.stringify(dev.received.slice(from).filter((f) => f.kind !== "push"))}`,
+      ).toBe(true);
       const codes = errorsIn(dev.received.slice(from).filter(answered));
-      expect(codes.filter((c) => !DOCUMENTED_ANSWERS.has(c)), `${label}: Publish ${id} answered with an undocumented or INTERNAL code`).toEqual([]);
+      expect(
+        codes.filter((c) => !DOCUMENTED_ANSWERS.has(c)),
+        `${label}: Publish ${id} answered with an undocumented or INTERNAL code`,
+      ).toEqual([]);
     }
   } else {
     await freshEvil(true);
@@ -293,7 +342,10 @@ const unknownField = fc.oneof(
 const extras = fc.array(unknownField, { maxLength: 2 }).map((a) => a.flat());
 
 const messageBody = fc.oneof(
-  fc.tuple(u64, str, u64, u64, str, extras).map(([ver, tok, rs, mp, cl, x]) => ({ field: F.hello, body: [...pbUint(1, ver), ...pbString(2, tok), ...pbUint(3, rs), ...pbUint(4, mp), ...pbString(5, cl), ...x] })),
+  fc.tuple(u64, str, u64, u64, str, extras).map(([ver, tok, rs, mp, cl, x]) => ({
+    field: F.hello,
+    body: [...pbUint(1, ver), ...pbString(2, tok), ...pbUint(3, rs), ...pbUint(4, mp), ...pbString(5, cl), ...x],
+  })),
   fc.tuple(u64, fc.array(fc.tuple(u64, u64), { maxLength: 3 }), fc.array(u64, { maxLength: 3 }), extras).map(([c, rs, rej, x]) => ({
     field: F.ack,
     body: [...pbUint(1, c), ...rs.flatMap(([a, b]) => pbBytes(2, [...pbUint(1, a), ...pbUint(2, b)])), ...rej.flatMap((r) => pbUint(3, r)), ...x],
@@ -302,10 +354,14 @@ const messageBody = fc.oneof(
     field: F.publish,
     body: [...pbUint(1, id), ...pbString(2, t), ...pbBytes(3, p), ...pbString(4, ct), ...pbUint(5, ttl), ...pbUint(6, pr), ...x],
   })),
-  fc.tuple(fc.constantFrom(F.subscribe, F.unsubscribe), u64, fc.array(str, { maxLength: 4 }), extras).map(([f, id, ts, x]) => ({ field: f, body: [...pbUint(1, id), ...ts.flatMap((t) => pbString(2, t)), ...x] })),
+  fc
+    .tuple(fc.constantFrom(F.subscribe, F.unsubscribe), u64, fc.array(str, { maxLength: 4 }), extras)
+    .map(([f, id, ts, x]) => ({ field: f, body: [...pbUint(1, id), ...ts.flatMap((t) => pbString(2, t)), ...x] })),
   fc.tuple(u64, extras).map(([t, x]) => ({ field: F.ping, body: [...pbUint(1, t), ...x] })),
   // frames only a server sends, with random bodies
-  fc.tuple(fc.constantFrom(F.welcome, F.push, F.publishAck, F.subscribed, F.pong, F.error), fc.uint8Array({ maxLength: 30 })).map(([f, b]) => ({ field: f, body: [...b] })),
+  fc
+    .tuple(fc.constantFrom(F.welcome, F.push, F.publishAck, F.subscribed, F.pong, F.error), fc.uint8Array({ maxLength: 30 }))
+    .map(([f, b]) => ({ field: f, body: [...b] })),
   // a body field this version does not know
   fc.tuple(fc.integer({ min: 14, max: 500 }), fc.uint8Array({ maxLength: 20 })).map(([f, b]) => ({ field: f, body: [...b] })),
 );
@@ -313,9 +369,25 @@ const messageBody = fc.oneof(
 const hostileBytes = fc.oneof(
   { weight: 5, arbitrary: messageBody.map((m) => new Uint8Array(pbBytes(m.field, m.body))) },
   // truncated at a random point
-  { weight: 2, arbitrary: fc.tuple(messageBody, fc.nat()).map(([m, cut]) => { const b = pbBytes(m.field, m.body); return new Uint8Array(b.slice(0, cut % b.length)); }).filter((b) => b.length > 0) },
+  {
+    weight: 2,
+    arbitrary: fc
+      .tuple(messageBody, fc.nat())
+      .map(([m, cut]) => {
+        const b = pbBytes(m.field, m.body);
+        return new Uint8Array(b.slice(0, cut % b.length));
+      })
+      .filter((b) => b.length > 0),
+  },
   // a message body with one byte changed
-  { weight: 2, arbitrary: fc.tuple(messageBody, fc.nat(), fc.integer({ min: 1, max: 255 })).map(([m, at, x]) => { const b = pbBytes(m.field, m.body); b[at % b.length]! ^= x; return new Uint8Array(b); }) },
+  {
+    weight: 2,
+    arbitrary: fc.tuple(messageBody, fc.nat(), fc.integer({ min: 1, max: 255 })).map(([m, at, x]) => {
+      const b = pbBytes(m.field, m.body);
+      b[at % b.length]! ^= x;
+      return new Uint8Array(b);
+    }),
+  },
   { weight: 2, arbitrary: fc.uint8Array({ minLength: 1, maxLength: 64 }) },
 );
 
@@ -332,7 +404,12 @@ describe("device protocol: random hostile frames", () => {
 
   it("hostile Hellos as the first frame, each followed by a publish to that device", async () => {
     let n = 0;
-    const hello = fc.tuple(u64, str, u64, u64, extras).map(([ver, tok, rs, mp, x]) => new Uint8Array(pbBytes(F.hello, [...pbUint(1, ver), ...pbString(2, tok), ...pbUint(3, rs), ...pbUint(4, mp), ...x])));
+    const hello = fc
+      .tuple(u64, str, u64, u64, extras)
+      .map(
+        ([ver, tok, rs, mp, x]) =>
+          new Uint8Array(pbBytes(F.hello, [...pbUint(1, ver), ...pbString(2, tok), ...pbUint(3, rs), ...pbUint(4, mp), ...x])),
+      );
     await fuzzAssert(
       fc.asyncProperty(hello, async (bytes) => {
         await hostileHello(bytes, `hello case ${++n} (seed ${fuzzSeed()}; frame ${hex(bytes)})`);

@@ -90,7 +90,14 @@ describe("DeviceReceiver", () => {
     });
     give(r, 1);
     expect(drain(r)).toEqual([1, 2, 3]);
-    expect(r.ack()).toEqual({ cumulative: 3, ranges: [{ first: 5, last: 5 }, { first: 7, last: 8 }], rejected: [] });
+    expect(r.ack()).toEqual({
+      cumulative: 3,
+      ranges: [
+        { first: 5, last: 5 },
+        { first: 7, last: 8 },
+      ],
+      rejected: [],
+    });
     give(r, 4);
     give(r, 6);
     expect(drain(r)).toEqual([4, 5, 6, 7, 8]);

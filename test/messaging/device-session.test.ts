@@ -1,6 +1,15 @@
 import { describe, expect, it } from "vitest";
 import { DeviceSession } from "../../src/messaging/device-session.ts";
-import { decodeFrame, encodeFrame, ErrorCode, type FrameBody, type FrameInit, type Push, type PushInit, type WelcomeInit } from "../../src/wire/index.ts";
+import {
+  decodeFrame,
+  encodeFrame,
+  ErrorCode,
+  type FrameBody,
+  type FrameInit,
+  type Push,
+  type PushInit,
+  type WelcomeInit,
+} from "../../src/wire/index.ts";
 
 const T = 1_000_000;
 
@@ -22,7 +31,10 @@ function welcome(extra: WelcomeInit = {}): Uint8Array {
 }
 
 function push(seq: number, extra: PushInit = {}): Uint8Array {
-  return encodeFrame({ kind: "push", push: { seq, messageId: `m${seq}`, device: "dev", payload: new TextEncoder().encode(`p${seq}`), signature: "s", ...extra } });
+  return encodeFrame({
+    kind: "push",
+    push: { seq, messageId: `m${seq}`, device: "dev", payload: new TextEncoder().encode(`p${seq}`), signature: "s", ...extra },
+  });
 }
 
 const frame = (init: FrameInit): Uint8Array => encodeFrame(init);
@@ -211,7 +223,9 @@ describe("DeviceSession", () => {
     // held, not refused: a refresh Hello with the current token goes out
     expect(h.rejected).toEqual([]);
     const out = take(h.s, T + 10);
-    expect(out.filter((f) => f.kind === "hello")).toEqual([{ kind: "hello", hello: { version: 1, sessionToken: "tok-2", receivedSeq: 0, maxPayload: 0, client: "dtlspush-sdk" } }]);
+    expect(out.filter((f) => f.kind === "hello")).toEqual([
+      { kind: "hello", hello: { version: 1, sessionToken: "tok-2", receivedSeq: 0, maxPayload: 0, client: "dtlspush-sdk" } },
+    ]);
     expect(out.some((f) => f.kind === "ack" && f.ack.cumulative === 1)).toBe(false);
     h.verdict.set(1, true);
     h.s.receive(welcome({ jwks: '{"keys":["old","new"]}', sessionToken: "tok-3" }), T + 20);
@@ -327,7 +341,9 @@ describe("DeviceSession", () => {
     h.s.start(T);
     h.s.takeRecords(T);
     h.s.receive(frame({ kind: "error", error: { code: ErrorCode.TOKEN_EXPIRED, message: "old" } }), T + 5);
-    expect(take(h.s, T + 5)).toEqual([{ kind: "hello", hello: { version: 1, sessionToken: "", receivedSeq: 0, maxPayload: 0, client: "dtlspush-sdk" } }]);
+    expect(take(h.s, T + 5)).toEqual([
+      { kind: "hello", hello: { version: 1, sessionToken: "", receivedSeq: 0, maxPayload: 0, client: "dtlspush-sdk" } },
+    ]);
     expect(errors).toEqual([ErrorCode.TOKEN_EXPIRED]);
   });
 
@@ -375,7 +391,10 @@ describe("DeviceSession", () => {
 
 describe("DeviceSession after SEQ_AHEAD (the server's store lost the seqs this device saw)", () => {
   const seqAhead = (claim: number, last: number): Uint8Array =>
-    frame({ kind: "error", error: { code: ErrorCode.SEQ_AHEAD, message: `Hello.received_seq ${claim} is above the last seq this server sent device dev (${last})` } });
+    frame({
+      kind: "error",
+      error: { code: ErrorCode.SEQ_AHEAD, message: `Hello.received_seq ${claim} is above the last seq this server sent device dev (${last})` },
+    });
   const hellos = (frames: FrameBody[]): number[] => frames.flatMap((f) => (f.kind === "hello" ? [f.hello.receivedSeq] : []));
   /** The session's reset, refusal and server-error events. */
   const watch = (s: DeviceSession): { resets: unknown[]; refused: unknown[]; errors: unknown[] } => {

@@ -72,7 +72,10 @@ describe("Hello.received_seq is a claim", () => {
     for (const claim of [2, 1000, MAX]) {
       const sent = await raw(w, bad, { kind: "hello", hello: { version: 1, receivedSeq: claim } });
       expect(errorsIn(sent)).toEqual([
-        { code: ErrorCode.SEQ_AHEAD, message: expect.stringContaining(`Hello.received_seq ${claim} is above the last seq this server sent device bad (1)`) },
+        {
+          code: ErrorCode.SEQ_AHEAD,
+          message: expect.stringContaining(`Hello.received_seq ${claim} is above the last seq this server sent device bad (1)`),
+        },
       ]);
       expect(sent.some((s) => s.frame.kind === "welcome")).toBe(false);
     }
@@ -139,15 +142,32 @@ describe("Ack is a claim", () => {
   }
 
   const window = 32;
-  const hostile: { name: string; ack: { cumulative?: number; ranges?: { first: number; last: number }[]; rejected?: number[] }; cause: FrameRefusal }[] = [
+  const hostile: {
+    name: string;
+    ack: { cumulative?: number; ranges?: { first: number; last: number }[]; rejected?: number[] };
+    cause: FrameRefusal;
+  }[] = [
     { name: "cumulative one above the last seq sent", ack: { cumulative: 4 }, cause: "ack_seq_ahead" },
     { name: "cumulative 2^53-1", ack: { cumulative: MAX }, cause: "ack_seq_ahead" },
     { name: "a range starting at 0", ack: { ranges: [{ first: 0, last: 1 }] }, cause: "ack_bad_range" },
     { name: "a reversed range", ack: { ranges: [{ first: 3, last: 2 }] }, cause: "ack_bad_range" },
     { name: "a range past the last seq sent", ack: { ranges: [{ first: 2, last: 4 }] }, cause: "ack_bad_range" },
     { name: "a range up to 2^53-1", ack: { ranges: [{ first: 1, last: MAX }] }, cause: "ack_bad_range" },
-    { name: "a good range and a bad one", ack: { ranges: [{ first: 1, last: 1 }, { first: 3, last: 4 }] }, cause: "ack_bad_range" },
-    { name: "more ranges than a window holds", ack: { ranges: Array.from({ length: window + 65 }, () => ({ first: 1, last: 1 })) }, cause: "ack_too_long" },
+    {
+      name: "a good range and a bad one",
+      ack: {
+        ranges: [
+          { first: 1, last: 1 },
+          { first: 3, last: 4 },
+        ],
+      },
+      cause: "ack_bad_range",
+    },
+    {
+      name: "more ranges than a window holds",
+      ack: { ranges: Array.from({ length: window + 65 }, () => ({ first: 1, last: 1 })) },
+      cause: "ack_too_long",
+    },
     { name: "more rejected seqs than a window holds", ack: { rejected: Array.from({ length: window + 65 }, () => 1) }, cause: "ack_too_long" },
     { name: "rejected seq 0", ack: { cumulative: 1, rejected: [0] }, cause: "ack_bad_rejected" },
     { name: "rejected seq above the last sent", ack: { cumulative: 1, rejected: [4] }, cause: "ack_bad_rejected" },
@@ -190,7 +210,11 @@ describe("Ack is a claim", () => {
   it("ranges in any order, overlapping, are applied: the SACKed push is not retransmitted, the others are", async () => {
     const c = counting();
     const { w, d, fatal } = await inFlight(c);
-    const ranges = [{ first: 3, last: 3 }, { first: 2, last: 3 }, { first: 2, last: 2 }];
+    const ranges = [
+      { first: 3, last: 3 },
+      { first: 2, last: 3 },
+      { first: 2, last: 2 },
+    ];
     const sent = await raw(w, d, { kind: "ack", ack: { cumulative: 0, ranges } });
     expect(errorsIn(sent)).toEqual([]);
     const later = captureServerSends(w);
@@ -223,7 +247,7 @@ describe("uplink Publish, Subscribe and Ping values", () => {
     const refused = sent.find((s) => s.frame.kind === "publishAck")?.frame;
     expect(refused).toMatchObject({ publishAck: { requestId: 1, error: { code: ErrorCode.PAYLOAD_TOO_LARGE } } });
     expect(refused?.kind === "publishAck" && refused.publishAck.error?.message).toContain(`the limit is ${limit}`);
-    expect((await w.store.getMessage("up:pub:1"))).toBeUndefined();
+    expect(await w.store.getMessage("up:pub:1")).toBeUndefined();
     sent = await raw(w, pub, { kind: "publish", publish: { requestId: 2, topic: "t", payload: new Uint8Array(limit) } });
     expect(sent.find((s) => s.frame.kind === "publishAck")?.frame).toMatchObject({ publishAck: { requestId: 2, messageId: "up:pub:2" } });
     await untilDelivered(w, sub, 1);
@@ -239,7 +263,9 @@ describe("uplink Publish, Subscribe and Ping values", () => {
       [2, { priority: U32 }],
     ] as const) {
       const sent = await raw(w, pub, { kind: "publish", publish: { requestId, topic: "t", payload: enc("x"), ...extra } });
-      expect(sent.find((s) => s.frame.kind === "publishAck")?.frame).toMatchObject({ publishAck: { requestId, error: { code: ErrorCode.BAD_FRAME } } });
+      expect(sent.find((s) => s.frame.kind === "publishAck")?.frame).toMatchObject({
+        publishAck: { requestId, error: { code: ErrorCode.BAD_FRAME } },
+      });
     }
     const sent = await raw(w, pub, { kind: "publish", publish: { requestId: MAX, topic: "t", payload: enc("x") } });
     expect(sent.find((s) => s.frame.kind === "publishAck")?.frame).toMatchObject({ publishAck: { requestId: MAX, messageId: `up:pub:${MAX}` } });
@@ -257,7 +283,9 @@ describe("uplink Publish, Subscribe and Ping values", () => {
     for (const kind of ["subscribe", "unsubscribe"] as const) {
       const frame: FrameInit = kind === "subscribe" ? { kind, subscribe: { requestId: 1, topics } } : { kind, unsubscribe: { requestId: 1, topics } };
       const sent = await raw(w, d, frame);
-      expect(sent.find((s) => s.frame.kind === "subscribed")?.frame).toMatchObject({ subscribed: { topics: [], error: { code: ErrorCode.TOO_MANY_TOPICS } } });
+      expect(sent.find((s) => s.frame.kind === "subscribed")?.frame).toMatchObject({
+        subscribed: { topics: [], error: { code: ErrorCode.TOO_MANY_TOPICS } },
+      });
     }
     expect((await w.store.loadDeliveryState()).subscriptions).toEqual([]);
     expect(c.refused).toEqual(["subscribe_too_long", "subscribe_too_long"]);

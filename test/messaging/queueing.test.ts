@@ -75,7 +75,7 @@ describe("queue limit", () => {
     const refused = publishTo(w, "dev", "m4", { id: "m4" });
     await expect(refused).rejects.toBeInstanceOf(MessagingError);
     await expect(refused).rejects.toMatchObject({ code: "queue_full" });
-    expect((await w.store.getMessage("m4"))).toBeUndefined();
+    expect(await w.store.getMessage("m4")).toBeUndefined();
     expect(w.receiptsOf("m4")).toEqual([]);
     expect(w.engine.deviceStatus("dev").queueDepth).toBe(3);
     expect((await w.store.loadDeliveryState()).deliveries).toHaveLength(3);
@@ -100,7 +100,7 @@ describe("queue limit", () => {
     expect(r.rejected).toEqual([{ device: "a", reason: "queue_full" }]);
     expect(receiptTrail(w, r.messageId, "a")).toEqual(["rejected/queue_full@0"]);
     expect(receiptTrail(w, r.messageId, "b")).toEqual(["queued@0"]);
-    expect((await w.store.getMessage(r.messageId))).toBeDefined();
+    expect(await w.store.getMessage(r.messageId)).toBeDefined();
     await connected(w, a);
     await connected(w, b);
     await untilDelivered(w, a, 2);
@@ -230,7 +230,14 @@ describe("priority", () => {
   it("is first in, first out within a priority", async () => {
     const w = await World.create();
     const d = w.addDevice("dev");
-    for (const [text, priority] of [["a1", 1], ["b9", 9], ["c5", 5], ["d5", 5], ["e9", 9], ["f0", 0]] as const) {
+    for (const [text, priority] of [
+      ["a1", 1],
+      ["b9", 9],
+      ["c5", 5],
+      ["d5", 5],
+      ["e9", 9],
+      ["f0", 0],
+    ] as const) {
       await publishTo(w, "dev", text, { priority });
     }
     await connected(w, d);
@@ -245,7 +252,9 @@ describe("explicit message ids", () => {
     const w = await World.create();
     w.addDevice("dev");
     await w.publish({ target: { device: "dev" }, payload: new TextEncoder().encode("a"), publisher: "t", id: "fixed-1" });
-    await expect(w.publish({ target: { device: "dev" }, payload: new TextEncoder().encode("b"), publisher: "t", id: "fixed-1" })).rejects.toMatchObject({
+    await expect(
+      w.publish({ target: { device: "dev" }, payload: new TextEncoder().encode("b"), publisher: "t", id: "fixed-1" }),
+    ).rejects.toMatchObject({
       code: "duplicate_message",
     });
     const r = await w.publish({ target: { device: "dev" }, payload: new TextEncoder().encode("c"), publisher: "t" });

@@ -196,7 +196,13 @@ describe("refused session tokens", () => {
       name: "this device's id bound to another DTLS identity",
       code: ErrorCode.TOKEN_IDENTITY_MISMATCH,
       token: async (w) => {
-        const t = await issueSessionToken(w.sessionKeys, { deviceId: "dev", identity: "psk:someone-else", sessionId: "s-1", now: w.clock.now(), ttlSeconds: 3600 });
+        const t = await issueSessionToken(w.sessionKeys, {
+          deviceId: "dev",
+          identity: "psk:someone-else",
+          sessionId: "s-1",
+          now: w.clock.now(),
+          ttlSeconds: 3600,
+        });
         return t.token;
       },
     },
@@ -214,7 +220,8 @@ describe("refused session tokens", () => {
     {
       name: "a publisher token (another audience) from the same ring",
       code: ErrorCode.TOKEN_INVALID,
-      token: async (w) => (await issuePublisherToken(w.sessionKeys, { subject: "dev", scopes: ["publish"], now: w.clock.now(), ttlSeconds: 3600 })).token,
+      token: async (w) =>
+        (await issuePublisherToken(w.sessionKeys, { subject: "dev", scopes: ["publish"], now: w.clock.now(), ttlSeconds: 3600 })).token,
     },
     {
       name: "garbage",
@@ -326,7 +333,7 @@ describe("revocation", () => {
 
     const refused = publishTo(w, "dev", "x", { id: "to-revoked" });
     await expect(refused).rejects.toMatchObject({ name: "MessagingError", code: "device_revoked" });
-    expect((await w.store.getMessage("to-revoked"))).toBeUndefined();
+    expect(await w.store.getMessage("to-revoked")).toBeUndefined();
     // topic publishes leave it out
     const r = await w.publish({ target: { topic: "news" }, payload: new TextEncoder().encode("n"), publisher: "test" });
     expect(r.recipients).toBe(1);

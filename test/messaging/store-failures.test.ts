@@ -76,7 +76,7 @@ describe("a commit that fails", () => {
     await expect(publishTo(w, "dev", "lost", { id: "lost" })).rejects.toMatchObject({ name: "MessagingError", code: "internal" });
     expect(control.failures).toBe(1);
     await w.restartEngine();
-    expect((await w.store.getMessage("lost"))).toBeUndefined();
+    expect(await w.store.getMessage("lost")).toBeUndefined();
     expect(w.engine.deviceStatus("dev").queueDepth).toBe(0);
     expect(w.receiptsOf("lost")).toEqual([]);
   });

@@ -23,7 +23,12 @@ describe("uplink Publish", () => {
     const id = await answered(w, sessionOf(pub).publish("t", new Uint8Array(limit).fill(65), {}, w.clock.now()));
     expect(id).toBe("up:pub:1");
     await untilDelivered(w, sub, 1);
-    const refused = await answered(w, sessionOf(pub).publish("t", new Uint8Array(1024).fill(65), {}, w.clock.now()).catch((e: unknown) => e));
+    const refused = await answered(
+      w,
+      sessionOf(pub)
+        .publish("t", new Uint8Array(1024).fill(65), {}, w.clock.now())
+        .catch((e: unknown) => e),
+    );
     expect(refused).toBeInstanceOf(MessagingError);
     expect((refused as MessagingError).code).toBe("payload_too_large");
   });
@@ -60,8 +65,13 @@ describe("uplink Publish", () => {
     }
     expect(pub.delivered).toEqual([]);
     // one message, one queued receipt per subscriber
-    expect((await w.store.getMessage(id))).toMatchObject({ id, topic: "chat", publisher: "device:pub" });
-    expect(w.receiptsOf(id).filter((r) => r.state === "queued").map((r) => r.device)).toEqual(["b", "c"]);
+    expect(await w.store.getMessage(id)).toMatchObject({ id, topic: "chat", publisher: "device:pub" });
+    expect(
+      w
+        .receiptsOf(id)
+        .filter((r) => r.state === "queued")
+        .map((r) => r.device),
+    ).toEqual(["b", "c"]);
   });
 
   for (const seed of [1, 2]) {
@@ -88,11 +98,20 @@ describe("uplink Publish", () => {
     const pub = w.addDevice("pub");
     await connected(w, pub);
     const sent = captureServerSends(w);
-    const outcome = await answered(w, sessionOf(pub).publish("bad topic", enc("x"), {}, w.clock.now()).catch((e: unknown) => e));
+    const outcome = await answered(
+      w,
+      sessionOf(pub)
+        .publish("bad topic", enc("x"), {}, w.clock.now())
+        .catch((e: unknown) => e),
+    );
     expect(outcome).toBeInstanceOf(MessagingError);
     expect(outcome).toMatchObject({ code: "bad_topic" });
     const ack = sent.find((s) => s.frame.kind === "publishAck");
-    expect(ack?.frame.kind === "publishAck" && ack.frame.publishAck).toMatchObject({ requestId: 1, messageId: "", error: { code: ErrorCode.BAD_TOPIC } });
+    expect(ack?.frame.kind === "publishAck" && ack.frame.publishAck).toMatchObject({
+      requestId: 1,
+      messageId: "",
+      error: { code: ErrorCode.BAD_TOPIC },
+    });
   });
 });
 
@@ -138,7 +157,12 @@ describe("Subscribe and Unsubscribe", () => {
     await answered(w, sessionOf(d).subscribe(["chat"], true, w.clock.now()));
     const sent = captureServerSends(w);
     for (const bad of ["", "a//b", "trailing/", "/lead", "sp ace", "x".repeat(129)]) {
-      const outcome = await answered(w, sessionOf(d).subscribe(["fine", bad], true, w.clock.now()).catch((e: unknown) => e));
+      const outcome = await answered(
+        w,
+        sessionOf(d)
+          .subscribe(["fine", bad], true, w.clock.now())
+          .catch((e: unknown) => e),
+      );
       expect(outcome, JSON.stringify(bad)).toMatchObject({ name: "MessagingError", code: "bad_topic" });
     }
     const answers = sent.flatMap((s) => (s.frame.kind === "subscribed" ? [s.frame.subscribed] : []));
@@ -148,7 +172,12 @@ describe("Subscribe and Unsubscribe", () => {
       expect(a.topics).toEqual(["chat"]);
     }
     expect(w.engine.subscribersOf("fine")).toEqual([]);
-    const unsub = await answered(w, sessionOf(d).subscribe(["chat", "bad topic"], false, w.clock.now()).catch((e: unknown) => e));
+    const unsub = await answered(
+      w,
+      sessionOf(d)
+        .subscribe(["chat", "bad topic"], false, w.clock.now())
+        .catch((e: unknown) => e),
+    );
     expect(unsub).toMatchObject({ code: "bad_topic" });
     expect(w.engine.subscribersOf("chat")).toEqual(["dev"]);
   });
@@ -160,10 +189,18 @@ describe("Subscribe and Unsubscribe", () => {
     expect(d.welcomes[0]?.limits?.maxTopics).toBe(2);
     await answered(w, sessionOf(d).subscribe(["a", "b"], true, w.clock.now()));
     const sent = captureServerSends(w);
-    const outcome = await answered(w, sessionOf(d).subscribe(["c"], true, w.clock.now()).catch((e: unknown) => e));
+    const outcome = await answered(
+      w,
+      sessionOf(d)
+        .subscribe(["c"], true, w.clock.now())
+        .catch((e: unknown) => e),
+    );
     expect(outcome).toMatchObject({ code: "too_many_topics" });
     const answer = sent.find((s) => s.frame.kind === "subscribed");
-    expect(answer?.frame.kind === "subscribed" && answer.frame.subscribed).toMatchObject({ topics: ["a", "b"], error: { code: ErrorCode.TOO_MANY_TOPICS } });
+    expect(answer?.frame.kind === "subscribed" && answer.frame.subscribed).toMatchObject({
+      topics: ["a", "b"],
+      error: { code: ErrorCode.TOO_MANY_TOPICS },
+    });
     // already subscribed ones do not count twice
     expect(await answered(w, sessionOf(d).subscribe(["a", "b"], true, w.clock.now()))).toEqual(["a", "b"]);
   });

@@ -22,7 +22,15 @@ import {
 import { DeviceSession } from "../../src/messaging/device-session.ts";
 import type { DeliveryOptions } from "../../src/messaging/options.ts";
 import type { DeliveryObserver } from "../../src/messaging/observer.ts";
-import { decodeFrame, encodeFrame, type FrameBody, type Push, type UnknownFrameBody, type Welcome, type WireErrorBody } from "../../src/wire/index.ts";
+import {
+  decodeFrame,
+  encodeFrame,
+  type FrameBody,
+  type Push,
+  type UnknownFrameBody,
+  type Welcome,
+  type WireErrorBody,
+} from "../../src/wire/index.ts";
 
 export const T0 = 1_780_000_000_000;
 
@@ -577,9 +585,11 @@ export class World {
   /** Publishes and lets the world run (without moving the clock) until the publish is durable. */
   async publish(req: PublishRequest, node = 0): Promise<PublishResult> {
     let done = false;
-    const p = this.engineAt(node).publish(req).finally(() => {
-      done = true;
-    });
+    const p = this.engineAt(node)
+      .publish(req)
+      .finally(() => {
+        done = true;
+      });
     p.catch(() => undefined);
     for (let i = 0; i < 200 && !done; i++) await this.settle();
     return p;

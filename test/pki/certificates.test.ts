@@ -313,7 +313,10 @@ describe("checkIssuedCertificate", () => {
       reason: "the key does not belong to the certificate",
     });
     expect(await check(s.chainPem, s.keyPem, "p384")).toEqual({ ok: false, reason: "the key is not p384" });
-    expect(await check(s.chainPem, s.keyPem, "p256", new Date(Date.now() + 400 * DAY))).toMatchObject({ ok: false, reason: expect.stringMatching(/^expired on /) });
+    expect(await check(s.chainPem, s.keyPem, "p256", new Date(Date.now() + 400 * DAY))).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/^expired on /),
+    });
     expect(await check(s.certPem, s.keyPem)).toMatchObject({ ok: false });
     expect(await check("", s.keyPem)).toMatchObject({ ok: false });
     expect(await check("-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n", s.keyPem)).toMatchObject({ ok: false });

@@ -76,7 +76,13 @@ export function describeClusterContract(name: string, factory: ClusterFactory): 
         const q = await b.readQueue("dev");
         expect(rows(q.deliveries)).toEqual(rows(h1.deliveries));
         expect(q.messages.map((m) => m.id).sort()).toEqual(["m-1", "m-2"]);
-        expect(await a.holders(["dev", "other", "nobody"])).toEqual(new Map([["dev", a.instance], ["other", ""], ["nobody", ""]]));
+        expect(await a.holders(["dev", "other", "nobody"])).toEqual(
+          new Map([
+            ["dev", a.instance],
+            ["other", ""],
+            ["nobody", ""],
+          ]),
+        );
 
         const h2 = await b.claimDevice("dev");
         expect(h2).toMatchObject({ epoch: 2, previous: a.instance });
@@ -89,7 +95,13 @@ export function describeClusterContract(name: string, factory: ClusterFactory): 
         expect((await a.claimDevice("dev")).epoch).toBe(3);
         const fresh = await b.claimDevice("never-stored");
         expect(fresh).toEqual({ device: "never-stored", epoch: 1, counters: undefined, deliveries: [], messages: [], previous: "" });
-        expect(await a.queueDepths(["dev", "other", "never-stored"])).toEqual(new Map([["dev", 2], ["other", 1], ["never-stored", 0]]));
+        expect(await a.queueDepths(["dev", "other", "never-stored"])).toEqual(
+          new Map([
+            ["dev", 2],
+            ["other", 1],
+            ["never-stored", 0],
+          ]),
+        );
       });
 
       it("a closed node holds nothing", async () => {
@@ -97,7 +109,12 @@ export function describeClusterContract(name: string, factory: ClusterFactory): 
         await a.claimDevice("dev");
         await b.claimDevice("other");
         await a.close();
-        expect(await b.holders(["dev", "other"])).toEqual(new Map([["dev", ""], ["other", b.instance]]));
+        expect(await b.holders(["dev", "other"])).toEqual(
+          new Map([
+            ["dev", ""],
+            ["other", b.instance],
+          ]),
+        );
       });
 
       it("tells the previous holder, and only it, that its device was taken, with the new claim's epoch", async () => {
@@ -129,7 +146,11 @@ export function describeClusterContract(name: string, factory: ClusterFactory): 
         const old = await a.claimDevice("dev");
         const now = await b.claimDevice("dev");
         // b, the holder, sends m-1 as seq 1
-        await b.commit({ fence: [{ device: "dev", epoch: now.epoch }], deliveries: [delivery("dev", "m-1", 1, { seq: 1 })], counters: [{ device: "dev", lastSeq: 1, ackedSeq: 0 }] });
+        await b.commit({
+          fence: [{ device: "dev", epoch: now.epoch }],
+          deliveries: [delivery("dev", "m-1", 1, { seq: 1 })],
+          counters: [{ device: "dev", lastSeq: 1, ackedSeq: 0 }],
+        });
         // a, which lost the device, still thinks it sent m-1 and m-2, got acks, published m-3 and m-4 and sent m-4 at once
         const receipts = await a.commit({
           fence: [{ device: "dev", epoch: old.epoch }],
@@ -144,12 +165,18 @@ export function describeClusterContract(name: string, factory: ClusterFactory): 
             delivery("dev", "ghost", 6, { seq: 9 }), // skipped, so its missing message fails nothing
           ],
           removeDeliveries: [{ device: "dev", messageId: "m-2" }],
-          counters: [{ device: "dev", lastSeq: 8, ackedSeq: 7 }, { device: "other", lastSeq: 0, ackedSeq: 0 }],
+          counters: [
+            { device: "dev", lastSeq: 8, ackedSeq: 7 },
+            { device: "other", lastSeq: 0, ackedSeq: 0 },
+          ],
           receipts: [receipt("m-3", "dev"), receipt("m-3", "other")],
         });
         expect(receipts).toHaveLength(2);
         const state = await b.loadDeliveryState();
-        expect(state.counters).toEqual([{ device: "dev", lastSeq: 1, ackedSeq: 0 }, { device: "other", lastSeq: 0, ackedSeq: 0 }]);
+        expect(state.counters).toEqual([
+          { device: "dev", lastSeq: 1, ackedSeq: 0 },
+          { device: "other", lastSeq: 0, ackedSeq: 0 },
+        ]);
         expect(rows(state.deliveries)).toEqual([
           delivery("dev", "m-1", 1, { seq: 1 }),
           delivery("dev", "m-2", 2),
@@ -159,9 +186,18 @@ export function describeClusterContract(name: string, factory: ClusterFactory): 
         ]);
         expect((await b.receiptsForMessage("m-3")).map((r) => r.device)).toEqual(["dev", "other"]);
         // the holder's own fenced writes apply; a later commit of a (its fence intact) too
-        await b.commit({ fence: [{ device: "dev", epoch: now.epoch }], removeDeliveries: [{ device: "dev", messageId: "m-1" }], counters: [{ device: "dev", lastSeq: 1, ackedSeq: 1 }] });
+        await b.commit({
+          fence: [{ device: "dev", epoch: now.epoch }],
+          removeDeliveries: [{ device: "dev", messageId: "m-1" }],
+          counters: [{ device: "dev", lastSeq: 1, ackedSeq: 1 }],
+        });
         await a.commit({ messages: [message("m-6")], deliveries: [delivery("other", "m-6", 7)] });
-        expect(await b.queueDepths(["dev", "other"])).toEqual(new Map([["dev", 3], ["other", 2]]));
+        expect(await b.queueDepths(["dev", "other"])).toEqual(
+          new Map([
+            ["dev", 3],
+            ["other", 2],
+          ]),
+        );
         expect((await a.loadDeliveryState()).counters[0]).toEqual({ device: "dev", lastSeq: 1, ackedSeq: 1 });
         // a batch without a fence is applied whole, as on a single node
         await a.commit({ counters: [{ device: "dev", lastSeq: 9, ackedSeq: 9 }] });
@@ -215,7 +251,10 @@ export function describeClusterContract(name: string, factory: ClusterFactory): 
         const [first] = await a.commit({
           messages: [message("m-1")],
           deliveries: [delivery("d1", "m-1", 1)],
-          subscribe: [{ device: "d1", topic: "news" }, { device: "d2", topic: "news" }],
+          subscribe: [
+            { device: "d1", topic: "news" },
+            { device: "d2", topic: "news" },
+          ],
           unsubscribe: [{ device: "d3", topic: "old" }],
           receipts: [receipt("m-1", ""), receipt("m-1", "d1")],
         });
@@ -224,7 +263,14 @@ export function describeClusterContract(name: string, factory: ClusterFactory): 
         await barrier(b, [ha]);
         const last = await barrier(a, [hb, hc]);
         const expected: ClusterEvent[] = [
-          { kind: "subscriptions", changes: [{ device: "d1", topic: "news", subscribed: true }, { device: "d2", topic: "news", subscribed: true }, { device: "d3", topic: "old", subscribed: false }] },
+          {
+            kind: "subscriptions",
+            changes: [
+              { device: "d1", topic: "news", subscribed: true },
+              { device: "d2", topic: "news", subscribed: true },
+              { device: "d3", topic: "old", subscribed: false },
+            ],
+          },
           { kind: "receipts", lastId: (first?.id ?? 0) + 1 },
           { kind: "subscriptions", changes: [{ device: "d2", topic: "news", subscribed: false }] },
           { kind: "registry", device: "d9" },

@@ -66,7 +66,13 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
       it("puts and gets a device with a PSK, a certificate identity and topics", () => {
         const s = open();
         const key = new Uint8Array([0, 1, 2, 3, 250, 255]);
-        const d = device("dev-1", { psk: { identity: "psk-1", key }, certIdentity: "CN=dev-1", topics: ["a", "b"], revoked: true, updatedAt: 1_700_000_000_123 });
+        const d = device("dev-1", {
+          psk: { identity: "psk-1", key },
+          certIdentity: "CN=dev-1",
+          topics: ["a", "b"],
+          revoked: true,
+          updatedAt: 1_700_000_000_123,
+        });
         s.putDevice(d);
         const got = s.getDevice("dev-1");
         expect(got).toEqual(d);
@@ -147,7 +153,10 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
           messages: [message("m1")],
           deliveries: [delivery("dev-1", "m1", 1, { seq: 4 }), delivery("dev-2", "m1", 2)],
           counters: [{ device: "dev-1", lastSeq: 4, ackedSeq: 3 }],
-          subscribe: [{ device: "dev-1", topic: "t" }, { device: "dev-2", topic: "t" }],
+          subscribe: [
+            { device: "dev-1", topic: "t" },
+            { device: "dev-2", topic: "t" },
+          ],
           receipts: [receipt("m1", "dev-1")],
         });
         expect(s.deleteDevice("dev-1")).toBe(true);
@@ -231,7 +240,13 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
             delivery("dev-b", "m2", 7),
           ],
         });
-        expect(s.loadDeliveryState().deliveries.map((d) => `${d.device}:${d.order}`)).toEqual(["dev-a:1", "dev-a:9", "dev-b:2", "dev-b:5", "dev-b:7"]);
+        expect(s.loadDeliveryState().deliveries.map((d) => `${d.device}:${d.order}`)).toEqual([
+          "dev-a:1",
+          "dev-a:9",
+          "dev-b:2",
+          "dev-b:5",
+          "dev-b:7",
+        ]);
       });
 
       it("replaces a delivery by (device, messageId) when its seq is assigned, and removes it", () => {
@@ -272,7 +287,12 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
 
       it("upserts counters", () => {
         const s = open();
-        s.commit({ counters: [{ device: "a", lastSeq: 1, ackedSeq: 0 }, { device: "b", lastSeq: 5, ackedSeq: 5 }] });
+        s.commit({
+          counters: [
+            { device: "a", lastSeq: 1, ackedSeq: 0 },
+            { device: "b", lastSeq: 5, ackedSeq: 5 },
+          ],
+        });
         s.commit({ counters: [{ device: "a", lastSeq: 2, ackedSeq: 1 }] });
         expect(s.loadDeliveryState().counters).toEqual([
           { device: "a", lastSeq: 2, ackedSeq: 1 },
@@ -282,14 +302,31 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
 
       it("adds and removes subscriptions idempotently", () => {
         const s = open();
-        s.commit({ subscribe: [{ device: "d1", topic: "x" }, { device: "d1", topic: "x" }, { device: "d1", topic: "a" }] });
-        s.commit({ subscribe: [{ device: "d1", topic: "x" }, { device: "d0", topic: "x" }] });
+        s.commit({
+          subscribe: [
+            { device: "d1", topic: "x" },
+            { device: "d1", topic: "x" },
+            { device: "d1", topic: "a" },
+          ],
+        });
+        s.commit({
+          subscribe: [
+            { device: "d1", topic: "x" },
+            { device: "d0", topic: "x" },
+          ],
+        });
         expect(s.loadDeliveryState().subscriptions).toEqual([
           { device: "d0", topic: "x" },
           { device: "d1", topic: "a" },
           { device: "d1", topic: "x" },
         ]);
-        s.commit({ unsubscribe: [{ device: "d1", topic: "x" }, { device: "d1", topic: "x" }, { device: "nobody", topic: "x" }] });
+        s.commit({
+          unsubscribe: [
+            { device: "d1", topic: "x" },
+            { device: "d1", topic: "x" },
+            { device: "nobody", topic: "x" },
+          ],
+        });
         expect(s.loadDeliveryState().subscriptions).toEqual([
           { device: "d0", topic: "x" },
           { device: "d1", topic: "a" },
@@ -308,7 +345,9 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
           ["m2", "d2", "rejected"],
         ]);
         expect(first[2]).toEqual({ ...receipt("m2", "d2", { state: "rejected", reason: "queue_full" }), id: first[2]?.id });
-        const second = s.commit({ receipts: [receipt("m1", "d1", { state: "sent", seq: 1 }), receipt("m1", "d1", { state: "delivered", seq: 1, at: 1_700_000_000_500 })] });
+        const second = s.commit({
+          receipts: [receipt("m1", "d1", { state: "sent", seq: 1 }), receipt("m1", "d1", { state: "delivered", seq: 1, at: 1_700_000_000_500 })],
+        });
         const ids = [...first, ...second].map((r) => r.id);
         for (let i = 1; i < ids.length; i++) expect(ids[i]).toBeGreaterThan(ids[i - 1] as number);
         expect(s.commit({})).toEqual([]);
@@ -402,7 +441,11 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         const first = s.commit({
           messages: [message("m1"), message("m2")],
           // each device gets m1 twice in one batch (queued, then given its seq): the later row wins
-          deliveries: [...devs.map((d, i) => delivery(d, "m1", i + 1)), ...devs.map((d, i) => delivery(d, "m1", i + 1, { seq: 7 })), ...devs.map((d, i) => delivery(d, "m2", n + i + 1))],
+          deliveries: [
+            ...devs.map((d, i) => delivery(d, "m1", i + 1)),
+            ...devs.map((d, i) => delivery(d, "m1", i + 1, { seq: 7 })),
+            ...devs.map((d, i) => delivery(d, "m2", n + i + 1)),
+          ],
           counters: devs.map((d, i) => ({ device: d, lastSeq: i, ackedSeq: 0 })),
           receipts: devs.map((d, i) => receipt("m1", d, { seq: i })),
         });

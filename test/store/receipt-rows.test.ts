@@ -48,10 +48,18 @@ function receipts(n: number, seed: number, firstId = 1): Receipt[] {
 
 describe("receipts rows", () => {
   it("read back exactly what a commit wrote, in rows of at most RECEIPTS_PER_ROW", () => {
-    for (const [n, seed] of [[1, 1], [2, 7], [37, 11], [RECEIPTS_PER_ROW, 3], [RECEIPTS_PER_ROW * 2 + 3, 5]] as const) {
+    for (const [n, seed] of [
+      [1, 1],
+      [2, 7],
+      [37, 11],
+      [RECEIPTS_PER_ROW, 3],
+      [RECEIPTS_PER_ROW * 2 + 3, 5],
+    ] as const) {
       const all = receipts(n, seed, 41);
       const rows = rowsOf(all);
-      expect(rows.map((r) => r.count)).toEqual(Array.from({ length: Math.ceil(n / RECEIPTS_PER_ROW) }, (_, i) => Math.min(RECEIPTS_PER_ROW, n - i * RECEIPTS_PER_ROW)));
+      expect(rows.map((r) => r.count)).toEqual(
+        Array.from({ length: Math.ceil(n / RECEIPTS_PER_ROW) }, (_, i) => Math.min(RECEIPTS_PER_ROW, n - i * RECEIPTS_PER_ROW)),
+      );
       expect(rows.flatMap((r) => decodeRow(r) ?? [])).toEqual(all);
       for (const r of rows) expect(r.id).toBe((decodeRow(r)?.at(-1) as Receipt).id);
     }

@@ -79,7 +79,12 @@ describeRedis("redis cluster store: liveness and prefixes", () => {
       await a.claimDevice("held-by-a");
       // alive: refreshed every 100 ms, so still there after its first expiry
       await new Promise((r) => setTimeout(r, 400));
-      expect(await a.holders(["held-by-child", "held-by-a"])).toEqual(new Map([["held-by-child", out.trim()], ["held-by-a", a.instance]]));
+      expect(await a.holders(["held-by-child", "held-by-a"])).toEqual(
+        new Map([
+          ["held-by-child", out.trim()],
+          ["held-by-a", a.instance],
+        ]),
+      );
       child.kill("SIGKILL");
       let holders = new Map<string, string>();
       const deadline = Date.now() + 3_000;
@@ -87,7 +92,12 @@ describeRedis("redis cluster store: liveness and prefixes", () => {
         holders = await a.holders(["held-by-child", "held-by-a"]);
         await new Promise((r) => setTimeout(r, 50));
       }
-      expect(holders).toEqual(new Map([["held-by-child", ""], ["held-by-a", a.instance]]));
+      expect(holders).toEqual(
+        new Map([
+          ["held-by-child", ""],
+          ["held-by-a", a.instance],
+        ]),
+      );
     } finally {
       child.kill("SIGKILL");
     }
@@ -140,13 +150,19 @@ describeRedis("redis cluster store: commands, round trips and bytes of a push ac
       const s1 = await stats();
       const calls = (s1.calls - s0.calls) / per;
       const reads = (s1.reads - s0.reads - 1) / per;
-      return { calls, reads, text: `${calls.toFixed(2)} scripts, ${reads.toFixed(2)} server reads, ${((s1.bytesIn - s0.bytesIn) / per).toFixed(0)} bytes in, ${((s1.bytesOut - s0.bytesOut - s0.infoBytes) / per).toFixed(0)} bytes out` };
+      return {
+        calls,
+        reads,
+        text: `${calls.toFixed(2)} scripts, ${reads.toFixed(2)} server reads, ${((s1.bytesIn - s0.bytesIn) / per).toFixed(0)} bytes in, ${((s1.bytesOut - s0.bytesOut - s0.infoBytes) / per).toFixed(0)} bytes out`,
+      };
     };
     const queuedAt = async (devices: readonly string[]): Promise<void> => {
       await until(() => devices.every((d) => heard[1]?.some((e) => e.kind === "queued" && e.devices.includes(d)) === true), "queued at b");
       (heard[1] as ClusterEvent[]).length = 0;
     };
-    const pushBody = (id: string, i: number): { messages: ReturnType<typeof message>[] } => ({ messages: [message(id, { topic: "", device: "dev", payload: new Uint8Array(100).fill(i) })] });
+    const pushBody = (id: string, i: number): { messages: ReturnType<typeof message>[] } => ({
+      messages: [message(id, { topic: "", device: "dev", payload: new Uint8Array(100).fill(i) })],
+    });
 
     const held = await b.claimDevice("dev");
     const fence = [{ device: "dev", epoch: held.epoch }];
@@ -158,8 +174,18 @@ describeRedis("redis cluster store: commands, round trips and bytes of a push ac
         await a.commit({ ...pushBody(id, i), deliveries: [delivery("dev", id, i)], receipts: [receipt(id, "dev", { topic: "" })] });
         await queuedAt(["dev"]);
         expect((await b.readQueue("dev")).deliveries.map((d) => d.messageId)).toEqual([id]);
-        await b.commit({ fence, deliveries: [delivery("dev", id, i, { seq: i })], counters: [{ device: "dev", lastSeq: i, ackedSeq: i - 1 }], receipts: [receipt(id, "dev", { state: "sent", seq: i, topic: "" })] });
-        await b.commit({ fence, removeDeliveries: [{ device: "dev", messageId: id }], counters: [{ device: "dev", lastSeq: i, ackedSeq: i }], receipts: [receipt(id, "dev", { state: "delivered", seq: i, topic: "" })] });
+        await b.commit({
+          fence,
+          deliveries: [delivery("dev", id, i, { seq: i })],
+          counters: [{ device: "dev", lastSeq: i, ackedSeq: i - 1 }],
+          receipts: [receipt(id, "dev", { state: "sent", seq: i, topic: "" })],
+        });
+        await b.commit({
+          fence,
+          removeDeliveries: [{ device: "dev", messageId: id }],
+          counters: [{ device: "dev", lastSeq: i, ackedSeq: i }],
+          receipts: [receipt(id, "dev", { state: "delivered", seq: i, topic: "" })],
+        });
       }
     }, PUSHES);
 
@@ -172,11 +198,25 @@ describeRedis("redis cluster store: commands, round trips and bytes of a push ac
     const fanout = await measure(async () => {
       for (let r = 1; r <= ROUNDS; r++) {
         const id = `t-${r}`;
-        await a.commit({ messages: [message(id, { topic: "news", payload: new Uint8Array(100).fill(r) })], deliveries: devices.map((d) => delivery(d, id, 100 + r)), receipts: devices.map((d) => receipt(id, d)) });
+        await a.commit({
+          messages: [message(id, { topic: "news", payload: new Uint8Array(100).fill(r) })],
+          deliveries: devices.map((d) => delivery(d, id, 100 + r)),
+          receipts: devices.map((d) => receipt(id, d)),
+        });
         await queuedAt(devices);
         await Promise.all(devices.map((d) => b.readQueue(d)));
-        await b.commit({ fence: fanFence, deliveries: devices.map((d) => delivery(d, id, 100 + r, { seq: r })), counters: devices.map((d) => ({ device: d, lastSeq: r, ackedSeq: r - 1 })), receipts: devices.map((d) => receipt(id, d, { state: "sent", seq: r })) });
-        await b.commit({ fence: fanFence, removeDeliveries: devices.map((d) => ({ device: d, messageId: id })), counters: devices.map((d) => ({ device: d, lastSeq: r, ackedSeq: r })), receipts: devices.map((d) => receipt(id, d, { state: "delivered", seq: r })) });
+        await b.commit({
+          fence: fanFence,
+          deliveries: devices.map((d) => delivery(d, id, 100 + r, { seq: r })),
+          counters: devices.map((d) => ({ device: d, lastSeq: r, ackedSeq: r - 1 })),
+          receipts: devices.map((d) => receipt(id, d, { state: "sent", seq: r })),
+        });
+        await b.commit({
+          fence: fanFence,
+          removeDeliveries: devices.map((d) => ({ device: d, messageId: id })),
+          counters: devices.map((d) => ({ device: d, lastSeq: r, ackedSeq: r })),
+          receipts: devices.map((d) => receipt(id, d, { state: "delivered", seq: r })),
+        });
       }
     }, ROUNDS * N);
     await c.close();

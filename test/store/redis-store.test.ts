@@ -78,10 +78,24 @@ describeRedis("redis store: nothing left behind", () => {
   it("leaves only its counters once deliveries are removed, messages and receipts pruned and devices deleted", async () => {
     const prefix = freshPrefix();
     const s = await openRedisStore({ url: server().url, keyPrefix: prefix });
-    await s.putDevice({ id: "dev-a", psk: { identity: "p", key: new Uint8Array([1]) }, certIdentity: "c", revoked: false, topics: [], createdAt: 1, updatedAt: 1 });
+    await s.putDevice({
+      id: "dev-a",
+      psk: { identity: "p", key: new Uint8Array([1]) },
+      certIdentity: "c",
+      revoked: false,
+      topics: [],
+      createdAt: 1,
+      updatedAt: 1,
+    });
     await s.commit(pushBatch(1, { subscribe: [{ device: "dev-b", topic: "t" }] }));
     await s.commit(pushBatch(2));
-    await s.commit({ removeDeliveries: [{ device: "dev-a", messageId: "m-1" }, { device: "dev-b", messageId: "m-1" }, { device: "dev-a", messageId: "m-2" }] });
+    await s.commit({
+      removeDeliveries: [
+        { device: "dev-a", messageId: "m-1" },
+        { device: "dev-b", messageId: "m-1" },
+        { device: "dev-a", messageId: "m-2" },
+      ],
+    });
     expect(await s.receiptsForMessage("m-1")).toHaveLength(2);
     // m-2 is still queued for dev-b: kept; m-1 is not referenced: pruned with every receipt
     expect(await s.prune(Number.MAX_SAFE_INTEGER)).toBe(1);
@@ -123,7 +137,9 @@ describeRedis("redis store: pipelining", () => {
     const bytesIn = (after.get("total_net_input_bytes") ?? 0) - (before.get("total_net_input_bytes") ?? 0);
     const bytesOut = (after.get("total_net_output_bytes") ?? 0) - (before.get("total_net_output_bytes") ?? 0);
     // the figures docs/store.md quotes
-    console.log(`redis store: ${N} commits back to back: ${reads} server reads, ${(bytesIn / N).toFixed(0)} bytes in and ${(bytesOut / N).toFixed(0)} bytes out per commit`);
+    console.log(
+      `redis store: ${N} commits back to back: ${reads} server reads, ${(bytesIn / N).toFixed(0)} bytes in and ${(bytesOut / N).toFixed(0)} bytes out per commit`,
+    );
     expect(reads).toBeLessThan(N / 10);
     expect(results.flat().map((r) => r.id)).toEqual(Array.from({ length: 2 * N }, (_, i) => i + 1));
     expect(await storedPrefix(s, N + 1)).toBe(N);
@@ -307,12 +323,23 @@ describeRedis("redis store: memory in Redis", () => {
       const registry: Promise<unknown>[] = [];
       for (let i = 0; i < N; i++) {
         const id = `sensor-${String(i).padStart(6, "0")}`;
-        registry.push(s.putDevice({ id, psk: { identity: `psk-${id}`, key: new Uint8Array(32).fill(1) }, revoked: false, topics: ["fleet"], createdAt: 1_700_000_000_000, updatedAt: 1_700_000_000_000 }));
+        registry.push(
+          s.putDevice({
+            id,
+            psk: { identity: `psk-${id}`, key: new Uint8Array(32).fill(1) },
+            revoked: false,
+            topics: ["fleet"],
+            createdAt: 1_700_000_000_000,
+            updatedAt: 1_700_000_000_000,
+          }),
+        );
         registry.push(s.commit({ counters: [{ device: id, lastSeq: 12, ackedSeq: 12 }], subscribe: [{ device: id, topic: "alerts" }] }));
       }
       await Promise.all(registry);
       const perDevice = ((await used()) - mid) / N;
-      console.log(`redis store memory: ${perMessage.toFixed(0)} bytes per queued message (100-byte payload, one delivery, one receipt), ${perDevice.toFixed(0)} bytes per device (PSK, counters, one subscription)`);
+      console.log(
+        `redis store memory: ${perMessage.toFixed(0)} bytes per queued message (100-byte payload, one delivery, one receipt), ${perDevice.toFixed(0)} bytes per device (PSK, counters, one subscription)`,
+      );
       expect(perMessage).toBeLessThan(2_000);
       expect(perDevice).toBeLessThan(1_000);
       await c.close();
@@ -330,7 +357,8 @@ describeRedis("redis store: round trips per push through the delivery engine", (
       const info = await c.info("all");
       const num = (re: RegExp): number => Number(re.exec(info)?.[1] ?? 0);
       return {
-        calls: num(/cmdstat_evalsha:calls=(\d+)/) + num(/cmdstat_hget:calls=(\d+)/) + num(/cmdstat_zrange:calls=(\d+)/) + num(/cmdstat_hset:calls=(\d+)/),
+        calls:
+          num(/cmdstat_evalsha:calls=(\d+)/) + num(/cmdstat_hget:calls=(\d+)/) + num(/cmdstat_zrange:calls=(\d+)/) + num(/cmdstat_hset:calls=(\d+)/),
         reads: num(/total_reads_processed:(\d+)/),
         bytesIn: num(/total_net_input_bytes:(\d+)/),
         bytesOut: num(/total_net_output_bytes:(\d+)/),

@@ -6,7 +6,8 @@ import { expect } from "vitest";
 import { openSqliteStore, StoreError } from "../../src/store/index.ts";
 
 const sqlite = process.getBuiltinModule("node:sqlite") as typeof import("node:sqlite") | undefined;
-if (sqlite === undefined) throw new Error(`the SQLite store tests need node:sqlite, which Node.js ${process.version} lacks; run them with the project's Node 24`);
+if (sqlite === undefined)
+  throw new Error(`the SQLite store tests need node:sqlite, which Node.js ${process.version} lacks; run them with the project's Node 24`);
 export const { DatabaseSync } = sqlite;
 
 /** Every table, index and trigger of the file, with its SQL. */

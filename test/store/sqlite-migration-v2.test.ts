@@ -52,18 +52,60 @@ function writeV2(path: string, extra = ""): void {
   db.exec("PRAGMA user_version = 2");
   const run = (sql: string, ...args: (string | number | Uint8Array | null)[]): void => void db.prepare(sql).run(...args);
   const m = (id: string, topic: string, device: string): void =>
-    run("INSERT INTO messages (id, topic, device, payload, content_type, created_at, expires_at, priority, collapse_key, publisher, signature) VALUES (?, ?, ?, ?, 'text/plain', 1000, 50000, 5, '', 'pub', 'sig')", id, topic, device, new Uint8Array([1, 2, 3]));
+    run(
+      "INSERT INTO messages (id, topic, device, payload, content_type, created_at, expires_at, priority, collapse_key, publisher, signature) VALUES (?, ?, ?, ?, 'text/plain', 1000, 50000, 5, '', 'pub', 'sig')",
+      id,
+      topic,
+      device,
+      new Uint8Array([1, 2, 3]),
+    );
   m("m-uni", "", "dev-a");
   m("m-fan", "news", "");
-  const r = (id: number, count: number, messageId: string, state: string, at: number, reason: string, topic: string, device: string, seq: number, devices: string | null): void =>
+  const r = (
+    id: number,
+    count: number,
+    messageId: string,
+    state: string,
+    at: number,
+    reason: string,
+    topic: string,
+    device: string,
+    seq: number,
+    devices: string | null,
+  ): void =>
     run(
       `INSERT INTO receipts (id, count, msg, message_id, state, at, reason, topic, device, seq, devices)
        VALUES (?, ?, (SELECT n FROM messages WHERE id = ?), ?, ?, ?, ?, ?, ?, ?, ?)`,
-      id, count, messageId, messageId, state, at, reason, topic, device, seq, devices,
+      id,
+      count,
+      messageId,
+      messageId,
+      state,
+      at,
+      reason,
+      topic,
+      device,
+      seq,
+      devices,
     );
   r(1, 1, "m-uni", "queued", AT, "", "", "dev-a", 0, null);
   r(2, 1, "m-uni", "sent", AT + 1, "", "", "dev-a", 5, null);
-  r(5, 3, "m-fan", "queued", AT + 2, "", "news", "", 0, JSON.stringify([["dev-a", 0], ["dev-b", 0], ["dev-c", 0]]));
+  r(
+    5,
+    3,
+    "m-fan",
+    "queued",
+    AT + 2,
+    "",
+    "news",
+    "",
+    0,
+    JSON.stringify([
+      ["dev-a", 0],
+      ["dev-b", 0],
+      ["dev-c", 0],
+    ]),
+  );
   r(6, 1, "m-fan", "delivered", AT + 3, "", "news", "dev-b", 9, null);
   r(7, 1, "gone", "rejected", AT + 4, "queue_full", "", "dev-c", 0, null);
   r(8, 1, "m-late", "queued", AT + 5, "", "", "dev-a", 0, null);
@@ -96,7 +138,12 @@ describe("sqlite store: upgrade from schema version 2", () => {
       // ids continue above 11, the highest version 2 ever gave (10 and 11 were pruned)
       const next = s.commit({
         messages: [message("m-new")],
-        receipts: [receipt("m-new", "dev-a"), receipt("m-fan", "dev-c", { state: "delivered", seq: 3 }), receipt("gone", "dev-a", { state: "rejected" }), receipt("m-late", "dev-a", { state: "sent", seq: 1 })],
+        receipts: [
+          receipt("m-new", "dev-a"),
+          receipt("m-fan", "dev-c", { state: "delivered", seq: 3 }),
+          receipt("gone", "dev-a", { state: "rejected" }),
+          receipt("m-late", "dev-a", { state: "sent", seq: 1 }),
+        ],
       });
       expect(next.map((r) => r.id)).toEqual([12, 13, 14, 15]);
       expect(s.receiptsAfter(9, 100)).toEqual(next);

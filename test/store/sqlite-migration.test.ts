@@ -30,7 +30,14 @@ function writeV1(path: string, extra = ""): void {
   run("INSERT INTO devices VALUES (?, ?, ?, ?, 0, ?, 10, 20)", "dev-a", "psk-a", KEY, "CN=a", '["news"]');
   run("INSERT INTO devices VALUES (?, NULL, NULL, ?, 1, '[]', 11, 21)", "dev-b", "CN=b");
   const m = (id: string, topic: string, device: string, expiresAt: number): void =>
-    run("INSERT INTO messages VALUES (?, ?, ?, ?, 'text/plain', 1000, ?, 5, '', 'pub', 'sig')", id, topic, device, new Uint8Array([1, 2, 3]), expiresAt);
+    run(
+      "INSERT INTO messages VALUES (?, ?, ?, ?, 'text/plain', 1000, ?, 5, '', 'pub', 'sig')",
+      id,
+      topic,
+      device,
+      new Uint8Array([1, 2, 3]),
+      expiresAt,
+    );
   m("m-queued", "", "dev-a", 50_000);
   m("m-sent", "news", "", 50_000);
   m("m-done", "", "dev-b", 50_000);
@@ -41,7 +48,14 @@ function writeV1(path: string, extra = ""): void {
   run("INSERT INTO counters VALUES ('gone', 12, 10)");
   run("INSERT INTO subscriptions VALUES ('dev-a', 'alerts')");
   const r = (messageId: string, device: string, state: string, seq: number, topic: string): void =>
-    run("INSERT INTO receipts (message_id, device, state, at, reason, seq, topic) VALUES (?, ?, ?, 2000, '', ?, ?)", messageId, device, state, seq, topic);
+    run(
+      "INSERT INTO receipts (message_id, device, state, at, reason, seq, topic) VALUES (?, ?, ?, 2000, '', ?, ?)",
+      messageId,
+      device,
+      state,
+      seq,
+      topic,
+    );
   r("m-queued", "dev-a", "queued", 0, "");
   r("m-sent", "dev-a", "queued", 0, "news");
   r("m-sent", "dev-a", "sent", 4, "news");

@@ -8,7 +8,8 @@ import { delivery, describeStoreContract, device, message, receipt } from "./con
 
 // node:sqlite is in Node.js 22.13+; say so plainly when these tests run on an older one.
 const sqlite = process.getBuiltinModule("node:sqlite") as typeof import("node:sqlite") | undefined;
-if (sqlite === undefined) throw new Error(`the SQLite store tests need node:sqlite, which Node.js ${process.version} lacks; run them with the project's Node 24`);
+if (sqlite === undefined)
+  throw new Error(`the SQLite store tests need node:sqlite, which Node.js ${process.version} lacks; run them with the project's Node 24`);
 const { DatabaseSync } = sqlite;
 
 const dir = mkdtempSync(join(tmpdir(), "dtlspush-store-"));
@@ -203,9 +204,19 @@ describe("sqlite store", () => {
     const db = new DatabaseSync(path, { readOnly: true });
     try {
       // 600 receipts: 2 rows (500 a row); 300: 1 row; then 1
-      expect(db.prepare("SELECT count FROM receipts ORDER BY id").all().map((r) => r["count"])).toEqual([500, 100, 300, 1]);
+      expect(
+        db
+          .prepare("SELECT count FROM receipts ORDER BY id")
+          .all()
+          .map((r) => r["count"]),
+      ).toEqual([500, 100, 300, 1]);
       expect(db.prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name LIKE 'receipt%'").all()).toEqual([]);
-      expect(db.prepare("SELECT message_id FROM receipt_orphans").all().map((r) => r["message_id"])).toEqual(["never-stored"]);
+      expect(
+        db
+          .prepare("SELECT message_id FROM receipt_orphans")
+          .all()
+          .map((r) => r["message_id"]),
+      ).toEqual(["never-stored"]);
     } finally {
       db.close();
     }
@@ -242,7 +253,10 @@ describe("sqlite store", () => {
     const orphans = (): unknown[] => {
       const db = new DatabaseSync(path, { readOnly: true });
       try {
-        return db.prepare("SELECT message_id FROM receipt_orphans ORDER BY message_id").all().map((r) => r["message_id"]);
+        return db
+          .prepare("SELECT message_id FROM receipt_orphans ORDER BY message_id")
+          .all()
+          .map((r) => r["message_id"]);
       } finally {
         db.close();
       }

@@ -17,7 +17,8 @@ import { delivery, device, message, receipt } from "./contract.ts";
 import { describeAsyncStoreContract, pushBatch, rejection } from "./store-contract.ts";
 
 const sqlite = process.getBuiltinModule("node:sqlite") as typeof import("node:sqlite") | undefined;
-if (sqlite === undefined) throw new Error(`the worker store tests need node:sqlite, which Node.js ${process.version} lacks; run them with the project's Node 24`);
+if (sqlite === undefined)
+  throw new Error(`the worker store tests need node:sqlite, which Node.js ${process.version} lacks; run them with the project's Node 24`);
 
 const FIXTURE = fileURLToPath(new URL("./fixtures/worker-commit-loop.ts", import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), "dtlspush-worker-store-"));
@@ -156,7 +157,9 @@ describe("worker store: group commit", () => {
   it("bounds a group by rows: a batch that would take a group past 50,000 rows starts the next one", async () => {
     const s = await openWorkerStore(freshPath());
     // removals of absent rows: cheap statements, counted as rows all the same
-    const rows = (k: number, from: number): WriteBatch => ({ unsubscribe: Array.from({ length: k }, (_, i) => ({ device: "d", topic: `t-${from + i}` })) });
+    const rows = (k: number, from: number): WriteBatch => ({
+      unsubscribe: Array.from({ length: k }, (_, i) => ({ device: "d", topic: `t-${from + i}` })),
+    });
     const release = s.hold();
     const commits = [s.commit(rows(30_000, 0)), s.commit(rows(10_000, 1e6)), s.commit(rows(10_001, 2e6)), s.commit(rows(1, 3e6))];
     release();
@@ -182,7 +185,10 @@ describe("worker store: group commit", () => {
     expect(outcomes.slice(0, 4).map((o) => o.status)).toEqual(["fulfilled", "fulfilled", "fulfilled", "fulfilled"]);
     const fifth = outcomes[4] as PromiseRejectedResult;
     expect(fifth.reason).toBeInstanceOf(StoreError);
-    expect(fifth.reason).toMatchObject({ code: "duplicate_message", message: 'Message id "m-2" is already stored; nothing of the batch was applied.' });
+    expect(fifth.reason).toMatchObject({
+      code: "duplicate_message",
+      message: 'Message id "m-2" is already stored; nothing of the batch was applied.',
+    });
     for (const o of outcomes.slice(5)) {
       expect(o.status).toBe("rejected");
       expect((o as PromiseRejectedResult).reason).toMatchObject({ code: "store_failed" });
@@ -299,9 +305,7 @@ function storedBatches(path: string): number {
     expect(state.subscriptions).toHaveLength(k);
     expect(state.counters).toEqual(k === 0 ? [] : [{ device: "dev-0", lastSeq: k, ackedSeq: k - 1 }]);
     const receipts = file.receiptsAfter(0, 10 * k + 10);
-    expect(receipts.map((r) => `${r.id}:${r.messageId}`)).toEqual(
-      Array.from({ length: 3 * k }, (_, i) => `${i + 1}:m-${Math.floor(i / 3) + 1}`),
-    );
+    expect(receipts.map((r) => `${r.id}:${r.messageId}`)).toEqual(Array.from({ length: 3 * k }, (_, i) => `${i + 1}:m-${Math.floor(i / 3) + 1}`));
     expect(file.getMessage(`m-${k + 1}`)).toBeUndefined();
     return k;
   } finally {

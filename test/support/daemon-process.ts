@@ -60,7 +60,10 @@ export class ProcessScope {
   dtlspush(args: readonly string[], cwd: string, env: Record<string, string>): Proc {
     const t0 = performance.now();
     // one daemon process unless a test asks for workers (cluster.workers defaults to the cores with Redis)
-    const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, DTLSPUSH_DEBUG: "", DTLSPUSH_CLUSTER_WORKERS: "1", ...env } });
+    const child = spawn(process.execPath, [BIN, ...args], {
+      cwd,
+      env: { ...process.env, DTLSPUSH_DEBUG: "", DTLSPUSH_CLUSTER_WORKERS: "1", ...env },
+    });
     this.children.add(child);
     let stdout = "";
     let stderr = "";
@@ -77,7 +80,11 @@ export class ProcessScope {
   }
 
   /** A finished command: its code and output (rejects after PROCESS_BOUND_MS). */
-  async command(args: readonly string[], cwd: string, env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+  async command(
+    args: readonly string[],
+    cwd: string,
+    env: Record<string, string>,
+  ): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
     const p = this.dtlspush(args, cwd, env);
     let timer: NodeJS.Timeout | undefined;
     const bound = new Promise<never>(

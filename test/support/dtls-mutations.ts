@@ -107,7 +107,15 @@ export function mutate(d: Uint8Array, m: Mutation): Uint8Array[] {
       const s = pick(recs, m.b);
       const [x, y] = r[0] < s[0] ? [r, s] : [s, r];
       if (x === y) return [out];
-      return [new Uint8Array([...d.subarray(0, x[0]), ...d.subarray(y[0], y[1]), ...d.subarray(x[1], y[0]), ...d.subarray(x[0], x[1]), ...d.subarray(y[1])])];
+      return [
+        new Uint8Array([
+          ...d.subarray(0, x[0]),
+          ...d.subarray(y[0], y[1]),
+          ...d.subarray(x[1], y[0]),
+          ...d.subarray(x[0], x[1]),
+          ...d.subarray(y[1]),
+        ]),
+      ];
     }
     case "insert bytes": {
       const at = m.b % (d.length + 1);
@@ -156,5 +164,14 @@ export function clientHelloExtensions(d: Uint8Array, rec: number): [number, numb
 export const mutation: fc.Arbitrary<Mutation> = fc.oneof(
   { weight: 4, arbitrary: fc.record({ stage: fc.integer({ min: 0, max: 4 }), op: fc.constantFrom(...OPS), a: fc.nat(), b: fc.nat(), v: fc.nat() }) },
   // the ClientHello with its cookie: what is not covered by the cookie reaches the handshake
-  { weight: 1, arbitrary: fc.record({ stage: fc.constant(1), op: fc.constantFrom<Op>("extensions byte", "extension length"), a: fc.nat(), b: fc.nat(), v: fc.nat() }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      stage: fc.constant(1),
+      op: fc.constantFrom<Op>("extensions byte", "extension length"),
+      a: fc.nat(),
+      b: fc.nat(),
+      v: fc.nat(),
+    }),
+  },
 );

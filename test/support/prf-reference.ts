@@ -12,7 +12,9 @@ export function refPrf(alg: HashName, secret: Uint8Array, label: string, seed: U
   let a: Buffer = labelSeed; // A(0)
   while (total < length) {
     a = createHmac(alg, secret).update(a).digest(); // A(i)
-    const block = createHmac(alg, secret).update(Buffer.concat([a, labelSeed])).digest();
+    const block = createHmac(alg, secret)
+      .update(Buffer.concat([a, labelSeed]))
+      .digest();
     chunks.push(block);
     total += block.length;
   }

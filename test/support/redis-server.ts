@@ -96,15 +96,24 @@ export class RedisServer {
 
   private async launch(): Promise<void> {
     const args = [
-      "--port", String(this.port),
-      "--bind", "127.0.0.1",
-      "--dir", this.dir,
-      "--save", "",
-      "--appendonly", this.options.appendonly === false ? "no" : "yes",
-      "--appendfsync", this.options.appendfsync ?? "always",
-      "--daemonize", "no",
-      "--logfile", "",
-      "--loglevel", "warning",
+      "--port",
+      String(this.port),
+      "--bind",
+      "127.0.0.1",
+      "--dir",
+      this.dir,
+      "--save",
+      "",
+      "--appendonly",
+      this.options.appendonly === false ? "no" : "yes",
+      "--appendfsync",
+      this.options.appendfsync ?? "always",
+      "--daemonize",
+      "no",
+      "--logfile",
+      "",
+      "--loglevel",
+      "warning",
       ...(this.options.password === undefined ? [] : ["--requirepass", this.options.password]),
     ];
     const child = spawn("redis-server", args, { cwd: this.dir, stdio: ["ignore", "ignore", "pipe"] });

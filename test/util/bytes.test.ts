@@ -191,9 +191,7 @@ describe("ByteReader vectors", () => {
     expect(hex(new ByteReader(fromHex("02aabb")).vec8("v", 2, 3))).toBe("aabb");
     expect(hex(new ByteReader(fromHex("03aabbcc")).vec8("v", 2, 3))).toBe("aabbcc");
     expect(decodeErrorOf(() => new ByteReader(fromHex("01aa")).vec8("v", 2, 3)).message).toContain("v length 1 outside 2..3");
-    expect(decodeErrorOf(() => new ByteReader(fromHex("04aabbccdd")).vec8("v", 2, 3)).message).toContain(
-      "v length 4 outside 2..3",
-    );
+    expect(decodeErrorOf(() => new ByteReader(fromHex("04aabbccdd")).vec8("v", 2, 3)).message).toContain("v length 4 outside 2..3");
     // default bounds 0..255
     const full = new Uint8Array(256);
     full[0] = 255;
@@ -352,9 +350,7 @@ describe("ByteWriter", () => {
       fc.integer({ min: 0, max: 0xffffff }).map((v) => ({ k: "u24" as const, v })),
       fc.bigInt({ min: 0n, max: 0xffffffffn }).map((v) => ({ k: "u32" as const, v: Number(v) })),
       fc.bigInt({ min: 0n, max: 2n ** 48n - 1n }).map((v) => ({ k: "u48" as const, v: Number(v) })),
-      fc
-        .tuple(fc.constantFrom("vec8" as const, "vec16" as const, "vec24" as const), fc.uint8Array({ maxLength: 40 }))
-        .map(([k, b]) => ({ k, b })),
+      fc.tuple(fc.constantFrom("vec8" as const, "vec16" as const, "vec24" as const), fc.uint8Array({ maxLength: 40 })).map(([k, b]) => ({ k, b })),
     );
     fc.assert(
       fc.property(fc.array(op, { maxLength: 30 }), fc.integer({ min: 1, max: 64 }), (ops, initial) => {

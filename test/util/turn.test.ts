@@ -120,7 +120,10 @@ describe("TurnOutbox", () => {
     const { box, sent } = recorder(1000);
     for (let i = 0; i < 5; i++) box.push("a", A, new Uint8Array(300));
     await turn();
-    expect(sent.map((s) => s.sizes)).toEqual([[300, 300, 300], [300, 300]]);
+    expect(sent.map((s) => s.sizes)).toEqual([
+      [300, 300, 300],
+      [300, 300],
+    ]);
     for (const s of sent) expect(s.sizes.reduce((x, y) => x + y, 0)).toBeLessThanOrEqual(1000);
   });
 

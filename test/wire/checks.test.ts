@@ -84,18 +84,38 @@ describe("field tables from the generator's file descriptor", () => {
     ["sint64", 18],
     ["fixed32", 7],
   ])("refuse to load a schema with a %s field, which the checks do not know", (_name, type) => {
-    expect(() => buildRules(fileWith((m) => (msg(m, "Hello").field[0] as { type: number }).type = type))).toThrow(/does not know the type/);
+    expect(() => buildRules(fileWith((m) => ((msg(m, "Hello").field[0] as { type: number }).type = type)))).toThrow(/does not know the type/);
   });
 });
 
 describe("decoding checks the generated decoder does not make", () => {
   it("refuses a uint64 above 2^53-1 in a packed repeated field and in a nested message", () => {
-    const packed = rawFrame(ACK, (w) => w.uint32((3 << 3) | 2).fork().uint32(1).uint64(2 ** 53).ldelim());
+    const packed = rawFrame(ACK, (w) =>
+      w
+        .uint32((3 << 3) | 2)
+        .fork()
+        .uint32(1)
+        .uint64(2 ** 53)
+        .ldelim(),
+    );
     expect(wireErrorOf(() => decodeFrame(packed)).message).toMatch(/Ack\.rejected is above 2\^53-1/);
-    const nested = rawFrame(ACK, (w) => w.uint32((2 << 3) | 2).fork().uint32(8).uint64(2 ** 60).ldelim());
+    const nested = rawFrame(ACK, (w) =>
+      w
+        .uint32((2 << 3) | 2)
+        .fork()
+        .uint32(8)
+        .uint64(2 ** 60)
+        .ldelim(),
+    );
     expect(wireErrorOf(() => decodeFrame(nested)).message).toMatch(/SeqRange\.first is above 2\^53-1/);
     // 2^53-1 itself is exact and accepted, packed too
-    const max = rawFrame(ACK, (w) => w.uint32((3 << 3) | 2).fork().uint64(Number.MAX_SAFE_INTEGER).ldelim());
+    const max = rawFrame(ACK, (w) =>
+      w
+        .uint32((3 << 3) | 2)
+        .fork()
+        .uint64(Number.MAX_SAFE_INTEGER)
+        .ldelim(),
+    );
     expect(decodeFrame(max)).toMatchObject({ kind: "ack", ack: { rejected: [Number.MAX_SAFE_INTEGER] } });
   });
 
@@ -122,7 +142,14 @@ describe("decoding checks the generated decoder does not make", () => {
     expect(wireErrorOf(() => decodeFrame(rawFrame(WELCOME, (w) => w.uint32((11 << 3) | 2).bytes(bad)))).message).toMatch(
       /Welcome\.topics is not valid UTF-8/,
     );
-    const inPublishAck = rawFrame(6, (w) => w.uint32((3 << 3) | 2).fork().uint32((2 << 3) | 2).bytes(bad).ldelim());
+    const inPublishAck = rawFrame(6, (w) =>
+      w
+        .uint32((3 << 3) | 2)
+        .fork()
+        .uint32((2 << 3) | 2)
+        .bytes(bad)
+        .ldelim(),
+    );
     expect(wireErrorOf(() => decodeFrame(inPublishAck)).message).toMatch(/Error\.message is not valid UTF-8/);
     // valid multi-byte UTF-8 passes
     expect(decodeFrame(rawFrame(PUSH, (w) => w.uint32((3 << 3) | 2).string("größe/✓")))).toMatchObject({ push: { topic: "größe/✓" } });

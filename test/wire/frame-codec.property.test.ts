@@ -65,18 +65,27 @@ describe("round trip properties", () => {
 
 describe("hostile input", () => {
   it("random bytes decode or throw WireError, nothing else", () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => decodeOrWireError(bytes)), { ...FC, numRuns: 2000 });
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => decodeOrWireError(bytes)),
+      { ...FC, numRuns: 2000 },
+    );
   });
 
   it("valid frames with bytes changed decode or throw WireError", () => {
     const frames = FULL.map((f) => encodeFrame(f));
     const arb = fc
-      .record({ which: fc.nat({ max: frames.length - 1 }), edits: fc.array(fc.tuple(fc.nat(), fc.nat({ max: 255 })), { minLength: 1, maxLength: 4 }) })
+      .record({
+        which: fc.nat({ max: frames.length - 1 }),
+        edits: fc.array(fc.tuple(fc.nat(), fc.nat({ max: 255 })), { minLength: 1, maxLength: 4 }),
+      })
       .map(({ which, edits }) => {
         const bytes = new Uint8Array(frames[which] as Uint8Array);
         for (const [at, value] of edits) bytes[at % bytes.length] = value;
         return bytes;
       });
-    fc.assert(fc.property(arb, (bytes) => decodeOrWireError(bytes)), { ...FC, numRuns: 2000 });
+    fc.assert(
+      fc.property(arb, (bytes) => decodeOrWireError(bytes)),
+      { ...FC, numRuns: 2000 },
+    );
   });
 });

@@ -34,7 +34,9 @@ describe("round trip", () => {
     for (const frame of DEFAULTS) {
       const bytes = encodeFrame(frame);
       // Welcome.limits is a message: present (even empty) means written, 2 more bytes.
-      expect(hex(bytes), frame.kind).toBe(frame.kind === "welcome" ? "12024200" : hex(encodeFrame({ kind: frame.kind, [frame.kind]: {} } as FrameInit)));
+      expect(hex(bytes), frame.kind).toBe(
+        frame.kind === "welcome" ? "12024200" : hex(encodeFrame({ kind: frame.kind, [frame.kind]: {} } as FrameInit)),
+      );
     }
   });
 
@@ -99,7 +101,10 @@ describe("forward compatibility", () => {
       w.uint32((100 << 3) | 2).bytes(Uint8Array.of(1, 2, 3)); // unknown LEN
       w.uint32((101 << 3) | 5).fixed32(7); // unknown I32
       w.uint32((102 << 3) | 1).fixed64(8); // unknown I64
-      w.uint32((103 << 3) | 3).uint32((1 << 3) | 0).uint32(1).uint32((103 << 3) | 4); // unknown group
+      w.uint32((103 << 3) | 3)
+        .uint32((1 << 3) | 0)
+        .uint32(1)
+        .uint32((103 << 3) | 4); // unknown group
       w.uint32((3 << 3) | 2).string("after"); // topic, after the unknowns
     });
     expect(decodeFrame(bytes)).toMatchObject({ kind: "push", push: { seq: 5, topic: "after" } });
@@ -122,7 +127,11 @@ describe("forward compatibility", () => {
     const w = Writer.create();
     w.uint32((4 << 3) | 2).fork();
     w.uint32((3 << 3) | 0).uint32(10);
-    w.uint32((3 << 3) | 2).fork().uint32(11).uint64(2 ** 40).ldelim();
+    w.uint32((3 << 3) | 2)
+      .fork()
+      .uint32(11)
+      .uint64(2 ** 40)
+      .ldelim();
     w.uint32((3 << 3) | 0).uint32(12);
     w.ldelim();
     expect(decodeFrame(w.finish())).toEqual({ kind: "ack", ack: { cumulative: 0, ranges: [], rejected: [10, 11, 2 ** 40, 12] } });

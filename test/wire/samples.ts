@@ -51,7 +51,14 @@ export const FULL: readonly FrameBody[] = [
   },
   {
     kind: "ack",
-    ack: { cumulative: 41, ranges: [{ first: 43, last: 45 }, { first: 50, last: MAX_SAFE }], rejected: [44, 2 ** 35] },
+    ack: {
+      cumulative: 41,
+      ranges: [
+        { first: 43, last: 45 },
+        { first: 50, last: MAX_SAFE },
+      ],
+      rejected: [44, 2 ** 35],
+    },
   },
   {
     kind: "publish",

@@ -62,12 +62,16 @@ function withNewline(pem: string): string {
 export async function resolveBenchCa(o: CaSource): Promise<BenchCa> {
   const cfg = o.config;
   if (cfg !== undefined && cfg.dtls.clientAuth === "none") {
-    throw new CliError(`--cert: ${o.daemon} accepts no device certificates (dtls.client_auth = "none"); set dtls.client_auth = "request", or bench without --cert`);
+    throw new CliError(
+      `--cert: ${o.daemon} accepts no device certificates (dtls.client_auth = "none"); set dtls.client_auth = "request", or bench without --cert`,
+    );
   }
   let dir: string;
   if (o.caDir !== undefined) dir = o.caDir;
   else if (cfg === undefined) {
-    throw new CliError(`--cert: ${o.daemon} is not on this machine, so its device CA is unknown; give --ca-dir DIR holding the CA's ca.pem and ca.key`);
+    throw new CliError(
+      `--cert: ${o.daemon} is not on this machine, so its device CA is unknown; give --ca-dir DIR holding the CA's ca.pem and ca.key`,
+    );
   } else if (cfg.dtls.clientCa !== undefined) {
     throw new CliError(
       `--cert: ${o.daemon} trusts device certificates issued by ${cfg.dtls.clientCa} (dtls.client_ca), not its development CA; give --ca-dir DIR holding that CA's ca.pem and ca.key`,
@@ -78,7 +82,9 @@ export async function resolveBenchCa(o: CaSource): Promise<BenchCa> {
   const certPem = await readOptional(paths.cert);
   const keyPem = await readOptional(paths.key);
   if (certPem === undefined || keyPem === undefined) {
-    const missing = [certPem === undefined ? paths.cert : undefined, keyPem === undefined ? paths.key : undefined].filter((p) => p !== undefined).join(" and ");
+    const missing = [certPem === undefined ? paths.cert : undefined, keyPem === undefined ? paths.key : undefined]
+      .filter((p) => p !== undefined)
+      .join(" and ");
     const what = keyPem === undefined ? (certPem === undefined ? "CA certificate and key" : "CA key") : "CA certificate";
     const todo =
       o.caDir !== undefined

@@ -83,7 +83,15 @@ export class DeviceFleet {
   constructor(identities: readonly DeviceIdentity[], o: DeviceFleetOptions) {
     this.o = o;
     this.verify = o.verify ? createPushVerifier() : acceptAll;
-    this.devices = identities.map((identity) => ({ identity, conn: undefined, session: undefined, deadline: 0, closing: false, saved: undefined, seen: undefined }));
+    this.devices = identities.map((identity) => ({
+      identity,
+      conn: undefined,
+      session: undefined,
+      deadline: 0,
+      closing: false,
+      saved: undefined,
+      seen: undefined,
+    }));
     this.ticker = setInterval(() => this.tick(), TICK_MS);
   }
 
@@ -103,7 +111,10 @@ export class DeviceFleet {
    * `concurrency` at a time. Resolves with the time of each success (ms) and
    * the failures.
    */
-  async connectAll(concurrency: number, progress: (ok: number, failed: number) => void): Promise<{ ok: number; failed: number; errors: string[]; handshakeMs: number[] }> {
+  async connectAll(
+    concurrency: number,
+    progress: (ok: number, failed: number) => void,
+  ): Promise<{ ok: number; failed: number; errors: string[]; handshakeMs: number[] }> {
     const result = { ok: 0, failed: 0, errors: [] as string[], handshakeMs: [] as number[] };
     let next = 0;
     const lane = async (): Promise<void> => {
@@ -210,7 +221,10 @@ export class DeviceFleet {
         this.stats.rejected++;
       });
       session.on("bye", (reason) =>
-        fail(`the server ended the session${reason !== undefined && reason.message !== "" ? `: ${reason.message}` : ""}`, `bye:${errorCodeName(reason?.code ?? 0)}`),
+        fail(
+          `the server ended the session${reason !== undefined && reason.message !== "" ? `: ${reason.message}` : ""}`,
+          `bye:${errorCodeName(reason?.code ?? 0)}`,
+        ),
       );
       session.on("stale", () => fail(welcomed ? "no word from the server for several heartbeats" : "the server did not answer the Hello", "stale"));
       conn.on("data", (data) => session.receive(data, Date.now()));

@@ -46,7 +46,11 @@ export interface ResumedPhase extends Omit<HandshakeResult, "resumed"> {
 }
 
 /** One phase of churn: the devices' and the daemon's figures. */
-async function churnPhase(ctx: RunContext, concurrency: number, resume: boolean): Promise<HandshakeResult & { resumedByDevices: number; daemonResumed: number }> {
+async function churnPhase(
+  ctx: RunContext,
+  concurrency: number,
+  resume: boolean,
+): Promise<HandshakeResult & { resumedByDevices: number; daemonResumed: number }> {
   const c = ctx.config;
   const w0 = await ctx.fleet.flush();
   const m0 = await ctx.target.snapshot();

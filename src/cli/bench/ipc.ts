@@ -169,7 +169,8 @@ export interface WorkerFailure {
   readonly message: string;
 }
 
-export type WorkerMessage = WorkerReady | WorkerIssued | WorkerProgress | WorkerDone | WorkerStats | WorkerFlushed | WorkerClock | WorkerClosed | WorkerFailure;
+export type WorkerMessage =
+  WorkerReady | WorkerIssued | WorkerProgress | WorkerDone | WorkerStats | WorkerFlushed | WorkerClock | WorkerClosed | WorkerFailure;
 
 /** The clock every bench process uses for latencies: wall-clock milliseconds with sub-ms resolution. */
 export function benchNow(): number {

@@ -1,7 +1,26 @@
 /** `dtlspush bench` command line: options, defaults and checks (pure). */
-import { booleanOption, expectPositionals, parseCommandLine, parseHostPort, parseInteger, stringOption, type HostPort, type IntegerRange, type OptionSpecs, type ParsedCommandLine } from "../args.ts";
+import {
+  booleanOption,
+  expectPositionals,
+  parseCommandLine,
+  parseHostPort,
+  parseInteger,
+  stringOption,
+  type HostPort,
+  type IntegerRange,
+  type OptionSpecs,
+  type ParsedCommandLine,
+} from "../args.ts";
 import { PROGRAM } from "../command.ts";
-import { API_OPTIONS, DATA_DIR_OPTIONS, parseApiOptions, parseDataDirOptions, type ApiOptions, type DataDirOptions, type Env } from "../daemon-access.ts";
+import {
+  API_OPTIONS,
+  DATA_DIR_OPTIONS,
+  parseApiOptions,
+  parseDataDirOptions,
+  type ApiOptions,
+  type DataDirOptions,
+  type Env,
+} from "../daemon-access.ts";
 import { UsageError } from "../errors.ts";
 import { MAX_DEVICES_PER_WORKER, MAX_WORKERS } from "./fleet.ts";
 import { MAX_SOURCE_ADDRESSES } from "./source-addresses.ts";
@@ -56,9 +75,17 @@ export const OPTIONS: OptionSpecs = {
     value: "S",
     description: `Seconds of load: handshake and push (default ${DEFAULT_DURATION_SECONDS}); sessions:\nhow long the idle sessions are held (default ${DEFAULT_SETTLE_SECONDS})`,
   },
-  count: { type: "string", value: "N", description: "push: stop after N publishes; handshake: after N handshakes;\nfanout: topic publishes, one after the other (default 1)" },
+  count: {
+    type: "string",
+    value: "N",
+    description: "push: stop after N publishes; handshake: after N handshakes;\nfanout: topic publishes, one after the other (default 1)",
+  },
   rate: { type: "string", value: "N", description: "push: publishes per second (default: as fast as the daemon\nacknowledges, within --window)" },
-  payload: { type: "string", value: "BYTES", description: `Payload size (default ${DEFAULT_PAYLOAD_BYTES}; at least ${MIN_STAMPED_PAYLOAD}: it carries the send time)` },
+  payload: {
+    type: "string",
+    value: "BYTES",
+    description: `Payload size (default ${DEFAULT_PAYLOAD_BYTES}; at least ${MIN_STAMPED_PAYLOAD}: it carries the send time)`,
+  },
   workers: { type: "string", value: "N", description: `Device worker processes (default: one per ${MAX_DEVICES_PER_WORKER} devices)` },
   "source-addresses": {
     type: "string",
@@ -97,7 +124,11 @@ prints the daemon's CPU per handshake of both`,
 gets a key and a certificate from the daemon's device CA, issued
 in the workers at start (see --ca-dir)`,
   },
-  curve: { type: "string", value: "CURVE", description: `--cert: the devices' key curve, ${CERT_CURVES.join(" or ")} (default ${DEFAULT_CERT_CURVE})` },
+  curve: {
+    type: "string",
+    value: "CURVE",
+    description: `--cert: the devices' key curve, ${CERT_CURVES.join(" or ")} (default ${DEFAULT_CERT_CURVE})`,
+  },
   "ca-dir": {
     type: "string",
     value: "DIR",
@@ -199,7 +230,11 @@ export function parseBenchArgs(argv: readonly string[], env: Env = {}): BenchCon
   const devices = int("devices", DEVICES_RANGE) ?? DEFAULT_DEVICES[mode];
   const durationText = stringOption(values, "duration");
   const durationSeconds =
-    durationText !== undefined ? parseSeconds(durationText, "--duration", MAX_DURATION_SECONDS) : mode === "sessions" ? DEFAULT_SETTLE_SECONDS : DEFAULT_DURATION_SECONDS;
+    durationText !== undefined
+      ? parseSeconds(durationText, "--duration", MAX_DURATION_SECONDS)
+      : mode === "sessions"
+        ? DEFAULT_SETTLE_SECONDS
+        : DEFAULT_DURATION_SECONDS;
   const count = int("count", COUNT_RANGE);
   if (count !== undefined && mode === "sessions") throw new UsageError("--count: only for push, handshake and fanout");
   const rateText = stringOption(values, "rate");
@@ -215,7 +250,8 @@ export function parseBenchArgs(argv: readonly string[], env: Env = {}): BenchCon
   if (workers !== undefined && workers < least) {
     throw new UsageError(`--workers: ${devices} devices need at least ${least} workers (at most ${MAX_DEVICES_PER_WORKER} devices each)`);
   }
-  if (least > MAX_WORKERS) throw new UsageError(`--devices: at most ${MAX_WORKERS * MAX_DEVICES_PER_WORKER} devices (${MAX_WORKERS} workers of ${MAX_DEVICES_PER_WORKER})`);
+  if (least > MAX_WORKERS)
+    throw new UsageError(`--devices: at most ${MAX_WORKERS * MAX_DEVICES_PER_WORKER} devices (${MAX_WORKERS} workers of ${MAX_DEVICES_PER_WORKER})`);
   const inProcess = booleanOption(values, "in-process");
   const api = parseApiOptions(values, env);
   const serverText = stringOption(values, "server");
@@ -226,7 +262,8 @@ export function parseBenchArgs(argv: readonly string[], env: Env = {}): BenchCon
   }
   const storeText = stringOption(values, "store");
   if (storeText !== undefined && !inProcess) throw new UsageError("--store: only with --in-process (the daemon under test has its own store)");
-  if (storeText !== undefined && storeText !== "sqlite" && storeText !== "memory") throw new UsageError(`--store: '${storeText}' is not sqlite or memory`);
+  if (storeText !== undefined && storeText !== "sqlite" && storeText !== "memory")
+    throw new UsageError(`--store: '${storeText}' is not sqlite or memory`);
   const timeoutText = stringOption(values, "timeout");
   return {
     mode,

@@ -23,7 +23,8 @@ export function parseMetrics(text: string): Sample[] {
     const m = LINE.exec(line);
     if (m === null) continue;
     const labels: Record<string, string> = {};
-    for (const l of (m[3] ?? "").matchAll(LABEL)) labels[l[1] as string] = (l[2] as string).replace(/\\(.)/g, (_, c: string) => (c === "n" ? "\n" : c));
+    for (const l of (m[3] ?? "").matchAll(LABEL))
+      labels[l[1] as string] = (l[2] as string).replace(/\\(.)/g, (_, c: string) => (c === "n" ? "\n" : c));
     const value = Number(m[4]);
     if (!Number.isNaN(value)) out.push({ name: m[1] as string, labels, value });
   }

@@ -162,7 +162,9 @@ export async function runPush(ctx: RunContext): Promise<PushResult> {
   if (fatal !== undefined) throw fatal;
 
   // drain: what was accepted should reach its device
-  ctx.progress.say(`push: publishing stopped after ${((tEnd - t0) / 1000).toFixed(1)} s; waiting for ${groupDigits(Math.max(0, published - receivedEnd))} pushes in flight`);
+  ctx.progress.say(
+    `push: publishing stopped after ${((tEnd - t0) / 1000).toFixed(1)} s; waiting for ${groupDigits(Math.max(0, published - receivedEnd))} pushes in flight`,
+  );
   await waitFor(ctx, () => inflight === 0, DRAIN_MS);
   await waitFor(ctx, () => totals.received - received0 >= published, DRAIN_MS, 50);
   await fleet.flush();

@@ -53,7 +53,13 @@ const n = (v: number | null, decimals = 0): string => (v === null ? "-" : groupD
 const us = (v: number | null): string => (v === null ? "-" : `${v.toFixed(1)} µs`);
 const cores = (v: number | null): string => (v === null ? "-" : `${v.toFixed(2)} cores`);
 
-function connectRows(c: { ok: number; failed: number; seconds: number; perSecond: number; timeMs: { p50: number | null; p99: number | null } }): Row[] {
+function connectRows(c: {
+  ok: number;
+  failed: number;
+  seconds: number;
+  perSecond: number;
+  timeMs: { p50: number | null; p99: number | null };
+}): Row[] {
   return [
     ["devices connected", `${n(c.ok)}${c.failed > 0 ? ` (${n(c.failed)} failed)` : ""} in ${c.seconds.toFixed(1)} s, ${n(c.perSecond)}/s`],
     ["connect time p50 / p99", `${ms(c.timeMs.p50)} / ${ms(c.timeMs.p99)}`],
@@ -63,7 +69,12 @@ function connectRows(c: { ok: number; failed: number; seconds: number; perSecond
 function certificateRows(r: BenchReport): Row[] {
   const c = r.certificates;
   if (c === undefined) return [];
-  return [["device certificates issued", `${n(c.issued)} in ${c.seconds.toFixed(1)} s, ${n(c.perSecond)}/s (${c.msEach === null ? "-" : `${c.msEach.toFixed(2)} ms`} each in a worker)`]];
+  return [
+    [
+      "device certificates issued",
+      `${n(c.issued)} in ${c.seconds.toFixed(1)} s, ${n(c.perSecond)}/s (${c.msEach === null ? "-" : `${c.msEach.toFixed(2)} ms`} each in a worker)`,
+    ],
+  ];
 }
 
 function modeRows(r: BenchReport): Row[] {
@@ -95,7 +106,10 @@ function loadRows(r: BenchReport): Row[] {
     const errors = Object.entries(p.publishErrors).map(([code, k]) => `${code} ${n(k)}`);
     return [
       ...connectRows(p.connect),
-      ["load window", `${p.windowSeconds.toFixed(1)} s, ${p.rateTarget === null ? "as fast as acked" : `${n(p.rateTarget)}/s`}, ${n(p.concurrency)} requests in flight${p.batch === null ? "" : ` of ${n(p.batch)} messages (batch API)`}, window ${n(p.window)}`],
+      [
+        "load window",
+        `${p.windowSeconds.toFixed(1)} s, ${p.rateTarget === null ? "as fast as acked" : `${n(p.rateTarget)}/s`}, ${n(p.concurrency)} requests in flight${p.batch === null ? "" : ` of ${n(p.batch)} messages (batch API)`}, window ${n(p.window)}`,
+      ],
       ["published", `${n(p.published)}${errors.length > 0 ? ` (refused: ${errors.join(", ")})` : ""}`],
       ["acked pushes/s (daemon)", n(p.ackedPerSecond)],
       ["received pushes/s (devices)", n(p.receivedPerSecond)],
@@ -133,7 +147,10 @@ function loadRows(r: BenchReport): Row[] {
     for (const [i, round] of f.rounds.entries()) {
       const tag = f.rounds.length > 1 ? ` (round ${i + 1})` : "";
       rows.push(
-        [`recipients / received once${tag}`, `${n(round.recipients)} / ${n(round.received)}${round.duplicates > 0 ? `, ${n(round.duplicates)} duplicates` : ""}`],
+        [
+          `recipients / received once${tag}`,
+          `${n(round.recipients)} / ${n(round.received)}${round.duplicates > 0 ? `, ${n(round.duplicates)} duplicates` : ""}`,
+        ],
         [`accepted by the daemon${tag}`, ms(round.acceptedMs)],
         [`first / median / all received${tag}`, `${ms(round.firstReceivedMs)} / ${ms(round.receivedMs.p50)} / ${ms(round.allReceivedMs)}`],
         [`all acks counted by the daemon${tag}`, ms(round.allAckedMs)],
@@ -152,10 +169,16 @@ function loadRows(r: BenchReport): Row[] {
 function resumedRows(r: ResumedPhase | undefined, fullMicros: number | null): Row[] {
   if (r === undefined) return [];
   return [
-    ["resumed handshakes", `${n(r.handshakes)} in ${r.seconds.toFixed(1)} s (${n(r.failures)} failed; resumed: ${n(r.resumedByDevices)} by the devices, ${n(r.daemonResumed)} by the daemon)`],
+    [
+      "resumed handshakes",
+      `${n(r.handshakes)} in ${r.seconds.toFixed(1)} s (${n(r.failures)} failed; resumed: ${n(r.resumedByDevices)} by the devices, ${n(r.daemonResumed)} by the daemon)`,
+    ],
     ["resumed handshakes/s", n(r.handshakesPerSecond)],
     ["resumed handshake time p50 / p99 / p99.9", `${ms(r.handshakeMs.p50)} / ${ms(r.handshakeMs.p99)} / ${ms(r.handshakeMs.p999)}`],
-    ["daemon CPU per handshake, resumed / full", `${us(r.daemonCpuPerHandshakeMicros)} / ${us(fullMicros)}${r.cpuRatio === null ? "" : ` (ratio ${r.cpuRatio.toFixed(3)})`}`],
+    [
+      "daemon CPU per handshake, resumed / full",
+      `${us(r.daemonCpuPerHandshakeMicros)} / ${us(fullMicros)}${r.cpuRatio === null ? "" : ` (ratio ${r.cpuRatio.toFixed(3)})`}`,
+    ],
     ["daemon CPU (resumed phase)", cores(r.daemonCpuCores)],
   ];
 }

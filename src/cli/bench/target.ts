@@ -63,7 +63,8 @@ function rateLimitHint(e: unknown): unknown {
 async function metricsText(http: BenchHttpClient, url: URL): Promise<string> {
   const { status, text } = await http.raw("GET", "/metrics");
   if (status === 200) return text;
-  if (status === 401 || status === 403) throw new CliError(`the daemon at ${formatApiUrl(url)} refused /metrics (${status}): the bench needs an admin token`);
+  if (status === 401 || status === 403)
+    throw new CliError(`the daemon at ${formatApiUrl(url)} refused /metrics (${status}): the bench needs an admin token`);
   throw new CliError(`the daemon at ${formatApiUrl(url)} answered ${status} for /metrics`);
 }
 
@@ -72,7 +73,10 @@ function publishBody(payload: string, id?: string): string {
 }
 
 /** push --batch: one request of the batch API, through the API client (in process too). */
-function publishBatch(http: BenchHttpClient, entries: readonly { readonly device: string; readonly payload: string }[]): Promise<(string | undefined)[]> {
+function publishBatch(
+  http: BenchHttpClient,
+  entries: readonly { readonly device: string; readonly payload: string }[],
+): Promise<(string | undefined)[]> {
   const body = `{"messages":[${entries.map((e) => `{"device":${JSON.stringify(e.device)},"payload":${JSON.stringify(e.payload)}}`).join(",")}]}`;
   return http.request("POST", "/v1/messages", body).then(
     (a) => {
@@ -192,7 +196,12 @@ export async function inProcessTarget(o: { store: "sqlite" | "memory"; configFil
       cwd: dir,
     });
     const daemon = await startDaemon(config, { logger: createLogger({ level: "warn", destination: process.stderr }) });
-    const { token } = await issuePublisherToken(daemon.push.publisherKeys, { subject: BENCH_PUBLISHER, scopes: ["admin"], now: Date.now(), ttlSeconds: BENCH_TOKEN_TTL_SECONDS });
+    const { token } = await issuePublisherToken(daemon.push.publisherKeys, {
+      subject: BENCH_PUBLISHER,
+      scopes: ["admin"],
+      now: Date.now(),
+      ttlSeconds: BENCH_TOKEN_TTL_SECONDS,
+    });
     const a = daemon.http.address();
     const url = new URL(`http://127.0.0.1:${a.port}`);
     const http = new BenchHttpClient(url, token, o.connections);
@@ -213,7 +222,8 @@ export async function inProcessTarget(o: { store: "sqlite" | "memory"; configFil
       // read from the daemon's own sampler (prom-client's), as for a daemon in another process: a second
       // sampler on this loop lengthened the in-process fan-out's all-acked time in our A/B runs
       watchLoopDelay: () => loopDelay.watch(),
-      publishToDevice: (device, payload) => daemon.push.publish({ target: { device }, payload: utf8.encode(payload), publisher: BENCH_PUBLISHER }).then(() => undefined),
+      publishToDevice: (device, payload) =>
+        daemon.push.publish({ target: { device }, payload: utf8.encode(payload), publisher: BENCH_PUBLISHER }).then(() => undefined),
       // the batch API has no in-process shortcut: it is what is measured
       publishBatch: (entries) => publishBatch(http, entries),
       publishToTopic: async (topic, payload, id) => {

@@ -77,14 +77,7 @@ export interface Transport {
  * - `connection_lost`: (onClose) the session ended other than cleanly: fatal alert, socket error
  */
 export type TransportErrorCode =
-  | "transport_unavailable"
-  | "transport_unsupported"
-  | "connect_failed"
-  | "timeout"
-  | "bad_option"
-  | "closed"
-  | "too_large"
-  | "connection_lost";
+  "transport_unavailable" | "transport_unsupported" | "connect_failed" | "timeout" | "bad_option" | "closed" | "too_large" | "connection_lost";
 
 export class TransportError extends DtlspushError {
   declare readonly code: TransportErrorCode;

@@ -12,7 +12,17 @@
  * - The negotiated suite is not public: it is read from the record layer, and
  *   the most conservative overhead is assumed when that fails.
  */
-import { asError, endpointName, loadOptionalModule, recordPayloadLimit, TransportBase, TransportError, withDeadline, type CheckedOptions, type Transport } from "./base.ts";
+import {
+  asError,
+  endpointName,
+  loadOptionalModule,
+  recordPayloadLimit,
+  TransportBase,
+  TransportError,
+  withDeadline,
+  type CheckedOptions,
+  type Transport,
+} from "./base.ts";
 
 /** The part of node-dtls-client's API used here (typed by hand: the package is optional). */
 interface NdcSocket {
@@ -175,7 +185,8 @@ export async function openNodeDtlsClientTransport(o: CheckedOptions): Promise<Tr
     socket.on("error", (e) => {
       if (transport !== undefined) transport.lost(e);
       else if (handshakeDone) earlyEnd ??= { error: e };
-      else if (/timed out/i.test(e.message)) reject(new TransportError("timeout", `no DTLS handshake with ${where} within ${o.timeoutMs} ms`, { cause: e }));
+      else if (/timed out/i.test(e.message))
+        reject(new TransportError("timeout", `no DTLS handshake with ${where} within ${o.timeoutMs} ms`, { cause: e }));
       else reject(new TransportError("connect_failed", `the DTLS handshake with ${where} failed: ${e.message}`, { cause: e }));
     });
     socket.on("close", () => {
@@ -188,7 +199,9 @@ export async function openNodeDtlsClientTransport(o: CheckedOptions): Promise<Tr
     await withDeadline(handshake, o.timeoutMs, where, () => abandon(socket));
   } catch (e) {
     abandon(socket);
-    throw e instanceof TransportError ? e : new TransportError("connect_failed", `the DTLS handshake with ${where} failed: ${asError(e).message}`, { cause: e });
+    throw e instanceof TransportError
+      ? e
+      : new TransportError("connect_failed", `the DTLS handshake with ${where} failed: ${asError(e).message}`, { cause: e });
   }
   const suite = negotiated(socket);
   transport = new NodeDtlsClientTransport(socket, where, suite.name, recordPayloadLimit(o.mtu, suite.overhead));

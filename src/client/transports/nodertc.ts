@@ -30,7 +30,17 @@ import { verifyChain, type TrustOptions } from "../../dtls/cert-verify.ts";
 import { alertName } from "../../dtls/constants.ts";
 import { parseCertificate, pemCertificates } from "../../crypto/index.ts";
 import type { DtlsError } from "../../dtls/index.ts";
-import { asError, endpointName, loadOptionalModule, recordPayloadLimit, TransportBase, TransportError, withDeadline, type CheckedOptions, type Transport } from "./base.ts";
+import {
+  asError,
+  endpointName,
+  loadOptionalModule,
+  recordPayloadLimit,
+  TransportBase,
+  TransportError,
+  withDeadline,
+  type CheckedOptions,
+  type Transport,
+} from "./base.ts";
 
 // ---------------------------------------------------------------------------
 // The library's API as used here (typed by hand: CommonJS without typings, and optional)
@@ -122,7 +132,7 @@ function certificateList(body: Uint8Array): Uint8Array[] | undefined {
   const u24 = (at: number): number => ((body[at] ?? 0) << 16) | ((body[at + 1] ?? 0) << 8) | (body[at + 2] ?? 0);
   if (body.length < 3 || u24(0) !== body.length - 3) return undefined;
   const out: Uint8Array[] = [];
-  for (let at = 3; at < body.length; ) {
+  for (let at = 3; at < body.length;) {
     if (at + 3 > body.length) return undefined;
     const n = u24(at);
     if (at + 3 + n > body.length) return undefined;
@@ -137,7 +147,8 @@ function serverChain(socket: NodertcSocket | undefined, leaf: { raw?: Buffer }):
   const fragment = socket === undefined ? undefined : internal<LibProtocol>(socket, "_protocol")?.message?.fragment;
   const body = fragment !== undefined && !Buffer.isBuffer(fragment) ? fragment.body : undefined;
   const list = body instanceof Uint8Array ? certificateList(body) : undefined;
-  if (list !== undefined && list.length > 0 && (leaf.raw === undefined || Buffer.compare(Buffer.from(list[0] as Uint8Array), leaf.raw) === 0)) return list;
+  if (list !== undefined && list.length > 0 && (leaf.raw === undefined || Buffer.compare(Buffer.from(list[0] as Uint8Array), leaf.raw) === 0))
+    return list;
   return leaf.raw === undefined ? [] : [leaf.raw];
 }
 
@@ -431,7 +442,9 @@ export async function openNodertcTransport(o: CheckedOptions): Promise<Transport
     await withDeadline(handshake, o.timeoutMs, where, () => release(s));
   } catch (e) {
     release(s);
-    throw e instanceof TransportError ? e : new TransportError("connect_failed", `the DTLS handshake with ${where} failed: ${asError(e).message}`, { cause: e });
+    throw e instanceof TransportError
+      ? e
+      : new TransportError("connect_failed", `the DTLS handshake with ${where} failed: ${asError(e).message}`, { cause: e });
   }
   const suite = internal<LibSession>(s, "_session")?.cipher?.name ?? undefined;
   transport = new NodertcTransport(s, where, suite ?? "(unknown suite)", recordPayloadLimit(o.mtu, suiteOverhead(suite)));

@@ -43,7 +43,9 @@ export async function loadCredentials(c: DaemonConfig, options: { pki?: PkiModul
       for (const e of entries) if (e.action !== "kept") generated.push(e.cert, e.key);
     } catch (e) {
       if (e instanceof DevCertsError || (e as { code?: unknown }).code !== undefined) {
-        throw new ConfigError(`${settingLabel(c, "dtls.certs_dir")}: cannot make the development certificates: ${(e as Error).message}`, { cause: e });
+        throw new ConfigError(`${settingLabel(c, "dtls.certs_dir")}: cannot make the development certificates: ${(e as Error).message}`, {
+          cause: e,
+        });
       }
       throw e;
     }

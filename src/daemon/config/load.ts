@@ -53,7 +53,15 @@ export const FLAG_SETTINGS: Readonly<Record<keyof ConfigFlags, { readonly settin
 };
 
 /** DTLSPUSH_ variables that are not settings (the CLI's); never reported as unknown. */
-export const ENV_NOT_SETTINGS: readonly string[] = ["DTLSPUSH_TOKEN", "DTLSPUSH_API", "DTLSPUSH_CONFIG", "DTLSPUSH_DEBUG", "DTLSPUSH_WORKER", "DTLSPUSH_WORKER_PORTS", "DTLSPUSH_WORKER_RESTARTS"];
+export const ENV_NOT_SETTINGS: readonly string[] = [
+  "DTLSPUSH_TOKEN",
+  "DTLSPUSH_API",
+  "DTLSPUSH_CONFIG",
+  "DTLSPUSH_DEBUG",
+  "DTLSPUSH_WORKER",
+  "DTLSPUSH_WORKER_PORTS",
+  "DTLSPUSH_WORKER_RESTARTS",
+];
 
 export interface HostPort {
   readonly host: string;
@@ -418,9 +426,13 @@ function readFileSettings(given: string, text: string, raw: Table, sources: Map<
       for (const [k, v] of Object.entries(value)) {
         const name = `${key}.${k}`;
         if (!SETTINGS_BY_NAME.has(name)) {
-          const hint = SETTINGS_BY_NAME.get(k)?.section === undefined && SETTINGS_BY_NAME.has(k)
-            ? ` (${k} is a top-level setting: write it before the first [table])`
-            : suggestion(name, SETTINGS.map((s) => s.name));
+          const hint =
+            SETTINGS_BY_NAME.get(k)?.section === undefined && SETTINGS_BY_NAME.has(k)
+              ? ` (${k} is a top-level setting: write it before the first [table])`
+              : suggestion(
+                  name,
+                  SETTINGS.map((s) => s.name),
+                );
           throw new ConfigError(`unknown setting ${name} ${where}${hint}`);
         }
         table[k] = v;

@@ -66,14 +66,18 @@ function bool(def: boolean, description: string) {
 
 function choice<const V extends readonly [string, ...string[]]>(values: V, def: V[number], description: string) {
   const expected = `expected one of ${values.map((v) => JSON.stringify(v)).join(", ")}`;
-  const schema = z.enum(values, { error: expected }).default(def as never).describe(description);
+  const schema = z
+    .enum(values, { error: expected })
+    .default(def as never)
+    .describe(description);
   return register(schema, { kind: "enum", expected, default: def, description, values });
 }
 
 /** Splits HOST:PORT ("127.0.0.1:5684", "[::1]:5684", "localhost:8080"); a string says what is wrong. */
 export function parseHostPort(text: string): { host: string; port: number } | string {
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(text);
-  if (m === null) return /:.*:/.test(text) && !text.startsWith("[") ? "expected HOST:PORT with an IPv6 host in brackets ([::1]:PORT)" : "expected HOST:PORT";
+  if (m === null)
+    return /:.*:/.test(text) && !text.startsWith("[") ? "expected HOST:PORT with an IPv6 host in brackets ([::1]:PORT)" : "expected HOST:PORT";
   const port = Number(m[3]);
   if (port > 65_535) return "expected HOST:PORT with a port from 0 to 65535";
   const host = m[1] ?? m[2] ?? "";
@@ -102,14 +106,14 @@ function path(def: string, description: string) {
 
 /** A path where "" means "none" (the development default). */
 function optionalPath(description: string) {
-  const expected = "expected a path (or \"\")";
+  const expected = 'expected a path (or "")';
   const schema = z.string({ error: expected }).max(4096, { error: expected }).default("").describe(description);
   return register(schema, { kind: "optional-path", expected, default: "", description });
 }
 
 /** A Redis URL, or "" for none; the message of a bad one shows it with its password redacted. */
 function redisUrl(description: string) {
-  const expected = "expected a redis:// or rediss:// URL (or \"\")";
+  const expected = 'expected a redis:// or rediss:// URL (or "")';
   const schema = z
     .string({ error: expected })
     .max(4096, { error: expected })
@@ -152,13 +156,17 @@ export const dtlsSection = z
     listen: hostPort("127.0.0.1:5684", "UDP address the DTLS endpoint binds, HOST:PORT ([v6]:PORT for IPv6; port 0 picks a free one)."),
     psk: bool(true, "Offer the PSK cipher suites; device keys come from the device registry."),
     certificate: optionalPath(
-      "PEM certificate chain file (leaf first). \"\" uses the development certificate server-p256.pem in certs_dir, generated on first run.",
+      'PEM certificate chain file (leaf first). "" uses the development certificate server-p256.pem in certs_dir, generated on first run.',
     ),
-    key: optionalPath("PEM private key of the certificate. \"\" with the development certificate: server-p256.key in certs_dir."),
+    key: optionalPath('PEM private key of the certificate. "" with the development certificate: server-p256.key in certs_dir.'),
     client_ca: optionalPath(
-      "PEM CA certificate(s) device certificates must lead to. \"\" with the development certificate: ca.pem in certs_dir; with your own certificate: no device certificates (client_auth must be \"none\").",
+      'PEM CA certificate(s) device certificates must lead to. "" with the development certificate: ca.pem in certs_dir; with your own certificate: no device certificates (client_auth must be "none").',
     ),
-    client_auth: choice(CLIENT_AUTH_MODES, "request", "Device certificates: \"none\" (PSK only), \"request\" (optional) or \"require\" (certificate suites need one)."),
+    client_auth: choice(
+      CLIENT_AUTH_MODES,
+      "request",
+      'Device certificates: "none" (PSK only), "request" (optional) or "require" (certificate suites need one).',
+    ),
     certs_dir: path("certs", "Directory where the development CA and server certificates are generated and kept."),
     mtu: int(MIN_MTU, 65_507, 1200, "Largest datagram sent, bytes; a Push must fit one record of it."),
     max_sessions: int(1, 10_000_000, 200_000, "Established DTLS sessions at most; new handshakes beyond it are refused."),
@@ -175,14 +183,24 @@ export const dtlsSection = z
       32_768,
       "Sessions and handshakes from one source (IPv4 address, IPv6 /64) at most; its further handshakes are refused (host_sessions_exceeded). Established sessions are never evicted.",
     ),
-    handshake_timeout_seconds: int(1, 3600, 30, "A handshake not finished this long after its cookie-valid ClientHello is dropped and frees its slot, seconds."),
+    handshake_timeout_seconds: int(
+      1,
+      3600,
+      30,
+      "A handshake not finished this long after its cookie-valid ClientHello is dropped and frees its slot, seconds.",
+    ),
     handshake_memory_bytes: int(
       1_048_576,
       68_719_476_736,
       67_108_864,
       "Bytes all handshakes in progress may hold (their state and what their peers sent); new handshakes beyond it are refused (handshake_memory_exceeded).",
     ),
-    idle_timeout_seconds: int(10, 7 * DAY, 300, "A session without traffic for this long is closed, seconds; must exceed delivery.heartbeat_seconds."),
+    idle_timeout_seconds: int(
+      10,
+      7 * DAY,
+      300,
+      "A session without traffic for this long is closed, seconds; must exceed delivery.heartbeat_seconds.",
+    ),
     sockets: int(
       0,
       16,
@@ -219,9 +237,17 @@ export const dtlsSection = z
       6,
       "Length of the Connection IDs (RFC 9146) handed to devices that offer one, bytes: their records then find their session whatever address they come from (NAT rebinding). 0: off; otherwise at least 4.",
     ),
-    resumption: bool(true, "Session resumption (abbreviated handshakes): session tickets sealed under keys kept in the store, and a session-ID cache."),
+    resumption: bool(
+      true,
+      "Session resumption (abbreviated handshakes): session tickets sealed under keys kept in the store, and a session-ID cache.",
+    ),
     ticket_lifetime_seconds: int(60, 7 * DAY, DAY, "A session ticket is accepted this long after it was issued, seconds."),
-    max_session_age_seconds: int(60, 365 * DAY, 7 * DAY, "No resumption this long after the session's full handshake, however fresh its ticket, seconds."),
+    max_session_age_seconds: int(
+      60,
+      365 * DAY,
+      7 * DAY,
+      "No resumption this long after the session's full handshake, however fresh its ticket, seconds.",
+    ),
     session_cache_size: int(0, 10_000_000, 10_000, "Sessions kept for session-ID resumption (least recently used go first); 0: tickets only."),
     keep_sessions_on_restart: bool(
       true,
@@ -236,7 +262,7 @@ export const dtlsSection = z
     ticket_key_rotation_seconds: intOrAuto(
       60,
       7 * DAY,
-      "How long one ticket key seals new tickets before the next one takes over, seconds; a key is deleted a ticket lifetime after. \"auto\": ticket_lifetime_seconds.",
+      'How long one ticket key seals new tickets before the next one takes over, seconds; a key is deleted a ticket lifetime after. "auto": ticket_lifetime_seconds.',
     ),
   })
   .prefault({})
@@ -266,9 +292,9 @@ export const httpSection = z
 
 export const storeSection = z
   .strictObject({
-    kind: choice(["sqlite", "memory"], "sqlite", "\"sqlite\" (durable) or \"memory\" (everything is lost on exit, signing keys included)."),
+    kind: choice(["sqlite", "memory"], "sqlite", '"sqlite" (durable) or "memory" (everything is lost on exit, signing keys included).'),
     path: path("dtlspush.db", "SQLite database file; a relative path is inside data_dir."),
-    synchronous: choice(["normal", "full"], "normal", "SQLite synchronous mode: \"normal\" (WAL; a power loss may lose the last commits) or \"full\"."),
+    synchronous: choice(["normal", "full"], "normal", 'SQLite synchronous mode: "normal" (WAL; a power loss may lose the last commits) or "full".'),
     prune_interval_seconds: int(10, 7 * DAY, 3600, "How often expired messages and old receipts are pruned, seconds."),
     receipt_retention_seconds: int(60, 3650 * DAY, 7 * DAY, "How long delivery receipts are kept (and replayable with Last-Event-ID), seconds."),
   })
@@ -279,7 +305,11 @@ export const deliverySection = z
   .strictObject({
     window: int(1, 1024, 32, "Pushes per device sent and not yet acknowledged."),
     max_queue: int(1, 1_000_000, 1000, "Messages per device queued or in flight."),
-    queue_full: choice(QUEUE_FULL_POLICIES, "reject", "A full queue: \"reject\" refuses the publish (429 queue_full); \"drop-oldest\" expires the oldest unsent message."),
+    queue_full: choice(
+      QUEUE_FULL_POLICIES,
+      "reject",
+      'A full queue: "reject" refuses the publish (429 queue_full); "drop-oldest" expires the oldest unsent message.',
+    ),
     max_payload_bytes: int(
       1,
       65_000,
@@ -321,7 +351,7 @@ export const signingSection = z
     workers: intOrAuto(
       0,
       256,
-      "Worker threads that make the content signatures of publishes, off the event loop. \"auto\": the CPU cores less one, at least 1; 0: sign on the main thread.",
+      'Worker threads that make the content signatures of publishes, off the event loop. "auto": the CPU cores less one, at least 1; 0: sign on the main thread.',
     ),
   })
   .prefault({})
@@ -336,13 +366,13 @@ export const NODE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 export const clusterSection = z
   .strictObject({
     redis_url: redisUrl(
-      "Redis the nodes share their state through: redis://[user:password@]host[:port][/db], rediss:// for TLS. \"\": no cluster, the embedded SQLite store.",
+      'Redis the nodes share their state through: redis://[user:password@]host[:port][/db], rediss:// for TLS. "": no cluster, the embedded SQLite store.',
     ),
     node_id: text(
       /^(?:|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$/,
       "expected 1 to 64 letters, digits, '.', '_' or '-' starting with a letter or digit (or \"\")",
       "",
-      "This node's name in the cluster (logs, presence). \"\": one generated on first start and kept in data_dir (file node-id).",
+      'This node\'s name in the cluster (logs, presence). "": one generated on first start and kept in data_dir (file node-id).',
     ),
     key_prefix: text(
       /^[\x21-\x7e]{1,64}$/,
@@ -364,7 +394,7 @@ export const clusterSection = z
     workers: intOrAuto(
       1,
       MAX_WORKERS,
-      "Daemon processes on this machine sharing the DTLS and HTTP ports (SO_REUSEPORT), each a node of the cluster (node_id-w0, -w1, ...), under one supervisor. \"auto\": the CPU cores with redis_url, else 1; more than 1 needs redis_url. 1: one process, no supervisor.",
+      'Daemon processes on this machine sharing the DTLS and HTTP ports (SO_REUSEPORT), each a node of the cluster (node_id-w0, -w1, ...), under one supervisor. "auto": the CPU cores with redis_url, else 1; more than 1 needs redis_url. 1: one process, no supervisor.',
     ),
     forward_rate_per_second: int(
       0,
@@ -411,7 +441,15 @@ function sectionShape(section: SectionName): Record<string, z.ZodType> {
 }
 
 function buildSettings(): SettingInfo[] {
-  const out: SettingInfo[] = [{ name: "data_dir", section: undefined, key: "data_dir", env: envName(undefined, "data_dir"), ...infoFor(configSchema.shape.data_dir, "data_dir") }];
+  const out: SettingInfo[] = [
+    {
+      name: "data_dir",
+      section: undefined,
+      key: "data_dir",
+      env: envName(undefined, "data_dir"),
+      ...infoFor(configSchema.shape.data_dir, "data_dir"),
+    },
+  ];
   for (const section of SECTIONS) {
     for (const [key, schema] of Object.entries(sectionShape(section))) {
       const name = `${section}.${key}`;

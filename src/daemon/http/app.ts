@@ -3,14 +3,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequ
 import rateLimit from "@fastify/rate-limit";
 import { createGuard, type RateCheck } from "./auth.ts";
 import type { RouteContext } from "./context.ts";
-import {
-  clientErrorHandler,
-  createErrorSender,
-  frameworkErrorHandler,
-  HttpError,
-  installErrorHandling,
-  MAX_PARAM_LENGTH,
-} from "./errors.ts";
+import { clientErrorHandler, createErrorSender, frameworkErrorHandler, HttpError, installErrorHandling, MAX_PARAM_LENGTH } from "./errors.ts";
 import { EventHub, registerEventRoutes } from "./events-sse.ts";
 import { registerOpenApi } from "./openapi.ts";
 import { registerDeviceRoutes } from "./routes-devices.ts";

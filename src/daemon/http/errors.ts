@@ -200,7 +200,8 @@ export function toHttpError(e: unknown, bodyLimitBytes: number): HttpError {
   if (e instanceof StoreError) {
     const code = STORE_HTTP_CODE[e.code];
     if (code === "internal") return new HttpError("internal", INTERNAL_MESSAGE);
-    if (code === "store_unavailable") return new HttpError(code, "The shared store (Redis) is unreachable for now; nothing was done. Try again later.", { "retry-after": "1" });
+    if (code === "store_unavailable")
+      return new HttpError(code, "The shared store (Redis) is unreachable for now; nothing was done. Try again later.", { "retry-after": "1" });
     return new HttpError(code, sentence(e.message));
   }
   const fe = e as Partial<FastifyError> | undefined;
@@ -225,7 +226,8 @@ export function toHttpError(e: unknown, bodyLimitBytes: number): HttpError {
         break;
     }
     const status = typeof fe.statusCode === "number" ? fe.statusCode : 500;
-    if (status >= 400 && status < 500) return new HttpError(GENERIC_CODES[status] ?? "bad_request", sentence(fe.message ?? "The request is not valid."));
+    if (status >= 400 && status < 500)
+      return new HttpError(GENERIC_CODES[status] ?? "bad_request", sentence(fe.message ?? "The request is not valid."));
     // (a 4xx without a code of its own becomes 400: the status always is the code's)
   }
   return new HttpError("internal", INTERNAL_MESSAGE);
@@ -332,7 +334,10 @@ export function clientErrorAnswer(err: NodeJS.ErrnoException): HttpError | undef
       return new HttpError("headers_too_large", "The request line and headers are larger than the server accepts (16 KiB).");
     default: {
       const reason = err.code === undefined ? undefined : PARSER_REASONS[err.code];
-      return new HttpError("malformed_request", reason === undefined ? "The request is not valid HTTP/1.1." : `The request is not valid HTTP/1.1: ${reason}.`);
+      return new HttpError(
+        "malformed_request",
+        reason === undefined ? "The request is not valid HTTP/1.1." : `The request is not valid HTTP/1.1: ${reason}.`,
+      );
     }
   }
 }

@@ -42,7 +42,11 @@ const DEFAULT_MAX_PENDING = 10_000;
 const REPLAY_LOW_WATER = 64 * 1024;
 
 export function matchesReceipt(f: EventFilter, r: Receipt): boolean {
-  return (f.devices === undefined || f.devices.has(r.device)) && (f.topics === undefined || f.topics.has(r.topic)) && (f.messages === undefined || f.messages.has(r.messageId));
+  return (
+    (f.devices === undefined || f.devices.has(r.device)) &&
+    (f.topics === undefined || f.topics.has(r.topic)) &&
+    (f.messages === undefined || f.messages.has(r.messageId))
+  );
 }
 
 /** Presence has no topic or message: a stream filtered by topic or message gets none. */
@@ -358,7 +362,10 @@ export function registerEventRoutes(app: FastifyInstance, ctx: RouteContext, hub
         querystring: eventsQuery,
         headers: eventsHeaders,
         response: {
-          200: { description: "The event stream (until the client or the server ends it).", content: { "text/event-stream": { schema: { type: "string" } } } },
+          200: {
+            description: "The event stream (until the client or the server ends it).",
+            content: { "text/event-stream": { schema: { type: "string" } } },
+          },
           ...errorResponses([400, ...AUTH_ERRORS, 503]),
         },
       },

@@ -17,7 +17,13 @@ export function installJsonParser(app: FastifyInstance): void {
     try {
       text = strictUtf8.decode(body as Buffer);
     } catch {
-      done(new HttpError("bad_request", "The request body is not valid UTF-8; JSON text (and a text payload) must be UTF-8: send binary payloads as payloadBase64."), undefined);
+      done(
+        new HttpError(
+          "bad_request",
+          "The request body is not valid UTF-8; JSON text (and a text payload) must be UTF-8: send binary payloads as payloadBase64.",
+        ),
+        undefined,
+      );
       return;
     }
     void parseJson(request, text, done); // fastify's default parser answers through done; its type also allows the promise form

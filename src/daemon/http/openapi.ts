@@ -18,7 +18,7 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
         version: API_VERSION,
         description:
           "Publish messages to devices and topics, follow their delivery, manage the device registry. " +
-          "Errors are {\"error\": {\"code\", \"message\"}}; see docs/http-api.md.",
+          'Errors are {"error": {"code", "message"}}; see docs/http-api.md.',
         license: { name: "Apache-2.0", identifier: "Apache-2.0" },
       },
       tags: [

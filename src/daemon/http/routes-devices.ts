@@ -27,7 +27,11 @@ const STATUS_CHUNK = 1000;
  * node is online there) and how many deliveries are stored for them
  * (`queueDepths`). `lastSeen` is this node's own sight of the device.
  */
-export async function deviceViews(engine: DeliveryEngine, cluster: ClusterStore | undefined, records: readonly DeviceRecord[]): Promise<DeviceView[]> {
+export async function deviceViews(
+  engine: DeliveryEngine,
+  cluster: ClusterStore | undefined,
+  records: readonly DeviceRecord[],
+): Promise<DeviceView[]> {
   const local = records.map((d) => engine.deviceStatus(d.id));
   if (cluster === undefined) return records.map((d, i) => deviceView(d, local[i] as (typeof local)[number]));
   const elsewhere = records.filter((_, i) => !(local[i] as (typeof local)[number]).online).map((d) => d.id);

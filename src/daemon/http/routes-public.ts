@@ -56,7 +56,10 @@ export function registerPublicRoutes(
               sessions: { type: "integer", description: "Established DTLS sessions." },
               devicesOnline: { type: "integer", description: "Devices with a session bound to them." },
               uptimeSeconds: { type: "integer" },
-              node: { type: "string", description: "The node that answered (cluster.node_id; -w<k> for a worker of serve --workers). Only with cluster.redis_url." },
+              node: {
+                type: "string",
+                description: "The node that answered (cluster.node_id; -w<k> for a worker of serve --workers). Only with cluster.redis_url.",
+              },
               store: storeSchema,
             },
           },

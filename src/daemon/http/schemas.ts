@@ -135,7 +135,8 @@ const batchResultSchema = {
   properties: {
     results: {
       type: "array",
-      description: "One result per entry, in the order of the entries: the entry's PublishResult (id, createdAt, expiresAt, recipients, rejected), or its own error.",
+      description:
+        "One result per entry, in the order of the entries: the entry's PublishResult (id, createdAt, expiresAt, recipients, rejected), or its own error.",
       items: {
         type: "object",
         properties: {

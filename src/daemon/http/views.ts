@@ -36,7 +36,11 @@ export interface DeviceView {
 }
 
 /** A device without its key material; `node`: the cluster node holding its session. */
-export function deviceView(d: DeviceRecord, status: Pick<DeviceStatus, "online" | "lastSeen" | "queueDepth">, node: string | null = null): DeviceView {
+export function deviceView(
+  d: DeviceRecord,
+  status: Pick<DeviceStatus, "online" | "lastSeen" | "queueDepth">,
+  node: string | null = null,
+): DeviceView {
   return {
     id: d.id,
     revoked: d.revoked,

@@ -40,7 +40,20 @@ describe("dtlspush bench --cert against a running daemon", () => {
   });
 
   it("handshake: the CA comes from the configuration's certs_dir; every handshake is a certificate (ECDSA) one", async () => {
-    const { report, io } = await bench(["handshake", ...d.args, "--config", config, "--cert", "--devices", "3", "--duration", "1", "--concurrency", "2", "--json"]);
+    const { report, io } = await bench([
+      "handshake",
+      ...d.args,
+      "--config",
+      config,
+      "--cert",
+      "--devices",
+      "3",
+      "--duration",
+      "1",
+      "--concurrency",
+      "2",
+      "--json",
+    ]);
     expect(report.credentials).toBe("certificate (p256)");
     expect(report.certificates).toMatchObject({ caDir: d.certsDir, curve: "p256", issued: 3 });
     expect(report.certificates?.msEach).toBeGreaterThan(0);
@@ -60,7 +73,21 @@ describe("dtlspush bench --cert against a running daemon", () => {
   });
 
   it("push --curve p384 --ca-dir: devices registered by certificate identity receive every publish", async () => {
-    const { report } = await bench(["push", ...d.args, "--cert", "--curve", "p384", "--ca-dir", d.certsDir, "--devices", "3", "--duration", "1", "--keep", "--json"]);
+    const { report } = await bench([
+      "push",
+      ...d.args,
+      "--cert",
+      "--curve",
+      "p384",
+      "--ca-dir",
+      d.certsDir,
+      "--devices",
+      "3",
+      "--duration",
+      "1",
+      "--keep",
+      "--json",
+    ]);
     expect(report.credentials).toBe("certificate (p384)");
     const p = report.push;
     expect(p?.connect).toMatchObject({ ok: 3, failed: 0 });
@@ -145,7 +172,9 @@ describe("resolveBenchCa", () => {
       `--cert: ${daemon} trusts device certificates issued by ${clientCa}, which does not hold the CA ${caPaths(certsDir).cert}; give --ca-dir the directory of the CA it names`,
     );
     // without --ca-dir it cannot know that CA's key
-    await expect(resolveBenchCa({ caDir: undefined, config: cfg, daemon })).rejects.toThrow(/dtls\.client_ca\), not its development CA; give --ca-dir DIR/);
+    await expect(resolveBenchCa({ caDir: undefined, config: cfg, daemon })).rejects.toThrow(
+      /dtls\.client_ca\), not its development CA; give --ca-dir DIR/,
+    );
     // with it: devices get certificates from that CA and still trust the development CA for the server
     const ca = await resolveBenchCa({ caDir: otherDir, config: cfg, daemon });
     expect(ca.dir).toBe(otherDir);

@@ -165,7 +165,9 @@ describe("figures", () => {
       },
     };
     const table = formatTable(report);
-    expect(table).toContain("dtlspush bench handshake: 1 000 devices, 1 worker, API http://127.0.0.1:8080, DTLS 127.0.0.1:5684, certificate (p256), payload 100 B");
+    expect(table).toContain(
+      "dtlspush bench handshake: 1 000 devices, 1 worker, API http://127.0.0.1:8080, DTLS 127.0.0.1:5684, certificate (p256), payload 100 B",
+    );
     expect(table).toMatch(/device certificates issued\s+1 000 in 2.5 s, 400\/s \(7.25 ms each in a worker\)\n/);
     expect(table).toMatch(/daemon handshakes by suite\s+TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 12 000, TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 345\n/);
     expect(table).toMatch(/handshakes\/s\s+1 235\n/);

@@ -48,7 +48,12 @@ export async function startBenchDaemon(o: StartOptions = {}): Promise<BenchTestD
     cwd: dir,
   });
   const daemon = await startDaemon(config, { logger: createLogger({ level: "silent" }) });
-  const { token } = await issuePublisherToken(daemon.push.publisherKeys, { subject: "bench-test", scopes: ["admin"], now: Date.now(), ttlSeconds: 600 });
+  const { token } = await issuePublisherToken(daemon.push.publisherKeys, {
+    subject: "bench-test",
+    scopes: ["admin"],
+    now: Date.now(),
+    ttlSeconds: 600,
+  });
   const args = ["--api", `http://127.0.0.1:${daemon.http.address().port}`, "--token", token, "--server", `127.0.0.1:${daemon.push.address().port}`];
   return { daemon, dir, certsDir: config.dtls.certsDir, args };
 }

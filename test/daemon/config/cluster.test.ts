@@ -4,7 +4,16 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { clusterWorkers, ConfigError, loadConfig, redactRedisUrl, RedisUrl, storeBackend, storeDescription, type LoadConfigOptions } from "../../../src/daemon/config/index.ts";
+import {
+  clusterWorkers,
+  ConfigError,
+  loadConfig,
+  redactRedisUrl,
+  RedisUrl,
+  storeBackend,
+  storeDescription,
+  type LoadConfigOptions,
+} from "../../../src/daemon/config/index.ts";
 
 let work: string;
 let n = 0;
@@ -62,7 +71,9 @@ describe("[cluster] defaults", () => {
   });
 
   it("rediss:// (TLS) and a file's settings", async () => {
-    const path = configFile(`[cluster]\nredis_url = "rediss://cache.example.com"\nnode_id = "node-a.1"\nkey_prefix = "staging:"\nallow_no_persistence = true\n`);
+    const path = configFile(
+      `[cluster]\nredis_url = "rediss://cache.example.com"\nnode_id = "node-a.1"\nkey_prefix = "staging:"\nallow_no_persistence = true\n`,
+    );
     const c = await loadConfig({ file: path, env: {}, cwd: work });
     expect(c.cluster.redisUrl?.tls).toBe(true);
     expect(c.cluster.redisUrl?.address).toBe("cache.example.com:6379");
@@ -118,7 +129,9 @@ describe("[cluster] redis_url validation", () => {
   });
 
   it("node_id and key_prefix are checked", async () => {
-    expect(await message({ env: { DTLSPUSH_CLUSTER_NODE_ID: "-a" } })).toMatch(/^cluster\.node_id \(from DTLSPUSH_CLUSTER_NODE_ID\): expected 1 to 64 letters/);
+    expect(await message({ env: { DTLSPUSH_CLUSTER_NODE_ID: "-a" } })).toMatch(
+      /^cluster\.node_id \(from DTLSPUSH_CLUSTER_NODE_ID\): expected 1 to 64 letters/,
+    );
     expect(await message({ env: { DTLSPUSH_CLUSTER_NODE_ID: "a".repeat(65) } })).toMatch(/^cluster\.node_id/);
     expect(await message({ env: { DTLSPUSH_CLUSTER_KEY_PREFIX: "two words" } })).toMatch(
       /^cluster\.key_prefix \(from DTLSPUSH_CLUSTER_KEY_PREFIX\): expected 1 to 64 printable ASCII/,
@@ -144,7 +157,9 @@ describe("[cluster] workers (serve --workers)", () => {
     expect(await message({ env: { DTLSPUSH_CLUSTER_WORKERS: "2" } })).toBe(
       "cluster.workers (from DTLSPUSH_CLUSTER_WORKERS): 2 worker processes need cluster.redis_url (the embedded SQLite store belongs to one process); set cluster.redis_url or use 1 worker",
     );
-    expect(await message({ env: { DTLSPUSH_CLUSTER_REDIS_URL: URL }, flags: { workers: "0" } })).toMatch(/^cluster\.workers \(from --workers\): expected "auto" or an integer from 1 to 64/);
+    expect(await message({ env: { DTLSPUSH_CLUSTER_REDIS_URL: URL }, flags: { workers: "0" } })).toMatch(
+      /^cluster\.workers \(from --workers\): expected "auto" or an integer from 1 to 64/,
+    );
     expect(await message({ env: { DTLSPUSH_CLUSTER_REDIS_URL: URL }, flags: { workers: "65" } })).toMatch(/^cluster\.workers/);
     expect(await message({ env: { DTLSPUSH_CLUSTER_REDIS_URL: URL }, flags: { workers: "many" } })).toMatch(/^cluster\.workers/);
     expect(await message({ env: { DTLSPUSH_CLUSTER_FORWARD_RATE_PER_SECOND: "-1" } })).toMatch(/^cluster\.forward_rate_per_second/);

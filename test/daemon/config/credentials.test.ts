@@ -162,7 +162,9 @@ describe("own certificate", () => {
   it("certificate that does not parse", async () => {
     const broken = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
     const { config, dir, file } = await configWith(OWN, { "server.pem": broken, "server.key": first.keyPem, "ca.pem": caPem });
-    expect(await credentialsError(config)).toMatch(new RegExp(`^dtls\\.certificate \\(in ${file}\\): certificate 1 in ${join(dir, "server.pem")} cannot be parsed \\(.+\\)$`));
+    expect(await credentialsError(config)).toMatch(
+      new RegExp(`^dtls\\.certificate \\(in ${file}\\): certificate 1 in ${join(dir, "server.pem")} cannot be parsed \\(.+\\)$`),
+    );
   });
 
   it("key file without a private key", async () => {

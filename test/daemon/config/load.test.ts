@@ -204,7 +204,11 @@ level = "warn"
   });
 
   it("every flag sets its setting", async () => {
-    const c = await loadConfig({ env: {}, cwd: work, flags: { listen: "0.0.0.0:0", http: "localhost:0", dataDir: "/var/lib/x", logLevel: "silent" } });
+    const c = await loadConfig({
+      env: {},
+      cwd: work,
+      flags: { listen: "0.0.0.0:0", http: "localhost:0", dataDir: "/var/lib/x", logLevel: "silent" },
+    });
     expect(c.dtls.listen).toEqual({ host: "0.0.0.0", port: 0 });
     expect(c.http.listen).toEqual({ host: "localhost", port: 0 });
     expect(c.dataDir).toBe("/var/lib/x");
@@ -242,7 +246,14 @@ level = "warn"
   });
 
   it("ignores the CLI's variables and DTLSPUSH_ variables that are not settings", async () => {
-    const env = { DTLSPUSH_TOKEN: "t", DTLSPUSH_API: "http://x", DTLSPUSH_CONFIG: "/nope.toml", DTLSPUSH_DEBUG: "1", DTLSPUSH_SOMETHING_ELSE: "1", PATH: "/bin" };
+    const env = {
+      DTLSPUSH_TOKEN: "t",
+      DTLSPUSH_API: "http://x",
+      DTLSPUSH_CONFIG: "/nope.toml",
+      DTLSPUSH_DEBUG: "1",
+      DTLSPUSH_SOMETHING_ELSE: "1",
+      PATH: "/bin",
+    };
     const c = await loadConfig({ env, cwd: work });
     expect(c.dtls.listen.port).toBe(5684);
   });
@@ -301,7 +312,9 @@ describe("errors", () => {
 
   it("a top-level setting written inside a table", async () => {
     const path = configFile(`[dtls]\nmtu = 1200\ndata_dir = "x"\n`);
-    expect(await message({ file: path })).toBe(`unknown setting dtls.data_dir in ${path} (data_dir is a top-level setting: write it before the first [table])`);
+    expect(await message({ file: path })).toBe(
+      `unknown setting dtls.data_dir in ${path} (data_dir is a top-level setting: write it before the first [table])`,
+    );
   });
 
   it("a table given as a value", async () => {
@@ -358,7 +371,9 @@ describe("errors", () => {
     ["[127.0.0.1]:80", "expected HOST:PORT (only an IPv6 host goes in brackets)"],
     ["a b:1", "expected HOST:PORT"],
   ])("bad HOST:PORT %j", async (value, expected) => {
-    expect(await message({ env: { DTLSPUSH_HTTP_LISTEN: value } })).toBe(`http.listen (from DTLSPUSH_HTTP_LISTEN): ${expected}, got ${JSON.stringify(value)}`);
+    expect(await message({ env: { DTLSPUSH_HTTP_LISTEN: value } })).toBe(
+      `http.listen (from DTLSPUSH_HTTP_LISTEN): ${expected}, got ${JSON.stringify(value)}`,
+    );
   });
 
   it("bad HOST:PORT from a flag", async () => {
@@ -369,7 +384,9 @@ describe("errors", () => {
     expect(await message({ env: { DTLSPUSH_HTTP_LISTN: "1.2.3.4:5" } })).toBe(
       "unknown setting DTLSPUSH_HTTP_LISTN in the environment (did you mean DTLSPUSH_HTTP_LISTEN?)",
     );
-    expect(await message({ env: { DTLSPUSH_DATADIR: "x" } })).toBe("unknown setting DTLSPUSH_DATADIR in the environment (did you mean DTLSPUSH_DATA_DIR?)");
+    expect(await message({ env: { DTLSPUSH_DATADIR: "x" } })).toBe(
+      "unknown setting DTLSPUSH_DATADIR in the environment (did you mean DTLSPUSH_DATA_DIR?)",
+    );
     expect(await message({ env: { DTLSPUSH_STORE_LOCATION: "x" } })).toBe("unknown setting DTLSPUSH_STORE_LOCATION in the environment");
   });
 
@@ -427,7 +444,9 @@ describe("rules between settings", () => {
       "delivery.max_payload_bytes (default): 768 bytes cannot fit one DTLS record at dtls.mtu 1000: the record carries 963 bytes, " +
         "a Push needs 218 of them for its signature and numbers before any id, topic or content type, so at most 745 bytes of payload fit; lower it or raise dtls.mtu",
     );
-    expect(await message({ env: { DTLSPUSH_DTLS_MTU: "1400", DTLSPUSH_DELIVERY_MAX_PAYLOAD_BYTES: "1146" } })).toMatch(/at most 1145 bytes of payload fit/);
+    expect(await message({ env: { DTLSPUSH_DTLS_MTU: "1400", DTLSPUSH_DELIVERY_MAX_PAYLOAD_BYTES: "1146" } })).toMatch(
+      /at most 1145 bytes of payload fit/,
+    );
     const c = await loadConfig({ env: { DTLSPUSH_DTLS_MTU: "1400", DTLSPUSH_DELIVERY_MAX_PAYLOAD_BYTES: "1145" }, cwd: work });
     expect(toDeliveryOptions(c).maxRecordPayload).toBe(1363);
     expect(toDeliveryOptions(c).maxPayload).toBe(1145);
@@ -475,7 +494,10 @@ describe("dtls.ticket_key_rotation_seconds", () => {
   it('is "auto" by default: the ticket lifetime', async () => {
     const c = await loadConfig({ env: { DTLSPUSH_DTLS_TICKET_LIFETIME_SECONDS: "3600" }, cwd: work });
     expect(c.dtls.ticketKeyRotationSeconds).toBe(3600);
-    const d = await loadConfig({ env: { DTLSPUSH_DTLS_TICKET_LIFETIME_SECONDS: "3600", DTLSPUSH_DTLS_TICKET_KEY_ROTATION_SECONDS: "600" }, cwd: work });
+    const d = await loadConfig({
+      env: { DTLSPUSH_DTLS_TICKET_LIFETIME_SECONDS: "3600", DTLSPUSH_DTLS_TICKET_KEY_ROTATION_SECONDS: "600" },
+      cwd: work,
+    });
     expect(d.dtls.ticketKeyRotationSeconds).toBe(600);
   });
 });
@@ -488,6 +510,8 @@ describe("signing.workers", () => {
     expect(signingWorkers(c, 1)).toBe(1);
     const zero = await loadConfig({ env: { DTLSPUSH_SIGNING_WORKERS: "0" }, cwd: work });
     expect(signingWorkers(zero, 8)).toBe(0);
-    await expect(loadConfig({ env: { DTLSPUSH_SIGNING_WORKERS: "many" }, cwd: work })).rejects.toThrow(/signing\.workers.*"auto" or an integer from 0 to 256/);
+    await expect(loadConfig({ env: { DTLSPUSH_SIGNING_WORKERS: "many" }, cwd: work })).rejects.toThrow(
+      /signing\.workers.*"auto" or an integer from 0 to 256/,
+    );
   });
 });

@@ -57,7 +57,8 @@ function judge(r: RawResponse, errorExpected: boolean): string {
  */
 function judgeExchange(x: RawExchange, errorExpected: boolean, mayCloseSilently: boolean): string {
   if (x.hung) return "no answer and no close within 5 s (a hang)";
-  if (x.responses.length === 0) return mayCloseSilently ? "" : `connection closed without an answer${x.reset ? " (reset)" : ""} (${JSON.stringify(x.rest.slice(0, 200))})`;
+  if (x.responses.length === 0)
+    return mayCloseSilently ? "" : `connection closed without an answer${x.reset ? " (reset)" : ""} (${JSON.stringify(x.rest.slice(0, 200))})`;
   for (const r of x.responses) {
     const problem = judge(r, errorExpected);
     if (problem !== "") return problem;
@@ -130,21 +131,29 @@ const badEncoding: fc.Arbitrary<string> = fc
 const overLong: fc.Arbitrary<string> = fc.integer({ min: 301, max: 2000 }).map((n) => `d${"x".repeat(n - 1)}`);
 
 /** A request whose path parameter is `segment`: only a 4xx is right. */
-const badPath = (segment: fc.Arbitrary<string>) => fc
-  .tuple(
-    fc.constantFrom(
-      { method: "GET", tpl: "/v1/devices/:p", scope: "admin" },
-      { method: "DELETE", tpl: "/v1/devices/:p", scope: "admin" },
-      { method: "PUT", tpl: "/v1/devices/:p", scope: "admin" },
-      { method: "POST", tpl: "/v1/devices/:p/messages", scope: "publish" },
-      { method: "POST", tpl: "/v1/topics/:p/messages", scope: "publish" },
-      { method: "GET", tpl: "/v1/messages/:p", scope: "publish" },
-    ),
-    segment,
-  )
-  .map(([r, seg]) => ({ ...r, path: r.tpl.replace(":p", seg) }));
+const badPath = (segment: fc.Arbitrary<string>) =>
+  fc
+    .tuple(
+      fc.constantFrom(
+        { method: "GET", tpl: "/v1/devices/:p", scope: "admin" },
+        { method: "DELETE", tpl: "/v1/devices/:p", scope: "admin" },
+        { method: "PUT", tpl: "/v1/devices/:p", scope: "admin" },
+        { method: "POST", tpl: "/v1/devices/:p/messages", scope: "publish" },
+        { method: "POST", tpl: "/v1/topics/:p/messages", scope: "publish" },
+        { method: "GET", tpl: "/v1/messages/:p", scope: "publish" },
+      ),
+      segment,
+    )
+    .map(([r, seg]) => ({ ...r, path: r.tpl.replace(":p", seg) }));
 
-const wrongType = fc.oneof(fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.array(fc.integer(), { maxLength: 3 }), fc.dictionary(fc.string({ maxLength: 3 }), fc.integer(), { maxKeys: 2 }));
+const wrongType = fc.oneof(
+  fc.integer(),
+  fc.double(),
+  fc.boolean(),
+  fc.constant(null),
+  fc.array(fc.integer(), { maxLength: 3 }),
+  fc.dictionary(fc.string({ maxLength: 3 }), fc.integer(), { maxKeys: 2 }),
+);
 const notAString = wrongType.filter((v) => typeof v !== "string");
 const notAnIntInRange = (min: number, max: number): fc.Arbitrary<unknown> =>
   fc.oneof(
@@ -165,29 +174,49 @@ const wrongTypeBody = fc.oneof(
   notAString.map((v) => ({ payloadBase64: v })),
   notAnIntInRange(0, 9).map((v) => ({ payload: "x", priority: v })),
   notAnIntInRange(1, 30 * 86400).map((v) => ({ payload: "x", ttlSeconds: v })),
-  fc.string({ minLength: 1, maxLength: 8 }).filter((k) => !["payload", "payloadBase64", "contentType", "ttlSeconds", "priority", "collapseKey", "id"].includes(k)).map((k) => ({ payload: "x", [k]: 1 })),
+  fc
+    .string({ minLength: 1, maxLength: 8 })
+    .filter((k) => !["payload", "payloadBase64", "contentType", "ttlSeconds", "priority", "collapseKey", "id"].includes(k))
+    .map((k) => ({ payload: "x", [k]: 1 })),
   fc.constant({}),
   fc.constant({ payload: "x", payloadBase64: "eA==" }),
   fc.constantFrom([], "a string", 42, null, true),
 );
 
-const notJson = fc.oneof(
-  fc.string({ maxLength: 200 }),
-  fc.constantFrom("{", "{\"payload\":", "{\"payload\":\"x\"", "[1,2", "{'payload':'x'}", "{\"payload\":\"x\",}", "nul", "\"\\u12\"", "{\"payload\":\"\\x41\"}"),
-  fc.uint8Array({ minLength: 1, maxLength: 200 }).map((b) => Buffer.from(b).toString("latin1")),
-).filter((s) => {
-  try {
-    JSON.parse(s);
-    return false;
-  } catch {
-    return true;
-  }
-});
+const notJson = fc
+  .oneof(
+    fc.string({ maxLength: 200 }),
+    fc.constantFrom("{", '{"payload":', '{"payload":"x"', "[1,2", "{'payload':'x'}", '{"payload":"x",}', "nul", '"\\u12"', '{"payload":"\\x41"}'),
+    fc.uint8Array({ minLength: 1, maxLength: 200 }).map((b) => Buffer.from(b).toString("latin1")),
+  )
+  .filter((s) => {
+    try {
+      JSON.parse(s);
+      return false;
+    } catch {
+      return true;
+    }
+  });
 
 /** Invalid UTF-8 sequences (lone continuation bytes, overlongs, surrogates, truncated, out of range). */
-const INVALID_UTF8 = [[0xff], [0xfe], [0x80], [0xc0, 0xaf], [0xe0, 0x80, 0xaf], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0xc3], [0xe2, 0x82], [0xf8, 0x88, 0x80, 0x80, 0x80]];
+const INVALID_UTF8 = [
+  [0xff],
+  [0xfe],
+  [0x80],
+  [0xc0, 0xaf],
+  [0xe0, 0x80, 0xaf],
+  [0xed, 0xa0, 0x80],
+  [0xf4, 0x90, 0x80, 0x80],
+  [0xc3],
+  [0xe2, 0x82],
+  [0xf8, 0x88, 0x80, 0x80, 0x80],
+];
 const invalidUtf8Body = fc
-  .tuple(fc.constantFrom("payload", "contentType", "collapseKey", "id"), fc.constantFrom(...INVALID_UTF8), fc.string({ unit: fc.constantFrom(...ID_CHARS), maxLength: 10 }))
+  .tuple(
+    fc.constantFrom("payload", "contentType", "collapseKey", "id"),
+    fc.constantFrom(...INVALID_UTF8),
+    fc.string({ unit: fc.constantFrom(...ID_CHARS), maxLength: 10 }),
+  )
   .map(([field, bad, s]) => {
     const pre = field === "payload" ? `{"payload":"` : `{"payload":"x","${field}":"`;
     return Buffer.concat([Buffer.from(pre + s), Buffer.from(bad), Buffer.from(`${s}"}`)]);
@@ -196,7 +225,16 @@ const invalidUtf8Body = fc
 const authValue = fc.oneof(
   fc.string({ unit: fc.constantFrom(...PATH_CHARS, " "), maxLength: 200 }),
   fc.string({ unit: fc.constantFrom(...PATH_CHARS), maxLength: 300 }).map((s) => `Bearer ${s}`),
-  fc.constantFrom("Bearer", "Bearer ", "bearer x", "Basic dXNlcjpwYXNz", "Bearer a.b.c", "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", "Token x", "Bearer  x"),
+  fc.constantFrom(
+    "Bearer",
+    "Bearer ",
+    "bearer x",
+    "Basic dXNlcjpwYXNz",
+    "Bearer a.b.c",
+    "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.",
+    "Token x",
+    "Bearer  x",
+  ),
 );
 
 describe("HTTP API under malformed requests", () => {
@@ -243,7 +281,15 @@ describe("HTTP API under malformed requests", () => {
       notJson.map((s) => ({ kind: "not json", bytes: Buffer.from(s, "latin1"), type: "application/json" })),
       wrongTypeBody.map((b) => ({ kind: "wrong type", bytes: Buffer.from(JSON.stringify(b)), type: "application/json" })),
       fc.integer({ min: 64 * 1024 + 1, max: 300_000 }).map((n) => ({ kind: "huge", bytes: Buffer.alloc(0), size: n, type: "application/json" })),
-      fc.constantFrom("text/plain", "application/x-www-form-urlencoded", "application/octet-stream", "multipart/form-data; boundary=x", "application/jso").map((t) => ({ kind: "content type", bytes: Buffer.from(`{"payload":"x"}`), type: t })),
+      fc
+        .constantFrom(
+          "text/plain",
+          "application/x-www-form-urlencoded",
+          "application/octet-stream",
+          "multipart/form-data; boundary=x",
+          "application/jso",
+        )
+        .map((t) => ({ kind: "content type", bytes: Buffer.from(`{"payload":"x"}`), type: t })),
     );
     await fuzzAssert(
       fc.asyncProperty(body, async (b) => {
@@ -265,30 +311,44 @@ describe("HTTP API under malformed requests", () => {
 
   it("a Content-Length longer or shorter than the body gets a documented 4xx or a close, never a hang", async () => {
     await fuzzAssert(
-      fc.asyncProperty(fc.string({ unit: fc.constantFrom(...ID_CHARS), minLength: 1, maxLength: 200 }), fc.boolean(), fc.integer({ min: 1, max: 5000 }), async (payload, longer, by) => {
-        const bytes = Buffer.from(JSON.stringify({ payload }));
-        const declared = longer ? bytes.length + by : Math.max(1, bytes.length - 1 - (by % (bytes.length - 1)));
-        const req = rawRequest("POST", publishPath, { authorization: `Bearer ${h.publisher}`, "content-type": "application/json", "content-length": String(declared) }, bytes);
-        // A longer declaration: the server waits for the rest, so the client ends its stream and a 4xx or a
-        // close is right. A shorter one: the rest of the bytes are a (malformed) second request to answer.
-        await attack(req, true, longer ? { halfClose: true, mayCloseSilently: true } : { halfClose: true, responses: 2 });
-      }),
+      fc.asyncProperty(
+        fc.string({ unit: fc.constantFrom(...ID_CHARS), minLength: 1, maxLength: 200 }),
+        fc.boolean(),
+        fc.integer({ min: 1, max: 5000 }),
+        async (payload, longer, by) => {
+          const bytes = Buffer.from(JSON.stringify({ payload }));
+          const declared = longer ? bytes.length + by : Math.max(1, bytes.length - 1 - (by % (bytes.length - 1)));
+          const req = rawRequest(
+            "POST",
+            publishPath,
+            { authorization: `Bearer ${h.publisher}`, "content-type": "application/json", "content-length": String(declared) },
+            bytes,
+          );
+          // A longer declaration: the server waits for the rest, so the client ends its stream and a 4xx or a
+          // close is right. A shorter one: the rest of the bytes are a (malformed) second request to answer.
+          await attack(req, true, longer ? { halfClose: true, mayCloseSilently: true } : { halfClose: true, responses: 2 });
+        },
+      ),
       fcShared(40, 4),
     );
   });
 
   it("bad Authorization headers get 401", async () => {
     await fuzzAssert(
-      fc.asyncProperty(authValue, fc.constantFrom("GET /v1/devices", "GET /v1/messages/nope", `POST ${publishPath}`, "GET /metrics", "DELETE /v1/devices/x"), async (auth, route) => {
-        const [method, path] = route.split(" ") as [string, string];
-        const body = method === "POST" ? `{"payload":"x"}` : undefined;
-        const hs: Record<string, string> = { authorization: auth };
-        if (body !== undefined) hs["content-type"] = "application/json";
-        const x = await rawHttp(port, rawRequest(method, path, hs, body));
-        const r = x.responses[0];
-        expect(r?.status, `${route} with Authorization ${JSON.stringify(auth)}: ${r?.status} ${r?.body.slice(0, 200)}`).toBe(401);
-        expect(judge(r!, true)).toBe("");
-      }),
+      fc.asyncProperty(
+        authValue,
+        fc.constantFrom("GET /v1/devices", "GET /v1/messages/nope", `POST ${publishPath}`, "GET /metrics", "DELETE /v1/devices/x"),
+        async (auth, route) => {
+          const [method, path] = route.split(" ") as [string, string];
+          const body = method === "POST" ? `{"payload":"x"}` : undefined;
+          const hs: Record<string, string> = { authorization: auth };
+          if (body !== undefined) hs["content-type"] = "application/json";
+          const x = await rawHttp(port, rawRequest(method, path, hs, body));
+          const r = x.responses[0];
+          expect(r?.status, `${route} with Authorization ${JSON.stringify(auth)}: ${r?.status} ${r?.body.slice(0, 200)}`).toBe(401);
+          expect(judge(r!, true)).toBe("");
+        },
+      ),
       fcShared(100, 7),
     );
   });
@@ -326,7 +386,10 @@ describe("HTTP API under malformed requests", () => {
         if (asHeader) headers["last-event-id"] = Buffer.from(id, "utf8").toString("latin1");
         const x = await rawHttp(port, rawRequest("GET", path, headers));
         const r = x.responses[0];
-        expect(r?.status, `Last-Event-ID ${JSON.stringify(id)} (${asHeader ? "header" : "query"}): ${r?.status ?? (x.hung ? "hang" : "closed")} ${r?.body.slice(0, 200) ?? ""}`).toBe(400);
+        expect(
+          r?.status,
+          `Last-Event-ID ${JSON.stringify(id)} (${asHeader ? "header" : "query"}): ${r?.status ?? (x.hung ? "hang" : "closed")} ${r?.body.slice(0, 200) ?? ""}`,
+        ).toBe(400);
         expect(judge(r!, true)).toBe("");
         expect(await alive()).toBe("");
       }),
@@ -353,13 +416,21 @@ describe("HTTP API under malformed requests", () => {
         "<PUB>content-length: 1e3\r\n\r\n{}",
       ),
       // a request line of random tokens
-      fc.tuple(fc.string({ unit: fc.constantFrom(..."ABCDEFGHIJKLMNOPQRSTUVWXYZ-_"), minLength: 1, maxLength: 10 }), fc.string({ unit: fc.constantFrom(...PATH_CHARS, " "), maxLength: 40 }), fc.constantFrom("HTTP/1.1", "HTTP/1.0", "HTTP/2", "HTTP/1.1x", "", "FOO"))
+      fc
+        .tuple(
+          fc.string({ unit: fc.constantFrom(..."ABCDEFGHIJKLMNOPQRSTUVWXYZ-_"), minLength: 1, maxLength: 10 }),
+          fc.string({ unit: fc.constantFrom(...PATH_CHARS, " "), maxLength: 40 }),
+          fc.constantFrom("HTTP/1.1", "HTTP/1.0", "HTTP/2", "HTTP/1.1x", "", "FOO"),
+        )
         .filter(([m]) => !["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"].includes(m))
         .map(([m, path, v]) => `${m} /${path} ${v}\r\nhost: x\r\n\r\n`),
     );
     await fuzzAssert(
       fc.asyncProperty(framing, async (raw) => {
-        const req = Buffer.from(raw.startsWith("<PUB>") ? `POST /v1/devices/${DEVICE}/messages HTTP/1.1\r\nhost: x\r\n${pub()}${raw.slice(5)}` : raw, "latin1");
+        const req = Buffer.from(
+          raw.startsWith("<PUB>") ? `POST /v1/devices/${DEVICE}/messages HTTP/1.1\r\nhost: x\r\n${pub()}${raw.slice(5)}` : raw,
+          "latin1",
+        );
         await attack(req, true);
       }),
       fcShared(40, 9),

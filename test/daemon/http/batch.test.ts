@@ -81,7 +81,15 @@ describe("POST /v1/messages (batch publish)", () => {
       await expectError(await h.call("POST", b.path, { token: h.publisher, body: single }), b.status, b.code);
     }
     // bad entries among good ones, and ones without a target or with two, or not objects at all
-    const entries: unknown[] = [good[0], ...bad.map((b) => b.entry), good[1], { payload: "x" }, { device: "d1", topic: "room/1", payload: "x" }, "text", good[2]];
+    const entries: unknown[] = [
+      good[0],
+      ...bad.map((b) => b.entry),
+      good[1],
+      { payload: "x" },
+      { device: "d1", topic: "room/1", payload: "x" },
+      "text",
+      good[2],
+    ];
     const results = await batch(h, entries);
     expect(results).toHaveLength(entries.length);
     expect(results.map((r) => r.error?.code ?? "published")).toEqual([
@@ -103,7 +111,7 @@ describe("POST /v1/messages (batch publish)", () => {
     // durable when answered; the publisher is the token's subject
     expect((await h.store.getMessage("b-1"))?.publisher).toBe("backend");
     expect((await h.store.getMessage("b-2"))?.topic).toBe("room/1");
-    expect((await h.store.getMessage(rLast?.id ?? ""))).toBeDefined();
+    expect(await h.store.getMessage(rLast?.id ?? "")).toBeDefined();
     await waitFor(() => d1.received.length === 2, 10_000, "the two pushes to d1");
     expect(d1.received.map((m) => m.text()).sort()).toEqual(["one", "two"]);
   });
@@ -112,14 +120,24 @@ describe("POST /v1/messages (batch publish)", () => {
     const h = await harness();
     await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
     const entry = (i: number): object => ({ device: "d1", payload: `m${i}`, id: `n-${i}` });
-    const full = await batch(h, Array.from({ length: 1000 }, (_, i) => entry(i)));
+    const full = await batch(
+      h,
+      Array.from({ length: 1000 }, (_, i) => entry(i)),
+    );
     expect(full.filter((r) => r.id !== undefined)).toHaveLength(1000);
     expect(full[999]?.id).toBe("n-999");
-    const tooMany = await h.call("POST", "/v1/messages", { token: h.publisher, body: { messages: Array.from({ length: 1001 }, (_, i) => entry(2000 + i)) } });
+    const tooMany = await h.call("POST", "/v1/messages", {
+      token: h.publisher,
+      body: { messages: Array.from({ length: 1001 }, (_, i) => entry(2000 + i)) },
+    });
     expect((await expectError(tooMany, 400, "bad_request")).error.message).toBe("body.messages must NOT have more than 1000 items.");
-    expect((await h.store.getMessage("n-2000"))).toBeUndefined();
+    expect(await h.store.getMessage("n-2000")).toBeUndefined();
     for (const body of [[], {}, { messages: [] }, { messages: {} }, { messages: [entry(1)], more: 1 }, "[1]", "null"]) {
-      await expectError(await h.call("POST", "/v1/messages", { token: h.publisher, body: typeof body === "string" ? body : body }), 400, "bad_request");
+      await expectError(
+        await h.call("POST", "/v1/messages", { token: h.publisher, body: typeof body === "string" ? body : body }),
+        400,
+        "bad_request",
+      );
     }
   });
 
@@ -127,13 +145,19 @@ describe("POST /v1/messages (batch publish)", () => {
     const h = await harness({ limits: { bodyLimitBytes: 2048, batchBodyLimitBytes: 20_000 } });
     await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
     // 10 KB: over the other routes' limit, within the batch limit
-    const ok = await batch(h, Array.from({ length: 20 }, (_, i) => ({ device: "d1", payload: "x".repeat(500), id: `ok-${i}` })));
+    const ok = await batch(
+      h,
+      Array.from({ length: 20 }, (_, i) => ({ device: "d1", payload: "x".repeat(500), id: `ok-${i}` })),
+    );
     expect(ok.every((r) => r.id !== undefined)).toBe(true);
     const single = await h.call("POST", "/v1/devices/d1/messages", { token: h.publisher, body: { payload: "x".repeat(3000) } });
     expect((await expectError(single, 413, "body_too_large")).error.message).toMatch(/2048 bytes/);
-    const big = await h.call("POST", "/v1/messages", { token: h.publisher, body: { messages: Array.from({ length: 50 }, (_, i) => ({ device: "d1", payload: "x".repeat(500), id: `big-${i}` })) } });
+    const big = await h.call("POST", "/v1/messages", {
+      token: h.publisher,
+      body: { messages: Array.from({ length: 50 }, (_, i) => ({ device: "d1", payload: "x".repeat(500), id: `big-${i}` })) },
+    });
     expect((await expectError(big, 413, "body_too_large")).error.message).toMatch(/20000 bytes/);
-    expect((await h.store.getMessage("big-0"))).toBeUndefined();
+    expect(await h.store.getMessage("big-0")).toBeUndefined();
   });
 
   it("needs a token with the publish scope and counts as one request against the rate limit", async () => {
@@ -143,12 +167,21 @@ describe("POST /v1/messages (batch publish)", () => {
     await expectError(await h.call("POST", "/v1/messages", { body: { messages } }), 401, "token_missing");
     await expectError(await h.call("POST", "/v1/messages", { token: `${h.publisher}x`, body: { messages } }), 401, "token_invalid");
     // a validly signed API token without a scope this daemon knows
-    const { token } = await signToken(h.server.publisherKeys, { sub: "x", scope: "metrics", jti: randomBytes(8).toString("hex") }, API_AUDIENCE, Date.now(), 60);
+    const { token } = await signToken(
+      h.server.publisherKeys,
+      { sub: "x", scope: "metrics", jti: randomBytes(8).toString("hex") },
+      API_AUDIENCE,
+      Date.now(),
+      60,
+    );
     await expectError(await h.call("POST", "/v1/messages", { token, body: { messages } }), 403, "insufficient_scope");
-    expect((await h.store.getMessage("auth-1"))).toBeUndefined();
+    expect(await h.store.getMessage("auth-1")).toBeUndefined();
     // 3 requests a minute: three batches of 5 pass (15 messages), the fourth request is refused
     for (let r = 0; r < 3; r++) {
-      const results = await batch(h, Array.from({ length: 5 }, (_, i) => ({ device: "d1", payload: "x", id: `rl-${r}-${i}` })));
+      const results = await batch(
+        h,
+        Array.from({ length: 5 }, (_, i) => ({ device: "d1", payload: "x", id: `rl-${r}-${i}` })),
+      );
       expect(results.every((x) => x.id !== undefined)).toBe(true);
     }
     await expectError(await h.call("POST", "/v1/messages", { token: h.publisher, body: { messages } }), 429, "rate_limited");
@@ -178,7 +211,7 @@ describe("POST /v1/messages (batch publish)", () => {
     ]);
     expect(repeated.map((r) => r.id ?? r.error?.code)).toEqual(["device_unknown", "duplicate_message", "s-2", "duplicate_message"]);
     expect(repeated[3]?.error?.message).toMatch(/earlier entry of this batch/);
-    expect((await h.store.getMessage("s-1"))).toBeUndefined();
+    expect(await h.store.getMessage("s-1")).toBeUndefined();
     expect((await h.store.getMessage("s-2"))?.payload).toEqual(new TextEncoder().encode("3"));
     expect(h.server.engine.deviceStatus("d1").queueDepth).toBe(3);
   });
@@ -189,7 +222,11 @@ describe("POST /v1/messages (batch publish)", () => {
   ])("stores a batch with one commit, signed %s, and a failing commit fails exactly that batch", async (_how, signingWorkers) => {
     const s = countingStore();
     const counted = new Map<string, number>();
-    const h = await harness({ store: s.store, signingWorkers, observer: { httpError: () => undefined, batchEntries: (result, n) => void counted.set(result, (counted.get(result) ?? 0) + n) } });
+    const h = await harness({
+      store: s.store,
+      signingWorkers,
+      observer: { httpError: () => undefined, batchEntries: (result, n) => void counted.set(result, (counted.get(result) ?? 0) + n) },
+    });
     for (let i = 0; i < 20; i++) await h.server.registry.add({ id: `d${i}`, psk: { identity: `d${i}`, key: KEY }, topics: ["all"] });
     const entries = (tag: string): object[] => [
       ...Array.from({ length: 200 }, (_, i) => ({ device: `d${i % 20}`, payload: `${tag}${i}`, id: `${tag}-${i}` })),
@@ -201,15 +238,20 @@ describe("POST /v1/messages (batch publish)", () => {
     expect(s.commits() - before).toBe(1);
     expect(ok.filter((r) => r.id !== undefined)).toHaveLength(201);
     expect(ok.at(-2)).toMatchObject({ id: "a-topic", recipients: 20 });
-    expect(counted).toEqual(new Map([["published", 201], ["device_unknown", 1]]));
+    expect(counted).toEqual(
+      new Map([
+        ["published", 201],
+        ["device_unknown", 1],
+      ]),
+    );
 
     s.failCommits(true);
     const failed = await h.call("POST", "/v1/messages", { token: h.publisher, body: { messages: entries("b") } });
     await expectError(failed, 500, "internal");
     // nothing of the failed batch is stored; the earlier batch is
     s.failCommits(false);
-    for (const id of ["b-0", "b-199", "b-topic"]) expect((await h.store.getMessage(id))).toBeUndefined();
-    for (const id of ["a-0", "a-199", "a-topic"]) expect((await h.store.getMessage(id))).toBeDefined();
+    for (const id of ["b-0", "b-199", "b-topic"]) expect(await h.store.getMessage(id)).toBeUndefined();
+    for (const id of ["a-0", "a-199", "a-topic"]) expect(await h.store.getMessage(id)).toBeDefined();
     expect(counted.get("internal")).toBe(201);
   });
 

@@ -73,7 +73,12 @@ describe("payload limits with the configuration defaults", () => {
     const { d, base } = await daemon();
     expect(d.config.dtls.mtu).toBe(1200);
     const max = d.config.delivery.maxPayloadBytes;
-    const { token } = await issuePublisherToken(d.push.publisherKeys, { subject: "p".repeat(32), scopes: ["admin"], now: Date.now(), ttlSeconds: 600 });
+    const { token } = await issuePublisherToken(d.push.publisherKeys, {
+      subject: "p".repeat(32),
+      scopes: ["admin"],
+      now: Date.now(),
+      ttlSeconds: 600,
+    });
     const call = (method: string, path: string, body?: unknown): Promise<Response> =>
       fetch(`${base}${path}`, {
         method,
@@ -83,7 +88,12 @@ describe("payload limits with the configuration defaults", () => {
     const id = `sensor-${"x".repeat(57)}`;
     expect(id).toHaveLength(64);
     expect((await call("PUT", `/v1/devices/${id}`, { psk: { keyHex: KEY_HEX } })).status).toBe(201);
-    const client = await connect({ host: "127.0.0.1", port: d.push.address().port, psk: { identity: id, key: Buffer.from(KEY_HEX, "hex") }, reconnect: false });
+    const client = await connect({
+      host: "127.0.0.1",
+      port: d.push.address().port,
+      psk: { identity: id, key: Buffer.from(KEY_HEX, "hex") },
+      reconnect: false,
+    });
     clients.push(client);
     const received: ReceivedMessage[] = [];
     client.on("message", (m) => received.push(m));

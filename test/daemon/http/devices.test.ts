@@ -34,7 +34,17 @@ describe("device registry over HTTP", () => {
     const put = (id: string, body: unknown): Promise<Response> => h.call("PUT", `/v1/devices/${id}`, { token: h.admin, body });
 
     const created = await json<DeviceJson>(await put("d1", { psk: { keyHex: KEY_HEX }, topics: ["room/1"] }), 201);
-    expect(created).toEqual({ id: "d1", revoked: false, psk: { identity: "d1" }, certificate: null, topics: ["room/1"], online: false, lastSeen: null, queueDepth: 0, node: null });
+    expect(created).toEqual({
+      id: "d1",
+      revoked: false,
+      psk: { identity: "d1" },
+      certificate: null,
+      topics: ["room/1"],
+      online: false,
+      lastSeen: null,
+      queueDepth: 0,
+      node: null,
+    });
     expect([...(h.server.registry.get("d1")?.psk?.key ?? [])]).toEqual([...KEY]);
 
     const cert = await json<DeviceJson>(await put("cam-7", { certificate: { identity: "CN=cam-7" } }), 201);
@@ -69,8 +79,16 @@ describe("device registry over HTTP", () => {
       return { status: res.status, code: b.error.code, message: b.error.message };
     };
     expect(await put("d1", {})).toMatchObject({ status: 400, code: "bad_device" });
-    expect(await put("-bad", { psk: { keyHex: KEY_HEX } })).toMatchObject({ status: 400, code: "bad_request", message: expect.stringMatching(/^params\.id /) });
-    expect(await put("d1", { psk: { keyHex: "abc" } })).toMatchObject({ status: 400, code: "bad_request", message: expect.stringMatching(/^body\.psk\.keyHex /) });
+    expect(await put("-bad", { psk: { keyHex: KEY_HEX } })).toMatchObject({
+      status: 400,
+      code: "bad_request",
+      message: expect.stringMatching(/^params\.id /),
+    });
+    expect(await put("d1", { psk: { keyHex: "abc" } })).toMatchObject({
+      status: 400,
+      code: "bad_request",
+      message: expect.stringMatching(/^body\.psk\.keyHex /),
+    });
     expect(await put("d1", { psk: { keyHex: "" } })).toMatchObject({ status: 400, code: "bad_request" });
     expect(await put("d1", { psk: { keyHex: "ab".repeat(65) } })).toMatchObject({ status: 400, code: "bad_request" });
     expect(await put("d1", { psk: { keyHex: "zz" } })).toMatchObject({ status: 400, code: "bad_request" });
@@ -78,7 +96,11 @@ describe("device registry over HTTP", () => {
     expect(await put("d1", { psk: { keyHex: KEY_HEX, key: KEY_HEX } })).toMatchObject({ status: 400, message: "body.psk.key is not a known field." });
     expect(await put("d1", { psk: { keyHex: KEY_HEX }, topics: ["a//b"] })).toMatchObject({ status: 400, code: "bad_topic" });
     expect((await h.call("PUT", "/v1/devices/d1", { token: h.admin, body: { psk: { keyHex: "ab".repeat(64) } } })).status).toBe(201);
-    expect(await put("d2", { psk: { identity: "d1", keyHex: KEY_HEX } })).toMatchObject({ status: 400, code: "bad_device", message: expect.stringMatching(/already used/) });
+    expect(await put("d2", { psk: { identity: "d1", keyHex: KEY_HEX } })).toMatchObject({
+      status: 400,
+      code: "bad_device",
+      message: expect.stringMatching(/already used/),
+    });
     expect(h.server.registry.get("d2")).toBeUndefined();
   });
 
@@ -118,8 +140,15 @@ describe("device registry over HTTP", () => {
     const dev = await json<DeviceJson>(await h.call("GET", "/v1/devices/d1", { token: h.admin }), 200);
     expect(dev).toMatchObject({ online: false, queueDepth: 3 });
     expect((await h.call("DELETE", "/v1/devices/d1", { token: h.admin })).status).toBe(204);
-    await waitFor(async () => (await h.store.receiptsForMessage(ids[0] as string)).some((r) => r.state === "rejected"), 5_000, "the rejected receipt");
-    const st = await json<{ receipts: { state: string; reason: string | null }[] }>(await h.call("GET", `/v1/messages/${ids[0]}`, { token: h.publisher }), 200);
+    await waitFor(
+      async () => (await h.store.receiptsForMessage(ids[0] as string)).some((r) => r.state === "rejected"),
+      5_000,
+      "the rejected receipt",
+    );
+    const st = await json<{ receipts: { state: string; reason: string | null }[] }>(
+      await h.call("GET", `/v1/messages/${ids[0]}`, { token: h.publisher }),
+      200,
+    );
     expect(st.receipts.at(-1)).toMatchObject({ state: "rejected", reason: "device_removed" });
   });
 });

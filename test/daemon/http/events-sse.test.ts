@@ -5,7 +5,17 @@ import { EventHub, filterSet, matchesPresence, matchesReceipt, type EventFilter 
 import type { Receipt } from "../../../src/store/types.ts";
 import { openEvents, receipts, waitFor, type SseReader } from "./harness.ts";
 
-const receipt = (id: number, o: Partial<Receipt> = {}): Receipt => ({ id, messageId: `m${id}`, device: "d", state: "queued", at: 1_700_000_000_000 + id, reason: "", seq: 0, topic: "", ...o });
+const receipt = (id: number, o: Partial<Receipt> = {}): Receipt => ({
+  id,
+  messageId: `m${id}`,
+  device: "d",
+  state: "queued",
+  at: 1_700_000_000_000 + id,
+  reason: "",
+  seq: 0,
+  topic: "",
+  ...o,
+});
 
 /** A store of receipts whose reads can run code (what commits in between looks like to the replay). */
 class FakeStore {
@@ -108,8 +118,26 @@ describe("EventHub", () => {
     hub.receipt(receipt(8, { state: "expired", reason: "ttl" }));
     await r.waitFor(2, "receipt");
     expect(receipts(r.events)).toEqual([
-      { eventId: 7, messageId: "m7", device: "d", topic: "room/1", state: "delivered", at: new Date(1_700_000_000_007).toISOString(), reason: null, seq: 3 },
-      { eventId: 8, messageId: "m8", device: "d", topic: null, state: "expired", at: new Date(1_700_000_000_008).toISOString(), reason: "ttl", seq: null },
+      {
+        eventId: 7,
+        messageId: "m7",
+        device: "d",
+        topic: "room/1",
+        state: "delivered",
+        at: new Date(1_700_000_000_007).toISOString(),
+        reason: null,
+        seq: 3,
+      },
+      {
+        eventId: 8,
+        messageId: "m8",
+        device: "d",
+        topic: null,
+        state: "expired",
+        at: new Date(1_700_000_000_008).toISOString(),
+        reason: "ttl",
+        seq: null,
+      },
     ]);
   });
 
@@ -118,7 +146,11 @@ describe("EventHub", () => {
     const base = await serve(hub);
     const a = await reader(base);
     const b = await reader(base);
-    await waitFor(() => a.comments.filter((c) => c === "heartbeat").length >= 2 && b.comments.filter((c) => c === "heartbeat").length >= 2, 5_000, "heartbeats");
+    await waitFor(
+      () => a.comments.filter((c) => c === "heartbeat").length >= 2 && b.comments.filter((c) => c === "heartbeat").length >= 2,
+      5_000,
+      "heartbeats",
+    );
   });
 
   it("disconnects a stream whose held events overflow during a slow replay", async () => {

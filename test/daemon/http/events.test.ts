@@ -53,7 +53,7 @@ describe("GET /v1/events", () => {
     const missed = [await publish(h, "devices/d1", "two"), await publish(h, "devices/d1", "three")];
     await waitFor(() => dev.received.length === 3, 10_000, "the pushes");
     await waitFor(() => h.server.engine.deviceStatus("d1").queueDepth === 0, 10_000, "the acks");
-    const stored = (await h.store.receiptsAfter(Number(lastId), 1000));
+    const stored = await h.store.receiptsAfter(Number(lastId), 1000);
     expect(stored.length).toBe(6);
 
     const resumed = await events(h, { lastEventId: lastId });

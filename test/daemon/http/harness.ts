@@ -100,7 +100,15 @@ export async function startHarness(
     },
   };
   const api = await startHttpApi(
-    { server, store, clock: { now: () => Date.now() + h.offset }, ...(o.limits ? { limits: o.limits } : {}), ...(o.metrics ? { metrics: o.metrics } : {}), ...(o.logger ? { logger: o.logger } : {}), ...(o.observer ? { observer: o.observer } : {}) },
+    {
+      server,
+      store,
+      clock: { now: () => Date.now() + h.offset },
+      ...(o.limits ? { limits: o.limits } : {}),
+      ...(o.metrics ? { metrics: o.metrics } : {}),
+      ...(o.logger ? { logger: o.logger } : {}),
+      ...(o.observer ? { observer: o.observer } : {}),
+    },
     { host: "127.0.0.1", port: 0 },
   );
   Object.assign(h, {
@@ -199,7 +207,9 @@ export async function openEvents(base: string, token: string, o: { query?: strin
 }
 
 /** The receipt events' data, parsed. */
-export function receipts(events: readonly SseEvent[]): { eventId: number; messageId: string; device: string; topic: string | null; state: string; seq: number | null }[] {
+export function receipts(
+  events: readonly SseEvent[],
+): { eventId: number; messageId: string; device: string; topic: string | null; state: string; seq: number | null }[] {
   return events.filter((e) => e.event === "receipt").map((e) => JSON.parse(e.data));
 }
 

@@ -55,11 +55,26 @@ describe("malformed requests get the API's JSON errors", () => {
     const auth = `Authorization: Bearer ${h.publisher}\r\n`;
     const post = `POST /v1/devices/d1/messages HTTP/1.1\r\nHost: x\r\n${auth}`;
     const cases: { name: string; request: string | Buffer; status: number; code: HttpErrorCode; halfClose?: boolean }[] = [
-      { name: "%ff%fe in the path (not UTF-8)", request: `GET /v1/messages/%ff%fe HTTP/1.1\r\nHost: x\r\n${auth}\r\n`, status: 400, code: "bad_request" },
+      {
+        name: "%ff%fe in the path (not UTF-8)",
+        request: `GET /v1/messages/%ff%fe HTTP/1.1\r\nHost: x\r\n${auth}\r\n`,
+        status: 400,
+        code: "bad_request",
+      },
       { name: "%zz in the path", request: `GET /v1/messages/%zz HTTP/1.1\r\nHost: x\r\n${auth}\r\n`, status: 400, code: "bad_request" },
       { name: "a trailing %", request: `GET /v1/devices/abc% HTTP/1.1\r\nHost: x\r\n${auth}\r\n`, status: 400, code: "bad_request" },
-      { name: "a parameter longer than any name", request: `GET /v1/messages/${"a".repeat(700)} HTTP/1.1\r\nHost: x\r\n${auth}\r\n`, status: 414, code: "uri_too_long" },
-      { name: "a body longer than its Content-Length", request: `${post}Content-Type: application/json\r\nContent-Length: 5\r\n\r\n{"payload":"x"}`, status: 400, code: "malformed_request" },
+      {
+        name: "a parameter longer than any name",
+        request: `GET /v1/messages/${"a".repeat(700)} HTTP/1.1\r\nHost: x\r\n${auth}\r\n`,
+        status: 414,
+        code: "uri_too_long",
+      },
+      {
+        name: "a body longer than its Content-Length",
+        request: `${post}Content-Type: application/json\r\nContent-Length: 5\r\n\r\n{"payload":"x"}`,
+        status: 400,
+        code: "malformed_request",
+      },
       {
         name: "a body shorter than its Content-Length, then EOF",
         request: `${post}Content-Type: application/json\r\nContent-Length: 50\r\n\r\n{"payload":"x"}`,
@@ -70,13 +85,28 @@ describe("malformed requests get the API's JSON errors", () => {
       { name: "invalid JSON", request: `${post}${json('{"payload":')}`, status: 400, code: "bad_request" },
       { name: "an empty JSON body", request: `${post}${json("")}`, status: 400, code: "bad_request" },
       { name: "prototype poisoning", request: `${post}${json('{"payload":"x","__proto__":{"a":1}}')}`, status: 400, code: "bad_request" },
-      { name: "a body that is not JSON", request: `${post}Content-Type: text/xml\r\nContent-Length: 4\r\n\r\n<a/>`, status: 415, code: "unsupported_media_type" },
+      {
+        name: "a body that is not JSON",
+        request: `${post}Content-Type: text/xml\r\nContent-Length: 4\r\n\r\n<a/>`,
+        status: 415,
+        code: "unsupported_media_type",
+      },
       { name: "a body without a content type", request: `${post}Content-Length: 2\r\n\r\n{}`, status: 415, code: "unsupported_media_type" },
       { name: "a body over the limit", request: `${post}${json(`{"payload":"${"x".repeat(70_000)}"}`)}`, status: 413, code: "body_too_large" },
-      { name: "20 KB of headers", request: `GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: ${"a".repeat(20_000)}\r\n\r\n`, status: 431, code: "headers_too_large" },
+      {
+        name: "20 KB of headers",
+        request: `GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: ${"a".repeat(20_000)}\r\n\r\n`,
+        status: 431,
+        code: "headers_too_large",
+      },
       { name: "a 70 KB URL", request: `GET /${"a".repeat(70_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, status: 431, code: "headers_too_large" },
       { name: "an unknown route", request: `GET /nope HTTP/1.1\r\nHost: x\r\n\r\n`, status: 404, code: "not_found" },
-      { name: "a method the route does not have", request: `PATCH /v1/devices/d1 HTTP/1.1\r\nHost: x\r\n${auth}\r\n`, status: 404, code: "not_found" },
+      {
+        name: "a method the route does not have",
+        request: `PATCH /v1/devices/d1 HTTP/1.1\r\nHost: x\r\n${auth}\r\n`,
+        status: 404,
+        code: "not_found",
+      },
       { name: "a method fastify does not route", request: `PROPFIND / HTTP/1.1\r\nHost: x\r\n\r\n`, status: 404, code: "not_found" },
       { name: "a method that is not HTTP", request: `FOO / HTTP/1.1\r\nHost: x\r\n\r\n`, status: 400, code: "malformed_request" },
       { name: "binary garbage", request: Buffer.from([0, 1, 2, 0xff, 13, 10, 13, 10]), status: 400, code: "malformed_request" },
@@ -87,9 +117,19 @@ describe("malformed requests get the API's JSON errors", () => {
         status: 400,
         code: "malformed_request",
       },
-      { name: "a bad chunk size", request: `${post}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n`, status: 400, code: "malformed_request" },
+      {
+        name: "a bad chunk size",
+        request: `${post}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n`,
+        status: 400,
+        code: "malformed_request",
+      },
       { name: "HTTP/1.1 without Host", request: `GET /healthz HTTP/1.1\r\n\r\n`, status: 400, code: "bad_request" },
-      { name: "an Expect the server cannot meet", request: `GET /healthz HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n`, status: 417, code: "expectation_failed" },
+      {
+        name: "an Expect the server cannot meet",
+        request: `GET /healthz HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n`,
+        status: 417,
+        code: "expectation_failed",
+      },
     ];
     const expected = new Map<string, number>();
     for (const c of cases) {
@@ -145,7 +185,9 @@ describe("text payloads must be UTF-8", () => {
       const r = await rawRequest(
         port,
         Buffer.concat([
-          Buffer.from(`POST /v1/devices/d1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${h.publisher}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`),
+          Buffer.from(
+            `POST /v1/devices/d1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${h.publisher}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`,
+          ),
           body,
         ]),
       );
@@ -164,7 +206,7 @@ describe("text payloads must be UTF-8", () => {
         expect(JSON.parse(r.body).error.message).toContain(`body.${field} holds an unpaired surrogate`);
       }
     }
-    expect((await h.store.getMessage("bad-utf8"))).toBeUndefined();
+    expect(await h.store.getMessage("bad-utf8")).toBeUndefined();
     const pairBody = '{"payload":"\\ud83d\\ude00","id":"pair-utf8"}';
     const pair = await rawRequest(
       port,

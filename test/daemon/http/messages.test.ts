@@ -38,7 +38,10 @@ describe("publishing over HTTP", () => {
     const b = await h.device("b", KEY);
     const c = await h.device("c", KEY);
     const bytes = new Uint8Array([0, 1, 2, 250, 255]);
-    const res = await h.call("POST", "/v1/topics/room%2F1/messages", { token: h.publisher, body: { payloadBase64: Buffer.from(bytes).toString("base64") } });
+    const res = await h.call("POST", "/v1/topics/room%2F1/messages", {
+      token: h.publisher,
+      body: { payloadBase64: Buffer.from(bytes).toString("base64") },
+    });
     expect(res.status).toBe(202);
     expect(((await res.json()) as { recipients: number }).recipients).toBe(2);
     await waitFor(() => a.received.length === 1 && b.received.length === 1, 10_000, "both pushes");
@@ -57,7 +60,9 @@ describe("publishing over HTTP", () => {
     await waitFor(() => h.server.engine.deviceStatus("d1").queueDepth === 0, 10_000, "the ack");
     const st = await h.call("GET", `/v1/messages/${id}`, { token: h.publisher });
     expect(st.status).toBe(200);
-    const body = (await st.json()) as Record<string, unknown> & { receipts: { eventId: number; device: string; state: string; seq: number | null; reason: string | null; at: string }[] };
+    const body = (await st.json()) as Record<string, unknown> & {
+      receipts: { eventId: number; device: string; state: string; seq: number | null; reason: string | null; at: string }[];
+    };
     expect(body).toMatchObject({ id, target: { device: "d1" }, priority: 5, collapseKey: "k", contentType: null, publisher: "backend" });
     expect(body).not.toHaveProperty("payload");
     expect(body.receipts.map((r) => r.state)).toEqual(["queued", "sent", "delivered"]);
@@ -95,7 +100,9 @@ describe("publishing over HTTP", () => {
     expect((await expectError(await post({}), 400, "bad_request")).error.message).toMatch(/payload/);
     expect((await expectError(await post({ payload: "a", payloadBase64: "YQ==" }), 400, "bad_request")).error.message).toMatch(/exactly one/);
     expect((await expectError(await post({ payload: "a", priority: 10 }), 400, "bad_request")).error.message).toMatch(/^body\.priority /);
-    expect((await expectError(await post({ payload: "a", priority: "5" }), 400, "bad_request")).error.message).toMatch(/^body\.priority must be integer/);
+    expect((await expectError(await post({ payload: "a", priority: "5" }), 400, "bad_request")).error.message).toMatch(
+      /^body\.priority must be integer/,
+    );
     expect((await expectError(await post({ payload: 5 }), 400, "bad_request")).error.message).toMatch(/^body\.payload /);
     expect((await expectError(await post({ payload: "a", extra: 1 }), 400, "bad_request")).error.message).toBe("body.extra is not a known field.");
     expect((await expectError(await post({ payloadBase64: "not base64!" }), 400, "bad_request")).error.message).toMatch(/^body\.payloadBase64 /);
@@ -103,7 +110,11 @@ describe("publishing over HTTP", () => {
     await expectError(await post("{not json"), 400, "bad_request");
     await expectError(await post({ payload: "a" }, "/v1/topics/bad%20topic/messages"), 400, "bad_request");
     await expectError(await post({ payload: "a" }, "/v1/topics/a%2F%2Fb/messages"), 400, "bad_topic");
-    await expectError(await h.call("POST", "/v1/devices/d1/messages", { token: h.publisher, body: "payload", headers: { "content-type": "text/plain" } }), 415, "unsupported_media_type");
+    await expectError(
+      await h.call("POST", "/v1/devices/d1/messages", { token: h.publisher, body: "payload", headers: { "content-type": "text/plain" } }),
+      415,
+      "unsupported_media_type",
+    );
   });
 
   it("refuses a body over the limit with 413 body_too_large", async () => {

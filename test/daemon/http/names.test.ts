@@ -73,7 +73,11 @@ describe("long names in paths", () => {
     expect(pub.status).toBe(202);
     expect(((await pub.json()) as { recipients: number }).recipients).toBe(1);
     expect((await h.call("DELETE", path, { token: h.admin })).status).toBe(204);
-    await expectError(await h.call("PUT", `/v1/devices/${name(129, "._-")}`, { token: h.admin, body: { psk: { keyHex: KEY_HEX } } }), 400, "bad_request");
+    await expectError(
+      await h.call("PUT", `/v1/devices/${name(129, "._-")}`, { token: h.admin, body: { psk: { keyHex: KEY_HEX } } }),
+      400,
+      "bad_request",
+    );
   });
 
   it("a 128-character topic, its slashes as %2F, reaches its device; 129 characters is 400", async () => {
@@ -85,7 +89,11 @@ describe("long names in paths", () => {
     const res = await h.call("POST", `/v1/topics/${encodeURIComponent(topic)}/messages`, { token: h.publisher, body: { payload: "x" } });
     expect(res.status).toBe(202);
     expect(((await res.json()) as { recipients: number }).recipients).toBe(1);
-    await expectError(await h.call("POST", `/v1/topics/${encodeURIComponent(name(129, "/._-"))}/messages`, { token: h.publisher, body: { payload: "x" } }), 400, "bad_request");
+    await expectError(
+      await h.call("POST", `/v1/topics/${encodeURIComponent(name(129, "/._-"))}/messages`, { token: h.publisher, body: { payload: "x" } }),
+      400,
+      "bad_request",
+    );
   });
 
   it("a path parameter beyond what any valid name can be, even percent-encoded, is 414 uri_too_long in the API's format", async () => {

@@ -67,7 +67,10 @@ describe("logging", () => {
     await h.server.registry.add({ id: "d1", psk: { identity: "d1", key: KEY } });
     const secret = "very-secret-payload-text";
     expect((await h.call("POST", "/v1/devices/d1/messages", { token: h.publisher, body: { payload: secret } })).status).toBe(202);
-    expect((await h.call("POST", "/v1/devices/ghost/messages", { token: h.publisher, body: { payloadBase64: Buffer.from(secret).toString("base64") } })).status).toBe(404);
+    expect(
+      (await h.call("POST", "/v1/devices/ghost/messages", { token: h.publisher, body: { payloadBase64: Buffer.from(secret).toString("base64") } }))
+        .status,
+    ).toBe(404);
     expect((await h.call("GET", "/v1/devices", { token: "garbage-token-value" })).status).toBe(401);
     const log = lines.join("");
     expect(log).toContain("/v1/devices/d1/messages");
