@@ -144,7 +144,7 @@ async function metricsOfEach(s: Supervisor, nodes: readonly string[]): Promise<M
   const seen = new Map<string, string>();
   for (let i = 0; i < MAX_SCRAPES && seen.size < nodes.length; i++) {
     const text = await getFresh(`${s.api}/metrics`);
-    const node = /dtlspush_cluster_node_info\{node="([^"]+)"\}/.exec(text)?.[1];
+    const node = /dtlspush_cluster_node_info\{(?:[^}]*,)?node="([^"]+)"/.exec(text)?.[1];
     if (node !== undefined) seen.set(node, text);
   }
   expect([...seen.keys()].sort(), "every worker answered a scrape").toEqual([...nodes].sort());
