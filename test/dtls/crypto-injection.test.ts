@@ -10,9 +10,9 @@
  */
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { defaultCrypto, type CryptoProvider } from "../../src/crypto/index.ts";
-import { connect, listen, type DtlsConnection, type DtlsServer } from "../../src/dtls/index.ts";
+import { connect, type DtlsConnection, type DtlsServer } from "../../src/dtls/index.ts";
 import { createCertificateAuthority, issueDeviceCertificate, type IssuedCertificate } from "../../src/pki/index.ts";
-import { KEY, nextData } from "./echo-server.ts";
+import { echoServers, KEY, nextData } from "./echo-server.ts";
 import { makeTestPki, type TestPki } from "./test-certs.ts";
 
 interface Counts {
@@ -115,19 +115,12 @@ beforeAll(async () => {
   device = await issueDeviceCertificate(ca, { id: "dev-1" });
 }, 60_000);
 
-const servers: DtlsServer[] = [];
+/** Echo servers (PSK "dev" with KEY, and what each test adds), closed after each test. */
+const echoServer = echoServers();
 const conns: DtlsConnection[] = [];
-afterEach(async () => {
+afterEach(() => {
   for (const c of conns.splice(0)) if (!c.closed) c.close();
-  await Promise.all(servers.splice(0).map((s) => s.close()));
 });
-
-async function echoServer(opts: Partial<Parameters<typeof listen>[0]>): Promise<DtlsServer> {
-  const s = await listen({ host: "127.0.0.1", port: 0, ...opts });
-  servers.push(s);
-  s.on("session", (c) => c.on("data", (data) => c.send(Buffer.concat([Buffer.from("echo:"), data]))));
-  return s;
-}
 
 async function open(s: DtlsServer, opts: Partial<Parameters<typeof connect>[0]>): Promise<DtlsConnection> {
   const c = await connect({ host: "127.0.0.1", port: s.address().port, timeoutMs: 5000, ...opts });
@@ -211,7 +204,7 @@ describe("the DTLS engine's crypto provider", () => {
       const source = deterministic("server");
       const server = counting(source.bytes);
       const client = counting();
-      const s = await echoServer({ psk: { keys: new Map([["dev", KEY]]) }, crypto: server.provider });
+      const s = await echoServer({ crypto: server.provider });
       const c = await open(s, { psk: { identity: "dev", key: KEY }, crypto: client.provider });
       expect(await roundTrip(c, "r")).toBe("echo:r");
       // the client's key block seed is server random || client random, the server random as the client read it off the wire
