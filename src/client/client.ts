@@ -54,7 +54,7 @@ export interface ConnectOptions extends Omit<TransportOptions, "host" | "port"> 
   readonly ackDelayMs?: number;
   /** ...or as soon as it acknowledges this many more messages, whichever comes first (default 4) */
   readonly ackEvery?: number;
-  /** the crypto provider that checks the pushes' signatures (default: the Node one, src/crypto) */
+  /** the crypto provider that checks the pushes' signatures and runs the DTLS handshake and records (default: the Node one, src/crypto) */
   readonly crypto?: CryptoProvider;
 }
 

@@ -32,7 +32,7 @@ export interface PushServerOptions {
    */
   readonly cluster?: ClusterStore;
   /** where and how to listen; psk lookup and client authorization come from the registry, ticket keys from the store */
-  readonly dtls: Omit<ListenOptions, "psk" | "authorizeClient" | "resumption"> & {
+  readonly dtls: Omit<ListenOptions, "psk" | "authorizeClient" | "resumption" | "crypto"> & {
     readonly psk?: boolean;
     readonly resumption?: PushResumptionOptions;
   };
@@ -43,7 +43,7 @@ export interface PushServerOptions {
   readonly clock?: Clock;
   /** worker threads that make the content signatures; 0 (default) signs on the main thread */
   readonly signingWorkers?: number;
-  /** the crypto provider of the key rings and the delivery engine's ids (default: the Node one, src/crypto) */
+  /** the crypto provider of the key rings, the delivery engine's ids and the DTLS engine (default: the Node one, src/crypto) */
   readonly crypto?: CryptoProvider;
   /**
    * Sessions saved by an earlier process (PushServer.suspend), taken over
@@ -206,6 +206,7 @@ async function serve(
   const { ticketKeyRotationMs: _rotation, ...engineResumption } = resumption ?? {};
   const dtls = await listen({
     ...listenOptions,
+    ...(o.crypto === undefined ? {} : { crypto: o.crypto }),
     ...(usePsk ? { psk: { lookup: (identity: string) => registry.pskKey(identity) } } : {}),
     // a resumed session is authorized again through these same hooks: a revoked or removed device cannot resume
     authorizeClient: (identity: string) => registry.authorizeCertificate(identity),

@@ -11,6 +11,7 @@
  * come before their keys, alerts, close_notify, application data.
  */
 import { copyBytes } from "../util/bytes.ts";
+import { defaultCrypto } from "../crypto/index.ts";
 import { AlertDescription, AlertLevel, alertName, ContentType, HANDSHAKE_HEADER_LENGTH, HandshakeType, MAX_PLAINTEXT } from "./constants.ts";
 import { DtlsError, alertError, receivedAlertError, toDtlsError } from "./errors.ts";
 import { encodeFragment, parseHandshakeFragments } from "./handshake-codec.ts";
@@ -333,8 +334,9 @@ export class Connection implements WindowState {
     c.hs = undefined;
     c.stateValue = "established";
     c.info = snap.info;
-    c.readProtection = new RecordProtection(snap.suite, snap.readKey, snap.readIv);
-    c.writer.restore(new RecordProtection(snap.suite, snap.writeKey, snap.writeIv), snap.nextWriteSeq + seqMargin);
+    const aead = (config.crypto ?? defaultCrypto).aead;
+    c.readProtection = new RecordProtection(snap.suite, snap.readKey, snap.readIv, aead);
+    c.writer.restore(new RecordProtection(snap.suite, snap.writeKey, snap.writeIv, aead), snap.nextWriteSeq + seqMargin);
     c.replayMax = snap.replayMax;
     [c.replay0, c.replay1, c.replay2, c.replay3] = snap.replayWords;
     c.peerMessageSeq = snap.peerMessageSeq;

@@ -5,7 +5,7 @@
  * verifies). Nothing is stored per client before its cookie checks out.
  */
 import { ByteWriter } from "../util/bytes.ts";
-import { constantTimeEqual, hmac, randomBytes, secretKey, type SecretKey } from "../crypto/index.ts";
+import { defaultCrypto, type CryptoProvider, type SecretKey } from "../crypto/index.ts";
 import type { ClientHello } from "./messages.ts";
 
 /** Cookie length: GnuTLS clients abort on cookies over 32 bytes. */
@@ -23,9 +23,12 @@ export class CookieJar {
   private previous: SecretKey | undefined;
   private rotatedAt: number;
   private readonly rotateMs: number;
+  private readonly provider: CryptoProvider;
 
-  constructor(now: number, rotateMs = 60_000) {
-    this.current = secretKey(randomBytes(32));
+  /** `provider`: the crypto provider of the secrets' randomness and of the HMAC. */
+  constructor(now: number, rotateMs = 60_000, provider: CryptoProvider = defaultCrypto) {
+    this.provider = provider;
+    this.current = provider.digest.secretKey(provider.random.bytes(32));
     this.rotatedAt = now;
     this.rotateMs = rotateMs;
   }
@@ -34,7 +37,7 @@ export class CookieJar {
     if (now - this.rotatedAt < this.rotateMs) return;
     // After a long idle gap both secrets are stale: drop the old one too.
     this.previous = now - this.rotatedAt < 2 * this.rotateMs ? this.current : undefined;
-    this.current = secretKey(randomBytes(32));
+    this.current = this.provider.digest.secretKey(this.provider.random.bytes(32));
     this.rotatedAt = now;
   }
 
@@ -46,8 +49,8 @@ export class CookieJar {
   verify(peer: string, hello: ClientHello, now: number): boolean {
     this.maybeRotate(now);
     if (hello.cookie.length !== COOKIE_LENGTH) return false;
-    if (constantTimeEqual(hello.cookie, this.compute(this.current, peer, hello))) return true;
-    return this.previous !== undefined && constantTimeEqual(hello.cookie, this.compute(this.previous, peer, hello));
+    if (this.provider.digest.constantTimeEqual(hello.cookie, this.compute(this.current, peer, hello))) return true;
+    return this.previous !== undefined && this.provider.digest.constantTimeEqual(hello.cookie, this.compute(this.previous, peer, hello));
   }
 
   private compute(key: SecretKey, peer: string, hello: ClientHello): Uint8Array {
@@ -57,6 +60,6 @@ export class CookieJar {
     w.u16(hello.cipherSuites.length);
     for (const s of hello.cipherSuites) w.u16(s);
     w.vec8(hello.compressionMethods);
-    return hmac("sha256", key, [w.finish()]).subarray(0, COOKIE_LENGTH);
+    return this.provider.digest.hmac("sha256", key, [w.finish()]).subarray(0, COOKIE_LENGTH);
   }
 }

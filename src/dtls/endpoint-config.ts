@@ -6,7 +6,7 @@
  */
 import type { Clock } from "../util/clock.ts";
 import { certificateIdentity, normalizeFingerprint, verifyChain, type IdentitySource, type TrustOptions } from "./cert-verify.ts";
-import { loadPrivateKey, parseCertificate, pemCertificates, subjectNameDer, type Certificate, type EcdhGroup } from "../crypto/index.ts";
+import { defaultCrypto, type Certificate, type CryptoProvider, type EcdhGroup } from "../crypto/index.ts";
 import { alertError, DtlsError, errorMessage } from "./errors.ts";
 import { DEFAULT_SERVER_CID_LENGTH, MAX_CID_LENGTH, MIN_CID_RANDOM_BYTES } from "./connection-id.ts";
 import type { ClientAuth } from "./handshake-client.ts";
@@ -95,6 +95,12 @@ export interface ListenOptions {
    * HelloVerifyRequests per second, whole server (default 5000; 0: no limit).
    * First ClientHellos beyond it are dropped before any crypto; see docs/dtls-engine.md.
    */
+  /**
+   * The crypto provider of the endpoint (default `defaultCrypto`, node:crypto):
+   * random, hashes, HMAC, PRF, ECDH, signatures, certificate parsing, AEAD keys,
+   * cookies and tickets of every handshake and session all go through it.
+   */
+  crypto?: CryptoProvider;
   helloVerifyRatePerSecond?: number;
   /** HelloVerifyRequests per second per source prefix, /24 (IPv4) or /64 (IPv6) (default 500; 0: no limit). */
   helloVerifyRatePerPrefix?: number;
@@ -190,6 +196,12 @@ export interface ConnectOptions {
   clock?: Clock;
   /** Offer the RFC 9146 connection_id extension (asking for no CID of our own; the server's CID then rides in our records). Default true. */
   connectionId?: boolean;
+  /**
+   * The crypto provider of the endpoint (default `defaultCrypto`, node:crypto):
+   * random, hashes, HMAC, PRF, ECDH, signatures, certificate parsing, AEAD keys,
+   * cookies and tickets of every handshake and session all go through it.
+   */
+  crypto?: CryptoProvider;
 }
 
 function checkCount(name: string, value: number | undefined, min: number, def: number): number {
@@ -205,16 +217,16 @@ function checkMtu(mtu: number): number {
   return mtu;
 }
 
-function loadCredentials(pairs: readonly CertificateKeyPair[]): ServerCredential[] {
+function loadCredentials(pairs: readonly CertificateKeyPair[], provider: CryptoProvider): ServerCredential[] {
   return pairs.map((pair, i) => {
     const text = typeof pair.cert === "string" ? pair.cert : Buffer.from(pair.cert).toString("utf8");
-    const ders = pemCertificates(text);
+    const ders = provider.x509.pemCertificates(text);
     if (ders.length === 0) throw new DtlsError("bad_option", `certificates[${i}].cert holds no PEM certificate`);
     let chain;
     let signer;
     try {
-      chain = ders.map(parseCertificate);
-      signer = loadPrivateKey(pair.key);
+      chain = ders.map((der) => provider.x509.parse(der));
+      signer = provider.x509.loadPrivateKey(pair.key);
     } catch (e) {
       throw new DtlsError("bad_option", `certificates[${i}]: ${errorMessage(e)}`);
     }
@@ -237,15 +249,16 @@ export function usableSuites(requested: readonly SuiteName[] | undefined, psk: b
 }
 
 export function serverCoreConfig(opts: ListenOptions): ServerCoreConfig {
+  const provider = opts.crypto ?? defaultCrypto;
   const keys = opts.psk?.keys;
   const lookup = opts.psk?.lookup ?? (keys ? (id: string) => keys.get(id) : undefined);
   if (opts.psk !== undefined && lookup === undefined) throw new DtlsError("bad_option", "psk.keys or psk.lookup is required");
-  const certificates = loadCredentials(opts.certificates ?? []);
+  const certificates = loadCredentials(opts.certificates ?? [], provider);
   if (lookup === undefined && certificates.length === 0) throw new DtlsError("bad_option", "give psk keys or certificates (or both)");
   const suites = usableSuites(opts.suites, lookup !== undefined, certificates);
   if (suites.length === 0) throw new DtlsError("bad_option", "none of the requested suites can be used with the given keys and certificates");
   const clientAuth = opts.clientAuth ?? "none";
-  const clientAnchors = opts.clientCa === undefined ? [] : pemAnchors(opts.clientCa, "clientCa");
+  const clientAnchors = opts.clientCa === undefined ? [] : pemAnchors(opts.clientCa, "clientCa", provider);
   if (clientAuth !== "none" && clientAnchors.length === 0) throw new DtlsError("bad_option", `clientAuth "${clientAuth}" needs clientCa`);
   const source = opts.clientIdentity ?? "cn";
   const authorize = opts.authorizeClient;
@@ -274,10 +287,11 @@ export function serverCoreConfig(opts: ListenOptions): ServerCoreConfig {
     legacySha1Signatures: opts.legacySha1Signatures ?? false,
     groups: opts.groups,
     clientAuth,
-    clientCaNames: clientAnchors.map((c) => subjectNameDer(c.der)),
+    clientCaNames: clientAnchors.map((c) => provider.x509.subjectNameDer(c.der)),
     verifyClient,
     reauthorizeClient,
-    resumption: serverResumption(opts.resumption),
+    resumption: serverResumption(opts.resumption, provider),
+    crypto: provider,
     mtu: checkMtu(opts.mtu ?? DEFAULT_MTU),
     requireExtendedMasterSecret: opts.requireExtendedMasterSecret ?? false,
     retransmit: { ...DEFAULT_RETRANSMIT, ...opts.retransmit },
@@ -339,11 +353,11 @@ export function applyCredentialUpdate(opts: ListenOptions, update: CredentialUpd
   return { options, config: serverCoreConfig(options) };
 }
 
-function pemAnchors(pem: string | Uint8Array, what: string): Certificate[] {
+function pemAnchors(pem: string | Uint8Array, what: string, provider: CryptoProvider): Certificate[] {
   const text = typeof pem === "string" ? pem : Buffer.from(pem).toString("utf8");
   let anchors: Certificate[];
   try {
-    anchors = pemCertificates(text).map(parseCertificate);
+    anchors = provider.x509.pemCertificates(text).map((der) => provider.x509.parse(der));
   } catch (e) {
     throw new DtlsError("bad_option", `${what}: ${errorMessage(e)}`);
   }
@@ -354,7 +368,8 @@ function pemAnchors(pem: string | Uint8Array, what: string): Certificate[] {
 /** The client connection's configuration and credentials; only the suites its credentials can serve. */
 export function clientConfig(opts: ConnectOptions): { config: ConnectionConfig; auth: ClientAuth } {
   const mtu = checkMtu(opts.mtu ?? DEFAULT_MTU);
-  const auth = clientAuth(opts);
+  const provider = opts.crypto ?? defaultCrypto;
+  const auth = clientAuth(opts, provider);
   const suites = (opts.suites ?? SUITE_NAMES).map(suiteByName).filter((s) => (usesPsk(s) ? auth.psk !== undefined : auth.verifyServer !== undefined));
   if (suites.length === 0) {
     throw new DtlsError("bad_option", "no usable suite: give psk for the PSK suites, or ca/fingerprint for the certificate suites");
@@ -369,6 +384,7 @@ export function clientConfig(opts: ConnectOptions): { config: ConnectionConfig; 
       retransmit: { ...DEFAULT_RETRANSMIT, ...opts.retransmit },
       idleTimeoutMs: opts.idleTimeoutMs ?? 0,
       connectionId: opts.connectionId ?? true,
+      crypto: provider,
     },
   };
 }
@@ -398,10 +414,11 @@ export function sessionToOffer(opts: ConnectOptions, config: ConnectionConfig, a
   return s;
 }
 
-function clientAuth(opts: ConnectOptions): ClientAuth {
-  const anchors = opts.ca === undefined ? [] : pemAnchors(opts.ca, "ca");
+function clientAuth(opts: ConnectOptions, provider: CryptoProvider): ClientAuth {
+  const anchors = opts.ca === undefined ? [] : pemAnchors(opts.ca, "ca", provider);
   if ((opts.cert === undefined) !== (opts.key === undefined)) throw new DtlsError("bad_option", "cert and key go together");
-  const certificate = opts.cert !== undefined && opts.key !== undefined ? loadCredentials([{ cert: opts.cert, key: opts.key }])[0] : undefined;
+  const certificate =
+    opts.cert !== undefined && opts.key !== undefined ? loadCredentials([{ cert: opts.cert, key: opts.key }], provider)[0] : undefined;
   if (opts.fingerprint !== undefined && !/^[0-9a-f]{64}$/.test(normalizeFingerprint(opts.fingerprint))) {
     throw new DtlsError("bad_option", "fingerprint must be a SHA-256 fingerprint: 64 hex digits, colons allowed");
   }

@@ -37,16 +37,7 @@
  */
 import { bytesEqual, concatBytes, copyBytes } from "../util/bytes.ts";
 import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";
-import {
-  generateEcdh,
-  parseCertificate,
-  randomBytes,
-  schemeKeyType,
-  secretKeyBytes,
-  type Certificate,
-  type EcdhGroup,
-  type SecretKey,
-} from "../crypto/index.ts";
+import { defaultCrypto, schemeKeyType, type CryptoProvider, type Certificate, type EcdhGroup, type SecretKey } from "../crypto/index.ts";
 import { NO_STEP, type Connection, type FlightItem, type HandshakeDriver, type HandshakeStep } from "./connection.ts";
 import { acceptedConnectionId, clientConnectionIdExtension } from "./connection-id.ts";
 import { alertError, errorMessage, unexpectedMessage, type DtlsError } from "./errors.ts";
@@ -57,7 +48,6 @@ import {
   keyBlock,
   masterSecret,
   pskPremasterSecret,
-  secretKey,
   Transcript,
   verifyPeerFinished,
 } from "./key-schedule.ts";
@@ -208,6 +198,8 @@ const MAX_COOKIE_ROUNDS = 4;
 export class ClientHandshake implements HandshakeDriver {
   readonly startedAt: number;
   private readonly config: ConnectionConfig;
+  /** The endpoint's crypto provider (config.crypto, or defaultCrypto). */
+  private readonly crypto: CryptoProvider;
   private readonly auth: ClientAuth;
   private state: ClientState;
   private nextSendSeq = 0;
@@ -225,6 +217,7 @@ export class ClientHandshake implements HandshakeDriver {
     this.startedAt = now;
     const config = host.config;
     this.config = config;
+    this.crypto = config.crypto ?? defaultCrypto;
     this.auth = auth;
     this.resumption = resumption;
     this.onSession = resumption?.onSession;
@@ -248,8 +241,8 @@ export class ClientHandshake implements HandshakeDriver {
     if (config.connectionId !== false) extensions.push(clientConnectionIdExtension());
     const hello: ClientHello = {
       version: ProtocolVersion.DTLS1_2,
-      random: randomBytes(32),
-      sessionId: offer === undefined ? EMPTY : offer.sessionId.length > 0 ? offer.sessionId : randomBytes(32),
+      random: this.crypto.random.bytes(32),
+      sessionId: offer === undefined ? EMPTY : offer.sessionId.length > 0 ? offer.sessionId : this.crypto.random.bytes(32),
       cookie: EMPTY,
       cipherSuites: config.suites.map((s) => s.id),
       compressionMethods: new Uint8Array([0]),
@@ -271,7 +264,7 @@ export class ClientHandshake implements HandshakeDriver {
   private sendHello(hello: ClientHello): { step: HandshakeStep; transcript: Transcript } {
     const body = encodeClientHello(hello);
     const messageSeq = this.nextSendSeq++;
-    const transcript = new Transcript();
+    const transcript = new Transcript(this.crypto.digest);
     transcript.add(encodeHandshake(HandshakeType.client_hello, messageSeq, body));
     const items: FlightItem[] = [{ kind: "handshake", epoch: 0, msgType: HandshakeType.client_hello, messageSeq, body }];
     return { step: { flight: { items, role: "expects_reply" } }, transcript };
@@ -398,14 +391,17 @@ export class ClientHandshake implements HandshakeDriver {
       // RFC 7627 5.3: the client aborts when the resumed session's EMS use and the ServerHello's differ
       if (ems !== offer.ems)
         throw alertError("handshake_failure", "the server resumed our session with extended master secret use that differs from the session's");
-      const master = secretKey(offer.master);
-      const keys = keyBlock(suite, master, s.hello.random, sh.random);
+      const master = this.crypto.digest.secretKey(offer.master);
+      const keys = keyBlock(this.crypto.digest, suite, master, s.hello.random, sh.random);
       const resumed: Resumed = { suite, master, transcript: s.transcript, session: { ...offer, sessionId: copyBytes(sh.sessionId) } };
       // state first: the connection installs the read keys last, which may replay an early Finished into onMessage
       this.state = ticketAnnounced ? { kind: "await_resumed_ticket", ...resumed } : { kind: "await_resumed_finished", ...resumed };
       return {
         connectionIds,
-        keys: { read: new RecordProtection(suite, keys.serverKey, keys.serverIv), write: new RecordProtection(suite, keys.clientKey, keys.clientIv) },
+        keys: {
+          read: new RecordProtection(suite, keys.serverKey, keys.serverIv, this.crypto.aead),
+          write: new RecordProtection(suite, keys.clientKey, keys.clientIv, this.crypto.aead),
+        },
       };
     }
     const next: AfterHello = {
@@ -435,7 +431,7 @@ export class ClientHandshake implements HandshakeDriver {
     const ders = decodeCertificateList(body);
     let chain: Certificate[];
     try {
-      chain = ders.map(parseCertificate);
+      chain = ders.map((der) => this.crypto.x509.parse(der));
     } catch (e) {
       throw alertError("bad_certificate", `the server's certificate does not parse: ${errorMessage(e)}`);
     }
@@ -472,7 +468,7 @@ export class ClientHandshake implements HandshakeDriver {
   private ecdhShare(group: number, peerPublic: Uint8Array): EcdhShared {
     const groupName = groupById(group);
     if (groupName === undefined) throw alertError("illegal_parameter", `server chose group ${group} we did not offer`);
-    const ours = generateEcdh(groupName);
+    const ours = this.crypto.ecdh.generate(groupName);
     const z = ours.derive(peerPublic);
     if (z === null) throw alertError("illegal_parameter", "the server's ECDH public key is invalid");
     return { z, publicKey: ours.publicKey, group: groupName };
@@ -519,14 +515,16 @@ export class ClientHandshake implements HandshakeDriver {
     s.transcript.add(encodeHandshake(HandshakeType.client_key_exchange, ckeSeq, cke));
     flight.push({ kind: "handshake", epoch: 0, msgType: HandshakeType.client_key_exchange, messageSeq: ckeSeq, body: cke });
     // The extended master secret's session hash ends at the ClientKeyExchange (RFC 7627 3).
-    const master = secretKey(masterSecret(hashAlg, premaster, s.clientRandom, s.serverRandom, s.ems ? s.transcript.hash(hashAlg) : undefined));
+    const master = this.crypto.digest.secretKey(
+      masterSecret(this.crypto.digest, hashAlg, premaster, s.clientRandom, s.serverRandom, s.ems ? s.transcript.hash(hashAlg) : undefined),
+    );
     if (ours !== undefined) {
       // CertificateVerify signs every handshake message so far (RFC 5246 7.4.8).
       const signature = ours.credential.signer.sign(ours.scheme, s.transcript.messages());
       addToFlight(HandshakeType.certificate_verify, encodeCertificateVerify({ scheme: ours.scheme, signature }));
     }
-    const keys = keyBlock(s.suite, master, s.clientRandom, s.serverRandom);
-    const verify = finishedVerifyData(hashAlg, master, "client finished", s.transcript.hash(hashAlg));
+    const keys = keyBlock(this.crypto.digest, s.suite, master, s.clientRandom, s.serverRandom);
+    const verify = finishedVerifyData(this.crypto.digest, hashAlg, master, "client finished", s.transcript.hash(hashAlg));
     const finSeq = this.nextSendSeq++;
     s.transcript.add(encodeHandshake(HandshakeType.finished, finSeq, verify));
     const keyed: Keyed = {
@@ -545,8 +543,8 @@ export class ClientHandshake implements HandshakeDriver {
     flight.push({ kind: "ccs" }, { kind: "handshake", epoch: 1, msgType: HandshakeType.finished, messageSeq: finSeq, body: verify });
     return {
       keys: {
-        read: new RecordProtection(s.suite, keys.serverKey, keys.serverIv),
-        write: new RecordProtection(s.suite, keys.clientKey, keys.clientIv),
+        read: new RecordProtection(s.suite, keys.serverKey, keys.serverIv, this.crypto.aead),
+        write: new RecordProtection(s.suite, keys.clientKey, keys.clientIv, this.crypto.aead),
       },
       flight: { items: flight, role: "expects_reply" },
     };
@@ -554,7 +552,7 @@ export class ClientHandshake implements HandshakeDriver {
 
   /** The server's Finished of a full handshake: established, with the new session if the server gave one. */
   private onFinished(s: Extract<ClientState, { kind: "await_finished" }>, msg: HandshakeMessage): HandshakeStep {
-    verifyPeerFinished(s.suite.prfHash, s.master, "server finished", s.transcript, decodeFinished(msg.body));
+    verifyPeerFinished(this.crypto.digest, s.suite.prfHash, s.master, "server finished", s.transcript, decodeFinished(msg.body));
     this.state = DONE;
     const peerCertificate =
       s.certificate === undefined ? undefined : { subject: s.certificate.subject, fingerprint256: s.certificate.fingerprint256 };
@@ -565,7 +563,7 @@ export class ClientHandshake implements HandshakeDriver {
       session = encodeSavedSession({
         server: r.server,
         suite: s.suite.id,
-        master: secretKeyBytes(s.master),
+        master: this.crypto.digest.secretKeyBytes(s.master),
         ems: s.ems,
         group: s.group,
         identity: this.identityName,
@@ -593,9 +591,9 @@ export class ClientHandshake implements HandshakeDriver {
   /** The server's Finished of an abbreviated handshake: then our CCS and Finished, the handshake's last flight. */
   private onResumedFinished(s: Extract<ClientState, { kind: "await_resumed_finished" }>, msg: HandshakeMessage): HandshakeStep {
     const hashAlg = s.suite.prfHash;
-    verifyPeerFinished(hashAlg, s.master, "server finished", s.transcript, decodeFinished(msg.body));
+    verifyPeerFinished(this.crypto.digest, hashAlg, s.master, "server finished", s.transcript, decodeFinished(msg.body));
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
-    const verify = finishedVerifyData(hashAlg, s.master, "client finished", s.transcript.hash(hashAlg));
+    const verify = finishedVerifyData(this.crypto.digest, hashAlg, s.master, "client finished", s.transcript.hash(hashAlg));
     this.state = DONE;
     // ours is the last flight here: kept to answer the server's retransmitted Finished
     const items: FlightItem[] = [

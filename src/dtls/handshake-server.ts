@@ -38,11 +38,9 @@
 import { bytesEqual, concatBytes, copyBytes } from "../util/bytes.ts";
 import { ExtensionType, HandshakeType, ProtocolVersion } from "./constants.ts";
 import {
-  generateEcdh,
-  parseCertificate,
-  randomBytes,
+  defaultCrypto,
   schemeKeyType,
-  secretKeyBytes,
+  type CryptoProvider,
   type Certificate,
   type EcdhGroup,
   type EcdhKeyPair,
@@ -58,7 +56,6 @@ import {
   keyBlock,
   masterSecret,
   pskPremasterSecret,
-  secretKey,
   Transcript,
   verifyPeerFinished,
 } from "./key-schedule.ts";
@@ -201,6 +198,8 @@ interface Resumption {
 export class ServerHandshake implements HandshakeDriver {
   readonly startedAt: number;
   private readonly config: ConnectionConfig;
+  /** The endpoint's crypto provider (config.crypto, or defaultCrypto). */
+  private readonly crypto: CryptoProvider;
   private readonly psk: ServerPskConfig | undefined;
   private readonly auth: ServerAuth;
   private state: ServerState;
@@ -225,6 +224,7 @@ export class ServerHandshake implements HandshakeDriver {
   ) {
     this.startedAt = now;
     this.config = config;
+    this.crypto = config.crypto ?? defaultCrypto;
     this.psk = auth.psk;
     this.auth = auth;
     this.nextSendSeq = helloMessageSeq;
@@ -253,13 +253,13 @@ export class ServerHandshake implements HandshakeDriver {
     const connectionId = answerConnectionId(offered.extensions, hello.extensions, s.cid);
     const connectionIds = connectionId.ids;
     const choice: ServerChoice = { ...offered, extensions: connectionId.extensions };
-    const transcript = new Transcript();
+    const transcript = new Transcript(this.crypto.digest);
     transcript.add(encodeHandshake(HandshakeType.client_hello, helloMessageSeq, helloBody));
     const res = auth.resumption;
     const wallNow = res?.wallClock() ?? 0;
     const found = res === undefined ? undefined : this.findSession(res, hello, choice.extendedMasterSecret, wallNow, counters);
     if (res !== undefined && found !== undefined) return { ...this.resume(res, found, hello, choice, transcript, wallNow), connectionIds };
-    const serverRandom = randomBytes(32);
+    const serverRandom = this.crypto.random.bytes(32);
     const flight: FlightItem[] = [];
     const add = (msgType: number, body: Uint8Array): void => {
       const messageSeq = this.nextSendSeq++;
@@ -273,7 +273,7 @@ export class ServerHandshake implements HandshakeDriver {
       ticketKey !== undefined
         ? { kind: "ticket", key: ticketKey }
         : res?.cache !== undefined
-          ? { kind: "session_id", id: randomBytes(32) }
+          ? { kind: "session_id", id: this.crypto.random.bytes(32) }
           : { kind: "none" };
     add(
       HandshakeType.server_hello,
@@ -299,7 +299,7 @@ export class ServerHandshake implements HandshakeDriver {
     if (choice.credential !== undefined && choice.group !== undefined && choice.signatureScheme !== undefined) {
       // ECDHE_ECDSA / ECDHE_RSA: our chain, then the ECDH parameters signed with its key (RFC 8422 5.4).
       add(HandshakeType.certificate, encodeCertificateList(choice.credential.chain.map((c) => c.der)));
-      const ecdh = generateEcdh(choice.group.name);
+      const ecdh = this.crypto.ecdh.generate(choice.group.name);
       const params = encodeEcdhParams({ group: choice.group.id, publicKey: ecdh.publicKey });
       const signature = choice.credential.signer.sign(choice.signatureScheme, concatBytes([hello.random, serverRandom, params]));
       add(HandshakeType.server_key_exchange, encodeSignedEcdhParams(params, choice.signatureScheme, signature));
@@ -318,7 +318,7 @@ export class ServerHandshake implements HandshakeDriver {
         this.state = { ...negotiated, kind: "await_client_key_exchange", kx, client: NO_CLIENT_CERTIFICATE };
       }
     } else if (choice.group !== undefined) {
-      const ecdh = generateEcdh(choice.group.name);
+      const ecdh = this.crypto.ecdh.generate(choice.group.name);
       add(HandshakeType.server_key_exchange, encodeEcdhePskServerParams({ hint: hint ?? EMPTY, group: choice.group.id, publicKey: ecdh.publicKey }));
       this.state = { ...negotiated, kind: "await_client_key_exchange", kx: { kind: "ecdhe_psk", ecdh }, client: NO_CLIENT_CERTIFICATE };
     } else {
@@ -344,7 +344,7 @@ export class ServerHandshake implements HandshakeDriver {
     let state: ServerSessionState | ResumptionRefusal;
     let fromCache = false;
     if (ticket !== undefined && ticket.length > 0) {
-      state = openTicket(res.ticketKeys, ticket, wallNow);
+      state = openTicket(this.crypto, res.ticketKeys, ticket, wallNow);
     } else if (hello.sessionId.length > 0 && res.cache !== undefined) {
       state = res.cache.get(hello.sessionId) ?? "unknown_session_id";
       fromCache = true;
@@ -383,7 +383,7 @@ export class ServerHandshake implements HandshakeDriver {
     if (usesPsk(suite)) {
       const key = this.psk?.lookup(s.identity);
       if (key === undefined) return "psk_unknown";
-      return samePsk(s, key) ? suite : "psk_changed";
+      return samePsk(this.crypto.digest, s, key) ? suite : "psk_changed";
     }
     if (s.peer !== undefined) {
       if (this.auth.clientAuth === "none") return "client_refused";
@@ -407,7 +407,7 @@ export class ServerHandshake implements HandshakeDriver {
     wallNow: number,
   ): HandshakeStep {
     const { state: s, suite } = found;
-    const serverRandom = randomBytes(32);
+    const serverRandom = this.crypto.random.bytes(32);
     const flight: FlightItem[] = [];
     const add = (msgType: number, body: Uint8Array, epoch: 0 | 1): void => {
       const messageSeq = this.nextSendSeq++;
@@ -429,9 +429,9 @@ export class ServerHandshake implements HandshakeDriver {
     if (found.renewWith !== undefined) {
       add(HandshakeType.new_session_ticket, this.newTicket(res, found.renewWith, { ...s, issuedAt: wallNow }), 0);
     }
-    const master = secretKey(s.master);
-    const keys = keyBlock(suite, master, hello.random, serverRandom);
-    const verify = finishedVerifyData(suite.prfHash, master, "server finished", transcript.hash(suite.prfHash));
+    const master = this.crypto.digest.secretKey(s.master);
+    const keys = keyBlock(this.crypto.digest, suite, master, hello.random, serverRandom);
+    const verify = finishedVerifyData(this.crypto.digest, suite.prfHash, master, "server finished", transcript.hash(suite.prfHash));
     flight.push({ kind: "ccs" });
     add(HandshakeType.finished, verify, 1);
     const info: { -readonly [K in keyof ConnectionInfo]: ConnectionInfo[K] } = {
@@ -444,13 +444,16 @@ export class ServerHandshake implements HandshakeDriver {
     if (s.peer !== undefined) info.peerCertificate = s.peer;
     this.state = { kind: "await_resumed_finished", suite, master, transcript, info };
     return {
-      keys: { read: new RecordProtection(suite, keys.clientKey, keys.clientIv), write: new RecordProtection(suite, keys.serverKey, keys.serverIv) },
+      keys: {
+        read: new RecordProtection(suite, keys.clientKey, keys.clientIv, this.crypto.aead),
+        write: new RecordProtection(suite, keys.serverKey, keys.serverIv, this.crypto.aead),
+      },
       flight: { items: flight, role: "expects_reply" },
     };
   }
 
   private newTicket(res: ServerResumption, key: TicketKey, state: ServerSessionState): Uint8Array {
-    return encodeNewSessionTicket({ lifetimeHint: Math.floor(res.ticketLifetimeMs / 1000), ticket: sealTicket(key, state) });
+    return encodeNewSessionTicket({ lifetimeHint: Math.floor(res.ticketLifetimeMs / 1000), ticket: sealTicket(this.crypto, key, state) });
   }
 
   onMessage(msg: HandshakeMessage): HandshakeStep {
@@ -476,7 +479,7 @@ export class ServerHandshake implements HandshakeDriver {
       case "await_resumed_finished":
         if (msg.msgType !== HandshakeType.finished) throw unexpectedMessage(msg.msgType, "Finished");
         if (msg.epoch !== 1) throw alertError("unexpected_message", "Finished arrived unprotected");
-        verifyPeerFinished(s.suite.prfHash, s.master, "client finished", s.transcript, decodeFinished(msg.body));
+        verifyPeerFinished(this.crypto.digest, s.suite.prfHash, s.master, "client finished", s.transcript, decodeFinished(msg.body));
         this.state = DONE;
         return { established: s.info };
       case "done":
@@ -513,7 +516,7 @@ export class ServerHandshake implements HandshakeDriver {
     }
     const key = this.psk?.lookup(identity);
     if (key === undefined) throw alertError("unknown_psk_identity", `unknown PSK identity ${JSON.stringify(identity)}`);
-    return this.deriveKeys(s, msg, identity, premasterOf(key), s.resumable.kind === "none" ? EMPTY : pskDigest(key));
+    return this.deriveKeys(s, msg, identity, premasterOf(key), s.resumable.kind === "none" ? EMPTY : pskDigest(this.crypto.digest, key));
   }
 
   /** The client's Certificate: empty (allowed unless required) or a chain the policy accepts; into the transcript. */
@@ -526,7 +529,7 @@ export class ServerHandshake implements HandshakeDriver {
     } else {
       let chain: Certificate[];
       try {
-        chain = ders.map(parseCertificate);
+        chain = ders.map((der) => this.crypto.x509.parse(der));
       } catch (e) {
         throw alertError("bad_certificate", `the client's certificate does not parse: ${errorMessage(e)}`);
       }
@@ -575,8 +578,10 @@ export class ServerHandshake implements HandshakeDriver {
   ): HandshakeStep {
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     const hashAlg = s.suite.prfHash;
-    const master = secretKey(masterSecret(hashAlg, premaster, s.clientRandom, s.serverRandom, s.ems ? s.transcript.hash(hashAlg) : undefined));
-    const keys = keyBlock(s.suite, master, s.clientRandom, s.serverRandom);
+    const master = this.crypto.digest.secretKey(
+      masterSecret(this.crypto.digest, hashAlg, premaster, s.clientRandom, s.serverRandom, s.ems ? s.transcript.hash(hashAlg) : undefined),
+    );
+    const keys = keyBlock(this.crypto.digest, s.suite, master, s.clientRandom, s.serverRandom);
     const { kx: _spent, client, ...negotiated } = s;
     if (client.kind === "received") {
       this.state = { ...negotiated, kind: "await_certificate_verify", client, master };
@@ -585,8 +590,8 @@ export class ServerHandshake implements HandshakeDriver {
     }
     return {
       keys: {
-        read: new RecordProtection(s.suite, keys.clientKey, keys.clientIv),
-        write: new RecordProtection(s.suite, keys.serverKey, keys.serverIv),
+        read: new RecordProtection(s.suite, keys.clientKey, keys.clientIv, this.crypto.aead),
+        write: new RecordProtection(s.suite, keys.serverKey, keys.serverIv, this.crypto.aead),
       },
     };
   }
@@ -594,7 +599,7 @@ export class ServerHandshake implements HandshakeDriver {
   /** The client's Finished: then our [NewSessionTicket], ChangeCipherSpec and Finished, the handshake's last flight. */
   private onFinished(s: Extract<ServerState, { kind: "await_finished" }>, msg: HandshakeMessage): HandshakeStep {
     const hashAlg = s.suite.prfHash;
-    verifyPeerFinished(hashAlg, s.master, "client finished", s.transcript, decodeFinished(msg.body));
+    verifyPeerFinished(this.crypto.digest, hashAlg, s.master, "client finished", s.transcript, decodeFinished(msg.body));
     s.transcript.add(encodeHandshake(msg.msgType, msg.messageSeq, msg.body));
     // kept for the session's life: the optional fields only when they have a value (8 bytes each otherwise)
     const info: { -readonly [K in keyof ConnectionInfo]: ConnectionInfo[K] } = {
@@ -611,7 +616,7 @@ export class ServerHandshake implements HandshakeDriver {
       const wallNow = res.wallClock();
       const state: ServerSessionState = {
         suite: s.suite.id,
-        master: secretKeyBytes(s.master),
+        master: this.crypto.digest.secretKeyBytes(s.master),
         ems: s.ems,
         group: s.group,
         identity: s.identity,
@@ -630,7 +635,7 @@ export class ServerHandshake implements HandshakeDriver {
         res.cache?.set(s.resumable.id, state);
       }
     }
-    const verify = finishedVerifyData(hashAlg, s.master, "server finished", s.transcript.hash(hashAlg));
+    const verify = finishedVerifyData(this.crypto.digest, hashAlg, s.master, "server finished", s.transcript.hash(hashAlg));
     this.state = DONE;
     flight.push({ kind: "ccs" }, { kind: "handshake", epoch: 1, msgType: HandshakeType.finished, messageSeq: this.nextSendSeq++, body: verify });
     // our last flight: kept to answer the client's retransmissions until it sends protected data

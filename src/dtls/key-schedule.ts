@@ -8,7 +8,7 @@
  * a new key block and Finished from it.
  */
 import { concatBytes } from "../util/bytes.ts";
-import { constantTimeEqual, prf, runningHash, secretKey, type HashName, type RunningHash, type SecretKey } from "../crypto/index.ts";
+import type { Digests, HashName, RunningHash, SecretKey } from "../crypto/index.ts";
 import { alertError } from "./errors.ts";
 import type { CipherSuite } from "./suites.ts";
 
@@ -25,6 +25,7 @@ export function pskPremasterSecret(psk: Uint8Array): Uint8Array {
 }
 
 export function masterSecret(
+  d: Digests,
   alg: HashName,
   premaster: Uint8Array,
   clientRandom: Uint8Array,
@@ -32,8 +33,8 @@ export function masterSecret(
   sessionHash: Uint8Array | undefined,
 ): Uint8Array {
   return sessionHash
-    ? prf(alg, premaster, "extended master secret", sessionHash, 48)
-    : prf(alg, premaster, "master secret", concatBytes([clientRandom, serverRandom]), 48);
+    ? d.prf(alg, premaster, "extended master secret", sessionHash, 48)
+    : d.prf(alg, premaster, "master secret", concatBytes([clientRandom, serverRandom]), 48);
 }
 
 export interface TrafficKeys {
@@ -43,10 +44,10 @@ export interface TrafficKeys {
   readonly serverIv: Uint8Array;
 }
 
-export function keyBlock(suite: CipherSuite, master: SecretKey, clientRandom: Uint8Array, serverRandom: Uint8Array): TrafficKeys {
+export function keyBlock(d: Digests, suite: CipherSuite, master: SecretKey, clientRandom: Uint8Array, serverRandom: Uint8Array): TrafficKeys {
   const k = suite.keyLength;
   const iv = suite.fixedIvLength;
-  const block = prf(suite.prfHash, master, "key expansion", concatBytes([serverRandom, clientRandom]), 2 * k + 2 * iv);
+  const block = d.prf(suite.prfHash, master, "key expansion", concatBytes([serverRandom, clientRandom]), 2 * k + 2 * iv);
   return {
     clientKey: block.subarray(0, k),
     serverKey: block.subarray(k, 2 * k),
@@ -57,25 +58,27 @@ export function keyBlock(suite: CipherSuite, master: SecretKey, clientRandom: Ui
 
 /** Checks the peer's Finished against the transcript so far; throws decrypt_error (RFC 5246 7.4.9) when it differs. */
 export function verifyPeerFinished(
+  d: Digests,
   alg: HashName,
   master: SecretKey,
   label: "client finished" | "server finished",
   transcript: Transcript,
   verifyData: Uint8Array,
 ): void {
-  const expected = finishedVerifyData(alg, master, label, transcript.hash(alg));
-  if (verifyData.length !== expected.length || !constantTimeEqual(verifyData, expected)) {
+  const expected = finishedVerifyData(d, alg, master, label, transcript.hash(alg));
+  if (verifyData.length !== expected.length || !d.constantTimeEqual(verifyData, expected)) {
     throw alertError("decrypt_error", `${label === "client finished" ? "client" : "server"} Finished does not verify (wrong PSK?)`);
   }
 }
 
 export function finishedVerifyData(
+  d: Digests,
   alg: HashName,
   master: SecretKey,
   label: "client finished" | "server finished",
   transcriptHash: Uint8Array,
 ): Uint8Array {
-  return prf(alg, master, label, transcriptHash, 12);
+  return d.prf(alg, master, label, transcriptHash, 12);
 }
 
 /**
@@ -88,6 +91,11 @@ export class Transcript {
   private running: { alg: HashName; hash: RunningHash } | undefined;
   /** Every message, kept for CertificateVerify, which signs the messages themselves. */
   private readonly all: Uint8Array[] = [];
+  private readonly digests: Digests;
+
+  constructor(digests: Digests) {
+    this.digests = digests;
+  }
 
   add(message: Uint8Array): void {
     this.all.push(message);
@@ -102,7 +110,7 @@ export class Transcript {
 
   hash(alg: HashName): Uint8Array {
     if (this.running === undefined) {
-      const h = runningHash(alg);
+      const h = this.digests.runningHash(alg);
       for (const m of this.pending) h.update(m);
       this.pending = [];
       this.running = { alg, hash: h };
@@ -112,8 +120,6 @@ export class Transcript {
     return this.running.hash.digest();
   }
 }
-
-export { secretKey };
 
 /** RFC 5489 2: struct { opaque other_secret<0..2^16-1>; opaque psk<0..2^16-1>; } with other_secret = the ECDH result. */
 export function ecdhePskPremasterSecret(z: Uint8Array, psk: Uint8Array): Uint8Array {

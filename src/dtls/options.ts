@@ -4,7 +4,7 @@
  * limits), what a connection reports as negotiated (ConnectionInfo), and what
  * it hands its host (ConnectionHandler).
  */
-import type { Certificate, EcdhGroup, Signer } from "../crypto/index.ts";
+import type { Certificate, CryptoProvider, EcdhGroup, Signer } from "../crypto/index.ts";
 import type { DtlsError } from "./errors.ts";
 import type { CipherSuite, SuiteName } from "./suites.ts";
 
@@ -47,6 +47,12 @@ export interface ConnectionConfig {
   readonly groups?: readonly EcdhGroup[] | undefined;
   /** A client offers the RFC 9146 connection_id extension (asking for no CID of its own) unless this is false. */
   readonly connectionId?: boolean | undefined;
+  /**
+   * The crypto provider every handshake and record protection of the
+   * endpoint uses (random, hashes, PRF, ECDH, signatures, certificates,
+   * AEAD); `defaultCrypto` when absent.
+   */
+  readonly crypto?: CryptoProvider | undefined;
 }
 
 /** What an established connection tells the layers above. */

@@ -4,7 +4,7 @@
  * plain records and for tls12_cid records (RFC 9146 5.3's additional data and
  * the DTLSInnerPlaintext).
  */
-import { aeadKey, aeadKeyBytes, aeadOpen, aeadSeal, type AeadKey } from "../crypto/index.ts";
+import { defaultCrypto, type AeadCiphers, type AeadKey } from "../crypto/index.ts";
 import { ContentType, RECORD_HEADER_LENGTH } from "./constants.ts";
 import type { RawRecord } from "./record.ts";
 import { writeCidRecordHeader, writeRecordHeader, writeSeq48 } from "./record.ts";
@@ -19,6 +19,36 @@ const nonce = Buffer.alloc(12);
 const aad = Buffer.alloc(13);
 /** The AAD of tls12_cid records: 23 bytes and a CID of up to 255 (RFC 9146 5.3). */
 const cidAad = Buffer.alloc(23 + 255);
+
+/**
+ * A suite with the AEAD functions of one provider, resolved once per provider
+ * and suite and shared by every session that uses them: a RecordProtection
+ * holds it where it held the suite, so the provider costs no byte per session
+ * and no lookup per record. The functions are called detached (as plain
+ * functions, not as methods of the provider's `aead`).
+ */
+interface RecordCipher {
+  readonly suite: CipherSuite;
+  readonly seal: AeadCiphers["seal"];
+  readonly open: AeadCiphers["open"];
+  readonly keyBytes: AeadCiphers["keyBytes"];
+}
+
+const recordCiphers = new WeakMap<AeadCiphers, Map<CipherSuite, RecordCipher>>();
+
+function recordCipher(suite: CipherSuite, aead: AeadCiphers): RecordCipher {
+  let bySuite = recordCiphers.get(aead);
+  if (bySuite === undefined) {
+    bySuite = new Map();
+    recordCiphers.set(aead, bySuite);
+  }
+  let cipher = bySuite.get(suite);
+  if (cipher === undefined) {
+    cipher = Object.freeze({ suite, seal: aead.seal, open: aead.open, keyBytes: aead.keyBytes });
+    bySuite.set(suite, cipher);
+  }
+  return cipher;
+}
 
 /** Big-endian 32-bit word of bytes[at..at+4) as an int32 (a small integer to V8: no heap box). */
 function word(bytes: Uint8Array, at: number): number {
@@ -44,19 +74,24 @@ function putWord(out: Uint8Array, at: number, v: number): void {
  * key is held as it is (no AEAD object around it).
  */
 export class RecordProtection {
-  /** The suite (shared by every session that negotiated it): its AEAD, explicit nonce and tag lengths. */
-  private readonly suite: CipherSuite;
+  /** The suite and the provider's AEAD functions (shared by every session that negotiated it with that provider). */
+  private readonly cipher: RecordCipher;
   private readonly key: AeadKey;
   private readonly iv0: number;
   private readonly iv1: number;
   private readonly iv2: number;
 
-  constructor(suite: CipherSuite, key: Uint8Array, iv: Uint8Array) {
-    this.suite = suite;
-    this.key = aeadKey(key);
+  /** `aead`: the crypto provider's AEAD ciphers, which make the key and seal and open every record. */
+  constructor(suite: CipherSuite, key: Uint8Array, iv: Uint8Array, aead: AeadCiphers = defaultCrypto.aead) {
+    this.cipher = recordCipher(suite, aead);
+    this.key = aead.key(key);
     this.iv0 = word(iv, 0);
     this.iv1 = iv.length > 4 ? word(iv, 4) : 0;
     this.iv2 = iv.length > 8 ? word(iv, 8) : 0;
+  }
+
+  private get suite(): CipherSuite {
+    return this.cipher.suite;
   }
 
   /** The suite's IANA number. */
@@ -64,13 +99,13 @@ export class RecordProtection {
     return this.suite.id;
   }
 
-  /** The key and the fixed IV as bytes (a session snapshot); `new RecordProtection(suite, key, iv)` makes the same protection again. */
+  /** The key and the fixed IV as bytes (a session snapshot); `new RecordProtection(suite, key, iv, aead)` makes the same protection again. */
   exportKeys(): { readonly key: Uint8Array; readonly iv: Uint8Array } {
     const iv = new Uint8Array(12);
     putWord(iv, 0, this.iv0);
     putWord(iv, 4, this.iv1);
     putWord(iv, 8, this.iv2);
-    return { key: aeadKeyBytes(this.key), iv: iv.subarray(0, this.suite.fixedIvLength) };
+    return { key: this.cipher.keyBytes(this.key), iv: iv.subarray(0, this.suite.fixedIvLength) };
   }
 
   /** 8 (GCM/CCM) or 0 (ChaCha20-Poly1305, whose nonce is the IV XOR epoch||seq). */
@@ -178,7 +213,8 @@ export class RecordProtection {
   /** Seals behind `headerLength` bytes left for the caller's header: the explicit nonce (GCM/CCM), ciphertext, tag. */
   private sealBody(epoch: number, seq: number, ad: Uint8Array, plaintext: Uint8Array, headerLength: number): Uint8Array {
     this.setNonce(epoch, seq, undefined);
-    const out = aeadSeal(this.suite.aead, this.key, nonce, ad, plaintext, headerLength + this.explicitLength);
+    const cipher = this.cipher;
+    const out = cipher.seal(cipher.suite.aead, this.key, nonce, ad, plaintext, headerLength + this.explicitLength);
     if (this.explicitLength > 0) {
       // the explicit nonce is epoch || seq, as in the header
       out[headerLength] = epoch >>> 8;
@@ -191,6 +227,7 @@ export class RecordProtection {
   private openBody(rec: RawRecord, ad: Uint8Array): Uint8Array | null {
     const body = rec.body;
     this.setNonce(rec.epoch, rec.seq, this.explicitLength > 0 ? body : undefined);
-    return aeadOpen(this.suite.aead, this.key, nonce, ad, this.explicitLength > 0 ? body.subarray(this.explicitLength) : body);
+    const cipher = this.cipher;
+    return cipher.open(cipher.suite.aead, this.key, nonce, ad, this.explicitLength > 0 ? body.subarray(this.explicitLength) : body);
   }
 }

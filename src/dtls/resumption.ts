@@ -21,7 +21,7 @@
 import { ByteReader, ByteWriter, copyBytes, fromHex, toHex } from "../util/bytes.ts";
 import { DecodeError } from "../util/errors.ts";
 import { DtlsError } from "./errors.ts";
-import { aeadKey, aeadOpen, aeadSeal, constantTimeEqual, hash, randomBytes, type AeadKey, type EcdhGroup } from "../crypto/index.ts";
+import { defaultCrypto, type AeadCiphers, type AeadKey, type CryptoProvider, type Digests, type EcdhGroup } from "../crypto/index.ts";
 import { groupById, GROUPS } from "./negotiation.ts";
 import type { ServerResumptionOptions, TicketKey, TicketKeySource } from "./resumption-options.ts";
 import { RotatingTicketKeys } from "./ticket-keys.ts";
@@ -162,44 +162,68 @@ function decodeServerState(b: Uint8Array): ServerSessionState | undefined {
   }
 }
 
-/** Each ticket key's AEAD key object, built once (keys come and go with their source). */
-const aeadKeys = new WeakMap<TicketKey, AeadKey>();
+/** Each ticket key's AEAD key object per provider, built once (keys come and go with their source). */
+const aeadKeys = new WeakMap<AeadCiphers, WeakMap<TicketKey, AeadKey>>();
 
-function ticketAeadKey(key: TicketKey): AeadKey {
-  let k = aeadKeys.get(key);
+function ticketAeadKey(aead: AeadCiphers, key: TicketKey): AeadKey {
+  let keys = aeadKeys.get(aead);
+  if (keys === undefined) {
+    keys = new WeakMap();
+    aeadKeys.set(aead, keys);
+  }
+  let k = keys.get(key);
   if (k === undefined) {
-    k = aeadKey(key.secret);
-    aeadKeys.set(key, k);
+    k = aead.key(key.secret);
+    keys.set(key, k);
   }
   return k;
 }
 
-export function sealTicket(key: TicketKey, state: ServerSessionState): Uint8Array {
-  const nonce = randomBytes(NONCE_LENGTH);
-  const sealed = aeadSeal("aes-256-gcm", ticketAeadKey(key), nonce, key.name, encodeServerState(state), KEY_NAME_LENGTH + NONCE_LENGTH);
+/** The ticket for `state` under `key`, sealed with the provider's AEAD and a nonce from its random source. */
+export function sealTicket(provider: CryptoProvider, key: TicketKey, state: ServerSessionState): Uint8Array {
+  const nonce = provider.random.bytes(NONCE_LENGTH);
+  const sealed = provider.aead.seal(
+    "aes-256-gcm",
+    ticketAeadKey(provider.aead, key),
+    nonce,
+    key.name,
+    encodeServerState(state),
+    KEY_NAME_LENGTH + NONCE_LENGTH,
+  );
   sealed.set(key.name, 0);
   sealed.set(nonce, KEY_NAME_LENGTH);
   return sealed;
 }
 
-export function openTicket(keys: TicketKeySource, ticket: Uint8Array, wallNow: number): ServerSessionState | ResumptionRefusal {
+export function openTicket(
+  provider: CryptoProvider,
+  keys: TicketKeySource,
+  ticket: Uint8Array,
+  wallNow: number,
+): ServerSessionState | ResumptionRefusal {
   if (ticket.length < KEY_NAME_LENGTH + NONCE_LENGTH + TAG_LENGTH) return "bad_ticket";
   const name = ticket.subarray(0, KEY_NAME_LENGTH);
   const key = keys.byName(name, wallNow);
   if (key === undefined) return "unknown_key";
   const nonce = ticket.subarray(KEY_NAME_LENGTH, KEY_NAME_LENGTH + NONCE_LENGTH);
-  const plain = aeadOpen("aes-256-gcm", ticketAeadKey(key), nonce, key.name, ticket.subarray(KEY_NAME_LENGTH + NONCE_LENGTH));
+  const plain = provider.aead.open(
+    "aes-256-gcm",
+    ticketAeadKey(provider.aead, key),
+    nonce,
+    key.name,
+    ticket.subarray(KEY_NAME_LENGTH + NONCE_LENGTH),
+  );
   if (plain === null) return "bad_ticket";
   return decodeServerState(plain) ?? "bad_ticket";
 }
 
 /** SHA-256 of a PSK: what a ticket keeps to tell whether the identity's key changed. */
-export function pskDigest(psk: Uint8Array): Uint8Array {
-  return hash("sha256", [psk]);
+export function pskDigest(d: Digests, psk: Uint8Array): Uint8Array {
+  return d.hash("sha256", [psk]);
 }
 
-export function samePsk(state: ServerSessionState, psk: Uint8Array): boolean {
-  return constantTimeEqual(state.pskDigest, pskDigest(psk));
+export function samePsk(d: Digests, state: ServerSessionState, psk: Uint8Array): boolean {
+  return d.constantTimeEqual(state.pskDigest, pskDigest(d, psk));
 }
 
 /**
@@ -263,7 +287,7 @@ export const DEFAULT_RESUMPTION = {
 } as const;
 
 /** The options checked and defaulted; undefined when resumption is off. Throws DtlsError "bad_option". */
-export function serverResumption(opts: ServerResumptionOptions | undefined): ServerResumption | undefined {
+export function serverResumption(opts: ServerResumptionOptions | undefined, provider: CryptoProvider = defaultCrypto): ServerResumption | undefined {
   if (opts?.enabled === false) return undefined;
   const positive = (name: string, v: number | undefined, def: number, min: number): number => {
     if (v === undefined) return def;
@@ -273,7 +297,7 @@ export function serverResumption(opts: ServerResumptionOptions | undefined): Ser
   const ticketLifetimeMs = positive("ticketLifetimeMs", opts?.ticketLifetimeMs, DEFAULT_RESUMPTION.ticketLifetimeMs, 1000);
   const cacheSize = positive("sessionCacheSize", opts?.sessionCacheSize, DEFAULT_RESUMPTION.sessionCacheSize, 0);
   return {
-    ticketKeys: opts?.ticketKeys ?? new RotatingTicketKeys(ticketLifetimeMs),
+    ticketKeys: opts?.ticketKeys ?? new RotatingTicketKeys(ticketLifetimeMs, provider.random),
     ticketLifetimeMs,
     maxSessionAgeMs: positive("maxSessionAgeMs", opts?.maxSessionAgeMs, DEFAULT_RESUMPTION.maxSessionAgeMs, 1000),
     cache: cacheSize === 0 ? undefined : new SessionCache(cacheSize),

@@ -23,7 +23,7 @@ import { newClientHelloDropCounts, type ClientHelloDropCause } from "./hello-lim
 import { ServerHandshake, type ServerAuth } from "./handshake-server.ts";
 import { MemoryBudget } from "./memory-budget.ts";
 import { decodeClientHello, encodeHelloVerifyRequest, findExtension, type ClientHello } from "./messages.ts";
-import { randomBytes, type Certificate } from "../crypto/index.ts";
+import { defaultCrypto, type Certificate } from "../crypto/index.ts";
 import {
   DEFAULT_SERVER_LIMITS,
   type ClientAuthMode,
@@ -373,7 +373,7 @@ export class ServerCore {
     this.config = config;
     this.auth = serverAuth(config);
     this.handler = handler;
-    this.cookies = new CookieJar(now, config.cookieRotateMs);
+    this.cookies = new CookieJar(now, config.cookieRotateMs, config.crypto ?? defaultCrypto);
     this.memory = new MemoryBudget(config.handshakeMemoryBytes ?? DEFAULT_SERVER_LIMITS.handshakeMemoryBytes);
     this.cidLength = config.connectionIdLength ?? DEFAULT_SERVER_CID_LENGTH;
     this.cidPrefix = cidString(config.connectionIdPrefix ?? new Uint8Array(0));
@@ -568,8 +568,9 @@ export class ServerCore {
   private newConnectionId(hello: ClientHello): string | undefined {
     if (this.cidLength === 0 || findExtension(hello.extensions, ExtensionType.connection_id) === undefined) return undefined;
     // at least 4 random bytes: a collision with a live session is rare, and a few tries make it vanishing
+    const random = (this.config.crypto ?? defaultCrypto).random;
     for (let i = 0; i < 8; i++) {
-      const cid = makeServerCid(this.cidPrefix, this.cidLength, randomBytes);
+      const cid = makeServerCid(this.cidPrefix, this.cidLength, (n) => random.bytes(n));
       if (!this.cids.has(cid)) return cid;
     }
     return undefined;

@@ -6,7 +6,7 @@
  * store-backed source instead, so they survive restarts).
  */
 import { bytesEqual } from "../util/bytes.ts";
-import { randomBytes } from "../crypto/index.ts";
+import { defaultCrypto, type RandomSource } from "../crypto/index.ts";
 import type { TicketKey, TicketKeySource } from "./resumption-options.ts";
 
 export class RotatingTicketKeys implements TicketKeySource {
@@ -14,8 +14,12 @@ export class RotatingTicketKeys implements TicketKeySource {
   private active: TicketKey | undefined;
   private previous: TicketKey | undefined;
 
-  constructor(lifetimeMs: number) {
+  /** Where the key names and secrets come from (the endpoint's crypto provider). */
+  private readonly random: RandomSource;
+
+  constructor(lifetimeMs: number, random: RandomSource = defaultCrypto.random) {
     this.lifetimeMs = lifetimeMs;
+    this.random = random;
   }
 
   current(wallNow: number): TicketKey | undefined {
@@ -23,8 +27,8 @@ export class RotatingTicketKeys implements TicketKeySource {
     if (active !== undefined && wallNow < active.notAfter) return active;
     this.previous = active;
     const key: TicketKey = {
-      name: randomBytes(16),
-      secret: randomBytes(32),
+      name: this.random.bytes(16),
+      secret: this.random.bytes(32),
       notBefore: wallNow,
       notAfter: wallNow + this.lifetimeMs,
       retiresAt: wallNow + 2 * this.lifetimeMs,

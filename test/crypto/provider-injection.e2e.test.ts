@@ -3,7 +3,9 @@
  * device (real DTLS over loopback UDP) each given a provider of their own.
  * The server's makes the ring keys and the message ids; the device's imports
  * the JWKS key its pushes are checked with, so a provider whose verifier
- * refuses everything makes the device refuse a good push.
+ * refuses everything makes the device refuse a good push. Both run their DTLS
+ * handshake and records through theirs (startPushServer passes it to listen,
+ * connect to the DTLS connect).
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { connect, type DtlspushClient, type ReceivedMessage } from "../../src/client/index.ts";
@@ -23,10 +25,15 @@ afterEach(async () => {
 });
 
 /** The default provider, counting the calls a test looks at; `refuse` makes every imported public key refuse every signature. */
-function counting(refuse = false): { provider: CryptoProvider; calls: { generatedJwks: number; publicKeys: number; ids: string[] } } {
-  const calls = { generatedJwks: 0, publicKeys: 0, ids: [] as string[] };
+function counting(refuse = false): {
+  provider: CryptoProvider;
+  calls: { generatedJwks: number; publicKeys: number; ids: string[]; prf: number; recordKeys: number };
+} {
+  const calls = { generatedJwks: 0, publicKeys: 0, ids: [] as string[], prf: 0, recordKeys: 0 };
   const provider: CryptoProvider = {
     ...defaultCrypto,
+    digest: { ...defaultCrypto.digest, prf: (...args) => (calls.prf++, defaultCrypto.digest.prf(...args)) },
+    aead: { ...defaultCrypto.aead, key: (bytes) => (calls.recordKeys++, defaultCrypto.aead.key(bytes)) },
     random: {
       ...defaultCrypto.random,
       timeOrderedId: (now) => {
@@ -64,6 +71,11 @@ describe("crypto provider injection", () => {
     const { server, device } = await serverAndDevice(s.provider, d.provider);
     expect(s.calls.generatedJwks).toBe(3); // content, session and publisher rings
     expect(d.calls.generatedJwks).toBe(0);
+    // the DTLS handshake of each side ran through its provider: master secret, key block, Finished; the record keys
+    expect(s.calls.prf).toBeGreaterThanOrEqual(4);
+    expect(d.calls.prf).toBeGreaterThanOrEqual(4);
+    expect(s.calls.recordKeys).toBeGreaterThanOrEqual(2);
+    expect(d.calls.recordKeys).toBe(2);
     const got: ReceivedMessage[] = [];
     device.on("message", (m) => got.push(m));
     const r = await server.publish({ target: { device: "d1" }, payload: enc("hello"), publisher: "t" });

@@ -4,6 +4,7 @@
  * every single-bit change is refused, never thrown.
  */
 import { describe, expect, it } from "vitest";
+import { defaultCrypto } from "../../src/crypto/index.ts";
 import { openTicket, pskDigest, sealTicket, type ServerSessionState } from "../../src/dtls/resumption.ts";
 import { decodeSavedSession, encodeSavedSession, type ClientSessionState } from "../../src/dtls/saved-session.ts";
 import { RotatingTicketKeys } from "../../src/dtls/ticket-keys.ts";
@@ -25,27 +26,33 @@ describe("tickets", () => {
   const keys = new RotatingTicketKeys(60_000);
   const key = keys.current(NOW);
   if (key === undefined) throw new Error("no key");
-  const ticket = sealTicket(key, state);
+  const ticket = sealTicket(defaultCrypto, key, state);
 
   it("round-trips the whole state; the layout is key name, nonce, ciphertext, tag", () => {
-    expect(openTicket(keys, ticket, NOW)).toEqual(state);
+    expect(openTicket(defaultCrypto, keys, ticket, NOW)).toEqual(state);
     expect(new Uint8Array(ticket.subarray(0, 16))).toEqual(key.name);
-    const psk = { ...state, peer: undefined, group: undefined, identity: "dev", pskDigest: new Uint8Array(pskDigest(new Uint8Array(16))) };
-    expect(openTicket(keys, sealTicket(key, psk), NOW)).toEqual(psk);
+    const psk = {
+      ...state,
+      peer: undefined,
+      group: undefined,
+      identity: "dev",
+      pskDigest: new Uint8Array(pskDigest(defaultCrypto.digest, new Uint8Array(16))),
+    };
+    expect(openTicket(defaultCrypto, keys, sealTicket(defaultCrypto, key, psk), NOW)).toEqual(psk);
   });
 
   it("every truncation and every flipped bit is refused (unknown_key inside the name, bad_ticket after it)", () => {
-    for (let n = 0; n < ticket.length; n++) expect(openTicket(keys, ticket.subarray(0, n), NOW)).toBe("bad_ticket");
+    for (let n = 0; n < ticket.length; n++) expect(openTicket(defaultCrypto, keys, ticket.subarray(0, n), NOW)).toBe("bad_ticket");
     for (let i = 0; i < ticket.length; i++) {
       const t = new Uint8Array(ticket);
       t[i] = (t[i] as number) ^ 0x01;
-      expect(openTicket(keys, t, NOW)).toBe(i < 16 ? "unknown_key" : "bad_ticket");
+      expect(openTicket(defaultCrypto, keys, t, NOW)).toBe(i < 16 ? "unknown_key" : "bad_ticket");
     }
   });
 
   it("another server's key (same name, other secret) cannot open it", () => {
     const other = { current: () => undefined, byName: () => ({ ...key, secret: new Uint8Array(32) }) };
-    expect(openTicket(other, ticket, NOW)).toBe("bad_ticket");
+    expect(openTicket(defaultCrypto, other, ticket, NOW)).toBe("bad_ticket");
   });
 });
 

@@ -278,15 +278,16 @@ describe("refusals fall back to a full handshake, counted by cause", () => {
     const ticketKeys = keySource();
     const { s: s2, port: port2 } = await server({ psk: { keys }, resumption: { ticketKeys } });
     const { sealTicket, pskDigest } = await import("../../src/dtls/resumption.ts");
+    const { defaultCrypto } = await import("../../src/crypto/index.ts");
     const key = ticketKeys.current(Date.now());
     if (key === undefined) throw new Error("no key");
-    const ticket = sealTicket(key, { ...w, ems: false, issuedAt: Date.now(), pskDigest: pskDigest(KEY) });
+    const ticket = sealTicket(defaultCrypto, key, { ...w, ems: false, issuedAt: Date.now(), pskDigest: pskDigest(defaultCrypto.digest, KEY) });
     const offered = encodeSavedSession({ ...w, server: `127.0.0.1:${port2}`, ticket, ems: false });
     const again = await roundTrip({ host: "127.0.0.1", port: port2, psk, session: offered });
     expect(again.info.resumed).toBe(false);
     expect(s2.stats.resumptionsRefused.ems_mismatch).toBe(1);
     // and the same ticket with EMS resumes: the refusal was the EMS flag alone
-    const good = sealTicket(key, { ...w, issuedAt: Date.now(), pskDigest: pskDigest(KEY) });
+    const good = sealTicket(defaultCrypto, key, { ...w, issuedAt: Date.now(), pskDigest: pskDigest(defaultCrypto.digest, KEY) });
     const ok = await roundTrip({
       host: "127.0.0.1",
       port: port2,

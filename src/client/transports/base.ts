@@ -8,6 +8,7 @@
  * `src/client/transport.ts` is the public face of this file; it lives here so
  * the adapters can import it without an import cycle.
  */
+import type { CryptoProvider } from "../../crypto/index.ts";
 import { DtlspushError } from "../../util/errors.ts";
 
 export type TransportName = "dtlspush" | "node-dtls-client" | "nodertc";
@@ -39,6 +40,8 @@ export interface TransportOptions {
   session?: Uint8Array;
   /** Offer a DTLS Connection ID (RFC 9146): the session survives NAT rebinding. Default true; the dtlspush transport only. */
   connectionId?: boolean;
+  /** The crypto provider of the DTLS handshake and records (default: the Node one, src/crypto); the dtlspush transport only. */
+  crypto?: CryptoProvider;
 }
 
 export interface Transport {

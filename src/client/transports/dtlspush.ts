@@ -81,6 +81,7 @@ export async function openDtlspushTransport(o: CheckedOptions): Promise<Transpor
       timeoutMs: o.timeoutMs,
       ...(o.session === undefined ? {} : { session: o.session }),
       ...(o.connectionId === undefined ? {} : { connectionId: o.connectionId }),
+      ...(o.crypto === undefined ? {} : { crypto: o.crypto }),
     });
   } catch (e) {
     throw connectError(e, where);
