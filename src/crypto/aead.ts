@@ -1,7 +1,7 @@
 /**
  * AEAD (AES-GCM, AES-CCM, AES-CCM_8, ChaCha20-Poly1305) with keys loaded once.
  */
-import { createCipheriv, createDecipheriv } from "node:crypto";
+import { createCipheriv, createDecipheriv } from "./node.ts";
 import { keyObjectOf, loadSecretKey, secretKeyBytesOf } from "./secret-keys.ts";
 
 export type AeadName = "aes-128-gcm" | "aes-256-gcm" | "aes-128-ccm" | "aes-128-ccm8" | "chacha20-poly1305";

@@ -2,7 +2,7 @@
  * Ephemeral ECDH (RFC 8422 / RFC 7748): x25519 and the NIST curves, with the
  * TLS wire encodings of public keys.
  */
-import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from "./node.ts";
 
 /** Groups for ephemeral ECDH (RFC 8422 / RFC 7748). */
 export type EcdhGroup = "x25519" | "secp256r1" | "secp384r1" | "secp521r1";

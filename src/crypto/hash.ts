@@ -5,7 +5,7 @@
  * every MAC/PRF key becomes a KeyObject once (per epoch, per PSK, per cookie
  * secret) and is reused for every record.
  */
-import { createHash, createHmac, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, timingSafeEqual } from "./node.ts";
 import { keyObjectOf, loadSecretKey, secretKeyBytesOf } from "./secret-keys.ts";
 
 export type HashName = "sha256" | "sha384";

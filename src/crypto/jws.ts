@@ -4,7 +4,7 @@
  * KeyObject, which signs and verifies synchronously here and is what jose
  * takes for JWTs (`key`): no second (WebCrypto) copy of a key is kept.
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign as nodeSign, verify as nodeVerify, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, generateKeyPairSync, sign as nodeSign, verify as nodeVerify, type KeyObject } from "./node.ts";
 
 /** The JWS algorithms (RFC 7518 / RFC 8037) of JwsSigner and JwsVerifier. */
 export type JwsAlg = "EdDSA" | "ES256";

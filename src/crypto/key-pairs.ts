@@ -3,7 +3,7 @@
  * API @peculiar/x509 is built on): generation, PKCS#8 PEM export and import,
  * and the check that a private key belongs to a public key.
  */
-import { webcrypto } from "node:crypto";
+import { webcrypto } from "./node.ts";
 import { DtlspushError } from "../util/errors.ts";
 import { encodePem, pemBlocks } from "./pem.ts";
 

@@ -2,7 +2,7 @@
  * Randomness and identifiers: CSPRNG bytes, random (v4) and time-ordered (v7)
  * UUIDs.
  */
-import { randomFillSync, randomUUID } from "node:crypto";
+import { randomFillSync, randomUUID } from "./node.ts";
 
 /**
  * CSPRNG output. Small requests (randoms, nonces) are cut from a pooled 4 KiB

@@ -3,7 +3,7 @@
  * KeyObject itself (loaded once, nothing around it), branded per use (AEAD
  * key, MAC key) so one cannot be passed for the other.
  */
-import { createSecretKey, type KeyObject } from "node:crypto";
+import { createSecretKey, type KeyObject } from "./node.ts";
 
 /** A KeyObject of `bytes`, as the opaque handle type `K`. */
 export function loadSecretKey<K extends object>(bytes: Uint8Array): K {

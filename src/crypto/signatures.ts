@@ -3,7 +3,7 @@
  * private keys loaded once from PEM (Signer), and the key descriptions that
  * certificates share.
  */
-import { constants as cryptoConstants, createPrivateKey, sign as nodeSign, type KeyObject } from "node:crypto";
+import { constants as cryptoConstants, createPrivateKey, sign as nodeSign, type KeyObject } from "./node.ts";
 
 /** TLS 1.2 SignatureAndHashAlgorithm / TLS 1.3 SignatureScheme code points we implement. */
 export const SignatureScheme = {

@@ -3,7 +3,7 @@
  * parsed once (node:crypto's X509Certificate), with handshake signature
  * checks, issuer checks and name checks.
  */
-import { createPrivateKey, verify as nodeVerify, X509Certificate, type KeyObject } from "node:crypto";
+import { createPrivateKey, verify as nodeVerify, X509Certificate, type KeyObject } from "./node.ts";
 
 import { keyUsage, type KeyUsage } from "./der.ts";
 import { keyDescription, SCHEMES, signOptions, type Curve, type KeyType } from "./signatures.ts";
