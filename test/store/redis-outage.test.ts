@@ -183,7 +183,8 @@ describeRedis("redis store outage: Redis killed and restarted", () => {
     expect(e.code).toBe("store_failed");
     expect(e.message).toContain("outage bound");
     expect(states).toEqual(["unavailable", "failed"]);
-    expect(s.outageSeconds()).toBeGreaterThanOrEqual(0.3);
+    // the bound's timer may fire a millisecond before the wall clock shows 300 ms gone
+    expect(s.outageSeconds()).toBeGreaterThanOrEqual(0.29);
     await s.close();
   }, 10_000);
 });
