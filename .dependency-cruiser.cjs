@@ -3,7 +3,7 @@
  *   bin -> cli -> daemon -> client -> messaging -> auth -> store -> wire -> pki -> dtls -> crypto -> util
  * A layer may import only layers below it; node:crypto only in src/crypto/node.ts (the crypto layer's one owner;
  * test/crypto/layering.test.ts also keeps WebCrypto globals out of the rest of src/),
- * node:dgram only in src/dtls/endpoint.ts and its CID forwarder (src/dtls/cid-forwarder.ts).
+ * node:dgram only in src/dtls/udp-sockets.ts (the endpoint's and the CID forwarder's sockets).
  */
 const layers = ["util", "crypto", "dtls", "pki", "wire", "store", "auth", "messaging", "client", "daemon", "cli"];
 
@@ -26,10 +26,10 @@ module.exports = {
       to: { path: "^(node:)?crypto$", dependencyTypes: ["core"] },
     },
     {
-      name: "dgram-only-in-endpoint",
-      comment: "only the UDP endpoint and its CID forwarder import node:dgram",
+      name: "dgram-only-in-udp-sockets",
+      comment: "only src/dtls/udp-sockets.ts imports node:dgram (the endpoint and the CID forwarder take their sockets from it)",
       severity: "error",
-      from: { path: "^src/", pathNot: "^src/dtls/(endpoint|cid-forwarder)\\.ts$" },
+      from: { path: "^src/", pathNot: "^src/dtls/udp-sockets\\.ts$" },
       to: { path: "^(node:)?dgram$", dependencyTypes: ["core"] },
     },
     {

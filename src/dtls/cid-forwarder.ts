@@ -9,19 +9,18 @@
  * the owner handles it as if it came from that address and answers from its
  * own socket on the shared port (the peer sees the same server address).
  *
- * The second module of the project that imports node:dgram (next to
- * endpoint.ts). The owners' loopback ports come from whoever starts the
+ * Its socket comes from udp-sockets.ts (the one node:dgram owner). The owners' loopback ports come from whoever starts the
  * processes (the supervisor): setPeers. A forwarded datagram is accepted only
  * from one of those ports on the loopback address; the record itself is still
  * authenticated by its session (a forged one moves nothing). Bounded:
  * forwards per second are capped (a token bucket); a record whose prefix
  * names no live process is dropped. Every drop is counted by cause.
  */
-import { createSocket, type Socket } from "node:dgram";
 import { monotonicClock, type Clock } from "../util/clock.ts";
 import { ContentType, RECORD_HEADER_LENGTH } from "./constants.ts";
 import { DtlsError } from "./errors.ts";
 import { TokenBucket } from "./hello-limiter.ts";
+import { bindUdpSocket, type Socket } from "./udp-sockets.ts";
 
 /** Where a tls12_cid record's CID starts (after type, version, epoch and sequence number). */
 export const CID_OFFSET = RECORD_HEADER_LENGTH - 2;
@@ -108,17 +107,7 @@ export class CidForwarder {
     const rate = o.maxPerSecond ?? DEFAULT_FORWARD_RATE;
     if (!Number.isInteger(rate) || rate < 0) throw new DtlsError("bad_option", `maxPerSecond must be a non-negative integer, got ${rate}`);
     const host = o.host ?? "127.0.0.1";
-    const socket = createSocket({ type: host.includes(":") ? "udp6" : "udp4" });
-    await new Promise<void>((resolve, reject) => {
-      socket.once("error", (e) => {
-        socket.close();
-        reject(new DtlsError("listen_failed", `cannot bind the forwarding socket on ${host}: ${e.message}`, undefined, { cause: e }));
-      });
-      socket.bind({ port: 0, address: host, exclusive: true }, () => {
-        socket.removeAllListeners("error");
-        resolve();
-      });
-    });
+    const socket = await bindUdpSocket(host.includes(":") ? "udp6" : "udp4", host, 0, false, `cannot bind the forwarding socket on ${host}`);
     return new CidForwarder(socket, o);
   }
 

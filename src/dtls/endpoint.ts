@@ -1,12 +1,12 @@
 /**
- * Binds the sans-I/O cores to UDP: the only module of the project that
- * imports node:dgram. A server reads from one or several sockets bound to the
+ * Binds the sans-I/O cores to UDP (its sockets come from udp-sockets.ts, the
+ * one node:dgram owner). A server reads from one or several sockets bound to the
  * same port (SO_REUSEPORT) and sends through the first; one timer (armed for
  * the core scheduler's earliest deadline) serves every connection. What runs
  * when in a turn of the event loop (the timer, the per-peer flush of a turn's
  * datagrams, ClientHellos at the end of the turn) is src/util/turn.ts's.
  */
-import { createSocket, type Socket } from "node:dgram";
+import { bindUdpSocket, udpSocket, type Socket } from "./udp-sockets.ts";
 import { EventEmitter } from "node:events";
 import { isIP } from "node:net";
 import { monotonicClock, type Clock } from "../util/clock.ts";
@@ -397,17 +397,7 @@ export const DEFAULT_SERVER_SOCKETS = process.platform === "linux" ? 4 : 1;
 export const MAX_SERVER_SOCKETS = 16;
 
 function bindSocket(type: "udp4" | "udp6", host: string, port: number, reusePort: boolean): Promise<Socket> {
-  const socket = createSocket(reusePort ? { type, reusePort: true } : { type });
-  return new Promise<Socket>((resolve, reject) => {
-    socket.once("error", (e) => {
-      socket.close();
-      reject(new DtlsError("listen_failed", `cannot listen on ${host}:${port}: ${e.message}`, undefined, { cause: e }));
-    });
-    socket.bind({ port, address: host, exclusive: true }, () => {
-      socket.removeAllListeners("error");
-      resolve(socket);
-    });
-  });
+  return bindUdpSocket(type, host, port, reusePort, `cannot listen on ${host}:${port}`);
 }
 
 function closeQuietly(sockets: readonly Socket[]): void {
@@ -493,7 +483,7 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
     throw new DtlsError("bad_option", `localPort must be an integer from 0 to 65535, got ${localPort}`);
   }
   // a host name (no IP literal) takes the socket family of the local address, if one is given
-  const socket = createSocket({ type: hostFamily === 0 && localFamily === 6 ? "udp6" : socketType(opts.host) });
+  const socket = udpSocket(hostFamily === 0 && localFamily === 6 ? "udp6" : socketType(opts.host));
   const peer: PeerAddress = { address: opts.host, port: opts.port };
   const timeoutMs = opts.timeoutMs ?? 30_000;
   return new Promise<DtlsConnection>((resolve, reject) => {
