@@ -58,7 +58,7 @@ export const ErrorCode = {
    * older backup, the device was removed and added again, or the state belongs
    * to another server). Nothing was stored and no Welcome follows; the message
    * names the server's last seq. The device resets its high-water mark to 0 and
-   * says Hello again (docs/protocol.md 3.2).
+   * says Hello again (docs/protocol.md 3.1).
    */
   SEQ_AHEAD: 17,
 } as const;
@@ -3559,7 +3559,7 @@ export const protoMetadata = {
         "path": [5, 0, 2, 17],
         "span": [163, 2, 17],
         "leadingComments":
-          " Hello.received_seq is above the last seq this server sent the device: its\n saved state is not from this server's store (the store was restored from an\n older backup, the device was removed and added again, or the state belongs\n to another server). Nothing was stored and no Welcome follows; the message\n names the server's last seq. The device resets its high-water mark to 0 and\n says Hello again (docs/protocol.md 3.2).\n",
+          " Hello.received_seq is above the last seq this server sent the device: its\n saved state is not from this server's store (the store was restored from an\n older backup, the device was removed and added again, or the state belongs\n to another server). Nothing was stored and no Welcome follows; the message\n names the server's last seq. The device resets its high-water mark to 0 and\n says Hello again (docs/protocol.md 3.1).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
