@@ -32,6 +32,12 @@ export interface AwaitingHello extends LinkBase {
 export interface BoundLink extends LinkBase {
   readonly phase: "bound";
   readonly device: DeviceQueue<BoundLink>;
+  /**
+   * An Ack came since the last Welcome: the device has a Welcome (it drops
+   * pushes until it does). A Hello again without one means that Welcome was
+   * lost, and with it every push sent behind it.
+   */
+  ackedSinceWelcome: boolean;
 }
 
 export interface ClosingLink extends LinkBase {
@@ -52,6 +58,7 @@ class LinkRecord {
   readonly link: SessionLink;
   readonly sessionId: string;
   lastHeard: number;
+  ackedSinceWelcome = false;
 
   constructor(link: SessionLink, sessionId: string, now: number) {
     this.link = link;

@@ -170,6 +170,7 @@ export class Sessions implements SessionsPart {
     const { window, topics, publishing } = this.parts;
     switch (frame.kind) {
       case "ack":
+        ls.ackedSinceWelcome = true;
         window.ack(ls, dev, frame.ack, now);
         break;
       case "ping":
@@ -296,8 +297,13 @@ export class Sessions implements SessionsPart {
         topics: this.parts.topics.topicsOf(dev),
       },
     });
-    // a new session: whatever was in flight may never have arrived
-    if (fresh) window.resendAll(dev, now);
+    // a new session: whatever was in flight may never have arrived. A Hello again on this session
+    // with no Ack since the last Welcome: that Welcome was lost, and the pushes behind it were dropped
+    // by the device (it takes none before its Welcome): sent again now, behind this one, rather than
+    // at their backed-off timers (a lossy path would otherwise lose the whole first window to it)
+    const lostWelcome = !fresh && !bound.ackedSinceWelcome;
+    bound.ackedSinceWelcome = false;
+    if (fresh || lostWelcome) window.resendAll(dev, now);
     window.pump(dev, now);
   }
 

@@ -8,9 +8,10 @@
  */
 import { describe, expect, it } from "vitest";
 import { MessagingError } from "../../src/messaging/errors.ts";
+import { NO_OBSERVER, type DeliveryObserver } from "../../src/messaging/observer.ts";
 import { clusterOf } from "../../src/store/index.ts";
 import { ErrorCode } from "../../src/wire/index.ts";
-import { captureServerSends, enc, receiptTrail, untilDelivered } from "./helpers.ts";
+import { captureServerSends, enc, pushes, receiptTrail, untilDelivered } from "./helpers.ts";
 import { deviceOn, describeClusterScenarios, direct } from "./cluster-scenarios.ts";
 import { World, type ClusterNode, type SimDevice } from "./world.ts";
 
@@ -22,10 +23,11 @@ async function welcomed(w: World, d: SimDevice, n = 1): Promise<void> {
 }
 
 /** A world of two nodes whose node 1 answers claims only when the test says (the claim itself takes effect at once). */
-async function slowClaims(): Promise<{ w: World; answer(): void }> {
+async function slowClaims(observer?: DeliveryObserver): Promise<{ w: World; answer(): void }> {
   let release: (() => void) | undefined;
   const w = await World.create({
     nodes: 2,
+    ...(observer === undefined ? {} : { observer }),
     wrapNodeStore: (_i, store) => ({
       ...store,
       claimDevice: (device: string) => {
@@ -196,6 +198,28 @@ describe("delivery engine on a shared store (cluster mode)", () => {
     answer();
     await untilDelivered(w, d, 1, 10_000);
     expect(d.payloads()).toEqual(["during the claim"]);
+  });
+
+  it("a Hello answered while the claim was in progress sends each queued push once (no second copy when the claim binds the session)", async () => {
+    const samples: number[] = [];
+    const { w, answer } = await slowClaims({ ...NO_OBSERVER, rttSample: (ms) => samples.push(ms) });
+    const d = w.addDevice("d1");
+    await w.run(100);
+    // stored while nobody holds the device: the claim loads them
+    for (const text of ["one", "two", "three"]) await w.publish(direct("d1", text), 0);
+    const sent = captureServerSends(w);
+    (w.nodes[1] as ClusterNode).frozen = true;
+    d.connect({ node: 1 });
+    await w.run(50);
+    (w.nodes[1] as ClusterNode).frozen = false;
+    answer();
+    await untilDelivered(w, d, 3, 10_000);
+    await w.run(5_000);
+    expect(d.payloads()).toEqual(["one", "two", "three"]);
+    // sent once each on a lossless network: the second bind (the claim's) re-sent nothing the Hello's had sent
+    expect(pushes(sent, "d1").map((c) => c.frame.push.seq)).toEqual([1, 2, 3]);
+    // and acked first transmissions are round-trip samples (Karn): the RTO learns the path
+    expect(samples.length).toBeGreaterThan(0);
   });
 
   it("a claim whose session ended before its answer is given up again", async () => {

@@ -6,7 +6,7 @@ import { DeliveryEngine } from "../../src/messaging/delivery-engine.ts";
 import { ManualClock } from "../../src/util/clock.ts";
 import { decodeFrame, encodeFrame, ErrorCode, type FrameBody } from "../../src/wire/index.ts";
 import { captureServerReceives, captureServerSends, connected, publishTo, pushes, untilDelivered } from "./helpers.ts";
-import { T0, World, type SimDevice } from "./world.ts";
+import { T0, World, type SimDevice, type SimLink } from "./world.ts";
 
 async function drained(w: World, device: string): Promise<void> {
   await w.run(60_000, () => w.engine.deviceStatus(device).queueDepth === 0);
@@ -139,6 +139,45 @@ describe("Hello.received_seq", () => {
     ]);
     await drained(w, "dev");
     expect((await w.store.loadDeliveryState()).counters).toEqual([{ device: "dev", lastSeq: 3, ackedSeq: 3 }]);
+  });
+});
+
+describe("a lost Welcome", () => {
+  it("the pushes sent behind it go again behind the next Welcome (the device dropped them), not at their timers", async () => {
+    const w = await World.create();
+    const d = w.addDevice("dev");
+    for (let i = 1; i <= 3; i++) await publishTo(w, "dev", `m${i}`);
+    // the first Welcome is lost; the pushes behind it arrive before any Welcome and are dropped
+    let welcomes = 0;
+    d.dropIncoming = (f) => f.kind === "welcome" && ++welcomes === 1;
+    const sent = captureServerSends(w);
+    d.connect();
+    await untilDelivered(w, d, 3);
+    const second = sent.filter((c) => c.frame.kind === "welcome")[1];
+    expect(second).toBeDefined();
+    // the pushes went twice: with the first Welcome, and in the same flush as the second
+    const again = pushes(sent).filter((c) => c.order > (second?.order ?? 0));
+    expect(again.slice(0, 3).map((c) => [c.frame.push.seq, c.at])).toEqual([1, 2, 3].map((seq) => [seq, second?.at]));
+    expect(d.payloads()).toEqual(["m1", "m2", "m3"]);
+  });
+
+  it("a Hello again on a session that has acked since its Welcome (a token refresh) sends nothing again", async () => {
+    const w = await World.create();
+    const d = w.addDevice("dev");
+    await connected(w, d);
+    await publishTo(w, "dev", "m1");
+    await untilDelivered(w, d, 1);
+    await w.run(1000);
+    // m2 is in flight (its push lost) when the device says Hello on the same session
+    d.dropIncoming = (f) => f.kind === "push";
+    await publishTo(w, "dev", "m2");
+    await w.run(20);
+    d.dropIncoming = undefined;
+    const sent = captureServerSends(w);
+    const link = d.link as SimLink;
+    w.engine.receive(link, encodeFrame({ kind: "hello", hello: { version: 1, sessionToken: "", receivedSeq: 1, client: "test" } }));
+    await w.run(50);
+    expect(sent.map((c) => c.frame.kind)).toEqual(["welcome"]);
   });
 });
 
