@@ -8,7 +8,7 @@ import { DtlspushError } from "../util/errors.ts";
 import { decodeFrame, encodeFrame, ErrorCode, errorCodeName, type FrameBody, type Push, type Welcome, type WireErrorBody } from "../wire/index.ts";
 import { checkLivenessOptions, LivenessMonitor, type AnyFrame, type LivenessOptions } from "./liveness.ts";
 import { memoryStateStore, type ClientState, type ClientStateStore } from "./state-store.ts";
-import { openTransport, type Transport, type TransportName, type TransportOptions } from "./transport.ts";
+import { openTransport, TransportError, type Transport, type TransportName, type TransportOptions } from "./transport.ts";
 
 /** One server of `ConnectOptions.servers`. */
 export interface ServerAddress {
@@ -136,6 +136,8 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
   private flushQueued = false;
   private closed = false;
   private attempt = 0;
+  /** the current attempt repeats one whose handshake timed out although the server answered */
+  private retriedSame = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private readonly verifyPush: ReturnType<typeof createPushVerifier>;
   private saving: Promise<void> = Promise.resolve();
@@ -219,6 +221,17 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     return this.transport?.resumed === true;
   }
 
+  /**
+   * A reconnect's first handshake retransmission: after the round trips of earlier sessions (liveness
+   * RTO, which outlives a session), that RTO, at most RFC 6347's 1 s; before any, the transport's 1 s.
+   * On a lossy path every lost flight then costs the path's RTO rather than a second.
+   */
+  private learnedHandshakeRetransmit(): number | undefined {
+    const m = this.liveness;
+    if (m?.smoothedRtt === undefined) return undefined;
+    return Math.max(10, Math.min(1000, m.rto));
+  }
+
   /** Opens one session; resolves at its Welcome, rejects when the transport or the server refuses. */
   async open(): Promise<Welcome> {
     const server = this.servers[this.serverIndex] as ServerAddress;
@@ -226,6 +239,7 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     const offered = this.dtlsSession;
     const { servers: _servers, ...options } = this.options;
     const transport = await openTransport(this.options.transport ?? "dtlspush", {
+      handshakeRetransmitMs: this.learnedHandshakeRetransmit(),
       ...options,
       host: server.host,
       port: server.port,
@@ -273,6 +287,7 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
         if (welcomed) return;
         welcomed = true;
         this.attempt = 0;
+        this.retriedSame = false;
         this.emit("connected", w);
         resolve(w);
       });
@@ -557,8 +572,9 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
       const ping: FrameBody = { kind: "ping", ping: { time: now } };
       m.sent(ping, now);
       s.sentElsewhere(now); // the probe is traffic: no heartbeat Ping owed for an interval
+      const repeat = s.takeAckRepeat(); // the last Ack once more: it may have been lost, and nothing else says so
       try {
-        t.send([encodeFrame(ping)]);
+        t.send(repeat === undefined ? [encodeFrame(ping)] : [repeat, encodeFrame(ping)]);
       } catch {
         // the transport is closing; its onClose handles the rest
       }
@@ -593,10 +609,18 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
     this.scheduleReconnect();
   }
 
-  private scheduleReconnect(): void {
+  /**
+   * `answered`: the failed attempt was a handshake timeout during which the server sent something: it
+   * is up and the path loses datagrams, so it gets one more attempt before the next server (which, if
+   * the path is the device's own, would be no better, and may be the dead server just left).
+   */
+  private scheduleReconnect(answered = false): void {
     if (this.closed || this.connecting || this.options.reconnect === false) return;
-    // failover: every failed attempt or lost session moves on to the next server (wrapping around)
-    this.serverIndex = (this.serverIndex + 1) % this.servers.length;
+    // failover: every failed attempt or lost session moves on to the next server (wrapping around),
+    // except a first timed-out handshake with a server that answered
+    const again = answered && !this.retriedSame;
+    this.retriedSame = again;
+    if (!again) this.serverIndex = (this.serverIndex + 1) % this.servers.length;
     const r = this.options.reconnect ?? {};
     const base = r.initialDelayMs ?? 500;
     const max = r.maxDelayMs ?? 30_000;
@@ -608,7 +632,8 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
       this.open().catch((e: unknown) => {
         if (this.closed) return;
         // a session that opened and then failed has already scheduled the next attempt (sessionEnded)
-        if (this.transport === undefined && this.reconnectTimer === undefined) this.scheduleReconnect();
+        if (this.transport === undefined && this.reconnectTimer === undefined)
+          this.scheduleReconnect(e instanceof TransportError && e.serverAnswered);
         if (this.listenerCount("error") > 0) this.emit("error", e instanceof Error ? e : new Error(String(e)));
       });
     }, delay);

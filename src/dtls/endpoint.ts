@@ -16,7 +16,7 @@ import { Connection } from "./connection.ts";
 import { ContentType } from "./constants.ts";
 import { classifyStranger, isHelloVerifyRequest } from "./datagram-class.ts";
 import { DtlsConnection, type PeerAddress } from "./dtls-connection.ts";
-import { DtlsError } from "./errors.ts";
+import { DtlsError, HandshakeTimeoutError } from "./errors.ts";
 import {
   applyCredentialUpdate,
   clientConfig,
@@ -489,6 +489,8 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
   return new Promise<DtlsConnection>((resolve, reject) => {
     let conn: DtlsConnection | undefined;
     let settled = false;
+    /** a datagram came from the server during the handshake */
+    let answered = false;
     /** the handshake's new session, until the connection exists */
     let session: SavedSession | undefined;
     const outbox = new TurnOutbox(mtu, (_dest, parts) => socket.send(parts));
@@ -500,7 +502,12 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
       if (conn !== undefined) conn.ended(error);
       else if (!settled) {
         settled = true;
-        reject(error ?? new DtlsError("closed", "server closed the connection during the handshake"));
+        const timedOut = error?.code === "timeout" && !(error instanceof HandshakeTimeoutError);
+        reject(
+          timedOut
+            ? new HandshakeTimeoutError(error.message, answered)
+            : (error ?? new DtlsError("closed", "server closed the connection during the handshake")),
+        );
       }
     };
     const core = new Connection(
@@ -527,9 +534,10 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
       unref: true,
     });
     const deadline = setTimeout(() => {
-      core.fail(new DtlsError("timeout", `no DTLS handshake with ${opts.host}:${opts.port} within ${timeoutMs} ms`));
+      core.fail(new HandshakeTimeoutError(`no DTLS handshake with ${opts.host}:${opts.port} within ${timeoutMs} ms`, answered));
     }, timeoutMs);
     socket.on("message", (msg) => {
+      answered = true;
       core.receive(msg, clock.now());
       timer.arm();
     });

@@ -113,6 +113,19 @@ export class DtlsError extends DtlspushError {
   }
 }
 
+/**
+ * A client handshake that did not finish in time (code "timeout"):
+ * `serverAnswered` when a datagram came from the server meanwhile, so the
+ * server is up and the path loses datagrams (worth another attempt there).
+ */
+export class HandshakeTimeoutError extends DtlsError {
+  readonly serverAnswered: boolean;
+  constructor(message: string, serverAnswered: boolean) {
+    super("timeout", serverAnswered ? `${message} (the server answered: the path loses datagrams)` : message);
+    this.serverAnswered = serverAnswered;
+  }
+}
+
 /** A new handshake refused by the server's caps (no alert: the ClientHello is dropped). */
 export class RefusalError extends DtlsError {
   declare readonly code: RefusalCode;

@@ -1,7 +1,7 @@
 /** Public API of the DTLS 1.2 engine (see docs/dtls-api.md). */
 export { listen, connect, DtlsServer, DEFAULT_SERVER_SOCKETS, MAX_SERVER_SOCKETS, type ListenOptions, type ConnectOptions } from "./endpoint.ts";
 export { DtlsConnection, type DtlsConnectionInfo, type PeerAddress, type CloseReason, type ConnectionReceiver } from "./dtls-connection.ts";
-export { DtlsError, type DtlsErrorCode } from "./errors.ts";
+export { DtlsError, HandshakeTimeoutError, type DtlsErrorCode } from "./errors.ts";
 export { SUITE_NAMES, parseSuiteList, isSuiteName, type SuiteName } from "./suites.ts";
 export { DEFAULT_MTU, MIN_MTU, DEFAULT_RETRANSMIT, type RetransmitPolicy, type ClientAuthMode } from "./options.ts";
 export type { EcdhGroup } from "../crypto/index.ts";

@@ -165,6 +165,8 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
   private ackDue = 0;
   /** the last ack sent (undefined: none yet this session) */
   private lastAck: { cumulative: number; ranges: string; rejected: number } | undefined;
+  /** the last Ack sent, encoded, until the next Ping carries it once more */
+  private ackToRepeat: Uint8Array | undefined;
   private readonly ackDelayMs: number;
   private readonly ackEvery: number;
   /** hwm the driver has persisted; acks never claim more */
@@ -355,6 +357,7 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
     this.staleAfter = hb * this.missedHeartbeats + Math.ceil(hb / 2);
     if (this.receiver.serverAcked(w.ackedSeq)) this.persistedHwm = Math.max(this.persistedHwm, w.ackedSeq);
     this.lastAck = undefined; // a new session (or a refresh): what it heard before is not assumed
+    this.ackToRepeat = undefined;
     this.emit("welcome", w);
     // pushes signed by a key we did not know: check them once more against this JWKS
     const waiting = this.awaitingKeys;
@@ -560,6 +563,8 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
         // a Ping only after an interval in which nothing went out: any record tells the server we are here
         const interval = this.heartbeatMs;
         if (now - this.lastSent >= interval) {
+          const repeat = this.takeAckRepeat();
+          if (repeat !== undefined) this.queue(repeat, now);
           this.queue(encodeFrame({ kind: "ping", ping: { time: now } }), now);
           this.pingDue = now + interval;
         } else this.pingDue = this.lastSent + interval;
@@ -606,13 +611,27 @@ export class DeviceSession extends EventEmitter<SessionEvents> {
         if (immediate || last === undefined || last.cumulative !== key.cumulative || last.ranges !== key.ranges || last.rejected !== key.rejected) {
           this.lastAck = key;
           const frame: FrameInit = { kind: "ack", ack: { ...ack, cumulative } };
-          this.queue(encodeFrame(frame), now);
+          this.ackToRepeat = encodeFrame(frame);
+          this.queue(this.ackToRepeat, now);
         }
       }
     }
     const out = this.out;
     this.out = [];
     return out;
+  }
+
+  /**
+   * The last Ack sent, once, to go with a Ping (a heartbeat, or the driver's
+   * dead-server probe): nothing acknowledges an Ack, so a lost last one would
+   * otherwise wait for the server's backed-off retransmission, holding the
+   * pushes it covers in the server's window and their "delivered" receipts.
+   * undefined when no Ack went since the last one repeated.
+   */
+  takeAckRepeat(): Uint8Array | undefined {
+    const a = this.ackToRepeat;
+    this.ackToRepeat = undefined;
+    return a;
   }
 
   /** The driver sent a record of its own to the server (e.g. a dead-server probe): traffic, so no Ping is owed for an interval. */

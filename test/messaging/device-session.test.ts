@@ -623,6 +623,33 @@ describe("DeviceSession: delayed acks and heartbeats (fake clock)", () => {
     expect(times.slice(0, 2)).toEqual([1000, 2000]);
   });
 
+  it("the last Ack goes once more with the next Ping (nothing acknowledges it), and only once", async () => {
+    const h = welcomed({ heartbeatIntervalMs: 1000 });
+    h.s.receive(push(1), T + 10);
+    await tick();
+    h.s.onTimer(T + 15);
+    const first = take(h.s, T + 15);
+    expect(acks(first)).toEqual([{ cumulative: 1, ranges: [], rejected: [] }]);
+    // silence: the heartbeat Ping one interval later carries that Ack again, the next one does not
+    const kinds: string[][] = [];
+    let now = T + 15;
+    while (kinds.length < 2) {
+      now = h.s.nextDeadline() as number;
+      h.s.onTimer(now);
+      const out = take(h.s, now);
+      if (out.some((f) => f.kind === "ping")) kinds.push(out.map((f) => f.kind));
+      h.s.receive(frame({ kind: "pong", pong: { time: now, serverTime: now } }), now);
+    }
+    expect(kinds).toEqual([["ack", "ping"], ["ping"]]);
+    // a driver's probe takes it the same way: once, after a new Ack
+    h.s.receive(push(2), now + 10);
+    await tick();
+    h.s.onTimer(now + 15);
+    expect(acks(take(h.s, now + 15))).toEqual([{ cumulative: 2, ranges: [], rejected: [] }]);
+    expect(decodeFrame(h.s.takeAckRepeat() as Uint8Array)).toMatchObject({ kind: "ack", ack: { cumulative: 2 } });
+    expect(h.s.takeAckRepeat()).toBeUndefined();
+  });
+
   it("a record the driver sent itself (a dead-server probe) counts as traffic: the Ping waits an interval after it", () => {
     const h = welcomed({ heartbeatIntervalMs: 1000 });
     h.s.sentElsewhere(T + 600);

@@ -30,6 +30,12 @@ export interface TransportOptions {
   servername?: string;
   /** Handshake timeout, default 10 000 ms. */
   timeoutMs?: number;
+  /**
+   * The handshake's first retransmission timeout, ms (10 to 1000; default 1000, RFC 6347's initial
+   * value), doubling per retransmission. The SDK sets it from the round trips it measured with the
+   * server (liveness RTO) on reconnects. The dtlspush transport only.
+   */
+  handshakeRetransmitMs?: number;
   /** Largest UDP payload to send, default 1200. */
   mtu?: number;
   /**
@@ -84,9 +90,12 @@ export type TransportErrorCode =
 
 export class TransportError extends DtlspushError {
   declare readonly code: TransportErrorCode;
-  constructor(code: TransportErrorCode, message: string, options?: { cause?: unknown }) {
+  /** a "timeout" during which the server sent something (it is up; the path loses datagrams): the dtlspush transport only */
+  readonly serverAnswered: boolean;
+  constructor(code: TransportErrorCode, message: string, options?: { cause?: unknown; serverAnswered?: boolean }) {
     super(code, message, options);
     this.name = "TransportError";
+    this.serverAnswered = options?.serverAnswered ?? false;
   }
 }
 
@@ -157,6 +166,10 @@ export function checkOptions(o: TransportOptions): CheckedOptions {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   if (typeof timeoutMs !== "number" || !Number.isFinite(timeoutMs) || timeoutMs <= 0) {
     throw bad(`timeoutMs must be a positive number of milliseconds, got ${String(timeoutMs)}`);
+  }
+  const rtx = opts.handshakeRetransmitMs;
+  if (rtx !== undefined && (typeof rtx !== "number" || !Number.isInteger(rtx) || rtx < 10 || rtx > 1000)) {
+    throw bad(`handshakeRetransmitMs must be an integer from 10 to 1000, got ${String(rtx)}`);
   }
   const mtu = opts.mtu ?? DEFAULT_MTU;
   if (typeof mtu !== "number" || !Number.isInteger(mtu) || mtu < 100 || mtu > 65507) {

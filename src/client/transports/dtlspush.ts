@@ -3,7 +3,7 @@
  * a CA or a pinned fingerprint, mutual X.509). Several records of one send
  * share datagrams (sendBatch).
  */
-import { connect, DtlsError, type DtlsConnection } from "../../dtls/index.ts";
+import { connect, DtlsError, HandshakeTimeoutError, type DtlsConnection } from "../../dtls/index.ts";
 import { asError, endpointName, TransportBase, TransportError, type CheckedOptions, type Transport } from "./base.ts";
 
 class DtlspushTransport extends TransportBase {
@@ -56,7 +56,8 @@ class DtlspushTransport extends TransportBase {
 /** Maps the engine's handshake failure to a TransportError. */
 function connectError(e: unknown, where: string): TransportError {
   if (e instanceof DtlsError) {
-    if (e.code === "timeout") return new TransportError("timeout", e.message, { cause: e });
+    if (e.code === "timeout")
+      return new TransportError("timeout", e.message, { cause: e, serverAnswered: e instanceof HandshakeTimeoutError && e.serverAnswered });
     if (e.code === "bad_option" || e.code === "bad_suite") return new TransportError("bad_option", e.message, { cause: e });
     if (e.code === "socket_error") return new TransportError("connect_failed", `cannot reach ${where}: ${e.message}`, { cause: e });
     return new TransportError("connect_failed", `the DTLS handshake with ${where} failed (${e.code}): ${e.message}`, { cause: e });
@@ -79,6 +80,7 @@ export async function openDtlspushTransport(o: CheckedOptions): Promise<Transpor
       key: o.key,
       mtu: o.mtu,
       timeoutMs: o.timeoutMs,
+      ...(o.handshakeRetransmitMs === undefined ? {} : { retransmit: { initialMs: o.handshakeRetransmitMs } }),
       ...(o.session === undefined ? {} : { session: o.session }),
       ...(o.connectionId === undefined ? {} : { connectionId: o.connectionId }),
       ...(o.crypto === undefined ? {} : { crypto: o.crypto }),
