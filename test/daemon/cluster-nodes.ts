@@ -136,15 +136,28 @@ export interface Device {
   ups: number;
   downs: number;
   texts(): string[];
+  /** the session's ups and downs (ms since `device`, with the reason of each down), for failure messages */
+  trace(): string;
 }
 
 export async function device(id: string, servers: readonly { host: string; port: number }[], o: Partial<ConnectOptions> = {}): Promise<Device> {
   const client = await connect({ servers, psk: { identity: id, key: Buffer.from(KEY_HEX, "hex") }, stateStore: memoryStateStore(), ...o });
   clients.push(client);
-  const d: Device = { client, got: [], ups: 1, downs: 0, texts: () => d.got.map((m) => m.text()) };
+  const t0 = performance.now();
+  const events: string[] = [];
+  const note = (what: string): number => events.push(`${(performance.now() - t0).toFixed(0)} ms ${what}`);
+  const d: Device = { client, got: [], ups: 1, downs: 0, texts: () => d.got.map((m) => m.text()), trace: () => events.join("; ") };
   client.on("message", (m) => d.got.push(m));
-  client.on("connected", () => d.ups++);
-  client.on("disconnected", () => d.downs++);
+  client.on("connected", () => {
+    d.ups++;
+    note(`connected (${d.got.length} received)`);
+  });
+  client.on("disconnected", (e) => {
+    d.downs++;
+    note(`disconnected: ${e?.message ?? "clean"}`);
+  });
+  // failed reconnects (each attempt's error; without a listener they are not emitted)
+  client.on("error", (e) => note(`error: ${e.message}`));
   return d;
 }
 
