@@ -38,6 +38,8 @@ export interface BoundLink extends LinkBase {
    * lost, and with it every push sent behind it.
    */
   ackedSinceWelcome: boolean;
+  /** when pushes were last sent again for a lost Welcome, ms (a device repeating Hello faster gets only Welcomes) */
+  lostWelcomeResentAt: number;
 }
 
 export interface ClosingLink extends LinkBase {
@@ -59,6 +61,7 @@ class LinkRecord {
   readonly sessionId: string;
   lastHeard: number;
   ackedSinceWelcome = false;
+  lostWelcomeResentAt = -Infinity;
 
   constructor(link: SessionLink, sessionId: string, now: number) {
     this.link = link;

@@ -7,6 +7,9 @@ import type { FrameRefusal } from "./observer.ts";
 import { decodeLinkSnapshot, encodeLinkSnapshot, type LinkRestoreOutcome } from "./link-snapshot.ts";
 import { wireErrorCode } from "./wire-errors.ts";
 
+/** Pushes go again for a lost Welcome at most this often per session (an SDK repeats Hello after 1 s, doubling). */
+const LOST_WELCOME_RESEND_MS = 250;
+
 /**
  * The engine's DTLS sessions: attach and detach, each record read and
  * dispatched, Hello answered with Welcome (the session is then bound to its
@@ -301,7 +304,9 @@ export class Sessions implements SessionsPart {
     // with no Ack since the last Welcome: that Welcome was lost, and the pushes behind it were dropped
     // by the device (it takes none before its Welcome): sent again now, behind this one, rather than
     // at their backed-off timers (a lossy path would otherwise lose the whole first window to it)
-    const lostWelcome = !fresh && !bound.ackedSinceWelcome;
+    // (at most once per LOST_WELCOME_RESEND_MS: a Hello costs a device nothing, a window of pushes costs the server)
+    const lostWelcome = !fresh && !bound.ackedSinceWelcome && now - bound.lostWelcomeResentAt >= LOST_WELCOME_RESEND_MS;
+    if (lostWelcome) bound.lostWelcomeResentAt = now;
     bound.ackedSinceWelcome = false;
     if (fresh || lostWelcome) window.resendAll(dev, now);
     window.pump(dev, now);

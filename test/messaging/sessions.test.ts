@@ -161,6 +161,27 @@ describe("a lost Welcome", () => {
     expect(d.payloads()).toEqual(["m1", "m2", "m3"]);
   });
 
+  it("a device that repeats Hello without acking gets its pushes again at most every 250 ms, however fast it says Hello", async () => {
+    const w = await World.create();
+    const d = w.addDevice("dev");
+    await connected(w, d);
+    d.mute = true; // it never acks (the Hellos below go straight to the engine)
+    for (let i = 1; i <= 3; i++) await publishTo(w, "dev", `m${i}`);
+    await w.run(50);
+    const sent = captureServerSends(w);
+    const link = d.link as SimLink;
+    const hello = encodeFrame({ kind: "hello", hello: { version: 1, sessionToken: "", receivedSeq: 0, client: "test" } });
+    // 40 Hellos, 25 ms apart (each answered before the next): 1 s
+    for (let i = 0; i < 40; i++) {
+      w.engine.receive(link, hello);
+      await w.run(25);
+    }
+    expect(sent.filter((c) => c.frame.kind === "welcome").length).toBe(40);
+    // 1 s / 250 ms: at most 4 or 5 resends of the 3 pushes (retransmission timers may add one round)
+    expect(pushes(sent).length).toBeLessThanOrEqual(6 * 3);
+    expect(pushes(sent).length).toBeGreaterThanOrEqual(3 * 3);
+  });
+
   it("a Hello again on a session that has acked since its Welcome (a token refresh) sends nothing again", async () => {
     const w = await World.create();
     const d = w.addDevice("dev");
