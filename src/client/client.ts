@@ -229,7 +229,7 @@ export class DtlspushClient extends EventEmitter<ClientEvents> {
   private learnedHandshakeRetransmit(): number | undefined {
     const m = this.liveness;
     if (m?.smoothedRtt === undefined) return undefined;
-    return Math.max(10, Math.min(1000, m.rto));
+    return Math.min(1000, m.rto); // the RTO is at least liveness.minRtoMs, itself at least 10
   }
 
   /** Opens one session; resolves at its Welcome, rejects when the transport or the server refuses. */

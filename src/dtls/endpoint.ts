@@ -502,9 +502,9 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
       if (conn !== undefined) conn.ended(error);
       else if (!settled) {
         settled = true;
-        const timedOut = error?.code === "timeout" && !(error instanceof HandshakeTimeoutError);
+        // every timeout (the deadline, or the retransmissions used up) says whether the server answered meanwhile
         reject(
-          timedOut
+          error?.code === "timeout"
             ? new HandshakeTimeoutError(error.message, answered)
             : (error ?? new DtlsError("closed", "server closed the connection during the handshake")),
         );
@@ -534,7 +534,7 @@ export async function connect(opts: ConnectOptions): Promise<DtlsConnection> {
       unref: true,
     });
     const deadline = setTimeout(() => {
-      core.fail(new HandshakeTimeoutError(`no DTLS handshake with ${opts.host}:${opts.port} within ${timeoutMs} ms`, answered));
+      core.fail(new DtlsError("timeout", `no DTLS handshake with ${opts.host}:${opts.port} within ${timeoutMs} ms`));
     }, timeoutMs);
     socket.on("message", (msg) => {
       answered = true;

@@ -34,7 +34,7 @@ import type {
   Subscription,
   WriteBatch,
 } from "./types.ts";
-import { checkBatch, checkDevice, checkSetting } from "./validate.ts";
+import { checkBatch, checkDevice, checkSetting, receiptRecord } from "./validate.ts";
 
 /**
  * The Store on Redis (the cluster's shared state). One connection; every call
@@ -322,7 +322,7 @@ interface PendingCommit {
   /** its number: the fence value it expects */
   readonly k: number;
   readonly args: readonly string[];
-  readonly copies: readonly ReceiptInput[];
+  readonly copies: readonly Receipt[];
   readonly resolve: (receipts: Receipt[]) => void;
   readonly reject: (e: Error) => void;
   /** times sent (a second send is a replay) */
@@ -800,15 +800,8 @@ export class RedisStore implements Store, ClusterStore {
       return this.settleInOrder(Promise.reject(e as Error));
     }
     const receipts = batch.receipts ?? [];
-    const copies = receipts.map((r) => ({
-      messageId: r.messageId,
-      device: r.device,
-      state: r.state,
-      at: r.at,
-      reason: r.reason,
-      seq: r.seq,
-      topic: r.topic,
-    }));
+    // ids come from the script's answer (settleCommit)
+    const copies = receipts.map((r) => receiptRecord(r, 0));
     const k = this.sent++;
     const p = new Promise<Receipt[]>((resolve, reject) => {
       this.waiting.push({ k, args, copies, resolve, reject, sends: 0 });
@@ -857,7 +850,7 @@ export class RedisStore implements Store, ClusterStore {
       case 0:
         this.stats.commits++;
         this.applied = Math.max(this.applied, c.k + 1);
-        c.resolve(c.copies.map((copy, i) => ({ id: r[1] + i, ...copy })));
+        c.resolve(c.copies.map((copy, i) => ({ ...copy, id: r[1] + i })));
         return;
       case 1:
         c.reject(

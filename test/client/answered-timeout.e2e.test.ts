@@ -12,6 +12,7 @@ import { connect, TransportError, openTransport, type DtlspushClient } from "../
 import { startPushServer, type PushServer } from "../../src/daemon/push-server.ts";
 import { openMemoryStore } from "../../src/store/index.ts";
 import { until } from "../support/until.ts";
+import { CLIENT_HELLO, handshakeType, HELLO_VERIFY_REQUEST, startUdpRelay } from "../support/udp-relay.ts";
 
 const KEY = Buffer.from("000102030405060708090a0b0c0d0e0f", "hex");
 const cleanups: (() => unknown)[] = [];
@@ -19,11 +20,6 @@ const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-
-/** A record of content type handshake in epoch 0 (a ClientHello from a device, a HelloVerifyRequest from a server). */
-const handshakeType = (d: Buffer): number | undefined => (d.length > 25 && d[0] === 22 && d[3] === 0 && d[4] === 0 ? d[13] : undefined);
-const CLIENT_HELLO = 1;
-const HELLO_VERIFY_REQUEST = 3;
 
 /** Attempts in order: which server each new device source port sent its first ClientHello to. */
 const attempts: string[] = [];
@@ -43,20 +39,17 @@ async function bound(): Promise<ReturnType<typeof createSocket>> {
 
 /** A relay to `port`; while `halfOpen`, only the server's HelloVerifyRequests reach the device. */
 async function relay(name: string, port: number): Promise<{ port: number; halfOpen: boolean }> {
-  const front = await bound();
-  const back = await bound();
   const seen = new Set<number>();
-  let device: RemoteInfo | undefined;
-  const r = { port: front.address().port, halfOpen: false };
-  front.on("message", (d, from) => {
-    noteAttempt(name, seen, d, from);
-    device = from;
-    back.send(d, port, "127.0.0.1");
+  const r = { port: 0, halfOpen: false };
+  const u = await startUdpRelay(port, {
+    toServer: (d, from) => {
+      noteAttempt(name, seen, d, from);
+      return true;
+    },
+    toDevice: (d) => !r.halfOpen || handshakeType(d) === HELLO_VERIFY_REQUEST,
   });
-  back.on("message", (d) => {
-    if (device === undefined || (r.halfOpen && handshakeType(d) !== HELLO_VERIFY_REQUEST)) return;
-    front.send(d, device.port, device.address);
-  });
+  cleanups.push(() => u.close());
+  r.port = u.port;
   return r;
 }
 

@@ -6,18 +6,18 @@
  * device and an in-process push server drops the first ClientHello it sees
  * and times the next one.
  */
-import { createSocket, type RemoteInfo } from "node:dgram";
 import { afterEach, describe, expect, it } from "vitest";
 import { connect, openTransport, TransportError, type DtlspushClient, type Transport } from "../../src/client/index.ts";
 import { startPushServer, type PushServer } from "../../src/daemon/push-server.ts";
 import { openMemoryStore } from "../../src/store/index.ts";
 import { until } from "../support/until.ts";
+import { CLIENT_HELLO, handshakeType, startUdpRelay, type UdpRelay } from "../support/udp-relay.ts";
 
 const KEY = Buffer.from("000102030405060708090a0b0c0d0e0f", "hex");
 const servers: PushServer[] = [];
 const clients: DtlspushClient[] = [];
 const transports: Transport[] = [];
-const relays: Relay[] = [];
+const relays: UdpRelay[] = [];
 
 afterEach(async () => {
   for (const c of clients.splice(0)) await c.close();
@@ -26,53 +26,33 @@ afterEach(async () => {
   for (const r of relays.splice(0)) r.close();
 });
 
-/** A record of content type handshake in epoch 0: a ClientHello from the device. */
-const isClientHello = (d: Buffer): boolean => d.length > 13 && d[0] === 22 && d[3] === 0 && d[4] === 0;
-
 interface Relay {
   readonly port: number;
   /** arrival times (performance.now) of the device's ClientHello datagrams */
   readonly hellos: number[];
   /** drop everything from now on, except that the second ClientHello after the cut (and all after it) passes */
   cut(): void;
-  close(): void;
 }
 
-/** A UDP relay to `port` that drops the first ClientHello it sees (and, after `cut`, everything until the next one). */
+/** A relay to `port` that drops the first ClientHello it sees (and, after `cut`, everything until the next one). */
 async function relay(port: number): Promise<Relay> {
-  const front = createSocket("udp4");
-  const back = createSocket("udp4");
-  let device: RemoteInfo | undefined;
   let cutAt: number | undefined;
   const hellos: number[] = [];
-  front.on("message", (d, from) => {
-    device = from;
-    if (isClientHello(d)) {
-      hellos.push(performance.now());
-      // one ClientHello lost, at the start and after a cut: the next comes after the retransmission timeout
-      const sinceCut = cutAt === undefined ? hellos : hellos.filter((t) => t >= (cutAt as number));
-      if (sinceCut.length === 1) return;
-      cutAt = undefined;
-    }
-    if (cutAt !== undefined) return;
-    back.send(d, port, "127.0.0.1");
-  });
-  back.on("message", (d) => {
-    if (device !== undefined && cutAt === undefined) front.send(d, device.port, device.address);
-  });
-  await new Promise<void>((r) => front.bind(0, "127.0.0.1", r));
-  await new Promise<void>((r) => back.bind(0, "127.0.0.1", r));
-  const r: Relay = {
-    port: front.address().port,
-    hellos,
-    cut: () => (cutAt = performance.now()),
-    close: () => {
-      front.close();
-      back.close();
+  const r = await startUdpRelay(port, {
+    toServer: (d) => {
+      if (handshakeType(d) === CLIENT_HELLO) {
+        hellos.push(performance.now());
+        // one ClientHello lost, at the start and after a cut: the next comes after the retransmission timeout
+        const sinceCut = cutAt === undefined ? hellos : hellos.filter((t) => t >= (cutAt as number));
+        if (sinceCut.length === 1) return false;
+        cutAt = undefined;
+      }
+      return cutAt === undefined;
     },
-  };
+    toDevice: () => cutAt === undefined,
+  });
   relays.push(r);
-  return r;
+  return { port: r.port, hellos, cut: () => (cutAt = performance.now()) };
 }
 
 async function server(): Promise<PushServer> {
